@@ -1,0 +1,135 @@
+//! # weir-sdk: write weir pipeline stages in Rust
+//!
+//! A stage is a WebAssembly component that the weir host runs for every request of a route,
+//! sandboxed with fuel, a deadline and a memory cap. This crate wraps the generated bindings of
+//! the `weir:stage` WIT world (`wit/stage.wit`, the single source of truth) so that a stage is
+//! a plain Rust type:
+//!
+//! 1. implement [`Stage`] — every method but [`Stage::info`] defaults to pass-through;
+//! 2. export it with [`export_stage!`];
+//! 3. build with `cargo build --release --target wasm32-wasip2` (no cargo-component needed)
+//!    and point the host config at `target/wasm32-wasip2/release/<crate>.wasm`.
+//!
+//! ```no_run
+//! use weir_sdk::{ChatRequest, RequestContext, RequestOutcome, Stage, StageError, StageInfo};
+//!
+//! /// Refuses requests that mention a secret project name taken from the stage config.
+//! #[derive(Default)]
+//! struct CodenameGuard;
+//!
+//! impl Stage for CodenameGuard {
+//!     fn info() -> StageInfo {
+//!         StageInfo::new("codename-guard", env!("CARGO_PKG_VERSION")).on_request()
+//!     }
+//!
+//!     fn on_request(
+//!         &mut self,
+//!         _ctx: &RequestContext,
+//!         request: ChatRequest,
+//!     ) -> Result<RequestOutcome, StageError> {
+//!         let codename: String = weir_sdk::config::get_or("codename", "bluebird".to_string())?;
+//!         if request.messages.iter().any(|m| m.text().contains(&codename)) {
+//!             weir_sdk::warn!("refused a request naming {codename}");
+//!             return Err(StageError::reject(403, "codename", "that project is confidential"));
+//!         }
+//!         Ok(RequestOutcome::Next(request))
+//!     }
+//! }
+//!
+//! weir_sdk::export_stage!(CodenameGuard);
+//! ```
+//!
+//! # Layout
+//!
+//! - [`bindings`]: the raw generated bindings (rarely needed directly).
+//! - [`Stage`] and [`export_stage!`]: the trait an author implements and the macro that exports it.
+//! - [`config`]: typed reading of the stage's own config table.
+//! - [`log`](crate::info): `trace!` .. `error!` macros writing to the host log.
+//! - [`llm`]: `complete()` and `embed()` through the host's LLM step.
+//! - [`cache`]: a key-value cache private to the stage.
+//! - [`build`]: builders for messages, responses and errors (inherent methods on the WIT types).
+//!
+//! Every request gets a fresh instance of the stage, so the `Stage` value is created with
+//! `Default` for each request and lives for the request phase and the response phase of that
+//! request only. Keep per-request state in `self`; keep cross-request state in [`cache`].
+
+#![warn(missing_docs)]
+
+/// Raw bindings generated from `wit/stage.wit` by `wit-bindgen`.
+#[allow(missing_docs, clippy::all, unsafe_code)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "stage",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_stage_bindings",
+        default_bindings_module: "weir_sdk::bindings",
+    });
+}
+
+pub mod build;
+pub mod cache;
+pub mod config;
+pub mod llm;
+mod log;
+mod stage;
+
+pub use bindings::weir::stage::types::{
+    ChatRequest, ChatResponse, Choice, Content, ContentPart, LlmError, LogLevel, Message, Phases,
+    Rejection, RequestContext, RequestOutcome, StageError, StageInfo, Usage,
+};
+pub use stage::Stage;
+
+#[doc(hidden)]
+pub use log::log as __log;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::stage::{describe, on_request, on_response};
+}
+
+/// Exports a [`Stage`] implementation as the component's `weir:stage/stage` world.
+///
+/// Use it once per crate, at the top level, with a type that implements `Stage + Default`:
+///
+/// ```no_run
+/// #[derive(Default)]
+/// struct PassThrough;
+/// impl weir_sdk::Stage for PassThrough {
+///     fn info() -> weir_sdk::StageInfo {
+///         weir_sdk::StageInfo::new("pass-through", "1.0.0").on_request()
+///     }
+/// }
+/// weir_sdk::export_stage!(PassThrough);
+/// ```
+#[macro_export]
+macro_rules! export_stage {
+    ($stage:ty) => {
+        const _: () = {
+            struct __WeirStageExport;
+
+            impl $crate::bindings::Guest for __WeirStageExport {
+                fn describe() -> $crate::StageInfo {
+                    $crate::__private::describe::<$stage>()
+                }
+
+                fn on_request(
+                    ctx: $crate::RequestContext,
+                    request: $crate::ChatRequest,
+                ) -> ::core::result::Result<$crate::RequestOutcome, $crate::StageError> {
+                    $crate::__private::on_request::<$stage>(ctx, request)
+                }
+
+                fn on_response(
+                    ctx: $crate::RequestContext,
+                    request: $crate::ChatRequest,
+                    response: $crate::ChatResponse,
+                ) -> ::core::result::Result<$crate::ChatResponse, $crate::StageError> {
+                    $crate::__private::on_response::<$stage>(ctx, request, response)
+                }
+            }
+
+            $crate::bindings::__export_stage_bindings!(__WeirStageExport with_types_in $crate::bindings);
+        };
+    };
+}

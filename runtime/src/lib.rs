@@ -1,1 +1,28 @@
-//! weir
+//! # weir
+//!
+//! An edge runtime for production AI pipelines: user-written stages compiled to WebAssembly
+//! components run sandboxed around a host-side LLM step. See `ARCHITECTURE.md` in the shared
+//! design docs for the request path.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML schema, validation with file:line errors, validated settings.
+//! - [`wit`]: host bindings generated from `wit/stage.wit` (the contract).
+//! - [`sandbox`]: the wasmtime `Engine` (pooling allocator, fuel, epochs, ticker), the
+//!   per-call `Store` and its limits.
+//! - [`stages`]: loading a component, checking it against the world, `StagePre` per stage
+//!   version, per-request instances and failure classification.
+//! - [`host_api`]: the imports granted to guests (log, config, llm, embed, cache).
+//! - [`pipeline`]: one request through the stages in onion order, short-circuits and the
+//!   stage error policy.
+//! - [`cli`]: the `weir` command line.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod host_api;
+pub mod pipeline;
+pub mod sandbox;
+pub mod stages;
+pub mod wit;

@@ -1,1 +1,189 @@
-//! placeholder
+//! `weir-test-chaos`: a guest test program whose behaviour is chosen by its stage config key
+//! `mode`, so one component covers every sandbox and pipeline test. `fault_phase`
+//! (`request`, the default, or `response`) says in which phase a misbehaving mode acts.
+//!
+//! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
+//! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
+//! `cache`. Each is exercised by a host test in `tests/all/`; the artifacts build script checks
+//! that every mode listed in [`MODES`] is named there.
+
+use weir_sdk::{
+    ChatRequest, ChatResponse, Message, RequestContext, RequestOutcome, Stage, StageError,
+    StageInfo,
+};
+
+/// Every mode, checked against the host tests by `tests/artifacts/build.rs`.
+pub const MODES: &[&str] = &[
+    "pass",
+    "loop",
+    "memory",
+    "recursion",
+    "panic",
+    "huge-log",
+    "read-file",
+    "env",
+    "socket",
+    "stdout",
+    "fail",
+    "reject",
+    "bad-status",
+    "respond",
+    "tag",
+    "complete",
+    "cache",
+];
+
+/// Per-request state, proving the response phase runs on the request phase's instance.
+#[derive(Default)]
+struct Chaos {
+    /// Set by the request phase.
+    saw_request: bool,
+}
+
+fn mode() -> String {
+    weir_sdk::config::get("mode").unwrap_or_else(|| "pass".to_string())
+}
+
+fn fault_phase() -> String {
+    weir_sdk::config::get("fault_phase").unwrap_or_else(|| "request".to_string())
+}
+
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
+    trail.push(depth);
+    let below = recurse(depth + 1, trail);
+    below.wrapping_add(depth)
+}
+
+/// Misbehaves as the mode says; returns `Some(text)` for modes that report a probe result.
+fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
+    match mode {
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "recursion" => {
+            let mut trail = Vec::new();
+            Ok(Some(recurse(0, &mut trail).to_string()))
+        }
+        "panic" => panic!("chaos: deliberate panic"),
+        "huge-log" => {
+            let line = "x".repeat(8 << 20);
+            weir_sdk::info!("{line}");
+            Ok(None)
+        }
+        "read-file" => Ok(Some(match std::fs::read_to_string("/etc/passwd") {
+            Ok(text) => format!("read-file: ok: {} bytes", text.len()),
+            Err(err) => format!("read-file: error: {err}"),
+        })),
+        "env" => {
+            let canary = std::env::var("WEIR_CANARY").unwrap_or_else(|_| "<unset>".to_string());
+            Ok(Some(format!("env: WEIR_CANARY={canary}; vars={}", std::env::vars().count())))
+        }
+        "socket" => Ok(Some(match std::net::TcpStream::connect("127.0.0.1:9") {
+            Ok(_) => "socket: ok: connected".to_string(),
+            Err(err) => format!("socket: error: {err}"),
+        })),
+        "stdout" => {
+            println!("chaos: hello on stdout");
+            eprintln!("chaos: hello on stderr");
+            Ok(None)
+        }
+        "fail" => Err(StageError::fail("chaos: deliberate failure")),
+        "reject" => Err(StageError::reject(403, "chaos_rejected", "chaos says no")),
+        "bad-status" => Err(StageError::reject(200, "chaos_bad_status", "not an error status")),
+        "complete" => {
+            let question = ChatRequest::new("inner", vec![Message::user("inner question")]);
+            Ok(Some(match weir_sdk::llm::complete(&question) {
+                Ok(answer) => format!("complete: ok: {}", answer.text()),
+                Err(err) => format!("complete: error: {err}"),
+            }))
+        }
+        "cache" => {
+            let before = weir_sdk::cache::get("counter")
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            weir_sdk::cache::set("counter", (before + 1).to_string().as_bytes(), Some(60));
+            Ok(Some(format!("cache: before={before}")))
+        }
+        _ => Ok(None),
+    }
+}
+
+impl Stage for Chaos {
+    fn info() -> StageInfo {
+        StageInfo::new("chaos", env!("CARGO_PKG_VERSION"))
+            .on_request()
+            .on_response()
+    }
+
+    fn on_request(
+        &mut self,
+        _ctx: &RequestContext,
+        mut request: ChatRequest,
+    ) -> Result<RequestOutcome, StageError> {
+        self.saw_request = true;
+        let mode = mode();
+        match mode.as_str() {
+            "respond" => {
+                return Ok(RequestOutcome::Respond(ChatResponse::from_text(
+                    "chaos",
+                    "answered by the chaos stage",
+                )));
+            }
+            "tag" => {
+                let tag = weir_sdk::config::get("tag").unwrap_or_default();
+                if let Some(last) = request.messages.last_mut() {
+                    let text = last.text();
+                    last.set_text(format!("{text} >{tag}"));
+                }
+                return Ok(RequestOutcome::Next(request));
+            }
+            _ => {}
+        }
+        if fault_phase() == "request"
+            && let Some(text) = misbehave(&mode)?
+        {
+            return Ok(RequestOutcome::Respond(ChatResponse::from_text("chaos", text)));
+        }
+        Ok(RequestOutcome::Next(request))
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &RequestContext,
+        _request: &ChatRequest,
+        mut response: ChatResponse,
+    ) -> Result<ChatResponse, StageError> {
+        let mode = mode();
+        if mode == "tag" {
+            let tag = weir_sdk::config::get("tag").unwrap_or_default();
+            let same_instance = if self.saw_request { "same" } else { "fresh" };
+            for choice in &mut response.choices {
+                let text = choice.message.text();
+                choice
+                    .message
+                    .set_text(format!("{text} <{tag}:{same_instance}"));
+            }
+            return Ok(response);
+        }
+        if fault_phase() == "response"
+            && let Some(text) = misbehave(&mode)?
+        {
+            return Ok(ChatResponse::from_text("chaos", text));
+        }
+        Ok(response)
+    }
+}
+
+weir_sdk::export_stage!(Chaos);

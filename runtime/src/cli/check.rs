@@ -1,0 +1,56 @@
+//! `weir check <file.wasm>...`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::{Allocator, SandboxSettings};
+use crate::host_api::{HostServices, NoLlm};
+use crate::sandbox::Sandbox;
+use crate::stages::{LoadedStage, describe_line};
+
+/// Arguments of `weir check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Stage component files (`.wasm`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Checks every file; prints one line per file; exit 0 only if all are valid stages.
+pub fn run(args: CheckArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = SandboxSettings {
+        allocator: Allocator::OnDemand,
+        pool_size: 4,
+        ..SandboxSettings::default()
+    };
+    let sandbox = match Sandbox::new(settings) {
+        Ok(sandbox) => sandbox,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let services = Arc::new(HostServices::new(
+        Arc::new(NoLlm),
+        sandbox.settings().log_line_max_bytes,
+    ));
+    let mut ok = true;
+    for file in &args.files {
+        match runtime.block_on(LoadedStage::load(&sandbox, &services, file)) {
+            Ok(stage) => println!("{}", describe_line(&stage)),
+            Err(err) => {
+                eprintln!("error: {err}");
+                ok = false;
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,62 @@
+//! The `weir:stage/host` import functions, implemented on the store data.
+
+use crate::sandbox::StageState;
+use crate::wit::weir::stage::{host, types};
+use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
+
+use super::truncate_for_log;
+
+impl types::Host for StageState {}
+
+impl host::Host for StageState {
+    async fn log(&mut self, level: LogLevel, message: String) {
+        let host = &self.host;
+        let line = truncate_for_log(&message, host.services.log_line_max_bytes);
+        let stage = &*host.stage.label;
+        let request_id = &*host.request_id;
+        match level {
+            LogLevel::Trace => tracing::trace!(target: "weir::guest", stage, request_id, "{line}"),
+            LogLevel::Debug => tracing::debug!(target: "weir::guest", stage, request_id, "{line}"),
+            LogLevel::Info => tracing::info!(target: "weir::guest", stage, request_id, "{line}"),
+            LogLevel::Warn => tracing::warn!(target: "weir::guest", stage, request_id, "{line}"),
+            LogLevel::Error => tracing::error!(target: "weir::guest", stage, request_id, "{line}"),
+        }
+    }
+
+    async fn config_get(&mut self, key: String) -> Option<String> {
+        self.host.stage.config.get(&key).cloned()
+    }
+
+    async fn complete(&mut self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
+        let caller = self.host.caller();
+        self.host.services.llm.complete(caller, request).await
+    }
+
+    async fn embed(
+        &mut self,
+        model: String,
+        inputs: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, LlmError> {
+        let caller = self.host.caller();
+        self.host.services.llm.embed(caller, model, inputs).await
+    }
+
+    async fn cache_get(&mut self, key: String) -> Option<Vec<u8>> {
+        self.host.services.cache.get(&self.host.stage.name, &key)
+    }
+
+    async fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) {
+        let stored = self
+            .host
+            .services
+            .cache
+            .set(&self.host.stage.name, key, value, ttl_seconds);
+        if !stored {
+            tracing::debug!(
+                target: "weir::guest",
+                stage = &*self.host.stage.label,
+                "cache-set ignored: key or value over the size limit"
+            );
+        }
+    }
+}

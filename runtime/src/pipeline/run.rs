@@ -1,0 +1,346 @@
+//! Driving one request through the request and response phases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
+use crate::host_api::HostContext;
+use crate::stages::{FailureKind, StageFailure, StageInstance};
+use crate::wit::{
+    ChatRequest, ChatResponse, Phases, Rejection, RequestContext, RequestOutcome, StageError,
+};
+
+/// Which phase a [`StageRun`] records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `on-request`.
+    Request,
+    /// `on-response`.
+    Response,
+}
+
+/// What one stage phase did: for `x-weir-stages`, `Server-Timing`, traces and metrics.
+#[derive(Clone, Debug)]
+pub struct StageRun {
+    /// `name@abcd1234`.
+    pub label: Arc<str>,
+    /// The phase.
+    pub phase: Phase,
+    /// Wall time of the phase, instantiation included.
+    pub elapsed: Duration,
+    /// Fuel the call consumed (`None` when unmetered or the call never started).
+    pub fuel_used: Option<u64>,
+    /// `next`, `respond`, `ok`, `rejected`, or the failure kind; `skipped:<kind>` under the
+    /// `skip` policy.
+    pub outcome: String,
+}
+
+/// A stage that ran its request phase and still has a response phase to run.
+struct Held {
+    /// Index into the pipeline's stages.
+    index: usize,
+    /// The live instance; `None` for a response-only stage (instantiated when needed).
+    instance: Option<StageInstance>,
+    /// The request as this stage passed it on.
+    request: ChatRequest,
+}
+
+/// One request in flight through a pipeline. Dropping it releases every instance it holds.
+pub struct Forwarded {
+    /// The pipeline snapshot the request runs on, fixed for its whole life.
+    pipeline: Arc<Pipeline>,
+    /// Sandbox, services and reaper.
+    env: StageEnv,
+    /// The request id.
+    request_id: Arc<str>,
+    /// The request as it stands (after the request phase: what goes upstream).
+    request: ChatRequest,
+    /// A response a stage answered with (short-circuit), until taken.
+    answer: Option<ChatResponse>,
+    /// Stages waiting for their response phase, in request order.
+    held: Vec<Held>,
+    /// What ran, in order.
+    runs: Vec<StageRun>,
+}
+
+impl Pipeline {
+    /// Starts `request` on this pipeline snapshot; nothing runs until
+    /// [`Forwarded::on_request`].
+    pub fn start(
+        self: &Arc<Self>,
+        env: &StageEnv,
+        request_id: Arc<str>,
+        request: ChatRequest,
+    ) -> Forwarded {
+        Forwarded {
+            pipeline: self.clone(),
+            env: env.clone(),
+            request_id,
+            request,
+            answer: None,
+            held: Vec::new(),
+            runs: Vec::with_capacity(self.stages.len() * 2),
+        }
+    }
+}
+
+impl Forwarded {
+    /// Runs every stage's `on-request` in order, stopping at a short-circuit.
+    pub async fn on_request(&mut self) -> Result<(), PipelineError> {
+        let pipeline = self.pipeline.clone();
+        for (index, spec) in pipeline.stages.iter().enumerate() {
+            let phases = spec.stage.info.phases;
+            if !phases.contains(Phases::REQUEST) {
+                if phases.contains(Phases::RESPONSE) {
+                    self.held.push(Held {
+                        index,
+                        instance: None,
+                        request: self.request.clone(),
+                    });
+                }
+                continue;
+            }
+            let started = Instant::now();
+            let mut instance = match self.instantiate(spec).await {
+                Ok(instance) => instance,
+                Err(failure) => {
+                    self.apply_policy(spec, Phase::Request, started, None, failure)?;
+                    continue;
+                }
+            };
+            let ctx = self.context(spec);
+            let result = instance.on_request(&ctx, &self.request).await;
+            let fuel = fuel_used(&instance);
+            match result {
+                Ok(Ok(RequestOutcome::Next(request))) => {
+                    self.record(spec, Phase::Request, started, fuel, "next");
+                    self.request = request;
+                    if phases.contains(Phases::RESPONSE) {
+                        self.held.push(Held {
+                            index,
+                            instance: Some(instance),
+                            request: self.request.clone(),
+                        });
+                    } else {
+                        instance.release(&self.env.reaper);
+                    }
+                }
+                Ok(Ok(RequestOutcome::Respond(response))) => {
+                    self.record(spec, Phase::Request, started, fuel, "respond");
+                    instance.release(&self.env.reaper);
+                    self.answer = Some(response);
+                    return Ok(());
+                }
+                Ok(Err(StageError::Reject(rejection))) => {
+                    instance.release(&self.env.reaper);
+                    return Err(self.rejected(spec, Phase::Request, started, fuel, rejection));
+                }
+                Ok(Err(StageError::Fail(message))) => {
+                    instance.release(&self.env.reaper);
+                    let failure =
+                        StageFailure::new(&spec.identity.label, FailureKind::Failed, message);
+                    self.apply_policy(spec, Phase::Request, started, fuel, failure)?;
+                }
+                Err(failure) => {
+                    instance.release(&self.env.reaper);
+                    self.apply_policy(spec, Phase::Request, started, fuel, failure)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The request as the stages left it: what the LLM step should send.
+    pub fn request(&self) -> &ChatRequest {
+        &self.request
+    }
+
+    /// The response a stage answered with instead of the model, if any.
+    pub fn take_answer(&mut self) -> Option<ChatResponse> {
+        self.answer.take()
+    }
+
+    /// True when some stage still has a response phase to run.
+    pub fn has_response_phase(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// True when a stage waiting for its response phase must see the whole response even
+    /// for a stream (the caller then buffers the stream).
+    pub fn needs_full_response(&self) -> bool {
+        self.held
+            .iter()
+            .any(|h| self.pipeline.stages[h.index].stage.info.needs_full_response)
+    }
+
+    /// Runs the held stages' `on-response` in reverse order on `response`, releasing each
+    /// instance as soon as its phase has run.
+    pub async fn on_response(
+        &mut self,
+        mut response: ChatResponse,
+    ) -> Result<ChatResponse, PipelineError> {
+        let pipeline = self.pipeline.clone();
+        while let Some(held) = self.held.pop() {
+            let spec = &pipeline.stages[held.index];
+            let started = Instant::now();
+            let mut instance = match held.instance {
+                Some(instance) => instance,
+                None => match self.instantiate(spec).await {
+                    Ok(instance) => instance,
+                    Err(failure) => {
+                        self.apply_policy(spec, Phase::Response, started, None, failure)?;
+                        continue;
+                    }
+                },
+            };
+            let ctx = self.context(spec);
+            let result = instance.on_response(&ctx, &held.request, &response).await;
+            let fuel = fuel_used(&instance);
+            instance.release(&self.env.reaper);
+            match result {
+                Ok(Ok(rewritten)) => {
+                    self.record(spec, Phase::Response, started, fuel, "ok");
+                    response = rewritten;
+                }
+                Ok(Err(StageError::Reject(rejection))) => {
+                    return Err(self.rejected(spec, Phase::Response, started, fuel, rejection));
+                }
+                Ok(Err(StageError::Fail(message))) => {
+                    let failure =
+                        StageFailure::new(&spec.identity.label, FailureKind::Failed, message);
+                    self.apply_policy(spec, Phase::Response, started, fuel, failure)?;
+                }
+                Err(failure) => self.apply_policy(spec, Phase::Response, started, fuel, failure)?,
+            }
+        }
+        Ok(response)
+    }
+
+    /// What ran so far, in order.
+    pub fn runs(&self) -> &[StageRun] {
+        &self.runs
+    }
+
+    /// The labels of the stages that ran, each once, in request order (`x-weir-stages`).
+    pub fn stage_labels(&self) -> Vec<Arc<str>> {
+        let mut labels: Vec<Arc<str>> = Vec::with_capacity(self.runs.len());
+        for run in &self.runs {
+            if !labels.iter().any(|l| Arc::ptr_eq(l, &run.label) || **l == *run.label) {
+                labels.push(run.label.clone());
+            }
+        }
+        labels
+    }
+
+    async fn instantiate(&self, spec: &PipelineStage) -> Result<StageInstance, StageFailure> {
+        let host = HostContext {
+            stage: spec.identity.clone(),
+            services: self.env.services.clone(),
+            request_id: self.request_id.clone(),
+            route: self.pipeline.route.clone(),
+        };
+        spec.stage
+            .instantiate(&self.env.sandbox, host, &spec.limits)
+            .await
+    }
+
+    fn context(&self, spec: &PipelineStage) -> RequestContext {
+        RequestContext {
+            request_id: self.request_id.to_string(),
+            route: self.pipeline.route.to_string(),
+            stage: spec.identity.name.to_string(),
+        }
+    }
+
+    fn record(
+        &mut self,
+        spec: &PipelineStage,
+        phase: Phase,
+        started: Instant,
+        fuel_used: Option<u64>,
+        outcome: impl Into<String>,
+    ) {
+        self.runs.push(StageRun {
+            label: spec.identity.label.clone(),
+            phase,
+            elapsed: started.elapsed(),
+            fuel_used,
+            outcome: outcome.into(),
+        });
+    }
+
+    fn rejected(
+        &mut self,
+        spec: &PipelineStage,
+        phase: Phase,
+        started: Instant,
+        fuel: Option<u64>,
+        rejection: Rejection,
+    ) -> PipelineError {
+        self.record(spec, phase, started, fuel, "rejected");
+        if !(400..=599).contains(&rejection.status) {
+            return PipelineError::Stage(StageFailure::new(
+                &spec.identity.label,
+                FailureKind::Failed,
+                format!(
+                    "rejected with status {}, outside 400..=599 (code {:?})",
+                    rejection.status, rejection.code
+                ),
+            ));
+        }
+        PipelineError::Rejected {
+            stage: spec.identity.label.to_string(),
+            status: rejection.status,
+            code: rejection.code,
+            message: rejection.message,
+        }
+    }
+
+    /// Applies the stage's `on_error` policy: `Err` to end the request, `Ok` to go on.
+    /// An exhausted pool always ends the request (shed), whatever the policy.
+    fn apply_policy(
+        &mut self,
+        spec: &PipelineStage,
+        phase: Phase,
+        started: Instant,
+        fuel: Option<u64>,
+        failure: StageFailure,
+    ) -> Result<(), PipelineError> {
+        if failure.kind != FailureKind::PoolExhausted && spec.on_error == OnError::Skip {
+            tracing::warn!(
+                stage = &*spec.identity.label,
+                request_id = &*self.request_id,
+                kind = failure.kind.code(),
+                detail = %failure.detail,
+                "stage failed; skipped by its on_error policy"
+            );
+            self.record(spec, phase, started, fuel, format!("skipped:{}", failure.kind));
+            return Ok(());
+        }
+        tracing::warn!(
+            stage = &*spec.identity.label,
+            request_id = &*self.request_id,
+            kind = failure.kind.code(),
+            detail = %failure.detail,
+            "stage failed"
+        );
+        self.record(spec, phase, started, fuel, failure.kind.code());
+        Err(PipelineError::Stage(failure))
+    }
+}
+
+impl Drop for Forwarded {
+    fn drop(&mut self) {
+        for held in self.held.drain(..) {
+            if let Some(instance) = held.instance {
+                instance.release(&self.env.reaper);
+            }
+        }
+    }
+}
+
+fn fuel_used(instance: &StageInstance) -> Option<u64> {
+    Some(instance.fuel_budget()?.saturating_sub(instance.fuel_remaining()?))
+}

@@ -1,0 +1,189 @@
+//! Building the process-wide [`Engine`] and its epoch ticker.
+//!
+//! The pooling allocator pre-reserves address space for `pool_size` instances so that a
+//! per-request instantiation costs microseconds; when that reservation fails (a host with a
+//! small `ulimit -v`, say) `Allocator::Auto` falls back to on-demand allocation with a warning.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::StageState;
+use crate::config::{Allocator, SandboxSettings};
+use crate::wit::StageBindings;
+
+/// Core instances one component may hold. A Rust `wasm32-wasip2` stage has a handful (the
+/// main module plus the WASI adapter's shims); 16 leaves room for other toolchains.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Linear memories one component may hold (main module + adapter + spare).
+const MEMORIES_PER_COMPONENT: u32 = 4;
+/// Tables one component may hold.
+const TABLES_PER_COMPONENT: u32 = 8;
+/// Pages of each memory kept mapped between instances (avoids a page fault storm per request).
+const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+/// Bytes of each table kept mapped between instances.
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
+
+/// Why the sandbox could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The pooling allocator was required but its address space could not be reserved.
+    #[error("cannot reserve the instance pool ({pool_size} instances, {memory_mib} MiB each): {source}")]
+    Pool {
+        /// Configured pool size.
+        pool_size: u32,
+        /// Configured largest memory cap, MiB.
+        memory_mib: u64,
+        /// wasmtime's reason.
+        source: wasmtime::Error,
+    },
+    /// The engine could not be built at all.
+    #[error("cannot build the wasm engine: {0}")]
+    Engine(wasmtime::Error),
+    /// The epoch ticker thread could not be started.
+    #[error("cannot start the epoch ticker thread: {0}")]
+    Ticker(std::io::Error),
+    /// The linker could not be set up (a host bug).
+    #[error("cannot link the host API: {0}")]
+    Link(wasmtime::Error),
+}
+
+/// The process-wide wasm engine, its linker and epoch ticker.
+pub struct Sandbox {
+    /// The engine every stage is compiled for.
+    engine: Engine,
+    /// WASI + the `weir:stage/host` imports, built once.
+    linker: Linker<StageState>,
+    /// The validated settings the engine was built from.
+    settings: SandboxSettings,
+    /// Whether the pooling allocator is in use (false after a fallback).
+    pooling: bool,
+    /// Set on drop to stop the ticker.
+    stop: Arc<AtomicBool>,
+    /// The epoch ticker thread.
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Builds the engine, the linker and starts the epoch ticker.
+    pub fn new(settings: SandboxSettings) -> Result<Sandbox, SandboxError> {
+        let (engine, pooling) = match settings.allocator {
+            Allocator::OnDemand => (build(&settings, false)?, false),
+            Allocator::Pooling => (build(&settings, true)?, true),
+            Allocator::Auto => match build(&settings, true) {
+                Ok(engine) => (engine, true),
+                Err(err) => {
+                    tracing::warn!(
+                        error = %err,
+                        "pooling allocator unavailable; falling back to on-demand allocation \
+                         (instantiation is 2-3x slower)"
+                    );
+                    (build(&settings, false)?, false)
+                }
+            },
+        };
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Link)?;
+        StageBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(SandboxError::Link)?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = spawn_ticker(engine.weak(), settings.epoch_tick, stop.clone())
+            .map_err(SandboxError::Ticker)?;
+        Ok(Sandbox {
+            engine,
+            linker,
+            settings,
+            pooling,
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The linker with WASI and the host API.
+    pub fn linker(&self) -> &Linker<StageState> {
+        &self.linker
+    }
+
+    /// The settings the sandbox was built from.
+    pub fn settings(&self) -> &SandboxSettings {
+        &self.settings
+    }
+
+    /// True when the pooling allocator is in use.
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(ticker) = self.ticker.take() {
+            ticker.thread().unpark();
+            let _ = ticker.join();
+        }
+    }
+}
+
+fn build(settings: &SandboxSettings, pooling: bool) -> Result<Engine, SandboxError> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(settings.fuel_metering)
+        .epoch_interruption(true)
+        .parallel_compilation(true);
+    if pooling {
+        let n = settings.pool_size;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(n.saturating_mul(2))
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_memories_per_module(1)
+            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_stacks(n)
+            .max_memory_size(settings.max_memory_bytes as usize)
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        Engine::new(&config).map_err(|source| SandboxError::Pool {
+            pool_size: n,
+            memory_mib: settings.max_memory_bytes >> 20,
+            source,
+        })
+    } else {
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        Engine::new(&config).map_err(SandboxError::Engine)
+    }
+}
+
+/// One thread for the whole process: bumps the epoch every tick until the sandbox drops.
+fn spawn_ticker(
+    engine: wasmtime::EngineWeak,
+    tick: std::time::Duration,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("weir-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::park_timeout(tick);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+}

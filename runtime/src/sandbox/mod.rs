@@ -1,0 +1,24 @@
+//! The sandbox: one wasmtime [`Engine`] per process and the `Store` every stage call runs in.
+//!
+//! Owns: the engine (pooling allocator sized from config, fuel metering, epoch interruption),
+//! the epoch ticker thread, the per-call [`StageState`] with its memory limiter and captured
+//! output, and the one way to build and arm a `Store` ([`Sandbox::new_store`], [`arm`]).
+//! Must not know about pipelines, HTTP or stage semantics: it runs whatever it is handed,
+//! within bounds.
+//!
+//! Secure defaults, all enforced here: no WASI preopens, env, args, sockets or name lookup;
+//! stdin closed; stdout/stderr captured (bounded) into the host log; linear memory capped per
+//! instance; fuel per call; a wall-clock deadline per call enforced by epochs for guest code
+//! (the guest yields to tokio each tick, so a looping stage never pins a worker thread).
+
+mod engine;
+mod limiter;
+mod output;
+mod reaper;
+mod state;
+
+pub use engine::{Sandbox, SandboxError};
+pub use limiter::CallLimiter;
+pub use output::CapturedOutput;
+pub use reaper::Reaper;
+pub use state::{StageState, arm};

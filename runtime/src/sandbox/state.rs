@@ -1,0 +1,87 @@
+//! The data of one stage `Store` (= one stage instance for one request), and the one way to
+//! build and arm such a store.
+
+use tokio::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::{CallLimiter, CapturedOutput, Sandbox};
+use crate::config::CallLimits;
+use crate::host_api::HostContext;
+
+/// Everything a stage instance may touch, owned by its `Store`.
+pub struct StageState {
+    /// WASI with no preopens, env, args, sockets or name lookup; stdio captured.
+    wasi: WasiCtx,
+    /// WASI resources of this instance.
+    table: ResourceTable,
+    /// Memory/table caps and the record of refused grows.
+    pub(crate) limiter: CallLimiter,
+    /// Wall-clock deadline of the call in progress.
+    pub(crate) deadline: Instant,
+    /// What the host API needs: stage identity, config, services, request identity.
+    pub(crate) host: HostContext,
+    /// The guest's stdout + stderr, drained into the log after each call.
+    pub(crate) output: CapturedOutput,
+}
+
+impl WasiView for StageState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Sandbox {
+    /// A fresh store for one stage instance: locked-down WASI, a memory cap, captured output
+    /// and the epoch callback that enforces the deadline. Call [`arm`] before every call into
+    /// the guest (a fresh store has no fuel).
+    pub fn new_store(&self, host: HostContext, limits: &CallLimits) -> Store<StageState> {
+        let output = CapturedOutput::new(self.settings().output_max_bytes);
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let state = StageState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: CallLimiter::new(limits.memory_bytes),
+            deadline: Instant::now() + limits.deadline,
+            host,
+            output,
+        };
+        let mut store = Store::new(self.engine(), state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(on_epoch_deadline);
+        store
+    }
+}
+
+/// Gives the store a fresh fuel budget and deadline for the next call into the guest.
+pub fn arm(store: &mut Store<StageState>, limits: &CallLimits, fuel_metering: bool) {
+    if fuel_metering {
+        // `set_fuel` fails only when fuel metering is off, which was just checked.
+        let _ = store.set_fuel(limits.fuel.unwrap_or(u64::MAX));
+    }
+    store.data_mut().deadline = Instant::now() + limits.deadline;
+    // Wake the callback at the next tick; it yields to tokio until the deadline passes.
+    store.set_epoch_deadline(1);
+}
+
+/// Runs at each epoch tick while guest code is executing: yield to the executor (so a busy
+/// guest never pins a worker thread) until the call's deadline, then trap.
+fn on_epoch_deadline(
+    store: wasmtime::StoreContextMut<'_, StageState>,
+) -> wasmtime::Result<UpdateDeadline> {
+    if Instant::now() >= store.data().deadline {
+        Err(Trap::Interrupt.into())
+    } else {
+        Ok(UpdateDeadline::Yield(1))
+    }
+}

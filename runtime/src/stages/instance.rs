@@ -1,0 +1,164 @@
+//! One stage instance serving one request: a fresh `Store` from the stage's `StagePre`, armed
+//! with fuel and a deadline before every call, and torn down when its last phase has run.
+
+use std::sync::Arc;
+
+use tokio::time::timeout;
+use wasmtime::Store;
+
+use crate::config::CallLimits;
+use crate::host_api::HostContext;
+use crate::sandbox::{Reaper, Sandbox, StageState, arm};
+use crate::wit::{
+    ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageBindings, StageError,
+    StageInfo,
+};
+
+use super::{FailureKind, LoadedStage, StageFailure};
+
+/// Epoch ticks the tokio timeout waits beyond the deadline, so that in guest code the epoch
+/// trap fires first; the tokio timeout catches host calls, which epochs do not interrupt.
+const TIMEOUT_GRACE_TICKS: u32 = 2;
+
+/// A live instance of a stage for one request.
+pub struct StageInstance {
+    /// The instance's store (its memory, fuel, deadline, host context).
+    store: Store<StageState>,
+    /// The instance's export handles.
+    bindings: StageBindings,
+    /// Limits re-armed before every call.
+    limits: CallLimits,
+    /// Whether the engine meters fuel.
+    fuel_metering: bool,
+    /// The tokio timeout backing the deadline.
+    hard_timeout: std::time::Duration,
+    /// `name@abcd1234`, for failures and logs.
+    label: Arc<str>,
+}
+
+impl LoadedStage {
+    /// Creates a fresh instance for one request (microseconds with the pooling allocator).
+    pub async fn instantiate(
+        &self,
+        sandbox: &Sandbox,
+        host: HostContext,
+        limits: &CallLimits,
+    ) -> Result<StageInstance, StageFailure> {
+        let label = host.stage.label.clone();
+        let mut store = sandbox.new_store(host, limits);
+        let fuel_metering = sandbox.settings().fuel_metering;
+        arm(&mut store, limits, fuel_metering);
+        let hard_timeout = limits.deadline + sandbox.settings().epoch_tick * TIMEOUT_GRACE_TICKS;
+        match timeout(hard_timeout, self.pre.instantiate_async(&mut store)).await {
+            Ok(Ok(bindings)) => Ok(StageInstance {
+                store,
+                bindings,
+                limits: *limits,
+                fuel_metering,
+                hard_timeout,
+                label,
+            }),
+            Ok(Err(err)) => Err(StageFailure::from_call(&label, store.data(), &err)),
+            Err(_) => Err(deadline(&label)),
+        }
+    }
+}
+
+impl StageInstance {
+    /// Calls `describe`.
+    pub async fn describe(&mut self) -> Result<StageInfo, StageFailure> {
+        self.prepare();
+        let result = timeout(self.hard_timeout, self.bindings.call_describe(&mut self.store)).await;
+        self.finish(result)
+    }
+
+    /// Calls `on-request`.
+    pub async fn on_request(
+        &mut self,
+        ctx: &RequestContext,
+        request: &ChatRequest,
+    ) -> Result<Result<RequestOutcome, StageError>, StageFailure> {
+        self.prepare();
+        let call = self.bindings.call_on_request(&mut self.store, ctx, request);
+        let result = timeout(self.hard_timeout, call).await;
+        self.finish(result)
+    }
+
+    /// Calls `on-response`.
+    pub async fn on_response(
+        &mut self,
+        ctx: &RequestContext,
+        request: &ChatRequest,
+        response: &ChatResponse,
+    ) -> Result<Result<ChatResponse, StageError>, StageFailure> {
+        self.prepare();
+        let call = self
+            .bindings
+            .call_on_response(&mut self.store, ctx, request, response);
+        let result = timeout(self.hard_timeout, call).await;
+        self.finish(result)
+    }
+
+    /// The stage label.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// Fuel left from the last call's budget (`None` when unmetered).
+    pub fn fuel_remaining(&self) -> Option<u64> {
+        if self.fuel_metering {
+            self.store.get_fuel().ok()
+        } else {
+            None
+        }
+    }
+
+    /// The fuel budget each call starts with.
+    pub fn fuel_budget(&self) -> Option<u64> {
+        self.fuel_metering
+            .then(|| self.limits.fuel.unwrap_or(u64::MAX))
+    }
+
+    /// Releases the instance off the response path.
+    pub fn release(self, reaper: &Reaper) {
+        reaper.reap(self.store);
+    }
+
+    fn prepare(&mut self) {
+        arm(&mut self.store, &self.limits, self.fuel_metering);
+    }
+
+    fn finish<T>(
+        &mut self,
+        result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StageFailure> {
+        self.drain_output();
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StageFailure::from_call(&self.label, self.store.data(), &err)),
+            Err(_) => Err(deadline(&self.label)),
+        }
+    }
+
+    /// Moves what the guest printed into the host log, one event per line.
+    fn drain_output(&mut self) {
+        let output = self.store.data().output.take();
+        if output.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&output);
+        let stage = &*self.label;
+        let request_id = &*self.store.data().host.request_id;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            tracing::info!(target: "weir::guest::stdout", stage, request_id, "{line}");
+        }
+    }
+}
+
+fn deadline(label: &str) -> StageFailure {
+    StageFailure::new(
+        label,
+        FailureKind::DeadlineExceeded,
+        "the call did not finish before its deadline",
+    )
+}

@@ -1,0 +1,252 @@
+//! Loading one stage file: read, recognise, compile, check against the world, describe.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::CallLimits;
+use crate::host_api::{HostContext, HostServices, StageIdentity};
+use crate::sandbox::{Sandbox, StageState};
+use crate::wit::{Phases, StageBindingsPre, StageInfo};
+
+use super::StageFailure;
+
+/// The first eight bytes of a core wasm module.
+const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
+/// Longest stage name `describe` may return.
+const MAX_NAME_LEN: usize = 64;
+
+/// Why a stage file could not be loaded. Each message names the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("{}: not a WebAssembly file (no `\\0asm` header)", path.display())]
+    NotWasm {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A core module where a component is needed.
+    #[error(
+        "{}: a core WebAssembly module, not a component; build stages with \
+         `cargo build --release --target wasm32-wasip2`",
+        path.display()
+    )]
+    CoreModule {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The component does not compile.
+    #[error("{}: not a valid component: {reason}", path.display())]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// wasmtime's reason.
+        reason: String,
+    },
+    /// The component does not target the `weir:stage` world (a missing export or an import
+    /// the host does not grant).
+    #[error("{}: not a weir stage (world weir:stage/stage@0.1.0): {reason}", path.display())]
+    World {
+        /// The file.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// `describe` trapped, failed or returned something unusable.
+    #[error("{}: describe() failed: {reason}", path.display())]
+    Describe {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One compiled, checked and described stage version.
+pub struct LoadedStage {
+    /// The file it was loaded from.
+    pub path: PathBuf,
+    /// blake3 of the component bytes: the stage version.
+    pub digest: blake3::Hash,
+    /// What `describe` returned at load.
+    pub info: StageInfo,
+    /// The pre-instantiated component with its exports looked up, built once per version.
+    pub(crate) pre: StageBindingsPre<StageState>,
+}
+
+impl std::fmt::Debug for LoadedStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedStage")
+            .field("path", &self.path)
+            .field("digest", &self.digest.to_hex().as_str())
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl LoadedStage {
+    /// Reads and loads the stage at `path`.
+    pub async fn load(
+        sandbox: &Sandbox,
+        services: &Arc<HostServices>,
+        path: &Path,
+    ) -> Result<LoadedStage, LoadError> {
+        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(sandbox, services, path, bytes).await
+    }
+
+    /// Loads a stage from `bytes` (`path` names it in errors): recognise the format, compile
+    /// (off the async threads), check the world, then instantiate once and call `describe`.
+    pub async fn from_bytes(
+        sandbox: &Sandbox,
+        services: &Arc<HostServices>,
+        path: &Path,
+        bytes: Vec<u8>,
+    ) -> Result<LoadedStage, LoadError> {
+        let path = path.to_path_buf();
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(LoadError::NotWasm { path });
+        }
+        if bytes[..8] == CORE_MODULE_HEADER {
+            return Err(LoadError::CoreModule { path });
+        }
+        let digest = blake3::hash(&bytes);
+
+        let engine = sandbox.engine().clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            wasmtime::component::Component::new(&engine, &bytes)
+        })
+        .await;
+        let component = match compiled {
+            Ok(Ok(component)) => component,
+            Ok(Err(err)) => {
+                return Err(LoadError::Compile {
+                    path,
+                    reason: format!("{err:#}"),
+                });
+            }
+            Err(join) => {
+                return Err(LoadError::Compile {
+                    path,
+                    reason: format!("compiler task failed: {join}"),
+                });
+            }
+        };
+
+        let pre = sandbox
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|err| LoadError::World {
+                path: path.clone(),
+                reason: format!("{err:#}"),
+            })?;
+        let pre = StageBindingsPre::new(pre).map_err(|err| LoadError::World {
+            path: path.clone(),
+            reason: format!("{err:#}"),
+        })?;
+
+        let mut stage = LoadedStage {
+            path,
+            digest,
+            info: StageInfo {
+                name: String::new(),
+                version: String::new(),
+                phases: Phases::empty(),
+                deterministic: false,
+                needs_full_response: false,
+            },
+            pre,
+        };
+        stage.info = stage.describe(sandbox, services).await?;
+        Ok(stage)
+    }
+
+    /// `name@<first 8 hex of the digest>`.
+    pub fn label(&self, name: &str) -> String {
+        format!("{name}@{}", &self.digest.to_hex()[..8])
+    }
+
+    async fn describe(
+        &self,
+        sandbox: &Sandbox,
+        services: &Arc<HostServices>,
+    ) -> Result<StageInfo, LoadError> {
+        let describe_err = |reason: String| LoadError::Describe {
+            path: self.path.clone(),
+            reason,
+        };
+        let file_name = self
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "stage".to_string());
+        let label: Arc<str> = self.label(&file_name).into();
+        let host = HostContext {
+            stage: Arc::new(StageIdentity {
+                name: label.clone(),
+                label,
+                config: BTreeMap::new(),
+            }),
+            services: services.clone(),
+            request_id: "describe".into(),
+            route: "".into(),
+        };
+        let limits = CallLimits {
+            memory_bytes: sandbox.settings().max_memory_bytes,
+            ..sandbox.settings().defaults
+        };
+        let mut instance = self
+            .instantiate(sandbox, host, &limits)
+            .await
+            .map_err(|f: StageFailure| describe_err(format!("{}: {}", f.kind, f.detail)))?;
+        let info = instance
+            .describe()
+            .await
+            .map_err(|f| describe_err(format!("{}: {}", f.kind, f.detail)))?;
+        if info.name.is_empty() || info.name.len() > MAX_NAME_LEN {
+            return Err(describe_err(format!(
+                "the stage name must be 1..={MAX_NAME_LEN} characters, got {:?}",
+                info.name
+            )));
+        }
+        if info.phases == Phases::empty() {
+            return Err(describe_err(
+                "the stage implements no phase (set on-request and/or on-response)".to_string(),
+            ));
+        }
+        Ok(info)
+    }
+}
+
+/// One human line describing a loaded stage (what `weir check` prints).
+pub fn describe_line(stage: &LoadedStage) -> String {
+    let info = &stage.info;
+    let mut phases = Vec::new();
+    if info.phases.contains(Phases::REQUEST) {
+        phases.push("on-request");
+    }
+    if info.phases.contains(Phases::RESPONSE) {
+        phases.push("on-response");
+    }
+    format!(
+        "{}: ok: stage {} {} (blake3 {}), phases {}, deterministic {}, needs-full-response {}",
+        stage.path.display(),
+        info.name,
+        info.version,
+        &stage.digest.to_hex()[..16],
+        phases.join("+"),
+        info.deterministic,
+        info.needs_full_response
+    )
+}

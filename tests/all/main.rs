@@ -1,1 +1,14 @@
-//! tests
+//! weir's black-box and host-level integration tests, in one binary (one link).
+//!
+//! - `sandbox`: limits and isolation of a single stage (fuel, deadline, memory, traps, WASI).
+//! - `pipeline`: onion order, short-circuits, rejections and the error policy.
+//! - `plugins`: the first-party stages through the real host.
+//! - `check`: the `weir check` command on good and bad files.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod check;
+mod pipeline;
+mod plugins;
+mod sandbox;
+mod support;

@@ -48,11 +48,13 @@ fn fault_phase() -> String {
     weir_sdk::config::get("fault_phase").unwrap_or_else(|| "request".to_string())
 }
 
+/// Recursion without end: a stack frame the optimiser cannot fold into a loop.
 #[allow(unconditional_recursion)]
-fn recurse(depth: u64, trail: &mut Vec<u64>) -> u64 {
-    trail.push(depth);
-    let below = recurse(depth + 1, trail);
-    below.wrapping_add(depth)
+fn recurse(depth: u64) -> u64 {
+    let mut frame = [depth as u8; 256];
+    std::hint::black_box(&mut frame);
+    let below = recurse(std::hint::black_box(depth + 1));
+    below ^ u64::from(frame[(depth % 256) as usize])
 }
 
 /// Misbehaves as the mode says; returns `Some(text)` for modes that report a probe result.
@@ -72,8 +74,7 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
             }
         }
         "recursion" => {
-            let mut trail = Vec::new();
-            Ok(Some(recurse(0, &mut trail).to_string()))
+            Ok(Some(recurse(0).to_string()))
         }
         "panic" => panic!("chaos: deliberate panic"),
         "huge-log" => {
@@ -105,7 +106,10 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
             let question = ChatRequest::new("inner", vec![Message::user("inner question")]);
             Ok(Some(match weir_sdk::llm::complete(&question) {
                 Ok(answer) => format!("complete: ok: {}", answer.text()),
-                Err(err) => format!("complete: error: {err}"),
+                Err(err) => format!(
+                    "complete: error: {} {}: {}",
+                    err.status, err.code, err.message
+                ),
             }))
         }
         "cache" => {

@@ -1,0 +1,1 @@
+//! The first-party stages through the real host (filled in with the plugins).

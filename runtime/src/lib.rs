@@ -15,6 +15,7 @@
 //! - [`host_api`]: the imports granted to guests (log, config, llm, embed, cache).
 //! - [`pipeline`]: one request through the stages in onion order, short-circuits and the
 //!   stage error policy.
+//! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
 //! - [`cli`]: the `weir` command line.
 
 #![forbid(unsafe_code)]
@@ -24,5 +25,6 @@ pub mod config;
 pub mod host_api;
 pub mod pipeline;
 pub mod sandbox;
+pub mod sim;
 pub mod stages;
 pub mod wit;

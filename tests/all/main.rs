@@ -11,4 +11,5 @@ mod check;
 mod pipeline;
 mod plugins;
 mod sandbox;
+mod sim;
 mod support;

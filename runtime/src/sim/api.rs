@@ -1,0 +1,85 @@
+//! The request path shared by the model endpoints (chat completions and embeddings): count,
+//! read the bounded body, record it, parse it, let the fault dice speak, then answer.
+//!
+//! Faults are applied after parsing so that a `sim-error-NNN` model can be honoured and a
+//! streamed request counted, but before a parse error is answered: like a real overloaded
+//! provider, the simulator may rate-limit a request it would also have rejected.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::sim::body::{self, SimBody};
+use crate::sim::chaos;
+use crate::sim::chat::{self, ChatRequest};
+use crate::sim::conn::ConnControl;
+use crate::sim::embeddings::{self, EmbeddingsRequest};
+use crate::sim::error::ApiError;
+use crate::sim::ring::RecordedRequest;
+use crate::sim::state::SimState;
+use crate::sim::stats::bump;
+use crate::sim::stream;
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(
+    request: Request<Incoming>,
+    state: Arc<SimState>,
+    conn: &ConnControl,
+) -> Response<SimBody> {
+    bump(&state.stats.requests);
+    bump(&state.stats.chat_completions);
+    let bytes = match receive(request, &state).await {
+        Ok(bytes) => bytes,
+        Err(err) => return body::error(&err),
+    };
+    let parsed = ChatRequest::parse(&bytes);
+    if parsed.as_ref().is_ok_and(|r| r.stream) {
+        bump(&state.stats.streams);
+    }
+    let faults = state.faults();
+    let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
+    if let Some(response) = chaos::apply(&faults, model, &state, conn).await {
+        return response;
+    }
+    match parsed {
+        Err(err) => body::error(&err),
+        Ok(r) if r.stream => stream::respond(&r, Arc::clone(&state), faults.stream_cut_after),
+        Ok(r) => chat::respond(&r, &state),
+    }
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(
+    request: Request<Incoming>,
+    state: Arc<SimState>,
+    conn: &ConnControl,
+) -> Response<SimBody> {
+    bump(&state.stats.requests);
+    bump(&state.stats.embeddings);
+    let bytes = match receive(request, &state).await {
+        Ok(bytes) => bytes,
+        Err(err) => return body::error(&err),
+    };
+    let parsed = EmbeddingsRequest::parse(&bytes);
+    let faults = state.faults();
+    let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
+    if let Some(response) = chaos::apply(&faults, model, &state, conn).await {
+        return response;
+    }
+    match parsed {
+        Err(err) => body::error(&err),
+        Ok(r) => embeddings::respond(&r, &state),
+    }
+}
+
+/// Reads the body (bounded) and records the request in the ring.
+async fn receive(request: Request<Incoming>, state: &SimState) -> Result<Bytes, ApiError> {
+    let (parts, incoming) = request.into_parts();
+    let bytes = body::read_limited(&parts.headers, incoming).await?;
+    let path = parts.uri.path().to_owned();
+    let record = RecordedRequest::new(parts.method, path, parts.headers, &bytes);
+    state.ring.push(record);
+    Ok(bytes)
+}

@@ -1,0 +1,252 @@
+//! `POST /v1/chat/completions`: the request as the simulator reads it, and the non-streamed
+//! answer. Streaming lives in `stream`; what the answer says lives in `reply`.
+//!
+//! Parsing is lenient where OpenAI clients vary (unknown fields are ignored, `model` may be
+//! absent, `content` may be a string, an array of parts or null) and strict where a real
+//! provider is (the body must be JSON with a non-empty `messages` array; token limits ≥ 1).
+
+use http::{Response, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::sim::body::{self, SimBody};
+use crate::sim::error::ApiError;
+use crate::sim::reply::{PromptMessage, Reply};
+use crate::sim::state::{SimState, unix_now};
+
+/// A chat request, reduced to what the simulator uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChatRequest {
+    /// The requested model, if any.
+    pub model: Option<String>,
+    /// The conversation.
+    pub messages: Vec<PromptMessage>,
+    /// Whether to answer as server-sent events.
+    pub stream: bool,
+    /// `stream_options.include_usage`: add a usage chunk before `[DONE]`.
+    pub include_usage: bool,
+    /// `max_completion_tokens`, else `max_tokens`.
+    pub max_tokens: Option<u64>,
+}
+
+/// The wire form of a chat request (only the fields the simulator reads).
+#[derive(Deserialize)]
+struct WireRequest {
+    /// Requested model.
+    model: Option<String>,
+    /// The conversation.
+    messages: Vec<WireMessage>,
+    /// `true` for SSE.
+    stream: Option<bool>,
+    /// Streaming options.
+    stream_options: Option<WireStreamOptions>,
+    /// Legacy completion token limit.
+    max_tokens: Option<u64>,
+    /// Current completion token limit; wins over `max_tokens`.
+    max_completion_tokens: Option<u64>,
+}
+
+/// `stream_options`.
+#[derive(Deserialize)]
+struct WireStreamOptions {
+    /// Whether to send a final usage chunk.
+    include_usage: Option<bool>,
+}
+
+/// One message on the wire.
+#[derive(Deserialize)]
+struct WireMessage {
+    /// Author role.
+    role: String,
+    /// Text, parts, or null (e.g. an assistant message with tool calls only).
+    content: Option<WireContent>,
+}
+
+/// Message content: a string or an array of typed parts.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WireContent {
+    /// Plain text.
+    Text(String),
+    /// Typed parts; only `text` parts carry text.
+    Parts(Vec<WirePart>),
+}
+
+/// One content part (`{"type": "text", "text": ...}`, `{"type": "image_url", ...}`, ...).
+#[derive(Deserialize)]
+struct WirePart {
+    /// The text of a text part; absent for other parts.
+    text: Option<String>,
+}
+
+impl ChatRequest {
+    /// Parses a request body; malformed JSON or a bad field is a 400.
+    pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
+        let wire: WireRequest = serde_json::from_slice(body).map_err(|e| {
+            ApiError::InvalidRequest(format!("could not parse the chat request body: {e}"))
+        })?;
+        if wire.messages.is_empty() {
+            return Err(ApiError::InvalidRequest(
+                "'messages' must contain at least one message".into(),
+            ));
+        }
+        let max_tokens = wire.max_completion_tokens.or(wire.max_tokens);
+        if max_tokens == Some(0) {
+            return Err(ApiError::InvalidRequest(
+                "max_tokens / max_completion_tokens must be at least 1".into(),
+            ));
+        }
+        let messages = wire
+            .messages
+            .into_iter()
+            .map(|m| PromptMessage {
+                role: m.role,
+                text: match m.content {
+                    None => String::new(),
+                    Some(WireContent::Text(text)) => text,
+                    Some(WireContent::Parts(parts)) => parts
+                        .into_iter()
+                        .filter_map(|p| p.text)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                },
+            })
+            .collect();
+        Ok(ChatRequest {
+            model: wire.model,
+            messages,
+            stream: wire.stream.unwrap_or(false),
+            include_usage: wire
+                .stream_options
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+            max_tokens,
+        })
+    }
+}
+
+/// OpenAI `usage`.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Usage {
+    /// Tokens of the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens of the reply.
+    pub completion_tokens: u64,
+    /// Their sum.
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    /// The usage of a reply.
+    pub fn of(reply: &Reply) -> Usage {
+        Usage {
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+            total_tokens: reply.prompt_tokens + reply.completion_tokens,
+        }
+    }
+}
+
+/// `chat.completion` response body.
+#[derive(Serialize)]
+struct Completion<'a> {
+    /// `chatcmpl-...`.
+    id: &'a str,
+    /// Always `chat.completion`.
+    object: &'static str,
+    /// Unix seconds.
+    created: u64,
+    /// Model named in the answer.
+    model: &'a str,
+    /// The single choice.
+    choices: [Choice<'a>; 1],
+    /// Token counts.
+    usage: Usage,
+}
+
+/// `choices[0]`.
+#[derive(Serialize)]
+struct Choice<'a> {
+    /// Always 0.
+    index: u32,
+    /// The assistant message.
+    message: AssistantMessage<'a>,
+    /// Always null.
+    logprobs: Option<()>,
+    /// `stop` or `length`.
+    finish_reason: &'a str,
+}
+
+/// `choices[0].message`.
+#[derive(Serialize)]
+struct AssistantMessage<'a> {
+    /// Always `assistant`.
+    role: &'static str,
+    /// The reply text.
+    content: &'a str,
+    /// Always null.
+    refusal: Option<()>,
+}
+
+/// Answers a non-streamed chat request.
+pub fn respond(request: &ChatRequest, state: &SimState) -> Response<SimBody> {
+    let reply = Reply::for_prompt(&request.messages, request.max_tokens);
+    let id = state.next_id("chatcmpl-");
+    let completion = Completion {
+        id: &id,
+        object: "chat.completion",
+        created: unix_now(),
+        model: state.response_model(request.model.as_deref()),
+        choices: [Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: &reply.text,
+                refusal: None,
+            },
+            logprobs: None,
+            finish_reason: reply.finish_reason,
+        }],
+        usage: Usage::of(&reply),
+    };
+    body::json(StatusCode::OK, &completion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_string_and_part_contents() {
+        let body = br#"{"model":"m","messages":[
+            {"role":"system","content":"be brief"},
+            {"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url","image_url":{"url":"x"}},{"type":"text","text":"b"}]},
+            {"role":"assistant","content":null,"tool_calls":[]}
+        ],"stream":true,"stream_options":{"include_usage":true},"max_tokens":9,"temperature":0.2}"#;
+        let r = ChatRequest::parse(body).expect("valid request");
+        assert_eq!(r.model.as_deref(), Some("m"));
+        assert_eq!(r.messages[1].text, "a\nb");
+        assert_eq!(r.messages[2].text, "");
+        assert!(r.stream && r.include_usage);
+        assert_eq!(r.max_tokens, Some(9));
+    }
+
+    #[test]
+    fn max_completion_tokens_wins() {
+        let body = br#"{"messages":[{"role":"user","content":"x"}],"max_tokens":9,"max_completion_tokens":4}"#;
+        assert_eq!(ChatRequest::parse(body).map(|r| r.max_tokens), Ok(Some(4)));
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_400() {
+        for body in [
+            &b"{not json"[..],
+            br#"{"model":"m"}"#,
+            br#"{"messages":[]}"#,
+            br#"{"messages":"hi"}"#,
+            br#"{"messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+        ] {
+            let err = ChatRequest::parse(body).expect_err("must be rejected");
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+}

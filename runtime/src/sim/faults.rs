@@ -1,0 +1,189 @@
+//! The fault settings of the simulator: what chaos to inject, as plain data.
+//!
+//! `Faults` is the one description of chaos, shared by the CLI, `SimConfig` and the runtime
+//! `POST /sim/faults` endpoint, so every fault is settable from each of them. It owns the
+//! validation of those settings; rolling the dice lives in `chaos`, which must only ever see
+//! validated faults (so it never has to guard against a rate of 7 or a status of 200).
+
+use serde::{Deserialize, Serialize};
+
+/// Largest accepted `latency_ms` and `jitter_ms` (one hour each): anything longer is a typo,
+/// and a client would have given up long before.
+pub const MAX_LATENCY_MS: u64 = 3_600_000;
+
+/// Status answered by the error fault when `Faults::error_status` is 0.
+pub const DEFAULT_ERROR_STATUS: u16 = 500;
+
+/// Chaos to inject into completion and embedding requests.
+///
+/// Every field defaults to "no fault", so a JSON body naming only some fields resets the
+/// others. Dice are rolled per request in the order hang, reset, rate limit, error; the first
+/// that hits decides the request. Latency applies to every request, before its answer.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Probability (0..=1) of answering `error_status` with an OpenAI-shaped error body.
+    pub error_rate: f64,
+    /// Status of the error fault, 400..=599; 0 means `DEFAULT_ERROR_STATUS` (500).
+    pub error_status: u16,
+    /// Fixed delay in milliseconds before answering, at most `MAX_LATENCY_MS`.
+    pub latency_ms: u64,
+    /// Extra delay in milliseconds drawn uniformly from `0..=jitter_ms`, at most `MAX_LATENCY_MS`.
+    pub jitter_ms: u64,
+    /// Probability (0..=1) of reading the request and never answering, holding the connection
+    /// until the client gives up or the simulator shuts down.
+    pub hang_rate: f64,
+    /// Probability (0..=1) of reading the request and then resetting the TCP connection (RST,
+    /// no response bytes at all).
+    pub reset_rate: f64,
+    /// Probability (0..=1) of answering 429 `rate_limit_exceeded` with a `Retry-After` header.
+    pub rate_limit_rate: f64,
+    /// Value in seconds of the `Retry-After` header sent with a rate-limit fault.
+    pub retry_after_s: u64,
+    /// For streamed completions: send at most this many content chunks, then drop the
+    /// connection without the final chunk or `data: [DONE]`. `None` leaves streams whole.
+    pub stream_cut_after: Option<u32>,
+}
+
+/// Why a `Faults` value was rejected.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FaultsError {
+    /// The body is not a JSON `Faults` object (syntax, a wrong type, or an unknown field).
+    #[error("{0}")]
+    Json(String),
+    /// A probability outside `0..=1` (or not a number).
+    #[error("{field} must be a probability between 0 and 1, got {value}")]
+    Rate {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: f64,
+    },
+    /// An error status that is not an HTTP error status.
+    #[error("error_status must be 0 (meaning 500) or within 400..=599, got {0}")]
+    Status(u16),
+    /// A delay above `MAX_LATENCY_MS`.
+    #[error("{field} must be at most {MAX_LATENCY_MS} ms, got {value}")]
+    Latency {
+        /// The offending field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
+}
+
+impl Faults {
+    /// Checks every field against its documented range.
+    pub fn validate(&self) -> Result<(), FaultsError> {
+        let rates = [
+            ("error_rate", self.error_rate),
+            ("hang_rate", self.hang_rate),
+            ("reset_rate", self.reset_rate),
+            ("rate_limit_rate", self.rate_limit_rate),
+        ];
+        for (field, value) in rates {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(FaultsError::Rate { field, value });
+            }
+        }
+        if self.error_status != 0 && !(400..=599).contains(&self.error_status) {
+            return Err(FaultsError::Status(self.error_status));
+        }
+        for (field, value) in [
+            ("latency_ms", self.latency_ms),
+            ("jitter_ms", self.jitter_ms),
+        ] {
+            if value > MAX_LATENCY_MS {
+                return Err(FaultsError::Latency { field, value });
+            }
+        }
+        Ok(())
+    }
+
+    /// The status the error fault answers with (`error_status`, or 500 when it is 0).
+    pub fn effective_error_status(&self) -> u16 {
+        if self.error_status == 0 {
+            DEFAULT_ERROR_STATUS
+        } else {
+            self.error_status
+        }
+    }
+
+    /// Parses and validates a JSON body, as `POST /sim/faults` receives it.
+    pub fn from_json(body: &[u8]) -> Result<Faults, FaultsError> {
+        let faults: Faults =
+            serde_json::from_slice(body).map_err(|e| FaultsError::Json(e.to_string()))?;
+        faults.validate()?;
+        Ok(faults)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_is_no_fault() {
+        assert_eq!(Faults::from_json(b"{}"), Ok(Faults::default()));
+    }
+
+    #[test]
+    fn named_fields_parse_and_others_default() {
+        let f = Faults::from_json(br#"{"error_rate":0.25,"stream_cut_after":3}"#);
+        let expected = Faults {
+            error_rate: 0.25,
+            stream_cut_after: Some(3),
+            ..Faults::default()
+        };
+        assert_eq!(f, Ok(expected));
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = Faults::from_json(br#"{"eror_rate":0.5}"#)
+            .expect_err("typo must be rejected")
+            .to_string();
+        assert!(err.contains("unknown field `eror_rate`"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        assert!(Faults::from_json(br#"{"hang_rate":1.5}"#).is_err());
+        assert!(Faults::from_json(br#"{"reset_rate":-0.1}"#).is_err());
+        assert!(Faults::from_json(br#"{"error_status":200}"#).is_err());
+        assert!(Faults::from_json(br#"{"latency_ms":3600001}"#).is_err());
+        assert!(Faults::from_json(br#"{"error_rate":"x"}"#).is_err());
+        let nan = Faults {
+            error_rate: f64::NAN,
+            ..Faults::default()
+        };
+        assert!(matches!(nan.validate(), Err(FaultsError::Rate { .. })));
+    }
+
+    #[test]
+    fn error_status_zero_means_500() {
+        assert_eq!(Faults::default().effective_error_status(), 500);
+        let f = Faults {
+            error_status: 503,
+            ..Faults::default()
+        };
+        assert_eq!(f.effective_error_status(), 503);
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let f = Faults {
+            error_rate: 0.1,
+            error_status: 502,
+            latency_ms: 20,
+            jitter_ms: 5,
+            hang_rate: 0.01,
+            reset_rate: 0.02,
+            rate_limit_rate: 0.03,
+            retry_after_s: 7,
+            stream_cut_after: Some(4),
+        };
+        let json = serde_json::to_vec(&f).expect("faults serialize");
+        assert_eq!(Faults::from_json(&json), Ok(f));
+    }
+}

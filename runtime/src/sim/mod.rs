@@ -1,0 +1,65 @@
+//! `weir sim`: an OpenAI-compatible LLM provider simulator.
+//!
+//! It is the upstream of the demo and of the black-box tests, and a chaos tool for users: it
+//! answers chat completions (JSON or SSE) and embeddings deterministically from the prompt, and
+//! injects latency, errors, rate limits, hangs, connection resets and cut streams at rates
+//! that can be changed while it runs (`POST /sim/faults`). `/sim/stats` and `/sim/requests`
+//! show what reached it. It depends on nothing else in weir.
+//!
+//! # Endpoints
+//!
+//! | endpoint | answer |
+//! |---|---|
+//! | `POST /v1/chat/completions` | `chat.completion`, or SSE chunks with `"stream": true` |
+//! | `POST /v1/embeddings` | unit vectors from blake3 of the normalised text |
+//! | `GET /v1/models` | a short list |
+//! | `GET /healthz` | 200 |
+//! | `GET`/`POST /sim/faults` | the faults in force / replace them |
+//! | `GET /sim/stats`, `POST /sim/reset` | counters / zero counters and ring |
+//! | `GET /sim/requests?last=N` | the last N requests received, newest last |
+//!
+//! # Layout
+//!
+//! - `config`: `SimConfig`, how a simulator is started.
+//! - `faults`: `Faults`, the chaos settings, and their validation.
+//! - `server`: `Sim`, binding, accepting and graceful shutdown.
+//! - `conn`: one connection, and how a handler resets or closes it.
+//! - `router`: method and path to handler.
+//! - `api`: the shared path of model requests (count, read, record, faults, answer).
+//! - `chaos`: rolling the fault dice and carrying out the outcome.
+//! - `chat`, `stream`, `embeddings`, `models`: the OpenAI endpoints.
+//! - `reply`, `tokens`: the deterministic reply and the stand-in tokenizer.
+//! - `control`: the `/sim/*` endpoints.
+//! - `state`, `stats`, `ring`: shared state, counters and the request ring.
+//! - `body`, `error`, `base64`: bodies and bounds, error shapes, base64.
+
+mod api;
+mod base64;
+mod body;
+mod chaos;
+mod chat;
+mod config;
+mod conn;
+mod control;
+mod embeddings;
+mod error;
+mod faults;
+mod models;
+mod reply;
+mod ring;
+mod router;
+mod server;
+mod state;
+mod stats;
+mod stream;
+mod tokens;
+
+pub use body::MAX_BODY_BYTES;
+pub use chaos::ERROR_MODEL_PREFIX;
+pub use config::{DEFAULT_LISTEN, SimConfig};
+pub use embeddings::{DEFAULT_DIMENSIONS, MAX_DIMENSIONS};
+pub use error::SimError;
+pub use faults::{DEFAULT_ERROR_STATUS, Faults, FaultsError, MAX_LATENCY_MS};
+pub use ring::RING_CAPACITY;
+pub use server::{SHUTDOWN_GRACE, Sim};
+pub use stats::{FaultCounts, StatsSnapshot};

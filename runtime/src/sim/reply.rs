@@ -1,0 +1,213 @@
+//! The deterministic answer to a chat prompt, and its token accounting.
+//!
+//! A reply echoes the last user message (so a test can see which prompt reached the upstream)
+//! and adds a few words picked by the blake3 digest of the whole conversation, so identical
+//! conversations get identical replies and any change anywhere in them changes the reply.
+//! Nothing here knows about HTTP or JSON.
+
+use crate::sim::tokens;
+
+/// How many characters of the last user message the reply echoes.
+pub const PROMPT_ECHO_CHARS: usize = 200;
+
+/// Tokens billed per message on top of its text (role and separators), as OpenAI does.
+pub const TOKENS_PER_MESSAGE: u64 = 3;
+
+/// Tokens billed once per request for priming the reply, as OpenAI does.
+pub const REPLY_PRIMING_TOKENS: u64 = 3;
+
+/// Words the reply's tail is drawn from.
+const WORDS: [&str; 32] = [
+    "alpha", "bravo", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper",
+    "kestrel", "lumen", "meadow", "nectar", "onyx", "prairie", "quartz", "raven", "sierra",
+    "tundra", "umber", "velvet", "willow", "xenon", "yarrow", "zephyr", "basalt", "canyon", "dune",
+    "estuary", "falcon", "glacier",
+];
+
+/// One message of a conversation, reduced to what the simulator reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptMessage {
+    /// `system`, `user`, `assistant`, ...
+    pub role: String,
+    /// The text of the message (text parts joined by newlines).
+    pub text: String,
+}
+
+/// The answer to a conversation, already cut to `max_tokens`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    /// Content of the assistant message.
+    pub text: String,
+    /// `"stop"`, or `"length"` when `max_tokens` cut the text.
+    pub finish_reason: &'static str,
+    /// Tokens of the prompt (see `prompt_tokens`).
+    pub prompt_tokens: u64,
+    /// Tokens of `text`, at least 1.
+    pub completion_tokens: u64,
+}
+
+impl Reply {
+    /// Answers `messages`, keeping at most `max_tokens` tokens of the reply.
+    pub fn for_prompt(messages: &[PromptMessage], max_tokens: Option<u64>) -> Reply {
+        let full = reply_text(messages);
+        let (text, finish_reason) = match max_tokens {
+            Some(max) => truncate(&full, max),
+            None => (full.as_str(), "stop"),
+        };
+        Reply {
+            text: text.to_owned(),
+            finish_reason,
+            prompt_tokens: prompt_tokens(messages),
+            completion_tokens: tokens::count(text).max(1),
+        }
+    }
+}
+
+/// Digest of the whole conversation, with a prefix-free encoding so that moving text between
+/// messages or roles changes it.
+pub fn digest(messages: &[PromptMessage]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&(messages.len() as u64).to_le_bytes());
+    for m in messages {
+        for part in [&m.role, &m.text] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    hasher.finalize()
+}
+
+/// The untruncated reply: `sim reply to: <last user text, ≤ 200 chars>. <6 to 12 words>.`
+pub fn reply_text(messages: &[PromptMessage]) -> String {
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .or(messages.last())
+        .map(|m| m.text.as_str())
+        .unwrap_or("");
+    let echo = match last_user.char_indices().nth(PROMPT_ECHO_CHARS) {
+        Some((cut, _)) => &last_user[..cut],
+        None => last_user,
+    };
+    let hash = digest(messages);
+    let bytes = hash.as_bytes();
+    let n_words = 6 + usize::from(bytes[0] % 7);
+    let words: Vec<&str> = bytes[1..=n_words]
+        .iter()
+        .map(|b| WORDS[usize::from(*b) % WORDS.len()])
+        .collect();
+    format!("sim reply to: {echo}. {}.", words.join(" "))
+}
+
+/// Tokens of a prompt: its text, plus `TOKENS_PER_MESSAGE` per message and
+/// `REPLY_PRIMING_TOKENS` once.
+pub fn prompt_tokens(messages: &[PromptMessage]) -> u64 {
+    let text: u64 = messages
+        .iter()
+        .map(|m| tokens::count(&m.text) + TOKENS_PER_MESSAGE)
+        .sum();
+    text + REPLY_PRIMING_TOKENS
+}
+
+/// Keeps the first `max_tokens` tokens of `text`; the finish reason is `"length"` if anything
+/// was cut.
+pub fn truncate(text: &str, max_tokens: u64) -> (&str, &'static str) {
+    let split = tokens::split(text);
+    let keep = usize::try_from(max_tokens).unwrap_or(usize::MAX);
+    if split.len() <= keep {
+        return (text, "stop");
+    }
+    let end: usize = split[..keep].iter().map(|t| t.len()).sum();
+    (&text[..end], "length")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(pairs: &[(&str, &str)]) -> Vec<PromptMessage> {
+        pairs
+            .iter()
+            .map(|(role, text)| PromptMessage {
+                role: role.to_string(),
+                text: text.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_prompt_same_reply() {
+        let a = msgs(&[("system", "be brief"), ("user", "hello")]);
+        assert_eq!(
+            Reply::for_prompt(&a, None),
+            Reply::for_prompt(&a.clone(), None)
+        );
+    }
+
+    #[test]
+    fn reply_echoes_last_user_message() {
+        let a = msgs(&[("user", "first"), ("assistant", "ok"), ("user", "second")]);
+        assert!(reply_text(&a).starts_with("sim reply to: second. "));
+    }
+
+    #[test]
+    fn different_prompts_differ_even_in_earlier_messages() {
+        let a = msgs(&[("system", "one"), ("user", "hello")]);
+        let b = msgs(&[("system", "two"), ("user", "hello")]);
+        assert_ne!(reply_text(&a), reply_text(&b));
+        let moved = msgs(&[("system", "onehello"), ("user", "")]);
+        let split = msgs(&[("system", "one"), ("user", "hello")]);
+        assert_ne!(digest(&moved), digest(&split));
+    }
+
+    #[test]
+    fn echo_is_truncated_on_a_char_boundary() {
+        let long = "é".repeat(500);
+        let text = reply_text(&msgs(&[("user", &long)]));
+        let echoed = text.trim_start_matches("sim reply to: ");
+        assert!(echoed.starts_with(&"é".repeat(PROMPT_ECHO_CHARS)));
+        assert!(!echoed.starts_with(&"é".repeat(PROMPT_ECHO_CHARS + 1)));
+    }
+
+    #[test]
+    fn empty_conversation_still_answers() {
+        let r = Reply::for_prompt(&[], None);
+        assert!(r.text.starts_with("sim reply to: . "));
+        assert_eq!(r.prompt_tokens, REPLY_PRIMING_TOKENS);
+    }
+
+    #[test]
+    fn usage_is_about_a_quarter_of_the_chars() {
+        let text = "a".repeat(400);
+        let r = Reply::for_prompt(&msgs(&[("user", &text)]), None);
+        assert_eq!(
+            r.prompt_tokens,
+            100 + TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS
+        );
+        assert_eq!(r.completion_tokens, tokens::count(&r.text));
+        let chars = r.text.chars().count() as u64;
+        assert!(r.completion_tokens >= chars / 4 && r.completion_tokens <= chars / 2);
+    }
+
+    #[test]
+    fn max_tokens_cuts_with_length() {
+        let m = msgs(&[("user", "tell me a long story about rivers")]);
+        let r = Reply::for_prompt(&m, Some(4));
+        assert_eq!(r.finish_reason, "length");
+        assert_eq!(r.completion_tokens, 4);
+        assert_eq!(r.text, "sim reply to:");
+        let whole = Reply::for_prompt(&m, Some(10_000));
+        assert_eq!(whole.finish_reason, "stop");
+        assert_eq!(whole.text, reply_text(&m));
+    }
+
+    #[test]
+    fn zero_max_tokens_gives_empty_text_but_one_billed_token() {
+        let r = Reply::for_prompt(&msgs(&[("user", "x")]), Some(0));
+        assert_eq!(
+            (r.text.as_str(), r.finish_reason, r.completion_tokens),
+            ("", "length", 1)
+        );
+    }
+}

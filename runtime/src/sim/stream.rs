@@ -1,0 +1,313 @@
+//! Streamed chat answers: OpenAI's server-sent-events framing, paced by `ttft_ms` and
+//! `inter_token_ms`, and the `stream_cut_after` fault.
+//!
+//! The frames are planned up front (role chunk, one chunk per reply token, finish chunk,
+//! optional usage chunk, `[DONE]`) and then released one by one with their delays, so the
+//! chunk layout can be tested without a network and the pacing without a tokenizer.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use serde::Serialize;
+
+use crate::sim::body::{self, SimBody, StreamCut};
+use crate::sim::chat::{ChatRequest, Usage};
+use crate::sim::reply::Reply;
+use crate::sim::state::{SimState, unix_now};
+use crate::sim::stats::bump;
+use crate::sim::tokens;
+
+/// One planned SSE frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedFrame {
+    /// Wait before sending it.
+    pub delay: Duration,
+    /// `data: ...\n\n`.
+    pub bytes: Bytes,
+    /// What it carries.
+    pub kind: FrameKind,
+}
+
+/// What a frame carries; `stream_cut_after` counts `Content` frames and never cuts before
+/// `Role`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// The first chunk, `delta.role = "assistant"`.
+    Role,
+    /// One token of the reply.
+    Content,
+    /// Finish chunk, usage chunk or `[DONE]`.
+    Trailer,
+}
+
+/// `chat.completion.chunk`.
+#[derive(Serialize)]
+struct Chunk<'a> {
+    /// Same id on every chunk of a stream.
+    id: &'a str,
+    /// Always `chat.completion.chunk`.
+    object: &'static str,
+    /// Unix seconds.
+    created: u64,
+    /// Model named in the answer.
+    model: &'a str,
+    /// One choice, or none for the usage chunk.
+    choices: Vec<ChunkChoice<'a>>,
+    /// Absent unless `include_usage`; then null on every chunk but the usage chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+/// `choices[0]` of a chunk.
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    /// Always 0.
+    index: u32,
+    /// What this chunk adds.
+    delta: Delta<'a>,
+    /// Always null.
+    logprobs: Option<()>,
+    /// Null except on the finish chunk.
+    finish_reason: Option<&'a str>,
+}
+
+/// A chunk's `delta`.
+#[derive(Serialize, Default)]
+struct Delta<'a> {
+    /// `assistant` on the first chunk only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    /// A piece of the reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
+/// Plans the frames of a stream: role chunk after `ttft`, one chunk per token `inter_token`
+/// apart, finish chunk, usage chunk if asked, `[DONE]`.
+pub fn plan(
+    request: &ChatRequest,
+    reply: &Reply,
+    id: &str,
+    model: &str,
+    ttft: Duration,
+    inter_token: Duration,
+) -> Vec<PlannedFrame> {
+    let created = unix_now();
+    let usage_field = request.include_usage.then_some(None);
+    let frame = |delay, choices, usage, kind| PlannedFrame {
+        delay,
+        bytes: sse(&Chunk {
+            id,
+            object: "chat.completion.chunk",
+            created,
+            model,
+            choices,
+            usage,
+        }),
+        kind,
+    };
+    let choice = |delta, finish_reason| ChunkChoice {
+        index: 0,
+        delta,
+        logprobs: None,
+        finish_reason,
+    };
+    let pieces = tokens::split(&reply.text);
+    let mut frames = Vec::with_capacity(pieces.len() + 4);
+    let role = Delta {
+        role: Some("assistant"),
+        content: Some(""),
+    };
+    frames.push(frame(
+        ttft,
+        vec![choice(role, None)],
+        usage_field,
+        FrameKind::Role,
+    ));
+    for (i, piece) in pieces.iter().enumerate() {
+        let delay = if i == 0 { Duration::ZERO } else { inter_token };
+        let delta = Delta {
+            role: None,
+            content: Some(piece),
+        };
+        let content = vec![choice(delta, None)];
+        frames.push(frame(delay, content, usage_field, FrameKind::Content));
+    }
+    let finish = choice(Delta::default(), Some(reply.finish_reason));
+    frames.push(frame(
+        Duration::ZERO,
+        vec![finish],
+        usage_field,
+        FrameKind::Trailer,
+    ));
+    if request.include_usage {
+        let usage = Some(Some(Usage::of(reply)));
+        frames.push(frame(Duration::ZERO, Vec::new(), usage, FrameKind::Trailer));
+    }
+    frames.push(PlannedFrame {
+        delay: Duration::ZERO,
+        bytes: Bytes::from_static(b"data: [DONE]\n\n"),
+        kind: FrameKind::Trailer,
+    });
+    frames
+}
+
+/// `data: <json>\n\n`.
+fn sse(chunk: &Chunk<'_>) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // A chunk is plain strings and numbers; serializing it cannot fail.
+    if serde_json::to_writer(&mut out, chunk).is_err() {
+        out.extend_from_slice(b"{}");
+    }
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// Where a stream is in its frames.
+struct Cursor {
+    /// Frames not yet sent.
+    frames: VecDeque<PlannedFrame>,
+    /// `stream_cut_after`, if in force.
+    cut_after: Option<u32>,
+    /// Content frames sent so far.
+    content_sent: u32,
+    /// Whether the stream has ended (sent `[DONE]` or been cut).
+    ended: bool,
+    /// For counting cuts.
+    state: Arc<SimState>,
+}
+
+/// Answers a streamed chat request. With `cut_after = Some(n)`, at most `n` content chunks are
+/// sent and the connection is then dropped before the finish chunk and `[DONE]` (also when the
+/// reply has fewer than `n` tokens, so every stream fails while the fault is on).
+pub fn respond(
+    request: &ChatRequest,
+    state: Arc<SimState>,
+    cut_after: Option<u32>,
+) -> Response<SimBody> {
+    let reply = Reply::for_prompt(&request.messages, request.max_tokens);
+    let id = state.next_id("chatcmpl-");
+    let model = state.response_model(request.model.as_deref());
+    let frames = plan(request, &reply, &id, model, state.ttft, state.inter_token);
+    let cursor = Cursor {
+        frames: frames.into(),
+        cut_after,
+        content_sent: 0,
+        ended: false,
+        state,
+    };
+    let stream = futures_util::stream::unfold(cursor, next_frame);
+    body::event_stream(Box::pin(stream))
+}
+
+/// Releases the next frame after its delay, or cuts the stream.
+async fn next_frame(mut cursor: Cursor) -> Option<(Result<Bytes, StreamCut>, Cursor)> {
+    if cursor.ended {
+        return None;
+    }
+    let frame = cursor.frames.pop_front()?;
+    if let Some(n) = cursor.cut_after
+        && cursor.content_sent >= n
+        && frame.kind != FrameKind::Role
+    {
+        cursor.ended = true;
+        bump(&cursor.state.stats.stream_cuts);
+        // Let hyper flush the chunks already queued before the error drops the connection.
+        tokio::task::yield_now().await;
+        return Some((
+            Err(StreamCut {
+                chunks: cursor.content_sent,
+            }),
+            cursor,
+        ));
+    }
+    if !frame.delay.is_zero() {
+        tokio::time::sleep(frame.delay).await;
+    }
+    if frame.kind == FrameKind::Content {
+        cursor.content_sent += 1;
+    }
+    Some((Ok(frame.bytes), cursor))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::reply::PromptMessage;
+
+    fn request(include_usage: bool) -> ChatRequest {
+        ChatRequest {
+            model: Some("m".into()),
+            messages: vec![PromptMessage {
+                role: "user".into(),
+                text: "hello there".into(),
+            }],
+            stream: true,
+            include_usage,
+            max_tokens: None,
+        }
+    }
+
+    fn parse(frame: &PlannedFrame) -> serde_json::Value {
+        let text = std::str::from_utf8(&frame.bytes).expect("utf-8");
+        let json = text
+            .strip_prefix("data: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .expect("sse framing");
+        serde_json::from_str(json).expect("json chunk")
+    }
+
+    #[test]
+    fn frames_follow_openai_layout() {
+        let req = request(false);
+        let reply = Reply::for_prompt(&req.messages, None);
+        let ms = Duration::from_millis;
+        let frames = plan(&req, &reply, "chatcmpl-x", "m", ms(50), ms(5));
+        let n = frames.len();
+        let content: Vec<_> = frames
+            .iter()
+            .filter(|f| f.kind == FrameKind::Content)
+            .collect();
+        assert_eq!(content.len() as u64, reply.completion_tokens);
+        assert_eq!(n, content.len() + 3);
+        let first = parse(&frames[0]);
+        assert_eq!(first["object"], "chat.completion.chunk");
+        assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+        assert!(first.get("usage").is_none());
+        assert_eq!(frames[0].delay, ms(50));
+        assert_eq!(frames[1].delay, Duration::ZERO);
+        assert_eq!(frames[2].delay, ms(5));
+        let text: String = content
+            .iter()
+            .map(|f| {
+                parse(f)["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(text, reply.text);
+        assert_eq!(parse(&frames[n - 2])["choices"][0]["finish_reason"], "stop");
+        assert_eq!(&frames[n - 1].bytes[..], b"data: [DONE]\n\n");
+    }
+
+    #[test]
+    fn include_usage_adds_a_usage_chunk() {
+        let req = request(true);
+        let reply = Reply::for_prompt(&req.messages, None);
+        let frames = plan(&req, &reply, "id", "m", Duration::ZERO, Duration::ZERO);
+        let n = frames.len();
+        let usage = parse(&frames[n - 2]);
+        assert_eq!(usage["choices"], serde_json::json!([]));
+        assert_eq!(usage["usage"]["completion_tokens"], reply.completion_tokens);
+        assert_eq!(
+            usage["usage"]["total_tokens"],
+            reply.completion_tokens + reply.prompt_tokens
+        );
+        assert!(parse(&frames[0])["usage"].is_null());
+        assert_eq!(parse(&frames[n - 3])["choices"][0]["finish_reason"], "stop");
+    }
+}

@@ -1,0 +1,209 @@
+//! Each fault, seen from the client.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::json;
+use weir::sim::{Faults, SimConfig};
+
+use crate::sim::client::{Failure, TestSim, chat};
+
+/// A simulator started with `faults`.
+async fn with_faults(faults: Faults) -> TestSim {
+    TestSim::start(SimConfig {
+        faults,
+        ..SimConfig::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn error_rate_one_fails_every_model_request_with_the_status() {
+    let sim = with_faults(Faults {
+        error_rate: 1.0,
+        error_status: 503,
+        ..Faults::default()
+    })
+    .await;
+    for _ in 0..5 {
+        let a = sim.post("/v1/chat/completions", &chat("x")).await;
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        let error = &a.json()["error"];
+        assert_eq!(error["type"], "server_error");
+        assert_eq!(error["code"], "sim_injected_error");
+    }
+    let e = sim.post("/v1/embeddings", &json!({"input": "x"})).await;
+    assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The control plane is never faulted.
+    assert_eq!(sim.get("/sim/stats").await.json()["faults"]["errors"], 6);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn error_status_defaults_to_500() {
+    let sim = with_faults(Faults {
+        error_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let a = sim.post("/v1/chat/completions", &chat("x")).await;
+    assert_eq!(a.status, StatusCode::INTERNAL_SERVER_ERROR);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let sim = with_faults(Faults {
+        rate_limit_rate: 1.0,
+        retry_after_s: 7,
+        ..Faults::default()
+    })
+    .await;
+    let a = sim.post("/v1/chat/completions", &chat("x")).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(a.headers["retry-after"], "7");
+    assert_eq!(a.json()["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(
+        sim.get("/sim/stats").await.json()["faults"]["rate_limited"],
+        1
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn error_model_fails_while_others_succeed() {
+    let sim = TestSim::plain().await;
+    let mut body = chat("x");
+    body["model"] = json!("sim-error-502");
+    assert_eq!(
+        sim.post("/v1/chat/completions", &body).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        sim.post("/v1/chat/completions", &chat("x")).await.status,
+        StatusCode::OK
+    );
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn hang_holds_the_request_until_the_client_gives_up_and_shutdown_still_completes() {
+    let sim = with_faults(Faults {
+        hang_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let request = http::Request::post("/v1/chat/completions")
+        .header("host", "sim")
+        .body(crate::sim::client::full(chat("x").to_string().into()))
+        .expect("request");
+    let started = tokio::time::Instant::now();
+    let outcome = crate::sim::client::exchange(sim.addr, request, Duration::from_millis(300)).await;
+    assert!(matches!(outcome, Err(Failure::Timeout)), "{outcome:?}");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let stats = sim.get("/sim/stats").await.json();
+    assert_eq!(stats["faults"]["hangs"], 1);
+    assert_eq!(stats["requests"], 1);
+
+    // A hang still in progress must not block shutdown.
+    let hanging = crate::sim::client::connect(sim.addr).await.expect("connects");
+    let pending = tokio::spawn(async move {
+        let mut hanging = hanging;
+        let request = http::Request::post("/v1/chat/completions")
+            .header("host", "sim")
+            .body(crate::sim::client::full(chat("y").to_string().into()))
+            .expect("request");
+        crate::sim::client::send_on(&mut hanging, request).await
+    });
+    // Wait (bounded) until the simulator has seen the second hang.
+    let deadline = tokio::time::Instant::now() + crate::sim::client::TIMEOUT;
+    while sim.get("/sim/stats").await.json()["faults"]["hangs"] != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second hang never arrived"
+        );
+        tokio::task::yield_now().await;
+    }
+    sim.stop().await;
+    let outcome = tokio::time::timeout(crate::sim::client::TIMEOUT, pending)
+        .await
+        .expect("the hanging client is released by shutdown")
+        .expect("task completes");
+    assert!(
+        outcome.is_err(),
+        "a hung request gets no response: {outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn reset_closes_the_connection_without_a_response() {
+    let sim = with_faults(Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let outcome = sim
+        .send(Method::POST, "/v1/chat/completions", &[], Some(&chat("x")))
+        .await;
+    let Err(Failure::Http(error)) = outcome else {
+        panic!("expected a connection error, got {outcome:?}");
+    };
+    let reset = std::error::Error::source(&error)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    assert_eq!(
+        reset,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "{error:?}"
+    );
+    assert_eq!(sim.get("/sim/stats").await.json()["faults"]["resets"], 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn stream_cut_sends_n_content_chunks_and_no_done() {
+    let sim = with_faults(Faults {
+        stream_cut_after: Some(2),
+        ..Faults::default()
+    })
+    .await;
+    let mut body = chat("cut me please, this reply is long");
+    body["stream"] = json!(true);
+    let a = sim.post("/v1/chat/completions", &body).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body_error.is_some(), "the body must end in an error");
+    let events = a.events();
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    assert_eq!(events.len(), 3, "role chunk + 2 content chunks: {events:?}");
+    for e in &events[1..] {
+        let chunk: serde_json::Value = serde_json::from_str(e).expect("chunk");
+        assert!(chunk["choices"][0]["delta"]["content"].is_string());
+        assert!(chunk["choices"][0]["finish_reason"].is_null());
+    }
+    // Non-streamed answers are not cut.
+    let whole = sim.post("/v1/chat/completions", &chat("cut me")).await;
+    assert_eq!(whole.status, StatusCode::OK);
+    let stats = sim.get("/sim/stats").await.json();
+    assert_eq!(stats["faults"]["stream_cuts"], 1);
+    assert_eq!(stats["streams"], 1);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn latency_delays_every_answer() {
+    let sim = with_faults(Faults {
+        latency_ms: 200,
+        jitter_ms: 20,
+        ..Faults::default()
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    let a = sim.post("/v1/embeddings", &json!({"input": "x"})).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        started.elapsed()
+    );
+    sim.stop().await;
+}

@@ -1,1 +1,236 @@
-//! placeholder
+//! `pii-redact`: a weir stage that replaces personal data and secrets in the prompt with
+//! stable placeholders, and puts the originals back into the answer.
+//!
+//! In the request phase every piece of message text (the content string, or each text part
+//! of a multimodal message; images and other parts are left alone) is scanned for e-mail
+//! addresses, phone numbers, Luhn-valid card numbers, IP addresses and secrets, and each
+//! value is replaced by `[EMAIL_1]`, `[PHONE_1]`, `[CREDIT_CARD_1]`, `[IP_1]` or
+//! `[SECRET_1]`: numbered per kind in order of first appearance across the whole request,
+//! the same value always getting the same placeholder. In the response phase (unless
+//! `restore = false`) the placeholders in every choice's text are replaced by the originals,
+//! so the model never sees the data and the client still gets a useful answer.
+//!
+//! See `README.md` for the config keys.
+//!
+//! # Layout
+//!
+//! - [`kind`]: the kinds of data, their config names and placeholder labels.
+//! - [`settings`]: the validated config.
+//! - [`scan`]: one linear-time scanner per kind, and the overlap rules between them.
+//! - [`vault`]: placeholders handed out in this request and the values behind them.
+//! - this file: the [`Stage`] implementation, the only code that talks to the host.
+
+pub mod kind;
+pub mod scan;
+pub mod settings;
+pub mod vault;
+
+#[cfg(test)]
+mod testing;
+
+use weir_sdk::{
+    ChatRequest, ChatResponse, RequestContext, RequestOutcome, Stage, StageError, StageInfo,
+};
+
+use crate::settings::Settings;
+use crate::vault::Vault;
+
+/// The stage value of one request: what the request phase redacted, for the response phase.
+#[derive(Debug, Default)]
+pub struct PiiRedact {
+    /// Placeholders handed out in the request phase.
+    vault: Vault,
+    /// Whether the response phase restores the originals (the `restore` config key).
+    restore: bool,
+}
+
+impl Stage for PiiRedact {
+    fn info() -> StageInfo {
+        // The request phase depends only on the request and the config. The response phase
+        // must see whole texts, or a placeholder split across two stream chunks would not be
+        // restored.
+        StageInfo::new("pii-redact", env!("CARGO_PKG_VERSION"))
+            .on_request()
+            .on_response()
+            .deterministic()
+            .needs_full_response()
+    }
+
+    fn on_request(
+        &mut self,
+        ctx: &RequestContext,
+        mut request: ChatRequest,
+    ) -> Result<RequestOutcome, StageError> {
+        let settings = Settings::load(weir_sdk::config::get)?;
+        self.redact(&settings, &mut request);
+        self.restore = settings.restore;
+        let counts = self.vault.counts();
+        if !counts.is_empty() {
+            let summary: Vec<String> = counts
+                .iter()
+                .map(|(kind, count)| format!("{}={count}", kind.config_name()))
+                .collect();
+            weir_sdk::debug!("request {}: redacted {}", ctx.request_id, summary.join(" "));
+        }
+        Ok(RequestOutcome::Next(request))
+    }
+
+    fn on_response(
+        &mut self,
+        _ctx: &RequestContext,
+        _request: &ChatRequest,
+        mut response: ChatResponse,
+    ) -> Result<ChatResponse, StageError> {
+        if self.restore {
+            self.restore_into(&mut response);
+        }
+        Ok(response)
+    }
+}
+
+impl PiiRedact {
+    /// Redacts the text of every message whose role `settings` selects.
+    pub fn redact(&mut self, settings: &Settings, request: &mut ChatRequest) {
+        for message in &mut request.messages {
+            if settings.redacts_role(&message.role) {
+                message.for_each_text_mut(|text| self.vault.redact(text, settings.kinds));
+            }
+        }
+    }
+
+    /// Puts the originals back into the text of every choice.
+    pub fn restore_into(&self, response: &mut ChatResponse) {
+        if self.vault.is_empty() {
+            return;
+        }
+        for choice in &mut response.choices {
+            choice
+                .message
+                .for_each_text_mut(|text| self.vault.restore(text));
+        }
+    }
+}
+
+weir_sdk::export_stage!(PiiRedact);
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use weir_sdk::{Content, ContentPart, Message};
+
+    use super::*;
+    use crate::kind::{Kind, Kinds};
+
+    fn settings(kinds: Kinds, roles: Option<&[&str]>) -> Settings {
+        Settings {
+            kinds,
+            restore: true,
+            roles: roles.map(|roles| roles.iter().map(|r| r.to_string()).collect()),
+        }
+    }
+
+    fn request(messages: Vec<Message>) -> ChatRequest {
+        ChatRequest::new("m", messages)
+    }
+
+    #[test]
+    fn numbering_spans_the_whole_request() {
+        let mut stage = PiiRedact::default();
+        let mut req = request(vec![
+            Message::system("Support contact: help@corp.example"),
+            Message::user("I am a@b.com, cc help@corp.example and x@y.org"),
+            Message::assistant("Noted a@b.com."),
+        ]);
+        stage.redact(&settings(Kinds::ALL, None), &mut req);
+        let texts: Vec<String> = req.messages.iter().map(Message::text).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "Support contact: [EMAIL_1]",
+                "I am [EMAIL_2], cc [EMAIL_1] and [EMAIL_3]",
+                "Noted [EMAIL_2]."
+            ]
+        );
+    }
+
+    #[test]
+    fn roles_limit_what_is_redacted() {
+        let mut stage = PiiRedact::default();
+        let mut req = request(vec![
+            Message::system("Escalate to boss@corp.example"),
+            Message::user("I am a@b.com"),
+        ]);
+        stage.redact(&settings(Kinds::ALL, Some(&["user"])), &mut req);
+        assert_eq!(req.messages[0].text(), "Escalate to boss@corp.example");
+        assert_eq!(req.messages[1].text(), "I am [EMAIL_1]");
+    }
+
+    #[test]
+    fn kinds_limit_what_is_redacted() {
+        let mut stage = PiiRedact::default();
+        let mut req = request(vec![Message::user("a@b.com from 10.1.2.3")]);
+        stage.redact(&settings(Kinds::of(&[Kind::Ip]), None), &mut req);
+        assert_eq!(req.messages[0].text(), "a@b.com from [IP_1]");
+    }
+
+    #[test]
+    fn multimodal_parts_survive() {
+        let mut stage = PiiRedact::default();
+        let image = ContentPart {
+            kind: "image_url".to_string(),
+            text: None,
+            extra: r#"{"image_url":{"url":"https://x.example/a@b.com.png"}}"#.to_string(),
+        };
+        let mut message = Message::user("");
+        message.content = Some(Content::Parts(vec![
+            ContentPart {
+                kind: "text".to_string(),
+                text: Some("who is a@b.com?".to_string()),
+                extra: "{}".to_string(),
+            },
+            image.clone(),
+        ]));
+        let mut req = request(vec![message]);
+        stage.redact(&settings(Kinds::ALL, None), &mut req);
+        let Some(Content::Parts(parts)) = &req.messages[0].content else {
+            panic!("content is no longer a list of parts");
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].text.as_deref(), Some("who is [EMAIL_1]?"));
+        assert_eq!(parts[1].kind, image.kind);
+        assert_eq!(parts[1].text, None);
+        assert_eq!(parts[1].extra, image.extra);
+    }
+
+    #[test]
+    fn response_gets_the_originals_back() {
+        let mut stage = PiiRedact {
+            restore: true,
+            ..PiiRedact::default()
+        };
+        let mut req = request(vec![Message::user(
+            "Email a@b.com and call +1 415 555 0100",
+        )]);
+        stage.redact(&settings(Kinds::ALL, None), &mut req);
+        assert_eq!(req.messages[0].text(), "Email [EMAIL_1] and call [PHONE_1]");
+        let mut response =
+            ChatResponse::from_text("m", "I will email [EMAIL_1] and call [PHONE_1].");
+        stage.restore_into(&mut response);
+        assert_eq!(
+            response.text(),
+            "I will email a@b.com and call +1 415 555 0100."
+        );
+    }
+
+    #[test]
+    fn info_declares_both_phases() {
+        let info = PiiRedact::info();
+        assert_eq!(info.name, "pii-redact");
+        assert!(
+            info.phases
+                .contains(weir_sdk::Phases::REQUEST | weir_sdk::Phases::RESPONSE)
+        );
+        assert!(info.deterministic);
+        assert!(info.needs_full_response);
+    }
+}

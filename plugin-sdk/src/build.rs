@@ -153,6 +153,7 @@ impl ChatResponse {
                 index: 0,
                 message: Message::assistant(text),
                 finish_reason: Some("stop".to_string()),
+                extra: "{}".to_string(),
             }],
             usage: Some(Usage {
                 prompt_tokens: 0,

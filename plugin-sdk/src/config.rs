@@ -156,7 +156,10 @@ mod tests {
         let err = parse_value::<u32>("max_chars", Some("lots".into())).unwrap_err();
         assert_eq!(err.key, "max_chars");
         assert_eq!(err.expected, "u32");
-        assert!(err.to_string().starts_with("stage config `max_chars`: expected u32, got `lots`"));
+        assert!(
+            err.to_string()
+                .starts_with("stage config `max_chars`: expected u32, got `lots`")
+        );
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! - [`host_api`]: the imports granted to guests (log, config, llm, embed, cache).
 //! - [`pipeline`]: one request through the stages in onion order, short-circuits and the
 //!   stage error policy.
+//! - [`openai`]: the OpenAI wire format (JSON and SSE ↔ the WIT types, error bodies).
+//! - [`llm`]: the LLM step between the phases, and stages' `complete()` / `embed()`.
+//! - [`router`]: a route's target chain: fallback and the record of every attempt.
+//! - [`providers`]: the pooled OpenAI-compatible upstream client.
+//! - [`server`]: the public and admin HTTP listeners, graceful shutdown.
 //! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
 //! - [`cli`]: the `weir` command line.
 
@@ -23,8 +28,13 @@
 pub mod cli;
 pub mod config;
 pub mod host_api;
+pub mod llm;
+pub mod openai;
 pub mod pipeline;
+pub mod providers;
+pub mod router;
 pub mod sandbox;
+pub mod server;
 pub mod sim;
 pub mod stages;
 pub mod wit;

@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
 });
 
 // The world-level `use` already brings the types the exports name into this module.
-pub use weir::stage::types::{
+pub use self::weir::stage::types::{
     Choice, Content, ContentPart, LlmError, LogLevel, Message, Phases, Rejection, Usage,
 };
 

@@ -44,13 +44,19 @@ fn assert_refused(file: &str, expected: &str) {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line expected: {stderr}");
     assert!(lines[0].contains(file), "the line names the file: {stderr}");
-    assert!(lines[0].contains(expected), "expected {expected:?} in {stderr}");
+    assert!(
+        lines[0].contains(expected),
+        "expected {expected:?} in {stderr}"
+    );
 }
 
 #[test]
 fn fails_with_one_clear_line_for_a_core_module() {
     let path = scratch_file("core.wasm", b"\0asm\x01\0\0\0");
-    assert_refused(path.to_str().unwrap(), "a core WebAssembly module, not a component");
+    assert_refused(
+        path.to_str().unwrap(),
+        "a core WebAssembly module, not a component",
+    );
 }
 
 #[test]

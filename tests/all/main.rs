@@ -3,6 +3,8 @@
 //! - `sandbox`: limits and isolation of a single stage (fuel, deadline, memory, traps, WASI).
 //! - `pipeline`: onion order, short-circuits, rejections and the error policy.
 //! - `plugins`: the first-party stages through the real host.
+//! - `server`: `weir serve` as a process against `weir sim` processes.
+//! - `sim`: the provider simulator.
 //! - `check`: the `weir check` command on good and bad files.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -10,6 +12,9 @@
 mod check;
 mod pipeline;
 mod plugins;
+mod procs;
 mod sandbox;
+mod sdk;
+mod server;
 mod sim;
 mod support;

@@ -36,9 +36,16 @@ async fn respond_short_circuits_later_stages_and_the_llm() {
     let outcome = host
         .run(&[tag("A"), chaos("respond"), tag("C")], user("hi"))
         .await;
-    assert!(outcome.upstream.is_none(), "no LLM call after a short-circuit");
+    assert!(
+        outcome.upstream.is_none(),
+        "no LLM call after a short-circuit"
+    );
     assert_eq!(outcome.text(), "answered by the chaos stage <A:same");
-    let names: Vec<&str> = outcome.labels.iter().map(|l| l.split('@').next().unwrap()).collect();
+    let names: Vec<&str> = outcome
+        .labels
+        .iter()
+        .map(|l| l.split('@').next().unwrap())
+        .collect();
     assert_eq!(names, ["tag-A", "chaos-respond"]);
 }
 
@@ -68,7 +75,12 @@ async fn fail_policy_answers_500_and_skip_policy_continues() {
     let outcome = host.run(&[chaos("fail"), tag("B")], user("hi")).await;
     assert_eq!(outcome.err().status(), 500);
     assert_eq!(outcome.err().code(), "stage_failed");
-    assert!(outcome.err().client_message().contains("deliberate failure"));
+    assert!(
+        outcome
+            .err()
+            .client_message()
+            .contains("deliberate failure")
+    );
 
     let outcome = host
         .run(&[chaos("fail").skip_on_error(), tag("B")], user("hi"))
@@ -107,11 +119,18 @@ async fn an_exhausted_pool_sheds_with_503_and_recovers() {
     // Instances are released on the reaper thread; the pool recovers promptly.
     let mut recovered = false;
     for _ in 0..200 {
-        if run_pipeline(&host.env, &pipeline, user("four")).await.result.is_ok() {
+        if run_pipeline(&host.env, &pipeline, user("four"))
+            .await
+            .result
+            .is_ok()
+        {
             recovered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(recovered, "the pool did not recover after the holders finished");
+    assert!(
+        recovered,
+        "the pool did not recover after the holders finished"
+    );
 }

@@ -97,14 +97,19 @@ async fn a_failure_in_the_response_phase_is_classified_too() {
         });
     let outcome = host.run(&[spec], user("hi")).await;
     assert_eq!(outcome.err().kind(), FailureKind::FuelExhausted);
-    assert!(outcome.upstream.is_some(), "the request phase passed the request on");
+    assert!(
+        outcome.upstream.is_some(),
+        "the request phase passed the request on"
+    );
     host_still_serves(host).await;
 }
 
 #[tokio::test]
 async fn a_huge_log_line_is_cut_and_the_call_succeeds() {
     let host = TestHost::shared().await;
-    let outcome = host.run(&[chaos("huge-log").limits(relaxed())], user("log")).await;
+    let outcome = host
+        .run(&[chaos("huge-log").limits(relaxed())], user("log"))
+        .await;
     assert_eq!(outcome.text(), "echo: log");
 }
 
@@ -154,15 +159,25 @@ async fn guest_cannot_see_host_env() {
 async fn stage_llm_calls_get_a_guest_visible_error_when_no_llm_is_wired() {
     let host = TestHost::shared().await;
     let text = host.run(&[chaos("complete")], user("x")).await.text();
-    assert!(text.starts_with("complete: error: 503 llm_unavailable"), "{text}");
+    assert!(
+        text.starts_with("complete: error: 503 llm_unavailable"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
 async fn stage_cache_survives_across_requests() {
     let host = TestHost::shared().await;
     let spec = chaos("cache");
-    let first = host.run(std::slice::from_ref(&spec), user("x")).await.text();
+    let first = host
+        .run(std::slice::from_ref(&spec), user("x"))
+        .await
+        .text();
     let second = host.run(&[spec], user("x")).await.text();
-    let before = |t: &str| t.trim_start_matches("cache: before=").parse::<u64>().unwrap();
+    let before = |t: &str| {
+        t.trim_start_matches("cache: before=")
+            .parse::<u64>()
+            .unwrap()
+    };
     assert_eq!(before(&second), before(&first) + 1);
 }

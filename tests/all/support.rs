@@ -71,7 +71,10 @@ static SHARED: OnceCell<TestHost> = OnceCell::const_new();
 impl TestHost {
     pub fn new(settings: SandboxSettings, llm: Arc<dyn LlmAccess>) -> TestHost {
         let sandbox = Sandbox::new(settings).expect("sandbox");
-        let services = Arc::new(HostServices::new(llm, sandbox.settings().log_line_max_bytes));
+        let services = Arc::new(HostServices::new(
+            llm,
+            sandbox.settings().log_line_max_bytes,
+        ));
         TestHost {
             env: StageEnv {
                 sandbox: Arc::new(sandbox),
@@ -164,7 +167,11 @@ impl Outcome {
     }
 }
 
-pub async fn run_pipeline(env: &StageEnv, pipeline: &Arc<Pipeline>, request: ChatRequest) -> Outcome {
+pub async fn run_pipeline(
+    env: &StageEnv,
+    pipeline: &Arc<Pipeline>,
+    request: ChatRequest,
+) -> Outcome {
     let mut fwd = pipeline.start(env, "req-1".into(), request);
     let mut upstream = None;
     let result = async {
@@ -237,6 +244,7 @@ pub fn echo(request: &ChatRequest) -> ChatResponse {
             index: 0,
             message: message("assistant", &format!("echo: {last}")),
             finish_reason: Some("stop".to_string()),
+            extra: "{}".to_string(),
         }],
         usage: Some(Usage {
             prompt_tokens: 1,

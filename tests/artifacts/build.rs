@@ -20,10 +20,12 @@ const GUESTS: &[(&str, &str)] = &[
     ("hello-stage", "HELLO_STAGE"),
     ("weir-test-chaos", "CHAOS"),
     ("weir-test-other-world", "OTHER_WORLD"),
+    ("weir-test-passthrough", "PASSTHROUGH"),
 ];
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let root = manifest_dir
         .ancestors()
         .nth(2)
@@ -38,7 +40,14 @@ fn main() {
         .to_path_buf();
     let guest_target = target_root.join("guests");
 
-    for dir in ["wit", "plugin-sdk", "plugins", "examples/hello-stage", "tests/programs", "tests/all"] {
+    for dir in [
+        "wit",
+        "plugin-sdk",
+        "plugins",
+        "examples/hello-stage",
+        "tests/programs",
+        "tests/all",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-changed=build.rs");
@@ -65,14 +74,23 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("cannot run cargo to build the guest components");
-    assert!(status.success(), "building the guest components failed ({status})");
+    let status = cmd
+        .status()
+        .expect("cannot run cargo to build the guest components");
+    assert!(
+        status.success(),
+        "building the guest components failed ({status})"
+    );
 
     let wasm_dir = guest_target.join("wasm32-wasip2").join("release");
     let mut consts = String::new();
     for (package, name) in GUESTS {
         let file = wasm_dir.join(format!("{}.wasm", package.replace('-', "_")));
-        assert!(file.exists(), "guest {package} was not built at {}", file.display());
+        assert!(
+            file.exists(),
+            "guest {package} was not built at {}",
+            file.display()
+        );
         consts.push_str(&format!(
             "/// The `{package}` component.\npub const {name}: &str = {:?};\n",
             file.display().to_string()
@@ -105,7 +123,9 @@ fn check_chaos_modes_are_tested(root: &Path) {
 }
 
 fn collect_rs(dir: &Path, into: &mut String) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {

@@ -4,6 +4,8 @@
 //! only calls [`run`].
 
 mod check;
+mod serve;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -24,6 +26,10 @@ pub enum Command {
     /// Load stage component files, check them against the weir:stage world and print what
     /// each says about itself. Exits non-zero if any file is not a valid stage.
     Check(check::CheckArgs),
+    /// Serve the OpenAI-compatible API with the pipelines of a config file.
+    Serve(serve::ServeArgs),
+    /// Run the OpenAI-compatible provider simulator (for demos and chaos tests).
+    Sim(sim::SimArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -31,5 +37,43 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Sim(args) => sim::run(args),
+    }
+}
+
+/// Logs to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
     }
 }

@@ -22,6 +22,16 @@ pub const DEFAULT_LOG_LINE_MAX_BYTES: usize = 4096;
 pub const DEFAULT_OUTPUT_MAX_BYTES: usize = 16 * 1024;
 /// Upper bound accepted for a memory cap: 4 GiB (a wasm32 memory cannot be larger).
 pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+/// Upper bound accepted for the pool size: 10 000 instances (each reserves address space).
+pub const MAX_POOL_SIZE: u32 = 10_000;
+/// Upper bound accepted for a per-call deadline: 10 minutes.
+pub const MAX_DEADLINE: Duration = Duration::from_secs(600);
+/// Upper bound accepted for the epoch tick: 1 s (a coarser tick makes deadlines meaningless).
+pub const MAX_EPOCH_TICK: Duration = Duration::from_secs(1);
+/// Upper bound accepted for [`SandboxSettings::log_line_max_bytes`]: 64 KiB.
+pub const MAX_LOG_LINE_MAX_BYTES: usize = 64 * 1024;
+/// Upper bound accepted for [`SandboxSettings::output_max_bytes`]: 1 MiB.
+pub const MAX_OUTPUT_MAX_BYTES: usize = 1 << 20;
 
 /// Limits applied to every phase call of one stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,43 @@
 //! Owns: parsing (strict, unknown keys are errors naming file, line and key), validation
 //! (cross-field checks, newtypes for durations, sizes and ids) and the validated [`Config`].
 //! Everyone may read the validated types; nothing outside this module sees raw TOML.
+//!
+//! # Layout
+//!
+//! - `raw`: the TOML schema as serde structs (`deny_unknown_fields`, spans kept).
+//! - `load`: [`Config`], [`Config::load`] and [`Config::parse`], which run the two passes.
+//! - `error`: [`ConfigError`], printed as `{file}:{line}:{column}: {key}: {message}`.
+//! - `check`: range, name and environment-variable checks shared by every table.
+//! - `server`, `limits` + `sandbox`, `target`, `route`: one validated table each.
+//! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
+//! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
+//!
+//! Error snapshot cases live in `tests/config/invalid/` (a `NAME.toml` next to the expected
+//! `NAME.err`) and are checked by this module's unit tests.
 
+mod check;
+mod error;
 mod limits;
+mod load;
+mod masked;
+mod raw;
+mod route;
+mod sandbox;
+mod server;
+mod stage_config;
+mod target;
 
+#[cfg(test)]
+mod snapshots;
+
+pub use check::MAX_NAME_LEN;
+pub use error::{ConfigError, NO_KEY};
 pub use limits::*;
+pub use load::Config;
+pub use masked::MASK;
+pub use route::{OnErrorSetting, RouteSettings, StageSettings};
+pub use server::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
+    LARGEST_MAX_BODY_BYTES, LogFormat, MAX_DRAIN_TIMEOUT, ServerSettings,
+};
+pub use target::{DEFAULT_TARGET_TIMEOUT, MAX_TARGET_TIMEOUT, TargetSettings};

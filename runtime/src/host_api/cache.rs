@@ -72,7 +72,9 @@ impl StageCache {
         let cache = Cache::builder()
             .max_capacity(limits.max_bytes)
             .weigher(|key: &(Arc<str>, String), entry: &Entry| {
-                (key.1.len() + entry.value.len()).try_into().unwrap_or(u32::MAX)
+                (key.1.len() + entry.value.len())
+                    .try_into()
+                    .unwrap_or(u32::MAX)
             })
             .expire_after(EntryExpiry)
             .build();
@@ -90,7 +92,13 @@ impl StageCache {
     }
 
     /// Stores `value` for `stage` under `key`; false when over a size limit.
-    pub fn set(&self, stage: &Arc<str>, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) -> bool {
+    pub fn set(
+        &self,
+        stage: &Arc<str>,
+        key: String,
+        value: Vec<u8>,
+        ttl_seconds: Option<u32>,
+    ) -> bool {
         if key.len() > self.limits.max_key_bytes || value.len() > self.limits.max_value_bytes {
             return false;
         }

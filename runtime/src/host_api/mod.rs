@@ -147,5 +147,9 @@ pub fn truncate_for_log(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    std::borrow::Cow::Owned(format!("{}… [{} bytes cut]", &text[..end], text.len() - end))
+    std::borrow::Cow::Owned(format!(
+        "{}… [{} bytes cut]",
+        &text[..end],
+        text.len() - end
+    ))
 }

@@ -103,13 +103,14 @@ impl Forwarded {
                 continue;
             }
             let started = Instant::now();
-            let mut instance = match self.instantiate(spec).await {
-                Ok(instance) => instance,
-                Err(failure) => {
-                    self.apply_policy(spec, Phase::Request, started, None, failure)?;
-                    continue;
-                }
-            };
+            let mut instance =
+                match instantiate(&self.env, &self.request_id, &self.pipeline.route, spec).await {
+                    Ok(instance) => instance,
+                    Err(failure) => {
+                        self.apply_policy(spec, Phase::Request, started, None, failure)?;
+                        continue;
+                    }
+                };
             let ctx = self.context(spec);
             let result = instance.on_request(&ctx, &self.request).await;
             let fuel = fuel_used(&instance);
@@ -187,7 +188,9 @@ impl Forwarded {
             let started = Instant::now();
             let mut instance = match held.instance {
                 Some(instance) => instance,
-                None => match self.instantiate(spec).await {
+                None => match instantiate(&self.env, &self.request_id, &self.pipeline.route, spec)
+                    .await
+                {
                     Ok(instance) => instance,
                     Err(failure) => {
                         self.apply_policy(spec, Phase::Response, started, None, failure)?;
@@ -227,23 +230,14 @@ impl Forwarded {
     pub fn stage_labels(&self) -> Vec<Arc<str>> {
         let mut labels: Vec<Arc<str>> = Vec::with_capacity(self.runs.len());
         for run in &self.runs {
-            if !labels.iter().any(|l| Arc::ptr_eq(l, &run.label) || **l == *run.label) {
+            if !labels
+                .iter()
+                .any(|l| Arc::ptr_eq(l, &run.label) || **l == *run.label)
+            {
                 labels.push(run.label.clone());
             }
         }
         labels
-    }
-
-    async fn instantiate(&self, spec: &PipelineStage) -> Result<StageInstance, StageFailure> {
-        let host = HostContext {
-            stage: spec.identity.clone(),
-            services: self.env.services.clone(),
-            request_id: self.request_id.clone(),
-            route: self.pipeline.route.clone(),
-        };
-        spec.stage
-            .instantiate(&self.env.sandbox, host, &spec.limits)
-            .await
     }
 
     fn context(&self, spec: &PipelineStage) -> RequestContext {
@@ -316,7 +310,13 @@ impl Forwarded {
                 detail = %failure.detail,
                 "stage failed; skipped by its on_error policy"
             );
-            self.record(spec, phase, started, fuel, format!("skipped:{}", failure.kind));
+            self.record(
+                spec,
+                phase,
+                started,
+                fuel,
+                format!("skipped:{}", failure.kind),
+            );
             return Ok(());
         }
         tracing::warn!(
@@ -341,6 +341,29 @@ impl Drop for Forwarded {
     }
 }
 
+/// A fresh instance of `spec` for this request. A free function over the fields it needs, so
+/// the future borrows no `Forwarded` (which is `Send` but not `Sync`).
+async fn instantiate(
+    env: &StageEnv,
+    request_id: &Arc<str>,
+    route: &Arc<str>,
+    spec: &PipelineStage,
+) -> Result<StageInstance, StageFailure> {
+    let host = HostContext {
+        stage: spec.identity.clone(),
+        services: env.services.clone(),
+        request_id: request_id.clone(),
+        route: route.clone(),
+    };
+    spec.stage
+        .instantiate(&env.sandbox, host, &spec.limits)
+        .await
+}
+
 fn fuel_used(instance: &StageInstance) -> Option<u64> {
-    Some(instance.fuel_budget()?.saturating_sub(instance.fuel_remaining()?))
+    Some(
+        instance
+            .fuel_budget()?
+            .saturating_sub(instance.fuel_remaining()?),
+    )
 }

@@ -31,7 +31,9 @@ const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// The pooling allocator was required but its address space could not be reserved.
-    #[error("cannot reserve the instance pool ({pool_size} instances, {memory_mib} MiB each): {source}")]
+    #[error(
+        "cannot reserve the instance pool ({pool_size} instances, {memory_mib} MiB each): {source}"
+    )]
     Pool {
         /// Configured pool size.
         pool_size: u32,

@@ -69,7 +69,10 @@ impl StageFailure {
             match err.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => FailureKind::FuelExhausted,
                 Some(Trap::Interrupt) => FailureKind::DeadlineExceeded,
-                _ if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => {
+                _ if err
+                    .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                    .is_some() =>
+                {
                     FailureKind::PoolExhausted
                 }
                 _ => FailureKind::Trap,
@@ -79,7 +82,11 @@ impl StageFailure {
             stage: stage.to_string(),
             kind,
             // The Display text of a trap hides its reason; the debug form keeps it.
-            detail: format!("{err:?}").lines().take(6).collect::<Vec<_>>().join(" | "),
+            detail: format!("{err:?}")
+                .lines()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" | "),
         }
     }
 

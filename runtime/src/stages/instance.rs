@@ -10,8 +10,7 @@ use crate::config::CallLimits;
 use crate::host_api::HostContext;
 use crate::sandbox::{Reaper, Sandbox, StageState, arm};
 use crate::wit::{
-    ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageBindings, StageError,
-    StageInfo,
+    ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageBindings, StageError, StageInfo,
 };
 
 use super::{FailureKind, LoadedStage, StageFailure};
@@ -68,7 +67,11 @@ impl StageInstance {
     /// Calls `describe`.
     pub async fn describe(&mut self) -> Result<StageInfo, StageFailure> {
         self.prepare();
-        let result = timeout(self.hard_timeout, self.bindings.call_describe(&mut self.store)).await;
+        let result = timeout(
+            self.hard_timeout,
+            self.bindings.call_describe(&mut self.store),
+        )
+        .await;
         self.finish(result)
     }
 
@@ -135,7 +138,11 @@ impl StageInstance {
         self.drain_output();
         match result {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(StageFailure::from_call(&self.label, self.store.data(), &err)),
+            Ok(Err(err)) => Err(StageFailure::from_call(
+                &self.label,
+                self.store.data(),
+                &err,
+            )),
             Err(_) => Err(deadline(&self.label)),
         }
     }

@@ -99,10 +99,12 @@ impl LoadedStage {
         services: &Arc<HostServices>,
         path: &Path,
     ) -> Result<LoadedStage, LoadError> {
-        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = tokio::fs::read(path)
+            .await
+            .map_err(|source| LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::from_bytes(sandbox, services, path, bytes).await
     }
 

@@ -13,10 +13,10 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use weir::sim::{Sim, SimConfig, SimError};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use weir::sim::{Sim, SimConfig, SimError};
 
 /// Bound on any single exchange in the tests.
 pub const TIMEOUT: Duration = Duration::from_secs(5);

@@ -106,7 +106,9 @@ async fn hang_holds_the_request_until_the_client_gives_up_and_shutdown_still_com
     assert_eq!(stats["requests"], 1);
 
     // A hang still in progress must not block shutdown.
-    let hanging = crate::sim::client::connect(sim.addr).await.expect("connects");
+    let hanging = crate::sim::client::connect(sim.addr)
+        .await
+        .expect("connects");
     let pending = tokio::spawn(async move {
         let mut hanging = hanging;
         let request = http::Request::post("/v1/chat/completions")

@@ -73,9 +73,7 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
                 std::hint::black_box(&hoard);
             }
         }
-        "recursion" => {
-            Ok(Some(recurse(0).to_string()))
-        }
+        "recursion" => Ok(Some(recurse(0).to_string())),
         "panic" => panic!("chaos: deliberate panic"),
         "huge-log" => {
             let line = "x".repeat(8 << 20);
@@ -88,7 +86,10 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
         })),
         "env" => {
             let canary = std::env::var("WEIR_CANARY").unwrap_or_else(|_| "<unset>".to_string());
-            Ok(Some(format!("env: WEIR_CANARY={canary}; vars={}", std::env::vars().count())))
+            Ok(Some(format!(
+                "env: WEIR_CANARY={canary}; vars={}",
+                std::env::vars().count()
+            )))
         }
         "socket" => Ok(Some(match std::net::TcpStream::connect("127.0.0.1:9") {
             Ok(_) => "socket: ok: connected".to_string(),
@@ -101,7 +102,11 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
         }
         "fail" => Err(StageError::fail("chaos: deliberate failure")),
         "reject" => Err(StageError::reject(403, "chaos_rejected", "chaos says no")),
-        "bad-status" => Err(StageError::reject(200, "chaos_bad_status", "not an error status")),
+        "bad-status" => Err(StageError::reject(
+            200,
+            "chaos_bad_status",
+            "not an error status",
+        )),
         "complete" => {
             let question = ChatRequest::new("inner", vec![Message::user("inner question")]);
             Ok(Some(match weir_sdk::llm::complete(&question) {
@@ -158,7 +163,9 @@ impl Stage for Chaos {
         if fault_phase() == "request"
             && let Some(text) = misbehave(&mode)?
         {
-            return Ok(RequestOutcome::Respond(ChatResponse::from_text("chaos", text)));
+            return Ok(RequestOutcome::Respond(ChatResponse::from_text(
+                "chaos", text,
+            )));
         }
         Ok(RequestOutcome::Next(request))
     }

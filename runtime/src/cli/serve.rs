@@ -1,0 +1,63 @@
+//! `weir serve --config <file>`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::{Config, LogFormat};
+use crate::server::{App, serve};
+
+/// Arguments of `weir serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The config file (TOML).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Public listen address; overrides `server.listen`.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Admin listen address; overrides `server.admin_listen`.
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// Loads the config, builds the app, serves until SIGTERM/SIGINT, drains, exits 0.
+pub fn run(args: ServeArgs) -> ExitCode {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    super::init_logging(config.server.log_format == LogFormat::Json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);
+    runtime.block_on(async move {
+        let app = match App::build(config).await {
+            Ok(app) => Arc::new(app),
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match serve(app, listen, admin_listen, super::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,97 @@
+//! `weir sim --listen <addr>`: the provider simulator, with faults from flags.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use crate::sim::{Faults, Sim, SimConfig};
+
+/// Arguments of `weir sim`. Faults can also be changed at runtime with `POST /sim/faults`.
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// Listen address.
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    pub listen: SocketAddr,
+    /// Fraction of requests answered with `--error-status` (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Status of injected errors (default 500).
+    #[arg(long, default_value_t = 500)]
+    pub error_status: u16,
+    /// Fixed latency before every answer, ms.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Random extra latency, up to this many ms.
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Fraction of requests accepted and never answered.
+    #[arg(long, default_value_t = 0.0)]
+    pub hang_rate: f64,
+    /// Fraction of connections reset before any response byte.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Fraction of requests answered 429 with `Retry-After`.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_rate: f64,
+    /// `Retry-After` seconds of injected 429s.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_s: u64,
+    /// Cut every stream after this many content chunks.
+    #[arg(long)]
+    pub stream_cut_after: Option<u32>,
+    /// Stream time to first token, ms.
+    #[arg(long, default_value_t = 0)]
+    pub ttft_ms: u64,
+    /// Stream delay between tokens, ms.
+    #[arg(long, default_value_t = 0)]
+    pub inter_token_ms: u64,
+    /// Report this model name instead of the requested one.
+    #[arg(long)]
+    pub model_name: Option<String>,
+}
+
+/// Runs the simulator until SIGTERM/SIGINT.
+pub fn run(args: SimArgs) -> ExitCode {
+    super::init_logging(false);
+    let mut config = SimConfig::new(args.listen);
+    config.faults = Faults {
+        error_rate: args.error_rate,
+        error_status: args.error_status,
+        latency_ms: args.latency_ms,
+        jitter_ms: args.jitter_ms,
+        hang_rate: args.hang_rate,
+        reset_rate: args.reset_rate,
+        rate_limit_rate: args.rate_limit_rate,
+        retry_after_s: args.retry_after_s,
+        stream_cut_after: args.stream_cut_after,
+    };
+    config.ttft_ms = args.ttft_ms;
+    config.inter_token_ms = args.inter_token_ms;
+    config.model_name = args.model_name;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let sim = match Sim::bind(config).await {
+            Ok(sim) => sim,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return ExitCode::FAILURE;
+            }
+        };
+        println!("weir sim: listening on http://{}", sim.local_addr());
+        match sim.serve(super::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -1,0 +1,214 @@
+//! [`Config`]: the whole validated file, and the one way to get one (`load` / `parse`).
+//!
+//! Parsing runs in two passes. First the TOML is deserialized into the raw schema
+//! (`raw.rs`), strictly: unknown keys and wrong types fail there, with the key path taken from
+//! `serde_path_to_error` and the position from toml's span. Then each table is validated in
+//! turn (server, sandbox, targets, routes), using the spans kept in the raw structs so that a
+//! semantic error points at the value it is about. The first problem found is returned.
+
+use std::path::{Path, PathBuf};
+
+use super::check::{EnvLookup, Source};
+use super::error::{self, ConfigError, NO_KEY};
+use super::limits::SandboxSettings;
+use super::raw::RawConfig;
+use super::route::{self, RouteSettings};
+use super::sandbox;
+use super::server::{self, ServerSettings};
+use super::target::{self, TargetSettings};
+
+/// A validated `weir.toml`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// The file the config was read from, as given to [`Config::load`] or [`Config::parse`].
+    pub source: PathBuf,
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[sandbox]`, with `max_memory_bytes` raised to the largest memory cap of any stage.
+    pub sandbox: SandboxSettings,
+    /// `[targets.NAME]` tables, sorted by name.
+    pub targets: Vec<TargetSettings>,
+    /// `[[routes]]`, in file order; at least one.
+    pub routes: Vec<RouteSettings>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, reading secrets from the process environment.
+    ///
+    /// Relative stage paths are resolved against the file's directory made absolute, so
+    /// they stay valid whatever the process's working directory later becomes. Errors name
+    /// `path` as given.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            key: NO_KEY.to_owned(),
+            message: format!("cannot read the config file: {err}"),
+        })?;
+        let env = |name: &str| std::env::var(name).ok();
+        parse_in(&text, path, &absolute_dir_of(path), &env)
+    }
+
+    /// Validates `text` as the contents of the file `source`, without touching the file
+    /// system: `env` looks up environment variables (for secrets), `source` names the file in
+    /// errors, and relative stage paths are joined to `source`'s directory.
+    pub fn parse(
+        text: &str,
+        source: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let base_dir = source.parent().unwrap_or(Path::new(""));
+        parse_in(text, source, base_dir, env)
+    }
+}
+
+/// The directory of the file `path`, made absolute against the working directory (left
+/// as it is if the working directory cannot be read).
+fn absolute_dir_of(path: &Path) -> PathBuf {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+fn parse_in(
+    text: &str,
+    source: &Path,
+    base_dir: &Path,
+    env: EnvLookup<'_>,
+) -> Result<Config, ConfigError> {
+    let src = Source { file: source, text };
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|err| error::from_syntax(source, text, &err))?;
+    let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
+        .map_err(|err| error::from_serde(source, text, err))?;
+    let server = server::build(src, &raw.server, env)?;
+    let mut sandbox = sandbox::build(src, &raw.sandbox)?;
+    let targets = raw
+        .targets
+        .iter()
+        .map(|(name, target)| target::build(src, name, target, env))
+        .collect::<Result<Vec<_>, _>>()?;
+    let routes = route::build_all(src, raw.routes.as_ref(), &targets, &sandbox, base_dir)?;
+    sandbox.max_memory_bytes = routes
+        .iter()
+        .flat_map(|route| &route.stages)
+        .map(|stage| stage.limits.memory_bytes)
+        .fold(sandbox.defaults.memory_bytes, u64::max);
+    Ok(Config {
+        source: source.to_path_buf(),
+        server,
+        sandbox,
+        targets,
+        routes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[targets.primary]
+base_url = "http://127.0.0.1:9101/v1/"
+
+[[routes]]
+model = "demo"
+targets = ["primary"]
+
+[[routes.stages]]
+name = "guard"
+path = "plugins/guard.wasm"
+"#;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn a_minimal_file_gets_every_default() {
+        let config = Config::parse(MINIMAL, Path::new("conf/weir.toml"), &no_env);
+        let Ok(config) = config else {
+            panic!("minimal config rejected: {config:?}");
+        };
+        assert_eq!(config.source, Path::new("conf/weir.toml"));
+        assert_eq!(config.server, ServerSettings::default());
+        assert_eq!(config.sandbox, SandboxSettings::default());
+        let target = &config.targets[0];
+        assert_eq!(target.base_url, "http://127.0.0.1:9101/v1");
+        assert_eq!(target.timeout, target::DEFAULT_TARGET_TIMEOUT);
+        assert_eq!(
+            (target.api_key.as_deref(), target.model.as_deref()),
+            (None, None)
+        );
+        let stage = &config.routes[0].stages[0];
+        assert_eq!(stage.path, Path::new("conf/plugins/guard.wasm"));
+        assert_eq!(stage.on_error, route::OnErrorSetting::Fail);
+        assert_eq!(stage.limits, config.sandbox.defaults);
+        assert!(stage.config.is_empty());
+    }
+
+    #[test]
+    fn max_memory_is_the_largest_cap_of_the_defaults_and_every_stage() {
+        let text = format!(
+            "{MINIMAL}memory_limit_mib = 256\n\n[[routes.stages]]\nname = \"small\"\n\
+             path = \"/abs/small.wasm\"\nmemory_limit_mib = 8\n"
+        );
+        let config = Config::parse(&text, Path::new("weir.toml"), &no_env);
+        let Ok(config) = config else {
+            panic!("config rejected: {config:?}");
+        };
+        assert_eq!(config.sandbox.max_memory_bytes, 256 << 20);
+        assert_eq!(config.sandbox.defaults.memory_bytes, 64 << 20);
+        assert_eq!(
+            config.routes[0].stages[1].path,
+            Path::new("/abs/small.wasm")
+        );
+        assert_eq!(config.routes[0].stages[1].limits.memory_bytes, 8 << 20);
+    }
+
+    #[test]
+    fn load_reads_the_file_and_resolves_stage_paths_absolutely() {
+        let dir = std::env::temp_dir().join(format!("weir-config-load-{}", std::process::id()));
+        let file = dir.join("weir.toml");
+        let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, MINIMAL));
+        assert!(written.is_ok(), "{written:?}");
+        let config = Config::load(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+        let Ok(config) = config else {
+            panic!("config rejected: {config:?}");
+        };
+        assert_eq!(config.source, file);
+        let path = &config.routes[0].stages[0].path;
+        assert!(path.is_absolute(), "{path:?}");
+        assert_eq!(path, &dir.join("plugins/guard.wasm"));
+    }
+
+    #[test]
+    fn a_bare_file_name_resolves_against_the_working_directory() {
+        let cwd = std::env::current_dir();
+        assert_eq!(
+            absolute_dir_of(Path::new("weir.toml")).as_path(),
+            cwd.as_deref().unwrap_or(Path::new("?"))
+        );
+        assert_eq!(
+            absolute_dir_of(Path::new("/etc/weir/weir.toml")),
+            Path::new("/etc/weir")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_naming_it() {
+        let missing = Path::new("/nonexistent/weir.toml");
+        let error = Config::load(missing).map_err(|e| e.to_string());
+        let Err(message) = error else {
+            panic!("a missing file loaded");
+        };
+        assert!(
+            message.starts_with("/nonexistent/weir.toml:1:1: -: cannot read the config file: "),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! The effective config as JSON for `GET /admin/config`, with secrets masked.
+//!
+//! The shape mirrors `weir.toml` (same table and key names, durations in `_ms`, memory in
+//! `_mib`) with every default filled in, so an operator can see what is actually running.
+//! Secret values (API keys, the admin token) are replaced by `"***"`; the names of the
+//! environment variables that hold them are kept, so it is clear where they come from.
+
+use serde_json::{Map, Value, json};
+
+use super::limits::{Allocator, CallLimits};
+use super::load::Config;
+use super::route::OnErrorSetting;
+use super::server::LogFormat;
+
+/// What a secret is shown as.
+pub const MASK: &str = "***";
+
+impl Config {
+    /// The effective config for `GET /admin/config`: every table with its defaults filled in,
+    /// API keys and the admin token replaced by `"***"` (their variable names kept). A `fuel`
+    /// of `null` means unmetered.
+    pub fn to_masked_json(&self) -> Value {
+        let server = &self.server;
+        let sandbox = &self.sandbox;
+        let targets: Map<String, Value> = self
+            .targets
+            .iter()
+            .map(|target| {
+                let headers: Map<String, Value> = target
+                    .headers
+                    .iter()
+                    .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
+                    .collect();
+                let value = json!({
+                    "base_url": target.base_url,
+                    "api_key_env": target.api_key_env,
+                    "api_key": target.api_key.as_ref().map(|_| MASK),
+                    "model": target.model,
+                    "timeout_ms": millis(target.timeout),
+                    "headers": headers,
+                });
+                (target.name.clone(), value)
+            })
+            .collect();
+        let routes: Vec<Value> = self
+            .routes
+            .iter()
+            .map(|route| {
+                let target_names: Vec<&str> = route
+                    .targets
+                    .iter()
+                    .filter_map(|&i| self.targets.get(i).map(|t| t.name.as_str()))
+                    .collect();
+                let stages: Vec<Value> = route
+                    .stages
+                    .iter()
+                    .map(|stage| {
+                        let mut value = json!({
+                            "name": stage.name,
+                            "path": stage.path.to_string_lossy(),
+                            "on_error": match stage.on_error {
+                                OnErrorSetting::Fail => "fail",
+                                OnErrorSetting::Skip => "skip",
+                            },
+                            "config": stage.config,
+                        });
+                        insert_limits(&mut value, &stage.limits);
+                        value
+                    })
+                    .collect();
+                json!({ "model": route.model, "targets": target_names, "stages": stages })
+            })
+            .collect();
+        let mut sandbox_json = json!({
+            "pool_size": sandbox.pool_size,
+            "allocator": match sandbox.allocator {
+                Allocator::Auto => "auto",
+                Allocator::Pooling => "pooling",
+                Allocator::OnDemand => "on-demand",
+            },
+            "fuel_metering": sandbox.fuel_metering,
+            "max_memory_mib": sandbox.max_memory_bytes >> 20,
+            "epoch_tick_ms": millis(sandbox.epoch_tick),
+            "log_line_max_bytes": sandbox.log_line_max_bytes,
+            "output_max_bytes": sandbox.output_max_bytes,
+        });
+        insert_limits(&mut sandbox_json, &sandbox.defaults);
+        json!({
+            "source": self.source.to_string_lossy(),
+            "server": {
+                "listen": server.listen.to_string(),
+                "admin_listen": server.admin_listen.to_string(),
+                "admin_token_env": server.admin_token_env,
+                "admin_token": server.admin_token.as_ref().map(|_| MASK),
+                "max_body_bytes": server.max_body_bytes,
+                "drain_timeout_ms": millis(server.drain_timeout),
+                "log_format": match server.log_format {
+                    LogFormat::Human => "human",
+                    LogFormat::Json => "json",
+                },
+            },
+            "sandbox": sandbox_json,
+            "targets": targets,
+            "routes": routes,
+        })
+    }
+}
+
+/// Adds `fuel`, `deadline_ms` and `memory_limit_mib` to a JSON object.
+fn insert_limits(object: &mut Value, limits: &CallLimits) {
+    if let Value::Object(map) = object {
+        map.insert("fuel".to_owned(), json!(limits.fuel));
+        map.insert("deadline_ms".to_owned(), json!(millis(limits.deadline)));
+        map.insert(
+            "memory_limit_mib".to_owned(),
+            json!(limits.memory_bytes >> 20),
+        );
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const TEXT: &str = r#"
+[server]
+admin_token_env = "ADMIN"
+
+[targets.primary]
+base_url = "http://h/v1"
+api_key_env = "KEY"
+headers = { "X-Team" = "edge" }
+
+[targets.local]
+base_url = "http://127.0.0.1:1"
+
+[[routes]]
+model = "demo"
+targets = ["primary", "local"]
+
+[[routes.stages]]
+name = "guard"
+path = "/p/guard.wasm"
+on_error = "skip"
+fuel = 0
+config = { max = 3 }
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ADMIN" => Some("admin-s3cret".to_owned()),
+            "KEY" => Some("sk-s3cret".to_owned()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn secrets_are_masked_and_their_variable_names_kept() {
+        let config = Config::parse(TEXT, Path::new("weir.toml"), &env);
+        let Ok(config) = config else {
+            panic!("config rejected: {config:?}");
+        };
+        let json = config.to_masked_json();
+        let text = json.to_string();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert_eq!(json["server"]["admin_token"], "***");
+        assert_eq!(json["server"]["admin_token_env"], "ADMIN");
+        assert_eq!(json["targets"]["primary"]["api_key"], "***");
+        assert_eq!(json["targets"]["primary"]["api_key_env"], "KEY");
+        assert_eq!(json["targets"]["local"]["api_key"], Value::Null);
+        assert_eq!(json["targets"]["local"]["api_key_env"], Value::Null);
+    }
+
+    #[test]
+    fn the_effective_values_mirror_the_toml_keys() {
+        let config = Config::parse(TEXT, Path::new("weir.toml"), &env);
+        let Ok(config) = config else {
+            panic!("config rejected: {config:?}");
+        };
+        let json = config.to_masked_json();
+        assert_eq!(json["server"]["listen"], "127.0.0.1:8080");
+        assert_eq!(json["server"]["drain_timeout_ms"], 10_000);
+        assert_eq!(json["server"]["log_format"], "human");
+        assert_eq!(json["sandbox"]["fuel"], 100_000_000);
+        assert_eq!(json["sandbox"]["deadline_ms"], 200);
+        assert_eq!(json["sandbox"]["memory_limit_mib"], 64);
+        assert_eq!(json["sandbox"]["max_memory_mib"], 64);
+        assert_eq!(json["sandbox"]["allocator"], "auto");
+        assert_eq!(json["targets"]["primary"]["timeout_ms"], 60_000);
+        assert_eq!(
+            json["targets"]["primary"]["headers"],
+            json!({ "x-team": "edge" })
+        );
+        let route = &json["routes"][0];
+        assert_eq!(route["targets"], json!(["primary", "local"]));
+        let stage = &route["stages"][0];
+        assert_eq!(stage["on_error"], "skip");
+        assert_eq!(stage["fuel"], Value::Null, "fuel = 0 runs unmetered");
+        assert_eq!(stage["deadline_ms"], 200);
+        assert_eq!(stage["config"], json!({ "max": "3" }));
+        assert_eq!(stage["path"], "/p/guard.wasm");
+    }
+}

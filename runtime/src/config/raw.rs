@@ -1,0 +1,97 @@
+//! The raw TOML schema of `weir.toml`: what the file may say, before any validation.
+//!
+//! Every table denies unknown keys. Values that a later check may reject are kept as
+//! [`Spanned`] so that the error can point at the line they came from. Numbers are read as
+//! `u64` and range-checked afterwards, so an out-of-range value gets a message naming the
+//! range rather than a Rust type; likewise the few enumerated values are read as strings and
+//! matched afterwards, so a wrong value and a wrong type both get a message listing the
+//! choices. Nothing outside the config module sees these types.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: RawServer,
+    /// `[sandbox]`.
+    #[serde(default)]
+    pub sandbox: RawSandbox,
+    /// `[targets.NAME]`, keyed by name (sorted: the TOML map does not keep file order).
+    #[serde(default)]
+    pub targets: BTreeMap<String, Spanned<RawTarget>>,
+    /// `[[routes]]`; `None` when the file has none.
+    #[serde(default)]
+    pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub admin_listen: Option<Spanned<String>>,
+    pub admin_token_env: Option<Spanned<String>>,
+    pub max_body_bytes: Option<Spanned<u64>>,
+    pub drain_timeout_ms: Option<Spanned<u64>>,
+    /// `"human"` or `"json"`, checked in `server.rs`.
+    pub log_format: Option<Spanned<String>>,
+}
+
+/// `[sandbox]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawSandbox {
+    pub pool_size: Option<Spanned<u64>>,
+    /// `"auto"`, `"pooling"` or `"on-demand"`, checked in `sandbox.rs`.
+    pub allocator: Option<Spanned<String>>,
+    pub fuel: Option<Spanned<u64>>,
+    pub fuel_metering: Option<bool>,
+    pub deadline_ms: Option<Spanned<u64>>,
+    pub memory_limit_mib: Option<Spanned<u64>>,
+    pub epoch_tick_ms: Option<Spanned<u64>>,
+    pub log_line_max_bytes: Option<Spanned<u64>>,
+    pub output_max_bytes: Option<Spanned<u64>>,
+}
+
+/// `[targets.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawTarget {
+    pub base_url: Spanned<String>,
+    pub api_key_env: Option<Spanned<String>>,
+    pub model: Option<Spanned<String>>,
+    pub timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, Spanned<String>>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawRoute {
+    pub model: Spanned<String>,
+    pub targets: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub stages: Vec<Spanned<RawStage>>,
+}
+
+/// One `[[routes.stages]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawStage {
+    pub name: Spanned<String>,
+    pub path: Spanned<String>,
+    /// `"fail"` or `"skip"`, checked in `route.rs`.
+    pub on_error: Option<Spanned<String>>,
+    pub fuel: Option<Spanned<u64>>,
+    pub deadline_ms: Option<Spanned<u64>>,
+    pub memory_limit_mib: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub config: BTreeMap<String, Spanned<toml::Value>>,
+}

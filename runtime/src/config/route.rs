@@ -1,0 +1,256 @@
+//! `[[routes]]` and `[[routes.stages]]`: which model alias runs which stages in front of which
+//! targets.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::check::Source;
+use super::error::{ConfigError, line_column};
+use super::limits::{CallLimits, SandboxSettings};
+use super::raw::{RawRoute, RawStage};
+use super::sandbox::{Overrides, stage_limits};
+use super::stage_config;
+use super::target::TargetSettings;
+
+/// One validated route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSettings {
+    /// The alias clients send as `model`; unique across routes.
+    pub model: String,
+    /// The fallback chain, in order: indexes into [`Config::targets`](super::Config::targets),
+    /// non-empty and without duplicates.
+    pub targets: Vec<usize>,
+    /// The stages, in pipeline (request) order; names unique within the route.
+    pub stages: Vec<StageSettings>,
+}
+
+/// One validated stage of a route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StageSettings {
+    /// `[a-z0-9_-]+`, 1 to 64 characters; unique within the route.
+    pub name: String,
+    /// The component file: absolute as written, or joined to the config file's directory.
+    pub path: PathBuf,
+    /// What a failure of this stage does to the request (default [`OnErrorSetting::Fail`]).
+    pub on_error: OnErrorSetting,
+    /// The `[sandbox]` defaults with this stage's `fuel`, `deadline_ms` and
+    /// `memory_limit_mib` overrides applied.
+    pub limits: CallLimits,
+    /// The stage's `config` table, each value rendered as a string: TOML strings as they are,
+    /// everything else as compact JSON (`8000`, `true`, `["a","b"]`, `{"k":1}`).
+    pub config: BTreeMap<String, String>,
+}
+
+/// A stage's failure policy (`on_error`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnErrorSetting {
+    /// Fail the request. The default: a guard that crashed must not let everything through.
+    #[default]
+    Fail,
+    /// Continue as if the stage were not there.
+    Skip,
+}
+
+/// Validates the `[[routes]]` array against the validated targets and sandbox defaults.
+/// Relative stage paths are joined to `base_dir`.
+pub(crate) fn build_all(
+    src: Source<'_>,
+    raw: Option<&Spanned<Vec<Spanned<RawRoute>>>>,
+    targets: &[TargetSettings],
+    sandbox: &SandboxSettings,
+    base_dir: &Path,
+) -> Result<Vec<RouteSettings>, ConfigError> {
+    let (span, raw_routes) = match raw {
+        Some(routes) => (routes.span(), routes.get_ref().as_slice()),
+        None => (0..0, &[][..]),
+    };
+    if raw_routes.is_empty() {
+        return Err(src.error(
+            span,
+            "routes",
+            "expected at least one [[routes]] table, with the `model` alias clients send and \
+             the `targets` to try",
+        ));
+    }
+    let mut routes: Vec<RouteSettings> = Vec::with_capacity(raw_routes.len());
+    for (index, raw_route) in raw_routes.iter().enumerate() {
+        let key = format!("routes[{index}]");
+        let route = build(src, raw_route.get_ref(), &key, targets, sandbox, base_dir)?;
+        if let Some(first) = routes.iter().position(|r| r.model == route.model) {
+            let (line, _) = line_column(src.text, raw_routes[first].get_ref().model.span().start);
+            return Err(src.error(
+                raw_route.get_ref().model.span(),
+                format!("{key}.model"),
+                format!(
+                    "expected a model alias used by no other route; `{}` is already the model \
+                     of routes[{first}] (line {line})",
+                    route.model
+                ),
+            ));
+        }
+        routes.push(route);
+    }
+    Ok(routes)
+}
+
+fn build(
+    src: Source<'_>,
+    raw: &RawRoute,
+    key: &str,
+    targets: &[TargetSettings],
+    sandbox: &SandboxSettings,
+    base_dir: &Path,
+) -> Result<RouteSettings, ConfigError> {
+    let model = raw.model.get_ref();
+    if model.trim().is_empty() {
+        return Err(src.error(
+            raw.model.span(),
+            format!("{key}.model"),
+            "expected the model alias clients send, like \"demo\", got an empty string",
+        ));
+    }
+    let defined = || {
+        if targets.is_empty() {
+            "no targets are defined (add a [targets.NAME] table)".to_owned()
+        } else {
+            let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+            format!("defined targets: {}", names.join(", "))
+        }
+    };
+    if raw.targets.get_ref().is_empty() {
+        return Err(src.error(
+            raw.targets.span(),
+            format!("{key}.targets"),
+            format!("expected at least one target name; {}", defined()),
+        ));
+    }
+    let mut chain: Vec<usize> = Vec::with_capacity(raw.targets.get_ref().len());
+    for (i, name) in raw.targets.get_ref().iter().enumerate() {
+        let target_key = format!("{key}.targets[{i}]");
+        let Some(index) = targets.iter().position(|t| t.name == *name.get_ref()) else {
+            return Err(src.error(
+                name.span(),
+                target_key,
+                format!("unknown target `{}`; {}", name.get_ref(), defined()),
+            ));
+        };
+        if let Some(first) = chain.iter().position(|&t| t == index) {
+            return Err(src.error(
+                name.span(),
+                target_key,
+                format!(
+                    "expected each target once per route; `{}` is already {key}.targets[{first}]",
+                    name.get_ref()
+                ),
+            ));
+        }
+        chain.push(index);
+    }
+    let mut stages: Vec<StageSettings> = Vec::with_capacity(raw.stages.len());
+    for (i, raw_stage) in raw.stages.iter().enumerate() {
+        let stage_key = format!("{key}.stages[{i}]");
+        let raw_stage = raw_stage.get_ref();
+        let stage = build_stage(src, raw_stage, &stage_key, sandbox, base_dir)?;
+        if let Some(first) = stages.iter().position(|s| s.name == stage.name) {
+            let (line, _) = line_column(src.text, raw.stages[first].get_ref().name.span().start);
+            return Err(src.error(
+                raw_stage.name.span(),
+                format!("{stage_key}.name"),
+                format!(
+                    "expected stage names to be unique within a route; `{}` is already \
+                     {key}.stages[{first}] (line {line})",
+                    stage.name
+                ),
+            ));
+        }
+        stages.push(stage);
+    }
+    Ok(RouteSettings {
+        model: model.clone(),
+        targets: chain,
+        stages,
+    })
+}
+
+fn build_stage(
+    src: Source<'_>,
+    raw: &RawStage,
+    key: &str,
+    sandbox: &SandboxSettings,
+    base_dir: &Path,
+) -> Result<StageSettings, ConfigError> {
+    let name = raw.name.get_ref();
+    src.name(name, raw.name.span(), &format!("{key}.name"))?;
+    let path = raw.path.get_ref();
+    if path.is_empty() {
+        return Err(src.error(
+            raw.path.span(),
+            format!("{key}.path"),
+            "expected the path of a stage component (.wasm), got an empty string",
+        ));
+    }
+    let on_error = src.choice(
+        raw.on_error.as_ref(),
+        &[
+            ("fail", OnErrorSetting::Fail),
+            ("skip", OnErrorSetting::Skip),
+        ],
+        OnErrorSetting::Fail,
+        &format!("{key}.on_error"),
+    )?;
+    let limits = stage_limits(
+        src,
+        sandbox,
+        Overrides {
+            fuel: raw.fuel.as_ref(),
+            deadline_ms: raw.deadline_ms.as_ref(),
+            memory_limit_mib: raw.memory_limit_mib.as_ref(),
+        },
+        key,
+    )?;
+    let config = stage_config::render_all(src, &raw.config, &format!("{key}.config"))?;
+    Ok(StageSettings {
+        name: name.clone(),
+        path: resolve(base_dir, Path::new(path)),
+        on_error,
+        limits,
+        config,
+    })
+}
+
+/// `path` if absolute, otherwise `path` under `base_dir`.
+pub(crate) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_joined_to_the_config_dir_and_absolute_ones_kept() {
+        let dir = Path::new("/etc/weir");
+        assert_eq!(
+            resolve(dir, Path::new("plugins/guard.wasm")),
+            Path::new("/etc/weir/plugins/guard.wasm")
+        );
+        assert_eq!(
+            resolve(dir, Path::new("../shared/guard.wasm")),
+            Path::new("/etc/weir/../shared/guard.wasm")
+        );
+        assert_eq!(
+            resolve(dir, Path::new("/opt/guard.wasm")),
+            Path::new("/opt/guard.wasm")
+        );
+        assert_eq!(
+            resolve(Path::new(""), Path::new("guard.wasm")),
+            Path::new("guard.wasm")
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Chat completion responses: upstream JSON → [`ChatResponse`] and back out for the client.
+
+use serde_json::{Map, Value};
+
+use super::request::message_to_json;
+use super::{extra_map, extra_string};
+use crate::wit::{ChatResponse, Choice, Content, Message, Usage};
+
+/// Parses an upstream `chat.completion` body; `None` when it is not one.
+pub fn parse_response(body: &[u8]) -> Option<ChatResponse> {
+    let Value::Object(mut obj) = serde_json::from_slice::<Value>(body).ok()? else {
+        return None;
+    };
+    let choices = match obj.remove("choices") {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| parse_choice(i, item))
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    let id = take_string(&mut obj, "id").unwrap_or_default();
+    let model = take_string(&mut obj, "model").unwrap_or_default();
+    let created = obj.remove("created").and_then(|v| v.as_u64()).unwrap_or(0);
+    let usage = obj.remove("usage").and_then(|v| parse_usage(&v));
+    obj.remove("object");
+    Some(ChatResponse {
+        id,
+        model,
+        created,
+        choices,
+        usage,
+        extra: extra_string(obj),
+    })
+}
+
+fn parse_choice(position: usize, value: Value) -> Option<Choice> {
+    let Value::Object(mut obj) = value else {
+        return None;
+    };
+    let index = obj
+        .remove("index")
+        .and_then(|v| v.as_u64())
+        .and_then(|i| u32::try_from(i).ok())
+        .unwrap_or(position as u32);
+    let message = match obj.remove("message") {
+        Some(Value::Object(m)) => parse_message(m),
+        _ => return None,
+    };
+    let finish_reason = match obj.remove("finish_reason") {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    Some(Choice {
+        index,
+        message,
+        finish_reason,
+        extra: extra_string(obj),
+    })
+}
+
+fn parse_message(mut obj: Map<String, Value>) -> Message {
+    let role = take_string(&mut obj, "role").unwrap_or_else(|| "assistant".to_string());
+    let content = match obj.remove("content") {
+        Some(Value::String(text)) => Some(Content::Text(text)),
+        Some(other @ Value::Array(_)) => {
+            // Rare for responses; keep it verbatim rather than guess.
+            obj.insert("content".into(), other);
+            None
+        }
+        _ => None,
+    };
+    let name = take_string(&mut obj, "name");
+    Message {
+        role,
+        content,
+        name,
+        extra: extra_string(obj),
+    }
+}
+
+/// Reads OpenAI `usage` (`prompt_tokens`, `completion_tokens`, `total_tokens`).
+pub(crate) fn parse_usage(value: &Value) -> Option<Usage> {
+    let obj = value.as_object()?;
+    let get = |k: &str| {
+        obj.get(k)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    let prompt_tokens = get("prompt_tokens")?;
+    let completion_tokens = get("completion_tokens").unwrap_or(0);
+    Some(Usage {
+        prompt_tokens,
+        completion_tokens,
+        total_tokens: get("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
+    })
+}
+
+pub(crate) fn usage_to_json(usage: &Usage) -> Value {
+    serde_json::json!({
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "total_tokens": usage.total_tokens,
+    })
+}
+
+/// Renders a response as the client's `chat.completion` JSON.
+pub fn response_to_json(response: &ChatResponse) -> Value {
+    let mut obj = extra_map(&response.extra);
+    obj.insert("id".into(), Value::String(response.id.clone()));
+    obj.insert("object".into(), Value::String("chat.completion".into()));
+    obj.insert("created".into(), response.created.into());
+    obj.insert("model".into(), Value::String(response.model.clone()));
+    obj.insert(
+        "choices".into(),
+        Value::Array(
+            response
+                .choices
+                .iter()
+                .map(|choice| {
+                    let mut c = extra_map(&choice.extra);
+                    c.insert("index".into(), choice.index.into());
+                    c.insert("message".into(), message_to_json(&choice.message));
+                    c.insert(
+                        "finish_reason".into(),
+                        choice
+                            .finish_reason
+                            .clone()
+                            .map(Value::String)
+                            .unwrap_or(Value::Null),
+                    );
+                    Value::Object(c)
+                })
+                .collect(),
+        ),
+    );
+    if let Some(usage) = &response.usage {
+        obj.insert("usage".into(), usage_to_json(usage));
+    }
+    Value::Object(obj)
+}
+
+fn take_string(obj: &mut Map<String, Value>, key: &str) -> Option<String> {
+    match obj.remove(key) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_response_round_trips() {
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 5, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi", "refusal": null},
+                          "finish_reason": "stop", "logprobs": null}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            "system_fingerprint": "fp"
+        });
+        let response = parse_response(body.to_string().as_bytes()).unwrap();
+        assert_eq!(response_to_json(&response), body);
+    }
+}

@@ -1,0 +1,241 @@
+//! Server-sent events: parsing an upstream stream, assembling it into one response (for
+//! stages that need the whole response, and for usage), and rendering a response as SSE.
+
+use serde_json::{Map, Value, json};
+
+use super::extra_string;
+use super::response::{parse_usage, usage_to_json};
+use crate::wit::{ChatResponse, Choice, Content, Message, Usage};
+
+/// Longest SSE line accepted from an upstream (a guard against a stream without newlines).
+const MAX_LINE_BYTES: usize = 4 << 20;
+
+/// An incremental SSE parser: feed bytes, take complete `data:` payloads.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    /// Bytes of an incomplete line.
+    pending: Vec<u8>,
+    /// `data:` lines of the event being built.
+    data: Vec<String>,
+}
+
+impl SseParser {
+    /// Feeds `bytes`; returns the data payloads of the events completed by them. `Err` when a
+    /// line grows past the limit.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
+        let mut events = Vec::new();
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos;
+            let mut line = &self.pending[start..end];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    events.push(self.data.join("\n"));
+                    self.data.clear();
+                }
+            } else if let Some(rest) = line.strip_prefix(b"data:") {
+                let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                self.data.push(String::from_utf8_lossy(rest).into_owned());
+            }
+            start = end + 1;
+        }
+        self.pending.drain(..start);
+        if self.pending.len() > MAX_LINE_BYTES {
+            return Err(format!("an SSE line is longer than {MAX_LINE_BYTES} bytes"));
+        }
+        Ok(events)
+    }
+}
+
+/// Builds one [`ChatResponse`] from the chunks of a stream.
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    /// `id` of the first chunk.
+    id: String,
+    /// `model` of the first chunk.
+    model: String,
+    /// `created` of the first chunk.
+    created: u64,
+    /// Per choice index: role, content so far, finish reason.
+    choices: Vec<(String, String, Option<String>)>,
+    /// The usage chunk, when it came.
+    usage: Option<Usage>,
+    /// Extra top-level fields of the first chunk (`system_fingerprint`, ...).
+    extra: Map<String, Value>,
+}
+
+impl StreamAccumulator {
+    /// Adds one chunk (the parsed JSON of a `data:` payload).
+    pub fn push(&mut self, chunk: &Value) {
+        let Some(obj) = chunk.as_object() else { return };
+        if self.id.is_empty() {
+            self.id = obj
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            self.model = obj
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            self.created = obj.get("created").and_then(Value::as_u64).unwrap_or(0);
+            for (k, v) in obj {
+                if !matches!(
+                    k.as_str(),
+                    "id" | "model" | "created" | "object" | "choices" | "usage"
+                ) && !v.is_null()
+                {
+                    self.extra.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if let Some(usage) = obj.get("usage").and_then(parse_usage) {
+            self.usage = Some(usage);
+        }
+        for choice in obj
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if index > 64 {
+                continue;
+            }
+            while self.choices.len() <= index {
+                self.choices
+                    .push(("assistant".to_string(), String::new(), None));
+            }
+            let slot = &mut self.choices[index];
+            if let Some(delta) = choice.get("delta") {
+                if let Some(role) = delta.get("role").and_then(Value::as_str) {
+                    slot.0 = role.to_string();
+                }
+                if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                    slot.1.push_str(text);
+                }
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                slot.2 = Some(reason.to_string());
+            }
+        }
+    }
+
+    /// The text received so far for choice 0.
+    pub fn text(&self) -> &str {
+        self.choices.first().map(|c| c.1.as_str()).unwrap_or("")
+    }
+
+    /// The usage, if the stream carried it.
+    pub fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+
+    /// The assembled response.
+    pub fn finish(self) -> ChatResponse {
+        ChatResponse {
+            id: self.id,
+            model: self.model,
+            created: self.created,
+            choices: self
+                .choices
+                .into_iter()
+                .enumerate()
+                .map(|(i, (role, text, finish_reason))| Choice {
+                    index: i as u32,
+                    message: Message {
+                        role,
+                        content: Some(Content::Text(text)),
+                        name: None,
+                        extra: "{}".to_string(),
+                    },
+                    finish_reason,
+                    extra: "{}".to_string(),
+                })
+                .collect(),
+            usage: self.usage,
+            extra: extra_string(self.extra),
+        }
+    }
+}
+
+/// Renders a whole response as an SSE body: a role chunk and a content chunk per choice, a
+/// finish chunk, the usage chunk when `include_usage`, then `[DONE]`.
+pub fn response_to_sse(response: &ChatResponse, include_usage: bool) -> String {
+    let chunk = |choices: Value, usage: Option<Value>| {
+        let mut obj = json!({
+            "id": response.id,
+            "object": "chat.completion.chunk",
+            "created": response.created,
+            "model": response.model,
+            "choices": choices,
+        });
+        if let Some(usage) = usage {
+            obj["usage"] = usage;
+        }
+        format!("data: {obj}\n\n")
+    };
+    let mut out = String::new();
+    for choice in &response.choices {
+        let text = match &choice.message.content {
+            Some(Content::Text(text)) => text.clone(),
+            Some(Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.clone())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => String::new(),
+        };
+        out.push_str(&chunk(
+            json!([{"index": choice.index, "delta": {"role": choice.message.role, "content": ""}, "finish_reason": null}]),
+            None,
+        ));
+        out.push_str(&chunk(
+            json!([{"index": choice.index, "delta": {"content": text}, "finish_reason": null}]),
+            None,
+        ));
+        out.push_str(&chunk(
+            json!([{"index": choice.index, "delta": {}, "finish_reason": choice.finish_reason}]),
+            None,
+        ));
+    }
+    if include_usage && let Some(usage) = &response.usage {
+        out.push_str(&chunk(json!([]), Some(usage_to_json(usage))));
+    }
+    out.push_str("data: [DONE]\n\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_events_split_across_reads() {
+        let mut parser = SseParser::default();
+        assert!(parser.feed(b"data: {\"a\"").unwrap().is_empty());
+        assert_eq!(
+            parser.feed(b":1}\n\ndata: [DONE]\r\n\r\n").unwrap(),
+            ["{\"a\":1}", "[DONE]"]
+        );
+    }
+
+    #[test]
+    fn accumulates_content_and_usage() {
+        let mut acc = StreamAccumulator::default();
+        acc.push(&json!({"id":"c","model":"m","created":1,"choices":[{"index":0,"delta":{"role":"assistant","content":"he"}}]}));
+        acc.push(&json!({"id":"c","choices":[{"index":0,"delta":{"content":"llo"},"finish_reason":"stop"}]}));
+        acc.push(&json!({"id":"c","choices":[],"usage":{"prompt_tokens":2,"completion_tokens":1,"total_tokens":3}}));
+        let response = acc.finish();
+        assert_eq!(response.choices[0].finish_reason.as_deref(), Some("stop"));
+        assert!(
+            matches!(&response.choices[0].message.content, Some(Content::Text(t)) if t == "hello")
+        );
+        assert_eq!(response.usage.map(|u| u.total_tokens), Some(3));
+    }
+}

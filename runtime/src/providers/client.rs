@@ -1,0 +1,187 @@
+//! One attempt against an OpenAI-compatible upstream over a pooled keep-alive client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest upstream error or JSON body read into memory (16 MiB).
+const MAX_UPSTREAM_BODY_BYTES: usize = 16 << 20;
+/// Idle keep-alive connections kept per upstream host.
+const MAX_IDLE_PER_HOST: usize = 512;
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One upstream target, as the router uses it.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The target's name in the config.
+    pub name: Arc<str>,
+    /// Base URL without a trailing slash (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// `Authorization: Bearer` value, when the target has a key.
+    pub api_key: Option<String>,
+    /// The upstream model name to send instead of the client's alias.
+    pub model: Option<String>,
+    /// Per-attempt timeout: headers and, for JSON, the whole body.
+    pub timeout: Duration,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Why one attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// No connection could be made (refused, reset before a response, DNS, TLS).
+    #[error("connect error: {0}")]
+    Connect(String),
+    /// No answer within the target's timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The upstream answered with a non-success status.
+    #[error("upstream status {status}")]
+    Status {
+        /// The status.
+        status: u16,
+        /// Its body (bounded), usually an OpenAI error object.
+        body: Bytes,
+        /// `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream answered with something that is not a chat completion.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl AttemptError {
+    /// Whether another target may succeed where this one failed: connect errors, timeouts,
+    /// 408, 429, 5xx and protocol errors. Other 4xx mean the request itself is wrong.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            AttemptError::Status { status, .. } => {
+                *status == 408 || *status == 429 || *status >= 500
+            }
+            _ => true,
+        }
+    }
+
+    /// The upstream status, when there was one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            AttemptError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The upstream's own error message, when its body is an OpenAI error object.
+    pub fn upstream_message(&self) -> Option<String> {
+        let AttemptError::Status { body, .. } = self else {
+            return None;
+        };
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        value["error"]["message"].as_str().map(str::to_string)
+    }
+}
+
+/// The pooled HTTP(S) client shared by every target.
+#[derive(Clone)]
+pub struct ProviderClient {
+    /// hyper's pooled client with rustls for `https://` targets.
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl ProviderClient {
+    /// A client with keep-alive pooling, HTTP and HTTPS (webpki roots).
+    pub fn new() -> std::io::Result<ProviderClient> {
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(std::io::Error::other)?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            .build(https);
+        Ok(ProviderClient { client })
+    }
+
+    /// POSTs `body` to `{base_url}{path}`; returns the response when its status is a success,
+    /// its headers arrived within the target's timeout. The body is left to the caller.
+    pub async fn post(
+        &self,
+        upstream: &Upstream,
+        path: &str,
+        body: Bytes,
+        forward: &[(HeaderName, HeaderValue)],
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{}{path}", upstream.base_url))
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(key) = &upstream.api_key {
+            builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        for (name, value) in upstream.headers.iter().chain(forward) {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|err| AttemptError::Protocol(format!("cannot build the request: {err}")))?;
+        let response = tokio::time::timeout(upstream.timeout, self.client.request(request))
+            .await
+            .map_err(|_| AttemptError::Timeout(upstream.timeout))?
+            .map_err(|err| AttemptError::Connect(error_chain(&err)))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let body = read_body(response.into_body(), upstream.timeout)
+            .await
+            .unwrap_or_default();
+        Err(AttemptError::Status {
+            status,
+            body,
+            retry_after,
+        })
+    }
+}
+
+/// Reads a whole (bounded) body within `timeout`.
+pub async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, AttemptError> {
+    let collected = tokio::time::timeout(
+        timeout,
+        Limited::new(body, MAX_UPSTREAM_BODY_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| AttemptError::Timeout(timeout))?
+    .map_err(|err| AttemptError::Protocol(format!("reading the body: {err}")))?;
+    Ok(collected.to_bytes())
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,167 @@
+//! The application state behind both listeners, built once from a validated [`Config`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use http::header::{HeaderName, HeaderValue};
+
+use crate::config::{Config, OnErrorSetting};
+use crate::host_api::{HostServices, StageIdentity};
+use crate::llm::{LlmStep, StageLlm};
+use crate::pipeline::{OnError, Pipeline, PipelineStage, StageEnv};
+use crate::providers::{ProviderClient, Upstream};
+use crate::router::Router;
+use crate::sandbox::{Reaper, Sandbox, SandboxError};
+use crate::stages::{LoadError, LoadedStage};
+
+/// Why the application could not be built from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The sandbox could not be built.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// A stage of a route could not be loaded.
+    #[error("route `{route}`, stage `{stage}`: {source}")]
+    Stage {
+        /// The route alias.
+        route: String,
+        /// The stage name.
+        stage: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(std::io::Error),
+    /// A target header could not be used.
+    #[error("target `{target}`: header `{name}`: {reason}")]
+    Header {
+        /// The target.
+        target: String,
+        /// The header name.
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
+
+/// Everything a request needs.
+pub struct App {
+    /// The validated config the app was built from.
+    pub config: Arc<Config>,
+    /// Sandbox, host services, reaper.
+    pub env: StageEnv,
+    /// The LLM step.
+    pub llm: Arc<LlmStep>,
+    /// Route alias → pipeline.
+    pub routes: HashMap<String, Arc<Pipeline>>,
+    /// Every loaded stage version, by file.
+    pub stages: Vec<Arc<LoadedStage>>,
+    /// Set when shutdown began: `/readyz` answers 503.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    /// Builds the sandbox, loads every stage (each file compiled once), and wires the routes.
+    pub async fn build(config: Config) -> Result<App, AppError> {
+        let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
+        let client = ProviderClient::new().map_err(AppError::Client)?;
+        let mut upstreams = Vec::new();
+        for target in &config.targets {
+            let mut headers = Vec::new();
+            for (name, value) in &target.headers {
+                let header_err = |reason: String| AppError::Header {
+                    target: target.name.clone(),
+                    name: name.clone(),
+                    reason,
+                };
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| header_err(e.to_string()))?;
+                let value = HeaderValue::from_str(value).map_err(|e| header_err(e.to_string()))?;
+                headers.push((name, value));
+            }
+            upstreams.push(Arc::new(Upstream {
+                name: target.name.as_str().into(),
+                base_url: target.base_url.clone(),
+                api_key: target.api_key.clone(),
+                model: target.model.clone(),
+                timeout: target.timeout,
+                headers,
+            }));
+        }
+        let chains = config
+            .routes
+            .iter()
+            .map(|route| (route.model.clone(), route.targets.clone()))
+            .collect();
+        let llm = Arc::new(LlmStep::new(Router::new(client, upstreams), chains));
+        let services = Arc::new(HostServices::new(
+            Arc::new(StageLlm { step: llm.clone() }),
+            config.sandbox.log_line_max_bytes,
+        ));
+        let env = StageEnv {
+            sandbox,
+            services,
+            reaper: Reaper::start(),
+        };
+
+        let mut loaded: HashMap<PathBuf, Arc<LoadedStage>> = HashMap::new();
+        let mut routes = HashMap::new();
+        for route in &config.routes {
+            let mut stages = Vec::new();
+            for spec in &route.stages {
+                let stage = match loaded.get(&spec.path) {
+                    Some(stage) => stage.clone(),
+                    None => {
+                        let stage = LoadedStage::load(&env.sandbox, &env.services, &spec.path)
+                            .await
+                            .map_err(|source| AppError::Stage {
+                                route: route.model.clone(),
+                                stage: spec.name.clone(),
+                                source,
+                            })?;
+                        tracing::info!(
+                            stage = %spec.name,
+                            path = %spec.path.display(),
+                            version = %stage.digest.to_hex(),
+                            "stage loaded"
+                        );
+                        let stage = Arc::new(stage);
+                        loaded.insert(spec.path.clone(), stage.clone());
+                        stage
+                    }
+                };
+                stages.push(PipelineStage {
+                    identity: Arc::new(StageIdentity {
+                        name: spec.name.as_str().into(),
+                        label: stage.label(&spec.name).into(),
+                        config: spec.config.clone(),
+                    }),
+                    stage,
+                    on_error: match spec.on_error {
+                        OnErrorSetting::Fail => OnError::Fail,
+                        OnErrorSetting::Skip => OnError::Skip,
+                    },
+                    limits: spec.limits,
+                });
+            }
+            routes.insert(
+                route.model.clone(),
+                Arc::new(Pipeline {
+                    route: route.model.as_str().into(),
+                    stages,
+                }),
+            );
+        }
+        Ok(App {
+            config: Arc::new(config),
+            env,
+            llm,
+            routes,
+            stages: loaded.into_values().collect(),
+            draining: AtomicBool::new(false),
+        })
+    }
+}

@@ -1,0 +1,274 @@
+//! `POST /v1/chat/completions`: parse → request phase → LLM step → response phase → reply,
+//! as JSON or as server-sent events.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::App;
+use super::http_util::{self, Body};
+use crate::llm::route_error_to_api;
+use crate::openai::{
+    ApiError, StreamAccumulator, parse_request, response_to_json, response_to_sse,
+};
+use crate::pipeline::{Forwarded, PipelineError};
+use crate::router::{Reply, UpstreamStream};
+use crate::wit::ChatResponse;
+
+/// Chunks buffered between the upstream reader and a slow client.
+const STREAM_CHANNEL_CHUNKS: usize = 64;
+
+/// Handles one chat completion. `labels` receives the stages that ran (`x-weir-stages`).
+pub async fn handle(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    request_id: &Arc<str>,
+    labels: &mut Vec<Arc<str>>,
+) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let body =
+        match http_util::read_body(body, &parts.headers, app.config.server.max_body_bytes).await {
+            Ok(body) => body,
+            Err(err) => return http_util::error(&err),
+        };
+    let chat = match parse_request(&body) {
+        Ok(chat) => chat,
+        Err(err) => return http_util::error(&err),
+    };
+    let Some(pipeline) = app.routes.get(&chat.model) else {
+        let mut known: Vec<&str> = app.routes.keys().map(String::as_str).collect();
+        known.sort_unstable();
+        return http_util::error(&ApiError {
+            param: Some("model".to_string()),
+            ..ApiError::new(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                format!(
+                    "the model `{}` does not exist; available: {}",
+                    chat.model,
+                    known.join(", ")
+                ),
+            )
+        });
+    };
+    let wants_stream = chat.stream;
+    let include_usage = client_wants_usage(&chat.extra);
+    let mut fwd = pipeline.start(&app.env, request_id.clone(), chat);
+
+    let result = fwd.on_request().await;
+    *labels = fwd.stage_labels();
+    if let Err(err) = result {
+        return http_util::error(&pipeline_error(&err));
+    }
+    if let Some(answer) = fwd.take_answer() {
+        return finish_whole(&mut fwd, answer, wants_stream, include_usage, labels).await;
+    }
+
+    let forward = forward_headers(request_id);
+    let mut attempts = Vec::new();
+    let reply = app
+        .llm
+        .chat(&pipeline.route, fwd.request(), &forward, &mut attempts)
+        .await;
+    match reply {
+        Err(err) => http_util::error(&route_error_to_api(&err)),
+        Ok(Reply::Json(response)) => {
+            finish_whole(&mut fwd, response, wants_stream, include_usage, labels).await
+        }
+        Ok(Reply::Stream(stream)) => {
+            if fwd.needs_full_response() {
+                match collect(stream).await {
+                    Ok(response) => {
+                        finish_whole(&mut fwd, response, true, include_usage, labels).await
+                    }
+                    Err(err) => http_util::error(&err),
+                }
+            } else {
+                relay(fwd, stream, include_usage)
+            }
+        }
+    }
+}
+
+/// Runs the response phase on a whole response and answers as JSON or as SSE.
+async fn finish_whole(
+    fwd: &mut Forwarded,
+    response: ChatResponse,
+    as_stream: bool,
+    include_usage: bool,
+    labels: &mut Vec<Arc<str>>,
+) -> Response<Body> {
+    let result = fwd.on_response(response).await;
+    *labels = fwd.stage_labels();
+    match result {
+        Err(err) => http_util::error(&pipeline_error(&err)),
+        Ok(response) if as_stream => {
+            sse(http_util::full(response_to_sse(&response, include_usage)))
+        }
+        Ok(response) => http_util::json(200, &response_to_json(&response)),
+    }
+}
+
+/// Reads a whole upstream stream into one response (for stages that rewrite the response).
+async fn collect(mut stream: UpstreamStream) -> Result<ChatResponse, ApiError> {
+    let mut acc = StreamAccumulator::default();
+    let mut done = false;
+    while let Some(event) = stream.next().await {
+        let data = event.map_err(|err| stream_error(&stream.target, &err))?;
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        if let Ok(chunk) = serde_json::from_str::<Value>(&data) {
+            acc.push(&chunk);
+        }
+    }
+    if !done {
+        return Err(stream_error(
+            &stream.target,
+            "the stream ended without [DONE]",
+        ));
+    }
+    Ok(acc.finish())
+}
+
+fn stream_error(target: &str, detail: &str) -> ApiError {
+    ApiError::new(
+        502,
+        "upstream_error",
+        "stream_interrupted",
+        format!("upstream {target} broke off the stream: {detail}"),
+    )
+}
+
+/// Relays a live upstream stream to the client chunk by chunk. A failure after the first
+/// byte ends the stream with an explicit error event, never a silent truncation. When the
+/// stream ends, stages with a response phase see the assembled response (observe only: the
+/// client already has the bytes).
+fn relay(mut fwd: Forwarded, mut stream: UpstreamStream, include_usage: bool) -> Response<Body> {
+    let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CHANNEL_CHUNKS);
+    tokio::spawn(async move {
+        let mut acc = StreamAccumulator::default();
+        let mut done = false;
+        while let Some(event) = stream.next().await {
+            let data = match event {
+                Ok(data) => data,
+                Err(err) => {
+                    let _ = tx
+                        .send(error_event(&stream_error(&stream.target, &err)))
+                        .await;
+                    return;
+                }
+            };
+            if data == "[DONE]" {
+                done = true;
+                break;
+            }
+            let out = match serde_json::from_str::<Value>(&data) {
+                Ok(mut chunk) => {
+                    acc.push(&chunk);
+                    if !include_usage && strip_usage(&mut chunk) {
+                        continue;
+                    }
+                    format!("data: {chunk}\n\n")
+                }
+                Err(_) => format!("data: {data}\n\n"),
+            };
+            if tx.send(Bytes::from(out)).await.is_err() {
+                return; // the client went away
+            }
+        }
+        if !done {
+            let err = stream_error(&stream.target, "the stream ended without [DONE]");
+            let _ = tx.send(error_event(&err)).await;
+            return;
+        }
+        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        drop(tx);
+        if fwd.has_response_phase()
+            && let Err(err) = fwd.on_response(acc.finish()).await
+        {
+            tracing::warn!(error = %err, "response phase after a relayed stream failed");
+        }
+    });
+    let frames = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
+    });
+    sse(BodyExt::boxed_unsync(StreamBody::new(frames)))
+}
+
+/// Removes usage the client did not ask for; true when the whole chunk should be dropped
+/// (the usage-only chunk weir requested for itself).
+fn strip_usage(chunk: &mut Value) -> bool {
+    let Some(obj) = chunk.as_object_mut() else {
+        return false;
+    };
+    let usage_only = obj
+        .get("choices")
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.is_empty())
+        && obj.get("usage").is_some_and(|u| !u.is_null());
+    obj.remove("usage");
+    usage_only
+}
+
+fn error_event(err: &ApiError) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", err.to_json()))
+}
+
+fn sse(body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+/// Whether the client itself asked for the usage chunk (`stream_options.include_usage`).
+fn client_wants_usage(extra: &str) -> bool {
+    serde_json::from_str::<Value>(extra)
+        .ok()
+        .and_then(|v| v["stream_options"]["include_usage"].as_bool())
+        .unwrap_or(false)
+}
+
+fn forward_headers(request_id: &str) -> Vec<(HeaderName, HeaderValue)> {
+    match HeaderValue::from_str(request_id) {
+        Ok(value) => vec![(HeaderName::from_static("x-request-id"), value)],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The client-facing error for a pipeline failure.
+fn pipeline_error(err: &PipelineError) -> ApiError {
+    ApiError::new(
+        err.status(),
+        err.error_type(),
+        err.code(),
+        err.client_message(),
+    )
+}
+
+/// The body of `GET /v1/models`.
+pub fn models(app: &App) -> Value {
+    let mut ids: Vec<&String> = app.routes.keys().collect();
+    ids.sort();
+    json!({
+        "object": "list",
+        "data": ids.iter().map(|id| json!({
+            "id": id, "object": "model", "created": 0, "owned_by": "weir"
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,81 @@
+//! Small HTTP helpers: the response body type, JSON and error responses, bounded body reads.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use crate::openai::ApiError;
+
+/// Every response body weir sends.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A full body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A JSON response.
+pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full(value.to_string()));
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// An OpenAI-shaped error response.
+pub fn error(err: &ApiError) -> Response<Body> {
+    let mut response = json(err.status, &err.to_json());
+    if err.status == 503 || err.status == 429 {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Reads a request body of at most `max` bytes; a larger one is a 413.
+pub async fn read_body(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    max: usize,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            413,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the request body is larger than the limit of {max} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > max as u64
+    {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(err) => Err(ApiError::invalid(
+            "invalid_body",
+            None,
+            format!("cannot read the request body: {err}"),
+        )),
+    }
+}

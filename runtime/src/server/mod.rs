@@ -1,0 +1,18 @@
+//! The HTTP surface: the public listener (`/v1/*`, health) and a separate admin listener
+//! (`/admin/*`), like Envoy's admin port, so operational endpoints are never exposed where
+//! clients connect.
+//!
+//! Owns: listeners, connection handling, graceful shutdown, request parsing into the WIT
+//! types, OpenAI-shaped errors and the response headers. Everything below it is reached
+//! through [`App`]; nothing below knows about HTTP status codes except through typed errors'
+//! `status()`.
+
+mod admin;
+mod app;
+mod chat;
+mod http_util;
+mod listener;
+mod public;
+
+pub use app::{App, AppError};
+pub use listener::{ServeError, serve};

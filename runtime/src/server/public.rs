@@ -1,0 +1,87 @@
+//! The public listener's routes: `/v1/chat/completions`, `/v1/models`, `/healthz`, `/readyz`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::header::HeaderValue;
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::App;
+use super::chat;
+use super::http_util::{self, Body};
+use crate::openai::ApiError;
+
+/// Longest client-supplied `x-request-id` kept; longer or non-visible-ASCII ids are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Dispatches one public request.
+pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
+    let request_id: Arc<str> = request_id(&request).into();
+    let mut labels = Vec::new();
+    let path = request.uri().path().to_string();
+    let mut response = match (request.method(), path.as_str()) {
+        (&Method::POST, "/v1/chat/completions") => {
+            chat::handle(&app, request, &request_id, &mut labels).await
+        }
+        (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app)),
+        (&Method::GET, "/healthz") => http_util::json(200, &json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            if app.draining.load(Ordering::Relaxed) {
+                http_util::error(&ApiError::new(
+                    503,
+                    "server_error",
+                    "draining",
+                    "shutting down",
+                ))
+            } else {
+                http_util::json(200, &json!({"status": "ready"}))
+            }
+        }
+        (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz") => {
+            http_util::error(&ApiError::new(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                format!("{} is not allowed on {path}", request.method()),
+            ))
+        }
+        _ => http_util::error(&ApiError::new(
+            404,
+            "invalid_request_error",
+            "not_found",
+            format!("no such endpoint: {path}"),
+        )),
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert("x-request-id", value);
+    }
+    let stages = labels.iter().map(|l| &**l).collect::<Vec<_>>().join(", ");
+    if let Ok(value) = HeaderValue::from_str(&stages) {
+        headers.insert("x-weir-stages", value);
+    }
+    response
+}
+
+/// The client's `x-request-id` when it is sane, else a fresh random id.
+fn request_id<B>(request: &Request<B>) -> String {
+    if let Some(id) = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= MAX_REQUEST_ID_LEN
+                && id.bytes().all(|b| b.is_ascii_graphic())
+        })
+    {
+        return id.to_string();
+    }
+    format!(
+        "req-{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    )
+}

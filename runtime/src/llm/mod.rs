@@ -12,7 +12,6 @@ use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::host_api::{Caller, LlmAccess};
-use crate::openai::ApiError;
 use crate::router::{Attempt, Reply, RouteError, Router};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 
@@ -48,41 +47,6 @@ impl LlmStep {
     }
 }
 
-/// The client-facing error for a routing failure: 502 listing every attempt, or the
-/// upstream's own refusal.
-pub fn route_error_to_api(err: &RouteError) -> ApiError {
-    match err {
-        RouteError::AllFailed { attempts } => ApiError::new(
-            502,
-            "upstream_error",
-            "all_targets_failed",
-            format!(
-                "all {} upstream attempts failed: {}",
-                attempts.len(),
-                attempts
-                    .iter()
-                    .map(|a| format!("{} ({})", a.target, a.outcome))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        ),
-        RouteError::Refused {
-            target,
-            status,
-            message,
-        } => ApiError::new(
-            *status,
-            if *status < 500 {
-                "invalid_request_error"
-            } else {
-                "upstream_error"
-            },
-            "upstream_refused",
-            format!("upstream {target} refused the request: {message}"),
-        ),
-    }
-}
-
 /// Stages' `complete()` and `embed()`: a request naming a route alias goes along that route's
 /// chain (without its stages, so a stage cannot recurse into itself); any other model goes
 /// along the caller's route's chain.
@@ -103,11 +67,10 @@ impl StageLlm {
 }
 
 fn to_llm_error(err: &RouteError) -> LlmError {
-    let api = route_error_to_api(err);
     LlmError {
-        status: api.status,
-        code: api.code,
-        message: api.message,
+        status: err.status(),
+        code: err.code().to_string(),
+        message: err.to_string(),
     }
 }
 

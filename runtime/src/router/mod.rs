@@ -53,7 +53,7 @@ pub enum RouteError {
         attempts: Vec<Attempt>,
     },
     /// A target refused the request itself (a non-retryable 4xx); its message is passed on.
-    #[error("upstream {target} refused the request with {status}: {message}")]
+    #[error("upstream {target} refused the request: {message}")]
     Refused {
         /// The target.
         target: Arc<str>,
@@ -64,10 +64,29 @@ pub enum RouteError {
     },
 }
 
+impl RouteError {
+    /// The HTTP status for the client: 502 when every target failed, the upstream's own
+    /// status when it refused the request.
+    pub fn status(&self) -> u16 {
+        match self {
+            RouteError::AllFailed { .. } => 502,
+            RouteError::Refused { status, .. } => *status,
+        }
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RouteError::AllFailed { .. } => "all_targets_failed",
+            RouteError::Refused { .. } => "upstream_refused",
+        }
+    }
+}
+
 fn describe(attempts: &[Attempt]) -> String {
     attempts
         .iter()
-        .map(|a| format!("{}: {}", a.target, a.outcome))
+        .map(|a| format!("{} ({})", a.target, a.outcome))
         .collect::<Vec<_>>()
         .join("; ")
 }

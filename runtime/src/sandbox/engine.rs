@@ -22,8 +22,14 @@ const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MEMORIES_PER_COMPONENT: u32 = 4;
 /// Tables one component may hold.
 const TABLES_PER_COMPONENT: u32 = 8;
-/// Pages of each memory kept mapped between instances (avoids a page fault storm per request).
-const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+/// Bytes at the start of each memory that are zeroed rather than decommitted on reuse. A Rust
+/// guest's stack ends at 1 MiB and its heap starts there, so a small value covers nothing
+/// hot and a large one costs a 1 MiB memset per request: 0 measured best.
+const MEMORY_KEEP_RESIDENT: usize = 0;
+/// Bytes of each async (fiber) stack kept mapped between calls.
+const STACK_KEEP_RESIDENT: usize = 128 << 10;
+/// Deallocations whose decommits are batched into one pass.
+const DECOMMIT_BATCH: usize = 32;
 /// Bytes of each table kept mapped between instances.
 const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
@@ -143,7 +149,10 @@ fn build(settings: &SandboxSettings, pooling: bool) -> Result<Engine, SandboxErr
         .wasm_component_model(true)
         .consume_fuel(settings.fuel_metering)
         .epoch_interruption(true)
-        .parallel_compilation(true);
+        .parallel_compilation(true)
+        // Copying a stage's small data segments at instantiation is cheaper than mapping a
+        // copy-on-write image and unmapping it again (stage_call: 20.3 -> 17.6 µs median).
+        .memory_init_cow(false);
     if pooling {
         let n = settings.pool_size;
         let mut pool = PoolingAllocationConfig::new();
@@ -158,7 +167,9 @@ fn build(settings: &SandboxSettings, pooling: bool) -> Result<Engine, SandboxErr
             .total_stacks(n)
             .max_memory_size(settings.max_memory_bytes as usize)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
-            .table_keep_resident(TABLE_KEEP_RESIDENT);
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
+            .async_stack_keep_resident(STACK_KEEP_RESIDENT)
+            .decommit_batch_size(DECOMMIT_BATCH);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         Engine::new(&config).map_err(|source| SandboxError::Pool {
             pool_size: n,

@@ -2,21 +2,27 @@
 //!
 //! Dropping a `Store` returns its instance to the pool (resetting memory and tables), which
 //! costs tens of microseconds. The request does not need to wait for it: finished stores are
-//! sent to one background thread that drops them.
+//! sent to one background thread that drops them. The queue is bounded: when the reaper falls
+//! behind, the sender drops inline instead, so pending teardowns can never hold more than
+//! [`REAPER_QUEUE`] pool slots (otherwise a fast producer would exhaust the pool with stores
+//! that are finished but not yet returned).
 
 use std::sync::mpsc;
+
+/// Finished stores that may wait for the reaper; beyond this, teardown happens inline.
+pub const REAPER_QUEUE: usize = 32;
 
 /// A handle to the background thread that drops finished stores.
 #[derive(Clone, Debug)]
 pub struct Reaper {
     /// Where finished values are sent; `None` drops inline (no thread could be started).
-    tx: Option<mpsc::Sender<Box<dyn Send>>>,
+    tx: Option<mpsc::SyncSender<Box<dyn Send>>>,
 }
 
 impl Reaper {
     /// Starts the reaper thread; if it cannot be started, values are dropped inline.
     pub fn start() -> Reaper {
-        let (tx, rx) = mpsc::channel::<Box<dyn Send>>();
+        let (tx, rx) = mpsc::sync_channel::<Box<dyn Send>>(REAPER_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("weir-reaper".into())
             .spawn(move || {
@@ -38,10 +44,11 @@ impl Reaper {
         Reaper { tx: None }
     }
 
-    /// Drops `value` on the reaper thread (inline if the thread is gone).
+    /// Drops `value` on the reaper thread; inline when the queue is full or the thread gone.
     pub fn reap<T: Send + 'static>(&self, value: T) {
         if let Some(tx) = &self.tx
-            && let Err(mpsc::SendError(value)) = tx.send(Box::new(value))
+            && let Err(mpsc::TrySendError::Full(value) | mpsc::TrySendError::Disconnected(value)) =
+                tx.try_send(Box::new(value))
         {
             drop(value);
         }

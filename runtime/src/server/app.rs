@@ -104,7 +104,10 @@ impl App {
         let env = StageEnv {
             sandbox,
             services,
-            reaper: Reaper::start(),
+            // Measured (stage_call bench, 2 cores): dropping a store inline costs less than
+            // handing it to the reaper thread, whose madvise calls then disturb the request
+            // thread (median 17.6 µs inline vs 27.1 µs with the reaper).
+            reaper: Reaper::inline(),
         };
 
         let mut loaded: HashMap<PathBuf, Arc<LoadedStage>> = HashMap::new();

@@ -13,12 +13,11 @@ use tokio::sync::mpsc;
 
 use super::App;
 use super::http_util::{self, Body};
-use crate::llm::route_error_to_api;
 use crate::openai::{
     ApiError, StreamAccumulator, parse_request, response_to_json, response_to_sse,
 };
 use crate::pipeline::{Forwarded, PipelineError};
-use crate::router::{Reply, UpstreamStream};
+use crate::router::{Reply, RouteError, UpstreamStream};
 use crate::wit::ChatResponse;
 
 /// Chunks buffered between the upstream reader and a slow client.
@@ -249,6 +248,18 @@ fn forward_headers(request_id: &str) -> Vec<(HeaderName, HeaderValue)> {
         Ok(value) => vec![(HeaderName::from_static("x-request-id"), value)],
         Err(_) => Vec::new(),
     }
+}
+
+/// The client-facing error for a routing failure: 502 listing every attempt, or the
+/// upstream's own refusal with its status.
+fn route_error_to_api(err: &RouteError) -> ApiError {
+    let status = err.status();
+    let error_type = if status < 500 {
+        "invalid_request_error"
+    } else {
+        "upstream_error"
+    };
+    ApiError::new(status, error_type, err.code(), err.to_string())
 }
 
 /// The client-facing error for a pipeline failure.

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The request-path benchmark: requests through weir (prompt-guard -> pii-redact ->
+# system-prompt in front of one `weir sim`) versus the same requests straight to `weir sim`,
+# at the same concurrency, on loopback only.
+#
+#   bench/run.sh            # needs wrk and hey (apt-get install -y wrk hey)
+#
+# Prints: added latency p50/p99 at c=1 (wrk), p50/p99 at a fixed 1,000 req/s (hey), and the
+# highest throughput (wrk, 2 threads, 64 connections). Each run is bounded (DURATION seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+SIM=127.0.0.1:9201
+WEIR=127.0.0.1:9280
+ADMIN=127.0.0.1:9281
+
+for tool in wrk hey; do
+    command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool (apt-get install -y wrk hey)"; exit 1; }
+done
+
+cargo build --release -p weir --quiet
+cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+weir="$target_dir/release/weir"
+plugins="$target_dir/wasm32-wasip2/release"
+
+work=$(mktemp -d)
+cat > "$work/bench.toml" <<TOML
+[server]
+listen = "$WEIR"
+admin_listen = "$ADMIN"
+[sandbox]
+pool_size = 1024
+[targets.sim]
+base_url = "http://$SIM/v1"
+[[routes]]
+model = "demo"
+targets = ["sim"]
+[[routes.stages]]
+name = "prompt-guard"
+path = "$plugins/prompt_guard.wasm"
+[[routes.stages]]
+name = "pii-redact"
+path = "$plugins/pii_redact.wasm"
+[[routes.stages]]
+name = "system-prompt"
+path = "$plugins/system_prompt.wasm"
+config = { prompt = "You serve the {{team}} team." }
+[[routes]]
+model = "bare"
+targets = ["sim"]
+TOML
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
+RUST_LOG=warn "$weir" serve --config "$work/bench.toml" >/dev/null & pids+=($!)
+for _ in $(seq 1 100); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+body='{"model":"demo","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?"}]}'
+
+# wrk --latency prints "50.000%  1.23ms" style lines with -U? plain wrk prints 50% 75% 90% 99%.
+wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
+to_ms() { python3 -c "import sys,re
+v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
+n=float(m.group(1)); u=m.group(2)
+print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 3))" "$1"; }
+
+echo "== c=1, ${DURATION}s each (wrk)"
+wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$SIM/v1/chat/completions" > "$work/sim_c1.txt"
+wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/weir_c1.txt"
+for f in sim_c1 weir_c1; do
+    echo "$f: p50 $(to_ms "$(wrk_pct "$work/$f.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/$f.txt" 99%)") ms  $(awk '/Requests\/sec/ {print $2}' "$work/$f.txt") req/s"
+done
+
+echo "== 1000 req/s fixed rate, ${DURATION}s each (hey: 50 workers x 20 req/s)"
+for target in "sim http://$SIM" "weir http://$WEIR"; do
+    set -- $target
+    hey -z "${DURATION}s" -c 50 -q 20 -m POST -T application/json -d "$body" "$2/v1/chat/completions" > "$work/$1_1k.txt"
+    p50=$(awk '/ 50% in/ {print $3}' "$work/$1_1k.txt")
+    p99=$(awk '/ 99% in/ {print $3}' "$work/$1_1k.txt")
+    rps=$(awk '/Requests\/sec/ {print $2}' "$work/$1_1k.txt")
+    codes=$(awk '/Status code distribution/,0' "$work/$1_1k.txt" | tr -s ' ' | tr '\n' ' ')
+    echo "$1: p50 $(python3 -c "print(round($p50*1000,3))") ms  p99 $(python3 -c "print(round($p99*1000,3))") ms  $rps req/s  $codes"
+done
+
+echo "== max throughput, ${DURATION}s each (wrk -t2 -c64)"
+for target in "sim http://$SIM" "weir http://$WEIR"; do
+    set -- $target
+    wrk -t2 -c64 -d"${DURATION}s" --latency -s bench/chat.lua "$2/v1/chat/completions" > "$work/$1_max.txt"
+    echo "$1: $(awk '/Requests\/sec/ {print $2}' "$work/$1_max.txt") req/s  p50 $(to_ms "$(wrk_pct "$work/$1_max.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/$1_max.txt" 99%)") ms  errors: $(grep -E 'Non-2xx|Socket errors' "$work/$1_max.txt" | tr '\n' ' ')"
+done
+curl -s "http://$SIM/sim/stats"; echo

@@ -3,10 +3,11 @@
 # system-prompt in front of one `weir sim`) versus the same requests straight to `weir sim`,
 # at the same concurrency, on loopback only.
 #
-#   bench/run.sh            # needs wrk and hey (apt-get install -y wrk hey)
+#   bench/run.sh            # needs wrk (apt-get install -y wrk)
 #
-# Prints: added latency p50/p99 at c=1 (wrk), p50/p99 at a fixed 1,000 req/s (hey), and the
-# highest throughput (wrk, 2 threads, 64 connections). Each run is bounded (DURATION seconds).
+# Prints: added latency p50/p99 at c=1 (wrk), p50/p99 at an evenly spaced 1,000 req/s
+# (`weir bench`, open loop: latency from each request's scheduled start), and the highest
+# throughput (wrk, 2 threads, 64 connections). Each run is bounded (DURATION seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -14,9 +15,7 @@ SIM=127.0.0.1:9201
 WEIR=127.0.0.1:9280
 ADMIN=127.0.0.1:9281
 
-for tool in wrk hey; do
-    command -v "$tool" >/dev/null || { echo "bench/run.sh needs $tool (apt-get install -y wrk hey)"; exit 1; }
-done
+command -v wrk >/dev/null || { echo "bench/run.sh needs wrk (apt-get install -y wrk)"; exit 1; }
 
 cargo build --release -p weir --quiet
 cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
@@ -58,8 +57,6 @@ RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
 RUST_LOG=warn "$weir" serve --config "$work/bench.toml" >/dev/null & pids+=($!)
 for _ in $(seq 1 100); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
-body='{"model":"demo","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?"}]}'
-
 # wrk --latency prints "50.000%  1.23ms" style lines with -U? plain wrk prints 50% 75% 90% 99%.
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 to_ms() { python3 -c "import sys,re
@@ -74,15 +71,10 @@ for f in sim_c1 weir_c1; do
     echo "$f: p50 $(to_ms "$(wrk_pct "$work/$f.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/$f.txt" 99%)") ms  $(awk '/Requests\/sec/ {print $2}' "$work/$f.txt") req/s"
 done
 
-echo "== 1000 req/s fixed rate, ${DURATION}s each (hey: 50 workers x 20 req/s)"
+echo "== 1000 req/s, open loop, evenly spaced, ${DURATION}s each (weir bench)"
 for target in "sim http://$SIM" "weir http://$WEIR"; do
     set -- $target
-    hey -z "${DURATION}s" -c 50 -q 20 -m POST -T application/json -d "$body" "$2/v1/chat/completions" > "$work/$1_1k.txt"
-    p50=$(awk '/ 50% in/ {print $3}' "$work/$1_1k.txt")
-    p99=$(awk '/ 99% in/ {print $3}' "$work/$1_1k.txt")
-    rps=$(awk '/Requests\/sec/ {print $2}' "$work/$1_1k.txt")
-    codes=$(awk '/Status code distribution/,0' "$work/$1_1k.txt" | tr -s ' ' | tr '\n' ' ')
-    echo "$1: p50 $(python3 -c "print(round($p50*1000,3))") ms  p99 $(python3 -c "print(round($p99*1000,3))") ms  $rps req/s  $codes"
+    echo "$1: $("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")"
 done
 
 echo "== max throughput, ${DURATION}s each (wrk -t2 -c64)"

@@ -3,8 +3,6 @@
 
 use std::process::Command;
 
-use crate::procs::{serve, sim};
-
 fn python_has_openai() -> bool {
     Command::new("python3")
         .args(["-c", "import openai"])
@@ -23,37 +21,9 @@ async fn the_official_python_sdk_works_unchanged() {
         eprintln!("SKIPPED: `pip install openai` to run the OpenAI SDK compatibility test");
         return;
     }
-    let primary = sim(&[]);
-    let secondary = sim(&[]);
-    let config = format!(
-        r#"
-[targets.primary]
-base_url = "http://{}/v1"
-[targets.secondary]
-base_url = "http://{}/v1"
-[[routes]]
-model = "demo"
-targets = ["primary", "secondary"]
-[[routes.stages]]
-name = "prompt-guard"
-path = "{}"
-[[routes.stages]]
-name = "pii-redact"
-path = "{}"
-[[routes.stages]]
-name = "system-prompt"
-path = "{}"
-config = {{ prompt = "You serve the {{{{team}}}} team." }}
-"#,
-        primary.addr,
-        secondary.addr,
-        weir_test_artifacts::PROMPT_GUARD,
-        weir_test_artifacts::PII_REDACT,
-        weir_test_artifacts::SYSTEM_PROMPT,
-    );
-    let weir = serve(&config);
+    let env = crate::server::start();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sdk/openai_sdk.py");
-    let base_url = format!("http://{}/v1", weir.addr);
+    let base_url = format!("http://{}/v1", env.weir.addr);
     let out = tokio::task::spawn_blocking(move || {
         Command::new("python3").args([script, &base_url]).output()
     })

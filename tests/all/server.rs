@@ -11,7 +11,7 @@ use crate::procs::{Proc, call, get, post, serve, sim, sim_requests};
 /// A config with the demo pipeline on `demo`, a stage-less route `plain`, a route whose
 /// first target is dead (`fallback`), one whose targets are all dead (`broken`) and one with
 /// a crashing stage (`crashy`).
-fn config(primary: &Proc, secondary: &Proc, extra: &str) -> String {
+pub fn config(primary: &Proc, secondary: &Proc, extra: &str) -> String {
     format!(
         r#"
 [server]
@@ -75,13 +75,13 @@ config = {{ mode = "panic" }}
     )
 }
 
-struct Env {
-    primary: Proc,
-    secondary: Proc,
-    weir: Proc,
+pub struct Env {
+    pub primary: Proc,
+    pub secondary: Proc,
+    pub weir: Proc,
 }
 
-fn start() -> Env {
+pub fn start() -> Env {
     let primary = sim(&[]);
     let secondary = sim(&[]);
     let weir = serve(&config(&primary, &secondary, ""));

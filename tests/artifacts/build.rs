@@ -51,6 +51,11 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
     println!("cargo:rerun-if-changed=build.rs");
+    // The guests' rustflags (stack size) live here.
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join(".cargo/config.toml").display()
+    );
 
     check_chaos_modes_are_tested(&root);
 

@@ -1,8 +1,9 @@
-//! The command line: `weir check`, `weir serve`, `weir sim`.
+//! The command line: `weir check`, `weir serve`, `weir sim`, `weir bench`.
 //!
 //! Owns: argument parsing (clap) and turning a command into calls on the library. `main`
 //! only calls [`run`].
 
+mod bench;
 mod check;
 mod serve;
 mod sim;
@@ -30,6 +31,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run the OpenAI-compatible provider simulator (for demos and chaos tests).
     Sim(sim::SimArgs),
+    /// Offer a fixed request rate to an endpoint (open loop) and report latency percentiles.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -39,7 +42,19 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Bench(args) => bench::run(args),
     }
+}
+
+/// The multi-threaded runtime of the long-running commands; an error is printed.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        })
 }
 
 /// Logs to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).

@@ -32,15 +32,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     super::init_logging(config.server.log_format == LogFormat::Json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let listen = args.listen.unwrap_or(config.server.listen);
     let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);

@@ -67,15 +67,9 @@ pub fn run(args: SimArgs) -> ExitCode {
     config.ttft_ms = args.ttft_ms;
     config.inter_token_ms = args.inter_token_ms;
     config.model_name = args.model_name;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         let sim = match Sim::bind(config).await {

@@ -1,6 +1,7 @@
 //! `stage_call`: one request's worth of a pass-through stage — fresh instance from its
 //! `StagePre`, `on-request`, `on-response`, teardown — with and without fuel metering, and
-//! with teardown inline versus on the reaper thread.
+//! with teardown inline versus on the reaper thread; plus `demo-pipeline`, the three
+//! first-party stages with the demo config on a small prompt with an email address.
 //!
 //! Run: `cargo bench -p weir --bench stage_call`. Criterion prints the mean/median per
 //! variant; afterwards a plain pass prints the median and p99 of single calls (criterion
@@ -27,6 +28,37 @@ struct Setup {
 }
 
 fn setup(fuel: bool, reaper: Reaper) -> Setup {
+    setup_with(
+        fuel,
+        reaper,
+        &[("passthrough", weir_test_artifacts::PASSTHROUGH, &[])],
+    )
+}
+
+/// The demo pipeline: prompt-guard -> pii-redact -> system-prompt, with their demo config.
+fn demo_pipeline() -> Setup {
+    setup_with(
+        true,
+        Reaper::inline(),
+        &[
+            ("prompt-guard", weir_test_artifacts::PROMPT_GUARD, &[]),
+            (
+                "pii-redact",
+                weir_test_artifacts::PII_REDACT,
+                &[("restore", "true")],
+            ),
+            (
+                "system-prompt",
+                weir_test_artifacts::SYSTEM_PROMPT,
+                &[("prompt", "You serve the {{team}} team.")],
+            ),
+        ],
+    )
+}
+
+type StageSpec<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+fn setup_with(fuel: bool, reaper: Reaper, specs: &[StageSpec<'_>]) -> Setup {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,26 +77,29 @@ fn setup(fuel: bool, reaper: Reaper) -> Setup {
         "the benchmark measures the pooling allocator"
     );
     let services = Arc::new(HostServices::new(Arc::new(NoLlm), 4096));
-    let stage = runtime
-        .block_on(LoadedStage::load(
-            &sandbox,
-            &services,
-            weir_test_artifacts::PASSTHROUGH.as_ref(),
-        ))
-        .unwrap();
     let limits = sandbox.settings().defaults;
-    let pipeline = Arc::new(Pipeline {
-        route: "bench".into(),
-        stages: vec![PipelineStage {
+    let mut stages = Vec::new();
+    for (name, path, config) in specs {
+        let stage = runtime
+            .block_on(LoadedStage::load(&sandbox, &services, path.as_ref()))
+            .unwrap();
+        stages.push(PipelineStage {
             identity: Arc::new(StageIdentity {
-                name: "passthrough".into(),
-                label: stage.label("passthrough").into(),
-                config: BTreeMap::new(),
+                name: (*name).into(),
+                label: stage.label(name).into(),
+                config: config
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
             }),
             stage: Arc::new(stage),
             on_error: OnError::Fail,
             limits,
-        }],
+        });
+    }
+    let pipeline = Arc::new(Pipeline {
+        route: "bench".into(),
+        stages,
     });
     Setup {
         runtime,
@@ -91,7 +126,10 @@ fn request() -> ChatRequest {
         model: "bench".into(),
         messages: vec![
             message("system", "You are terse."),
-            message("user", "What is a weir?"),
+            message(
+                "user",
+                "Hello, my email is jane@example.com. What is a weir?",
+            ),
         ],
         temperature: None,
         top_p: None,
@@ -130,9 +168,10 @@ async fn one_call(setup: &Setup, request: ChatRequest, response: ChatResponse) {
 
 fn variants() -> Vec<(&'static str, Setup)> {
     vec![
-        ("fuel/reaper", setup(true, Reaper::start())),
-        ("no-fuel/reaper", setup(false, Reaper::start())),
         ("fuel/inline-drop", setup(true, Reaper::inline())),
+        ("no-fuel/inline-drop", setup(false, Reaper::inline())),
+        ("fuel/reaper", setup(true, Reaper::start())),
+        ("demo-pipeline", demo_pipeline()),
     ]
 }
 

@@ -38,6 +38,16 @@ impl Config {
                     "model": target.model,
                     "timeout_ms": millis(target.timeout),
                     "headers": headers,
+                    "max_concurrency": target.limits.max_concurrency,
+                    "rpm": target.limits.rpm,
+                    "breaker": {
+                        "consecutive_failures": target.limits.breaker.consecutive_failures,
+                        "failure_rate_percent": target.limits.breaker.failure_rate_percent,
+                        "window": target.limits.breaker.window,
+                        "min_requests": target.limits.breaker.min_requests,
+                        "ejection_ms": millis(target.limits.breaker.ejection),
+                        "max_ejection_ms": millis(target.limits.breaker.max_ejection),
+                    },
                 });
                 (target.name.clone(), value)
             })
@@ -68,7 +78,20 @@ impl Config {
                         value
                     })
                     .collect();
-                json!({ "model": route.model, "targets": target_names, "stages": stages })
+                let p = &route.policy;
+                json!({
+                    "model": route.model,
+                    "targets": target_names,
+                    "stages": stages,
+                    "max_attempts": p.max_attempts,
+                    "deadline_ms": millis(p.deadline),
+                    "backoff_base_ms": millis(p.backoff_base),
+                    "backoff_max_ms": millis(p.backoff_max),
+                    "retry_after_max_ms": millis(p.retry_after_max),
+                    "retry_budget_percent": p.retry_budget_percent,
+                    "queue_size": p.queue_size,
+                    "queue_timeout_ms": millis(p.queue_timeout),
+                })
             })
             .collect();
         let mut sandbox_json = json!({

@@ -12,6 +12,7 @@
 //! - `error`: [`ConfigError`], printed as `{file}:{line}:{column}: {key}: {message}`.
 //! - `check`: range, name and environment-variable checks shared by every table.
 //! - `server`, `limits` + `sandbox`, `target`, `route`: one validated table each.
+//! - `routing`: target limits, breaker thresholds and route retry policy (validated data).
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
 //! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
 //!
@@ -25,6 +26,7 @@ mod load;
 mod masked;
 mod raw;
 mod route;
+mod routing;
 mod sandbox;
 mod server;
 mod stage_config;
@@ -39,6 +41,7 @@ pub use limits::*;
 pub use load::Config;
 pub use masked::MASK;
 pub use route::{OnErrorSetting, RouteSettings, StageSettings};
+pub use routing::*;
 pub use server::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
     LARGEST_MAX_BODY_BYTES, LogFormat, MAX_DRAIN_TIMEOUT, ServerSettings,

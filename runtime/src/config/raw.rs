@@ -69,6 +69,21 @@ pub(crate) struct RawTarget {
     pub timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
+    pub max_concurrency: Option<Spanned<u64>>,
+    pub rpm: Option<Spanned<u64>>,
+    pub breaker: Option<RawBreaker>,
+}
+
+/// `[targets.NAME.breaker]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawBreaker {
+    pub consecutive_failures: Option<Spanned<u64>>,
+    pub failure_rate_percent: Option<Spanned<u64>>,
+    pub window: Option<Spanned<u64>>,
+    pub min_requests: Option<Spanned<u64>>,
+    pub ejection_ms: Option<Spanned<u64>>,
+    pub max_ejection_ms: Option<Spanned<u64>>,
 }
 
 /// One `[[routes]]` entry.
@@ -79,6 +94,14 @@ pub(crate) struct RawRoute {
     pub targets: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
+    pub max_attempts: Option<Spanned<u64>>,
+    pub deadline_ms: Option<Spanned<u64>>,
+    pub backoff_base_ms: Option<Spanned<u64>>,
+    pub backoff_max_ms: Option<Spanned<u64>>,
+    pub retry_after_max_ms: Option<Spanned<u64>>,
+    pub retry_budget_percent: Option<Spanned<u64>>,
+    pub queue_size: Option<Spanned<u64>>,
+    pub queue_timeout_ms: Option<Spanned<u64>>,
 }
 
 /// One `[[routes.stages]]` entry.

@@ -10,6 +10,7 @@ use super::check::Source;
 use super::error::{ConfigError, line_column};
 use super::limits::{CallLimits, SandboxSettings};
 use super::raw::{RawRoute, RawStage};
+use super::routing::PolicySettings;
 use super::sandbox::{Overrides, stage_limits};
 use super::stage_config;
 use super::target::TargetSettings;
@@ -24,6 +25,8 @@ pub struct RouteSettings {
     pub targets: Vec<usize>,
     /// The stages, in pipeline (request) order; names unique within the route.
     pub stages: Vec<StageSettings>,
+    /// Attempts, deadline, backoff, retry budget and wait queue.
+    pub policy: PolicySettings,
 }
 
 /// One validated stage of a route.
@@ -167,10 +170,71 @@ fn build(
         }
         stages.push(stage);
     }
+    let policy = build_policy(src, raw, key)?;
     Ok(RouteSettings {
         model: model.clone(),
         targets: chain,
         stages,
+        policy,
+    })
+}
+
+/// Longest total deadline accepted: 1 hour.
+const MAX_ROUTE_DEADLINE_MS: u64 = 3_600_000;
+
+fn build_policy(src: Source<'_>, raw: &RawRoute, key: &str) -> Result<PolicySettings, ConfigError> {
+    let d = PolicySettings::default();
+    let ms = |v: std::time::Duration| v.as_millis() as u64;
+    let backoff_base_ms = src.in_range_or(
+        raw.backoff_base_ms.as_ref(),
+        0..=60_000,
+        ms(d.backoff_base),
+        &format!("{key}.backoff_base_ms"),
+    )?;
+    Ok(PolicySettings {
+        max_attempts: src.in_range_or(
+            raw.max_attempts.as_ref(),
+            1..=20,
+            u64::from(d.max_attempts),
+            &format!("{key}.max_attempts"),
+        )? as u32,
+        deadline: std::time::Duration::from_millis(src.in_range_or(
+            raw.deadline_ms.as_ref(),
+            1..=MAX_ROUTE_DEADLINE_MS,
+            ms(d.deadline),
+            &format!("{key}.deadline_ms"),
+        )?),
+        backoff_base: std::time::Duration::from_millis(backoff_base_ms),
+        backoff_max: std::time::Duration::from_millis(src.in_range_or(
+            raw.backoff_max_ms.as_ref(),
+            backoff_base_ms..=600_000,
+            ms(d.backoff_max).max(backoff_base_ms),
+            &format!("{key}.backoff_max_ms"),
+        )?),
+        retry_after_max: std::time::Duration::from_millis(src.in_range_or(
+            raw.retry_after_max_ms.as_ref(),
+            0..=600_000,
+            ms(d.retry_after_max),
+            &format!("{key}.retry_after_max_ms"),
+        )?),
+        retry_budget_percent: src.in_range_or(
+            raw.retry_budget_percent.as_ref(),
+            0..=1000,
+            u64::from(d.retry_budget_percent),
+            &format!("{key}.retry_budget_percent"),
+        )? as u32,
+        queue_size: src.in_range_or(
+            raw.queue_size.as_ref(),
+            0..=1_000_000,
+            u64::from(d.queue_size),
+            &format!("{key}.queue_size"),
+        )? as u32,
+        queue_timeout: std::time::Duration::from_millis(src.in_range_or(
+            raw.queue_timeout_ms.as_ref(),
+            0..=600_000,
+            ms(d.queue_timeout),
+            &format!("{key}.queue_timeout_ms"),
+        )?),
     })
 }
 

@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::check::{EnvLookup, Source, is_header_value};
 use super::error::{ConfigError, key_segment};
 use super::raw::RawTarget;
+use super::routing::{BreakerSettings, TargetLimits};
 
 /// Default per-attempt timeout of a target (`timeout_ms`): 60 s, enough for a long completion.
 pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,6 +39,8 @@ pub struct TargetSettings {
     pub timeout: Duration,
     /// Extra request headers, names lowercased, sorted by name.
     pub headers: Vec<(String, String)>,
+    /// Concurrency limit, RPM limit and breaker thresholds.
+    pub limits: TargetLimits,
 }
 
 impl fmt::Debug for TargetSettings {
@@ -50,6 +53,7 @@ impl fmt::Debug for TargetSettings {
             .field("model", &self.model)
             .field("timeout", &self.timeout)
             .field("headers", &self.headers)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -128,6 +132,7 @@ pub(crate) fn build(
         headers.push((lower, value.get_ref().clone()));
     }
     headers.sort();
+    let limits = build_limits(src, target, &key)?;
     Ok(TargetSettings {
         name: name.to_owned(),
         base_url,
@@ -136,6 +141,79 @@ pub(crate) fn build(
         model,
         timeout: Duration::from_millis(timeout_ms),
         headers,
+        limits,
+    })
+}
+
+/// Largest `max_concurrency` or `rpm` accepted.
+const MAX_LIMIT: u64 = 1_000_000;
+/// Longest breaker ejection accepted: 1 hour.
+const MAX_EJECTION_MS: u64 = 3_600_000;
+
+fn build_limits(
+    src: Source<'_>,
+    target: &RawTarget,
+    key: &str,
+) -> Result<TargetLimits, ConfigError> {
+    let defaults = TargetLimits::default();
+    let max_concurrency = src.in_range_or(
+        target.max_concurrency.as_ref(),
+        1..=MAX_LIMIT,
+        u64::from(defaults.max_concurrency),
+        &format!("{key}.max_concurrency"),
+    )? as u32;
+    let rpm = match &target.rpm {
+        Some(rpm) => Some(src.in_range(rpm, 1..=MAX_LIMIT, &format!("{key}.rpm"))? as u32),
+        None => None,
+    };
+    let raw = target.breaker.as_ref();
+    let d = BreakerSettings::default();
+    let field = |f: fn(&super::raw::RawBreaker) -> Option<&Spanned<u64>>| raw.and_then(f);
+    let bkey = format!("{key}.breaker");
+    let window = src.in_range_or(
+        field(|b| b.window.as_ref()),
+        1..=1000,
+        u64::from(d.window),
+        &format!("{bkey}.window"),
+    )? as u32;
+    let ejection_ms = src.in_range_or(
+        field(|b| b.ejection_ms.as_ref()),
+        1..=MAX_EJECTION_MS,
+        d.ejection.as_millis() as u64,
+        &format!("{bkey}.ejection_ms"),
+    )?;
+    let breaker = BreakerSettings {
+        consecutive_failures: src.in_range_or(
+            field(|b| b.consecutive_failures.as_ref()),
+            1..=1000,
+            u64::from(d.consecutive_failures),
+            &format!("{bkey}.consecutive_failures"),
+        )? as u32,
+        failure_rate_percent: src.in_range_or(
+            field(|b| b.failure_rate_percent.as_ref()),
+            1..=100,
+            u64::from(d.failure_rate_percent),
+            &format!("{bkey}.failure_rate_percent"),
+        )? as u32,
+        window,
+        min_requests: src.in_range_or(
+            field(|b| b.min_requests.as_ref()),
+            1..=u64::from(window),
+            u64::from(d.min_requests.min(window)),
+            &format!("{bkey}.min_requests"),
+        )? as u32,
+        ejection: Duration::from_millis(ejection_ms),
+        max_ejection: Duration::from_millis(src.in_range_or(
+            field(|b| b.max_ejection_ms.as_ref()),
+            ejection_ms..=MAX_EJECTION_MS,
+            (d.max_ejection.as_millis() as u64).max(ejection_ms),
+            &format!("{bkey}.max_ejection_ms"),
+        )?),
+    };
+    Ok(TargetLimits {
+        max_concurrency,
+        rpm,
+        breaker,
     })
 }
 
@@ -305,6 +383,7 @@ mod tests {
             model: None,
             timeout: DEFAULT_TARGET_TIMEOUT,
             headers: Vec::new(),
+            limits: TargetLimits::default(),
         };
         let debug = format!("{target:?}");
         assert!(!debug.contains("sk-secret"), "{debug}");

@@ -12,21 +12,21 @@ use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::host_api::{Caller, LlmAccess};
-use crate::router::{Attempt, Reply, RouteError, Router};
+use crate::router::{Attempt, Reply, RouteError, RoutePlan, Router};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 
 /// The LLM step for every route.
 pub struct LlmStep {
     /// Targets and the client.
     router: Router,
-    /// Route alias → target chain.
-    chains: HashMap<String, Vec<usize>>,
+    /// Route alias → target chain and policy.
+    plans: HashMap<String, RoutePlan>,
 }
 
 impl LlmStep {
-    /// A step over `router`, with each route's chain of target indexes.
-    pub fn new(router: Router, chains: HashMap<String, Vec<usize>>) -> LlmStep {
-        LlmStep { router, chains }
+    /// A step over `router`, with each route's plan.
+    pub fn new(router: Router, plans: HashMap<String, RoutePlan>) -> LlmStep {
+        LlmStep { router, plans }
     }
 
     /// The router.
@@ -42,8 +42,12 @@ impl LlmStep {
         forward: &[(HeaderName, HeaderValue)],
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
-        let chain = self.chains.get(route).map(Vec::as_slice).unwrap_or(&[]);
-        self.router.chat(chain, request, forward, attempts).await
+        let Some(plan) = self.plans.get(route) else {
+            return Err(RouteError::AllFailed {
+                attempts: attempts.clone(),
+            });
+        };
+        self.router.chat(plan, request, forward, attempts).await
     }
 }
 
@@ -56,13 +60,13 @@ pub struct StageLlm {
 }
 
 impl StageLlm {
-    fn chain_for(&self, model: &str, caller: &Caller) -> Vec<usize> {
-        self.step
-            .chains
-            .get(model)
-            .or_else(|| self.step.chains.get(&*caller.route))
-            .cloned()
-            .unwrap_or_default()
+    /// The route a stage's call goes along: the one its model names, else the caller's.
+    fn route_for(&self, model: &str, caller: &Caller) -> String {
+        if self.step.plans.contains_key(model) {
+            model.to_string()
+        } else {
+            caller.route.to_string()
+        }
     }
 }
 
@@ -81,7 +85,7 @@ impl LlmAccess for StageLlm {
         mut request: ChatRequest,
     ) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
         let step = self.step.clone();
-        let chain = self.chain_for(&request.model, &caller);
+        let route = self.route_for(&request.model, &caller);
         Box::pin(async move {
             request.stream = false;
             let mut attempts = Vec::new();
@@ -89,11 +93,7 @@ impl LlmAccess for StageLlm {
                 Ok(id) => vec![(HeaderName::from_static("x-request-id"), id)],
                 Err(_) => Vec::new(),
             };
-            match step
-                .router
-                .chat(&chain, &request, &forward, &mut attempts)
-                .await
-            {
+            match step.chat(&route, &request, &forward, &mut attempts).await {
                 Ok(Reply::Json(response)) => Ok(response),
                 Ok(Reply::Stream(_)) => Err(LlmError {
                     status: 502,
@@ -112,8 +112,13 @@ impl LlmAccess for StageLlm {
         inputs: Vec<String>,
     ) -> BoxFuture<'static, Result<Vec<Vec<f32>>, LlmError>> {
         let step = self.step.clone();
-        let chain = self.chain_for(&model, &caller);
+        let route = self.route_for(&model, &caller);
         Box::pin(async move {
+            let chain = step
+                .plans
+                .get(&route)
+                .map(|plan| plan.chain.clone())
+                .unwrap_or_default();
             let body = serde_json::json!({ "model": model, "input": inputs });
             let mut attempts = Vec::new();
             let value = step

@@ -72,6 +72,14 @@ impl AttemptError {
         }
     }
 
+    /// The upstream's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AttemptError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The upstream status, when there was one.
     pub fn status(&self) -> Option<u16> {
         match self {

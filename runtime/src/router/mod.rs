@@ -1,13 +1,27 @@
 //! Routing one LLM call across a route's upstream targets.
 //!
-//! Owns: the targets, the fallback chain and each attempt's record. This first version tries
-//! the route's targets in order, moving on after a retryable failure (connect error, timeout,
-//! 408/429/5xx, a broken reply) and stopping at a non-retryable one (another 4xx: the request
-//! itself is wrong, and every target would say so). For streams, the first event is read
-//! before the caller commits anything to its client, so a target that fails before its first
-//! byte falls back invisibly.
+//! Owns: each target's live state (breaker, concurrency limit, RPM bucket, `Retry-After`
+//! cool-down), each route's policy (attempts, total deadline, backoff, retry budget, wait
+//! queue) and the record of every attempt.
+//!
+//! One request: targets are tried in the route's order (`fallback`), skipping those whose
+//! breaker is open, that cool down after a `Retry-After`, or that are at their RPM or
+//! concurrency limit. A retryable failure (connect error, timeout, 408/429/5xx, a broken
+//! reply) moves on to the next target after a full-jitter backoff, if the retry budget and
+//! the deadline allow; another 4xx stops (the request itself is wrong). No attempt starts with
+//! less than [`policy::MIN_ATTEMPT_TIME`] left, and each attempt's timeout is cut to the time
+//! left, so the deadline is never exceeded. When every target is busy, the request waits in a
+//! bounded queue; beyond it, it is shed at once (503). If every breaker is open, the last
+//! target is tried anyway rather than failing without trying. For streams, the first event is
+//! read before the caller commits anything to its client, so a target that fails before its
+//! first byte falls back invisibly.
 
+mod backoff;
+mod breaker;
+mod budget;
+mod policy;
 mod stream;
+mod target;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +30,12 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
+pub use backoff::Backoff;
+pub use policy::RoutePolicy;
 pub use stream::UpstreamStream;
+pub use target::TargetState;
+
+use target::Unavailable;
 
 use crate::openai::{parse_response, request_to_json};
 use crate::providers::{AttemptError, ProviderClient, Upstream, read_body};
@@ -52,6 +71,12 @@ pub enum RouteError {
         /// Each attempt, in order.
         attempts: Vec<Attempt>,
     },
+    /// Every target was at its limit and the wait queue was full or timed out.
+    #[error("all targets of the route are at their limits; retry after {retry_after_s} s")]
+    Overloaded {
+        /// Seconds the client should wait.
+        retry_after_s: u64,
+    },
     /// A target refused the request itself (a non-retryable 4xx); its message is passed on.
     #[error("upstream {target} refused the request: {message}")]
     Refused {
@@ -70,6 +95,7 @@ impl RouteError {
     pub fn status(&self) -> u16 {
         match self {
             RouteError::AllFailed { .. } => 502,
+            RouteError::Overloaded { .. } => 503,
             RouteError::Refused { status, .. } => *status,
         }
     }
@@ -78,9 +104,20 @@ impl RouteError {
     pub fn code(&self) -> &'static str {
         match self {
             RouteError::AllFailed { .. } => "all_targets_failed",
+            RouteError::Overloaded { .. } => "overloaded",
             RouteError::Refused { .. } => "upstream_refused",
         }
     }
+}
+
+/// Adds a note (no upstream call) to the attempt record.
+fn note(attempts: &mut Vec<Attempt>, target: &str, outcome: &str) {
+    attempts.push(Attempt {
+        target: target.into(),
+        outcome: outcome.to_string(),
+        status: None,
+        elapsed: Duration::ZERO,
+    });
 }
 
 fn describe(attempts: &[Attempt]) -> String {
@@ -91,45 +128,116 @@ fn describe(attempts: &[Attempt]) -> String {
         .join("; ")
 }
 
+/// A route's chain of targets and its policy.
+pub struct RoutePlan {
+    /// Indexes into the router's targets, in fallback order.
+    pub chain: Vec<usize>,
+    /// Attempts, deadline, backoff, budget, queue.
+    pub policy: RoutePolicy,
+}
+
 /// The targets and the client that reaches them.
 pub struct Router {
     /// The pooled client.
     client: ProviderClient,
     /// Every configured target, indexed by the routes' chains.
-    targets: Vec<Arc<Upstream>>,
+    targets: Vec<Arc<TargetState>>,
+}
+
+/// The outcome of looking for a target with room.
+enum Pick {
+    /// This target (index into the chain) took the attempt.
+    Got(usize, target::Slot),
+    /// None could take it now; wait for the soonest change.
+    Wait {
+        /// A target at its concurrency limit to wait on, if any.
+        busy: Option<usize>,
+        /// When a cooling-down or rate-limited target frees up, if any.
+        soonest: Option<Instant>,
+    },
 }
 
 impl Router {
     /// A router over `targets`.
-    pub fn new(client: ProviderClient, targets: Vec<Arc<Upstream>>) -> Router {
+    pub fn new(client: ProviderClient, targets: Vec<Arc<TargetState>>) -> Router {
         Router { client, targets }
     }
 
     /// The targets.
-    pub fn targets(&self) -> &[Arc<Upstream>] {
+    pub fn targets(&self) -> &[Arc<TargetState>] {
         &self.targets
     }
 
-    /// Sends a chat completion along `chain` (indexes into the targets), first success wins.
+    /// Sends a chat completion along `plan`, under its policy; `attempts` records each try.
     pub async fn chat(
         &self,
-        chain: &[usize],
+        plan: &RoutePlan,
         request: &ChatRequest,
         forward: &[(HeaderName, HeaderValue)],
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
-        for &index in chain {
-            let Some(target) = self.targets.get(index) else {
-                continue;
+        let settings = &plan.policy.settings;
+        let started = Instant::now();
+        let deadline = started + settings.deadline;
+        plan.policy.budget.deposit(started);
+        let mut next = 0usize;
+        let mut tries = 0u32;
+        let mut queued = None;
+        let queue_deadline = started + settings.queue_timeout;
+        let all_failed = |attempts: &Vec<Attempt>| RouteError::AllFailed {
+            attempts: attempts.clone(),
+        };
+        while tries < settings.max_attempts {
+            let now = Instant::now();
+            if deadline.saturating_duration_since(now) < policy::MIN_ATTEMPT_TIME {
+                note(attempts, "-", "deadline reached; no further attempt");
+                return Err(all_failed(attempts));
+            }
+            let (position, slot) = match self.pick(&plan.chain, next, now) {
+                Pick::Got(position, slot) => (position, slot),
+                Pick::Wait { busy, soonest } => {
+                    if queued.is_none() {
+                        match plan.policy.queue.try_acquire() {
+                            Ok(permit) => queued = Some(permit),
+                            Err(_) => return Err(RouteError::Overloaded { retry_after_s: 1 }),
+                        }
+                    }
+                    let until = queue_deadline.min(deadline);
+                    if now >= until {
+                        return Err(RouteError::Overloaded { retry_after_s: 1 });
+                    }
+                    let wake = soonest.map_or(until, |s| s.min(until));
+                    match busy.and_then(|i| self.targets.get(plan.chain[i])) {
+                        Some(target) => {
+                            let _ = tokio::time::timeout_at(wake, target.wait_for_room()).await;
+                        }
+                        None => tokio::time::sleep_until(wake).await,
+                    }
+                    continue;
+                }
             };
-            let started = Instant::now();
-            let body = Bytes::from(request_to_json(request, target.model.as_deref()).to_string());
-            let result = self.attempt(target, body, request.stream, forward).await;
-            let elapsed = started.elapsed();
+            drop(queued.take());
+            let target = &self.targets[plan.chain[position]];
+            tries += 1;
+            let attempt_timeout = target
+                .upstream
+                .timeout
+                .min(deadline.saturating_duration_since(now));
+            let body =
+                Bytes::from(request_to_json(request, target.upstream.model.as_deref()).to_string());
+            let result = tokio::time::timeout(
+                attempt_timeout,
+                self.attempt(&target.upstream, body, request.stream, forward),
+            )
+            .await
+            .unwrap_or(Err(AttemptError::Timeout(attempt_timeout)));
+            let done = Instant::now();
+            let elapsed = done - now;
             match result {
                 Ok(reply) => {
+                    target.finish(slot, true, None, done);
                     attempts.push(Attempt {
-                        target: target.name.clone(),
+                        target: target.upstream.name.clone(),
                         outcome: "ok".to_string(),
                         status: Some(200),
                         elapsed,
@@ -137,27 +245,83 @@ impl Router {
                     return Ok(reply);
                 }
                 Err(err) => {
-                    tracing::warn!(target = &*target.name, error = %err, "upstream attempt failed");
+                    let retryable = err.is_retryable();
+                    let retry_after = err.retry_after().map(|ra| ra.min(settings.retry_after_max));
+                    // A refusal of the request itself says nothing bad about the target.
+                    target.finish(slot, !retryable, retry_after, done);
+                    tracing::warn!(
+                        target = &*target.upstream.name,
+                        error = %err,
+                        attempt = tries,
+                        "upstream attempt failed"
+                    );
                     attempts.push(Attempt {
-                        target: target.name.clone(),
+                        target: target.upstream.name.clone(),
                         outcome: err.to_string(),
                         status: err.status(),
                         elapsed,
                     });
-                    if !err.is_retryable() {
-                        let status = err.status().unwrap_or(400);
+                    if !retryable {
                         return Err(RouteError::Refused {
-                            target: target.name.clone(),
-                            status,
+                            target: target.upstream.name.clone(),
+                            status: err.status().unwrap_or(400),
                             message: err.upstream_message().unwrap_or_else(|| err.to_string()),
                         });
                     }
                 }
             }
+            if tries >= settings.max_attempts {
+                break;
+            }
+            next = (position + 1) % plan.chain.len().max(1);
+            let delay = plan.policy.backoff.delay(tries - 1, rand::random::<f64>());
+            if Instant::now() + delay + policy::MIN_ATTEMPT_TIME >= deadline {
+                note(attempts, "-", "deadline reached; no further attempt");
+                return Err(all_failed(attempts));
+            }
+            if !plan.policy.budget.withdraw(Instant::now()) {
+                note(attempts, "-", "retry budget exhausted; no further attempt");
+                return Err(all_failed(attempts));
+            }
+            tokio::time::sleep(delay).await;
         }
-        Err(RouteError::AllFailed {
-            attempts: attempts.clone(),
-        })
+        Err(all_failed(attempts))
+    }
+
+    /// The first target from `start` (wrapping) that takes the attempt now. If every
+    /// breaker is open, the chain's last target is tried anyway.
+    fn pick(&self, chain: &[usize], start: usize, now: Instant) -> Pick {
+        let mut busy = None;
+        let mut soonest: Option<Instant> = None;
+        let mut all_open = true;
+        for offset in 0..chain.len() {
+            let position = (start + offset) % chain.len();
+            let Some(target) = self.targets.get(chain[position]) else {
+                continue;
+            };
+            match target.try_slot(now, false) {
+                Ok(slot) => return Pick::Got(position, slot),
+                Err(Unavailable::Open) => {}
+                Err(Unavailable::Busy) => {
+                    all_open = false;
+                    busy.get_or_insert(position);
+                }
+                Err(Unavailable::CoolingDown(at) | Unavailable::RateLimited(at)) => {
+                    all_open = false;
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
+            }
+        }
+        if all_open && let Some(&last) = chain.last() {
+            let position = chain.len() - 1;
+            if let Some(target) = self.targets.get(last) {
+                match target.try_slot(now, true) {
+                    Ok(slot) => return Pick::Got(position, slot),
+                    Err(_) => busy = Some(position),
+                }
+            }
+        }
+        Pick::Wait { busy, soonest }
     }
 
     async fn attempt(
@@ -192,7 +356,7 @@ impl Router {
         attempts: &mut Vec<Attempt>,
     ) -> Result<serde_json::Value, RouteError> {
         for &index in chain {
-            let Some(target) = self.targets.get(index) else {
+            let Some(target) = self.targets.get(index).map(|t| &t.upstream) else {
                 continue;
             };
             let started = Instant::now();

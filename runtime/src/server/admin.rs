@@ -1,5 +1,5 @@
-//! The admin listener: `/admin/config` (the effective config, secrets masked) and
-//! `/admin/stages`. Guarded by a bearer token when the config names one.
+//! The admin listener: `/admin/config` (the effective config, secrets masked),
+//! `/admin/stages` and `/admin/targets` (breaker state, in-flight and limits per target). Guarded by a bearer token when the config names one.
 
 use std::sync::Arc;
 
@@ -30,6 +30,17 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
     }
     match (request.method(), request.uri().path()) {
         (&Method::GET, "/admin/config") => http_util::json(200, &app.config.to_masked_json()),
+        (&Method::GET, "/admin/targets") => {
+            let now = tokio::time::Instant::now();
+            let targets: Vec<_> = app
+                .llm
+                .router()
+                .targets()
+                .iter()
+                .map(|target| target.snapshot(now))
+                .collect();
+            http_util::json(200, &json!({ "targets": targets }))
+        }
         (&Method::GET, "/admin/stages") => {
             let stages: Vec<_> = app
                 .stages

@@ -12,7 +12,7 @@ use crate::host_api::{HostServices, StageIdentity};
 use crate::llm::{LlmStep, StageLlm};
 use crate::pipeline::{OnError, Pipeline, PipelineStage, StageEnv};
 use crate::providers::{ProviderClient, Upstream};
-use crate::router::Router;
+use crate::router::{RoutePlan, RoutePolicy, Router, TargetState};
 use crate::sandbox::{Reaper, Sandbox, SandboxError};
 use crate::stages::{LoadError, LoadedStage};
 
@@ -82,21 +82,28 @@ impl App {
                 let value = HeaderValue::from_str(value).map_err(|e| header_err(e.to_string()))?;
                 headers.push((name, value));
             }
-            upstreams.push(Arc::new(Upstream {
+            let upstream = Arc::new(Upstream {
                 name: target.name.as_str().into(),
                 base_url: target.base_url.clone(),
                 api_key: target.api_key.clone(),
                 model: target.model.clone(),
                 timeout: target.timeout,
                 headers,
-            }));
+            });
+            upstreams.push(Arc::new(TargetState::new(upstream, target.limits)));
         }
-        let chains = config
+        let plans = config
             .routes
             .iter()
-            .map(|route| (route.model.clone(), route.targets.clone()))
+            .map(|route| {
+                let plan = RoutePlan {
+                    chain: route.targets.clone(),
+                    policy: RoutePolicy::new(route.policy),
+                };
+                (route.model.clone(), plan)
+            })
             .collect();
-        let llm = Arc::new(LlmStep::new(Router::new(client, upstreams), chains));
+        let llm = Arc::new(LlmStep::new(Router::new(client, upstreams), plans));
         let services = Arc::new(HostServices::new(
             Arc::new(StageLlm { step: llm.clone() }),
             config.sandbox.log_line_max_bytes,

@@ -1,0 +1,190 @@
+//! The live state of one upstream target: its breaker, its concurrency limit, its
+//! requests-per-minute bucket and a cool-down set by `Retry-After`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::breaker::{Admit, Breaker, State};
+use crate::config::TargetLimits;
+use crate::providers::Upstream;
+
+/// A token bucket of `rpm` tokens refilled continuously.
+#[derive(Debug)]
+struct RpmBucket {
+    /// Capacity and refill per minute.
+    rpm: f64,
+    /// Tokens now.
+    tokens: f64,
+    /// Last refill.
+    at: Instant,
+}
+
+impl RpmBucket {
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rpm / 60.0).min(self.rpm);
+        self.at = now;
+    }
+
+    /// Takes a token, or says how long until one is there.
+    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) * 60.0 / self.rpm,
+            ))
+        }
+    }
+}
+
+/// Why a target could not take a request now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Its breaker is open (or its probe is out).
+    Open,
+    /// In `Retry-After` cool-down until then.
+    CoolingDown(Instant),
+    /// Its RPM bucket is empty until then.
+    RateLimited(Instant),
+    /// At its concurrency limit.
+    Busy,
+}
+
+/// A granted slot on a target: hold it for the attempt, then report the outcome.
+pub struct Slot {
+    /// The concurrency permit.
+    _permit: OwnedSemaphorePermit,
+    /// Whether this attempt is the breaker's probe.
+    pub probe: bool,
+}
+
+/// One target's live state.
+pub struct TargetState {
+    /// Where and how to reach it.
+    pub upstream: Arc<Upstream>,
+    /// The limits it was built with.
+    pub limits: TargetLimits,
+    /// Its breaker.
+    breaker: Mutex<Breaker>,
+    /// Its concurrency limit.
+    permits: Arc<Semaphore>,
+    /// Its RPM bucket, when it has a limit.
+    rpm: Option<Mutex<RpmBucket>>,
+    /// `Retry-After` cool-down end.
+    cooldown: Mutex<Option<Instant>>,
+    /// Attempts in flight (for `/admin/targets`).
+    in_flight: AtomicU32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl TargetState {
+    /// A target with `limits`, closed breaker, full buckets.
+    pub fn new(upstream: Arc<Upstream>, limits: TargetLimits) -> TargetState {
+        TargetState {
+            upstream,
+            breaker: Mutex::new(Breaker::new(limits.breaker)),
+            permits: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
+            rpm: limits.rpm.map(|rpm| {
+                Mutex::new(RpmBucket {
+                    rpm: f64::from(rpm),
+                    tokens: f64::from(rpm),
+                    at: Instant::now(),
+                })
+            }),
+            cooldown: Mutex::new(None),
+            in_flight: AtomicU32::new(0),
+            limits,
+        }
+    }
+
+    /// Tries to take a slot now. `force` ignores an open breaker (the last resort of a route
+    /// is never skipped entirely) but never the concurrency limit.
+    pub fn try_slot(&self, now: Instant, force: bool) -> Result<Slot, Unavailable> {
+        if !force
+            && let Some(until) = *lock(&self.cooldown)
+            && now < until
+        {
+            return Err(Unavailable::CoolingDown(until));
+        }
+        let probe = match lock(&self.breaker).admit(now) {
+            Admit::Yes => false,
+            Admit::Probe => true,
+            Admit::No if force => false,
+            Admit::No => return Err(Unavailable::Open),
+        };
+        let give_back = |breaker: &Mutex<Breaker>| {
+            if probe {
+                lock(breaker).release_probe(now);
+            }
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            give_back(&self.breaker);
+            return Err(Unavailable::Busy);
+        };
+        if let Some(bucket) = &self.rpm
+            && let Err(wait) = lock(bucket).take(now)
+        {
+            give_back(&self.breaker);
+            return Err(Unavailable::RateLimited(now + wait));
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(Slot {
+            _permit: permit,
+            probe,
+        })
+    }
+
+    /// Reports an attempt's outcome (`success` false for retryable failures only).
+    pub fn finish(&self, slot: Slot, success: bool, retry_after: Option<Duration>, now: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        lock(&self.breaker).record(success, now);
+        if let Some(wait) = retry_after {
+            *lock(&self.cooldown) = Some(now + wait);
+        }
+        drop(slot);
+    }
+
+    /// Waits until the concurrency limit has room (the permit is given back at once).
+    pub async fn wait_for_room(&self) {
+        if let Ok(permit) = self.permits.acquire().await {
+            drop(permit);
+        }
+    }
+
+    /// A JSON view for `/admin/targets`.
+    pub fn snapshot(&self, now: Instant) -> serde_json::Value {
+        let breaker = lock(&self.breaker);
+        let (state, open_for_ms) = match breaker.state() {
+            State::Closed => ("closed", None),
+            State::HalfOpen => ("half_open", None),
+            State::Open { until } => (
+                "open",
+                Some(until.saturating_duration_since(now).as_millis() as u64),
+            ),
+        };
+        serde_json::json!({
+            "name": &*self.upstream.name,
+            "base_url": self.upstream.base_url,
+            "breaker": state,
+            "open_for_ms": open_for_ms,
+            "trips": breaker.trips(),
+            "consecutive_failures": breaker.consecutive_failures(),
+            "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "max_concurrency": self.limits.max_concurrency,
+            "rpm": self.limits.rpm,
+        })
+    }
+}

@@ -5,6 +5,7 @@
 //! - `plugins`: the first-party stages through the real host.
 //! - `server`: `weir serve` as a process against `weir sim` processes.
 //! - `sim`: the provider simulator.
+//! - `routing`: the router against faulty `weir sim` upstreams (chaos).
 //! - `check`: the `weir check` command on good and bad files.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -13,6 +14,7 @@ mod check;
 mod pipeline;
 mod plugins;
 mod procs;
+mod routing;
 mod sandbox;
 mod sdk;
 mod server;

@@ -7,8 +7,8 @@
 //! One request: targets are tried in the route's order (`fallback`), skipping those whose
 //! breaker is open, that cool down after a `Retry-After`, or that are at their RPM or
 //! concurrency limit. A retryable failure (connect error, timeout, 408/429/5xx, a broken
-//! reply) moves on to the next target after a full-jitter backoff, if the retry budget and
-//! the deadline allow; another 4xx stops (the request itself is wrong). No attempt starts with
+//! reply) moves on to the next target at once, and to a target that already failed only after
+//! a full-jitter backoff, if the retry budget and the deadline allow; another 4xx stops (the request itself is wrong). No attempt starts with
 //! less than [`policy::MIN_ATTEMPT_TIME`] left, and each attempt's timeout is cut to the time
 //! left, so the deadline is never exceeded. When every target is busy, the request waits in a
 //! bounded queue; beyond it, it is shed at once (503). If every breaker is open, the last
@@ -274,7 +274,16 @@ impl Router {
                 break;
             }
             next = (position + 1) % plan.chain.len().max(1);
-            let delay = plan.policy.backoff.delay(tries - 1, rand::random::<f64>());
+            // Failing over to a target not tried yet needs no pause; coming back round to one
+            // that already failed backs off, with full jitter.
+            let chain_len = plan.chain.len() as u32;
+            let delay = if tries < chain_len {
+                Duration::ZERO
+            } else {
+                plan.policy
+                    .backoff
+                    .delay(tries - chain_len, rand::random::<f64>())
+            };
             if Instant::now() + delay + policy::MIN_ATTEMPT_TIME >= deadline {
                 note(attempts, "-", "deadline reached; no further attempt");
                 return Err(all_failed(attempts));

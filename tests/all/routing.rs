@@ -1,0 +1,401 @@
+//! Chaos tests of the router against real `weir sim` processes, asserting on what the
+//! upstreams actually received (`/sim/stats`): fallback under errors and stalls, all targets
+//! down, breakers, `Retry-After` and RPM limits, the retry budget, load shedding, and stream
+//! failover.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::procs::{Proc, get, post, serve, sim};
+
+fn chat(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "route me"}]})
+}
+
+/// Completion and embedding requests a simulator received.
+async fn received(sim: &Proc) -> u64 {
+    get(sim.addr, "/sim/stats").await.json()["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+fn target(name: &str, sim: &Proc, extra: &str) -> String {
+    format!(
+        "[targets.{name}]\nbase_url = \"http://{}/v1\"\n{extra}\n",
+        sim.addr
+    )
+}
+
+/// Runs `n` requests with `concurrency` in flight; returns (status, latency) of each.
+async fn burst(weir: &Proc, model: &str, n: usize, concurrency: usize) -> Vec<(u16, Duration)> {
+    let addr = weir.addr;
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let body = chat(model);
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let answer = post(addr, "/v1/chat/completions", &body).await;
+            drop(permit);
+            (answer.status.as_u16(), started.elapsed())
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        out.push(task.await.unwrap());
+    }
+    out
+}
+
+fn p99(results: &[(u16, Duration)]) -> Duration {
+    let mut latencies: Vec<Duration> = results.iter().map(|r| r.1).collect();
+    latencies.sort_unstable();
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+#[tokio::test]
+async fn errors_and_stalls_on_the_primary_never_reach_clients() {
+    let primary = sim(&["--error-rate", "0.3", "--hang-rate", "0.1"]);
+    let fallback = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"chaos\"
+targets = [\"primary\", \"fallback\"]
+retry_budget_percent = 100
+[[routes]]
+model = \"direct\"
+targets = [\"fallback\"]
+",
+        // A breaker that never trips, so every request meets the primary's faults first.
+        target(
+            "primary",
+            &primary,
+            "timeout_ms = 300\nbreaker = { consecutive_failures = 1000, failure_rate_percent = 100, window = 1000, min_requests = 1000 }"
+        ),
+        target("fallback", &fallback, ""),
+    ));
+    // The fallback's own p99 at this concurrency, for the bound.
+    let baseline = burst(&weir, "direct", 200, 50).await;
+    let fallback_p99 = p99(&baseline);
+    let results = burst(&weir, "chaos", 1000, 50).await;
+    let errors = results.iter().filter(|r| r.0 != 200).count();
+    assert_eq!(errors, 0, "client-visible errors");
+    let bound = Duration::from_millis(300) + fallback_p99 + Duration::from_millis(50);
+    eprintln!(
+        "chaos p99 {:?} (bound {bound:?}; fallback p99 {fallback_p99:?}); primary saw {}",
+        p99(&results),
+        received(&primary).await
+    );
+    assert!(
+        p99(&results) <= bound,
+        "p99 {:?} over primary timeout + fallback p99 ({fallback_p99:?}) + 50 ms",
+        p99(&results)
+    );
+    assert!(
+        received(&primary).await >= 1000,
+        "every request tried the primary first"
+    );
+}
+
+#[tokio::test]
+async fn all_targets_down_is_a_502_listing_every_attempt_within_the_timeouts() {
+    let a = sim(&["--hang-rate", "1.0"]);
+    let b = sim(&["--hang-rate", "1.0"]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"down\"
+targets = [\"a\", \"b\"]
+max_attempts = 2
+backoff_base_ms = 10
+backoff_max_ms = 10
+",
+        target("a", &a, "timeout_ms = 200"),
+        target("b", &b, "timeout_ms = 200"),
+    ));
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("down")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 502);
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("a (timed out") && message.contains("b (timed out"),
+        "{message}"
+    );
+    assert!(
+        elapsed <= Duration::from_millis(200 + 200 + 10 + 150),
+        "took {elapsed:?}, more than the attempt timeouts allow"
+    );
+}
+
+#[tokio::test]
+async fn an_open_breaker_sends_nothing_until_its_single_probe() {
+    let primary = sim(&["--error-rate", "1.0"]);
+    let fallback = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"b\"
+targets = [\"primary\", \"fallback\"]
+retry_budget_percent = 1000
+",
+        target(
+            "primary",
+            &primary,
+            "breaker = { consecutive_failures = 3, ejection_ms = 1500 }"
+        ),
+        target("fallback", &fallback, ""),
+    ));
+    for _ in 0..3 {
+        let answer = post(weir.addr, "/v1/chat/completions", &chat("b")).await;
+        assert_eq!(answer.status, 200);
+    }
+    assert_eq!(received(&primary).await, 3);
+    let targets = get(weir.admin.unwrap(), "/admin/targets").await.json();
+    let state = targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "primary")
+        .unwrap()["breaker"]
+        .clone();
+    assert_eq!(state, "open");
+    let opened = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(
+            post(weir.addr, "/v1/chat/completions", &chat("b"))
+                .await
+                .status,
+            200
+        );
+    }
+    assert!(
+        opened.elapsed() < Duration::from_millis(1500),
+        "the burst outlasted the ejection"
+    );
+    assert_eq!(
+        received(&primary).await,
+        3,
+        "nothing reaches an open breaker's target"
+    );
+    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(opened.elapsed())).await;
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat("b"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        received(&primary).await,
+        4,
+        "exactly one probe after the ejection"
+    );
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat("b"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        received(&primary).await,
+        4,
+        "the failed probe reopened the breaker"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_an_rpm_limit_keeps_the_target_under_it() {
+    let limited = sim(&["--rate-limit-rate", "1.0", "--retry-after-s", "2"]);
+    let fallback = sim(&[]);
+    let capped = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}{}
+[[routes]]
+model = \"ra\"
+targets = [\"limited\", \"fallback\"]
+[[routes]]
+model = \"rpm\"
+targets = [\"capped\", \"fallback\"]
+",
+        target("limited", &limited, ""),
+        target("fallback", &fallback, ""),
+        target("capped", &capped, "rpm = 10"),
+    ));
+    for _ in 0..10 {
+        assert_eq!(
+            post(weir.addr, "/v1/chat/completions", &chat("ra"))
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        received(&limited).await,
+        1,
+        "after a 429 with Retry-After, the target is left alone until it passes"
+    );
+    // A burst of 30 above a 10-per-minute limit: the capped target gets at most its bucket.
+    let results = burst(&weir, "rpm", 30, 10).await;
+    assert!(results.iter().all(|r| r.0 == 200));
+    let got = received(&capped).await;
+    assert!((1..=10).contains(&got), "capped target received {got}");
+}
+
+#[tokio::test]
+async fn under_total_failure_retries_stay_within_the_budget() {
+    let a = sim(&["--error-rate", "1.0"]);
+    let b = sim(&["--error-rate", "1.0"]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"dead\"
+targets = [\"a\", \"b\"]
+max_attempts = 3
+retry_budget_percent = 20
+backoff_base_ms = 1
+backoff_max_ms = 1
+",
+        target(
+            "a",
+            &a,
+            "breaker = { consecutive_failures = 1000, failure_rate_percent = 100, window = 1000, min_requests = 1000 }"
+        ),
+        target(
+            "b",
+            &b,
+            "breaker = { consecutive_failures = 1000, failure_rate_percent = 100, window = 1000, min_requests = 1000 }"
+        ),
+    ));
+    let results = burst(&weir, "dead", 100, 4).await;
+    assert!(results.iter().all(|r| r.0 == 502));
+    let attempts = received(&a).await + received(&b).await;
+    // 100 first tries + 20% of them + the floor of 1 retry/s over the 10 s window.
+    assert!(
+        attempts <= 100 + 20 + 10,
+        "{attempts} upstream attempts for 100 requests; without a budget it would be 300"
+    );
+    assert!(attempts >= 100);
+}
+
+#[tokio::test]
+async fn overload_is_shed_at_once_and_in_flight_stays_under_the_limit() {
+    let slow = sim(&["--latency-ms", "400"]);
+    let weir = serve(&format!(
+        "{}
+[[routes]]
+model = \"busy\"
+targets = [\"slow\"]
+queue_size = 0
+",
+        target("slow", &slow, "max_concurrency = 4"),
+    ));
+    let admin = weir.admin.unwrap();
+    let watcher = tokio::spawn(async move {
+        let mut peak = 0;
+        for _ in 0..20 {
+            let targets = get(admin, "/admin/targets").await.json();
+            peak = peak.max(targets["targets"][0]["in_flight"].as_u64().unwrap());
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        peak
+    });
+    let results = burst(&weir, "busy", 20, 20).await;
+    let peak = watcher.await.unwrap();
+    assert!(peak <= 4, "in flight peaked at {peak}");
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let shed: Vec<Duration> = results.iter().filter(|r| r.0 == 503).map(|r| r.1).collect();
+    assert_eq!(ok + shed.len(), 20);
+    assert!(ok >= 4, "{ok} served");
+    assert!(!shed.is_empty());
+    let mut shed_sorted = shed.clone();
+    shed_sorted.sort_unstable();
+    let median = shed_sorted[shed_sorted.len() / 2];
+    eprintln!(
+        "shed {} of 20: median {median:?}, max {:?}; served {ok}; in-flight peak {peak}",
+        shed.len(),
+        shed_sorted[shed_sorted.len() - 1]
+    );
+    assert!(
+        median < Duration::from_millis(50),
+        "shedding took {median:?} (median); it must not wait for the upstream"
+    );
+    assert_eq!(received(&slow).await, ok as u64);
+}
+
+fn stream_body(model: &str) -> Value {
+    json!({"model": model, "stream": true, "messages": [{"role": "user", "content": "stream me please"}]})
+}
+
+#[tokio::test]
+async fn a_stream_fails_over_before_its_first_byte_and_errors_explicitly_after() {
+    let broken = sim(&["--reset-rate", "1.0"]);
+    let healthy = sim(&[]);
+    let cut = sim(&["--stream-cut-after", "2"]);
+    let weir = serve(&format!(
+        "{}{}{}
+[[routes]]
+model = \"failover\"
+targets = [\"broken\", \"healthy\"]
+[[routes]]
+model = \"cut\"
+targets = [\"cut\"]
+",
+        target("broken", &broken, ""),
+        target("healthy", &healthy, ""),
+        target("cut", &cut, ""),
+    ));
+    let answer = post(weir.addr, "/v1/chat/completions", &stream_body("failover")).await;
+    assert_eq!(answer.status, 200);
+    let events = answer.events();
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert!(events.iter().all(|e| !e.contains("\"error\"")));
+    assert_eq!(received(&broken).await, 1);
+    assert_eq!(received(&healthy).await, 1);
+
+    let answer = post(weir.addr, "/v1/chat/completions", &stream_body("cut")).await;
+    assert_eq!(answer.status, 200, "headers were already committed");
+    let events = answer.events();
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "stream_interrupted", "{events:?}");
+    assert!(events.iter().all(|e| e != "[DONE]"));
+}
+
+#[tokio::test]
+async fn the_total_deadline_is_never_exceeded() {
+    let a = sim(&["--hang-rate", "1.0"]);
+    let b = sim(&["--hang-rate", "1.0"]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"slow\"
+targets = [\"a\", \"b\"]
+max_attempts = 5
+deadline_ms = 500
+retry_budget_percent = 1000
+",
+        target("a", &a, "timeout_ms = 400"),
+        target("b", &b, "timeout_ms = 400"),
+    ));
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("slow")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 502);
+    let message = answer.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("deadline reached"), "{message}");
+    // The second attempt's timeout is cut to what is left of the 500 ms.
+    assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(600),
+        "deadline overrun: {elapsed:?}"
+    );
+    assert_eq!(received(&a).await + received(&b).await, 2);
+}

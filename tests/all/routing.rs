@@ -399,3 +399,102 @@ retry_budget_percent = 1000
     );
     assert_eq!(received(&a).await + received(&b).await, 2);
 }
+
+#[tokio::test]
+async fn weighted_and_least_latency_strategies_pick_the_first_target() {
+    let heavy = sim(&[]);
+    let light = sim(&[]);
+    let fast = sim(&[]);
+    let slow = sim(&["--latency-ms", "40"]);
+    let weir = serve(&format!(
+        "{}{}{}{}
+[[routes]]
+model = \"weighted\"
+targets = [\"heavy\", \"light\"]
+strategy = \"weighted\"
+weights = [3, 1]
+[[routes]]
+model = \"quick\"
+targets = [\"slow\", \"fast\"]
+strategy = \"least-latency\"
+",
+        target("heavy", &heavy, ""),
+        target("light", &light, ""),
+        target("fast", &fast, ""),
+        target("slow", &slow, ""),
+    ));
+    let results = burst(&weir, "weighted", 400, 8).await;
+    assert!(results.iter().all(|r| r.0 == 200));
+    let (h, l) = (received(&heavy).await, received(&light).await);
+    assert_eq!(h + l, 400);
+    // 3:1 of 400 is 300:100; allow generous sampling noise.
+    assert!((240..=360).contains(&h), "heavy {h}, light {l}");
+
+    let results = burst(&weir, "quick", 200, 4).await;
+    assert!(results.iter().all(|r| r.0 == 200));
+    let (f, s) = (received(&fast).await, received(&slow).await);
+    assert_eq!(f + s, 200);
+    assert!(
+        f >= 150,
+        "the faster target should win most draws: fast {f}, slow {s}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_deadline_header_shortens_never_lengthens() {
+    let stuck = sim(&["--hang-rate", "1.0"]);
+    let weir = serve(&format!(
+        "{}
+[[routes]]
+model = \"stuck\"
+targets = [\"stuck\"]
+deadline_ms = 2000
+",
+        target("stuck", &stuck, "timeout_ms = 1500"),
+    ));
+    let body = bytes::Bytes::from(chat("stuck").to_string());
+    let started = Instant::now();
+    let answer = crate::procs::call(
+        weir.addr,
+        http::Method::POST,
+        "/v1/chat/completions",
+        &[("x-weir-deadline-ms", "200")],
+        Some(body.clone()),
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 502);
+    assert!(elapsed < Duration::from_millis(400), "{elapsed:?}");
+    let answer = crate::procs::call(
+        weir.addr,
+        http::Method::POST,
+        "/v1/chat/completions",
+        &[("x-weir-deadline-ms", "soon")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.json()["error"]["code"], "invalid_deadline");
+}
+
+#[tokio::test]
+async fn a_slow_first_token_fails_over_within_the_ttft_timeout() {
+    let sluggish = sim(&["--ttft-ms", "800"]);
+    let healthy = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"ttft\"
+targets = [\"sluggish\", \"healthy\"]
+",
+        target("sluggish", &sluggish, "ttft_timeout_ms = 150"),
+        target("healthy", &healthy, ""),
+    ));
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &stream_body("ttft")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.events().last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(received(&healthy).await, 1);
+    assert!(elapsed < Duration::from_millis(700), "{elapsed:?}");
+}

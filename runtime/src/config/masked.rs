@@ -38,6 +38,7 @@ impl Config {
                     "model": target.model,
                     "timeout_ms": millis(target.timeout),
                     "headers": headers,
+                    "ttft_timeout_ms": millis(target.ttft_timeout),
                     "max_concurrency": target.limits.max_concurrency,
                     "rpm": target.limits.rpm,
                     "breaker": {
@@ -83,6 +84,12 @@ impl Config {
                     "model": route.model,
                     "targets": target_names,
                     "stages": stages,
+                    "strategy": match route.strategy {
+                        super::Strategy::Fallback => "fallback",
+                        super::Strategy::Weighted => "weighted",
+                        super::Strategy::LeastLatency => "least-latency",
+                    },
+                    "weights": route.weights,
                     "max_attempts": p.max_attempts,
                     "deadline_ms": millis(p.deadline),
                     "backoff_base_ms": millis(p.backoff_base),

@@ -69,6 +69,7 @@ pub(crate) struct RawTarget {
     pub timeout_ms: Option<Spanned<u64>>,
     #[serde(default)]
     pub headers: BTreeMap<String, Spanned<String>>,
+    pub ttft_timeout_ms: Option<Spanned<u64>>,
     pub max_concurrency: Option<Spanned<u64>>,
     pub rpm: Option<Spanned<u64>>,
     pub breaker: Option<RawBreaker>,
@@ -94,6 +95,8 @@ pub(crate) struct RawRoute {
     pub targets: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
+    pub strategy: Option<Spanned<String>>,
+    pub weights: Option<Spanned<Vec<Spanned<u64>>>>,
     pub max_attempts: Option<Spanned<u64>>,
     pub deadline_ms: Option<Spanned<u64>>,
     pub backoff_base_ms: Option<Spanned<u64>>,

@@ -10,7 +10,7 @@ use super::check::Source;
 use super::error::{ConfigError, line_column};
 use super::limits::{CallLimits, SandboxSettings};
 use super::raw::{RawRoute, RawStage};
-use super::routing::PolicySettings;
+use super::routing::{PolicySettings, Strategy};
 use super::sandbox::{Overrides, stage_limits};
 use super::stage_config;
 use super::target::TargetSettings;
@@ -27,6 +27,10 @@ pub struct RouteSettings {
     pub stages: Vec<StageSettings>,
     /// Attempts, deadline, backoff, retry budget and wait queue.
     pub policy: PolicySettings,
+    /// How the first attempt's target is chosen (default [`Strategy::Fallback`]).
+    pub strategy: Strategy,
+    /// One weight per target in [`Self::targets`], for [`Strategy::Weighted`] (default 1 each).
+    pub weights: Vec<u32>,
 }
 
 /// One validated stage of a route.
@@ -171,11 +175,51 @@ fn build(
         stages.push(stage);
     }
     let policy = build_policy(src, raw, key)?;
+    let strategy = src.choice(
+        raw.strategy.as_ref(),
+        &[
+            ("fallback", Strategy::Fallback),
+            ("weighted", Strategy::Weighted),
+            ("least-latency", Strategy::LeastLatency),
+        ],
+        Strategy::Fallback,
+        &format!("{key}.strategy"),
+    )?;
+    let weights = match &raw.weights {
+        None => vec![1; chain.len()],
+        Some(weights) => {
+            if weights.get_ref().len() != chain.len() {
+                return Err(src.error(
+                    weights.span(),
+                    format!("{key}.weights"),
+                    format!(
+                        "expected one weight per target ({} targets), got {}",
+                        chain.len(),
+                        weights.get_ref().len()
+                    ),
+                ));
+            }
+            let mut out = Vec::with_capacity(chain.len());
+            for (i, w) in weights.get_ref().iter().enumerate() {
+                out.push(src.in_range(w, 0..=1_000_000, &format!("{key}.weights[{i}]"))? as u32);
+            }
+            if out.iter().all(|w| *w == 0) {
+                return Err(src.error(
+                    weights.span(),
+                    format!("{key}.weights"),
+                    "expected at least one weight above 0",
+                ));
+            }
+            out
+        }
+    };
     Ok(RouteSettings {
         model: model.clone(),
         targets: chain,
         stages,
         policy,
+        strategy,
+        weights,
     })
 }
 

@@ -107,3 +107,17 @@ impl Default for PolicySettings {
         }
     }
 }
+
+/// How a route picks the target of a request's first attempt (later attempts fail over in
+/// chain order from there).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Strategy {
+    /// Always start with the first target of the chain. The default.
+    #[default]
+    Fallback,
+    /// Start with a target drawn by the route's `weights`.
+    Weighted,
+    /// Start with the faster of two targets drawn at random (latency EWMA), the "power of
+    /// two choices": near-best choices without herding every request onto one target.
+    LeastLatency,
+}

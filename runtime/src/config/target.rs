@@ -41,6 +41,8 @@ pub struct TargetSettings {
     pub headers: Vec<(String, String)>,
     /// Concurrency limit, RPM limit and breaker thresholds.
     pub limits: TargetLimits,
+    /// For streams: the first event must arrive within this (default: [`Self::timeout`]).
+    pub ttft_timeout: Duration,
 }
 
 impl fmt::Debug for TargetSettings {
@@ -54,6 +56,7 @@ impl fmt::Debug for TargetSettings {
             .field("timeout", &self.timeout)
             .field("headers", &self.headers)
             .field("limits", &self.limits)
+            .field("ttft_timeout", &self.ttft_timeout)
             .finish()
     }
 }
@@ -133,6 +136,12 @@ pub(crate) fn build(
     }
     headers.sort();
     let limits = build_limits(src, target, &key)?;
+    let ttft_timeout_ms = src.in_range_or(
+        target.ttft_timeout_ms.as_ref(),
+        1..=timeout_ms,
+        timeout_ms,
+        &format!("{key}.ttft_timeout_ms"),
+    )?;
     Ok(TargetSettings {
         name: name.to_owned(),
         base_url,
@@ -142,6 +151,7 @@ pub(crate) fn build(
         timeout: Duration::from_millis(timeout_ms),
         headers,
         limits,
+        ttft_timeout: Duration::from_millis(ttft_timeout_ms),
     })
 }
 
@@ -384,6 +394,7 @@ mod tests {
             timeout: DEFAULT_TARGET_TIMEOUT,
             headers: Vec::new(),
             limits: TargetLimits::default(),
+            ttft_timeout: Duration::from_secs(1),
         };
         let debug = format!("{target:?}");
         assert!(!debug.contains("sk-secret"), "{debug}");

@@ -34,12 +34,14 @@ impl LlmStep {
         &self.router
     }
 
-    /// Sends `request` along `route`'s chain; `attempts` records every attempt.
+    /// Sends `request` along `route`'s chain; `attempts` records every attempt. `deadline`
+    /// may shorten the route's deadline (a client's `x-weir-deadline-ms`).
     pub async fn chat(
         &self,
         route: &str,
         request: &ChatRequest,
         forward: &[(HeaderName, HeaderValue)],
+        deadline: Option<std::time::Duration>,
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
         let Some(plan) = self.plans.get(route) else {
@@ -47,7 +49,9 @@ impl LlmStep {
                 attempts: attempts.clone(),
             });
         };
-        self.router.chat(plan, request, forward, attempts).await
+        self.router
+            .chat(plan, request, forward, deadline, attempts)
+            .await
     }
 }
 
@@ -93,7 +97,10 @@ impl LlmAccess for StageLlm {
                 Ok(id) => vec![(HeaderName::from_static("x-request-id"), id)],
                 Err(_) => Vec::new(),
             };
-            match step.chat(&route, &request, &forward, &mut attempts).await {
+            match step
+                .chat(&route, &request, &forward, None, &mut attempts)
+                .await
+            {
                 Ok(Reply::Json(response)) => Ok(response),
                 Ok(Reply::Stream(_)) => Err(LlmError {
                     status: 502,

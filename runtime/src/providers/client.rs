@@ -32,6 +32,8 @@ pub struct Upstream {
     pub model: Option<String>,
     /// Per-attempt timeout: headers and, for JSON, the whole body.
     pub timeout: Duration,
+    /// For streams: headers and the first event (at most [`Self::timeout`]).
+    pub ttft_timeout: Duration,
     /// Extra headers sent with every request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -35,6 +35,8 @@ pub use policy::RoutePolicy;
 pub use stream::UpstreamStream;
 pub use target::TargetState;
 
+use crate::config::Strategy;
+
 use target::Unavailable;
 
 use crate::openai::{parse_response, request_to_json};
@@ -134,6 +136,43 @@ pub struct RoutePlan {
     pub chain: Vec<usize>,
     /// Attempts, deadline, backoff, budget, queue.
     pub policy: RoutePolicy,
+    /// How the first attempt's target is chosen.
+    pub strategy: Strategy,
+    /// One weight per chain entry, for [`Strategy::Weighted`].
+    pub weights: Vec<u32>,
+}
+
+impl RoutePlan {
+    /// The chain position of the first attempt's target.
+    fn first(&self, targets: &[Arc<TargetState>]) -> usize {
+        let n = self.chain.len();
+        if n < 2 {
+            return 0;
+        }
+        match self.strategy {
+            Strategy::Fallback => 0,
+            Strategy::Weighted => {
+                let total: u64 = self.weights.iter().map(|w| u64::from(*w)).sum();
+                if total == 0 {
+                    return 0;
+                }
+                let mut draw = rand::random_range(0..total);
+                for (position, weight) in self.weights.iter().enumerate() {
+                    if draw < u64::from(*weight) {
+                        return position;
+                    }
+                    draw -= u64::from(*weight);
+                }
+                0
+            }
+            Strategy::LeastLatency => {
+                let a = rand::random_range(0..n);
+                let b = (a + rand::random_range(1..n)) % n;
+                let ewma = |p: usize| targets.get(self.chain[p]).map_or(u64::MAX, |t| t.ewma_us());
+                if ewma(b) < ewma(a) { b } else { a }
+            }
+        }
+    }
 }
 
 /// The targets and the client that reaches them.
@@ -169,18 +208,20 @@ impl Router {
     }
 
     /// Sends a chat completion along `plan`, under its policy; `attempts` records each try.
+    /// `deadline` (from the client) may shorten the route's deadline, never lengthen it.
     pub async fn chat(
         &self,
         plan: &RoutePlan,
         request: &ChatRequest,
         forward: &[(HeaderName, HeaderValue)],
+        deadline: Option<Duration>,
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
         let settings = &plan.policy.settings;
         let started = Instant::now();
-        let deadline = started + settings.deadline;
+        let deadline = started + deadline.map_or(settings.deadline, |d| d.min(settings.deadline));
         plan.policy.budget.deposit(started);
-        let mut next = 0usize;
+        let mut next = plan.first(&self.targets);
         let mut tries = 0u32;
         let mut queued = None;
         let queue_deadline = started + settings.queue_timeout;
@@ -219,10 +260,12 @@ impl Router {
             drop(queued.take());
             let target = &self.targets[plan.chain[position]];
             tries += 1;
-            let attempt_timeout = target
-                .upstream
-                .timeout
-                .min(deadline.saturating_duration_since(now));
+            let per_attempt = if request.stream {
+                target.upstream.ttft_timeout
+            } else {
+                target.upstream.timeout
+            };
+            let attempt_timeout = per_attempt.min(deadline.saturating_duration_since(now));
             let body =
                 Bytes::from(request_to_json(request, target.upstream.model.as_deref()).to_string());
             let result = tokio::time::timeout(
@@ -235,7 +278,7 @@ impl Router {
             let elapsed = done - now;
             match result {
                 Ok(reply) => {
-                    target.finish(slot, true, None, done);
+                    target.finish(slot, true, None, elapsed, done);
                     attempts.push(Attempt {
                         target: target.upstream.name.clone(),
                         outcome: "ok".to_string(),
@@ -248,7 +291,7 @@ impl Router {
                     let retryable = err.is_retryable();
                     let retry_after = err.retry_after().map(|ra| ra.min(settings.retry_after_max));
                     // A refusal of the request itself says nothing bad about the target.
-                    target.finish(slot, !retryable, retry_after, done);
+                    target.finish(slot, !retryable, retry_after, elapsed, done);
                     tracing::warn!(
                         target = &*target.upstream.name,
                         error = %err,

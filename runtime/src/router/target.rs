@@ -1,7 +1,7 @@
 //! The live state of one upstream target: its breaker, its concurrency limit, its
 //! requests-per-minute bucket and a cool-down set by `Retry-After`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -81,6 +81,8 @@ pub struct TargetState {
     cooldown: Mutex<Option<Instant>>,
     /// Attempts in flight (for `/admin/targets`).
     in_flight: AtomicU32,
+    /// Latency EWMA of successful attempts, µs (0 until the first one).
+    ewma_us: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -106,6 +108,7 @@ impl TargetState {
             }),
             cooldown: Mutex::new(None),
             in_flight: AtomicU32::new(0),
+            ewma_us: AtomicU64::new(0),
             limits,
         }
     }
@@ -147,14 +150,38 @@ impl TargetState {
         })
     }
 
-    /// Reports an attempt's outcome (`success` false for retryable failures only).
-    pub fn finish(&self, slot: Slot, success: bool, retry_after: Option<Duration>, now: Instant) {
+    /// Reports an attempt's outcome (`success` false for retryable failures only) and, for a
+    /// success, its latency.
+    pub fn finish(
+        &self,
+        slot: Slot,
+        success: bool,
+        retry_after: Option<Duration>,
+        latency: Duration,
+        now: Instant,
+    ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if success {
+            let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+            let old = self.ewma_us.load(Ordering::Relaxed);
+            // EWMA with weight 1/5 for the newest sample; the first sample seeds it.
+            let new = if old == 0 {
+                sample.max(1)
+            } else {
+                (old * 4 + sample) / 5
+            };
+            self.ewma_us.store(new, Ordering::Relaxed);
+        }
         lock(&self.breaker).record(success, now);
         if let Some(wait) = retry_after {
             *lock(&self.cooldown) = Some(now + wait);
         }
         drop(slot);
+    }
+
+    /// Latency EWMA of successful attempts, µs; 0 when none yet (then preferred, to learn).
+    pub fn ewma_us(&self) -> u64 {
+        self.ewma_us.load(Ordering::Relaxed)
     }
 
     /// Waits until the concurrency limit has room (the permit is given back at once).
@@ -183,6 +210,7 @@ impl TargetState {
             "trips": breaker.trips(),
             "consecutive_failures": breaker.consecutive_failures(),
             "in_flight": self.in_flight.load(Ordering::Relaxed),
+            "latency_ewma_ms": self.ewma_us() as f64 / 1000.0,
             "max_concurrency": self.limits.max_concurrency,
             "rpm": self.limits.rpm,
         })

@@ -88,6 +88,7 @@ impl App {
                 api_key: target.api_key.clone(),
                 model: target.model.clone(),
                 timeout: target.timeout,
+                ttft_timeout: target.ttft_timeout,
                 headers,
             });
             upstreams.push(Arc::new(TargetState::new(upstream, target.limits)));
@@ -99,6 +100,8 @@ impl App {
                 let plan = RoutePlan {
                     chain: route.targets.clone(),
                     policy: RoutePolicy::new(route.policy),
+                    strategy: route.strategy,
+                    weights: route.weights.clone(),
                 };
                 (route.model.clone(), plan)
             })

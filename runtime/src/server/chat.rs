@@ -31,6 +31,10 @@ pub async fn handle(
     labels: &mut Vec<Arc<str>>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    let deadline = match client_deadline(&parts.headers) {
+        Ok(deadline) => deadline,
+        Err(err) => return http_util::error(&err),
+    };
     let body =
         match http_util::read_body(body, &parts.headers, app.config.server.max_body_bytes).await {
             Ok(body) => body,
@@ -74,7 +78,13 @@ pub async fn handle(
     let mut attempts = Vec::new();
     let reply = app
         .llm
-        .chat(&pipeline.route, fwd.request(), &forward, &mut attempts)
+        .chat(
+            &pipeline.route,
+            fwd.request(),
+            &forward,
+            deadline,
+            &mut attempts,
+        )
         .await;
     match reply {
         Err(err) => http_util::error(&route_error_to_api(&err)),
@@ -233,6 +243,26 @@ fn sse(body: Body) -> Response<Body> {
         HeaderValue::from_static("no-cache"),
     );
     response
+}
+
+/// A client's `x-weir-deadline-ms`: it may shorten the route's deadline, never lengthen it.
+fn client_deadline(headers: &http::HeaderMap) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some(value) = headers.get("x-weir-deadline-ms") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(|ms| Some(std::time::Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_deadline",
+                None,
+                "`x-weir-deadline-ms` must be a positive whole number of milliseconds",
+            )
+        })
 }
 
 /// Whether the client itself asked for the usage chunk (`stream_options.include_usage`).

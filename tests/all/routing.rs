@@ -498,3 +498,61 @@ targets = [\"sluggish\", \"healthy\"]
     assert_eq!(received(&healthy).await, 1);
     assert!(elapsed < Duration::from_millis(700), "{elapsed:?}");
 }
+
+#[tokio::test]
+async fn retry_on_decides_which_statuses_fail_over() {
+    let five_hundred = sim(&["--error-rate", "1.0", "--error-status", "500"]);
+    let unavailable = sim(&["--error-rate", "1.0", "--error-status", "503"]);
+    let fallback = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}{}
+[[routes]]
+model = \"strict\"
+targets = [\"five_hundred\", \"fallback\"]
+retry_on = [503]
+[[routes]]
+model = \"lenient\"
+targets = [\"unavailable\", \"fallback\"]
+retry_on = [503]
+",
+        target("five_hundred", &five_hundred, ""),
+        target("unavailable", &unavailable, ""),
+        target("fallback", &fallback, ""),
+    ));
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("strict")).await;
+    assert_eq!(
+        answer.status, 500,
+        "a status outside retry_on goes back to the client"
+    );
+    assert_eq!(answer.json()["error"]["code"], "upstream_refused");
+    assert_eq!(received(&fallback).await, 0);
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("lenient")).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(received(&fallback).await, 1);
+}
+
+#[tokio::test]
+async fn a_tpm_limit_sends_the_overflow_elsewhere() {
+    let capped = sim(&[]);
+    let fallback = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"tpm\"
+targets = [\"capped\", \"fallback\"]
+",
+        target("capped", &capped, "tpm = 1000"),
+        target("fallback", &fallback, ""),
+    ));
+    let mut body = chat("tpm");
+    body["max_tokens"] = json!(400);
+    for _ in 0..10 {
+        assert_eq!(
+            post(weir.addr, "/v1/chat/completions", &body).await.status,
+            200
+        );
+    }
+    // Each request reserves ~410 tokens of the 1,000 per minute.
+    assert_eq!(received(&capped).await, 2);
+    assert_eq!(received(&fallback).await, 8);
+}

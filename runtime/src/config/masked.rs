@@ -41,6 +41,7 @@ impl Config {
                     "ttft_timeout_ms": millis(target.ttft_timeout),
                     "max_concurrency": target.limits.max_concurrency,
                     "rpm": target.limits.rpm,
+                    "tpm": target.limits.tpm,
                     "breaker": {
                         "consecutive_failures": target.limits.breaker.consecutive_failures,
                         "failure_rate_percent": target.limits.breaker.failure_rate_percent,
@@ -91,6 +92,7 @@ impl Config {
                     },
                     "weights": route.weights,
                     "max_attempts": p.max_attempts,
+                    "retry_on": p.retry_on.to_vec(),
                     "deadline_ms": millis(p.deadline),
                     "backoff_base_ms": millis(p.backoff_base),
                     "backoff_max_ms": millis(p.backoff_max),

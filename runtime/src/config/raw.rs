@@ -72,6 +72,7 @@ pub(crate) struct RawTarget {
     pub ttft_timeout_ms: Option<Spanned<u64>>,
     pub max_concurrency: Option<Spanned<u64>>,
     pub rpm: Option<Spanned<u64>>,
+    pub tpm: Option<Spanned<u64>>,
     pub breaker: Option<RawBreaker>,
 }
 
@@ -98,6 +99,7 @@ pub(crate) struct RawRoute {
     pub strategy: Option<Spanned<String>>,
     pub weights: Option<Spanned<Vec<Spanned<u64>>>>,
     pub max_attempts: Option<Spanned<u64>>,
+    pub retry_on: Option<Spanned<Vec<Spanned<u64>>>>,
     pub deadline_ms: Option<Spanned<u64>>,
     pub backoff_base_ms: Option<Spanned<u64>>,
     pub backoff_max_ms: Option<Spanned<u64>>,

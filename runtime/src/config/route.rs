@@ -10,7 +10,7 @@ use super::check::Source;
 use super::error::{ConfigError, line_column};
 use super::limits::{CallLimits, SandboxSettings};
 use super::raw::{RawRoute, RawStage};
-use super::routing::{PolicySettings, Strategy};
+use super::routing::{PolicySettings, StatusSet, Strategy};
 use super::sandbox::{Overrides, stage_limits};
 use super::stage_config;
 use super::target::TargetSettings;
@@ -235,7 +235,23 @@ fn build_policy(src: Source<'_>, raw: &RawRoute, key: &str) -> Result<PolicySett
         ms(d.backoff_base),
         &format!("{key}.backoff_base_ms"),
     )?;
+    let retry_on = match &raw.retry_on {
+        None => d.retry_on,
+        Some(list) => {
+            let mut set = StatusSet::empty();
+            for (i, status) in list.get_ref().iter().enumerate() {
+                let code = src.in_range(
+                    status,
+                    u64::from(StatusSet::LOW)..=u64::from(StatusSet::HIGH),
+                    &format!("{key}.retry_on[{i}]"),
+                )?;
+                set.insert(code as u16);
+            }
+            set
+        }
+    };
     Ok(PolicySettings {
+        retry_on,
         max_attempts: src.in_range_or(
             raw.max_attempts.as_ref(),
             1..=20,

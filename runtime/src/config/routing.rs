@@ -40,6 +40,9 @@ pub struct TargetLimits {
     pub max_concurrency: u32,
     /// Requests per minute at most, matching the provider account; `None` = unlimited.
     pub rpm: Option<u32>,
+    /// Tokens per minute at most (prompt estimate + `max_tokens`, reserved when the attempt
+    /// starts); `None` = unlimited.
+    pub tpm: Option<u32>,
     /// The breaker's thresholds.
     pub breaker: BreakerSettings,
 }
@@ -49,6 +52,7 @@ impl Default for TargetLimits {
         TargetLimits {
             max_concurrency: 256,
             rpm: None,
+            tpm: None,
             breaker: BreakerSettings::default(),
         }
     }
@@ -71,11 +75,64 @@ pub const DEFAULT_QUEUE_SIZE: u32 = 256;
 /// Default longest wait in that queue.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A set of HTTP statuses in 400..=527, as a bit set (cheap to copy and test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusSet(u128);
+
+impl StatusSet {
+    /// The lowest status a set can hold.
+    pub const LOW: u16 = 400;
+    /// The highest status a set can hold.
+    pub const HIGH: u16 = 527;
+
+    /// An empty set.
+    pub const fn empty() -> StatusSet {
+        StatusSet(0)
+    }
+
+    /// The default statuses worth retrying elsewhere: 408, 429 and every 5xx.
+    pub fn retryable_default() -> StatusSet {
+        let mut set = StatusSet::empty();
+        set.insert(408);
+        set.insert(429);
+        for status in 500..=Self::HIGH {
+            set.insert(status);
+        }
+        set
+    }
+
+    /// Adds `status`; false when it is outside 400..=527.
+    pub fn insert(&mut self, status: u16) -> bool {
+        if (Self::LOW..=Self::HIGH).contains(&status) {
+            self.0 |= 1u128 << (status - Self::LOW);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether `status` is in the set.
+    pub fn contains(&self, status: u16) -> bool {
+        (Self::LOW..=Self::HIGH).contains(&status) && self.0 & (1u128 << (status - Self::LOW)) != 0
+    }
+
+    /// The statuses, ascending.
+    pub fn to_vec(&self) -> Vec<u16> {
+        (Self::LOW..=Self::HIGH)
+            .filter(|s| self.contains(*s))
+            .collect()
+    }
+}
+
 /// Validated policy values, as the config gives them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PolicySettings {
     /// Attempts per request, the first included (default [`DEFAULT_MAX_ATTEMPTS`]).
     pub max_attempts: u32,
+    /// Upstream statuses that are retried on another target (default 408, 429, 5xx).
+    /// Connect errors, timeouts and broken replies are always retried; other statuses are
+    /// returned to the client.
+    pub retry_on: StatusSet,
     /// Total deadline of the LLM step (default [`DEFAULT_ROUTE_DEADLINE`]).
     pub deadline: Duration,
     /// Upper bound of the first retry's full-jitter delay (default 50 ms); doubles per retry.
@@ -97,6 +154,7 @@ impl Default for PolicySettings {
     fn default() -> Self {
         PolicySettings {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
+            retry_on: StatusSet::retryable_default(),
             deadline: DEFAULT_ROUTE_DEADLINE,
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,

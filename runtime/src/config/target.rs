@@ -176,6 +176,12 @@ fn build_limits(
         Some(rpm) => Some(src.in_range(rpm, 1..=MAX_LIMIT, &format!("{key}.rpm"))? as u32),
         None => None,
     };
+    let tpm = match &target.tpm {
+        Some(tpm) => {
+            Some(src.in_range(tpm, 1..=u64::from(u32::MAX), &format!("{key}.tpm"))? as u32)
+        }
+        None => None,
+    };
     let raw = target.breaker.as_ref();
     let d = BreakerSettings::default();
     let field = |f: fn(&super::raw::RawBreaker) -> Option<&Spanned<u64>>| raw.and_then(f);
@@ -223,6 +229,7 @@ fn build_limits(
     Ok(TargetLimits {
         max_concurrency,
         rpm,
+        tpm,
         breaker,
     })
 }

@@ -63,13 +63,12 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
-    /// Whether another target may succeed where this one failed: connect errors, timeouts,
-    /// 408, 429, 5xx and protocol errors. Other 4xx mean the request itself is wrong.
-    pub fn is_retryable(&self) -> bool {
+    /// Whether another target may succeed where this one failed: connect errors, timeouts
+    /// and protocol errors always; a status when `retry_on` holds it (by default 408, 429
+    /// and 5xx — other 4xx mean the request itself is wrong).
+    pub fn is_retryable(&self, retry_on: &crate::config::StatusSet) -> bool {
         match self {
-            AttemptError::Status { status, .. } => {
-                *status == 408 || *status == 429 || *status >= 500
-            }
+            AttemptError::Status { status, .. } => retry_on.contains(*status),
             _ => true,
         }
     }

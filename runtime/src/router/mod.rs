@@ -112,6 +112,29 @@ impl RouteError {
     }
 }
 
+/// Tokens a request may use, for TPM limits: the prompt at about 4 characters a token, plus
+/// `max_tokens` (or [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none).
+fn estimate_tokens(request: &ChatRequest) -> u32 {
+    let chars: usize = request
+        .messages
+        .iter()
+        .map(|m| match &m.content {
+            Some(crate::wit::Content::Text(text)) => text.len(),
+            Some(crate::wit::Content::Parts(parts)) => parts
+                .iter()
+                .filter_map(|p| p.text.as_ref())
+                .map(String::len)
+                .sum(),
+            None => 0,
+        })
+        .sum();
+    let prompt = (chars / 4) as u32 + 4 * request.messages.len() as u32;
+    prompt.saturating_add(request.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE))
+}
+
+/// Completion tokens assumed for a TPM limit when the request sets no `max_tokens`.
+const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
+
 /// Adds a note (no upstream call) to the attempt record.
 fn note(attempts: &mut Vec<Attempt>, target: &str, outcome: &str) {
     attempts.push(Attempt {
@@ -222,6 +245,7 @@ impl Router {
         let deadline = started + deadline.map_or(settings.deadline, |d| d.min(settings.deadline));
         plan.policy.budget.deposit(started);
         let mut next = plan.first(&self.targets);
+        let tokens = estimate_tokens(request);
         let mut tries = 0u32;
         let mut queued = None;
         let queue_deadline = started + settings.queue_timeout;
@@ -234,7 +258,7 @@ impl Router {
                 note(attempts, "-", "deadline reached; no further attempt");
                 return Err(all_failed(attempts));
             }
-            let (position, slot) = match self.pick(&plan.chain, next, now) {
+            let (position, slot) = match self.pick(&plan.chain, next, tokens, now) {
                 Pick::Got(position, slot) => (position, slot),
                 Pick::Wait { busy, soonest } => {
                     if queued.is_none() {
@@ -288,7 +312,7 @@ impl Router {
                     return Ok(reply);
                 }
                 Err(err) => {
-                    let retryable = err.is_retryable();
+                    let retryable = err.is_retryable(&settings.retry_on);
                     let retry_after = err.retry_after().map(|ra| ra.min(settings.retry_after_max));
                     // A refusal of the request itself says nothing bad about the target.
                     target.finish(slot, !retryable, retry_after, elapsed, done);
@@ -342,7 +366,7 @@ impl Router {
 
     /// The first target from `start` (wrapping) that takes the attempt now. If every
     /// breaker is open, the chain's last target is tried anyway.
-    fn pick(&self, chain: &[usize], start: usize, now: Instant) -> Pick {
+    fn pick(&self, chain: &[usize], start: usize, tokens: u32, now: Instant) -> Pick {
         let mut busy = None;
         let mut soonest: Option<Instant> = None;
         let mut all_open = true;
@@ -351,7 +375,7 @@ impl Router {
             let Some(target) = self.targets.get(chain[position]) else {
                 continue;
             };
-            match target.try_slot(now, false) {
+            match target.try_slot(now, tokens, false) {
                 Ok(slot) => return Pick::Got(position, slot),
                 Err(Unavailable::Open) => {}
                 Err(Unavailable::Busy) => {
@@ -367,7 +391,7 @@ impl Router {
         if all_open && let Some(&last) = chain.last() {
             let position = chain.len() - 1;
             if let Some(target) = self.targets.get(last) {
-                match target.try_slot(now, true) {
+                match target.try_slot(now, tokens, true) {
                     Ok(slot) => return Pick::Got(position, slot),
                     Err(_) => busy = Some(position),
                 }
@@ -446,7 +470,7 @@ impl Router {
                         status: err.status(),
                         elapsed,
                     });
-                    if !err.is_retryable() {
+                    if !err.is_retryable(&crate::config::StatusSet::retryable_default()) {
                         return Err(RouteError::Refused {
                             target: target.name.clone(),
                             status: err.status().unwrap_or(400),

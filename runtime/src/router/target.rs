@@ -12,35 +12,49 @@ use super::breaker::{Admit, Breaker, State};
 use crate::config::TargetLimits;
 use crate::providers::Upstream;
 
-/// A token bucket of `rpm` tokens refilled continuously.
+/// A bucket of `per_minute` units refilled continuously (requests or tokens per minute).
 #[derive(Debug)]
-struct RpmBucket {
+struct MinuteBucket {
     /// Capacity and refill per minute.
-    rpm: f64,
+    per_minute: f64,
     /// Tokens now.
     tokens: f64,
     /// Last refill.
     at: Instant,
 }
 
-impl RpmBucket {
+impl MinuteBucket {
+    fn new(per_minute: u32) -> Mutex<MinuteBucket> {
+        Mutex::new(MinuteBucket {
+            per_minute: f64::from(per_minute),
+            tokens: f64::from(per_minute),
+            at: Instant::now(),
+        })
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rpm / 60.0).min(self.rpm);
+        self.tokens = (self.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
         self.at = now;
     }
 
-    /// Takes a token, or says how long until one is there.
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
+    /// Takes `n` units (at most the capacity), or says how long until they are there.
+    fn take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
         self.refill(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        let n = n.min(self.per_minute);
+        if self.tokens >= n {
+            self.tokens -= n;
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) * 60.0 / self.rpm,
+                (n - self.tokens) * 60.0 / self.per_minute,
             ))
         }
+    }
+
+    /// Gives back `n` units taken for an attempt that did not start.
+    fn give_back(&mut self, n: f64) {
+        self.tokens = (self.tokens + n.min(self.per_minute)).min(self.per_minute);
     }
 }
 
@@ -76,7 +90,9 @@ pub struct TargetState {
     /// Its concurrency limit.
     permits: Arc<Semaphore>,
     /// Its RPM bucket, when it has a limit.
-    rpm: Option<Mutex<RpmBucket>>,
+    rpm: Option<Mutex<MinuteBucket>>,
+    /// Its TPM bucket, when it has a limit.
+    tpm: Option<Mutex<MinuteBucket>>,
     /// `Retry-After` cool-down end.
     cooldown: Mutex<Option<Instant>>,
     /// Attempts in flight (for `/admin/targets`).
@@ -99,13 +115,8 @@ impl TargetState {
             upstream,
             breaker: Mutex::new(Breaker::new(limits.breaker)),
             permits: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
-            rpm: limits.rpm.map(|rpm| {
-                Mutex::new(RpmBucket {
-                    rpm: f64::from(rpm),
-                    tokens: f64::from(rpm),
-                    at: Instant::now(),
-                })
-            }),
+            rpm: limits.rpm.map(MinuteBucket::new),
+            tpm: limits.tpm.map(MinuteBucket::new),
             cooldown: Mutex::new(None),
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
@@ -113,9 +124,10 @@ impl TargetState {
         }
     }
 
-    /// Tries to take a slot now. `force` ignores an open breaker (the last resort of a route
-    /// is never skipped entirely) but never the concurrency limit.
-    pub fn try_slot(&self, now: Instant, force: bool) -> Result<Slot, Unavailable> {
+    /// Tries to take a slot now for a request of about `tokens` tokens. `force` ignores an
+    /// open breaker and a cool-down (the last resort of a route is never skipped entirely)
+    /// but never the concurrency, RPM or TPM limits.
+    pub fn try_slot(&self, now: Instant, tokens: u32, force: bool) -> Result<Slot, Unavailable> {
         if !force
             && let Some(until) = *lock(&self.cooldown)
             && now < until
@@ -138,8 +150,17 @@ impl TargetState {
             return Err(Unavailable::Busy);
         };
         if let Some(bucket) = &self.rpm
-            && let Err(wait) = lock(bucket).take(now)
+            && let Err(wait) = lock(bucket).take(1.0, now)
         {
+            give_back(&self.breaker);
+            return Err(Unavailable::RateLimited(now + wait));
+        }
+        if let Some(bucket) = &self.tpm
+            && let Err(wait) = lock(bucket).take(f64::from(tokens), now)
+        {
+            if let Some(rpm) = &self.rpm {
+                lock(rpm).give_back(1.0);
+            }
             give_back(&self.breaker);
             return Err(Unavailable::RateLimited(now + wait));
         }
@@ -213,6 +234,7 @@ impl TargetState {
             "latency_ewma_ms": self.ewma_us() as f64 / 1000.0,
             "max_concurrency": self.limits.max_concurrency,
             "rpm": self.limits.rpm,
+            "tpm": self.limits.tpm,
         })
     }
 }

@@ -485,3 +485,114 @@ impl Router {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{PolicySettings, TargetLimits};
+    use crate::wit::{Content, Message};
+
+    /// A loopback listener that accepts connections and never answers.
+    async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        (addr, task)
+    }
+
+    fn target(name: &str, addr: std::net::SocketAddr, timeout: Duration) -> Arc<TargetState> {
+        Arc::new(TargetState::new(
+            Arc::new(Upstream {
+                name: name.into(),
+                base_url: format!("http://{addr}/v1"),
+                api_key: None,
+                model: None,
+                timeout,
+                ttft_timeout: timeout,
+                headers: Vec::new(),
+            }),
+            TargetLimits::default(),
+        ))
+    }
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![Message {
+                role: "user".into(),
+                content: Some(Content::Text("hi".into())),
+                name: None,
+                extra: "{}".into(),
+            }],
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            stream: false,
+            user: None,
+            metadata: Vec::new(),
+            extra: "{}".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_is_never_exceeded_and_cuts_the_last_attempt() {
+        let (addr, _server) = black_hole().await;
+        let router = Router::new(
+            ProviderClient::new().unwrap(),
+            vec![
+                target("a", addr, Duration::from_millis(400)),
+                target("b", addr, Duration::from_millis(400)),
+            ],
+        );
+        let plan = RoutePlan {
+            chain: vec![0, 1],
+            policy: RoutePolicy::new(PolicySettings {
+                max_attempts: 10,
+                deadline: Duration::from_millis(1000),
+                retry_budget_percent: 1000,
+                ..PolicySettings::default()
+            }),
+            strategy: Strategy::Fallback,
+            weights: vec![1, 1],
+        };
+        let started = Instant::now();
+        let mut attempts = Vec::new();
+        let result = router
+            .chat(&plan, &request(), &[], None, &mut attempts)
+            .await;
+        let elapsed = started.elapsed();
+        assert!(matches!(result, Err(RouteError::AllFailed { .. })));
+        assert!(elapsed <= Duration::from_millis(1000), "{elapsed:?}");
+        let tried: Vec<(&str, Duration)> = attempts
+            .iter()
+            .filter(|a| &*a.target != "-")
+            .map(|a| (&*a.target, a.elapsed))
+            .collect();
+        // 400 ms on a, 400 ms on b, then a gets what is left (~200 ms minus backoff).
+        assert_eq!(tried.len(), 3, "{attempts:?}");
+        assert_eq!(tried[0], ("a", Duration::from_millis(400)));
+        assert_eq!(tried[1], ("b", Duration::from_millis(400)));
+        assert!(tried[2].1 < Duration::from_millis(200), "{:?}", tried[2]);
+
+        // A client deadline shortens it further.
+        let started = Instant::now();
+        let mut attempts = Vec::new();
+        let _ = router
+            .chat(
+                &plan,
+                &request(),
+                &[],
+                Some(Duration::from_millis(250)),
+                &mut attempts,
+            )
+            .await;
+        assert!(started.elapsed() <= Duration::from_millis(250));
+    }
+}

@@ -19,8 +19,45 @@ pub struct RetryBudget {
     ratio: f64,
     /// Retries always allowed per second, so a quiet route can still retry (default 10).
     floor_per_sec: f64,
-    /// Recent requests and retries: (when, is_retry).
-    events: Mutex<VecDeque<(Instant, bool)>>,
+    /// Recent requests and retries, oldest first, with running counts.
+    events: Mutex<Window>,
+}
+
+/// The deposits and withdrawals of the last [`WINDOW`], with running counts so that a
+/// withdrawal is O(1) however busy the route.
+#[derive(Debug, Default)]
+struct Window {
+    /// (when, is_retry), oldest first.
+    events: VecDeque<(Instant, bool)>,
+    /// Original requests in `events`.
+    requests: u64,
+    /// Retries in `events`.
+    retries: u64,
+}
+
+impl Window {
+    fn push(&mut self, at: Instant, retry: bool) {
+        self.events.push_back((at, retry));
+        if retry {
+            self.retries += 1;
+        } else {
+            self.requests += 1;
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, retry)) = self.events.front() {
+            if now.saturating_duration_since(at) <= WINDOW {
+                break;
+            }
+            self.events.pop_front();
+            if retry {
+                self.retries -= 1;
+            } else {
+                self.requests -= 1;
+            }
+        }
+    }
 }
 
 impl RetryBudget {
@@ -29,24 +66,22 @@ impl RetryBudget {
         RetryBudget {
             ratio,
             floor_per_sec,
-            events: Mutex::new(VecDeque::new()),
+            events: Mutex::new(Window::default()),
         }
     }
 
     /// Records an original request.
     pub fn deposit(&self, now: Instant) {
-        self.with(now, |events| events.push_back((now, false)));
+        self.with(now, |window| window.push(now, false));
     }
 
     /// Takes one retry from the budget; false when it is spent.
     pub fn withdraw(&self, now: Instant) -> bool {
         let (ratio, floor) = (self.ratio, self.floor_per_sec);
-        self.with(now, |events| {
-            let requests = events.iter().filter(|(_, retry)| !retry).count() as f64;
-            let retries = events.iter().filter(|(_, retry)| *retry).count() as f64;
-            let allowed = requests * ratio + floor * WINDOW.as_secs_f64();
-            if retries + 1.0 <= allowed {
-                events.push_back((now, true));
+        self.with(now, |window| {
+            let allowed = window.requests as f64 * ratio + floor * WINDOW.as_secs_f64();
+            if window.retries as f64 + 1.0 <= allowed {
+                window.push(now, true);
                 true
             } else {
                 false
@@ -54,18 +89,13 @@ impl RetryBudget {
         })
     }
 
-    fn with<R>(&self, now: Instant, f: impl FnOnce(&mut VecDeque<(Instant, bool)>) -> R) -> R {
-        let mut events = match self.events.lock() {
-            Ok(events) => events,
+    fn with<R>(&self, now: Instant, f: impl FnOnce(&mut Window) -> R) -> R {
+        let mut window = match self.events.lock() {
+            Ok(window) => window,
             Err(poisoned) => poisoned.into_inner(),
         };
-        while events
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > WINDOW)
-        {
-            events.pop_front();
-        }
-        f(&mut events)
+        window.expire(now);
+        f(&mut window)
     }
 }
 

@@ -125,14 +125,15 @@ impl ProviderClient {
         Ok(ProviderClient { client })
     }
 
-    /// POSTs `body` to `{base_url}{path}`; returns the response when its status is a success,
-    /// its headers arrived within the target's timeout. The body is left to the caller.
+    /// POSTs `body` to `{base_url}{path}`; returns the response when its status is a success
+    /// and its headers arrived within `timeout`. The body is left to the caller.
     pub async fn post(
         &self,
         upstream: &Upstream,
         path: &str,
         body: Bytes,
         forward: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let mut builder = Request::builder()
             .method(Method::POST)
@@ -147,9 +148,9 @@ impl ProviderClient {
         let request = builder
             .body(Full::new(body))
             .map_err(|err| AttemptError::Protocol(format!("cannot build the request: {err}")))?;
-        let response = tokio::time::timeout(upstream.timeout, self.client.request(request))
+        let response = tokio::time::timeout(timeout, self.client.request(request))
             .await
-            .map_err(|_| AttemptError::Timeout(upstream.timeout))?
+            .map_err(|_| AttemptError::Timeout(timeout))?
             .map_err(|err| AttemptError::Connect(error_chain(&err)))?;
         if response.status().is_success() {
             return Ok(response);
@@ -161,7 +162,7 @@ impl ProviderClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let body = read_body(response.into_body(), upstream.timeout)
+        let body = read_body(response.into_body(), timeout)
             .await
             .unwrap_or_default();
         Err(AttemptError::Status {

@@ -292,12 +292,15 @@ impl Router {
             let attempt_timeout = per_attempt.min(deadline.saturating_duration_since(now));
             let body =
                 Bytes::from(request_to_json(request, target.upstream.model.as_deref()).to_string());
-            let result = tokio::time::timeout(
-                attempt_timeout,
-                self.attempt(&target.upstream, body, request.stream, forward),
-            )
-            .await
-            .unwrap_or(Err(AttemptError::Timeout(attempt_timeout)));
+            let result = self
+                .attempt(
+                    &target.upstream,
+                    body,
+                    request.stream,
+                    forward,
+                    attempt_timeout,
+                )
+                .await;
             let done = Instant::now();
             let elapsed = done - now;
             match result {
@@ -400,19 +403,25 @@ impl Router {
         Pick::Wait { busy, soonest }
     }
 
+    /// One attempt within `timeout`: headers and, for JSON, the body; for a stream, headers
+    /// and the first event. One timer per phase, never beyond `timeout` in all.
     async fn attempt(
         &self,
         target: &Upstream,
         body: Bytes,
         stream: bool,
         forward: &[(HeaderName, HeaderValue)],
+        timeout: Duration,
     ) -> Result<Reply, AttemptError> {
-        let deadline = Instant::now() + target.timeout;
+        let deadline = Instant::now() + timeout;
         let response = self
             .client
-            .post(target, "/chat/completions", body, forward)
+            .post(target, "/chat/completions", body, forward, timeout)
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(AttemptError::Timeout(timeout));
+        }
         if stream {
             let stream =
                 UpstreamStream::open(target.name.clone(), response.into_body(), left).await?;
@@ -445,7 +454,13 @@ impl Router {
             let result = async {
                 let response = self
                     .client
-                    .post(target, "/embeddings", Bytes::from(body.to_string()), &[])
+                    .post(
+                        target,
+                        "/embeddings",
+                        Bytes::from(body.to_string()),
+                        &[],
+                        target.timeout,
+                    )
                     .await?;
                 let bytes = read_body(response.into_body(), target.timeout).await?;
                 serde_json::from_slice::<serde_json::Value>(&bytes)

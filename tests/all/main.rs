@@ -11,6 +11,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod check;
+mod examples;
 mod pipeline;
 mod plugins;
 mod procs;

@@ -1,0 +1,25 @@
+//! The example config the demo runs stays valid and keeps the contract other checks rely on.
+
+use weir::config::{Config, Strategy};
+
+#[test]
+fn the_demo_config_is_valid_and_keeps_its_contract() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/weir.toml");
+    let config = Config::load(path.as_ref()).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:9901");
+    let demo = config.routes.iter().find(|r| r.model == "demo").unwrap();
+    let stages: Vec<&str> = demo.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(stages, ["prompt-guard", "pii-redact", "system-prompt"]);
+    let targets: Vec<&str> = demo
+        .targets
+        .iter()
+        .map(|&i| config.targets[i].base_url.as_str())
+        .collect();
+    assert_eq!(
+        targets,
+        ["http://127.0.0.1:9101/v1", "http://127.0.0.1:9102/v1"]
+    );
+    assert_eq!(demo.strategy, Strategy::Fallback);
+    assert!(demo.policy.max_attempts >= 2, "the demo exercises fallback");
+}

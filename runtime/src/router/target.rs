@@ -71,12 +71,29 @@ pub enum Unavailable {
     Busy,
 }
 
-/// A granted slot on a target: hold it for the attempt, then report the outcome.
+/// A granted slot on a target: hold it for the attempt, then report the outcome with
+/// [`TargetState::finish`]. A slot dropped without an outcome (the client went away
+/// mid-attempt) gives everything back, a probe included, so a breaker never stays half-open.
 pub struct Slot {
     /// The concurrency permit.
     _permit: OwnedSemaphorePermit,
     /// Whether this attempt is the breaker's probe.
     pub probe: bool,
+    /// The target's breaker, to give an unfinished probe back.
+    breaker: Arc<Mutex<Breaker>>,
+    /// The target's in-flight count.
+    in_flight: Arc<AtomicU32>,
+    /// Set by `finish`.
+    finished: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.finished && self.probe {
+            lock(&self.breaker).release_probe(Instant::now());
+        }
+    }
 }
 
 /// One target's live state.
@@ -86,7 +103,7 @@ pub struct TargetState {
     /// The limits it was built with.
     pub limits: TargetLimits,
     /// Its breaker.
-    breaker: Mutex<Breaker>,
+    breaker: Arc<Mutex<Breaker>>,
     /// Its concurrency limit.
     permits: Arc<Semaphore>,
     /// Its RPM bucket, when it has a limit.
@@ -96,7 +113,7 @@ pub struct TargetState {
     /// `Retry-After` cool-down end.
     cooldown: Mutex<Option<Instant>>,
     /// Attempts in flight (for `/admin/targets`).
-    in_flight: AtomicU32,
+    in_flight: Arc<AtomicU32>,
     /// Latency EWMA of successful attempts, µs (0 until the first one).
     ewma_us: AtomicU64,
 }
@@ -113,12 +130,12 @@ impl TargetState {
     pub fn new(upstream: Arc<Upstream>, limits: TargetLimits) -> TargetState {
         TargetState {
             upstream,
-            breaker: Mutex::new(Breaker::new(limits.breaker)),
+            breaker: Arc::new(Mutex::new(Breaker::new(limits.breaker))),
             permits: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             rpm: limits.rpm.map(MinuteBucket::new),
             tpm: limits.tpm.map(MinuteBucket::new),
             cooldown: Mutex::new(None),
-            in_flight: AtomicU32::new(0),
+            in_flight: Arc::new(AtomicU32::new(0)),
             ewma_us: AtomicU64::new(0),
             limits,
         }
@@ -168,6 +185,9 @@ impl TargetState {
         Ok(Slot {
             _permit: permit,
             probe,
+            breaker: self.breaker.clone(),
+            in_flight: self.in_flight.clone(),
+            finished: false,
         })
     }
 
@@ -175,13 +195,13 @@ impl TargetState {
     /// success, its latency.
     pub fn finish(
         &self,
-        slot: Slot,
+        mut slot: Slot,
         success: bool,
         retry_after: Option<Duration>,
         latency: Duration,
         now: Instant,
     ) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        slot.finished = true;
         if success {
             let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
             let old = self.ewma_us.load(Ordering::Relaxed);
@@ -236,5 +256,66 @@ impl TargetState {
             "rpm": self.limits.rpm,
             "tpm": self.limits.tpm,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BreakerSettings;
+
+    fn state() -> TargetState {
+        TargetState::new(
+            Arc::new(Upstream {
+                name: "t".into(),
+                base_url: "http://127.0.0.1:1/v1".into(),
+                api_key: None,
+                model: None,
+                timeout: Duration::from_secs(1),
+                ttft_timeout: Duration::from_secs(1),
+                headers: Vec::new(),
+            }),
+            TargetLimits {
+                max_concurrency: 2,
+                rpm: None,
+                tpm: None,
+                breaker: BreakerSettings {
+                    consecutive_failures: 1,
+                    ejection: Duration::from_secs(1),
+                    ..BreakerSettings::default()
+                },
+            },
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_dropped_without_an_outcome_is_given_back() {
+        let target = state();
+        let slot = target.try_slot(Instant::now(), 1, false).unwrap();
+        target.finish(slot, false, None, Duration::ZERO, Instant::now());
+        assert_eq!(
+            target.try_slot(Instant::now(), 1, false).err(),
+            Some(Unavailable::Open)
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let probe = target.try_slot(Instant::now(), 1, false).unwrap();
+        assert!(probe.probe);
+        drop(probe); // the client went away mid-attempt
+        let again = target.try_slot(Instant::now(), 1, false).unwrap();
+        assert!(again.probe, "the probe slot came back");
+        assert_eq!(target.snapshot(Instant::now())["in_flight"], 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_concurrency_limit_holds() {
+        let target = state();
+        let a = target.try_slot(Instant::now(), 1, false).unwrap();
+        let _b = target.try_slot(Instant::now(), 1, false).unwrap();
+        assert_eq!(
+            target.try_slot(Instant::now(), 1, false).err(),
+            Some(Unavailable::Busy)
+        );
+        target.finish(a, true, None, Duration::from_millis(5), Instant::now());
+        assert!(target.try_slot(Instant::now(), 1, false).is_ok());
     }
 }

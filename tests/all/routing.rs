@@ -49,6 +49,19 @@ async fn burst(weir: &Proc, model: &str, n: usize, concurrency: usize) -> Vec<(u
     out
 }
 
+/// One chat request to `model`: the answer, how long it took and its error message (empty
+/// for a success).
+async fn timed_chat(weir: &Proc, model: &str) -> (crate::sim::client::Answer, Duration, String) {
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &chat(model)).await;
+    let elapsed = started.elapsed();
+    let message = serde_json::from_slice::<Value>(&answer.body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    (answer, elapsed, message)
+}
+
 fn p99(results: &[(u16, Duration)]) -> Duration {
     let mut latencies: Vec<Duration> = results.iter().map(|r| r.1).collect();
     latencies.sort_unstable();
@@ -116,14 +129,8 @@ backoff_max_ms = 10
         target("a", &a, "timeout_ms = 200"),
         target("b", &b, "timeout_ms = 200"),
     ));
-    let started = Instant::now();
-    let answer = post(weir.addr, "/v1/chat/completions", &chat("down")).await;
-    let elapsed = started.elapsed();
+    let (answer, elapsed, message) = timed_chat(&weir, "down").await;
     assert_eq!(answer.status, 502);
-    let message = answer.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
     assert!(
         message.contains("a (timed out") && message.contains("b (timed out"),
         "{message}"
@@ -382,14 +389,8 @@ retry_budget_percent = 1000
         target("a", &a, "timeout_ms = 400"),
         target("b", &b, "timeout_ms = 400"),
     ));
-    let started = Instant::now();
-    let answer = post(weir.addr, "/v1/chat/completions", &chat("slow")).await;
-    let elapsed = started.elapsed();
+    let (answer, elapsed, message) = timed_chat(&weir, "slow").await;
     assert_eq!(answer.status, 502);
-    let message = answer.json()["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
     assert!(message.contains("deadline reached"), "{message}");
     // The second attempt's timeout is cut to what is left of the 500 ms.
     assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");

@@ -17,6 +17,7 @@
 //!   stage error policy.
 //! - [`openai`]: the OpenAI wire format (JSON and SSE ↔ the WIT types, error bodies).
 //! - [`llm`]: the LLM step between the phases, and stages' `complete()` / `embed()`.
+//! - [`cache`]: the exact response cache (blake3 keys, bounded memory tier, single-flight).
 //! - [`router`]: a route's target chain: fallback and the record of every attempt.
 //! - [`providers`]: the pooled OpenAI-compatible upstream client.
 //! - [`server`]: the public and admin HTTP listeners, graceful shutdown.
@@ -25,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod host_api;

@@ -6,10 +6,12 @@
 //! - `server`: `weir serve` as a process against `weir sim` processes.
 //! - `sim`: the provider simulator.
 //! - `routing`: the router against faulty `weir sim` upstreams (chaos).
+//! - `cache`: the response cache through the real binary.
 //! - `check`: the `weir check` command on good and bad files.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod cache;
 mod check;
 mod examples;
 mod pipeline;

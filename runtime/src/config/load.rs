@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::cache::CacheSettings;
 use super::check::{EnvLookup, Source};
 use super::error::{self, ConfigError, NO_KEY};
 use super::limits::SandboxSettings;
@@ -30,6 +31,8 @@ pub struct Config {
     pub targets: Vec<TargetSettings>,
     /// `[[routes]]`, in file order; at least one.
     pub routes: Vec<RouteSettings>,
+    /// `[cache]`.
+    pub cache: CacheSettings,
 }
 
 impl Config {
@@ -97,12 +100,14 @@ fn parse_in(
         .flat_map(|route| &route.stages)
         .map(|stage| stage.limits.memory_bytes)
         .fold(sandbox.defaults.memory_bytes, u64::max);
+    let cache = super::cache::build(src, &raw.cache)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
         sandbox,
         targets,
         routes,
+        cache,
     })
 }
 

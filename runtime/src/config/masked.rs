@@ -91,6 +91,11 @@ impl Config {
                         super::Strategy::LeastLatency => "least-latency",
                     },
                     "weights": route.weights,
+                    "cache": {
+                        "enabled": route.cache.enabled,
+                        "ttl_ms": millis(route.cache.ttl),
+                        "cache_nonzero_temperature": route.cache.cache_nonzero_temperature,
+                    },
                     "max_attempts": p.max_attempts,
                     "retry_on": p.retry_on.to_vec(),
                     "deadline_ms": millis(p.deadline),
@@ -119,6 +124,7 @@ impl Config {
         insert_limits(&mut sandbox_json, &sandbox.defaults);
         json!({
             "source": self.source.to_string_lossy(),
+            "cache": { "max_memory_mib": self.cache.max_memory_bytes >> 20 },
             "server": {
                 "listen": server.listen.to_string(),
                 "admin_listen": server.admin_listen.to_string(),

@@ -19,6 +19,7 @@
 //! Error snapshot cases live in `tests/config/invalid/` (a `NAME.toml` next to the expected
 //! `NAME.err`) and are checked by this module's unit tests.
 
+mod cache;
 mod check;
 mod error;
 mod limits;
@@ -35,6 +36,7 @@ mod target;
 #[cfg(test)]
 mod snapshots;
 
+pub use cache::*;
 pub use check::MAX_NAME_LEN;
 pub use error::{ConfigError, NO_KEY};
 pub use limits::*;

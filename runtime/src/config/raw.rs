@@ -22,12 +22,31 @@ pub(crate) struct RawConfig {
     /// `[sandbox]`.
     #[serde(default)]
     pub sandbox: RawSandbox,
+    /// `[cache]`.
+    #[serde(default)]
+    pub cache: RawCache,
     /// `[targets.NAME]`, keyed by name (sorted: the TOML map does not keep file order).
     #[serde(default)]
     pub targets: BTreeMap<String, Spanned<RawTarget>>,
     /// `[[routes]]`; `None` when the file has none.
     #[serde(default)]
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawCache {
+    pub max_memory_mib: Option<Spanned<u64>>,
+}
+
+/// `[routes.cache]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawRouteCache {
+    pub enabled: Option<bool>,
+    pub ttl_ms: Option<Spanned<u64>>,
+    pub cache_nonzero_temperature: Option<bool>,
 }
 
 /// `[server]`.
@@ -96,6 +115,7 @@ pub(crate) struct RawRoute {
     pub targets: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
+    pub cache: Option<RawRouteCache>,
     pub strategy: Option<Spanned<String>>,
     pub weights: Option<Spanned<Vec<Spanned<u64>>>>,
     pub max_attempts: Option<Spanned<u64>>,

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
+use super::cache::RouteCacheSettings;
 use super::check::Source;
 use super::error::{ConfigError, line_column};
 use super::limits::{CallLimits, SandboxSettings};
@@ -27,6 +28,8 @@ pub struct RouteSettings {
     pub stages: Vec<StageSettings>,
     /// Attempts, deadline, backoff, retry budget and wait queue.
     pub policy: PolicySettings,
+    /// Whether and how answers are cached (default: not cached).
+    pub cache: RouteCacheSettings,
     /// How the first attempt's target is chosen (default [`Strategy::Fallback`]).
     pub strategy: Strategy,
     /// One weight per target in [`Self::targets`], for [`Strategy::Weighted`] (default 1 each).
@@ -213,11 +216,13 @@ fn build(
             out
         }
     };
+    let cache = super::cache::build_route(src, raw.cache.as_ref(), key)?;
     Ok(RouteSettings {
         model: model.clone(),
         targets: chain,
         stages,
         policy,
+        cache,
         strategy,
         weights,
     })

@@ -1,9 +1,9 @@
 //! The LLM step: what happens between the request phase and the response phase.
 //!
-//! Owns: sending a (stage-processed) request along its route's target chain through the
-//! [`Router`](crate::router::Router), and serving stages' `complete()` / `embed()` calls the
-//! same way ([`LlmAccess`]). Later milestones put the exact cache, budgets and cost
-//! reconciliation here, around the router call.
+//! Owns: the order of the step — exact cache lookup → single-flight → router → cache fill —
+//! for a (stage-processed) request, and serving stages' `complete()` / `embed()` calls the
+//! same way ([`LlmAccess`]). Later milestones put budgets and cost reconciliation here,
+//! around the router call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,22 +11,198 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 
+use crate::cache::{
+    CacheControl, CacheKey, CacheStatus, Flight, Outcome, ResponseCache, request_key,
+};
+use crate::config::RouteCacheSettings;
 use crate::host_api::{Caller, LlmAccess};
 use crate::router::{Attempt, Reply, RouteError, RoutePlan, Router};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
+
+/// One route as the LLM step sees it.
+pub struct RouteStep {
+    /// Target chain and routing policy.
+    pub plan: RoutePlan,
+    /// Cache policy.
+    pub cache: RouteCacheSettings,
+}
 
 /// The LLM step for every route.
 pub struct LlmStep {
     /// Targets and the client.
     router: Router,
-    /// Route alias → target chain and policy.
-    plans: HashMap<String, RoutePlan>,
+    /// Route alias → its plan and cache policy.
+    plans: HashMap<String, RouteStep>,
+    /// The response cache shared by all routes (keys include the route).
+    cache: ResponseCache,
+}
+
+/// What the LLM step produced for one request.
+pub struct StepReply {
+    /// The reply, or why there is none.
+    pub result: Result<Reply, RouteError>,
+    /// How the cache was involved.
+    pub cache: CacheStatus,
+    /// For a stream that may be stored: call [`Fill::store`] with the assembled response once
+    /// the stream ended cleanly.
+    pub fill: Option<Fill>,
+}
+
+/// A pending cache fill for a streamed answer.
+pub struct Fill {
+    /// Where to store.
+    cache: ResponseCache,
+    /// Under which key.
+    key: CacheKey,
+    /// For how long.
+    ttl: std::time::Duration,
+}
+
+impl Fill {
+    /// Stores the assembled response of a stream that ended with its terminal event.
+    pub fn store(self, response: ChatResponse) {
+        self.cache.put(self.key, response, self.ttl);
+    }
 }
 
 impl LlmStep {
-    /// A step over `router`, with each route's plan.
-    pub fn new(router: Router, plans: HashMap<String, RoutePlan>) -> LlmStep {
-        LlmStep { router, plans }
+    /// A step over `router`, with each route's plan, and a response cache.
+    pub fn new(router: Router, plans: HashMap<String, RouteStep>, cache: ResponseCache) -> LlmStep {
+        LlmStep {
+            router,
+            plans,
+            cache,
+        }
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
+    }
+
+    /// Runs the step for a client request: cache lookup, single-flight for identical misses,
+    /// the router, and the cache fill.
+    pub async fn complete(
+        &self,
+        route: &str,
+        request: &ChatRequest,
+        forward: &[(HeaderName, HeaderValue)],
+        deadline: Option<std::time::Duration>,
+        control: CacheControl,
+        attempts: &mut Vec<Attempt>,
+    ) -> StepReply {
+        let bypass = |result| StepReply {
+            result,
+            cache: CacheStatus::Bypass,
+            fill: None,
+        };
+        let Some(step) = self.plans.get(route) else {
+            return bypass(Err(RouteError::AllFailed {
+                attempts: attempts.clone(),
+            }));
+        };
+        let policy = step.cache;
+        let deterministic = request.temperature == Some(0.0);
+        if !policy.enabled
+            || control.no_store
+            || !(deterministic || policy.cache_nonzero_temperature)
+        {
+            let result = self
+                .router
+                .chat(&step.plan, request, forward, deadline, attempts)
+                .await;
+            return bypass(result);
+        }
+        let key = request_key(route, None, request);
+        if !control.no_cache
+            && let Some(entry) = self.cache.get(&key)
+        {
+            return StepReply {
+                result: Ok(Reply::Json(entry.response.clone())),
+                cache: CacheStatus::Hit,
+                fill: None,
+            };
+        }
+        if request.stream {
+            // A stream is relayed as it comes; it is stored once it ended cleanly.
+            let result = self
+                .router
+                .chat(&step.plan, request, forward, deadline, attempts)
+                .await;
+            let fill = matches!(result, Ok(Reply::Stream(_))).then(|| Fill {
+                cache: self.cache.clone(),
+                key,
+                ttl: policy.ttl,
+            });
+            if let Ok(Reply::Json(response)) = &result {
+                self.cache.put(key, response.clone(), policy.ttl);
+            }
+            return StepReply {
+                result,
+                cache: if control.no_cache {
+                    CacheStatus::Bypass
+                } else {
+                    CacheStatus::Miss
+                },
+                fill,
+            };
+        }
+        loop {
+            match self.cache.flights.join(key) {
+                Flight::Lead(leader) => {
+                    let result = self
+                        .router
+                        .chat(&step.plan, request, forward, deadline, attempts)
+                        .await;
+                    let shared = match &result {
+                        Ok(Reply::Json(response)) => {
+                            self.cache.put(key, response.clone(), policy.ttl);
+                            Ok(std::sync::Arc::new(response.clone()))
+                        }
+                        Ok(Reply::Stream(_)) => Err(RouteError::AllFailed {
+                            attempts: attempts.clone(),
+                        }),
+                        Err(err) => Err(err.clone()),
+                    };
+                    leader.finish(shared);
+                    return StepReply {
+                        result,
+                        cache: if control.no_cache {
+                            CacheStatus::Bypass
+                        } else {
+                            CacheStatus::Miss
+                        },
+                        fill: None,
+                    };
+                }
+                Flight::Follow(follower) => match follower.wait().await {
+                    Outcome::Done(Ok(response)) => {
+                        return StepReply {
+                            result: Ok(Reply::Json((*response).clone())),
+                            cache: CacheStatus::Coalesced,
+                            fill: None,
+                        };
+                    }
+                    Outcome::Done(Err(err)) => {
+                        return StepReply {
+                            result: Err(err),
+                            cache: CacheStatus::Coalesced,
+                            fill: None,
+                        };
+                    }
+                    // The leader's client went away: look again, and lead if nobody does.
+                    Outcome::Abandoned => {
+                        if let Some(entry) = self.cache.get(&key) {
+                            return StepReply {
+                                result: Ok(Reply::Json(entry.response.clone())),
+                                cache: CacheStatus::Hit,
+                                fill: None,
+                            };
+                        }
+                    }
+                },
+            }
+        }
     }
 
     /// The router.
@@ -44,13 +220,13 @@ impl LlmStep {
         deadline: Option<std::time::Duration>,
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
-        let Some(plan) = self.plans.get(route) else {
+        let Some(step) = self.plans.get(route) else {
             return Err(RouteError::AllFailed {
                 attempts: attempts.clone(),
             });
         };
         self.router
-            .chat(plan, request, forward, deadline, attempts)
+            .chat(&step.plan, request, forward, deadline, attempts)
             .await
     }
 }
@@ -124,7 +300,7 @@ impl LlmAccess for StageLlm {
             let chain = step
                 .plans
                 .get(&route)
-                .map(|plan| plan.chain.clone())
+                .map(|step| step.plan.chain.clone())
                 .unwrap_or_default();
             let body = serde_json::json!({ "model": model, "input": inputs });
             let mut attempts = Vec::new();

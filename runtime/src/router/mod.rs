@@ -65,7 +65,7 @@ pub enum Reply {
 }
 
 /// Why no target produced a reply.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum RouteError {
     /// Every target was tried and failed.
     #[error("all {} upstream attempts failed: {}", attempts.len(), describe(attempts))]

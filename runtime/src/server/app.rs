@@ -7,9 +7,10 @@ use std::sync::atomic::AtomicBool;
 
 use http::header::{HeaderName, HeaderValue};
 
+use crate::cache::ResponseCache;
 use crate::config::{Config, OnErrorSetting};
 use crate::host_api::{HostServices, StageIdentity};
-use crate::llm::{LlmStep, StageLlm};
+use crate::llm::{LlmStep, RouteStep, StageLlm};
 use crate::pipeline::{OnError, Pipeline, PipelineStage, StageEnv};
 use crate::providers::{ProviderClient, Upstream};
 use crate::router::{RoutePlan, RoutePolicy, Router, TargetState};
@@ -103,10 +104,18 @@ impl App {
                     strategy: route.strategy,
                     weights: route.weights.clone(),
                 };
-                (route.model.clone(), plan)
+                let step = RouteStep {
+                    plan,
+                    cache: route.cache,
+                };
+                (route.model.clone(), step)
             })
             .collect();
-        let llm = Arc::new(LlmStep::new(Router::new(client, upstreams), plans));
+        let llm = Arc::new(LlmStep::new(
+            Router::new(client, upstreams),
+            plans,
+            ResponseCache::new(config.cache.max_memory_bytes),
+        ));
         let services = Arc::new(HostServices::new(
             Arc::new(StageLlm { step: llm.clone() }),
             config.sandbox.log_line_max_bytes,

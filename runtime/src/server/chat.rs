@@ -13,6 +13,8 @@ use tokio::sync::mpsc;
 
 use super::App;
 use super::http_util::{self, Body};
+use crate::cache::{CacheControl, CacheStatus};
+use crate::llm::Fill;
 use crate::openai::{
     ApiError, StreamAccumulator, parse_request, response_to_json, response_to_sse,
 };
@@ -23,14 +25,22 @@ use crate::wit::ChatResponse;
 /// Chunks buffered between the upstream reader and a slow client.
 const STREAM_CHANNEL_CHUNKS: usize = 64;
 
-/// Handles one chat completion. `labels` receives the stages that ran (`x-weir-stages`).
+/// Handles one chat completion. `labels` receives the stages that ran (`x-weir-stages`),
+/// `cache` how the cache was involved (`x-weir-cache`).
 pub async fn handle(
     app: &Arc<App>,
     request: Request<Incoming>,
     request_id: &Arc<str>,
     labels: &mut Vec<Arc<str>>,
+    cache: &mut Option<CacheStatus>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    let control = parts
+        .headers
+        .get(http::header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .map(CacheControl::parse)
+        .unwrap_or_default();
     let deadline = match client_deadline(&parts.headers) {
         Ok(deadline) => deadline,
         Err(err) => return http_util::error(&err),
@@ -76,17 +86,20 @@ pub async fn handle(
 
     let forward = forward_headers(request_id);
     let mut attempts = Vec::new();
-    let reply = app
+    let step = app
         .llm
-        .chat(
+        .complete(
             &pipeline.route,
             fwd.request(),
             &forward,
             deadline,
+            control,
             &mut attempts,
         )
         .await;
-    match reply {
+    *cache = Some(step.cache);
+    let fill = step.fill;
+    match step.result {
         Err(err) => http_util::error(&route_error_to_api(&err)),
         Ok(Reply::Json(response)) => {
             finish_whole(&mut fwd, response, wants_stream, include_usage, labels).await
@@ -95,12 +108,15 @@ pub async fn handle(
             if fwd.needs_full_response() {
                 match collect(stream).await {
                     Ok(response) => {
+                        if let Some(fill) = fill {
+                            fill.store(response.clone());
+                        }
                         finish_whole(&mut fwd, response, true, include_usage, labels).await
                     }
                     Err(err) => http_util::error(&err),
                 }
             } else {
-                relay(fwd, stream, include_usage)
+                relay(fwd, stream, include_usage, fill)
             }
         }
     }
@@ -161,7 +177,12 @@ fn stream_error(target: &str, detail: &str) -> ApiError {
 /// byte ends the stream with an explicit error event, never a silent truncation. When the
 /// stream ends, stages with a response phase see the assembled response (observe only: the
 /// client already has the bytes).
-fn relay(mut fwd: Forwarded, mut stream: UpstreamStream, include_usage: bool) -> Response<Body> {
+fn relay(
+    mut fwd: Forwarded,
+    mut stream: UpstreamStream,
+    include_usage: bool,
+    fill: Option<Fill>,
+) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CHANNEL_CHUNKS);
     tokio::spawn(async move {
         let mut acc = StreamAccumulator::default();
@@ -201,8 +222,12 @@ fn relay(mut fwd: Forwarded, mut stream: UpstreamStream, include_usage: bool) ->
         }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
         drop(tx);
+        let assembled = acc.finish();
+        if let Some(fill) = fill {
+            fill.store(assembled.clone());
+        }
         if fwd.has_response_phase()
-            && let Err(err) = fwd.on_response(acc.finish()).await
+            && let Err(err) = fwd.on_response(assembled).await
         {
             tracing::warn!(error = %err, "response phase after a relayed stream failed");
         }

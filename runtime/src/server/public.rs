@@ -20,10 +20,11 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
     let request_id: Arc<str> = request_id(&request).into();
     let mut labels = Vec::new();
+    let mut cache = None;
     let path = request.uri().path().to_string();
     let mut response = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => {
-            chat::handle(&app, request, &request_id, &mut labels).await
+            chat::handle(&app, request, &request_id, &mut labels, &mut cache).await
         }
         (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app)),
         (&Method::GET, "/healthz") => http_util::json(200, &json!({"status": "ok"})),
@@ -57,6 +58,9 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", value);
+    }
+    if let Some(cache) = cache {
+        headers.insert("x-weir-cache", HeaderValue::from_static(cache.as_str()));
     }
     let stages = labels.iter().map(|l| &**l).collect::<Vec<_>>().join(", ");
     if let Ok(value) = HeaderValue::from_str(&stages) {

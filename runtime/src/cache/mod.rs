@@ -1,0 +1,165 @@
+//! The response cache of the LLM step: exact entries keyed by content (blake3), a bounded
+//! memory tier, and single-flight so concurrent identical misses share one upstream call.
+//!
+//! Owns: [`CacheKey`] construction, the stored entries and their TTLs, and the in-flight
+//! table. Must not know about HTTP: the caller says what the client allowed
+//! ([`CacheControl`]) and reports back a [`CacheStatus`] for the `x-weir-cache` header.
+//! A cache that serves a wrong answer is worse than none, so only fields proven not to change
+//! the answer are left out of the key (see `key.rs`).
+
+mod flight;
+mod key;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+
+pub use flight::{Flight, Flights, Outcome};
+pub use key::{CacheKey, request_key};
+
+use crate::wit::ChatResponse;
+
+/// What the client's `Cache-Control` allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    /// `no-cache`: do not answer from the cache (but the answer may be stored).
+    pub no_cache: bool,
+    /// `no-store`: neither answer from nor store into the cache.
+    pub no_store: bool,
+}
+
+impl CacheControl {
+    /// Parses a `Cache-Control` header value.
+    pub fn parse(value: &str) -> CacheControl {
+        let mut control = CacheControl::default();
+        for directive in value.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+            match directive.as_str() {
+                "no-cache" => control.no_cache = true,
+                "no-store" => control.no_store = true,
+                _ => {}
+            }
+        }
+        control
+    }
+}
+
+/// How a response was served, for `x-weir-cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// From the cache; no upstream call.
+    Hit,
+    /// Not in the cache; fetched (and stored when storable).
+    Miss,
+    /// Shared the upstream call of an identical request in flight.
+    Coalesced,
+    /// The cache was not consulted (off for the route, the client's `Cache-Control`, or a
+    /// sampling temperature the route does not cache).
+    Bypass,
+}
+
+impl CacheStatus {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "hit",
+            CacheStatus::Miss => "miss",
+            CacheStatus::Coalesced => "coalesced",
+            CacheStatus::Bypass => "bypass",
+        }
+    }
+}
+
+/// A stored response and how long it lives.
+#[derive(Debug)]
+pub struct Entry {
+    /// The response as the LLM step produced it.
+    pub response: ChatResponse,
+    /// Its time to live from insertion.
+    ttl: Duration,
+    /// Bytes it is charged for in the memory bound.
+    weight: u32,
+}
+
+/// Per-entry expiry from the route's TTL.
+struct EntryExpiry;
+
+impl Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        entry: &Arc<Entry>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+}
+
+/// The memory tier: entries bounded by total bytes, least recently used evicted first.
+#[derive(Clone)]
+pub struct ResponseCache {
+    /// Key → entry.
+    memory: Cache<CacheKey, Arc<Entry>>,
+    /// Identical misses in flight.
+    pub flights: Flights,
+}
+
+impl ResponseCache {
+    /// A cache holding at most `max_bytes` of responses (approximate: text and fields).
+    pub fn new(max_bytes: u64) -> ResponseCache {
+        ResponseCache {
+            memory: Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|_key: &CacheKey, entry: &Arc<Entry>| entry.weight)
+                .expire_after(EntryExpiry)
+                .build(),
+            flights: Flights::default(),
+        }
+    }
+
+    /// The live entry for `key`.
+    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
+        self.memory.get(key)
+    }
+
+    /// Stores `response` under `key` for `ttl`.
+    pub fn put(&self, key: CacheKey, response: ChatResponse, ttl: Duration) {
+        let weight = weigh(&response);
+        self.memory.insert(
+            key,
+            Arc::new(Entry {
+                response,
+                ttl,
+                weight,
+            }),
+        );
+    }
+
+    /// Entries held now (approximate; for metrics and tests).
+    pub fn entry_count(&self) -> u64 {
+        self.memory.run_pending_tasks();
+        self.memory.entry_count()
+    }
+}
+
+/// Bytes a response is charged for: its strings plus a fixed overhead per choice.
+fn weigh(response: &ChatResponse) -> u32 {
+    let text: usize = response
+        .choices
+        .iter()
+        .map(|c| {
+            let content = match &c.message.content {
+                Some(crate::wit::Content::Text(t)) => t.len(),
+                Some(crate::wit::Content::Parts(parts)) => parts
+                    .iter()
+                    .map(|p| p.text.as_ref().map_or(0, String::len) + p.extra.len())
+                    .sum(),
+                None => 0,
+            };
+            content + c.message.extra.len() + c.extra.len() + 64
+        })
+        .sum();
+    let total = text + response.id.len() + response.model.len() + response.extra.len() + 128;
+    u32::try_from(total).unwrap_or(u32::MAX)
+}

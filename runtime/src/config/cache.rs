@@ -1,0 +1,88 @@
+//! `[cache]` (process-wide bounds) and `[routes.cache]` (per-route policy): validated data;
+//! the `cache` module gives it behaviour.
+
+use std::time::Duration;
+
+use super::check::Source;
+use super::error::ConfigError;
+use super::raw::{RawCache, RawRouteCache};
+
+/// Default bound of the memory tier: 256 MiB of responses.
+pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 256 << 20;
+/// Default time a cached response is served: 5 minutes.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Longest TTL accepted: 30 days.
+pub const MAX_CACHE_TTL_MS: u64 = 30 * 86_400_000;
+
+/// `[cache]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Bytes of responses the memory tier holds at most (default
+    /// [`DEFAULT_CACHE_MEMORY_BYTES`]).
+    pub max_memory_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_memory_bytes: DEFAULT_CACHE_MEMORY_BYTES,
+        }
+    }
+}
+
+/// `[routes.cache]`: whether and how a route's answers are cached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteCacheSettings {
+    /// Cache this route's answers (default false: caching is opt-in per route).
+    pub enabled: bool,
+    /// How long an answer is served from the cache (default [`DEFAULT_CACHE_TTL`]).
+    pub ttl: Duration,
+    /// Also cache requests sampled with a temperature other than 0 (or none, which means the
+    /// provider's default of 1). Default false: only deterministic requests are cached.
+    pub cache_nonzero_temperature: bool,
+}
+
+impl Default for RouteCacheSettings {
+    fn default() -> Self {
+        RouteCacheSettings {
+            enabled: false,
+            ttl: DEFAULT_CACHE_TTL,
+            cache_nonzero_temperature: false,
+        }
+    }
+}
+
+pub(crate) fn build(src: Source<'_>, raw: &RawCache) -> Result<CacheSettings, ConfigError> {
+    let mib = src.in_range_or(
+        raw.max_memory_mib.as_ref(),
+        0..=1 << 20,
+        DEFAULT_CACHE_MEMORY_BYTES >> 20,
+        "cache.max_memory_mib",
+    )?;
+    Ok(CacheSettings {
+        max_memory_bytes: mib << 20,
+    })
+}
+
+pub(crate) fn build_route(
+    src: Source<'_>,
+    raw: Option<&RawRouteCache>,
+    key: &str,
+) -> Result<RouteCacheSettings, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(RouteCacheSettings::default());
+    };
+    let d = RouteCacheSettings::default();
+    Ok(RouteCacheSettings {
+        enabled: raw.enabled.unwrap_or(true),
+        ttl: Duration::from_millis(src.in_range_or(
+            raw.ttl_ms.as_ref(),
+            1..=MAX_CACHE_TTL_MS,
+            d.ttl.as_millis() as u64,
+            &format!("{key}.cache.ttl_ms"),
+        )?),
+        cache_nonzero_temperature: raw
+            .cache_nonzero_temperature
+            .unwrap_or(d.cache_nonzero_temperature),
+    })
+}

@@ -1,0 +1,246 @@
+//! The exact response cache through the real binary: hits are byte-identical and free of
+//! upstream calls, `Cache-Control` and temperature are honoured, streams and JSON share
+//! entries, and concurrent identical misses make exactly one upstream call.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::procs::{Proc, call, get, post, serve, sim};
+use crate::sim::client::Answer;
+
+fn config(upstream: &Proc, extra: &str) -> String {
+    format!(
+        r#"
+[targets.up]
+base_url = "http://{}/v1"
+
+[[routes]]
+model = "cached"
+targets = ["up"]
+max_attempts = 1
+cache = {{ ttl_ms = 60000 }}
+
+[[routes]]
+model = "creative"
+targets = ["up"]
+cache = {{ ttl_ms = 60000, cache_nonzero_temperature = true }}
+{extra}
+"#,
+        upstream.addr
+    )
+}
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "temperature": 0, "messages": [{"role": "user", "content": text}]})
+}
+
+async fn received(sim: &Proc) -> u64 {
+    get(sim.addr, "/sim/stats").await.json()["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+fn cache_header(answer: &Answer) -> &str {
+    answer.headers["x-weir-cache"].to_str().unwrap()
+}
+
+async fn post_with(weir: &Proc, body: &Value, headers: &[(&str, &str)]) -> Answer {
+    call(
+        weir.addr,
+        Method::POST,
+        "/v1/chat/completions",
+        headers,
+        Some(Bytes::from(body.to_string())),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_hit_is_byte_identical_and_makes_no_upstream_call() {
+    let up = sim(&[]);
+    let weir = serve(&config(&up, ""));
+    let body = chat("cached", "what is a weir?");
+    let miss = post(weir.addr, "/v1/chat/completions", &body).await;
+    assert_eq!(miss.status, 200);
+    assert_eq!(cache_header(&miss), "miss");
+    let hit = post(weir.addr, "/v1/chat/completions", &body).await;
+    assert_eq!(cache_header(&hit), "hit");
+    assert_eq!(hit.body, miss.body, "a hit is byte-identical to its miss");
+    assert_eq!(received(&up).await, 1);
+
+    // A different question misses; `user` and `metadata` are not part of the key.
+    let other = post(
+        weir.addr,
+        "/v1/chat/completions",
+        &chat("cached", "what is a dam?"),
+    )
+    .await;
+    assert_eq!(cache_header(&other), "miss");
+    let mut same = body.clone();
+    same["user"] = json!("someone-else");
+    same["metadata"] = json!({"trace": "abc"});
+    assert_eq!(
+        cache_header(&post(weir.addr, "/v1/chat/completions", &same).await),
+        "hit"
+    );
+    assert_eq!(received(&up).await, 2);
+}
+
+#[tokio::test]
+async fn temperature_and_cache_control_are_honoured() {
+    let up = sim(&[]);
+    let weir = serve(&config(&up, ""));
+    // No temperature means the provider's default (1): not cached unless the route says so.
+    let mut sampled = chat("cached", "tell me a story");
+    sampled.as_object_mut().unwrap().remove("temperature");
+    for _ in 0..2 {
+        let answer = post(weir.addr, "/v1/chat/completions", &sampled).await;
+        assert_eq!(cache_header(&answer), "bypass");
+    }
+    assert_eq!(received(&up).await, 2);
+    sampled["model"] = json!("creative");
+    assert_eq!(
+        cache_header(&post(weir.addr, "/v1/chat/completions", &sampled).await),
+        "miss"
+    );
+    assert_eq!(
+        cache_header(&post(weir.addr, "/v1/chat/completions", &sampled).await),
+        "hit"
+    );
+
+    let body = chat("cached", "cache control");
+    let answer = post_with(&weir, &body, &[("cache-control", "no-store")]).await;
+    assert_eq!(cache_header(&answer), "bypass");
+    // no-store stored nothing, so this is a miss that stores...
+    assert_eq!(
+        cache_header(&post(weir.addr, "/v1/chat/completions", &body).await),
+        "miss"
+    );
+    // ...no-cache skips the lookup (a fresh upstream call) but the entry stays...
+    let before = received(&up).await;
+    let answer = post_with(&weir, &body, &[("cache-control", "no-cache")]).await;
+    assert_eq!(cache_header(&answer), "bypass");
+    assert_eq!(received(&up).await, before + 1);
+    // ...and serves the next plain request.
+    assert_eq!(
+        cache_header(&post(weir.addr, "/v1/chat/completions", &body).await),
+        "hit"
+    );
+}
+
+fn sse_text(answer: &Answer) -> String {
+    answer
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn streams_and_json_share_entries() {
+    let up = sim(&[]);
+    let weir = serve(&config(&up, ""));
+    // A JSON miss, replayed as a stream.
+    let body = chat("cached", "json first");
+    let json_answer = post(weir.addr, "/v1/chat/completions", &body).await;
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let replay = post(weir.addr, "/v1/chat/completions", &streamed).await;
+    assert_eq!(cache_header(&replay), "hit");
+    assert_eq!(replay.events().last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(
+        sse_text(&replay),
+        json_answer.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+    );
+    // A stream miss (relayed, stored after [DONE]), then served as JSON.
+    let mut stream_first = chat("cached", "stream first");
+    stream_first["stream"] = json!(true);
+    let live = post(weir.addr, "/v1/chat/completions", &stream_first).await;
+    assert_eq!(cache_header(&live), "miss");
+    let text = sse_text(&live);
+    let mut as_json = stream_first.clone();
+    as_json["stream"] = json!(false);
+    // The fill happens when the relay task sees [DONE]; allow it a moment.
+    let mut hit = None;
+    for _ in 0..50 {
+        let answer = post(weir.addr, "/v1/chat/completions", &as_json).await;
+        if cache_header(&answer) == "hit" {
+            hit = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let hit = hit.expect("the streamed answer was stored");
+    assert_eq!(hit.json()["choices"][0]["message"]["content"], text);
+    assert_eq!(
+        received(&up).await,
+        2,
+        "one JSON and one stream upstream call"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_identical_misses_make_exactly_one_upstream_call() {
+    let up = sim(&["--latency-ms", "300"]);
+    let weir = serve(&config(&up, ""));
+    let addr = weir.addr;
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn(async move {
+                post(addr, "/v1/chat/completions", &chat("cached", "stampede")).await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    let mut bodies = Vec::new();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        statuses.push((answer.status.as_u16(), cache_header(&answer).to_string()));
+        bodies.push(answer.json()["choices"][0]["message"]["content"].clone());
+    }
+    assert!(statuses.iter().all(|(s, _)| *s == 200), "{statuses:?}");
+    assert_eq!(received(&up).await, 1, "exactly one upstream call");
+    assert_eq!(statuses.iter().filter(|(_, c)| c == "miss").count(), 1);
+    assert!(statuses.iter().any(|(_, c)| c == "coalesced"));
+    assert!(bodies.iter().all(|b| *b == bodies[0]));
+}
+
+#[tokio::test]
+async fn when_the_leader_fails_followers_get_the_same_error_without_a_stampede() {
+    let up = sim(&[
+        "--latency-ms",
+        "300",
+        "--error-rate",
+        "1.0",
+        "--error-status",
+        "503",
+    ]);
+    let weir = serve(&config(&up, ""));
+    let addr = weir.addr;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn(async move {
+                post(addr, "/v1/chat/completions", &chat("cached", "doomed")).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.status, 502);
+    }
+    assert_eq!(
+        received(&up).await,
+        1,
+        "followers share the leader's failure"
+    );
+}

@@ -244,3 +244,75 @@ async fn when_the_leader_fails_followers_get_the_same_error_without_a_stampede()
         "followers share the leader's failure"
     );
 }
+
+fn disk_config(up: &Proc) -> (std::path::PathBuf, std::path::PathBuf) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("weir-disk-cache-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = format!("[cache]\ndisk_dir = \"{}\"\n", dir.display());
+    (crate::procs::scratch_config(&config(up, &extra)), dir)
+}
+
+fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for file in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(file.path());
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn the_disk_tier_survives_a_restart_and_a_flipped_bit_is_a_miss() {
+    let up = sim(&[]);
+    let (config_path, dir) = disk_config(&up);
+    let body = chat("cached", "remember me");
+    let first = {
+        let weir = crate::procs::serve_file(&config_path);
+        let answer = post(weir.addr, "/v1/chat/completions", &body).await;
+        assert_eq!(cache_header(&answer), "miss");
+        // The write happens off the request path; wait for the file.
+        for _ in 0..100 {
+            if !cache_files(&dir).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        answer
+    }; // weir is killed here (SIGKILL)
+    assert_eq!(cache_files(&dir).len(), 1);
+
+    let weir = crate::procs::serve_file(&config_path);
+    let again = post(weir.addr, "/v1/chat/completions", &body).await;
+    assert_eq!(
+        cache_header(&again),
+        "hit",
+        "served from disk after a restart"
+    );
+    assert_eq!(again.body, first.body);
+    assert_eq!(received(&up).await, 1);
+    drop(weir);
+
+    // Flip one bit of the stored entry: it must read as a miss and be replaced.
+    let file = &cache_files(&dir)[0];
+    let mut bytes = std::fs::read(file).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    std::fs::write(file, &bytes).unwrap();
+    let weir = crate::procs::serve_file(&config_path);
+    let after = post(weir.addr, "/v1/chat/completions", &body).await;
+    assert_eq!(
+        cache_header(&after),
+        "miss",
+        "a corrupted entry is never served"
+    );
+    assert_eq!(after.status, 200);
+    assert_eq!(received(&up).await, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}

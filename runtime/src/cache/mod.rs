@@ -7,6 +7,7 @@
 //! A cache that serves a wrong answer is worse than none, so only fields proven not to change
 //! the answer are left out of the key (see `key.rs`).
 
+mod disk;
 mod flight;
 mod key;
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
+pub use disk::DiskTier;
 pub use flight::{Flight, Flights, Outcome};
 pub use key::{CacheKey, request_key};
 
@@ -96,11 +98,14 @@ impl Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
     }
 }
 
-/// The memory tier: entries bounded by total bytes, least recently used evicted first.
+/// The cache: a memory tier bounded by total bytes (least recently used evicted first) over
+/// an optional disk tier that survives restarts.
 #[derive(Clone)]
 pub struct ResponseCache {
     /// Key → entry.
     memory: Cache<CacheKey, Arc<Entry>>,
+    /// Entries on disk, when configured.
+    disk: Option<DiskTier>,
     /// Identical misses in flight.
     pub flights: Flights,
 }
@@ -114,17 +119,36 @@ impl ResponseCache {
                 .weigher(|_key: &CacheKey, entry: &Arc<Entry>| entry.weight)
                 .expire_after(EntryExpiry)
                 .build(),
+            disk: None,
             flights: Flights::default(),
         }
     }
 
-    /// The live entry for `key`.
-    pub fn get(&self, key: &CacheKey) -> Option<Arc<Entry>> {
-        self.memory.get(key)
+    /// The same cache backed by `disk`.
+    pub fn with_disk(mut self, disk: DiskTier) -> ResponseCache {
+        self.disk = Some(disk);
+        self
     }
 
-    /// Stores `response` under `key` for `ttl`.
+    /// The live response for `key`: from memory, else from disk (then kept in memory too).
+    pub async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
+        if let Some(entry) = self.memory.get(key) {
+            return Some(entry.response.clone());
+        }
+        let (response, ttl) = self.disk.as_ref()?.get(key).await?;
+        self.remember(*key, response.clone(), ttl);
+        Some(response)
+    }
+
+    /// Stores `response` under `key` for `ttl`, in memory and on disk.
     pub fn put(&self, key: CacheKey, response: ChatResponse, ttl: Duration) {
+        if let Some(disk) = &self.disk {
+            disk.put(key, &response, ttl);
+        }
+        self.remember(key, response, ttl);
+    }
+
+    fn remember(&self, key: CacheKey, response: ChatResponse, ttl: Duration) {
         let weight = weigh(&response);
         self.memory.insert(
             key,

@@ -15,17 +15,27 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const MAX_CACHE_TTL_MS: u64 = 30 * 86_400_000;
 
 /// `[cache]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheSettings {
     /// Bytes of responses the memory tier holds at most (default
     /// [`DEFAULT_CACHE_MEMORY_BYTES`]).
     pub max_memory_bytes: u64,
+    /// The disk tier's directory (relative paths resolved against the config file's
+    /// directory); `None` keeps the cache in memory only.
+    pub disk_dir: Option<std::path::PathBuf>,
+    /// Bytes of entries the disk tier keeps at most (default [`DEFAULT_CACHE_DISK_BYTES`]).
+    pub max_disk_bytes: u64,
 }
+
+/// Default bound of the disk tier: 1 GiB.
+pub const DEFAULT_CACHE_DISK_BYTES: u64 = 1 << 30;
 
 impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             max_memory_bytes: DEFAULT_CACHE_MEMORY_BYTES,
+            disk_dir: None,
+            max_disk_bytes: DEFAULT_CACHE_DISK_BYTES,
         }
     }
 }
@@ -52,15 +62,42 @@ impl Default for RouteCacheSettings {
     }
 }
 
-pub(crate) fn build(src: Source<'_>, raw: &RawCache) -> Result<CacheSettings, ConfigError> {
+pub(crate) fn build(
+    src: Source<'_>,
+    raw: &RawCache,
+    base_dir: &std::path::Path,
+) -> Result<CacheSettings, ConfigError> {
     let mib = src.in_range_or(
         raw.max_memory_mib.as_ref(),
         0..=1 << 20,
         DEFAULT_CACHE_MEMORY_BYTES >> 20,
         "cache.max_memory_mib",
     )?;
+    let disk_mib = src.in_range_or(
+        raw.disk_max_mib.as_ref(),
+        1..=1 << 24,
+        DEFAULT_CACHE_DISK_BYTES >> 20,
+        "cache.disk_max_mib",
+    )?;
+    let disk_dir = match &raw.disk_dir {
+        Some(dir) if dir.get_ref().trim().is_empty() => {
+            return Err(src.error(
+                dir.span(),
+                "cache.disk_dir",
+                "expected a directory path, got an empty string; leave the key out for a \
+                 memory-only cache",
+            ));
+        }
+        Some(dir) => Some(super::route::resolve(
+            base_dir,
+            std::path::Path::new(dir.get_ref()),
+        )),
+        None => None,
+    };
     Ok(CacheSettings {
         max_memory_bytes: mib << 20,
+        disk_dir,
+        max_disk_bytes: disk_mib << 20,
     })
 }
 

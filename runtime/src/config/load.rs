@@ -100,7 +100,7 @@ fn parse_in(
         .flat_map(|route| &route.stages)
         .map(|stage| stage.limits.memory_bytes)
         .fold(sandbox.defaults.memory_bytes, u64::max);
-    let cache = super::cache::build(src, &raw.cache)?;
+    let cache = super::cache::build(src, &raw.cache, base_dir)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,

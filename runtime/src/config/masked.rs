@@ -124,7 +124,11 @@ impl Config {
         insert_limits(&mut sandbox_json, &sandbox.defaults);
         json!({
             "source": self.source.to_string_lossy(),
-            "cache": { "max_memory_mib": self.cache.max_memory_bytes >> 20 },
+            "cache": {
+                "max_memory_mib": self.cache.max_memory_bytes >> 20,
+                "disk_dir": self.cache.disk_dir.as_ref().map(|d| d.to_string_lossy()),
+                "disk_max_mib": self.cache.max_disk_bytes >> 20,
+            },
             "server": {
                 "listen": server.listen.to_string(),
                 "admin_listen": server.admin_listen.to_string(),

@@ -38,6 +38,8 @@ pub(crate) struct RawConfig {
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub(crate) struct RawCache {
     pub max_memory_mib: Option<Spanned<u64>>,
+    pub disk_dir: Option<Spanned<String>>,
+    pub disk_max_mib: Option<Spanned<u64>>,
 }
 
 /// `[routes.cache]`.

@@ -115,10 +115,10 @@ impl LlmStep {
         }
         let key = request_key(route, None, request);
         if !control.no_cache
-            && let Some(entry) = self.cache.get(&key)
+            && let Some(response) = self.cache.get(&key).await
         {
             return StepReply {
-                result: Ok(Reply::Json(entry.response.clone())),
+                result: Ok(Reply::Json(response)),
                 cache: CacheStatus::Hit,
                 fill: None,
             };
@@ -192,9 +192,9 @@ impl LlmStep {
                     }
                     // The leader's client went away: look again, and lead if nobody does.
                     Outcome::Abandoned => {
-                        if let Some(entry) = self.cache.get(&key) {
+                        if let Some(response) = self.cache.get(&key).await {
                             return StepReply {
-                                result: Ok(Reply::Json(entry.response.clone())),
+                                result: Ok(Reply::Json(response)),
                                 cache: CacheStatus::Hit,
                                 fill: None,
                             };

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use http::header::{HeaderName, HeaderValue};
 
-use crate::cache::ResponseCache;
+use crate::cache::{DiskTier, ResponseCache};
 use crate::config::{Config, OnErrorSetting};
 use crate::host_api::{HostServices, StageIdentity};
 use crate::llm::{LlmStep, RouteStep, StageLlm};
@@ -32,6 +32,14 @@ pub enum AppError {
         stage: String,
         /// Why.
         source: LoadError,
+    },
+    /// The disk cache directory could not be opened.
+    #[error("cache directory {}: {source}", dir.display())]
+    CacheDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
     },
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {0}")]
@@ -111,11 +119,18 @@ impl App {
                 (route.model.clone(), step)
             })
             .collect();
-        let llm = Arc::new(LlmStep::new(
-            Router::new(client, upstreams),
-            plans,
-            ResponseCache::new(config.cache.max_memory_bytes),
-        ));
+        let mut cache = ResponseCache::new(config.cache.max_memory_bytes);
+        if let Some(dir) = &config.cache.disk_dir {
+            let disk = DiskTier::open(dir, config.cache.max_disk_bytes).map_err(|source| {
+                AppError::CacheDir {
+                    dir: dir.clone(),
+                    source,
+                }
+            })?;
+            tracing::info!(dir = %dir.display(), entries = disk.len(), "disk cache opened");
+            cache = cache.with_disk(disk);
+        }
+        let llm = Arc::new(LlmStep::new(Router::new(client, upstreams), plans, cache));
         let services = Arc::new(HostServices::new(
             Arc::new(StageLlm { step: llm.clone() }),
             config.sandbox.log_line_max_bytes,

@@ -1,0 +1,295 @@
+//! The disk tier: one file per entry under the cache directory, named by the key, verified on
+//! every read (a corrupted entry is a miss and is removed), bounded by total size with the
+//! least recently written evicted first, and found again after a restart.
+//!
+//! File layout: `blake3(rest)` (32 bytes) · expiry in Unix ms (8 bytes, LE) · the response as
+//! OpenAI JSON. Writes go to a temporary file renamed into place, off the async threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::CacheKey;
+use crate::openai::{parse_response, response_to_json};
+use crate::wit::ChatResponse;
+
+/// Bytes before the JSON: hash + expiry.
+const HEADER: usize = 32 + 8;
+
+/// Which entries exist and in what order they were written.
+#[derive(Debug, Default)]
+struct Index {
+    /// Key → (file size, write sequence).
+    entries: HashMap<CacheKey, (u64, u64)>,
+    /// Write sequence → key, oldest first.
+    order: BTreeMap<u64, CacheKey>,
+    /// Sum of the file sizes.
+    total: u64,
+    /// Next write sequence.
+    next: u64,
+}
+
+impl Index {
+    fn insert(&mut self, key: CacheKey, size: u64) {
+        self.remove(&key);
+        let seq = self.next;
+        self.next += 1;
+        self.entries.insert(key, (size, seq));
+        self.order.insert(seq, key);
+        self.total += size;
+    }
+
+    fn remove(&mut self, key: &CacheKey) -> bool {
+        match self.entries.remove(key) {
+            Some((size, seq)) => {
+                self.order.remove(&seq);
+                self.total -= size;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keys to evict so that `total` fits `max`, oldest first.
+    fn over(&mut self, max: u64) -> Vec<CacheKey> {
+        let mut out = Vec::new();
+        while self.total > max {
+            let Some((_, key)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((size, _)) = self.entries.remove(&key) {
+                self.total -= size;
+            }
+            out.push(key);
+        }
+        out
+    }
+}
+
+/// The disk tier.
+#[derive(Clone, Debug)]
+pub struct DiskTier {
+    /// The cache directory.
+    dir: Arc<PathBuf>,
+    /// Bytes of files kept at most.
+    max_bytes: u64,
+    /// What is on disk.
+    index: Arc<Mutex<Index>>,
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    match index.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl DiskTier {
+    /// Opens (creating) `dir` and indexes the entries already there, oldest first.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<DiskTier> {
+        std::fs::create_dir_all(dir)?;
+        let mut found: Vec<(SystemTime, CacheKey, u64)> = Vec::new();
+        for shard in std::fs::read_dir(dir)?.flatten() {
+            if !shard.path().is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(shard.path())?.flatten() {
+                let name = file.file_name();
+                let Some(key) = name.to_str().and_then(parse_key) else {
+                    continue; // a temporary file or a stranger: not ours to index
+                };
+                if let Ok(meta) = file.metadata() {
+                    let written = meta.modified().unwrap_or(UNIX_EPOCH);
+                    found.push((written, key, meta.len()));
+                }
+            }
+        }
+        found.sort();
+        let mut index = Index::default();
+        for (_, key, size) in found {
+            index.insert(key, size);
+        }
+        let tier = DiskTier {
+            dir: Arc::new(dir.to_path_buf()),
+            max_bytes,
+            index: Arc::new(Mutex::new(index)),
+        };
+        let evicted = lock(&tier.index).over(max_bytes);
+        for key in evicted {
+            let _ = std::fs::remove_file(tier.path(&key));
+        }
+        Ok(tier)
+    }
+
+    fn path(&self, key: &CacheKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    /// Entries on disk now.
+    pub fn len(&self) -> usize {
+        lock(&self.index).entries.len()
+    }
+
+    /// True when the tier holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The live entry for `key` and its remaining time to live. A file that fails its
+    /// checksum, does not parse or has expired is removed and reads as a miss.
+    pub async fn get(&self, key: &CacheKey) -> Option<(ChatResponse, Duration)> {
+        if !lock(&self.index).entries.contains_key(key) {
+            return None;
+        }
+        let path = self.path(key);
+        let bytes = tokio::fs::read(&path).await.ok();
+        let entry = bytes.as_deref().and_then(decode);
+        match entry {
+            Some((expires, response)) if expires > now_ms() => {
+                Some((response, Duration::from_millis(expires - now_ms())))
+            }
+            other => {
+                if other.is_none() {
+                    tracing::warn!(path = %path.display(), "corrupted cache entry removed");
+                }
+                lock(&self.index).remove(key);
+                let _ = tokio::fs::remove_file(&path).await;
+                None
+            }
+        }
+    }
+
+    /// Stores `response` for `ttl`, off the async threads; evicts the oldest entries beyond
+    /// the size bound.
+    pub fn put(&self, key: CacheKey, response: &ChatResponse, ttl: Duration) {
+        let body = response_to_json(response).to_string();
+        let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+        let mut rest = Vec::with_capacity(8 + body.len());
+        rest.extend_from_slice(&expires.to_le_bytes());
+        rest.extend_from_slice(body.as_bytes());
+        let mut file = Vec::with_capacity(HEADER + body.len());
+        file.extend_from_slice(blake3::hash(&rest).as_bytes());
+        file.extend_from_slice(&rest);
+        let tier = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let path = tier.path(&key);
+            if let Err(err) = write_atomically(&path, &file) {
+                tracing::warn!(path = %path.display(), error = %err, "cache entry not written");
+                return;
+            }
+            let evicted = {
+                let mut index = lock(&tier.index);
+                index.insert(key, file.len() as u64);
+                index.over(tier.max_bytes)
+            };
+            for key in evicted {
+                let _ = std::fs::remove_file(tier.path(&key));
+            }
+        });
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Checks and parses a file: `None` when it is corrupted.
+fn decode(bytes: &[u8]) -> Option<(u64, ChatResponse)> {
+    if bytes.len() < HEADER {
+        return None;
+    }
+    let (hash, rest) = bytes.split_at(32);
+    if blake3::hash(rest).as_bytes() != hash {
+        return None;
+    }
+    let expires = u64::from_le_bytes(rest[..8].try_into().ok()?);
+    let response = parse_response(&rest[8..])?;
+    Some((expires, response))
+}
+
+fn parse_key(name: &str) -> Option<CacheKey> {
+    if name.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in name.as_bytes().chunks(2).enumerate() {
+        let hex = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(CacheKey(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wit::{Choice, Content, Message};
+
+    fn response(text: &str) -> ChatResponse {
+        ChatResponse {
+            id: "c".into(),
+            model: "m".into(),
+            created: 1,
+            choices: vec![Choice {
+                index: 0,
+                message: Message {
+                    role: "assistant".into(),
+                    content: Some(Content::Text(text.into())),
+                    name: None,
+                    extra: "{}".into(),
+                },
+                finish_reason: Some("stop".into()),
+                extra: "{}".into(),
+            }],
+            usage: None,
+            extra: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_size_bound_evicts_the_oldest_and_survives_reopening() {
+        let dir = std::env::temp_dir().join(format!("weir-disk-unit-{}", rand::random::<u64>()));
+        let text = "x".repeat(1000);
+        let tier = DiskTier::open(&dir, 3_500).unwrap();
+        for i in 0..6u8 {
+            tier.put(CacheKey([i; 32]), &response(&text), Duration::from_secs(60));
+            // Writes run on the blocking pool; let each land before the next.
+            for _ in 0..100 {
+                if lock(&tier.index).entries.contains_key(&CacheKey([i; 32])) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert!(lock(&tier.index).total <= 3_500);
+        assert!(
+            tier.get(&CacheKey([0; 32])).await.is_none(),
+            "the oldest went first"
+        );
+        assert!(
+            tier.get(&CacheKey([5; 32])).await.is_some(),
+            "the newest stays"
+        );
+        let kept = tier.len();
+        let reopened = DiskTier::open(&dir, 3_500).unwrap();
+        assert_eq!(reopened.len(), kept);
+        let (found, ttl) = reopened.get(&CacheKey([5; 32])).await.unwrap();
+        assert!(matches!(&found.choices[0].message.content, Some(Content::Text(t)) if *t == text));
+        assert!(ttl <= Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -48,6 +48,21 @@ config = { prompt = "You serve the {{team}} team." }
 [[routes]]
 model = "bare"
 targets = ["sim"]
+# The same pipeline with its answers cached: every request after the first is a hit.
+[[routes]]
+model = "cached"
+targets = ["sim"]
+cache = { ttl_ms = 600000, cache_nonzero_temperature = true }
+[[routes.stages]]
+name = "prompt-guard"
+path = "$plugins/prompt_guard.wasm"
+[[routes.stages]]
+name = "pii-redact"
+path = "$plugins/pii_redact.wasm"
+[[routes.stages]]
+name = "system-prompt"
+path = "$plugins/system_prompt.wasm"
+config = { prompt = "You serve the {{team}} team." }
 TOML
 
 pids=()
@@ -76,6 +91,10 @@ for target in "sim http://$SIM" "weir http://$WEIR"; do
     set -- $target
     echo "$1: $("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")"
 done
+
+echo "== cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk)"
+WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit_c1.txt"
+echo "weir hit: p50 $(to_ms "$(wrk_pct "$work/hit_c1.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/hit_c1.txt" 99%)") ms  $(awk '/Requests\/sec/ {print $2}' "$work/hit_c1.txt") req/s"
 
 echo "== max throughput, ${DURATION}s each (wrk -t2 -c64)"
 for target in "sim http://$SIM" "weir http://$WEIR"; do

@@ -107,6 +107,7 @@ fn setup_with(fuel: bool, reaper: Reaper, specs: &[StageSpec<'_>]) -> Setup {
             sandbox,
             services,
             reaper,
+            outputs: weir::cache::StageOutputCache::default(),
         },
         pipeline,
     }

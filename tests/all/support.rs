@@ -80,6 +80,7 @@ impl TestHost {
                 sandbox: Arc::new(sandbox),
                 services,
                 reaper: Reaper::start(),
+                outputs: weir::cache::StageOutputCache::default(),
             },
             loaded: Mutex::new(HashMap::new()),
         }

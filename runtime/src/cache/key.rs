@@ -54,6 +54,53 @@ pub fn request_key(route: &str, tenant: Option<&str>, request: &ChatRequest) -> 
     CacheKey(*c.hasher.finalize().as_bytes())
 }
 
+/// The key of a deterministic stage's `on-request` output: the stage version (component
+/// blake3), its config, the route, and the whole request as the stage sees it — every field,
+/// `metadata`, `user` and `stream` included, since a stage may read any of them.
+pub fn stage_input_key(
+    component: &[u8; 32],
+    config: &std::collections::BTreeMap<String, String>,
+    route: &str,
+    request: &ChatRequest,
+) -> CacheKey {
+    let ChatRequest {
+        model,
+        messages,
+        temperature,
+        top_p,
+        max_tokens,
+        stream,
+        user,
+        metadata,
+        extra,
+    } = request;
+    let mut c = Canon::new(b"weir-cache/v1/stage-input");
+    c.bytes(b'S', component);
+    c.len(b'g', config.len());
+    for (key, value) in config {
+        c.str(b'k', key);
+        c.str(b'v', value);
+    }
+    c.str(b'r', route);
+    c.str(b'm', model);
+    c.len(b'n', messages.len());
+    for message in messages {
+        c.message(message);
+    }
+    c.opt_f64(b'T', *temperature);
+    c.opt_f64(b'P', *top_p);
+    c.opt_u64(b'M', max_tokens.map(u64::from));
+    c.opt_u64(b's', Some(u64::from(*stream)));
+    c.opt_str(b'u', user.as_deref());
+    c.len(b'd', metadata.len());
+    for (key, value) in metadata {
+        c.str(b'k', key);
+        c.str(b'v', value);
+    }
+    c.json(b'x', extra, &[]);
+    CacheKey(*c.hasher.finalize().as_bytes())
+}
+
 /// A prefix-free writer into a blake3 hasher.
 struct Canon {
     /// The running hash.

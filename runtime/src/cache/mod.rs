@@ -1,5 +1,6 @@
-//! The response cache of the LLM step: exact entries keyed by content (blake3), a bounded
-//! memory tier, and single-flight so concurrent identical misses share one upstream call.
+//! The response cache of the LLM step — exact entries keyed by content (blake3), a bounded
+//! memory tier over an optional disk tier, single-flight so concurrent identical misses share
+//! one upstream call — and the output cache of deterministic stages.
 //!
 //! Owns: [`CacheKey`] construction, the stored entries and their TTLs, and the in-flight
 //! table. Must not know about HTTP: the caller says what the client allowed
@@ -10,6 +11,7 @@
 mod disk;
 mod flight;
 mod key;
+mod stage;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +21,8 @@ use moka::sync::Cache;
 
 pub use disk::DiskTier;
 pub use flight::{Flight, Flights, Outcome};
-pub use key::{CacheKey, request_key};
+pub use key::{CacheKey, request_key, stage_input_key};
+pub use stage::{StageOutput, StageOutputCache};
 
 use crate::wit::ChatResponse;
 

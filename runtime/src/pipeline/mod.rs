@@ -15,6 +15,7 @@ use std::sync::Arc;
 pub use error::PipelineError;
 pub use run::{Forwarded, StageRun};
 
+use crate::cache::StageOutputCache;
 use crate::config::CallLimits;
 use crate::host_api::{HostServices, StageIdentity};
 use crate::sandbox::{Reaper, Sandbox};
@@ -60,4 +61,6 @@ pub struct StageEnv {
     pub services: Arc<HostServices>,
     /// Drops finished instances off the response path.
     pub reaper: Reaper,
+    /// Deterministic stages' `on-request` outcomes by input.
+    pub outputs: StageOutputCache,
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
+use crate::cache::{StageOutput, stage_input_key};
 use crate::host_api::HostContext;
 use crate::stages::{FailureKind, StageFailure, StageInstance};
 use crate::wit::{
@@ -103,6 +104,39 @@ impl Forwarded {
                 continue;
             }
             let started = Instant::now();
+            // A deterministic request-only stage's outcome may come from the output cache.
+            let output_key =
+                (phases == Phases::REQUEST && spec.stage.info.deterministic).then(|| {
+                    stage_input_key(
+                        spec.stage.digest.as_bytes(),
+                        &spec.identity.config,
+                        &self.pipeline.route,
+                        &self.request,
+                    )
+                });
+            if let Some(cached) = output_key.as_ref().and_then(|k| self.env.outputs.get(k)) {
+                match &*cached {
+                    StageOutput::Next(request) => {
+                        self.record(spec, Phase::Request, started, None, "next (cached)");
+                        self.request = request.clone();
+                        continue;
+                    }
+                    StageOutput::Respond(response) => {
+                        self.record(spec, Phase::Request, started, None, "respond (cached)");
+                        self.answer = Some(response.clone());
+                        return Ok(());
+                    }
+                    StageOutput::Reject(rejection) => {
+                        return Err(self.rejected(
+                            spec,
+                            Phase::Request,
+                            started,
+                            None,
+                            rejection.clone(),
+                        ));
+                    }
+                }
+            }
             let mut instance =
                 match instantiate(&self.env, &self.request_id, &self.pipeline.route, spec).await {
                     Ok(instance) => instance,
@@ -117,6 +151,11 @@ impl Forwarded {
             match result {
                 Ok(Ok(RequestOutcome::Next(request))) => {
                     self.record(spec, Phase::Request, started, fuel, "next");
+                    if let Some(key) = output_key {
+                        self.env
+                            .outputs
+                            .put(key, StageOutput::Next(request.clone()));
+                    }
                     self.request = request;
                     if phases.contains(Phases::RESPONSE) {
                         self.held.push(Held {
@@ -131,11 +170,21 @@ impl Forwarded {
                 Ok(Ok(RequestOutcome::Respond(response))) => {
                     self.record(spec, Phase::Request, started, fuel, "respond");
                     instance.release(&self.env.reaper);
+                    if let Some(key) = output_key {
+                        self.env
+                            .outputs
+                            .put(key, StageOutput::Respond(response.clone()));
+                    }
                     self.answer = Some(response);
                     return Ok(());
                 }
                 Ok(Err(StageError::Reject(rejection))) => {
                     instance.release(&self.env.reaper);
+                    if let Some(key) = output_key {
+                        self.env
+                            .outputs
+                            .put(key, StageOutput::Reject(rejection.clone()));
+                    }
                     return Err(self.rejected(spec, Phase::Request, started, fuel, rejection));
                 }
                 Ok(Err(StageError::Fail(message))) => {

@@ -6,8 +6,8 @@ use std::process::Command;
 fn python_has_openai() -> bool {
     Command::new("python3")
         .args(["-c", "import openai"])
-        .status()
-        .is_ok_and(|s| s.success())
+        .output()
+        .is_ok_and(|out| out.status.success())
 }
 
 #[tokio::test]
@@ -46,8 +46,8 @@ fn node_has_openai() -> bool {
     std::path::Path::new(sdk).exists()
         && Command::new("node")
             .arg("--version")
-            .status()
-            .is_ok_and(|s| s.success())
+            .output()
+            .is_ok_and(|out| out.status.success())
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! request, with `{{name}}` placeholders filled from the request.
 //!
 //! Request phase only, deterministic. The `prompt` template is rendered (request metadata
-//! first, then the built-ins `{{route}}`, `{{request_id}}` and `{{model}}`; an unknown name
+//! first, then the built-ins `{{route}}` and `{{model}}`; an unknown name
 //! becomes `default_value`, or fails the stage with `missing = "fail"`) and then prepended
 //! as a new system message, substituted for the existing system and developer messages, or
 //! merged into the first system message, as `mode` says. See `README.md` for the config keys.
@@ -66,7 +66,7 @@ pub fn render(
     .map_err(|name| {
         StageError::fail(format!(
             "system-prompt: template variable `{name}` is not in the request metadata or \
-             the built-ins (route, request_id, model), and `missing` is \"fail\""
+             the built-ins (route, model), and `missing` is \"fail\""
         ))
     })
 }
@@ -79,7 +79,6 @@ pub fn variable<'a>(
 ) -> Option<&'a str> {
     request.metadata(name).or(match name {
         "route" => Some(ctx.route.as_str()),
-        "request_id" => Some(ctx.request_id.as_str()),
         "model" => Some(request.model.as_str()),
         _ => None,
     })
@@ -124,7 +123,7 @@ mod tests {
     fn metadata_then_built_ins() {
         let rendered = render(
             &settings(
-                "{{tenant}} via {{route}} ({{ request_id }}, {{model}}), plan {{plan}}",
+                "{{tenant}} via {{route}} ({{model}}), plan {{plan}}",
                 Missing::Empty,
             ),
             &ctx(),
@@ -132,11 +131,14 @@ mod tests {
         );
         assert_eq!(
             rendered.ok().as_deref(),
-            Some("Acme via from-metadata (req-42, gpt-x), plan n/a")
+            Some("Acme via from-metadata (gpt-x), plan n/a")
         );
         let plain = ChatRequest::new("gpt-x", Vec::new());
         assert_eq!(variable(&ctx(), &plain, "route"), Some("support"));
         assert_eq!(variable(&ctx(), &plain, "stage"), None);
+        // The request id is not a variable: the stage is deterministic (its output may be
+        // cached by input), so nothing per-request beyond the request itself may leak in.
+        assert_eq!(variable(&ctx(), &plain, "request_id"), None);
     }
 
     #[test]

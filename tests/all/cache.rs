@@ -24,6 +24,11 @@ max_attempts = 1
 cache = {{ ttl_ms = 60000 }}
 
 [[routes]]
+model = "semantic"
+targets = ["up"]
+cache = {{ ttl_ms = 60000, semantic_threshold_percent = 85 }}
+
+[[routes]]
 model = "creative"
 targets = ["up"]
 cache = {{ ttl_ms = 60000, cache_nonzero_temperature = true }}
@@ -315,4 +320,73 @@ async fn the_disk_tier_survives_a_restart_and_a_flipped_bit_is_a_miss() {
     assert_eq!(after.status, 200);
     assert_eq!(received(&up).await, 2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn conversation(system: &str, earlier: &str, last: &str) -> Value {
+    json!({"model": "semantic", "temperature": 0, "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": earlier},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": last}
+    ]})
+}
+
+#[tokio::test]
+async fn the_semantic_tier_matches_typos_and_casing_but_nothing_else() {
+    let up = sim(&[]);
+    let weir = serve(&config(&up, ""));
+    let ask = |system: &str, earlier: &str, last: &str| {
+        let body = conversation(system, earlier, last);
+        let addr = weir.addr;
+        async move { post(addr, "/v1/chat/completions", &body).await }
+    };
+    let original = ask(
+        "Be brief.",
+        "I am planning a trip.",
+        "What is the capital of France?",
+    )
+    .await;
+    assert_eq!(cache_header(&original), "miss");
+    let content = |a: &Answer| a.json()["choices"][0]["message"]["content"].clone();
+
+    for near in [
+        "what is teh capital of france",
+        "WHAT IS THE CAPITAL OF FRANCE?",
+    ] {
+        let answer = ask("Be brief.", "I am planning a trip.", near).await;
+        assert_eq!(cache_header(&answer), "semantic-hit", "{near}");
+        let similarity: f32 = answer.headers["x-weir-semantic-similarity"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((0.85..=1.0).contains(&similarity), "{near}: {similarity}");
+        assert_eq!(content(&answer), content(&original));
+    }
+    assert_eq!(received(&up).await, 1);
+
+    // A different question, a different system prompt, a different earlier turn: all miss.
+    let cases = [
+        (
+            "Be brief.",
+            "I am planning a trip.",
+            "What is the capital of Germany?",
+        ),
+        (
+            "Be verbose.",
+            "I am planning a trip.",
+            "What is the capital of France?",
+        ),
+        (
+            "Be brief.",
+            "I am writing an essay.",
+            "What is the capital of France?",
+        ),
+    ];
+    for (i, (system, earlier, last)) in cases.into_iter().enumerate() {
+        let answer = ask(system, earlier, last).await;
+        assert_eq!(cache_header(&answer), "miss", "case {i}");
+        assert!(answer.headers.get("x-weir-semantic-similarity").is_none());
+    }
+    assert_eq!(received(&up).await, 4);
 }

@@ -11,6 +11,7 @@
 mod disk;
 mod flight;
 mod key;
+mod semantic;
 mod stage;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use moka::sync::Cache;
 pub use disk::DiskTier;
 pub use flight::{Flight, Flights, Outcome};
 pub use key::{CacheKey, request_key, stage_input_key};
+pub use semantic::{SemanticIndex, embed_local, probe};
 pub use stage::{StageOutput, StageOutputCache};
 
 use crate::wit::ChatResponse;
@@ -59,6 +61,8 @@ pub enum CacheStatus {
     Miss,
     /// Shared the upstream call of an identical request in flight.
     Coalesced,
+    /// Served from a cached answer to a nearly identical last user message.
+    SemanticHit,
     /// The cache was not consulted (off for the route, the client's `Cache-Control`, or a
     /// sampling temperature the route does not cache).
     Bypass,
@@ -71,6 +75,7 @@ impl CacheStatus {
             CacheStatus::Hit => "hit",
             CacheStatus::Miss => "miss",
             CacheStatus::Coalesced => "coalesced",
+            CacheStatus::SemanticHit => "semantic-hit",
             CacheStatus::Bypass => "bypass",
         }
     }
@@ -111,6 +116,8 @@ pub struct ResponseCache {
     disk: Option<DiskTier>,
     /// Identical misses in flight.
     pub flights: Flights,
+    /// Last-user-message embeddings by namespace, for routes with a semantic threshold.
+    pub semantic: SemanticIndex,
 }
 
 impl ResponseCache {
@@ -124,6 +131,7 @@ impl ResponseCache {
                 .build(),
             disk: None,
             flights: Flights::default(),
+            semantic: SemanticIndex::default(),
         }
     }
 

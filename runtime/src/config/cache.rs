@@ -50,6 +50,20 @@ pub struct RouteCacheSettings {
     /// Also cache requests sampled with a temperature other than 0 (or none, which means the
     /// provider's default of 1). Default false: only deterministic requests are cached.
     pub cache_nonzero_temperature: bool,
+    /// The semantic tier: answer a request whose last user message is at least this similar
+    /// (cosine, 0.5..=1.0) to a cached one, everything else equal. `None` (the default): off.
+    pub semantic_threshold: Option<SimilarityThreshold>,
+}
+
+/// A cosine similarity threshold in hundredths (50..=100), kept integral so settings stay `Eq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SimilarityThreshold(pub u32);
+
+impl SimilarityThreshold {
+    /// As a cosine similarity.
+    pub fn as_f32(self) -> f32 {
+        self.0 as f32 / 100.0
+    }
 }
 
 impl Default for RouteCacheSettings {
@@ -58,6 +72,7 @@ impl Default for RouteCacheSettings {
             enabled: false,
             ttl: DEFAULT_CACHE_TTL,
             cache_nonzero_temperature: false,
+            semantic_threshold: None,
         }
     }
 }
@@ -121,5 +136,13 @@ pub(crate) fn build_route(
         cache_nonzero_temperature: raw
             .cache_nonzero_temperature
             .unwrap_or(d.cache_nonzero_temperature),
+        semantic_threshold: match &raw.semantic_threshold_percent {
+            Some(t) => Some(SimilarityThreshold(src.in_range(
+                t,
+                50..=100,
+                &format!("{key}.cache.semantic_threshold_percent"),
+            )? as u32)),
+            None => None,
+        },
     })
 }

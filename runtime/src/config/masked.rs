@@ -95,6 +95,7 @@ impl Config {
                         "enabled": route.cache.enabled,
                         "ttl_ms": millis(route.cache.ttl),
                         "cache_nonzero_temperature": route.cache.cache_nonzero_temperature,
+                        "semantic_threshold_percent": route.cache.semantic_threshold.map(|t| t.0),
                     },
                     "max_attempts": p.max_attempts,
                     "retry_on": p.retry_on.to_vec(),

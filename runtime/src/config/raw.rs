@@ -49,6 +49,7 @@ pub(crate) struct RawRouteCache {
     pub enabled: Option<bool>,
     pub ttl_ms: Option<Spanned<u64>>,
     pub cache_nonzero_temperature: Option<bool>,
+    pub semantic_threshold_percent: Option<Spanned<u64>>,
 }
 
 /// `[server]`.

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::cache::{
-    CacheControl, CacheKey, CacheStatus, Flight, Outcome, ResponseCache, request_key,
+    CacheControl, CacheKey, CacheStatus, Flight, Outcome, ResponseCache, probe, request_key,
 };
 use crate::config::RouteCacheSettings;
 use crate::host_api::{Caller, LlmAccess};
@@ -43,6 +43,8 @@ pub struct StepReply {
     pub result: Result<Reply, RouteError>,
     /// How the cache was involved.
     pub cache: CacheStatus,
+    /// For a semantic hit: how similar the last user message was.
+    pub similarity: Option<f32>,
     /// For a stream that may be stored: call [`Fill::store`] with the assembled response once
     /// the stream ended cleanly.
     pub fill: Option<Fill>,
@@ -56,12 +58,28 @@ pub struct Fill {
     key: CacheKey,
     /// For how long.
     ttl: std::time::Duration,
+    /// The semantic namespace and embedding, when the route has a semantic tier.
+    semantic: Option<(CacheKey, Vec<f32>)>,
 }
 
 impl Fill {
     /// Stores the assembled response of a stream that ended with its terminal event.
     pub fn store(self, response: ChatResponse) {
-        self.cache.put(self.key, response, self.ttl);
+        store(&self.cache, self.key, response, self.ttl, self.semantic);
+    }
+}
+
+/// Stores an answer under its exact key and, for a semantic route, remembers its embedding.
+fn store(
+    cache: &ResponseCache,
+    key: CacheKey,
+    response: ChatResponse,
+    ttl: std::time::Duration,
+    semantic: Option<(CacheKey, Vec<f32>)>,
+) {
+    cache.put(key, response, ttl);
+    if let Some((namespace, vector)) = semantic {
+        cache.semantic.remember(namespace, vector, key, ttl);
     }
 }
 
@@ -94,6 +112,7 @@ impl LlmStep {
         let bypass = |result| StepReply {
             result,
             cache: CacheStatus::Bypass,
+            similarity: None,
             fill: None,
         };
         let Some(step) = self.plans.get(route) else {
@@ -120,23 +139,49 @@ impl LlmStep {
             return StepReply {
                 result: Ok(Reply::Json(response)),
                 cache: CacheStatus::Hit,
+                similarity: None,
                 fill: None,
             };
         }
+        // The semantic tier: the same conversation but for a nearly identical last message.
+        let semantic = policy
+            .semantic_threshold
+            .and_then(|threshold| probe(route, request).map(|p| (p, threshold.as_f32())));
+        if !control.no_cache
+            && let Some(((namespace, vector), threshold)) = &semantic
+            && let Some((exact, similarity)) =
+                self.cache.semantic.nearest(namespace, vector, *threshold)
+            && let Some(response) = self.cache.get(&exact).await
+        {
+            return StepReply {
+                result: Ok(Reply::Json(response)),
+                cache: CacheStatus::SemanticHit,
+                similarity: Some(similarity),
+                fill: None,
+            };
+        }
+        let semantic = semantic.map(|(probe, _)| probe);
         if request.stream {
             // A stream is relayed as it comes; it is stored once it ended cleanly.
             let result = self
                 .router
                 .chat(&step.plan, request, forward, deadline, attempts)
                 .await;
+            if let Ok(Reply::Json(response)) = &result {
+                store(
+                    &self.cache,
+                    key,
+                    response.clone(),
+                    policy.ttl,
+                    semantic.clone(),
+                );
+            }
             let fill = matches!(result, Ok(Reply::Stream(_))).then(|| Fill {
                 cache: self.cache.clone(),
                 key,
                 ttl: policy.ttl,
+                semantic,
             });
-            if let Ok(Reply::Json(response)) = &result {
-                self.cache.put(key, response.clone(), policy.ttl);
-            }
             return StepReply {
                 result,
                 cache: if control.no_cache {
@@ -144,6 +189,7 @@ impl LlmStep {
                 } else {
                     CacheStatus::Miss
                 },
+                similarity: None,
                 fill,
             };
         }
@@ -156,7 +202,13 @@ impl LlmStep {
                         .await;
                     let shared = match &result {
                         Ok(Reply::Json(response)) => {
-                            self.cache.put(key, response.clone(), policy.ttl);
+                            store(
+                                &self.cache,
+                                key,
+                                response.clone(),
+                                policy.ttl,
+                                semantic.clone(),
+                            );
                             Ok(std::sync::Arc::new(response.clone()))
                         }
                         Ok(Reply::Stream(_)) => Err(RouteError::AllFailed {
@@ -172,6 +224,7 @@ impl LlmStep {
                         } else {
                             CacheStatus::Miss
                         },
+                        similarity: None,
                         fill: None,
                     };
                 }
@@ -180,6 +233,7 @@ impl LlmStep {
                         return StepReply {
                             result: Ok(Reply::Json((*response).clone())),
                             cache: CacheStatus::Coalesced,
+                            similarity: None,
                             fill: None,
                         };
                     }
@@ -187,6 +241,7 @@ impl LlmStep {
                         return StepReply {
                             result: Err(err),
                             cache: CacheStatus::Coalesced,
+                            similarity: None,
                             fill: None,
                         };
                     }
@@ -196,6 +251,7 @@ impl LlmStep {
                             return StepReply {
                                 result: Ok(Reply::Json(response)),
                                 cache: CacheStatus::Hit,
+                                similarity: None,
                                 fill: None,
                             };
                         }

@@ -32,7 +32,7 @@ pub async fn handle(
     request: Request<Incoming>,
     request_id: &Arc<str>,
     labels: &mut Vec<Arc<str>>,
-    cache: &mut Option<CacheStatus>,
+    cache: &mut Option<(CacheStatus, Option<f32>)>,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let control = parts
@@ -97,7 +97,7 @@ pub async fn handle(
             &mut attempts,
         )
         .await;
-    *cache = Some(step.cache);
+    *cache = Some((step.cache, step.similarity));
     let fill = step.fill;
     match step.result {
         Err(err) => http_util::error(&route_error_to_api(&err)),

@@ -59,8 +59,13 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", value);
     }
-    if let Some(cache) = cache {
-        headers.insert("x-weir-cache", HeaderValue::from_static(cache.as_str()));
+    if let Some((status, similarity)) = cache {
+        headers.insert("x-weir-cache", HeaderValue::from_static(status.as_str()));
+        if let Some(similarity) = similarity
+            && let Ok(value) = HeaderValue::from_str(&format!("{similarity:.3}"))
+        {
+            headers.insert("x-weir-semantic-similarity", value);
+        }
     }
     let stages = labels.iter().map(|l| &**l).collect::<Vec<_>>().join(", ");
     if let Ok(value) = HeaderValue::from_str(&stages) {

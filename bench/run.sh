@@ -24,6 +24,17 @@ weir="$target_dir/release/weir"
 plugins="$target_dir/wasm32-wasip2/release"
 
 work=$(mktemp -d)
+# The demo pipeline, used by the `demo` and `cached` routes.
+stages='[[routes.stages]]
+name = "prompt-guard"
+path = "'"$plugins"'/prompt_guard.wasm"
+[[routes.stages]]
+name = "pii-redact"
+path = "'"$plugins"'/pii_redact.wasm"
+[[routes.stages]]
+name = "system-prompt"
+path = "'"$plugins"'/system_prompt.wasm"
+config = { prompt = "You serve the {{team}} team." }'
 cat > "$work/bench.toml" <<TOML
 [server]
 listen = "$WEIR"
@@ -35,16 +46,7 @@ base_url = "http://$SIM/v1"
 [[routes]]
 model = "demo"
 targets = ["sim"]
-[[routes.stages]]
-name = "prompt-guard"
-path = "$plugins/prompt_guard.wasm"
-[[routes.stages]]
-name = "pii-redact"
-path = "$plugins/pii_redact.wasm"
-[[routes.stages]]
-name = "system-prompt"
-path = "$plugins/system_prompt.wasm"
-config = { prompt = "You serve the {{team}} team." }
+$stages
 [[routes]]
 model = "bare"
 targets = ["sim"]
@@ -53,16 +55,7 @@ targets = ["sim"]
 model = "cached"
 targets = ["sim"]
 cache = { ttl_ms = 600000, cache_nonzero_temperature = true }
-[[routes.stages]]
-name = "prompt-guard"
-path = "$plugins/prompt_guard.wasm"
-[[routes.stages]]
-name = "pii-redact"
-path = "$plugins/pii_redact.wasm"
-[[routes.stages]]
-name = "system-prompt"
-path = "$plugins/system_prompt.wasm"
-config = { prompt = "You serve the {{team}} team." }
+$stages
 TOML
 
 pids=()

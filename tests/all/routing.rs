@@ -49,6 +49,20 @@ async fn burst(weir: &Proc, model: &str, n: usize, concurrency: usize) -> Vec<(u
     out
 }
 
+/// Two simulators that accept and never answer (`a`, `b`, each with `timeout_ms`) behind a
+/// route `model` with the `policy` keys.
+fn two_hanging_targets(model: &str, timeout_ms: u64, policy: &str) -> (Proc, Proc, Proc) {
+    let a = sim(&["--hang-rate", "1.0"]);
+    let b = sim(&["--hang-rate", "1.0"]);
+    let timeout = format!("timeout_ms = {timeout_ms}");
+    let weir = serve(&format!(
+        "{}{}\n[[routes]]\nmodel = \"{model}\"\ntargets = [\"a\", \"b\"]\n{policy}\n",
+        target("a", &a, &timeout),
+        target("b", &b, &timeout),
+    ));
+    (a, b, weir)
+}
+
 /// One chat request to `model`: the answer, how long it took and its error message (empty
 /// for a success).
 async fn timed_chat(weir: &Proc, model: &str) -> (crate::sim::client::Answer, Duration, String) {
@@ -115,20 +129,11 @@ targets = [\"fallback\"]
 
 #[tokio::test]
 async fn all_targets_down_is_a_502_listing_every_attempt_within_the_timeouts() {
-    let a = sim(&["--hang-rate", "1.0"]);
-    let b = sim(&["--hang-rate", "1.0"]);
-    let weir = serve(&format!(
-        "{}{}
-[[routes]]
-model = \"down\"
-targets = [\"a\", \"b\"]
-max_attempts = 2
-backoff_base_ms = 10
-backoff_max_ms = 10
-",
-        target("a", &a, "timeout_ms = 200"),
-        target("b", &b, "timeout_ms = 200"),
-    ));
+    let (_a, _b, weir) = two_hanging_targets(
+        "down",
+        200,
+        "max_attempts = 2\nbackoff_base_ms = 10\nbackoff_max_ms = 10",
+    );
     let (answer, elapsed, message) = timed_chat(&weir, "down").await;
     assert_eq!(answer.status, 502);
     assert!(
@@ -375,20 +380,11 @@ targets = [\"cut\"]
 
 #[tokio::test]
 async fn the_total_deadline_is_never_exceeded() {
-    let a = sim(&["--hang-rate", "1.0"]);
-    let b = sim(&["--hang-rate", "1.0"]);
-    let weir = serve(&format!(
-        "{}{}
-[[routes]]
-model = \"slow\"
-targets = [\"a\", \"b\"]
-max_attempts = 5
-deadline_ms = 500
-retry_budget_percent = 1000
-",
-        target("a", &a, "timeout_ms = 400"),
-        target("b", &b, "timeout_ms = 400"),
-    ));
+    let (a, b, weir) = two_hanging_targets(
+        "slow",
+        400,
+        "max_attempts = 5\ndeadline_ms = 500\nretry_budget_percent = 1000",
+    );
     let (answer, elapsed, message) = timed_chat(&weir, "slow").await;
     assert_eq!(answer.status, 502);
     assert!(message.contains("deadline reached"), "{message}");

@@ -50,6 +50,18 @@ pub struct StepReply {
     pub fill: Option<Fill>,
 }
 
+impl StepReply {
+    /// A reply with `cache` status and nothing else to report.
+    fn new(result: Result<Reply, RouteError>, cache: CacheStatus) -> StepReply {
+        StepReply {
+            result,
+            cache,
+            similarity: None,
+            fill: None,
+        }
+    }
+}
+
 /// A pending cache fill for a streamed answer.
 pub struct Fill {
     /// Where to store.
@@ -109,12 +121,7 @@ impl LlmStep {
         control: CacheControl,
         attempts: &mut Vec<Attempt>,
     ) -> StepReply {
-        let bypass = |result| StepReply {
-            result,
-            cache: CacheStatus::Bypass,
-            similarity: None,
-            fill: None,
-        };
+        let bypass = |result| StepReply::new(result, CacheStatus::Bypass);
         let Some(step) = self.plans.get(route) else {
             return bypass(Err(RouteError::AllFailed {
                 attempts: attempts.clone(),
@@ -136,12 +143,7 @@ impl LlmStep {
         if !control.no_cache
             && let Some(response) = self.cache.get(&key).await
         {
-            return StepReply {
-                result: Ok(Reply::Json(response)),
-                cache: CacheStatus::Hit,
-                similarity: None,
-                fill: None,
-            };
+            return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
         }
         // The semantic tier: the same conversation but for a nearly identical last message.
         let semantic = policy
@@ -161,6 +163,12 @@ impl LlmStep {
             };
         }
         let semantic = semantic.map(|(probe, _)| probe);
+        // A fetched answer: a miss, or a bypass when the client refused a cached one.
+        let fetched = if control.no_cache {
+            CacheStatus::Bypass
+        } else {
+            CacheStatus::Miss
+        };
         if request.stream {
             // A stream is relayed as it comes; it is stored once it ended cleanly.
             let result = self
@@ -184,11 +192,7 @@ impl LlmStep {
             });
             return StepReply {
                 result,
-                cache: if control.no_cache {
-                    CacheStatus::Bypass
-                } else {
-                    CacheStatus::Miss
-                },
+                cache: fetched,
                 similarity: None,
                 fill,
             };
@@ -217,43 +221,22 @@ impl LlmStep {
                         Err(err) => Err(err.clone()),
                     };
                     leader.finish(shared);
-                    return StepReply {
-                        result,
-                        cache: if control.no_cache {
-                            CacheStatus::Bypass
-                        } else {
-                            CacheStatus::Miss
-                        },
-                        similarity: None,
-                        fill: None,
-                    };
+                    return StepReply::new(result, fetched);
                 }
                 Flight::Follow(follower) => match follower.wait().await {
                     Outcome::Done(Ok(response)) => {
-                        return StepReply {
-                            result: Ok(Reply::Json((*response).clone())),
-                            cache: CacheStatus::Coalesced,
-                            similarity: None,
-                            fill: None,
-                        };
+                        return StepReply::new(
+                            Ok(Reply::Json((*response).clone())),
+                            CacheStatus::Coalesced,
+                        );
                     }
                     Outcome::Done(Err(err)) => {
-                        return StepReply {
-                            result: Err(err),
-                            cache: CacheStatus::Coalesced,
-                            similarity: None,
-                            fill: None,
-                        };
+                        return StepReply::new(Err(err), CacheStatus::Coalesced);
                     }
                     // The leader's client went away: look again, and lead if nobody does.
                     Outcome::Abandoned => {
                         if let Some(response) = self.cache.get(&key).await {
-                            return StepReply {
-                                result: Ok(Reply::Json(response)),
-                                cache: CacheStatus::Hit,
-                                similarity: None,
-                                fill: None,
-                            };
+                            return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
                         }
                     }
                 },

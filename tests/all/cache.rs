@@ -390,3 +390,65 @@ async fn the_semantic_tier_matches_typos_and_casing_but_nothing_else() {
     }
     assert_eq!(received(&up).await, 4);
 }
+
+#[tokio::test]
+async fn the_semantic_tier_can_embed_with_an_embeddings_target() {
+    let up = sim(&[]);
+    let embedder = sim(&[]);
+    let extra = format!(
+        r#"
+[targets.embedder]
+base_url = "http://{}/v1"
+model = "sim-embed"
+
+[[routes]]
+model = "remote"
+targets = ["up"]
+cache = {{ ttl_ms = 60000, semantic_threshold_percent = 95, semantic_embeddings = "embedder" }}
+"#,
+        embedder.addr
+    );
+    let weir = serve(&config(&up, &extra));
+    let ask = |text: &str| {
+        let body = json!({"model": "remote", "temperature": 0, "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": text}
+        ]});
+        let addr = weir.addr;
+        async move { post(addr, "/v1/chat/completions", &body).await }
+    };
+    let original = ask("What is the capital of France?").await;
+    assert_eq!(cache_header(&original), "miss");
+    // The sim's embeddings ignore case and spacing: a re-cased question is the same vector.
+    let recased = ask("WHAT IS THE   CAPITAL OF FRANCE?").await;
+    assert_eq!(cache_header(&recased), "semantic-hit");
+    assert_eq!(
+        recased.json()["choices"][0]["message"]["content"],
+        original.json()["choices"][0]["message"]["content"]
+    );
+    assert_eq!(recased.headers["x-weir-semantic-similarity"], "1.000");
+    // Any other change is an unrelated vector there: a typo misses, unlike the local embedder.
+    assert_eq!(
+        cache_header(&ask("What is teh capital of France?").await),
+        "miss"
+    );
+    assert_eq!(
+        cache_header(&ask("What is the capital of Spain?").await),
+        "miss"
+    );
+    let stats = get(embedder.addr, "/sim/stats").await.json();
+    assert_eq!(stats["embeddings"], 4, "{stats}");
+    assert_eq!(stats["chat_completions"], 0, "{stats}");
+    assert_eq!(received(&up).await, 3);
+
+    // The embeddings target going away costs the semantic lookup, never the answer.
+    drop(embedder);
+    let answer = ask("What is the capital of Italy?").await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(cache_header(&answer), "miss");
+    // The exact tier still works without it.
+    assert_eq!(
+        cache_header(&ask("What is the capital of Italy?").await),
+        "hit"
+    );
+}

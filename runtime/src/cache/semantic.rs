@@ -4,9 +4,10 @@
 //! Safety first: everything except the last user message must match exactly. The namespace
 //! is the exact cache key of the request with that message blanked, so the model, the system
 //! prompt, every earlier turn, the sampling parameters and the tools are all part of it; only
-//! the last user message is compared, by cosine similarity of local embeddings (hashed
-//! character 3-grams: no network, no model), against a threshold. This catches typos and
-//! re-casing, not true paraphrases (that needs a model's embeddings).
+//! the last user message is compared, by cosine similarity of its embedding against a
+//! threshold. The embedder is the built-in local one (hashed character 3-grams: no network,
+//! no model), which catches typos and re-casing but not true paraphrases, or a configured
+//! OpenAI-compatible embeddings target (the `llm` step calls it).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,15 +80,17 @@ fn last_user(request: &ChatRequest) -> Option<(usize, String)> {
     Some((index, text))
 }
 
-/// Where a request would be looked up: its namespace and the embedding of its last user
-/// message. `None` when it has no user message to compare.
-pub fn probe(route: &str, request: &ChatRequest) -> Option<(CacheKey, Vec<f32>)> {
+/// Where a request would be looked up: its namespace and the text of its last user message
+/// (to embed). `None` when it has no user message to compare. `embedder` names the embedding
+/// space (`"local"`, or the embeddings target), so vectors of two embedders never meet.
+pub fn probe(route: &str, embedder: &str, request: &ChatRequest) -> Option<(CacheKey, String)> {
     let (index, text) = last_user(request)?;
     let mut blanked = request.clone();
     blanked.messages[index].content = None;
     // Mark the blank so a request that really had an empty message is another namespace.
-    blanked.messages[index].extra = r#"{"weir_semantic_slot":true}"#.to_string();
-    Some((request_key(route, None, &blanked), embed_local(&text)))
+    blanked.messages[index].extra =
+        serde_json::json!({ "weir_semantic_slot": embedder }).to_string();
+    Some((request_key(route, None, &blanked), text))
 }
 
 /// One remembered request: its embedding and the exact entry it points to.

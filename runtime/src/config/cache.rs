@@ -53,6 +53,9 @@ pub struct RouteCacheSettings {
     /// The semantic tier: answer a request whose last user message is at least this similar
     /// (cosine, 0.5..=1.0) to a cached one, everything else equal. `None` (the default): off.
     pub semantic_threshold: Option<SimilarityThreshold>,
+    /// The target (index into the config's targets) whose OpenAI-compatible `/embeddings`
+    /// embed the last user message; `None`: the built-in local embedder (no network).
+    pub semantic_embeddings: Option<usize>,
 }
 
 /// A cosine similarity threshold in hundredths (50..=100), kept integral so settings stay `Eq`.
@@ -73,6 +76,7 @@ impl Default for RouteCacheSettings {
             ttl: DEFAULT_CACHE_TTL,
             cache_nonzero_temperature: false,
             semantic_threshold: None,
+            semantic_embeddings: None,
         }
     }
 }
@@ -120,6 +124,7 @@ pub(crate) fn build_route(
     src: Source<'_>,
     raw: Option<&RawRouteCache>,
     key: &str,
+    targets: &[super::TargetSettings],
 ) -> Result<RouteCacheSettings, ConfigError> {
     let Some(raw) = raw else {
         return Ok(RouteCacheSettings::default());
@@ -143,6 +148,33 @@ pub(crate) fn build_route(
                 &format!("{key}.cache.semantic_threshold_percent"),
             )? as u32)),
             None => None,
+        },
+        semantic_embeddings: match &raw.semantic_embeddings {
+            None => None,
+            Some(name) => {
+                let field = format!("{key}.cache.semantic_embeddings");
+                if raw.semantic_threshold_percent.is_none() {
+                    return Err(src.error(
+                        name.span(),
+                        field,
+                        "an embeddings target needs the semantic tier on: add \
+                         semantic_threshold_percent",
+                    ));
+                }
+                let Some(index) = targets.iter().position(|t| t.name == *name.get_ref()) else {
+                    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+                    return Err(src.error(
+                        name.span(),
+                        field,
+                        format!(
+                            "unknown target `{}`; defined targets: {}",
+                            name.get_ref(),
+                            names.join(", ")
+                        ),
+                    ));
+                };
+                Some(index)
+            }
         },
     })
 }

@@ -96,6 +96,11 @@ impl Config {
                         "ttl_ms": millis(route.cache.ttl),
                         "cache_nonzero_temperature": route.cache.cache_nonzero_temperature,
                         "semantic_threshold_percent": route.cache.semantic_threshold.map(|t| t.0),
+                        "semantic_embeddings": route
+                            .cache
+                            .semantic_embeddings
+                            .and_then(|i| self.targets.get(i))
+                            .map(|t| t.name.as_str()),
                     },
                     "max_attempts": p.max_attempts,
                     "retry_on": p.retry_on.to_vec(),

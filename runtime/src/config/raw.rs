@@ -50,6 +50,9 @@ pub(crate) struct RawRouteCache {
     pub ttl_ms: Option<Spanned<u64>>,
     pub cache_nonzero_temperature: Option<bool>,
     pub semantic_threshold_percent: Option<Spanned<u64>>,
+    /// A target name whose `/embeddings` embed the last user message; absent: the local
+    /// embedder.
+    pub semantic_embeddings: Option<Spanned<String>>,
 }
 
 /// `[server]`.

@@ -216,7 +216,7 @@ fn build(
             out
         }
     };
-    let cache = super::cache::build_route(src, raw.cache.as_ref(), key)?;
+    let cache = super::cache::build_route(src, raw.cache.as_ref(), key, targets)?;
     Ok(RouteSettings {
         model: model.clone(),
         targets: chain,

@@ -12,7 +12,8 @@ use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::cache::{
-    CacheControl, CacheKey, CacheStatus, Flight, Outcome, ResponseCache, probe, request_key,
+    CacheControl, CacheKey, CacheStatus, Flight, Outcome, ResponseCache, embed_local, probe,
+    request_key,
 };
 use crate::config::RouteCacheSettings;
 use crate::host_api::{Caller, LlmAccess};
@@ -146,9 +147,13 @@ impl LlmStep {
             return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
         }
         // The semantic tier: the same conversation but for a nearly identical last message.
-        let semantic = policy
-            .semantic_threshold
-            .and_then(|threshold| probe(route, request).map(|p| (p, threshold.as_f32())));
+        let semantic = match policy.semantic_threshold {
+            Some(threshold) => self
+                .semantic_probe(route, policy.semantic_embeddings, request)
+                .await
+                .map(|p| (p, threshold.as_f32())),
+            None => None,
+        };
         if !control.no_cache
             && let Some(((namespace, vector), threshold)) = &semantic
             && let Some((exact, similarity)) =
@@ -244,6 +249,43 @@ impl LlmStep {
         }
     }
 
+    /// The semantic namespace of `request` and the embedding of its last user message, from
+    /// the local embedder or the route's embeddings target. An embeddings target that fails
+    /// costs the request its semantic lookup, never its answer.
+    async fn semantic_probe(
+        &self,
+        route: &str,
+        target: Option<usize>,
+        request: &ChatRequest,
+    ) -> Option<(CacheKey, Vec<f32>)> {
+        let Some(index) = target else {
+            let (namespace, text) = probe(route, "local", request)?;
+            return Some((namespace, embed_local(&text)));
+        };
+        let name = self.router.targets().get(index)?.upstream.name.clone();
+        let name: &str = &name;
+        let (namespace, text) = probe(route, &format!("target:{name}"), request)?;
+        let body = serde_json::json!({ "input": [text] });
+        let mut attempts = Vec::new();
+        match self.router.embeddings(&[index], body, &mut attempts).await {
+            Ok(value) => match first_embedding(&value) {
+                Some(vector) => Some((namespace, normalised(vector))),
+                None => {
+                    tracing::warn!(
+                        route,
+                        target = name,
+                        "the embeddings target answered no vector; semantic lookup skipped"
+                    );
+                    None
+                }
+            },
+            Err(err) => {
+                tracing::warn!(route, target = name, error = %err, "the embeddings target failed; semantic lookup skipped");
+                None
+            }
+        }
+    }
+
     /// The router.
     pub fn router(&self) -> &Router {
         &self.router
@@ -268,6 +310,46 @@ impl LlmStep {
             .chat(&step.plan, request, forward, deadline, attempts)
             .await
     }
+}
+
+/// The vectors of an OpenAI-shaped embeddings response, in order.
+fn embeddings_of(value: &serde_json::Value) -> Vec<Vec<f32>> {
+    value["data"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|item| {
+                    item["embedding"]
+                        .as_array()
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(|x| x.as_f64())
+                                .map(|x| x as f32)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first non-empty vector of an embeddings response.
+fn first_embedding(value: &serde_json::Value) -> Option<Vec<f32>> {
+    embeddings_of(value)
+        .into_iter()
+        .next()
+        .filter(|v| !v.is_empty())
+}
+
+/// `vector` scaled to unit length, so a dot product is the cosine similarity.
+fn normalised(mut vector: Vec<f32>) -> Vec<f32> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
 }
 
 /// Stages' `complete()` and `embed()`: a request naming a route alias goes along that route's
@@ -348,25 +430,7 @@ impl LlmAccess for StageLlm {
                 .embeddings(&chain, body, &mut attempts)
                 .await
                 .map_err(|err| to_llm_error(&err))?;
-            let vectors = value["data"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|item| {
-                            item["embedding"]
-                                .as_array()
-                                .map(|v| {
-                                    v.iter()
-                                        .filter_map(|x| x.as_f64())
-                                        .map(|x| x as f32)
-                                        .collect()
-                                })
-                                .unwrap_or_default()
-                        })
-                        .collect::<Vec<Vec<f32>>>()
-                })
-                .unwrap_or_default();
+            let vectors = embeddings_of(&value);
             Ok(vectors)
         })
     }

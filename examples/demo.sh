@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "==> building the stages (wasm32-wasip2)"
-cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt
+cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt -p context-trim
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 mkdir -p examples/plugins
-for stage in prompt_guard pii_redact system_prompt; do
+for stage in prompt_guard pii_redact system_prompt context_trim; do
     cp "$target_dir/wasm32-wasip2/release/$stage.wasm" examples/plugins/
 done
 

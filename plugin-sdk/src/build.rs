@@ -159,6 +159,7 @@ impl ChatResponse {
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 total_tokens: 0,
+                cached_tokens: 0,
             }),
             extra: "{}".to_string(),
         }

@@ -47,6 +47,7 @@
 //! - [`log`](crate::info): `trace!` .. `error!` macros writing to the host log.
 //! - [`llm`]: `complete()` and `embed()` through the host's LLM step.
 //! - [`cache`]: a key-value cache private to the stage.
+//! - [`tokens`]: token counts with the model's real tokenizer.
 //! - [`build`]: builders for messages, responses and errors (inherent methods on the WIT types).
 //!
 //! Every request gets a fresh instance of the stage, so the `Stage` value is created with
@@ -73,6 +74,7 @@ pub mod config;
 pub mod llm;
 mod log;
 mod stage;
+pub mod tokens;
 
 pub use bindings::weir::stage::types::{
     ChatRequest, ChatResponse, Choice, Content, ContentPart, LlmError, LogLevel, Message, Phases,

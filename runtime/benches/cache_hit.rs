@@ -83,6 +83,7 @@ fn bench(c: &mut Criterion) {
     for i in 0..1000 {
         cache.put(
             request_key("demo", None, &request(i)),
+            "demo",
             response(i),
             Duration::from_secs(600),
         );
@@ -107,6 +108,7 @@ fn figures() {
     for (i, r) in requests.iter().enumerate() {
         cache.put(
             request_key("demo", None, r),
+            "demo",
             response(i),
             Duration::from_secs(600),
         );
@@ -145,8 +147,8 @@ fn semantic_figures() {
     for i in 0..256 {
         let r = request(i);
         let key = request_key("demo", None, &r);
-        cache.put(key, response(i), Duration::from_secs(600));
-        let (namespace, text) = probe("demo", "local", &r).unwrap();
+        cache.put(key, "demo", response(i), Duration::from_secs(600));
+        let (namespace, text) = probe("demo", None, "local", &r).unwrap();
         cache
             .semantic
             .remember(namespace, embed_local(&text), key, Duration::from_secs(600));
@@ -159,7 +161,7 @@ fn semantic_figures() {
     let mut similarity = 0.0;
     for _ in 0..5_000 {
         let start = Instant::now();
-        let (namespace, text) = probe("demo", "local", &typo).unwrap();
+        let (namespace, text) = probe("demo", None, "local", &typo).unwrap();
         let vector = embed_local(&text);
         let (exact, s) = cache.semantic.nearest(&namespace, &vector, 0.85).unwrap();
         let hit = runtime.block_on(cache.get(&exact));

@@ -29,11 +29,13 @@
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod host_api;
 pub mod llm;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod rate;
 pub mod router;
 pub mod sandbox;
 pub mod server;

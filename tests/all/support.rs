@@ -251,6 +251,7 @@ pub fn echo(request: &ChatRequest) -> ChatResponse {
             prompt_tokens: 1,
             completion_tokens: 1,
             total_tokens: 2,
+            cached_tokens: 0,
         }),
         extra: "{}".to_string(),
     }

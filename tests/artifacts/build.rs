@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("pii-redact", "PII_REDACT"),
     ("prompt-guard", "PROMPT_GUARD"),
     ("system-prompt", "SYSTEM_PROMPT"),
+    ("context-trim", "CONTEXT_TRIM"),
     ("hello-stage", "HELLO_STAGE"),
     ("weir-test-chaos", "CHAOS"),
     ("weir-test-other-world", "OTHER_WORLD"),

@@ -2,8 +2,9 @@
 //! every read (a corrupted entry is a miss and is removed), bounded by total size with the
 //! least recently written evicted first, and found again after a restart.
 //!
-//! File layout: `blake3(rest)` (32 bytes) · expiry in Unix ms (8 bytes, LE) · the response as
-//! OpenAI JSON. Writes go to a temporary file renamed into place, off the async threads.
+//! File layout: `blake3(rest)` (32 bytes) · expiry in Unix ms (8 bytes, LE) · route length
+//! (2 bytes, LE) · the route · the response as OpenAI JSON. Writes go to a temporary file
+//! renamed into place, off the async threads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -147,7 +148,7 @@ impl DiskTier {
 
     /// The live entry for `key` and its remaining time to live. A file that fails its
     /// checksum, does not parse or has expired is removed and reads as a miss.
-    pub async fn get(&self, key: &CacheKey) -> Option<(ChatResponse, Duration)> {
+    pub async fn get(&self, key: &CacheKey) -> Option<(ChatResponse, Duration, String)> {
         if !lock(&self.index).entries.contains_key(key) {
             return None;
         }
@@ -155,8 +156,8 @@ impl DiskTier {
         let bytes = tokio::fs::read(&path).await.ok();
         let entry = bytes.as_deref().and_then(decode);
         match entry {
-            Some((expires, response)) if expires > now_ms() => {
-                Some((response, Duration::from_millis(expires - now_ms())))
+            Some((expires, route, response)) if expires > now_ms() => {
+                Some((response, Duration::from_millis(expires - now_ms()), route))
             }
             other => {
                 if other.is_none() {
@@ -171,11 +172,14 @@ impl DiskTier {
 
     /// Stores `response` for `ttl`, off the async threads; evicts the oldest entries beyond
     /// the size bound.
-    pub fn put(&self, key: CacheKey, response: &ChatResponse, ttl: Duration) {
+    pub fn put(&self, key: CacheKey, route: &str, response: &ChatResponse, ttl: Duration) {
         let body = response_to_json(response).to_string();
         let expires = now_ms().saturating_add(ttl.as_millis() as u64);
-        let mut rest = Vec::with_capacity(8 + body.len());
+        let route = &route.as_bytes()[..route.len().min(u16::MAX as usize)];
+        let mut rest = Vec::with_capacity(10 + route.len() + body.len());
         rest.extend_from_slice(&expires.to_le_bytes());
+        rest.extend_from_slice(&(route.len() as u16).to_le_bytes());
+        rest.extend_from_slice(route);
         rest.extend_from_slice(body.as_bytes());
         let mut file = Vec::with_capacity(HEADER + body.len());
         file.extend_from_slice(blake3::hash(&rest).as_bytes());
@@ -199,6 +203,39 @@ impl DiskTier {
     }
 }
 
+impl DiskTier {
+    /// Removes the entry for `key`; true when there was one.
+    pub fn remove(&self, key: &CacheKey) -> bool {
+        let had = lock(&self.index).remove(key);
+        if had {
+            let _ = std::fs::remove_file(self.path(key));
+        }
+        had
+    }
+
+    /// Removes every entry (of `route` only, when given: each file's route is read);
+    /// returns how many. Blocking: call off the async threads.
+    pub fn remove_all(&self, route: Option<&str>) -> usize {
+        let keys: Vec<CacheKey> = lock(&self.index).entries.keys().copied().collect();
+        let mut removed = 0;
+        for key in keys {
+            let path = self.path(&key);
+            let matches = match route {
+                None => true,
+                Some(route) => std::fs::read(&path)
+                    .ok()
+                    .and_then(|bytes| decode_head(&bytes).map(|(_, r, _)| r == route))
+                    // Unreadable or corrupted: not knowable, and useless anyway.
+                    .unwrap_or(true),
+            };
+            if matches && self.remove(&key) {
+                removed += 1;
+            }
+        }
+        removed
+    }
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -208,9 +245,16 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Checks and parses a file: `None` when it is corrupted.
-fn decode(bytes: &[u8]) -> Option<(u64, ChatResponse)> {
-    if bytes.len() < HEADER {
+/// Checks and parses a file: (expiry, route, response), `None` when it is corrupted.
+fn decode(bytes: &[u8]) -> Option<(u64, String, ChatResponse)> {
+    let (expires, route, json) = decode_head(bytes)?;
+    let response = parse_response(json)?;
+    Some((expires, route, response))
+}
+
+/// Checks a file's hash and splits it into (expiry, route, JSON).
+fn decode_head(bytes: &[u8]) -> Option<(u64, String, &[u8])> {
+    if bytes.len() < HEADER + 2 {
         return None;
     }
     let (hash, rest) = bytes.split_at(32);
@@ -218,8 +262,11 @@ fn decode(bytes: &[u8]) -> Option<(u64, ChatResponse)> {
         return None;
     }
     let expires = u64::from_le_bytes(rest[..8].try_into().ok()?);
-    let response = parse_response(&rest[8..])?;
-    Some((expires, response))
+    let len = usize::from(u16::from_le_bytes(rest[8..10].try_into().ok()?));
+    let route = std::str::from_utf8(rest.get(10..10 + len)?)
+        .ok()?
+        .to_string();
+    Some((expires, route, rest.get(10 + len..)?))
 }
 
 fn parse_key(name: &str) -> Option<CacheKey> {
@@ -266,7 +313,12 @@ mod tests {
         let text = "x".repeat(1000);
         let tier = DiskTier::open(&dir, 3_500).unwrap();
         for i in 0..6u8 {
-            tier.put(CacheKey([i; 32]), &response(&text), Duration::from_secs(60));
+            tier.put(
+                CacheKey([i; 32]),
+                "demo",
+                &response(&text),
+                Duration::from_secs(60),
+            );
             // Writes run on the blocking pool; let each land before the next.
             for _ in 0..100 {
                 if lock(&tier.index).entries.contains_key(&CacheKey([i; 32])) {
@@ -287,7 +339,8 @@ mod tests {
         let kept = tier.len();
         let reopened = DiskTier::open(&dir, 3_500).unwrap();
         assert_eq!(reopened.len(), kept);
-        let (found, ttl) = reopened.get(&CacheKey([5; 32])).await.unwrap();
+        let (found, ttl, route) = reopened.get(&CacheKey([5; 32])).await.unwrap();
+        assert_eq!(route, "demo");
         assert!(matches!(&found.choices[0].message.content, Some(Content::Text(t)) if *t == text));
         assert!(ttl <= Duration::from_secs(60));
         let _ = std::fs::remove_dir_all(&dir);

@@ -81,11 +81,24 @@ impl CacheStatus {
     }
 }
 
+/// What `DELETE /admin/cache` removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Invalidate {
+    /// Everything.
+    All,
+    /// The entries of one route.
+    Route(String),
+    /// One entry.
+    Key(CacheKey),
+}
+
 /// A stored response and how long it lives.
 #[derive(Debug)]
 pub struct Entry {
     /// The response as the LLM step produced it.
     pub response: ChatResponse,
+    /// The route it answered (for invalidation by route).
+    route: Arc<str>,
     /// Its time to live from insertion.
     ttl: Duration,
     /// Bytes it is charged for in the memory bound.
@@ -146,29 +159,73 @@ impl ResponseCache {
         if let Some(entry) = self.memory.get(key) {
             return Some(entry.response.clone());
         }
-        let (response, ttl) = self.disk.as_ref()?.get(key).await?;
-        self.remember(*key, response.clone(), ttl);
+        let (response, ttl, route) = self.disk.as_ref()?.get(key).await?;
+        self.remember(*key, route.into(), response.clone(), ttl);
         Some(response)
     }
 
-    /// Stores `response` under `key` for `ttl`, in memory and on disk.
-    pub fn put(&self, key: CacheKey, response: ChatResponse, ttl: Duration) {
+    /// Stores `response` to a request of `route` under `key` for `ttl`, in memory and on
+    /// disk.
+    pub fn put(&self, key: CacheKey, route: &str, response: ChatResponse, ttl: Duration) {
         if let Some(disk) = &self.disk {
-            disk.put(key, &response, ttl);
+            disk.put(key, route, &response, ttl);
         }
-        self.remember(key, response, ttl);
+        self.remember(key, route.into(), response, ttl);
     }
 
-    fn remember(&self, key: CacheKey, response: ChatResponse, ttl: Duration) {
+    fn remember(&self, key: CacheKey, route: Arc<str>, response: ChatResponse, ttl: Duration) {
         let weight = weigh(&response);
         self.memory.insert(
             key,
             Arc::new(Entry {
                 response,
+                route,
                 ttl,
                 weight,
             }),
         );
+    }
+
+    /// Removes entries from both tiers: every one, those of `scope`'s route, or one key.
+    /// Returns (memory, disk) entries removed.
+    pub async fn invalidate(&self, scope: Invalidate) -> (u64, u64) {
+        let memory = match &scope {
+            Invalidate::All => {
+                self.memory.run_pending_tasks();
+                let count = self.memory.entry_count();
+                self.memory.invalidate_all();
+                self.semantic.clear();
+                count
+            }
+            Invalidate::Route(route) => {
+                let keys: Vec<CacheKey> = self
+                    .memory
+                    .iter()
+                    .filter(|(_, entry)| &*entry.route == route.as_str())
+                    .map(|(key, _)| *key)
+                    .collect();
+                for key in &keys {
+                    self.memory.invalidate(key);
+                }
+                keys.len() as u64
+            }
+            Invalidate::Key(key) => u64::from(self.memory.remove(key).is_some()),
+        };
+        self.memory.run_pending_tasks();
+        let disk = match &self.disk {
+            None => 0,
+            Some(disk) => {
+                let disk = disk.clone();
+                tokio::task::spawn_blocking(move || match scope {
+                    Invalidate::All => disk.remove_all(None),
+                    Invalidate::Route(route) => disk.remove_all(Some(&route)),
+                    Invalidate::Key(key) => usize::from(disk.remove(&key)),
+                })
+                .await
+                .unwrap_or(0) as u64
+            }
+        };
+        (memory, disk)
     }
 
     /// Entries held now (approximate; for metrics and tests).

@@ -83,14 +83,19 @@ fn last_user(request: &ChatRequest) -> Option<(usize, String)> {
 /// Where a request would be looked up: its namespace and the text of its last user message
 /// (to embed). `None` when it has no user message to compare. `embedder` names the embedding
 /// space (`"local"`, or the embeddings target), so vectors of two embedders never meet.
-pub fn probe(route: &str, embedder: &str, request: &ChatRequest) -> Option<(CacheKey, String)> {
+pub fn probe(
+    route: &str,
+    tenant: Option<&str>,
+    embedder: &str,
+    request: &ChatRequest,
+) -> Option<(CacheKey, String)> {
     let (index, text) = last_user(request)?;
     let mut blanked = request.clone();
     blanked.messages[index].content = None;
     // Mark the blank so a request that really had an empty message is another namespace.
     blanked.messages[index].extra =
         serde_json::json!({ "weir_semantic_slot": embedder }).to_string();
-    Some((request_key(route, None, &blanked), text))
+    Some((request_key(route, tenant, &blanked), text))
 }
 
 /// One remembered request: its embedding and the exact entry it points to.
@@ -137,6 +142,11 @@ impl SemanticIndex {
             .map(|e| (e.exact, cosine(&e.vector, vector)))
             .filter(|(_, s)| *s >= threshold)
             .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Forgets everything.
+    pub fn clear(&self) {
+        self.namespaces.invalidate_all();
     }
 
     /// Remembers that `exact` answers the request probed as (`namespace`, `vector`).

@@ -56,6 +56,9 @@ pub struct RouteCacheSettings {
     /// The target (index into the config's targets) whose OpenAI-compatible `/embeddings`
     /// embed the last user message; `None`: the built-in local embedder (no network).
     pub semantic_embeddings: Option<usize>,
+    /// Key entries by API key too (default false: keys share answers, which is safe
+    /// because the key never changes the answer, and what saves the most).
+    pub per_key: bool,
 }
 
 /// A cosine similarity threshold in hundredths (50..=100), kept integral so settings stay `Eq`.
@@ -77,6 +80,7 @@ impl Default for RouteCacheSettings {
             cache_nonzero_temperature: false,
             semantic_threshold: None,
             semantic_embeddings: None,
+            per_key: false,
         }
     }
 }
@@ -149,6 +153,7 @@ pub(crate) fn build_route(
             )? as u32)),
             None => None,
         },
+        per_key: raw.per_key.unwrap_or(false),
         semantic_embeddings: match &raw.semantic_embeddings {
             None => None,
             Some(name) => {

@@ -33,6 +33,13 @@ pub struct Config {
     pub routes: Vec<RouteSettings>,
     /// `[cache]`.
     pub cache: CacheSettings,
+    /// `[cost]` with the price table.
+    pub cost: super::CostSettings,
+    /// `[[keys]]`; empty means auth is off.
+    pub keys: Vec<super::KeySettings>,
+    /// `server.data_dir` (resolved): where durable state (the spend ledger) lives; `None`
+    /// keeps it in memory.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -101,6 +108,20 @@ fn parse_in(
         .map(|stage| stage.limits.memory_bytes)
         .fold(sandbox.defaults.memory_bytes, u64::max);
     let cache = super::cache::build(src, &raw.cache, base_dir)?;
+    let cost = super::cost::build(src, &raw, base_dir)?;
+    let keys = super::cost::build_keys(src, &raw.keys)?;
+    let data_dir = match &raw.server.data_dir {
+        Some(dir) if dir.get_ref().trim().is_empty() => {
+            return Err(src.error(
+                dir.span(),
+                "server.data_dir",
+                "expected a directory path, got an empty string; leave the key out to keep \
+                 state in memory",
+            ));
+        }
+        Some(dir) => Some(super::route::resolve(base_dir, Path::new(dir.get_ref()))),
+        None => None,
+    };
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -108,6 +129,9 @@ fn parse_in(
         targets,
         routes,
         cache,
+        cost,
+        keys,
+        data_dir,
     })
 }
 

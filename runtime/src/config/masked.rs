@@ -96,6 +96,7 @@ impl Config {
                         "ttl_ms": millis(route.cache.ttl),
                         "cache_nonzero_temperature": route.cache.cache_nonzero_temperature,
                         "semantic_threshold_percent": route.cache.semantic_threshold.map(|t| t.0),
+                        "per_key": route.cache.per_key,
                         "semantic_embeddings": route
                             .cache
                             .semantic_embeddings

@@ -12,6 +12,7 @@
 //! - `error`: [`ConfigError`], printed as `{file}:{line}:{column}: {key}: {message}`.
 //! - `check`: range, name and environment-variable checks shared by every table.
 //! - `server`, `limits` + `sandbox`, `target`, `route`: one validated table each.
+//! - `cost`: prices (inline or from a price file), `[cost]` and `[[keys]]`.
 //! - `routing`: target limits, breaker thresholds and route retry policy (validated data).
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
 //! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
@@ -21,6 +22,7 @@
 
 mod cache;
 mod check;
+mod cost;
 mod error;
 mod limits;
 mod load;
@@ -38,6 +40,7 @@ mod snapshots;
 
 pub use cache::*;
 pub use check::MAX_NAME_LEN;
+pub use cost::*;
 pub use error::{ConfigError, NO_KEY};
 pub use limits::*;
 pub use load::Config;

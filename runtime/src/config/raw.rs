@@ -31,6 +31,58 @@ pub(crate) struct RawConfig {
     /// `[[routes]]`; `None` when the file has none.
     #[serde(default)]
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    /// `[cost]`.
+    #[serde(default)]
+    pub cost: RawCost,
+    /// `[prices.MODEL]`, keyed by upstream model name.
+    #[serde(default)]
+    pub prices: BTreeMap<String, Spanned<RawPrice>>,
+    /// `[[keys]]`: API keys; none means auth is off.
+    #[serde(default)]
+    pub keys: Vec<Spanned<RawKey>>,
+}
+
+/// `[cost]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawCost {
+    pub prices_file: Option<Spanned<String>>,
+    pub default_max_tokens: Option<Spanned<u64>>,
+    pub count_failed_attempts: Option<bool>,
+    pub request_log: Option<Spanned<String>>,
+    pub fuel_usd_per_billion: Option<Spanned<f64>>,
+}
+
+/// A price file: `date` and `[prices.MODEL]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawPriceFile {
+    pub date: Option<Spanned<String>>,
+    #[serde(default)]
+    pub prices: BTreeMap<String, Spanned<RawPrice>>,
+}
+
+/// `[prices.MODEL]`: USD per million tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawPrice {
+    pub input_per_mtok: Spanned<f64>,
+    pub cached_input_per_mtok: Option<Spanned<f64>>,
+    pub output_per_mtok: Spanned<f64>,
+}
+
+/// `[[keys]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawKey {
+    pub name: Spanned<String>,
+    pub hash: Spanned<String>,
+    pub daily_budget_usd: Option<Spanned<f64>>,
+    pub monthly_budget_usd: Option<Spanned<f64>>,
+    pub rpm: Option<Spanned<u64>>,
+    pub tpm: Option<Spanned<u64>>,
+    pub max_cost_per_request_usd: Option<Spanned<f64>>,
+    pub max_llm_calls_per_request: Option<Spanned<u64>>,
 }
 
 /// `[cache]`.
@@ -53,6 +105,8 @@ pub(crate) struct RawRouteCache {
     /// A target name whose `/embeddings` embed the last user message; absent: the local
     /// embedder.
     pub semantic_embeddings: Option<Spanned<String>>,
+    /// Put the API key's name into the cache key: keys never share answers.
+    pub per_key: Option<bool>,
 }
 
 /// `[server]`.
@@ -64,6 +118,7 @@ pub(crate) struct RawServer {
     pub admin_token_env: Option<Spanned<String>>,
     pub max_body_bytes: Option<Spanned<u64>>,
     pub drain_timeout_ms: Option<Spanned<u64>>,
+    pub data_dir: Option<Spanned<String>>,
     /// `"human"` or `"json"`, checked in `server.rs`.
     pub log_format: Option<Spanned<String>>,
 }

@@ -41,6 +41,10 @@ impl host::Host for StageState {
         self.host.services.llm.embed(caller, model, inputs).await
     }
 
+    async fn count_tokens(&mut self, model: String, text: String) -> u32 {
+        crate::cost::tokens::count_text(&model, &text)
+    }
+
     async fn cache_get(&mut self, key: String) -> Option<Vec<u8>> {
         self.host.services.cache.get(&self.host.stage.name, &key)
     }

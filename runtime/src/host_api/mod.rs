@@ -28,6 +28,9 @@ pub struct Caller {
     pub request_id: Arc<str>,
     /// The route of that request.
     pub route: Arc<str>,
+    /// That request's meter, so the stage's calls count against its key and limits
+    /// (`None` outside a request, as in `describe()`).
+    pub meter: Option<Arc<crate::cost::Meter>>,
 }
 
 /// The LLM step as seen by stages: `complete()` and `embed()` go through the same cache,
@@ -125,6 +128,8 @@ pub struct HostContext {
     pub request_id: Arc<str>,
     /// The route of that request.
     pub route: Arc<str>,
+    /// That request's meter.
+    pub meter: Option<Arc<crate::cost::Meter>>,
 }
 
 impl HostContext {
@@ -134,6 +139,7 @@ impl HostContext {
             stage: self.stage.label.clone(),
             request_id: self.request_id.clone(),
             route: self.route.clone(),
+            meter: self.meter.clone(),
         }
     }
 }

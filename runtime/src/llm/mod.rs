@@ -16,9 +16,14 @@ use crate::cache::{
     request_key,
 };
 use crate::config::RouteCacheSettings;
+use crate::cost::Meter;
 use crate::host_api::{Caller, LlmAccess};
 use crate::router::{Attempt, Reply, RouteError, RoutePlan, Router};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
+
+mod costing;
+
+pub use costing::{CallSite, Costing, StreamCharge, estimate_usage};
 
 /// One route as the LLM step sees it.
 pub struct RouteStep {
@@ -36,6 +41,8 @@ pub struct LlmStep {
     plans: HashMap<String, RouteStep>,
     /// The response cache shared by all routes (keys include the route).
     cache: ResponseCache,
+    /// Prices, the ledger and how calls are reserved and charged.
+    costing: Arc<Costing>,
 }
 
 /// What the LLM step produced for one request.
@@ -49,6 +56,9 @@ pub struct StepReply {
     /// For a stream that may be stored: call [`Fill::store`] with the assembled response once
     /// the stream ended cleanly.
     pub fill: Option<Fill>,
+    /// For a stream: its cost, settled with [`StreamCharge::finish`] when it ends (or on
+    /// drop, with the prompt counted locally).
+    pub charge: Option<StreamCharge>,
 }
 
 impl StepReply {
@@ -59,9 +69,20 @@ impl StepReply {
             cache,
             similarity: None,
             fill: None,
+            charge: None,
         }
     }
 }
+
+/// Stands in for the last attempt when there is none (cannot happen after a reply).
+static EMPTY_ATTEMPT: std::sync::LazyLock<Attempt> = std::sync::LazyLock::new(|| Attempt {
+    target: "-".into(),
+    outcome: String::new(),
+    status: None,
+    elapsed: std::time::Duration::ZERO,
+    model: String::new(),
+    usage: None,
+});
 
 /// A pending cache fill for a streamed answer.
 pub struct Fill {
@@ -69,6 +90,8 @@ pub struct Fill {
     cache: ResponseCache,
     /// Under which key.
     key: CacheKey,
+    /// For which route.
+    route: String,
     /// For how long.
     ttl: std::time::Duration,
     /// The semantic namespace and embedding, when the route has a semantic tier.
@@ -78,7 +101,14 @@ pub struct Fill {
 impl Fill {
     /// Stores the assembled response of a stream that ended with its terminal event.
     pub fn store(self, response: ChatResponse) {
-        store(&self.cache, self.key, response, self.ttl, self.semantic);
+        store(
+            &self.cache,
+            self.key,
+            &self.route,
+            response,
+            self.ttl,
+            self.semantic,
+        );
     }
 }
 
@@ -86,24 +116,36 @@ impl Fill {
 fn store(
     cache: &ResponseCache,
     key: CacheKey,
+    route: &str,
     response: ChatResponse,
     ttl: std::time::Duration,
     semantic: Option<(CacheKey, Vec<f32>)>,
 ) {
-    cache.put(key, response, ttl);
+    cache.put(key, route, response, ttl);
     if let Some((namespace, vector)) = semantic {
         cache.semantic.remember(namespace, vector, key, ttl);
     }
 }
 
 impl LlmStep {
-    /// A step over `router`, with each route's plan, and a response cache.
-    pub fn new(router: Router, plans: HashMap<String, RouteStep>, cache: ResponseCache) -> LlmStep {
+    /// A step over `router`, with each route's plan, a response cache and the costing.
+    pub fn new(
+        router: Router,
+        plans: HashMap<String, RouteStep>,
+        cache: ResponseCache,
+        costing: Costing,
+    ) -> LlmStep {
         LlmStep {
             router,
             plans,
             cache,
+            costing: Arc::new(costing),
         }
+    }
+
+    /// Prices, the ledger and the reservation rules.
+    pub fn costing(&self) -> &Costing {
+        &self.costing
     }
 
     /// The response cache.
@@ -112,7 +154,9 @@ impl LlmStep {
     }
 
     /// Runs the step for a client request: cache lookup, single-flight for identical misses,
-    /// the router, and the cache fill.
+    /// the router (with the call reserved against the key's budgets and settled at its real
+    /// cost), and the cache fill.
+    #[allow(clippy::too_many_arguments)]
     pub async fn complete(
         &self,
         route: &str,
@@ -120,13 +164,21 @@ impl LlmStep {
         forward: &[(HeaderName, HeaderValue)],
         deadline: Option<std::time::Duration>,
         control: CacheControl,
+        meter: &Arc<Meter>,
         attempts: &mut Vec<Attempt>,
     ) -> StepReply {
-        let bypass = |result| StepReply::new(result, CacheStatus::Bypass);
         let Some(step) = self.plans.get(route) else {
-            return bypass(Err(RouteError::AllFailed {
-                attempts: attempts.clone(),
-            }));
+            return StepReply::new(
+                Err(RouteError::AllFailed {
+                    attempts: attempts.clone(),
+                }),
+                CacheStatus::Bypass,
+            );
+        };
+        let site = |cache| CallSite {
+            meter,
+            route,
+            cache,
         };
         let policy = step.cache;
         let deterministic = request.temperature == Some(0.0);
@@ -134,22 +186,23 @@ impl LlmStep {
             || control.no_store
             || !(deterministic || policy.cache_nonzero_temperature)
         {
-            let result = self
-                .router
-                .chat(&step.plan, request, forward, deadline, attempts)
+            let site = site(CacheStatus::Bypass);
+            return self
+                .call(step, request, forward, deadline, site, attempts)
                 .await;
-            return bypass(result);
         }
-        let key = request_key(route, None, request);
+        let tenant = policy.per_key.then(|| meter.key_name());
+        let key = request_key(route, tenant, request);
         if !control.no_cache
             && let Some(response) = self.cache.get(&key).await
         {
+            self.costing.record_free(&response, site(CacheStatus::Hit));
             return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
         }
         // The semantic tier: the same conversation but for a nearly identical last message.
         let semantic = match policy.semantic_threshold {
             Some(threshold) => self
-                .semantic_probe(route, policy.semantic_embeddings, request)
+                .semantic_probe(route, tenant, policy.semantic_embeddings, request)
                 .await
                 .map(|p| (p, threshold.as_f32())),
             None => None,
@@ -160,11 +213,14 @@ impl LlmStep {
                 self.cache.semantic.nearest(namespace, vector, *threshold)
             && let Some(response) = self.cache.get(&exact).await
         {
+            self.costing
+                .record_free(&response, site(CacheStatus::SemanticHit));
             return StepReply {
                 result: Ok(Reply::Json(response)),
                 cache: CacheStatus::SemanticHit,
                 similarity: Some(similarity),
                 fill: None,
+                charge: None,
             };
         }
         let semantic = semantic.map(|(probe, _)| probe);
@@ -176,44 +232,40 @@ impl LlmStep {
         };
         if request.stream {
             // A stream is relayed as it comes; it is stored once it ended cleanly.
-            let result = self
-                .router
-                .chat(&step.plan, request, forward, deadline, attempts)
+            let mut reply = self
+                .call(step, request, forward, deadline, site(fetched), attempts)
                 .await;
-            if let Ok(Reply::Json(response)) = &result {
+            if let Ok(Reply::Json(response)) = &reply.result {
                 store(
                     &self.cache,
                     key,
+                    route,
                     response.clone(),
                     policy.ttl,
                     semantic.clone(),
                 );
             }
-            let fill = matches!(result, Ok(Reply::Stream(_))).then(|| Fill {
+            reply.fill = matches!(reply.result, Ok(Reply::Stream(_))).then(|| Fill {
                 cache: self.cache.clone(),
                 key,
+                route: route.to_string(),
                 ttl: policy.ttl,
                 semantic,
             });
-            return StepReply {
-                result,
-                cache: fetched,
-                similarity: None,
-                fill,
-            };
+            return reply;
         }
         loop {
             match self.cache.flights.join(key) {
                 Flight::Lead(leader) => {
-                    let result = self
-                        .router
-                        .chat(&step.plan, request, forward, deadline, attempts)
+                    let reply = self
+                        .call(step, request, forward, deadline, site(fetched), attempts)
                         .await;
-                    let shared = match &result {
+                    let shared = match &reply.result {
                         Ok(Reply::Json(response)) => {
                             store(
                                 &self.cache,
                                 key,
+                                route,
                                 response.clone(),
                                 policy.ttl,
                                 semantic.clone(),
@@ -225,11 +277,18 @@ impl LlmStep {
                         }),
                         Err(err) => Err(err.clone()),
                     };
-                    leader.finish(shared);
-                    return StepReply::new(result, fetched);
+                    // A refusal by the leader's own key says nothing about the followers'.
+                    if matches!(shared, Err(RouteError::Cost(_))) {
+                        drop(leader);
+                    } else {
+                        leader.finish(shared);
+                    }
+                    return reply;
                 }
                 Flight::Follow(follower) => match follower.wait().await {
                     Outcome::Done(Ok(response)) => {
+                        self.costing
+                            .record_free(&response, site(CacheStatus::Coalesced));
                         return StepReply::new(
                             Ok(Reply::Json((*response).clone())),
                             CacheStatus::Coalesced,
@@ -241,6 +300,7 @@ impl LlmStep {
                     // The leader's client went away: look again, and lead if nobody does.
                     Outcome::Abandoned => {
                         if let Some(response) = self.cache.get(&key).await {
+                            self.costing.record_free(&response, site(CacheStatus::Hit));
                             return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
                         }
                     }
@@ -249,22 +309,72 @@ impl LlmStep {
         }
     }
 
+    /// One metered call along `step`'s chain: reserve, route, charge. A stream's charge is
+    /// settled by whoever relays it ([`StepReply::charge`]).
+    async fn call(
+        &self,
+        step: &RouteStep,
+        request: &ChatRequest,
+        forward: &[(HeaderName, HeaderValue)],
+        deadline: Option<std::time::Duration>,
+        site: CallSite<'_>,
+        attempts: &mut Vec<Attempt>,
+    ) -> StepReply {
+        let hold = match self
+            .costing
+            .open(&self.router, &step.plan.chain, request, site.meter)
+        {
+            Ok(hold) => hold,
+            Err(err) => return StepReply::new(Err(err), site.cache),
+        };
+        let result = self
+            .router
+            .chat(&step.plan, request, forward, deadline, attempts)
+            .await;
+        let mut reply = StepReply::new(result, site.cache);
+        match &reply.result {
+            Ok(Reply::Stream(_)) => {
+                let (last, earlier) = attempts.split_last().unwrap_or((&EMPTY_ATTEMPT, &[]));
+                reply.charge = Some(StreamCharge {
+                    costing: self.costing.clone(),
+                    hold: Some(hold),
+                    earlier: self.costing.charges(request, earlier, None),
+                    model: last.model.clone(),
+                    request: request.clone(),
+                    meter: site.meter.clone(),
+                    route: site.route.to_string(),
+                    cache: site.cache,
+                });
+            }
+            Ok(Reply::Json(response)) => {
+                let charges = self.costing.charges(request, attempts, Some(response));
+                self.costing.close(hold, charges, site);
+            }
+            Err(_) => {
+                let charges = self.costing.charges(request, attempts, None);
+                self.costing.close(hold, charges, site);
+            }
+        }
+        reply
+    }
+
     /// The semantic namespace of `request` and the embedding of its last user message, from
     /// the local embedder or the route's embeddings target. An embeddings target that fails
     /// costs the request its semantic lookup, never its answer.
     async fn semantic_probe(
         &self,
         route: &str,
+        tenant: Option<&str>,
         target: Option<usize>,
         request: &ChatRequest,
     ) -> Option<(CacheKey, Vec<f32>)> {
         let Some(index) = target else {
-            let (namespace, text) = probe(route, "local", request)?;
+            let (namespace, text) = probe(route, tenant, "local", request)?;
             return Some((namespace, embed_local(&text)));
         };
         let name = self.router.targets().get(index)?.upstream.name.clone();
         let name: &str = &name;
-        let (namespace, text) = probe(route, &format!("target:{name}"), request)?;
+        let (namespace, text) = probe(route, tenant, &format!("target:{name}"), request)?;
         let body = serde_json::json!({ "input": [text] });
         let mut attempts = Vec::new();
         match self.router.embeddings(&[index], body, &mut attempts).await {
@@ -291,14 +401,14 @@ impl LlmStep {
         &self.router
     }
 
-    /// Sends `request` along `route`'s chain; `attempts` records every attempt. `deadline`
-    /// may shorten the route's deadline (a client's `x-weir-deadline-ms`).
+    /// Sends `request` along `route`'s chain without the cache (a stage's `complete()`),
+    /// metered like any call; `attempts` records every attempt.
     pub async fn chat(
         &self,
         route: &str,
         request: &ChatRequest,
         forward: &[(HeaderName, HeaderValue)],
-        deadline: Option<std::time::Duration>,
+        meter: &Arc<Meter>,
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
         let Some(step) = self.plans.get(route) else {
@@ -306,9 +416,14 @@ impl LlmStep {
                 attempts: attempts.clone(),
             });
         };
-        self.router
-            .chat(&step.plan, request, forward, deadline, attempts)
+        let site = CallSite {
+            meter,
+            route,
+            cache: CacheStatus::Bypass,
+        };
+        self.call(step, request, forward, None, site, attempts)
             .await
+            .result
     }
 }
 
@@ -394,8 +509,9 @@ impl LlmAccess for StageLlm {
                 Ok(id) => vec![(HeaderName::from_static("x-request-id"), id)],
                 Err(_) => Vec::new(),
             };
+            let meter = caller.meter.clone().unwrap_or_else(|| Meter::new(None));
             match step
-                .chat(&route, &request, &forward, None, &mut attempts)
+                .chat(&route, &request, &forward, &meter, &mut attempts)
                 .await
             {
                 Ok(Reply::Json(response)) => Ok(response),

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub message: String,
     /// The request field at fault, if any (`error.param`).
     pub param: Option<String>,
+    /// Seconds for `Retry-After` (429 and 503 get 1 when `None`).
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             code: code.to_string(),
             message: message.into(),
             param: None,
+            retry_after_s: None,
         }
     }
 

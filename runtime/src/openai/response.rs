@@ -79,8 +79,9 @@ fn parse_message(mut obj: Map<String, Value>) -> Message {
     }
 }
 
-/// Reads OpenAI `usage` (`prompt_tokens`, `completion_tokens`, `total_tokens`).
-pub(crate) fn parse_usage(value: &Value) -> Option<Usage> {
+/// Reads OpenAI `usage` (`prompt_tokens`, `completion_tokens`, `total_tokens`,
+/// `prompt_tokens_details.cached_tokens`).
+pub fn parse_usage(value: &Value) -> Option<Usage> {
     let obj = value.as_object()?;
     let get = |k: &str| {
         obj.get(k)
@@ -93,15 +94,27 @@ pub(crate) fn parse_usage(value: &Value) -> Option<Usage> {
         prompt_tokens,
         completion_tokens,
         total_tokens: get("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
+        cached_tokens: obj
+            .get("prompt_tokens_details")
+            .and_then(|d| d.get("cached_tokens"))
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
+            .min(prompt_tokens),
     })
 }
 
 pub(crate) fn usage_to_json(usage: &Usage) -> Value {
-    serde_json::json!({
+    let mut value = serde_json::json!({
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
         "total_tokens": usage.total_tokens,
-    })
+    });
+    if usage.cached_tokens > 0 {
+        value["prompt_tokens_details"] =
+            serde_json::json!({ "cached_tokens": usage.cached_tokens });
+    }
+    value
 }
 
 /// Renders a response as the client's `chat.completion` JSON.

@@ -64,6 +64,8 @@ pub struct Forwarded {
     held: Vec<Held>,
     /// What ran, in order.
     runs: Vec<StageRun>,
+    /// The request's meter, handed to its stages' LLM calls.
+    meter: Option<Arc<crate::cost::Meter>>,
 }
 
 impl Pipeline {
@@ -83,11 +85,31 @@ impl Pipeline {
             answer: None,
             held: Vec::new(),
             runs: Vec::with_capacity(self.stages.len() * 2),
+            meter: None,
         }
     }
 }
 
 impl Forwarded {
+    /// Meters the stages' LLM calls with `meter` (the request's).
+    pub fn with_meter(mut self, meter: Arc<crate::cost::Meter>) -> Forwarded {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Fuel each stage burned so far, by stage label, in run order (both phases summed).
+    pub fn fuel_by_stage(&self) -> Vec<(Arc<str>, u64)> {
+        let mut out: Vec<(Arc<str>, u64)> = Vec::new();
+        for run in &self.runs {
+            let Some(fuel) = run.fuel_used else { continue };
+            match out.iter_mut().find(|(label, _)| *label == run.label) {
+                Some((_, total)) => *total += fuel,
+                None => out.push((run.label.clone(), fuel)),
+            }
+        }
+        out
+    }
+
     /// Runs every stage's `on-request` in order, stopping at a short-circuit.
     pub async fn on_request(&mut self) -> Result<(), PipelineError> {
         let pipeline = self.pipeline.clone();
@@ -137,14 +159,21 @@ impl Forwarded {
                     }
                 }
             }
-            let mut instance =
-                match instantiate(&self.env, &self.request_id, &self.pipeline.route, spec).await {
-                    Ok(instance) => instance,
-                    Err(failure) => {
-                        self.apply_policy(spec, Phase::Request, started, None, failure)?;
-                        continue;
-                    }
-                };
+            let mut instance = match instantiate(
+                &self.env,
+                &self.request_id,
+                &self.pipeline.route,
+                &self.meter,
+                spec,
+            )
+            .await
+            {
+                Ok(instance) => instance,
+                Err(failure) => {
+                    self.apply_policy(spec, Phase::Request, started, None, failure)?;
+                    continue;
+                }
+            };
             let ctx = self.context(spec);
             let result = instance.on_request(&ctx, &self.request).await;
             let fuel = fuel_used(&instance);
@@ -237,8 +266,14 @@ impl Forwarded {
             let started = Instant::now();
             let mut instance = match held.instance {
                 Some(instance) => instance,
-                None => match instantiate(&self.env, &self.request_id, &self.pipeline.route, spec)
-                    .await
+                None => match instantiate(
+                    &self.env,
+                    &self.request_id,
+                    &self.pipeline.route,
+                    &self.meter,
+                    spec,
+                )
+                .await
                 {
                     Ok(instance) => instance,
                     Err(failure) => {
@@ -396,6 +431,7 @@ async fn instantiate(
     env: &StageEnv,
     request_id: &Arc<str>,
     route: &Arc<str>,
+    meter: &Option<Arc<crate::cost::Meter>>,
     spec: &PipelineStage,
 ) -> Result<StageInstance, StageFailure> {
     let host = HostContext {
@@ -403,6 +439,7 @@ async fn instantiate(
         services: env.services.clone(),
         request_id: request_id.clone(),
         route: route.clone(),
+        meter: meter.clone(),
     };
     spec.stage
         .instantiate(&env.sandbox, host, &spec.limits)

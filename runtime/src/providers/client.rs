@@ -89,6 +89,16 @@ impl AttemptError {
         }
     }
 
+    /// Usage reported in a failed answer's body (a provider that billed a request that then
+    /// failed says so there), when any.
+    pub fn usage(&self) -> Option<crate::wit::Usage> {
+        let AttemptError::Status { body, .. } = self else {
+            return None;
+        };
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        crate::openai::parse_usage(value.get("usage")?)
+    }
+
     /// The upstream's own error message, when its body is an OpenAI error object.
     pub fn upstream_message(&self) -> Option<String> {
         let AttemptError::Status { body, .. } = self else {

@@ -54,6 +54,12 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// How long the attempt took.
     pub elapsed: Duration,
+    /// The upstream model the attempt asked for (empty for a note that was no attempt).
+    pub model: String,
+    /// Usage the upstream reported: a JSON answer's, or a failed attempt's error body's
+    /// (some providers bill a request that failed after generating). For a stream, filled
+    /// in by whoever reads it to the end.
+    pub usage: Option<crate::wit::Usage>,
 }
 
 /// A successful reply.
@@ -89,6 +95,10 @@ pub enum RouteError {
         /// Its message.
         message: String,
     },
+    /// The key may not spend on this call (budget, per-request cost or call limit, TPM).
+    /// Raised by the LLM step around the router, never by the router itself.
+    #[error("{0}")]
+    Cost(crate::cost::CostError),
 }
 
 impl RouteError {
@@ -99,6 +109,7 @@ impl RouteError {
             RouteError::AllFailed { .. } => 502,
             RouteError::Overloaded { .. } => 503,
             RouteError::Refused { status, .. } => *status,
+            RouteError::Cost(err) => err.status(),
         }
     }
 
@@ -108,6 +119,7 @@ impl RouteError {
             RouteError::AllFailed { .. } => "all_targets_failed",
             RouteError::Overloaded { .. } => "overloaded",
             RouteError::Refused { .. } => "upstream_refused",
+            RouteError::Cost(err) => err.code(),
         }
     }
 }
@@ -142,6 +154,8 @@ fn note(attempts: &mut Vec<Attempt>, target: &str, outcome: &str) {
         outcome: outcome.to_string(),
         status: None,
         elapsed: Duration::ZERO,
+        model: String::new(),
+        usage: None,
     });
 }
 
@@ -290,6 +304,11 @@ impl Router {
                 target.upstream.timeout
             };
             let attempt_timeout = per_attempt.min(deadline.saturating_duration_since(now));
+            let model = target
+                .upstream
+                .model
+                .clone()
+                .unwrap_or_else(|| request.model.clone());
             let body =
                 Bytes::from(request_to_json(request, target.upstream.model.as_deref()).to_string());
             let result = self
@@ -306,11 +325,17 @@ impl Router {
             match result {
                 Ok(reply) => {
                     target.finish(slot, true, None, elapsed, done);
+                    let usage = match &reply {
+                        Reply::Json(response) => response.usage,
+                        Reply::Stream(_) => None,
+                    };
                     attempts.push(Attempt {
                         target: target.upstream.name.clone(),
                         outcome: "ok".to_string(),
                         status: Some(200),
                         elapsed,
+                        model,
+                        usage,
                     });
                     return Ok(reply);
                 }
@@ -330,6 +355,8 @@ impl Router {
                         outcome: err.to_string(),
                         status: err.status(),
                         elapsed,
+                        model,
+                        usage: err.usage(),
                     });
                     if !retryable {
                         return Err(RouteError::Refused {
@@ -468,6 +495,7 @@ impl Router {
             }
             .await;
             let elapsed = started.elapsed();
+            let model = body["model"].as_str().unwrap_or_default().to_string();
             match result {
                 Ok(value) => {
                     attempts.push(Attempt {
@@ -475,6 +503,8 @@ impl Router {
                         outcome: "ok".into(),
                         status: Some(200),
                         elapsed,
+                        model,
+                        usage: crate::openai::parse_usage(&value["usage"]),
                     });
                     return Ok(value);
                 }
@@ -484,6 +514,8 @@ impl Router {
                         outcome: err.to_string(),
                         status: err.status(),
                         elapsed,
+                        model,
+                        usage: err.usage(),
                     });
                     if !err.is_retryable(&crate::config::StatusSet::retryable_default()) {
                         return Err(RouteError::Refused {

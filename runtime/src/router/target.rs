@@ -11,52 +11,7 @@ use tokio::time::Instant;
 use super::breaker::{Admit, Breaker, State};
 use crate::config::TargetLimits;
 use crate::providers::Upstream;
-
-/// A bucket of `per_minute` units refilled continuously (requests or tokens per minute).
-#[derive(Debug)]
-struct MinuteBucket {
-    /// Capacity and refill per minute.
-    per_minute: f64,
-    /// Tokens now.
-    tokens: f64,
-    /// Last refill.
-    at: Instant,
-}
-
-impl MinuteBucket {
-    fn new(per_minute: u32) -> Mutex<MinuteBucket> {
-        Mutex::new(MinuteBucket {
-            per_minute: f64::from(per_minute),
-            tokens: f64::from(per_minute),
-            at: Instant::now(),
-        })
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_minute / 60.0).min(self.per_minute);
-        self.at = now;
-    }
-
-    /// Takes `n` units (at most the capacity), or says how long until they are there.
-    fn take(&mut self, n: f64, now: Instant) -> Result<(), Duration> {
-        self.refill(now);
-        let n = n.min(self.per_minute);
-        if self.tokens >= n {
-            self.tokens -= n;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (n - self.tokens) * 60.0 / self.per_minute,
-            ))
-        }
-    }
-
-    /// Gives back `n` units taken for an attempt that did not start.
-    fn give_back(&mut self, n: f64) {
-        self.tokens = (self.tokens + n.min(self.per_minute)).min(self.per_minute);
-    }
-}
+use crate::rate::MinuteBucket;
 
 /// Why a target could not take a request now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

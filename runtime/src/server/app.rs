@@ -9,8 +9,9 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::cache::{DiskTier, ResponseCache, StageOutputCache};
 use crate::config::{Config, OnErrorSetting};
+use crate::cost::{Accounts, Clock, Ledger, PriceTable};
 use crate::host_api::{HostServices, StageIdentity};
-use crate::llm::{LlmStep, RouteStep, StageLlm};
+use crate::llm::{Costing, LlmStep, RouteStep, StageLlm};
 use crate::pipeline::{OnError, Pipeline, PipelineStage, StageEnv};
 use crate::providers::{ProviderClient, Upstream};
 use crate::router::{RoutePlan, RoutePolicy, Router, TargetState};
@@ -41,6 +42,9 @@ pub enum AppError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The spend ledger could not be opened.
+    #[error(transparent)]
+    Ledger(#[from] crate::cost::LedgerError),
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(std::io::Error),
@@ -70,6 +74,10 @@ pub struct App {
     pub stages: Vec<Arc<LoadedStage>>,
     /// Set when shutdown began: `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// API keys and their live budgets; empty when auth is off.
+    pub accounts: Accounts,
+    /// The spend ledger.
+    pub ledger: Ledger,
 }
 
 impl App {
@@ -130,7 +138,36 @@ impl App {
             tracing::info!(dir = %dir.display(), entries = disk.len(), "disk cache opened");
             cache = cache.with_disk(disk);
         }
-        let llm = Arc::new(LlmStep::new(Router::new(client, upstreams), plans, cache));
+        let ledger = Ledger::open(config.data_dir.as_deref(), config.cost.request_log.clone())?;
+        match &config.data_dir {
+            Some(dir) => tracing::info!(dir = %dir.display(), "spend ledger opened"),
+            None => tracing::warn!(
+                "no server.data_dir: the spend ledger is kept in memory and lost at exit"
+            ),
+        }
+        let accounts = Accounts::new(&config.keys, &ledger, &Clock::default());
+        if accounts.auth_required() {
+            tracing::info!(keys = config.keys.len(), "API keys required");
+        } else {
+            tracing::warn!(
+                "auth is off: no [[keys]] configured, so every request is accepted without an \
+                 API key and no budget applies; fine for a local demo, not for production"
+            );
+        }
+        let costing = Costing {
+            prices: PriceTable::new(&config.cost),
+            ledger: ledger.clone(),
+            default_max_tokens: config.cost.default_max_tokens,
+            count_failed_attempts: config.cost.count_failed_attempts,
+        };
+        // Load the tokenizers now rather than on the first request that needs them.
+        std::thread::spawn(crate::cost::tokens::warm_up);
+        let llm = Arc::new(LlmStep::new(
+            Router::new(client, upstreams),
+            plans,
+            cache,
+            costing,
+        ));
         let services = Arc::new(HostServices::new(
             Arc::new(StageLlm { step: llm.clone() }),
             config.sandbox.log_line_max_bytes,
@@ -200,6 +237,8 @@ impl App {
             routes,
             stages: loaded.into_values().collect(),
             draining: AtomicBool::new(false),
+            accounts,
+            ledger,
         })
     }
 }

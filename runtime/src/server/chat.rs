@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use super::App;
 use super::http_util::{self, Body};
 use crate::cache::{CacheControl, CacheStatus};
-use crate::llm::Fill;
+use crate::cost::{CostError, Meter};
+use crate::llm::{Fill, StreamCharge};
 use crate::openai::{
     ApiError, StreamAccumulator, parse_request, response_to_json, response_to_sse,
 };
@@ -25,16 +26,94 @@ use crate::wit::ChatResponse;
 /// Chunks buffered between the upstream reader and a slow client.
 const STREAM_CHANNEL_CHUNKS: usize = 64;
 
-/// Handles one chat completion. `labels` receives the stages that ran (`x-weir-stages`),
-/// `cache` how the cache was involved (`x-weir-cache`).
+/// What a chat completion reports in its response headers.
+#[derive(Default)]
+pub struct Report {
+    /// The stages that ran (`x-weir-stages`).
+    pub labels: Vec<Arc<str>>,
+    /// How the cache was involved (`x-weir-cache`, `x-weir-semantic-similarity`).
+    pub cache: Option<(CacheStatus, Option<f32>)>,
+    /// What the request cost so far, pico-dollars (`x-weir-cost-usd`); `None` before the
+    /// request was admitted.
+    pub cost: Option<u64>,
+    /// Fuel each stage burned (`x-weir-stage-fuel`).
+    pub fuel: Vec<(Arc<str>, u64)>,
+}
+
+/// The key a request presents (`Authorization: Bearer`): its account, `None` when auth is
+/// off, or the 401.
+fn authenticate(
+    app: &App,
+    headers: &http::HeaderMap,
+) -> Result<Option<Arc<crate::cost::Account>>, ApiError> {
+    if !app.accounts.auth_required() {
+        return Ok(None);
+    }
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let Some(bearer) = bearer else {
+        return Err(cost_error(&CostError::Unauthorized(
+            "no API key: send `Authorization: Bearer <key>`",
+        )));
+    };
+    app.accounts
+        .authenticate(bearer)
+        .map(Some)
+        .ok_or_else(|| cost_error(&CostError::Unauthorized("the API key is not valid")))
+}
+
+/// The client-facing error for a cost refusal.
+fn cost_error(err: &CostError) -> ApiError {
+    let error_type = match err {
+        CostError::Unauthorized(_) => "authentication_error",
+        CostError::BudgetExceeded { .. } => "insufficient_quota",
+        CostError::RateLimited { .. } => "rate_limit_error",
+        _ => "invalid_request_error",
+    };
+    ApiError {
+        retry_after_s: err.retry_after_s(),
+        ..ApiError::new(err.status(), error_type, err.code(), err.to_string())
+    }
+}
+
+/// Handles one chat completion, filling `report` for the response headers.
 pub async fn handle(
     app: &Arc<App>,
     request: Request<Incoming>,
     request_id: &Arc<str>,
-    labels: &mut Vec<Arc<str>>,
-    cache: &mut Option<(CacheStatus, Option<f32>)>,
+    report: &mut Report,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
+    let account = match authenticate(app, &parts.headers) {
+        Ok(account) => account,
+        Err(err) => return http_util::error(&err),
+    };
+    if let Some(account) = &account
+        && let Err(err) = account.admit_request()
+    {
+        return http_util::error(&cost_error(&err));
+    }
+    let meter = Meter::new(account);
+    let response = serve(app, parts, body, request_id, &meter, report).await;
+    report.cost = Some(meter.total());
+    response
+}
+
+async fn serve(
+    app: &Arc<App>,
+    parts: http::request::Parts,
+    body: Incoming,
+    request_id: &Arc<str>,
+    meter: &Arc<Meter>,
+    report: &mut Report,
+) -> Response<Body> {
     let control = parts
         .headers
         .get(http::header::CACHE_CONTROL)
@@ -73,15 +152,23 @@ pub async fn handle(
     };
     let wants_stream = chat.stream;
     let include_usage = client_wants_usage(&chat.extra);
-    let mut fwd = pipeline.start(&app.env, request_id.clone(), chat);
+    let mut fwd = pipeline
+        .start(&app.env, request_id.clone(), chat)
+        .with_meter(meter.clone());
 
     let result = fwd.on_request().await;
-    *labels = fwd.stage_labels();
+    report.labels = fwd.stage_labels();
+    report.fuel = fwd.fuel_by_stage();
     if let Err(err) = result {
         return http_util::error(&pipeline_error(&err));
     }
+    let finish = Finish {
+        as_stream: wants_stream,
+        include_usage,
+        meter,
+    };
     if let Some(answer) = fwd.take_answer() {
-        return finish_whole(&mut fwd, answer, wants_stream, include_usage, labels).await;
+        return finish.whole(&mut fwd, answer, report).await;
     }
 
     let forward = forward_headers(request_id);
@@ -94,51 +181,111 @@ pub async fn handle(
             &forward,
             deadline,
             control,
+            meter,
             &mut attempts,
         )
         .await;
-    *cache = Some((step.cache, step.similarity));
+    report.cache = Some((step.cache, step.similarity));
     let fill = step.fill;
+    let charge = step.charge;
     match step.result {
         Err(err) => http_util::error(&route_error_to_api(&err)),
-        Ok(Reply::Json(response)) => {
-            finish_whole(&mut fwd, response, wants_stream, include_usage, labels).await
-        }
+        Ok(Reply::Json(response)) => finish.whole(&mut fwd, response, report).await,
         Ok(Reply::Stream(stream)) => {
             if fwd.needs_full_response() {
                 match collect(stream).await {
                     Ok(response) => {
+                        if let Some(charge) = charge {
+                            charge.finish(response.usage, &text_of(&response));
+                        }
                         if let Some(fill) = fill {
                             fill.store(response.clone());
                         }
-                        finish_whole(&mut fwd, response, true, include_usage, labels).await
+                        finish.whole(&mut fwd, response, report).await
                     }
                     Err(err) => http_util::error(&err),
                 }
             } else {
-                relay(fwd, stream, include_usage, fill)
+                relay(fwd, stream, include_usage, fill, charge)
             }
         }
     }
 }
 
-/// Runs the response phase on a whole response and answers as JSON or as SSE.
-async fn finish_whole(
-    fwd: &mut Forwarded,
-    response: ChatResponse,
-    as_stream: bool,
-    include_usage: bool,
-    labels: &mut Vec<Arc<str>>,
-) -> Response<Body> {
-    let result = fwd.on_response(response).await;
-    *labels = fwd.stage_labels();
-    match result {
-        Err(err) => http_util::error(&pipeline_error(&err)),
-        Ok(response) if as_stream => {
-            sse(http_util::full(response_to_sse(&response, include_usage)))
+/// The text of a response's first choice.
+fn text_of(response: &ChatResponse) -> String {
+    match response
+        .choices
+        .first()
+        .and_then(|c| c.message.content.as_ref())
+    {
+        Some(crate::wit::Content::Text(text)) => text.clone(),
+        Some(crate::wit::Content::Parts(parts)) => {
+            parts.iter().filter_map(|p| p.text.as_deref()).collect()
         }
-        Ok(response) => http_util::json(200, &response_to_json(&response)),
+        None => String::new(),
     }
+}
+
+/// How to answer with a whole response.
+struct Finish<'a> {
+    /// As SSE rather than JSON.
+    as_stream: bool,
+    /// Whether the client asked for the usage chunk.
+    include_usage: bool,
+    /// The request's meter, for `usage.cost`.
+    meter: &'a Arc<Meter>,
+}
+
+impl Finish<'_> {
+    /// Runs the response phase on a whole response and answers as JSON or as SSE, with the
+    /// request's cost in `usage.cost`.
+    async fn whole(
+        &self,
+        fwd: &mut Forwarded,
+        response: ChatResponse,
+        report: &mut Report,
+    ) -> Response<Body> {
+        let as_stream = self.as_stream;
+        let result = fwd.on_response(response).await;
+        report.labels = fwd.stage_labels();
+        report.fuel = fwd.fuel_by_stage();
+        let cost = crate::config::pico_to_usd(self.meter.total());
+        match result {
+            Err(err) => http_util::error(&pipeline_error(&err)),
+            Ok(response) if as_stream => {
+                let sse_text = response_to_sse(&response, self.include_usage);
+                sse(http_util::full(with_cost_in_sse(sse_text, cost)))
+            }
+            Ok(response) => {
+                let mut body = response_to_json(&response);
+                if let Some(usage) = body.get_mut("usage").and_then(Value::as_object_mut) {
+                    usage.insert("cost".into(), json!(cost));
+                }
+                http_util::json(200, &body)
+            }
+        }
+    }
+}
+
+/// Adds `cost` to the usage chunk of an SSE body, if it has one.
+fn with_cost_in_sse(text: String, cost: f64) -> String {
+    if !text.contains("\"usage\"") {
+        return text;
+    }
+    text.split("\n\n")
+        .map(|event| match event.strip_prefix("data: ") {
+            Some(data) if data != "[DONE]" => match serde_json::from_str::<Value>(data) {
+                Ok(mut chunk) if chunk.get("usage").is_some_and(Value::is_object) => {
+                    chunk["usage"]["cost"] = json!(cost);
+                    format!("data: {chunk}")
+                }
+                _ => event.to_string(),
+            },
+            _ => event.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 /// Reads a whole upstream stream into one response (for stages that rewrite the response).
@@ -177,11 +324,16 @@ fn stream_error(target: &str, detail: &str) -> ApiError {
 /// byte ends the stream with an explicit error event, never a silent truncation. When the
 /// stream ends, stages with a response phase see the assembled response (observe only: the
 /// client already has the bytes).
+///
+/// The stream's cost is settled when its usage chunk arrives (and added to that chunk as
+/// `usage.cost`), or at its end from a local count of what was streamed when the upstream
+/// sent no usage; a stream cut short is charged for its prompt and what did arrive.
 fn relay(
     mut fwd: Forwarded,
     mut stream: UpstreamStream,
     include_usage: bool,
     fill: Option<Fill>,
+    mut charge: Option<StreamCharge>,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CHANNEL_CHUNKS);
     tokio::spawn(async move {
@@ -191,6 +343,9 @@ fn relay(
             let data = match event {
                 Ok(data) => data,
                 Err(err) => {
+                    if let Some(charge) = charge.take() {
+                        charge.finish(None, acc.text());
+                    }
                     let _ = tx
                         .send(error_event(&stream_error(&stream.target, &err)))
                         .await;
@@ -204,6 +359,12 @@ fn relay(
             let out = match serde_json::from_str::<Value>(&data) {
                 Ok(mut chunk) => {
                     acc.push(&chunk);
+                    if let Some(usage) = chunk.get("usage").and_then(crate::openai::parse_usage)
+                        && let Some(pending) = charge.take()
+                    {
+                        let total = pending.finish(Some(usage), acc.text());
+                        chunk["usage"]["cost"] = json!(crate::config::pico_to_usd(total));
+                    }
                     if !include_usage && strip_usage(&mut chunk) {
                         continue;
                     }
@@ -212,8 +373,14 @@ fn relay(
                 Err(_) => format!("data: {data}\n\n"),
             };
             if tx.send(Bytes::from(out)).await.is_err() {
+                if let Some(charge) = charge.take() {
+                    charge.finish(None, acc.text());
+                }
                 return; // the client went away
             }
+        }
+        if let Some(charge) = charge.take() {
+            charge.finish(None, acc.text());
         }
         if !done {
             let err = stream_error(&stream.target, "the stream ended without [DONE]");
@@ -314,7 +481,15 @@ fn route_error_to_api(err: &RouteError) -> ApiError {
     } else {
         "upstream_error"
     };
-    ApiError::new(status, error_type, err.code(), err.to_string())
+    let retry_after_s = match err {
+        RouteError::Overloaded { retry_after_s } => Some(*retry_after_s),
+        RouteError::Cost(cost) => cost.retry_after_s(),
+        _ => None,
+    };
+    ApiError {
+        retry_after_s,
+        ..ApiError::new(status, error_type, err.code(), err.to_string())
+    }
 }
 
 /// The client-facing error for a pipeline failure.

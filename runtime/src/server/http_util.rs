@@ -33,10 +33,15 @@ pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
 /// An OpenAI-shaped error response.
 pub fn error(err: &ApiError) -> Response<Body> {
     let mut response = json(err.status, &err.to_json());
-    if err.status == 503 || err.status == 429 {
+    let retry_after = match err.retry_after_s {
+        Some(seconds) => Some(seconds),
+        None if err.status == 503 || err.status == 429 => Some(1),
+        None => None,
+    };
+    if let Some(seconds) = retry_after {
         response
             .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }

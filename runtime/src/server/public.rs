@@ -19,12 +19,11 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Dispatches one public request.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
     let request_id: Arc<str> = request_id(&request).into();
-    let mut labels = Vec::new();
-    let mut cache = None;
+    let mut report = chat::Report::default();
     let path = request.uri().path().to_string();
     let mut response = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => {
-            chat::handle(&app, request, &request_id, &mut labels, &mut cache).await
+            chat::handle(&app, request, &request_id, &mut report).await
         }
         (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app)),
         (&Method::GET, "/healthz") => http_util::json(200, &json!({"status": "ok"})),
@@ -59,7 +58,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", value);
     }
-    if let Some((status, similarity)) = cache {
+    if let Some((status, similarity)) = report.cache {
         headers.insert("x-weir-cache", HeaderValue::from_static(status.as_str()));
         if let Some(similarity) = similarity
             && let Ok(value) = HeaderValue::from_str(&format!("{similarity:.3}"))
@@ -67,9 +66,35 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             headers.insert("x-weir-semantic-similarity", value);
         }
     }
-    let stages = labels.iter().map(|l| &**l).collect::<Vec<_>>().join(", ");
+    let stages = report
+        .labels
+        .iter()
+        .map(|l| &**l)
+        .collect::<Vec<_>>()
+        .join(", ");
     if let Ok(value) = HeaderValue::from_str(&stages) {
         headers.insert("x-weir-stages", value);
+    }
+    // A stream's cost is not known when its headers go out; it is in its usage chunk.
+    let streamed = headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if let Some(cost) = report.cost
+        && !streamed
+        && let Ok(value) = HeaderValue::from_str(&crate::cost::format_usd(cost))
+    {
+        headers.insert("x-weir-cost-usd", value);
+    }
+    if !report.fuel.is_empty() {
+        let fuel = report
+            .fuel
+            .iter()
+            .map(|(label, fuel)| format!("{label}={fuel}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Ok(value) = HeaderValue::from_str(&fuel) {
+            headers.insert("x-weir-stage-fuel", value);
+        }
     }
     response
 }

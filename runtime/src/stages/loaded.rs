@@ -203,6 +203,7 @@ impl LoadedStage {
             services: services.clone(),
             request_id: "describe".into(),
             route: "".into(),
+            meter: None,
         };
         let limits = CallLimits {
             memory_bytes: sandbox.settings().max_memory_bytes,

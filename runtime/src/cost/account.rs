@@ -1,0 +1,294 @@
+//! One API key's live spend: its daily and monthly windows, what calls in flight have
+//! reserved, and its per-minute request and token buckets.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::time::Instant;
+
+use super::CostError;
+use super::clock::{self, Clock};
+use crate::config::{KeySettings, pico_to_usd};
+use crate::rate::MinuteBucket;
+
+/// Spend in the current windows.
+#[derive(Debug, Default)]
+struct Windows {
+    /// The day `day_spent` belongs to.
+    day: u32,
+    /// Spent that day, pico-dollars.
+    day_spent: u64,
+    /// The month (`year * 12 + month - 1`) `month_spent` belongs to.
+    month: u32,
+    /// Spent that month, pico-dollars.
+    month_spent: u64,
+    /// Reserved by calls in flight, pico-dollars.
+    reserved: u64,
+}
+
+impl Windows {
+    /// Starts new windows when the day or month changed.
+    fn roll(&mut self, now: u64) {
+        let day = clock::day_of(now);
+        if day != self.day {
+            self.day = day;
+            self.day_spent = 0;
+        }
+        let month = clock::month_of(day);
+        if month != self.month {
+            self.month = month;
+            self.month_spent = 0;
+        }
+    }
+}
+
+/// One key's account.
+#[derive(Debug)]
+pub struct Account {
+    /// Its settings.
+    pub key: KeySettings,
+    /// Where time comes from.
+    clock: Clock,
+    /// Spend and reservations.
+    windows: Mutex<Windows>,
+    /// Requests per minute.
+    rpm: Option<Mutex<MinuteBucket>>,
+    /// Tokens per minute.
+    tpm: Option<Mutex<MinuteBucket>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn seconds_up(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl Account {
+    /// An account for `key` that has already spent `day_spent` today and `month_spent` this
+    /// month (from the ledger).
+    pub fn new(key: KeySettings, clock: Clock, day_spent: u64, month_spent: u64) -> Account {
+        let now = clock.unix_now();
+        let day = clock::day_of(now);
+        Account {
+            rpm: key.rpm.map(MinuteBucket::new),
+            tpm: key.tpm.map(MinuteBucket::new),
+            key,
+            clock,
+            windows: Mutex::new(Windows {
+                day,
+                day_spent,
+                month: clock::month_of(day),
+                month_spent,
+                reserved: 0,
+            }),
+        }
+    }
+
+    /// The key's name.
+    pub fn name(&self) -> &str {
+        &self.key.name
+    }
+
+    fn limited(
+        &self,
+        limit: &'static str,
+        per_minute: u32,
+        wait: std::time::Duration,
+    ) -> CostError {
+        CostError::RateLimited {
+            key: self.key.name.clone(),
+            limit,
+            per_minute,
+            retry_after_s: seconds_up(wait).max(1),
+        }
+    }
+
+    /// Admits one request: takes one from the RPM bucket.
+    pub fn admit_request(&self) -> Result<(), CostError> {
+        if let (Some(rpm), Some(per_minute)) = (&self.rpm, self.key.rpm)
+            && let Err(wait) = lock(rpm).take(1.0, Instant::now())
+        {
+            return Err(self.limited("rpm", per_minute, wait));
+        }
+        Ok(())
+    }
+
+    /// Checks the TPM bucket has room for a call's `prompt_tokens` (taken when the call is
+    /// settled, with its completion).
+    pub fn check_tokens(&self, prompt_tokens: u32) -> Result<(), CostError> {
+        if let (Some(tpm), Some(per_minute)) = (&self.tpm, self.key.tpm)
+            && let Err(wait) = lock(tpm).check(f64::from(prompt_tokens), Instant::now())
+        {
+            return Err(self.limited("tpm", per_minute, wait));
+        }
+        Ok(())
+    }
+
+    /// Counts `tokens` a call used against the TPM limit.
+    pub fn used_tokens(&self, tokens: u64) {
+        if let Some(tpm) = &self.tpm {
+            lock(tpm).debit(tokens as f64, Instant::now());
+        }
+    }
+
+    /// Reserves `amount` pico-dollars against both windows, atomically: refused when the
+    /// spend plus what is reserved plus `amount` would pass either budget.
+    pub fn reserve(self: &Arc<Self>, amount: u64) -> Result<Reservation, CostError> {
+        let now = self.clock.unix_now();
+        let mut w = lock(&self.windows);
+        w.roll(now);
+        let windows = [
+            (
+                "daily",
+                w.day_spent,
+                self.key.daily_budget,
+                clock::next_day_start(w.day),
+            ),
+            (
+                "monthly",
+                w.month_spent,
+                self.key.monthly_budget,
+                clock::next_month_start(w.day),
+            ),
+        ];
+        for (window, spent, budget, resets) in windows {
+            let Some(budget) = budget else { continue };
+            if spent.saturating_add(w.reserved).saturating_add(amount) > budget {
+                return Err(CostError::BudgetExceeded {
+                    key: self.key.name.clone(),
+                    window,
+                    spent: pico_to_usd(spent),
+                    reserved: pico_to_usd(w.reserved),
+                    budget: pico_to_usd(budget),
+                    resets_at: clock::rfc3339(resets),
+                    retry_after_s: resets.saturating_sub(now).max(1),
+                });
+            }
+        }
+        w.reserved += amount;
+        Ok(Reservation {
+            account: self.clone(),
+            amount,
+        })
+    }
+
+    /// (spent today, spent this month, reserved now), pico-dollars.
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        let mut w = lock(&self.windows);
+        w.roll(self.clock.unix_now());
+        (w.day_spent, w.month_spent, w.reserved)
+    }
+
+    fn release(&self, reserved: u64, spent: u64) {
+        let mut w = lock(&self.windows);
+        w.roll(self.clock.unix_now());
+        w.reserved = w.reserved.saturating_sub(reserved);
+        w.day_spent = w.day_spent.saturating_add(spent);
+        w.month_spent = w.month_spent.saturating_add(spent);
+    }
+}
+
+/// Money held for one call in flight. [`Reservation::settle`] replaces it with the real cost;
+/// dropped unsettled (the call never happened), it is simply released.
+#[derive(Debug)]
+pub struct Reservation {
+    /// Whose.
+    account: Arc<Account>,
+    /// How much, pico-dollars.
+    amount: u64,
+}
+
+impl Reservation {
+    /// Releases the reservation and records `actual` as spent.
+    pub fn settle(mut self, actual: u64) {
+        self.account.release(self.amount, actual);
+        self.amount = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.amount > 0 {
+            self.account.release(self.amount, 0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::usd_to_pico;
+
+    fn key(daily: f64, monthly: f64) -> KeySettings {
+        KeySettings {
+            name: "team".into(),
+            hash: [0; 32],
+            daily_budget: Some(usd_to_pico(daily)),
+            monthly_budget: Some(usd_to_pico(monthly)),
+            rpm: Some(2),
+            tpm: None,
+            max_cost_per_request: None,
+            max_llm_calls_per_request: None,
+        }
+    }
+
+    #[test]
+    fn reservations_count_against_the_budget_until_settled() {
+        // 2026-11-26T21:12:01Z
+        let clock = Clock::fixed(1_795_727_521);
+        let account = Arc::new(Account::new(key(1.0, 10.0), clock.clone(), 0, 0));
+        let a = account.reserve(usd_to_pico(0.6));
+        assert!(a.is_ok());
+        // 0.6 reserved + 0.6 > 1.0.
+        let refused = account.reserve(usd_to_pico(0.6));
+        let Err(CostError::BudgetExceeded {
+            window, resets_at, ..
+        }) = refused
+        else {
+            panic!("expected a refusal, got {refused:?}");
+        };
+        assert_eq!(
+            (window, resets_at.as_str()),
+            ("daily", "2026-11-27T00:00:00Z")
+        );
+        // Settling at the real cost frees the rest.
+        a.map(|r| r.settle(usd_to_pico(0.1))).ok();
+        assert_eq!(account.snapshot(), (usd_to_pico(0.1), usd_to_pico(0.1), 0));
+        assert!(account.reserve(usd_to_pico(0.9)).is_ok());
+        // Dropped unsettled: released, nothing spent.
+        assert_eq!(account.snapshot().2, 0);
+        // The next day the daily window starts again; the month keeps counting.
+        clock.set(1_795_727_521 + 86_400);
+        assert_eq!(account.snapshot(), (0, usd_to_pico(0.1), 0));
+    }
+
+    #[test]
+    fn the_monthly_window_holds_across_days() {
+        let clock = Clock::fixed(1_795_727_521);
+        let account = Arc::new(Account::new(key(5.0, 1.0), clock, 0, usd_to_pico(0.9)));
+        let refused = account.reserve(usd_to_pico(0.2));
+        let Err(CostError::BudgetExceeded {
+            window, resets_at, ..
+        }) = refused
+        else {
+            panic!("expected a refusal, got {refused:?}");
+        };
+        assert_eq!(
+            (window, resets_at.as_str()),
+            ("monthly", "2026-12-01T00:00:00Z")
+        );
+    }
+
+    #[tokio::test]
+    async fn rpm_refuses_with_a_retry_after() {
+        let account = Account::new(key(1.0, 1.0), Clock::default(), 0, 0);
+        assert!(account.admit_request().is_ok());
+        assert!(account.admit_request().is_ok());
+        let refused = account.admit_request();
+        assert!(
+            matches!(refused, Err(CostError::RateLimited { limit: "rpm", retry_after_s, .. }) if retry_after_s >= 1),
+            "{refused:?}"
+        );
+    }
+}

@@ -1,0 +1,465 @@
+//! The spend ledger: every priced call and cache hit, summed per (UTC day, key, route,
+//! model) in an embedded redb database under the data directory, so spend survives restarts
+//! and budgets pick up where they were. Optionally, one JSON line per call to a request log
+//! for `weir cost project`.
+//!
+//! Writes go to one writer thread that commits whatever has queued up in one transaction
+//! (group commit), so the request path never waits on a disk sync. [`Ledger::flush`] waits
+//! until everything recorded so far is durable (for `/admin/spend` and shutdown).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::clock;
+use crate::wit::Usage;
+
+/// (day, key, route, model) → [calls, cache hits, cost pico-dollars, prompt tokens, cached
+/// prompt tokens, completion tokens].
+const SPEND: TableDefinition<(u32, &str, &str, &str), [u64; 6]> = TableDefinition::new("spend");
+
+/// Records taken per transaction at most.
+const BATCH: usize = 4096;
+
+/// Why the ledger cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("spend ledger {path}: {message}")]
+pub struct LedgerError {
+    /// The database file (`memory` when in memory).
+    pub path: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// One line of the request log, and one input line of `weir cost project`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrafficLine {
+    /// Seconds since the epoch.
+    pub ts: u64,
+    /// The key's name (`-` without auth).
+    #[serde(default)]
+    pub key: String,
+    /// The route (model alias the client asked for).
+    #[serde(default)]
+    pub route: String,
+    /// The upstream model billed (or that would have been, for a hit).
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Of those, served from the provider's prompt cache.
+    #[serde(default)]
+    pub cached_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// `miss`, `hit`, `semantic-hit`, `coalesced` or `bypass`.
+    pub cache: String,
+    /// What it cost, USD (0 for a hit).
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Whether the tokens were counted locally.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+/// One call or hit to record.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Seconds since the epoch.
+    pub ts: u64,
+    /// The key's name.
+    pub key: String,
+    /// The route.
+    pub route: String,
+    /// The upstream model.
+    pub model: String,
+    /// Its usage (for a hit: the cached answer's).
+    pub usage: Usage,
+    /// Its cost, pico-dollars.
+    pub cost: u64,
+    /// How the cache was involved.
+    pub cache: &'static str,
+    /// Whether the usage was counted locally.
+    pub estimated: bool,
+}
+
+impl Entry {
+    /// Whether this is a cache hit (nothing billed).
+    fn is_hit(&self) -> bool {
+        matches!(self.cache, "hit" | "semantic-hit")
+    }
+}
+
+/// One summed row.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SpendRow {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// The key's name.
+    pub key: String,
+    /// The route.
+    pub route: String,
+    /// The upstream model.
+    pub model: String,
+    /// Calls billed.
+    pub calls: u64,
+    /// Answers served from the cache.
+    pub cache_hits: u64,
+    /// Cost, pico-dollars.
+    pub cost_pico: u64,
+    /// Prompt tokens billed.
+    pub prompt_tokens: u64,
+    /// Of those, cached by the provider.
+    pub cached_tokens: u64,
+    /// Completion tokens billed.
+    pub completion_tokens: u64,
+}
+
+enum Msg {
+    Entry(Entry),
+    /// Wake the writer (flush request).
+    Flush,
+}
+
+/// Sequence numbers: recorded and durably committed.
+#[derive(Default)]
+struct Progress {
+    sent: u64,
+    committed: u64,
+}
+
+/// The ledger handle (cheap to clone).
+#[derive(Clone)]
+pub struct Ledger {
+    tx: mpsc::Sender<Msg>,
+    db: Arc<Database>,
+    progress: Arc<(Mutex<Progress>, Condvar)>,
+    /// Shown in errors.
+    path: Arc<str>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `data_dir/ledger.redb`, or in memory without one,
+    /// appending request-log lines to `request_log` when given.
+    pub fn open(
+        data_dir: Option<&Path>,
+        request_log: Option<PathBuf>,
+    ) -> Result<Ledger, LedgerError> {
+        let (db, path) = match data_dir {
+            Some(dir) => {
+                let path = dir.join("ledger.redb");
+                let err = |message: String| LedgerError {
+                    path: path.display().to_string(),
+                    message,
+                };
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| err(format!("cannot create the data directory: {e}")))?;
+                let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
+                (db, path.display().to_string())
+            }
+            None => {
+                let db = Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .map_err(|e| LedgerError {
+                        path: "memory".into(),
+                        message: e.to_string(),
+                    })?;
+                (db, "memory".to_string())
+            }
+        };
+        let err = |message: String| LedgerError {
+            path: path.clone(),
+            message,
+        };
+        // Create the table so reads never meet a missing one.
+        let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
+        txn.open_table(SPEND).map_err(|e| err(e.to_string()))?;
+        txn.commit().map_err(|e| err(e.to_string()))?;
+        let log = match request_log {
+            Some(file) => {
+                if let Some(parent) = file.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&file)
+                        .map_err(|e| {
+                            err(format!(
+                                "cannot open the request log {}: {e}",
+                                file.display()
+                            ))
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let db = Arc::new(db);
+        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
+        let (tx, rx) = mpsc::channel();
+        let writer = Writer {
+            db: db.clone(),
+            rx,
+            progress: progress.clone(),
+            log,
+        };
+        std::thread::Builder::new()
+            .name("weir-ledger".into())
+            .spawn(move || writer.run())
+            .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
+        Ok(Ledger {
+            tx,
+            db,
+            progress,
+            path: path.into(),
+        })
+    }
+
+    /// Queues `entry` for the next commit.
+    pub fn record(&self, entry: Entry) {
+        let (lock, _) = &*self.progress;
+        let mut progress = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        progress.sent += 1;
+        // Sent under the lock, so sequence numbers and channel order agree.
+        if self.tx.send(Msg::Entry(entry)).is_err() {
+            progress.sent -= 1;
+            tracing::error!("the ledger writer has stopped; spend not recorded");
+        }
+    }
+
+    /// Waits (up to `timeout`) until everything recorded so far is committed; false on
+    /// timeout.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (lock, cvar) = &*self.progress;
+        let progress = lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let target = progress.sent;
+        let _ = self.tx.send(Msg::Flush);
+        let (progress, _) = cvar
+            .wait_timeout_while(progress, timeout, |p| p.committed < target)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        progress.committed >= target
+    }
+
+    fn error(&self, message: impl std::fmt::Display) -> LedgerError {
+        LedgerError {
+            path: self.path.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Every row from day `from` to day `to` (inclusive).
+    pub fn rows(&self, from: u32, to: u32) -> Result<Vec<SpendRow>, LedgerError> {
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(SPEND).map_err(|e| self.error(e))?;
+        let start = (from, "", "", "");
+        let mut rows = Vec::new();
+        for item in table.range(start..).map_err(|e| self.error(e))? {
+            let (k, v) = item.map_err(|e| self.error(e))?;
+            let (day, key, route, model) = k.value();
+            if day > to {
+                break;
+            }
+            let [
+                calls,
+                cache_hits,
+                cost_pico,
+                prompt_tokens,
+                cached_tokens,
+                completion_tokens,
+            ] = v.value();
+            rows.push(SpendRow {
+                day: clock::date(day),
+                key: key.to_string(),
+                route: route.to_string(),
+                model: model.to_string(),
+                calls,
+                cache_hits,
+                cost_pico,
+                prompt_tokens,
+                cached_tokens,
+                completion_tokens,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// What `key` spent today and this month (as of `now`), pico-dollars.
+    pub fn spent_by_key(&self, key: &str, now: u64) -> Result<(u64, u64), LedgerError> {
+        let today = clock::day_of(now);
+        let first = clock::month_start_day(today);
+        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn.open_table(SPEND).map_err(|e| self.error(e))?;
+        let (mut day, mut month) = (0u64, 0u64);
+        for item in table
+            .range((first, "", "", "")..)
+            .map_err(|e| self.error(e))?
+        {
+            let (k, v) = item.map_err(|e| self.error(e))?;
+            let (d, name, _, _) = k.value();
+            if d > today {
+                break;
+            }
+            if name == key {
+                let cost = v.value()[2];
+                month += cost;
+                if d == today {
+                    day += cost;
+                }
+            }
+        }
+        Ok((day, month))
+    }
+}
+
+struct Writer {
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Msg>,
+    progress: Arc<(Mutex<Progress>, Condvar)>,
+    log: Option<std::fs::File>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut batch = Vec::new();
+            if let Msg::Entry(entry) = first {
+                batch.push(entry);
+            }
+            while batch.len() < BATCH {
+                match self.rx.try_recv() {
+                    Ok(Msg::Entry(entry)) => batch.push(entry),
+                    Ok(Msg::Flush) => {}
+                    Err(_) => break,
+                }
+            }
+            if let Err(err) = self.commit(&batch) {
+                tracing::error!(error = %err, records = batch.len(), "cannot write the spend ledger");
+            }
+            self.append_log(&batch);
+            let (lock, cvar) = &*self.progress;
+            let mut progress = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            progress.committed += batch.len() as u64;
+            cvar.notify_all();
+        }
+    }
+
+    fn commit(&self, batch: &[Entry]) -> Result<(), redb::Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SPEND)?;
+            for e in batch {
+                let key = (
+                    clock::day_of(e.ts),
+                    e.key.as_str(),
+                    e.route.as_str(),
+                    e.model.as_str(),
+                );
+                let mut row = table.get(key)?.map(|v| v.value()).unwrap_or([0; 6]);
+                if e.is_hit() {
+                    row[1] += 1;
+                } else {
+                    row[0] += 1;
+                    row[2] += e.cost;
+                    row[3] += u64::from(e.usage.prompt_tokens);
+                    row[4] += u64::from(e.usage.cached_tokens);
+                    row[5] += u64::from(e.usage.completion_tokens);
+                }
+                table.insert(key, row)?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn append_log(&mut self, batch: &[Entry]) {
+        let Some(file) = &mut self.log else { return };
+        let mut out = Vec::with_capacity(batch.len() * 200);
+        for e in batch {
+            let line = TrafficLine {
+                ts: e.ts,
+                key: e.key.clone(),
+                route: e.route.clone(),
+                model: e.model.clone(),
+                prompt_tokens: u64::from(e.usage.prompt_tokens),
+                cached_tokens: u64::from(e.usage.cached_tokens),
+                completion_tokens: u64::from(e.usage.completion_tokens),
+                cache: e.cache.to_string(),
+                cost_usd: crate::config::pico_to_usd(e.cost),
+                estimated: e.estimated,
+            };
+            if serde_json::to_writer(&mut out, &line).is_ok() {
+                out.push(b'\n');
+            }
+        }
+        if let Err(err) = file.write_all(&out) {
+            tracing::warn!(error = %err, "cannot append to the request log");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ts: u64, key: &str, cost: u64, cache: &'static str) -> Entry {
+        Entry {
+            ts,
+            key: key.into(),
+            route: "demo".into(),
+            model: "sim-1".into(),
+            usage: Usage {
+                prompt_tokens: 10,
+                completion_tokens: 5,
+                total_tokens: 15,
+                cached_tokens: 0,
+            },
+            cost,
+            cache,
+            estimated: false,
+        }
+    }
+
+    #[test]
+    fn spend_survives_reopening_and_sums_by_day_and_key() {
+        let dir = std::env::temp_dir().join(format!("weir-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = 1_795_727_521; // 2026-11-26
+        {
+            let ledger = Ledger::open(Some(&dir), None).unwrap_or_else(|e| panic!("{e}"));
+            ledger.record(entry(now, "a", 100, "miss"));
+            ledger.record(entry(now, "a", 50, "miss"));
+            ledger.record(entry(now, "a", 0, "hit"));
+            ledger.record(entry(now - 86_400, "a", 7, "miss"));
+            ledger.record(entry(now, "b", 1, "bypass"));
+            assert!(ledger.flush(Duration::from_secs(10)));
+        }
+        let ledger = Ledger::open(Some(&dir), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ledger.spent_by_key("a", now).ok(), Some((150, 157)));
+        let rows = ledger.rows(0, u32::MAX).unwrap_or_default();
+        let today: Vec<_> = rows
+            .iter()
+            .filter(|r| r.day == "2026-11-26" && r.key == "a")
+            .collect();
+        assert_eq!(today.len(), 1);
+        assert_eq!(
+            (today[0].calls, today[0].cache_hits, today[0].cost_pico),
+            (2, 1, 150)
+        );
+        assert_eq!(today[0].prompt_tokens, 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

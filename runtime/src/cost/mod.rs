@@ -1,0 +1,239 @@
+//! Cost accounting and control: the price table, usage → money, per-key budgets with
+//! reservations, per-key rate limits, and the durable spend ledger.
+//!
+//! Owns: what a token costs, what a request cost, and whether a key may spend more. Must not
+//! know about HTTP: refusals are a typed [`CostError`] whose `status()` the server maps.
+//!
+//! Money is integer pico-dollars (10⁻¹² USD) everywhere, so totals are exact whatever order
+//! requests finish in.
+//!
+//! A budget cannot be raced: before an LLM call, its worst-case cost (counted prompt tokens
+//! plus `max_tokens`, or the configured default, at the priciest target of the chain) is
+//! reserved against every window of the key under one lock; the call goes ahead only if
+//! spent + reserved + this reservation fits. Afterwards the reservation is replaced by the
+//! real cost. So concurrent requests can overspend only by what a reservation underestimated.
+
+mod account;
+mod clock;
+mod ledger;
+mod meter;
+pub mod tokens;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use account::{Account, Reservation};
+pub use clock::{Clock, day_of, unix_now};
+pub use ledger::{Entry, Ledger, LedgerError, SpendRow, TrafficLine};
+pub use meter::{Charge, Hold, Meter};
+
+use crate::config::{CostSettings, KeySettings, ModelPrice, hash_key, pico_to_usd};
+use crate::wit::Usage;
+
+/// Why a request may not spend (more).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CostError {
+    /// No `Authorization: Bearer` key, or one that matches no configured key.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A budget window of the key has no room for this call.
+    #[error(
+        "the {window} budget of key `{key}` is spent (${spent:.6} of ${budget:.6}, with \
+         ${reserved:.6} reserved by calls in flight); it resets at {resets_at}"
+    )]
+    BudgetExceeded {
+        /// The key's name.
+        key: String,
+        /// `daily` or `monthly`.
+        window: &'static str,
+        /// Spent in the window, USD.
+        spent: f64,
+        /// Reserved by calls in flight, USD.
+        reserved: f64,
+        /// The window's budget, USD.
+        budget: f64,
+        /// When the window resets (RFC 3339, UTC).
+        resets_at: String,
+        /// Seconds until then.
+        retry_after_s: u64,
+    },
+    /// The key's requests-per-minute or tokens-per-minute limit.
+    #[error(
+        "key `{key}` is over its {limit} limit of {per_minute} per minute; retry after {retry_after_s} s"
+    )]
+    RateLimited {
+        /// The key's name.
+        key: String,
+        /// `rpm` or `tpm`.
+        limit: &'static str,
+        /// The limit.
+        per_minute: u32,
+        /// Seconds until there is room.
+        retry_after_s: u64,
+    },
+    /// This request would cost more than the key allows one request to.
+    #[error(
+        "this request may cost up to ${worst:.6} more (${spent:.6} so far), over the \
+         ${max:.6} key `{key}` allows one request; lower max_tokens"
+    )]
+    RequestCostExceeded {
+        /// The key's name.
+        key: String,
+        /// Spent by the request so far, USD.
+        spent: f64,
+        /// The worst case of the next call, USD.
+        worst: f64,
+        /// The key's limit, USD.
+        max: f64,
+    },
+    /// This request made as many LLM calls as the key allows one request.
+    #[error("this request already made {max} LLM calls, the most key `{key}` allows one request")]
+    TooManyCalls {
+        /// The key's name.
+        key: String,
+        /// The limit.
+        max: u32,
+    },
+}
+
+impl CostError {
+    /// The HTTP status for the client.
+    pub fn status(&self) -> u16 {
+        match self {
+            CostError::Unauthorized(_) => 401,
+            CostError::BudgetExceeded { .. } | CostError::RateLimited { .. } => 429,
+            CostError::RequestCostExceeded { .. } | CostError::TooManyCalls { .. } => 400,
+        }
+    }
+
+    /// The OpenAI-style error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CostError::Unauthorized(_) => "invalid_api_key",
+            CostError::BudgetExceeded { .. } => "budget_exceeded",
+            CostError::RateLimited { .. } => "rate_limit_exceeded",
+            CostError::RequestCostExceeded { .. } => "request_cost_exceeded",
+            CostError::TooManyCalls { .. } => "llm_calls_exceeded",
+        }
+    }
+
+    /// Seconds the client should wait before retrying, when waiting helps.
+    pub fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            CostError::BudgetExceeded { retry_after_s, .. }
+            | CostError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        }
+    }
+}
+
+/// Prices by upstream model.
+#[derive(Clone, Debug, Default)]
+pub struct PriceTable {
+    /// Model → price.
+    prices: BTreeMap<String, ModelPrice>,
+}
+
+impl PriceTable {
+    /// The table of `settings`.
+    pub fn new(settings: &CostSettings) -> PriceTable {
+        PriceTable {
+            prices: settings.prices.clone(),
+        }
+    }
+
+    /// The price of `model`, when it has one.
+    pub fn get(&self, model: &str) -> Option<ModelPrice> {
+        self.prices.get(model).copied()
+    }
+
+    /// What `usage` cost on `model` (0 for a model without a price).
+    pub fn cost(&self, model: &str, usage: &Usage) -> u64 {
+        let Some(price) = self.get(model) else {
+            return 0;
+        };
+        cost_of(price, usage)
+    }
+}
+
+/// What `usage` costs at `price`, in pico-dollars.
+pub fn cost_of(price: ModelPrice, usage: &Usage) -> u64 {
+    let cached = u64::from(usage.cached_tokens.min(usage.prompt_tokens));
+    let fresh = u64::from(usage.prompt_tokens) - cached;
+    fresh
+        .saturating_mul(price.input)
+        .saturating_add(cached.saturating_mul(price.cached_input))
+        .saturating_add(u64::from(usage.completion_tokens).saturating_mul(price.output))
+}
+
+/// Pico-dollars as a USD string for headers and logs (up to 10 decimals, no trailing zeros).
+pub fn format_usd(pico: u64) -> String {
+    let text = format!("{:.10}", pico_to_usd(pico));
+    let text = text.trim_end_matches('0');
+    text.strip_suffix('.').unwrap_or(text).to_string()
+}
+
+/// The configured keys, by hash.
+#[derive(Default)]
+pub struct Accounts {
+    /// blake3 of the key → its account.
+    by_hash: HashMap<[u8; 32], Arc<Account>>,
+}
+
+impl Accounts {
+    /// Accounts for `keys`, with spend already recorded in `ledger` for this day and month.
+    pub fn new(keys: &[KeySettings], ledger: &Ledger, clock: &Clock) -> Accounts {
+        let now = clock.unix_now();
+        let by_hash = keys
+            .iter()
+            .map(|key| {
+                let (day, month) = ledger.spent_by_key(&key.name, now).unwrap_or_else(|err| {
+                    tracing::warn!(key = %key.name, error = %err, "cannot read spend from the ledger; starting from 0");
+                    (0, 0)
+                });
+                let account = Account::new(key.clone(), clock.clone(), day, month);
+                (key.hash, Arc::new(account))
+            })
+            .collect();
+        Accounts { by_hash }
+    }
+
+    /// Whether keys are required (any key configured).
+    pub fn auth_required(&self) -> bool {
+        !self.by_hash.is_empty()
+    }
+
+    /// The account of `bearer`, the secret a client presented.
+    pub fn authenticate(&self, bearer: &str) -> Option<Arc<Account>> {
+        self.by_hash.get(&hash_key(bearer)).cloned()
+    }
+
+    /// Every account, for `/admin/spend`.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Account>> {
+        self.by_hash.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_counts_cached_prompt_tokens_at_their_price() {
+        let price = ModelPrice {
+            input: 2_500_000,
+            cached_input: 1_250_000,
+            output: 10_000_000,
+        };
+        let usage = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 100,
+            total_tokens: 1100,
+            cached_tokens: 400,
+        };
+        // 600 × $2.50/M + 400 × $1.25/M + 100 × $10/M = $0.0015 + $0.0005 + $0.001.
+        assert_eq!(cost_of(price, &usage), 3_000_000_000);
+        assert_eq!(format_usd(3_000_000_000), "0.003");
+        assert_eq!(format_usd(0), "0");
+    }
+}

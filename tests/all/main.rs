@@ -8,11 +8,13 @@
 //! - `routing`: the router against faulty `weir sim` upstreams (chaos).
 //! - `cache`: the response cache through the real binary.
 //! - `check`: the `weir check` command on good and bad files.
+//! - `cost`: budgets, spend, keys and limits through the real binary.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod cache;
 mod check;
+mod cost;
 mod examples;
 mod pipeline;
 mod plugins;

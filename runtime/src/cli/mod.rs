@@ -1,10 +1,13 @@
-//! The command line: `weir check`, `weir serve`, `weir sim`, `weir bench`.
+//! The command line: `weir check`, `weir serve`, `weir sim`, `weir bench`, `weir cost`,
+//! `weir key`.
 //!
 //! Owns: argument parsing (clap) and turning a command into calls on the library. `main`
 //! only calls [`run`].
 
 mod bench;
 mod check;
+mod cost;
+mod key;
 mod serve;
 mod sim;
 
@@ -33,6 +36,12 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Offer a fixed request rate to an endpoint (open loop) and report latency percentiles.
     Bench(bench::BenchArgs),
+    /// Cost from recorded traffic: `weir cost project` replays a request log against the
+    /// current prices (and a model mapping) and projects the daily and monthly spend.
+    Cost(cost::CostArgs),
+    /// API keys: `weir key new` makes one and prints its `[[keys]]` table; `weir key hash`
+    /// hashes a key issued elsewhere.
+    Key(key::KeyArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -43,6 +52,8 @@ pub fn run() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Sim(args) => sim::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Cost(args) => cost::run(args),
+        Command::Key(args) => key::run(args),
     }
 }
 

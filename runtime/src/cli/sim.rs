@@ -17,6 +17,10 @@ pub struct SimArgs {
     /// Status of injected errors (default 500).
     #[arg(long, default_value_t = 500)]
     pub error_status: u16,
+    /// Prompt tokens reported as billed in the usage of each injected error (0: none), as
+    /// a provider that charges for a request that failed after reading it.
+    #[arg(long, default_value_t = 0)]
+    pub error_billed_tokens: u32,
     /// Fixed latency before every answer, ms.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -56,6 +60,7 @@ pub fn run(args: SimArgs) -> ExitCode {
     config.faults = Faults {
         error_rate: args.error_rate,
         error_status: args.error_status,
+        error_billed_tokens: args.error_billed_tokens,
         latency_ms: args.latency_ms,
         jitter_ms: args.jitter_ms,
         hang_rate: args.hang_rate,

@@ -14,7 +14,7 @@
 //! real cost. So concurrent requests can overspend only by what a reservation underestimated.
 
 mod account;
-mod clock;
+pub mod clock;
 mod ledger;
 mod meter;
 pub mod tokens;

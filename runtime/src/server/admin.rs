@@ -1,5 +1,7 @@
 //! The admin listener: `/admin/config` (the effective config, secrets masked),
-//! `/admin/stages` and `/admin/targets` (breaker state, in-flight and limits per target). Guarded by a bearer token when the config names one.
+//! `/admin/stages`, `/admin/targets` (breaker state, in-flight and limits per target),
+//! `/admin/spend` (the ledger, grouped) and `DELETE /admin/cache`. Guarded by a bearer token
+//! when the config names one.
 
 use std::sync::Arc;
 
@@ -9,7 +11,164 @@ use serde_json::json;
 
 use super::App;
 use super::http_util::{self, Body};
+use crate::cache::{CacheKey, Invalidate};
+use crate::config::pico_to_usd;
+use crate::cost::{SpendRow, clock};
 use crate::openai::ApiError;
+
+/// `key=value` pairs of a query string (no percent-decoding needed for the values used here:
+/// dates, names, hex and comma lists).
+fn params(query: &str) -> Vec<(&str, &str)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect()
+}
+
+/// The scope of `DELETE /admin/cache`: nothing → everything, `route=NAME`, or `key=HEX`.
+fn invalidation(query: &str) -> Result<Invalidate, ApiError> {
+    let params = params(query);
+    match params.as_slice() {
+        [] => Ok(Invalidate::All),
+        [("route", route)] if !route.is_empty() => Ok(Invalidate::Route(route.to_string())),
+        [("key", hex)] => blake3::Hash::from_hex(hex)
+            .map(|hash| Invalidate::Key(CacheKey(*hash.as_bytes())))
+            .map_err(|_| {
+                ApiError::invalid(
+                    "invalid_cache_key",
+                    Some("key"),
+                    "`key` must be a cache key: 64 hex digits",
+                )
+            }),
+        _ => Err(ApiError::invalid(
+            "invalid_scope",
+            None,
+            "DELETE /admin/cache takes no parameter (everything), `route=NAME` or `key=HEX`",
+        )),
+    }
+}
+
+/// The dimensions `/admin/spend` may group by.
+const DIMENSIONS: [&str; 4] = ["day", "key", "route", "model"];
+
+/// `GET /admin/spend?from=YYYY-MM-DD&to=YYYY-MM-DD&group_by=key,model`: ledger rows summed
+/// over the dimensions not grouped by (default: this month, grouped by all four), the total,
+/// and each key's live budget windows.
+async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
+    let today = clock::day_of(crate::cost::unix_now());
+    let mut from = clock::month_start_day(today);
+    let mut to = today;
+    let mut group_by: Vec<&str> = DIMENSIONS.to_vec();
+    for (name, value) in params(query) {
+        let date = |v: &str| {
+            clock::parse_date(v).ok_or_else(|| {
+                ApiError::invalid(
+                    "invalid_date",
+                    Some(name),
+                    format!("`{name}` must be a date like 2026-11-26, got {v:?}"),
+                )
+            })
+        };
+        match name {
+            "from" => from = date(value)?,
+            "to" => to = date(value)?,
+            "group_by" => {
+                group_by = value.split(',').filter(|d| !d.is_empty()).collect();
+                if let Some(bad) = group_by.iter().find(|d| !DIMENSIONS.contains(d)) {
+                    return Err(ApiError::invalid(
+                        "invalid_group_by",
+                        Some("group_by"),
+                        format!("cannot group by {bad:?}; choose from day, key, route, model"),
+                    ));
+                }
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    "unknown_parameter",
+                    Some(other),
+                    format!("unknown parameter {other:?}; use from, to and group_by"),
+                ));
+            }
+        }
+    }
+    let ledger = app.ledger.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        // Everything recorded so far is in the answer.
+        ledger.flush(std::time::Duration::from_secs(5));
+        ledger.rows(from, to)
+    })
+    .await
+    .map_err(|e| ApiError::new(500, "server_error", "ledger_unavailable", e.to_string()))?
+    .map_err(|e| ApiError::new(500, "server_error", "ledger_unavailable", e.to_string()))?;
+    let mut groups: std::collections::BTreeMap<Vec<String>, SpendRow> = Default::default();
+    let mut total = SpendRow::default();
+    for row in rows {
+        let dims: Vec<String> = group_by
+            .iter()
+            .map(|d| match *d {
+                "day" => row.day.clone(),
+                "key" => row.key.clone(),
+                "route" => row.route.clone(),
+                _ => row.model.clone(),
+            })
+            .collect();
+        for sum in [groups.entry(dims).or_default(), &mut total] {
+            sum.calls += row.calls;
+            sum.cache_hits += row.cache_hits;
+            sum.cost_pico += row.cost_pico;
+            sum.prompt_tokens += row.prompt_tokens;
+            sum.cached_tokens += row.cached_tokens;
+            sum.completion_tokens += row.completion_tokens;
+        }
+    }
+    let sums = |row: &SpendRow| {
+        json!({
+            "calls": row.calls,
+            "cache_hits": row.cache_hits,
+            "cost_usd": pico_to_usd(row.cost_pico),
+            "cost_pico_usd": row.cost_pico,
+            "prompt_tokens": row.prompt_tokens,
+            "cached_tokens": row.cached_tokens,
+            "completion_tokens": row.completion_tokens,
+        })
+    };
+    let rows: Vec<_> = groups
+        .iter()
+        .map(|(dims, row)| {
+            let mut value = sums(row);
+            for (name, dim) in group_by.iter().zip(dims) {
+                value[*name] = json!(dim);
+            }
+            value
+        })
+        .collect();
+    let mut keys: Vec<_> = app
+        .accounts
+        .all()
+        .map(|account| {
+            let (day, month, reserved) = account.snapshot();
+            let budget = |b: Option<u64>| b.map(pico_to_usd);
+            json!({
+                "key": account.name(),
+                "spent_today_usd": pico_to_usd(day),
+                "spent_this_month_usd": pico_to_usd(month),
+                "reserved_usd": pico_to_usd(reserved),
+                "daily_budget_usd": budget(account.key.daily_budget),
+                "monthly_budget_usd": budget(account.key.monthly_budget),
+            })
+        })
+        .collect();
+    keys.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
+    Ok(json!({
+        "from": clock::date(from),
+        "to": clock::date(to),
+        "group_by": group_by,
+        "rows": rows,
+        "total": sums(&total),
+        "keys": keys,
+    }))
+}
 
 /// Dispatches one admin request.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
@@ -28,7 +187,27 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             ));
         }
     }
+    let query = request.uri().query().unwrap_or("").to_string();
     match (request.method(), request.uri().path()) {
+        (&Method::GET, "/admin/spend") => match spend(&app, &query).await {
+            Ok(body) => http_util::json(200, &body),
+            Err(err) => http_util::error(&err),
+        },
+        (&Method::DELETE, "/admin/cache") => match invalidation(&query) {
+            Ok(scope) => {
+                let (memory, disk) = app.llm.cache().invalidate(scope.clone()).await;
+                let scope = match scope {
+                    Invalidate::All => json!({"all": true}),
+                    Invalidate::Route(route) => json!({"route": route}),
+                    Invalidate::Key(key) => json!({"key": key.to_hex()}),
+                };
+                http_util::json(
+                    200,
+                    &json!({"removed": {"memory": memory, "disk": disk}, "scope": scope}),
+                )
+            }
+            Err(err) => http_util::error(&err),
+        },
         (&Method::GET, "/admin/config") => http_util::json(200, &app.config.to_masked_json()),
         (&Method::GET, "/admin/targets") => {
             let now = tokio::time::Instant::now();

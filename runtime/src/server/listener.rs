@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -86,6 +87,13 @@ pub async fn serve(
     match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!(?drain, "drain timeout: dropping the remaining connections"),
+    }
+    let ledger = app.ledger.clone();
+    let flushed = tokio::task::spawn_blocking(move || ledger.flush(Duration::from_secs(5)))
+        .await
+        .unwrap_or(false);
+    if !flushed {
+        tracing::warn!("shutdown: the spend ledger did not finish writing within 5 s");
     }
     Ok(())
 }

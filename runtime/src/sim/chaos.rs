@@ -53,11 +53,17 @@ pub fn roll(faults: &Faults, model: Option<&str>, rng: &mut impl Rng) -> Outcome
     }
     if hit(faults.error_rate) {
         let status = faults.effective_error_status();
-        return Outcome::Fail(ApiError::Injected { status });
+        return Outcome::Fail(ApiError::Injected {
+            status,
+            billed_tokens: faults.error_billed_tokens,
+        });
     }
     match model.and_then(error_model_status) {
         Some(429) => Outcome::Fail(rate_limited),
-        Some(status) => Outcome::Fail(ApiError::Injected { status }),
+        Some(status) => Outcome::Fail(ApiError::Injected {
+            status,
+            billed_tokens: 0,
+        }),
         None => Outcome::Answer,
     }
 }
@@ -160,7 +166,10 @@ mod tests {
             rate_limit_rate: 0.0,
             ..no_reset
         };
-        let failed = Outcome::Fail(ApiError::Injected { status: 500 });
+        let failed = Outcome::Fail(ApiError::Injected {
+            status: 500,
+            billed_tokens: 0,
+        });
         assert_eq!(roll(&only_error, None, &mut rng()), failed);
     }
 
@@ -180,7 +189,10 @@ mod tests {
     #[test]
     fn error_models_always_fail() {
         let f = Faults::default();
-        let failed = Outcome::Fail(ApiError::Injected { status: 503 });
+        let failed = Outcome::Fail(ApiError::Injected {
+            status: 503,
+            billed_tokens: 0,
+        });
         assert_eq!(roll(&f, Some("sim-error-503"), &mut rng()), failed);
         let limited = Outcome::Fail(ApiError::RateLimited { retry_after_s: 0 });
         assert_eq!(roll(&f, Some("sim-error-429"), &mut rng()), limited);

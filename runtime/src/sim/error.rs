@@ -63,6 +63,8 @@ pub enum ApiError {
     Injected {
         /// The status to answer, 400..=599.
         status: u16,
+        /// Prompt tokens reported as billed in the body's `usage` (0: no usage).
+        billed_tokens: u32,
     },
     /// Injected rate limit. 429 with `Retry-After`.
     #[error("Rate limit reached (simulated); retry after {retry_after_s} s")]
@@ -80,7 +82,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Injected { status } => {
+            ApiError::Injected { status, .. } => {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -91,7 +93,7 @@ impl ApiError {
     pub fn kind(&self) -> &'static str {
         match self {
             ApiError::RateLimited { .. } => "requests",
-            ApiError::Injected { status } if *status >= 500 => "server_error",
+            ApiError::Injected { status, .. } if *status >= 500 => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -111,14 +113,24 @@ impl ApiError {
 
     /// The JSON body: `{"error": {"message", "type", "param": null, "code"}}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "error": {
                 "message": self.to_string(),
                 "type": self.kind(),
                 "param": null,
                 "code": self.code(),
             }
-        })
+        });
+        if let ApiError::Injected { billed_tokens, .. } = self
+            && *billed_tokens > 0
+        {
+            body["usage"] = serde_json::json!({
+                "prompt_tokens": billed_tokens,
+                "completion_tokens": 0,
+                "total_tokens": billed_tokens,
+            });
+        }
+        body
     }
 }
 
@@ -128,10 +140,16 @@ mod tests {
 
     #[test]
     fn injected_errors_keep_their_status_and_type() {
-        let e = ApiError::Injected { status: 503 };
+        let e = ApiError::Injected {
+            status: 503,
+            billed_tokens: 0,
+        };
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(e.body()["error"]["type"], "server_error");
-        let e = ApiError::Injected { status: 400 };
+        let e = ApiError::Injected {
+            status: 400,
+            billed_tokens: 0,
+        };
         assert_eq!(e.body()["error"]["type"], "invalid_request_error");
     }
 

@@ -26,6 +26,9 @@ pub struct Faults {
     pub error_rate: f64,
     /// Status of the error fault, 400..=599; 0 means `DEFAULT_ERROR_STATUS` (500).
     pub error_status: u16,
+    /// Prompt tokens the error fault reports as billed in a `usage` object of its body (0:
+    /// no usage), like a provider that charges for a request that failed after reading it.
+    pub error_billed_tokens: u32,
     /// Fixed delay in milliseconds before answering, at most `MAX_LATENCY_MS`.
     pub latency_ms: u64,
     /// Extra delay in milliseconds drawn uniformly from `0..=jitter_ms`, at most `MAX_LATENCY_MS`.
@@ -175,6 +178,7 @@ mod tests {
         let f = Faults {
             error_rate: 0.1,
             error_status: 502,
+            error_billed_tokens: 11,
             latency_ms: 20,
             jitter_ms: 5,
             hang_rate: 0.01,

@@ -4,7 +4,7 @@
 //!
 //! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
-//! `cache`. Each is exercised by a host test in `tests/all/`; the artifacts build script checks
+//! `complete-loop`, `cache`. Each is exercised by a host test in `tests/all/`; the artifacts build script checks
 //! that every mode listed in [`MODES`] is named there.
 
 use weir_sdk::{
@@ -30,6 +30,7 @@ pub const MODES: &[&str] = &[
     "respond",
     "tag",
     "complete",
+    "complete-loop",
     "cache",
 ];
 
@@ -116,6 +117,24 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
                     err.status, err.code, err.message
                 ),
             }))
+        }
+        // A stage stuck in a loop of LLM calls: calls until the host refuses (at most 1,000).
+        "complete-loop" => {
+            let question = ChatRequest::new("inner", vec![Message::user("again")]);
+            let mut calls = 0;
+            let mut refusal = String::from("none");
+            while calls < 1000 {
+                match weir_sdk::llm::complete(&question) {
+                    Ok(_) => calls += 1,
+                    Err(err) => {
+                        refusal = err.code;
+                        break;
+                    }
+                }
+            }
+            Ok(Some(format!(
+                "complete-loop: {calls} calls, then {refusal}"
+            )))
         }
         "cache" => {
             let before = weir_sdk::cache::get("counter")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The weir demo, from a fresh clone: builds the host and the three first-party stages, starts
+# The weir demo, from a fresh clone: builds the host and the four first-party stages, starts
 # two `weir sim` upstreams (127.0.0.1:9101 primary, :9102 secondary) and `weir serve` with
 # examples/weir.toml on 127.0.0.1:8080 (admin on :9901). Ctrl-C stops everything.
 set -euo pipefail

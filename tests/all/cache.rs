@@ -452,3 +452,74 @@ cache = {{ ttl_ms = 60000, semantic_threshold_percent = 95, semantic_embeddings 
         "hit"
     );
 }
+
+#[tokio::test]
+async fn admin_delete_invalidates_everything_a_route_or_one_key() {
+    let up = sim(&[]);
+    let dir = std::env::temp_dir().join(format!("weir-cache-delete-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = format!(
+        "[cache]\ndisk_dir = \"{}\"\n\n[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\ncache = {{ ttl_ms = 60000 }}\n",
+        dir.display()
+    );
+    let weir = serve(&config(&up, &extra));
+    let admin = weir.admin.unwrap();
+    let delete = |query: &'static str| async move {
+        call(
+            admin,
+            Method::DELETE,
+            &format!("/admin/cache{query}"),
+            &[],
+            None,
+        )
+        .await
+    };
+    let fill = || async {
+        let mut keys = Vec::new();
+        for (model, text) in [("cached", "one"), ("cached", "two"), ("other", "three")] {
+            let answer = post(weir.addr, "/v1/chat/completions", &chat(model, text)).await;
+            keys.push(
+                answer.headers["x-weir-cache-key"]
+                    .to_str()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        keys
+    };
+    let status = |model: &'static str, text: &'static str| async move {
+        let answer = post(weir.addr, "/v1/chat/completions", &chat(model, text)).await;
+        cache_header(&answer).to_string()
+    };
+    let keys = fill().await;
+    assert_eq!(status("cached", "one").await, "hit");
+
+    // By key: that entry only, from memory and disk.
+    let removed = delete(Box::leak(format!("?key={}", keys[0]).into_boxed_str())).await;
+    assert_eq!(removed.status, 200, "{:?}", removed.body);
+    assert_eq!(removed.json()["removed"]["memory"], 1);
+    assert_eq!(status("cached", "one").await, "miss");
+    assert_eq!(status("cached", "two").await, "hit");
+
+    // By route: every entry of `cached`, none of `other`.
+    let removed = delete("?route=cached").await.json();
+    assert_eq!(removed["removed"]["memory"], 2, "{removed}");
+    assert_eq!(status("cached", "two").await, "miss");
+    assert_eq!(status("other", "three").await, "hit");
+
+    // Everything.
+    let removed = delete("").await.json();
+    assert!(
+        removed["removed"]["disk"].as_u64().unwrap() >= 1,
+        "{removed}"
+    );
+    assert_eq!(status("other", "three").await, "miss");
+
+    // A bad scope is a 400 naming the choices.
+    let bad = delete("?key=xyz").await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], "invalid_cache_key");
+    let bad = delete("?colour=red").await;
+    assert_eq!(bad.status, 400);
+    let _ = std::fs::remove_dir_all(&dir);
+}

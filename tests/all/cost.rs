@@ -454,3 +454,26 @@ async fn admin_spend_groups_and_rejects_bad_parameters() {
         assert!(answer.json()["error"]["message"].is_string());
     }
 }
+
+#[tokio::test]
+async fn a_per_key_cache_never_shares_answers_between_keys() {
+    let up = sim(&[]);
+    let keys = key("a", "sk-a", "") + &key("b", "sk-b", "");
+    for (per_key, second) in [(true, "miss"), (false, "hit")] {
+        let weir = serve(&config(
+            &[("up", &up, "sim-a")],
+            &format!("cache = {{ ttl_ms = 60000, per_key = {per_key} }}"),
+            &keys,
+        ));
+        let mut body = chat("shared question", 16);
+        body["temperature"] = json!(0);
+        let first = ask(weir.addr, Some("sk-a"), &body).await;
+        assert_eq!(first.headers["x-weir-cache"], "miss");
+        let other = ask(weir.addr, Some("sk-b"), &body).await;
+        assert_eq!(other.headers["x-weir-cache"], second, "per_key = {per_key}");
+        assert_eq!(
+            ask(weir.addr, Some("sk-a"), &body).await.headers["x-weir-cache"],
+            "hit"
+        );
+    }
+}

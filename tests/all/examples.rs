@@ -10,7 +10,15 @@ fn the_demo_config_is_valid_and_keeps_its_contract() {
     assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:9901");
     let demo = config.routes.iter().find(|r| r.model == "demo").unwrap();
     let stages: Vec<&str> = demo.stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(stages, ["prompt-guard", "pii-redact", "system-prompt"]);
+    assert_eq!(
+        stages,
+        [
+            "prompt-guard",
+            "context-trim",
+            "pii-redact",
+            "system-prompt"
+        ]
+    );
     let targets: Vec<&str> = demo
         .targets
         .iter()
@@ -22,4 +30,30 @@ fn the_demo_config_is_valid_and_keeps_its_contract() {
     );
     assert_eq!(demo.strategy, Strategy::Fallback);
     assert!(demo.policy.max_attempts >= 2, "the demo exercises fallback");
+    // The demo shows real costs: every upstream model is priced; auth is off.
+    for &i in &demo.targets {
+        let model = config.targets[i].model.as_deref().unwrap();
+        assert!(
+            config.cost.prices.contains_key(model),
+            "{model} has no price"
+        );
+    }
+    assert!(config.cost.prices_date.is_some());
+    assert!(config.keys.is_empty(), "the local demo runs without keys");
+}
+
+#[test]
+fn the_keys_example_is_valid_and_limits_its_keys() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/weir-keys.toml");
+    let config = Config::load(path.as_ref()).unwrap_or_else(|err| panic!("{err}"));
+    let team = config.keys.iter().find(|k| k.name == "team-a").unwrap();
+    assert_eq!(
+        team.hash,
+        weir::config::hash_key("sk-weir-demo-team-a-CHANGE-ME")
+    );
+    assert!(team.daily_budget.is_some() && team.monthly_budget.is_some());
+    assert!(team.rpm.is_some() && team.tpm.is_some());
+    assert!(team.max_cost_per_request.is_some() && team.max_llm_calls_per_request.is_some());
+    let demo = config.routes.iter().find(|r| r.model == "demo").unwrap();
+    assert!(demo.cache.per_key);
 }

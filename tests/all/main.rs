@@ -15,6 +15,7 @@
 mod cache;
 mod check;
 mod cost;
+mod cost_cli;
 mod examples;
 mod pipeline;
 mod plugins;

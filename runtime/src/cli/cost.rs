@@ -248,13 +248,14 @@ struct Request {
 /// Parses line `number`; an error is (`line` or `line:column`, message).
 fn parse_line(text: &str, number: usize) -> Result<Request, (String, String)> {
     let at = number.to_string();
-    let line: TrafficLine = serde_json::from_str(text).map_err(|err| {
-        // serde_json appends " at line 1 column N"; the column is kept in the location.
-        let full = err.to_string();
-        let suffix = format!(" at line {} column {}", err.line(), err.column());
-        let message = full.strip_suffix(&suffix).unwrap_or(&full).to_string();
-        (format!("{number}:{}", err.column()), message)
-    })?;
+    if !text.trim_start().starts_with('{') {
+        let start: String = text.trim().chars().take(40).collect();
+        return Err((at, format!("expected a JSON object, got {start:?}")));
+    }
+    let mut json = serde_json::Deserializer::from_str(text);
+    let line: TrafficLine = serde_path_to_error::deserialize(&mut json)
+        .map_err(|err| json_error(number, &err.path().to_string(), err.inner()))?;
+    json.end().map_err(|err| json_error(number, ".", &err))?;
     let hit = match line.cache.as_str() {
         "miss" | "bypass" => false,
         "hit" | "semantic-hit" | "coalesced" => true,
@@ -299,6 +300,22 @@ fn parse_line(text: &str, number: usize) -> Result<Request, (String, String)> {
         hit,
         recorded: usd_to_pico(line.cost_usd),
     })
+}
+
+/// (`line:column`, message) of a JSON error at `path` (`.` for the whole line).
+fn json_error(number: usize, path: &str, err: &serde_json::Error) -> (String, String) {
+    // serde_json appends " at line 1 column N"; the column goes into the location instead.
+    let full = err.to_string();
+    let suffix = format!(" at line {} column {}", err.line(), err.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+    let message = if err.is_syntax() || err.is_eof() {
+        format!("invalid JSON: {message}")
+    } else if path == "." {
+        message.to_string()
+    } else {
+        format!("{path}: {message}")
+    };
+    (format!("{number}:{}", err.column()), message)
 }
 
 /// Pico-dollar sums of a set of requests under one price table.

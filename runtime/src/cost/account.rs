@@ -180,6 +180,11 @@ impl Account {
         (w.day_spent, w.month_spent, w.reserved)
     }
 
+    /// Records `cost` spent without a reservation (stage compute).
+    pub fn charge(&self, cost: u64) {
+        self.release(0, cost);
+    }
+
     fn release(&self, reserved: u64, spent: u64) {
         let mut w = lock(&self.windows);
         w.roll(self.clock.unix_now());

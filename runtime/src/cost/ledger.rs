@@ -132,14 +132,31 @@ struct Progress {
     committed: u64,
 }
 
-/// The ledger handle (cheap to clone).
+/// The ledger handle (cheap to clone). When the last clone is dropped, the writer commits
+/// what is queued and the database is closed before the drop returns.
 #[derive(Clone)]
 pub struct Ledger {
-    tx: mpsc::Sender<Msg>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// To the writer; taken on drop so the writer sees the end.
+    tx: Option<mpsc::Sender<Msg>>,
     db: Arc<Database>,
     progress: Arc<(Mutex<Progress>, Condvar)>,
     /// Shown in errors.
     path: Arc<str>,
+    /// The writer thread, joined on drop.
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl Ledger {
@@ -208,27 +225,31 @@ impl Ledger {
             progress: progress.clone(),
             log,
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("weir-ledger".into())
             .spawn(move || writer.run())
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         Ok(Ledger {
-            tx,
-            db,
-            progress,
-            path: path.into(),
+            inner: Arc::new(Inner {
+                tx: Some(tx),
+                db,
+                progress,
+                path: path.into(),
+                writer: Some(writer),
+            }),
         })
     }
 
     /// Queues `entry` for the next commit.
     pub fn record(&self, entry: Entry) {
-        let (lock, _) = &*self.progress;
+        let (lock, _) = &*self.inner.progress;
         let mut progress = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         progress.sent += 1;
         // Sent under the lock, so sequence numbers and channel order agree.
-        if self.tx.send(Msg::Entry(entry)).is_err() {
+        let sent = self.inner.tx.as_ref().map(|tx| tx.send(Msg::Entry(entry)));
+        if !matches!(sent, Some(Ok(()))) {
             progress.sent -= 1;
             tracing::error!("the ledger writer has stopped; spend not recorded");
         }
@@ -237,12 +258,14 @@ impl Ledger {
     /// Waits (up to `timeout`) until everything recorded so far is committed; false on
     /// timeout.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let (lock, cvar) = &*self.progress;
+        let (lock, cvar) = &*self.inner.progress;
         let progress = lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let target = progress.sent;
-        let _ = self.tx.send(Msg::Flush);
+        if let Some(tx) = &self.inner.tx {
+            let _ = tx.send(Msg::Flush);
+        }
         let (progress, _) = cvar
             .wait_timeout_while(progress, timeout, |p| p.committed < target)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -251,14 +274,14 @@ impl Ledger {
 
     fn error(&self, message: impl std::fmt::Display) -> LedgerError {
         LedgerError {
-            path: self.path.to_string(),
+            path: self.inner.path.to_string(),
             message: message.to_string(),
         }
     }
 
     /// Every row from day `from` to day `to` (inclusive).
     pub fn rows(&self, from: u32, to: u32) -> Result<Vec<SpendRow>, LedgerError> {
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
         let table = txn.open_table(SPEND).map_err(|e| self.error(e))?;
         let start = (from, "", "", "");
         let mut rows = Vec::new();
@@ -296,7 +319,7 @@ impl Ledger {
     pub fn spent_by_key(&self, key: &str, now: u64) -> Result<(u64, u64), LedgerError> {
         let today = clock::day_of(now);
         let first = clock::month_start_day(today);
-        let txn = self.db.begin_read().map_err(|e| self.error(e))?;
+        let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
         let table = txn.open_table(SPEND).map_err(|e| self.error(e))?;
         let (mut day, mut month) = (0u64, 0u64);
         for item in table

@@ -108,6 +108,15 @@ impl Meter {
         })
     }
 
+    /// Adds `cost` of stage compute (priced fuel) to the request and its key.
+    pub fn add_compute(&self, cost: u64) {
+        if let Some(account) = &self.account {
+            account.charge(cost);
+        }
+        let mut spend = lock(&self.spend);
+        spend.spent = spend.spent.saturating_add(cost);
+    }
+
     /// Settled spend so far, pico-dollars.
     pub fn total(&self) -> u64 {
         lock(&self.spend).spent

@@ -19,6 +19,8 @@ pub struct Costing {
     pub default_max_tokens: u32,
     /// Whether failed attempts that reported usage are charged.
     pub count_failed_attempts: bool,
+    /// Pico-dollars per million units of stage fuel (0: fuel is not priced).
+    pub fuel_pico_per_million: u64,
 }
 
 /// Where a call is accounted: its request's meter, its route and how the cache was involved.
@@ -173,6 +175,33 @@ impl Costing {
             });
         }
         hold.settle(charges)
+    }
+
+    /// Charges `fuel` burned by a request's stages, when fuel is priced (recorded in the
+    /// ledger under the model name `stage-fuel`).
+    pub fn charge_fuel(&self, meter: &Meter, route: &str, fuel: u64) {
+        if self.fuel_pico_per_million == 0 || fuel == 0 {
+            return;
+        }
+        let cost =
+            u64::try_from(u128::from(fuel) * u128::from(self.fuel_pico_per_million) / 1_000_000)
+                .unwrap_or(u64::MAX);
+        meter.add_compute(cost);
+        self.ledger.record(Entry {
+            ts: crate::cost::unix_now(),
+            key: meter.key_name().to_string(),
+            route: route.to_string(),
+            model: "stage-fuel".to_string(),
+            usage: Usage {
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                total_tokens: 0,
+                cached_tokens: 0,
+            },
+            cost,
+            cache: "bypass",
+            estimated: false,
+        });
     }
 
     /// Records an answer that cost nothing (a cache hit, or a coalesced follower), with the

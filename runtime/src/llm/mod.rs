@@ -59,6 +59,21 @@ pub struct StepReply {
     /// For a stream: its cost, settled with [`StreamCharge::finish`] when it ends (or on
     /// drop, with the prompt counted locally).
     pub charge: Option<StreamCharge>,
+    /// The cache entry the answer came from or went to (`x-weir-cache-key`), when the route
+    /// caches this request.
+    pub key: Option<CacheKey>,
+}
+
+/// Where the cached part of the step looks.
+struct Lookup<'a> {
+    /// The route's plan and policy.
+    step: &'a RouteStep,
+    /// The exact key.
+    key: CacheKey,
+    /// The tenant in the key, when the route keys by API key.
+    tenant: Option<&'a str>,
+    /// What the client allowed.
+    control: CacheControl,
 }
 
 impl StepReply {
@@ -70,6 +85,7 @@ impl StepReply {
             similarity: None,
             fill: None,
             charge: None,
+            key: None,
         }
     }
 }
@@ -193,6 +209,44 @@ impl LlmStep {
         }
         let tenant = policy.per_key.then(|| meter.key_name());
         let key = request_key(route, tenant, request);
+        let lookup = Lookup {
+            step,
+            key,
+            tenant,
+            control,
+        };
+        let mut reply = self
+            .cached(lookup, route, request, forward, deadline, meter, attempts)
+            .await;
+        reply.key.get_or_insert(key);
+        reply
+    }
+
+    /// The cached part of [`LlmStep::complete`]: exact and semantic lookups, then a stream
+    /// or a single-flight fetch that fills the cache.
+    #[allow(clippy::too_many_arguments)]
+    async fn cached(
+        &self,
+        lookup: Lookup<'_>,
+        route: &str,
+        request: &ChatRequest,
+        forward: &[(HeaderName, HeaderValue)],
+        deadline: Option<std::time::Duration>,
+        meter: &Arc<Meter>,
+        attempts: &mut Vec<Attempt>,
+    ) -> StepReply {
+        let Lookup {
+            step,
+            key,
+            tenant,
+            control,
+        } = lookup;
+        let policy = step.cache;
+        let site = |cache| CallSite {
+            meter,
+            route,
+            cache,
+        };
         if !control.no_cache
             && let Some(response) = self.cache.get(&key).await
         {
@@ -221,6 +275,7 @@ impl LlmStep {
                 similarity: Some(similarity),
                 fill: None,
                 charge: None,
+                key: Some(exact),
             };
         }
         let semantic = semantic.map(|(probe, _)| probe);

@@ -159,6 +159,7 @@ impl App {
             ledger: ledger.clone(),
             default_max_tokens: config.cost.default_max_tokens,
             count_failed_attempts: config.cost.count_failed_attempts,
+            fuel_pico_per_million: config.cost.fuel_pico_per_million,
         };
         // Load the tokenizers now rather than on the first request that needs them.
         std::thread::spawn(crate::cost::tokens::warm_up);

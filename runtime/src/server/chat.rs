@@ -33,11 +33,15 @@ pub struct Report {
     pub labels: Vec<Arc<str>>,
     /// How the cache was involved (`x-weir-cache`, `x-weir-semantic-similarity`).
     pub cache: Option<(CacheStatus, Option<f32>)>,
+    /// The cache entry of the answer (`x-weir-cache-key`, for `DELETE /admin/cache?key=`).
+    pub cache_key: Option<crate::cache::CacheKey>,
     /// What the request cost so far, pico-dollars (`x-weir-cost-usd`); `None` before the
     /// request was admitted.
     pub cost: Option<u64>,
     /// Fuel each stage burned (`x-weir-stage-fuel`).
     pub fuel: Vec<(Arc<str>, u64)>,
+    /// The route the request ran on, once known.
+    pub route: Option<Arc<str>>,
 }
 
 /// The key a request presents (`Authorization: Bearer`): its account, `None` when auth is
@@ -102,6 +106,10 @@ pub async fn handle(
     }
     let meter = Meter::new(account);
     let response = serve(app, parts, body, request_id, &meter, report).await;
+    let fuel: u64 = report.fuel.iter().map(|(_, fuel)| fuel).sum();
+    if let Some(route) = &report.route {
+        app.llm.costing().charge_fuel(&meter, route, fuel);
+    }
     report.cost = Some(meter.total());
     response
 }
@@ -150,6 +158,7 @@ async fn serve(
             )
         });
     };
+    report.route = Some(pipeline.route.clone());
     let wants_stream = chat.stream;
     let include_usage = client_wants_usage(&chat.extra);
     let mut fwd = pipeline
@@ -186,6 +195,7 @@ async fn serve(
         )
         .await;
     report.cache = Some((step.cache, step.similarity));
+    report.cache_key = step.key;
     let fill = step.fill;
     let charge = step.charge;
     match step.result {

@@ -66,6 +66,11 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             headers.insert("x-weir-semantic-similarity", value);
         }
     }
+    if let Some(key) = report.cache_key
+        && let Ok(value) = HeaderValue::from_str(&key.to_hex())
+    {
+        headers.insert("x-weir-cache-key", value);
+    }
     let stages = report
         .labels
         .iter()

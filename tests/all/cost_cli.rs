@@ -3,7 +3,7 @@
 //! `file:line`; unpriced models reported, not dropped; a new key's hash is its blake3.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
@@ -130,7 +130,7 @@ fn mixed_traffic() -> String {
         + "\n"
 }
 
-fn project_json(traffic: &PathBuf, extra: &[&str]) -> Value {
+fn project_json(traffic: &Path, extra: &[&str]) -> Value {
     let config = scratch_config(CONFIG);
     let mut args = vec![
         "cost",

@@ -248,8 +248,11 @@ impl Ledger {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         progress.sent += 1;
         // Sent under the lock, so sequence numbers and channel order agree.
-        let sent = self.inner.tx.as_ref().map(|tx| tx.send(Msg::Entry(entry)));
-        if !matches!(sent, Some(Ok(()))) {
+        let sent = match &self.inner.tx {
+            Some(tx) => tx.send(Msg::Entry(entry)).is_ok(),
+            None => false,
+        };
+        if !sent {
             progress.sent -= 1;
             tracing::error!("the ledger writer has stopped; spend not recorded");
         }

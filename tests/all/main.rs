@@ -9,6 +9,7 @@
 //! - `cache`: the response cache through the real binary.
 //! - `check`: the `weir check` command on good and bad files.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
+//! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 

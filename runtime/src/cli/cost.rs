@@ -38,7 +38,7 @@ pub struct CostArgs {
 /// The `weir cost` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CostCommand {
-    /// Project what recorded traffic costs at the current prices, per day and per month.
+    /// Project what recorded traffic costs at the current prices, per day and per month
     ///
     /// Reads a request log (`[cost] request_log` in weir.toml: one JSON object per LLM call
     /// or cache hit) and prices every line with the price table of --config ([prices.MODEL]
@@ -147,12 +147,12 @@ pub enum ProjectError {
         source: std::io::Error,
     },
     /// A line of the traffic file is not a request-log line.
-    #[error("{}:{line}: {message}", path.display())]
+    #[error("{}:{at}: {message}", path.display())]
     Line {
         /// The traffic file.
         path: PathBuf,
-        /// 1-based line number (followed by `:column` when the JSON parser gave one).
-        line: String,
+        /// The 1-based line number, and `:column` when the JSON parser gave one.
+        at: String,
         /// What is wrong.
         message: String,
     },
@@ -180,7 +180,8 @@ fn parse_map(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Loads the price table of `path`, with unset secret variables given a placeholder.
+/// Loads the config at `path` like [`Config::load`], except that unset secret variables get
+/// a placeholder (only the price table is used here).
 fn load_prices(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
         file: path.to_path_buf(),
@@ -214,9 +215,9 @@ pub fn project(args: &ProjectArgs) -> Result<Projection, ProjectError> {
     let file = std::fs::File::open(&args.traffic).map_err(read_error)?;
     let mut tally = Tally::new(&prices, map);
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line_error = |line: String, message: String| ProjectError::Line {
+        let line_error = |at: String, message: String| ProjectError::Line {
             path: args.traffic.clone(),
-            line,
+            at,
             message,
         };
         let line = line.map_err(|err| line_error((i + 1).to_string(), err.to_string()))?;
@@ -226,9 +227,7 @@ pub fn project(args: &ProjectArgs) -> Result<Projection, ProjectError> {
         let request = parse_line(&line, i + 1).map_err(|(at, message)| line_error(at, message))?;
         tally.add(request);
     }
-    let mut projection = tally.finish(&args.traffic, &args.config);
-    projection.prices_date = config.cost.prices_date;
-    Ok(projection)
+    Ok(tally.finish(&args.traffic, &args.config, config.cost.prices_date))
 }
 
 /// One checked line of the log.
@@ -402,7 +401,7 @@ impl<'a> Tally<'a> {
         tally.mapped.add(mapped, request.hit);
     }
 
-    fn finish(self, traffic: &Path, config: &Path) -> Projection {
+    fn finish(self, traffic: &Path, config: &Path, prices_date: Option<String>) -> Projection {
         let days = (self.days.len() as u64).max(1);
         let mapping = !self.map.is_empty();
         let mut current = Money::default();
@@ -443,7 +442,7 @@ impl<'a> Tally<'a> {
         Projection {
             traffic: traffic.display().to_string(),
             config: config.display().to_string(),
-            prices_date: None,
+            prices_date,
             requests: models.iter().map(|m| m.requests).sum(),
             cache_hits: models.iter().map(|m| m.cache_hits).sum(),
             days,

@@ -121,12 +121,7 @@ pub fn keys_table(name: &str, key: &str) -> String {
 /// A config name: `[a-z0-9_-]`, 1 to [`MAX_NAME_LEN`] characters (the rule the config
 /// applies to `keys[].name`).
 fn parse_name(name: &str) -> Result<String, String> {
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-    if valid {
+    if crate::config::is_valid_name(name) {
         Ok(name.to_string())
     } else {
         Err(format!(

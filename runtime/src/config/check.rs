@@ -104,12 +104,7 @@ impl Source<'_> {
 
     /// Checks a target or stage name: `[a-z0-9_-]+`, at most [`MAX_NAME_LEN`] characters.
     pub fn name(&self, name: &str, span: Range<usize>, key: &str) -> Result<(), ConfigError> {
-        let valid = !name.is_empty()
-            && name.len() <= MAX_NAME_LEN
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if valid {
+        if is_valid_name(name) {
             Ok(())
         } else {
             Err(self.error(
@@ -159,6 +154,16 @@ impl Source<'_> {
             format!("environment variable `{name}` {problem}; it must hold {purpose}"),
         ))
     }
+}
+
+/// Whether `name` is a valid target, stage or key name: `[a-z0-9_-]+`, at most
+/// [`MAX_NAME_LEN`] characters.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: the portable environment variable names.

@@ -39,7 +39,7 @@ mod target;
 mod snapshots;
 
 pub use cache::*;
-pub use check::MAX_NAME_LEN;
+pub use check::{MAX_NAME_LEN, is_valid_name};
 pub use cost::*;
 pub use error::{ConfigError, NO_KEY};
 pub use limits::*;

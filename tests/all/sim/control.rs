@@ -86,7 +86,7 @@ async fn faults_are_replaced_whole_at_runtime() {
     );
 
     let full = json!({
-        "error_rate": 0.5, "error_status": 502, "latency_ms": 1, "jitter_ms": 2,
+        "error_rate": 0.5, "error_status": 502, "error_billed_tokens": 9, "latency_ms": 1, "jitter_ms": 2,
         "hang_rate": 0.0, "reset_rate": 0.0, "rate_limit_rate": 0.25, "retry_after_s": 3,
         "stream_cut_after": 4
     });

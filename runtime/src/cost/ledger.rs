@@ -3,13 +3,14 @@
 //! and budgets pick up where they were. Optionally, one JSON line per call to a request log
 //! for `weir cost project`.
 //!
-//! Writes go to one writer thread that commits whatever has queued up in one transaction
-//! (group commit), so the request path never waits on a disk sync. [`Ledger::flush`] waits
+//! Writes go to one writer thread that gathers records for up to 20 ms and commits them in
+//! one transaction, summed per row (group commit), so the request path never waits on a disk
+//! sync and a busy host does not commit per request. [`Ledger::flush`] waits
 //! until everything recorded so far is durable (for `/admin/spend` and shutdown).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ const SPEND: TableDefinition<(u32, &str, &str, &str), [u64; 6]> = TableDefinitio
 
 /// Records taken per transaction at most.
 const BATCH: usize = 4096;
+
+/// How long the writer gathers records before committing them (unless flushed): a `kill -9`
+/// loses at most this much spend; a graceful stop or `/admin/spend` flushes first.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Why the ledger cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -119,17 +124,36 @@ pub struct SpendRow {
     pub completion_tokens: u64,
 }
 
-enum Msg {
-    Entry(Entry),
-    /// Wake the writer (flush request).
-    Flush,
+/// What the request path and the writer share.
+#[derive(Default)]
+struct Queue {
+    /// Records not yet taken by the writer.
+    pending: Vec<Entry>,
+    /// Records ever queued.
+    sent: u64,
+    /// Records durably committed.
+    committed: u64,
+    /// Someone waits in [`Ledger::flush`]: commit now.
+    flush: bool,
+    /// The last handle is gone: commit what is left and stop.
+    closed: bool,
 }
 
-/// Sequence numbers: recorded and durably committed.
+/// The queue and its two signals.
 #[derive(Default)]
-struct Progress {
-    sent: u64,
-    committed: u64,
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer (first record of a batch, a flush, the close).
+    wake: Condvar,
+    /// Wakes flushers (a commit finished).
+    done: Condvar,
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+    shared
+        .queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The ledger handle (cheap to clone). When the last clone is dropped, the writer commits
@@ -140,10 +164,8 @@ pub struct Ledger {
 }
 
 struct Inner {
-    /// To the writer; taken on drop so the writer sees the end.
-    tx: Option<mpsc::Sender<Msg>>,
+    shared: Arc<Shared>,
     db: Arc<Database>,
-    progress: Arc<(Mutex<Progress>, Condvar)>,
     /// Shown in errors.
     path: Arc<str>,
     /// The writer thread, joined on drop.
@@ -152,7 +174,8 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        drop(self.tx.take());
+        lock(&self.shared).closed = true;
+        self.shared.wake.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
@@ -217,12 +240,10 @@ impl Ledger {
             None => None,
         };
         let db = Arc::new(db);
-        let progress = Arc::new((Mutex::new(Progress::default()), Condvar::new()));
-        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
         let writer = Writer {
             db: db.clone(),
-            rx,
-            progress: progress.clone(),
+            shared: shared.clone(),
             log,
         };
         let writer = std::thread::Builder::new()
@@ -231,48 +252,41 @@ impl Ledger {
             .map_err(|e| err(format!("cannot start the writer thread: {e}")))?;
         Ok(Ledger {
             inner: Arc::new(Inner {
-                tx: Some(tx),
+                shared,
                 db,
-                progress,
                 path: path.into(),
                 writer: Some(writer),
             }),
         })
     }
 
-    /// Queues `entry` for the next commit.
+    /// Queues `entry` for the next commit. Costs a lock and a push; only the first record of
+    /// a batch wakes the writer.
     pub fn record(&self, entry: Entry) {
-        let (lock, _) = &*self.inner.progress;
-        let mut progress = lock
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        progress.sent += 1;
-        // Sent under the lock, so sequence numbers and channel order agree.
-        let sent = match &self.inner.tx {
-            Some(tx) => tx.send(Msg::Entry(entry)).is_ok(),
-            None => false,
+        let first = {
+            let mut queue = lock(&self.inner.shared);
+            queue.pending.push(entry);
+            queue.sent += 1;
+            queue.pending.len() == 1
         };
-        if !sent {
-            progress.sent -= 1;
-            tracing::error!("the ledger writer has stopped; spend not recorded");
+        if first {
+            self.inner.shared.wake.notify_one();
         }
     }
 
     /// Waits (up to `timeout`) until everything recorded so far is committed; false on
     /// timeout.
     pub fn flush(&self, timeout: Duration) -> bool {
-        let (lock, cvar) = &*self.inner.progress;
-        let progress = lock
-            .lock()
+        let shared = &self.inner.shared;
+        let mut queue = lock(shared);
+        let target = queue.sent;
+        queue.flush = true;
+        shared.wake.notify_one();
+        let (queue, _) = shared
+            .done
+            .wait_timeout_while(queue, timeout, |q| q.committed < target)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let target = progress.sent;
-        if let Some(tx) = &self.inner.tx {
-            let _ = tx.send(Msg::Flush);
-        }
-        let (progress, _) = cvar
-            .wait_timeout_while(progress, timeout, |p| p.committed < target)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        progress.committed >= target
+        queue.committed >= target
     }
 
     fn error(&self, message: impl std::fmt::Display) -> LedgerError {
@@ -348,35 +362,46 @@ impl Ledger {
 
 struct Writer {
     db: Arc<Database>,
-    rx: mpsc::Receiver<Msg>,
-    progress: Arc<(Mutex<Progress>, Condvar)>,
+    shared: Arc<Shared>,
     log: Option<std::fs::File>,
 }
 
 impl Writer {
     fn run(mut self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut batch = Vec::new();
-            if let Msg::Entry(entry) = first {
-                batch.push(entry);
-            }
-            while batch.len() < BATCH {
-                match self.rx.try_recv() {
-                    Ok(Msg::Entry(entry)) => batch.push(entry),
-                    Ok(Msg::Flush) => {}
-                    Err(_) => break,
+        loop {
+            let batch = {
+                let shared = &self.shared;
+                let mut queue = lock(shared);
+                // Idle until the first record of a batch (or a flush, or the close).
+                while queue.pending.is_empty() && !queue.flush && !queue.closed {
+                    queue = shared
+                        .wake
+                        .wait(queue)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                 }
-            }
+                // Gather for up to COMMIT_INTERVAL, so a busy host makes one small
+                // transaction every few milliseconds, not one per request.
+                if !queue.flush && !queue.closed {
+                    queue = shared
+                        .wake
+                        .wait_timeout_while(queue, COMMIT_INTERVAL, |q| {
+                            !q.flush && !q.closed && q.pending.len() < BATCH
+                        })
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+                queue.flush = false;
+                if queue.closed && queue.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
             if let Err(err) = self.commit(&batch) {
                 tracing::error!(error = %err, records = batch.len(), "cannot write the spend ledger");
             }
             self.append_log(&batch);
-            let (lock, cvar) = &*self.progress;
-            let mut progress = lock
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            progress.committed += batch.len() as u64;
-            cvar.notify_all();
+            lock(&self.shared).committed += batch.len() as u64;
+            self.shared.done.notify_all();
         }
     }
 
@@ -384,25 +409,33 @@ impl Writer {
         if batch.is_empty() {
             return Ok(());
         }
+        // Sum the batch per row first: one read and one write per row touched.
+        let mut sums: BTreeMap<(u32, &str, &str, &str), [u64; 6]> = BTreeMap::new();
+        for e in batch {
+            let key = (
+                clock::day_of(e.ts),
+                e.key.as_str(),
+                e.route.as_str(),
+                e.model.as_str(),
+            );
+            let row = sums.entry(key).or_insert([0; 6]);
+            if e.is_hit() {
+                row[1] += 1;
+            } else {
+                row[0] += 1;
+                row[2] += e.cost;
+                row[3] += u64::from(e.usage.prompt_tokens);
+                row[4] += u64::from(e.usage.cached_tokens);
+                row[5] += u64::from(e.usage.completion_tokens);
+            }
+        }
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(SPEND)?;
-            for e in batch {
-                let key = (
-                    clock::day_of(e.ts),
-                    e.key.as_str(),
-                    e.route.as_str(),
-                    e.model.as_str(),
-                );
+            for (key, add) in sums {
                 let mut row = table.get(key)?.map(|v| v.value()).unwrap_or([0; 6]);
-                if e.is_hit() {
-                    row[1] += 1;
-                } else {
-                    row[0] += 1;
-                    row[2] += e.cost;
-                    row[3] += u64::from(e.usage.prompt_tokens);
-                    row[4] += u64::from(e.usage.cached_tokens);
-                    row[5] += u64::from(e.usage.completion_tokens);
+                for (total, more) in row.iter_mut().zip(add) {
+                    *total += more;
                 }
                 table.insert(key, row)?;
             }

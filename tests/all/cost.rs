@@ -477,3 +477,35 @@ async fn a_per_key_cache_never_shares_answers_between_keys() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_cut_stream_is_charged_from_a_local_count_marked_estimated() {
+    let up = sim(&["--stream-cut-after", "3"]);
+    let dir = data_dir("estimated");
+    let log = dir.join("requests.jsonl");
+    let weir = serve(&config(
+        &[("up", &up, "sim-a")],
+        "max_attempts = 1",
+        &format!("[cost]\nrequest_log = \"{}\"", log.display()),
+    ));
+    let mut body = chat("tell me a long story about rivers", 64);
+    body["stream"] = json!(true);
+    let answer = ask(weir.addr, None, &body).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer
+            .events()
+            .iter()
+            .any(|e| e.contains("stream_interrupted"))
+    );
+    let total = total_pico(&spend(&weir, "").await);
+    assert!(total > 0, "the prompt and what arrived are billed");
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let line: Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert_eq!(line["estimated"], true, "{line}");
+    assert_eq!(line["model"], "sim-a");
+    assert!(line["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(line["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(line["cache"], "bypass");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -54,6 +54,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             format!("no such endpoint: {path}"),
         )),
     };
+    let status = response.status().as_u16();
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", value);
@@ -89,6 +90,17 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
         && let Ok(value) = HeaderValue::from_str(&crate::cost::format_usd(cost))
     {
         headers.insert("x-weir-cost-usd", value);
+    }
+    if let Some(cost) = report.cost {
+        tracing::debug!(
+            target: "weir::request",
+            request_id = &*request_id,
+            route = report.route.as_deref().unwrap_or("-"),
+            status,
+            cache = report.cache.map_or("-", |(status, _)| status.as_str()),
+            cost_usd = crate::config::pico_to_usd(cost),
+            "request done"
+        );
     }
     if !report.fuel.is_empty() {
         let fuel = report

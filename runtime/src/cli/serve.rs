@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{Config, LogFormat};
-use crate::server::{App, serve};
+use crate::server::{App, serve, spawn_watcher};
 
 /// Arguments of `weir serve`.
 #[derive(Debug, clap::Args)]
@@ -22,7 +22,8 @@ pub struct ServeArgs {
     pub admin_listen: Option<SocketAddr>,
 }
 
-/// Loads the config, builds the app, serves until SIGTERM/SIGINT, drains, exits 0.
+/// Loads the config, builds the app, serves until SIGTERM/SIGINT, drains, exits 0. Reloads
+/// on file changes, SIGHUP and `POST /admin/reload`.
 pub fn run(args: ServeArgs) -> ExitCode {
     let config = match Config::load(&args.config) {
         Ok(config) => config,
@@ -39,13 +40,29 @@ pub fn run(args: ServeArgs) -> ExitCode {
     let listen = args.listen.unwrap_or(config.server.listen);
     let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);
     runtime.block_on(async move {
-        let app = match App::build(config).await {
+        let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
+        let app = match App::build(config, Some(config_path)).await {
             Ok(app) => Arc::new(app),
             Err(err) => {
                 eprintln!("error: {err}");
                 return ExitCode::FAILURE;
             }
         };
+        // Hot reload: file changes, SIGHUP (and POST /admin/reload).
+        spawn_watcher(app.clone());
+        #[cfg(unix)]
+        {
+            let app = app.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+                    return;
+                };
+                while hangup.recv().await.is_some() {
+                    app.reload("SIGHUP").await;
+                }
+            });
+        }
         match serve(app, listen, admin_listen, super::shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

@@ -183,10 +183,37 @@ pub struct Accounts {
 impl Accounts {
     /// Accounts for `keys`, with spend already recorded in `ledger` for this day and month.
     pub fn new(keys: &[KeySettings], ledger: &Ledger, clock: &Clock) -> Accounts {
+        Accounts::rebuild(keys, &Accounts::default(), ledger, clock)
+    }
+
+    /// Accounts for `keys` after a config reload: a key whose settings did not change keeps
+    /// its live account (windows, reservations in flight, rate buckets); a new or changed key
+    /// starts from what the ledger holds.
+    pub fn rebuild(
+        keys: &[KeySettings],
+        previous: &Accounts,
+        ledger: &Ledger,
+        clock: &Clock,
+    ) -> Accounts {
         let now = clock.unix_now();
+        let changed = keys.iter().any(|key| {
+            previous
+                .by_hash
+                .get(&key.hash)
+                .is_none_or(|account| account.key != *key)
+        });
+        if changed {
+            // What the old accounts settled so far is in the ledger before it is read.
+            ledger.flush(std::time::Duration::from_secs(5));
+        }
         let by_hash = keys
             .iter()
             .map(|key| {
+                if let Some(account) = previous.by_hash.get(&key.hash)
+                    && account.key == *key
+                {
+                    return (key.hash, account.clone());
+                }
                 let (day, month) = ledger.spent_by_key(&key.name, now).unwrap_or_else(|err| {
                     tracing::warn!(key = %key.name, error = %err, "cannot read spend from the ledger; starting from 0");
                     (0, 0)

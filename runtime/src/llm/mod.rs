@@ -525,19 +525,20 @@ fn normalised(mut vector: Vec<f32>) -> Vec<f32> {
 /// Stages' `complete()` and `embed()`: a request naming a route alias goes along that route's
 /// chain (without its stages, so a stage cannot recurse into itself); any other model goes
 /// along the caller's route's chain.
+///
+/// The step is the live one: a config reload swaps it for every stage at once.
 pub struct StageLlm {
-    /// The step shared with the request path.
-    pub step: Arc<LlmStep>,
+    /// The step serving requests now.
+    pub step: Arc<arc_swap::ArcSwap<LlmStep>>,
 }
 
-impl StageLlm {
-    /// The route a stage's call goes along: the one its model names, else the caller's.
-    fn route_for(&self, model: &str, caller: &Caller) -> String {
-        if self.step.plans.contains_key(model) {
-            model.to_string()
-        } else {
-            caller.route.to_string()
-        }
+/// The route a stage's call goes along on `step`: the one its model names, else the
+/// caller's.
+fn route_for(step: &LlmStep, model: &str, caller: &Caller) -> String {
+    if step.plans.contains_key(model) {
+        model.to_string()
+    } else {
+        caller.route.to_string()
     }
 }
 
@@ -555,8 +556,8 @@ impl LlmAccess for StageLlm {
         caller: Caller,
         mut request: ChatRequest,
     ) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
-        let step = self.step.clone();
-        let route = self.route_for(&request.model, &caller);
+        let step = self.step.load_full();
+        let route = route_for(&step, &request.model, &caller);
         Box::pin(async move {
             request.stream = false;
             let mut attempts = Vec::new();
@@ -586,8 +587,8 @@ impl LlmAccess for StageLlm {
         model: String,
         inputs: Vec<String>,
     ) -> BoxFuture<'static, Result<Vec<Vec<f32>>, LlmError>> {
-        let step = self.step.clone();
-        let route = self.route_for(&model, &caller);
+        let step = self.step.load_full();
+        let route = route_for(&step, &model, &caller);
         Box::pin(async move {
             let chain = step
                 .plans

@@ -143,7 +143,8 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
             value
         })
         .collect();
-    let mut keys: Vec<_> = app
+    let snap = app.snapshot();
+    let mut keys: Vec<_> = snap
         .accounts
         .all()
         .map(|account| {
@@ -170,9 +171,48 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
     }))
 }
 
+/// `GET /admin/stages`: every stage of every route on the snapshot serving now, with the
+/// file it came from, its version, when it was loaded and the last error loading a new
+/// version of that file; the reload counters; the stage versions and instances alive.
+fn stages(app: &App, snap: &crate::server::Snapshot) -> serde_json::Value {
+    let files = app.stage_files();
+    let mut rows = Vec::new();
+    let mut routes: Vec<_> = snap.routes.iter().collect();
+    routes.sort_by(|a, b| a.0.cmp(b.0));
+    for (route, pipeline) in routes {
+        for stage in &pipeline.stages {
+            let file = files.get(&stage.stage.path).cloned().unwrap_or_default();
+            rows.push(json!({
+                "route": route,
+                "name": &*stage.identity.name,
+                "label": &*stage.identity.label,
+                "path": stage.stage.path.display().to_string(),
+                "version": stage.stage.digest.to_hex().to_string(),
+                "stage_name": stage.stage.info.name,
+                "stage_version": stage.stage.info.version,
+                "loaded_at": crate::cost::clock::rfc3339(file.loaded_at_ms / 1000),
+                "loaded_at_ms": file.loaded_at_ms,
+                "last_error": file.last_error,
+            }));
+        }
+    }
+    let (instances, versions) = app.live_counts();
+    json!({
+        "generation": snap.generation,
+        "stages": rows,
+        "reloads": {
+            "ok": app.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
+            "failed": app.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
+            "last_config_error": app.config_error(),
+        },
+        "live": { "stage_versions": versions, "instances": instances },
+    })
+}
+
 /// Dispatches one admin request.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
-    if let Some(token) = &app.config.server.admin_token {
+    let snap = app.snapshot();
+    if let Some(token) = &snap.config.server.admin_token {
         let given = request
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -195,7 +235,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
         },
         (&Method::DELETE, "/admin/cache") => match invalidation(&query) {
             Ok(scope) => {
-                let (memory, disk) = app.llm.cache().invalidate(scope.clone()).await;
+                let (memory, disk) = app.cache.invalidate(scope.clone()).await;
                 let scope = match scope {
                     Invalidate::All => json!({"all": true}),
                     Invalidate::Route(route) => json!({"route": route}),
@@ -208,10 +248,15 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             }
             Err(err) => http_util::error(&err),
         },
-        (&Method::GET, "/admin/config") => http_util::json(200, &app.config.to_masked_json()),
+        (&Method::POST, "/admin/reload") => {
+            let outcome = app.reload("admin").await;
+            let status = if outcome.error.is_some() { 422 } else { 200 };
+            http_util::json(status, &outcome.to_json())
+        }
+        (&Method::GET, "/admin/config") => http_util::json(200, &snap.config.to_masked_json()),
         (&Method::GET, "/admin/targets") => {
             let now = tokio::time::Instant::now();
-            let targets: Vec<_> = app
+            let targets: Vec<_> = snap
                 .llm
                 .router()
                 .targets()
@@ -220,21 +265,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
                 .collect();
             http_util::json(200, &json!({ "targets": targets }))
         }
-        (&Method::GET, "/admin/stages") => {
-            let stages: Vec<_> = app
-                .stages
-                .iter()
-                .map(|stage| {
-                    json!({
-                        "name": stage.info.name,
-                        "path": stage.path.display().to_string(),
-                        "version": stage.digest.to_hex().to_string(),
-                        "stage_version": stage.info.version,
-                    })
-                })
-                .collect();
-            http_util::json(200, &json!({ "stages": stages }))
-        }
+        (&Method::GET, "/admin/stages") => http_util::json(200, &stages(&app, &snap)),
         (_, path) => http_util::error(&ApiError::new(
             404,
             "invalid_request_error",

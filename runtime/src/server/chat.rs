@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::App;
+use super::app::Snapshot;
 use super::http_util::{self, Body};
 use crate::cache::{CacheControl, CacheStatus};
 use crate::cost::{CostError, Meter};
@@ -47,10 +48,10 @@ pub struct Report {
 /// The key a request presents (`Authorization: Bearer`): its account, `None` when auth is
 /// off, or the 401.
 fn authenticate(
-    app: &App,
+    snap: &Snapshot,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<crate::cost::Account>>, ApiError> {
-    if !app.accounts.auth_required() {
+    if !snap.accounts.auth_required() {
         return Ok(None);
     }
     let bearer = headers
@@ -67,7 +68,7 @@ fn authenticate(
             "no API key: send `Authorization: Bearer <key>`",
         )));
     };
-    app.accounts
+    snap.accounts
         .authenticate(bearer)
         .map(Some)
         .ok_or_else(|| cost_error(&CostError::Unauthorized("the API key is not valid")))
@@ -95,7 +96,9 @@ pub async fn handle(
     report: &mut Report,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
-    let account = match authenticate(app, &parts.headers) {
+    // The whole request runs on this snapshot, whatever reloads happen meanwhile.
+    let snap = app.snapshot();
+    let account = match authenticate(&snap, &parts.headers) {
         Ok(account) => account,
         Err(err) => return http_util::error(&err),
     };
@@ -105,10 +108,10 @@ pub async fn handle(
         return http_util::error(&cost_error(&err));
     }
     let meter = Meter::new(account);
-    let response = serve(app, parts, body, request_id, &meter, report).await;
+    let response = serve(app, &snap, parts, body, request_id, &meter, report).await;
     let fuel: u64 = report.fuel.iter().map(|(_, fuel)| fuel).sum();
     if let Some(route) = &report.route {
-        app.llm.costing().charge_fuel(&meter, route, fuel);
+        snap.llm.costing().charge_fuel(&meter, route, fuel);
     }
     report.cost = Some(meter.total());
     response
@@ -116,6 +119,7 @@ pub async fn handle(
 
 async fn serve(
     app: &Arc<App>,
+    snap: &Snapshot,
     parts: http::request::Parts,
     body: Incoming,
     request_id: &Arc<str>,
@@ -133,7 +137,7 @@ async fn serve(
         Err(err) => return http_util::error(&err),
     };
     let body =
-        match http_util::read_body(body, &parts.headers, app.config.server.max_body_bytes).await {
+        match http_util::read_body(body, &parts.headers, snap.config.server.max_body_bytes).await {
             Ok(body) => body,
             Err(err) => return http_util::error(&err),
         };
@@ -141,8 +145,8 @@ async fn serve(
         Ok(chat) => chat,
         Err(err) => return http_util::error(&err),
     };
-    let Some(pipeline) = app.routes.get(&chat.model) else {
-        let mut known: Vec<&str> = app.routes.keys().map(String::as_str).collect();
+    let Some(pipeline) = snap.routes.get(&chat.model) else {
+        let mut known: Vec<&str> = snap.routes.keys().map(String::as_str).collect();
         known.sort_unstable();
         return http_util::error(&ApiError {
             param: Some("model".to_string()),
@@ -182,7 +186,7 @@ async fn serve(
 
     let forward = forward_headers(request_id);
     let mut attempts = Vec::new();
-    let step = app
+    let step = snap
         .llm
         .complete(
             &pipeline.route,
@@ -513,8 +517,8 @@ fn pipeline_error(err: &PipelineError) -> ApiError {
 }
 
 /// The body of `GET /v1/models`.
-pub fn models(app: &App) -> Value {
-    let mut ids: Vec<&String> = app.routes.keys().collect();
+pub fn models(snap: &Snapshot) -> Value {
+    let mut ids: Vec<&String> = snap.routes.keys().collect();
     ids.sort();
     json!({
         "object": "list",

@@ -82,7 +82,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = public_task.await;
     let _ = admin_task.await;
-    let drain = app.config.server.drain_timeout;
+    let drain = app.snapshot().config.server.drain_timeout;
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),

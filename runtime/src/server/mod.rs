@@ -13,6 +13,8 @@ mod chat;
 mod http_util;
 mod listener;
 mod public;
+mod reload;
 
-pub use app::{App, AppError};
+pub use app::{App, AppError, Snapshot};
 pub use listener::{ServeError, serve};
+pub use reload::{ReloadOutcome, spawn_watcher};

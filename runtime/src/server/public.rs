@@ -25,7 +25,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
         (&Method::POST, "/v1/chat/completions") => {
             chat::handle(&app, request, &request_id, &mut report).await
         }
-        (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app)),
+        (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app.snapshot())),
         (&Method::GET, "/healthz") => http_util::json(200, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
             if app.draining.load(Ordering::Relaxed) {

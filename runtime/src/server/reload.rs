@@ -1,0 +1,253 @@
+//! Hot reload: read the config file and the stage files again, prepare a complete new
+//! [`Snapshot`](super::app::Snapshot) off the request path, and swap it in atomically.
+//!
+//! Triggers: a change to the config file or a stage file (watched with `notify`, debounced),
+//! `POST /admin/reload`, and SIGHUP. A stage file that fails to load (a truncated write, not a
+//! component, the wrong world, a trap in `describe()`) keeps its previous version serving and
+//! is reported in `GET /admin/stages`; a config that fails to validate keeps the whole old
+//! snapshot. Requests in flight finish on the snapshot they started with; old stage versions
+//! are freed when their last request ends.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use notify::{RecursiveMode, Watcher};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use super::App;
+use crate::config::Config;
+
+/// Quiet time after the last file event before reloading: coalesces the several events one
+/// write makes, and a write done in pieces.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// What one reload did.
+#[derive(Debug)]
+pub struct ReloadOutcome {
+    /// What asked for it (`watch`, `admin`, `SIGHUP`).
+    pub trigger: &'static str,
+    /// The generation serving afterwards.
+    pub generation: u64,
+    /// Whether a new snapshot was swapped in.
+    pub swapped: bool,
+    /// Stage files loaded anew.
+    pub fresh: Vec<PathBuf>,
+    /// Stage files rejected (their previous version kept serving), with why.
+    pub failed: Vec<(PathBuf, String)>,
+    /// Why nothing was swapped in, when nothing was (an invalid config, a new stage that
+    /// does not load).
+    pub error: Option<String>,
+    /// How long preparing and swapping took.
+    pub elapsed: Duration,
+}
+
+impl ReloadOutcome {
+    /// True when everything asked for is serving.
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.failed.is_empty()
+    }
+
+    /// The JSON form (`POST /admin/reload`).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "ok": self.ok(),
+            "trigger": self.trigger,
+            "generation": self.generation,
+            "swapped": self.swapped,
+            "loaded": self.fresh.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            "rejected": self.failed.iter().map(|(p, e)| json!({
+                "path": p.display().to_string(),
+                "error": e,
+            })).collect::<Vec<_>>(),
+            "error": self.error,
+            "elapsed_ms": self.elapsed.as_secs_f64() * 1e3,
+        })
+    }
+}
+
+/// Settings that only take effect at a restart, and their names.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.server.listen != new.server.listen || old.server.admin_listen != new.server.admin_listen
+    {
+        changed.push("server.listen / server.admin_listen");
+    }
+    if old.sandbox != new.sandbox {
+        changed.push("[sandbox] (process-wide pool and engine settings)");
+    }
+    if old.cache != new.cache {
+        changed.push("[cache]");
+    }
+    if old.data_dir != new.data_dir || old.cost.request_log != new.cost.request_log {
+        changed.push("server.data_dir / cost.request_log");
+    }
+    changed
+}
+
+impl App {
+    /// Reads the config file and every stage file again and swaps in the result. Never
+    /// leaves the host without a working snapshot.
+    pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let started = Instant::now();
+        let previous = self.snapshot();
+        let mut outcome = ReloadOutcome {
+            trigger,
+            generation: previous.generation,
+            swapped: false,
+            fresh: Vec::new(),
+            failed: Vec::new(),
+            error: None,
+            elapsed: Duration::ZERO,
+        };
+        let loaded = match &self.config_path {
+            Some(path) => Config::load(path).map_err(|err| err.to_string()),
+            None => Err("this host was started without a config file".to_string()),
+        };
+        let config = match loaded {
+            Ok(config) => config,
+            Err(err) => {
+                tracing::error!(trigger, error = %err, "reload: config rejected; the previous config keeps serving");
+                *self
+                    .config_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.clone());
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                outcome.error = Some(err);
+                outcome.elapsed = started.elapsed();
+                return outcome;
+            }
+        };
+        for setting in restart_only(&previous.config, &config) {
+            tracing::warn!(
+                setting,
+                "reload: this setting changed but takes effect only at a restart"
+            );
+        }
+        let same_config = *previous.config == config;
+        match self.assemble(config, Some(&previous)).await {
+            Err(err) => {
+                tracing::error!(trigger, error = %err, "reload rejected; the previous snapshot keeps serving");
+                self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                outcome.error = Some(err.to_string());
+            }
+            Ok(assembled) => {
+                *self
+                    .config_error
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                outcome.fresh = assembled.fresh.clone();
+                outcome.failed = assembled.failed.clone();
+                if !outcome.failed.is_empty() {
+                    self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                if same_config && assembled.fresh.is_empty() {
+                    // Nothing new: keep the snapshot (and its generation), note any errors.
+                    let mut files = self
+                        .stage_files
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (path, error) in &assembled.failed {
+                        files.entry(path.clone()).or_default().last_error = Some(error.clone());
+                    }
+                } else {
+                    outcome.generation = assembled.snapshot.generation;
+                    self.install(assembled);
+                    self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    outcome.swapped = true;
+                }
+            }
+        }
+        outcome.elapsed = started.elapsed();
+        if outcome.swapped {
+            tracing::info!(
+                trigger,
+                generation = outcome.generation,
+                loaded = outcome.fresh.len(),
+                rejected = outcome.failed.len(),
+                elapsed_ms = outcome.elapsed.as_secs_f64() * 1e3,
+                "reloaded"
+            );
+        }
+        outcome
+    }
+
+    /// The files a reload reads: the config file and every stage file serving now.
+    fn watched_files(&self) -> BTreeSet<PathBuf> {
+        let mut files: BTreeSet<PathBuf> = self.snapshot().stages.keys().cloned().collect();
+        if let Some(path) = &self.config_path {
+            files.insert(path.clone());
+        }
+        files
+    }
+}
+
+/// The directory a file lives in (watched instead of the file, so a file replaced by a
+/// rename is still seen).
+fn dir_of(file: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Watches the config file and the stage files and reloads, debounced, when one changes.
+/// Runs until the app is dropped; a watcher that cannot start is logged, not fatal
+/// (`POST /admin/reload` and SIGHUP still work).
+pub fn spawn_watcher(app: Arc<App>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !matches!(event.kind, notify::EventKind::Access(_))
+        {
+            let _ = tx.send(event.paths);
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(watcher) => watcher,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch files; reload with POST /admin/reload or SIGHUP");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut files = app.watched_files();
+        let mut dirs = BTreeSet::new();
+        rewatch(&mut watcher, &files, &mut dirs);
+        while let Some(paths) = rx.recv().await {
+            let mut relevant = paths.iter().any(|p| files.contains(p));
+            // Debounce: wait for a quiet moment.
+            while let Ok(Some(more)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                relevant |= more.iter().any(|p| files.contains(p));
+            }
+            if !relevant {
+                continue;
+            }
+            app.reload("watch").await;
+            files = app.watched_files();
+            rewatch(&mut watcher, &files, &mut dirs);
+        }
+    });
+}
+
+/// Watches the directories of `files` (and stops watching those no longer needed).
+fn rewatch(
+    watcher: &mut notify::RecommendedWatcher,
+    files: &BTreeSet<PathBuf>,
+    dirs: &mut BTreeSet<PathBuf>,
+) {
+    let wanted: BTreeSet<PathBuf> = files.iter().map(|f| dir_of(f)).collect();
+    for dir in dirs.difference(&wanted) {
+        let _ = watcher.unwatch(dir);
+    }
+    for dir in wanted.difference(dirs) {
+        if let Err(err) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %err, "cannot watch a directory");
+        }
+    }
+    *dirs = wanted;
+}

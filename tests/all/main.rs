@@ -8,6 +8,7 @@
 //! - `routing`: the router against faulty `weir sim` upstreams (chaos).
 //! - `cache`: the response cache through the real binary.
 //! - `check`: the `weir check` command on good and bad files.
+//! - `reload`: hot reload of plugin files and config under load.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 
@@ -21,6 +22,7 @@ mod examples;
 mod pipeline;
 mod plugins;
 mod procs;
+mod reload;
 mod routing;
 mod sandbox;
 mod sdk;

@@ -201,6 +201,7 @@ fn stages(app: &App, snap: &crate::server::Snapshot) -> serde_json::Value {
         "generation": snap.generation,
         "stages": rows,
         "reloads": {
+            "attempted": app.reloads_attempted.load(std::sync::atomic::Ordering::Relaxed),
             "ok": app.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
             "failed": app.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
             "last_config_error": app.config_error(),

@@ -116,6 +116,8 @@ pub struct App {
     pub(super) stage_files: Mutex<BTreeMap<PathBuf, StageFile>>,
     /// The last config reload error, until a reload succeeds.
     pub(super) config_error: Mutex<Option<String>>,
+    /// Reloads asked for (by any trigger), whatever came of them.
+    pub reloads_attempted: AtomicU64,
     /// Reloads that swapped in a new snapshot.
     pub reloads_ok: AtomicU64,
     /// Reloads that failed, wholly or for some stage file (the old version kept serving).
@@ -199,6 +201,7 @@ impl App {
             reload_lock: tokio::sync::Mutex::new(()),
             stage_files: Mutex::new(BTreeMap::new()),
             config_error: Mutex::new(None),
+            reloads_attempted: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             versions: Mutex::new(Vec::new()),

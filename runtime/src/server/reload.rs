@@ -93,6 +93,7 @@ impl App {
     /// leaves the host without a working snapshot.
     pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
         let _one_at_a_time = self.reload_lock.lock().await;
+        self.reloads_attempted.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let previous = self.snapshot();
         let mut outcome = ReloadOutcome {
@@ -214,10 +215,11 @@ pub fn spawn_watcher(app: Arc<App>) {
             return;
         }
     };
+    // Watching starts before this returns, so no change made after it is missed.
+    let mut files = app.watched_files();
+    let mut dirs = BTreeSet::new();
+    rewatch(&mut watcher, &files, &mut dirs);
     tokio::spawn(async move {
-        let mut files = app.watched_files();
-        let mut dirs = BTreeSet::new();
-        rewatch(&mut watcher, &files, &mut dirs);
         while let Some(paths) = rx.recv().await {
             let mut relevant = paths.iter().any(|p| files.contains(p));
             // Debounce: wait for a quiet moment.

@@ -1,0 +1,407 @@
+//! Hot reload through the real binary: plugin files replaced (atomically, in pieces, with
+//! invalid bytes) under steady load lose no request and never mix versions; config edits swap
+//! routes and keep what did not change; `POST /admin/reload` and SIGHUP reload too.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+
+use crate::procs::{Proc, call, get, post, serve_file, sim};
+
+/// A fresh directory for one test's plugin and config files.
+fn workdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-reload-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Replaces `path` with `bytes` atomically (write a temporary file, rename it over).
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn wasm(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+/// The `x-weir-stages` label of stage `s` at these bytes.
+fn label(bytes: &[u8]) -> String {
+    format!("s@{}", &blake3::hash(bytes).to_hex()[..8])
+}
+
+fn config(up: &Proc, plugin: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[targets.up]
+base_url = "http://{}/v1"
+
+[[routes]]
+model = "demo"
+targets = ["up"]
+
+[[routes.stages]]
+name = "s"
+path = "{}"
+{extra}
+"#,
+        up.addr,
+        plugin.display()
+    )
+}
+
+fn chat() -> Value {
+    json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+async fn stages_header(weir: &Proc) -> String {
+    let answer = post(weir.addr, "/v1/chat/completions", &chat()).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.headers["x-weir-stages"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Waits until requests run `expected`; returns how long that took.
+async fn until_serving(weir: &Proc, expected: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        if stages_header(weir).await == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{expected} never served"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn admin_stages(weir: &Proc) -> Value {
+    get(weir.admin.unwrap(), "/admin/stages").await.json()
+}
+
+/// Waits until `/admin/stages` satisfies `done`.
+async fn until_admin(weir: &Proc, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let stages = admin_stages(weir).await;
+        if done(&stages) {
+            return stages;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: {stages}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_one() {
+    let up = sim(&[]);
+    let dir = workdir("replace");
+    let plugin = dir.join("stage.wasm");
+    let (a, b) = (
+        wasm(weir_test_artifacts::PASSTHROUGH),
+        wasm(weir_test_artifacts::CHAOS),
+    );
+    std::fs::write(&plugin, &a).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
+    let weir = serve_file(&path);
+    assert_eq!(stages_header(&weir).await, label(&a));
+    let before = admin_stages(&weir).await;
+    assert_eq!(before["generation"], 1);
+    let stage = &before["stages"][0];
+    assert_eq!(stage["path"], plugin.display().to_string());
+    assert_eq!(stage["version"], blake3::hash(&a).to_hex().to_string());
+    assert!(stage["loaded_at"].as_str().unwrap().ends_with('Z'));
+    assert!(stage["last_error"].is_null());
+
+    replace(&plugin, &b);
+    let latency = until_serving(&weir, &label(&b)).await;
+    eprintln!("reload latency (file renamed -> new version serving): {latency:?}");
+
+    // Not a component: rejected with a reason, the previous version keeps serving.
+    replace(&plugin, b"\0asm\x01\0\0\0");
+    let stages = until_admin(&weir, "the core module is reported", |s| {
+        s["stages"][0]["last_error"].is_string()
+    })
+    .await;
+    let error = stages["stages"][0]["last_error"].as_str().unwrap();
+    assert!(error.contains("core WebAssembly module"), "{error}");
+    assert_eq!(
+        stages["stages"][0]["version"],
+        blake3::hash(&b).to_hex().to_string()
+    );
+    assert_eq!(stages_header(&weir).await, label(&b));
+    assert!(stages["reloads"]["failed"].as_u64().unwrap() >= 1);
+
+    // POST /admin/reload says the same.
+    let answer = call(
+        weir.admin.unwrap(),
+        Method::POST,
+        "/admin/reload",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let outcome = answer.json();
+    assert_eq!(outcome["ok"], false, "{outcome}");
+    assert_eq!(outcome["swapped"], false);
+    assert_eq!(outcome["trigger"], "admin");
+    assert!(
+        outcome["rejected"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("core")
+    );
+
+    // The good file again: served, the error cleared.
+    replace(&plugin, &a);
+    until_serving(&weir, &label(&a)).await;
+    let stages = until_admin(&weir, "the error is cleared", |s| {
+        s["stages"][0]["last_error"].is_null()
+    })
+    .await;
+    assert!(stages["generation"].as_u64().unwrap() >= 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_truncated_write_then_the_complete_file_ends_with_the_complete_version() {
+    let up = sim(&[]);
+    let dir = workdir("truncated");
+    let plugin = dir.join("stage.wasm");
+    let (a, b) = (
+        wasm(weir_test_artifacts::PASSTHROUGH),
+        wasm(weir_test_artifacts::CHAOS),
+    );
+    std::fs::write(&plugin, &a).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
+    let weir = serve_file(&path);
+    assert_eq!(stages_header(&weir).await, label(&a));
+    // Written in place in two pieces, with a pause in between long enough for a reload to
+    // read the first piece alone.
+    let mut file = std::fs::File::create(&plugin).unwrap();
+    file.write_all(&b[..b.len() / 2]).unwrap();
+    file.flush().unwrap();
+    until_admin(&weir, "the truncated file is rejected", |s| {
+        s["stages"][0]["last_error"].is_string()
+    })
+    .await;
+    assert_eq!(
+        stages_header(&weir).await,
+        label(&a),
+        "the old version serves"
+    );
+    file.write_all(&b[b.len() / 2..]).unwrap();
+    file.flush().unwrap();
+    drop(file);
+    until_serving(&weir, &label(&b)).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn under_load_twenty_replacements_lose_no_request_and_never_mix_versions() {
+    let up = sim(&[]);
+    let dir = workdir("load");
+    let plugin = dir.join("stage.wasm");
+    let good = [
+        wasm(weir_test_artifacts::PASSTHROUGH),
+        wasm(weir_test_artifacts::CHAOS),
+        wasm(weir_test_artifacts::HELLO_STAGE),
+    ];
+    let other_world = wasm(weir_test_artifacts::OTHER_WORLD);
+    let truncated = good[1][..good[1].len() / 3].to_vec();
+    let bad: [&[u8]; 4] = [
+        &truncated,
+        b"\0asm\x01\0\0\0",
+        b"not wasm at all",
+        &other_world,
+    ];
+    std::fs::write(&plugin, &good[0]).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
+    let weir = serve_file(&path);
+    let valid: BTreeSet<String> = good.iter().map(|g| label(g)).collect();
+    let baseline = admin_stages(&weir).await;
+
+    // Steady load: 250 requests a second for 20 s, each on its own task.
+    let addr = weir.addr;
+    let load = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(4));
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            tick.tick().await;
+            tasks.push(tokio::spawn(async move {
+                let answer = post(addr, "/v1/chat/completions", &chat()).await;
+                let stages = answer
+                    .headers
+                    .get("x-weir-stages")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (answer.status.as_u16(), stages)
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
+    });
+    // 20 replacements, one every 0.9 s; the 5th, 10th, 15th and 20th are invalid.
+    for i in 1..=20 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        if i % 5 == 0 {
+            replace(&plugin, bad[i / 5 - 1]);
+        } else {
+            replace(&plugin, &good[i % 3]);
+        }
+    }
+    let results = load.await.unwrap();
+    assert!(results.len() >= 4000, "{} requests", results.len());
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(status, _)| *status != 200)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    let mut seen = BTreeSet::new();
+    for (_, stages) in &results {
+        let stages = stages.as_deref().unwrap_or("");
+        assert!(valid.contains(stages), "a response ran on {stages:?}");
+        seen.insert(stages.to_string());
+    }
+    assert!(seen.len() >= 2, "the versions changed under load: {seen:?}");
+    // The last write (the 20th) was invalid: the 19th, good[19 % 3], still serves.
+    let after = until_admin(&weir, "back to baseline", |s| {
+        s["live"]["stage_versions"] == baseline["live"]["stage_versions"]
+            && s["live"]["instances"] == baseline["live"]["instances"]
+    })
+    .await;
+    assert_eq!(
+        after["stages"][0]["version"],
+        blake3::hash(&good[19 % 3]).to_hex().to_string()
+    );
+    assert!(after["reloads"]["failed"].as_u64().unwrap() >= 4, "{after}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
+    let up = sim(&[]);
+    let dir = workdir("config");
+    let plugin = dir.join("stage.wasm");
+    std::fs::write(&plugin, wasm(weir_test_artifacts::PASSTHROUGH)).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
+    let weir = serve_file(&path);
+    let other = json!({"model": "other", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &other).await.status,
+        404
+    );
+
+    // A bad edit: reported, nothing changes.
+    replace(
+        &path,
+        format!(
+            "{}\n[[routes]]\nmodel = \"other\"\n",
+            config(&up, &plugin, "")
+        )
+        .as_bytes(),
+    );
+    let stages = until_admin(&weir, "the config error is reported", |s| {
+        s["reloads"]["last_config_error"].is_string()
+    })
+    .await;
+    let error = stages["reloads"]["last_config_error"].as_str().unwrap();
+    assert!(
+        error.contains("weir.toml:") && error.contains("targets"),
+        "{error}"
+    );
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat())
+            .await
+            .status,
+        200
+    );
+
+    // A good edit: the new route serves, the old one too.
+    let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
+    replace(&path, config(&up, &plugin, extra).as_bytes());
+    let started = Instant::now();
+    while post(weir.addr, "/v1/chat/completions", &other).await.status != 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the new route never served"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat())
+            .await
+            .status,
+        200
+    );
+    let stages = admin_stages(&weir).await;
+    assert!(stages["reloads"]["last_config_error"].is_null());
+    let models = get(weir.addr, "/v1/models").await.json();
+    assert_eq!(models["data"].as_array().unwrap().len(), 2);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sighup_and_the_admin_endpoint_reload() {
+    let up = sim(&[]);
+    let dir = workdir("sighup");
+    let plugin = dir.join("stage.wasm");
+    std::fs::write(&plugin, wasm(weir_test_artifacts::PASSTHROUGH)).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
+    let weir = serve_file(&path);
+    let attempted = |s: &Value| s["reloads"]["attempted"].as_u64().unwrap();
+    let before = attempted(&admin_stages(&weir).await);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &weir.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    until_admin(&weir, "SIGHUP reloads", |s| attempted(s) > before).await;
+    // Nothing changed: nothing swapped.
+    assert_eq!(admin_stages(&weir).await["generation"], 1);
+    let answer = call(
+        weir.admin.unwrap(),
+        Method::POST,
+        "/admin/reload",
+        &[],
+        Some(Bytes::new()),
+    )
+    .await;
+    let outcome = answer.json();
+    assert_eq!(outcome["ok"], true, "{outcome}");
+    assert_eq!(outcome["swapped"], false);
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat())
+            .await
+            .status,
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

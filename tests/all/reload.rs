@@ -405,3 +405,32 @@ async fn sighup_and_the_admin_endpoint_reload() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_restart_loads_compiled_stages_from_the_artifact_cache() {
+    let up = sim(&[]);
+    let dir = workdir("artifacts");
+    let plugin = dir.join("stage.wasm");
+    std::fs::write(&plugin, wasm(weir_test_artifacts::CHAOS)).unwrap();
+    let path = dir.join("weir.toml");
+    let text = format!(
+        "[server]\ndata_dir = \"{}\"\n{}",
+        dir.join("data").display(),
+        config(&up, &plugin, "")
+    );
+    std::fs::write(&path, text).unwrap();
+    let weir = serve_file(&path);
+    assert_eq!(
+        admin_stages(&weir).await["stages"][0]["artifact"],
+        "compiled"
+    );
+    drop(weir);
+    let weir = serve_file(&path);
+    let stages = admin_stages(&weir).await;
+    assert_eq!(stages["stages"][0]["artifact"], "cached", "{stages}");
+    assert_eq!(
+        stages_header(&weir).await,
+        label(&wasm(weir_test_artifacts::CHAOS))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -187,7 +187,7 @@ impl DiskTier {
         let tier = self.clone();
         tokio::task::spawn_blocking(move || {
             let path = tier.path(&key);
-            if let Err(err) = write_atomically(&path, &file) {
+            if let Err(err) = crate::fsutil::write_atomically(&path, &file) {
                 tracing::warn!(path = %path.display(), error = %err, "cache entry not written");
                 return;
             }
@@ -234,15 +234,6 @@ impl DiskTier {
         }
         removed
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", rand::random::<u32>()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Checks and parses a file: (expiry, route, response), `None` when it is corrupted.

@@ -4,14 +4,16 @@
 //! per-request instantiation costs microseconds; when that reservation fails (a host with a
 //! small `ulimit -v`, say) `Allocator::Auto` falls back to on-demand allocation with a warning.
 
-use std::sync::Arc;
+use std::io;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::StageState;
+use super::{ArtifactCache, StageState};
 use crate::config::{Allocator, SandboxSettings};
 use crate::wit::StageBindings;
 
@@ -76,6 +78,8 @@ pub struct Sandbox {
     stop: Arc<AtomicBool>,
     /// The epoch ticker thread.
     ticker: Option<JoinHandle<()>>,
+    /// Where compiled stages are kept across restarts; unset means compile on every load.
+    artifacts: OnceLock<ArtifactCache>,
 }
 
 impl Sandbox {
@@ -112,6 +116,7 @@ impl Sandbox {
             pooling,
             stop,
             ticker: Some(ticker),
+            artifacts: OnceLock::new(),
         })
     }
 
@@ -133,6 +138,23 @@ impl Sandbox {
     /// True when the pooling allocator is in use.
     pub fn is_pooling(&self) -> bool {
         self.pooling
+    }
+
+    /// Keeps compiled stages in `dir` (created if missing), so later loads of the same stage
+    /// version with this engine configuration, in this process or the next, skip compiling.
+    /// Takes `&self` so it can be called on the shared sandbox before stages are loaded; it
+    /// can be set once: a second call with another directory is an `AlreadyExists` error.
+    pub fn set_artifact_dir(&self, dir: &Path) -> io::Result<()> {
+        if let Some(set) = self.artifacts.get() {
+            return already_set(set, dir);
+        }
+        let cache = ArtifactCache::open(dir)?;
+        already_set(self.artifacts.get_or_init(|| cache), dir)
+    }
+
+    /// The precompiled-artifact cache, when [`Sandbox::set_artifact_dir`] enabled one.
+    pub fn artifacts(&self) -> Option<&ArtifactCache> {
+        self.artifacts.get()
     }
 }
 
@@ -183,6 +205,17 @@ fn build(settings: &SandboxSettings, pooling: bool) -> Result<Engine, SandboxErr
         config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
         Engine::new(&config).map_err(SandboxError::Engine)
     }
+}
+
+/// `Ok` when the cache that is set lives in `dir`, else `AlreadyExists`.
+fn already_set(set: &ArtifactCache, dir: &Path) -> io::Result<()> {
+    if set.dir() == dir {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("the artifact directory is already {}", set.dir().display()),
+    ))
 }
 
 /// One thread for the whole process: bumps the epoch every tick until the sandbox drops.

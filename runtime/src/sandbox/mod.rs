@@ -1,8 +1,9 @@
 //! The sandbox: one wasmtime [`Engine`] per process and the `Store` every stage call runs in.
 //!
 //! Owns: the engine (pooling allocator sized from config, fuel metering, epoch interruption),
-//! the epoch ticker thread, the per-call [`StageState`] with its memory limiter and captured
-//! output, and the one way to build and arm a `Store` ([`Sandbox::new_store`], [`arm`]).
+//! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`]), the
+//! per-call [`StageState`] with its memory limiter and captured output, and the one way to
+//! build and arm a `Store` ([`Sandbox::new_store`], [`arm`]).
 //! Must not know about pipelines, HTTP or stage semantics: it runs whatever it is handed,
 //! within bounds.
 //!
@@ -11,12 +12,14 @@
 //! instance; fuel per call; a wall-clock deadline per call enforced by epochs for guest code
 //! (the guest yields to tokio each tick, so a looping stage never pins a worker thread).
 
+mod artifacts;
 mod engine;
 mod limiter;
 mod output;
 mod reaper;
 mod state;
 
+pub use artifacts::{ArtifactCache, Origin};
 pub use engine::{Sandbox, SandboxError};
 pub use limiter::CallLimiter;
 pub use output::CapturedOutput;

@@ -193,6 +193,11 @@ fn stages(app: &App, snap: &crate::server::Snapshot) -> serde_json::Value {
                 "loaded_at": crate::cost::clock::rfc3339(file.loaded_at_ms / 1000),
                 "loaded_at_ms": file.loaded_at_ms,
                 "last_error": file.last_error,
+                "artifact": match stage.stage.origin {
+                    crate::sandbox::Origin::Cached => "cached",
+                    crate::sandbox::Origin::Compiled => "compiled",
+                },
+                "load_ms": stage.stage.load_time.as_secs_f64() * 1e3,
             }));
         }
     }

@@ -140,6 +140,13 @@ impl App {
     /// `config_path` is where reloads read the config from.
     pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
         let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
+        if let Some(dir) = &config.data_dir {
+            // Compiled stages kept on disk: a restart deserializes instead of compiling.
+            let dir = dir.join("artifacts");
+            if let Err(err) = sandbox.set_artifact_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %err, "no artifact cache; stages compile at every start");
+            }
+        }
         let client = ProviderClient::new().map_err(AppError::Client)?;
         let mut cache = ResponseCache::new(config.cache.max_memory_bytes);
         if let Some(dir) = &config.cache.disk_dir {
@@ -360,6 +367,8 @@ impl App {
                                     stage = %spec.name,
                                     path = %spec.path.display(),
                                     version = %stage.digest.to_hex(),
+                                    origin = ?stage.origin,
+                                    load_ms = stage.load_time.as_secs_f64() * 1e3,
                                     "stage loaded"
                                 );
                                 fresh.push(spec.path.clone());

@@ -1,12 +1,17 @@
-//! Loading one stage file: read, recognise, compile, check against the world, describe.
+//! Loading one stage file: read, recognise, compile (or load its precompiled artifact), check
+//! against the world, describe.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wasmtime::component::Component;
 
 use crate::config::CallLimits;
 use crate::host_api::{HostContext, HostServices, StageIdentity};
-use crate::sandbox::{Sandbox, StageState};
+use crate::sandbox::{Origin, Sandbox, StageState};
 use crate::wit::{Phases, StageBindingsPre, StageInfo};
 
 use super::StageFailure;
@@ -78,6 +83,11 @@ pub struct LoadedStage {
     pub digest: blake3::Hash,
     /// What `describe` returned at load.
     pub info: StageInfo,
+    /// Whether the component was compiled or deserialized from the sandbox's artifact cache.
+    pub origin: Origin,
+    /// Time spent compiling or deserializing the component (not reading, checking the world
+    /// or describing).
+    pub load_time: Duration,
     /// The pre-instantiated component with its exports looked up, built once per version.
     pub(crate) pre: StageBindingsPre<StageState>,
 }
@@ -88,6 +98,8 @@ impl std::fmt::Debug for LoadedStage {
             .field("path", &self.path)
             .field("digest", &self.digest.to_hex().as_str())
             .field("info", &self.info)
+            .field("origin", &self.origin)
+            .field("load_time", &self.load_time)
             .finish()
     }
 }
@@ -109,7 +121,8 @@ impl LoadedStage {
     }
 
     /// Loads a stage from `bytes` (`path` names it in errors): recognise the format, compile
-    /// (off the async threads), check the world, then instantiate once and call `describe`.
+    /// (off the async threads; from the sandbox's artifact cache when it has one), check the
+    /// world, then instantiate once and call `describe`.
     pub async fn from_bytes(
         sandbox: &Sandbox,
         services: &Arc<HostServices>,
@@ -126,12 +139,18 @@ impl LoadedStage {
         let digest = blake3::hash(&bytes);
 
         let engine = sandbox.engine().clone();
+        let artifacts = sandbox.artifacts().cloned();
         let compiled = tokio::task::spawn_blocking(move || {
-            wasmtime::component::Component::new(&engine, &bytes)
+            let started = Instant::now();
+            let component = match &artifacts {
+                Some(artifacts) => artifacts.component(&engine, &digest, &bytes),
+                None => Component::new(&engine, &bytes).map(|c| (c, Origin::Compiled)),
+            };
+            component.map(|(component, origin)| (component, origin, started.elapsed()))
         })
         .await;
-        let component = match compiled {
-            Ok(Ok(component)) => component,
+        let (component, origin, load_time) = match compiled {
+            Ok(Ok(loaded)) => loaded,
             Ok(Err(err)) => {
                 return Err(LoadError::Compile {
                     path,
@@ -168,6 +187,8 @@ impl LoadedStage {
                 deterministic: false,
                 needs_full_response: false,
             },
+            origin,
+            load_time,
             pre,
         };
         stage.info = stage.describe(sandbox, services).await?;
@@ -252,4 +273,48 @@ pub fn describe_line(stage: &LoadedStage) -> String {
         info.deterministic,
         info.needs_full_response
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::SandboxSettings;
+    use crate::host_api::NoLlm;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn artifacts_a_second_load_of_the_same_stage_is_deserialized_and_describes_the_same() {
+        let dir = std::env::temp_dir().join(format!("weir-loaded-{}", rand::random::<u64>()));
+        let settings = SandboxSettings {
+            pool_size: 4,
+            ..SandboxSettings::default()
+        };
+        let services = Arc::new(HostServices::new(Arc::new(NoLlm), 4096));
+        let path = Path::new(weir_test_artifacts::PII_REDACT);
+
+        let plain = Sandbox::new(settings.clone()).unwrap();
+        let uncached = LoadedStage::load(&plain, &services, path).await.unwrap();
+        assert_eq!(uncached.origin, Origin::Compiled);
+        assert!(plain.artifacts().is_none());
+
+        let first = Sandbox::new(settings.clone()).unwrap();
+        first.set_artifact_dir(&dir).unwrap();
+        first.set_artifact_dir(&dir).unwrap();
+        let other = first.set_artifact_dir(&dir.join("elsewhere")).unwrap_err();
+        assert_eq!(other.kind(), std::io::ErrorKind::AlreadyExists);
+        let compiled = LoadedStage::load(&first, &services, path).await.unwrap();
+        assert_eq!(compiled.origin, Origin::Compiled);
+        drop(first);
+
+        // A restart: a new engine with the same configuration finds the artifact.
+        let second = Sandbox::new(settings).unwrap();
+        second.set_artifact_dir(&dir).unwrap();
+        let cached = LoadedStage::load(&second, &services, path).await.unwrap();
+        assert_eq!(cached.origin, Origin::Cached);
+        assert_eq!(cached.digest, compiled.digest);
+        // `describe` ran on the deserialized component: it instantiates and behaves the same.
+        assert_eq!(format!("{:?}", cached.info), format!("{:?}", uncached.info));
+        assert_eq!(cached.info.name, "pii-redact");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

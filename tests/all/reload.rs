@@ -434,3 +434,32 @@ async fn a_restart_loads_compiled_stages_from_the_artifact_cache() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn other_files_written_nonstop_beside_a_plugin_never_delay_its_reload() {
+    let up = sim(&[]);
+    let dir = workdir("noise");
+    let plugin = dir.join("stage.wasm");
+    let (a, b) = (
+        wasm(weir_test_artifacts::PASSTHROUGH),
+        wasm(weir_test_artifacts::CHAOS),
+    );
+    std::fs::write(&plugin, &a).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
+    let weir = serve_file(&path);
+    // A log file in the same directory, appended every 5 ms for the whole test.
+    let noise = dir.join("noise.log");
+    let writer = tokio::spawn(async move {
+        let mut file = std::fs::File::create(&noise).unwrap();
+        loop {
+            let _ = writeln!(file, "a log line");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    replace(&plugin, &b);
+    let latency = until_serving(&weir, &label(&b)).await;
+    assert!(latency < Duration::from_secs(5), "{latency:?}");
+    writer.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,6 +25,9 @@ use crate::config::Config;
 /// write makes, and a write done in pieces.
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
+/// Longest a reload waits for the watched files to go quiet.
+const MAX_DELAY: Duration = Duration::from_millis(500);
+
 /// What one reload did.
 #[derive(Debug)]
 pub struct ReloadOutcome {
@@ -221,13 +224,22 @@ pub fn spawn_watcher(app: Arc<App>) {
     rewatch(&mut watcher, &files, &mut dirs);
     tokio::spawn(async move {
         while let Some(paths) = rx.recv().await {
-            let mut relevant = paths.iter().any(|p| files.contains(p));
-            // Debounce: wait for a quiet moment.
-            while let Ok(Some(more)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {
-                relevant |= more.iter().any(|p| files.contains(p));
-            }
-            if !relevant {
+            // Other files in the same directories (logs, editors' swap files) are ignored, and
+            // never delay a reload.
+            if !paths.iter().any(|p| files.contains(p)) {
                 continue;
+            }
+            // Debounce: wait for a quiet moment among the watched files, at most MAX_DELAY.
+            let give_up = tokio::time::Instant::now() + MAX_DELAY;
+            let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+            loop {
+                match tokio::time::timeout_at(quiet_until.min(give_up), rx.recv()).await {
+                    Ok(Some(more)) if more.iter().any(|p| files.contains(p)) => {
+                        quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                }
             }
             app.reload("watch").await;
             files = app.watched_files();

@@ -463,3 +463,76 @@ async fn other_files_written_nonstop_beside_a_plugin_never_delay_its_reload() {
     writer.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_config_reload_keeps_breakers_and_spend_of_what_did_not_change() {
+    let broken = sim(&["--error-rate", "1.0", "--error-status", "503"]);
+    let up = sim(&[]);
+    let dir = workdir("state");
+    let key_hash = blake3::Hash::from(weir::config::hash_key("sk-team")).to_hex();
+    let text = |extra: &str| {
+        format!(
+            r#"
+[targets.broken]
+base_url = "http://{}/v1"
+breaker = {{ consecutive_failures = 2, ejection_ms = 60000 }}
+
+[targets.up]
+base_url = "http://{}/v1"
+
+[[routes]]
+model = "demo"
+targets = ["broken", "up"]
+
+[prices.demo]
+input_per_mtok = 1.0
+output_per_mtok = 1.0
+
+[[keys]]
+name = "team"
+hash = "blake3:{key_hash}"
+daily_budget_usd = 10.0
+{extra}
+"#,
+            broken.addr, up.addr
+        )
+    };
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, text("")).unwrap();
+    let weir = serve_file(&path);
+    let ask = || async {
+        call(
+            weir.addr,
+            Method::POST,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer sk-team")],
+            Some(Bytes::from(chat().to_string())),
+        )
+        .await
+    };
+    for _ in 0..3 {
+        assert_eq!(ask().await.status, 200);
+    }
+    let targets = |weir: &Proc| {
+        let admin = weir.admin.unwrap();
+        async move { get(admin, "/admin/targets").await.json() }
+    };
+    let before = targets(&weir).await;
+    assert_eq!(before["targets"][0]["breaker"], "open", "{before}");
+    let spent = |s: &Value| s["keys"][0]["spent_today_usd"].as_f64().unwrap();
+    let spend_before = get(weir.admin.unwrap(), "/admin/spend").await.json();
+    assert!(spent(&spend_before) > 0.0);
+
+    // A new route: the targets and the key are unchanged, so their live state carries on.
+    replace(
+        &path,
+        text("[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n").as_bytes(),
+    );
+    until_admin(&weir, "the new config serves", |s| s["generation"] == 2).await;
+    let after = targets(&weir).await;
+    assert_eq!(after["targets"][0]["breaker"], "open", "{after}");
+    assert_eq!(after["targets"][0]["trips"], before["targets"][0]["trips"]);
+    let spend_after = get(weir.admin.unwrap(), "/admin/spend").await.json();
+    assert_eq!(spent(&spend_after), spent(&spend_before));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -44,4 +44,5 @@ pub mod sandbox;
 pub mod server;
 pub mod sim;
 pub mod stages;
+pub mod telemetry;
 pub mod wit;

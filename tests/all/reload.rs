@@ -145,6 +145,13 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
     );
     assert_eq!(stages_header(&weir).await, label(&b));
     assert!(stages["reloads"]["failed"].as_u64().unwrap() >= 1);
+    let metrics = get(weir.admin.unwrap(), "/metrics").await;
+    let text = std::str::from_utf8(&metrics.body).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("weir_reloads_total{outcome=\"failed\"}")),
+        "{text}"
+    );
 
     // POST /admin/reload says the same.
     let answer = call(

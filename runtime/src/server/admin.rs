@@ -1,7 +1,7 @@
 //! The admin listener: `/admin/config` (the effective config, secrets masked),
 //! `/admin/stages`, `/admin/targets` (breaker state, in-flight and limits per target),
-//! `/admin/spend` (the ledger, grouped) and `DELETE /admin/cache`. Guarded by a bearer token
-//! when the config names one.
+//! `/admin/spend` (the ledger, grouped), `POST /admin/reload`, `DELETE /admin/cache` and
+//! `/metrics` (Prometheus text). Guarded by a bearer token when the config names one.
 
 use std::sync::Arc;
 
@@ -254,6 +254,14 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             }
             Err(err) => http_util::error(&err),
         },
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(http_util::full(crate::telemetry::render()));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        }
         (&Method::POST, "/admin/reload") => {
             let outcome = app.reload("admin").await;
             let status = if outcome.error.is_some() { 422 } else { 200 };

@@ -139,6 +139,7 @@ impl App {
     /// Builds the sandbox, loads every stage (each file compiled once), and wires the routes.
     /// `config_path` is where reloads read the config from.
     pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
+        crate::telemetry::init();
         let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
         if let Some(dir) = &config.data_dir {
             // Compiled stages kept on disk: a restart deserializes instead of compiling.

@@ -121,6 +121,7 @@ impl App {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.clone());
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::reload(false);
                 outcome.error = Some(err);
                 outcome.elapsed = started.elapsed();
                 return outcome;
@@ -137,6 +138,7 @@ impl App {
             Err(err) => {
                 tracing::error!(trigger, error = %err, "reload rejected; the previous snapshot keeps serving");
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                crate::telemetry::reload(false);
                 outcome.error = Some(err.to_string());
             }
             Ok(assembled) => {
@@ -148,6 +150,7 @@ impl App {
                 outcome.failed = assembled.failed.clone();
                 if !outcome.failed.is_empty() {
                     self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    crate::telemetry::reload(false);
                 }
                 if same_config && assembled.fresh.is_empty() {
                     // Nothing new: keep the snapshot (and its generation), note any errors.
@@ -162,6 +165,9 @@ impl App {
                     outcome.generation = assembled.snapshot.generation;
                     self.install(assembled);
                     self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    if outcome.failed.is_empty() {
+                        crate::telemetry::reload(true);
+                    }
                     outcome.swapped = true;
                 }
             }

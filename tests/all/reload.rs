@@ -543,3 +543,32 @@ daily_budget_usd = 10.0
     assert_eq!(spent(&spend_after), spent(&spend_before));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_reload_that_needs_a_bigger_instance_pool_is_refused_with_the_reason() {
+    let up = sim(&[]);
+    let dir = workdir("pool");
+    let plugin = dir.join("stage.wasm");
+    std::fs::write(&plugin, wasm(weir_test_artifacts::PASSTHROUGH)).unwrap();
+    let path = dir.join("weir.toml");
+    std::fs::write(&path, config(&up, &plugin, "memory_limit_mib = 16")).unwrap();
+    let weir = serve_file(&path);
+    replace(
+        &path,
+        config(&up, &plugin, "memory_limit_mib = 512").as_bytes(),
+    );
+    let stages = until_admin(&weir, "the refusal is reported", |s| {
+        s["reloads"]["last_config_error"].is_string()
+    })
+    .await;
+    let error = stages["reloads"]["last_config_error"].as_str().unwrap();
+    assert!(error.contains("needs a restart"), "{error}");
+    assert_eq!(stages["generation"], 1);
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat())
+            .await
+            .status,
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

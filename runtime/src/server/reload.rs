@@ -79,8 +79,16 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         changed.push("server.listen / server.admin_listen");
     }
-    if old.sandbox != new.sandbox {
-        changed.push("[sandbox] (process-wide pool and engine settings)");
+    // Per-stage limits (the defaults, each stage's caps) apply at a reload; the pool does not.
+    let pool = |c: &Config| crate::config::SandboxSettings {
+        max_memory_bytes: 0,
+        defaults: old.sandbox.defaults,
+        ..c.sandbox.clone()
+    };
+    if pool(old) != pool(new) {
+        changed.push(
+            "[sandbox] pool_size, allocator, epoch_tick_ms, log_line_max_bytes, output_max_bytes",
+        );
     }
     if old.cache != new.cache {
         changed.push("[cache]");
@@ -112,6 +120,23 @@ impl App {
             Some(path) => Config::load(path).map_err(|err| err.to_string()),
             None => Err("this host was started without a config file".to_string()),
         };
+        // The instance pool was sized at start for the largest memory cap; a stage cannot
+        // be given more without a new pool.
+        let pool_bytes = self.env.sandbox.settings().max_memory_bytes;
+        let loaded = loaded.and_then(|config| {
+            if config.sandbox.fuel_metering != self.env.sandbox.settings().fuel_metering {
+                Err("turning fuel metering on or off (sandbox.fuel = 0) needs a restart".into())
+            } else if config.sandbox.max_memory_bytes > pool_bytes {
+                Err(format!(
+                    "a stage's memory_limit_mib ({} MiB) is above what the instance pool was \
+                     sized for at start ({} MiB); that change needs a restart",
+                    config.sandbox.max_memory_bytes >> 20,
+                    pool_bytes >> 20
+                ))
+            } else {
+                Ok(config)
+            }
+        });
         let config = match loaded {
             Ok(config) => config,
             Err(err) => {

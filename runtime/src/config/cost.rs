@@ -43,6 +43,8 @@ pub struct ModelPrice {
 pub struct CostSettings {
     /// Upstream model name → its price.
     pub prices: BTreeMap<String, ModelPrice>,
+    /// The price file (resolved), when prices come from one; reloads watch it.
+    pub prices_file: Option<PathBuf>,
     /// The price file's `date`, when prices came from a file.
     pub prices_date: Option<String>,
     /// Completion tokens reserved for a request without `max_tokens`.
@@ -190,12 +192,13 @@ pub(crate) fn build(
 ) -> Result<CostSettings, ConfigError> {
     let cost = &raw.cost;
     let mut table = BTreeMap::new();
-    let prices_date = match &cost.prices_file {
-        Some(file) => {
-            let path = super::route::resolve(base_dir, Path::new(file.get_ref()));
-            price_file(src, file, &path, &mut table)?
-        }
-        None => None,
+    let prices_file = cost
+        .prices_file
+        .as_ref()
+        .map(|file| super::route::resolve(base_dir, Path::new(file.get_ref())));
+    let prices_date = match (&cost.prices_file, &prices_file) {
+        (Some(file), Some(path)) => price_file(src, file, path, &mut table)?,
+        _ => None,
     };
     // Inline prices override the file's.
     prices(src, &raw.prices, &mut table)?;
@@ -205,6 +208,7 @@ pub(crate) fn build(
     };
     Ok(CostSettings {
         prices: table,
+        prices_file,
         prices_date,
         default_max_tokens: src.in_range_or(
             cost.default_max_tokens.as_ref(),

@@ -151,6 +151,34 @@ impl Config {
             "sandbox": sandbox_json,
             "targets": targets,
             "routes": routes,
+            "cost": {
+                "prices_file": self.cost.prices_file.as_ref().map(|p| p.to_string_lossy()),
+                "prices_date": self.cost.prices_date,
+                "default_max_tokens": self.cost.default_max_tokens,
+                "count_failed_attempts": self.cost.count_failed_attempts,
+                "request_log": self.cost.request_log.as_ref().map(|p| p.to_string_lossy()),
+                "fuel_usd_per_billion": self.cost.fuel_pico_per_million as f64 / 1e9,
+            },
+            "prices": self.cost.prices.iter().map(|(model, price)| (model.clone(), json!({
+                "input_per_mtok": price.input as f64 / 1e6,
+                "cached_input_per_mtok": price.cached_input as f64 / 1e6,
+                "output_per_mtok": price.output as f64 / 1e6,
+            }))).collect::<Map<String, Value>>(),
+            // Key hashes are not secrets, but there is no reason to show them either.
+            "keys": self.keys.iter().map(|key| {
+                let usd = |pico: Option<u64>| pico.map(super::pico_to_usd);
+                json!({
+                    "name": key.name,
+                    "hash": MASK,
+                    "daily_budget_usd": usd(key.daily_budget),
+                    "monthly_budget_usd": usd(key.monthly_budget),
+                    "rpm": key.rpm,
+                    "tpm": key.tpm,
+                    "max_cost_per_request_usd": usd(key.max_cost_per_request),
+                    "max_llm_calls_per_request": key.max_llm_calls_per_request,
+                })
+            }).collect::<Vec<_>>(),
+            "data_dir": self.data_dir.as_ref().map(|d| d.to_string_lossy()),
         })
     }
 }

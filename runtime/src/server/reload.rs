@@ -211,9 +211,12 @@ impl App {
         outcome
     }
 
-    /// The files a reload reads: the config file and every stage file serving now.
+    /// The files a reload reads: the config file, its price file and every stage file
+    /// serving now.
     fn watched_files(&self) -> BTreeSet<PathBuf> {
-        let mut files: BTreeSet<PathBuf> = self.snapshot().stages.keys().cloned().collect();
+        let snap = self.snapshot();
+        let mut files: BTreeSet<PathBuf> = snap.stages.keys().cloned().collect();
+        files.extend(snap.config.cost.prices_file.clone());
         if let Some(path) = &self.config_path {
             files.insert(path.clone());
         }

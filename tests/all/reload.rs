@@ -16,7 +16,6 @@ use crate::procs::{Proc, call, get, post, serve_file, sim};
 /// A fresh directory for one test's plugin and config files.
 fn workdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weir-reload-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -55,6 +54,46 @@ path = "{}"
         up.addr,
         plugin.display()
     )
+}
+
+/// `weir serve` with one route whose stage `s` is a plugin file in a directory of its own,
+/// over one `weir sim`; the directory goes when the host does.
+struct Host {
+    weir: Proc,
+    _up: Proc,
+    dir: PathBuf,
+    plugin: PathBuf,
+    path: PathBuf,
+}
+
+impl Host {
+    /// Starts with the plugin file holding `stage` and `extra` under the stage's table.
+    fn start(name: &str, stage: &[u8], extra: &str) -> Host {
+        let up = sim(&[]);
+        let dir = workdir(name);
+        let plugin = dir.join("stage.wasm");
+        std::fs::write(&plugin, stage).unwrap();
+        let path = dir.join("weir.toml");
+        std::fs::write(&path, config(&up, &plugin, extra)).unwrap();
+        Host {
+            weir: serve_file(&path),
+            _up: up,
+            dir,
+            plugin,
+            path,
+        }
+    }
+
+    /// The config with `extra` under the stage's table.
+    fn config(&self, extra: &str) -> String {
+        config(&self._up, &self.plugin, extra)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn chat() -> Value {
@@ -107,19 +146,14 @@ async fn until_admin(weir: &Proc, what: &str, done: impl Fn(&Value) -> bool) -> 
 
 #[tokio::test]
 async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_one() {
-    let up = sim(&[]);
-    let dir = workdir("replace");
-    let plugin = dir.join("stage.wasm");
     let (a, b) = (
         wasm(weir_test_artifacts::PASSTHROUGH),
         wasm(weir_test_artifacts::CHAOS),
     );
-    std::fs::write(&plugin, &a).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
-    let weir = serve_file(&path);
-    assert_eq!(stages_header(&weir).await, label(&a));
-    let before = admin_stages(&weir).await;
+    let host = Host::start("replace", &a, "");
+    let (weir, plugin) = (&host.weir, &host.plugin);
+    assert_eq!(stages_header(weir).await, label(&a));
+    let before = admin_stages(weir).await;
     assert_eq!(before["generation"], 1);
     let stage = &before["stages"][0];
     assert_eq!(stage["path"], plugin.display().to_string());
@@ -127,13 +161,13 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
     assert!(stage["loaded_at"].as_str().unwrap().ends_with('Z'));
     assert!(stage["last_error"].is_null());
 
-    replace(&plugin, &b);
-    let latency = until_serving(&weir, &label(&b)).await;
+    replace(plugin, &b);
+    let latency = until_serving(weir, &label(&b)).await;
     eprintln!("reload latency (file renamed -> new version serving): {latency:?}");
 
     // Not a component: rejected with a reason, the previous version keeps serving.
-    replace(&plugin, b"\0asm\x01\0\0\0");
-    let stages = until_admin(&weir, "the core module is reported", |s| {
+    replace(plugin, b"\0asm\x01\0\0\0");
+    let stages = until_admin(weir, "the core module is reported", |s| {
         s["stages"][0]["last_error"].is_string()
     })
     .await;
@@ -143,7 +177,7 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
         stages["stages"][0]["version"],
         blake3::hash(&b).to_hex().to_string()
     );
-    assert_eq!(stages_header(&weir).await, label(&b));
+    assert_eq!(stages_header(weir).await, label(&b));
     assert!(stages["reloads"]["failed"].as_u64().unwrap() >= 1);
     let metrics = get(weir.admin.unwrap(), "/metrics").await;
     let text = std::str::from_utf8(&metrics.body).unwrap();
@@ -175,49 +209,42 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
     );
 
     // The good file again: served, the error cleared.
-    replace(&plugin, &a);
-    until_serving(&weir, &label(&a)).await;
-    let stages = until_admin(&weir, "the error is cleared", |s| {
+    replace(plugin, &a);
+    until_serving(weir, &label(&a)).await;
+    let stages = until_admin(weir, "the error is cleared", |s| {
         s["stages"][0]["last_error"].is_null()
     })
     .await;
     assert!(stages["generation"].as_u64().unwrap() >= 3);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_truncated_write_then_the_complete_file_ends_with_the_complete_version() {
-    let up = sim(&[]);
-    let dir = workdir("truncated");
-    let plugin = dir.join("stage.wasm");
     let (a, b) = (
         wasm(weir_test_artifacts::PASSTHROUGH),
         wasm(weir_test_artifacts::CHAOS),
     );
-    std::fs::write(&plugin, &a).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
-    let weir = serve_file(&path);
-    assert_eq!(stages_header(&weir).await, label(&a));
+    let host = Host::start("truncated", &a, "");
+    let (weir, plugin) = (&host.weir, &host.plugin);
+    assert_eq!(stages_header(weir).await, label(&a));
     // Written in place in two pieces, with a pause in between long enough for a reload to
     // read the first piece alone.
-    let mut file = std::fs::File::create(&plugin).unwrap();
+    let mut file = std::fs::File::create(plugin).unwrap();
     file.write_all(&b[..b.len() / 2]).unwrap();
     file.flush().unwrap();
-    until_admin(&weir, "the truncated file is rejected", |s| {
+    until_admin(weir, "the truncated file is rejected", |s| {
         s["stages"][0]["last_error"].is_string()
     })
     .await;
     assert_eq!(
-        stages_header(&weir).await,
+        stages_header(weir).await,
         label(&a),
         "the old version serves"
     );
     file.write_all(&b[b.len() / 2..]).unwrap();
     file.flush().unwrap();
     drop(file);
-    until_serving(&weir, &label(&b)).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    until_serving(weir, &label(&b)).await;
 }
 
 #[tokio::test]
@@ -307,18 +334,12 @@ async fn under_load_twenty_replacements_lose_no_request_and_never_mix_versions()
         blake3::hash(&good[19 % 3]).to_hex().to_string()
     );
     assert!(after["reloads"]["failed"].as_u64().unwrap() >= 4, "{after}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
-    let up = sim(&[]);
-    let dir = workdir("config");
-    let plugin = dir.join("stage.wasm");
-    std::fs::write(&plugin, wasm(weir_test_artifacts::PASSTHROUGH)).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
-    let weir = serve_file(&path);
+    let host = Host::start("config", &wasm(weir_test_artifacts::PASSTHROUGH), "");
+    let (weir, path) = (&host.weir, &host.path);
     let other = json!({"model": "other", "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(
         post(weir.addr, "/v1/chat/completions", &other).await.status,
@@ -327,14 +348,10 @@ async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
 
     // A bad edit: reported, nothing changes.
     replace(
-        &path,
-        format!(
-            "{}\n[[routes]]\nmodel = \"other\"\n",
-            config(&up, &plugin, "")
-        )
-        .as_bytes(),
+        path,
+        format!("{}\n[[routes]]\nmodel = \"other\"\n", host.config("")).as_bytes(),
     );
-    let stages = until_admin(&weir, "the config error is reported", |s| {
+    let stages = until_admin(weir, "the config error is reported", |s| {
         s["reloads"]["last_config_error"].is_string()
     })
     .await;
@@ -352,7 +369,7 @@ async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
 
     // A good edit: the new route serves, the old one too.
     let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
-    replace(&path, config(&up, &plugin, extra).as_bytes());
+    replace(path, host.config(extra).as_bytes());
     let started = Instant::now();
     while post(weir.addr, "/v1/chat/completions", &other).await.status != 200 {
         assert!(
@@ -367,32 +384,26 @@ async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
             .status,
         200
     );
-    let stages = admin_stages(&weir).await;
+    let stages = admin_stages(weir).await;
     assert!(stages["reloads"]["last_config_error"].is_null());
     let models = get(weir.addr, "/v1/models").await.json();
     assert_eq!(models["data"].as_array().unwrap().len(), 2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn sighup_and_the_admin_endpoint_reload() {
-    let up = sim(&[]);
-    let dir = workdir("sighup");
-    let plugin = dir.join("stage.wasm");
-    std::fs::write(&plugin, wasm(weir_test_artifacts::PASSTHROUGH)).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
-    let weir = serve_file(&path);
+    let host = Host::start("sighup", &wasm(weir_test_artifacts::PASSTHROUGH), "");
+    let weir = &host.weir;
     let attempted = |s: &Value| s["reloads"]["attempted"].as_u64().unwrap();
-    let before = attempted(&admin_stages(&weir).await);
+    let before = attempted(&admin_stages(weir).await);
     let status = std::process::Command::new("kill")
         .args(["-HUP", &weir.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    until_admin(&weir, "SIGHUP reloads", |s| attempted(s) > before).await;
+    until_admin(weir, "SIGHUP reloads", |s| attempted(s) > before).await;
     // Nothing changed: nothing swapped.
-    assert_eq!(admin_stages(&weir).await["generation"], 1);
+    assert_eq!(admin_stages(weir).await["generation"], 1);
     let answer = call(
         weir.admin.unwrap(),
         Method::POST,
@@ -410,7 +421,6 @@ async fn sighup_and_the_admin_endpoint_reload() {
             .status,
         200
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -439,24 +449,18 @@ async fn a_restart_loads_compiled_stages_from_the_artifact_cache() {
         stages_header(&weir).await,
         label(&wasm(weir_test_artifacts::CHAOS))
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn other_files_written_nonstop_beside_a_plugin_never_delay_its_reload() {
-    let up = sim(&[]);
-    let dir = workdir("noise");
-    let plugin = dir.join("stage.wasm");
     let (a, b) = (
         wasm(weir_test_artifacts::PASSTHROUGH),
         wasm(weir_test_artifacts::CHAOS),
     );
-    std::fs::write(&plugin, &a).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
-    let weir = serve_file(&path);
+    let host = Host::start("noise", &a, "");
+    let (weir, plugin) = (&host.weir, &host.plugin);
     // A log file in the same directory, appended every 5 ms for the whole test.
-    let noise = dir.join("noise.log");
+    let noise = host.dir.join("noise.log");
     let writer = tokio::spawn(async move {
         let mut file = std::fs::File::create(&noise).unwrap();
         loop {
@@ -464,11 +468,10 @@ async fn other_files_written_nonstop_beside_a_plugin_never_delay_its_reload() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    replace(&plugin, &b);
-    let latency = until_serving(&weir, &label(&b)).await;
+    replace(plugin, &b);
+    let latency = until_serving(weir, &label(&b)).await;
     assert!(latency < Duration::from_secs(5), "{latency:?}");
     writer.abort();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -541,23 +544,18 @@ daily_budget_usd = 10.0
     assert_eq!(after["targets"][0]["trips"], before["targets"][0]["trips"]);
     let spend_after = get(weir.admin.unwrap(), "/admin/spend").await.json();
     assert_eq!(spent(&spend_after), spent(&spend_before));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
 async fn a_reload_that_needs_a_bigger_instance_pool_is_refused_with_the_reason() {
-    let up = sim(&[]);
-    let dir = workdir("pool");
-    let plugin = dir.join("stage.wasm");
-    std::fs::write(&plugin, wasm(weir_test_artifacts::PASSTHROUGH)).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "memory_limit_mib = 16")).unwrap();
-    let weir = serve_file(&path);
-    replace(
-        &path,
-        config(&up, &plugin, "memory_limit_mib = 512").as_bytes(),
+    let host = Host::start(
+        "pool",
+        &wasm(weir_test_artifacts::PASSTHROUGH),
+        "memory_limit_mib = 16",
     );
-    let stages = until_admin(&weir, "the refusal is reported", |s| {
+    let (weir, path) = (&host.weir, &host.path);
+    replace(path, host.config("memory_limit_mib = 512").as_bytes());
+    let stages = until_admin(weir, "the refusal is reported", |s| {
         s["reloads"]["last_config_error"].is_string()
     })
     .await;
@@ -570,5 +568,4 @@ async fn a_reload_that_needs_a_bigger_instance_pool_is_refused_with_the_reason()
             .status,
         200
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 
-use crate::config::{Config, ConfigError, NO_KEY, pico_to_usd, usd_to_pico};
+use crate::config::{Config, ConfigError, pico_to_usd, usd_to_pico};
 use crate::cost::{PriceTable, TrafficLine, clock, cost_of, day_of};
 use crate::wit::Usage;
 
@@ -183,15 +183,8 @@ fn parse_map(text: &str) -> Result<(String, String), String> {
 /// Loads the config at `path` like [`Config::load`], except that unset secret variables get
 /// a placeholder (only the price table is used here).
 fn load_prices(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-        file: path.to_path_buf(),
-        line: 1,
-        column: 1,
-        key: NO_KEY.to_owned(),
-        message: format!("cannot read the config file: {err}"),
-    })?;
     let env = |name: &str| std::env::var(name).ok().or(Some(UNUSED_SECRET.to_owned()));
-    Config::parse(&text, path, &env)
+    Config::load_with(path, &env)
 }
 
 /// Reads the config and the traffic file and prices every line.

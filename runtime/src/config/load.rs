@@ -49,6 +49,14 @@ impl Config {
     /// they stay valid whatever the process's working directory later becomes. Errors name
     /// `path` as given.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &|name: &str| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with secrets read through `env` instead of the process environment.
+    pub fn load_with(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             file: path.to_path_buf(),
             line: 1,
@@ -56,8 +64,7 @@ impl Config {
             key: NO_KEY.to_owned(),
             message: format!("cannot read the config file: {err}"),
         })?;
-        let env = |name: &str| std::env::var(name).ok();
-        parse_in(&text, path, &absolute_dir_of(path), &env)
+        parse_in(&text, path, &absolute_dir_of(path), env)
     }
 
     /// Validates `text` as the contents of the file `source`, without touching the file

@@ -443,12 +443,7 @@ impl App {
         path: &Path,
         earlier: Option<&Arc<LoadedStage>>,
     ) -> Result<Loaded, LoadError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let bytes = LoadedStage::read(path).await?;
         if let Some(earlier) = earlier
             && blake3::hash(&bytes) == earlier.digest
         {

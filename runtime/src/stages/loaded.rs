@@ -111,13 +111,18 @@ impl LoadedStage {
         services: &Arc<HostServices>,
         path: &Path,
     ) -> Result<LoadedStage, LoadError> {
-        let bytes = tokio::fs::read(path)
+        let bytes = Self::read(path).await?;
+        Self::from_bytes(sandbox, services, path, bytes).await
+    }
+
+    /// The bytes of the stage file at `path`.
+    pub async fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
+        tokio::fs::read(path)
             .await
             .map_err(|source| LoadError::Read {
                 path: path.to_path_buf(),
                 source,
-            })?;
-        Self::from_bytes(sandbox, services, path, bytes).await
+            })
     }
 
     /// Loads a stage from `bytes` (`path` names it in errors): recognise the format, compile

@@ -361,3 +361,68 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     assert!(status.success(), "weir exited with {status}");
     drop(secondary);
 }
+
+#[tokio::test]
+async fn server_timing_names_every_stage_phase_and_its_parts_fit_the_total() {
+    let env = start();
+    let answer = post(
+        env.weir.addr,
+        "/v1/chat/completions",
+        &chat("demo", "Mail me at jane@example.com please"),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let timing = answer.headers["server-timing"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // name;desc="...";dur=ms, ...
+    let mut parts: Vec<(String, String, f64)> = Vec::new();
+    for metric in timing.split(", ") {
+        let mut fields = metric.split(';');
+        let name = fields.next().unwrap().to_string();
+        let (mut desc, mut dur) = (String::new(), -1.0);
+        for field in fields {
+            if let Some(d) = field.strip_prefix("desc=") {
+                desc = d.trim_matches('"').to_string();
+            } else if let Some(d) = field.strip_prefix("dur=") {
+                dur = d.parse().unwrap();
+            }
+        }
+        assert!(dur >= 0.0, "{metric}");
+        parts.push((name, desc, dur));
+    }
+    let stages: Vec<&str> = answer.headers["x-weir-stages"]
+        .to_str()
+        .unwrap()
+        .split(", ")
+        .collect();
+    // Request phases of the three stages, then pii-redact's response phase.
+    let described: Vec<&str> = parts
+        .iter()
+        .filter(|(name, _, _)| name.starts_with("stage"))
+        .map(|(_, desc, _)| desc.as_str())
+        .collect();
+    for stage in &stages {
+        assert!(
+            described.iter().any(|d| d.starts_with(stage)),
+            "{stage} missing from {timing}"
+        );
+    }
+    assert!(
+        described.iter().any(|d| d.ends_with(" response")),
+        "{timing}"
+    );
+    let (last, rest) = parts.split_last().unwrap();
+    assert_eq!(last.0, "total");
+    assert!(
+        rest.iter()
+            .any(|(name, desc, _)| name == "llm" && desc == "bypass")
+    );
+    let sum: f64 = rest.iter().map(|(_, _, dur)| dur).sum();
+    assert!(
+        sum <= last.2 + 0.01,
+        "parts {sum} ms over the total {} ms: {timing}",
+        last.2
+    );
+}

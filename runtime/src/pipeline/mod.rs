@@ -13,7 +13,7 @@ mod run;
 use std::sync::Arc;
 
 pub use error::PipelineError;
-pub use run::{Forwarded, StageRun};
+pub use run::{Forwarded, Phase, StageRun};
 
 use crate::cache::StageOutputCache;
 use crate::config::CallLimits;

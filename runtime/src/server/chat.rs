@@ -43,6 +43,10 @@ pub struct Report {
     pub fuel: Vec<(Arc<str>, u64)>,
     /// The route the request ran on, once known.
     pub route: Option<Arc<str>>,
+    /// Each stage phase that ran: label, phase, wall time (`Server-Timing`).
+    pub runs: Vec<(Arc<str>, crate::pipeline::Phase, std::time::Duration)>,
+    /// Time spent in the LLM step: cache, routing and upstream (`Server-Timing`).
+    pub llm: Option<std::time::Duration>,
 }
 
 /// The key a request presents (`Authorization: Bearer`): its account, `None` when auth is
@@ -172,6 +176,7 @@ async fn serve(
     let result = fwd.on_request().await;
     report.labels = fwd.stage_labels();
     report.fuel = fwd.fuel_by_stage();
+    report.runs = timings(&fwd);
     if let Err(err) = result {
         return http_util::error(&pipeline_error(&err));
     }
@@ -186,6 +191,7 @@ async fn serve(
 
     let forward = forward_headers(request_id);
     let mut attempts = Vec::new();
+    let llm_started = std::time::Instant::now();
     let step = snap
         .llm
         .complete(
@@ -198,6 +204,7 @@ async fn serve(
             &mut attempts,
         )
         .await;
+    report.llm = Some(llm_started.elapsed());
     report.cache = Some((step.cache, step.similarity));
     report.cache_key = step.key;
     let fill = step.fill;
@@ -224,6 +231,14 @@ async fn serve(
             }
         }
     }
+}
+
+/// Label, phase and wall time of each stage phase that ran.
+fn timings(fwd: &Forwarded) -> Vec<(Arc<str>, crate::pipeline::Phase, std::time::Duration)> {
+    fwd.runs()
+        .iter()
+        .map(|run| (run.label.clone(), run.phase, run.elapsed))
+        .collect()
 }
 
 /// The text of a response's first choice.
@@ -264,6 +279,7 @@ impl Finish<'_> {
         let result = fwd.on_response(response).await;
         report.labels = fwd.stage_labels();
         report.fuel = fwd.fuel_by_stage();
+        report.runs = timings(fwd);
         let cost = crate::config::pico_to_usd(self.meter.total());
         match result {
             Err(err) => http_util::error(&pipeline_error(&err)),

@@ -18,6 +18,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// Dispatches one public request.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
+    let started = std::time::Instant::now();
     let request_id: Arc<str> = request_id(&request).into();
     let mut report = chat::Report::default();
     let path = request.uri().path().to_string();
@@ -102,6 +103,11 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             "request done"
         );
     }
+    if report.route.is_some()
+        && let Ok(value) = HeaderValue::from_str(&server_timing(&report, started.elapsed()))
+    {
+        headers.insert("server-timing", value);
+    }
     if !report.fuel.is_empty() {
         let fuel = report
             .fuel
@@ -114,6 +120,34 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
         }
     }
     response
+}
+
+/// `Server-Timing`: each stage phase (`stage1;desc="pii-redact@bd3bec7e request";dur=0.12`),
+/// the LLM step with how the cache was involved (`llm;desc="miss";dur=41.7`), and `total`,
+/// in milliseconds. The parts never add up to more than the total.
+fn server_timing(report: &chat::Report, total: std::time::Duration) -> String {
+    use std::fmt::Write;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let mut out = String::new();
+    for (i, (label, phase, elapsed)) in report.runs.iter().enumerate() {
+        let phase = match phase {
+            crate::pipeline::Phase::Request => "request",
+            crate::pipeline::Phase::Response => "response",
+        };
+        let _ = write!(
+            out,
+            "stage{};desc=\"{} {phase}\";dur={:.3}, ",
+            i + 1,
+            label,
+            ms(*elapsed)
+        );
+    }
+    if let Some(llm) = report.llm {
+        let cache = report.cache.map_or("bypass", |(status, _)| status.as_str());
+        let _ = write!(out, "llm;desc=\"{cache}\";dur={:.3}, ", ms(llm));
+    }
+    let _ = write!(out, "total;dur={:.3}", ms(total));
+    out
 }
 
 /// The client's `x-request-id` when it is sane, else a fresh random id.

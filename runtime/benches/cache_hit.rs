@@ -13,12 +13,7 @@ use weir::cache::{ResponseCache, embed_local, probe, request_key};
 use weir::wit::{ChatRequest, ChatResponse, Choice, Content, Message};
 
 fn message(role: &str, text: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: Some(Content::Text(text.into())),
-        name: None,
-        extra: "{}".into(),
-    }
+    Message::text(role, text)
 }
 
 fn request(i: usize) -> ChatRequest {

@@ -11,15 +11,10 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group};
 use weir::config::KeySettings;
 use weir::cost::{Account, Charge, Clock, Entry, Ledger, Meter, tokens};
-use weir::wit::{ChatRequest, Content, Message, Usage};
+use weir::wit::{ChatRequest, Message, Usage};
 
 fn message(role: &str, text: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: Some(Content::Text(text.into())),
-        name: None,
-        extra: "{}".into(),
-    }
+    Message::text(role, text)
 }
 
 fn request(turns: usize) -> ChatRequest {

@@ -19,7 +19,7 @@ use weir::host_api::{HostServices, NoLlm, StageIdentity};
 use weir::pipeline::{OnError, Pipeline, PipelineStage, StageEnv};
 use weir::sandbox::{Reaper, Sandbox};
 use weir::stages::LoadedStage;
-use weir::wit::{ChatRequest, ChatResponse, Choice, Content, Message};
+use weir::wit::{ChatRequest, ChatResponse, Choice, Message};
 
 struct Setup {
     runtime: tokio::runtime::Runtime,
@@ -114,12 +114,7 @@ fn setup_with(fuel: bool, reaper: Reaper, specs: &[StageSpec<'_>]) -> Setup {
 }
 
 fn message(role: &str, text: &str) -> Message {
-    Message {
-        role: role.into(),
-        content: Some(Content::Text(text.into())),
-        name: None,
-        extra: "{}".into(),
-    }
+    Message::text(role, text)
 }
 
 fn request() -> ChatRequest {

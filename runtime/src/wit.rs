@@ -22,3 +22,15 @@ pub use self::weir::stage::types::{
 pub type StageBindings = Stage;
 /// The generated pre-instantiated world (`InstancePre` with the exports looked up).
 pub type StageBindingsPre<T> = StagePre<T>;
+
+impl Message {
+    /// A message of `role` whose content is plain `text`, with no name and no extra fields.
+    pub fn text(role: &str, text: &str) -> Message {
+        Message {
+            role: role.to_string(),
+            content: Some(Content::Text(text.to_string())),
+            name: None,
+            extra: "{}".to_string(),
+        }
+    }
+}

@@ -208,12 +208,7 @@ pub fn text_of(message: &Message) -> String {
 }
 
 pub fn message(role: &str, text: &str) -> Message {
-    Message {
-        role: role.to_string(),
-        content: Some(Content::Text(text.to_string())),
-        name: None,
-        extra: "{}".to_string(),
-    }
+    Message::text(role, text)
 }
 
 pub fn request(messages: Vec<Message>) -> ChatRequest {

@@ -188,7 +188,8 @@ impl Accounts {
 
     /// Accounts for `keys` after a config reload: a key whose settings did not change keeps
     /// its live account (windows, reservations in flight, rate buckets); a new or changed key
-    /// starts from what the ledger holds.
+    /// starts from what the ledger holds (flush it first, so that includes what the old
+    /// account settled).
     pub fn rebuild(
         keys: &[KeySettings],
         previous: &Accounts,
@@ -196,16 +197,6 @@ impl Accounts {
         clock: &Clock,
     ) -> Accounts {
         let now = clock.unix_now();
-        let changed = keys.iter().any(|key| {
-            previous
-                .by_hash
-                .get(&key.hash)
-                .is_none_or(|account| account.key != *key)
-        });
-        if changed {
-            // What the old accounts settled so far is in the ledger before it is read.
-            ledger.flush(std::time::Duration::from_secs(5));
-        }
         let by_hash = keys
             .iter()
             .map(|key| {

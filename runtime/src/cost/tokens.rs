@@ -87,12 +87,7 @@ mod tests {
     use crate::wit::Message;
 
     fn message(role: &str, text: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: Some(Content::Text(text.into())),
-            name: None,
-            extra: "{}".into(),
-        }
+        Message::text(role, text)
     }
 
     #[test]

@@ -124,24 +124,21 @@ impl RouteError {
     }
 }
 
-/// Tokens a request may use, for TPM limits: the prompt at about 4 characters a token, plus
-/// `max_tokens` (or [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none).
-fn estimate_tokens(request: &ChatRequest) -> u32 {
-    let chars: usize = request
-        .messages
+/// Tokens a request may use on `chain`, for target TPM limits: the prompt counted with the
+/// real tokenizer (as budgets count it), plus `max_tokens` (or
+/// [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none). 0 when no target of the chain
+/// has a TPM limit, so requests that need no count pay nothing for it.
+fn estimate_tokens(targets: &[Arc<TargetState>], chain: &[usize], request: &ChatRequest) -> u32 {
+    let limited = chain
         .iter()
-        .map(|m| match &m.content {
-            Some(crate::wit::Content::Text(text)) => text.len(),
-            Some(crate::wit::Content::Parts(parts)) => parts
-                .iter()
-                .filter_map(|p| p.text.as_ref())
-                .map(String::len)
-                .sum(),
-            None => 0,
-        })
-        .sum();
-    let prompt = (chars / 4) as u32 + 4 * request.messages.len() as u32;
-    prompt.saturating_add(request.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE))
+        .filter_map(|&i| targets.get(i))
+        .find(|t| t.limits.tpm.is_some());
+    let Some(target) = limited else {
+        return 0;
+    };
+    let model = target.upstream.model.as_deref().unwrap_or(&request.model);
+    crate::cost::tokens::count_prompt(model, request)
+        .saturating_add(request.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE))
 }
 
 /// Completion tokens assumed for a TPM limit when the request sets no `max_tokens`.
@@ -259,7 +256,7 @@ impl Router {
         let deadline = started + deadline.map_or(settings.deadline, |d| d.min(settings.deadline));
         plan.policy.budget.deposit(started);
         let mut next = plan.first(&self.targets);
-        let tokens = estimate_tokens(request);
+        let tokens = estimate_tokens(&self.targets, &plan.chain, request);
         let mut tries = 0u32;
         let mut queued = None;
         let queue_deadline = started + settings.queue_timeout;

@@ -335,12 +335,20 @@ impl App {
             })
             .collect();
         let accounts = match previous {
-            Some(previous) => Accounts::rebuild(
-                &config.keys,
-                &previous.accounts,
-                &self.ledger,
-                &Clock::default(),
-            ),
+            Some(previous) => {
+                // What the old accounts settled is in the ledger before a changed key reads it.
+                let ledger = self.ledger.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    ledger.flush(std::time::Duration::from_secs(5))
+                })
+                .await;
+                Accounts::rebuild(
+                    &config.keys,
+                    &previous.accounts,
+                    &self.ledger,
+                    &Clock::default(),
+                )
+            }
             None => Accounts::new(&config.keys, &self.ledger, &Clock::default()),
         };
         let llm = Arc::new(LlmStep::new(

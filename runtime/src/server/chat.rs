@@ -102,7 +102,27 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     // The whole request runs on this snapshot, whatever reloads happen meanwhile.
     let snap = app.snapshot();
-    let account = match authenticate(&snap, &parts.headers) {
+    let body =
+        match http_util::read_body(body, &parts.headers, snap.config.server.max_body_bytes).await {
+            Ok(body) => body,
+            Err(err) => return http_util::error(&err),
+        };
+    complete(app, &snap, &parts.headers, &body, request_id, report).await
+}
+
+/// Runs one chat completion whose body has been read: authentication and admission, the
+/// request phase, the LLM step and the response phase. `headers` are the request's
+/// (`Authorization`, `Cache-Control`, `x-weir-deadline-ms`, `traceparent`). Background jobs
+/// call this with the headers and body they stored.
+pub async fn complete(
+    app: &Arc<App>,
+    snap: &Snapshot,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    request_id: &Arc<str>,
+    report: &mut Report,
+) -> Response<Body> {
+    let account = match authenticate(snap, headers) {
         Ok(account) => account,
         Err(err) => return http_util::error(&err),
     };
@@ -112,7 +132,7 @@ pub async fn handle(
         return http_util::error(&cost_error(&err));
     }
     let meter = Meter::new(account);
-    let response = serve(app, &snap, parts, body, request_id, &meter, report).await;
+    let response = serve(app, snap, headers, body, request_id, &meter, report).await;
     let fuel: u64 = report.fuel.iter().map(|(_, fuel)| fuel).sum();
     if let Some(route) = &report.route {
         snap.llm.costing().charge_fuel(&meter, route, fuel);
@@ -124,28 +144,22 @@ pub async fn handle(
 async fn serve(
     app: &Arc<App>,
     snap: &Snapshot,
-    parts: http::request::Parts,
-    body: Incoming,
+    headers: &http::HeaderMap,
+    body: &[u8],
     request_id: &Arc<str>,
     meter: &Arc<Meter>,
     report: &mut Report,
 ) -> Response<Body> {
-    let control = parts
-        .headers
+    let control = headers
         .get(http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .map(CacheControl::parse)
         .unwrap_or_default();
-    let deadline = match client_deadline(&parts.headers) {
+    let deadline = match client_deadline(headers) {
         Ok(deadline) => deadline,
         Err(err) => return http_util::error(&err),
     };
-    let body =
-        match http_util::read_body(body, &parts.headers, snap.config.server.max_body_bytes).await {
-            Ok(body) => body,
-            Err(err) => return http_util::error(&err),
-        };
-    let chat = match parse_request(&body) {
+    let chat = match parse_request(body) {
         Ok(chat) => chat,
         Err(err) => return http_util::error(&err),
     };

@@ -29,3 +29,4 @@ mod sdk;
 mod server;
 mod sim;
 mod support;
+mod telemetry;

@@ -32,10 +32,16 @@ impl Drop for Proc {
 
 /// Starts `weir <args>` and waits for its "listening on http://ADDR" line.
 fn spawn(args: &[&str]) -> Proc {
+    spawn_with(args, &[], Stdio::null())
+}
+
+/// [`spawn`] with extra environment variables and stderr sent to `stderr`.
+fn spawn_with(args: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("weir starts");
     let stdout = child.stdout.take().expect("stdout is piped");
@@ -75,6 +81,26 @@ pub fn sim(flags: &[&str]) -> Proc {
 pub fn serve(config: &str) -> Proc {
     let path = scratch_config(config);
     serve_file(&path)
+}
+
+/// `weir serve` of `config` with extra environment variables, its log (stderr) written to
+/// `log`.
+pub fn serve_logged(config: &str, envs: &[(&str, &str)], log: &Path) -> Proc {
+    let path = scratch_config(config);
+    let file = std::fs::File::create(log).expect("log file");
+    spawn_with(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        envs,
+        Stdio::from(file),
+    )
 }
 
 pub fn serve_file(path: &Path) -> Proc {

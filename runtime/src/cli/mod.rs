@@ -70,16 +70,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 /// Logs to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
 fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    if let Err(err) = crate::telemetry::init(json, None) {
+        eprintln!("warning: {err}");
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

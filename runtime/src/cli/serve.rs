@@ -32,14 +32,30 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    super::init_logging(config.server.log_format == LogFormat::Json);
+    let export =
+        config
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .map(|endpoint| crate::telemetry::Export {
+                endpoint,
+                service_name: &config.telemetry.service_name,
+            });
+    let tracing = match crate::telemetry::init(config.server.log_format == LogFormat::Json, export)
+    {
+        Ok(tracing) => tracing,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
     let listen = args.listen.unwrap_or(config.server.listen);
     let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
         let app = match App::build(config, Some(config_path)).await {
             Ok(app) => Arc::new(app),
@@ -70,5 +86,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Outside the runtime: the exporter's client is a blocking one.
+    drop(runtime);
+    tracing.shutdown();
+    code
 }

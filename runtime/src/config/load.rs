@@ -40,6 +40,8 @@ pub struct Config {
     /// `server.data_dir` (resolved): where durable state (the spend ledger) lives; `None`
     /// keeps it in memory.
     pub data_dir: Option<PathBuf>,
+    /// `[telemetry]`.
+    pub telemetry: super::TelemetrySettings,
 }
 
 impl Config {
@@ -129,6 +131,7 @@ fn parse_in(
         Some(dir) => Some(super::route::resolve(base_dir, Path::new(dir.get_ref()))),
         None => None,
     };
+    let telemetry = super::telemetry::build(src, &raw.telemetry)?;
     Ok(Config {
         source: source.to_path_buf(),
         server,
@@ -139,6 +142,7 @@ fn parse_in(
         cost,
         keys,
         data_dir,
+        telemetry,
     })
 }
 

@@ -179,6 +179,13 @@ impl Config {
                 })
             }).collect::<Vec<_>>(),
             "data_dir": self.data_dir.as_ref().map(|d| d.to_string_lossy()),
+            "telemetry": {
+                "metrics": self.telemetry.metrics,
+                "recent_requests": self.telemetry.recent_requests,
+                "log_inputs": self.telemetry.log_inputs,
+                "otlp_endpoint": self.telemetry.otlp_endpoint,
+                "service_name": self.telemetry.service_name,
+            },
         })
     }
 }

@@ -15,6 +15,7 @@
 //! - `cost`: prices (inline or from a price file), `[cost]` and `[[keys]]`.
 //! - `routing`: target limits, breaker thresholds and route retry policy (validated data).
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
+//! - `telemetry`: `[telemetry]` (metrics, the recent-requests ring, input logging, OTLP).
 //! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
 //!
 //! Error snapshot cases live in `tests/config/invalid/` (a `NAME.toml` next to the expected
@@ -34,6 +35,7 @@ mod sandbox;
 mod server;
 mod stage_config;
 mod target;
+mod telemetry;
 
 #[cfg(test)]
 mod snapshots;
@@ -52,3 +54,4 @@ pub use server::{
     LARGEST_MAX_BODY_BYTES, LogFormat, MAX_DRAIN_TIMEOUT, ServerSettings,
 };
 pub use target::{DEFAULT_TARGET_TIMEOUT, MAX_TARGET_TIMEOUT, TargetSettings};
+pub use telemetry::*;

@@ -40,6 +40,20 @@ pub(crate) struct RawConfig {
     /// `[[keys]]`: API keys; none means auth is off.
     #[serde(default)]
     pub keys: Vec<Spanned<RawKey>>,
+    /// `[telemetry]`.
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawTelemetry {
+    pub metrics: Option<bool>,
+    pub recent_requests: Option<Spanned<u64>>,
+    pub log_inputs: Option<bool>,
+    pub otlp_endpoint: Option<Spanned<String>>,
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[cost]`.

@@ -263,6 +263,13 @@ impl Ledger {
     /// Queues `entry` for the next commit. Costs a lock and a push; only the first record of
     /// a batch wakes the writer.
     pub fn record(&self, entry: Entry) {
+        crate::telemetry::spend(
+            &entry.key,
+            &entry.model,
+            &entry.usage,
+            entry.cost,
+            entry.is_hit(),
+        );
         let first = {
             let mut queue = lock(&self.inner.shared);
             queue.pending.push(entry);

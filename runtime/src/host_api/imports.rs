@@ -12,14 +12,29 @@ impl host::Host for StageState {
     async fn log(&mut self, level: LogLevel, message: String) {
         let host = &self.host;
         let line = truncate_for_log(&message, host.services.log_line_max_bytes);
-        let stage = &*host.stage.label;
+        let stage = &*host.stage.name;
+        let version = host
+            .stage
+            .label
+            .rsplit_once('@')
+            .map_or("", |(_, version)| version);
         let request_id = &*host.request_id;
         match level {
-            LogLevel::Trace => tracing::trace!(target: "weir::guest", stage, request_id, "{line}"),
-            LogLevel::Debug => tracing::debug!(target: "weir::guest", stage, request_id, "{line}"),
-            LogLevel::Info => tracing::info!(target: "weir::guest", stage, request_id, "{line}"),
-            LogLevel::Warn => tracing::warn!(target: "weir::guest", stage, request_id, "{line}"),
-            LogLevel::Error => tracing::error!(target: "weir::guest", stage, request_id, "{line}"),
+            LogLevel::Trace => {
+                tracing::trace!(target: "weir::guest", stage, version, request_id, "{line}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "weir::guest", stage, version, request_id, "{line}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "weir::guest", stage, version, request_id, "{line}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "weir::guest", stage, version, request_id, "{line}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "weir::guest", stage, version, request_id, "{line}")
+            }
         }
     }
 

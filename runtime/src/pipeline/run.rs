@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
 use crate::cache::{StageOutput, stage_input_key};
@@ -20,6 +21,16 @@ pub enum Phase {
     Request,
     /// `on-response`.
     Response,
+}
+
+impl Phase {
+    /// `request` or `response`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Request => "request",
+            Phase::Response => "response",
+        }
+    }
 }
 
 /// What one stage phase did: for `x-weir-stages`, `Server-Timing`, traces and metrics.
@@ -66,6 +77,8 @@ pub struct Forwarded {
     runs: Vec<StageRun>,
     /// The request's meter, handed to its stages' LLM calls.
     meter: Option<Arc<crate::cost::Meter>>,
+    /// The `weir.stage` span of the phase running now, closed when it is recorded.
+    span: tracing::Span,
 }
 
 impl Pipeline {
@@ -86,6 +99,7 @@ impl Pipeline {
             held: Vec::new(),
             runs: Vec::with_capacity(self.stages.len() * 2),
             meter: None,
+            span: tracing::Span::none(),
         }
     }
 }
@@ -126,6 +140,7 @@ impl Forwarded {
                 continue;
             }
             let started = Instant::now();
+            self.span = stage_span(spec, Phase::Request);
             // A deterministic request-only stage's outcome may come from the output cache.
             let output_key =
                 (phases == Phases::REQUEST && spec.stage.info.deterministic).then(|| {
@@ -166,6 +181,7 @@ impl Forwarded {
                 &self.meter,
                 spec,
             )
+            .instrument(self.span.clone())
             .await
             {
                 Ok(instance) => instance,
@@ -175,7 +191,10 @@ impl Forwarded {
                 }
             };
             let ctx = self.context(spec);
-            let result = instance.on_request(&ctx, &self.request).await;
+            let result = instance
+                .on_request(&ctx, &self.request)
+                .instrument(self.span.clone())
+                .await;
             let fuel = fuel_used(&instance);
             match result {
                 Ok(Ok(RequestOutcome::Next(request))) => {
@@ -264,6 +283,7 @@ impl Forwarded {
         while let Some(held) = self.held.pop() {
             let spec = &pipeline.stages[held.index];
             let started = Instant::now();
+            self.span = stage_span(spec, Phase::Response);
             let mut instance = match held.instance {
                 Some(instance) => instance,
                 None => match instantiate(
@@ -273,6 +293,7 @@ impl Forwarded {
                     &self.meter,
                     spec,
                 )
+                .instrument(self.span.clone())
                 .await
                 {
                     Ok(instance) => instance,
@@ -283,7 +304,10 @@ impl Forwarded {
                 },
             };
             let ctx = self.context(spec);
-            let result = instance.on_response(&ctx, &held.request, &response).await;
+            let result = instance
+                .on_response(&ctx, &held.request, &response)
+                .instrument(self.span.clone())
+                .await;
             let fuel = fuel_used(&instance);
             instance.release(&self.env.reaper);
             match result {
@@ -340,12 +364,27 @@ impl Forwarded {
         fuel_used: Option<u64>,
         outcome: impl Into<String>,
     ) {
+        let outcome = outcome.into();
+        let elapsed = started.elapsed();
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
+        if let Some(fuel) = fuel_used {
+            span.record("weir.fuel", fuel);
+        }
+        span.record("weir.outcome", outcome.as_str());
+        drop(span);
+        crate::telemetry::stage(
+            &spec.identity.name,
+            phase.as_str(),
+            &outcome,
+            elapsed,
+            fuel_used,
+        );
         self.runs.push(StageRun {
             label: spec.identity.label.clone(),
             phase,
-            elapsed: started.elapsed(),
+            elapsed,
             fuel_used,
-            outcome: outcome.into(),
+            outcome,
         });
     }
 
@@ -444,6 +483,22 @@ async fn instantiate(
     spec.stage
         .instantiate(&env.sandbox, host, &spec.limits)
         .await
+}
+
+/// The `weir.stage` span of one stage phase.
+fn stage_span(spec: &PipelineStage, phase: Phase) -> tracing::Span {
+    let label = &*spec.identity.label;
+    let version = label.rsplit_once('@').map_or("", |(_, version)| version);
+    tracing::info_span!(
+        target: "weir::stage",
+        "weir.stage",
+        otel.name = %format_args!("stage {} {}", spec.identity.name, phase.as_str()),
+        weir.stage = &*spec.identity.name,
+        weir.stage.version = version,
+        weir.phase = phase.as_str(),
+        weir.fuel = tracing::field::Empty,
+        weir.outcome = tracing::field::Empty,
+    )
 }
 
 fn fuel_used(instance: &StageInstance) -> Option<u64> {

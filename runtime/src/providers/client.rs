@@ -73,6 +73,19 @@ impl AttemptError {
         }
     }
 
+    /// A short class of the failure, for metrics and traces: `timeout`, `connect`,
+    /// `status_429`, `status_4xx`, `status_5xx` or `protocol`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AttemptError::Connect(_) => "connect",
+            AttemptError::Timeout(_) => "timeout",
+            AttemptError::Status { status: 429, .. } => "status_429",
+            AttemptError::Status { status, .. } if *status >= 500 => "status_5xx",
+            AttemptError::Status { .. } => "status_4xx",
+            AttemptError::Protocol(_) => "protocol",
+        }
+    }
+
     /// The upstream's `Retry-After`, when it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -29,6 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use policy::RoutePolicy;
@@ -308,6 +309,20 @@ impl Router {
                 .unwrap_or_else(|| request.model.clone());
             let body =
                 Bytes::from(request_to_json(request, target.upstream.model.as_deref()).to_string());
+            let span = tracing::info_span!(
+                target: "weir::attempt",
+                "weir.attempt",
+                otel.name = %format_args!("chat {model}"),
+                otel.kind = "client",
+                gen_ai.operation.name = "chat",
+                gen_ai.request.model = model.as_str(),
+                server.address = target.upstream.base_url.as_str(),
+                weir.target = &*target.upstream.name,
+                weir.retry = tries - 1,
+                http.response.status_code = tracing::field::Empty,
+                weir.outcome = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
             let result = self
                 .attempt(
                     &target.upstream,
@@ -316,9 +331,26 @@ impl Router {
                     forward,
                     attempt_timeout,
                 )
+                .instrument(span.clone())
                 .await;
             let done = Instant::now();
             let elapsed = done - now;
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err(err) => err.kind(),
+            };
+            crate::telemetry::attempt(&target.upstream.name, outcome, elapsed);
+            span.record("weir.outcome", outcome);
+            match &result {
+                Ok(_) => span.record("http.response.status_code", 200),
+                Err(err) => {
+                    if let Some(status) = err.status() {
+                        span.record("http.response.status_code", status);
+                    }
+                    span.record("error.type", outcome)
+                }
+            };
+            drop(span);
             match result {
                 Ok(reply) => {
                     target.finish(slot, true, None, elapsed, done);
@@ -438,6 +470,22 @@ impl Router {
         timeout: Duration,
     ) -> Result<Reply, AttemptError> {
         let deadline = Instant::now() + timeout;
+        // With spans exported, the upstream's parent is this attempt's span.
+        let traced;
+        let forward = match crate::telemetry::current_traceparent()
+            .and_then(|t| HeaderValue::from_str(&t).ok())
+        {
+            Some(traceparent) => {
+                traced = forward
+                    .iter()
+                    .filter(|(name, _)| name != "traceparent")
+                    .cloned()
+                    .chain([(HeaderName::from_static("traceparent"), traceparent)])
+                    .collect::<Vec<_>>();
+                &traced[..]
+            }
+            None => forward,
+        };
         let response = self
             .client
             .post(target, "/chat/completions", body, forward, timeout)

@@ -187,6 +187,15 @@ impl TargetState {
         }
     }
 
+    /// The breaker's state as the `weir_breaker_state` gauge: 0 closed, 1 half-open, 2 open.
+    pub fn breaker_gauge(&self) -> u8 {
+        match lock(&self.breaker).state() {
+            State::Closed => 0,
+            State::HalfOpen => 1,
+            State::Open { .. } => 2,
+        }
+    }
+
     /// A JSON view for `/admin/targets`.
     pub fn snapshot(&self, now: Instant) -> serde_json::Value {
         let breaker = lock(&self.breaker);

@@ -1,7 +1,8 @@
 //! The admin listener: `/admin/config` (the effective config, secrets masked),
 //! `/admin/stages`, `/admin/targets` (breaker state, in-flight and limits per target),
-//! `/admin/spend` (the ledger, grouped), `POST /admin/reload`, `DELETE /admin/cache` and
-//! `/metrics` (Prometheus text). Guarded by a bearer token when the config names one.
+//! `/admin/spend` (the ledger, grouped), `/admin/requests` and `/admin/requests/{id}` (the
+//! recent requests' steps, outcome and cost), `POST /admin/reload`, `DELETE /admin/cache`
+//! and `/metrics` (Prometheus text). Guarded by a bearer token when the config names one.
 
 use std::sync::Arc;
 
@@ -47,6 +48,60 @@ fn invalidation(query: &str) -> Result<Invalidate, ApiError> {
             "DELETE /admin/cache takes no parameter (everything), `route=NAME` or `key=HEX`",
         )),
     }
+}
+
+/// Most records `GET /admin/requests` returns at once.
+const MAX_RECENT_LIMIT: usize = 1000;
+
+/// `GET /admin/requests?limit=N&failed=true&route=NAME`: the newest recent requests first
+/// (default 50), each summarised; `/admin/requests/{id}` has the details.
+fn recent(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
+    let mut limit = 50;
+    let mut failed = false;
+    let mut route = None;
+    for (name, value) in params(query) {
+        match name {
+            "limit" => {
+                limit = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_RECENT_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "invalid_limit",
+                            Some("limit"),
+                            format!("`limit` must be a whole number from 1 to {MAX_RECENT_LIMIT}"),
+                        )
+                    })?;
+            }
+            "failed" => {
+                failed = match value {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => {
+                        return Err(ApiError::invalid(
+                            "invalid_failed",
+                            Some("failed"),
+                            "`failed` must be true or false",
+                        ));
+                    }
+                };
+            }
+            "route" => route = Some(value),
+            other => {
+                return Err(ApiError::invalid(
+                    "invalid_parameter",
+                    Some(other),
+                    format!("unknown parameter `{other}`; expected limit, failed or route"),
+                ));
+            }
+        }
+    }
+    let records = app.recent.list(limit, failed, route);
+    Ok(json!({
+        "enabled": app.recent.enabled(),
+        "requests": records.iter().map(|r| r.summary()).collect::<Vec<_>>(),
+    }))
 }
 
 /// The dimensions `/admin/spend` may group by.
@@ -255,6 +310,9 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             Err(err) => http_util::error(&err),
         },
         (&Method::GET, "/metrics") => {
+            for target in snap.llm.router().targets() {
+                crate::telemetry::breaker(&target.upstream.name, target.breaker_gauge());
+            }
             let mut response = Response::new(http_util::full(crate::telemetry::render()));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
@@ -280,6 +338,26 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             http_util::json(200, &json!({ "targets": targets }))
         }
         (&Method::GET, "/admin/stages") => http_util::json(200, &stages(&app, &snap)),
+        (&Method::GET, "/admin/requests") => match recent(&app, &query) {
+            Ok(body) => http_util::json(200, &body),
+            Err(err) => http_util::error(&err),
+        },
+        (&Method::GET, path) if path.starts_with("/admin/requests/") => {
+            let id = &path["/admin/requests/".len()..];
+            match app.recent.get(id) {
+                Some(record) => http_util::json(200, &record.detail()),
+                None => http_util::error(&ApiError::new(
+                    404,
+                    "invalid_request_error",
+                    "request_not_found",
+                    format!(
+                        "no recent request with id `{id}` (the last {} are kept: \
+                         telemetry.recent_requests)",
+                        snap.config.telemetry.recent_requests
+                    ),
+                )),
+            }
+        }
         (_, path) => http_util::error(&ApiError::new(
             404,
             "invalid_request_error",

@@ -125,6 +125,8 @@ pub struct App {
     /// Every stage version ever loaded, to count those still alive (held by a snapshot or
     /// by a request in flight).
     versions: Mutex<Vec<Weak<LoadedStage>>>,
+    /// The recent requests behind `GET /admin/requests`.
+    pub recent: crate::telemetry::Recent,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -139,7 +141,10 @@ impl App {
     /// Builds the sandbox, loads every stage (each file compiled once), and wires the routes.
     /// `config_path` is where reloads read the config from.
     pub async fn build(config: Config, config_path: Option<PathBuf>) -> Result<App, AppError> {
-        crate::telemetry::init();
+        if config.telemetry.metrics {
+            crate::telemetry::init_metrics();
+        }
+        let recent = crate::telemetry::Recent::new(config.telemetry.recent_requests);
         let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
         if let Some(dir) = &config.data_dir {
             // Compiled stages kept on disk: a restart deserializes instead of compiling.
@@ -213,6 +218,7 @@ impl App {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             versions: Mutex::new(Vec::new()),
+            recent,
         };
         let assembled = app.assemble(config, None).await?;
         let accounts = &assembled.snapshot.accounts;

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::App;
 use super::app::Snapshot;
@@ -43,10 +44,23 @@ pub struct Report {
     pub fuel: Vec<(Arc<str>, u64)>,
     /// The route the request ran on, once known.
     pub route: Option<Arc<str>>,
-    /// Each stage phase that ran: label, phase, wall time (`Server-Timing`).
-    pub runs: Vec<(Arc<str>, crate::pipeline::Phase, std::time::Duration)>,
+    /// Each stage phase that ran (`Server-Timing`, the request record).
+    pub runs: Vec<crate::pipeline::StageRun>,
     /// Time spent in the LLM step: cache, routing and upstream (`Server-Timing`).
     pub llm: Option<std::time::Duration>,
+    /// Each upstream attempt of the LLM step.
+    pub attempts: Vec<crate::router::Attempt>,
+    /// The key's name, once authenticated.
+    pub key: Option<String>,
+    /// The W3C trace the request joined (the client's, or a new one).
+    pub trace: Option<crate::telemetry::TraceParent>,
+}
+
+impl Report {
+    /// Time spent waiting on upstreams: the LLM step's attempts.
+    pub fn upstream_time(&self) -> std::time::Duration {
+        self.attempts.iter().map(|a| a.elapsed).sum()
+    }
 }
 
 /// The key a request presents (`Authorization: Bearer`): its account, `None` when auth is
@@ -122,10 +136,21 @@ pub async fn complete(
     request_id: &Arc<str>,
     report: &mut Report,
 ) -> Response<Body> {
+    if report.trace.is_none() {
+        // Not from the public listener (a background job): a trace of its own.
+        report.trace = Some(crate::telemetry::join_trace(
+            &tracing::Span::current(),
+            None,
+        ));
+    }
     let account = match authenticate(snap, headers) {
         Ok(account) => account,
         Err(err) => return http_util::error(&err),
     };
+    if let Some(account) = &account {
+        report.key = Some(account.name().to_string());
+        tracing::Span::current().record("weir.key", account.name());
+    }
     if let Some(account) = &account
         && let Err(err) = account.admit_request()
     {
@@ -181,6 +206,16 @@ async fn serve(
         });
     };
     report.route = Some(pipeline.route.clone());
+    let span = tracing::Span::current();
+    span.record("weir.route", &*pipeline.route);
+    span.record("gen_ai.request.model", chat.model.as_str());
+    if snap.config.telemetry.log_inputs {
+        tracing::info!(
+            target: "weir::input",
+            messages = %crate::openai::request_to_json(&chat, None)["messages"],
+            "request messages"
+        );
+    }
     let wants_stream = chat.stream;
     let include_usage = client_wants_usage(&chat.extra);
     let mut fwd = pipeline
@@ -198,14 +233,27 @@ async fn serve(
         as_stream: wants_stream,
         include_usage,
         meter,
+        log_answer: snap.config.telemetry.log_inputs,
     };
     if let Some(answer) = fwd.take_answer() {
         return finish.whole(&mut fwd, answer, report).await;
     }
 
-    let forward = forward_headers(request_id);
-    let mut attempts = Vec::new();
+    let forward = forward_headers(request_id, report.trace, headers);
     let llm_started = std::time::Instant::now();
+    let llm_span = tracing::info_span!(
+        target: "weir::llm",
+        "weir.llm",
+        otel.name = %format_args!("chat {}", fwd.request().model),
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = fwd.request().model.as_str(),
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.response.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        weir.cache = tracing::field::Empty,
+        weir.attempts = tracing::field::Empty,
+    );
     let step = snap
         .llm
         .complete(
@@ -215,10 +263,22 @@ async fn serve(
             deadline,
             control,
             meter,
-            &mut attempts,
+            &mut report.attempts,
         )
+        .instrument(llm_span.clone())
         .await;
     report.llm = Some(llm_started.elapsed());
+    llm_span.record("weir.cache", step.cache.as_str());
+    llm_span.record("weir.attempts", report.attempts.len());
+    if let Ok(Reply::Json(response)) = &step.result {
+        llm_span.record("gen_ai.response.model", response.model.as_str());
+        llm_span.record("gen_ai.response.id", response.id.as_str());
+        if let Some(usage) = response.usage {
+            llm_span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+            llm_span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+        }
+    }
+    drop(llm_span);
     report.cache = Some((step.cache, step.similarity));
     report.cache_key = step.key;
     let fill = step.fill;
@@ -247,12 +307,9 @@ async fn serve(
     }
 }
 
-/// Label, phase and wall time of each stage phase that ran.
-fn timings(fwd: &Forwarded) -> Vec<(Arc<str>, crate::pipeline::Phase, std::time::Duration)> {
-    fwd.runs()
-        .iter()
-        .map(|run| (run.label.clone(), run.phase, run.elapsed))
-        .collect()
+/// Each stage phase that ran.
+fn timings(fwd: &Forwarded) -> Vec<crate::pipeline::StageRun> {
+    fwd.runs().to_vec()
 }
 
 /// The text of a response's first choice.
@@ -278,6 +335,8 @@ struct Finish<'a> {
     include_usage: bool,
     /// The request's meter, for `usage.cost`.
     meter: &'a Arc<Meter>,
+    /// Log the answer's text (`telemetry.log_inputs`).
+    log_answer: bool,
 }
 
 impl Finish<'_> {
@@ -295,6 +354,11 @@ impl Finish<'_> {
         report.fuel = fwd.fuel_by_stage();
         report.runs = timings(fwd);
         let cost = crate::config::pico_to_usd(self.meter.total());
+        if self.log_answer
+            && let Ok(response) = &result
+        {
+            tracing::info!(target: "weir::input", answer = %text_of(response), "answer");
+        }
         match result {
             Err(err) => http_util::error(&pipeline_error(&err)),
             Ok(response) if as_stream => {
@@ -509,11 +573,26 @@ fn client_wants_usage(extra: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn forward_headers(request_id: &str) -> Vec<(HeaderName, HeaderValue)> {
-    match HeaderValue::from_str(request_id) {
-        Ok(value) => vec![(HeaderName::from_static("x-request-id"), value)],
-        Err(_) => Vec::new(),
+/// Headers every upstream call carries: `x-request-id`, and the W3C trace context
+/// (`traceparent` naming weir's span, the client's `tracestate` passed on).
+fn forward_headers(
+    request_id: &str,
+    trace: Option<crate::telemetry::TraceParent>,
+    incoming: &http::HeaderMap,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(3);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        out.push((HeaderName::from_static("x-request-id"), value));
     }
+    if let Some(trace) = trace
+        && let Ok(value) = HeaderValue::from_str(&trace.header())
+    {
+        out.push((HeaderName::from_static("traceparent"), value));
+        if let Some(state) = incoming.get("tracestate") {
+            out.push((HeaderName::from_static("tracestate"), state.clone()));
+        }
+    }
+    out
 }
 
 /// The client-facing error for a routing failure: 502 listing every attempt, or the

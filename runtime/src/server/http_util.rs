@@ -30,9 +30,22 @@ pub fn json(status: u16, value: &serde_json::Value) -> Response<Body> {
     response
 }
 
+/// An error response's code and message, kept in its extensions for the request record.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// `error.code`.
+    pub code: String,
+    /// `error.message`.
+    pub message: String,
+}
+
 /// An OpenAI-shaped error response.
 pub fn error(err: &ApiError) -> Response<Body> {
     let mut response = json(err.status, &err.to_json());
+    response.extensions_mut().insert(Failure {
+        code: err.code.clone(),
+        message: err.message.clone(),
+    });
     let retry_after = match err.retry_after_s {
         Some(seconds) => Some(seconds),
         None if err.status == 503 || err.status == 429 => Some(1),

@@ -7,6 +7,7 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::App;
 use super::chat;
@@ -16,12 +17,54 @@ use crate::openai::ApiError;
 /// Longest client-supplied `x-request-id` kept; longer or non-visible-ASCII ids are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
-/// Dispatches one public request.
+/// Dispatches one public request, inside its `weir.request` span.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
-    let started = std::time::Instant::now();
     let request_id: Arc<str> = request_id(&request).into();
-    let mut report = chat::Report::default();
+    let span = tracing::info_span!(
+        target: "weir::request",
+        "weir.request",
+        otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        request_id = &*request_id,
+        http.request.method = %request.method(),
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = tracing::field::Empty,
+        weir.route = tracing::field::Empty,
+        weir.key = tracing::field::Empty,
+        weir.cache = tracing::field::Empty,
+        weir.cost_usd = tracing::field::Empty,
+    );
+    // The client's trace is joined before the span is first entered (after that, its
+    // exported parent is fixed).
+    let incoming = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::telemetry::TraceParent::parse);
+    let report = chat::Report {
+        trace: Some(crate::telemetry::join_trace(&span, incoming)),
+        ..chat::Report::default()
+    };
+    dispatch(app, request, request_id, report)
+        .instrument(span)
+        .await
+}
+
+async fn dispatch(
+    app: Arc<App>,
+    request: Request<Incoming>,
+    request_id: Arc<str>,
+    mut report: chat::Report,
+) -> Response<Body> {
+    let started = std::time::Instant::now();
+    let _in_flight = crate::telemetry::InFlight::enter();
     let path = request.uri().path().to_string();
+    let endpoint = format!("{} {path}", request.method());
+    let is_chat = path == "/v1/chat/completions";
     let mut response = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => {
             chat::handle(&app, request, &request_id, &mut report).await
@@ -55,7 +98,10 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
             format!("no such endpoint: {path}"),
         )),
     };
-    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    if is_chat {
+        observe(&app, &report, &response, &request_id, endpoint, elapsed);
+    }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         headers.insert("x-request-id", value);
@@ -92,19 +138,8 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
     {
         headers.insert("x-weir-cost-usd", value);
     }
-    if let Some(cost) = report.cost {
-        tracing::debug!(
-            target: "weir::request",
-            request_id = &*request_id,
-            route = report.route.as_deref().unwrap_or("-"),
-            status,
-            cache = report.cache.map_or("-", |(status, _)| status.as_str()),
-            cost_usd = crate::config::pico_to_usd(cost),
-            "request done"
-        );
-    }
     if report.route.is_some()
-        && let Ok(value) = HeaderValue::from_str(&server_timing(&report, started.elapsed()))
+        && let Ok(value) = HeaderValue::from_str(&server_timing(&report, elapsed))
     {
         headers.insert("server-timing", value);
     }
@@ -122,6 +157,104 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
     response
 }
 
+/// Records a finished chat completion: its span's outcome fields, the request metrics, the
+/// cache and shed counters, and its entry in the recent-requests ring.
+fn observe(
+    app: &App,
+    report: &chat::Report,
+    response: &Response<Body>,
+    request_id: &Arc<str>,
+    endpoint: String,
+    elapsed: std::time::Duration,
+) {
+    let status = response.status().as_u16();
+    let failure = response.extensions().get::<http_util::Failure>();
+    let route = report.route.as_deref().unwrap_or("-");
+    let upstream = report.upstream_time();
+    let span = tracing::Span::current();
+    span.record("http.response.status_code", status);
+    if let Some(failure) = failure {
+        span.record("error.type", failure.code.as_str());
+        if status >= 500 {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+    if let Some((cache, _)) = report.cache {
+        span.record("weir.cache", cache.as_str());
+        crate::telemetry::cache(route, cache.as_str());
+    }
+    if let Some(cost) = report.cost {
+        span.record("weir.cost_usd", crate::config::pico_to_usd(cost));
+    }
+    let overhead = report
+        .route
+        .as_ref()
+        .map(|_| elapsed.saturating_sub(upstream));
+    crate::telemetry::request(route, status, elapsed, overhead);
+    if let Some(reason) = failure.and_then(|f| shed_reason(&f.code)) {
+        crate::telemetry::shed(route, reason);
+    }
+    tracing::debug!(
+        target: "weir::request",
+        status,
+        route,
+        elapsed_ms = elapsed.as_secs_f64() * 1e3,
+        "request done"
+    );
+    if !app.recent.enabled() {
+        return;
+    }
+    app.recent.push(crate::telemetry::RequestRecord {
+        id: request_id.clone(),
+        trace_id: report.trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        started_ms: super::app::unix_ms().saturating_sub(elapsed.as_millis() as u64),
+        endpoint,
+        route: report.route.clone(),
+        key: report.key.clone(),
+        status,
+        error: failure.map(|f| (f.code.clone(), f.message.clone())),
+        elapsed,
+        upstream,
+        cache: report.cache.map(|(cache, _)| cache.as_str()),
+        cost: report.cost,
+        stages: report
+            .runs
+            .iter()
+            .map(|run| crate::telemetry::StageStep {
+                label: run.label.clone(),
+                phase: run.phase.as_str(),
+                elapsed: run.elapsed,
+                fuel: run.fuel_used,
+                outcome: run.outcome.clone(),
+            })
+            .collect(),
+        llm: report.llm,
+        attempts: report
+            .attempts
+            .iter()
+            .filter(|a| !a.model.is_empty())
+            .map(|a| crate::telemetry::AttemptStep {
+                target: a.target.clone(),
+                model: a.model.clone(),
+                status: a.status,
+                outcome: a.outcome.clone(),
+                elapsed: a.elapsed,
+            })
+            .collect(),
+    });
+}
+
+/// Why a refused request counts as shed (load or spend protection), by its error code.
+fn shed_reason(code: &str) -> Option<&'static str> {
+    match code {
+        "overloaded" => Some("overloaded"),
+        "rate_limit_exceeded" => Some("rate_limited"),
+        "budget_exceeded" => Some("budget_exceeded"),
+        "pool_exhausted" => Some("pool_exhausted"),
+        _ => None,
+    }
+}
+
 /// `Server-Timing`: each stage phase (`stage1;desc="pii-redact@bd3bec7e request";dur=0.12`),
 /// the LLM step with how the cache was involved (`llm;desc="miss";dur=41.7`), and `total`,
 /// in milliseconds. The parts never add up to more than the total.
@@ -129,17 +262,14 @@ fn server_timing(report: &chat::Report, total: std::time::Duration) -> String {
     use std::fmt::Write;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let mut out = String::new();
-    for (i, (label, phase, elapsed)) in report.runs.iter().enumerate() {
-        let phase = match phase {
-            crate::pipeline::Phase::Request => "request",
-            crate::pipeline::Phase::Response => "response",
-        };
+    for (i, run) in report.runs.iter().enumerate() {
         let _ = write!(
             out,
-            "stage{};desc=\"{} {phase}\";dur={:.3}, ",
+            "stage{};desc=\"{} {}\";dur={:.3}, ",
             i + 1,
-            label,
-            ms(*elapsed)
+            run.label,
+            run.phase.as_str(),
+            ms(run.elapsed)
         );
     }
     if let Some(llm) = report.llm {

@@ -96,6 +96,13 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.data_dir != new.data_dir || old.cost.request_log != new.cost.request_log {
         changed.push("server.data_dir / cost.request_log");
     }
+    let restart_telemetry = |c: &Config| crate::config::TelemetrySettings {
+        log_inputs: false,
+        ..c.telemetry.clone()
+    };
+    if restart_telemetry(old) != restart_telemetry(new) {
+        changed.push("[telemetry] metrics, recent_requests, otlp_endpoint, service_name");
+    }
     changed
 }
 

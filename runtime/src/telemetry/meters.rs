@@ -1,0 +1,279 @@
+//! The metrics weir records (the `metrics` facade, rendered by a Prometheus recorder).
+//!
+//! Every name and label set lives here, so `GET /metrics` is documented in one place:
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `weir_requests_total` | counter | `route`, `status` |
+//! | `weir_request_duration_seconds` | histogram | `route`, `status` |
+//! | `weir_overhead_seconds` | histogram | `route`: total time minus time waiting on upstreams |
+//! | `weir_requests_in_flight` | gauge | |
+//! | `weir_shed_requests_total` | counter | `route`, `reason` (`overloaded`, `rate_limited`, `budget_exceeded`, `pool_exhausted`) |
+//! | `weir_stage_duration_seconds` | histogram | `stage`, `phase` |
+//! | `weir_stage_fuel` | histogram | `stage`, `phase` |
+//! | `weir_stage_runs_total` | counter | `stage`, `phase`, `outcome` |
+//! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `connect`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
+//! | `weir_upstream_attempt_duration_seconds` | histogram | `target` |
+//! | `weir_breaker_state` | gauge | `target`: 0 closed, 1 half-open, 2 open |
+//! | `weir_cache_lookups_total` | counter | `route`, `result` (`hit`, `semantic-hit`, `miss`, `coalesced`, `bypass`) |
+//! | `weir_tokens_total` | counter | `key`, `model`, `kind` (`input`, `cached_input`, `output`) |
+//! | `weir_cost_picodollars_total` | counter | `key`, `model` (1e-12 USD, exact) |
+//! | `weir_reloads_total` | counter | `outcome` (`ok`, `failed`) |
+//!
+//! When metrics are off (`telemetry.metrics = false`) no recorder is installed and every
+//! call here is a no-op.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// The installed recorder's handle (`None` when another recorder was installed first).
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets, seconds: 0.5 ms to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+/// Overhead and stage buckets, seconds: 25 µs to 1 s.
+const SHORT_BUCKETS: &[f64] = &[
+    0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    1.0,
+];
+/// Fuel buckets: 1 thousand to 10 billion units.
+const FUEL_BUCKETS: &[f64] = &[1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+
+/// Installs the Prometheus recorder once per process; later calls return the same handle.
+pub fn init() -> Option<&'static PrometheusHandle> {
+    RECORDER
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("weir_request_duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("weir_upstream_attempt_duration_seconds".into()),
+                        LATENCY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("weir_overhead_seconds".into()),
+                        SHORT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("weir_stage_duration_seconds".into()),
+                        SHORT_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("weir_stage_fuel".into()), FUEL_BUCKETS)
+                });
+            let handle = builder
+                .and_then(PrometheusBuilder::install_recorder)
+                .map_err(|err| tracing::warn!(error = %err, "no metrics recorder"))
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// The Prometheus text exposition of every metric (empty when metrics are off).
+pub fn render() -> String {
+    RECORDER
+        .get()
+        .and_then(Option::as_ref)
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "weir_requests_total",
+        "Requests answered on the public listener, by route and status"
+    );
+    describe_histogram!(
+        "weir_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time to the response headers (for a stream: to its first event), by route and status"
+    );
+    describe_histogram!(
+        "weir_overhead_seconds",
+        metrics::Unit::Seconds,
+        "weir's own time per request: the total minus the time spent waiting on upstreams"
+    );
+    describe_gauge!(
+        "weir_requests_in_flight",
+        "Public requests being handled now"
+    );
+    describe_counter!(
+        "weir_shed_requests_total",
+        "Requests refused to protect the node or its upstreams, by route and reason"
+    );
+    describe_histogram!(
+        "weir_stage_duration_seconds",
+        metrics::Unit::Seconds,
+        "Wall time of a stage phase, instantiation included"
+    );
+    describe_histogram!("weir_stage_fuel", "Fuel a stage phase burned");
+    describe_counter!(
+        "weir_stage_runs_total",
+        "Stage phases run, by stage, phase and outcome"
+    );
+    describe_counter!(
+        "weir_upstream_attempts_total",
+        "Attempts against upstream targets, by target and outcome"
+    );
+    describe_histogram!(
+        "weir_upstream_attempt_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time an upstream attempt took (for a stream: to its first event)"
+    );
+    describe_gauge!(
+        "weir_breaker_state",
+        "Each target's circuit breaker: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!(
+        "weir_cache_lookups_total",
+        "How the response cache answered, by route and result"
+    );
+    describe_counter!(
+        "weir_tokens_total",
+        "Tokens billed by upstreams, by key, model and kind (cache hits excluded)"
+    );
+    describe_counter!(
+        "weir_cost_picodollars_total",
+        "Spend in pico-dollars (1e-12 USD), by key and model"
+    );
+    describe_counter!(
+        "weir_reloads_total",
+        "Reloads of config and stage files, by outcome (failed: the old version kept serving)"
+    );
+}
+
+/// One answered public request: its route (`-` before one was known), status, total time
+/// and, for a chat completion, the part that was weir's own.
+pub fn request(route: &str, status: u16, total: Duration, overhead: Option<Duration>) {
+    let labels = [("route", route.to_owned()), ("status", status.to_string())];
+    counter!("weir_requests_total", &labels).increment(1);
+    histogram!("weir_request_duration_seconds", &labels).record(total.as_secs_f64());
+    if let Some(overhead) = overhead {
+        histogram!("weir_overhead_seconds", "route" => route.to_owned())
+            .record(overhead.as_secs_f64());
+    }
+}
+
+/// A request refused to protect the node or its upstreams.
+pub fn shed(route: &str, reason: &'static str) {
+    counter!("weir_shed_requests_total", "route" => route.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
+/// Counts a public request in flight until dropped.
+pub struct InFlight(());
+
+impl InFlight {
+    /// One more request in flight.
+    pub fn enter() -> InFlight {
+        gauge!("weir_requests_in_flight").increment(1.0);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        gauge!("weir_requests_in_flight").decrement(1.0);
+    }
+}
+
+/// One stage phase.
+pub fn stage(
+    stage: &str,
+    phase: &'static str,
+    outcome: &str,
+    elapsed: Duration,
+    fuel: Option<u64>,
+) {
+    let labels = [("stage", stage.to_owned()), ("phase", phase.to_owned())];
+    histogram!("weir_stage_duration_seconds", &labels).record(elapsed.as_secs_f64());
+    if let Some(fuel) = fuel {
+        histogram!("weir_stage_fuel", &labels).record(fuel as f64);
+    }
+    counter!(
+        "weir_stage_runs_total",
+        "stage" => stage.to_owned(),
+        "phase" => phase,
+        "outcome" => outcome.to_owned()
+    )
+    .increment(1);
+}
+
+/// One upstream attempt.
+pub fn attempt(target: &str, outcome: &'static str, elapsed: Duration) {
+    counter!(
+        "weir_upstream_attempts_total",
+        "target" => target.to_owned(),
+        "outcome" => outcome
+    )
+    .increment(1);
+    histogram!("weir_upstream_attempt_duration_seconds", "target" => target.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// A breaker's state, set when `/metrics` is scraped: 0 closed, 1 half-open, 2 open.
+pub fn breaker(target: &str, state: u8) {
+    gauge!("weir_breaker_state", "target" => target.to_owned()).set(f64::from(state));
+}
+
+/// How the response cache answered a request of `route`.
+pub fn cache(route: &str, result: &'static str) {
+    counter!(
+        "weir_cache_lookups_total",
+        "route" => route.to_owned(),
+        "result" => result
+    )
+    .increment(1);
+}
+
+/// One ledger entry: tokens (unless the answer came from the cache) and cost, by key and
+/// model.
+pub fn spend(key: &str, model: &str, usage: &crate::wit::Usage, cost: u64, hit: bool) {
+    if !hit {
+        let uncached = usage.prompt_tokens.saturating_sub(usage.cached_tokens);
+        for (kind, tokens) in [
+            ("input", uncached),
+            ("cached_input", usage.cached_tokens),
+            ("output", usage.completion_tokens),
+        ] {
+            if tokens > 0 {
+                counter!(
+                    "weir_tokens_total",
+                    "key" => key.to_owned(),
+                    "model" => model.to_owned(),
+                    "kind" => kind
+                )
+                .increment(u64::from(tokens));
+            }
+        }
+    }
+    counter!(
+        "weir_cost_picodollars_total",
+        "key" => key.to_owned(),
+        "model" => model.to_owned()
+    )
+    .increment(cost);
+}
+
+/// Counts one reload by its outcome.
+pub fn reload(ok: bool) {
+    let outcome = if ok { "ok" } else { "failed" };
+    counter!("weir_reloads_total", "outcome" => outcome).increment(1);
+}

@@ -1,0 +1,22 @@
+//! Telemetry: the `tracing` subscriber (logs on stderr, span export over OTLP), W3C trace
+//! context, the process-wide metrics registry rendered by `GET /metrics`, and the ring of
+//! recent requests behind `GET /admin/requests`.
+//!
+//! A leaf module: everyone may record into it; it depends on nothing of weir's but config
+//! values and the WIT usage type.
+//!
+//! - `traces`: [`init`] installs the subscriber; [`TraceParent`], [`join_trace`] and
+//!   [`current_traceparent`] carry the client's trace to upstreams.
+//! - `meters`: every metric's name and labels, and one function per thing counted.
+//! - `recent`: [`Recent`], the bounded ring of [`RequestRecord`]s.
+
+mod meters;
+mod recent;
+mod traces;
+
+pub use meters::{
+    InFlight, attempt, breaker, cache, init as init_metrics, reload, render, request, shed, spend,
+    stage,
+};
+pub use recent::{AttemptStep, Recent, RequestRecord, StageStep};
+pub use traces::{Export, TraceParent, Tracing, current_traceparent, init, join_trace};

@@ -49,6 +49,8 @@ Try it:
   curl -s 'localhost:9901/admin/spend?group_by=model'   # what it cost (also x-weir-cost-usd)
   curl -s localhost:9901/admin/stages           # stage versions; replace a file in
                                                 # examples/plugins/ and it reloads live
+  curl -s localhost:9901/admin/requests?limit=5 # recent requests: steps, attempts, cost
+  curl -s localhost:9901/metrics                # Prometheus metrics
 
 Ctrl-C to stop.
 MSG

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Telemetry on vs off on the hot path: the same 3-stage pipeline in front of one `weir sim`,
+# served by three weir processes that differ only in telemetry:
+#
+#   off   [telemetry] metrics = false, recent_requests = 0; RUST_LOG=warn (spans disabled)
+#   on    the defaults: metrics, the recent-requests ring, spans built (RUST_LOG=info)
+#   otlp  as `on`, plus every span exported over OTLP/HTTP to a local collector stand-in
+#
+# Rounds alternate between the three (ROUNDS, DURATION seconds each) so machine noise hits
+# all of them alike; prints each round and the medians of p50 latency at c=1 and of
+# throughput at c=64 (wrk), with the ratio to `off`.
+#
+#   bench/telemetry.sh      # needs wrk (apt-get install -y wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-5}
+SIM=127.0.0.1:9301
+COLLECTOR=127.0.0.1:9309
+
+command -v wrk >/dev/null || { echo "bench/telemetry.sh needs wrk (apt-get install -y wrk)"; exit 1; }
+
+cargo build --release -p weir --quiet
+cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+weir="$target_dir/release/weir"
+plugins="$target_dir/wasm32-wasip2/release"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+# A collector stand-in: accepts OTLP/HTTP posts and answers 200 (python's http.server).
+cat > "$work/collector.py" <<'PY'
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+PY
+python3 "$work/collector.py" "${COLLECTOR%:*}" "${COLLECTOR#*:}" & pids+=($!)
+RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
+
+port=9310
+declare -A addr
+for variant in off on otlp; do
+    port=$((port + 2))
+    addr[$variant]="127.0.0.1:$port"
+    case $variant in
+        off) telemetry=$'metrics = false\nrecent_requests = 0'; log=warn ;;
+        on) telemetry=""; log=info ;;
+        otlp) telemetry="otlp_endpoint = \"http://$COLLECTOR\""; log=info ;;
+    esac
+    cat > "$work/$variant.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+admin_listen = "127.0.0.1:$((port + 1))"
+[sandbox]
+pool_size = 1024
+[telemetry]
+$telemetry
+[targets.sim]
+base_url = "http://$SIM/v1"
+[[routes]]
+model = "demo"
+targets = ["sim"]
+[[routes.stages]]
+name = "prompt-guard"
+path = "$plugins/prompt_guard.wasm"
+[[routes.stages]]
+name = "pii-redact"
+path = "$plugins/pii_redact.wasm"
+[[routes.stages]]
+name = "system-prompt"
+path = "$plugins/system_prompt.wasm"
+config = { prompt = "You serve the {{team}} team." }
+TOML
+    RUST_LOG=$log "$weir" serve --config "$work/$variant.toml" >/dev/null 2>"$work/$variant.log" & pids+=($!)
+done
+for variant in off on otlp; do
+    for _ in $(seq 1 100); do curl -fs "http://${addr[$variant]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+done
+
+to_ms() { python3 -c "import sys,re
+v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
+n=float(m.group(1)); u=m.group(2)
+print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 4))" "$1"; }
+
+: > "$work/results"
+for round in $(seq 1 "$ROUNDS"); do
+    for variant in off on otlp; do
+        url="http://${addr[$variant]}/v1/chat/completions"
+        wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "$url" > "$work/c1.txt"
+        wrk -t2 -c64 -d"${DURATION}s" -s bench/chat.lua "$url" > "$work/c64.txt"
+        p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$work/c1.txt")")
+        rps=$(awk '/Requests\/sec/ {print $2}' "$work/c64.txt")
+        echo "round $round $variant: c=1 p50 $p50 ms, c=64 $rps req/s"
+        echo "$variant $p50 $rps" >> "$work/results"
+    done
+done
+python3 - "$work/results" <<'PY'
+import sys, statistics
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for v in ("off", "on", "otlp"):
+    p50 = statistics.median(float(r[1]) for r in rows if r[0] == v)
+    rps = statistics.median(float(r[2]) for r in rows if r[0] == v)
+    med[v] = (p50, rps)
+print("== medians")
+for v, (p50, rps) in med.items():
+    base = med["off"]
+    print(f"{v:5}: c=1 p50 {p50:.4f} ms ({(p50 / base[0] - 1) * 100:+.1f}%), "
+          f"c=64 {rps:.0f} req/s ({(rps / base[1] - 1) * 100:+.1f}%)")
+PY

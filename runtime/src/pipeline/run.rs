@@ -489,7 +489,7 @@ async fn instantiate(
 fn stage_span(spec: &PipelineStage, phase: Phase) -> tracing::Span {
     let label = &*spec.identity.label;
     let version = label.rsplit_once('@').map_or("", |(_, version)| version);
-    tracing::info_span!(
+    tracing::debug_span!(
         target: "weir::stage",
         "weir.stage",
         otel.name = %format_args!("stage {} {}", spec.identity.name, phase.as_str()),

@@ -309,7 +309,7 @@ impl Router {
                 .unwrap_or_else(|| request.model.clone());
             let body =
                 Bytes::from(request_to_json(request, target.upstream.model.as_deref()).to_string());
-            let span = tracing::info_span!(
+            let span = tracing::debug_span!(
                 target: "weir::attempt",
                 "weir.attempt",
                 otel.name = %format_args!("chat {model}"),

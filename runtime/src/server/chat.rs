@@ -241,7 +241,7 @@ async fn serve(
 
     let forward = forward_headers(request_id, report.trace, headers);
     let llm_started = std::time::Instant::now();
-    let llm_span = tracing::info_span!(
+    let llm_span = tracing::debug_span!(
         target: "weir::llm",
         "weir.llm",
         otel.name = %format_args!("chat {}", fwd.request().model),

@@ -20,24 +20,7 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Dispatches one public request, inside its `weir.request` span.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
     let request_id: Arc<str> = request_id(&request).into();
-    let span = tracing::info_span!(
-        target: "weir::request",
-        "weir.request",
-        otel.name = %format_args!("{} {}", request.method(), request.uri().path()),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        request_id = &*request_id,
-        http.request.method = %request.method(),
-        url.path = request.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        gen_ai.operation.name = "chat",
-        gen_ai.request.model = tracing::field::Empty,
-        weir.route = tracing::field::Empty,
-        weir.key = tracing::field::Empty,
-        weir.cache = tracing::field::Empty,
-        weir.cost_usd = tracing::field::Empty,
-    );
+    let span = crate::telemetry::request_span(request.method(), request.uri().path(), &request_id);
     // The client's trace is joined before the span is first entered (after that, its
     // exported parent is fixed).
     let incoming = request

@@ -19,4 +19,6 @@ pub use meters::{
     stage,
 };
 pub use recent::{AttemptStep, Recent, RequestRecord, StageStep};
-pub use traces::{Export, TraceParent, Tracing, current_traceparent, init, join_trace};
+pub use traces::{
+    Export, TraceParent, Tracing, current_traceparent, init, join_trace, request_span,
+};

@@ -37,9 +37,11 @@ pub struct Config {
     pub cost: super::CostSettings,
     /// `[[keys]]`; empty means auth is off.
     pub keys: Vec<super::KeySettings>,
-    /// `server.data_dir` (resolved): where durable state (the spend ledger) lives; `None`
-    /// keeps it in memory.
+    /// `server.data_dir` (resolved): where durable state (the spend ledger, the job queue)
+    /// lives; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
+    /// `[jobs]`: the background job queue (used when a route takes jobs).
+    pub jobs: super::JobsSettings,
 }
 
 impl Config {
@@ -117,6 +119,7 @@ fn parse_in(
     let cache = super::cache::build(src, &raw.cache, base_dir)?;
     let cost = super::cost::build(src, &raw, base_dir)?;
     let keys = super::cost::build_keys(src, &raw.keys)?;
+    let jobs = super::jobs::build(src, &raw.jobs, env)?;
     let data_dir = match &raw.server.data_dir {
         Some(dir) if dir.get_ref().trim().is_empty() => {
             return Err(src.error(
@@ -139,6 +142,7 @@ fn parse_in(
         cost,
         keys,
         data_dir,
+        jobs,
     })
 }
 

@@ -96,6 +96,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.data_dir != new.data_dir || old.cost.request_log != new.cost.request_log {
         changed.push("server.data_dir / cost.request_log");
     }
+    let route_jobs =
+        |c: &Config| -> Vec<_> { c.routes.iter().map(|r| (r.model.clone(), r.jobs)).collect() };
+    if old.jobs != new.jobs || route_jobs(old) != route_jobs(new) {
+        changed.push("[jobs] / routes' jobs tables");
+    }
     changed
 }
 

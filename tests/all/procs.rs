@@ -32,8 +32,14 @@ impl Drop for Proc {
 
 /// Starts `weir <args>` and waits for its "listening on http://ADDR" line.
 fn spawn(args: &[&str]) -> Proc {
+    spawn_with_env(args, &[])
+}
+
+/// [`spawn`] with extra environment variables (secrets named by `*_env` config keys).
+fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -78,15 +84,23 @@ pub fn serve(config: &str) -> Proc {
 }
 
 pub fn serve_file(path: &Path) -> Proc {
-    spawn(&[
-        "serve",
-        "--config",
-        path.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
+    serve_file_with_env(path, &[])
+}
+
+/// [`serve_file`] with extra environment variables.
+pub fn serve_file_with_env(path: &Path, env: &[(&str, &str)]) -> Proc {
+    spawn_with_env(
+        &[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        env,
+    )
 }
 
 pub fn scratch_config(config: &str) -> PathBuf {

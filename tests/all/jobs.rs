@@ -529,3 +529,89 @@ async fn a_callback_is_redelivered_until_the_receiver_answers_2xx_and_its_signat
     assert_eq!(error_code(&refused), "invalid_callback_url");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn with_keys_a_job_runs_as_its_key_and_only_that_key_sees_it() {
+    let up = sim(&[]);
+    let dir = data_dir("keys");
+    let key = |name: &str, secret: &str| {
+        let hash = blake3::Hash::from(weir::config::hash_key(secret)).to_hex();
+        format!("[[keys]]\nname = \"{name}\"\nhash = \"blake3:{hash}\"\n")
+    };
+    let text = format!(
+        "{}\n{}\n{}",
+        config(&up, &dir, "workers = 2", "jobs = { concurrency = 2 }"),
+        key("alpha", "sk-alpha"),
+        key("beta", "sk-beta")
+    );
+    let weir = serve_file(&scratch_config(&text));
+    let as_key = |secret: &'static str| [("authorization", format!("Bearer {secret}"))];
+    let send = |method: Method, path: String, secret: Option<&'static str>, body: Option<Value>| {
+        let addr = weir.addr;
+        async move {
+            let auth = secret.map(as_key);
+            let headers: Vec<(&str, &str)> = auth
+                .iter()
+                .flatten()
+                .map(|(n, v)| (*n, v.as_str()))
+                .collect();
+            call(
+                addr,
+                method,
+                &path,
+                &headers,
+                body.map(|b| Bytes::from(b.to_string())),
+            )
+            .await
+        }
+    };
+    let anonymous = send(Method::POST, "/v1/jobs".into(), None, Some(chat("hi"))).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(error_code(&anonymous), "invalid_api_key");
+    let submitted = send(
+        Method::POST,
+        "/v1/jobs".into(),
+        Some("sk-alpha"),
+        Some(chat("hi")),
+    )
+    .await;
+    assert_eq!(submitted.status, 202, "{:?}", submitted.body);
+    let id = submitted.json()["id"].as_str().unwrap().to_string();
+    // Another key neither sees nor lists it.
+    let other = send(Method::GET, format!("/v1/jobs/{id}"), Some("sk-beta"), None).await;
+    assert_eq!(
+        (other.status.as_u16(), error_code(&other)),
+        (404, "job_not_found".into())
+    );
+    let listed = send(Method::GET, "/v1/jobs".into(), Some("sk-beta"), None).await;
+    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 0);
+    // Its own key sees it succeed, run as that key (the spend is the key's).
+    let give_up = Instant::now() + PATIENCE;
+    let done = loop {
+        let job = send(
+            Method::GET,
+            format!("/v1/jobs/{id}"),
+            Some("sk-alpha"),
+            None,
+        )
+        .await;
+        assert_eq!(job.status, 200);
+        let job = job.json();
+        if job["status"] == "succeeded" {
+            break job;
+        }
+        assert!(Instant::now() < give_up, "{job}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(done["response"]["object"], "chat.completion");
+    let spend = get(weir.admin.unwrap(), "/admin/spend?group_by=key")
+        .await
+        .json();
+    let rows = spend["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{spend}");
+    assert_eq!(rows[0]["key"], "alpha");
+    // The key itself is nowhere in the job store.
+    let stored = std::fs::read(dir.join("jobs.redb")).unwrap();
+    assert!(!stored.windows(8).any(|w| w == b"sk-alpha"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

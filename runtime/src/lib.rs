@@ -20,6 +20,8 @@
 //! - [`cache`]: the exact response cache (blake3 keys, bounded memory tier, single-flight).
 //! - [`router`]: a route's target chain: fallback and the record of every attempt.
 //! - [`providers`]: the pooled OpenAI-compatible upstream client.
+//! - [`queue`]: background jobs: the durable store, workers, retries with backoff, dead
+//!   jobs, backpressure and signed callbacks.
 //! - [`server`]: the public and admin HTTP listeners, graceful shutdown.
 //! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
 //! - [`cli`]: the `weir` command line.
@@ -38,6 +40,7 @@ pub mod llm;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;
+pub mod queue;
 pub mod rate;
 pub mod router;
 pub mod sandbox;

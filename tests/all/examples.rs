@@ -40,6 +40,10 @@ fn the_demo_config_is_valid_and_keeps_its_contract() {
     }
     assert!(config.cost.prices_date.is_some());
     assert!(config.keys.is_empty(), "the local demo runs without keys");
+    // Background jobs are on for the demo route, bounded below the targets' concurrency.
+    let jobs = demo.jobs.expect("the demo route takes jobs");
+    assert!(jobs.concurrency <= config.jobs.workers);
+    assert!(config.data_dir.is_some(), "jobs survive restarts");
 }
 
 #[test]

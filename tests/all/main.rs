@@ -11,6 +11,8 @@
 //! - `reload`: hot reload of plugin files and config under load.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
+//! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
+//!   idempotency, cancel and signed callbacks.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -19,6 +21,7 @@ mod check;
 mod cost;
 mod cost_cli;
 mod examples;
+mod jobs;
 mod pipeline;
 mod plugins;
 mod procs;

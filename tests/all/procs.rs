@@ -88,23 +88,12 @@ pub fn serve(config: &str) -> Proc {
 pub fn serve_logged(config: &str, envs: &[(&str, &str)], log: &Path) -> Proc {
     let path = scratch_config(config);
     let file = std::fs::File::create(log).expect("log file");
-    spawn_with(
-        &[
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ],
-        envs,
-        Stdio::from(file),
-    )
+    spawn_with(&serve_args(&path), envs, Stdio::from(file))
 }
 
-pub fn serve_file(path: &Path) -> Proc {
-    spawn(&[
+/// `weir serve` of the config at `path` on free ports.
+fn serve_args(path: &Path) -> [&str; 7] {
+    [
         "serve",
         "--config",
         path.to_str().unwrap(),
@@ -112,7 +101,16 @@ pub fn serve_file(path: &Path) -> Proc {
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
-    ])
+    ]
+}
+
+pub fn serve_file(path: &Path) -> Proc {
+    serve_file_with_env(path, &[])
+}
+
+/// [`serve_file`] with extra environment variables.
+pub fn serve_file_with_env(path: &Path, env: &[(&str, &str)]) -> Proc {
+    spawn_with(&serve_args(path), env, Stdio::null())
 }
 
 pub fn scratch_config(config: &str) -> PathBuf {

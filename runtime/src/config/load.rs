@@ -37,11 +37,13 @@ pub struct Config {
     pub cost: super::CostSettings,
     /// `[[keys]]`; empty means auth is off.
     pub keys: Vec<super::KeySettings>,
-    /// `server.data_dir` (resolved): where durable state (the spend ledger) lives; `None`
-    /// keeps it in memory.
+    /// `server.data_dir` (resolved): where durable state (the spend ledger, the job queue)
+    /// lives; `None` keeps it in memory.
     pub data_dir: Option<PathBuf>,
     /// `[telemetry]`.
     pub telemetry: super::TelemetrySettings,
+    /// `[jobs]`: the background job queue (used when a route takes jobs).
+    pub jobs: super::JobsSettings,
 }
 
 impl Config {
@@ -119,6 +121,7 @@ fn parse_in(
     let cache = super::cache::build(src, &raw.cache, base_dir)?;
     let cost = super::cost::build(src, &raw, base_dir)?;
     let keys = super::cost::build_keys(src, &raw.keys)?;
+    let jobs = super::jobs::build(src, &raw.jobs, env)?;
     let data_dir = match &raw.server.data_dir {
         Some(dir) if dir.get_ref().trim().is_empty() => {
             return Err(src.error(
@@ -143,6 +146,7 @@ fn parse_in(
         keys,
         data_dir,
         telemetry,
+        jobs,
     })
 }
 

@@ -112,6 +112,7 @@ impl Config {
                     "retry_budget_percent": p.retry_budget_percent,
                     "queue_size": p.queue_size,
                     "queue_timeout_ms": millis(p.queue_timeout),
+                    "jobs": route.jobs.map(|jobs| json!({ "concurrency": jobs.concurrency })),
                 })
             })
             .collect();
@@ -185,6 +186,18 @@ impl Config {
                 "log_inputs": self.telemetry.log_inputs,
                 "otlp_endpoint": self.telemetry.otlp_endpoint,
                 "service_name": self.telemetry.service_name,
+            },
+            "jobs": {
+                "workers": self.jobs.workers,
+                "max_queued": self.jobs.max_queued,
+                "max_attempts": self.jobs.max_attempts,
+                "backoff_base_ms": millis(self.jobs.backoff_base),
+                "backoff_max_ms": millis(self.jobs.backoff_max),
+                "callback_secret_env": self.jobs.callback_secret_env,
+                "callback_secret": self.jobs.callback_secret.as_ref().map(|_| MASK),
+                "callback_allow_hosts": self.jobs.callback_allow_hosts,
+                "callback_max_attempts": self.jobs.callback_max_attempts,
+                "callback_timeout_ms": millis(self.jobs.callback_timeout),
             },
         })
     }

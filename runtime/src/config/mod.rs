@@ -13,6 +13,7 @@
 //! - `check`: range, name and environment-variable checks shared by every table.
 //! - `server`, `limits` + `sandbox`, `target`, `route`: one validated table each.
 //! - `cost`: prices (inline or from a price file), `[cost]` and `[[keys]]`.
+//! - `jobs`: `[jobs]` (the background queue) and a route's `jobs` table.
 //! - `routing`: target limits, breaker thresholds and route retry policy (validated data).
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
 //! - `telemetry`: `[telemetry]` (metrics, the recent-requests ring, input logging, OTLP).
@@ -25,6 +26,7 @@ mod cache;
 mod check;
 mod cost;
 mod error;
+mod jobs;
 mod limits;
 mod load;
 mod masked;
@@ -44,6 +46,7 @@ pub use cache::*;
 pub use check::{MAX_NAME_LEN, is_valid_name};
 pub use cost::*;
 pub use error::{ConfigError, NO_KEY};
+pub use jobs::*;
 pub use limits::*;
 pub use load::Config;
 pub use masked::MASK;

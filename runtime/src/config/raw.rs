@@ -40,6 +40,9 @@ pub(crate) struct RawConfig {
     /// `[[keys]]`: API keys; none means auth is off.
     #[serde(default)]
     pub keys: Vec<Spanned<RawKey>>,
+    /// `[jobs]`.
+    #[serde(default)]
+    pub jobs: RawJobs,
     /// `[telemetry]`.
     #[serde(default)]
     pub telemetry: RawTelemetry,
@@ -54,6 +57,30 @@ pub(crate) struct RawTelemetry {
     pub log_inputs: Option<bool>,
     pub otlp_endpoint: Option<Spanned<String>>,
     pub service_name: Option<Spanned<String>>,
+}
+
+/// `[jobs]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawJobs {
+    pub workers: Option<Spanned<u64>>,
+    pub max_queued: Option<Spanned<u64>>,
+    pub max_attempts: Option<Spanned<u64>>,
+    pub backoff_base_ms: Option<Spanned<u64>>,
+    pub backoff_max_ms: Option<Spanned<u64>>,
+    pub callback_secret_env: Option<Spanned<String>>,
+    pub callback_allow_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub callback_max_attempts: Option<Spanned<u64>>,
+    pub callback_timeout_ms: Option<Spanned<u64>>,
+}
+
+/// A route's `jobs` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub(crate) struct RawRouteJobs {
+    /// `false` turns jobs off for the route while keeping the table.
+    pub enabled: Option<bool>,
+    pub concurrency: Option<Spanned<u64>>,
 }
 
 /// `[cost]`.
@@ -191,6 +218,7 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub stages: Vec<Spanned<RawStage>>,
     pub cache: Option<RawRouteCache>,
+    pub jobs: Option<RawRouteJobs>,
     pub strategy: Option<Spanned<String>>,
     pub weights: Option<Spanned<Vec<Spanned<u64>>>>,
     pub max_attempts: Option<Spanned<u64>>,

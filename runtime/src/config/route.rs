@@ -34,6 +34,9 @@ pub struct RouteSettings {
     pub strategy: Strategy,
     /// One weight per target in [`Self::targets`], for [`Strategy::Weighted`] (default 1 each).
     pub weights: Vec<u32>,
+    /// Whether the route takes background jobs (`POST /v1/jobs`), and how many run at once
+    /// (default `None`: jobs are opt-in per route).
+    pub jobs: Option<super::jobs::RouteJobsSettings>,
 }
 
 /// One validated stage of a route.
@@ -217,6 +220,7 @@ fn build(
         }
     };
     let cache = super::cache::build_route(src, raw.cache.as_ref(), key, targets)?;
+    let jobs = super::jobs::build_route(src, raw.jobs.as_ref(), key)?;
     Ok(RouteSettings {
         model: model.clone(),
         targets: chain,
@@ -225,6 +229,7 @@ fn build(
         cache,
         strategy,
         weights,
+        jobs,
     })
 }
 

@@ -51,6 +51,9 @@ pub enum AppError {
     /// The spend ledger could not be opened.
     #[error(transparent)]
     Ledger(#[from] crate::cost::LedgerError),
+    /// The job store could not be opened.
+    #[error(transparent)]
+    Jobs(#[from] crate::queue::StoreError),
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(std::io::Error),
@@ -104,6 +107,9 @@ pub struct App {
     pub cache: ResponseCache,
     /// The spend ledger (kept across reloads).
     pub ledger: Ledger,
+    /// The background job queue, when some route takes jobs (built at start; its settings
+    /// need a restart).
+    pub jobs: Option<crate::queue::Queue>,
     /// The pooled upstream client.
     pub(super) client: ProviderClient,
     /// The config file, for reloads; `None` for an app built from a parsed config alone.
@@ -172,6 +178,7 @@ impl App {
                 "no server.data_dir: the spend ledger is kept in memory and lost at exit"
             ),
         }
+        let jobs = open_jobs(&config).await?;
         // Load the tokenizers now rather than on the first request that needs them.
         std::thread::spawn(crate::cost::tokens::warm_up);
         let live_step = Arc::new(ArcSwap::from_pointee(LlmStep::new(
@@ -208,6 +215,7 @@ impl App {
             env,
             cache,
             ledger,
+            jobs,
             client,
             config_path,
             draining: AtomicBool::new(false),
@@ -528,6 +536,27 @@ pub(super) struct Assembled {
     pub fresh: Vec<PathBuf>,
     /// Files whose new bytes were rejected (the previous version kept), with why.
     pub failed: Vec<(PathBuf, String)>,
+}
+
+/// The job queue, when some route of `config` takes jobs.
+async fn open_jobs(config: &Config) -> Result<Option<crate::queue::Queue>, AppError> {
+    let routes: HashMap<String, u32> = config
+        .routes
+        .iter()
+        .filter_map(|r| Some((r.model.clone(), r.jobs?.concurrency)))
+        .collect();
+    if routes.is_empty() {
+        return Ok(None);
+    }
+    let queue =
+        crate::queue::Queue::open(config.jobs.clone(), routes, config.data_dir.as_deref()).await?;
+    match &config.data_dir {
+        Some(dir) => tracing::info!(dir = %dir.display(), "job queue opened"),
+        None => tracing::warn!(
+            "no server.data_dir: background jobs are kept in memory and lost at exit"
+        ),
+    }
+    Ok(Some(queue))
 }
 
 /// The LLM step's costing for `config`.

@@ -65,7 +65,7 @@ impl Report {
 
 /// The key a request presents (`Authorization: Bearer`): its account, `None` when auth is
 /// off, or the 401.
-fn authenticate(
+pub(super) fn authenticate(
     snap: &Snapshot,
     headers: &http::HeaderMap,
 ) -> Result<Option<Arc<crate::cost::Account>>, ApiError> {
@@ -127,10 +127,28 @@ pub async fn handle(
 /// Runs one chat completion whose body has been read: authentication and admission, the
 /// request phase, the LLM step and the response phase. `headers` are the request's
 /// (`Authorization`, `Cache-Control`, `x-weir-deadline-ms`, `traceparent`). Background jobs
-/// call this with the headers and body they stored.
+/// call [`complete_as`] with the headers and body they stored.
 pub async fn complete(
     app: &Arc<App>,
     snap: &Snapshot,
+    headers: &http::HeaderMap,
+    body: &[u8],
+    request_id: &Arc<str>,
+    report: &mut Report,
+) -> Response<Body> {
+    let account = match authenticate(snap, headers) {
+        Ok(account) => account,
+        Err(err) => return http_util::error(&err),
+    };
+    complete_as(app, snap, account, headers, body, request_id, report).await
+}
+
+/// [`complete`] for a caller already known to be `account` (`None` when auth is off): a
+/// background job runs as the key that submitted it, without keeping the key itself.
+pub(super) async fn complete_as(
+    app: &Arc<App>,
+    snap: &Snapshot,
+    account: Option<Arc<crate::cost::Account>>,
     headers: &http::HeaderMap,
     body: &[u8],
     request_id: &Arc<str>,
@@ -143,10 +161,6 @@ pub async fn complete(
             None,
         ));
     }
-    let account = match authenticate(snap, headers) {
-        Ok(account) => account,
-        Err(err) => return http_util::error(&err),
-    };
     if let Some(account) = &account {
         report.key = Some(account.name().to_string());
         tracing::Span::current().record("weir.key", account.name());

@@ -59,6 +59,8 @@ pub async fn serve(
     println!("weir: listening on http://{public_addr} (admin http://{admin_addr})");
     tracing::info!(%public_addr, %admin_addr, "listening");
 
+    // Background jobs run from now on (the workers hold the app weakly).
+    app.start_jobs();
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let public_task = tokio::spawn(accept_loop(
@@ -87,6 +89,14 @@ pub async fn serve(
     match tokio::time::timeout(drain, graceful.shutdown()).await {
         Ok(()) => tracing::info!("drained"),
         Err(_) => tracing::warn!(?drain, "drain timeout: dropping the remaining connections"),
+    }
+    if let Some(jobs) = &app.jobs
+        && !jobs.shutdown(drain).await
+    {
+        tracing::warn!(
+            ?drain,
+            "shutdown: jobs still running run again at the next start"
+        );
     }
     let ledger = app.ledger.clone();
     let flushed = tokio::task::spawn_blocking(move || ledger.flush(Duration::from_secs(5)))

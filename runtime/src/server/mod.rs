@@ -2,7 +2,7 @@
 //! (`/admin/*`), like Envoy's admin port, so operational endpoints are never exposed where
 //! clients connect.
 //!
-//! Owns: listeners, connection handling, graceful shutdown, request parsing into the WIT
+//! Owns: listeners, the `/v1/jobs` API (the queue itself is the `queue` module's), connection handling, graceful shutdown, request parsing into the WIT
 //! types, OpenAI-shaped errors and the response headers. Everything below it is reached
 //! through [`App`]; nothing below knows about HTTP status codes except through typed errors'
 //! `status()`.
@@ -11,6 +11,7 @@ mod admin;
 mod app;
 mod chat;
 mod http_util;
+mod jobs;
 mod listener;
 mod public;
 mod reload;

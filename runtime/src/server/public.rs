@@ -1,4 +1,5 @@
-//! The public listener's routes: `/v1/chat/completions`, `/v1/models`, `/healthz`, `/readyz`.
+//! The public listener's routes: `/v1/chat/completions`, `/v1/jobs` (background jobs),
+//! `/v1/models`, `/healthz`, `/readyz`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -51,6 +52,9 @@ async fn dispatch(
     let mut response = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => {
             chat::handle(&app, request, &request_id, &mut report).await
+        }
+        (_, p) if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => {
+            super::jobs::handle(&app, request).await
         }
         (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app.snapshot())),
         (&Method::GET, "/healthz") => http_util::json(200, &json!({"status": "ok"})),

@@ -103,6 +103,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if restart_telemetry(old) != restart_telemetry(new) {
         changed.push("[telemetry] metrics, recent_requests, otlp_endpoint, service_name");
     }
+    let route_jobs =
+        |c: &Config| -> Vec<_> { c.routes.iter().map(|r| (r.model.clone(), r.jobs)).collect() };
+    if old.jobs != new.jobs || route_jobs(old) != route_jobs(new) {
+        changed.push("[jobs] / routes' jobs tables");
+    }
     changed
 }
 

@@ -1,0 +1,312 @@
+//! The queue on paused time with executors that are closures: retries and their delays,
+//! dead jobs, the bound, idempotency, cancel, retry, and recovery after a crash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+
+fn settings(max_attempts: u32, max_queued: u32) -> JobsSettings {
+    JobsSettings {
+        workers: 2,
+        max_queued,
+        max_attempts,
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        ..JobsSettings::default()
+    }
+}
+
+fn routes() -> HashMap<String, u32> {
+    HashMap::from([("demo".to_string(), 2)])
+}
+
+fn spec(key: Option<&str>) -> JobSpec {
+    JobSpec {
+        route: "demo".into(),
+        owner: "-".into(),
+        priority: 5,
+        request: json!({"model": "demo", "messages": []}),
+        headers: Vec::new(),
+        callback_url: None,
+        idempotency_key: key.map(str::to_string),
+    }
+}
+
+fn failing(error: &'static str) -> Outcome {
+    Outcome {
+        verdict: Verdict::Retry,
+        status: 502,
+        body: Some(json!({"error": {"message": error}})),
+        error: Some(error.to_string()),
+        cost_pico: 0,
+        retry_after: None,
+    }
+}
+
+fn never_delivered() -> Arc<dyn Deliver> {
+    Arc::new(|_: Delivery| async { Err::<(), String>("no receiver".into()) })
+}
+
+/// Polls (on paused time) until job `id` has a status for which `done` holds.
+async fn until(queue: &Queue, id: &str, done: impl Fn(Status) -> bool) -> Job {
+    for _ in 0..100_000 {
+        if let Ok(Some(job)) = queue.get(id, None)
+            && done(job.status)
+        {
+            return job;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("job {id} never got there");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_always_failing_job_backs_off_exponentially_then_is_dead_with_every_error() {
+    // Jitter fixed at its top: each delay is its bound, 100, 200, 400, 800 ms, then the 1 s cap.
+    let queue = Queue::open_with_jitter(settings(6, 10), routes(), None, Box::new(|| 1.0))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    queue.start(
+        Arc::new(move |run: Run| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let mut outcome = failing("upstream down");
+                outcome.error = Some(format!("attempt {} failed", run.attempt));
+                outcome
+            }
+        }),
+        never_delivered(),
+    );
+    let job = queue.submit(spec(None)).await.unwrap().job;
+    let job = until(&queue, &job.id, |s| s == Status::Dead).await;
+    assert_eq!(calls.load(Ordering::Relaxed), 6);
+    assert_eq!(job.attempts.len(), 6);
+    for (i, attempt) in job.attempts.iter().enumerate() {
+        assert_eq!(
+            attempt.error.as_deref(),
+            Some(format!("attempt {} failed", i + 1).as_str())
+        );
+        assert_eq!(attempt.status, Some(502));
+        assert!(attempt.finished_ms.is_some());
+    }
+    let gaps: Vec<u64> = job
+        .attempts
+        .windows(2)
+        .map(|w| w[1].started_ms - w[0].started_ms)
+        .collect();
+    assert_eq!(gaps, [100, 200, 400, 800, 1000]);
+    assert_eq!(job.response_status, Some(502));
+    assert!(job.finished_ms.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_random_jitter_every_delay_stays_under_its_bound() {
+    let queue = Queue::open(settings(8, 10), routes(), None).await.unwrap();
+    queue.start(
+        Arc::new(|_: Run| async { failing("boom") }),
+        never_delivered(),
+    );
+    let job = queue.submit(spec(None)).await.unwrap().job;
+    let job = until(&queue, &job.id, |s| s == Status::Dead).await;
+    assert_eq!(job.attempts.len(), 8);
+    let backoff = queue.backoff();
+    for (retry, pair) in job.attempts.windows(2).enumerate() {
+        let gap = Duration::from_millis(pair[1].started_ms - pair[0].started_ms);
+        assert!(gap <= backoff.bound(retry as u32), "retry {retry}: {gap:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_permanent_failure_is_not_retried_and_a_dead_job_can_be_retried() {
+    let queue = Queue::open(settings(2, 10), routes(), None).await.unwrap();
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = healthy.clone();
+    queue.start(
+        Arc::new(move |run: Run| {
+            let healthy = flag.load(Ordering::Relaxed);
+            async move {
+                if run.spec.priority == 1 {
+                    return Outcome {
+                        verdict: Verdict::Fail,
+                        status: 400,
+                        body: None,
+                        error: Some("bad request".into()),
+                        cost_pico: 0,
+                        retry_after: None,
+                    };
+                }
+                if healthy {
+                    Outcome {
+                        verdict: Verdict::Succeeded,
+                        status: 200,
+                        body: Some(json!({"ok": true})),
+                        error: None,
+                        cost_pico: 7,
+                        retry_after: None,
+                    }
+                } else {
+                    failing("down")
+                }
+            }
+        }),
+        never_delivered(),
+    );
+    let bad = queue
+        .submit(JobSpec {
+            priority: 1,
+            ..spec(None)
+        })
+        .await
+        .unwrap()
+        .job;
+    let bad = until(&queue, &bad.id, Status::is_terminal).await;
+    assert_eq!((bad.status, bad.attempts.len()), (Status::Failed, 1));
+
+    let job = queue.submit(spec(None)).await.unwrap().job;
+    let dead = until(&queue, &job.id, |s| s == Status::Dead).await;
+    assert_eq!(dead.attempts.len(), 2);
+    assert!(matches!(
+        queue.retry(&bad.id, None).await,
+        Err(ChangeError::Conflict {
+            status: Status::Failed,
+            ..
+        })
+    ));
+    healthy.store(true, Ordering::Relaxed);
+    queue.retry(&job.id, None).await.unwrap();
+    let done = until(&queue, &job.id, |s| s == Status::Succeeded).await;
+    assert_eq!(done.attempts.len(), 3, "history kept across the retry");
+    assert_eq!(done.response, Some(json!({"ok": true})));
+    assert_eq!(done.cost_pico(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bound_refuses_with_retry_after_and_idempotency_keys_name_one_job() {
+    // Not started: nothing drains.
+    let queue = Queue::open(settings(3, 2), routes(), None).await.unwrap();
+    let first = queue.submit(spec(Some("k1"))).await.unwrap();
+    assert!(!first.existing);
+    let again = queue.submit(spec(Some("k1"))).await.unwrap();
+    assert!(again.existing);
+    assert_eq!(again.job.id, first.job.id);
+    queue.submit(spec(None)).await.unwrap();
+    match queue.submit(spec(None)).await {
+        Err(SubmitError::Full {
+            depth: 2,
+            max: 2,
+            retry_after_s,
+        }) => assert_eq!(retry_after_s, DEFAULT_RETRY_AFTER_S),
+        other => panic!("expected a full queue, got {other:?}"),
+    }
+    // A repeated key still finds its job when the queue is full.
+    let full_again = queue.submit(spec(Some("k1"))).await.unwrap();
+    assert_eq!(full_again.job.id, first.job.id);
+    // Another owner's key is another job (and here, another refusal).
+    let other = JobSpec {
+        owner: "team-b".into(),
+        ..spec(Some("k1"))
+    };
+    assert!(matches!(
+        queue.submit(other).await,
+        Err(SubmitError::Full { .. })
+    ));
+    // Cancelling frees a slot.
+    let cancelled = queue.cancel(&first.job.id, None).await.unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    assert!(matches!(
+        queue.cancel(&first.job.id, None).await,
+        Err(ChangeError::Conflict { .. })
+    ));
+    assert!(matches!(
+        queue.cancel(&first.job.id, Some("someone-else")).await,
+        Err(ChangeError::NotFound(_))
+    ));
+    queue.submit(spec(None)).await.unwrap();
+    assert_eq!(queue.stats().queued, 2);
+}
+
+#[test]
+fn retry_after_follows_the_drain_rate() {
+    assert_eq!(
+        retry_after(1, 0, Duration::from_secs(60)),
+        DEFAULT_RETRY_AFTER_S
+    );
+    // 60 jobs a minute: one slot in a second, ten slots in ten.
+    assert_eq!(retry_after(1, 60, Duration::from_secs(60)), 1);
+    assert_eq!(retry_after(10, 60, Duration::from_secs(60)), 10);
+    // 2 a minute: 30 s for one slot.
+    assert_eq!(retry_after(1, 2, Duration::from_secs(60)), 30);
+    assert_eq!(
+        retry_after(1_000_000, 1, Duration::from_secs(60)),
+        MAX_RETRY_AFTER_S
+    );
+}
+
+#[tokio::test]
+async fn a_job_running_at_a_crash_runs_again_and_is_counted_as_a_duplicate() {
+    let dir = std::env::temp_dir().join(format!("weir-queue-recover-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let id = {
+        // What a crash leaves behind: a job marked running, its attempt never finished.
+        let store = Store::open(Some(&dir)).unwrap();
+        let job = Job {
+            id: "job_1".into(),
+            seq: 1,
+            spec: spec(None),
+            status: Status::Running,
+            created_ms: 1,
+            finished_ms: None,
+            next_attempt_ms: None,
+            attempts: vec![Attempt {
+                started_ms: 2,
+                ..Attempt::default()
+            }],
+            attempts_before_retry: 0,
+            duplicate_executions: 0,
+            response: None,
+            response_status: None,
+            callback: None,
+        };
+        store.write(vec![Write::Insert(job)]).await.unwrap();
+        "job_1".to_string()
+    };
+    let queue = Queue::open(settings(5, 10), routes(), Some(&dir))
+        .await
+        .unwrap();
+    assert_eq!(queue.stats().duplicate_executions, 1);
+    assert_eq!(queue.stats().queued, 1);
+    queue.start(
+        Arc::new(|_: Run| async {
+            Outcome {
+                verdict: Verdict::Succeeded,
+                status: 200,
+                body: Some(json!({"ok": 1})),
+                error: None,
+                cost_pico: 0,
+                retry_after: None,
+            }
+        }),
+        never_delivered(),
+    );
+    let job = until(&queue, &id, |s| s == Status::Succeeded).await;
+    assert_eq!(job.duplicate_executions, 1);
+    assert_eq!(job.attempts.len(), 2);
+    assert!(
+        job.attempts[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("host stopped")
+    );
+    assert!(queue.shutdown(Duration::from_secs(5)).await);
+    // The next seq continues after what is stored.
+    assert!(queue.inner.next_seq.load(Ordering::Relaxed) > 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -99,8 +99,11 @@ fn enabled() -> bool {
     RECORDER.get().is_some_and(Option::is_some)
 }
 
+/// Handles cached by name.
+type ByName<M> = DashMap<Box<str>, Arc<M>>;
+
 /// The handles cached under `name` in `map`, made by `make` the first time.
-fn cached<M>(map: &DashMap<Box<str>, Arc<M>>, name: &str, make: impl FnOnce() -> M) -> Arc<M> {
+fn cached<M>(map: &ByName<M>, name: &str, make: impl FnOnce() -> M) -> Arc<M> {
     if let Some(found) = map.get(name) {
         return found.clone();
     }
@@ -194,7 +197,7 @@ struct RouteMeters {
 /// Every `result` of `weir_cache_lookups_total`.
 const CACHE_RESULTS: [&str; 5] = ["hit", "semantic-hit", "miss", "coalesced", "bypass"];
 
-static ROUTES: LazyLock<DashMap<Box<str>, Arc<RouteMeters>>> = LazyLock::new(DashMap::new);
+static ROUTES: LazyLock<ByName<RouteMeters>> = LazyLock::new(DashMap::new);
 
 fn route_meters(route: &str) -> Arc<RouteMeters> {
     cached(&ROUTES, route, || {
@@ -288,7 +291,7 @@ struct StageMeters {
     response: PhaseMeters,
 }
 
-static STAGES: LazyLock<DashMap<Box<str>, Arc<StageMeters>>> = LazyLock::new(DashMap::new);
+static STAGES: LazyLock<ByName<StageMeters>> = LazyLock::new(DashMap::new);
 
 /// The outcome most runs of `phase` have.
 fn usual_outcome(phase: &str) -> &'static str {
@@ -353,7 +356,7 @@ struct TargetMeters {
     duration: Histogram,
 }
 
-static TARGETS: LazyLock<DashMap<Box<str>, Arc<TargetMeters>>> = LazyLock::new(DashMap::new);
+static TARGETS: LazyLock<ByName<TargetMeters>> = LazyLock::new(DashMap::new);
 
 /// One upstream attempt.
 pub fn attempt(target: &str, outcome: &'static str, elapsed: Duration) {
@@ -398,8 +401,7 @@ struct SpendMeters {
 }
 
 /// Key → model → handles.
-static SPEND: LazyLock<DashMap<Box<str>, Arc<DashMap<Box<str>, Arc<SpendMeters>>>>> =
-    LazyLock::new(DashMap::new);
+static SPEND: LazyLock<ByName<ByName<SpendMeters>>> = LazyLock::new(DashMap::new);
 
 /// One ledger entry: tokens (unless the answer came from the cache) and cost, by key and
 /// model.

@@ -47,8 +47,8 @@ async fn dispatch(
     let started = std::time::Instant::now();
     let _in_flight = crate::telemetry::InFlight::enter();
     let path = request.uri().path().to_string();
-    let endpoint = format!("{} {path}", request.method());
     let is_chat = path == "/v1/chat/completions";
+    let method = request.method().clone();
     let mut response = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => {
             chat::handle(&app, request, &request_id, &mut report).await
@@ -87,7 +87,7 @@ async fn dispatch(
     };
     let elapsed = started.elapsed();
     if is_chat {
-        observe(&app, &report, &response, &request_id, endpoint, elapsed);
+        observe(&app, &report, &response, &request_id, &method, elapsed);
     }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -151,7 +151,7 @@ fn observe(
     report: &chat::Report,
     response: &Response<Body>,
     request_id: &Arc<str>,
-    endpoint: String,
+    method: &Method,
     elapsed: std::time::Duration,
 ) {
     let status = response.status().as_u16();
@@ -195,7 +195,7 @@ fn observe(
         id: request_id.clone(),
         trace_id: report.trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
         started_ms: super::app::unix_ms().saturating_sub(elapsed.as_millis() as u64),
-        endpoint,
+        endpoint: format!("{method} /v1/chat/completions"),
         route: report.route.clone(),
         key: report.key.clone(),
         status,

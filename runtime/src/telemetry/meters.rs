@@ -20,6 +20,8 @@
 //! | `weir_cost_picodollars_total` | counter | `key`, `model` (1e-12 USD, exact) |
 //! | `weir_reloads_total` | counter | `outcome` (`ok`, `failed`) |
 //!
+//! The job queue records its own (`weir_jobs_*`, see `queue::worker`).
+//!
 //! When metrics are off (`telemetry.metrics = false`) no recorder is installed and every
 //! call here returns at once.
 //!
@@ -36,6 +38,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// The installed recorder's handle (`None` when another recorder was installed first).
 static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// How often histogram samples are folded into their buckets between scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Latency buckets, seconds: 0.5 ms to 60 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -86,6 +91,20 @@ pub fn init() -> Option<&'static PrometheusHandle> {
                 .ok()?;
             describe();
             let _ = IN_FLIGHT.set(gauge!("weir_requests_in_flight"));
+            // Histogram samples pile up in the recorder until drained: drain them every few
+            // seconds, not only when someone scrapes, so memory stays flat without a scraper.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("weir-metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_EVERY);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(error = %err, "no metrics upkeep thread; histograms drain at scrapes only");
+            }
             Some(handle)
         })
         .as_ref()

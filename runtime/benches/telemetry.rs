@@ -30,9 +30,9 @@ fn record(id: &str) -> RequestRecord {
     };
     RequestRecord {
         id: id.into(),
-        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        trace: Some(telemetry::TraceParent::random()),
         started_ms: 1_795_727_521_000,
-        endpoint: "POST /v1/chat/completions".into(),
+        method: http::Method::POST,
         route: Some("demo".into()),
         key: None,
         status: 200,

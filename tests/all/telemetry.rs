@@ -112,6 +112,37 @@ fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
     metrics.get(key).copied().unwrap_or(0.0)
 }
 
+/// A scrape once `n` chat completions have been recorded (weir records them just after
+/// answering).
+async fn scrape_after(weir: &Proc, n: f64) -> HashMap<String, f64> {
+    let started = Instant::now();
+    loop {
+        let metrics = scrape(weir).await;
+        let recorded: f64 = metrics
+            .iter()
+            .filter(|(k, _)| k.starts_with("weir_requests_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        if recorded >= n || started.elapsed() > Duration::from_secs(10) {
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `/admin/requests` once it holds `n` requests.
+async fn recent_after(admin: SocketAddr, query: &str, n: usize) -> Value {
+    let started = Instant::now();
+    loop {
+        let list = get(admin, &format!("/admin/requests{query}")).await.json();
+        let kept = list["requests"].as_array().map_or(0, Vec::len);
+        if kept >= n || started.elapsed() > Duration::from_secs(10) {
+            return list;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_scripted_sequence_moves_exactly_the_expected_counters() {
     let bad = sim(&["--error-rate", "1.0"]);
@@ -139,7 +170,7 @@ async fn a_scripted_sequence_moves_exactly_the_expected_counters() {
     );
     assert_eq!(send(&weir, "nope", "hi", &[]).await, 404);
 
-    let m = scrape(&weir).await;
+    let m = scrape_after(&weir, 4.0).await;
     let expect = |key: &str, want: f64| {
         assert_eq!(value(&m, key), want, "{key}");
     };
@@ -529,7 +560,7 @@ async fn admin_requests_keeps_recent_requests_with_steps_attempts_and_cost() {
     .await;
     assert_eq!(rejected.status, 400);
 
-    let list = get(admin, "/admin/requests").await.json();
+    let list = recent_after(admin, "", 2).await;
     assert_eq!(list["enabled"], true);
     let ids: Vec<&str> = list["requests"]
         .as_array()
@@ -591,7 +622,17 @@ async fn admin_requests_keeps_recent_requests_with_steps_attempts_and_cost() {
         let status = send(&weir, "plain", &format!("filler {i}"), &[]).await;
         assert_eq!(status, 200);
     }
-    let list = get(admin, "/admin/requests?limit=10").await.json();
+    // Three more fill the ring of three: the first two are gone.
+    let started = Instant::now();
+    let list = loop {
+        let list = get(admin, "/admin/requests?limit=10").await.json();
+        let newest =
+            list["requests"][0]["route"] == "plain" && list["requests"][2]["route"] == "plain";
+        if newest || started.elapsed() > Duration::from_secs(10) {
+            break list;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(list["requests"].as_array().unwrap().len(), 3);
     let gone = get(admin, "/admin/requests/req-ok").await;
     assert_eq!(gone.status, 404);

@@ -57,6 +57,13 @@ pub struct Report {
 }
 
 impl Report {
+    /// Notes what the stages did so far: labels, fuel, each phase.
+    fn note_stages(&mut self, fwd: &Forwarded) {
+        self.labels = fwd.stage_labels();
+        self.fuel = fwd.fuel_by_stage();
+        self.runs = fwd.runs().to_vec();
+    }
+
     /// Time spent waiting on upstreams: the LLM step's attempts.
     pub fn upstream_time(&self) -> std::time::Duration {
         self.attempts.iter().map(|a| a.elapsed).sum()
@@ -237,9 +244,7 @@ async fn serve(
         .with_meter(meter.clone());
 
     let result = fwd.on_request().await;
-    report.labels = fwd.stage_labels();
-    report.fuel = fwd.fuel_by_stage();
-    report.runs = timings(&fwd);
+    report.note_stages(&fwd);
     if let Err(err) = result {
         return http_util::error(&pipeline_error(&err));
     }
@@ -321,11 +326,6 @@ async fn serve(
     }
 }
 
-/// Each stage phase that ran.
-fn timings(fwd: &Forwarded) -> Vec<crate::pipeline::StageRun> {
-    fwd.runs().to_vec()
-}
-
 /// The text of a response's first choice.
 fn text_of(response: &ChatResponse) -> String {
     match response
@@ -364,9 +364,7 @@ impl Finish<'_> {
     ) -> Response<Body> {
         let as_stream = self.as_stream;
         let result = fwd.on_response(response).await;
-        report.labels = fwd.stage_labels();
-        report.fuel = fwd.fuel_by_stage();
-        report.runs = timings(fwd);
+        report.note_stages(fwd);
         let cost = crate::config::pico_to_usd(self.meter.total());
         if self.log_answer
             && let Ok(response) = &result

@@ -86,8 +86,10 @@ async fn dispatch(
         )),
     };
     let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let failure = response.extensions().get::<http_util::Failure>().cloned();
     if is_chat {
-        observe(&app, &report, &response, &request_id, &method, elapsed);
+        annotate(&report, status, failure.as_ref(), elapsed);
     }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -141,23 +143,33 @@ async fn dispatch(
             headers.insert("x-weir-stage-fuel", value);
         }
     }
+    if is_chat {
+        let outcome = Outcome {
+            status,
+            failure,
+            elapsed,
+            method,
+        };
+        record(&app, report, outcome, request_id);
+    }
     response
 }
 
-/// Records a finished chat completion: its span's outcome fields, the request metrics, the
-/// cache and shed counters, and its entry in the recent-requests ring.
-fn observe(
-    app: &App,
+/// How a chat completion ended, for [`record`].
+struct Outcome {
+    status: u16,
+    failure: Option<http_util::Failure>,
+    elapsed: std::time::Duration,
+    method: Method,
+}
+
+/// Notes how a chat completion ended on its span (and in a debug line), on the request path.
+fn annotate(
     report: &chat::Report,
-    response: &Response<Body>,
-    request_id: &Arc<str>,
-    method: &Method,
+    status: u16,
+    failure: Option<&http_util::Failure>,
     elapsed: std::time::Duration,
 ) {
-    let status = response.status().as_u16();
-    let failure = response.extensions().get::<http_util::Failure>();
-    let route = report.route.as_deref().unwrap_or("-");
-    let upstream = report.upstream_time();
     let span = tracing::Span::current();
     span.record("http.response.status_code", status);
     if let Some(failure) = failure {
@@ -168,66 +180,81 @@ fn observe(
     }
     if let Some((cache, _)) = report.cache {
         span.record("weir.cache", cache.as_str());
-        crate::telemetry::cache(route, cache.as_str());
     }
     if let Some(cost) = report.cost {
         span.record("weir.cost_usd", crate::config::pico_to_usd(cost));
+    }
+    tracing::debug!(
+        target: "weir::request",
+        status,
+        route = report.route.as_deref().unwrap_or("-"),
+        elapsed_ms = elapsed.as_secs_f64() * 1e3,
+        "request done"
+    );
+}
+
+/// Records a finished chat completion once its headers are set: the request metrics,
+/// the cache and shed counters, and its entry in the recent-requests ring.
+fn record(app: &App, report: chat::Report, outcome: Outcome, request_id: Arc<str>) {
+    let Outcome {
+        status,
+        failure,
+        elapsed,
+        method,
+    } = outcome;
+    let route = report.route.as_deref().unwrap_or("-");
+    let upstream = report.upstream_time();
+    if let Some((cache, _)) = report.cache {
+        crate::telemetry::cache(route, cache.as_str());
     }
     let overhead = report
         .route
         .as_ref()
         .map(|_| elapsed.saturating_sub(upstream));
     crate::telemetry::request(route, status, elapsed, overhead);
-    if let Some(reason) = failure.and_then(|f| shed_reason(&f.code)) {
+    if let Some(reason) = failure.as_ref().and_then(|f| shed_reason(&f.code)) {
         crate::telemetry::shed(route, reason);
     }
-    tracing::debug!(
-        target: "weir::request",
-        status,
-        route,
-        elapsed_ms = elapsed.as_secs_f64() * 1e3,
-        "request done"
-    );
     if !app.recent.enabled() {
         return;
     }
     app.recent.push(crate::telemetry::RequestRecord {
-        id: request_id.clone(),
-        trace_id: report.trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
+        id: request_id,
+        trace: report.trace,
         started_ms: super::app::unix_ms().saturating_sub(elapsed.as_millis() as u64),
-        endpoint: format!("{method} /v1/chat/completions"),
-        route: report.route.clone(),
-        key: report.key.clone(),
-        status,
-        error: failure.map(|f| (f.code.clone(), f.message.clone())),
-        elapsed,
-        upstream,
+        method,
         cache: report.cache.map(|(cache, _)| cache.as_str()),
-        cost: report.cost,
         stages: report
             .runs
-            .iter()
+            .into_iter()
             .map(|run| crate::telemetry::StageStep {
-                label: run.label.clone(),
+                label: run.label,
                 phase: run.phase.as_str(),
                 elapsed: run.elapsed,
                 fuel: run.fuel_used,
-                outcome: run.outcome.clone(),
+                outcome: run.outcome,
             })
             .collect(),
-        llm: report.llm,
         attempts: report
             .attempts
-            .iter()
+            .into_iter()
             .filter(|a| !a.model.is_empty())
             .map(|a| crate::telemetry::AttemptStep {
-                target: a.target.clone(),
-                model: a.model.clone(),
+                target: a.target,
+                model: a.model,
                 status: a.status,
-                outcome: a.outcome.clone(),
+                outcome: a.outcome,
                 elapsed: a.elapsed,
             })
             .collect(),
+        route: report.route,
+        key: report.key,
+        status,
+        error: failure.map(|f| (f.code, f.message)),
+        elapsed,
+        upstream,
+        cost: report.cost,
+        llm: report.llm,
     });
 }
 

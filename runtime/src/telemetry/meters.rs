@@ -296,12 +296,11 @@ impl Drop for InFlight {
     }
 }
 
-/// One phase's handles: wall time, fuel, and runs with the usual outcome (`next` for a
-/// request phase, `ok` for a response phase).
+/// One phase's handles: wall time, fuel, and runs by outcome.
 struct PhaseMeters {
     duration: Histogram,
     fuel: Histogram,
-    usual: Counter,
+    runs: ByName<Counter>,
 }
 
 /// A stage's handles, both phases.
@@ -311,11 +310,6 @@ struct StageMeters {
 }
 
 static STAGES: LazyLock<ByName<StageMeters>> = LazyLock::new(DashMap::new);
-
-/// The outcome most runs of `phase` have.
-fn usual_outcome(phase: &str) -> &'static str {
-    if phase == "request" { "next" } else { "ok" }
-}
 
 /// One stage phase.
 pub fn stage(
@@ -334,12 +328,7 @@ pub fn stage(
             PhaseMeters {
                 duration: histogram!("weir_stage_duration_seconds", &labels),
                 fuel: histogram!("weir_stage_fuel", &labels),
-                usual: counter!(
-                    "weir_stage_runs_total",
-                    "stage" => stage.to_owned(),
-                    "phase" => phase,
-                    "outcome" => usual_outcome(phase)
-                ),
+                runs: DashMap::new(),
             }
         };
         StageMeters {
@@ -356,17 +345,15 @@ pub fn stage(
     if let Some(fuel) = fuel {
         handles.fuel.record(fuel as f64);
     }
-    if outcome == usual_outcome(phase) {
-        handles.usual.increment(1);
-    } else {
+    cached(&handles.runs, outcome, || {
         counter!(
             "weir_stage_runs_total",
             "stage" => stage.to_owned(),
             "phase" => phase,
             "outcome" => outcome.to_owned()
         )
-        .increment(1);
-    }
+    })
+    .increment(1);
 }
 
 /// A target's handles: successful attempts and attempt time.

@@ -43,12 +43,12 @@ pub struct AttemptStep {
 pub struct RequestRecord {
     /// `x-request-id`.
     pub id: Arc<str>,
-    /// The W3C trace id, 32 hex digits.
-    pub trace_id: String,
+    /// The W3C trace the request joined.
+    pub trace: Option<super::TraceParent>,
     /// When it arrived, milliseconds since the epoch.
     pub started_ms: u64,
-    /// `METHOD /path`.
-    pub endpoint: String,
+    /// The request method (the path is `/v1/chat/completions`).
+    pub method: http::Method,
     /// The route, once known.
     pub route: Option<Arc<str>>,
     /// The key's name, when auth is on and the key was valid.
@@ -82,9 +82,9 @@ impl RequestRecord {
     pub fn summary(&self) -> Value {
         json!({
             "id": &*self.id,
-            "trace_id": self.trace_id,
+            "trace_id": self.trace.map(|t| t.trace_id_hex()),
             "started_ms": self.started_ms,
-            "endpoint": self.endpoint,
+            "endpoint": format!("{} /v1/chat/completions", self.method),
             "route": self.route.as_deref(),
             "key": self.key,
             "status": self.status,
@@ -215,9 +215,9 @@ mod tests {
     fn record(id: &str, status: u16) -> RequestRecord {
         RequestRecord {
             id: id.into(),
-            trace_id: "0".repeat(32),
+            trace: Some(crate::telemetry::TraceParent::random()),
             started_ms: 0,
-            endpoint: "POST /v1/chat/completions".into(),
+            method: http::Method::POST,
             route: Some("demo".into()),
             key: None,
             status,

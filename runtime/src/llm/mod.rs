@@ -93,7 +93,7 @@ impl StepReply {
 /// Stands in for the last attempt when there is none (cannot happen after a reply).
 static EMPTY_ATTEMPT: std::sync::LazyLock<Attempt> = std::sync::LazyLock::new(|| Attempt {
     target: "-".into(),
-    outcome: String::new(),
+    outcome: std::borrow::Cow::Borrowed(""),
     status: None,
     elapsed: std::time::Duration::ZERO,
     model: String::new(),

@@ -46,7 +46,7 @@ pub struct StageRun {
     pub fuel_used: Option<u64>,
     /// `next`, `respond`, `ok`, `rejected`, or the failure kind; `skipped:<kind>` under the
     /// `skip` policy.
-    pub outcome: String,
+    pub outcome: std::borrow::Cow<'static, str>,
 }
 
 /// A stage that ran its request phase and still has a response phase to run.
@@ -362,7 +362,7 @@ impl Forwarded {
         phase: Phase,
         started: Instant,
         fuel_used: Option<u64>,
-        outcome: impl Into<String>,
+        outcome: impl Into<std::borrow::Cow<'static, str>>,
     ) {
         let outcome = outcome.into();
         let elapsed = started.elapsed();
@@ -370,7 +370,7 @@ impl Forwarded {
         if let Some(fuel) = fuel_used {
             span.record("weir.fuel", fuel);
         }
-        span.record("weir.outcome", outcome.as_str());
+        span.record("weir.outcome", &*outcome);
         drop(span);
         crate::telemetry::stage(
             &spec.identity.name,

@@ -50,7 +50,7 @@ pub struct Attempt {
     /// The target's name.
     pub target: Arc<str>,
     /// `ok`, or what went wrong.
-    pub outcome: String,
+    pub outcome: std::borrow::Cow<'static, str>,
     /// The upstream status, when there was one.
     pub status: Option<u16>,
     /// How long the attempt took.
@@ -149,7 +149,7 @@ const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
 fn note(attempts: &mut Vec<Attempt>, target: &str, outcome: &str) {
     attempts.push(Attempt {
         target: target.into(),
-        outcome: outcome.to_string(),
+        outcome: outcome.to_string().into(),
         status: None,
         elapsed: Duration::ZERO,
         model: String::new(),
@@ -360,7 +360,7 @@ impl Router {
                     };
                     attempts.push(Attempt {
                         target: target.upstream.name.clone(),
-                        outcome: "ok".to_string(),
+                        outcome: "ok".into(),
                         status: Some(200),
                         elapsed,
                         model,
@@ -381,7 +381,7 @@ impl Router {
                     );
                     attempts.push(Attempt {
                         target: target.upstream.name.clone(),
-                        outcome: err.to_string(),
+                        outcome: err.to_string().into(),
                         status: err.status(),
                         elapsed,
                         model,
@@ -556,7 +556,7 @@ impl Router {
                 Err(err) => {
                     attempts.push(Attempt {
                         target: target.name.clone(),
-                        outcome: err.to_string(),
+                        outcome: err.to_string().into(),
                         status: err.status(),
                         elapsed,
                         model,

@@ -20,7 +20,7 @@ pub struct StageStep {
     /// Fuel burned, when metered.
     pub fuel: Option<u64>,
     /// `next`, `respond`, `ok`, `rejected`, a failure kind or `skipped:<kind>`.
-    pub outcome: String,
+    pub outcome: std::borrow::Cow<'static, str>,
 }
 
 /// One upstream attempt of a request.
@@ -33,7 +33,7 @@ pub struct AttemptStep {
     /// The upstream status, when there was one.
     pub status: Option<u16>,
     /// `ok` or what went wrong.
-    pub outcome: String,
+    pub outcome: std::borrow::Cow<'static, str>,
     /// How long it took.
     pub elapsed: Duration,
 }

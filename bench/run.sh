@@ -15,15 +15,7 @@ SIM=127.0.0.1:9201
 WEIR=127.0.0.1:9280
 ADMIN=127.0.0.1:9281
 
-command -v wrk >/dev/null || { echo "bench/run.sh needs wrk (apt-get install -y wrk)"; exit 1; }
-
-cargo build --release -p weir --quiet
-cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-weir="$target_dir/release/weir"
-plugins="$target_dir/wasm32-wasip2/release"
-
-work=$(mktemp -d)
+source bench/build.sh
 # The demo pipeline, used by the `demo` and `cached` routes.
 stages='[[routes.stages]]
 name = "prompt-guard"
@@ -67,10 +59,6 @@ for _ in $(seq 1 100); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && brea
 
 # wrk --latency prints "50.000%  1.23ms" style lines with -U? plain wrk prints 50% 75% 90% 99%.
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
-to_ms() { python3 -c "import sys,re
-v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
-n=float(m.group(1)); u=m.group(2)
-print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 3))" "$1"; }
 
 echo "== c=1, ${DURATION}s each (wrk)"
 wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$SIM/v1/chat/completions" > "$work/sim_c1.txt"

@@ -18,15 +18,7 @@ ROUNDS=${ROUNDS:-5}
 SIM=127.0.0.1:9301
 COLLECTOR=127.0.0.1:9309
 
-command -v wrk >/dev/null || { echo "bench/telemetry.sh needs wrk (apt-get install -y wrk)"; exit 1; }
-
-cargo build --release -p weir --quiet
-cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-weir="$target_dir/release/weir"
-plugins="$target_dir/wasm32-wasip2/release"
-
-work=$(mktemp -d)
+source bench/build.sh
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
@@ -85,10 +77,6 @@ for variant in off on otlp; do
     for _ in $(seq 1 100); do curl -fs "http://${addr[$variant]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-to_ms() { python3 -c "import sys,re
-v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
-n=float(m.group(1)); u=m.group(2)
-print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 4))" "$1"; }
 
 : > "$work/results"
 for round in $(seq 1 "$ROUNDS"); do

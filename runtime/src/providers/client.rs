@@ -62,6 +62,15 @@ pub enum AttemptError {
     Protocol(String),
 }
 
+/// A `Retry-After` given in seconds (the form providers and weir itself send).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 impl AttemptError {
     /// Whether another target may succeed where this one failed: connect errors, timeouts
     /// and protocol errors always; a status when `retry_on` holds it (by default 408, 429
@@ -179,12 +188,7 @@ impl ProviderClient {
             return Ok(response);
         }
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let body = read_body(response.into_body(), timeout)
             .await
             .unwrap_or_default();

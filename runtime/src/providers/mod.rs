@@ -8,4 +8,4 @@
 
 mod client;
 
-pub use client::{AttemptError, ProviderClient, Upstream, read_body};
+pub use client::{AttemptError, ProviderClient, Upstream, read_body, retry_after};

@@ -210,21 +210,7 @@ async fn serve(
         Err(err) => return http_util::error(&err),
     };
     let Some(pipeline) = snap.routes.get(&chat.model) else {
-        let mut known: Vec<&str> = snap.routes.keys().map(String::as_str).collect();
-        known.sort_unstable();
-        return http_util::error(&ApiError {
-            param: Some("model".to_string()),
-            ..ApiError::new(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "the model `{}` does not exist; available: {}",
-                    chat.model,
-                    known.join(", ")
-                ),
-            )
-        });
+        return http_util::error(&model_not_found(snap, &chat.model));
     };
     report.route = Some(pipeline.route.clone());
     let span = tracing::Span::current();
@@ -635,6 +621,24 @@ fn pipeline_error(err: &PipelineError) -> ApiError {
         err.code(),
         err.client_message(),
     )
+}
+
+/// 404 `model_not_found` for a model no route serves, listing those that exist.
+pub(super) fn model_not_found(snap: &Snapshot, model: &str) -> ApiError {
+    let mut known: Vec<&str> = snap.routes.keys().map(String::as_str).collect();
+    known.sort_unstable();
+    ApiError {
+        param: Some("model".to_string()),
+        ..ApiError::new(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            format!(
+                "the model `{model}` does not exist; available: {}",
+                known.join(", ")
+            ),
+        )
+    }
 }
 
 /// The body of `GET /v1/models`.

@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Weak};
 
-use http::header::{HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -148,21 +148,7 @@ async fn submit(
     // The same checks the synchronous endpoint makes, now rather than at the first attempt.
     let chat = parse_request(&bytes)?;
     if !snap.routes.contains_key(&chat.model) {
-        let mut known: Vec<&str> = snap.routes.keys().map(String::as_str).collect();
-        known.sort_unstable();
-        return Err(ApiError {
-            param: Some("model".into()),
-            ..ApiError::new(
-                404,
-                "invalid_request_error",
-                "model_not_found",
-                format!(
-                    "the model `{}` does not exist; available: {}",
-                    chat.model,
-                    known.join(", ")
-                ),
-            )
-        });
+        return Err(super::chat::model_not_found(&snap, &chat.model));
     }
     if !queue.takes(&chat.model) {
         return Err(ApiError {
@@ -479,12 +465,7 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
     )
     .await;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(std::time::Duration::from_secs);
+    let retry_after = crate::providers::retry_after(response.headers());
     let bytes = match response.into_body().collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(never) => match never {},

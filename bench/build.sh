@@ -1,0 +1,18 @@
+# Sourced by the bench scripts: checks for wrk, builds the release host and the demo
+# pipeline's stages, and sets $weir (the binary), $plugins (the .wasm directory) and $work
+# (a scratch directory).
+command -v wrk >/dev/null || { echo "$0 needs wrk (apt-get install -y wrk)"; exit 1; }
+
+cargo build --release -p weir --quiet
+cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+weir="$target_dir/release/weir"
+plugins="$target_dir/wasm32-wasip2/release"
+
+work=$(mktemp -d)
+
+# wrk's latency (`123.45us`, `1.23ms`, `1.2s`) in milliseconds.
+to_ms() { python3 -c "import sys,re
+v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
+n=float(m.group(1)); u=m.group(2)
+print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 4))" "$1"; }

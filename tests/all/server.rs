@@ -419,6 +419,11 @@ async fn server_timing_names_every_stage_phase_and_its_parts_fit_the_total() {
         rest.iter()
             .any(|(name, desc, _)| name == "llm" && desc == "bypass")
     );
+    assert!(
+        rest.iter()
+            .any(|(name, desc, _)| name == "upstream" && desc == "primary"),
+        "{timing}"
+    );
     let sum: f64 = rest.iter().map(|(_, _, dur)| dur).sum();
     assert!(
         sum <= last.2 + 0.01,

@@ -270,8 +270,10 @@ fn shed_reason(code: &str) -> Option<&'static str> {
 }
 
 /// `Server-Timing`: each stage phase (`stage1;desc="pii-redact@bd3bec7e request";dur=0.12`),
-/// the LLM step with how the cache was involved (`llm;desc="miss";dur=41.7`), and `total`,
-/// in milliseconds. The parts never add up to more than the total.
+/// the LLM step's own work with how the cache was involved (`llm;desc="miss";dur=0.3`: cache,
+/// routing, queueing), the time spent waiting on upstream attempts
+/// (`upstream;desc="primary";dur=41.4`, naming the target that answered or was tried last),
+/// and `total`, in milliseconds. The parts never add up to more than the total.
 fn server_timing(report: &chat::Report, total: std::time::Duration) -> String {
     use std::fmt::Write;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -288,7 +290,20 @@ fn server_timing(report: &chat::Report, total: std::time::Duration) -> String {
     }
     if let Some(llm) = report.llm {
         let cache = report.cache.map_or("bypass", |(status, _)| status.as_str());
-        let _ = write!(out, "llm;desc=\"{cache}\";dur={:.3}, ", ms(llm));
+        let upstream = report.upstream_time().min(llm);
+        let _ = write!(
+            out,
+            "llm;desc=\"{cache}\";dur={:.3}, ",
+            ms(llm.saturating_sub(upstream))
+        );
+        if let Some(last) = report.attempts.iter().rev().find(|a| !a.model.is_empty()) {
+            let _ = write!(
+                out,
+                "upstream;desc=\"{}\";dur={:.3}, ",
+                last.target,
+                ms(upstream)
+            );
+        }
     }
     let _ = write!(out, "total;dur={:.3}", ms(total));
     out

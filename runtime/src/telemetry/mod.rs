@@ -5,9 +5,11 @@
 //! A leaf module: everyone may record into it; it depends on nothing of weir's but config
 //! values and the WIT usage type.
 //!
-//! - `traces`: [`init`] installs the subscriber; [`TraceParent`], [`join_trace`] and
-//!   [`current_traceparent`] carry the client's trace to upstreams.
-//! - `meters`: every metric's name and labels, and one function per thing counted.
+//! - `traces`: [`init`] installs the subscriber; [`request_span`] opens a request's span;
+//!   [`TraceParent`], [`join_trace`] and [`current_traceparent`] carry the client's trace to
+//!   upstreams.
+//! - `meters`: every metric's name and labels, and one function per thing counted, recording
+//!   through handles cached by name.
 //! - `recent`: [`Recent`], the bounded ring of [`RequestRecord`]s.
 
 mod meters;

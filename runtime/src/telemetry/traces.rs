@@ -6,8 +6,9 @@
 //! → `weir.stage` (stage, version, phase, fuel, outcome) and `weir.llm` (cache outcome,
 //! usage) → `weir.attempt` (target, model, retry number, status, outcome), those three at
 //! DEBUG. Unless spans are exported the request span carries only `request_id` (what log
-//! lines need), so logging at `info` pays for one small span per request and nothing else;
-//! measured, the full set of spans and fields costs about 10 µs of CPU per request.
+//! lines need), so logging at `info` pays for one small span per request and nothing else
+//! (measured: with every span at INFO and all fields, spans cost about 10 µs of CPU per
+//! request; as now, about 1.5 µs).
 //! Fields follow the OpenTelemetry GenAI conventions where one exists
 //! (`gen_ai.request.model`, `gen_ai.usage.input_tokens`, …); `otel.name` and `otel.kind` name
 //! and classify the exported span.

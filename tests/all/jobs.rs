@@ -14,7 +14,9 @@ use http::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::procs::{Proc, call, get, post, scratch_config, serve_file, serve_file_with_env, sim};
+use crate::procs::{
+    Proc, call, get, post, scratch_config, serve, serve_file, serve_file_with_env, sim,
+};
 use crate::sim::client::Answer;
 
 /// Longest any test waits for jobs to get somewhere (a bound against hangs, not a timing
@@ -197,12 +199,12 @@ async fn five_hundred_jobs_survive_three_kill_9s_and_duplicates_are_counted() {
 async fn a_full_queue_answers_429_with_retry_after_and_drops_nothing_it_accepted() {
     let up = sim(&["--latency-ms", "1000"]);
     let dir = data_dir("full");
-    let weir = serve_file(&scratch_config(&config(
+    let weir = serve(&config(
         &up,
         &dir,
         "workers = 1\nmax_queued = 3",
         "jobs = { concurrency = 1 }",
-    )));
+    ));
     let (mut accepted, mut refused) = (Vec::new(), 0);
     for i in 0..10 {
         let answer = post(weir.addr, "/v1/jobs", &chat(&format!("full {i}"))).await;
@@ -238,12 +240,12 @@ async fn a_full_queue_answers_429_with_retry_after_and_drops_nothing_it_accepted
 async fn a_failing_upstream_makes_a_job_dead_with_every_attempt_and_retry_revives_it() {
     let up = sim(&["--error-rate", "1.0", "--error-status", "503"]);
     let dir = data_dir("dead");
-    let weir = serve_file(&scratch_config(&config(
+    let weir = serve(&config(
         &up,
         &dir,
         "max_attempts = 3\nbackoff_base_ms = 20\nbackoff_max_ms = 80",
         "max_attempts = 1\njobs = { concurrency = 2 }",
-    )));
+    ));
     let id = post(weir.addr, "/v1/jobs", &chat("doomed")).await.json()["id"]
         .as_str()
         .unwrap()
@@ -309,12 +311,12 @@ async fn a_failing_upstream_makes_a_job_dead_with_every_attempt_and_retry_revive
 async fn idempotency_keys_cancel_and_bad_input() {
     let up = sim(&["--latency-ms", "1500"]);
     let dir = data_dir("idem");
-    let weir = serve_file(&scratch_config(&config(
+    let weir = serve(&config(
         &up,
         &dir,
         "workers = 1",
         "jobs = { concurrency = 1 }",
-    )));
+    ));
     let addr = weir.addr;
     let mut body = chat("once");
     body["idempotency_key"] = json!("order-42");
@@ -544,7 +546,7 @@ async fn with_keys_a_job_runs_as_its_key_and_only_that_key_sees_it() {
         key("alpha", "sk-alpha"),
         key("beta", "sk-beta")
     );
-    let weir = serve_file(&scratch_config(&text));
+    let weir = serve(&text);
     let as_key = |secret: &'static str| [("authorization", format!("Bearer {secret}"))];
     let send = |method: Method, path: String, secret: Option<&'static str>, body: Option<Value>| {
         let addr = weir.addr;

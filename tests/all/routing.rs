@@ -338,6 +338,15 @@ queue_size = 0
         "shedding took {median:?} (median); it must not wait for the upstream"
     );
     assert_eq!(received(&slow).await, ok as u64);
+    // Each refusal is counted as shed, by route and reason.
+    let metrics = String::from_utf8(get(admin, "/metrics").await.body.to_vec()).unwrap();
+    let counted = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(r#"weir_shed_requests_total{route="busy",reason="overloaded"} "#)
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    assert_eq!(counted, Some(shed.len()), "{metrics}");
 }
 
 fn stream_body(model: &str) -> Value {

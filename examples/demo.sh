@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# rustup installs the toolchain that rust-toolchain.toml pins, but does not add its targets to a
+# toolchain that is already installed: add the guest target here (a no-op once it is there).
+rustup target add wasm32-wasip2
+
 echo "==> building the stages (wasm32-wasip2)"
 cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt -p context-trim
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')

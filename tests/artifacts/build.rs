@@ -59,6 +59,7 @@ fn main() {
     );
 
     check_chaos_modes_are_tested(&root);
+    ensure_wasm_target();
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut cmd = Command::new(cargo);
@@ -103,6 +104,33 @@ fn main() {
         ));
     }
     fs::write(out_dir.join("artifacts.rs"), consts).expect("cannot write artifacts.rs");
+}
+
+/// The guest target, which rustup does not add to an already-installed toolchain even though
+/// `rust-toolchain.toml` names it: add it here (idempotent) so `cargo test --workspace` works on
+/// a fresh machine, or fail with the one command that fixes it.
+fn ensure_wasm_target() {
+    const TARGET: &str = "wasm32-wasip2";
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    let installed = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+        .is_some_and(|dir| dir.is_dir());
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup (one time)");
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        added,
+        "the {TARGET} target is not installed and `rustup target add {TARGET}` failed: run it by hand"
+    );
 }
 
 /// Every mode in the chaos program's `MODES` must be exercised by a host test.

@@ -20,6 +20,8 @@ use super::StageFailure;
 const CORE_MODULE_HEADER: [u8; 8] = *b"\0asm\x01\0\0\0";
 /// Longest stage name `describe` may return.
 const MAX_NAME_LEN: usize = 64;
+/// Longest stage version `describe` may return, in bytes.
+const MAX_VERSION_LEN: usize = 128;
 
 /// Why a stage file could not be loaded. Each message names the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +249,21 @@ impl LoadedStage {
             return Err(describe_err(format!(
                 "the stage name must be 1..={MAX_NAME_LEN} characters, got {:?}",
                 info.name
+            )));
+        }
+        // The name and version reach logs, `/admin/stages` and the operator's terminal
+        // (`weir check`): no control characters (ANSI/OSC escapes), bounded length.
+        if info.name.chars().any(char::is_control) {
+            return Err(describe_err(format!(
+                "the stage name must not contain control characters, got {:?}",
+                info.name
+            )));
+        }
+        if info.version.len() > MAX_VERSION_LEN || info.version.chars().any(char::is_control) {
+            return Err(describe_err(format!(
+                "the stage version must be at most {MAX_VERSION_LEN} bytes with no control \
+                 characters, got {:?}",
+                crate::host_api::truncate_for_log(&info.version, MAX_VERSION_LEN)
             )));
         }
         if info.phases == Phases::empty() {

@@ -128,10 +128,7 @@ async fn log_with(path: &Path, needle: &str) -> String {
         if log.contains(needle) {
             return log;
         }
-        assert!(
-            Instant::now() < give_up,
-            "no {needle:?} in the log:\n{log}"
-        );
+        assert!(Instant::now() < give_up, "no {needle:?} in the log:\n{log}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -167,7 +164,10 @@ async fn pii_redact_runs(weir: &Proc, up: &Proc) {
     let text = body.to_string();
     assert!(text.contains("[EMAIL_1]"), "{text}");
     assert!(!text.contains("jane@example.com"), "{text}");
-    assert_eq!(body["messages"][0]["role"], "user", "no system prompt: {text}");
+    assert_eq!(
+        body["messages"][0]["role"], "user",
+        "no system prompt: {text}"
+    );
 }
 
 /// Asks route `sys`: the upstream must see the system prompt (system-prompt ran).
@@ -188,7 +188,10 @@ async fn a_swapped_artifact_is_recompiled_with_a_warning_and_the_right_stage_run
     let (sys_version, pii_version) = {
         let weir = start(&config, &root, "first.log");
         let (sys, pii) = (stage(&weir, "sys").await, stage(&weir, "pii").await);
-        assert_eq!((&sys["artifact"], &pii["artifact"]), (&json!("compiled"), &json!("compiled")));
+        assert_eq!(
+            (&sys["artifact"], &pii["artifact"]),
+            (&json!("compiled"), &json!("compiled"))
+        );
         (
             sys["version"].as_str().unwrap().to_string(),
             pii["version"].as_str().unwrap().to_string(),
@@ -198,7 +201,13 @@ async fn a_swapped_artifact_is_recompiled_with_a_warning_and_the_right_stage_run
         let found = files(&artifacts, ".cwasm");
         found
             .into_iter()
-            .find(|f| f.file_name().unwrap().to_str().unwrap().starts_with(version))
+            .find(|f| {
+                f.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(version)
+            })
             .unwrap_or_else(|| panic!("no artifact for {version}"))
     };
     // system-prompt's compiled code under pii-redact's name: no crafting, the file is sound.
@@ -356,7 +365,12 @@ async fn everything_under_data_dir_is_private_and_looser_modes_are_tightened() {
 
     // As an older weir with the default umask left them.
     let entry = cache_files(&cache)[0].clone();
-    for dir in [&data, &data.join("artifacts"), &cache, &entry.parent().unwrap().to_path_buf()] {
+    for dir in [
+        &data,
+        &data.join("artifacts"),
+        &cache,
+        &entry.parent().unwrap().to_path_buf(),
+    ] {
         chmod(dir, 0o755);
     }
     let mut loose = vec![data.join("jobs.redb"), data.join("ledger.redb"), entry];
@@ -369,7 +383,12 @@ async fn everything_under_data_dir_is_private_and_looser_modes_are_tightened() {
     log_with(&root.join("second.log"), "permissions tightened").await;
     // Still the same state: the artifacts and the cache entry are used.
     assert_eq!(stage(&weir, "sys").await["artifact"], "cached");
-    let again = post(weir.addr, "/v1/chat/completions", &chat("sys", "fill the cache")).await;
+    let again = post(
+        weir.addr,
+        "/v1/chat/completions",
+        &chat("sys", "fill the cache"),
+    )
+    .await;
     assert_eq!(again.headers["x-weir-cache"], "hit");
 }
 

@@ -356,12 +356,18 @@ mod tests {
         loose(&dir, 0o755);
         let orphan = file.with_extension("tmp42");
         let old = SystemTime::now() - Duration::from_secs(3600);
-        std::fs::File::create(&orphan).unwrap().set_modified(old).unwrap();
+        std::fs::File::create(&orphan)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
 
         let reopened = DiskTier::open(&dir, 1 << 20).unwrap();
         assert_eq!(reopened.len(), 1, "the orphan is not an entry");
         assert!(!orphan.exists(), "the orphan is removed");
-        assert_eq!((mode(&dir), mode(&shard), mode(&file)), (0o700, 0o700, 0o600));
+        assert_eq!(
+            (mode(&dir), mode(&shard), mode(&file)),
+            (0o700, 0o700, 0o600)
+        );
         assert!(reopened.get(&key).await.is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -89,8 +89,7 @@ impl Tidied {
                 .modified()
                 .ok()
                 .and_then(|at| now.duration_since(at).ok());
-            if age.is_some_and(|age| age >= ORPHANED_AFTER) && std::fs::remove_file(path).is_ok()
-            {
+            if age.is_some_and(|age| age >= ORPHANED_AFTER) && std::fs::remove_file(path).is_ok() {
                 self.swept += 1;
             }
             return false;
@@ -139,16 +138,18 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "weir-fsutil-{name}-{}",
-            rand::random::<u64>()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("weir-fsutil-{name}-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
     fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     #[test]
@@ -182,7 +183,10 @@ mod tests {
         // Overwriting keeps the mode and leaves no temporary behind.
         write_atomically(&path, b"again").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"again");
-        assert_eq!(std::fs::read_dir(dir.join("new/deeper")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.join("new/deeper")).unwrap().count(),
+            1
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -136,7 +136,10 @@ fn check_owner_and_mode(path: &Path, meta: &Metadata, forbidden: u32) -> io::Res
     if meta.uid() != me {
         return Err(refused(
             path,
-            format!("is owned by uid {}, not by weir's user (uid {me})", meta.uid()),
+            format!(
+                "is owned by uid {}, not by weir's user (uid {me})",
+                meta.uid()
+            ),
         ));
     }
     let mode = meta.permissions().mode() & 0o777;
@@ -195,16 +198,18 @@ mod tests {
     use super::*;
 
     fn scratch(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "weir-private-{name}-{}",
-            rand::random::<u64>()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("weir-private-{name}-{}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 
     fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     fn chmod(path: &Path, mode: u32) {
@@ -274,7 +279,10 @@ mod tests {
         let file = root.join("a.bin");
         std::fs::write(&file, b"0123456789").unwrap();
         chmod(&file, 0o600);
-        assert_eq!(read_owned(&file, 10, OPEN_TO_OTHERS).unwrap(), b"0123456789");
+        assert_eq!(
+            read_owned(&file, 10, OPEN_TO_OTHERS).unwrap(),
+            b"0123456789"
+        );
 
         let err = read_owned(&file, 9, OPEN_TO_OTHERS).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);

@@ -230,7 +230,11 @@ mod tests {
     }
 
     fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     #[test]
@@ -263,7 +267,10 @@ mod tests {
         assert!(refused(&path).contains("mode 644"));
 
         std::fs::set_permissions(&path, Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(ArtifactKey::load_or_create(&path).unwrap().0, [7u8; KEY_LEN]);
+        assert_eq!(
+            ArtifactKey::load_or_create(&path).unwrap().0,
+            [7u8; KEY_LEN]
+        );
 
         std::fs::write(&path, [7u8; KEY_LEN - 1]).unwrap();
         assert!(refused(&path).contains("expected 32"));

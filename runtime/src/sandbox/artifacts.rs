@@ -142,8 +142,7 @@ impl ArtifactCache {
         digest: &blake3::Hash,
         compat: &blake3::Hash,
     ) -> Option<Component> {
-        let file = match fsutil::read_owned(path, MAX_ARTIFACT_BYTES, fsutil::WRITABLE_BY_OTHERS)
-        {
+        let file = match fsutil::read_owned(path, MAX_ARTIFACT_BYTES, fsutil::WRITABLE_BY_OTHERS) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
             Err(err) if err.kind() == io::ErrorKind::InvalidData => {
@@ -359,7 +358,11 @@ mod tests {
     }
 
     fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
     }
 
     #[test]
@@ -486,9 +489,7 @@ mod tests {
         let (pass_bytes, pass_digest) = passthrough();
         let (pii_bytes, pii_digest) = read_guest(weir_test_artifacts::PII_REDACT);
         cache.component(&engine, &pii_digest, &pii_bytes).unwrap();
-        cache
-            .component(&engine, &pass_digest, &pass_bytes)
-            .unwrap();
+        cache.component(&engine, &pass_digest, &pass_bytes).unwrap();
         let pii_path = cache.path(&engine, &pii_digest);
         std::fs::copy(cache.path(&engine, &pass_digest), &pii_path).unwrap();
 
@@ -542,8 +543,16 @@ mod tests {
 
         let (result, logs) = capture_warnings(|| cache.component(&engine, &digest, &bytes));
         assert_eq!(result.unwrap().1, Origin::Compiled);
-        assert!(logs.contains("refused") && logs.contains("symbolic link"), "{logs}");
-        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert!(
+            logs.contains("refused") && logs.contains("symbolic link"),
+            "{logs}"
+        );
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         let _ = std::fs::remove_file(&target);
 
         std::fs::remove_file(&path).unwrap();

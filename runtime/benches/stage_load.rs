@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use weir::config::SandboxSettings;
 use weir::host_api::{HostServices, NoLlm};
-use weir::sandbox::{Origin, Sandbox};
+use weir::sandbox::{ArtifactKey, Origin, Sandbox};
 use weir::stages::LoadedStage;
 
 /// Rounds of (no cache, cold, warm) under `cargo bench`; the median is reported.
@@ -34,14 +34,18 @@ const STAGES: [(&str, &str); 5] = [
 
 /// One pass: a new sandbox (with `dir` as its artifact directory, if given) loading every
 /// stage in turn. Returns the wall time per stage, and checks every stage came by `expect`.
-fn pass(runtime: &tokio::runtime::Runtime, dir: Option<&Path>, expect: Origin) -> Vec<Duration> {
+fn pass(
+    runtime: &tokio::runtime::Runtime,
+    dir: Option<(&Path, &ArtifactKey)>,
+    expect: Origin,
+) -> Vec<Duration> {
     let settings = SandboxSettings {
         pool_size: 16,
         ..SandboxSettings::default()
     };
     let sandbox = Sandbox::new(settings).unwrap();
-    if let Some(dir) = dir {
-        sandbox.set_artifact_dir(dir).unwrap();
+    if let Some((dir, key)) = dir {
+        sandbox.set_artifact_dir(dir, key.clone()).unwrap();
     }
     let services = Arc::new(HostServices::new(Arc::new(NoLlm), 4096));
     runtime.block_on(async {
@@ -90,8 +94,10 @@ fn main() {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         samples[0].push(pass(&runtime, None, Origin::Compiled));
-        samples[1].push(pass(&runtime, Some(&dir), Origin::Compiled));
-        samples[2].push(pass(&runtime, Some(&dir), Origin::Cached));
+        // One key for the round, as a restart reads the same key file.
+        let key = ArtifactKey::ephemeral();
+        samples[1].push(pass(&runtime, Some((&dir, &key)), Origin::Compiled));
+        samples[2].push(pass(&runtime, Some((&dir, &key)), Origin::Cached));
         if round == 0 {
             let bytes: u64 = std::fs::read_dir(&dir)
                 .unwrap()

@@ -13,6 +13,8 @@
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
+//! - `files`: the files weir keeps: signed artifacts (a swapped one is recompiled), private
+//!   modes under `data_dir`, orphaned temporary files swept at start.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -21,6 +23,7 @@ mod check;
 mod cost;
 mod cost_cli;
 mod examples;
+mod files;
 mod jobs;
 mod pipeline;
 mod plugins;

@@ -35,10 +35,17 @@ fn spawn(args: &[&str]) -> Proc {
     spawn_with(args, &[], Stdio::null())
 }
 
+/// The state directory every weir under test sees (`XDG_STATE_HOME`, unless a test sets its
+/// own), so the artifact key it generates lands in the scratch dir, never in the real HOME.
+pub fn state_home() -> PathBuf {
+    std::env::temp_dir().join(format!("weir-tests-{}/state", std::process::id()))
+}
+
 /// [`spawn`] with extra environment variables and stderr sent to `stderr`.
 fn spawn_with(args: &[&str], envs: &[(&str, &str)], stderr: Stdio) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(args)
+        .env("XDG_STATE_HOME", state_home())
         .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(stderr)

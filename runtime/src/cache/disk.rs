@@ -95,24 +95,39 @@ fn now_ms() -> u64 {
 }
 
 impl DiskTier {
-    /// Opens (creating) `dir` and indexes the entries already there, oldest first.
+    /// Opens (creating, mode 0700) `dir` and indexes the entries already there, oldest
+    /// first. The entries hold answers, so the directory, its shards and its files are made
+    /// private to weir's user (looser modes tightened); temporary files orphaned by a crash
+    /// are removed.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<DiskTier> {
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::private_dir(dir)?;
+        let now = SystemTime::now();
         let mut found: Vec<(SystemTime, CacheKey, u64)> = Vec::new();
+        crate::fsutil::tidy(dir);
         for shard in std::fs::read_dir(dir)?.flatten() {
-            if !shard.path().is_dir() {
+            // Not following a link: a shard is a directory of ours.
+            if !shard.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            for file in std::fs::read_dir(shard.path())?.flatten() {
+            let shard = shard.path();
+            crate::fsutil::private_dir(&shard)?;
+            let mut tidied = crate::fsutil::Tidied::default();
+            for file in std::fs::read_dir(&shard)?.flatten() {
+                let Ok(meta) = file.metadata() else {
+                    continue;
+                };
+                let path = file.path();
+                if !tidied.entry(&path, &meta, now) {
+                    continue; // a temporary file, removed if orphaned
+                }
                 let name = file.file_name();
                 let Some(key) = name.to_str().and_then(parse_key) else {
-                    continue; // a temporary file or a stranger: not ours to index
+                    continue; // a stranger: not ours to index
                 };
-                if let Ok(meta) = file.metadata() {
-                    let written = meta.modified().unwrap_or(UNIX_EPOCH);
-                    found.push((written, key, meta.len()));
-                }
+                let written = meta.modified().unwrap_or(UNIX_EPOCH);
+                found.push((written, key, meta.len()));
             }
+            tidied.log(&shard);
         }
         found.sort();
         let mut index = Index::default();
@@ -155,9 +170,10 @@ impl DiskTier {
         let path = self.path(key);
         let bytes = tokio::fs::read(&path).await.ok();
         let entry = bytes.as_deref().and_then(decode);
+        let now = now_ms();
         match entry {
-            Some((expires, route, response)) if expires > now_ms() => {
-                Some((response, Duration::from_millis(expires - now_ms()), route))
+            Some((expires, route, response)) if expires > now => {
+                Some((response, remaining(expires, now), route))
             }
             other => {
                 if other.is_none() {
@@ -260,6 +276,12 @@ fn decode_head(bytes: &[u8]) -> Option<(u64, String, &[u8])> {
     Some((expires, route, rest.get(10 + len..)?))
 }
 
+/// Time to live left at `now` of an entry that expires at `expires` (Unix ms; zero once
+/// expired): one reading of the clock, so an entry expiring meanwhile cannot underflow.
+fn remaining(expires: u64, now: u64) -> Duration {
+    Duration::from_millis(expires.saturating_sub(now))
+}
+
 fn parse_key(name: &str) -> Option<CacheKey> {
     if name.len() != 64 {
         return None;
@@ -296,6 +318,58 @@ mod tests {
             usage: None,
             extra: "{}".into(),
         }
+    }
+
+    #[test]
+    fn the_remaining_ttl_reads_one_clock_and_never_underflows() {
+        assert_eq!(remaining(1_500, 1_000), Duration::from_millis(500));
+        assert_eq!(remaining(1_000, 1_000), Duration::ZERO);
+        assert_eq!(remaining(1_000, 1_001), Duration::ZERO);
+        assert_eq!(remaining(0, u64::MAX), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn files_are_private_and_orphaned_temporaries_are_swept_at_open() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let dir = std::env::temp_dir().join(format!("weir-disk-modes-{}", rand::random::<u64>()));
+        let tier = DiskTier::open(&dir, 1 << 20).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        let key = CacheKey([7; 32]);
+        tier.put(key, "demo", &response("hi"), Duration::from_secs(60));
+        for _ in 0..200 {
+            if lock(&tier.index).entries.contains_key(&key) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let file = tier.path(&key);
+        let shard = file.parent().unwrap().to_path_buf();
+        assert_eq!((mode(&shard), mode(&file)), (0o700, 0o600));
+
+        // An older weir's modes, and a temporary file orphaned by a crash an hour ago.
+        let loose = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        loose(&file, 0o644);
+        loose(&shard, 0o755);
+        loose(&dir, 0o755);
+        let orphan = file.with_extension("tmp42");
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::create(&orphan)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+
+        let reopened = DiskTier::open(&dir, 1 << 20).unwrap();
+        assert_eq!(reopened.len(), 1, "the orphan is not an entry");
+        assert!(!orphan.exists(), "the orphan is removed");
+        assert_eq!(
+            (mode(&dir), mode(&shard), mode(&file)),
+            (0o700, 0o700, 0o600)
+        );
+        assert!(reopened.get(&key).await.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -86,6 +86,10 @@ pub struct SandboxSettings {
     pub log_line_max_bytes: usize,
     /// Cap on captured stdout + stderr per call, bytes (default [`DEFAULT_OUTPUT_MAX_BYTES`]).
     pub output_max_bytes: usize,
+    /// The file holding the key that signs precompiled artifacts (`sandbox.artifact_key_file`,
+    /// resolved); `None` uses the default location in the state directory
+    /// (`$XDG_STATE_HOME/weir/artifact.key`, else `$HOME/.local/state/weir/artifact.key`).
+    pub artifact_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SandboxSettings {
@@ -99,6 +103,7 @@ impl Default for SandboxSettings {
             max_memory_bytes: DEFAULT_MEMORY_BYTES,
             log_line_max_bytes: DEFAULT_LOG_LINE_MAX_BYTES,
             output_max_bytes: DEFAULT_OUTPUT_MAX_BYTES,
+            artifact_key_file: None,
         }
     }
 }

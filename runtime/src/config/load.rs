@@ -106,7 +106,7 @@ fn parse_in(
     let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
         .map_err(|err| error::from_serde(source, text, err))?;
     let server = server::build(src, &raw.server, env)?;
-    let mut sandbox = sandbox::build(src, &raw.sandbox)?;
+    let mut sandbox = sandbox::build(src, &raw.sandbox, base_dir)?;
     let targets = raw
         .targets
         .iter()

@@ -128,6 +128,7 @@ impl Config {
             "epoch_tick_ms": millis(sandbox.epoch_tick),
             "log_line_max_bytes": sandbox.log_line_max_bytes,
             "output_max_bytes": sandbox.output_max_bytes,
+            "artifact_key_file": sandbox.artifact_key_file.as_ref().map(|f| f.to_string_lossy()),
         });
         insert_limits(&mut sandbox_json, &sandbox.defaults);
         json!({

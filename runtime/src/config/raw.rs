@@ -178,6 +178,8 @@ pub(crate) struct RawSandbox {
     pub epoch_tick_ms: Option<Spanned<u64>>,
     pub log_line_max_bytes: Option<Spanned<u64>>,
     pub output_max_bytes: Option<Spanned<u64>>,
+    /// The key that signs precompiled artifacts; checked in `sandbox.rs`.
+    pub artifact_key_file: Option<Spanned<String>>,
 }
 
 /// `[targets.NAME]`.

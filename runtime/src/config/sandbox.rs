@@ -22,8 +22,12 @@ fn memory_mib_range() -> std::ops::RangeInclusive<u64> {
 }
 
 /// Validates `[sandbox]`. `max_memory_bytes` is the default cap; the caller raises it to the
-/// largest stage override.
-pub(crate) fn build(src: Source<'_>, raw: &RawSandbox) -> Result<SandboxSettings, ConfigError> {
+/// largest stage override. Relative paths are joined to `base_dir`.
+pub(crate) fn build(
+    src: Source<'_>,
+    raw: &RawSandbox,
+    base_dir: &std::path::Path,
+) -> Result<SandboxSettings, ConfigError> {
     let fuel_metering = raw.fuel_metering.unwrap_or(true);
     let defaults = CallLimits::default();
     let fuel = match &raw.fuel {
@@ -77,6 +81,21 @@ pub(crate) fn build(src: Source<'_>, raw: &RawSandbox) -> Result<SandboxSettings
         Allocator::Auto,
         "sandbox.allocator",
     )?;
+    let artifact_key_file = match &raw.artifact_key_file {
+        Some(file) if file.get_ref().trim().is_empty() => {
+            return Err(src.error(
+                file.span(),
+                "sandbox.artifact_key_file",
+                "expected a file path, got an empty string; leave the key out for the default \
+                 ($XDG_STATE_HOME/weir/artifact.key or $HOME/.local/state/weir/artifact.key)",
+            ));
+        }
+        Some(file) => Some(super::route::resolve(
+            base_dir,
+            std::path::Path::new(file.get_ref()),
+        )),
+        None => None,
+    };
     let defaults = CallLimits {
         fuel,
         deadline: Duration::from_millis(deadline_ms),
@@ -92,6 +111,7 @@ pub(crate) fn build(src: Source<'_>, raw: &RawSandbox) -> Result<SandboxSettings
         max_memory_bytes: defaults.memory_bytes,
         log_line_max_bytes: log_line_max_bytes as usize,
         output_max_bytes: output_max_bytes as usize,
+        artifact_key_file,
     })
 }
 
@@ -176,7 +196,7 @@ mod tests {
 
     #[test]
     fn an_empty_table_gives_the_documented_defaults() {
-        let settings = build(src(), &RawSandbox::default());
+        let settings = build(src(), &RawSandbox::default(), Path::new("."));
         assert_eq!(settings, Ok(SandboxSettings::default()));
     }
 
@@ -186,7 +206,7 @@ mod tests {
             fuel: n(0),
             ..RawSandbox::default()
         };
-        let settings = build(src(), &raw).map(|s| s.defaults.fuel);
+        let settings = build(src(), &raw, Path::new(".")).map(|s| s.defaults.fuel);
         assert_eq!(settings, Ok(None));
     }
 
@@ -197,7 +217,7 @@ mod tests {
             deadline_ms: n(300),
             ..RawSandbox::default()
         };
-        let Ok(sandbox) = build(src(), &raw) else {
+        let Ok(sandbox) = build(src(), &raw, Path::new(".")) else {
             panic!("valid sandbox table rejected");
         };
         let memory = n(32);
@@ -239,7 +259,7 @@ mod tests {
             fuel_metering: Some(false),
             ..RawSandbox::default()
         };
-        let Ok(sandbox) = build(src(), &raw) else {
+        let Ok(sandbox) = build(src(), &raw, Path::new(".")) else {
             panic!("valid sandbox table rejected");
         };
         assert_eq!(sandbox.defaults.fuel, None);
@@ -284,14 +304,14 @@ mod tests {
                 ..RawSandbox::default()
             },
         ] {
-            assert!(build(src(), &raw).is_err(), "{raw:?}");
+            assert!(build(src(), &raw, Path::new(".")).is_err(), "{raw:?}");
         }
         let raw = RawSandbox {
             memory_limit_mib: n(4096),
             pool_size: n(10_000),
             ..RawSandbox::default()
         };
-        let settings = build(src(), &raw);
+        let settings = build(src(), &raw, Path::new("."));
         assert_eq!(settings.map(|s| s.max_memory_bytes), Ok(MAX_MEMORY_BYTES));
     }
 }

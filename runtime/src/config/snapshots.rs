@@ -147,6 +147,7 @@ fn the_full_reference_example_loads_with_every_value() {
             max_memory_bytes: 64 << 20,
             log_line_max_bytes: 4096,
             output_max_bytes: 16_384,
+            artifact_key_file: None,
         }
     );
 

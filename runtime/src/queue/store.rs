@@ -130,8 +130,10 @@ impl Store {
                     path: path.display().to_string(),
                     message,
                 };
-                std::fs::create_dir_all(dir)
+                // Private to weir's user: 0700 / 0600, looser existing modes tightened.
+                crate::fsutil::private_dir(dir)
                     .map_err(|e| err(format!("cannot create the data directory: {e}")))?;
+                crate::fsutil::private_file(&path).map_err(|e| err(e.to_string()))?;
                 let db = Database::create(&path).map_err(|e| err(e.to_string()))?;
                 (db, path.display().to_string(), true)
             }

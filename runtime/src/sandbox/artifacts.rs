@@ -8,15 +8,25 @@
 //! `ModuleVersionStrategy`) and of [`FORMAT`]. A different wasmtime build or engine
 //! configuration therefore looks for a different file and never sees this one.
 //!
-//! File layout: `blake3(rest)` (32 bytes) · `rest`, the bytes of `Component::serialize`.
-//! Writes go to a temporary file renamed into place, so a reader sees a whole file or none;
-//! the checksum catches what happens to the file afterwards (a torn disk write, a bad
-//! sector, a stray edit). A missing, corrupted or rejected artifact is a miss: the component
-//! is compiled and the artifact rewritten. The cache never fails a load that compiling alone
-//! would not fail; a write that fails is logged and skipped.
+//! Deserializing an artifact maps its bytes as executable code, so the name is not trusted:
+//! anyone who can write the directory could copy another stage's artifact there, or forge
+//! one. Each file therefore carries a MAC that binds it to what it claims to be:
+//! `keyed_blake3(key, FORMAT ‖ blake3(wasm) ‖ compat ‖ rest)`, where `rest` is the bytes of
+//! `Component::serialize` and the key is an [`ArtifactKey`] kept outside the data directory
+//! (every field before `rest` has a fixed length, so the encoding is prefix-free).
+//!
+//! File layout: the MAC (32 bytes) · `rest`. Writes go to a temporary file (mode 0600)
+//! renamed into place, so a reader sees a whole file or none. The directory must be weir's,
+//! 0700 (created so; refused when it is a symbolic link, someone else's or writable by
+//! others: then stages compile at every load), and a file is read only when it is a regular
+//! file of weir's user, not a link, at most [`MAX_ARTIFACT_BYTES`]. Anything else (missing,
+//! refused, a wrong MAC, rejected by wasmtime) is a miss: the component is compiled and the
+//! artifact rewritten, with a warning unless the file was simply missing. The cache never
+//! fails a load that compiling alone would not fail; a write that fails is logged and skipped.
 //!
 //! Nothing here evicts: one artifact per (stage version, engine configuration), a few MiB
-//! each. Old ones stay until the directory is cleaned.
+//! each. Old ones stay until the directory is cleaned; temporary files orphaned by a crash
+//! are swept when the cache is opened.
 
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -25,13 +35,21 @@ use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+use super::artifact_key::ArtifactKey;
+use crate::fsutil;
+
 /// Bumped when weir changes the artifact file layout, so old files are simply not found.
-const FORMAT: &[u8] = b"weir-cwasm-1";
-/// Bytes of the checksum at the start of an artifact file.
-const CHECKSUM_LEN: usize = 32;
-/// Hex characters of the engine compatibility hash in a file name (64 bits: wasmtime checks
-/// compatibility again on deserialize, so the name only has to keep configurations apart).
+/// (2: the checksum became a keyed MAC over the wasm digest and the engine.)
+const FORMAT: &[u8] = b"weir-cwasm-2";
+/// Bytes of the MAC at the start of an artifact file.
+const MAC_LEN: usize = 32;
+/// Hex characters of the engine compatibility hash in a file name (64 bits: the MAC covers
+/// the whole hash and wasmtime checks compatibility again on deserialize, so the name only has
+/// to keep configurations apart).
 const COMPAT_HEX_LEN: usize = 16;
+/// Largest artifact file read, bytes (256 MiB; a first-party stage compiles to a few MiB).
+/// A larger file is refused before it is read, and a larger component is not written.
+pub const MAX_ARTIFACT_BYTES: u64 = 256 << 20;
 
 /// How a component was obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,14 +65,21 @@ pub enum Origin {
 pub struct ArtifactCache {
     /// Where the `.cwasm` files live.
     dir: PathBuf,
+    /// Signs and checks every artifact.
+    key: ArtifactKey,
 }
 
 impl ArtifactCache {
-    /// Opens the cache in `dir`, creating the directory.
-    pub fn open(dir: &Path) -> io::Result<ArtifactCache> {
-        std::fs::create_dir_all(dir)?;
+    /// Opens the cache in `dir`, creating the directory (mode 0700), with `key` signing the
+    /// artifacts. Refuses (a `PermissionDenied` error saying why) a directory that is a
+    /// symbolic link, someone else's or writable by others; sweeps orphaned temporary files
+    /// and tightens artifacts others may read.
+    pub fn open(dir: &Path, key: ArtifactKey) -> io::Result<ArtifactCache> {
+        fsutil::trusted_dir(dir)?;
+        fsutil::tidy(dir);
         Ok(ArtifactCache {
             dir: dir.to_path_buf(),
+            key,
         })
     }
 
@@ -65,15 +90,28 @@ impl ArtifactCache {
 
     /// The file that holds (or would hold) the artifact of `digest` for `engine`.
     pub fn path(&self, engine: &Engine, digest: &blake3::Hash) -> PathBuf {
-        let mut hasher = Blake3Hasher(blake3::Hasher::new());
-        hasher.write(FORMAT);
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        let compat = hasher.0.finalize().to_hex();
+        self.file(digest, &compat(engine))
+    }
+
+    /// The file of `digest` for an engine whose [`compat`] hash is `compat`.
+    fn file(&self, digest: &blake3::Hash, compat: &blake3::Hash) -> PathBuf {
+        let compat = compat.to_hex();
         self.dir.join(format!(
             "{}-{}.cwasm",
             digest.to_hex(),
             &compat[..COMPAT_HEX_LEN]
         ))
+    }
+
+    /// The MAC of an artifact whose serialized component is `rest`, claiming to be `digest`
+    /// compiled for an engine whose [`compat`] hash is `compat`.
+    fn mac(&self, digest: &blake3::Hash, compat: &blake3::Hash, rest: &[u8]) -> blake3::Hash {
+        let mut mac = self.key.hasher();
+        mac.update(FORMAT);
+        mac.update(digest.as_bytes());
+        mac.update(compat.as_bytes());
+        mac.update(rest);
+        mac.finalize()
     }
 
     /// The component for `bytes` (whose blake3 is `digest`): deserialized from its artifact
@@ -85,73 +123,139 @@ impl ArtifactCache {
         digest: &blake3::Hash,
         bytes: &[u8],
     ) -> wasmtime::Result<(Component, Origin)> {
-        let path = self.path(engine, digest);
-        if let Some(component) = load(engine, &path) {
+        let compat = compat(engine);
+        let path = self.file(digest, &compat);
+        if let Some(component) = self.load(engine, &path, digest, &compat) {
             return Ok((component, Origin::Cached));
         }
         let component = Component::new(engine, bytes)?;
-        store(&path, &component);
+        self.store(&path, digest, &compat, &component);
         Ok((component, Origin::Compiled))
     }
-}
 
-/// The artifact at `path`, or `None` (a miss) when there is none or it is unsound; an unsound
-/// file is logged and removed.
-fn load(engine: &Engine, path: &Path) -> Option<Component> {
-    let file = match std::fs::read(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
-        Err(err) => {
+    /// The artifact at `path`, or `None` (a miss) when there is none or it is unsound; an
+    /// unsound file is logged and removed.
+    fn load(
+        &self,
+        engine: &Engine,
+        path: &Path,
+        digest: &blake3::Hash,
+        compat: &blake3::Hash,
+    ) -> Option<Component> {
+        let file = match fsutil::read_owned(path, MAX_ARTIFACT_BYTES, fsutil::WRITABLE_BY_OTHERS) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return None,
+            Err(err) if err.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "stage artifact refused; removed, compiling"
+                );
+                let _ = std::fs::remove_file(path);
+                return None;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %err,
+                    "stage artifact unreadable; compiling"
+                );
+                return None;
+            }
+        };
+        let Some(artifact) = self.verified(&file, digest, compat) else {
             tracing::warn!(
                 path = %path.display(),
-                error = %err,
-                "stage artifact unreadable; compiling"
-            );
-            return None;
-        }
-    };
-    let Some(artifact) = checked(&file) else {
-        tracing::warn!(
-            path = %path.display(),
-            "stage artifact corrupted (checksum); removed, compiling"
-        );
-        let _ = std::fs::remove_file(path);
-        return None;
-    };
-    match deserialize(engine, artifact) {
-        Ok(component) => Some(component),
-        Err(err) => {
-            tracing::warn!(
-                path = %path.display(),
-                error = %format!("{err:#}"),
-                "stage artifact rejected by wasmtime; removed, compiling"
+                "stage artifact does not match its stage version (corrupted, copied from \
+                 another stage or written without weir's artifact key); removed, compiling"
             );
             let _ = std::fs::remove_file(path);
-            None
+            return None;
+        };
+        match deserialize(engine, artifact) {
+            Ok(component) => Some(component),
+            Err(err) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    error = %format!("{err:#}"),
+                    "stage artifact rejected by wasmtime; removed, compiling"
+                );
+                let _ = std::fs::remove_file(path);
+                None
+            }
+        }
+    }
+
+    /// The serialized component in `file` when its MAC proves it was written with this
+    /// cache's key for `digest` and `compat`. (`blake3::Hash` compares in constant time.)
+    fn verified<'a>(
+        &self,
+        file: &'a [u8],
+        digest: &blake3::Hash,
+        compat: &blake3::Hash,
+    ) -> Option<&'a [u8]> {
+        let (mac, rest) = file.split_at_checked(MAC_LEN)?;
+        let mac: [u8; MAC_LEN] = mac.try_into().ok()?;
+        (self.mac(digest, compat, rest) == blake3::Hash::from(mac)).then_some(rest)
+    }
+
+    /// Writes the artifact of `component` (compiled from the wasm whose blake3 is `digest`)
+    /// to `path`. A failure is logged, never an error: the component is in memory already and
+    /// the next start compiles again.
+    fn store(
+        &self,
+        path: &Path,
+        digest: &blake3::Hash,
+        compat: &blake3::Hash,
+        component: &Component,
+    ) {
+        let written = component
+            .serialize()
+            .map_err(|err| format!("{err:#}"))
+            .and_then(|rest| {
+                let size = (MAC_LEN + rest.len()) as u64;
+                if size > MAX_ARTIFACT_BYTES {
+                    return Err(format!(
+                        "{size} bytes, more than the {MAX_ARTIFACT_BYTES} an artifact may have"
+                    ));
+                }
+                let mut file = Vec::with_capacity(MAC_LEN + rest.len());
+                file.extend_from_slice(self.mac(digest, compat, &rest).as_bytes());
+                file.extend_from_slice(&rest);
+                fsutil::write_atomically(path, &file).map_err(|err| err.to_string())
+            });
+        if let Err(error) = written {
+            tracing::warn!(path = %path.display(), %error, "stage artifact not written");
         }
     }
 }
 
-/// The serialized component in `file` when its checksum holds.
-fn checked(file: &[u8]) -> Option<&[u8]> {
-    if file.len() < CHECKSUM_LEN {
-        return None;
-    }
-    let (sum, rest) = file.split_at(CHECKSUM_LEN);
-    (blake3::hash(rest).as_bytes() == sum).then_some(rest)
+/// The blake3 of [`FORMAT`] and `engine`'s compatibility hash: names the engine
+/// configuration in file names and in the MAC.
+fn compat(engine: &Engine) -> blake3::Hash {
+    let mut hasher = Blake3Hasher(blake3::Hasher::new());
+    hasher.write(FORMAT);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.0.finalize()
 }
 
-/// Deserializes an artifact that [`checked`] accepted.
+/// Deserializes an artifact whose MAC [`ArtifactCache::verified`] accepted.
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
     // SAFETY: `Component::deserialize` is unsafe because it trusts the bytes to be machine
-    // code that wasmtime itself produced; it cannot validate them. These bytes are sound:
-    // - they come from weir's own artifact directory (under the operator's data dir, the same
-    //   trust as the weir binary and its config), where only `store` below writes, with
-    //   `Component::serialize` output for an engine whose compatibility hash is in the name;
-    // - their blake3 checksum was verified just now, so a truncated, torn or corrupted file
-    //   is never handed over (files are also written by temp file + rename, so a reader never
-    //   sees a partial one);
+    // code that wasmtime itself produced; it cannot validate them. These bytes are sound
+    // because of one invariant, checked just before this call: their keyed MAC verified.
+    // - The MAC is keyed with the artifact key, which lives outside the data directory in a
+    //   0600 file of weir's user (or only in this process's memory), so only a weir process
+    //   holding the key can produce it, and weir produces it only in `store`, over the output
+    //   of `Component::serialize`. Whoever can merely write the artifact directory cannot
+    //   forge a file that passes.
+    // - The MAC covers the blake3 of the wasm the caller is loading and the engine's
+    //   compatibility hash, so an artifact that weir wrote for another stage, another version
+    //   of it or another engine configuration does not pass under this name either.
+    // - The MAC was checked over this very buffer (the file was read once into memory: not a
+    //   link, a regular file of weir's user, size capped), so nothing changes between the
+    //   check and this call.
     // - wasmtime still checks the header (its version and engine configuration) and rejects
     //   an artifact from another version or configuration with an error, which is a miss.
     // The bytes are copied into wasmtime's own mapping, so the buffer is not borrowed beyond
@@ -159,26 +263,6 @@ fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> 
     unsafe { Component::deserialize(engine, artifact) }
 }
 
-/// Writes the artifact of `component` to `path`. A failure is logged, never an error: the
-/// component is in memory already and the next start compiles again.
-fn store(path: &Path, component: &Component) {
-    let written = component
-        .serialize()
-        .map_err(|err| format!("{err:#}"))
-        .and_then(|rest| {
-            let mut file = Vec::with_capacity(CHECKSUM_LEN + rest.len());
-            file.extend_from_slice(blake3::hash(&rest).as_bytes());
-            file.extend_from_slice(&rest);
-            crate::fsutil::write_atomically(path, &file).map_err(|err| err.to_string())
-        });
-    if let Err(error) = written {
-        tracing::warn!(path = %path.display(), %error, "stage artifact not written");
-    }
-}
-
-/// Writes `bytes` to a temporary file next to `path` and renames it into place, so a reader
-/// sees the old file, the new one or none, never a partial one. (The cache's disk tier has the
-/// same helper; the sandbox does not depend on the cache module for it.)
 /// A [`Hasher`] over blake3, so the compatibility hash (a [`Hash`] value) names the same file
 /// in every process of the same build, unlike `DefaultHasher` whose keys are unspecified.
 struct Blake3Hasher(blake3::Hasher);
@@ -198,6 +282,7 @@ impl Hasher for Blake3Hasher {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
     use std::sync::{Arc, Mutex};
 
     use super::*;
@@ -212,16 +297,28 @@ mod tests {
         Engine::new(&config).unwrap()
     }
 
-    /// A fresh, empty cache directory.
+    /// A fresh, empty cache directory with a fresh key.
     fn temp_cache() -> ArtifactCache {
         let dir = std::env::temp_dir().join(format!("weir-artifacts-{}", rand::random::<u64>()));
-        ArtifactCache::open(&dir).unwrap()
+        ArtifactCache::open(&dir, ArtifactKey::ephemeral()).unwrap()
+    }
+
+    fn read_guest(path: &str) -> (Vec<u8>, blake3::Hash) {
+        let bytes = std::fs::read(path).unwrap();
+        let digest = blake3::hash(&bytes);
+        (bytes, digest)
     }
 
     fn passthrough() -> (Vec<u8>, blake3::Hash) {
-        let bytes = std::fs::read(weir_test_artifacts::PASSTHROUGH).unwrap();
-        let digest = blake3::hash(&bytes);
-        (bytes, digest)
+        read_guest(weir_test_artifacts::PASSTHROUGH)
+    }
+
+    /// The serialized component in an artifact file this cache wrote for `bytes`.
+    fn verified(cache: &ArtifactCache, engine: &Engine, bytes: &[u8], file: &[u8]) -> Vec<u8> {
+        cache
+            .verified(file, &blake3::hash(bytes), &compat(engine))
+            .expect("the MAC holds")
+            .to_vec()
     }
 
     /// Export names of a component's type: what the linker checks the world against.
@@ -260,10 +357,19 @@ mod tests {
         (out, text)
     }
 
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
     #[test]
     fn a_miss_compiles_and_writes_the_artifact_and_the_next_call_loads_it() {
         let engine = engine(true);
         let cache = temp_cache();
+        assert_eq!(mode(cache.dir()), 0o700);
         let (bytes, digest) = passthrough();
         let path = cache.path(&engine, &digest);
         assert!(!path.exists());
@@ -273,8 +379,12 @@ mod tests {
         let name = path.file_name().unwrap().to_str().unwrap();
         assert!(name.starts_with(&format!("{}-", digest.to_hex())), "{name}");
         assert!(name.ends_with(".cwasm"), "{name}");
+        assert_eq!(mode(&path), 0o600);
         let file = std::fs::read(&path).unwrap();
-        assert_eq!(checked(&file), Some(&compiled.serialize().unwrap()[..]));
+        assert_eq!(
+            verified(&cache, &engine, &bytes, &file),
+            compiled.serialize().unwrap()
+        );
         let entries = std::fs::read_dir(cache.dir()).unwrap().count();
         assert_eq!(entries, 1, "no temporary file is left behind");
 
@@ -314,8 +424,9 @@ mod tests {
         assert_eq!(exports(&engine, &again), exports(&engine, &first));
 
         let file = std::fs::read(&path).unwrap();
-        assert!(
-            checked(&file).is_some(),
+        assert_eq!(
+            verified(&cache, &engine, &bytes, &file),
+            again.serialize().unwrap(),
             "the file was replaced by a sound one"
         );
         let (_, origin) = cache.component(&engine, &digest, &bytes).unwrap();
@@ -330,37 +441,153 @@ mod tests {
                 let mid = file.len() / 2;
                 file[mid] ^= 0x01;
             },
-            "corrupted",
+            "does not match",
         );
     }
 
     #[test]
     fn a_truncated_file_is_recompiled_and_replaced() {
-        recovers_from(|file| file.truncate(file.len() / 2), "corrupted");
+        recovers_from(|file| file.truncate(file.len() / 2), "does not match");
     }
 
     #[test]
-    fn a_file_shorter_than_the_checksum_is_recompiled_and_replaced() {
-        recovers_from(|file| file.truncate(CHECKSUM_LEN - 1), "corrupted");
+    fn a_file_shorter_than_the_mac_is_recompiled_and_replaced() {
+        recovers_from(|file| file.truncate(MAC_LEN - 1), "does not match");
+    }
+
+    #[test]
+    fn an_unkeyed_checksummed_artifact_is_recompiled_and_replaced() {
+        // The old layout, `blake3(rest) ‖ rest`: anyone can compute it, so it proves nothing.
+        recovers_from(
+            |file| {
+                let rest = file.split_off(MAC_LEN);
+                file.clear();
+                file.extend_from_slice(blake3::hash(&rest).as_bytes());
+                file.extend_from_slice(&rest);
+            },
+            "does not match",
+        );
+    }
+
+    #[test]
+    fn an_artifact_signed_with_another_key_is_recompiled_and_replaced() {
+        let (bytes, digest) = passthrough();
+        let engine = engine(true);
+        let elsewhere = temp_cache();
+        elsewhere.component(&engine, &digest, &bytes).unwrap();
+        let foreign = std::fs::read(elsewhere.path(&engine, &digest)).unwrap();
+        let _ = std::fs::remove_dir_all(elsewhere.dir());
+        recovers_from(move |file| *file = foreign, "does not match");
+    }
+
+    #[test]
+    fn another_stages_artifact_under_this_name_is_recompiled_and_replaced() {
+        // Validly signed with this cache's key, but for another wasm digest: copying one
+        // stage's file over another's name must not run the first stage's code.
+        let engine = engine(true);
+        let cache = temp_cache();
+        let (pass_bytes, pass_digest) = passthrough();
+        let (pii_bytes, pii_digest) = read_guest(weir_test_artifacts::PII_REDACT);
+        cache.component(&engine, &pii_digest, &pii_bytes).unwrap();
+        cache.component(&engine, &pass_digest, &pass_bytes).unwrap();
+        let pii_path = cache.path(&engine, &pii_digest);
+        std::fs::copy(cache.path(&engine, &pass_digest), &pii_path).unwrap();
+
+        let (result, logs) = capture_warnings(|| cache.component(&engine, &pii_digest, &pii_bytes));
+        assert_eq!(result.unwrap().1, Origin::Compiled);
+        assert!(logs.contains("does not match"), "{logs}");
+        // Rewritten for the right stage (that the right stage runs: stages::loaded's tests).
+        let file = std::fs::read(&pii_path).unwrap();
+        verified(&cache, &engine, &pii_bytes, &file);
+        let _ = std::fs::remove_dir_all(cache.dir());
     }
 
     #[test]
     fn an_artifact_for_another_engine_configuration_is_rejected_and_replaced() {
-        // An artifact with a sound checksum but built for an engine without fuel metering,
-        // placed under this engine's name: wasmtime must refuse it.
-        let (bytes, _) = passthrough();
+        // An artifact with a sound MAC but built for an engine without fuel metering, placed
+        // under this engine's name and signed for it: wasmtime must refuse it.
+        let (bytes, digest) = passthrough();
         let other = Component::new(&engine(false), &bytes)
             .unwrap()
             .serialize()
             .unwrap();
-        recovers_from(
-            move |file| {
-                file.clear();
-                file.extend_from_slice(blake3::hash(&other).as_bytes());
-                file.extend_from_slice(&other);
-            },
-            "rejected",
+        let engine = engine(true);
+        let cache = temp_cache();
+        let path = cache.path(&engine, &digest);
+        let mut file = cache
+            .mac(&digest, &compat(&engine), &other)
+            .as_bytes()
+            .to_vec();
+        file.extend_from_slice(&other);
+        fsutil::write_atomically(&path, &file).unwrap();
+
+        let (result, logs) = capture_warnings(|| cache.component(&engine, &digest, &bytes));
+        let (_, origin) = result.unwrap();
+        assert_eq!(origin, Origin::Compiled);
+        assert!(logs.contains("rejected"), "{logs}");
+        let (_, origin) = cache.component(&engine, &digest, &bytes).unwrap();
+        assert_eq!(origin, Origin::Cached);
+        let _ = std::fs::remove_dir_all(cache.dir());
+    }
+
+    #[test]
+    fn a_link_or_a_fifo_in_place_of_an_artifact_is_refused_and_replaced() {
+        let engine = engine(true);
+        let cache = temp_cache();
+        let (bytes, digest) = passthrough();
+        let path = cache.path(&engine, &digest);
+        let (first, _) = cache.component(&engine, &digest, &bytes).unwrap();
+        let target = cache.dir().with_extension("elsewhere");
+        std::fs::rename(&path, &target).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+
+        let (result, logs) = capture_warnings(|| cache.component(&engine, &digest, &bytes));
+        assert_eq!(result.unwrap().1, Origin::Compiled);
+        assert!(
+            logs.contains("refused") && logs.contains("symbolic link"),
+            "{logs}"
         );
+        assert!(
+            !std::fs::symlink_metadata(&path)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let _ = std::fs::remove_file(&target);
+
+        std::fs::remove_file(&path).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Opening a FIFO must not block the load (nothing ever writes to it).
+        let (result, logs) = capture_warnings(|| cache.component(&engine, &digest, &bytes));
+        let (again, origin) = result.unwrap();
+        assert_eq!(origin, Origin::Compiled);
+        assert!(logs.contains("not a regular file"), "{logs}");
+        assert_eq!(exports(&engine, &again), exports(&engine, &first));
+        let _ = std::fs::remove_dir_all(cache.dir());
+    }
+
+    #[test]
+    fn a_directory_others_may_write_or_a_link_is_not_used() {
+        let root = std::env::temp_dir().join(format!("weir-artifacts-{}", rand::random::<u64>()));
+        let open = root.join("open");
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = ArtifactCache::open(&open, ArtifactKey::ephemeral()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        let link = root.join("link");
+        let real = root.join("real");
+        std::fs::create_dir_all(&real).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = ArtifactCache::open(&link, ArtifactKey::ephemeral()).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

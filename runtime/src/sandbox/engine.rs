@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::{ArtifactCache, StageState};
+use super::{ArtifactCache, ArtifactKey, StageState};
 use crate::config::{Allocator, SandboxSettings};
 use crate::wit::StageBindings;
 
@@ -140,15 +140,17 @@ impl Sandbox {
         self.pooling
     }
 
-    /// Keeps compiled stages in `dir` (created if missing), so later loads of the same stage
-    /// version with this engine configuration, in this process or the next, skip compiling.
-    /// Takes `&self` so it can be called on the shared sandbox before stages are loaded; it
-    /// can be set once: a second call with another directory is an `AlreadyExists` error.
-    pub fn set_artifact_dir(&self, dir: &Path) -> io::Result<()> {
+    /// Keeps compiled stages in `dir` (created 0700 if missing), signed with `key`, so later
+    /// loads of the same stage version with this engine configuration, in this process or the
+    /// next one holding the same key, skip compiling. Takes `&self` so it can be called on the
+    /// shared sandbox before stages are loaded; it can be set once: a second call with another
+    /// directory is an `AlreadyExists` error. A directory weir cannot trust (see
+    /// [`ArtifactCache::open`]) is a `PermissionDenied` error.
+    pub fn set_artifact_dir(&self, dir: &Path, key: ArtifactKey) -> io::Result<()> {
         if let Some(set) = self.artifacts.get() {
             return already_set(set, dir);
         }
-        let cache = ArtifactCache::open(dir)?;
+        let cache = ArtifactCache::open(dir, key)?;
         already_set(self.artifacts.get_or_init(|| cache), dir)
     }
 

@@ -1,7 +1,8 @@
 //! The sandbox: one wasmtime [`Engine`] per process and the `Store` every stage call runs in.
 //!
 //! Owns: the engine (pooling allocator sized from config, fuel metering, epoch interruption),
-//! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`]), the
+//! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`], signed
+//! with an [`ArtifactKey`] kept outside the data directory), the
 //! per-call [`StageState`] with its memory limiter and captured output, and the one way to
 //! build and arm a `Store` ([`Sandbox::new_store`], [`arm`]).
 //! Must not know about pipelines, HTTP or stage semantics: it runs whatever it is handed,
@@ -12,6 +13,7 @@
 //! instance; fuel per call; a wall-clock deadline per call enforced by epochs for guest code
 //! (the guest yields to tokio each tick, so a looping stage never pins a worker thread).
 
+mod artifact_key;
 mod artifacts;
 mod engine;
 mod limiter;
@@ -19,7 +21,8 @@ mod output;
 mod reaper;
 mod state;
 
-pub use artifacts::{ArtifactCache, Origin};
+pub use artifact_key::{ArtifactKey, KeyError, resolve as resolve_artifact_key};
+pub use artifacts::{ArtifactCache, MAX_ARTIFACT_BYTES, Origin};
 pub use engine::{Sandbox, SandboxError};
 pub use limiter::CallLimiter;
 pub use output::CapturedOutput;

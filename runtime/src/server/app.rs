@@ -152,10 +152,17 @@ impl App {
         }
         let recent = crate::telemetry::Recent::new(config.telemetry.recent_requests);
         let sandbox = Arc::new(Sandbox::new(config.sandbox.clone())?);
-        if let Some(dir) = &config.data_dir {
-            // Compiled stages kept on disk: a restart deserializes instead of compiling.
-            let dir = dir.join("artifacts");
-            if let Err(err) = sandbox.set_artifact_dir(&dir) {
+        if let Some(data_dir) = &config.data_dir {
+            // Compiled stages kept on disk, signed with a key kept elsewhere: a restart
+            // deserializes instead of compiling.
+            let dir = data_dir.join("artifacts");
+            let key = crate::sandbox::resolve_artifact_key(
+                config.sandbox.artifact_key_file.as_deref(),
+                Some(data_dir),
+            );
+            if let Some(key) = key
+                && let Err(err) = sandbox.set_artifact_dir(&dir, key)
+            {
                 tracing::warn!(dir = %dir.display(), error = %err, "no artifact cache; stages compile at every start");
             }
         }

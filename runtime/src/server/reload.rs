@@ -87,7 +87,8 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     if pool(old) != pool(new) {
         changed.push(
-            "[sandbox] pool_size, allocator, epoch_tick_ms, log_line_max_bytes, output_max_bytes",
+            "[sandbox] pool_size, allocator, epoch_tick_ms, log_line_max_bytes, output_max_bytes, \
+             artifact_key_file",
         );
     }
     if old.cache != new.cache {

@@ -301,6 +301,7 @@ pub fn describe_line(stage: &LoadedStage) -> String {
 mod tests {
     use crate::config::SandboxSettings;
     use crate::host_api::NoLlm;
+    use crate::sandbox::ArtifactKey;
 
     use super::*;
 
@@ -319,10 +320,13 @@ mod tests {
         assert_eq!(uncached.origin, Origin::Compiled);
         assert!(plain.artifacts().is_none());
 
+        let key = ArtifactKey::ephemeral();
         let first = Sandbox::new(settings.clone()).unwrap();
-        first.set_artifact_dir(&dir).unwrap();
-        first.set_artifact_dir(&dir).unwrap();
-        let other = first.set_artifact_dir(&dir.join("elsewhere")).unwrap_err();
+        first.set_artifact_dir(&dir, key.clone()).unwrap();
+        first.set_artifact_dir(&dir, key.clone()).unwrap();
+        let other = first
+            .set_artifact_dir(&dir.join("elsewhere"), key.clone())
+            .unwrap_err();
         assert_eq!(other.kind(), std::io::ErrorKind::AlreadyExists);
         let compiled = LoadedStage::load(&first, &services, path).await.unwrap();
         assert_eq!(compiled.origin, Origin::Compiled);
@@ -330,7 +334,7 @@ mod tests {
 
         // A restart: a new engine with the same configuration finds the artifact.
         let second = Sandbox::new(settings).unwrap();
-        second.set_artifact_dir(&dir).unwrap();
+        second.set_artifact_dir(&dir, key).unwrap();
         let cached = LoadedStage::load(&second, &services, path).await.unwrap();
         assert_eq!(cached.origin, Origin::Cached);
         assert_eq!(cached.digest, compiled.digest);
@@ -338,5 +342,59 @@ mod tests {
         assert_eq!(format!("{:?}", cached.info), format!("{:?}", uncached.info));
         assert_eq!(cached.info.name, "pii-redact");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Another stage's artifact under pii-redact's name, in the old unkeyed layout
+    /// (`blake3(rest) ‖ rest`) or validly signed by this cache for its own digest.
+    async fn swapped_artifact_is_recompiled(forge: impl FnOnce(&Path, &Path)) {
+        let dir = std::env::temp_dir().join(format!("weir-swapped-{}", rand::random::<u64>()));
+        let settings = SandboxSettings {
+            pool_size: 4,
+            ..SandboxSettings::default()
+        };
+        let services = Arc::new(HostServices::new(Arc::new(NoLlm), 4096));
+        let sandbox = Sandbox::new(settings).unwrap();
+        sandbox
+            .set_artifact_dir(&dir, ArtifactKey::ephemeral())
+            .unwrap();
+        let cache = sandbox.artifacts().unwrap();
+        let pass = Path::new(weir_test_artifacts::PASSTHROUGH);
+        let passthrough = LoadedStage::load(&sandbox, &services, pass).await.unwrap();
+        let pii_bytes = std::fs::read(weir_test_artifacts::PII_REDACT).unwrap();
+        let pii_path = cache.path(sandbox.engine(), &blake3::hash(&pii_bytes));
+        let pass_path = cache.path(sandbox.engine(), &passthrough.digest);
+        assert!(pass_path.is_file() && !pii_path.exists());
+        forge(&pass_path, &pii_path);
+
+        let path = Path::new(weir_test_artifacts::PII_REDACT);
+        let loaded = LoadedStage::load(&sandbox, &services, path).await.unwrap();
+        assert_eq!(loaded.origin, Origin::Compiled);
+        assert_eq!(loaded.info.name, "pii-redact");
+        assert_ne!(loaded.info.name, passthrough.info.name);
+        // The rewritten artifact is pii-redact's own: the next load takes it.
+        let again = LoadedStage::load(&sandbox, &services, path).await.unwrap();
+        assert_eq!(again.origin, Origin::Cached);
+        assert_eq!(again.info.name, "pii-redact");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn artifacts_an_unkeyed_artifact_of_another_stage_is_recompiled() {
+        swapped_artifact_is_recompiled(|pass_path, pii_path| {
+            // The serialized passthrough component, after its 32-byte MAC.
+            let rest = std::fs::read(pass_path).unwrap().split_off(32);
+            let mut file = blake3::hash(&rest).as_bytes().to_vec();
+            file.extend_from_slice(&rest);
+            std::fs::write(pii_path, file).unwrap();
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn artifacts_a_signed_artifact_of_another_stage_is_recompiled() {
+        swapped_artifact_is_recompiled(|pass_path, pii_path| {
+            std::fs::copy(pass_path, pii_path).unwrap();
+        })
+        .await;
     }
 }

@@ -13,10 +13,13 @@
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
+//! - `callbacks`: where job callbacks may go (never weir's own listeners, private addresses
+//!   only when opted in, checked after DNS), generic delivery errors, timestamped signatures.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod cache;
+mod callbacks;
 mod check;
 mod cost;
 mod cost_cli;

@@ -15,10 +15,13 @@
 //!   idempotency, cancel and signed callbacks.
 //! - `files`: the files weir keeps: signed artifacts (a swapped one is recompiled), private
 //!   modes under `data_dir`, orphaned temporary files swept at start.
+//! - `callbacks`: where job callbacks may go (never weir's own listeners, private addresses
+//!   only when opted in, checked after DNS), generic delivery errors, timestamped signatures.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod cache;
+mod callbacks;
 mod check;
 mod cost;
 mod cost_cli;

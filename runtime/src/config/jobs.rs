@@ -24,6 +24,13 @@ pub const DEFAULT_JOB_BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub const DEFAULT_CALLBACK_MAX_ATTEMPTS: u32 = 8;
 /// Default bound on one callback delivery (`jobs.callback_timeout_ms`): 10 s.
 pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default bound on resolving a callback receiver's name and connecting to it
+/// (`jobs.callback_connect_timeout_ms`): 5 s, or the delivery bound when that is shorter.
+pub const DEFAULT_CALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bytes of a callback receiver's answer read (`jobs.callback_max_response_bytes`):
+/// 64 KiB. The answer is not used; it is read so the connection can be reused, and a longer
+/// one closes the connection instead.
+pub const DEFAULT_CALLBACK_MAX_RESPONSE_BYTES: u64 = 64 << 10;
 /// Default jobs of one route running at once (`routes.jobs.concurrency`).
 pub const DEFAULT_ROUTE_JOB_CONCURRENCY: u32 = 4;
 
@@ -48,13 +55,25 @@ pub struct JobsSettings {
     pub callback_secret: Option<String>,
     /// Name of the environment variable holding [`Self::callback_secret`].
     pub callback_secret_env: Option<String>,
-    /// Hosts (lowercase) a `callback_url` may name besides loopback ones.
+    /// Hosts (lowercase names or IP literals) a `callback_url` may name. Every address a
+    /// host resolves to must still be public unless [`Self::callback_allow_private`].
     pub callback_allow_hosts: Vec<String>,
+    /// Whether callbacks may reach loopback, private (RFC 1918, CGNAT, unique-local) and other
+    /// non-global addresses, and name `localhost` or such an IP literal without listing it
+    /// (default false). Link-local (cloud metadata), unspecified, multicast and broadcast
+    /// addresses and weir's own listeners stay refused.
+    pub callback_allow_private: bool,
     /// Deliveries tried per callback before it is given up, 1 to 100 (default
     /// [`DEFAULT_CALLBACK_MAX_ATTEMPTS`]).
     pub callback_max_attempts: u32,
-    /// Bound on one delivery (default [`DEFAULT_CALLBACK_TIMEOUT`]).
+    /// Bound on one whole delivery, 1 ms to 10 min (default [`DEFAULT_CALLBACK_TIMEOUT`]).
     pub callback_timeout: Duration,
+    /// Bound on resolving the receiver's name and opening the connection, 1 ms to
+    /// [`Self::callback_timeout`] (default [`DEFAULT_CALLBACK_CONNECT_TIMEOUT`]).
+    pub callback_connect_timeout: Duration,
+    /// Bytes of the receiver's answer read at most, 0 to 16 MiB (default
+    /// [`DEFAULT_CALLBACK_MAX_RESPONSE_BYTES`]).
+    pub callback_max_response_bytes: u64,
 }
 
 impl Default for JobsSettings {
@@ -68,8 +87,11 @@ impl Default for JobsSettings {
             callback_secret: None,
             callback_secret_env: None,
             callback_allow_hosts: Vec::new(),
+            callback_allow_private: false,
             callback_max_attempts: DEFAULT_CALLBACK_MAX_ATTEMPTS,
             callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
+            callback_connect_timeout: DEFAULT_CALLBACK_CONNECT_TIMEOUT,
+            callback_max_response_bytes: DEFAULT_CALLBACK_MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -88,8 +110,14 @@ impl fmt::Debug for JobsSettings {
             )
             .field("callback_secret_env", &self.callback_secret_env)
             .field("callback_allow_hosts", &self.callback_allow_hosts)
+            .field("callback_allow_private", &self.callback_allow_private)
             .field("callback_max_attempts", &self.callback_max_attempts)
             .field("callback_timeout", &self.callback_timeout)
+            .field("callback_connect_timeout", &self.callback_connect_timeout)
+            .field(
+                "callback_max_response_bytes",
+                &self.callback_max_response_bytes,
+            )
             .finish()
     }
 }
@@ -158,6 +186,18 @@ pub(crate) fn build(
             callback_allow_hosts.push(name);
         }
     }
+    let callback_timeout_ms = src.in_range_or(
+        raw.callback_timeout_ms.as_ref(),
+        1..=600_000,
+        ms(d.callback_timeout),
+        "jobs.callback_timeout_ms",
+    )?;
+    let callback_connect_timeout_ms = src.in_range_or(
+        raw.callback_connect_timeout_ms.as_ref(),
+        1..=callback_timeout_ms,
+        ms(d.callback_connect_timeout).min(callback_timeout_ms),
+        "jobs.callback_connect_timeout_ms",
+    )?;
     Ok(JobsSettings {
         workers: src.in_range_or(
             raw.workers.as_ref(),
@@ -182,18 +222,23 @@ pub(crate) fn build(
         callback_secret,
         callback_secret_env,
         callback_allow_hosts,
+        callback_allow_private: raw
+            .callback_allow_private
+            .unwrap_or(d.callback_allow_private),
         callback_max_attempts: src.in_range_or(
             raw.callback_max_attempts.as_ref(),
             1..=100,
             u64::from(d.callback_max_attempts),
             "jobs.callback_max_attempts",
         )? as u32,
-        callback_timeout: Duration::from_millis(src.in_range_or(
-            raw.callback_timeout_ms.as_ref(),
-            1..=600_000,
-            ms(d.callback_timeout),
-            "jobs.callback_timeout_ms",
-        )?),
+        callback_timeout: Duration::from_millis(callback_timeout_ms),
+        callback_connect_timeout: Duration::from_millis(callback_connect_timeout_ms),
+        callback_max_response_bytes: src.in_range_or(
+            raw.callback_max_response_bytes.as_ref(),
+            0..=16 << 20,
+            d.callback_max_response_bytes,
+            "jobs.callback_max_response_bytes",
+        )?,
     })
 }
 
@@ -275,6 +320,51 @@ targets = ["up"]
         assert!(!masked.to_string().contains("s3cret"), "{masked}");
         assert_eq!(masked["jobs"]["callback_secret"], "***");
         assert_eq!(masked["routes"][0]["jobs"]["concurrency"], 2);
+    }
+
+    #[test]
+    fn callbacks_stay_off_private_addresses_unless_opted_in_and_every_edge_is_bounded() {
+        let config = Config::parse(BASE, Path::new("w.toml"), &env);
+        let Ok(config) = config else {
+            panic!("rejected: {config:?}");
+        };
+        assert!(!config.jobs.callback_allow_private);
+        assert_eq!(
+            config.jobs.callback_connect_timeout,
+            super::DEFAULT_CALLBACK_CONNECT_TIMEOUT
+        );
+        assert_eq!(config.jobs.callback_max_response_bytes, 64 << 10);
+
+        let text = format!(
+            "[jobs]\ncallback_allow_private = true\ncallback_timeout_ms = 2000\n\
+             callback_max_response_bytes = 0\n{BASE}"
+        );
+        let config = Config::parse(&text, Path::new("w.toml"), &env);
+        let Ok(config) = config else {
+            panic!("rejected: {config:?}");
+        };
+        assert!(config.jobs.callback_allow_private);
+        // The connect bound defaults to the delivery bound when that is shorter.
+        assert_eq!(
+            config.jobs.callback_connect_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(config.jobs.callback_max_response_bytes, 0);
+        let masked = config.to_masked_json();
+        assert_eq!(masked["jobs"]["callback_allow_private"], true);
+        assert_eq!(masked["jobs"]["callback_connect_timeout_ms"], 2000);
+
+        let text = format!(
+            "[jobs]\ncallback_timeout_ms = 1000\ncallback_connect_timeout_ms = 5000\n{BASE}"
+        );
+        let error = Config::parse(&text, Path::new("w.toml"), &env).map_err(|e| e.to_string());
+        assert_eq!(
+            error.err().as_deref(),
+            Some(
+                "w.toml:3:31: jobs.callback_connect_timeout_ms: must be between 1 and 1000, got \
+                 5000"
+            )
+        );
     }
 
     #[test]

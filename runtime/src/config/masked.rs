@@ -197,8 +197,11 @@ impl Config {
                 "callback_secret_env": self.jobs.callback_secret_env,
                 "callback_secret": self.jobs.callback_secret.as_ref().map(|_| MASK),
                 "callback_allow_hosts": self.jobs.callback_allow_hosts,
+                "callback_allow_private": self.jobs.callback_allow_private,
                 "callback_max_attempts": self.jobs.callback_max_attempts,
                 "callback_timeout_ms": millis(self.jobs.callback_timeout),
+                "callback_connect_timeout_ms": millis(self.jobs.callback_connect_timeout),
+                "callback_max_response_bytes": self.jobs.callback_max_response_bytes,
             },
         })
     }

@@ -70,8 +70,11 @@ pub(crate) struct RawJobs {
     pub backoff_max_ms: Option<Spanned<u64>>,
     pub callback_secret_env: Option<Spanned<String>>,
     pub callback_allow_hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub callback_allow_private: Option<bool>,
     pub callback_max_attempts: Option<Spanned<u64>>,
     pub callback_timeout_ms: Option<Spanned<u64>>,
+    pub callback_connect_timeout_ms: Option<Spanned<u64>>,
+    pub callback_max_response_bytes: Option<Spanned<u64>>,
 }
 
 /// A route's `jobs` table.

@@ -23,12 +23,18 @@
 //! - `schedule`: the in-memory heaps, backoff waits, per-route running counts, drain window.
 //! - `worker`: the worker loop, one attempt start to end, recovery at start, the callback
 //!   loop and the metrics ticker.
-//! - `callback`: signing and `callback_url` checks.
+//! - `callback`: the callback signature (`t=…,v1=…`).
+//! - `destination`: where a callback may go (host allow-list, address classes after DNS,
+//!   never weir's own listeners); `address`: the IP address classifier it uses.
+//! - `delivery`: what the queue asks of the callback sender, and failure classes.
 //! - `view`: the job as clients see it (JSON).
 //! - `clock`: Unix ms derived from tokio's clock (paused-time tests see it move).
 
+mod address;
 mod callback;
 mod clock;
+mod delivery;
+mod destination;
 mod job;
 mod schedule;
 mod store;
@@ -44,8 +50,11 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::Notify;
 
-pub use callback::{CallbackUrlError, SIGNATURE_HEADER, check_url, sign};
+pub use address::{Class, canonical, classify};
+pub use callback::{SIGNATURE_HEADER, sign};
 pub use clock::Clock;
+pub use delivery::{Deliver, Delivery, DeliveryError, Failure};
+pub use destination::{CallbackUrlError, Destinations, Lookup, LookupFuture, ResolveError, Target};
 pub use job::{Attempt, Callback, CallbackState, Job, JobSpec, Status};
 use schedule::{Entry, Phase, Schedule};
 pub use store::StoreError;
@@ -113,35 +122,6 @@ where
 {
     fn run(&self, run: Run) -> BoxFuture<'static, Outcome> {
         Box::pin(self(run))
-    }
-}
-
-/// One callback delivery to make.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    /// Where to POST.
-    pub url: String,
-    /// The exact bytes to send (the job as JSON).
-    pub body: bytes::Bytes,
-    /// The [`SIGNATURE_HEADER`] value.
-    pub signature: String,
-    /// Bound on the delivery.
-    pub timeout: Duration,
-}
-
-/// POSTs a callback; `Ok` when the receiver answered 2xx.
-pub trait Deliver: Send + Sync + 'static {
-    /// Delivers once.
-    fn deliver(&self, delivery: Delivery) -> BoxFuture<'static, Result<(), String>>;
-}
-
-impl<F, Fut> Deliver for F
-where
-    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
-{
-    fn deliver(&self, delivery: Delivery) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(self(delivery))
     }
 }
 
@@ -222,6 +202,8 @@ pub struct Queue {
 struct Inner {
     store: Store,
     settings: JobsSettings,
+    /// Where callbacks may go (the settings plus weir's listeners, set by the server).
+    destinations: Arc<Destinations>,
     /// Route → jobs of it running at once.
     limits: HashMap<String, u32>,
     schedule: std::sync::Mutex<Schedule>,
@@ -267,6 +249,7 @@ impl Queue {
         let queue = Queue {
             inner: Arc::new(Inner {
                 store,
+                destinations: Arc::new(Destinations::new(&settings)),
                 settings,
                 limits: routes,
                 schedule: std::sync::Mutex::new(Schedule::default()),
@@ -295,6 +278,12 @@ impl Queue {
     /// The settings the queue was opened with.
     pub fn settings(&self) -> &JobsSettings {
         &self.inner.settings
+    }
+
+    /// Where callbacks may go: the submission check and the deliverer share it; the server
+    /// records its listeners in it before it serves.
+    pub fn destinations(&self) -> Arc<Destinations> {
+        self.inner.destinations.clone()
     }
 
     /// Whether `route` takes jobs.

@@ -49,7 +49,20 @@ fn failing(error: &'static str) -> Outcome {
 }
 
 fn never_delivered() -> Arc<dyn Deliver> {
-    Arc::new(|_: Delivery| async { Err::<(), String>("no receiver".into()) })
+    Arc::new(|_: Delivery| async {
+        Err::<(), _>(DeliveryError::new(Failure::Unreachable, "no receiver"))
+    })
+}
+
+fn succeeding() -> Outcome {
+    Outcome {
+        verdict: Verdict::Succeeded,
+        status: 200,
+        body: Some(json!({"ok": 1})),
+        error: None,
+        cost_pico: 0,
+        retry_after: None,
+    }
 }
 
 /// Polls (on paused time) until job `id` has a status for which `done` holds.
@@ -309,4 +322,77 @@ async fn a_job_running_at_a_crash_runs_again_and_is_counted_as_a_duplicate() {
     // The next seq continues after what is stored.
     assert!(queue.inner.next_seq.load(Ordering::Relaxed) > 1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_callback_shows_its_class_never_the_detail_and_each_delivery_is_signed_afresh() {
+    let settings = JobsSettings {
+        callback_secret: Some("s3cret".into()),
+        callback_max_attempts: 3,
+        ..settings(1, 10)
+    };
+    let queue = Queue::open_with_jitter(settings, routes(), None, Box::new(|| 1.0))
+        .await
+        .unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    queue.start(
+        Arc::new(|_: Run| async { succeeding() }),
+        Arc::new(move |delivery: Delivery| {
+            let n = {
+                let mut log = log.lock().unwrap();
+                log.push(delivery.signature.clone());
+                log.len()
+            };
+            async move {
+                Err::<(), _>(match n {
+                    1 => DeliveryError::new(
+                        Failure::Unreachable,
+                        "tcp connect error: Connection refused (os error 111)",
+                    ),
+                    2 => DeliveryError::new(Failure::Status(503), "upstream status 503"),
+                    _ => DeliveryError::new(Failure::Timeout, "timed out after 10s"),
+                })
+            }
+        }),
+    );
+    let job = queue
+        .submit(JobSpec {
+            callback_url: Some("http://127.0.0.1:1/hook".into()),
+            ..spec(None)
+        })
+        .await
+        .unwrap()
+        .job;
+    let mut classes = Vec::new();
+    for _ in 0..100_000 {
+        let job = queue.get(&job.id, None).unwrap().unwrap();
+        if let Some(callback) = &job.callback {
+            if let Some(error) = &callback.last_error
+                && classes.last() != Some(error)
+            {
+                classes.push(error.clone());
+            }
+            if callback.state == CallbackState::Failed {
+                let shown = job_json(&job).to_string();
+                assert!(!shown.contains("os error"), "{shown}");
+                assert!(!shown.contains("refused"), "{shown}");
+                assert!(!shown.contains("503"), "{shown}");
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(classes, ["unreachable", "status 5xx", "timeout"]);
+    let signatures = seen.lock().unwrap().clone();
+    assert_eq!(signatures.len(), 3);
+    // Every delivery carries a `t=<unix seconds>,v1=<64 hex>` signature of its own.
+    for signature in &signatures {
+        let (t, v1) = signature
+            .strip_prefix("t=")
+            .and_then(|rest| rest.split_once(",v1="))
+            .unwrap();
+        assert!(t.parse::<u64>().unwrap() > 1_600_000_000, "{signature}");
+        assert_eq!(v1.len(), 64, "{signature}");
+    }
 }

@@ -14,7 +14,10 @@ use tokio::time::Instant;
 use super::job::{Attempt, Callback, CallbackState, Job, Status};
 use super::schedule::Pick;
 use super::store::Write;
-use super::{Deliver, Delivery, Executor, Outcome, Queue, Run, StoreError, Verdict, entry_of};
+use super::{
+    Deliver, Delivery, DeliveryError, Executor, Failure, Outcome, Queue, Run, StoreError, Verdict,
+    entry_of,
+};
 
 /// How often the queue gauges are refreshed.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
@@ -322,7 +325,8 @@ impl Queue {
         let result = match &self.inner.settings.callback_secret {
             Some(secret) => {
                 let body = bytes::Bytes::from(super::job_json(&job).to_string());
-                let signature = super::sign(secret.as_bytes(), &body);
+                let now_s = self.inner.clock.now_ms() / 1000;
+                let signature = super::sign(secret.as_bytes(), now_s, &body);
                 deliver
                     .deliver(Delivery {
                         url,
@@ -332,7 +336,10 @@ impl Queue {
                     })
                     .await
             }
-            None => Err("no jobs.callback_secret_env is configured to sign it".to_string()),
+            None => Err(DeliveryError::new(
+                Failure::NotConfigured,
+                "no jobs.callback_secret_env is configured to sign it",
+            )),
         };
         let _job_lock = store.lock(id).await;
         let mut job = match store.get(id) {
@@ -354,8 +361,16 @@ impl Queue {
                     .increment(1);
             }
             Err(err) => {
-                tracing::warn!(job = id, attempt = callback.attempts, error = %err, "callback delivery failed");
-                callback.last_error = Some(err);
+                // The detail is for the log only: the submitter sees the class (see
+                // `delivery`).
+                tracing::warn!(
+                    job = id,
+                    attempt = callback.attempts,
+                    class = err.class.as_str(),
+                    error = %err.detail,
+                    "callback delivery failed"
+                );
+                callback.last_error = Some(err.class.as_str().to_string());
                 if callback.attempts >= self.inner.settings.callback_max_attempts {
                     callback.state = CallbackState::Failed;
                     callback.next_ms = None;

@@ -1,5 +1,5 @@
 //! `/v1/jobs`: background jobs over HTTP, and what the queue needs from the server (running
-//! an attempt through the pipeline, delivering a callback).
+//! an attempt through the pipeline; delivering a callback, which `callback` does).
 //!
 //! - `POST /v1/jobs`: the body of `/v1/chat/completions` plus optional `callback_url`,
 //!   `priority` (0 to 9, higher first, default 5) and `idempotency_key`; 202 with the job and
@@ -11,6 +11,7 @@
 //! With `[[keys]]`, every call needs a key, and a key sees only its own jobs; a job runs as
 //! the key that submitted it (by name: the key itself is never stored).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
 use http::header::{HeaderName, HeaderValue, LOCATION};
@@ -20,12 +21,13 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::App;
+use super::callback::CallbackClient;
 use super::chat::{self, Report};
 use super::http_util::{self, Body};
 use crate::openai::{ApiError, parse_request};
-use crate::providers::Upstream;
 use crate::queue::{
-    ChangeError, Delivery, JobSpec, Outcome, Queue, Run, Status, SubmitError, Verdict, job_json,
+    CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Outcome, Queue,
+    ResolveError, Run, Status, SubmitError, Verdict, job_json,
 };
 
 /// Priority of a job that names none.
@@ -172,13 +174,7 @@ async fn submit(
                 "callbacks need a signing key: set jobs.callback_secret_env in the config",
             ));
         }
-        crate::queue::check_url(url, &queue.settings().callback_allow_hosts).map_err(|err| {
-            ApiError::invalid(
-                "invalid_callback_url",
-                Some("callback_url"),
-                err.to_string(),
-            )
-        })?;
+        check_callback_url(queue, url).await?;
     }
     let headers = KEPT_HEADERS
         .iter()
@@ -222,6 +218,31 @@ async fn submit(
         }),
         Err(SubmitError::Store(err)) => Err(store_error(err)),
     }
+}
+
+/// Refuses (400) a `callback_url` that can never be delivered: the form and host gates, the
+/// address gates for an IP literal, and for a name the address gates on what it resolves to
+/// now (a name that does not resolve now is left to the delivery, which checks again).
+async fn check_callback_url(queue: &Queue, url: &str) -> Result<(), ApiError> {
+    let invalid = |err: CallbackUrlError| {
+        ApiError::invalid(
+            "invalid_callback_url",
+            Some("callback_url"),
+            err.to_string(),
+        )
+    };
+    let destinations = queue.destinations();
+    let target = destinations.check_url(url).map_err(invalid)?;
+    if target.literal.is_none() {
+        let bound = queue.settings().callback_connect_timeout;
+        match tokio::time::timeout(bound, destinations.resolve(&target)).await {
+            Ok(Err(ResolveError::Refused(err))) => return Err(invalid(err)),
+            Ok(Err(err)) => tracing::debug!(error = %err, "callback host does not resolve now"),
+            Err(_) => tracing::debug!(host = %target.host, "callback host: no answer from DNS"),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Removes the optional string field `name` (at most `max` bytes) from the body.
@@ -382,15 +403,29 @@ fn change_error(err: ChangeError) -> ApiError {
 
 impl App {
     /// Starts the job workers and the callback sender, when some route takes jobs. They hold
-    /// the app weakly, so they never keep it alive.
-    pub fn start_jobs(self: &Arc<Self>) {
+    /// the app weakly, so they never keep it alive. `listeners` are weir's own addresses as
+    /// bound: callbacks never go there.
+    pub fn start_jobs(self: &Arc<Self>, listeners: &[SocketAddr]) {
         let Some(queue) = &self.jobs else {
             return;
         };
+        let destinations = queue.destinations();
+        destinations.set_listeners(listeners);
+        let sender = CallbackClient::new(destinations, queue.settings()).map_err(|err| {
+            tracing::error!(error = %err, "cannot build the callback client; callbacks fail");
+            err.to_string()
+        });
+        let deliver = move |delivery: Delivery| {
+            let sender = sender.clone();
+            async move {
+                match sender {
+                    Ok(sender) => sender.deliver(delivery).await,
+                    Err(err) => Err(DeliveryError::new(Failure::Unreachable, err)),
+                }
+            }
+        };
         let app = Arc::downgrade(self);
         let executor = move |run: Run| execute(app.clone(), run);
-        let client = self.client.clone();
-        let deliver = move |delivery: Delivery| deliver(client.clone(), delivery);
         queue.start(Arc::new(executor), Arc::new(deliver));
     }
 }
@@ -477,31 +512,4 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
         _ => Verdict::Fail,
     };
     outcome(verdict, status, body, report.cost.unwrap_or(0), retry_after)
-}
-
-/// POSTs a callback with its signature over the upstream client; `Ok` on a 2xx.
-async fn deliver(
-    client: crate::providers::ProviderClient,
-    delivery: Delivery,
-) -> Result<(), String> {
-    let signature = HeaderValue::from_str(&delivery.signature).map_err(|e| e.to_string())?;
-    let receiver = Upstream {
-        name: "callback".into(),
-        base_url: delivery.url,
-        api_key: None,
-        model: None,
-        timeout: delivery.timeout,
-        ttft_timeout: delivery.timeout,
-        headers: vec![(
-            HeaderName::from_static(crate::queue::SIGNATURE_HEADER),
-            signature,
-        )],
-    };
-    let response = client
-        .post(&receiver, "", delivery.body, &[], delivery.timeout)
-        .await
-        .map_err(|err| err.to_string())?;
-    // Read the answer so the connection can be reused.
-    let _ = crate::providers::read_body(response.into_body(), delivery.timeout).await;
-    Ok(())
 }

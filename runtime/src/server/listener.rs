@@ -59,8 +59,9 @@ pub async fn serve(
     println!("weir: listening on http://{public_addr} (admin http://{admin_addr})");
     tracing::info!(%public_addr, %admin_addr, "listening");
 
-    // Background jobs run from now on (the workers hold the app weakly).
-    app.start_jobs();
+    // Background jobs run from now on (the workers hold the app weakly); callbacks never go
+    // to the addresses just bound.
+    app.start_jobs(&[public_addr, admin_addr]);
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let public_task = tokio::spawn(accept_loop(

@@ -9,6 +9,7 @@
 
 mod admin;
 mod app;
+mod callback;
 mod chat;
 mod http_util;
 mod jobs;

@@ -13,6 +13,8 @@
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
+//! - `listener`: the public and admin listeners under hostile clients: header, body, idle
+//!   and write timeouts, the connection cap, auth before the body, the admin `Host` check.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -22,6 +24,7 @@ mod cost;
 mod cost_cli;
 mod examples;
 mod jobs;
+mod listener;
 mod pipeline;
 mod plugins;
 mod procs;

@@ -134,36 +134,45 @@ mod tests {
 
     #[test]
     fn each_bound_is_range_checked_under_its_own_key() {
-        let cases: [(fn(&mut RawServer, Spanned<u64>), &str, u64); 5] = [
+        let bad = |v| Some(Spanned::new(0..1, v));
+        let cases = [
             (
-                |r, v| r.header_read_timeout_ms = Some(v),
+                RawServer {
+                    header_read_timeout_ms: bad(0),
+                    ..RawServer::default()
+                },
                 "server.header_read_timeout_ms",
-                0,
             ),
             (
-                |r, v| r.body_read_timeout_ms = Some(v),
+                RawServer {
+                    body_read_timeout_ms: bad(3_600_001),
+                    ..RawServer::default()
+                },
                 "server.body_read_timeout_ms",
-                3_600_001,
             ),
             (
-                |r, v| r.idle_timeout_ms = Some(v),
+                RawServer {
+                    idle_timeout_ms: bad(0),
+                    ..RawServer::default()
+                },
                 "server.idle_timeout_ms",
-                0,
             ),
             (
-                |r, v| r.write_timeout_ms = Some(v),
+                RawServer {
+                    write_timeout_ms: bad(0),
+                    ..RawServer::default()
+                },
                 "server.write_timeout_ms",
-                0,
             ),
             (
-                |r, v| r.max_connections = Some(v),
+                RawServer {
+                    max_connections: bad(0),
+                    ..RawServer::default()
+                },
                 "server.max_connections",
-                0,
             ),
         ];
-        for (set, key, bad) in cases {
-            let mut raw = RawServer::default();
-            set(&mut raw, Spanned::new(0..1, bad));
+        for (raw, key) in cases {
             let error = build(src("x"), &raw).map_err(|e| (e.key, e.message));
             assert!(
                 matches!(&error, Err((k, m)) if k == key && m.contains("must be between")),

@@ -40,7 +40,9 @@ impl HostName {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
         valid.then(|| HostName::Name(name.to_ascii_lowercase()))
     }
@@ -108,7 +110,10 @@ mod tests {
         assert_eq!(HostName::from_authority("::1"), None);
         assert_eq!(HostName::from_authority("[::1]x"), None);
         assert_eq!(HostName::from_authority("LocalHost.:80"), name("localhost"));
-        assert_eq!(HostName::from_authority("evil.example"), name("evil.example"));
+        assert_eq!(
+            HostName::from_authority("evil.example"),
+            name("evil.example")
+        );
         assert_eq!(HostName::from_authority("evil.example:x"), None);
         assert_eq!(HostName::from_authority("a@b"), None);
         assert_eq!(HostName::from_authority(""), None);
@@ -116,13 +121,26 @@ mod tests {
 
     #[test]
     fn loopback_names_and_addresses() {
-        for host in ["localhost", "app.localhost", "127.0.0.1", "127.9.9.9", "[::1]", "::ffff:127.0.0.1"] {
+        for host in [
+            "localhost",
+            "app.localhost",
+            "127.0.0.1",
+            "127.9.9.9",
+            "[::1]",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(
                 HostName::parse(host).is_some_and(|h| h.is_loopback()),
                 "{host}"
             );
         }
-        for host in ["localhost.evil.example", "10.0.0.1", "0.0.0.0", "::", "weir"] {
+        for host in [
+            "localhost.evil.example",
+            "10.0.0.1",
+            "0.0.0.0",
+            "::",
+            "weir",
+        ] {
             assert!(
                 !HostName::parse(host).is_some_and(|h| h.is_loopback()),
                 "{host}"

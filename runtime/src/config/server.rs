@@ -329,7 +329,11 @@ mod tests {
             )),
             ..RawServer::default()
         };
-        let settings = build(src("x"), &hosts(&["Weir.Internal", "10.0.0.5", "[fd00::1]"]), &no_env);
+        let settings = build(
+            src("x"),
+            &hosts(&["Weir.Internal", "10.0.0.5", "[fd00::1]"]),
+            &no_env,
+        );
         let Ok(settings) = settings else {
             panic!("{settings:?}");
         };

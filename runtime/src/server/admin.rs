@@ -11,8 +11,8 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::json;
 
-pub use super::admin_auth::Socket;
 use super::App;
+pub use super::admin_auth::Socket;
 use super::http_util::{self, Body};
 use crate::cache::{CacheKey, Invalidate};
 use crate::config::pico_to_usd;

@@ -160,7 +160,14 @@ mod tests {
             let req = request(Some(host), "/admin/config", None);
             assert_eq!(code(check(&server, &req, loopback)), None, "{host}");
         }
-        for host in ["evil.example", "evil.example:9901", "10.0.0.9", "::1", "", "weir"] {
+        for host in [
+            "evil.example",
+            "evil.example:9901",
+            "10.0.0.9",
+            "::1",
+            "",
+            "weir",
+        ] {
             let req = request(Some(host), "/admin/config", None);
             assert_eq!(
                 code(check(&server, &req, loopback)),

@@ -133,7 +133,16 @@ pub async fn handle(
         Ok(body) => body,
         Err(err) => return http_util::error(&err),
     };
-    complete_as(app, &snap, account, &parts.headers, &body, request_id, report).await
+    complete_as(
+        app,
+        &snap,
+        account,
+        &parts.headers,
+        &body,
+        request_id,
+        report,
+    )
+    .await
 }
 
 /// Runs one chat completion whose body has been read, for a caller already authenticated

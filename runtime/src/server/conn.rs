@@ -100,7 +100,9 @@ impl Shared {
         let limits = self.limits;
         self.with(|phase| {
             let wait = match phase.waiting {
-                Waiting::Head(since) => Some((since + limits.header_read_timeout, Expiry::HeaderRead)),
+                Waiting::Head(since) => {
+                    Some((since + limits.header_read_timeout, Expiry::HeaderRead))
+                }
                 Waiting::Idle(since) => Some((since + limits.idle_timeout, Expiry::Idle)),
                 Waiting::Nothing => None,
             };

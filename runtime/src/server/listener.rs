@@ -155,7 +155,10 @@ async fn accept_loop(
             // Over the cap: closed at once, before any buffer or task exists for it.
             drop(stream);
             crate::telemetry::connection_closed(surface.name(), "over_limit");
-            tracing::debug!(listener = surface.name(), "connection refused: max_connections");
+            tracing::debug!(
+                listener = surface.name(),
+                "connection refused: max_connections"
+            );
             continue;
         };
         let _ = stream.set_nodelay(true);

@@ -311,7 +311,7 @@ async fn a_body_that_stalls_gets_408_and_the_connection_closes() {
     let up = sim(&[]);
     let weir = serve(&config(
         up.addr,
-        "body_read_timeout_ms = 1000\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 60000",
+        "body_read_timeout_ms = 2000\nheader_read_timeout_ms = 60000\nidle_timeout_ms = 60000",
         &key("sk-team"),
     ));
     let mut clients = Vec::new();
@@ -323,7 +323,7 @@ async fn a_body_that_stalls_gets_408_and_the_connection_closes() {
                         Authorization: Bearer sk-team\r\nContent-Type: application/json\r\n\
                         Content-Length: 1048576\r\n\r\n";
             stream.write_all(head.as_bytes()).await.unwrap();
-            stream.write_all(&vec![b' '; 512 * 1024]).await.unwrap();
+            stream.write_all(&vec![b' '; 256 * 1024]).await.unwrap();
             let started = Instant::now();
             let (got, closed) = read_until_closed(&mut stream, SLACK).await;
             (got, closed, started.elapsed())

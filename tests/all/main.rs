@@ -17,6 +17,8 @@
 //!   modes under `data_dir`, orphaned temporary files swept at start.
 //! - `callbacks`: where job callbacks may go (never weir's own listeners, private addresses
 //!   only when opted in, checked after DNS), generic delivery errors, timestamped signatures.
+//! - `listener`: the public and admin listeners under hostile clients: header, body, idle
+//!   and write timeouts, the connection cap, auth before the body, the admin `Host` check.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -28,6 +30,7 @@ mod cost_cli;
 mod examples;
 mod files;
 mod jobs;
+mod listener;
 mod pipeline;
 mod plugins;
 mod procs;

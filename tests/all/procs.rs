@@ -138,10 +138,14 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: Option<Bytes>,
 ) -> Answer {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "weir");
+    let mut builder = Request::builder().method(method).uri(path);
+    // The admin listener answers only to hosts that name the machine: the address is one.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        builder = builder.header("host", addr.to_string());
+    }
     if body.is_some() {
         builder = builder.header("content-type", "application/json");
     }

@@ -32,6 +32,16 @@ pub fn run(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let listen = args.listen.unwrap_or(config.server.listen);
+    let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);
+    // The config refuses a public `admin_listen` without a token; so does the override.
+    if !admin_listen.ip().is_loopback() && config.server.admin_token.is_none() {
+        eprintln!(
+            "error: --admin-listen: {}",
+            crate::config::exposed_admin_message(admin_listen)
+        );
+        return ExitCode::from(2);
+    }
     let export =
         config
             .telemetry
@@ -53,8 +63,6 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    let listen = args.listen.unwrap_or(config.server.listen);
-    let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);
     let code = runtime.block_on(async move {
         let config_path = std::path::absolute(&args.config).unwrap_or(args.config.clone());
         let app = match App::build(config, Some(config_path)).await {

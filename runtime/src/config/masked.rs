@@ -3,7 +3,10 @@
 //! The shape mirrors `weir.toml` (same table and key names, durations in `_ms`, memory in
 //! `_mib`) with every default filled in, so an operator can see what is actually running.
 //! Secret values (API keys, the admin token) are replaced by `"***"`; the names of the
-//! environment variables that hold them are kept, so it is clear where they come from.
+//! environment variables that hold them are kept, so it is clear where they come from. A
+//! target's extra `headers` and a stage's `config` often hold secrets too (`api-key`,
+//! `x-api-key`, tokens in a stage's table), so their values are masked and only their names
+//! shown.
 
 use serde_json::{Map, Value, json};
 
@@ -17,8 +20,9 @@ pub const MASK: &str = "***";
 
 impl Config {
     /// The effective config for `GET /admin/config`: every table with its defaults filled in,
-    /// API keys and the admin token replaced by `"***"` (their variable names kept). A `fuel`
-    /// of `null` means unmetered.
+    /// API keys, the admin token, target header values and stage config values replaced by
+    /// `"***"` (variable, header and config key names kept). A `fuel` of `null` means
+    /// unmetered.
     pub fn to_masked_json(&self) -> Value {
         let server = &self.server;
         let sandbox = &self.sandbox;
@@ -29,7 +33,7 @@ impl Config {
                 let headers: Map<String, Value> = target
                     .headers
                     .iter()
-                    .map(|(name, value)| (name.clone(), Value::from(value.as_str())))
+                    .map(|(name, _)| (name.clone(), Value::from(MASK)))
                     .collect();
                 let value = json!({
                     "base_url": target.base_url,
@@ -74,7 +78,11 @@ impl Config {
                                 OnErrorSetting::Fail => "fail",
                                 OnErrorSetting::Skip => "skip",
                             },
-                            "config": stage.config,
+                            "config": stage
+                                .config
+                                .keys()
+                                .map(|key| (key.clone(), Value::from(MASK)))
+                                .collect::<Map<String, Value>>(),
                         });
                         insert_limits(&mut value, &stage.limits);
                         value
@@ -143,7 +151,16 @@ impl Config {
                 "admin_listen": server.admin_listen.to_string(),
                 "admin_token_env": server.admin_token_env,
                 "admin_token": server.admin_token.as_ref().map(|_| MASK),
+                "admin_allowed_hosts": server.admin_allowed_hosts.iter().map(|host| match host {
+                    super::HostName::Ip(ip) => ip.to_string(),
+                    super::HostName::Name(name) => name.clone(),
+                }).collect::<Vec<_>>(),
                 "max_body_bytes": server.max_body_bytes,
+                "header_read_timeout_ms": millis(server.connections.header_read_timeout),
+                "body_read_timeout_ms": millis(server.connections.body_read_timeout),
+                "idle_timeout_ms": millis(server.connections.idle_timeout),
+                "write_timeout_ms": millis(server.connections.write_timeout),
+                "max_connections": server.connections.max_connections,
                 "drain_timeout_ms": millis(server.drain_timeout),
                 "log_format": match server.log_format {
                     LogFormat::Human => "human",
@@ -236,7 +253,7 @@ admin_token_env = "ADMIN"
 [targets.primary]
 base_url = "http://h/v1"
 api_key_env = "KEY"
-headers = { "X-Team" = "edge" }
+headers = { "X-Team" = "edge", "api-key" = "hdr-s3cret" }
 
 [targets.local]
 base_url = "http://127.0.0.1:1"
@@ -250,7 +267,7 @@ name = "guard"
 path = "/p/guard.wasm"
 on_error = "skip"
 fuel = 0
-config = { max = 3 }
+config = { max = 3, token = "cfg-s3cret" }
 "#;
 
     fn env(name: &str) -> Option<String> {
@@ -288,6 +305,12 @@ config = { max = 3 }
         assert_eq!(json["server"]["listen"], "127.0.0.1:8080");
         assert_eq!(json["server"]["drain_timeout_ms"], 10_000);
         assert_eq!(json["server"]["log_format"], "human");
+        assert_eq!(json["server"]["header_read_timeout_ms"], 10_000);
+        assert_eq!(json["server"]["body_read_timeout_ms"], 30_000);
+        assert_eq!(json["server"]["idle_timeout_ms"], 60_000);
+        assert_eq!(json["server"]["write_timeout_ms"], 30_000);
+        assert_eq!(json["server"]["max_connections"], 10_000);
+        assert_eq!(json["server"]["admin_allowed_hosts"], json!([]));
         assert_eq!(json["sandbox"]["fuel"], 100_000_000);
         assert_eq!(json["sandbox"]["deadline_ms"], 200);
         assert_eq!(json["sandbox"]["memory_limit_mib"], 64);
@@ -296,7 +319,8 @@ config = { max = 3 }
         assert_eq!(json["targets"]["primary"]["timeout_ms"], 60_000);
         assert_eq!(
             json["targets"]["primary"]["headers"],
-            json!({ "x-team": "edge" })
+            json!({ "api-key": "***", "x-team": "***" }),
+            "header names are shown, their values (often secrets) masked"
         );
         let route = &json["routes"][0];
         assert_eq!(route["targets"], json!(["primary", "local"]));
@@ -304,7 +328,11 @@ config = { max = 3 }
         assert_eq!(stage["on_error"], "skip");
         assert_eq!(stage["fuel"], Value::Null, "fuel = 0 runs unmetered");
         assert_eq!(stage["deadline_ms"], 200);
-        assert_eq!(stage["config"], json!({ "max": "3" }));
+        assert_eq!(
+            stage["config"],
+            json!({ "max": "***", "token": "***" }),
+            "config keys are shown, their values masked"
+        );
         assert_eq!(stage["path"], "/p/guard.wasm");
     }
 }

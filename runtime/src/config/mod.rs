@@ -12,6 +12,8 @@
 //! - `error`: [`ConfigError`], printed as `{file}:{line}:{column}: {key}: {message}`.
 //! - `check`: range, name and environment-variable checks shared by every table.
 //! - `server`, `limits` + `sandbox`, `target`, `route`: one validated table each.
+//! - `connections`: `[server]`'s client-connection timeouts and connection cap.
+//! - `hosts`: host names in normal form (`server.admin_allowed_hosts`, admin `Host` checks).
 //! - `cost`: prices (inline or from a price file), `[cost]` and `[[keys]]`.
 //! - `jobs`: `[jobs]` (the background queue) and a route's `jobs` table.
 //! - `routing`: target limits, breaker thresholds and route retry policy (validated data).
@@ -24,8 +26,10 @@
 
 mod cache;
 mod check;
+mod connections;
 mod cost;
 mod error;
+mod hosts;
 mod jobs;
 mod limits;
 mod load;
@@ -44,8 +48,10 @@ mod snapshots;
 
 pub use cache::*;
 pub use check::{MAX_NAME_LEN, is_valid_name};
+pub use connections::*;
 pub use cost::*;
 pub use error::{ConfigError, NO_KEY};
+pub use hosts::HostName;
 pub use jobs::*;
 pub use limits::*;
 pub use load::Config;
@@ -54,7 +60,7 @@ pub use route::{OnErrorSetting, RouteSettings, StageSettings};
 pub use routing::*;
 pub use server::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
-    LARGEST_MAX_BODY_BYTES, LogFormat, MAX_DRAIN_TIMEOUT, ServerSettings,
+    LARGEST_MAX_BODY_BYTES, LogFormat, MAX_DRAIN_TIMEOUT, ServerSettings, exposed_admin_message,
 };
 pub use target::{DEFAULT_TARGET_TIMEOUT, MAX_TARGET_TIMEOUT, TargetSettings};
 pub use telemetry::*;

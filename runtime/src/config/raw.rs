@@ -160,7 +160,14 @@ pub(crate) struct RawServer {
     pub listen: Option<Spanned<String>>,
     pub admin_listen: Option<Spanned<String>>,
     pub admin_token_env: Option<Spanned<String>>,
+    /// Host names (or IP addresses) the admin listener answers to besides loopback ones.
+    pub admin_allowed_hosts: Option<Spanned<Vec<Spanned<String>>>>,
     pub max_body_bytes: Option<Spanned<u64>>,
+    pub header_read_timeout_ms: Option<Spanned<u64>>,
+    pub body_read_timeout_ms: Option<Spanned<u64>>,
+    pub idle_timeout_ms: Option<Spanned<u64>>,
+    pub write_timeout_ms: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
     pub drain_timeout_ms: Option<Spanned<u64>>,
     pub data_dir: Option<Spanned<String>>,
     /// `"human"` or `"json"`, checked in `server.rs`.

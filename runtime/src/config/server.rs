@@ -1,4 +1,5 @@
-//! `[server]`: the public and admin listeners, request body cap, shutdown drain, log format.
+//! `[server]`: the public and admin listeners (who may reach the admin one), request body
+//! cap, client-connection bounds (`connections.rs`), shutdown drain, log format.
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -7,7 +8,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::check::{EnvLookup, Source};
+use super::connections::{self, ConnectionLimits};
 use super::error::ConfigError;
+use super::hosts::HostName;
 use super::raw::RawServer;
 
 /// Default public listener (`server.listen`): loopback only, so nothing is exposed by accident.
@@ -48,9 +51,14 @@ pub struct ServerSettings {
     pub admin_token: Option<String>,
     /// Name of the environment variable holding [`Self::admin_token`].
     pub admin_token_env: Option<String>,
+    /// Hosts the admin listener answers to (its requests' `Host`) besides `localhost`,
+    /// loopback addresses and the listener's own address; empty by default.
+    pub admin_allowed_hosts: Vec<HostName>,
     /// Cap on a request body in bytes, 1 to [`LARGEST_MAX_BODY_BYTES`] (default
     /// [`DEFAULT_MAX_BODY_BYTES`]).
     pub max_body_bytes: usize,
+    /// Client-connection timeouts and the connection cap.
+    pub connections: ConnectionLimits,
     /// How long shutdown waits for in-flight requests, up to [`MAX_DRAIN_TIMEOUT`] (default
     /// [`DEFAULT_DRAIN_TIMEOUT`]).
     pub drain_timeout: Duration,
@@ -65,7 +73,9 @@ impl Default for ServerSettings {
             admin_listen: DEFAULT_ADMIN_LISTEN,
             admin_token: None,
             admin_token_env: None,
+            admin_allowed_hosts: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            connections: ConnectionLimits::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_format: LogFormat::Human,
         }
@@ -79,7 +89,9 @@ impl fmt::Debug for ServerSettings {
             .field("admin_listen", &self.admin_listen)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
             .field("admin_token_env", &self.admin_token_env)
+            .field("admin_allowed_hosts", &self.admin_allowed_hosts)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("connections", &self.connections)
             .field("drain_timeout", &self.drain_timeout)
             .field("log_format", &self.log_format)
             .finish()
@@ -127,6 +139,17 @@ pub(crate) fn build(
         }
         None => (None, None),
     };
+    if admin_token.is_none()
+        && let Some(addr) = &raw.admin_listen
+        && !admin_listen.ip().is_loopback()
+    {
+        return Err(src.error(
+            addr.span(),
+            "server.admin_listen",
+            exposed_admin_message(admin_listen),
+        ));
+    }
+    let admin_allowed_hosts = allowed_hosts(src, raw.admin_allowed_hosts.as_ref())?;
     let max_body_bytes = src.in_range_or(
         raw.max_body_bytes.as_ref(),
         1..=LARGEST_MAX_BODY_BYTES as u64,
@@ -150,10 +173,48 @@ pub(crate) fn build(
         admin_listen,
         admin_token,
         admin_token_env,
+        admin_allowed_hosts,
         max_body_bytes,
+        connections: connections::build(src, raw)?,
         drain_timeout: Duration::from_millis(drain_timeout_ms),
         log_format,
     })
+}
+
+/// Why an admin listener on `addr` (not a loopback address) without a token is refused.
+pub fn exposed_admin_message(addr: SocketAddr) -> String {
+    format!(
+        "{addr} is not a loopback address, and the admin API (reload, cache wipe, config, \
+         traffic) has no token: set `server.admin_token_env` to the name of an environment \
+         variable holding a bearer token, or listen on 127.0.0.1 / [::1]"
+    )
+}
+
+/// `server.admin_allowed_hosts`: each a bare host name or IP address, no port or scheme.
+fn allowed_hosts(
+    src: Source<'_>,
+    value: Option<&Spanned<Vec<Spanned<String>>>>,
+) -> Result<Vec<HostName>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .get_ref()
+        .iter()
+        .map(|entry| {
+            HostName::parse(entry.get_ref()).ok_or_else(|| {
+                src.error(
+                    entry.span(),
+                    "server.admin_allowed_hosts",
+                    format!(
+                        "expected a host name like \"weir.internal\" or an IP address, without \
+                         scheme, port or wildcard, got {:?}",
+                        entry.get_ref()
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn socket_addr(
@@ -224,6 +285,73 @@ mod tests {
             ..RawServer::default()
         };
         assert!(build(src("x"), &raw, &no_env).is_ok());
+    }
+
+    #[test]
+    fn a_public_admin_listener_needs_a_token() {
+        let token_env = |name: &str| (name == "ADMIN").then(|| "t0ken".to_owned());
+        for addr in ["0.0.0.0:9901", "10.1.2.3:9901", "[::]:9901"] {
+            let raw = RawServer {
+                admin_listen: Some(Spanned::new(0..1, addr.to_owned())),
+                ..RawServer::default()
+            };
+            let error = build(src("x"), &raw, &no_env).map_err(|e| (e.key, e.message));
+            assert!(
+                matches!(&error, Err((key, message)) if key == "server.admin_listen"
+                    && message.contains("not a loopback address")
+                    && message.contains("admin_token_env")),
+                "{addr}: {error:?}"
+            );
+            let raw = RawServer {
+                admin_token_env: Some(Spanned::new(0..1, "ADMIN".to_owned())),
+                ..raw
+            };
+            assert!(build(src("x"), &raw, &token_env).is_ok(), "{addr}");
+        }
+        for addr in ["127.0.0.1:9901", "127.0.0.2:0", "[::1]:9901"] {
+            let raw = RawServer {
+                admin_listen: Some(Spanned::new(0..1, addr.to_owned())),
+                ..RawServer::default()
+            };
+            assert!(build(src("x"), &raw, &no_env).is_ok(), "{addr}");
+        }
+    }
+
+    #[test]
+    fn admin_allowed_hosts_are_bare_hosts_in_normal_form() {
+        let hosts = |entries: &[&str]| RawServer {
+            admin_allowed_hosts: Some(Spanned::new(
+                0..1,
+                entries
+                    .iter()
+                    .map(|e| Spanned::new(0..1, (*e).to_owned()))
+                    .collect(),
+            )),
+            ..RawServer::default()
+        };
+        let settings = build(
+            src("x"),
+            &hosts(&["Weir.Internal", "10.0.0.5", "[fd00::1]"]),
+            &no_env,
+        );
+        let Ok(settings) = settings else {
+            panic!("{settings:?}");
+        };
+        assert_eq!(
+            settings.admin_allowed_hosts,
+            [
+                HostName::Name("weir.internal".to_owned()),
+                HostName::Ip("10.0.0.5".parse().unwrap()),
+                HostName::Ip("fd00::1".parse().unwrap()),
+            ]
+        );
+        let error = build(src("x"), &hosts(&["weir.internal:9901"]), &no_env)
+            .map_err(|e| (e.key, e.message));
+        assert!(
+            matches!(&error, Err((key, message)) if key == "server.admin_allowed_hosts"
+                && message.contains("without scheme, port or wildcard")),
+            "{error:?}"
+        );
     }
 
     #[test]

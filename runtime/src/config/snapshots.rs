@@ -128,6 +128,23 @@ fn the_full_reference_example_loads_with_every_value() {
     assert_eq!(server.admin_token_env.as_deref(), Some("WEIR_ADMIN_TOKEN"));
     assert_eq!(server.admin_token.as_deref(), Some("admin-test-token"));
     assert_eq!(server.max_body_bytes, 1_048_576);
+    assert_eq!(
+        server.admin_allowed_hosts,
+        [
+            crate::config::HostName::Name("weir.internal".to_owned()),
+            crate::config::HostName::Ip(std::net::Ipv4Addr::new(10, 0, 0, 5).into()),
+        ]
+    );
+    assert_eq!(
+        server.connections,
+        crate::config::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            body_read_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(15),
+            max_connections: 2048,
+        }
+    );
     assert_eq!(server.drain_timeout, Duration::from_secs(10));
     assert_eq!(server.log_format, LogFormat::Human);
 

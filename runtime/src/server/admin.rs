@@ -2,7 +2,8 @@
 //! `/admin/stages`, `/admin/targets` (breaker state, in-flight and limits per target),
 //! `/admin/spend` (the ledger, grouped), `/admin/requests` and `/admin/requests/{id}` (the
 //! recent requests' steps, outcome and cost), `POST /admin/reload`, `DELETE /admin/cache`
-//! and `/metrics` (Prometheus text). Guarded by a bearer token when the config names one.
+//! and `/metrics` (Prometheus text). Only for requests whose `Host` names this machine, and
+//! guarded by a bearer token when the config names one (`admin_auth.rs`).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::App;
+pub use super::admin_auth::Socket;
 use super::http_util::{self, Body};
 use crate::cache::{CacheKey, Invalidate};
 use crate::config::pico_to_usd;
@@ -270,23 +272,11 @@ fn stages(app: &App, snap: &crate::server::Snapshot) -> serde_json::Value {
     })
 }
 
-/// Dispatches one admin request.
-pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
+/// Dispatches one admin request that came in on `socket`, once its `Host` and token pass.
+pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -> Response<Body> {
     let snap = app.snapshot();
-    if let Some(token) = &snap.config.server.admin_token {
-        let given = request
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
-            return http_util::error(&ApiError::new(
-                401,
-                "authentication_error",
-                "invalid_admin_token",
-                "the admin API needs `Authorization: Bearer <admin token>`",
-            ));
-        }
+    if let Err(err) = super::admin_auth::check(&snap.config.server, &request, socket) {
+        return http_util::error(&err);
     }
     let query = request.uri().query().unwrap_or("").to_string();
     match (request.method(), request.uri().path()) {

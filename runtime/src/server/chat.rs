@@ -113,7 +113,9 @@ fn cost_error(err: &CostError) -> ApiError {
     }
 }
 
-/// Handles one chat completion, filling `report` for the response headers.
+/// Handles one chat completion, filling `report` for the response headers. The key is
+/// checked before the body is read: a client without a valid key gets its 401 without weir
+/// buffering a byte of its body.
 pub async fn handle(
     app: &Arc<App>,
     request: Request<Incoming>,
@@ -123,35 +125,31 @@ pub async fn handle(
     let (parts, body) = request.into_parts();
     // The whole request runs on this snapshot, whatever reloads happen meanwhile.
     let snap = app.snapshot();
-    let body =
-        match http_util::read_body(body, &parts.headers, snap.config.server.max_body_bytes).await {
-            Ok(body) => body,
-            Err(err) => return http_util::error(&err),
-        };
-    complete(app, &snap, &parts.headers, &body, request_id, report).await
-}
-
-/// Runs one chat completion whose body has been read: authentication and admission, the
-/// request phase, the LLM step and the response phase. `headers` are the request's
-/// (`Authorization`, `Cache-Control`, `x-weir-deadline-ms`, `traceparent`). Background jobs
-/// call [`complete_as`] with the headers and body they stored.
-pub async fn complete(
-    app: &Arc<App>,
-    snap: &Snapshot,
-    headers: &http::HeaderMap,
-    body: &[u8],
-    request_id: &Arc<str>,
-    report: &mut Report,
-) -> Response<Body> {
-    let account = match authenticate(snap, headers) {
+    let account = match authenticate(&snap, &parts.headers) {
         Ok(account) => account,
         Err(err) => return http_util::error(&err),
     };
-    complete_as(app, snap, account, headers, body, request_id, report).await
+    let body = match http_util::read_body(body, &parts.headers, &snap.config.server).await {
+        Ok(body) => body,
+        Err(err) => return http_util::error(&err),
+    };
+    complete_as(
+        app,
+        &snap,
+        account,
+        &parts.headers,
+        &body,
+        request_id,
+        report,
+    )
+    .await
 }
 
-/// [`complete`] for a caller already known to be `account` (`None` when auth is off): a
-/// background job runs as the key that submitted it, without keeping the key itself.
+/// Runs one chat completion whose body has been read, for a caller already authenticated
+/// as `account` (`None` when auth is off): admission, the request phase, the LLM step and
+/// the response phase. `headers` are the request's (`Cache-Control`, `x-weir-deadline-ms`,
+/// `traceparent`). A background job runs as the key that submitted it, without keeping the
+/// key itself.
 pub(super) async fn complete_as(
     app: &Arc<App>,
     snap: &Snapshot,
@@ -434,6 +432,11 @@ fn stream_error(target: &str, detail: &str) -> ApiError {
 /// The stream's cost is settled when its usage chunk arrives (and added to that chunk as
 /// `usage.cost`), or at its end from a local count of what was streamed when the upstream
 /// sent no usage; a stream cut short is charged for its prompt and what did arrive.
+///
+/// The relay task ends as soon as the client is gone, even while it waits for the upstream:
+/// a client that disconnects, or stops reading until `server.write_timeout_ms` closes its
+/// connection (see `conn.rs`), drops the response body, which closes the channel; the task
+/// then settles the charge and drops the upstream stream and the stage instances it holds.
 fn relay(
     mut fwd: Forwarded,
     mut stream: UpstreamStream,
@@ -445,7 +448,20 @@ fn relay(
     tokio::spawn(async move {
         let mut acc = StreamAccumulator::default();
         let mut done = false;
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = tx.closed() => {
+                    // The client went away while the upstream was quiet.
+                    if let Some(charge) = charge.take() {
+                        charge.finish(None, acc.text());
+                    }
+                    return;
+                }
+            };
+            let Some(event) = event else {
+                break;
+            };
             let data = match event {
                 Ok(data) => data,
                 Err(err) => {

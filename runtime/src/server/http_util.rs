@@ -1,4 +1,5 @@
-//! Small HTTP helpers: the response body type, JSON and error responses, bounded body reads.
+//! Small HTTP helpers: the response body type, JSON and error responses, body reads bounded
+//! in size and time.
 
 use std::convert::Infallible;
 
@@ -9,6 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
+use crate::config::ServerSettings;
 use crate::openai::ApiError;
 
 /// Every response body weir sends.
@@ -39,7 +41,8 @@ pub struct Failure {
     pub message: String,
 }
 
-/// An OpenAI-shaped error response.
+/// An OpenAI-shaped error response. A 408 also closes the connection: the rest of a body
+/// that came too slowly is never read.
 pub fn error(err: &ApiError) -> Response<Body> {
     let mut response = json(err.status, &err.to_json());
     response.extensions_mut().insert(Failure {
@@ -56,15 +59,24 @@ pub fn error(err: &ApiError) -> Response<Body> {
             .headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
+    if err.status == 408 {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
-/// Reads a request body of at most `max` bytes; a larger one is a 413.
+/// Reads a request body of at most `server.max_body_bytes` (a larger one is a 413) that must
+/// arrive whole within `server.body_read_timeout_ms` (else 408, and the connection closes).
+/// Authenticate before calling this: an unauthenticated client must not make weir buffer.
 pub async fn read_body(
     body: Incoming,
     headers: &http::HeaderMap,
-    max: usize,
+    server: &ServerSettings,
 ) -> Result<Bytes, ApiError> {
+    let max = server.max_body_bytes;
+    let timeout = server.connections.body_read_timeout;
     let too_large = || {
         ApiError::new(
             413,
@@ -81,7 +93,19 @@ pub async fn read_body(
     {
         return Err(too_large());
     }
-    match Limited::new(body, max).collect().await {
+    let collected = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await;
+    let Ok(collected) = collected else {
+        return Err(ApiError::new(
+            408,
+            "invalid_request_error",
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err)
             if err

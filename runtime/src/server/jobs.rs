@@ -111,8 +111,7 @@ async fn submit(
 ) -> Result<Response<Body>, ApiError> {
     let snap = app.snapshot();
     let (parts, body) = request.into_parts();
-    let body =
-        http_util::read_body(body, &parts.headers, snap.config.server.max_body_bytes).await?;
+    let body = http_util::read_body(body, &parts.headers, &snap.config.server).await?;
     let mut value: Value = serde_json::from_slice(&body).map_err(|err| {
         ApiError::invalid(
             "invalid_json",

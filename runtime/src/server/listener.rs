@@ -1,6 +1,11 @@
 //! Accepting connections and shutting down gracefully: on the shutdown signal both listeners
 //! stop accepting, in-flight requests and streams get `drain_timeout` to finish, then the
 //! remaining connections are dropped.
+//!
+//! Each listener holds at most `server.max_connections` connections (a semaphore permit per
+//! connection, released when its task ends); one more is closed as soon as it is accepted, so
+//! a flood of connections costs a file descriptor for a moment, not a task and buffers. Each
+//! connection runs under its [`ConnWatch`] (head, idle and write deadlines, see `conn.rs`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,8 +18,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
+use super::conn::ConnWatch;
 use super::{App, admin, public};
 
 /// Why serving failed.
@@ -35,8 +41,18 @@ pub enum ServeError {
 enum Surface {
     /// `/v1/*` and health.
     Public,
-    /// `/admin/*`.
-    Admin,
+    /// `/admin/*`, with the address the admin listener is bound to.
+    Admin(SocketAddr),
+}
+
+impl Surface {
+    /// The `listener` label of connection metrics.
+    fn name(self) -> &'static str {
+        match self {
+            Surface::Public => "public",
+            Surface::Admin(_) => "admin",
+        }
+    }
 }
 
 /// Serves `app` on `listen` and `admin_listen` until `shutdown` resolves, then drains.
@@ -64,17 +80,22 @@ pub async fn serve(
     app.start_jobs(&[public_addr, admin_addr]);
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
+    // The cap is fixed at start (a reload that changes it says a restart is needed); each
+    // listener has its own, so a flood on the public port never locks the operator out.
+    let max_connections = app.snapshot().config.server.connections.max_connections;
     let public_task = tokio::spawn(accept_loop(
         public_listener,
         app.clone(),
         Surface::Public,
+        Arc::new(Semaphore::new(max_connections)),
         graceful.clone(),
         stop_rx.clone(),
     ));
     let admin_task = tokio::spawn(accept_loop(
         admin_listener,
         app.clone(),
-        Surface::Admin,
+        Surface::Admin(admin_addr),
+        Arc::new(Semaphore::new(max_connections)),
         graceful.clone(),
         stop_rx,
     ));
@@ -113,6 +134,7 @@ async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
     surface: Surface,
+    slots: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -130,24 +152,60 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Over the cap: closed at once, before any buffer or task exists for it.
+            drop(stream);
+            crate::telemetry::connection_closed(surface.name(), "over_limit");
+            tracing::debug!(
+                listener = surface.name(),
+                "connection refused: max_connections"
+            );
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok();
+        let watch = ConnWatch::new(app.snapshot().config.server.connections);
+        let io = TokioIo::new(watch.io(stream));
         let app = app.clone();
+        let requests = watch.clone();
         let service = service_fn(move |request| {
+            // The head is parsed: the connection is busy until the response body is dropped.
+            let in_request = requests.begin_request();
             let app = app.clone();
             async move {
-                Ok::<_, std::convert::Infallible>(match surface {
+                let response = match surface {
                     Surface::Public => public::handle(app, request).await,
-                    Surface::Admin => admin::handle(app, request).await,
-                })
+                    Surface::Admin(listener) => {
+                        let socket = admin::Socket {
+                            listener,
+                            local: local.unwrap_or(listener),
+                        };
+                        admin::handle(app, request, socket).await
+                    }
+                };
+                Ok::<_, std::convert::Infallible>(response.map(|body| in_request.guard(body)))
             }
         });
+        // hyper's own head timer would also bound keep-alive waits (see conn.rs): off, the
+        // watchdog below keeps the head, idle and write deadlines.
         let conn = http1::Builder::new()
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(None)
+            .serve_connection(io, service);
         let conn = graceful.watch(conn);
+        let listener = surface.name();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "connection ended with an error");
+            let _slot = slot;
+            tokio::select! {
+                result = conn => {
+                    if let Err(err) = result {
+                        tracing::debug!(error = %err, "connection ended with an error");
+                    }
+                }
+                why = watch.expired() => {
+                    crate::telemetry::connection_closed(listener, why.as_str());
+                    tracing::debug!(listener, reason = why.as_str(), "connection closed");
+                }
             }
         });
     }

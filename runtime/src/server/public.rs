@@ -56,7 +56,14 @@ async fn dispatch(
         (_, p) if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => {
             super::jobs::handle(&app, request).await
         }
-        (&Method::GET, "/v1/models") => http_util::json(200, &chat::models(&app.snapshot())),
+        (&Method::GET, "/v1/models") => {
+            // Like OpenAI's: with `[[keys]]`, listing the routes needs a key too.
+            let snap = app.snapshot();
+            match chat::authenticate(&snap, request.headers()) {
+                Ok(_) => http_util::json(200, &chat::models(&snap)),
+                Err(err) => http_util::error(&err),
+            }
+        }
         (&Method::GET, "/healthz") => http_util::json(200, &json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
             if app.draining.load(Ordering::Relaxed) {

@@ -79,6 +79,11 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     {
         changed.push("server.listen / server.admin_listen");
     }
+    // The connection timeouts apply at a reload (to connections accepted after it); the cap
+    // is a semaphore sized at start.
+    if old.server.connections.max_connections != new.server.connections.max_connections {
+        changed.push("server.max_connections");
+    }
     // Per-stage limits (the defaults, each stage's caps) apply at a reload; the pool does not.
     let pool = |c: &Config| crate::config::SandboxSettings {
         max_memory_bytes: 0,

@@ -19,6 +19,7 @@
 //! | `weir_tokens_total` | counter | `key`, `model`, `kind` (`input`, `cached_input`, `output`) |
 //! | `weir_cost_picodollars_total` | counter | `key`, `model` (1e-12 USD, exact) |
 //! | `weir_reloads_total` | counter | `outcome` (`ok`, `failed`) |
+//! | `weir_connections_closed_total` | counter | `listener` (`public`, `admin`), `reason` (`header_timeout`, `idle_timeout`, `write_timeout`, `over_limit`) |
 //!
 //! The job queue records its own (`weir_jobs_*`, see `queue::worker`).
 //!
@@ -202,6 +203,11 @@ fn describe() {
     describe_counter!(
         "weir_reloads_total",
         "Reloads of config and stage files, by outcome (failed: the old version kept serving)"
+    );
+    describe_counter!(
+        "weir_connections_closed_total",
+        "Client connections weir closed itself, by listener and reason (a deadline, or over \
+         server.max_connections)"
     );
 }
 
@@ -451,4 +457,11 @@ pub fn spend(key: &str, model: &str, usage: &crate::wit::Usage, cost: u64, hit: 
 pub fn reload(ok: bool) {
     let outcome = if ok { "ok" } else { "failed" };
     counter!("weir_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Counts a client connection weir closed itself: a deadline passed (`header_timeout`,
+/// `idle_timeout`, `write_timeout`) or the listener was full (`over_limit`).
+pub fn connection_closed(listener: &'static str, reason: &'static str) {
+    counter!("weir_connections_closed_total", "listener" => listener, "reason" => reason)
+        .increment(1);
 }

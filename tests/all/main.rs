@@ -13,6 +13,9 @@
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
+//! - `upstream`: broken or hostile upstreams: stalled and oversized streams, client deadlines
+//!   and breakers, absurd usage, statuses that must not be relayed, stalled error bodies, and
+//!   live streams against `max_concurrency`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -33,3 +36,4 @@ mod server;
 mod sim;
 mod support;
 mod telemetry;
+mod upstream;

@@ -86,8 +86,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_absurd_debit_costs_at_most_one_minute() {
-        let bucket = MinuteBucket::new(1000);
-        let mut bucket = bucket.lock().unwrap();
+        let mut bucket = MinuteBucket::new(1000).into_inner().unwrap();
         // An upstream reports u32::MAX prompt tokens (and more) for one call.
         bucket.debit(2.0 * f64::from(u32::MAX), Instant::now());
         assert!(bucket.check(10.0, Instant::now()).is_err());

@@ -92,7 +92,7 @@ pub enum RouteError {
         retry_after_s: u64,
     },
     /// A target refused the request itself (a status weir does not retry and may relay, see
-    /// [`refusal`]); its status and, for a client error, its message are passed on.
+    /// `router::refusal`); its status and, for a client error, its message are passed on.
     #[error("upstream {target} refused the request: {message}")]
     Refused {
         /// The target.
@@ -103,7 +103,7 @@ pub enum RouteError {
         message: String,
     },
     /// A target failed with a status weir does not retry and must not relay (credentials,
-    /// permissions, redirects, informational statuses: see [`refusal`]). The client gets a
+    /// permissions, redirects, informational statuses: see `router::refusal`). The client gets a
     /// generic 502; the upstream's detail is only in the log and the attempt's span.
     #[error("upstream {target} could not serve the request")]
     Failed {

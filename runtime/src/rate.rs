@@ -56,10 +56,13 @@ impl MinuteBucket {
 
 impl MinuteBucket {
     /// Takes `n` units after the fact (tokens a completion turned out to use): the bucket may
-    /// go below zero, and then refuses until it has refilled.
+    /// go below zero, and then refuses until it has refilled. One debit is clamped to the
+    /// capacity, so a single call, whatever usage an upstream reports for it (4294967295
+    /// tokens), costs at most one minute's worth and the key is admitted again within about a
+    /// minute.
     pub fn debit(&mut self, n: f64, now: Instant) {
         self.refill(now);
-        self.tokens -= n;
+        self.tokens -= n.clamp(0.0, self.per_minute);
     }
 
     /// Whether at least `n` units (at most the capacity) are there now, or how long until they
@@ -74,5 +77,28 @@ impl MinuteBucket {
                 (n - self.tokens) * 60.0 / self.per_minute,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_absurd_debit_costs_at_most_one_minute() {
+        let mut bucket = MinuteBucket::new(1000).into_inner().unwrap();
+        // An upstream reports u32::MAX prompt tokens (and more) for one call.
+        bucket.debit(2.0 * f64::from(u32::MAX), Instant::now());
+        assert!(bucket.check(10.0, Instant::now()).is_err());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(bucket.check(10.0, Instant::now()), Ok(()));
+
+        // Each debit costs at most a minute's worth: two of them, about two minutes.
+        bucket.debit(1000.0, Instant::now());
+        bucket.debit(f64::from(u32::MAX), Instant::now());
+        let wait = bucket.check(10.0, Instant::now()).unwrap_err();
+        assert!(wait <= Duration::from_secs(121), "{wait:?}");
+        tokio::time::advance(wait + Duration::from_millis(1)).await;
+        assert_eq!(bucket.check(10.0, Instant::now()), Ok(()));
     }
 }

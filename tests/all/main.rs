@@ -19,6 +19,9 @@
 //!   only when opted in, checked after DNS), generic delivery errors, timestamped signatures.
 //! - `listener`: the public and admin listeners under hostile clients: header, body, idle
 //!   and write timeouts, the connection cap, auth before the body, the admin `Host` check.
+//! - `upstream`: broken or hostile upstreams: stalled and oversized streams, client deadlines
+//!   and breakers, absurd usage, statuses that must not be relayed, stalled error bodies, and
+//!   live streams against `max_concurrency`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -42,3 +45,4 @@ mod server;
 mod sim;
 mod support;
 mod telemetry;
+mod upstream;

@@ -14,7 +14,8 @@ pub struct SimArgs {
     /// Fraction of requests answered with `--error-status` (0..1).
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
-    /// Status of injected errors (default 500).
+    /// Status of injected errors (default 500); a 401 quotes the request's bearer key,
+    /// masked, as OpenAI does.
     #[arg(long, default_value_t = 500)]
     pub error_status: u16,
     /// Prompt tokens reported as billed in the usage of each injected error (0: none), as
@@ -42,6 +43,16 @@ pub struct SimArgs {
     /// Cut every stream after this many content chunks.
     #[arg(long)]
     pub stream_cut_after: Option<u32>,
+    /// Stall every stream after this many content chunks: nothing more is sent and the
+    /// connection stays open until the simulator stops.
+    #[arg(long)]
+    pub stream_stall_after: Option<u32>,
+    /// Report this many prompt tokens in every completion's usage (any u64, e.g. 4294967295).
+    #[arg(long)]
+    pub usage_prompt_tokens: Option<u64>,
+    /// Injected errors send half their body, then stall until the simulator stops.
+    #[arg(long)]
+    pub error_body_stall: bool,
     /// Stream time to first token, ms.
     #[arg(long, default_value_t = 0)]
     pub ttft_ms: u64,
@@ -68,6 +79,9 @@ pub fn run(args: SimArgs) -> ExitCode {
         rate_limit_rate: args.rate_limit_rate,
         retry_after_s: args.retry_after_s,
         stream_cut_after: args.stream_cut_after,
+        stream_stall_after: args.stream_stall_after,
+        usage_prompt_tokens: args.usage_prompt_tokens,
+        error_body_stall: args.error_body_stall,
     };
     config.ttft_ms = args.ttft_ms;
     config.inter_token_ms = args.inter_token_ms;

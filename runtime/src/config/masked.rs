@@ -46,6 +46,8 @@ impl Config {
                     "max_concurrency": target.limits.max_concurrency,
                     "rpm": target.limits.rpm,
                     "tpm": target.limits.tpm,
+                    "stream_idle_timeout_ms": millis(target.limits.stream_idle_timeout),
+                    "max_stream_bytes": target.limits.max_stream_bytes,
                     "breaker": {
                         "consecutive_failures": target.limits.breaker.consecutive_failures,
                         "failure_rate_percent": target.limits.breaker.failure_rate_percent,

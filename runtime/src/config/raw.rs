@@ -206,6 +206,8 @@ pub(crate) struct RawTarget {
     pub max_concurrency: Option<Spanned<u64>>,
     pub rpm: Option<Spanned<u64>>,
     pub tpm: Option<Spanned<u64>>,
+    pub stream_idle_timeout_ms: Option<Spanned<u64>>,
+    pub max_stream_bytes: Option<Spanned<u64>>,
     pub breaker: Option<RawBreaker>,
 }
 

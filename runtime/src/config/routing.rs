@@ -45,7 +45,20 @@ pub struct TargetLimits {
     pub tpm: Option<u32>,
     /// The breaker's thresholds.
     pub breaker: BreakerSettings,
+    /// For streams: the longest wait for the next event once the first has arrived
+    /// (`stream_idle_timeout_ms`, default the target's `ttft_timeout_ms`); on expiry the
+    /// client's stream ends with a `stream_interrupted` error event.
+    pub stream_idle_timeout: Duration,
+    /// For streams: the most bytes read from one upstream stream (`max_stream_bytes`, default
+    /// [`DEFAULT_MAX_STREAM_BYTES`]); past it the client's stream ends with a
+    /// `stream_interrupted` error event.
+    pub max_stream_bytes: u64,
 }
+
+/// Default `max_stream_bytes` of a target: 64 MiB, far beyond any completion's text.
+pub const DEFAULT_MAX_STREAM_BYTES: u64 = 64 << 20;
+/// Accepted `max_stream_bytes`: 1 KiB to 1 GiB.
+pub const MAX_STREAM_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(1 << 30);
 
 impl Default for TargetLimits {
     fn default() -> Self {
@@ -54,6 +67,8 @@ impl Default for TargetLimits {
             rpm: None,
             tpm: None,
             breaker: BreakerSettings::default(),
+            stream_idle_timeout: super::target::DEFAULT_TARGET_TIMEOUT,
+            max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
         }
     }
 }

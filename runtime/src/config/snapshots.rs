@@ -177,6 +177,8 @@ fn the_full_reference_example_loads_with_every_value() {
     assert_eq!(primary.model.as_deref(), Some("gpt-4o-mini"));
     assert_eq!(primary.timeout, Duration::from_secs(30));
     assert_eq!(primary.headers, [("x-team".to_owned(), "edge".to_owned())]);
+    assert_eq!(primary.limits.stream_idle_timeout, Duration::from_secs(15));
+    assert_eq!(primary.limits.max_stream_bytes, 8 << 20);
     let secondary = &config.targets[1];
     assert_eq!(
         secondary.base_url, "http://127.0.0.1:9102/v1",
@@ -188,6 +190,17 @@ fn the_full_reference_example_loads_with_every_value() {
     );
     assert_eq!(secondary.timeout, Duration::from_secs(60));
     assert!(secondary.headers.is_empty());
+    assert_eq!(
+        (
+            secondary.limits.stream_idle_timeout,
+            secondary.limits.max_stream_bytes
+        ),
+        (
+            secondary.ttft_timeout,
+            crate::config::DEFAULT_MAX_STREAM_BYTES
+        ),
+        "a stream may pause between events as long as before its first one"
+    );
 
     assert_eq!(config.routes.len(), 1);
     let route = &config.routes[0];

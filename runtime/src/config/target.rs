@@ -9,7 +9,9 @@ use toml::Spanned;
 use super::check::{EnvLookup, Source, is_header_value};
 use super::error::{ConfigError, key_segment};
 use super::raw::RawTarget;
-use super::routing::{BreakerSettings, TargetLimits};
+use super::routing::{
+    BreakerSettings, DEFAULT_MAX_STREAM_BYTES, MAX_STREAM_BYTES_RANGE, TargetLimits,
+};
 
 /// Default per-attempt timeout of a target (`timeout_ms`): 60 s, enough for a long completion.
 pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(60);
@@ -135,12 +137,25 @@ pub(crate) fn build(
         headers.push((lower, value.get_ref().clone()));
     }
     headers.sort();
-    let limits = build_limits(src, target, &key)?;
+    let mut limits = build_limits(src, target, &key)?;
     let ttft_timeout_ms = src.in_range_or(
         target.ttft_timeout_ms.as_ref(),
         1..=timeout_ms,
         timeout_ms,
         &format!("{key}.ttft_timeout_ms"),
+    )?;
+    // Between two events a stream may pause as long as before its first one, by default.
+    limits.stream_idle_timeout = Duration::from_millis(src.in_range_or(
+        target.stream_idle_timeout_ms.as_ref(),
+        1..=MAX_TARGET_TIMEOUT.as_millis() as u64,
+        ttft_timeout_ms,
+        &format!("{key}.stream_idle_timeout_ms"),
+    )?);
+    limits.max_stream_bytes = src.in_range_or(
+        target.max_stream_bytes.as_ref(),
+        MAX_STREAM_BYTES_RANGE,
+        DEFAULT_MAX_STREAM_BYTES,
+        &format!("{key}.max_stream_bytes"),
     )?;
     Ok(TargetSettings {
         name: name.to_owned(),
@@ -231,6 +246,7 @@ fn build_limits(
         rpm,
         tpm,
         breaker,
+        ..defaults
     })
 }
 

@@ -125,7 +125,8 @@ impl Account {
         Ok(())
     }
 
-    /// Counts `tokens` a call used against the TPM limit.
+    /// Counts `tokens` a call used against the TPM limit (at most one minute's worth: see
+    /// [`MinuteBucket::debit`]).
     pub fn used_tokens(&self, tokens: u64) {
         if let Some(tpm) = &self.tpm {
             lock(tpm).debit(tokens as f64, Instant::now());
@@ -166,7 +167,7 @@ impl Account {
                 });
             }
         }
-        w.reserved += amount;
+        w.reserved = w.reserved.saturating_add(amount);
         Ok(Reservation {
             account: self.clone(),
             amount,

@@ -358,10 +358,11 @@ impl Ledger {
                 break;
             }
             if name == key {
+                // Saturating: absurd usage from an upstream may have saturated a row.
                 let cost = v.value()[2];
-                month += cost;
+                month = month.saturating_add(cost);
                 if d == today {
-                    day += cost;
+                    day = day.saturating_add(cost);
                 }
             }
         }
@@ -428,14 +429,22 @@ impl Writer {
                 e.model.as_str(),
             );
             let row = sums.entry(key).or_insert([0; 6]);
-            if e.is_hit() {
-                row[1] += 1;
+            // Saturating throughout: the usage (hence the cost) is what an upstream reported,
+            // and a panic here would stop the writer thread for good.
+            let add = if e.is_hit() {
+                [0, 1, 0, 0, 0, 0]
             } else {
-                row[0] += 1;
-                row[2] += e.cost;
-                row[3] += u64::from(e.usage.prompt_tokens);
-                row[4] += u64::from(e.usage.cached_tokens);
-                row[5] += u64::from(e.usage.completion_tokens);
+                [
+                    1,
+                    0,
+                    e.cost,
+                    u64::from(e.usage.prompt_tokens),
+                    u64::from(e.usage.cached_tokens),
+                    u64::from(e.usage.completion_tokens),
+                ]
+            };
+            for (total, more) in row.iter_mut().zip(add) {
+                *total = total.saturating_add(more);
             }
         }
         let txn = self.db.begin_write()?;
@@ -444,7 +453,7 @@ impl Writer {
             for (key, add) in sums {
                 let mut row = table.get(key)?.map(|v| v.value()).unwrap_or([0; 6]);
                 for (total, more) in row.iter_mut().zip(add) {
-                    *total += more;
+                    *total = total.saturating_add(more);
                 }
                 table.insert(key, row)?;
             }

@@ -97,7 +97,7 @@ impl Meter {
                     }
                 }
                 let reservation = account.reserve(worst)?;
-                spend.held += worst;
+                spend.held = spend.held.saturating_add(worst);
                 Some(reservation)
             }
         };
@@ -143,11 +143,14 @@ impl Hold {
     /// Replaces the reservation with the real cost of `charges` (every attempt of the call
     /// that consumed tokens); returns that cost.
     pub fn settle(mut self, charges: Vec<Charge>) -> u64 {
-        let cost: u64 = charges.iter().map(|c| c.cost).sum();
-        let tokens: u64 = charges
+        // Saturating: a charge's cost may already be saturated by absurd upstream usage.
+        let cost = charges
             .iter()
-            .map(|c| u64::from(c.usage.prompt_tokens) + u64::from(c.usage.completion_tokens))
-            .sum();
+            .fold(0u64, |sum, c| sum.saturating_add(c.cost));
+        let tokens = charges.iter().fold(0u64, |sum, c| {
+            sum.saturating_add(u64::from(c.usage.prompt_tokens))
+                .saturating_add(u64::from(c.usage.completion_tokens))
+        });
         if let Some(reservation) = self.reservation.take() {
             reservation.settle(cost);
         }

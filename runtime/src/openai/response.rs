@@ -93,7 +93,9 @@ pub fn parse_usage(value: &Value) -> Option<Usage> {
     Some(Usage {
         prompt_tokens,
         completion_tokens,
-        total_tokens: get("total_tokens").unwrap_or(prompt_tokens + completion_tokens),
+        // Numbers from an upstream are untrusted: `u32::MAX` prompt tokens must not overflow.
+        total_tokens: get("total_tokens")
+            .unwrap_or_else(|| prompt_tokens.saturating_add(completion_tokens)),
         cached_tokens: obj
             .get("prompt_tokens_details")
             .and_then(|d| d.get("cached_tokens"))
@@ -176,5 +178,21 @@ mod tests {
         });
         let response = parse_response(body.to_string().as_bytes()).unwrap();
         assert_eq!(response_to_json(&response), body);
+    }
+
+    #[test]
+    fn absurd_usage_saturates_instead_of_overflowing() {
+        let max = u64::from(u32::MAX);
+        for usage in [
+            json!({"prompt_tokens": max, "completion_tokens": 1}),
+            json!({"prompt_tokens": max, "completion_tokens": max, "total_tokens": 5}),
+        ] {
+            let parsed = parse_usage(&usage).unwrap();
+            assert_eq!(parsed.prompt_tokens, u32::MAX);
+        }
+        let parsed = parse_usage(&json!({"prompt_tokens": max, "completion_tokens": 1})).unwrap();
+        assert_eq!(parsed.total_tokens, u32::MAX);
+        // Beyond u32 a count is not believed at all.
+        assert!(parse_usage(&json!({"prompt_tokens": max + 1})).is_none());
     }
 }

@@ -9,25 +9,38 @@ use crate::wit::{ChatResponse, Choice, Content, Message, Usage};
 
 /// Longest SSE line accepted from an upstream (a guard against a stream without newlines).
 const MAX_LINE_BYTES: usize = 4 << 20;
+/// Largest event (its `data:` lines together) accepted from an upstream: a stream of `data:`
+/// lines that never ends its event with a blank line is cut here.
+const MAX_EVENT_BYTES: usize = 4 << 20;
 
 /// An incremental SSE parser: feed bytes, take complete `data:` payloads.
+///
+/// Linear in the bytes fed, however they are split: a partial line is never rescanned (the
+/// scan resumes at [`Self::scanned`]), and only completed lines are drained.
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// Bytes of an incomplete line.
     pending: Vec<u8>,
+    /// How many bytes at the start of `pending` are known to hold no `\n`.
+    scanned: usize,
     /// `data:` lines of the event being built.
     data: Vec<String>,
+    /// Their bytes together, for [`MAX_EVENT_BYTES`].
+    data_bytes: usize,
 }
 
 impl SseParser {
     /// Feeds `bytes`; returns the data payloads of the events completed by them. `Err` when a
-    /// line grows past the limit.
+    /// line or an event grows past its limit.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<String>, String> {
         let mut events = Vec::new();
         self.pending.extend_from_slice(bytes);
         let mut start = 0;
-        while let Some(pos) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let end = start + pos;
+        while let Some(pos) = self.pending[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            let end = self.scanned + pos;
             let mut line = &self.pending[start..end];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
@@ -36,14 +49,23 @@ impl SseParser {
                 if !self.data.is_empty() {
                     events.push(self.data.join("\n"));
                     self.data.clear();
+                    self.data_bytes = 0;
                 }
             } else if let Some(rest) = line.strip_prefix(b"data:") {
                 let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+                self.data_bytes = self.data_bytes.saturating_add(rest.len());
+                if self.data_bytes > MAX_EVENT_BYTES {
+                    return Err(format!(
+                        "an SSE event is longer than {MAX_EVENT_BYTES} bytes"
+                    ));
+                }
                 self.data.push(String::from_utf8_lossy(rest).into_owned());
             }
             start = end + 1;
+            self.scanned = start;
         }
         self.pending.drain(..start);
+        self.scanned = self.pending.len();
         if self.pending.len() > MAX_LINE_BYTES {
             return Err(format!("an SSE line is longer than {MAX_LINE_BYTES} bytes"));
         }
@@ -52,6 +74,10 @@ impl SseParser {
 }
 
 /// Builds one [`ChatResponse`] from the chunks of a stream.
+///
+/// What it holds is bounded by the stream it reads: an upstream stream is cut at its target's
+/// `max_stream_bytes` (see `router::UpstreamStream`), and text decoded from a JSON string is
+/// never longer than the bytes it arrived in, so the accumulated text needs no cap of its own.
 #[derive(Debug, Default)]
 pub struct StreamAccumulator {
     /// `id` of the first chunk.
@@ -223,6 +249,45 @@ mod tests {
             parser.feed(b":1}\n\ndata: [DONE]\r\n\r\n").unwrap(),
             ["{\"a\":1}", "[DONE]"]
         );
+    }
+
+    #[test]
+    fn a_long_line_fed_one_byte_at_a_time_is_parsed_in_linear_time() {
+        // Rescanning the pending line from its start on every feed (quadratic) takes minutes
+        // for this; a linear parser takes well under a second even unoptimised.
+        let payload = vec![b'x'; MAX_LINE_BYTES - 16];
+        let mut input = b"data: ".to_vec();
+        input.extend_from_slice(&payload);
+        input.extend_from_slice(b"\n\n");
+        let mut parser = SseParser::default();
+        let started = std::time::Instant::now();
+        let mut events = Vec::new();
+        for byte in input.chunks(1) {
+            events.extend(parser.feed(byte).unwrap());
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].len(), payload.len());
+        assert!(elapsed < std::time::Duration::from_secs(2), "{elapsed:?}");
+    }
+
+    #[test]
+    fn lines_and_events_past_their_caps_are_errors() {
+        let mut parser = SseParser::default();
+        let long = vec![b'x'; MAX_LINE_BYTES + 1];
+        assert!(parser.feed(&long).unwrap_err().contains("line is longer"));
+
+        // Data lines that never end their event: each line is short, the event is not.
+        let mut parser = SseParser::default();
+        let line = format!("data: {}\n", "y".repeat(64 << 10));
+        let mut result = Ok(Vec::new());
+        for _ in 0..(MAX_EVENT_BYTES / (64 << 10) + 1) {
+            result = parser.feed(line.as_bytes());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.unwrap_err().contains("event is longer"));
     }
 
     #[test]

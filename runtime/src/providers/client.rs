@@ -159,6 +159,10 @@ impl ProviderClient {
 
     /// POSTs `body` to `{base_url}{path}`; returns the response when its status is a success
     /// and its headers arrived within `timeout`. The body is left to the caller.
+    ///
+    /// A failure status's (bounded) body is read within what is left of the same `timeout`,
+    /// never a fresh one, so a failed attempt takes at most `timeout` in all; a body that does
+    /// not arrive in time is left empty.
     pub async fn post(
         &self,
         upstream: &Upstream,
@@ -180,7 +184,8 @@ impl ProviderClient {
         let request = builder
             .body(Full::new(body))
             .map_err(|err| AttemptError::Protocol(format!("cannot build the request: {err}")))?;
-        let response = tokio::time::timeout(timeout, self.client.request(request))
+        let deadline = tokio::time::Instant::now() + timeout;
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
             .map_err(|_| AttemptError::Timeout(timeout))?
             .map_err(|err| AttemptError::Connect(error_chain(&err)))?;
@@ -189,7 +194,8 @@ impl ProviderClient {
         }
         let status = response.status().as_u16();
         let retry_after = retry_after(response.headers());
-        let body = read_body(response.into_body(), timeout)
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let body = read_body(response.into_body(), left)
             .await
             .unwrap_or_default();
         Err(AttemptError::Status {

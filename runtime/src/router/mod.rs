@@ -8,18 +8,22 @@
 //! breaker is open, that cool down after a `Retry-After`, or that are at their RPM or
 //! concurrency limit. A retryable failure (connect error, timeout, 408/429/5xx, a broken
 //! reply) moves on to the next target at once, and to a target that already failed only after
-//! a full-jitter backoff, if the retry budget and the deadline allow; another 4xx stops (the request itself is wrong). No attempt starts with
-//! less than [`policy::MIN_ATTEMPT_TIME`] left, and each attempt's timeout is cut to the time
-//! left, so the deadline is never exceeded. When every target is busy, the request waits in a
-//! bounded queue; beyond it, it is shed at once (503). If every breaker is open, the last
-//! target is tried anyway rather than failing without trying. For streams, the first event is
-//! read before the caller commits anything to its client, so a target that fails before its
-//! first byte falls back invisibly.
+//! a full-jitter backoff, if the retry budget and the deadline allow; another status stops:
+//! relayed when it is about the request itself, a generic 502 otherwise (`refusal`). No
+//! attempt starts with less than [`policy::MIN_ATTEMPT_TIME`] left, and each attempt's timeout
+//! is cut to the time left, so the deadline is never exceeded; a timeout the client's deadline
+//! caused never counts against the target's breaker. When every target is busy, the request
+//! waits in a bounded queue; beyond it, it is shed at once (503). If every breaker is open,
+//! the last target is tried anyway rather than failing without trying. For streams, the
+//! first event is read before the caller commits anything to its client, so a target that
+//! fails before its first byte falls back invisibly; the stream then keeps its target's
+//! concurrency slot until it ends, within its idle and size bounds (`stream`).
 
 mod backoff;
 mod breaker;
 mod budget;
 mod policy;
+mod refusal;
 mod stream;
 mod target;
 
@@ -33,15 +37,16 @@ use tracing::Instrument;
 
 pub use backoff::Backoff;
 pub use policy::RoutePolicy;
-pub use stream::UpstreamStream;
+pub use stream::{StreamLimits, UpstreamStream};
 pub use target::TargetState;
 
 use crate::config::Strategy;
 
+use refusal::refusal;
 use target::Unavailable;
 
 use crate::openai::{parse_response, request_to_json};
-use crate::providers::{AttemptError, ProviderClient, Upstream, read_body};
+use crate::providers::{AttemptError, ProviderClient, read_body};
 use crate::wit::{ChatRequest, ChatResponse};
 
 /// One attempt against one target.
@@ -86,15 +91,26 @@ pub enum RouteError {
         /// Seconds the client should wait.
         retry_after_s: u64,
     },
-    /// A target refused the request itself (a non-retryable 4xx); its message is passed on.
+    /// A target refused the request itself (a status weir does not retry and may relay, see
+    /// `router::refusal`); its status and, for a client error, its message are passed on.
     #[error("upstream {target} refused the request: {message}")]
     Refused {
         /// The target.
         target: Arc<str>,
         /// Its status.
         status: u16,
-        /// Its message.
+        /// Its message (the upstream's own for a client error, generic otherwise).
         message: String,
+    },
+    /// A target failed with a status weir does not retry and must not relay (credentials,
+    /// permissions, redirects, informational statuses: see `router::refusal`). The client gets a
+    /// generic 502; the upstream's detail is only in the log and the attempt's span.
+    #[error("upstream {target} could not serve the request")]
+    Failed {
+        /// The target.
+        target: Arc<str>,
+        /// The upstream status (for the log and the attempt record, not the client).
+        status: u16,
     },
     /// The key may not spend on this call (budget, per-request cost or call limit, TPM).
     /// Raised by the LLM step around the router, never by the router itself.
@@ -103,11 +119,11 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    /// The HTTP status for the client: 502 when every target failed, the upstream's own
-    /// status when it refused the request.
+    /// The HTTP status for the client: 502 when every target failed or one failed with a
+    /// status that is not relayed, the upstream's own status when it refused the request.
     pub fn status(&self) -> u16 {
         match self {
-            RouteError::AllFailed { .. } => 502,
+            RouteError::AllFailed { .. } | RouteError::Failed { .. } => 502,
             RouteError::Overloaded { .. } => 503,
             RouteError::Refused { status, .. } => *status,
             RouteError::Cost(err) => err.status(),
@@ -120,6 +136,7 @@ impl RouteError {
             RouteError::AllFailed { .. } => "all_targets_failed",
             RouteError::Overloaded { .. } => "overloaded",
             RouteError::Refused { .. } => "upstream_refused",
+            RouteError::Failed { .. } => "upstream_error",
             RouteError::Cost(err) => err.code(),
         }
     }
@@ -254,6 +271,7 @@ impl Router {
     ) -> Result<Reply, RouteError> {
         let settings = &plan.policy.settings;
         let started = Instant::now();
+        let route_deadline = started + settings.deadline;
         let deadline = started + deadline.map_or(settings.deadline, |d| d.min(settings.deadline));
         plan.policy.budget.deposit(started);
         let mut next = plan.first(&self.targets);
@@ -302,6 +320,12 @@ impl Router {
                 target.upstream.timeout
             };
             let attempt_timeout = per_attempt.min(deadline.saturating_duration_since(now));
+            // An attempt the client's `x-weir-deadline-ms` cut shorter than the target's own
+            // timeout (and the route's deadline) allow: its timeout says nothing about the
+            // target and must not count against its breaker, or any client could eject a
+            // target for every tenant. The route's deadline is the operator's and counts.
+            let cut_by_client =
+                attempt_timeout < per_attempt.min(route_deadline.saturating_duration_since(now));
             let model = target
                 .upstream
                 .model
@@ -322,21 +346,18 @@ impl Router {
                 http.response.status_code = tracing::field::Empty,
                 weir.outcome = tracing::field::Empty,
                 error.type = tracing::field::Empty,
+                weir.upstream_message = tracing::field::Empty,
             );
             let result = self
-                .attempt(
-                    &target.upstream,
-                    body,
-                    request.stream,
-                    forward,
-                    attempt_timeout,
-                )
+                .attempt(target, body, request.stream, forward, attempt_timeout)
                 .instrument(span.clone())
                 .await;
             let done = Instant::now();
             let elapsed = done - now;
+            let deadline_cut = cut_by_client && matches!(result, Err(AttemptError::Timeout(_)));
             let outcome = match &result {
                 Ok(_) => "ok",
+                Err(_) if deadline_cut => "deadline",
                 Err(err) => err.kind(),
             };
             crate::telemetry::attempt(&target.upstream.name, outcome, elapsed);
@@ -347,16 +368,25 @@ impl Router {
                     if let Some(status) = err.status() {
                         span.record("http.response.status_code", status);
                     }
+                    if let Some(message) = err.upstream_message() {
+                        span.record("weir.upstream_message", message.as_str());
+                    }
                     span.record("error.type", outcome)
                 }
             };
             drop(span);
             match result {
-                Ok(reply) => {
-                    target.finish(slot, true, None, elapsed, done);
-                    let usage = match &reply {
+                Ok(mut reply) => {
+                    let mut slot = slot;
+                    target.record(&mut slot, true, None, elapsed, done);
+                    let usage = match &mut reply {
                         Reply::Json(response) => response.usage,
-                        Reply::Stream(_) => None,
+                        // A live stream keeps the slot until it ends: streams in progress
+                        // count against the target's `max_concurrency`.
+                        Reply::Stream(stream) => {
+                            stream.hold(slot);
+                            None
+                        }
                     };
                     attempts.push(Attempt {
                         target: target.upstream.name.clone(),
@@ -371,28 +401,36 @@ impl Router {
                 Err(err) => {
                     let retryable = err.is_retryable(&settings.retry_on);
                     let retry_after = err.retry_after().map(|ra| ra.min(settings.retry_after_max));
-                    // A refusal of the request itself says nothing bad about the target.
-                    target.finish(slot, !retryable, retry_after, elapsed, done);
+                    if deadline_cut {
+                        // No outcome: the slot (a probe included) is given back as if the
+                        // attempt had never been made.
+                        drop(slot);
+                    } else {
+                        // A refusal of the request itself says nothing bad about the target.
+                        target.finish(slot, !retryable, retry_after, elapsed, done);
+                    }
                     tracing::warn!(
                         target = &*target.upstream.name,
                         error = %err,
+                        detail = err.upstream_message().as_deref().unwrap_or(""),
                         attempt = tries,
                         "upstream attempt failed"
                     );
+                    let outcome = if deadline_cut {
+                        format!("cut by the client's deadline: {err}")
+                    } else {
+                        err.to_string()
+                    };
                     attempts.push(Attempt {
                         target: target.upstream.name.clone(),
-                        outcome: err.to_string().into(),
+                        outcome: outcome.into(),
                         status: err.status(),
                         elapsed,
                         model,
                         usage: err.usage(),
                     });
                     if !retryable {
-                        return Err(RouteError::Refused {
-                            target: target.upstream.name.clone(),
-                            status: err.status().unwrap_or(400),
-                            message: err.upstream_message().unwrap_or_else(|| err.to_string()),
-                        });
+                        return Err(refusal(&target.upstream, &err));
                     }
                 }
             }
@@ -463,12 +501,13 @@ impl Router {
     /// and the first event. One timer per phase, never beyond `timeout` in all.
     async fn attempt(
         &self,
-        target: &Upstream,
+        state: &TargetState,
         body: Bytes,
         stream: bool,
         forward: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<Reply, AttemptError> {
+        let target = &*state.upstream;
         let deadline = Instant::now() + timeout;
         // With spans exported, the upstream's parent is this attempt's span.
         let traced;
@@ -495,8 +534,15 @@ impl Router {
             return Err(AttemptError::Timeout(timeout));
         }
         if stream {
-            let stream =
-                UpstreamStream::open(target.name.clone(), response.into_body(), left).await?;
+            let limits = StreamLimits {
+                idle_timeout: state.limits.stream_idle_timeout,
+                max_bytes: state.limits.max_stream_bytes,
+            };
+            let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+                response.into_body(),
+                Into::into,
+            ));
+            let stream = UpstreamStream::open(target.name.clone(), body, left, limits).await?;
             return Ok(Reply::Stream(stream));
         }
         let bytes = read_body(response.into_body(), left).await?;
@@ -524,6 +570,8 @@ impl Router {
                 body["model"] = serde_json::Value::String(model.clone());
             }
             let result = async {
+                // One deadline for the whole attempt, the body included.
+                let deadline = started + target.timeout;
                 let response = self
                     .client
                     .post(
@@ -534,7 +582,8 @@ impl Router {
                         target.timeout,
                     )
                     .await?;
-                let bytes = read_body(response.into_body(), target.timeout).await?;
+                let left = deadline.saturating_duration_since(Instant::now());
+                let bytes = read_body(response.into_body(), left).await?;
                 serde_json::from_slice::<serde_json::Value>(&bytes)
                     .map_err(|err| AttemptError::Protocol(err.to_string()))
             }
@@ -563,11 +612,13 @@ impl Router {
                         usage: err.usage(),
                     });
                     if !err.is_retryable(&crate::config::StatusSet::retryable_default()) {
-                        return Err(RouteError::Refused {
-                            target: target.name.clone(),
-                            status: err.status().unwrap_or(400),
-                            message: err.upstream_message().unwrap_or_else(|| err.to_string()),
-                        });
+                        tracing::warn!(
+                            target = &*target.name,
+                            error = %err,
+                            detail = err.upstream_message().as_deref().unwrap_or(""),
+                            "upstream embeddings attempt failed"
+                        );
+                        return Err(refusal(target, &err));
                     }
                 }
             }
@@ -584,6 +635,7 @@ mod tests {
 
     use super::*;
     use crate::config::{PolicySettings, TargetLimits};
+    use crate::providers::Upstream;
     use crate::wit::{Content, Message};
 
     /// A loopback listener that accepts connections and never answers.
@@ -600,6 +652,15 @@ mod tests {
     }
 
     fn target(name: &str, addr: std::net::SocketAddr, timeout: Duration) -> Arc<TargetState> {
+        target_with(name, addr, timeout, TargetLimits::default())
+    }
+
+    fn target_with(
+        name: &str,
+        addr: std::net::SocketAddr,
+        timeout: Duration,
+        limits: TargetLimits,
+    ) -> Arc<TargetState> {
         Arc::new(TargetState::new(
             Arc::new(Upstream {
                 name: name.into(),
@@ -610,7 +671,7 @@ mod tests {
                 ttft_timeout: timeout,
                 headers: Vec::new(),
             }),
-            TargetLimits::default(),
+            limits,
         ))
     }
 
@@ -686,5 +747,79 @@ mod tests {
             )
             .await;
         assert!(started.elapsed() <= Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_cut_by_the_client_deadline_never_counts_against_the_breaker() {
+        let (addr, _server) = black_hole().await;
+        let limits = TargetLimits {
+            breaker: crate::config::BreakerSettings {
+                consecutive_failures: 1,
+                ..crate::config::BreakerSettings::default()
+            },
+            ..TargetLimits::default()
+        };
+        let router = Router::new(
+            ProviderClient::new().unwrap(),
+            vec![target_with("primary", addr, Duration::from_secs(1), limits)],
+        );
+        let plan = RoutePlan {
+            chain: vec![0],
+            policy: RoutePolicy::new(PolicySettings {
+                max_attempts: 1,
+                ..PolicySettings::default()
+            }),
+            strategy: Strategy::Fallback,
+            weights: vec![1],
+        };
+        for _ in 0..10 {
+            let mut attempts = Vec::new();
+            let result = router
+                .chat(
+                    &plan,
+                    &request(),
+                    &[],
+                    Some(Duration::from_millis(20)),
+                    &mut attempts,
+                )
+                .await;
+            assert!(matches!(result, Err(RouteError::AllFailed { .. })));
+            assert!(
+                attempts[0]
+                    .outcome
+                    .starts_with("cut by the client's deadline"),
+                "{attempts:?}"
+            );
+            assert_eq!(router.targets()[0].breaker_gauge(), 0, "still closed");
+        }
+        assert_eq!(router.targets()[0].snapshot(Instant::now())["in_flight"], 0);
+
+        // A timeout at the target's own timeout_ms still counts.
+        let mut attempts = Vec::new();
+        let _ = router
+            .chat(&plan, &request(), &[], None, &mut attempts)
+            .await;
+        assert_eq!(attempts[0].elapsed, Duration::from_secs(1));
+        assert_eq!(router.targets()[0].breaker_gauge(), 2, "open");
+
+        // So does a timeout at the route's own deadline, shorter than the target's timeout:
+        // that is the operator's choice, not the client's.
+        let router = Router::new(
+            ProviderClient::new().unwrap(),
+            vec![target_with("primary", addr, Duration::from_secs(1), limits)],
+        );
+        let short = RoutePlan {
+            policy: RoutePolicy::new(PolicySettings {
+                max_attempts: 1,
+                deadline: Duration::from_millis(100),
+                ..PolicySettings::default()
+            }),
+            ..plan
+        };
+        let mut attempts = Vec::new();
+        let _ = router
+            .chat(&short, &request(), &[], None, &mut attempts)
+            .await;
+        assert_eq!(router.targets()[0].breaker_gauge(), 2, "open");
     }
 }

@@ -147,10 +147,24 @@ impl TargetState {
     }
 
     /// Reports an attempt's outcome (`success` false for retryable failures only) and, for a
-    /// success, its latency.
+    /// success, its latency, and gives the slot back.
     pub fn finish(
         &self,
         mut slot: Slot,
+        success: bool,
+        retry_after: Option<Duration>,
+        latency: Duration,
+        now: Instant,
+    ) {
+        self.record(&mut slot, success, retry_after, latency, now);
+        drop(slot);
+    }
+
+    /// Reports an attempt's outcome like [`Self::finish`] but keeps the slot: a live stream
+    /// holds it (its concurrency permit and in-flight count) until the stream is done.
+    pub fn record(
+        &self,
+        slot: &mut Slot,
         success: bool,
         retry_after: Option<Duration>,
         latency: Duration,
@@ -172,7 +186,6 @@ impl TargetState {
         if let Some(wait) = retry_after {
             *lock(&self.cooldown) = Some(now + wait);
         }
-        drop(slot);
     }
 
     /// Latency EWMA of successful attempts, µs; 0 when none yet (then preferred, to learn).
@@ -248,6 +261,7 @@ mod tests {
                     ejection: Duration::from_secs(1),
                     ..BreakerSettings::default()
                 },
+                ..TargetLimits::default()
             },
         )
     }

@@ -171,12 +171,12 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
             })
             .collect();
         for sum in [groups.entry(dims).or_default(), &mut total] {
-            sum.calls += row.calls;
-            sum.cache_hits += row.cache_hits;
-            sum.cost_pico += row.cost_pico;
-            sum.prompt_tokens += row.prompt_tokens;
-            sum.cached_tokens += row.cached_tokens;
-            sum.completion_tokens += row.completion_tokens;
+            sum.calls = sum.calls.saturating_add(row.calls);
+            sum.cache_hits = sum.cache_hits.saturating_add(row.cache_hits);
+            sum.cost_pico = sum.cost_pico.saturating_add(row.cost_pico);
+            sum.prompt_tokens = sum.prompt_tokens.saturating_add(row.prompt_tokens);
+            sum.cached_tokens = sum.cached_tokens.saturating_add(row.cached_tokens);
+            sum.completion_tokens = sum.completion_tokens.saturating_add(row.completion_tokens);
         }
     }
     let sums = |row: &SpendRow| {

@@ -30,6 +30,7 @@ pub async fn chat(
 ) -> Response<SimBody> {
     bump(&state.stats.requests);
     bump(&state.stats.chat_completions);
+    let bearer = bearer(&request);
     let bytes = match receive(request, &state).await {
         Ok(bytes) => bytes,
         Err(err) => return body::error(&err),
@@ -40,13 +41,20 @@ pub async fn chat(
     }
     let faults = state.faults();
     let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
-    if let Some(response) = chaos::apply(&faults, model, &state, conn).await {
+    if let Some(response) = chaos::apply(&faults, model, bearer.as_deref(), &state, conn).await {
         return response;
     }
     match parsed {
         Err(err) => body::error(&err),
-        Ok(r) if r.stream => stream::respond(&r, Arc::clone(&state), faults.stream_cut_after),
-        Ok(r) => chat::respond(&r, &state),
+        Ok(r) if r.stream => {
+            let early = match (faults.stream_cut_after, faults.stream_stall_after) {
+                (Some(n), _) => stream::EarlyEnd::Cut(n),
+                (None, Some(n)) => stream::EarlyEnd::Stall(n, Box::pin(conn.until_shutdown())),
+                (None, None) => stream::EarlyEnd::None,
+            };
+            stream::respond(&r, Arc::clone(&state), early, faults.usage_prompt_tokens)
+        }
+        Ok(r) => chat::respond(&r, &state, faults.usage_prompt_tokens),
     }
 }
 
@@ -58,6 +66,7 @@ pub async fn embeddings(
 ) -> Response<SimBody> {
     bump(&state.stats.requests);
     bump(&state.stats.embeddings);
+    let bearer = bearer(&request);
     let bytes = match receive(request, &state).await {
         Ok(bytes) => bytes,
         Err(err) => return body::error(&err),
@@ -65,13 +74,24 @@ pub async fn embeddings(
     let parsed = EmbeddingsRequest::parse(&bytes);
     let faults = state.faults();
     let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
-    if let Some(response) = chaos::apply(&faults, model, &state, conn).await {
+    if let Some(response) = chaos::apply(&faults, model, bearer.as_deref(), &state, conn).await {
         return response;
     }
     match parsed {
         Err(err) => body::error(&err),
         Ok(r) => embeddings::respond(&r, &state),
     }
+}
+
+/// The request's bearer key (`Authorization: Bearer <key>`), which an injected 401 quotes.
+fn bearer(request: &Request<Incoming>) -> Option<String> {
+    request
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::to_owned)
 }
 
 /// Reads the body (bounded) and records the request in the ring.

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -20,13 +20,16 @@ use crate::sim::error::ApiError;
 /// Largest request body accepted (16 MiB); larger ones are answered 413.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
-/// The error that ends a stream cut by the `stream_cut_after` fault. Hyper drops the connection
-/// when a body fails, so the client sees its chunked body end early, without `[DONE]`.
+/// The error that ends a body on purpose: a stream cut by the `stream_cut_after` fault, or a
+/// stalled stream or error body at shutdown. Hyper drops the connection when a body fails, so
+/// the client sees its chunked body end early, without `[DONE]`.
 #[derive(Debug, thiserror::Error)]
-#[error("stream cut after {chunks} content chunks by the stream_cut_after fault")]
+#[error("body ended after {chunks} content chunks by the {fault} fault")]
 pub struct StreamCut {
     /// Content chunks sent before the cut.
     pub chunks: u32,
+    /// The fault that ended it.
+    pub fault: &'static str,
 }
 
 /// A boxed stream of body chunks.
@@ -110,6 +113,33 @@ pub fn error(err: &ApiError) -> Response<SimBody> {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
     }
+    response
+}
+
+/// An error response whose body stalls halfway (the `error_body_stall` fault): its status,
+/// headers and the first half of its JSON are sent, then nothing until `until_shutdown`
+/// resolves, when the connection is dropped.
+pub fn stalled_error(
+    err: &ApiError,
+    until_shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response<SimBody> {
+    let whole = error(err);
+    let (parts, body) = whole.into_parts();
+    let bytes = match body {
+        SimBody::Full(Some(bytes)) => bytes,
+        _ => Bytes::new(),
+    };
+    let half = bytes.slice(..bytes.len() / 2);
+    let first = futures_util::stream::once(async move { Ok(half) });
+    let rest = futures_util::stream::once(async move {
+        until_shutdown.await;
+        Err(StreamCut {
+            chunks: 0,
+            fault: "error_body_stall",
+        })
+    });
+    let mut response = Response::from_parts(parts, SimBody::Stream(Box::pin(first.chain(rest))));
+    response.headers_mut().remove(CONTENT_LENGTH);
     response
 }
 

@@ -87,9 +87,11 @@ pub fn delay(faults: &Faults, rng: &mut impl Rng) -> Duration {
 /// Applies the faults to a request: waits out the latency, then returns the fault response, or
 /// `None` when the request should be answered normally. A hang or a reset never returns: the
 /// connection task drops the connection (at shutdown for a hang, at once for a reset).
+/// `bearer` is the request's bearer key, which an injected 401 quotes.
 pub async fn apply(
     faults: &Faults,
     model: Option<&str>,
+    bearer: Option<&str>,
     state: &SimState,
     conn: &ConnControl,
 ) -> Option<Response<SimBody>> {
@@ -104,9 +106,19 @@ pub async fn apply(
     match outcome {
         Outcome::Answer => None,
         Outcome::Fail(err) => {
+            let err = match err {
+                ApiError::Injected {
+                    status,
+                    billed_tokens,
+                } => ApiError::injected(status, billed_tokens, bearer),
+                other => other,
+            };
             match err {
                 ApiError::RateLimited { .. } => bump(&state.stats.rate_limited),
                 _ => bump(&state.stats.errors),
+            }
+            if faults.error_body_stall {
+                return Some(body::stalled_error(&err, conn.until_shutdown()));
             }
             Some(body::error(&err))
         }

@@ -141,7 +141,8 @@ impl Usage {
         Usage {
             prompt_tokens: reply.prompt_tokens,
             completion_tokens: reply.completion_tokens,
-            total_tokens: reply.prompt_tokens + reply.completion_tokens,
+            // Saturating: `usage_prompt_tokens` may report any u64.
+            total_tokens: reply.prompt_tokens.saturating_add(reply.completion_tokens),
         }
     }
 }
@@ -187,9 +188,15 @@ struct AssistantMessage<'a> {
     refusal: Option<()>,
 }
 
-/// Answers a non-streamed chat request.
-pub fn respond(request: &ChatRequest, state: &SimState) -> Response<SimBody> {
-    let reply = Reply::for_prompt(&request.messages, request.max_tokens);
+/// Answers a non-streamed chat request; `usage_prompt_tokens` overrides the prompt tokens
+/// its usage reports.
+pub fn respond(
+    request: &ChatRequest,
+    state: &SimState,
+    usage_prompt_tokens: Option<u64>,
+) -> Response<SimBody> {
+    let reply = Reply::for_prompt(&request.messages, request.max_tokens)
+        .with_prompt_tokens(usage_prompt_tokens);
     let id = state.next_id("chatcmpl-");
     let completion = Completion {
         id: &id,

@@ -55,9 +55,17 @@ impl ConnControl {
 
     /// Resolves once the simulator has started shutting down.
     pub async fn shutdown_started(&self) {
+        self.until_shutdown().await;
+    }
+
+    /// Like [`Self::shutdown_started`], but owning what it waits on, so a response body that
+    /// stalls on purpose can hold it beyond the handler.
+    pub fn until_shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut shutdown = self.shutdown.clone();
-        // An error means the simulator is gone, which is a shutdown too.
-        let _ = shutdown.wait_for(|stopping| *stopping).await;
+        async move {
+            // An error means the simulator is gone, which is a shutdown too.
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        }
     }
 }
 

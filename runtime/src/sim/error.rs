@@ -66,6 +66,15 @@ pub enum ApiError {
         /// Prompt tokens reported as billed in the body's `usage` (0: no usage).
         billed_tokens: u32,
     },
+    /// Injected 401, as OpenAI answers a wrong key: the message quotes the key received
+    /// (masked but for its ends), which is what a proxy must never relay to its own clients.
+    #[error(
+        "Incorrect API key provided: {quoted}. You can find your API key in your account settings."
+    )]
+    InvalidApiKey {
+        /// The bearer key received, masked by [`mask_key`], or `(none)`.
+        quoted: String,
+    },
     /// Injected rate limit. 429 with `Retry-After`.
     #[error("Rate limit reached (simulated); retry after {retry_after_s} s")]
     RateLimited {
@@ -86,6 +95,7 @@ impl ApiError {
                 StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::InvalidApiKey { .. } => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -108,6 +118,21 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::Injected { .. } => "sim_injected_error",
             ApiError::RateLimited { .. } => "rate_limit_exceeded",
+            ApiError::InvalidApiKey { .. } => "invalid_api_key",
+        }
+    }
+
+    /// The injected error for `status`: a 401 quotes the request's bearer key (see
+    /// [`ApiError::InvalidApiKey`]), any other status is [`ApiError::Injected`].
+    pub fn injected(status: u16, billed_tokens: u32, bearer: Option<&str>) -> ApiError {
+        if status == 401 {
+            return ApiError::InvalidApiKey {
+                quoted: bearer.map_or_else(|| "(none)".to_owned(), mask_key),
+            };
+        }
+        ApiError::Injected {
+            status,
+            billed_tokens,
         }
     }
 
@@ -134,9 +159,43 @@ impl ApiError {
     }
 }
 
+/// A key as OpenAI quotes it in a 401: its first 3 and last 4 characters, the rest as `*`
+/// (a key of 8 characters or fewer is all `*`).
+pub fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_401_quotes_the_key_like_openai() {
+        let e = ApiError::injected(401, 0, Some("sk-upstream-secret-7q2x"));
+        assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
+        let body = e.body();
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("Incorrect API key provided: sk-****"),
+            "{message}"
+        );
+        assert!(
+            message.contains("7q2x") && !message.contains("secret"),
+            "{message}"
+        );
+        assert_eq!(mask_key("short"), "*****");
+        assert!(matches!(
+            ApiError::injected(403, 0, Some("k")),
+            ApiError::Injected { status: 403, .. }
+        ));
+    }
 
     #[test]
     fn injected_errors_keep_their_status_and_type() {

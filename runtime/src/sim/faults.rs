@@ -19,12 +19,18 @@ pub const DEFAULT_ERROR_STATUS: u16 = 500;
 /// Every field defaults to "no fault", so a JSON body naming only some fields resets the
 /// others. Dice are rolled per request in the order hang, reset, rate limit, error; the first
 /// that hits decides the request. Latency applies to every request, before its answer.
+///
+/// The fields added after the first release (`stream_stall_after`, `usage_prompt_tokens`,
+/// `error_body_stall`) are left out of the JSON form while they are off, so the faults a
+/// client reads back look as they always did unless it uses them.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Faults {
     /// Probability (0..=1) of answering `error_status` with an OpenAI-shaped error body.
     pub error_rate: f64,
-    /// Status of the error fault, 400..=599; 0 means `DEFAULT_ERROR_STATUS` (500).
+    /// Status of the error fault, 400..=599; 0 means `DEFAULT_ERROR_STATUS` (500). A 401
+    /// answers like OpenAI's: code `invalid_api_key` and a message quoting the bearer key the
+    /// simulator received, masked but for its first 3 and last 4 characters.
     pub error_status: u16,
     /// Prompt tokens the error fault reports as billed in a `usage` object of its body (0:
     /// no usage), like a provider that charges for a request that failed after reading it.
@@ -46,6 +52,22 @@ pub struct Faults {
     /// For streamed completions: send at most this many content chunks, then drop the
     /// connection without the final chunk or `data: [DONE]`. `None` leaves streams whole.
     pub stream_cut_after: Option<u32>,
+    /// For streamed completions: send at most this many content chunks, then stall — send
+    /// nothing more and keep the connection open — until the simulator shuts down. `None`
+    /// leaves streams whole. Cannot be combined with `stream_cut_after`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_stall_after: Option<u32>,
+    /// Prompt tokens reported in the `usage` of every completion (JSON answers and the usage
+    /// chunk of streams) instead of the real count; any `u64`, so a client can be tested
+    /// against absurd usage such as 4294967295. `total_tokens` saturates. `None` reports the
+    /// real count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_prompt_tokens: Option<u64>,
+    /// The error and rate-limit faults send their status line, headers and the first half of
+    /// their body, then stall until the simulator shuts down, like a provider that dies while
+    /// answering. False sends the whole body.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub error_body_stall: bool,
 }
 
 /// Why a `Faults` value was rejected.
@@ -73,6 +95,9 @@ pub enum FaultsError {
         /// Its value.
         value: u64,
     },
+    /// Both ways of ending a stream early at once.
+    #[error("stream_cut_after and stream_stall_after cannot both be set")]
+    CutAndStall,
 }
 
 impl Faults {
@@ -99,6 +124,9 @@ impl Faults {
             if value > MAX_LATENCY_MS {
                 return Err(FaultsError::Latency { field, value });
             }
+        }
+        if self.stream_cut_after.is_some() && self.stream_stall_after.is_some() {
+            return Err(FaultsError::CutAndStall);
         }
         Ok(())
     }
@@ -186,8 +214,33 @@ mod tests {
             rate_limit_rate: 0.03,
             retry_after_s: 7,
             stream_cut_after: Some(4),
+            stream_stall_after: None,
+            usage_prompt_tokens: Some(u64::from(u32::MAX)),
+            error_body_stall: true,
         };
         let json = serde_json::to_vec(&f).expect("faults serialize");
         assert_eq!(Faults::from_json(&json), Ok(f));
+    }
+
+    #[test]
+    fn new_fields_are_left_out_while_off() {
+        let json = serde_json::to_value(Faults::default()).expect("faults serialize");
+        for field in [
+            "stream_stall_after",
+            "usage_prompt_tokens",
+            "error_body_stall",
+        ] {
+            assert!(json.get(field).is_none(), "{field}: {json}");
+        }
+        assert!(json.get("stream_cut_after").is_some());
+    }
+
+    #[test]
+    fn a_stream_is_cut_or_stalled_not_both() {
+        assert_eq!(
+            Faults::from_json(br#"{"stream_cut_after":1,"stream_stall_after":2}"#),
+            Err(FaultsError::CutAndStall)
+        );
+        assert!(Faults::from_json(br#"{"stream_stall_after":0}"#).is_ok());
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! It is the upstream of the demo and of the black-box tests, and a chaos tool for users: it
 //! answers chat completions (JSON or SSE) and embeddings deterministically from the prompt, and
-//! injects latency, errors, rate limits, hangs, connection resets and cut streams at rates
-//! that can be changed while it runs (`POST /sim/faults`). `/sim/stats` and `/sim/requests`
+//! injects latency, errors, rate limits, hangs, connection resets, cut or stalled streams,
+//! stalled error bodies and absurd usage, with settings that can be changed while it runs
+//! (`POST /sim/faults`). `/sim/stats` and `/sim/requests`
 //! show what reached it. It depends on nothing else in weir.
 //!
 //! # Endpoints

@@ -61,6 +61,15 @@ impl Reply {
             completion_tokens: tokens::count(text).max(1),
         }
     }
+
+    /// The same reply reporting `prompt_tokens` instead of the real count, when given (the
+    /// `usage_prompt_tokens` fault).
+    pub fn with_prompt_tokens(mut self, prompt_tokens: Option<u64>) -> Reply {
+        if let Some(n) = prompt_tokens {
+            self.prompt_tokens = n;
+        }
+        self
+    }
 }
 
 /// Digest of the whole conversation, with a prefix-free encoding so that moving text between

@@ -1,11 +1,13 @@
 //! Streamed chat answers: OpenAI's server-sent-events framing, paced by `ttft_ms` and
-//! `inter_token_ms`, and the `stream_cut_after` fault.
+//! `inter_token_ms`, and the `stream_cut_after` and `stream_stall_after` faults.
 //!
 //! The frames are planned up front (role chunk, one chunk per reply token, finish chunk,
 //! optional usage chunk, `[DONE]`) and then released one by one with their delays, so the
 //! chunk layout can be tested without a network and the pacing without a tokenizer.
 
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +33,8 @@ pub struct PlannedFrame {
     pub kind: FrameKind,
 }
 
-/// What a frame carries; `stream_cut_after` counts `Content` frames and never cuts before
-/// `Role`.
+/// What a frame carries; `stream_cut_after` and `stream_stall_after` count `Content` frames
+/// and never act before `Role`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameKind {
     /// The first chunk, `delta.role = "assistant"`.
@@ -166,12 +168,23 @@ fn sse(chunk: &Chunk<'_>) -> Bytes {
     Bytes::from(out)
 }
 
+/// How a stream ends early, if it does.
+pub enum EarlyEnd {
+    /// Whole: every frame is sent.
+    None,
+    /// `stream_cut_after`: the connection is dropped after this many content chunks.
+    Cut(u32),
+    /// `stream_stall_after`: nothing more is sent after this many content chunks until the
+    /// future (the simulator's shutdown) resolves; then the connection is dropped.
+    Stall(u32, Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
 /// Where a stream is in its frames.
 struct Cursor {
     /// Frames not yet sent.
     frames: VecDeque<PlannedFrame>,
-    /// `stream_cut_after`, if in force.
-    cut_after: Option<u32>,
+    /// How it ends early, if it does.
+    early: EarlyEnd,
     /// Content frames sent so far.
     content_sent: u32,
     /// Whether the stream has ended (sent `[DONE]` or been cut).
@@ -180,21 +193,25 @@ struct Cursor {
     state: Arc<SimState>,
 }
 
-/// Answers a streamed chat request. With `cut_after = Some(n)`, at most `n` content chunks are
+/// Answers a streamed chat request. With `EarlyEnd::Cut(n)`, at most `n` content chunks are
 /// sent and the connection is then dropped before the finish chunk and `[DONE]` (also when the
-/// reply has fewer than `n` tokens, so every stream fails while the fault is on).
+/// reply has fewer than `n` tokens, so every stream fails while the fault is on); with
+/// `EarlyEnd::Stall(n, _)` the stream goes quiet there instead, with the connection open.
+/// `usage_prompt_tokens` overrides the prompt tokens of the usage chunk.
 pub fn respond(
     request: &ChatRequest,
     state: Arc<SimState>,
-    cut_after: Option<u32>,
+    early: EarlyEnd,
+    usage_prompt_tokens: Option<u64>,
 ) -> Response<SimBody> {
-    let reply = Reply::for_prompt(&request.messages, request.max_tokens);
+    let reply = Reply::for_prompt(&request.messages, request.max_tokens)
+        .with_prompt_tokens(usage_prompt_tokens);
     let id = state.next_id("chatcmpl-");
     let model = state.response_model(request.model.as_deref());
     let frames = plan(request, &reply, &id, model, state.ttft, state.inter_token);
     let cursor = Cursor {
         frames: frames.into(),
-        cut_after,
+        early,
         content_sent: 0,
         ended: false,
         state,
@@ -209,17 +226,31 @@ async fn next_frame(mut cursor: Cursor) -> Option<(Result<Bytes, StreamCut>, Cur
         return None;
     }
     let frame = cursor.frames.pop_front()?;
-    if let Some(n) = cursor.cut_after
-        && cursor.content_sent >= n
-        && frame.kind != FrameKind::Role
-    {
+    let early = match &cursor.early {
+        EarlyEnd::Cut(n) | EarlyEnd::Stall(n, _) => {
+            cursor.content_sent >= *n && frame.kind != FrameKind::Role
+        }
+        EarlyEnd::None => false,
+    };
+    if early {
         cursor.ended = true;
-        bump(&cursor.state.stats.stream_cuts);
-        // Let hyper flush the chunks already queued before the error drops the connection.
-        tokio::task::yield_now().await;
+        let fault = match &mut cursor.early {
+            EarlyEnd::Stall(_, until_shutdown) => {
+                until_shutdown.as_mut().await;
+                "stream_stall_after"
+            }
+            _ => {
+                bump(&cursor.state.stats.stream_cuts);
+                // Let hyper flush the chunks already queued before the error drops the
+                // connection.
+                tokio::task::yield_now().await;
+                "stream_cut_after"
+            }
+        };
         return Some((
             Err(StreamCut {
                 chunks: cursor.content_sent,
+                fault,
             }),
             cursor,
         ));

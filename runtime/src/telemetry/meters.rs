@@ -12,7 +12,7 @@
 //! | `weir_stage_duration_seconds` | histogram | `stage`, `phase` |
 //! | `weir_stage_fuel` | histogram | `stage`, `phase` |
 //! | `weir_stage_runs_total` | counter | `stage`, `phase`, `outcome` |
-//! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `connect`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
+//! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `deadline`, `connect`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
 //! | `weir_upstream_attempt_duration_seconds` | histogram | `target` |
 //! | `weir_breaker_state` | gauge | `target`: 0 closed, 1 half-open, 2 open |
 //! | `weir_cache_lookups_total` | counter | `route`, `result` (`hit`, `semantic-hit`, `miss`, `coalesced`, `bypass`) |

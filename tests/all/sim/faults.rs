@@ -209,3 +209,161 @@ async fn latency_delays_every_answer() {
     );
     sim.stop().await;
 }
+
+/// A streamed chat request body.
+fn stream_chat(text: &str) -> serde_json::Value {
+    let mut body = chat(text);
+    body["stream"] = json!(true);
+    body
+}
+
+fn post_request(
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> http::Request<crate::sim::client::ReqBody> {
+    let mut builder = http::Request::post("/v1/chat/completions").header("host", "sim");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder
+        .body(crate::sim::client::full(body.to_string().into()))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn stream_stall_sends_n_content_chunks_then_holds_the_connection_until_shutdown() {
+    let sim = with_faults(Faults {
+        stream_stall_after: Some(2),
+        ..Faults::default()
+    })
+    .await;
+    let body = stream_chat("stall me please, this reply is long");
+    let outcome = crate::sim::client::exchange(
+        sim.addr,
+        post_request(&body, &[]),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(matches!(outcome, Err(Failure::Timeout)), "{outcome:?}");
+
+    // Held open until the simulator stops, then dropped: the role chunk and 2 content chunks.
+    let mut sender = crate::sim::client::connect(sim.addr)
+        .await
+        .expect("connects");
+    let pending = tokio::spawn(async move {
+        crate::sim::client::send_on(&mut sender, post_request(&body, &[])).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished(), "the stream must stall");
+    sim.stop().await;
+    let answer = tokio::time::timeout(crate::sim::client::TIMEOUT, pending)
+        .await
+        .expect("released by shutdown")
+        .expect("task completes")
+        .expect("a response head");
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(answer.body_error.is_some(), "the body ends in an error");
+    let events = answer.events();
+    assert_eq!(events.len(), 3, "role chunk + 2 content chunks: {events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+}
+
+#[tokio::test]
+async fn usage_prompt_tokens_replaces_the_reported_prompt_tokens() {
+    let sim = with_faults(Faults {
+        usage_prompt_tokens: Some(u64::from(u32::MAX)),
+        ..Faults::default()
+    })
+    .await;
+    let whole = sim.post("/v1/chat/completions", &chat("x")).await.json();
+    let usage = &whole["usage"];
+    assert_eq!(usage["prompt_tokens"], u64::from(u32::MAX));
+    assert_eq!(
+        usage["total_tokens"].as_u64(),
+        Some(u64::from(u32::MAX) + usage["completion_tokens"].as_u64().unwrap())
+    );
+    let mut body = stream_chat("x");
+    body["stream_options"] = json!({"include_usage": true});
+    let events = sim.post("/v1/chat/completions", &body).await.events();
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).expect("chunk");
+    assert_eq!(usage["usage"]["prompt_tokens"], u64::from(u32::MAX));
+
+    // Any u64: the total saturates instead of overflowing.
+    sim.post("/sim/faults", &json!({"usage_prompt_tokens": u64::MAX}))
+        .await;
+    let whole = sim.post("/v1/chat/completions", &chat("x")).await.json();
+    assert_eq!(whole["usage"]["total_tokens"], u64::MAX);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn an_injected_401_quotes_the_bearer_key_like_openai() {
+    let sim = with_faults(Faults {
+        error_rate: 1.0,
+        error_status: 401,
+        ..Faults::default()
+    })
+    .await;
+    let answer = sim
+        .send(
+            Method::POST,
+            "/v1/chat/completions",
+            &[("authorization", "Bearer sk-proj-secretpart-7q2x")],
+            Some(&chat("x")),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let error = &answer.json()["error"];
+    assert_eq!(error["code"], "invalid_api_key");
+    let message = error["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with("Incorrect API key provided: sk-*") && message.contains("7q2x"),
+        "{message}"
+    );
+    assert!(!message.contains("secretpart"), "{message}");
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn error_body_stall_sends_the_head_and_half_the_body_then_stalls() {
+    use http_body_util::BodyExt;
+    let sim = with_faults(Faults {
+        error_rate: 1.0,
+        error_status: 503,
+        error_body_stall: true,
+        ..Faults::default()
+    })
+    .await;
+    let mut sender = crate::sim::client::connect(sim.addr)
+        .await
+        .expect("connects");
+    let response = tokio::time::timeout(
+        crate::sim::client::TIMEOUT,
+        sender.send_request(post_request(&chat("x"), &[])),
+    )
+    .await
+    .expect("a head in time")
+    .expect("a response");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(crate::sim::client::TIMEOUT, body.frame())
+        .await
+        .expect("the first half in time")
+        .expect("a frame")
+        .expect("data")
+        .into_data()
+        .expect("data");
+    assert!(first.starts_with(b"{\"error\""), "{first:?}");
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&first).is_err(),
+        "only half"
+    );
+    let rest = tokio::time::timeout(Duration::from_millis(300), body.frame()).await;
+    assert!(rest.is_err(), "the rest of the body must stall");
+    sim.stop().await;
+    let end = tokio::time::timeout(crate::sim::client::TIMEOUT, body.frame())
+        .await
+        .expect("released by shutdown");
+    assert!(matches!(end, Some(Err(_)) | None), "{end:?}");
+}

@@ -192,18 +192,32 @@ impl ConnWatch {
     }
 
     /// Resolves when a deadline in force passes, with which one.
+    ///
+    /// One timer per connection, re-armed only when a deadline moves *earlier*: a request
+    /// on a keep-alive connection moves it earlier once (idle → head) and later once (busy →
+    /// idle); the later move just lets the armed timer fire early and re-arm, so the request
+    /// path pays one timer update per request, not a timer created and dropped per phase.
     pub async fn expired(&self) -> Expiry {
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             let notified = self.0.changed.notified();
             match self.0.deadline() {
                 Some((at, why)) if at <= Instant::now() => return why,
-                Some((at, _)) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = notified => {}
-                    }
+                Some((at, _)) if armed.is_none_or(|armed| at < armed) => {
+                    sleep.as_mut().reset(at);
+                    armed = Some(at);
                 }
-                None => notified.await,
+                _ => {}
+            }
+            if armed.is_some() {
+                tokio::select! {
+                    () = &mut sleep => armed = None,
+                    () = notified => {}
+                }
+            } else {
+                notified.await;
             }
         }
     }

@@ -62,7 +62,7 @@ done
 
 : > "$work/results"
 for round in $(seq 1 "$ROUNDS"); do
-    for route in bare demo; do
+    for route in ${ROUTES:-bare demo}; do
         for variant in old new; do
             url="http://${addr[$variant]}/v1/chat/completions"
             WEIR_MODEL=$route wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "$url" > "$work/c1.txt"
@@ -80,7 +80,7 @@ python3 - "$work/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 print("== medians (new vs old)")
-for route in ("bare", "demo"):
+for route in sorted({r[0] for r in rows}):
     med = {}
     for v in ("old", "new"):
         sel = [r for r in rows if r[0] == route and r[1] == v]

@@ -196,13 +196,12 @@ async fn accept_loop(
         let listener = surface.name();
         tokio::spawn(async move {
             let _slot = slot;
-            tokio::select! {
-                result = conn => {
-                    if let Err(err) = result {
-                        tracing::debug!(error = %err, "connection ended with an error");
-                    }
+            match watch.run(conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "connection ended with an error");
                 }
-                why = watch.expired() => {
+                Err(why) => {
                     crate::telemetry::connection_closed(listener, why.as_str());
                     tracing::debug!(listener, reason = why.as_str(), "connection closed");
                 }

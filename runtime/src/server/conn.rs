@@ -247,6 +247,7 @@ impl ConnWatch {
     /// on a keep-alive connection moves it earlier once (idle → head) and later once (busy →
     /// idle); the later move just lets the armed timer fire early and re-arm, so the request
     /// path pays one timer update per request, not a timer created and dropped per phase.
+    #[cfg(test)]
     pub async fn expired(&self) -> Expiry {
         let sleep = tokio::time::sleep_until(Instant::now());
         tokio::pin!(sleep);

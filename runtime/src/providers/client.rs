@@ -218,7 +218,8 @@ pub async fn read_body(body: Incoming, timeout: Duration) -> Result<Bytes, Attem
     Ok(collected.to_bytes())
 }
 
-fn error_chain(err: &dyn std::error::Error) -> String {
+/// `err` and its causes, joined with `": "` (for logs and attempt errors).
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -8,4 +8,5 @@
 
 mod client;
 
+pub(crate) use client::error_chain;
 pub use client::{AttemptError, ProviderClient, Upstream, read_body, retry_after};

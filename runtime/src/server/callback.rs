@@ -114,7 +114,7 @@ impl CallbackClient {
             .body(Full::new(delivery.body))
             .map_err(|err| DeliveryError::new(Failure::RefusedAddress, err.to_string()))?;
         self.client.request(request).await.map_err(|err| {
-            let detail = error_chain(&err);
+            let detail = crate::providers::error_chain(&err);
             let class =
                 std::iter::successors(Some(&err as &(dyn std::error::Error + 'static)), |e| {
                     e.source()
@@ -220,14 +220,6 @@ impl tower_service::Service<Uri> for Checked {
                 .map_err(|_| ConnectError::Timeout(bound))?
         })
     }
-}
-
-/// `err` and its causes, for the log.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(err), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! touches nothing else.
 
 pub mod private;
+#[cfg(test)]
+pub mod testing;
 
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -135,22 +137,8 @@ pub fn tidy(dir: &Path) -> Tidied {
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 
+    use super::testing::{mode, scratch};
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("weir-fsutil-{name}-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    }
 
     #[test]
     fn temp_names_are_recognised_and_nothing_else() {

@@ -196,21 +196,7 @@ fn invalid(path: &Path, reason: impl std::fmt::Display) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> std::path::PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("weir-private-{name}-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    }
+    use crate::fsutil::testing::{mode, scratch};
 
     fn chmod(path: &Path, mode: u32) {
         std::fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();

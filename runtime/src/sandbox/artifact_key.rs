@@ -222,19 +222,10 @@ mod tests {
     use std::fs::Permissions;
 
     use super::*;
+    use crate::fsutil::testing::mode;
 
     fn scratch() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("weir-key-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
+        crate::fsutil::testing::scratch("key")
     }
 
     #[test]

@@ -286,6 +286,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::fsutil::testing::mode;
 
     /// An engine configured like the sandbox's (component model, fuel, epochs).
     fn engine(fuel: bool) -> Engine {
@@ -355,14 +356,6 @@ mod tests {
         let out = tracing::subscriber::with_default(subscriber, f);
         let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
         (out, text)
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod error;
 pub mod fsutil;
 pub mod host_api;
 pub mod llm;

@@ -30,6 +30,7 @@
 // unsafe precompiled-artifact API in a small function that documents why it is sound.
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod cache;
 pub mod cli;
 pub mod config;

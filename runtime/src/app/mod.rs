@@ -2,6 +2,10 @@
 //! caches, ledger, HTTP client) and the [`Snapshot`] of config, stages, routes, targets and
 //! keys that a request runs on, swapped whole by a reload (`reload.rs`).
 
+mod reload;
+
+pub use reload::{ReloadOutcome, spawn_watcher};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -100,7 +104,7 @@ pub struct App {
     /// The snapshot serving now.
     live: ArcSwap<Snapshot>,
     /// The LLM step stages call, swapped with the snapshot.
-    pub(super) live_step: Arc<ArcSwap<LlmStep>>,
+    live_step: Arc<ArcSwap<LlmStep>>,
     /// Sandbox, host services, reaper, deterministic stages' outputs.
     pub env: StageEnv,
     /// The response cache (kept across reloads).
@@ -111,17 +115,17 @@ pub struct App {
     /// need a restart).
     pub jobs: Option<crate::queue::Queue>,
     /// The pooled upstream client.
-    pub(super) client: ProviderClient,
+    client: ProviderClient,
     /// The config file, for reloads; `None` for an app built from a parsed config alone.
     pub config_path: Option<PathBuf>,
     /// Set when shutdown began: `/readyz` answers 503.
     pub draining: AtomicBool,
     /// One reload at a time.
-    pub(super) reload_lock: tokio::sync::Mutex<()>,
+    reload_lock: tokio::sync::Mutex<()>,
     /// Per stage file: when its version was loaded, and the last load error.
-    pub(super) stage_files: Mutex<BTreeMap<PathBuf, StageFile>>,
+    stage_files: Mutex<BTreeMap<PathBuf, StageFile>>,
     /// The last config reload error, until a reload succeeds.
-    pub(super) config_error: Mutex<Option<String>>,
+    config_error: Mutex<Option<String>>,
     /// Reloads asked for (by any trigger), whatever came of them.
     pub reloads_attempted: AtomicU64,
     /// Reloads that swapped in a new snapshot.
@@ -136,7 +140,7 @@ pub struct App {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(super) fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -291,7 +295,7 @@ impl App {
     }
 
     /// Swaps `assembled` in: new requests run on it; requests in flight finish on theirs.
-    pub(super) fn install(&self, assembled: Assembled) {
+    fn install(&self, assembled: Assembled) {
         let now = unix_ms();
         {
             let mut versions = self
@@ -332,7 +336,7 @@ impl App {
     /// whose bytes did not change keep their loaded version, a file that fails to load keeps
     /// its previous version (and is reported in [`Assembled::failed`]), and targets and keys
     /// whose settings did not change keep their live state (breakers, budgets).
-    pub(super) async fn assemble(
+    async fn assemble(
         &self,
         config: Config,
         previous: Option<&Snapshot>,
@@ -536,7 +540,7 @@ enum Loaded {
 }
 
 /// A snapshot ready to swap in, and what happened to its stage files.
-pub(super) struct Assembled {
+struct Assembled {
     /// The snapshot.
     pub snapshot: Snapshot,
     /// Files loaded anew.

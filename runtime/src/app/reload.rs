@@ -1,5 +1,5 @@
 //! Hot reload: read the config file and the stage files again, prepare a complete new
-//! [`Snapshot`](super::app::Snapshot) off the request path, and swap it in atomically.
+//! [`Snapshot`](super::Snapshot) off the request path, and swap it in atomically.
 //!
 //! Triggers: a change to the config file or a stage file (watched with `notify`, debounced),
 //! `POST /admin/reload`, and SIGHUP. A stage file that fails to load (a truncated write, not a

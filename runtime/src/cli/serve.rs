@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{Config, LogFormat};
-use crate::server::{App, serve, spawn_watcher};
+use crate::app::{App, spawn_watcher};
+use crate::server::serve;
 
 /// Arguments of `weir serve`.
 #[derive(Debug, clap::Args)]

@@ -231,7 +231,7 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
 /// `GET /admin/stages`: every stage of every route on the snapshot serving now, with the
 /// file it came from, its version, when it was loaded and the last error loading a new
 /// version of that file; the reload counters; the stage versions and instances alive.
-fn stages(app: &App, snap: &crate::server::Snapshot) -> serde_json::Value {
+fn stages(app: &App, snap: &crate::app::Snapshot) -> serde_json::Value {
     let files = app.stage_files();
     let mut rows = Vec::new();
     let mut routes: Vec<_> = snap.routes.iter().collect();

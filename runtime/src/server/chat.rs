@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::App;
-use super::app::Snapshot;
+use crate::app::Snapshot;
 use super::http_util::{self, Body};
 use crate::cache::{CacheControl, CacheStatus};
 use crate::cost::{CostError, Meter};

@@ -9,7 +9,6 @@
 
 mod admin;
 mod admin_auth;
-mod app;
 mod callback;
 mod chat;
 mod conn;
@@ -17,8 +16,7 @@ mod http_util;
 mod jobs;
 mod listener;
 mod public;
-mod reload;
 
-pub use app::{App, AppError, Snapshot};
 pub use listener::{ServeError, serve};
-pub use reload::{ReloadOutcome, spawn_watcher};
+
+use crate::app::App;

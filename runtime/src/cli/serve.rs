@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::{Config, LogFormat};
 use crate::app::{App, spawn_watcher};
+use crate::config::{Config, LogFormat};
 use crate::server::serve;
 
 /// Arguments of `weir serve`.

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::App;
-use crate::app::Snapshot;
 use super::http_util::{self, Body};
+use crate::app::Snapshot;
 use crate::cache::{CacheControl, CacheStatus};
 use crate::cost::{CostError, Meter};
 use crate::llm::{Fill, StreamCharge};

@@ -1,0 +1,286 @@
+//! A snapshot of a config, and swapping it in. With a previous snapshot (a reload), stage
+//! files whose bytes did not change keep their loaded version and targets and keys whose
+//! settings did not change keep their live state.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+
+use super::{App, AppError, Snapshot, StageFile, unix_ms};
+use crate::config::{Config, OnErrorSetting};
+use crate::cost::{Accounts, Clock, Ledger, PriceTable};
+use crate::host_api::StageIdentity;
+use crate::llm::{Costing, LlmStep, RouteStep};
+use crate::pipeline::{OnError, Pipeline, PipelineStage};
+use crate::providers::Upstream;
+use crate::router::{RoutePlan, RoutePolicy, Router, TargetState};
+use crate::stages::{LoadError, LoadedStage};
+
+impl App {
+    /// Swaps `assembled` in: new requests run on it; requests in flight finish on theirs.
+    pub(super) fn install(&self, assembled: Assembled) {
+        let now = unix_ms();
+        {
+            let mut versions = self
+                .versions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            versions.retain(|v| v.strong_count() > 0);
+            for path in &assembled.fresh {
+                if let Some(stage) = assembled.snapshot.stages.get(path) {
+                    versions.push(Arc::downgrade(stage));
+                }
+            }
+        }
+        {
+            let mut files = self
+                .stage_files
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            files.retain(|path, _| assembled.snapshot.stages.contains_key(path));
+            for path in &assembled.fresh {
+                files.insert(
+                    path.clone(),
+                    StageFile {
+                        loaded_at_ms: now,
+                        last_error: None,
+                    },
+                );
+            }
+            for (path, error) in &assembled.failed {
+                files.entry(path.clone()).or_default().last_error = Some(error.clone());
+            }
+        }
+        self.live_step.store(assembled.snapshot.llm.clone());
+        self.live.store(Arc::new(assembled.snapshot));
+    }
+
+    /// Builds a snapshot of `config`. With a `previous` snapshot (a reload), stage files
+    /// whose bytes did not change keep their loaded version, a file that fails to load keeps
+    /// its previous version (and is reported in [`Assembled::failed`]), and targets and keys
+    /// whose settings did not change keep their live state (breakers, budgets).
+    pub(super) async fn assemble(
+        &self,
+        config: Config,
+        previous: Option<&Snapshot>,
+    ) -> Result<Assembled, AppError> {
+        let upstreams = self.targets(&config, previous)?;
+        let plans = config
+            .routes
+            .iter()
+            .map(|route| {
+                let plan = RoutePlan {
+                    chain: route.targets.clone(),
+                    policy: RoutePolicy::new(route.policy),
+                    strategy: route.strategy,
+                    weights: route.weights.clone(),
+                };
+                let step = RouteStep {
+                    plan,
+                    cache: route.cache,
+                };
+                (route.model.clone(), step)
+            })
+            .collect();
+        let accounts = match previous {
+            Some(previous) => {
+                // What the old accounts settled is in the ledger before a changed key reads it.
+                let ledger = self.ledger.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    ledger.flush(std::time::Duration::from_secs(5))
+                })
+                .await;
+                Accounts::rebuild(
+                    &config.keys,
+                    &previous.accounts,
+                    &self.ledger,
+                    &Clock::default(),
+                )
+            }
+            None => Accounts::new(&config.keys, &self.ledger, &Clock::default()),
+        };
+        let llm = Arc::new(LlmStep::new(
+            Router::new(self.client.clone(), upstreams),
+            plans,
+            self.cache.clone(),
+            costing(&config, &self.ledger),
+        ));
+
+        let mut stages: BTreeMap<PathBuf, Arc<LoadedStage>> = BTreeMap::new();
+        let mut fresh = Vec::new();
+        let mut failed = Vec::new();
+        let mut routes = HashMap::new();
+        for route in &config.routes {
+            let mut pipeline = Vec::new();
+            for spec in &route.stages {
+                let stage = match stages.get(&spec.path) {
+                    Some(stage) => stage.clone(),
+                    None => {
+                        let earlier = previous.and_then(|p| p.stages.get(&spec.path));
+                        let stage = match self.load_stage(&spec.path, earlier).await {
+                            Ok(Loaded::Unchanged(stage)) => stage,
+                            Ok(Loaded::New(stage)) => {
+                                tracing::info!(
+                                    stage = %spec.name,
+                                    path = %spec.path.display(),
+                                    version = %stage.digest.to_hex(),
+                                    origin = ?stage.origin,
+                                    load_ms = stage.load_time.as_secs_f64() * 1e3,
+                                    "stage loaded"
+                                );
+                                fresh.push(spec.path.clone());
+                                stage
+                            }
+                            Err(source) => match earlier {
+                                Some(earlier) => {
+                                    tracing::warn!(
+                                        stage = %spec.name,
+                                        error = %source,
+                                        version = %earlier.digest.to_hex(),
+                                        "stage file rejected; the previous version keeps serving"
+                                    );
+                                    failed.push((spec.path.clone(), source.to_string()));
+                                    earlier.clone()
+                                }
+                                None => {
+                                    return Err(AppError::Stage {
+                                        route: route.model.clone(),
+                                        stage: spec.name.clone(),
+                                        source,
+                                    });
+                                }
+                            },
+                        };
+                        stages.insert(spec.path.clone(), stage.clone());
+                        stage
+                    }
+                };
+                pipeline.push(PipelineStage {
+                    identity: Arc::new(StageIdentity {
+                        name: spec.name.as_str().into(),
+                        label: stage.label(&spec.name).into(),
+                        config: spec.config.clone(),
+                    }),
+                    stage,
+                    on_error: match spec.on_error {
+                        OnErrorSetting::Fail => OnError::Fail,
+                        OnErrorSetting::Skip => OnError::Skip,
+                    },
+                    limits: spec.limits,
+                });
+            }
+            routes.insert(
+                route.model.clone(),
+                Arc::new(Pipeline {
+                    route: route.model.as_str().into(),
+                    stages: pipeline,
+                }),
+            );
+        }
+        let generation = previous.map_or(1, |p| p.generation + 1);
+        Ok(Assembled {
+            snapshot: Snapshot {
+                config: Arc::new(config),
+                llm,
+                routes,
+                stages,
+                accounts,
+                generation,
+            },
+            fresh,
+            failed,
+        })
+    }
+
+    /// The file at `path`: the `earlier` version when its bytes did not change, else a new
+    /// load (read, compile, check the world, `describe()`).
+    async fn load_stage(
+        &self,
+        path: &Path,
+        earlier: Option<&Arc<LoadedStage>>,
+    ) -> Result<Loaded, LoadError> {
+        let bytes = LoadedStage::read(path).await?;
+        if let Some(earlier) = earlier
+            && blake3::hash(&bytes) == earlier.digest
+        {
+            return Ok(Loaded::Unchanged(earlier.clone()));
+        }
+        let stage =
+            LoadedStage::from_bytes(&self.env.sandbox, &self.env.services, path, bytes).await?;
+        Ok(Loaded::New(Arc::new(stage)))
+    }
+
+    /// Each target's live state: kept from `previous` when its settings did not change (so
+    /// its breaker, limits and latency history carry on), else new.
+    fn targets(
+        &self,
+        config: &Config,
+        previous: Option<&Snapshot>,
+    ) -> Result<Vec<Arc<TargetState>>, AppError> {
+        let mut upstreams = Vec::with_capacity(config.targets.len());
+        for target in &config.targets {
+            let kept = previous.and_then(|p| {
+                let index = p.config.targets.iter().position(|t| t == target)?;
+                p.llm.router().targets().get(index).cloned()
+            });
+            if let Some(state) = kept {
+                upstreams.push(state);
+                continue;
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &target.headers {
+                let header_err = |reason: String| AppError::Header {
+                    target: target.name.clone(),
+                    name: name.clone(),
+                    reason,
+                };
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|e| header_err(e.to_string()))?;
+                let value = HeaderValue::from_str(value).map_err(|e| header_err(e.to_string()))?;
+                headers.push((name, value));
+            }
+            let upstream = Arc::new(Upstream {
+                name: target.name.as_str().into(),
+                base_url: target.base_url.clone(),
+                api_key: target.api_key.clone(),
+                model: target.model.clone(),
+                timeout: target.timeout,
+                ttft_timeout: target.ttft_timeout,
+                headers,
+            });
+            upstreams.push(Arc::new(TargetState::new(upstream, target.limits)));
+        }
+        Ok(upstreams)
+    }
+}
+
+/// A stage file, loaded.
+enum Loaded {
+    /// Same bytes as the version serving: that version.
+    Unchanged(Arc<LoadedStage>),
+    /// A new version.
+    New(Arc<LoadedStage>),
+}
+
+/// A snapshot ready to swap in, and what happened to its stage files.
+pub(super) struct Assembled {
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Files loaded anew.
+    pub fresh: Vec<PathBuf>,
+    /// Files whose new bytes were rejected (the previous version kept), with why.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// The LLM step's costing for `config`.
+pub(super) fn costing(config: &Config, ledger: &Ledger) -> Costing {
+    Costing {
+        prices: PriceTable::new(&config.cost),
+        ledger: ledger.clone(),
+        default_max_tokens: config.cost.default_max_tokens,
+        count_failed_attempts: config.cost.count_failed_attempts,
+        fuel_pico_per_million: config.cost.fuel_pico_per_million,
+    }
+}

@@ -7,15 +7,22 @@
 //!   their settings did not change), and swapping it in.
 //! - `reload`: the reload triggers and [`App::reload`].
 //! - `snapshot`: [`Snapshot`] and what an operator sees of a stage file.
+//! - `chat`: [`App::chat`], the typed entry point of a chat completion that the HTTP layer
+//!   and background jobs both call.
+//! - `jobs`: running a background job's attempt through [`App::chat`] (the queue's
+//!   executor).
 //!
 //! It knows nothing of HTTP: `server` calls it, never the other way round.
 
 mod assemble;
 mod build;
+mod chat;
 mod error;
+mod jobs;
 mod reload;
 mod snapshot;
 
+pub use chat::{Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Report, UnknownModel};
 pub use error::AppError;
 pub use reload::{ReloadOutcome, spawn_watcher};
 pub use snapshot::{Snapshot, StageFile};

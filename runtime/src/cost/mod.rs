@@ -127,6 +127,44 @@ impl CostError {
     }
 }
 
+/// A cost refusal as the client sees it: 401 for a missing or unknown key, 429 with
+/// `Retry-After` for a spent budget or a rate limit (both shed, to protect spend), 400 for a
+/// request that may never cost that much.
+impl crate::error::ClientFacing for CostError {
+    fn status(&self) -> u16 {
+        CostError::status(self)
+    }
+
+    fn error_type(&self) -> &str {
+        match self {
+            CostError::Unauthorized(_) => "authentication_error",
+            CostError::BudgetExceeded { .. } => "insufficient_quota",
+            CostError::RateLimited { .. } => "rate_limit_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn code(&self) -> &str {
+        CostError::code(self)
+    }
+
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        CostError::retry_after_s(self)
+    }
+
+    fn shed(&self) -> Option<crate::error::ShedReason> {
+        match self {
+            CostError::BudgetExceeded { .. } => Some(crate::error::ShedReason::BudgetExceeded),
+            CostError::RateLimited { .. } => Some(crate::error::ShedReason::RateLimited),
+            _ => None,
+        }
+    }
+}
+
 /// Prices by upstream model.
 #[derive(Clone, Debug, Default)]
 pub struct PriceTable {

@@ -2,6 +2,8 @@
 
 use serde_json::json;
 
+use crate::error::ClientFacing;
+
 /// An error as the client sees it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{status} {code}: {message}")]
@@ -41,6 +43,28 @@ impl ApiError {
         }
     }
 
+    /// How the client sees any layer's error: the one mapping from a typed error to the
+    /// OpenAI error body, its status and `Retry-After`.
+    pub fn from_facing(err: &dyn ClientFacing) -> ApiError {
+        ApiError {
+            status: err.status(),
+            error_type: err.error_type().to_string(),
+            code: err.code().to_string(),
+            message: err.client_message(),
+            param: err.param().map(str::to_string),
+            retry_after_s: err.retry_after_s(),
+        }
+    }
+
+    /// The seconds `Retry-After` says: the error's own, else 1 for a 429 or a 503.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self.retry_after_s {
+            Some(seconds) => Some(seconds),
+            None if self.status == 503 || self.status == 429 => Some(1),
+            None => None,
+        }
+    }
+
     /// The JSON body.
     pub fn to_json(&self) -> serde_json::Value {
         json!({
@@ -51,5 +75,33 @@ impl ApiError {
                 "param": self.param,
             }
         })
+    }
+}
+
+/// An error already in the client's terms (an invalid body or header, found by the wire
+/// format's parser) maps to itself.
+impl ClientFacing for ApiError {
+    fn status(&self) -> u16 {
+        self.status
+    }
+
+    fn error_type(&self) -> &str {
+        &self.error_type
+    }
+
+    fn code(&self) -> &str {
+        &self.code
+    }
+
+    fn client_message(&self) -> String {
+        self.message.clone()
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        self.retry_after_s
+    }
+
+    fn param(&self) -> Option<&str> {
+        self.param.as_deref()
     }
 }

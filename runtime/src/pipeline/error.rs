@@ -73,3 +73,28 @@ impl PipelineError {
         }
     }
 }
+
+/// A stage's refusal or failure as the client sees it; an exhausted instance pool is shed
+/// (503, `Retry-After` 1 from the HTTP layer).
+impl crate::error::ClientFacing for PipelineError {
+    fn status(&self) -> u16 {
+        PipelineError::status(self)
+    }
+
+    fn error_type(&self) -> &str {
+        PipelineError::error_type(self)
+    }
+
+    fn code(&self) -> &str {
+        PipelineError::code(self)
+    }
+
+    fn client_message(&self) -> String {
+        PipelineError::client_message(self)
+    }
+
+    fn shed(&self) -> Option<crate::error::ShedReason> {
+        (self.kind() == FailureKind::PoolExhausted)
+            .then_some(crate::error::ShedReason::PoolExhausted)
+    }
+}

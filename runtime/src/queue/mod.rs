@@ -28,6 +28,7 @@
 //!   never weir's own listeners); `address`: the IP address classifier it uses.
 //! - `delivery`: what the queue asks of the callback sender, and failure classes.
 //! - `view`: the job as clients see it (JSON).
+//! - `refusal`: how its errors reach a client (status, type, code, `Retry-After`).
 //! - `clock`: Unix ms derived from tokio's clock (paused-time tests see it move).
 
 mod address;
@@ -36,6 +37,7 @@ mod clock;
 mod delivery;
 mod destination;
 mod job;
+mod refusal;
 mod schedule;
 mod store;
 mod view;

@@ -142,6 +142,49 @@ impl RouteError {
     }
 }
 
+/// A routing failure as the client sees it: 502 listing every attempt, 503 with
+/// `Retry-After` when every target was at its limit (shed), or the upstream's own refusal
+/// with its status. The `type` follows the status: `invalid_request_error` below 500,
+/// `upstream_error` from 500 (a cost refusal raised in the LLM step included, so a spent
+/// budget reads `invalid_request_error` here but `insufficient_quota` at admission).
+impl crate::error::ClientFacing for RouteError {
+    fn status(&self) -> u16 {
+        RouteError::status(self)
+    }
+
+    fn error_type(&self) -> &str {
+        if RouteError::status(self) < 500 {
+            "invalid_request_error"
+        } else {
+            "upstream_error"
+        }
+    }
+
+    fn code(&self) -> &str {
+        RouteError::code(self)
+    }
+
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            RouteError::Overloaded { retry_after_s } => Some(*retry_after_s),
+            RouteError::Cost(cost) => cost.retry_after_s(),
+            _ => None,
+        }
+    }
+
+    fn shed(&self) -> Option<crate::error::ShedReason> {
+        match self {
+            RouteError::Overloaded { .. } => Some(crate::error::ShedReason::Overloaded),
+            RouteError::Cost(cost) => crate::error::ClientFacing::shed(cost),
+            _ => None,
+        }
+    }
+}
+
 /// Tokens a request may use on `chain`, for target TPM limits: the prompt counted with the
 /// real tokenizer (as budgets count it), plus `max_tokens` (or
 /// [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none). 0 when no target of the chain

@@ -49,12 +49,7 @@ pub fn error(err: &ApiError) -> Response<Body> {
         code: err.code.clone(),
         message: err.message.clone(),
     });
-    let retry_after = match err.retry_after_s {
-        Some(seconds) => Some(seconds),
-        None if err.status == 503 || err.status == 429 => Some(1),
-        None => None,
-    };
-    if let Some(seconds) = retry_after {
+    if let Some(seconds) = err.retry_after() {
         response
             .headers_mut()
             .insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));

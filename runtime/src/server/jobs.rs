@@ -1,5 +1,6 @@
-//! `/v1/jobs`: background jobs over HTTP, and what the queue needs from the server (running
-//! an attempt through the pipeline; delivering a callback, which `callback` does).
+//! `/v1/jobs`: background jobs over HTTP, and starting the queue's workers with what they
+//! need: the app's executor (each attempt runs through `App::chat`) and the callback sender
+//! (`callback`, an HTTP client).
 //!
 //! - `POST /v1/jobs`: the body of `/v1/chat/completions` plus optional `callback_url`,
 //!   `priority` (0 to 9, higher first, default 5) and `idempotency_key`; 202 with the job and
@@ -12,22 +13,22 @@
 //! the key that submitted it (by name: the key itself is never stored).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use http::header::{HeaderName, HeaderValue, LOCATION};
+use http::header::{HeaderValue, LOCATION};
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use super::App;
 use super::callback::CallbackClient;
-use super::chat::{self, Report};
+use super::chat;
 use super::http_util::{self, Body};
+use crate::app::UnknownModel;
 use crate::openai::{ApiError, parse_request};
 use crate::queue::{
-    CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Outcome, Queue,
-    ResolveError, Run, Status, SubmitError, Verdict, job_json,
+    CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Queue, ResolveError,
+    Status, SubmitError, job_json,
 };
 
 /// Priority of a job that names none.
@@ -149,7 +150,10 @@ async fn submit(
     // The same checks the synchronous endpoint makes, now rather than at the first attempt.
     let chat = parse_request(&bytes)?;
     if !snap.routes.contains_key(&chat.model) {
-        return Err(super::chat::model_not_found(&snap, &chat.model));
+        return Err(ApiError::from_facing(&UnknownModel::new(
+            &snap,
+            &chat.model,
+        )));
     }
     if !queue.takes(&chat.model) {
         return Err(ApiError {
@@ -199,23 +203,8 @@ async fn submit(
                 &submitted.job.id,
             ))
         }
-        Err(SubmitError::Full {
-            depth,
-            max,
-            retry_after_s,
-        }) => Err(ApiError {
-            retry_after_s: Some(retry_after_s),
-            ..ApiError::new(
-                429,
-                "rate_limit_error",
-                "queue_full",
-                format!(
-                    "the job queue is full ({depth} of {max} jobs queued or running); retry \
-                     after {retry_after_s} s"
-                ),
-            )
-        }),
         Err(SubmitError::Store(err)) => Err(store_error(err)),
+        Err(err) => Err(ApiError::from_facing(&err)),
     }
 }
 
@@ -348,167 +337,44 @@ fn located(mut response: Response<Body>, id: &str) -> Response<Body> {
 }
 
 fn found(job: Option<crate::queue::Job>, id: &str) -> Result<crate::queue::Job, ApiError> {
-    job.ok_or_else(|| not_found(id))
+    job.ok_or_else(|| ApiError::from_facing(&ChangeError::NotFound(id.to_string())))
 }
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::new(
-        404,
-        "invalid_request_error",
-        "job_not_found",
-        format!("no job `{id}`"),
-    )
-}
-
+/// A store failure: its detail goes to the log, the client gets a generic 500.
 fn store_error(err: crate::queue::StoreError) -> ApiError {
     tracing::error!(error = %err, "job store");
-    ApiError::new(
-        500,
-        "server_error",
-        "job_store_unavailable",
-        "the job store could not be read or written; nothing was changed",
-    )
+    ApiError::from_facing(&err)
 }
 
+/// A refused cancel or retry.
 fn change_error(err: ChangeError) -> ApiError {
-    match err {
-        ChangeError::NotFound(id) => not_found(&id),
-        ChangeError::Conflict { id, status } => ApiError::new(
-            409,
-            "invalid_request_error",
-            "job_conflict",
-            format!(
-                "job `{id}` is {}: only a queued job can be cancelled and only a dead job \
-                 retried",
-                status.as_str()
-            ),
-        ),
-        ChangeError::Submit(SubmitError::Full {
-            depth,
-            max,
-            retry_after_s,
-        }) => ApiError {
-            retry_after_s: Some(retry_after_s),
-            ..ApiError::new(
-                429,
-                "rate_limit_error",
-                "queue_full",
-                format!("the job queue is full ({depth} of {max} jobs queued or running)"),
-            )
-        },
-        ChangeError::Submit(SubmitError::Store(err)) | ChangeError::Store(err) => store_error(err),
+    if let Some(store) = err.store_error() {
+        tracing::error!(error = %store, "job store");
     }
+    ApiError::from_facing(&err)
 }
 
-impl App {
-    /// Starts the job workers and the callback sender, when some route takes jobs. They hold
-    /// the app weakly, so they never keep it alive. `listeners` are weir's own addresses as
-    /// bound: callbacks never go there.
-    pub fn start_jobs(self: &Arc<Self>, listeners: &[SocketAddr]) {
-        let Some(queue) = &self.jobs else {
-            return;
-        };
-        let destinations = queue.destinations();
-        destinations.set_listeners(listeners);
-        let sender = CallbackClient::new(destinations, queue.settings()).map_err(|err| {
-            tracing::error!(error = %err, "cannot build the callback client; callbacks fail");
-            err.to_string()
-        });
-        let deliver = move |delivery: Delivery| {
-            let sender = sender.clone();
-            async move {
-                match sender {
-                    Ok(sender) => sender.deliver(delivery).await,
-                    Err(err) => Err(DeliveryError::new(Failure::Unreachable, err)),
-                }
-            }
-        };
-        let app = Arc::downgrade(self);
-        let executor = move |run: Run| execute(app.clone(), run);
-        queue.start(Arc::new(executor), Arc::new(deliver));
-    }
-}
-
-/// Runs one attempt of a job through the pipeline, as the synchronous endpoint would, and
-/// classifies the answer: 2xx succeeded; 408, 429 and 5xx worth another attempt; any other
-/// status final.
-async fn execute(app: Weak<App>, run: Run) -> Outcome {
-    let outcome = |verdict, status, body: Option<Value>, cost_pico, retry_after| {
-        let error = (verdict != Verdict::Succeeded).then(|| {
-            let error = body.as_ref().map(|b| &b["error"]);
-            format!(
-                "{status} {}: {}",
-                error.and_then(|e| e["code"].as_str()).unwrap_or("error"),
-                error
-                    .and_then(|e| e["message"].as_str())
-                    .unwrap_or("no message")
-            )
-        });
-        Outcome {
-            verdict,
-            status,
-            body,
-            error,
-            cost_pico,
-            retry_after,
-        }
+/// Starts the job workers and the callback sender, when some route takes jobs. The workers
+/// run each attempt through [`App::chat`] and hold the app weakly, so they never keep it
+/// alive. `listeners` are weir's own addresses as bound: callbacks never go there.
+pub fn start(app: &Arc<App>, listeners: &[SocketAddr]) {
+    let Some(queue) = &app.jobs else {
+        return;
     };
-    let Some(app) = app.upgrade() else {
-        return outcome(Verdict::Retry, 503, None, 0, None);
-    };
-    let snap = app.snapshot();
-    let account = if snap.accounts.auth_required() {
-        match snap.accounts.all().find(|a| a.name() == run.spec.owner) {
-            Some(account) => Some(account.clone()),
-            None => {
-                let err = ApiError::new(
-                    401,
-                    "authentication_error",
-                    "invalid_api_key",
-                    format!(
-                        "the key `{}` that submitted this job is no longer configured",
-                        run.spec.owner
-                    ),
-                );
-                return outcome(Verdict::Fail, 401, Some(err.to_json()), 0, None);
+    let destinations = queue.destinations();
+    destinations.set_listeners(listeners);
+    let sender = CallbackClient::new(destinations, queue.settings()).map_err(|err| {
+        tracing::error!(error = %err, "cannot build the callback client; callbacks fail");
+        err.to_string()
+    });
+    let deliver = move |delivery: Delivery| {
+        let sender = sender.clone();
+        async move {
+            match sender {
+                Ok(sender) => sender.deliver(delivery).await,
+                Err(err) => Err(DeliveryError::new(Failure::Unreachable, err)),
             }
         }
-    } else {
-        None
     };
-    let mut headers = http::HeaderMap::new();
-    for (name, value) in &run.spec.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.insert(name, value);
-        }
-    }
-    let body = run.spec.request.to_string();
-    let request_id: Arc<str> = format!("{}-{}", run.id, run.attempt).into();
-    let mut report = Report::default();
-    let response = chat::complete_as(
-        &app,
-        &snap,
-        account,
-        &headers,
-        body.as_bytes(),
-        &request_id,
-        &mut report,
-    )
-    .await;
-    let status = response.status().as_u16();
-    let retry_after = crate::providers::retry_after(response.headers());
-    let bytes = match response.into_body().collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(never) => match never {},
-    };
-    let body = serde_json::from_slice::<Value>(&bytes).ok();
-    let verdict = match status {
-        200..=299 => Verdict::Succeeded,
-        408 | 429 | 500.. => Verdict::Retry,
-        _ => Verdict::Fail,
-    };
-    outcome(verdict, status, body, report.cost.unwrap_or(0), retry_after)
+    queue.start(app.job_executor(), Arc::new(deliver));
 }

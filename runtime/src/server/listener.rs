@@ -77,7 +77,7 @@ pub async fn serve(
 
     // Background jobs run from now on (the workers hold the app weakly); callbacks never go
     // to the addresses just bound.
-    app.start_jobs(&[public_addr, admin_addr]);
+    super::jobs::start(&app, &[public_addr, admin_addr]);
     let (stop_tx, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     // The cap is fixed at start (a reload that changes it says a restart is needed); each

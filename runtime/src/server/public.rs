@@ -7,12 +7,13 @@ use std::sync::atomic::Ordering;
 use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::App;
 use super::chat;
 use super::http_util::{self, Body};
+use crate::app::{Report, Snapshot};
 use crate::openai::ApiError;
 
 /// Longest client-supplied `x-request-id` kept; longer or non-visible-ASCII ids are replaced.
@@ -29,9 +30,9 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::telemetry::TraceParent::parse);
-    let report = chat::Report {
+    let report = Report {
         trace: Some(crate::telemetry::join_trace(&span, incoming)),
-        ..chat::Report::default()
+        ..Report::default()
     };
     dispatch(app, request, request_id, report)
         .instrument(span)
@@ -42,7 +43,7 @@ async fn dispatch(
     app: Arc<App>,
     request: Request<Incoming>,
     request_id: Arc<str>,
-    mut report: chat::Report,
+    mut report: Report,
 ) -> Response<Body> {
     let started = std::time::Instant::now();
     let _in_flight = crate::telemetry::InFlight::enter();
@@ -60,7 +61,7 @@ async fn dispatch(
             // Like OpenAI's: with `[[keys]]`, listing the routes needs a key too.
             let snap = app.snapshot();
             match chat::authenticate(&snap, request.headers()) {
-                Ok(_) => http_util::json(200, &chat::models(&snap)),
+                Ok(_) => http_util::json(200, &models(&snap)),
                 Err(err) => http_util::error(&err),
             }
         }
@@ -172,7 +173,7 @@ struct Outcome {
 
 /// Notes how a chat completion ended on its span (and in a debug line), on the request path.
 fn annotate(
-    report: &chat::Report,
+    report: &Report,
     status: u16,
     failure: Option<&http_util::Failure>,
     elapsed: std::time::Duration,
@@ -202,7 +203,7 @@ fn annotate(
 
 /// Records a finished chat completion once its headers are set: the request metrics,
 /// the cache and shed counters, and its entry in the recent-requests ring.
-fn record(app: &App, report: chat::Report, outcome: Outcome, request_id: Arc<str>) {
+fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
     let Outcome {
         status,
         failure,
@@ -219,8 +220,8 @@ fn record(app: &App, report: chat::Report, outcome: Outcome, request_id: Arc<str
         .as_ref()
         .map(|_| elapsed.saturating_sub(upstream));
     crate::telemetry::request(route, status, elapsed, overhead);
-    if let Some(reason) = failure.as_ref().and_then(|f| shed_reason(&f.code)) {
-        crate::telemetry::shed(route, reason);
+    if let Some(reason) = report.shed {
+        crate::telemetry::shed(route, reason.as_str());
     }
     if !app.recent.enabled() {
         return;
@@ -265,23 +266,12 @@ fn record(app: &App, report: chat::Report, outcome: Outcome, request_id: Arc<str
     });
 }
 
-/// Why a refused request counts as shed (load or spend protection), by its error code.
-fn shed_reason(code: &str) -> Option<&'static str> {
-    match code {
-        "overloaded" => Some("overloaded"),
-        "rate_limit_exceeded" => Some("rate_limited"),
-        "budget_exceeded" => Some("budget_exceeded"),
-        "pool_exhausted" => Some("pool_exhausted"),
-        _ => None,
-    }
-}
-
 /// `Server-Timing`: each stage phase (`stage1;desc="pii-redact@bd3bec7e request";dur=0.12`),
 /// the LLM step's own work with how the cache was involved (`llm;desc="miss";dur=0.3`: cache,
 /// routing, queueing), the time spent waiting on upstream attempts
 /// (`upstream;desc="primary";dur=41.4`, naming the target that answered or was tried last),
 /// and `total`, in milliseconds. The parts never add up to more than the total.
-fn server_timing(report: &chat::Report, total: std::time::Duration) -> String {
+fn server_timing(report: &Report, total: std::time::Duration) -> String {
     use std::fmt::Write;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let mut out = String::new();
@@ -335,4 +325,16 @@ fn request_id<B>(request: &Request<B>) -> String {
         rand::random::<u64>(),
         rand::random::<u32>()
     )
+}
+
+/// The body of `GET /v1/models`.
+pub fn models(snap: &Snapshot) -> Value {
+    let mut ids: Vec<&String> = snap.routes.keys().collect();
+    ids.sort();
+    json!({
+        "object": "list",
+        "data": ids.iter().map(|id| json!({
+            "id": id, "object": "model", "created": 0, "owned_by": "weir"
+        })).collect::<Vec<_>>(),
+    })
 }

@@ -1,0 +1,420 @@
+//! The typed entry point of a chat completion: [`App::chat`] takes a [`ChatCall`] (what the
+//! caller knows: the key, the request id, the trace, the headers that change how it runs, the
+//! body) and returns a [`ChatOutcome`]: a whole answer, a stream to forward, or a typed
+//! [`ChatError`], with the [`Report`] of what happened. The HTTP layer and background jobs
+//! both call it; how the answer is rendered (JSON, SSE, a job's result) is theirs.
+//!
+//! One call: admission (the key's RPM) → parse → route → request phase → LLM step →
+//! response phase, and the stages' fuel charged to the request.
+//!
+//! - `error`: [`ChatError`], [`UnknownModel`].
+//! - `report`: [`Report`].
+//! - `stream`: the upstream stream collected whole or relayed as SSE events.
+
+mod error;
+mod report;
+mod stream;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+pub use error::{ChatError, UnknownModel};
+pub use report::Report;
+
+use super::{App, Snapshot};
+use crate::cache::CacheControl;
+use crate::cost::{Account, Meter};
+use crate::error::ClientFacing;
+use crate::llm::{LlmStep, StepReply};
+use crate::openai::{ApiError, parse_request, response_to_json};
+use crate::pipeline::{Forwarded, Pipeline};
+use crate::router::Reply;
+use crate::telemetry::TraceParent;
+use crate::wit::{ChatRequest, ChatResponse};
+
+/// One chat completion to run, as the caller received it.
+pub struct ChatCall {
+    /// The snapshot the caller authenticated against: the whole request runs on it, whatever
+    /// reloads happen meanwhile.
+    pub snapshot: Arc<Snapshot>,
+    /// The key it runs as; `None` when auth is off.
+    pub account: Option<Arc<Account>>,
+    /// The request id (`x-request-id`, sent upstream too).
+    pub request_id: Arc<str>,
+    /// The W3C trace the request joined; `None` (a background job) joins a new one.
+    pub trace: Option<TraceParent>,
+    /// What the client's `Cache-Control` allows.
+    pub cache_control: CacheControl,
+    /// The client's `x-weir-deadline-ms` as sent. It is checked after admission, as the body
+    /// is, so a request refused for it still counts against the key's RPM.
+    pub deadline: Option<HeaderValue>,
+    /// The client's `tracestate`, passed on upstream with weir's `traceparent`.
+    pub tracestate: Option<HeaderValue>,
+    /// The body of `/v1/chat/completions`, parsed after admission.
+    pub body: Bytes,
+}
+
+/// What [`App::chat`] came to, and the report of how.
+pub struct ChatOutcome {
+    /// The answer, or why there is none.
+    pub reply: Result<ChatReply, ChatError>,
+    /// What happened (stages, cache, attempts, cost, why it was shed).
+    pub report: Report,
+}
+
+/// An answer.
+pub enum ChatReply {
+    /// A whole response, through the response phase.
+    Whole(Answer),
+    /// A live stream: server-sent events (`data: ...\n\n` each), ending with
+    /// `data: [DONE]` or an error event. Dropping the receiver stops the relay (the client
+    /// went away): the stream is then settled and the upstream dropped.
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+/// A whole response and how the client asked for it.
+pub struct Answer {
+    /// The response, after the response phase.
+    pub response: ChatResponse,
+    /// What the request cost when it was answered, pico-dollars (`usage.cost`).
+    pub cost_pico: u64,
+    /// The client asked for a stream (`"stream": true`): send it as SSE.
+    pub as_sse: bool,
+    /// The client asked for the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+impl Answer {
+    /// The OpenAI JSON body, with the request's cost in `usage.cost`.
+    pub fn to_json(&self) -> Value {
+        let mut body = response_to_json(&self.response);
+        if let Some(usage) = body.get_mut("usage").and_then(Value::as_object_mut) {
+            usage.insert(
+                "cost".into(),
+                json!(crate::config::pico_to_usd(self.cost_pico)),
+            );
+        }
+        body
+    }
+}
+
+impl App {
+    /// Runs one chat completion: admission, the request phase, the LLM step and the response
+    /// phase; then charges the stages' fuel to the request. A background job runs as the key
+    /// that submitted it, without keeping the key itself.
+    pub async fn chat(&self, call: ChatCall) -> ChatOutcome {
+        let mut report =
+            Report {
+                // Not from the public listener (a background job): a trace of its own.
+                trace: Some(call.trace.unwrap_or_else(|| {
+                    crate::telemetry::join_trace(&tracing::Span::current(), None)
+                })),
+                ..Report::default()
+            };
+        let snap = call.snapshot.clone();
+        if let Some(account) = &call.account {
+            report.key = Some(account.name().to_string());
+            tracing::Span::current().record("weir.key", account.name());
+        }
+        if let Some(account) = &call.account
+            && let Err(err) = account.admit_request()
+        {
+            return ChatOutcome::failed(ChatError::Admission(err), report);
+        }
+        let meter = Meter::new(call.account.clone());
+        let reply = self.serve(&snap, call, &meter, &mut report).await;
+        let fuel: u64 = report.fuel.iter().map(|(_, fuel)| fuel).sum();
+        if let Some(route) = &report.route {
+            snap.llm.costing().charge_fuel(&meter, route, fuel);
+        }
+        report.cost = Some(meter.total());
+        match reply {
+            Ok(reply) => ChatOutcome {
+                reply: Ok(reply),
+                report,
+            },
+            Err(err) => ChatOutcome::failed(err, report),
+        }
+    }
+
+    /// The admitted request: parse, route, request phase, LLM step, response phase.
+    async fn serve(
+        &self,
+        snap: &Snapshot,
+        call: ChatCall,
+        meter: &Arc<Meter>,
+        report: &mut Report,
+    ) -> Result<ChatReply, ChatError> {
+        let control = call.cache_control;
+        let deadline = client_deadline(call.deadline.as_ref()).map_err(ChatError::Invalid)?;
+        let chat = parse_request(&call.body).map_err(ChatError::Invalid)?;
+        let Some(pipeline) = snap.routes.get(&chat.model) else {
+            return Err(ChatError::UnknownModel(UnknownModel::new(
+                snap,
+                &chat.model,
+            )));
+        };
+        report.route = Some(pipeline.route.clone());
+        let span = tracing::Span::current();
+        span.record("weir.route", &*pipeline.route);
+        span.record("gen_ai.request.model", chat.model.as_str());
+        if snap.config.telemetry.log_inputs {
+            tracing::info!(
+                target: "weir::input",
+                messages = %crate::openai::request_to_json(&chat, None)["messages"],
+                "request messages"
+            );
+        }
+        let wants_stream = chat.stream;
+        let include_usage = client_wants_usage(&chat.extra);
+        let mut fwd = pipeline
+            .start(&self.env, call.request_id.clone(), chat)
+            .with_meter(meter.clone());
+
+        let result = fwd.on_request().await;
+        report.note_stages(&fwd);
+        result.map_err(ChatError::Pipeline)?;
+        let finish = Finish {
+            as_stream: wants_stream,
+            include_usage,
+            meter,
+            log_answer: snap.config.telemetry.log_inputs,
+        };
+        if let Some(answer) = fwd.take_answer() {
+            return finish.whole(&mut fwd, answer, report).await;
+        }
+
+        let forward = forward_headers(&call.request_id, report.trace, call.tracestate);
+        let input = StepInput {
+            pipeline,
+            forward: &forward,
+            deadline,
+            control,
+            meter,
+        };
+        let step = llm_step(&snap.llm, fwd.request(), input, report).await;
+        let fill = step.fill;
+        let charge = step.charge;
+        match step.result {
+            // StepError: ClientFacing at merge
+            Err(err) => Err(ChatError::Step(err)),
+            Ok(Reply::Json(response)) => finish.whole(&mut fwd, response, report).await,
+            Ok(Reply::Stream(stream)) => {
+                if fwd.needs_full_response() {
+                    match stream::collect(stream).await {
+                        Ok(response) => {
+                            if let Some(charge) = charge {
+                                charge.finish(response.usage, &text_of(&response));
+                            }
+                            if let Some(fill) = fill {
+                                fill.store(response.clone());
+                            }
+                            finish.whole(&mut fwd, response, report).await
+                        }
+                        Err(err) => Err(ChatError::Interrupted(err)),
+                    }
+                } else {
+                    Ok(ChatReply::Stream(stream::relay(
+                        fwd,
+                        stream,
+                        include_usage,
+                        fill,
+                        charge,
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl ChatOutcome {
+    /// No answer: `err`, noted in the report when it shed the request.
+    fn failed(err: ChatError, mut report: Report) -> ChatOutcome {
+        report.shed = err.shed();
+        ChatOutcome {
+            reply: Err(err),
+            report,
+        }
+    }
+}
+
+/// What the LLM step is called with, besides the request itself.
+struct StepInput<'a> {
+    /// The route's pipeline (its alias names the step's plan).
+    pipeline: &'a Pipeline,
+    /// Headers every upstream call carries.
+    forward: &'a [(HeaderName, HeaderValue)],
+    /// The client's deadline, when it set one.
+    deadline: Option<std::time::Duration>,
+    /// What the client's `Cache-Control` allows.
+    control: CacheControl,
+    /// The request's meter.
+    meter: &'a Arc<Meter>,
+}
+
+/// The LLM step for `request` (as the request phase left it), in its `weir.llm` span; notes
+/// its time, attempts and cache involvement in `report`.
+async fn llm_step(
+    llm: &LlmStep,
+    request: &ChatRequest,
+    input: StepInput<'_>,
+    report: &mut Report,
+) -> StepReply {
+    let StepInput {
+        pipeline,
+        forward,
+        deadline,
+        control,
+        meter,
+    } = input;
+    let llm_started = std::time::Instant::now();
+    let llm_span = tracing::debug_span!(
+        target: "weir::llm",
+        "weir.llm",
+        otel.name = %format_args!("chat {}", request.model),
+        gen_ai.operation.name = "chat",
+        gen_ai.request.model = request.model.as_str(),
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.response.id = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        weir.cache = tracing::field::Empty,
+        weir.attempts = tracing::field::Empty,
+    );
+    let step = llm
+        .complete(
+            &pipeline.route,
+            request,
+            forward,
+            deadline,
+            control,
+            meter,
+            &mut report.attempts,
+        )
+        .instrument(llm_span.clone())
+        .await;
+    report.llm = Some(llm_started.elapsed());
+    llm_span.record("weir.cache", step.cache.as_str());
+    llm_span.record("weir.attempts", report.attempts.len());
+    if let Ok(Reply::Json(response)) = &step.result {
+        llm_span.record("gen_ai.response.model", response.model.as_str());
+        llm_span.record("gen_ai.response.id", response.id.as_str());
+        if let Some(usage) = response.usage {
+            llm_span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+            llm_span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+        }
+    }
+    drop(llm_span);
+    report.cache = Some((step.cache, step.similarity));
+    report.cache_key = step.key;
+    step
+}
+
+/// The text of a response's first choice.
+fn text_of(response: &ChatResponse) -> String {
+    match response
+        .choices
+        .first()
+        .and_then(|c| c.message.content.as_ref())
+    {
+        Some(crate::wit::Content::Text(text)) => text.clone(),
+        Some(crate::wit::Content::Parts(parts)) => {
+            parts.iter().filter_map(|p| p.text.as_deref()).collect()
+        }
+        None => String::new(),
+    }
+}
+
+/// How to answer with a whole response.
+struct Finish<'a> {
+    /// As SSE rather than JSON.
+    as_stream: bool,
+    /// Whether the client asked for the usage chunk.
+    include_usage: bool,
+    /// The request's meter, for `usage.cost`.
+    meter: &'a Arc<Meter>,
+    /// Log the answer's text (`telemetry.log_inputs`).
+    log_answer: bool,
+}
+
+impl Finish<'_> {
+    /// Runs the response phase on a whole response; the answer carries the request's cost
+    /// so far for `usage.cost`.
+    async fn whole(
+        &self,
+        fwd: &mut Forwarded,
+        response: ChatResponse,
+        report: &mut Report,
+    ) -> Result<ChatReply, ChatError> {
+        let result = fwd.on_response(response).await;
+        report.note_stages(fwd);
+        let cost_pico = self.meter.total();
+        if self.log_answer
+            && let Ok(response) = &result
+        {
+            tracing::info!(target: "weir::input", answer = %text_of(response), "answer");
+        }
+        let response = result.map_err(ChatError::Pipeline)?;
+        Ok(ChatReply::Whole(Answer {
+            response,
+            cost_pico,
+            as_sse: self.as_stream,
+            include_usage: self.include_usage,
+        }))
+    }
+}
+
+/// A client's `x-weir-deadline-ms`: it may shorten the route's deadline, never lengthen it.
+fn client_deadline(value: Option<&HeaderValue>) -> Result<Option<std::time::Duration>, ApiError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(|ms| Some(std::time::Duration::from_millis(ms)))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_deadline",
+                None,
+                "`x-weir-deadline-ms` must be a positive whole number of milliseconds",
+            )
+        })
+}
+
+/// Whether the client itself asked for the usage chunk (`stream_options.include_usage`).
+fn client_wants_usage(extra: &str) -> bool {
+    serde_json::from_str::<Value>(extra)
+        .ok()
+        .and_then(|v| v["stream_options"]["include_usage"].as_bool())
+        .unwrap_or(false)
+}
+
+/// Headers every upstream call carries: `x-request-id`, and the W3C trace context
+/// (`traceparent` naming weir's span, the client's `tracestate` passed on).
+fn forward_headers(
+    request_id: &str,
+    trace: Option<TraceParent>,
+    tracestate: Option<HeaderValue>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = Vec::with_capacity(3);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        out.push((HeaderName::from_static("x-request-id"), value));
+    }
+    if let Some(trace) = trace
+        && let Ok(value) = HeaderValue::from_str(&trace.header())
+    {
+        out.push((HeaderName::from_static("traceparent"), value));
+        if let Some(state) = tracestate {
+            out.push((HeaderName::from_static("tracestate"), state));
+        }
+    }
+    out
+}

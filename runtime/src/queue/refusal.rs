@@ -1,0 +1,183 @@
+//! How the queue's errors reach a client (see [`ClientFacing`]): a full queue is a 429 with
+//! the `Retry-After` the drain rate gives, a store failure a generic 500 (its detail is for
+//! the log), an unknown job a 404 and a change the job's status forbids a 409.
+
+use super::{ChangeError, StoreError, SubmitError};
+use crate::error::ClientFacing;
+
+/// The message of a store failure: the path and the database's error stay in the log.
+const STORE_MESSAGE: &str = "the job store could not be read or written; nothing was changed";
+
+impl ClientFacing for StoreError {
+    fn status(&self) -> u16 {
+        500
+    }
+
+    fn error_type(&self) -> &str {
+        "server_error"
+    }
+
+    fn code(&self) -> &str {
+        "job_store_unavailable"
+    }
+
+    fn client_message(&self) -> String {
+        STORE_MESSAGE.to_string()
+    }
+}
+
+/// A refused submission (`POST /v1/jobs`).
+impl ClientFacing for SubmitError {
+    fn status(&self) -> u16 {
+        match self {
+            SubmitError::Full { .. } => 429,
+            SubmitError::Store(err) => err.status(),
+        }
+    }
+
+    fn error_type(&self) -> &str {
+        match self {
+            SubmitError::Full { .. } => "rate_limit_error",
+            SubmitError::Store(err) => err.error_type(),
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            SubmitError::Full { .. } => "queue_full",
+            SubmitError::Store(err) => err.code(),
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self {
+            SubmitError::Full { retry_after_s, .. } => {
+                format!("{self}; retry after {retry_after_s} s")
+            }
+            SubmitError::Store(err) => err.client_message(),
+        }
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            SubmitError::Full { retry_after_s, .. } => Some(*retry_after_s),
+            SubmitError::Store(_) => None,
+        }
+    }
+}
+
+/// A refused cancel or retry (`DELETE /v1/jobs/{id}`, `POST /v1/jobs/{id}/retry`). A full
+/// queue reads as at submission, without the "retry after" sentence (the header has it).
+impl ClientFacing for ChangeError {
+    fn status(&self) -> u16 {
+        match self {
+            ChangeError::NotFound(_) => 404,
+            ChangeError::Conflict { .. } => 409,
+            ChangeError::Submit(err) => err.status(),
+            ChangeError::Store(err) => err.status(),
+        }
+    }
+
+    fn error_type(&self) -> &str {
+        match self {
+            ChangeError::NotFound(_) | ChangeError::Conflict { .. } => "invalid_request_error",
+            ChangeError::Submit(err) => err.error_type(),
+            ChangeError::Store(err) => err.error_type(),
+        }
+    }
+
+    fn code(&self) -> &str {
+        match self {
+            ChangeError::NotFound(_) => "job_not_found",
+            ChangeError::Conflict { .. } => "job_conflict",
+            ChangeError::Submit(err) => err.code(),
+            ChangeError::Store(err) => err.code(),
+        }
+    }
+
+    fn client_message(&self) -> String {
+        match self {
+            ChangeError::NotFound(_) => self.to_string(),
+            ChangeError::Conflict { .. } => {
+                format!("{self}: only a queued job can be cancelled and only a dead job retried")
+            }
+            ChangeError::Submit(SubmitError::Full { .. }) => self.to_string(),
+            ChangeError::Submit(err) => err.client_message(),
+            ChangeError::Store(err) => err.client_message(),
+        }
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        match self {
+            ChangeError::Submit(err) => err.retry_after_s(),
+            _ => None,
+        }
+    }
+}
+
+impl ChangeError {
+    /// The store failure behind this refusal, if it is one (logged where it is answered).
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            ChangeError::Store(err) | ChangeError::Submit(SubmitError::Store(err)) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::Status;
+
+    #[test]
+    fn a_full_queue_says_when_to_come_back_at_submission_and_on_a_retry() {
+        let full = || SubmitError::Full {
+            depth: 3,
+            max: 3,
+            retry_after_s: 7,
+        };
+        let submit = full();
+        assert_eq!(
+            (submit.status(), submit.error_type(), submit.code()),
+            (429, "rate_limit_error", "queue_full")
+        );
+        assert_eq!(submit.retry_after_s(), Some(7));
+        assert_eq!(
+            submit.client_message(),
+            "the job queue is full (3 of 3 jobs queued or running); retry after 7 s"
+        );
+        let retry = ChangeError::Submit(full());
+        assert_eq!((retry.status(), retry.retry_after_s()), (429, Some(7)));
+        assert_eq!(
+            retry.client_message(),
+            "the job queue is full (3 of 3 jobs queued or running)"
+        );
+    }
+
+    #[test]
+    fn unknown_and_conflicting_jobs_and_store_failures() {
+        let missing = ChangeError::NotFound("j1".into());
+        assert_eq!((missing.status(), missing.code()), (404, "job_not_found"));
+        assert_eq!(missing.client_message(), "no job `j1`");
+        let conflict = ChangeError::Conflict {
+            id: "j2".into(),
+            status: Status::Running,
+        };
+        assert_eq!((conflict.status(), conflict.code()), (409, "job_conflict"));
+        assert_eq!(
+            conflict.client_message(),
+            "job `j2` is running: only a queued job can be cancelled and only a dead job retried"
+        );
+        let store = ChangeError::Store(StoreError {
+            path: "/secret/jobs.redb".into(),
+            message: "disk on fire".into(),
+        });
+        assert_eq!(
+            (store.status(), store.code()),
+            (500, "job_store_unavailable")
+        );
+        assert!(!store.client_message().contains("secret"));
+        assert!(store.store_error().is_some());
+    }
+}

@@ -14,6 +14,8 @@
 mod error;
 mod report;
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

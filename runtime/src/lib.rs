@@ -22,7 +22,10 @@
 //! - [`providers`]: the pooled OpenAI-compatible upstream client.
 //! - [`queue`]: background jobs: the durable store, workers, retries with backoff, dead
 //!   jobs, backpressure and signed callbacks.
-//! - [`server`]: the public and admin HTTP listeners, graceful shutdown.
+//! - [`app`]: the composition root: `App`, the `Snapshot` swapped whole on reload, assembly,
+//!   reload triggers, and `App::chat`, the typed entry point HTTP and background jobs call.
+//! - [`error`]: `ClientFacing`, how any layer's error reaches the client.
+//! - [`server`]: HTTP only: the public and admin listeners, rendering, graceful shutdown.
 //! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
 //! - [`cli`]: the `weir` command line.
 

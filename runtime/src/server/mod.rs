@@ -1,11 +1,23 @@
-//! The HTTP surface: the public listener (`/v1/*`, health) and a separate admin listener
-//! (`/admin/*`), like Envoy's admin port, so operational endpoints are never exposed where
-//! clients connect.
+//! HTTP only: the public listener (`/v1/*`, health) and a separate admin listener
+//! (`/admin/*`, `/metrics`), like Envoy's admin port, so operational endpoints are never
+//! exposed where clients connect.
 //!
-//! Owns: listeners, the `/v1/jobs` API (the queue itself is the `queue` module's), connection handling (per-connection deadlines and the connection cap: `conn`, `listener`), who may use the admin listener (`admin_auth`), graceful shutdown, request parsing into the WIT
-//! types, OpenAI-shaped errors and the response headers. Everything below it is reached
-//! through [`App`]; nothing below knows about HTTP status codes except through typed errors'
-//! `status()`.
+//! Owns: the listeners, connection handling (per-connection deadlines and the connection
+//! cap: `conn`, `listener`), who may use the admin listener (`admin_auth`), graceful
+//! shutdown, reading bodies within their bounds, authentication from `Authorization`, the
+//! headers that change how a request runs, rendering answers as JSON or SSE, the
+//! OpenAI-shaped error bodies (every layer's error mapped once, through
+//! `ApiError::from_facing`), the response headers and the request record, the `/v1/jobs` API
+//! and the callback sender (an HTTP client). It holds no state and makes no decision of its
+//! own about a request: a chat completion is one call to `App::chat` (the `app` module, the
+//! composition root), and nothing below knows about HTTP.
+//!
+//! - `listener`, `conn`: accepting, per-connection deadlines, shutdown.
+//! - `public`: the public routes, response headers, metrics and the request record.
+//! - `chat`: `POST /v1/chat/completions` → `App::chat` → JSON or SSE.
+//! - `jobs`: `/v1/jobs`, and starting the workers; `callback`: the callback sender.
+//! - `admin`, `admin_auth`: the admin routes and who may call them.
+//! - `http_util`: the body type, JSON and error responses, bounded body reads.
 
 mod admin;
 mod admin_auth;

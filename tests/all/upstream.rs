@@ -107,6 +107,8 @@ async fn a_stall_after_the_first_events_ends_the_stream_within_the_idle_timeout(
     assert_eq!(last["error"]["type"], "upstream_error");
     let message = last["error"]["message"].as_str().unwrap();
     assert!(message.contains("stream_idle_timeout_ms"), "{message}");
+    // Ended at exactly the idle timeout in `router::stream`'s unit tests (paused time); here
+    // a bound with room for a loaded machine.
     assert!(
         elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(4),
         "{elapsed:?}"

@@ -1,8 +1,7 @@
 //! The exact response cache through the real binary: hits are byte-identical and free of
 //! upstream calls, `Cache-Control` and temperature are honoured, streams and JSON share
-//! entries, and concurrent identical misses make exactly one upstream call.
-
-use std::time::Duration;
+//! entries (a stream's entry is stored before its `[DONE]`), and concurrent identical misses
+//! make exactly one upstream call.
 
 use bytes::Bytes;
 use http::Method;
@@ -10,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::procs::{Proc, call, get, post, serve, sim};
 use crate::sim::client::Answer;
+use crate::wait;
 
 fn config(upstream: &Proc, extra: &str) -> String {
     format!(
@@ -167,25 +167,23 @@ async fn streams_and_json_share_entries() {
             .as_str()
             .unwrap()
     );
-    // A stream miss (relayed, stored after [DONE]), then served as JSON.
+    // A stream miss (relayed, stored before its [DONE] is sent), then served as JSON.
     let mut stream_first = chat("cached", "stream first");
     stream_first["stream"] = json!(true);
     let live = post(weir.addr, "/v1/chat/completions", &stream_first).await;
     assert_eq!(cache_header(&live), "miss");
+    assert_eq!(live.events().last().map(String::as_str), Some("[DONE]"));
     let text = sse_text(&live);
     let mut as_json = stream_first.clone();
     as_json["stream"] = json!(false);
-    // The fill happens when the relay task sees [DONE]; allow it a moment.
-    let mut hit = None;
-    for _ in 0..50 {
-        let answer = post(weir.addr, "/v1/chat/completions", &as_json).await;
-        if cache_header(&answer) == "hit" {
-            hit = Some(answer);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let hit = hit.expect("the streamed answer was stored");
+    // The very first request after [DONE] is a hit: only the stream's own fill can have
+    // stored it (a miss here would fill the cache itself and call the upstream a third time).
+    let hit = post(weir.addr, "/v1/chat/completions", &as_json).await;
+    assert_eq!(
+        cache_header(&hit),
+        "hit",
+        "the streamed answer was stored before its [DONE]"
+    );
     assert_eq!(hit.json()["choices"][0]["message"]["content"], text);
     assert_eq!(
         received(&up).await,
@@ -283,12 +281,11 @@ async fn the_disk_tier_survives_a_restart_and_a_flipped_bit_is_a_miss() {
         let answer = post(weir.addr, "/v1/chat/completions", &body).await;
         assert_eq!(cache_header(&answer), "miss");
         // The write happens off the request path; wait for the file.
-        for _ in 0..100 {
-            if !cache_files(&dir).is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait::until("the cache file", || async {
+            let files = cache_files(&dir);
+            wait::check(!files.is_empty(), format!("{files:?}"))
+        })
+        .await;
         answer
     }; // weir is killed here (SIGKILL)
     assert_eq!(cache_files(&dir).len(), 1);

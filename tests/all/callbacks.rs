@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -14,6 +14,7 @@ use sha2::Sha256;
 
 use crate::procs::{Proc, get, post, scratch_config, serve_file_with_env, sim};
 use crate::sim::client::Answer;
+use crate::wait;
 
 const SECRET: &str = "whsec-callbacks-0123456789";
 const SECRET_ENV: &str = "WEIR_TEST_CALLBACK_SECRET";
@@ -55,17 +56,13 @@ fn refused(answer: &Answer, says: &str) {
 
 /// Polls job `id` until `done` holds for it.
 async fn until(weir: &Proc, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let give_up = Instant::now() + PATIENCE;
-    loop {
+    wait::until_within(PATIENCE, &format!("job {id}"), || async {
         let answer = get(weir.addr, &format!("/v1/jobs/{id}")).await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
         let job = answer.json();
-        if done(&job) {
-            return job;
-        }
-        assert!(Instant::now() < give_up, "job never got there: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if done(&job) { Ok(job) } else { Err(job) }
+    })
+    .await
 }
 
 /// Reloads so far: `weir_reloads_total` (all outcomes; a reload that changes nothing is not
@@ -141,11 +138,11 @@ impl Receiver {
     async fn connections_made(&self) -> usize {
         let before = self.connections.load(Ordering::SeqCst);
         let _probe = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let give_up = Instant::now() + PATIENCE;
-        while self.connections.load(Ordering::SeqCst) == before {
-            assert!(Instant::now() < give_up, "the probe was never accepted");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait::until_within(PATIENCE, "the probe to be accepted", || async {
+            let now = self.connections.load(Ordering::SeqCst);
+            wait::check(now != before, format!("{now} connections"))
+        })
+        .await;
         self.connections.load(Ordering::SeqCst) - 1
     }
 }

@@ -391,10 +391,13 @@ async fn a_streams_cost_is_in_its_usage_chunk_and_the_ledger() {
     assert_eq!(total_pico(&spend(&weir, "").await), expected * 2);
 }
 
-/// A route stage running the chaos test program in `mode`.
+/// A route stage running the chaos test program in `mode`, with a generous deadline: a loop
+/// of a few hundred LLM calls must be stopped by the budget or the call limit, never by the
+/// default 200 ms deadline on a loaded machine.
 fn chaos(mode: &str) -> String {
     format!(
-        "[[routes.stages]]\nname = \"chaos\"\npath = \"{}\"\nconfig = {{ mode = \"{mode}\" }}\n",
+        "[[routes.stages]]\nname = \"chaos\"\npath = \"{}\"\ndeadline_ms = 60000\n\
+         config = {{ mode = \"{mode}\" }}\n",
         weir_test_artifacts::CHAOS
     )
 }

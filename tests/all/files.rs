@@ -5,15 +5,12 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
 use crate::procs::{Proc, get, post, serve_logged, sim, sim_requests};
-
-/// Longest a test waits for a file or a log line (a bound against hangs, not a timing
-/// assertion).
-const PATIENCE: Duration = Duration::from_secs(30);
+use crate::wait;
 
 const SYSTEM_PROMPT: &str = "You answer for the files test.";
 
@@ -122,24 +119,15 @@ async fn stage(weir: &Proc, route: &str) -> Value {
 
 /// Waits until the log at `path` contains `needle`; returns the log.
 async fn log_with(path: &Path, needle: &str) -> String {
-    let give_up = Instant::now() + PATIENCE;
-    loop {
+    wait::until(&format!("{needle:?} in the log"), || async {
         let log = std::fs::read_to_string(path).unwrap_or_default();
         if log.contains(needle) {
-            return log;
+            Ok(log)
+        } else {
+            Err(format!("\n{log}"))
         }
-        assert!(Instant::now() < give_up, "no {needle:?} in the log:\n{log}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until `ready` holds.
-async fn until(what: &str, ready: impl Fn() -> bool) {
-    let give_up = Instant::now() + PATIENCE;
-    while !ready() {
-        assert!(Instant::now() < give_up, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 fn chat(model: &str, text: &str) -> Value {
@@ -359,7 +347,11 @@ async fn everything_under_data_dir_is_private_and_looser_modes_are_tightened() {
     {
         let weir = start(&config, &root, "first.log");
         system_prompt_runs(&weir, &up, "fill the cache").await;
-        until("the cache file", || cache_files(&cache).len() == 1).await;
+        wait::until("the cache file", || async {
+            let files = cache_files(&cache);
+            wait::check(files.len() == 1, format!("{files:?}"))
+        })
+        .await;
         check("after the first start");
     }
 

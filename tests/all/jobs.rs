@@ -1,13 +1,13 @@
-//! Background jobs through the real binary against `weir sim`: 500 jobs through three
-//! `kill -9`s, a full queue answering 429 with `Retry-After`, retries into `dead` and the retry
-//! endpoint, a 4xx that fails at once, idempotency keys, cancel, bad input, and callbacks
-//! redelivered until the receiver answers 2xx, with their signature checked here (where
-//! callbacks may go is `callbacks`' concern).
+//! Background jobs through the real binary against `weir sim`: a full queue answering 429
+//! with `Retry-After`, retries into `dead` and the retry endpoint, a 4xx that fails at once,
+//! idempotency keys, cancel, bad input, and callbacks redelivered until the receiver answers
+//! 2xx, with their signature checked here (where callbacks may go is `callbacks`' concern).
+//! 500 jobs through three `kill -9`s are in `stress::jobs`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
@@ -15,16 +15,15 @@ use http::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::procs::{
-    Proc, call, get, post, scratch_config, serve, serve_file, serve_file_with_env, sim,
-};
+use crate::procs::{Proc, call, get, post, scratch_config, serve, serve_file_with_env, sim};
 use crate::sim::client::Answer;
+use crate::wait;
 
 /// Longest any test waits for jobs to get somewhere (a bound against hangs, not a timing
 /// assertion).
-const PATIENCE: Duration = Duration::from_secs(120);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
-fn data_dir(name: &str) -> PathBuf {
+pub(crate) fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weir-jobs-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
@@ -32,7 +31,7 @@ fn data_dir(name: &str) -> PathBuf {
 
 /// One route `demo` over `up`, taking jobs, with `[jobs]` set to `jobs` and `route` under the
 /// route.
-fn config(up: &Proc, dir: &std::path::Path, jobs: &str, route: &str) -> String {
+pub(crate) fn config(up: &Proc, dir: &std::path::Path, jobs: &str, route: &str) -> String {
     format!(
         "[server]\ndata_dir = \"{}\"\n\n[jobs]\n{jobs}\n\n[targets.up]\nbase_url = \"http://{}/v1\"\n\
          model = \"sim-a\"\ntimeout_ms = 10000\n\n[[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\n{route}\n",
@@ -41,7 +40,7 @@ fn config(up: &Proc, dir: &std::path::Path, jobs: &str, route: &str) -> String {
     )
 }
 
-fn chat(text: &str) -> Value {
+pub(crate) fn chat(text: &str) -> Value {
     json!({"model": "demo", "messages": [{"role": "user", "content": text}]})
 }
 
@@ -53,22 +52,18 @@ async fn job(addr: SocketAddr, id: &str) -> Value {
 
 /// Polls job `id` until `done` holds for it.
 async fn until(addr: SocketAddr, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let give_up = Instant::now() + PATIENCE;
-    loop {
+    wait::until_within(PATIENCE, &format!("job {id}"), || async {
         let job = job(addr, id).await;
-        if done(&job) {
-            return job;
-        }
-        assert!(Instant::now() < give_up, "job never got there: {job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if done(&job) { Ok(job) } else { Err(job) }
+    })
+    .await
 }
 
 fn status_is(status: &'static str) -> impl Fn(&Value) -> bool {
     move |job| job["status"] == status
 }
 
-async fn sim_calls(up: &Proc) -> u64 {
+pub(crate) async fn sim_calls(up: &Proc) -> u64 {
     get(up.addr, "/sim/stats").await.json()["chat_completions"]
         .as_u64()
         .unwrap()
@@ -79,121 +74,6 @@ fn error_code(answer: &Answer) -> String {
         .as_str()
         .unwrap_or("-")
         .to_string()
-}
-
-#[tokio::test]
-async fn five_hundred_jobs_survive_three_kill_9s_and_duplicates_are_counted() {
-    let started = Instant::now();
-    let up = sim(&["--latency-ms", "40"]);
-    let dir = data_dir("crash");
-    let path = scratch_config(&config(
-        &up,
-        &dir,
-        "workers = 4\nmax_queued = 1000\nmax_attempts = 10\nbackoff_base_ms = 10\nbackoff_max_ms = 100",
-        "jobs = { concurrency = 4 }",
-    ));
-    let mut weir = serve_file(&path);
-    let addr = weir.addr;
-    let mut ids = Vec::with_capacity(500);
-    for chunk in 0..10 {
-        let tasks: Vec<_> = (0..50)
-            .map(|i| {
-                let n = chunk * 50 + i;
-                tokio::spawn(
-                    async move { post(addr, "/v1/jobs", &chat(&format!("job {n}"))).await },
-                )
-            })
-            .collect();
-        for task in tasks {
-            let answer = task.await.unwrap();
-            assert_eq!(answer.status, 202, "{:?}", answer.body);
-            let body = answer.json();
-            let id = body["id"].as_str().unwrap().to_string();
-            assert_eq!(
-                answer.headers["location"].to_str().unwrap(),
-                format!("/v1/jobs/{id}")
-            );
-            ids.push(id);
-        }
-    }
-    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), 500);
-
-    // Three times: let some more jobs reach the upstream, then SIGKILL mid-run and restart.
-    for round in 0..3 {
-        let from = sim_calls(&up).await;
-        let give_up = Instant::now() + PATIENCE;
-        while sim_calls(&up).await < from + 40 {
-            assert!(Instant::now() < give_up, "round {round}: no progress");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(
-            sim_calls(&up).await < 500,
-            "round {round}: the run is over before the kill; it is not mid-run"
-        );
-        drop(weir); // SIGKILL: no graceful shutdown
-        weir = serve_file(&path);
-    }
-
-    let addr = weir.addr;
-    let give_up = Instant::now() + PATIENCE;
-    let listing = loop {
-        let answer = get(addr, "/v1/jobs?status=succeeded&limit=1000").await;
-        assert_eq!(answer.status, 200, "{:?}", answer.body);
-        let listing = answer.json();
-        if listing["data"].as_array().unwrap().len() == 500 {
-            break listing;
-        }
-        assert!(
-            Instant::now() < give_up,
-            "not every job succeeded: {}",
-            listing["stats"]
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let succeeded: std::collections::BTreeSet<&str> = listing["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["id"].as_str().unwrap())
-        .collect();
-    for id in &ids {
-        assert!(succeeded.contains(id.as_str()), "job {id} was lost");
-    }
-    for job in listing["data"].as_array().unwrap() {
-        assert_eq!(job["response_status"], 200);
-        assert_eq!(job["response"]["object"], "chat.completion", "{job}");
-        assert!(job["response"]["usage"]["cost"].is_number(), "{job}");
-    }
-    let duplicates = listing["stats"]["duplicate_executions"].as_u64().unwrap();
-    let per_job: u64 = listing["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["duplicate_executions"].as_u64().unwrap())
-        .sum();
-    assert_eq!(per_job, duplicates, "the total is the sum over jobs");
-    // Each duplicate execution reached the upstream at most once more; nothing else did.
-    let calls = sim_calls(&up).await;
-    assert!(calls >= 500, "{calls}");
-    assert!(
-        calls - 500 <= duplicates,
-        "{} extra upstream calls but only {duplicates} duplicate executions reported",
-        calls - 500
-    );
-    assert!(duplicates > 0, "three kills mid-run cut off no attempt");
-    let metrics = get(weir.admin.unwrap(), "/metrics").await;
-    let text = String::from_utf8_lossy(&metrics.body).to_string();
-    assert!(text.contains("weir_jobs_queued"), "{text}");
-    assert!(text.contains("weir_jobs_oldest_age_seconds"), "{text}");
-    eprintln!(
-        "500 jobs, 3 kills: {duplicates} duplicate executions reported, {} extra upstream \
-         calls, {:.1} s",
-        calls - 500,
-        started.elapsed().as_secs_f64()
-    );
-    drop(weir);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -610,8 +490,7 @@ async fn with_keys_a_job_runs_as_its_key_and_only_that_key_sees_it() {
     let listed = send(Method::GET, "/v1/jobs".into(), Some("sk-beta"), None).await;
     assert_eq!(listed.json()["data"].as_array().unwrap().len(), 0);
     // Its own key sees it succeed, run as that key (the spend is the key's).
-    let give_up = Instant::now() + PATIENCE;
-    let done = loop {
+    let done = wait::until_within(PATIENCE, "the job to succeed", || async {
         let job = send(
             Method::GET,
             format!("/v1/jobs/{id}"),
@@ -622,11 +501,12 @@ async fn with_keys_a_job_runs_as_its_key_and_only_that_key_sees_it() {
         assert_eq!(job.status, 200);
         let job = job.json();
         if job["status"] == "succeeded" {
-            break job;
+            Ok(job)
+        } else {
+            Err(job)
         }
-        assert!(Instant::now() < give_up, "{job}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     assert_eq!(done["response"]["object"], "chat.completion");
     let spend = get(weir.admin.unwrap(), "/admin/spend?group_by=key")
         .await

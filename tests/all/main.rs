@@ -8,7 +8,7 @@
 //! - `routing`: the router against faulty `weir sim` upstreams (chaos).
 //! - `cache`: the response cache through the real binary.
 //! - `check`: the `weir check` command on good and bad files.
-//! - `reload`: hot reload of plugin files and config under load.
+//! - `reload`: hot reload of plugin files and config.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
@@ -22,6 +22,8 @@
 //! - `upstream`: broken or hostile upstreams: stalled and oversized streams, client deadlines
 //!   and breakers, absurd usage, statuses that must not be relayed, stalled error bodies, and
 //!   live streams against `max_concurrency`.
+//! - `stress`: the long load and chaos tests, run after the rest one at a time by `tests/run`.
+//! - `wait`: waiting for an event (poll the condition, generous bound) instead of sleeping.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -43,6 +45,8 @@ mod sandbox;
 mod sdk;
 mod server;
 mod sim;
+mod stress;
 mod support;
 mod telemetry;
 mod upstream;
+mod wait;

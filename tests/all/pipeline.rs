@@ -2,13 +2,13 @@
 //! error policy and load shedding when the instance pool is exhausted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use weir::config::SandboxSettings;
 use weir::host_api::NoLlm;
 use weir::stages::FailureKind;
 
 use crate::support::{TestHost, chaos, run_pipeline, user};
+use crate::wait;
 
 fn tag(t: &str) -> crate::support::Spec {
     chaos("tag").config("tag", t).named(&format!("tag-{t}"))
@@ -116,21 +116,15 @@ async fn an_exhausted_pool_sheds_with_503_and_recovers() {
 
     drop(first);
     drop(second);
-    // Instances are released on the reaper thread; the pool recovers promptly.
-    let mut recovered = false;
-    for _ in 0..200 {
-        if run_pipeline(&host.env, &pipeline, user("four"))
+    // Instances are released on the reaper thread; the pool recovers once it has run.
+    wait::until("the pool to recover after the holders finished", || async {
+        match run_pipeline(&host.env, &pipeline, user("four"))
             .await
             .result
-            .is_ok()
         {
-            recovered = true;
-            break;
+            Ok(_) => Ok(()),
+            Err(err) => Err(format!("{err:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(
-        recovered,
-        "the pool did not recover after the holders finished"
-    );
+    })
+    .await;
 }

@@ -1,8 +1,8 @@
 //! Hot reload through the real binary: plugin files replaced (atomically, in pieces, with
-//! invalid bytes) under steady load lose no request and never mix versions; config edits swap
-//! routes and keep what did not change; `POST /admin/reload` and SIGHUP reload too.
+//! invalid bytes) serve their new version or keep the old one (under steady load in
+//! `stress::reload`); config edits swap routes and keep what did not change;
+//! `POST /admin/reload` and SIGHUP reload too.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,31 +12,32 @@ use http::Method;
 use serde_json::{Value, json};
 
 use crate::procs::{Proc, call, get, post, serve_file, sim};
+use crate::wait;
 
 /// A fresh directory for one test's plugin and config files.
-fn workdir(name: &str) -> PathBuf {
+pub(crate) fn workdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weir-reload-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// Replaces `path` with `bytes` atomically (write a temporary file, rename it over).
-fn replace(path: &Path, bytes: &[u8]) {
+pub(crate) fn replace(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
-fn wasm(path: &str) -> Vec<u8> {
+pub(crate) fn wasm(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
 /// The `x-weir-stages` label of stage `s` at these bytes.
-fn label(bytes: &[u8]) -> String {
+pub(crate) fn label(bytes: &[u8]) -> String {
     format!("s@{}", &blake3::hash(bytes).to_hex()[..8])
 }
 
-fn config(up: &Proc, plugin: &Path, extra: &str) -> String {
+pub(crate) fn config(up: &Proc, plugin: &Path, extra: &str) -> String {
     format!(
         r#"
 [targets.up]
@@ -96,7 +97,7 @@ impl Drop for Host {
     }
 }
 
-fn chat() -> Value {
+pub(crate) fn chat() -> Value {
     json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
 }
 
@@ -112,36 +113,29 @@ async fn stages_header(weir: &Proc) -> String {
 /// Waits until requests run `expected`; returns how long that took.
 async fn until_serving(weir: &Proc, expected: &str) -> Duration {
     let started = Instant::now();
-    loop {
-        if stages_header(weir).await == expected {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{expected} never served"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until(&format!("{expected} to serve"), || async {
+        let serving = stages_header(weir).await;
+        wait::check(serving == expected, serving)
+    })
+    .await;
+    started.elapsed()
 }
 
-async fn admin_stages(weir: &Proc) -> Value {
+pub(crate) async fn admin_stages(weir: &Proc) -> Value {
     get(weir.admin.unwrap(), "/admin/stages").await.json()
 }
 
 /// Waits until `/admin/stages` satisfies `done`.
-async fn until_admin(weir: &Proc, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
+pub(crate) async fn until_admin(weir: &Proc, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    wait::until(what, || async {
         let stages = admin_stages(weir).await;
         if done(&stages) {
-            return stages;
+            Ok(stages)
+        } else {
+            Err(stages)
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}: {stages}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -248,95 +242,6 @@ async fn a_truncated_write_then_the_complete_file_ends_with_the_complete_version
 }
 
 #[tokio::test]
-async fn under_load_twenty_replacements_lose_no_request_and_never_mix_versions() {
-    let up = sim(&[]);
-    let dir = workdir("load");
-    let plugin = dir.join("stage.wasm");
-    let good = [
-        wasm(weir_test_artifacts::PASSTHROUGH),
-        wasm(weir_test_artifacts::CHAOS),
-        wasm(weir_test_artifacts::HELLO_STAGE),
-    ];
-    let other_world = wasm(weir_test_artifacts::OTHER_WORLD);
-    let truncated = good[1][..good[1].len() / 3].to_vec();
-    let bad: [&[u8]; 4] = [
-        &truncated,
-        b"\0asm\x01\0\0\0",
-        b"not wasm at all",
-        &other_world,
-    ];
-    std::fs::write(&plugin, &good[0]).unwrap();
-    let path = dir.join("weir.toml");
-    std::fs::write(&path, config(&up, &plugin, "")).unwrap();
-    let weir = serve_file(&path);
-    let valid: BTreeSet<String> = good.iter().map(|g| label(g)).collect();
-    let baseline = admin_stages(&weir).await;
-
-    // Steady load: 250 requests a second for 20 s, each on its own task.
-    let addr = weir.addr;
-    let load = tokio::spawn(async move {
-        let mut tasks = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(4));
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            tick.tick().await;
-            tasks.push(tokio::spawn(async move {
-                let answer = post(addr, "/v1/chat/completions", &chat()).await;
-                let stages = answer
-                    .headers
-                    .get("x-weir-stages")
-                    .map(|v| v.to_str().unwrap().to_string());
-                (answer.status.as_u16(), stages)
-            }));
-        }
-        let mut results = Vec::new();
-        for task in tasks {
-            results.push(task.await.unwrap());
-        }
-        results
-    });
-    // 20 replacements, one every 0.9 s; the 5th, 10th, 15th and 20th are invalid.
-    for i in 1..=20 {
-        tokio::time::sleep(Duration::from_millis(900)).await;
-        if i % 5 == 0 {
-            replace(&plugin, bad[i / 5 - 1]);
-        } else {
-            replace(&plugin, &good[i % 3]);
-        }
-    }
-    let results = load.await.unwrap();
-    assert!(results.len() >= 4000, "{} requests", results.len());
-    let failed: Vec<_> = results
-        .iter()
-        .filter(|(status, _)| *status != 200)
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    let mut seen = BTreeSet::new();
-    for (_, stages) in &results {
-        let stages = stages.as_deref().unwrap_or("");
-        assert!(valid.contains(stages), "a response ran on {stages:?}");
-        seen.insert(stages.to_string());
-    }
-    assert!(seen.len() >= 2, "the versions changed under load: {seen:?}");
-    // The last write (the 20th) was invalid: the 19th, good[19 % 3], still serves.
-    let after = until_admin(&weir, "back to baseline", |s| {
-        s["live"]["stage_versions"] == baseline["live"]["stage_versions"]
-            && s["live"]["instances"] == baseline["live"]["instances"]
-    })
-    .await;
-    assert_eq!(
-        after["stages"][0]["version"],
-        blake3::hash(&good[19 % 3]).to_hex().to_string()
-    );
-    assert!(after["reloads"]["failed"].as_u64().unwrap() >= 4, "{after}");
-}
-
-#[tokio::test]
 async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
     let host = Host::start("config", &wasm(weir_test_artifacts::PASSTHROUGH), "");
     let (weir, path) = (&host.weir, &host.path);
@@ -370,14 +275,11 @@ async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
     // A good edit: the new route serves, the old one too.
     let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
     replace(path, host.config(extra).as_bytes());
-    let started = Instant::now();
-    while post(weir.addr, "/v1/chat/completions", &other).await.status != 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the new route never served"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until("the new route to serve", || async {
+        let answer = post(weir.addr, "/v1/chat/completions", &other).await;
+        wait::check(answer.status == 200, answer.status)
+    })
+    .await;
     assert_eq!(
         post(weir.addr, "/v1/chat/completions", &chat())
             .await
@@ -469,8 +371,9 @@ async fn other_files_written_nonstop_beside_a_plugin_never_delay_its_reload() {
         }
     });
     replace(plugin, &b);
+    // A generous bound for a loaded machine: the reload itself compiles the new stage.
     let latency = until_serving(weir, &label(&b)).await;
-    assert!(latency < Duration::from_secs(5), "{latency:?}");
+    assert!(latency < Duration::from_secs(30), "{latency:?}");
     writer.abort();
 }
 

@@ -1,26 +1,27 @@
 //! Chaos tests of the router against real `weir sim` processes, asserting on what the
-//! upstreams actually received (`/sim/stats`): fallback under errors and stalls, all targets
-//! down, breakers, `Retry-After` and RPM limits, the retry budget, load shedding, and stream
-//! failover.
+//! upstreams actually received (`/sim/stats`): all targets down, breakers, `Retry-After` and
+//! RPM limits, the retry budget, load shedding, and stream failover. The storm of errors and
+//! stalls is in `stress::routing`.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::procs::{Proc, get, post, serve, sim};
+use crate::wait;
 
-fn chat(model: &str) -> Value {
+pub(crate) fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "route me"}]})
 }
 
 /// Completion and embedding requests a simulator received.
-async fn received(sim: &Proc) -> u64 {
+pub(crate) async fn received(sim: &Proc) -> u64 {
     get(sim.addr, "/sim/stats").await.json()["requests"]
         .as_u64()
         .unwrap()
 }
 
-fn target(name: &str, sim: &Proc, extra: &str) -> String {
+pub(crate) fn target(name: &str, sim: &Proc, extra: &str) -> String {
     format!(
         "[targets.{name}]\nbase_url = \"http://{}/v1\"\n{extra}\n",
         sim.addr
@@ -28,7 +29,12 @@ fn target(name: &str, sim: &Proc, extra: &str) -> String {
 }
 
 /// Runs `n` requests with `concurrency` in flight; returns (status, latency) of each.
-async fn burst(weir: &Proc, model: &str, n: usize, concurrency: usize) -> Vec<(u16, Duration)> {
+pub(crate) async fn burst(
+    weir: &Proc,
+    model: &str,
+    n: usize,
+    concurrency: usize,
+) -> Vec<(u16, Duration)> {
     let addr = weir.addr;
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
     let mut tasks = Vec::with_capacity(n);
@@ -76,55 +82,10 @@ async fn timed_chat(weir: &Proc, model: &str) -> (crate::sim::client::Answer, Du
     (answer, elapsed, message)
 }
 
-fn p99(results: &[(u16, Duration)]) -> Duration {
+pub(crate) fn p99(results: &[(u16, Duration)]) -> Duration {
     let mut latencies: Vec<Duration> = results.iter().map(|r| r.1).collect();
     latencies.sort_unstable();
     latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
-}
-
-#[tokio::test]
-async fn errors_and_stalls_on_the_primary_never_reach_clients() {
-    let primary = sim(&["--error-rate", "0.3", "--hang-rate", "0.1"]);
-    let fallback = sim(&[]);
-    let weir = serve(&format!(
-        "{}{}
-[[routes]]
-model = \"chaos\"
-targets = [\"primary\", \"fallback\"]
-retry_budget_percent = 100
-[[routes]]
-model = \"direct\"
-targets = [\"fallback\"]
-",
-        // A breaker that never trips, so every request meets the primary's faults first.
-        target(
-            "primary",
-            &primary,
-            "timeout_ms = 300\nbreaker = { consecutive_failures = 1000, failure_rate_percent = 100, window = 1000, min_requests = 1000 }"
-        ),
-        target("fallback", &fallback, ""),
-    ));
-    // The fallback's own p99 at this concurrency, for the bound.
-    let baseline = burst(&weir, "direct", 200, 50).await;
-    let fallback_p99 = p99(&baseline);
-    let results = burst(&weir, "chaos", 1000, 50).await;
-    let errors = results.iter().filter(|r| r.0 != 200).count();
-    assert_eq!(errors, 0, "client-visible errors");
-    let bound = Duration::from_millis(300) + fallback_p99 + Duration::from_millis(50);
-    eprintln!(
-        "chaos p99 {:?} (bound {bound:?}; fallback p99 {fallback_p99:?}); primary saw {}",
-        p99(&results),
-        received(&primary).await
-    );
-    assert!(
-        p99(&results) <= bound,
-        "p99 {:?} over primary timeout + fallback p99 ({fallback_p99:?}) + 50 ms",
-        p99(&results)
-    );
-    assert!(
-        received(&primary).await >= 1000,
-        "every request tried the primary first"
-    );
 }
 
 #[tokio::test]
@@ -140,14 +101,32 @@ async fn all_targets_down_is_a_502_listing_every_attempt_within_the_timeouts() {
         message.contains("a (timed out") && message.contains("b (timed out"),
         "{message}"
     );
+    // Exactly two timeouts and no pause between them is the router's unit tests' concern
+    // (paused time); here, a bound that holds on a loaded machine and still tells the 200 ms
+    // timeouts from the 60 s default.
     assert!(
-        elapsed <= Duration::from_millis(200 + 200 + 10 + 150),
+        elapsed < Duration::from_secs(5),
         "took {elapsed:?}, more than the attempt timeouts allow"
     );
 }
 
+/// `/admin/targets` entry of `name`.
+async fn target_state(weir: &Proc, name: &str) -> Value {
+    let targets = get(weir.admin.unwrap(), "/admin/targets").await.json();
+    targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no target {name} in {targets}"))
+}
+
+/// Exact ejection times and probe counts are `router::breaker`'s unit tests (paused time);
+/// here the same through the binary, with an ejection long enough for a loaded machine.
 #[tokio::test]
 async fn an_open_breaker_sends_nothing_until_its_single_probe() {
+    let ejection = Duration::from_millis(3000);
     let primary = sim(&["--error-rate", "1.0"]);
     let fallback = sim(&[]);
     let weir = serve(&format!(
@@ -160,7 +139,10 @@ retry_budget_percent = 1000
         target(
             "primary",
             &primary,
-            "breaker = { consecutive_failures = 3, ejection_ms = 1500 }"
+            &format!(
+                "breaker = {{ consecutive_failures = 3, ejection_ms = {} }}",
+                ejection.as_millis()
+            )
         ),
         target("fallback", &fallback, ""),
     ));
@@ -168,17 +150,9 @@ retry_budget_percent = 1000
         let answer = post(weir.addr, "/v1/chat/completions", &chat("b")).await;
         assert_eq!(answer.status, 200);
     }
-    assert_eq!(received(&primary).await, 3);
-    let targets = get(weir.admin.unwrap(), "/admin/targets").await.json();
-    let state = targets["targets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "primary")
-        .unwrap()["breaker"]
-        .clone();
-    assert_eq!(state, "open");
     let opened = Instant::now();
+    assert_eq!(received(&primary).await, 3);
+    assert_eq!(target_state(&weir, "primary").await["breaker"], "open");
     for _ in 0..20 {
         assert_eq!(
             post(weir.addr, "/v1/chat/completions", &chat("b"))
@@ -188,7 +162,7 @@ retry_budget_percent = 1000
         );
     }
     assert!(
-        opened.elapsed() < Duration::from_millis(1500),
+        opened.elapsed() < ejection,
         "the burst outlasted the ejection"
     );
     assert_eq!(
@@ -196,7 +170,13 @@ retry_budget_percent = 1000
         3,
         "nothing reaches an open breaker's target"
     );
-    tokio::time::sleep(Duration::from_millis(1600).saturating_sub(opened.elapsed())).await;
+    // Wait for the ejection to pass, as weir sees it.
+    wait::until("the ejection to pass", || async {
+        let state = target_state(&weir, "primary").await;
+        let over = state["breaker"] != "open" || state["open_for_ms"] == 0;
+        wait::check(over, state)
+    })
+    .await;
     assert_eq!(
         post(weir.addr, "/v1/chat/completions", &chat("b"))
             .await
@@ -297,7 +277,9 @@ backoff_max_ms = 1
 
 #[tokio::test]
 async fn overload_is_shed_at_once_and_in_flight_stays_under_the_limit() {
-    let slow = sim(&["--latency-ms", "400"]);
+    // Shedding with no wait at all is `router`'s unit tests' concern (paused time); here an
+    // upstream slow enough that "did not wait for it" holds on a loaded machine.
+    let slow = sim(&["--latency-ms", "2000"]);
     let weir = serve(&format!(
         "{}
 [[routes]]
@@ -334,8 +316,8 @@ queue_size = 0
         shed_sorted[shed_sorted.len() - 1]
     );
     assert!(
-        median < Duration::from_millis(50),
-        "shedding took {median:?} (median); it must not wait for the upstream"
+        median < Duration::from_millis(1000),
+        "shedding took {median:?} (median); it must not wait for the 2 s upstream"
     );
     assert_eq!(received(&slow).await, ok as u64);
     // Each refusal is counted as shed, by route and reason.
@@ -397,10 +379,12 @@ async fn the_total_deadline_is_never_exceeded() {
     let (answer, elapsed, message) = timed_chat(&weir, "slow").await;
     assert_eq!(answer.status, 502);
     assert!(message.contains("deadline reached"), "{message}");
-    // The second attempt's timeout is cut to what is left of the 500 ms.
+    // The second attempt's timeout is cut to what is left of the 500 ms: two attempts, not
+    // five. That it ends at exactly 500 ms is `router`'s unit test (paused time); here, a
+    // bound that holds on a loaded machine, well under the 2 s five attempts would take.
     assert!(elapsed >= Duration::from_millis(500), "{elapsed:?}");
     assert!(
-        elapsed < Duration::from_millis(600),
+        elapsed < Duration::from_millis(1500),
         "deadline overrun: {elapsed:?}"
     );
     assert_eq!(received(&a).await + received(&b).await, 2);
@@ -454,9 +438,9 @@ async fn a_client_deadline_header_shortens_never_lengthens() {
 [[routes]]
 model = \"stuck\"
 targets = [\"stuck\"]
-deadline_ms = 2000
+deadline_ms = 20000
 ",
-        target("stuck", &stuck, "timeout_ms = 1500"),
+        target("stuck", &stuck, "timeout_ms = 15000"),
     ));
     let body = bytes::Bytes::from(chat("stuck").to_string());
     let started = Instant::now();
@@ -470,7 +454,8 @@ deadline_ms = 2000
     .await;
     let elapsed = started.elapsed();
     assert_eq!(answer.status, 502);
-    assert!(elapsed < Duration::from_millis(400), "{elapsed:?}");
+    // Cut at the client's 200 ms (exactly, in `router`'s unit tests), not the target's 15 s.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
     let answer = crate::procs::call(
         weir.addr,
         http::Method::POST,
@@ -485,7 +470,7 @@ deadline_ms = 2000
 
 #[tokio::test]
 async fn a_slow_first_token_fails_over_within_the_ttft_timeout() {
-    let sluggish = sim(&["--ttft-ms", "800"]);
+    let sluggish = sim(&["--ttft-ms", "15000"]);
     let healthy = sim(&[]);
     let weir = serve(&format!(
         "{}{}
@@ -502,7 +487,9 @@ targets = [\"sluggish\", \"healthy\"]
     assert_eq!(answer.status, 200);
     assert_eq!(answer.events().last().map(String::as_str), Some("[DONE]"));
     assert_eq!(received(&healthy).await, 1);
-    assert!(elapsed < Duration::from_millis(700), "{elapsed:?}");
+    // Cut at the 150 ms TTFT timeout (exactly, in `router`'s unit tests), not the 15 s the
+    // first token would take.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }
 
 #[tokio::test]

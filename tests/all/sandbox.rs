@@ -23,8 +23,11 @@ async fn failure_kind(host: &TestHost, spec: crate::support::Spec) -> (FailureKi
     (kind, elapsed)
 }
 
+/// Exactly when the deadline stops the guest is `stages::deadline_tests`' concern (paused
+/// time); here, with real time, only that it is the deadline that stops it, not too early,
+/// and within a bound that holds on a loaded machine (a loop nothing stopped would run on).
 #[tokio::test]
-async fn looping_stage_hits_its_deadline_within_two_ticks() {
+async fn looping_stage_hits_its_deadline() {
     let tick = Duration::from_millis(20);
     let host = TestHost::new(
         SandboxSettings {
@@ -44,9 +47,8 @@ async fn looping_stage_hits_its_deadline_within_two_ticks() {
     assert_eq!(kind, FailureKind::DeadlineExceeded);
     assert!(elapsed >= deadline, "stopped early: {elapsed:?}");
     assert!(
-        elapsed <= deadline + 2 * tick,
-        "stopped {elapsed:?} after start; bound is {:?}",
-        deadline + 2 * tick
+        elapsed < Duration::from_secs(5),
+        "stopped {elapsed:?} after start"
     );
     host_still_serves(&host).await;
 }

@@ -1,12 +1,11 @@
 //! Black-box tests of `weir serve`: the real binary, real `weir sim` upstreams, loopback HTTP.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
 use crate::procs::{Proc, call, get, post, serve, sim, sim_requests};
+use crate::wait;
 
 /// A config with the demo pipeline on `demo`, a stage-less route `plain`, a route whose
 /// first target is dead (`fallback`), one whose targets are all dead (`broken`) and one with
@@ -338,8 +337,12 @@ async fn sigterm_drains_an_in_flight_stream_then_exits_zero() {
     let mut body = chat("plain", "tell me a long story about rivers and weirs");
     body["stream"] = json!(true);
     let in_flight = tokio::spawn(async move { post(addr, "/v1/chat/completions", &body).await });
-    // Let the stream start, then ask weir to stop.
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Once the stream is under way at the upstream, ask weir to stop.
+    wait::until("the stream to reach the upstream", || async {
+        let stats = get(primary.addr, "/sim/stats").await.json();
+        wait::check(stats["streams"] == 1, stats)
+    })
+    .await;
     let pid = weir.child.id().to_string();
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &pid])

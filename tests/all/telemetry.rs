@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
 use crate::procs::{Proc, call, get, serve, serve_logged, sim, sim_requests};
+use crate::wait;
 
 /// A route `demo` (prompt-guard, pii-redact; cached) whose first target always fails with a
 /// 500 and whose second answers, and a route `plain` on the good target alone.
@@ -115,32 +115,30 @@ fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
 /// A scrape once `n` chat completions have been recorded (weir records them just after
 /// answering).
 async fn scrape_after(weir: &Proc, n: f64) -> HashMap<String, f64> {
-    let started = Instant::now();
-    loop {
+    wait::until(&format!("{n} recorded requests"), || async {
         let metrics = scrape(weir).await;
         let recorded: f64 = metrics
             .iter()
             .filter(|(k, _)| k.starts_with("weir_requests_total{"))
             .map(|(_, v)| v)
             .sum();
-        if recorded >= n || started.elapsed() > Duration::from_secs(10) {
-            return metrics;
+        if recorded >= n {
+            Ok(metrics)
+        } else {
+            Err(format!("{recorded}"))
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 /// `/admin/requests` once it holds `n` requests.
 async fn recent_after(admin: SocketAddr, query: &str, n: usize) -> Value {
-    let started = Instant::now();
-    loop {
+    wait::until(&format!("{n} requests in /admin/requests"), || async {
         let list = get(admin, &format!("/admin/requests{query}")).await.json();
         let kept = list["requests"].as_array().map_or(0, Vec::len);
-        if kept >= n || started.elapsed() > Duration::from_secs(10) {
-            return list;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if kept >= n { Ok(list) } else { Err(list) }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -430,8 +428,7 @@ async fn spans_are_exported_over_otlp_http_with_the_client_trace_and_genai_attri
     assert_eq!(status, 200);
 
     // The batch exporter sends within its (shortened) schedule delay.
-    let started = Instant::now();
-    let of_trace = loop {
+    let of_trace = wait::until("the spans of the trace to be exported", || async {
         let found: Vec<Span> = spans
             .lock()
             .unwrap()
@@ -444,15 +441,15 @@ async fn spans_are_exported_over_otlp_http_with_the_client_trace_and_genai_attri
             .any(|s| s.attributes.contains_key("weir.route"))
             && found.len() >= 7
         {
-            break found;
+            Ok(found)
+        } else {
+            Err(format!(
+                "{found:#?}\nlog: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ))
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "spans of the trace not exported: {found:#?}\nlog: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(services.lock().unwrap().iter().any(|s| s == "weir-test"));
     let by_name =
         |name: &str| -> Vec<&Span> { of_trace.iter().filter(|s| s.name == name).collect() };
@@ -623,16 +620,13 @@ async fn admin_requests_keeps_recent_requests_with_steps_attempts_and_cost() {
         assert_eq!(status, 200);
     }
     // Three more fill the ring of three: the first two are gone.
-    let started = Instant::now();
-    let list = loop {
+    let list = wait::until("the fillers to be the newest requests", || async {
         let list = get(admin, "/admin/requests?limit=10").await.json();
         let newest =
             list["requests"][0]["route"] == "plain" && list["requests"][2]["route"] == "plain";
-        if newest || started.elapsed() > Duration::from_secs(10) {
-            break list;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        if newest { Ok(list) } else { Err(list) }
+    })
+    .await;
     assert_eq!(list["requests"].as_array().unwrap().len(), 3);
     let gone = get(admin, "/admin/requests/req-ok").await;
     assert_eq!(gone.status, 404);

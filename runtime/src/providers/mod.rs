@@ -7,6 +7,8 @@
 //! the router's job.
 
 mod client;
+#[cfg(test)]
+mod client_tests;
 
 pub(crate) use client::error_chain;
 pub use client::{AttemptError, ProviderClient, Upstream, read_body, retry_after};

@@ -26,6 +26,8 @@ mod policy;
 mod refusal;
 mod stream;
 mod target;
+#[cfg(test)]
+mod timing_tests;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,6 +5,8 @@
 //! (one instance serving one request) and [`StageFailure`] classification. Must not know about
 //! routes or HTTP; the pipeline decides what a failure means for the request.
 
+#[cfg(test)]
+mod deadline_tests;
 mod failure;
 mod instance;
 mod loaded;

@@ -118,14 +118,11 @@ async fn hang_holds_the_request_until_the_client_gives_up_and_shutdown_still_com
         crate::sim::client::send_on(&mut hanging, request).await
     });
     // Wait (bounded) until the simulator has seen the second hang.
-    let deadline = tokio::time::Instant::now() + crate::sim::client::TIMEOUT;
-    while sim.get("/sim/stats").await.json()["faults"]["hangs"] != 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "second hang never arrived"
-        );
-        tokio::task::yield_now().await;
-    }
+    crate::wait::until("the second hang to arrive", || async {
+        let stats = sim.get("/sim/stats").await.json();
+        crate::wait::check(stats["faults"]["hangs"] == 2, stats)
+    })
+    .await;
     sim.stop().await;
     let outcome = tokio::time::timeout(crate::sim::client::TIMEOUT, pending)
         .await
@@ -253,6 +250,13 @@ async fn stream_stall_sends_n_content_chunks_then_holds_the_connection_until_shu
     let pending = tokio::spawn(async move {
         crate::sim::client::send_on(&mut sender, post_request(&body, &[])).await
     });
+    crate::wait::until("the second stream to arrive", || async {
+        let stats = sim.get("/sim/stats").await.json();
+        crate::wait::check(stats["streams"] == 2, stats)
+    })
+    .await;
+    // A window to see it end if it did not stall (a loaded machine can only hide a failure
+    // here, never invent one).
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!pending.is_finished(), "the stream must stall");
     sim.stop().await;

@@ -40,14 +40,11 @@ async fn shutdown_lets_an_in_flight_stream_finish_and_stops_accepting() {
         .expect("request");
     let in_flight = tokio::spawn(async move { send_on(&mut conn, request).await });
     // Let the request reach the simulator (its first byte waits 200 ms for the TTFT).
-    let deadline = tokio::time::Instant::now() + crate::sim::client::TIMEOUT;
-    while sim.get("/sim/stats").await.json()["streams"] != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "stream never arrived"
-        );
-        tokio::task::yield_now().await;
-    }
+    crate::wait::until("the stream to arrive", || async {
+        let stats = sim.get("/sim/stats").await.json();
+        crate::wait::check(stats["streams"] == 1, stats)
+    })
+    .await;
     sim.stop().await;
     let answer = tokio::time::timeout(crate::sim::client::TIMEOUT, in_flight)
         .await

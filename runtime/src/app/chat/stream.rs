@@ -135,12 +135,13 @@ pub(super) fn relay(
             let _ = tx.send(error_event(&err)).await;
             return;
         }
-        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-        drop(tx);
+        // Stored before [DONE] is sent: a client's next request after [DONE] must hit.
         let assembled = acc.finish();
         if let Some(fill) = fill {
             fill.store(assembled.clone());
         }
+        let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        drop(tx);
         if fwd.has_response_phase()
             && let Err(err) = fwd.on_response(assembled).await
         {

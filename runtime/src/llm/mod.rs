@@ -22,8 +22,10 @@ use crate::router::{Attempt, Reply, RouteError, RoutePlan, Router};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 
 mod costing;
+mod error;
 
 pub use costing::{CallSite, Costing, StreamCharge, estimate_usage};
+pub use error::StepError;
 
 /// One route as the LLM step sees it.
 pub struct RouteStep {
@@ -48,7 +50,7 @@ pub struct LlmStep {
 /// What the LLM step produced for one request.
 pub struct StepReply {
     /// The reply, or why there is none.
-    pub result: Result<Reply, RouteError>,
+    pub result: Result<Reply, StepError>,
     /// How the cache was involved.
     pub cache: CacheStatus,
     /// For a semantic hit: how similar the last user message was.
@@ -78,7 +80,7 @@ struct Lookup<'a> {
 
 impl StepReply {
     /// A reply with `cache` status and nothing else to report.
-    fn new(result: Result<Reply, RouteError>, cache: CacheStatus) -> StepReply {
+    fn new(result: Result<Reply, StepError>, cache: CacheStatus) -> StepReply {
         StepReply {
             result,
             cache,
@@ -184,12 +186,10 @@ impl LlmStep {
         attempts: &mut Vec<Attempt>,
     ) -> StepReply {
         let Some(step) = self.plans.get(route) else {
-            return StepReply::new(
-                Err(RouteError::AllFailed {
-                    attempts: attempts.clone(),
-                }),
-                CacheStatus::Bypass,
-            );
+            let unknown = StepError::UnknownRoute {
+                route: route.to_string(),
+            };
+            return StepReply::new(Err(unknown), CacheStatus::Bypass);
         };
         let site = |cache| CallSite {
             meter,
@@ -325,18 +325,18 @@ impl LlmStep {
                                 policy.ttl,
                                 semantic.clone(),
                             );
-                            Ok(std::sync::Arc::new(response.clone()))
+                            Some(Ok(std::sync::Arc::new(response.clone())))
                         }
-                        Ok(Reply::Stream(_)) => Err(RouteError::AllFailed {
+                        Ok(Reply::Stream(_)) => Some(Err(RouteError::AllFailed {
                             attempts: attempts.clone(),
-                        }),
-                        Err(err) => Err(err.clone()),
+                        })),
+                        Err(StepError::Route(err)) => Some(Err(err.clone())),
+                        // A refusal by the leader's own key says nothing about the followers'.
+                        Err(StepError::Cost(_) | StepError::UnknownRoute { .. }) => None,
                     };
-                    // A refusal by the leader's own key says nothing about the followers'.
-                    if matches!(shared, Err(RouteError::Cost(_))) {
-                        drop(leader);
-                    } else {
-                        leader.finish(shared);
+                    match shared {
+                        Some(outcome) => leader.finish(outcome),
+                        None => drop(leader),
                     }
                     return reply;
                 }
@@ -350,7 +350,7 @@ impl LlmStep {
                         );
                     }
                     Outcome::Done(Err(err)) => {
-                        return StepReply::new(Err(err), CacheStatus::Coalesced);
+                        return StepReply::new(Err(StepError::Route(err)), CacheStatus::Coalesced);
                     }
                     // The leader's client went away: look again, and lead if nobody does.
                     Outcome::Abandoned => {
@@ -380,12 +380,13 @@ impl LlmStep {
             .open(&self.router, &step.plan.chain, request, site.meter)
         {
             Ok(hold) => hold,
-            Err(err) => return StepReply::new(Err(err), site.cache),
+            Err(err) => return StepReply::new(Err(StepError::Cost(err)), site.cache),
         };
         let result = self
             .router
             .chat(&step.plan, request, forward, deadline, attempts)
-            .await;
+            .await
+            .map_err(StepError::Route);
         let mut reply = StepReply::new(result, site.cache);
         match &reply.result {
             Ok(Reply::Stream(_)) => {
@@ -465,10 +466,10 @@ impl LlmStep {
         forward: &[(HeaderName, HeaderValue)],
         meter: &Arc<Meter>,
         attempts: &mut Vec<Attempt>,
-    ) -> Result<Reply, RouteError> {
+    ) -> Result<Reply, StepError> {
         let Some(step) = self.plans.get(route) else {
-            return Err(RouteError::AllFailed {
-                attempts: attempts.clone(),
+            return Err(StepError::UnknownRoute {
+                route: route.to_string(),
             });
         };
         let site = CallSite {
@@ -542,14 +543,6 @@ fn route_for(step: &LlmStep, model: &str, caller: &Caller) -> String {
     }
 }
 
-fn to_llm_error(err: &RouteError) -> LlmError {
-    LlmError {
-        status: err.status(),
-        code: err.code().to_string(),
-        message: err.to_string(),
-    }
-}
-
 impl LlmAccess for StageLlm {
     fn complete(
         &self,
@@ -576,7 +569,7 @@ impl LlmAccess for StageLlm {
                     code: "unexpected_stream".into(),
                     message: "the upstream streamed a non-stream request".into(),
                 }),
-                Err(err) => Err(to_llm_error(&err)),
+                Err(err) => Err(LlmError::from(&err)),
             }
         })
     }
@@ -601,7 +594,7 @@ impl LlmAccess for StageLlm {
                 .router
                 .embeddings(&chain, body, &mut attempts)
                 .await
-                .map_err(|err| to_llm_error(&err))?;
+                .map_err(|err| LlmError::from(&StepError::Route(err)))?;
             let vectors = embeddings_of(&value);
             Ok(vectors)
         })

@@ -112,10 +112,6 @@ pub enum RouteError {
         /// The upstream status (for the log and the attempt record, not the client).
         status: u16,
     },
-    /// The key may not spend on this call (budget, per-request cost or call limit, TPM).
-    /// Raised by the LLM step around the router, never by the router itself.
-    #[error("{0}")]
-    Cost(crate::cost::CostError),
 }
 
 impl RouteError {
@@ -126,7 +122,6 @@ impl RouteError {
             RouteError::AllFailed { .. } | RouteError::Failed { .. } => 502,
             RouteError::Overloaded { .. } => 503,
             RouteError::Refused { status, .. } => *status,
-            RouteError::Cost(err) => err.status(),
         }
     }
 
@@ -137,7 +132,6 @@ impl RouteError {
             RouteError::Overloaded { .. } => "overloaded",
             RouteError::Refused { .. } => "upstream_refused",
             RouteError::Failed { .. } => "upstream_error",
-            RouteError::Cost(err) => err.code(),
         }
     }
 }

@@ -17,12 +17,13 @@ use super::app::Snapshot;
 use super::http_util::{self, Body};
 use crate::cache::{CacheControl, CacheStatus};
 use crate::cost::{CostError, Meter};
+use crate::error::ClientFacing;
 use crate::llm::{Fill, StreamCharge};
 use crate::openai::{
     ApiError, StreamAccumulator, parse_request, response_to_json, response_to_sse,
 };
 use crate::pipeline::{Forwarded, PipelineError};
-use crate::router::{Reply, RouteError, UpstreamStream};
+use crate::router::{Reply, UpstreamStream};
 use crate::wit::ChatResponse;
 
 /// Chunks buffered between the upstream reader and a slow client.
@@ -287,7 +288,7 @@ async fn serve(
     let fill = step.fill;
     let charge = step.charge;
     match step.result {
-        Err(err) => http_util::error(&route_error_to_api(&err)),
+        Err(err) => http_util::error(&facing_to_api(&err)),
         Ok(Reply::Json(response)) => finish.whole(&mut fwd, response, report).await,
         Ok(Reply::Stream(stream)) => {
             if fwd.needs_full_response() {
@@ -609,23 +610,18 @@ fn forward_headers(
     out
 }
 
-/// The client-facing error for a routing failure: 502 listing every attempt, or the
-/// upstream's own refusal with its status.
-fn route_error_to_api(err: &RouteError) -> ApiError {
-    let status = err.status();
-    let error_type = if status < 500 {
-        "invalid_request_error"
-    } else {
-        "upstream_error"
-    };
-    let retry_after_s = match err {
-        RouteError::Overloaded { retry_after_s } => Some(*retry_after_s),
-        RouteError::Cost(cost) => cost.retry_after_s(),
-        _ => None,
-    };
+/// The client-facing error for any layer's error that implements [`ClientFacing`] (a
+/// stand-in until `ApiError::from_facing` does this for every layer).
+fn facing_to_api(err: &impl ClientFacing) -> ApiError {
     ApiError {
-        retry_after_s,
-        ..ApiError::new(status, error_type, err.code(), err.to_string())
+        param: err.param().map(str::to_string),
+        retry_after_s: err.retry_after_s(),
+        ..ApiError::new(
+            err.status(),
+            err.error_type(),
+            err.code(),
+            err.client_message(),
+        )
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use http::header::{HeaderName, HeaderValue};
+use tracing::Instrument;
 
 use crate::cache::{
     CacheControl, CacheKey, CacheStatus, Flight, Outcome, ResponseCache, embed_local, probe,
@@ -21,9 +22,11 @@ use crate::host_api::{Caller, LlmAccess};
 use crate::router::{Attempt, Reply, RouteError, RoutePlan, Router};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 
+mod call;
 mod costing;
 mod error;
 
+pub use call::Call;
 pub use costing::{CallSite, Costing, StreamCharge, estimate_usage};
 pub use error::StepError;
 
@@ -64,18 +67,8 @@ pub struct StepReply {
     /// The cache entry the answer came from or went to (`x-weir-cache-key`), when the route
     /// caches this request.
     pub key: Option<CacheKey>,
-}
-
-/// Where the cached part of the step looks.
-struct Lookup<'a> {
-    /// The route's plan and policy.
-    step: &'a RouteStep,
-    /// The exact key.
-    key: CacheKey,
-    /// The tenant in the key, when the route keys by API key.
-    tenant: Option<&'a str>,
-    /// What the client allowed.
-    control: CacheControl,
+    /// Each upstream attempt the call made (none when the cache answered).
+    pub attempts: Vec<Attempt>,
 }
 
 impl StepReply {
@@ -88,19 +81,10 @@ impl StepReply {
             fill: None,
             charge: None,
             key: None,
+            attempts: Vec::new(),
         }
     }
 }
-
-/// Stands in for the last attempt when there is none (cannot happen after a reply).
-static EMPTY_ATTEMPT: std::sync::LazyLock<Attempt> = std::sync::LazyLock::new(|| Attempt {
-    target: "-".into(),
-    outcome: std::borrow::Cow::Borrowed(""),
-    status: None,
-    elapsed: std::time::Duration::ZERO,
-    model: String::new(),
-    usage: None,
-});
 
 /// A pending cache fill for a streamed answer.
 pub struct Fill {
@@ -117,31 +101,15 @@ pub struct Fill {
 }
 
 impl Fill {
-    /// Stores the assembled response of a stream that ended with its terminal event.
+    /// Stores `response` under the exact key and, for a semantic route, remembers its
+    /// embedding.
     pub fn store(self, response: ChatResponse) {
-        store(
-            &self.cache,
-            self.key,
-            &self.route,
-            response,
-            self.ttl,
-            self.semantic,
-        );
-    }
-}
-
-/// Stores an answer under its exact key and, for a semantic route, remembers its embedding.
-fn store(
-    cache: &ResponseCache,
-    key: CacheKey,
-    route: &str,
-    response: ChatResponse,
-    ttl: std::time::Duration,
-    semantic: Option<(CacheKey, Vec<f32>)>,
-) {
-    cache.put(key, route, response, ttl);
-    if let Some((namespace, vector)) = semantic {
-        cache.semantic.remember(namespace, vector, key, ttl);
+        self.cache.put(self.key, &self.route, response, self.ttl);
+        if let Some((namespace, vector)) = self.semantic {
+            self.cache
+                .semantic
+                .remember(namespace, vector, self.key, self.ttl);
+        }
     }
 }
 
@@ -166,97 +134,79 @@ impl LlmStep {
         &self.costing
     }
 
-    /// The response cache.
-    pub fn cache(&self) -> &ResponseCache {
-        &self.cache
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
-    /// Runs the step for a client request: cache lookup, single-flight for identical misses,
-    /// the router (with the call reserved against the key's budgets and settled at its real
-    /// cost), and the cache fill.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn complete(
-        &self,
-        route: &str,
-        request: &ChatRequest,
-        forward: &[(HeaderName, HeaderValue)],
-        deadline: Option<std::time::Duration>,
-        control: CacheControl,
-        meter: &Arc<Meter>,
-        attempts: &mut Vec<Attempt>,
-    ) -> StepReply {
-        let Some(step) = self.plans.get(route) else {
-            let unknown = StepError::UnknownRoute {
-                route: route.to_string(),
-            };
-            return StepReply::new(Err(unknown), CacheStatus::Bypass);
-        };
-        let site = |cache| CallSite {
-            meter,
-            route,
-            cache,
+    /// Runs the step for a client's `call`, inside its `weir.llm` span: cache lookup,
+    /// single-flight for identical misses, the router (with the call reserved against the
+    /// key's budgets and settled at its real cost), and the cache fill.
+    pub async fn complete(&self, call: Call<'_>) -> StepReply {
+        let span = tracing::debug_span!(
+            target: "weir::llm",
+            "weir.llm",
+            otel.name = %format_args!("chat {}", call.request.model),
+            gen_ai.operation.name = "chat",
+            gen_ai.request.model = call.request.model.as_str(),
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.response.id = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            weir.cache = tracing::field::Empty,
+            weir.attempts = tracing::field::Empty,
+        );
+        let reply = self.run(call).instrument(span.clone()).await;
+        span.record("weir.cache", reply.cache.as_str());
+        span.record("weir.attempts", reply.attempts.len());
+        if let Ok(Reply::Json(response)) = &reply.result {
+            span.record("gen_ai.response.model", response.model.as_str());
+            span.record("gen_ai.response.id", response.id.as_str());
+            if let Some(usage) = response.usage {
+                span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+                span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+            }
+        }
+        reply
+    }
+
+    /// [`LlmStep::complete`] without its span.
+    async fn run(&self, call: Call<'_>) -> StepReply {
+        let Some(step) = self.plans.get(call.route) else {
+            return StepReply::new(Err(unknown(call.route)), CacheStatus::Bypass);
         };
         let policy = step.cache;
-        let deterministic = request.temperature == Some(0.0);
+        let deterministic = call.request.temperature == Some(0.0);
         if !policy.enabled
-            || control.no_store
+            || call.control.no_store
             || !(deterministic || policy.cache_nonzero_temperature)
         {
-            let site = site(CacheStatus::Bypass);
-            return self
-                .call(step, request, forward, deadline, site, attempts)
-                .await;
+            return self.metered(step, &call, CacheStatus::Bypass).await;
         }
-        let tenant = policy.per_key.then(|| meter.key_name());
-        let key = request_key(route, tenant, request);
-        let lookup = Lookup {
-            step,
-            key,
-            tenant,
-            control,
-        };
-        let mut reply = self
-            .cached(lookup, route, request, forward, deadline, meter, attempts)
-            .await;
+        let tenant = policy.per_key.then(|| call.meter.key_name());
+        let key = request_key(call.route, tenant, call.request);
+        let mut reply = self.cached(step, &call, key).await;
         reply.key.get_or_insert(key);
         reply
     }
 
-    /// The cached part of [`LlmStep::complete`]: exact and semantic lookups, then a stream
-    /// or a single-flight fetch that fills the cache.
-    #[allow(clippy::too_many_arguments)]
-    async fn cached(
-        &self,
-        lookup: Lookup<'_>,
-        route: &str,
-        request: &ChatRequest,
-        forward: &[(HeaderName, HeaderValue)],
-        deadline: Option<std::time::Duration>,
-        meter: &Arc<Meter>,
-        attempts: &mut Vec<Attempt>,
-    ) -> StepReply {
-        let Lookup {
-            step,
-            key,
-            tenant,
-            control,
-        } = lookup;
+    /// The cached part of [`LlmStep::complete`] for a request under `key`: exact and
+    /// semantic lookups, then a stream or a single-flight fetch that fills the cache.
+    async fn cached(&self, step: &RouteStep, call: &Call<'_>, key: CacheKey) -> StepReply {
         let policy = step.cache;
-        let site = |cache| CallSite {
-            meter,
-            route,
-            cache,
-        };
+        let control = call.control;
+        let tenant = policy.per_key.then(|| call.meter.key_name());
         if !control.no_cache
             && let Some(response) = self.cache.get(&key).await
         {
-            self.costing.record_free(&response, site(CacheStatus::Hit));
+            self.costing
+                .record_free(&response, call.site(CacheStatus::Hit));
             return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
         }
         // The semantic tier: the same conversation but for a nearly identical last message.
         let semantic = match policy.semantic_threshold {
             Some(threshold) => self
-                .semantic_probe(route, tenant, policy.semantic_embeddings, request)
+                .semantic_probe(call.route, tenant, policy.semantic_embeddings, call.request)
                 .await
                 .map(|p| (p, threshold.as_f32())),
             None => None,
@@ -268,67 +218,47 @@ impl LlmStep {
             && let Some(response) = self.cache.get(&exact).await
         {
             self.costing
-                .record_free(&response, site(CacheStatus::SemanticHit));
+                .record_free(&response, call.site(CacheStatus::SemanticHit));
             return StepReply {
-                result: Ok(Reply::Json(response)),
-                cache: CacheStatus::SemanticHit,
                 similarity: Some(similarity),
-                fill: None,
-                charge: None,
                 key: Some(exact),
+                ..StepReply::new(Ok(Reply::Json(response)), CacheStatus::SemanticHit)
             };
         }
-        let semantic = semantic.map(|(probe, _)| probe);
+        let fill = Fill {
+            cache: self.cache.clone(),
+            key,
+            route: call.route.to_string(),
+            ttl: policy.ttl,
+            semantic: semantic.map(|(probe, _)| probe),
+        };
         // A fetched answer: a miss, or a bypass when the client refused a cached one.
         let fetched = if control.no_cache {
             CacheStatus::Bypass
         } else {
             CacheStatus::Miss
         };
-        if request.stream {
+        if call.request.stream {
             // A stream is relayed as it comes; it is stored once it ended cleanly.
-            let mut reply = self
-                .call(step, request, forward, deadline, site(fetched), attempts)
-                .await;
-            if let Ok(Reply::Json(response)) = &reply.result {
-                store(
-                    &self.cache,
-                    key,
-                    route,
-                    response.clone(),
-                    policy.ttl,
-                    semantic.clone(),
-                );
+            let mut reply = self.metered(step, call, fetched).await;
+            match &reply.result {
+                Ok(Reply::Json(response)) => fill.store(response.clone()),
+                Ok(Reply::Stream(_)) => reply.fill = Some(fill),
+                Err(_) => {}
             }
-            reply.fill = matches!(reply.result, Ok(Reply::Stream(_))).then(|| Fill {
-                cache: self.cache.clone(),
-                key,
-                route: route.to_string(),
-                ttl: policy.ttl,
-                semantic,
-            });
             return reply;
         }
         loop {
             match self.cache.flights.join(key) {
                 Flight::Lead(leader) => {
-                    let reply = self
-                        .call(step, request, forward, deadline, site(fetched), attempts)
-                        .await;
+                    let reply = self.metered(step, call, fetched).await;
                     let shared = match &reply.result {
                         Ok(Reply::Json(response)) => {
-                            store(
-                                &self.cache,
-                                key,
-                                route,
-                                response.clone(),
-                                policy.ttl,
-                                semantic.clone(),
-                            );
-                            Some(Ok(std::sync::Arc::new(response.clone())))
+                            fill.store(response.clone());
+                            Some(Ok(Arc::new(response.clone())))
                         }
                         Ok(Reply::Stream(_)) => Some(Err(RouteError::AllFailed {
-                            attempts: attempts.clone(),
+                            attempts: reply.attempts.clone(),
                         })),
                         Err(StepError::Route(err)) => Some(Err(err.clone())),
                         // A refusal by the leader's own key says nothing about the followers'.
@@ -343,7 +273,7 @@ impl LlmStep {
                 Flight::Follow(follower) => match follower.wait().await {
                     Outcome::Done(Ok(response)) => {
                         self.costing
-                            .record_free(&response, site(CacheStatus::Coalesced));
+                            .record_free(&response, call.site(CacheStatus::Coalesced));
                         return StepReply::new(
                             Ok(Reply::Json((*response).clone())),
                             CacheStatus::Coalesced,
@@ -355,7 +285,8 @@ impl LlmStep {
                     // The leader's client went away: look again, and lead if nobody does.
                     Outcome::Abandoned => {
                         if let Some(response) = self.cache.get(&key).await {
-                            self.costing.record_free(&response, site(CacheStatus::Hit));
+                            self.costing
+                                .record_free(&response, call.site(CacheStatus::Hit));
                             return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
                         }
                     }
@@ -364,53 +295,60 @@ impl LlmStep {
         }
     }
 
-    /// One metered call along `step`'s chain: reserve, route, charge. A stream's charge is
-    /// settled by whoever relays it ([`StepReply::charge`]).
-    async fn call(
-        &self,
-        step: &RouteStep,
-        request: &ChatRequest,
-        forward: &[(HeaderName, HeaderValue)],
-        deadline: Option<std::time::Duration>,
-        site: CallSite<'_>,
-        attempts: &mut Vec<Attempt>,
-    ) -> StepReply {
+    /// One metered call along `step`'s chain, accounted with `cache` as its cache status:
+    /// reserve, route, charge. A stream's charge is settled by whoever relays it
+    /// ([`StepReply::charge`]).
+    async fn metered(&self, step: &RouteStep, call: &Call<'_>, cache: CacheStatus) -> StepReply {
+        let site = call.site(cache);
+        let request = call.request;
         let hold = match self
             .costing
-            .open(&self.router, &step.plan.chain, request, site.meter)
+            .open(&self.router, &step.plan.chain, request, call.meter)
         {
             Ok(hold) => hold,
-            Err(err) => return StepReply::new(Err(StepError::Cost(err)), site.cache),
+            Err(err) => return StepReply::new(Err(StepError::Cost(err)), cache),
         };
+        let mut attempts = Vec::new();
         let result = self
             .router
-            .chat(&step.plan, request, forward, deadline, attempts)
+            .chat(
+                &step.plan,
+                request,
+                call.forward,
+                call.deadline,
+                &mut attempts,
+            )
             .await
             .map_err(StepError::Route);
-        let mut reply = StepReply::new(result, site.cache);
+        let mut reply = StepReply::new(result, cache);
         match &reply.result {
             Ok(Reply::Stream(_)) => {
-                let (last, earlier) = attempts.split_last().unwrap_or((&EMPTY_ATTEMPT, &[]));
+                // A stream came from the last attempt; the ones before it failed.
+                let (model, earlier) = match attempts.split_last() {
+                    Some((last, earlier)) => (last.model.clone(), earlier),
+                    None => (String::new(), &[][..]),
+                };
                 reply.charge = Some(StreamCharge {
                     costing: self.costing.clone(),
                     hold: Some(hold),
                     earlier: self.costing.charges(request, earlier, None),
-                    model: last.model.clone(),
+                    model,
                     request: request.clone(),
-                    meter: site.meter.clone(),
-                    route: site.route.to_string(),
-                    cache: site.cache,
+                    meter: call.meter.clone(),
+                    route: call.route.to_string(),
+                    cache,
                 });
             }
             Ok(Reply::Json(response)) => {
-                let charges = self.costing.charges(request, attempts, Some(response));
+                let charges = self.costing.charges(request, &attempts, Some(response));
                 self.costing.close(hold, charges, site);
             }
             Err(_) => {
-                let charges = self.costing.charges(request, attempts, None);
+                let charges = self.costing.charges(request, &attempts, None);
                 self.costing.close(hold, charges, site);
             }
         }
+        reply.attempts = attempts;
         reply
     }
 
@@ -452,34 +390,20 @@ impl LlmStep {
         }
     }
 
-    /// The router.
-    pub fn router(&self) -> &Router {
-        &self.router
+    /// Sends `call.request` along `call.route`'s chain without the cache (a stage's
+    /// `complete()`), metered like any call.
+    pub async fn chat(&self, call: Call<'_>) -> Result<Reply, StepError> {
+        let Some(step) = self.plans.get(call.route) else {
+            return Err(unknown(call.route));
+        };
+        self.metered(step, &call, CacheStatus::Bypass).await.result
     }
+}
 
-    /// Sends `request` along `route`'s chain without the cache (a stage's `complete()`),
-    /// metered like any call; `attempts` records every attempt.
-    pub async fn chat(
-        &self,
-        route: &str,
-        request: &ChatRequest,
-        forward: &[(HeaderName, HeaderValue)],
-        meter: &Arc<Meter>,
-        attempts: &mut Vec<Attempt>,
-    ) -> Result<Reply, StepError> {
-        let Some(step) = self.plans.get(route) else {
-            return Err(StepError::UnknownRoute {
-                route: route.to_string(),
-            });
-        };
-        let site = CallSite {
-            meter,
-            route,
-            cache: CacheStatus::Bypass,
-        };
-        self.call(step, request, forward, None, site, attempts)
-            .await
-            .result
+/// The error for a route the step has no plan for.
+fn unknown(route: &str) -> StepError {
+    StepError::UnknownRoute {
+        route: route.to_string(),
     }
 }
 
@@ -553,16 +477,20 @@ impl LlmAccess for StageLlm {
         let route = route_for(&step, &request.model, &caller);
         Box::pin(async move {
             request.stream = false;
-            let mut attempts = Vec::new();
             let forward = match HeaderValue::from_str(&caller.request_id) {
                 Ok(id) => vec![(HeaderName::from_static("x-request-id"), id)],
                 Err(_) => Vec::new(),
             };
             let meter = caller.meter.clone().unwrap_or_else(|| Meter::new(None));
-            match step
-                .chat(&route, &request, &forward, &meter, &mut attempts)
-                .await
-            {
+            let call = Call {
+                route: &route,
+                request: &request,
+                forward: &forward,
+                deadline: None,
+                control: CacheControl::default(),
+                meter: &meter,
+            };
+            match step.chat(call).await {
                 Ok(Reply::Json(response)) => Ok(response),
                 Ok(Reply::Stream(_)) => Err(LlmError {
                     status: 502,

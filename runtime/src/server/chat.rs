@@ -10,7 +10,6 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 use super::App;
 use super::app::Snapshot;
@@ -18,7 +17,7 @@ use super::http_util::{self, Body};
 use crate::cache::{CacheControl, CacheStatus};
 use crate::cost::{CostError, Meter};
 use crate::error::ClientFacing;
-use crate::llm::{Fill, StreamCharge};
+use crate::llm::{Call, Fill, StreamCharge};
 use crate::openai::{
     ApiError, StreamAccumulator, parse_request, response_to_json, response_to_sse,
 };
@@ -245,44 +244,19 @@ async fn serve(
 
     let forward = forward_headers(request_id, report.trace, headers);
     let llm_started = std::time::Instant::now();
-    let llm_span = tracing::debug_span!(
-        target: "weir::llm",
-        "weir.llm",
-        otel.name = %format_args!("chat {}", fwd.request().model),
-        gen_ai.operation.name = "chat",
-        gen_ai.request.model = fwd.request().model.as_str(),
-        gen_ai.response.model = tracing::field::Empty,
-        gen_ai.response.id = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        weir.cache = tracing::field::Empty,
-        weir.attempts = tracing::field::Empty,
-    );
     let step = snap
         .llm
-        .complete(
-            &pipeline.route,
-            fwd.request(),
-            &forward,
+        .complete(Call {
+            route: &pipeline.route,
+            request: fwd.request(),
+            forward: &forward,
             deadline,
             control,
             meter,
-            &mut report.attempts,
-        )
-        .instrument(llm_span.clone())
+        })
         .await;
     report.llm = Some(llm_started.elapsed());
-    llm_span.record("weir.cache", step.cache.as_str());
-    llm_span.record("weir.attempts", report.attempts.len());
-    if let Ok(Reply::Json(response)) = &step.result {
-        llm_span.record("gen_ai.response.model", response.model.as_str());
-        llm_span.record("gen_ai.response.id", response.id.as_str());
-        if let Some(usage) = response.usage {
-            llm_span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-            llm_span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
-        }
-    }
-    drop(llm_span);
+    report.attempts = step.attempts;
     report.cache = Some((step.cache, step.similarity));
     report.cache_key = step.key;
     let fill = step.fill;

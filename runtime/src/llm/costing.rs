@@ -225,10 +225,11 @@ impl Costing {
     }
 }
 
-/// The charge of a stream still being relayed: settled when it ends (with the usage chunk,
-/// or a local count of what was streamed), or on drop (the client went away) with the
-/// prompt counted locally, since the provider bills it either way.
-pub struct StreamCharge {
+/// The charge of a stream still being read, held by its [`AnswerStream`](super::AnswerStream):
+/// settled with [`StreamCharge::finish`] when it ends (with the usage chunk, or a local
+/// count of what was streamed), or, should it ever be dropped unsettled, with the prompt
+/// counted locally, since the provider bills it either way.
+pub(super) struct StreamCharge {
     /// The step's costing.
     pub(super) costing: Arc<Costing>,
     /// The reservation.
@@ -250,7 +251,7 @@ pub struct StreamCharge {
 impl StreamCharge {
     /// Settles with the stream's `usage` (or, without one, a local count of `text`);
     /// returns the request's total cost so far, pico-dollars.
-    pub fn finish(mut self, usage: Option<Usage>, text: &str) -> u64 {
+    pub(super) fn finish(mut self, usage: Option<Usage>, text: &str) -> u64 {
         self.settle(usage, text);
         self.meter.total()
     }

@@ -24,6 +24,15 @@ pub enum StepError {
         /// The route (alias) asked for.
         route: String,
     },
+    /// A streamed answer broke off after its first event (the client already has its
+    /// headers): the upstream failed, passed a bound, or ended without `[DONE]`.
+    #[error("upstream {target} broke off the stream: {detail}")]
+    Interrupted {
+        /// The target that was streaming.
+        target: std::sync::Arc<str>,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 impl ClientFacing for StepError {
@@ -31,7 +40,7 @@ impl ClientFacing for StepError {
         match self {
             StepError::Route(err) => err.status(),
             StepError::Cost(err) => err.status(),
-            StepError::UnknownRoute { .. } => 502,
+            StepError::UnknownRoute { .. } | StepError::Interrupted { .. } => 502,
         }
     }
 
@@ -43,7 +52,9 @@ impl ClientFacing for StepError {
             StepError::Route(_) | StepError::Cost(_) if self.status() < 500 => {
                 "invalid_request_error"
             }
-            StepError::Route(_) | StepError::Cost(_) => "upstream_error",
+            StepError::Route(_) | StepError::Cost(_) | StepError::Interrupted { .. } => {
+                "upstream_error"
+            }
         }
     }
 
@@ -52,6 +63,7 @@ impl ClientFacing for StepError {
             StepError::Route(err) => err.code(),
             StepError::Cost(err) => err.code(),
             StepError::UnknownRoute { .. } => "unknown_route",
+            StepError::Interrupted { .. } => "stream_interrupted",
         }
     }
 
@@ -153,5 +165,20 @@ mod tests {
         assert_eq!(err.code(), "unknown_route");
         assert!(err.client_message().contains("`gone`"), "{err}");
         assert!(!err.shed());
+    }
+
+    #[test]
+    fn a_broken_stream_is_a_502_stream_interrupted() {
+        let err = StepError::Interrupted {
+            target: "t".into(),
+            detail: "the stream ended without [DONE]".into(),
+        };
+        assert_eq!(err.status(), 502);
+        assert_eq!(err.error_type(), "upstream_error");
+        assert_eq!(err.code(), "stream_interrupted");
+        assert_eq!(
+            err.client_message(),
+            "upstream t broke off the stream: the stream ended without [DONE]"
+        );
     }
 }

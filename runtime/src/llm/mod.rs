@@ -25,10 +25,14 @@ use crate::wit::{ChatRequest, ChatResponse, LlmError};
 mod call;
 mod costing;
 mod error;
+mod stream;
 
 pub use call::Call;
-pub use costing::{CallSite, Costing, StreamCharge, estimate_usage};
+pub use costing::{CallSite, Costing, estimate_usage};
 pub use error::StepError;
+pub use stream::{AnswerStream, StreamEvent};
+
+use costing::StreamCharge;
 
 /// One route as the LLM step sees it.
 pub struct RouteStep {
@@ -52,18 +56,12 @@ pub struct LlmStep {
 
 /// What the LLM step produced for one request.
 pub struct StepReply {
-    /// The reply, or why there is none.
-    pub result: Result<Reply, StepError>,
+    /// The answer, or why there is none.
+    pub result: Result<Answer, StepError>,
     /// How the cache was involved.
     pub cache: CacheStatus,
     /// For a semantic hit: how similar the last user message was.
     pub similarity: Option<f32>,
-    /// For a stream that may be stored: call [`Fill::store`] with the assembled response once
-    /// the stream ended cleanly.
-    pub fill: Option<Fill>,
-    /// For a stream: its cost, settled with [`StreamCharge::finish`] when it ends (or on
-    /// drop, with the prompt counted locally).
-    pub charge: Option<StreamCharge>,
     /// The cache entry the answer came from or went to (`x-weir-cache-key`), when the route
     /// caches this request.
     pub key: Option<CacheKey>,
@@ -73,21 +71,28 @@ pub struct StepReply {
 
 impl StepReply {
     /// A reply with `cache` status and nothing else to report.
-    fn new(result: Result<Reply, StepError>, cache: CacheStatus) -> StepReply {
+    fn new(result: Result<Answer, StepError>, cache: CacheStatus) -> StepReply {
         StepReply {
             result,
             cache,
             similarity: None,
-            fill: None,
-            charge: None,
             key: None,
             attempts: Vec::new(),
         }
     }
 }
 
-/// A pending cache fill for a streamed answer.
-pub struct Fill {
+/// The LLM step's answer.
+pub enum Answer {
+    /// A whole `chat.completion`, settled (and stored, when the route caches it).
+    Whole(ChatResponse),
+    /// A live stream whose first event has arrived; it settles its cost and cache fill as
+    /// it is read ([`AnswerStream`]; boxed, it is large).
+    Stream(Box<AnswerStream>),
+}
+
+/// A pending cache fill for an answer.
+struct Fill {
     /// Where to store.
     cache: ResponseCache,
     /// Under which key.
@@ -103,7 +108,7 @@ pub struct Fill {
 impl Fill {
     /// Stores `response` under the exact key and, for a semantic route, remembers its
     /// embedding.
-    pub fn store(self, response: ChatResponse) {
+    fn store(self, response: ChatResponse) {
         self.cache.put(self.key, &self.route, response, self.ttl);
         if let Some((namespace, vector)) = self.semantic {
             self.cache
@@ -159,7 +164,7 @@ impl LlmStep {
         let reply = self.run(call).instrument(span.clone()).await;
         span.record("weir.cache", reply.cache.as_str());
         span.record("weir.attempts", reply.attempts.len());
-        if let Ok(Reply::Json(response)) = &reply.result {
+        if let Ok(Answer::Whole(response)) = &reply.result {
             span.record("gen_ai.response.model", response.model.as_str());
             span.record("gen_ai.response.id", response.id.as_str());
             if let Some(usage) = response.usage {
@@ -201,7 +206,7 @@ impl LlmStep {
         {
             self.costing
                 .record_free(&response, call.site(CacheStatus::Hit));
-            return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
+            return StepReply::new(Ok(Answer::Whole(response)), CacheStatus::Hit);
         }
         // The semantic tier: the same conversation but for a nearly identical last message.
         let semantic = match policy.semantic_threshold {
@@ -222,7 +227,7 @@ impl LlmStep {
             return StepReply {
                 similarity: Some(similarity),
                 key: Some(exact),
-                ..StepReply::new(Ok(Reply::Json(response)), CacheStatus::SemanticHit)
+                ..StepReply::new(Ok(Answer::Whole(response)), CacheStatus::SemanticHit)
             };
         }
         let fill = Fill {
@@ -241,9 +246,9 @@ impl LlmStep {
         if call.request.stream {
             // A stream is relayed as it comes; it is stored once it ended cleanly.
             let mut reply = self.metered(step, call, fetched).await;
-            match &reply.result {
-                Ok(Reply::Json(response)) => fill.store(response.clone()),
-                Ok(Reply::Stream(_)) => reply.fill = Some(fill),
+            match &mut reply.result {
+                Ok(Answer::Whole(response)) => fill.store(response.clone()),
+                Ok(Answer::Stream(stream)) => stream.fill_with(fill),
                 Err(_) => {}
             }
             return reply;
@@ -253,16 +258,20 @@ impl LlmStep {
                 Flight::Lead(leader) => {
                     let reply = self.metered(step, call, fetched).await;
                     let shared = match &reply.result {
-                        Ok(Reply::Json(response)) => {
+                        Ok(Answer::Whole(response)) => {
                             fill.store(response.clone());
                             Some(Ok(Arc::new(response.clone())))
                         }
-                        Ok(Reply::Stream(_)) => Some(Err(RouteError::AllFailed {
+                        Ok(Answer::Stream(_)) => Some(Err(RouteError::AllFailed {
                             attempts: reply.attempts.clone(),
                         })),
                         Err(StepError::Route(err)) => Some(Err(err.clone())),
                         // A refusal by the leader's own key says nothing about the followers'.
-                        Err(StepError::Cost(_) | StepError::UnknownRoute { .. }) => None,
+                        Err(
+                            StepError::Cost(_)
+                            | StepError::UnknownRoute { .. }
+                            | StepError::Interrupted { .. },
+                        ) => None,
                     };
                     match shared {
                         Some(outcome) => leader.finish(outcome),
@@ -275,7 +284,7 @@ impl LlmStep {
                         self.costing
                             .record_free(&response, call.site(CacheStatus::Coalesced));
                         return StepReply::new(
-                            Ok(Reply::Json((*response).clone())),
+                            Ok(Answer::Whole((*response).clone())),
                             CacheStatus::Coalesced,
                         );
                     }
@@ -287,7 +296,7 @@ impl LlmStep {
                         if let Some(response) = self.cache.get(&key).await {
                             self.costing
                                 .record_free(&response, call.site(CacheStatus::Hit));
-                            return StepReply::new(Ok(Reply::Json(response)), CacheStatus::Hit);
+                            return StepReply::new(Ok(Answer::Whole(response)), CacheStatus::Hit);
                         }
                     }
                 },
@@ -296,8 +305,7 @@ impl LlmStep {
     }
 
     /// One metered call along `step`'s chain, accounted with `cache` as its cache status:
-    /// reserve, route, charge. A stream's charge is settled by whoever relays it
-    /// ([`StepReply::charge`]).
+    /// reserve, route, charge. A stream carries its reservation and settles it itself.
     async fn metered(&self, step: &RouteStep, call: &Call<'_>, cache: CacheStatus) -> StepReply {
         let site = call.site(cache);
         let request = call.request;
@@ -309,7 +317,7 @@ impl LlmStep {
             Err(err) => return StepReply::new(Err(StepError::Cost(err)), cache),
         };
         let mut attempts = Vec::new();
-        let result = self
+        let routed = self
             .router
             .chat(
                 &step.plan,
@@ -318,17 +326,15 @@ impl LlmStep {
                 call.deadline,
                 &mut attempts,
             )
-            .await
-            .map_err(StepError::Route);
-        let mut reply = StepReply::new(result, cache);
-        match &reply.result {
-            Ok(Reply::Stream(_)) => {
+            .await;
+        let result = match routed {
+            Ok(Reply::Stream(upstream)) => {
                 // A stream came from the last attempt; the ones before it failed.
                 let (model, earlier) = match attempts.split_last() {
                     Some((last, earlier)) => (last.model.clone(), earlier),
                     None => (String::new(), &[][..]),
                 };
-                reply.charge = Some(StreamCharge {
+                let charge = StreamCharge {
                     costing: self.costing.clone(),
                     hold: Some(hold),
                     earlier: self.costing.charges(request, earlier, None),
@@ -337,19 +343,26 @@ impl LlmStep {
                     meter: call.meter.clone(),
                     route: call.route.to_string(),
                     cache,
-                });
+                };
+                Ok(Answer::Stream(Box::new(AnswerStream::new(
+                    upstream, charge,
+                ))))
             }
             Ok(Reply::Json(response)) => {
-                let charges = self.costing.charges(request, &attempts, Some(response));
+                let charges = self.costing.charges(request, &attempts, Some(&response));
                 self.costing.close(hold, charges, site);
+                Ok(Answer::Whole(response))
             }
-            Err(_) => {
+            Err(err) => {
                 let charges = self.costing.charges(request, &attempts, None);
                 self.costing.close(hold, charges, site);
+                Err(StepError::Route(err))
             }
+        };
+        StepReply {
+            attempts,
+            ..StepReply::new(result, cache)
         }
-        reply.attempts = attempts;
-        reply
     }
 
     /// The semantic namespace of `request` and the embedding of its last user message, from
@@ -392,7 +405,7 @@ impl LlmStep {
 
     /// Sends `call.request` along `call.route`'s chain without the cache (a stage's
     /// `complete()`), metered like any call.
-    pub async fn chat(&self, call: Call<'_>) -> Result<Reply, StepError> {
+    pub async fn chat(&self, call: Call<'_>) -> Result<Answer, StepError> {
         let Some(step) = self.plans.get(call.route) else {
             return Err(unknown(call.route));
         };
@@ -491,8 +504,8 @@ impl LlmAccess for StageLlm {
                 meter: &meter,
             };
             match step.chat(call).await {
-                Ok(Reply::Json(response)) => Ok(response),
-                Ok(Reply::Stream(_)) => Err(LlmError {
+                Ok(Answer::Whole(response)) => Ok(response),
+                Ok(Answer::Stream(_)) => Err(LlmError {
                     status: 502,
                     code: "unexpected_stream".into(),
                     message: "the upstream streamed a non-stream request".into(),

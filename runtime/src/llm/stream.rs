@@ -63,11 +63,6 @@ impl AnswerStream {
         self.fill = Some(fill);
     }
 
-    /// The target serving the stream.
-    pub fn target(&self) -> &str {
-        &self.upstream.target
-    }
-
     /// The next event; `Err` (`StepError::Interrupted`) when the upstream broke off, passed
     /// one of its bounds or ended without `[DONE]`; `None` once `[DONE]` or an error was
     /// handed out.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::cache::CacheStatus;
 use crate::config::ModelPrice;
-use crate::cost::{Charge, Entry, Hold, Ledger, Meter, PriceTable, tokens};
-use crate::router::{Attempt, RouteError, Router};
+use crate::cost::{Charge, CostError, Entry, Hold, Ledger, Meter, PriceTable, tokens};
+use crate::router::{Attempt, Router};
 use crate::wit::{ChatRequest, ChatResponse, Content, Usage};
 
 /// How the LLM step prices and limits calls.
@@ -101,8 +101,8 @@ impl Costing {
         chain: &[usize],
         request: &ChatRequest,
         meter: &Arc<Meter>,
-    ) -> Result<Hold, RouteError> {
-        meter.begin_call().map_err(RouteError::Cost)?;
+    ) -> Result<Hold, CostError> {
+        meter.begin_call()?;
         let worst = match &meter.account {
             Some(account) => {
                 let key = &account.key;
@@ -113,7 +113,7 @@ impl Costing {
                 if limited {
                     let (price, model) = self.worst_price(router, chain, request);
                     let prompt = tokens::count_prompt(&model, request);
-                    account.check_tokens(prompt).map_err(RouteError::Cost)?;
+                    account.check_tokens(prompt)?;
                     let completion = request.max_tokens.unwrap_or(self.default_max_tokens);
                     u64::from(prompt)
                         .saturating_mul(price.input)
@@ -124,7 +124,7 @@ impl Costing {
             }
             None => 0,
         };
-        meter.reserve(worst).map_err(RouteError::Cost)
+        meter.reserve(worst)
     }
 
     /// The charges of `attempts`: every attempt that reported usage (failed ones when
@@ -225,10 +225,11 @@ impl Costing {
     }
 }
 
-/// The charge of a stream still being relayed: settled when it ends (with the usage chunk,
-/// or a local count of what was streamed), or on drop (the client went away) with the
-/// prompt counted locally, since the provider bills it either way.
-pub struct StreamCharge {
+/// The charge of a stream still being read, held by its [`AnswerStream`](super::AnswerStream):
+/// settled with [`StreamCharge::finish`] when it ends (with the usage chunk, or a local
+/// count of what was streamed), or, should it ever be dropped unsettled, with the prompt
+/// counted locally, since the provider bills it either way.
+pub(super) struct StreamCharge {
     /// The step's costing.
     pub(super) costing: Arc<Costing>,
     /// The reservation.
@@ -250,7 +251,7 @@ pub struct StreamCharge {
 impl StreamCharge {
     /// Settles with the stream's `usage` (or, without one, a local count of `text`);
     /// returns the request's total cost so far, pico-dollars.
-    pub fn finish(mut self, usage: Option<Usage>, text: &str) -> u64 {
+    pub(super) fn finish(mut self, usage: Option<Usage>, text: &str) -> u64 {
         self.settle(usage, text);
         self.meter.total()
     }

@@ -114,10 +114,6 @@ pub enum RouteError {
         /// The upstream status (for the log and the attempt record, not the client).
         status: u16,
     },
-    /// The key may not spend on this call (budget, per-request cost or call limit, TPM).
-    /// Raised by the LLM step around the router, never by the router itself.
-    #[error("{0}")]
-    Cost(crate::cost::CostError),
 }
 
 impl RouteError {
@@ -128,7 +124,6 @@ impl RouteError {
             RouteError::AllFailed { .. } | RouteError::Failed { .. } => 502,
             RouteError::Overloaded { .. } => 503,
             RouteError::Refused { status, .. } => *status,
-            RouteError::Cost(err) => err.status(),
         }
     }
 
@@ -139,7 +134,6 @@ impl RouteError {
             RouteError::Overloaded { .. } => "overloaded",
             RouteError::Refused { .. } => "upstream_refused",
             RouteError::Failed { .. } => "upstream_error",
-            RouteError::Cost(err) => err.code(),
         }
     }
 }
@@ -147,8 +141,7 @@ impl RouteError {
 /// A routing failure as the client sees it: 502 listing every attempt, 503 with
 /// `Retry-After` when every target was at its limit (shed), or the upstream's own refusal
 /// with its status. The `type` follows the status: `invalid_request_error` below 500,
-/// `upstream_error` from 500 (a cost refusal raised in the LLM step included, so a spent
-/// budget reads `invalid_request_error` here but `insufficient_quota` at admission).
+/// `upstream_error` from 500.
 impl crate::error::ClientFacing for RouteError {
     fn status(&self) -> u16 {
         RouteError::status(self)
@@ -173,7 +166,6 @@ impl crate::error::ClientFacing for RouteError {
     fn retry_after_s(&self) -> Option<u64> {
         match self {
             RouteError::Overloaded { retry_after_s } => Some(*retry_after_s),
-            RouteError::Cost(cost) => cost.retry_after_s(),
             _ => None,
         }
     }
@@ -181,7 +173,6 @@ impl crate::error::ClientFacing for RouteError {
     fn shed(&self) -> Option<crate::error::ShedReason> {
         match self {
             RouteError::Overloaded { .. } => Some(crate::error::ShedReason::Overloaded),
-            RouteError::Cost(cost) => crate::error::ClientFacing::shed(cost),
             _ => None,
         }
     }

@@ -6,7 +6,7 @@ use crate::cost::CostError;
 use crate::error::{ClientFacing, ShedReason};
 use crate::openai::ApiError;
 use crate::pipeline::PipelineError;
-use crate::router::RouteError;
+use crate::llm::StepError;
 
 /// Why [`App::chat`](crate::app::App::chat) has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -24,13 +24,10 @@ pub enum ChatError {
     /// no stage instance was free.
     #[error(transparent)]
     Pipeline(PipelineError),
-    /// The LLM step failed: every target, a refusal, overload or a cost refusal.
-    // StepError: ClientFacing at merge (the LLM step's own error replaces `RouteError` here).
+    /// The LLM step failed: every target, a refusal, overload, a cost refusal, or a stream
+    /// that broke off before the stages that need the whole response saw it.
     #[error(transparent)]
-    Step(RouteError),
-    /// The upstream stream broke off before the stages that need the whole response saw it.
-    #[error(transparent)]
-    Interrupted(ApiError),
+    Step(StepError),
 }
 
 impl ChatError {
@@ -38,7 +35,7 @@ impl ChatError {
     fn facing(&self) -> &dyn ClientFacing {
         match self {
             ChatError::Admission(err) => err,
-            ChatError::Invalid(err) | ChatError::Interrupted(err) => err,
+            ChatError::Invalid(err) => err,
             ChatError::UnknownModel(err) => err,
             ChatError::Pipeline(err) => err,
             ChatError::Step(err) => err,

@@ -23,7 +23,6 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use tracing::Instrument;
 
 pub use error::{ChatError, UnknownModel};
 pub use report::Report;
@@ -32,10 +31,9 @@ use super::{App, Snapshot};
 use crate::cache::CacheControl;
 use crate::cost::{Account, Meter};
 use crate::error::ClientFacing;
-use crate::llm::{LlmStep, StepReply};
+use crate::llm::{Answer as StepAnswer, Call, LlmStep, StepReply};
 use crate::openai::{ApiError, parse_request, response_to_json};
 use crate::pipeline::{Forwarded, Pipeline};
-use crate::router::Reply;
 use crate::telemetry::TraceParent;
 use crate::wit::{ChatRequest, ChatResponse};
 
@@ -200,34 +198,16 @@ impl App {
             meter,
         };
         let step = llm_step(&snap.llm, fwd.request(), input, report).await;
-        let fill = step.fill;
-        let charge = step.charge;
         match step.result {
-            // StepError: ClientFacing at merge
             Err(err) => Err(ChatError::Step(err)),
-            Ok(Reply::Json(response)) => finish.whole(&mut fwd, response, report).await,
-            Ok(Reply::Stream(stream)) => {
+            Ok(StepAnswer::Whole(response)) => finish.whole(&mut fwd, response, report).await,
+            Ok(StepAnswer::Stream(stream)) => {
                 if fwd.needs_full_response() {
-                    match stream::collect(stream).await {
-                        Ok(response) => {
-                            if let Some(charge) = charge {
-                                charge.finish(response.usage, &text_of(&response));
-                            }
-                            if let Some(fill) = fill {
-                                fill.store(response.clone());
-                            }
-                            finish.whole(&mut fwd, response, report).await
-                        }
-                        Err(err) => Err(ChatError::Interrupted(err)),
-                    }
+                    // The stream settles its cost and fills the cache as it is collected.
+                    let response = stream.collect().await.map_err(ChatError::Step)?;
+                    finish.whole(&mut fwd, response, report).await
                 } else {
-                    Ok(ChatReply::Stream(stream::relay(
-                        fwd,
-                        stream,
-                        include_usage,
-                        fill,
-                        charge,
-                    )))
+                    Ok(ChatReply::Stream(stream::relay(fwd, stream, include_usage)))
                 }
             }
         }
@@ -259,8 +239,8 @@ struct StepInput<'a> {
     meter: &'a Arc<Meter>,
 }
 
-/// The LLM step for `request` (as the request phase left it), in its `weir.llm` span; notes
-/// its time, attempts and cache involvement in `report`.
+/// The LLM step for `request` (as the request phase left it), which runs in its own
+/// `weir.llm` span; notes its time, attempts and cache involvement in `report`.
 async fn llm_step(
     llm: &LlmStep,
     request: &ChatRequest,
@@ -274,44 +254,19 @@ async fn llm_step(
         control,
         meter,
     } = input;
-    let llm_started = std::time::Instant::now();
-    let llm_span = tracing::debug_span!(
-        target: "weir::llm",
-        "weir.llm",
-        otel.name = %format_args!("chat {}", request.model),
-        gen_ai.operation.name = "chat",
-        gen_ai.request.model = request.model.as_str(),
-        gen_ai.response.model = tracing::field::Empty,
-        gen_ai.response.id = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-        weir.cache = tracing::field::Empty,
-        weir.attempts = tracing::field::Empty,
-    );
-    let step = llm
-        .complete(
-            &pipeline.route,
+    let llm_started = tokio::time::Instant::now();
+    let mut step = llm
+        .complete(Call {
+            route: &pipeline.route,
             request,
             forward,
             deadline,
             control,
             meter,
-            &mut report.attempts,
-        )
-        .instrument(llm_span.clone())
+        })
         .await;
     report.llm = Some(llm_started.elapsed());
-    llm_span.record("weir.cache", step.cache.as_str());
-    llm_span.record("weir.attempts", report.attempts.len());
-    if let Ok(Reply::Json(response)) = &step.result {
-        llm_span.record("gen_ai.response.model", response.model.as_str());
-        llm_span.record("gen_ai.response.id", response.id.as_str());
-        if let Some(usage) = response.usage {
-            llm_span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
-            llm_span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
-        }
-    }
-    drop(llm_span);
+    report.attempts = std::mem::take(&mut step.attempts);
     report.cache = Some((step.cache, step.similarity));
     report.cache_key = step.key;
     step

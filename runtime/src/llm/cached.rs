@@ -1,0 +1,152 @@
+//! The cached part of the step: exact and semantic lookups, single-flight for identical
+//! misses, and the fill that stores a fetched answer.
+
+use std::sync::Arc;
+
+use super::{Answer, Call, LlmStep, RouteStep, StepError, StepReply};
+use crate::cache::{CacheKey, CacheStatus, Flight, Outcome, ResponseCache};
+use crate::router::RouteError;
+use crate::wit::ChatResponse;
+
+/// A pending cache fill for an answer.
+pub(super) struct Fill {
+    /// Where to store.
+    pub(super) cache: ResponseCache,
+    /// Under which key.
+    pub(super) key: CacheKey,
+    /// For which route.
+    pub(super) route: String,
+    /// For how long.
+    pub(super) ttl: std::time::Duration,
+    /// The semantic namespace and embedding, when the route has a semantic tier.
+    pub(super) semantic: Option<(CacheKey, Vec<f32>)>,
+}
+
+impl Fill {
+    /// Stores `response` under the exact key and, for a semantic route, remembers its
+    /// embedding.
+    pub(super) fn store(self, response: ChatResponse) {
+        self.cache.put(self.key, &self.route, response, self.ttl);
+        if let Some((namespace, vector)) = self.semantic {
+            self.cache
+                .semantic
+                .remember(namespace, vector, self.key, self.ttl);
+        }
+    }
+}
+
+impl LlmStep {
+    /// The cached part of [`LlmStep::complete`] for a request under `key`: exact and
+    /// semantic lookups, then a stream or a single-flight fetch that fills the cache.
+    pub(super) async fn cached(
+        &self,
+        step: &RouteStep,
+        call: &Call<'_>,
+        key: CacheKey,
+    ) -> StepReply {
+        let policy = step.cache;
+        let control = call.control;
+        let tenant = policy.per_key.then(|| call.meter.key_name());
+        if !control.no_cache
+            && let Some(response) = self.cache.get(&key).await
+        {
+            self.costing
+                .record_free(&response, call.site(CacheStatus::Hit));
+            return StepReply::new(Ok(Answer::Whole(response)), CacheStatus::Hit);
+        }
+        // The semantic tier: the same conversation but for a nearly identical last message.
+        let semantic = match policy.semantic_threshold {
+            Some(threshold) => self
+                .semantic_probe(call.route, tenant, policy.semantic_embeddings, call.request)
+                .await
+                .map(|p| (p, threshold.as_f32())),
+            None => None,
+        };
+        if !control.no_cache
+            && let Some(((namespace, vector), threshold)) = &semantic
+            && let Some((exact, similarity)) =
+                self.cache.semantic.nearest(namespace, vector, *threshold)
+            && let Some(response) = self.cache.get(&exact).await
+        {
+            self.costing
+                .record_free(&response, call.site(CacheStatus::SemanticHit));
+            return StepReply {
+                similarity: Some(similarity),
+                key: Some(exact),
+                ..StepReply::new(Ok(Answer::Whole(response)), CacheStatus::SemanticHit)
+            };
+        }
+        let fill = Fill {
+            cache: self.cache.clone(),
+            key,
+            route: call.route.to_string(),
+            ttl: policy.ttl,
+            semantic: semantic.map(|(probe, _)| probe),
+        };
+        // A fetched answer: a miss, or a bypass when the client refused a cached one.
+        let fetched = if control.no_cache {
+            CacheStatus::Bypass
+        } else {
+            CacheStatus::Miss
+        };
+        if call.request.stream {
+            // A stream is relayed as it comes; it is stored once it ended cleanly.
+            let mut reply = self.metered(step, call, fetched).await;
+            match &mut reply.result {
+                Ok(Answer::Whole(response)) => fill.store(response.clone()),
+                Ok(Answer::Stream(stream)) => stream.fill_with(fill),
+                Err(_) => {}
+            }
+            return reply;
+        }
+        loop {
+            match self.cache.flights.join(key) {
+                Flight::Lead(leader) => {
+                    let reply = self.metered(step, call, fetched).await;
+                    let shared = match &reply.result {
+                        Ok(Answer::Whole(response)) => {
+                            fill.store(response.clone());
+                            Some(Ok(Arc::new(response.clone())))
+                        }
+                        Ok(Answer::Stream(_)) => Some(Err(RouteError::AllFailed {
+                            attempts: reply.attempts.clone(),
+                        })),
+                        Err(StepError::Route(err)) => Some(Err(err.clone())),
+                        // A refusal by the leader's own key says nothing about the followers'.
+                        Err(
+                            StepError::Cost(_)
+                            | StepError::UnknownRoute { .. }
+                            | StepError::Interrupted { .. },
+                        ) => None,
+                    };
+                    match shared {
+                        Some(outcome) => leader.finish(outcome),
+                        None => drop(leader),
+                    }
+                    return reply;
+                }
+                Flight::Follow(follower) => match follower.wait().await {
+                    Outcome::Done(Ok(response)) => {
+                        self.costing
+                            .record_free(&response, call.site(CacheStatus::Coalesced));
+                        return StepReply::new(
+                            Ok(Answer::Whole((*response).clone())),
+                            CacheStatus::Coalesced,
+                        );
+                    }
+                    Outcome::Done(Err(err)) => {
+                        return StepReply::new(Err(StepError::Route(err)), CacheStatus::Coalesced);
+                    }
+                    // The leader's client went away: look again, and lead if nobody does.
+                    Outcome::Abandoned => {
+                        if let Some(response) = self.cache.get(&key).await {
+                            self.costing
+                                .record_free(&response, call.site(CacheStatus::Hit));
+                            return StepReply::new(Ok(Answer::Whole(response)), CacheStatus::Hit);
+                        }
+                    }
+                },
+            }
+        }
+    }
+}

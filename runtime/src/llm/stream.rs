@@ -1,0 +1,396 @@
+//! A streamed answer that settles itself: its cost and its cache fill.
+//!
+//! Whoever reads an [`AnswerStream`] (the server relaying it to a client, or a pipeline that
+//! needs the whole response and calls [`AnswerStream::collect`]) only reads events; the
+//! stream does the step's bookkeeping as they pass:
+//!
+//! - **cost**, exactly once: on the usage chunk (with the provider's usage, and `usage.cost`
+//!   added to that chunk: what the request has cost so far), else at `[DONE]`, on a broken
+//!   stream, or in `Drop` when the reader goes away midway, from a local count of what was
+//!   streamed (marked estimated). The reservation lives in this type, so no path can leak it.
+//! - **cache fill**: the assembled response is stored *before* `[DONE]` is handed out, so a
+//!   client that sends the same request right after its `[DONE]` finds it. A stream that
+//!   broke or ended without `[DONE]` is never stored.
+
+use serde_json::{Value, json};
+
+use super::costing::StreamCharge;
+use super::{Fill, StepError};
+use crate::openai::{StreamAccumulator, parse_usage};
+use crate::router::UpstreamStream;
+use crate::wit::ChatResponse;
+
+/// One event of an [`AnswerStream`].
+#[derive(Debug)]
+pub enum StreamEvent {
+    /// A JSON chunk, as the upstream sent it (the usage chunk with `usage.cost` added).
+    Chunk(Value),
+    /// A payload that is not JSON, passed on as it came.
+    Raw(String),
+    /// `[DONE]`: the stream ended cleanly. Carries the assembled response; its cost is
+    /// settled and its cache fill stored.
+    Done(ChatResponse),
+}
+
+/// A live streamed answer of the LLM step, settling its cost and cache fill as it is read.
+pub struct AnswerStream {
+    /// The upstream's events.
+    upstream: UpstreamStream,
+    /// The response assembled from the chunks so far.
+    assembled: StreamAccumulator,
+    /// The call's reservation, until settled.
+    charge: Option<StreamCharge>,
+    /// Where the answer is stored once it ended cleanly, when the route caches it.
+    fill: Option<Fill>,
+    /// `[DONE]` or a failure was handed out: nothing more comes.
+    over: bool,
+}
+
+impl AnswerStream {
+    /// A stream over `upstream`, settling `charge` as it is read.
+    pub(super) fn new(upstream: UpstreamStream, charge: StreamCharge) -> AnswerStream {
+        AnswerStream {
+            upstream,
+            assembled: StreamAccumulator::default(),
+            charge: Some(charge),
+            fill: None,
+            over: false,
+        }
+    }
+
+    /// Stores the answer with `fill` once it ended cleanly.
+    pub(super) fn fill_with(&mut self, fill: Fill) {
+        self.fill = Some(fill);
+    }
+
+    /// The next event; `Err` (`StepError::Interrupted`) when the upstream broke off, passed
+    /// one of its bounds or ended without `[DONE]`; `None` once `[DONE]` or an error was
+    /// handed out.
+    pub async fn next(&mut self) -> Option<Result<StreamEvent, StepError>> {
+        if self.over {
+            return None;
+        }
+        let data = match self.upstream.next().await {
+            Some(Ok(data)) => data,
+            Some(Err(detail)) => return Some(Err(self.interrupted(detail))),
+            None => {
+                let detail = "the stream ended without [DONE]".to_string();
+                return Some(Err(self.interrupted(detail)));
+            }
+        };
+        if data == "[DONE]" {
+            self.over = true;
+            self.settle();
+            let response = std::mem::take(&mut self.assembled).finish();
+            if let Some(fill) = self.fill.take() {
+                fill.store(response.clone());
+            }
+            return Some(Ok(StreamEvent::Done(response)));
+        }
+        let Ok(mut chunk) = serde_json::from_str::<Value>(&data) else {
+            return Some(Ok(StreamEvent::Raw(data)));
+        };
+        self.assembled.push(&chunk);
+        if let Some(usage) = chunk.get("usage").and_then(parse_usage)
+            && let Some(charge) = self.charge.take()
+        {
+            let total = charge.finish(Some(usage), self.assembled.text());
+            chunk["usage"]["cost"] = json!(crate::config::pico_to_usd(total));
+        }
+        Some(Ok(StreamEvent::Chunk(chunk)))
+    }
+
+    /// Reads the whole stream into one response (for stages that see or rewrite the whole
+    /// response), settled and stored like a relayed one.
+    pub async fn collect(mut self) -> Result<ChatResponse, StepError> {
+        loop {
+            match self.next().await {
+                Some(Ok(StreamEvent::Done(response))) => return Ok(response),
+                Some(Ok(StreamEvent::Chunk(_) | StreamEvent::Raw(_))) => {}
+                Some(Err(err)) => return Err(err),
+                // `next` hands out `[DONE]` or an error before it ends.
+                None => {
+                    let detail = "the stream ended without [DONE]".to_string();
+                    return Err(self.interrupted(detail));
+                }
+            }
+        }
+    }
+
+    /// Ends the stream on a failure: settles from what was streamed; no fill.
+    fn interrupted(&mut self, detail: String) -> StepError {
+        self.over = true;
+        self.settle();
+        self.fill = None;
+        StepError::Interrupted {
+            target: self.upstream.target.clone(),
+            detail,
+        }
+    }
+
+    /// Settles the charge, if still open, from a local count of what was streamed.
+    fn settle(&mut self) {
+        if let Some(charge) = self.charge.take() {
+            charge.finish(None, self.assembled.text());
+        }
+    }
+}
+
+impl Drop for AnswerStream {
+    /// The reader went away midway (a client that disconnected): the provider bills what
+    /// it generated, so the call is charged for the prompt and what was streamed.
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::cache::{CacheStatus, ResponseCache, request_key};
+    use crate::cost::{Ledger, Meter, PriceTable};
+    use crate::llm::Costing;
+    use crate::router::StreamLimits;
+    use crate::wit::{ChatRequest, Content, Message};
+
+    type Chunk = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
+
+    /// An upstream fed from memory: what is sent arrives; while the sender lives, it never
+    /// ends.
+    async fn open_upstream(first: &str) -> (mpsc::UnboundedSender<Chunk>, UpstreamStream) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tx.send(event(first)).unwrap();
+        let frames = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let limits = StreamLimits {
+            idle_timeout: Duration::from_secs(30),
+            max_bytes: 1 << 20,
+        };
+        let stream = UpstreamStream::open(
+            "t".into(),
+            StreamBody::new(frames).boxed(),
+            Duration::from_secs(1),
+            limits,
+        )
+        .await
+        .unwrap();
+        (tx, stream)
+    }
+
+    fn event(payload: &str) -> Chunk {
+        Ok(Frame::data(Bytes::from(format!("data: {payload}\n\n"))))
+    }
+
+    fn delta(text: &str) -> String {
+        json!({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}],
+        })
+        .to_string()
+    }
+
+    fn usage_chunk() -> String {
+        json!({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        })
+        .to_string()
+    }
+
+    fn request() -> ChatRequest {
+        ChatRequest {
+            model: "m".into(),
+            messages: vec![Message {
+                role: "user".into(),
+                content: Some(Content::Text("hi".into())),
+                name: None,
+                extra: "{}".into(),
+            }],
+            temperature: Some(0.0),
+            top_p: None,
+            max_tokens: None,
+            stream: true,
+            user: None,
+            metadata: Vec::new(),
+            extra: "{}".into(),
+        }
+    }
+
+    /// A stream over `upstream` holding a charge against `meter`.
+    fn answer(upstream: UpstreamStream, meter: &Arc<Meter>) -> AnswerStream {
+        let costing = Arc::new(Costing {
+            prices: PriceTable::default(),
+            ledger: Ledger::open(None, None).unwrap(),
+            default_max_tokens: 256,
+            count_failed_attempts: false,
+            fuel_pico_per_million: 0,
+        });
+        let charge = StreamCharge {
+            costing,
+            hold: Some(meter.reserve(0).unwrap()),
+            earlier: Vec::new(),
+            model: "m".into(),
+            request: request(),
+            meter: meter.clone(),
+            route: "r".into(),
+            cache: CacheStatus::Miss,
+        };
+        AnswerStream::new(upstream, charge)
+    }
+
+    /// A fill into `cache` under the key of [`request`].
+    fn fill_into(cache: &ResponseCache) -> (Fill, crate::cache::CacheKey) {
+        let key = request_key("r", None, &request());
+        let fill = Fill {
+            cache: cache.clone(),
+            key,
+            route: "r".into(),
+            ttl: Duration::from_secs(60),
+            semantic: None,
+        };
+        (fill, key)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_without_usage_settles_once_at_done_from_what_was_streamed() {
+        let meter = Meter::new(None);
+        let (tx, upstream) = open_upstream(&delta("hello world")).await;
+        let mut stream = answer(upstream, &meter);
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(StreamEvent::Chunk(_)))
+        ));
+        assert!(meter.charges().is_empty(), "not settled before the end");
+        tx.send(event("[DONE]")).unwrap();
+        let Some(Ok(StreamEvent::Done(response))) = stream.next().await else {
+            panic!("expected [DONE]");
+        };
+        assert!(response.usage.is_none());
+        let charges = meter.charges();
+        assert_eq!(charges.len(), 1, "{charges:?}");
+        assert!(charges[0].estimated);
+        assert!(charges[0].usage.completion_tokens > 0, "{charges:?}");
+        assert!(stream.next().await.is_none(), "nothing after [DONE]");
+        drop(stream);
+        assert_eq!(meter.charges().len(), 1, "exactly once: not again on drop");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_usage_chunk_settles_with_the_providers_usage_and_carries_the_cost() {
+        let meter = Meter::new(None);
+        let (tx, upstream) = open_upstream(&delta("hi")).await;
+        let mut stream = answer(upstream, &meter);
+        tx.send(event(&usage_chunk())).unwrap();
+        tx.send(event("[DONE]")).unwrap();
+        stream.next().await.unwrap().unwrap();
+        let Some(Ok(StreamEvent::Chunk(chunk))) = stream.next().await else {
+            panic!("expected the usage chunk");
+        };
+        assert_eq!(chunk["usage"]["cost"], json!(0.0));
+        let charges = meter.charges();
+        assert_eq!(charges.len(), 1);
+        assert!(!charges[0].estimated);
+        assert_eq!(
+            (
+                charges[0].usage.prompt_tokens,
+                charges[0].usage.completion_tokens
+            ),
+            (7, 3)
+        );
+        let response = stream.collect().await.unwrap();
+        assert_eq!(response.usage.map(|u| u.total_tokens), Some(10));
+        assert_eq!(meter.charges().len(), 1, "exactly once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_dropped_midway_settles_on_drop_from_what_was_streamed() {
+        let meter = Meter::new(None);
+        let (tx, upstream) = open_upstream(&delta("a long answer in the making")).await;
+        let mut stream = answer(upstream, &meter);
+        stream.next().await.unwrap().unwrap();
+        // The upstream is quiet; the reader (a client) goes away while it waits.
+        let waited = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        assert!(waited.is_err(), "the upstream sent nothing more");
+        assert!(meter.charges().is_empty());
+        drop(stream);
+        let charges = meter.charges();
+        assert_eq!(charges.len(), 1, "{charges:?}");
+        assert!(charges[0].estimated);
+        assert!(
+            charges[0].usage.completion_tokens > 0,
+            "what was streamed is counted: {charges:?}"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fill_is_stored_before_done_is_handed_out() {
+        let meter = Meter::new(None);
+        let cache = ResponseCache::new(1 << 20);
+        let (fill, key) = fill_into(&cache);
+        let (tx, upstream) = open_upstream(&delta("cached answer")).await;
+        let mut stream = answer(upstream, &meter);
+        stream.fill_with(fill);
+        stream.next().await.unwrap().unwrap();
+        assert!(cache.get(&key).await.is_none(), "nothing stored midway");
+        tx.send(event("[DONE]")).unwrap();
+        let Some(Ok(StreamEvent::Done(_))) = stream.next().await else {
+            panic!("expected [DONE]");
+        };
+        // The reader has [DONE] in hand: the same request now must hit.
+        let stored = cache.get(&key).await.expect("stored before [DONE]");
+        match stored
+            .choices
+            .first()
+            .and_then(|c| c.message.content.clone())
+        {
+            Some(Content::Text(text)) => assert_eq!(text, "cached answer"),
+            other => panic!("unexpected content {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_without_done_is_never_stored_and_ends_with_an_error() {
+        let meter = Meter::new(None);
+        let cache = ResponseCache::new(1 << 20);
+        let (fill, key) = fill_into(&cache);
+        let (tx, upstream) = open_upstream(&delta("cut short")).await;
+        let mut stream = answer(upstream, &meter);
+        stream.fill_with(fill);
+        stream.next().await.unwrap().unwrap();
+        drop(tx); // the upstream closes without [DONE]
+        let Some(Err(err)) = stream.next().await else {
+            panic!("expected an error");
+        };
+        assert!(
+            matches!(&err, StepError::Interrupted { detail, .. } if detail.contains("without [DONE]")),
+            "{err}"
+        );
+        assert!(stream.next().await.is_none());
+        assert_eq!(meter.charges().len(), 1, "settled at the failure");
+        drop(stream);
+        assert_eq!(meter.charges().len(), 1, "exactly once");
+        assert!(
+            cache.get(&key).await.is_none(),
+            "a broken stream is not stored"
+        );
+
+        // The same through `collect`.
+        let (tx, upstream) = open_upstream(&delta("cut short")).await;
+        let (fill, key) = fill_into(&cache);
+        let mut stream = answer(upstream, &meter);
+        stream.fill_with(fill);
+        drop(tx);
+        let err = stream.collect().await.unwrap_err();
+        assert!(matches!(err, StepError::Interrupted { .. }), "{err}");
+        assert!(cache.get(&key).await.is_none());
+    }
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::target::Unavailable;
 use super::{Attempt, Reply, RouteError, RoutePlan, RoutePolicy, Router, TargetState};
 use crate::config::{PolicySettings, Strategy, TargetLimits};
 use crate::providers::{ProviderClient, Upstream};
@@ -267,4 +268,27 @@ async fn a_queued_request_is_shed_at_its_queue_timeout() {
     );
     assert!(attempts.is_empty(), "{attempts:?}");
     assert_eq!(elapsed, queue_timeout);
+}
+
+/// Backs `retry_after_is_honoured_and_an_rpm_limit_keeps_the_target_under_it`: after a
+/// 429 with `Retry-After: 2`, the target takes nothing until exactly 2 s have passed.
+#[tokio::test(start_paused = true)]
+async fn a_target_cools_down_for_exactly_its_retry_after() {
+    let (addr, _server) = black_hole().await;
+    let timeout = Duration::from_secs(1);
+    let limited = target("limited", addr, timeout, timeout, TargetLimits::default());
+    let retry_after = Duration::from_secs(2);
+    let refused = Instant::now();
+    let slot = limited
+        .try_slot(refused, 1, false)
+        .unwrap_or_else(|_| panic!("a slot"));
+    limited.finish(slot, false, Some(retry_after), Duration::ZERO, refused);
+    tokio::time::advance(retry_after - Duration::from_millis(1)).await;
+    assert_eq!(
+        limited.try_slot(Instant::now(), 1, false).err(),
+        Some(Unavailable::CoolingDown(refused + retry_after)),
+        "still cooling down a millisecond before"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(limited.try_slot(Instant::now(), 1, false).is_ok());
 }

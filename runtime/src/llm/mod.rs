@@ -90,16 +90,6 @@ impl StepReply {
     }
 }
 
-/// Stands in for the last attempt when there is none (cannot happen after a reply).
-static EMPTY_ATTEMPT: std::sync::LazyLock<Attempt> = std::sync::LazyLock::new(|| Attempt {
-    target: "-".into(),
-    outcome: std::borrow::Cow::Borrowed(""),
-    status: None,
-    elapsed: std::time::Duration::ZERO,
-    model: String::new(),
-    usage: None,
-});
-
 /// A pending cache fill for a streamed answer.
 pub struct Fill {
     /// Where to store.
@@ -256,7 +246,7 @@ impl LlmStep {
         // The semantic tier: the same conversation but for a nearly identical last message.
         let semantic = match policy.semantic_threshold {
             Some(threshold) => self
-                .semantic_probe(route, tenant, policy.semantic_embeddings, request)
+                .semantic_probe(step, route, tenant, policy.semantic_embeddings, request)
                 .await
                 .map(|p| (p, threshold.as_f32())),
             None => None,
@@ -389,12 +379,16 @@ impl LlmStep {
         let mut reply = StepReply::new(result, site.cache);
         match &reply.result {
             Ok(Reply::Stream(_)) => {
-                let (last, earlier) = attempts.split_last().unwrap_or((&EMPTY_ATTEMPT, &[]));
+                // The last attempt is the one streaming (there is one after a reply).
+                let (model, earlier) = match attempts.split_last() {
+                    Some((last, earlier)) => (last.model.clone(), earlier),
+                    None => (String::new(), &[][..]),
+                };
                 reply.charge = Some(StreamCharge {
                     costing: self.costing.clone(),
                     hold: Some(hold),
                     earlier: self.costing.charges(request, earlier, None),
-                    model: last.model.clone(),
+                    model,
                     request: request.clone(),
                     meter: site.meter.clone(),
                     route: site.route.to_string(),
@@ -418,6 +412,7 @@ impl LlmStep {
     /// costs the request its semantic lookup, never its answer.
     async fn semantic_probe(
         &self,
+        step: &RouteStep,
         route: &str,
         tenant: Option<&str>,
         target: Option<usize>,
@@ -432,7 +427,11 @@ impl LlmStep {
         let (namespace, text) = probe(route, tenant, &format!("target:{name}"), request)?;
         let body = serde_json::json!({ "input": [text] });
         let mut attempts = Vec::new();
-        match self.router.embeddings(&[index], body, &mut attempts).await {
+        match self
+            .router
+            .embeddings(&step.plan, Some(index), body, &mut attempts)
+            .await
+        {
             Ok(value) => match first_embedding(&value) {
                 Some(vector) => Some((namespace, normalised(vector))),
                 None => {
@@ -590,16 +589,16 @@ impl LlmAccess for StageLlm {
         let step = self.step.load_full();
         let route = route_for(&step, &model, &caller);
         Box::pin(async move {
-            let chain = step
-                .plans
-                .get(&route)
-                .map(|step| step.plan.chain.clone())
-                .unwrap_or_default();
+            let Some(plan) = step.plans.get(&route).map(|step| &step.plan) else {
+                return Err(to_llm_error(&RouteError::AllFailed {
+                    attempts: Vec::new(),
+                }));
+            };
             let body = serde_json::json!({ "model": model, "input": inputs });
             let mut attempts = Vec::new();
             let value = step
                 .router
-                .embeddings(&chain, body, &mut attempts)
+                .embeddings(plan, None, body, &mut attempts)
                 .await
                 .map_err(|err| to_llm_error(&err))?;
             let vectors = embeddings_of(&value);

@@ -245,12 +245,12 @@ fn record(app: &App, report: chat::Report, outcome: Outcome, request_id: Arc<str
         attempts: report
             .attempts
             .into_iter()
-            .filter(|a| !a.model.is_empty())
+            .filter(|a| a.outcome.is_attempt())
             .map(|a| crate::telemetry::AttemptStep {
                 target: a.target,
                 model: a.model,
                 status: a.status,
-                outcome: a.outcome,
+                outcome: a.outcome.into(),
                 elapsed: a.elapsed,
             })
             .collect(),
@@ -303,7 +303,12 @@ fn server_timing(report: &chat::Report, total: std::time::Duration) -> String {
             "llm;desc=\"{cache}\";dur={:.3}, ",
             ms(llm.saturating_sub(upstream))
         );
-        if let Some(last) = report.attempts.iter().rev().find(|a| !a.model.is_empty()) {
+        if let Some(last) = report
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome.is_attempt())
+        {
             let _ = write!(
                 out,
                 "upstream;desc=\"{}\";dur={:.3}, ",

@@ -212,3 +212,193 @@ impl<E: Exchange> Attempter<'_, E> {
         self.exchange.read(state, response, left).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BreakerSettings, TargetLimits};
+    use crate::router::Reply;
+    use crate::router::exchange::Chat;
+    use crate::router::target::Unavailable;
+    use crate::router::testing::{black_hole, request, sim, target_with};
+    use crate::sim::Faults;
+
+    /// Trips on the first failure that counts.
+    fn fragile() -> TargetLimits {
+        TargetLimits {
+            breaker: BreakerSettings {
+                consecutive_failures: 1,
+                ..BreakerSettings::default()
+            },
+            ..TargetLimits::default()
+        }
+    }
+
+    /// One chat attempt on `target` under `deadline`.
+    async fn chat_once(
+        target: &TargetState,
+        deadline: Deadline,
+        settings: &PolicySettings,
+        attempts: &mut Vec<Attempt>,
+    ) -> Result<Reply, Failed> {
+        let client = ProviderClient::new().unwrap();
+        let request = request();
+        let chat = Chat {
+            request: &request,
+            forward: &[],
+        };
+        let attempter = Attempter {
+            client: &client,
+            exchange: &chat,
+            settings,
+            deadline,
+        };
+        let slot = target.try_slot(Instant::now(), 0, false).unwrap();
+        attempter.attempt(target, slot, 0, attempts).await
+    }
+
+    fn in_flight(target: &TargetState) -> serde_json::Value {
+        target.snapshot(Instant::now())["in_flight"].clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timeout_is_cut_to_the_deadline_and_only_the_operators_cut_counts() {
+        let (addr, _server) = black_hole().await;
+        let settings = PolicySettings::default();
+        let ms = Duration::from_millis;
+
+        // The route's deadline (250 ms) cuts the target's 400 ms: the target is blamed.
+        let target = target_with("a", addr, ms(400), fragile());
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let deadline = Deadline::new(started, ms(250), None);
+        let result = chat_once(&target, deadline, &settings, &mut attempts).await;
+        assert!(matches!(result, Err(Failed::Retryable)));
+        assert_eq!(started.elapsed(), ms(250));
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].elapsed, ms(250));
+        assert_eq!(attempts[0].outcome.as_str(), "timed out after 250ms");
+        assert_eq!(attempts[0].outcome.label(), Some("timeout"));
+        assert_eq!(target.breaker_gauge(), 2, "open");
+        assert_eq!(in_flight(&target), 0);
+
+        // The client's deadline (250 ms) cuts it: nothing counts, the slot comes back.
+        let target = target_with("b", addr, ms(400), fragile());
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let deadline = Deadline::new(started, ms(1000), Some(ms(250)));
+        let result = chat_once(&target, deadline, &settings, &mut attempts).await;
+        assert!(matches!(result, Err(Failed::Retryable)));
+        assert_eq!(started.elapsed(), ms(250));
+        assert_eq!(
+            attempts[0].outcome.as_str(),
+            "cut by the client's deadline: timed out after 250ms"
+        );
+        assert_eq!(attempts[0].outcome.label(), Some("deadline"));
+        assert_eq!(target.breaker_gauge(), 0, "closed");
+        assert_eq!(in_flight(&target), 0);
+
+        // The target's own timeout, shorter than both, counts.
+        let target = target_with("c", addr, ms(100), fragile());
+        let mut attempts = Vec::new();
+        let started = Instant::now();
+        let deadline = Deadline::new(started, ms(1000), Some(ms(250)));
+        let _ = chat_once(&target, deadline, &settings, &mut attempts).await;
+        assert_eq!(started.elapsed(), ms(100));
+        assert_eq!(attempts[0].outcome.label(), Some("timeout"));
+        assert_eq!(target.breaker_gauge(), 2, "open");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reply_is_recorded_once_with_its_status_model_usage_and_time() {
+        let addr = sim(Faults {
+            latency_ms: 40,
+            ..Faults::default()
+        })
+        .await;
+        let target = target_with("up", addr, Duration::from_secs(1), fragile());
+        let settings = PolicySettings::default();
+        let mut attempts = Vec::new();
+        let deadline = Deadline::new(Instant::now(), Duration::from_secs(5), None);
+        let result = chat_once(&target, deadline, &settings, &mut attempts).await;
+        assert!(matches!(result, Ok(Reply::Json(_))));
+        assert_eq!(attempts.len(), 1);
+        let attempt = &attempts[0];
+        assert_eq!(
+            (&*attempt.target, &attempt.outcome, attempt.status),
+            ("up", &Outcome::Ok, Some(200))
+        );
+        assert_eq!(attempt.model, "m");
+        assert_eq!(attempt.elapsed, Duration::from_millis(40));
+        assert!(attempt.usage.is_some_and(|u| u.prompt_tokens > 0));
+        assert_eq!(target.ewma_us(), 40_000);
+        assert_eq!(in_flight(&target), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_final_and_blames_nobody_a_retryable_status_blames_the_target() {
+        let settings = PolicySettings {
+            retry_after_max: Duration::from_secs(1),
+            ..PolicySettings::default()
+        };
+        let deadline = || Deadline::new(Instant::now(), Duration::from_secs(5), None);
+        let failing = |error_status| Faults {
+            error_rate: 1.0,
+            error_status,
+            ..Faults::default()
+        };
+
+        // 400: the request itself is wrong; relayed, and the breaker stays closed.
+        let target = target_with(
+            "up",
+            sim(failing(400)).await,
+            Duration::from_secs(1),
+            fragile(),
+        );
+        let mut attempts = Vec::new();
+        let result = chat_once(&target, deadline(), &settings, &mut attempts).await;
+        let Err(Failed::Final(err)) = result else {
+            panic!("a 400 is final");
+        };
+        assert_eq!((err.status(), err.code()), (400, "upstream_refused"));
+        assert_eq!(attempts[0].status, Some(400));
+        assert_eq!(attempts[0].outcome.label(), Some("status_4xx"));
+        assert_eq!(target.breaker_gauge(), 0, "closed");
+
+        // 500: retryable, and it counts.
+        let target = target_with(
+            "up",
+            sim(failing(500)).await,
+            Duration::from_secs(1),
+            fragile(),
+        );
+        let mut attempts = Vec::new();
+        let result = chat_once(&target, deadline(), &settings, &mut attempts).await;
+        assert!(matches!(result, Err(Failed::Retryable)));
+        assert_eq!(attempts[0].outcome.as_str(), "upstream status 500");
+        assert_eq!(target.breaker_gauge(), 2, "open");
+
+        // 429 with `Retry-After: 3`: the target cools down for `retry_after_max` (1 s).
+        let limited = sim(Faults {
+            rate_limit_rate: 1.0,
+            retry_after_s: 3,
+            ..Faults::default()
+        })
+        .await;
+        let target = target_with(
+            "up",
+            limited,
+            Duration::from_secs(1),
+            TargetLimits::default(),
+        );
+        let mut attempts = Vec::new();
+        let result = chat_once(&target, deadline(), &settings, &mut attempts).await;
+        assert!(matches!(result, Err(Failed::Retryable)));
+        assert_eq!(attempts[0].outcome.label(), Some("status_429"));
+        let until = Instant::now() + Duration::from_secs(1);
+        assert_eq!(
+            target.try_slot(Instant::now(), 0, false).err(),
+            Some(Unavailable::CoolingDown(until))
+        );
+    }
+}

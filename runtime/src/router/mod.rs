@@ -45,6 +45,8 @@ mod retry;
 mod slot;
 mod stream;
 mod target;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -355,67 +357,149 @@ fn stopped(attempts: &mut Vec<Attempt>, stop: Stop) -> RouteError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    use super::testing::{black_hole, request, sim, target, target_with};
     use super::*;
-    use crate::config::{PolicySettings, TargetLimits};
-    use crate::providers::Upstream;
-    use crate::wit::{Content, Message};
+    use crate::config::{BreakerSettings, PolicySettings, TargetLimits};
+    use crate::sim::Faults;
 
-    /// A loopback listener that accepts connections and never answers.
-    async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((stream, _)) = listener.accept().await {
-                held.push(stream);
-            }
-        });
-        (addr, task)
-    }
-
-    fn target(name: &str, addr: std::net::SocketAddr, timeout: Duration) -> Arc<TargetState> {
-        target_with(name, addr, timeout, TargetLimits::default())
-    }
-
-    fn target_with(
-        name: &str,
-        addr: std::net::SocketAddr,
-        timeout: Duration,
-        limits: TargetLimits,
-    ) -> Arc<TargetState> {
-        Arc::new(TargetState::new(
-            Arc::new(Upstream {
-                name: name.into(),
-                base_url: format!("http://{addr}/v1"),
-                api_key: None,
-                model: None,
-                timeout,
-                ttft_timeout: timeout,
-                headers: Vec::new(),
-            }),
-            limits,
-        ))
-    }
-
-    fn request() -> ChatRequest {
-        ChatRequest {
-            model: "m".into(),
-            messages: vec![Message {
-                role: "user".into(),
-                content: Some(Content::Text("hi".into())),
-                name: None,
-                extra: "{}".into(),
-            }],
-            temperature: None,
-            top_p: None,
-            max_tokens: None,
-            stream: false,
-            user: None,
-            metadata: Vec::new(),
-            extra: "{}".into(),
+    fn plan(chain: Vec<usize>, settings: PolicySettings) -> RoutePlan {
+        RoutePlan {
+            weights: vec![1; chain.len()],
+            chain,
+            policy: RoutePolicy::new(settings),
+            strategy: Strategy::Fallback,
         }
+    }
+
+    fn failing() -> Faults {
+        Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        }
+    }
+
+    fn tried(attempts: &[Attempt]) -> Vec<(&str, &str)> {
+        attempts
+            .iter()
+            .map(|a| (&*a.target, a.outcome.as_str()))
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn embeddings_fail_over_skip_an_open_breaker_and_may_go_to_one_target() {
+        let fragile = TargetLimits {
+            breaker: BreakerSettings {
+                consecutive_failures: 1,
+                ..BreakerSettings::default()
+            },
+            ..TargetLimits::default()
+        };
+        let second = Duration::from_secs(1);
+        let router = Router::new(
+            ProviderClient::new().unwrap(),
+            vec![
+                target_with("broken", sim(failing()).await, second, fragile),
+                target("good", sim(Faults::default()).await, second),
+            ],
+        );
+        let plan = plan(vec![0, 1], PolicySettings::default());
+        let body = serde_json::json!({"model": "e", "input": ["hello"]});
+        let mut attempts = Vec::new();
+        let value = router
+            .embeddings(&plan, None, body.clone(), &mut attempts)
+            .await
+            .unwrap();
+        assert!(
+            value["data"][0]["embedding"]
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+        );
+        assert_eq!(
+            tried(&attempts),
+            [("broken", "upstream status 500"), ("good", "ok")]
+        );
+        assert_eq!(attempts[1].model, "e");
+        assert!(attempts[1].usage.is_some());
+        assert_eq!(router.targets()[0].breaker_gauge(), 2, "open");
+
+        // The open breaker is skipped, as for chat.
+        let mut attempts = Vec::new();
+        router
+            .embeddings(&plan, None, body.clone(), &mut attempts)
+            .await
+            .unwrap();
+        assert_eq!(tried(&attempts), [("good", "ok")]);
+
+        // One target alone (the semantic tier's), outside the chain, under its policy.
+        let broken_only = self::plan(vec![0], PolicySettings::default());
+        let mut attempts = Vec::new();
+        router
+            .embeddings(&broken_only, Some(1), body, &mut attempts)
+            .await
+            .unwrap();
+        assert_eq!(tried(&attempts), [("good", "ok")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn embeddings_keep_the_routes_deadline_and_retry_budget() {
+        let (hole, _server) = black_hole().await;
+        let router = Router::new(
+            ProviderClient::new().unwrap(),
+            vec![target("slow", hole, Duration::from_secs(10))],
+        );
+        let short = plan(
+            vec![0],
+            PolicySettings {
+                max_attempts: 1,
+                deadline: Duration::from_millis(300),
+                ..PolicySettings::default()
+            },
+        );
+        let started = Instant::now();
+        let mut attempts = Vec::new();
+        let body = serde_json::json!({"input": ["x"]});
+        let result = router
+            .embeddings(&short, None, body.clone(), &mut attempts)
+            .await;
+        assert!(matches!(result, Err(RouteError::AllFailed { .. })));
+        assert_eq!(started.elapsed(), Duration::from_millis(300));
+        assert_eq!(tried(&attempts), [("slow", "timed out after 300ms")]);
+
+        // No ratio: the budget's floor grants 10 retries in 10 s, then stops the call.
+        let router = Router::new(
+            ProviderClient::new().unwrap(),
+            vec![target(
+                "broken",
+                sim(failing()).await,
+                Duration::from_secs(1),
+            )],
+        );
+        let tight = plan(
+            vec![0],
+            PolicySettings {
+                max_attempts: 20,
+                retry_budget_percent: 0,
+                backoff_base: Duration::ZERO,
+                ..PolicySettings::default()
+            },
+        );
+        let mut attempts = Vec::new();
+        let err = router
+            .embeddings(&tight, None, body, &mut attempts)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(attempts.len(), 12, "{attempts:?}");
+        assert!(attempts[..11].iter().all(|a| a.status == Some(500)));
+        assert_eq!(attempts[11].outcome, Outcome::Stopped(Stop::Budget));
+        assert!(
+            err.to_string()
+                .starts_with("all 12 upstream attempts failed: broken (upstream status 500); ")
+                && err
+                    .to_string()
+                    .ends_with("; - (retry budget exhausted; no further attempt)"),
+            "{err}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -457,6 +541,10 @@ mod tests {
         assert_eq!(tried[0], ("a", Duration::from_millis(400)));
         assert_eq!(tried[1], ("b", Duration::from_millis(400)));
         assert!(tried[2].1 < Duration::from_millis(200), "{:?}", tried[2]);
+        assert_eq!(
+            attempts.last().map(|a| &a.outcome),
+            Some(&Outcome::Stopped(Stop::Deadline))
+        );
 
         // A client deadline shortens it further.
         let started = Instant::now();

@@ -154,3 +154,179 @@ impl<'a> Slots<'a> {
         Pick::Wait { busy, soonest }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{BreakerSettings, PolicySettings, TargetLimits};
+    use crate::router::testing::target_with;
+
+    const NOWHERE: ([u8; 4], u16) = ([127, 0, 0, 1], 1);
+
+    /// `n` targets of `max_concurrency` each.
+    fn targets(n: usize, max_concurrency: u32) -> Vec<Arc<TargetState>> {
+        let limits = TargetLimits {
+            max_concurrency,
+            breaker: BreakerSettings {
+                consecutive_failures: 1,
+                ..BreakerSettings::default()
+            },
+            ..TargetLimits::default()
+        };
+        (0..n)
+            .map(|i| {
+                target_with(
+                    &format!("t{i}"),
+                    NOWHERE.into(),
+                    Duration::from_secs(1),
+                    limits,
+                )
+            })
+            .collect()
+    }
+
+    fn policy(queue_size: u32, queue_timeout: Duration) -> RoutePolicy {
+        RoutePolicy::new(PolicySettings {
+            queue_size,
+            queue_timeout,
+            ..PolicySettings::default()
+        })
+    }
+
+    fn slots<'a>(
+        targets: &'a [Arc<TargetState>],
+        chain: &'a [usize],
+        policy: &'a RoutePolicy,
+    ) -> Slots<'a> {
+        Slots {
+            targets,
+            chain,
+            policy,
+            tokens: 1,
+            queue_deadline: Instant::now() + policy.settings.queue_timeout,
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_target_with_room_from_the_start_is_taken_at_once() {
+        let targets = targets(3, 1);
+        let policy = policy(0, Duration::from_secs(1));
+        let slots = slots(&targets, &[0, 1, 2], &policy);
+        let started = Instant::now();
+        let one = slots.take(1, far()).await.unwrap();
+        assert_eq!(one.position, 1);
+        // Target 1 is now at its limit: the next from 1 is 2, then round to 0.
+        let two = slots.take(1, far()).await.unwrap();
+        assert_eq!(two.position, 2);
+        let zero = slots.take(1, far()).await.unwrap();
+        assert_eq!(zero.position, 0);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // All three busy and no queue: shed at once.
+        assert_eq!(slots.take(0, far()).await.err(), Some(NoSlot::Shed));
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        drop((one, two, zero));
+        assert_eq!(targets[1].snapshot(Instant::now())["in_flight"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_in_the_queue_until_a_slot_is_given_back() {
+        let targets = targets(1, 1);
+        let policy = policy(1, Duration::from_secs(1));
+        let slots = slots(&targets, &[0], &policy);
+        let held = slots.take(0, far()).await.unwrap();
+        let started = Instant::now();
+        let (taken, ()) = tokio::join!(slots.take(0, far()), async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            drop(held);
+        });
+        assert_eq!(taken.unwrap().position, 0);
+        assert_eq!(started.elapsed(), Duration::from_millis(30));
+        assert_eq!(
+            policy.queue.available_permits(),
+            1,
+            "the place is given back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_sheds_at_once_and_a_wait_ends_at_the_queue_timeout() {
+        let targets = targets(1, 1);
+        let policy = policy(1, Duration::from_millis(200));
+        let slots = slots(&targets, &[0], &policy);
+        let _held = slots.take(0, far()).await.unwrap();
+        let started = Instant::now();
+        let waiter = async {
+            let result = slots.take(0, far()).await.err();
+            (result, started.elapsed())
+        };
+        let latecomer = async {
+            let result = slots.take(0, far()).await.err();
+            (result, started.elapsed())
+        };
+        let (waited, shed) = tokio::join!(waiter, latecomer);
+        assert_eq!(shed, (Some(NoSlot::Shed), Duration::ZERO));
+        assert_eq!(waited, (Some(NoSlot::Shed), Duration::from_millis(200)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_never_passes_the_deadline() {
+        let targets = targets(1, 1);
+        let policy = policy(1, Duration::from_secs(2));
+        let slots = slots(&targets, &[0], &policy);
+        let _held = slots.take(0, far()).await.unwrap();
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(100);
+        assert_eq!(slots.take(0, deadline).await.err(), Some(NoSlot::Deadline));
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        // With less than the minimum attempt time left, nothing is even looked at.
+        let targets = self::targets(1, 1);
+        let slots = self::slots(&targets, &[0], &policy);
+        let soon = Instant::now() + MIN_ATTEMPT_TIME - Duration::from_millis(1);
+        assert_eq!(slots.take(0, soon).await.err(), Some(NoSlot::Deadline));
+        assert_eq!(targets[0].snapshot(Instant::now())["in_flight"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cooling_down_target_is_waited_for_until_its_cool_down_ends() {
+        let targets = targets(1, 4);
+        let policy = policy(1, Duration::from_secs(1));
+        let slots = slots(&targets, &[0], &policy);
+        let slot = slots.take(0, far()).await.unwrap().slot;
+        // A 429 that asks for 250 ms (a refusal of the request: the breaker stays closed).
+        let now = Instant::now();
+        targets[0].finish(
+            slot,
+            true,
+            Some(Duration::from_millis(250)),
+            Duration::ZERO,
+            now,
+        );
+        let taken = slots.take(0, far()).await.unwrap();
+        assert_eq!(taken.position, 0);
+        assert_eq!(now.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_breaker_is_open_the_last_target_is_tried_anyway() {
+        let targets = targets(2, 4);
+        let policy = policy(0, Duration::from_secs(1));
+        let slots = slots(&targets, &[0, 1], &policy);
+        for position in [0, 1] {
+            let taken = slots.take(position, far()).await.unwrap();
+            assert_eq!(taken.position, position);
+            targets[position].finish(taken.slot, false, None, Duration::ZERO, Instant::now());
+            assert_eq!(targets[position].breaker_gauge(), 2, "open");
+        }
+        let started = Instant::now();
+        let taken = slots.take(0, far()).await.unwrap();
+        assert_eq!(taken.position, 1);
+        assert!(!taken.slot.probe);
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+}

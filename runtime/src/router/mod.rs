@@ -144,26 +144,6 @@ impl RouteError {
     }
 }
 
-/// Tokens a request may use on `chain`, for target TPM limits: the prompt counted with the
-/// real tokenizer (as budgets count it), plus `max_tokens` (or
-/// [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none). 0 when no target of the chain
-/// has a TPM limit, so requests that need no count pay nothing for it.
-fn estimate_tokens(targets: &[Arc<TargetState>], chain: &[usize], request: &ChatRequest) -> u32 {
-    let limited = chain
-        .iter()
-        .filter_map(|&i| targets.get(i))
-        .find(|t| t.limits.tpm.is_some());
-    let Some(target) = limited else {
-        return 0;
-    };
-    let model = target.upstream.model.as_deref().unwrap_or(&request.model);
-    crate::cost::tokens::count_prompt(model, request)
-        .saturating_add(request.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE))
-}
-
-/// Completion tokens assumed for a TPM limit when the request sets no `max_tokens`.
-const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
-
 /// A route's chain of targets and its policy.
 pub struct RoutePlan {
     /// Indexes into the router's targets, in fallback order.

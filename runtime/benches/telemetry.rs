@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
                     Some(120_000),
                 );
             }
-            telemetry::attempt("sim", "ok", Duration::from_micros(60));
+            telemetry::attempt("sim", None, Duration::from_micros(60));
             telemetry::spend("-", "demo", &usage, 400_000, false);
             telemetry::cache("demo", "bypass");
             telemetry::request(

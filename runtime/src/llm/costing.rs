@@ -137,7 +137,7 @@ impl Costing {
     ) -> Vec<Charge> {
         let mut charges = Vec::new();
         for attempt in attempts {
-            let ok = attempt.outcome == "ok";
+            let ok = attempt.outcome.is_ok();
             if !ok && !self.count_failed_attempts {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! The semantic probe: the namespace and the embedding of a request's last user message,
 //! for the cache's semantic tier, and reading vectors out of an embeddings response.
 
-use super::LlmStep;
+use super::{LlmStep, RouteStep};
 use crate::cache::{CacheKey, embed_local, probe};
 use crate::wit::ChatRequest;
 
@@ -11,6 +11,7 @@ impl LlmStep {
     /// costs the request its semantic lookup, never its answer.
     pub(super) async fn semantic_probe(
         &self,
+        step: &RouteStep,
         route: &str,
         tenant: Option<&str>,
         target: Option<usize>,
@@ -25,7 +26,11 @@ impl LlmStep {
         let (namespace, text) = probe(route, tenant, &format!("target:{name}"), request)?;
         let body = serde_json::json!({ "input": [text] });
         let mut attempts = Vec::new();
-        match self.router.embeddings(&[index], body, &mut attempts).await {
+        match self
+            .router
+            .embeddings(&step.plan, Some(index), body, &mut attempts)
+            .await
+        {
             Ok(value) => match first_embedding(&value) {
                 Some(vector) => Some((namespace, normalised(vector))),
                 None => {

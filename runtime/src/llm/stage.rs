@@ -76,16 +76,14 @@ impl LlmAccess for StageLlm {
         let step = self.step.load_full();
         let route = route_for(&step, &model, &caller);
         Box::pin(async move {
-            let chain = step
-                .plans
-                .get(&route)
-                .map(|step| step.plan.chain.clone())
-                .unwrap_or_default();
+            let Some(plan) = step.plans.get(&route).map(|step| &step.plan) else {
+                return Err(LlmError::from(&StepError::UnknownRoute { route }));
+            };
             let body = serde_json::json!({ "model": model, "input": inputs });
             let mut attempts = Vec::new();
             let value = step
                 .router
-                .embeddings(&chain, body, &mut attempts)
+                .embeddings(plan, None, body, &mut attempts)
                 .await
                 .map_err(|err| LlmError::from(&StepError::Route(err)))?;
             let vectors = embeddings_of(&value);

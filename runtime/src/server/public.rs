@@ -246,12 +246,12 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
         attempts: report
             .attempts
             .into_iter()
-            .filter(|a| !a.model.is_empty())
+            .filter(|a| a.outcome.is_attempt())
             .map(|a| crate::telemetry::AttemptStep {
                 target: a.target,
                 model: a.model,
                 status: a.status,
-                outcome: a.outcome,
+                outcome: a.outcome.into(),
                 elapsed: a.elapsed,
             })
             .collect(),
@@ -293,7 +293,12 @@ fn server_timing(report: &Report, total: std::time::Duration) -> String {
             "llm;desc=\"{cache}\";dur={:.3}, ",
             ms(llm.saturating_sub(upstream))
         );
-        if let Some(last) = report.attempts.iter().rev().find(|a| !a.model.is_empty()) {
+        if let Some(last) = report
+            .attempts
+            .iter()
+            .rev()
+            .find(|a| a.outcome.is_attempt())
+        {
             let _ = write!(
                 out,
                 "upstream;desc=\"{}\";dur={:.3}, ",

@@ -370,8 +370,9 @@ struct TargetMeters {
 
 static TARGETS: LazyLock<ByName<TargetMeters>> = LazyLock::new(DashMap::new);
 
-/// One upstream attempt.
-pub fn attempt(target: &str, outcome: &'static str, elapsed: Duration) {
+/// One upstream attempt: `failure` is `None` when it succeeded, else its class (the
+/// `outcome` label: `timeout`, `deadline`, `connect`, ...).
+pub fn attempt(target: &str, failure: Option<&'static str>, elapsed: Duration) {
     if !enabled() {
         return;
     }
@@ -386,15 +387,14 @@ pub fn attempt(target: &str, outcome: &'static str, elapsed: Duration) {
             "target" => target.to_owned()
         ),
     });
-    if outcome == "ok" {
-        meters.ok.increment(1);
-    } else {
-        counter!(
+    match failure {
+        None => meters.ok.increment(1),
+        Some(outcome) => counter!(
             "weir_upstream_attempts_total",
             "target" => target.to_owned(),
             "outcome" => outcome
         )
-        .increment(1);
+        .increment(1),
     }
     meters.duration.record(elapsed.as_secs_f64());
 }

@@ -1,0 +1,252 @@
+//! What differs between the kinds of upstream call the attempt loop makes: the path, the
+//! body, the model asked for, the per-attempt timeout, how a reply is read, and what a reply
+//! keeps of its target's slot. Chat completions ([`Chat`]) and embeddings ([`Embeddings`]) go
+//! through the same loop; everything else (pick, slot, deadline, breaker, backoff, budget,
+//! record) is the loop's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http::header::{HeaderName, HeaderValue};
+use hyper::body::Incoming;
+
+use super::Reply;
+use super::stream::{StreamLimits, UpstreamStream};
+use super::target::{Slot, TargetState};
+use crate::openai::{parse_response, parse_usage, request_to_json};
+use crate::providers::{AttemptError, Upstream, read_body};
+use crate::wit::{ChatRequest, Usage};
+
+/// One kind of upstream call, as the attempt loop sees it.
+pub(super) trait Exchange: Sync {
+    /// What a successful attempt yields.
+    type Output: Send;
+    /// The operation, for the attempt's span (`gen_ai.operation.name`).
+    const OPERATION: &'static str;
+    /// The path under the target's base URL.
+    const PATH: &'static str;
+
+    /// Headers sent along with every attempt.
+    fn forward(&self) -> &[(HeaderName, HeaderValue)];
+    /// Tokens the call may use on `chain`, for target TPM limits (0 when none counts).
+    fn tokens(&self, targets: &[Arc<TargetState>], chain: &[usize]) -> u32;
+    /// The upstream model asked of `target` (for the record and the span).
+    fn model(&self, target: &Upstream) -> String;
+    /// The body sent to `target`.
+    fn body(&self, target: &Upstream) -> Bytes;
+    /// `target`'s own per-attempt timeout, before the deadline cuts it.
+    fn timeout(&self, target: &Upstream) -> Duration;
+    /// Reads a successful response within `left`.
+    async fn read(
+        &self,
+        state: &TargetState,
+        response: Response<Incoming>,
+        left: Duration,
+    ) -> Result<Self::Output, AttemptError>;
+    /// The usage `output` reported, for the attempt record.
+    fn usage(output: &Self::Output) -> Option<Usage>;
+    /// Gives `output` the attempt's slot to keep, or drops it (the default): a live stream
+    /// holds its target's slot until it ends.
+    fn keep(output: &mut Self::Output, slot: Slot) {
+        let _ = output;
+        drop(slot);
+    }
+}
+
+/// A chat completion.
+pub(super) struct Chat<'a> {
+    /// The request.
+    pub request: &'a ChatRequest,
+    /// Headers forwarded from the client.
+    pub forward: &'a [(HeaderName, HeaderValue)],
+}
+
+impl Exchange for Chat<'_> {
+    type Output = Reply;
+    const OPERATION: &'static str = "chat";
+    const PATH: &'static str = "/chat/completions";
+
+    fn forward(&self) -> &[(HeaderName, HeaderValue)] {
+        self.forward
+    }
+
+    fn tokens(&self, targets: &[Arc<TargetState>], chain: &[usize]) -> u32 {
+        estimate_tokens(targets, chain, self.request)
+    }
+
+    fn model(&self, target: &Upstream) -> String {
+        target
+            .model
+            .clone()
+            .unwrap_or_else(|| self.request.model.clone())
+    }
+
+    fn body(&self, target: &Upstream) -> Bytes {
+        Bytes::from(request_to_json(self.request, target.model.as_deref()).to_string())
+    }
+
+    /// A stream waits at most `ttft_timeout` for its headers and first event; a JSON reply
+    /// `timeout` for headers and body.
+    fn timeout(&self, target: &Upstream) -> Duration {
+        if self.request.stream {
+            target.ttft_timeout
+        } else {
+            target.timeout
+        }
+    }
+
+    async fn read(
+        &self,
+        state: &TargetState,
+        response: Response<Incoming>,
+        left: Duration,
+    ) -> Result<Reply, AttemptError> {
+        if self.request.stream {
+            let limits = StreamLimits {
+                idle_timeout: state.limits.stream_idle_timeout,
+                max_bytes: state.limits.max_stream_bytes,
+            };
+            let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+                response.into_body(),
+                Into::into,
+            ));
+            let stream =
+                UpstreamStream::open(state.upstream.name.clone(), body, left, limits).await?;
+            return Ok(Reply::Stream(stream));
+        }
+        let bytes = read_body(response.into_body(), left).await?;
+        parse_response(&bytes)
+            .map(Reply::Json)
+            .ok_or_else(|| AttemptError::Protocol("the reply is not a chat completion".to_string()))
+    }
+
+    fn usage(reply: &Reply) -> Option<Usage> {
+        match reply {
+            Reply::Json(response) => response.usage,
+            Reply::Stream(_) => None,
+        }
+    }
+
+    /// A live stream keeps the slot until it ends: streams in progress count against the
+    /// target's `max_concurrency`.
+    fn keep(reply: &mut Reply, slot: Slot) {
+        if let Reply::Stream(stream) = reply {
+            stream.hold(slot);
+        }
+    }
+}
+
+/// Tokens a request may use on `chain`, for target TPM limits: the prompt counted with the
+/// real tokenizer (as budgets count it), plus `max_tokens` (or
+/// [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none). 0 when no target of the chain
+/// has a TPM limit, so requests that need no count pay nothing for it.
+fn estimate_tokens(targets: &[Arc<TargetState>], chain: &[usize], request: &ChatRequest) -> u32 {
+    let limited = chain
+        .iter()
+        .filter_map(|&i| targets.get(i))
+        .find(|t| t.limits.tpm.is_some());
+    let Some(target) = limited else {
+        return 0;
+    };
+    let model = target.upstream.model.as_deref().unwrap_or(&request.model);
+    crate::cost::tokens::count_prompt(model, request)
+        .saturating_add(request.max_tokens.unwrap_or(DEFAULT_COMPLETION_ESTIMATE))
+}
+
+/// Completion tokens assumed for a TPM limit when the request sets no `max_tokens`.
+const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
+
+/// An embeddings call with an OpenAI-shaped body; the reply is the raw OpenAI body.
+pub(super) struct Embeddings {
+    /// The body; a target's `model` fills in a missing `model`.
+    pub body: serde_json::Value,
+}
+
+impl Exchange for Embeddings {
+    type Output = serde_json::Value;
+    const OPERATION: &'static str = "embeddings";
+    const PATH: &'static str = "/embeddings";
+
+    fn forward(&self) -> &[(HeaderName, HeaderValue)] {
+        &[]
+    }
+
+    /// Embedding inputs are not counted against TPM limits.
+    fn tokens(&self, _: &[Arc<TargetState>], _: &[usize]) -> u32 {
+        0
+    }
+
+    fn model(&self, target: &Upstream) -> String {
+        match self.body.get("model") {
+            Some(model) => model.as_str().unwrap_or_default().to_string(),
+            None => target.model.clone().unwrap_or_default(),
+        }
+    }
+
+    fn body(&self, target: &Upstream) -> Bytes {
+        let mut body = self.body.clone();
+        if let Some(model) = &target.model
+            && let Some(fields) = body.as_object_mut()
+            && !fields.contains_key("model")
+        {
+            fields.insert("model".into(), serde_json::Value::String(model.clone()));
+        }
+        Bytes::from(body.to_string())
+    }
+
+    /// One timeout for the whole attempt, the body included.
+    fn timeout(&self, target: &Upstream) -> Duration {
+        target.timeout
+    }
+
+    async fn read(
+        &self,
+        _: &TargetState,
+        response: Response<Incoming>,
+        left: Duration,
+    ) -> Result<serde_json::Value, AttemptError> {
+        let bytes = read_body(response.into_body(), left).await?;
+        serde_json::from_slice(&bytes).map_err(|err| AttemptError::Protocol(err.to_string()))
+    }
+
+    fn usage(value: &serde_json::Value) -> Option<Usage> {
+        parse_usage(&value["usage"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(model: Option<&str>) -> Upstream {
+        Upstream {
+            name: "e".into(),
+            base_url: "http://h/v1".into(),
+            api_key: None,
+            model: model.map(str::to_string),
+            timeout: Duration::from_secs(1),
+            ttft_timeout: Duration::from_secs(1),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_embeddings_target_names_the_model_only_when_the_caller_did_not() {
+        let probe = Embeddings {
+            body: serde_json::json!({"input": ["x"]}),
+        };
+        let pinned = upstream(Some("sim-embed"));
+        let sent: serde_json::Value = serde_json::from_slice(&probe.body(&pinned)).unwrap();
+        assert_eq!(sent["model"], "sim-embed");
+        assert_eq!(probe.model(&pinned), "sim-embed");
+        assert_eq!(probe.model(&upstream(None)), "");
+        let stage = Embeddings {
+            body: serde_json::json!({"model": "mine", "input": ["x"]}),
+        };
+        let sent: serde_json::Value = serde_json::from_slice(&stage.body(&pinned)).unwrap();
+        assert_eq!(sent["model"], "mine");
+        assert_eq!(stage.model(&pinned), "mine");
+    }
+}

@@ -1,0 +1,206 @@
+//! The record of one call's attempts: for each, its target, outcome, status, time, model and
+//! usage, and, when the loop stopped before its last allowed attempt, why.
+//!
+//! Outcomes are typed ([`Outcome`]); their text ([`Outcome::as_str`]) is what metrics labels,
+//! span fields, `/admin/requests` and error messages have always shown, so readers decide on
+//! the variant and print the text.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::providers::AttemptError;
+
+/// One entry of the attempt record: an attempt against one target, or the loop stopping.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    /// The target's name (`-` when the loop stopped: no target was tried).
+    pub target: Arc<str>,
+    /// What came of it.
+    pub outcome: Outcome,
+    /// The upstream status, when there was one.
+    pub status: Option<u16>,
+    /// How long the attempt took.
+    pub elapsed: Duration,
+    /// The upstream model the attempt asked for (empty when the loop stopped, or when an
+    /// embeddings call named none).
+    pub model: String,
+    /// Usage the upstream reported: a JSON answer's, or a failed attempt's error body's
+    /// (some providers bill a request that failed after generating). For a stream, filled
+    /// in by whoever reads it to the end.
+    pub usage: Option<crate::wit::Usage>,
+}
+
+impl Attempt {
+    /// The entry saying the loop stopped for `stop` (no upstream call).
+    pub(super) fn stopped(stop: Stop) -> Attempt {
+        Attempt {
+            target: "-".into(),
+            outcome: Outcome::Stopped(stop),
+            status: None,
+            elapsed: Duration::ZERO,
+            model: String::new(),
+            usage: None,
+        }
+    }
+}
+
+/// What came of one entry of the attempt record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target answered.
+    Ok,
+    /// The attempt failed.
+    Failed {
+        /// The class of the failure (`timeout`, `connect`, `status_5xx`, ...: see
+        /// [`AttemptError::kind`]), for metrics and traces.
+        kind: &'static str,
+        /// The error.
+        message: String,
+    },
+    /// The attempt timed out only because the client's deadline cut its timeout short: it
+    /// says nothing about the target and counted against nothing.
+    Cut {
+        /// `cut by the client's deadline: ` and the error.
+        message: String,
+    },
+    /// No attempt: the loop stopped here.
+    Stopped(Stop),
+}
+
+/// Why the loop stopped before its last allowed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Too little time was left before the deadline for another attempt.
+    Deadline,
+    /// The route's retry budget was spent.
+    Budget,
+}
+
+impl Stop {
+    /// The text of the record entry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stop::Deadline => "deadline reached; no further attempt",
+            Stop::Budget => "retry budget exhausted; no further attempt",
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome of an attempt that failed with `err`; `cut` when only the client's
+    /// deadline made it time out.
+    pub(super) fn of(err: &AttemptError, cut: bool) -> Outcome {
+        if cut {
+            Outcome::Cut {
+                message: format!("cut by the client's deadline: {err}"),
+            }
+        } else {
+            Outcome::Failed {
+                kind: err.kind(),
+                message: err.to_string(),
+            }
+        }
+    }
+
+    /// Whether the target answered.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Outcome::Ok)
+    }
+
+    /// Whether an upstream call was made (false when the loop stopped).
+    pub fn is_attempt(&self) -> bool {
+        !matches!(self, Outcome::Stopped(_))
+    }
+
+    /// The text shown in `/admin/requests` and error messages: `ok`, the error, or why the
+    /// loop stopped.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Failed { message, .. } | Outcome::Cut { message } => message,
+            Outcome::Stopped(stop) => stop.as_str(),
+        }
+    }
+
+    /// The label of an attempt for the `weir_upstream_attempts_total` metric and the
+    /// attempt's span: `ok`, `deadline` (cut by the client's deadline) or the failure's
+    /// class. `None` when the loop stopped (no attempt, nothing to count).
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Ok => Some("ok"),
+            Outcome::Failed { kind, .. } => Some(kind),
+            Outcome::Cut { .. } => Some("deadline"),
+            Outcome::Stopped(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Outcome> for Cow<'static, str> {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Ok => Cow::Borrowed("ok"),
+            Outcome::Failed { message, .. } | Outcome::Cut { message } => Cow::Owned(message),
+            Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
+        }
+    }
+}
+
+/// `target (outcome)` for each entry, joined with `; ` (the text of
+/// [`super::RouteError::AllFailed`]).
+pub(super) fn describe(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("{} ({})", a.target, a.outcome))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_of_each_outcome_is_the_one_readers_have_always_seen() {
+        let timeout = AttemptError::Timeout(Duration::from_millis(20));
+        let failed = Outcome::of(&timeout, false);
+        let cut = Outcome::of(&timeout, true);
+        assert_eq!(Outcome::Ok.as_str(), "ok");
+        assert_eq!(failed.as_str(), "timed out after 20ms");
+        assert_eq!(
+            cut.as_str(),
+            "cut by the client's deadline: timed out after 20ms"
+        );
+        assert_eq!(
+            (Outcome::Ok.label(), failed.label(), cut.label()),
+            (Some("ok"), Some("timeout"), Some("deadline"))
+        );
+        let record = vec![
+            Attempt {
+                target: "a".into(),
+                outcome: failed,
+                status: None,
+                elapsed: Duration::from_millis(20),
+                model: "m".into(),
+                usage: None,
+            },
+            Attempt::stopped(Stop::Deadline),
+            Attempt::stopped(Stop::Budget),
+        ];
+        assert_eq!(
+            describe(&record),
+            "a (timed out after 20ms); - (deadline reached; no further attempt); \
+             - (retry budget exhausted; no further attempt)"
+        );
+        assert!(!record[1].outcome.is_attempt() && record[1].outcome.label().is_none());
+        let text: Cow<'static, str> = record[0].outcome.clone().into();
+        assert_eq!(text, "timed out after 20ms");
+    }
+}

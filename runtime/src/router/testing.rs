@@ -1,0 +1,84 @@
+//! Test helpers shared by the router's unit tests: upstreams that never answer or that are an
+//! in-process `weir sim`, targets over them, a request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::TargetState;
+use crate::config::TargetLimits;
+use crate::providers::Upstream;
+use crate::sim::{Faults, Sim, SimConfig};
+use crate::wit::{ChatRequest, Content, Message};
+
+/// A loopback listener that accepts connections and never answers.
+pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+/// An in-process simulator with `faults`, served until the test ends.
+pub async fn sim(faults: Faults) -> SocketAddr {
+    let sim = Sim::bind(SimConfig {
+        faults,
+        ..SimConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))
+    })
+    .await
+    .unwrap();
+    let addr = sim.local_addr();
+    tokio::spawn(sim.serve(std::future::pending()));
+    addr
+}
+
+/// A target at `addr` with default limits.
+pub fn target(name: &str, addr: SocketAddr, timeout: Duration) -> Arc<TargetState> {
+    target_with(name, addr, timeout, TargetLimits::default())
+}
+
+/// A target at `addr` with `limits`.
+pub fn target_with(
+    name: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+    limits: TargetLimits,
+) -> Arc<TargetState> {
+    Arc::new(TargetState::new(
+        Arc::new(Upstream {
+            name: name.into(),
+            base_url: format!("http://{addr}/v1"),
+            api_key: None,
+            model: None,
+            timeout,
+            ttft_timeout: timeout,
+            headers: Vec::new(),
+        }),
+        limits,
+    ))
+}
+
+/// A one-message chat request for model `m`.
+pub fn request() -> ChatRequest {
+    ChatRequest {
+        model: "m".into(),
+        messages: vec![Message {
+            role: "user".into(),
+            content: Some(Content::Text("hi".into())),
+            name: None,
+            extra: "{}".into(),
+        }],
+        temperature: None,
+        top_p: None,
+        max_tokens: None,
+        stream: false,
+        user: None,
+        metadata: Vec::new(),
+        extra: "{}".into(),
+    }
+}

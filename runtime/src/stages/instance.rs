@@ -102,11 +102,6 @@ impl StageInstance {
         self.finish(result)
     }
 
-    /// The stage label.
-    pub fn label(&self) -> &Arc<str> {
-        &self.label
-    }
-
     /// Fuel left from the last call's budget (`None` when unmetered).
     pub fn fuel_remaining(&self) -> Option<u64> {
         if self.fuel_metering {

@@ -59,7 +59,8 @@ pub struct StageEnv {
     pub sandbox: Arc<Sandbox>,
     /// The services behind the host API.
     pub services: Arc<HostServices>,
-    /// Drops finished instances off the response path.
+    /// Drops finished instances: inline in production ([`Reaper::inline`]), or on the reaper
+    /// thread.
     pub reaper: Reaper,
     /// Deterministic stages' `on-request` outcomes by input.
     pub outputs: StageOutputCache,

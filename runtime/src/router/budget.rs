@@ -17,7 +17,8 @@ const WINDOW: Duration = Duration::from_secs(10);
 pub struct RetryBudget {
     /// Retries allowed per original request (default 0.2).
     ratio: f64,
-    /// Retries always allowed per second, so a quiet route can still retry (default 10).
+    /// Retries always allowed per second, so a quiet route can still retry (routes use
+    /// [`RETRY_FLOOR_PER_SEC`](super::policy::RETRY_FLOOR_PER_SEC), 1 per second).
     floor_per_sec: f64,
     /// Recent requests and retries, oldest first, with running counts.
     events: Mutex<Window>,

@@ -117,7 +117,7 @@ impl StageInstance {
             .then(|| self.limits.fuel.unwrap_or(u64::MAX))
     }
 
-    /// Releases the instance off the response path.
+    /// Releases the instance to `reaper`, which drops its store inline or on its thread.
     pub fn release(self, reaper: &Reaper) {
         reaper.reap(self.store);
     }

@@ -1,5 +1,6 @@
-//! One request's spend: every LLM call it made (its own, retries and fallbacks included, and
-//! its stages' `complete()`), what each cost, and the per-request limits of its key.
+//! One request's spend: what the LLM calls it made (its own, retries and fallbacks included,
+//! and its stages' `complete()`) cost and hold in reservations, and the per-request limits of
+//! its key.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -28,8 +29,6 @@ struct Spend {
     spent: u64,
     /// Reserved by its calls in flight.
     held: u64,
-    /// Each priced call, in order.
-    charges: Vec<Charge>,
 }
 
 /// One request's meter, shared by the request path and its stages' calls.
@@ -121,11 +120,6 @@ impl Meter {
     pub fn total(&self) -> u64 {
         lock(&self.spend).spent
     }
-
-    /// Every priced call so far.
-    pub fn charges(&self) -> Vec<Charge> {
-        lock(&self.spend).charges.clone()
-    }
 }
 
 /// A call's reservation, held until the call's real cost is known.
@@ -160,7 +154,6 @@ impl Hold {
         let mut spend = lock(&self.meter.spend);
         spend.held = spend.held.saturating_sub(self.worst);
         spend.spent = spend.spent.saturating_add(cost);
-        spend.charges.extend(charges);
         self.worst = 0;
         cost
     }

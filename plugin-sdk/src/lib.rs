@@ -47,7 +47,8 @@
 //! - [`log`](crate::info): `trace!` .. `error!` macros writing to the host log.
 //! - [`llm`]: `complete()` and `embed()` through the host's LLM step.
 //! - [`cache`]: a key-value cache private to the stage.
-//! - [`tokens`]: token counts with the model's real tokenizer.
+//! - [`tokens`]: token counts with the model's real tokenizer, and the host's prompt-token
+//!   formula ([`tokens::Tokens`], from the `weir-tokens` crate the host uses too).
 //! - [`build`]: builders for messages, responses and errors (inherent methods on the WIT types).
 //!
 //! Every request gets a fresh instance of the stage, so the `Stage` value is created with

@@ -32,6 +32,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cost;
 pub mod error;
@@ -48,5 +49,6 @@ pub mod sandbox;
 pub mod server;
 pub mod sim;
 pub mod stages;
+pub mod sync;
 pub mod telemetry;
 pub mod wit;

@@ -16,6 +16,7 @@ use moka::sync::Cache;
 use tokio::time::Instant;
 
 use super::{CacheKey, request_key};
+use crate::sync::lock;
 use crate::wit::{ChatRequest, Content};
 
 /// Dimensions of a local embedding.
@@ -134,7 +135,7 @@ impl SemanticIndex {
         threshold: f32,
     ) -> Option<(CacheKey, f32)> {
         let entries = self.namespaces.get(namespace)?;
-        let entries = entries.lock().ok()?;
+        let entries = lock(&entries);
         let now = Instant::now();
         entries
             .iter()
@@ -154,9 +155,7 @@ impl SemanticIndex {
         let entries = self
             .namespaces
             .get_with(namespace, || Arc::new(Mutex::new(Vec::new())));
-        let Ok(mut entries) = entries.lock() else {
-            return;
-        };
+        let mut entries = lock(&entries);
         let now = Instant::now();
         entries.retain(|e| e.expires > now && e.exact != exact);
         if entries.len() >= MAX_PER_NAMESPACE {

@@ -3,10 +3,11 @@
 //! its key.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::{Account, CostError, Reservation};
 use crate::config::pico_to_usd;
+use crate::sync::lock;
 use crate::wit::Usage;
 
 /// One priced LLM call (or attempt that consumed tokens).
@@ -40,10 +41,6 @@ pub struct Meter {
     calls: AtomicU32,
     /// Spend.
     spend: Mutex<Spend>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Meter {

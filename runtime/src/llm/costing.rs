@@ -161,7 +161,7 @@ impl Costing {
 
     /// Settles `hold` with `charges` and records them; returns their cost.
     pub fn close(&self, hold: Hold, charges: Vec<Charge>, site: CallSite<'_>) -> u64 {
-        let now = crate::cost::unix_now();
+        let now = crate::clock::unix_secs();
         for charge in &charges {
             self.ledger.record(Entry {
                 ts: now,
@@ -188,7 +188,7 @@ impl Costing {
                 .unwrap_or(u64::MAX);
         meter.add_compute(cost);
         self.ledger.record(Entry {
-            ts: crate::cost::unix_now(),
+            ts: crate::clock::unix_secs(),
             key: meter.key_name().to_string(),
             route: route.to_string(),
             model: "stage-fuel".to_string(),
@@ -208,7 +208,7 @@ impl Costing {
     /// usage it would have cost, for `weir cost project`.
     pub fn record_free(&self, response: &ChatResponse, site: CallSite<'_>) {
         self.ledger.record(Entry {
-            ts: crate::cost::unix_now(),
+            ts: crate::clock::unix_secs(),
             key: site.meter.key_name().to_string(),
             route: site.route.to_string(),
             model: response.model.clone(),

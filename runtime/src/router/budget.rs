@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// How long a deposit counts.
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -91,10 +93,7 @@ impl RetryBudget {
     }
 
     fn with<R>(&self, now: Instant, f: impl FnOnce(&mut Window) -> R) -> R {
-        let mut window = match self.events.lock() {
-            Ok(window) => window,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut window = lock(&self.events);
         window.expire(now);
         f(&mut window)
     }

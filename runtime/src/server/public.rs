@@ -228,7 +228,7 @@ fn record(app: &App, report: chat::Report, outcome: Outcome, request_id: Arc<str
     app.recent.push(crate::telemetry::RequestRecord {
         id: request_id,
         trace: report.trace,
-        started_ms: super::app::unix_ms().saturating_sub(elapsed.as_millis() as u64),
+        started_ms: crate::clock::unix_ms().saturating_sub(elapsed.as_millis() as u64),
         method,
         cache: report.cache.map(|(cache, _)| cache.as_str()),
         stages: report

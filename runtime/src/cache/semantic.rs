@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::{CacheKey, request_key};
 use crate::sync::lock;
-use crate::wit::{ChatRequest, Content};
+use crate::wit::ChatRequest;
 
 /// Dimensions of a local embedding.
 const DIMS: usize = 1024;
@@ -69,15 +69,7 @@ fn last_user(request: &ChatRequest) -> Option<(usize, String)> {
         .enumerate()
         .rev()
         .find(|(_, m)| m.role == "user")?;
-    let text = match &message.content {
-        Some(Content::Text(text)) => text.clone(),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .filter_map(|p| p.text.clone())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        None => return None,
-    };
+    let text = message.content.as_ref()?.text().into_owned();
     Some((index, text))
 }
 

@@ -62,13 +62,7 @@ impl PromptMessage for Message {
     }
 
     fn texts(&self) -> impl Iterator<Item = &str> {
-        let (text, parts) = match &self.content {
-            Some(Content::Text(text)) => (Some(text.as_str()), &[][..]),
-            Some(Content::Parts(parts)) => (None, parts.as_slice()),
-            None => (None, &[][..]),
-        };
-        text.into_iter()
-            .chain(parts.iter().filter_map(|part| part.text.as_deref()))
+        self.content.iter().flat_map(Content::texts)
     }
 
     fn extra(&self) -> &str {

@@ -294,7 +294,7 @@ async fn serve(
                 match collect(stream).await {
                     Ok(response) => {
                         if let Some(charge) = charge {
-                            charge.finish(response.usage, &text_of(&response));
+                            charge.finish(response.usage, &response.text());
                         }
                         if let Some(fill) = fill {
                             fill.store(response.clone());
@@ -307,21 +307,6 @@ async fn serve(
                 relay(fwd, stream, include_usage, fill, charge)
             }
         }
-    }
-}
-
-/// The text of a response's first choice.
-fn text_of(response: &ChatResponse) -> String {
-    match response
-        .choices
-        .first()
-        .and_then(|c| c.message.content.as_ref())
-    {
-        Some(crate::wit::Content::Text(text)) => text.clone(),
-        Some(crate::wit::Content::Parts(parts)) => {
-            parts.iter().filter_map(|p| p.text.as_deref()).collect()
-        }
-        None => String::new(),
     }
 }
 
@@ -353,7 +338,7 @@ impl Finish<'_> {
         if self.log_answer
             && let Ok(response) = &result
         {
-            tracing::info!(target: "weir::input", answer = %text_of(response), "answer");
+            tracing::info!(target: "weir::input", answer = %response.text(), "answer");
         }
         match result {
             Err(err) => http_util::error(&pipeline_error(&err)),
@@ -454,7 +439,7 @@ fn relay(
                 () = tx.closed() => {
                     // The client went away while the upstream was quiet.
                     if let Some(charge) = charge.take() {
-                        charge.finish(None, acc.text());
+                        charge.finish(None, &acc.text());
                     }
                     return;
                 }
@@ -466,7 +451,7 @@ fn relay(
                 Ok(data) => data,
                 Err(err) => {
                     if let Some(charge) = charge.take() {
-                        charge.finish(None, acc.text());
+                        charge.finish(None, &acc.text());
                     }
                     let _ = tx
                         .send(error_event(&stream_error(&stream.target, &err)))
@@ -484,7 +469,7 @@ fn relay(
                     if let Some(usage) = chunk.get("usage").and_then(crate::openai::parse_usage)
                         && let Some(pending) = charge.take()
                     {
-                        let total = pending.finish(Some(usage), acc.text());
+                        let total = pending.finish(Some(usage), &acc.text());
                         chunk["usage"]["cost"] = json!(crate::config::pico_to_usd(total));
                     }
                     if !include_usage && strip_usage(&mut chunk) {
@@ -496,13 +481,13 @@ fn relay(
             };
             if tx.send(Bytes::from(out)).await.is_err() {
                 if let Some(charge) = charge.take() {
-                    charge.finish(None, acc.text());
+                    charge.finish(None, &acc.text());
                 }
                 return; // the client went away
             }
         }
         if let Some(charge) = charge.take() {
-            charge.finish(None, acc.text());
+            charge.finish(None, &acc.text());
         }
         if !done {
             let err = stream_error(&stream.target, "the stream ended without [DONE]");

@@ -17,6 +17,7 @@ mod account;
 pub mod clock;
 mod ledger;
 mod meter;
+pub mod projection;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};

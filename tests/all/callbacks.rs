@@ -5,12 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio::time::Instant;
 
 use crate::procs::{Proc, get, post, scratch_config, serve_file_with_env, sim};
 use crate::sim::client::Answer;

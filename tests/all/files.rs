@@ -5,9 +5,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::procs::{Proc, get, post, serve_logged, sim, sim_requests};
 

@@ -7,13 +7,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use http::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio::time::Instant;
 
 use crate::procs::{
     Proc, call, get, post, scratch_config, serve, serve_file, serve_file_with_env, sim,

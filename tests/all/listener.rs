@@ -649,7 +649,7 @@ fn serve_exits(args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             let mut stderr = String::new();

@@ -3,9 +3,10 @@
 //! down, breakers, `Retry-After` and RPM limits, the retry budget, load shedding, and stream
 //! failover.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::procs::{Proc, get, post, serve, sim};
 

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::procs::{Proc, call, get, serve, serve_logged, sim, sim_requests};
 

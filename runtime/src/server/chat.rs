@@ -243,7 +243,7 @@ async fn serve(
     }
 
     let forward = forward_headers(request_id, report.trace, headers);
-    let llm_started = std::time::Instant::now();
+    let llm_started = tokio::time::Instant::now();
     let llm_span = tracing::debug_span!(
         target: "weir::llm",
         "weir.llm",

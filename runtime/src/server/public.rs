@@ -44,7 +44,7 @@ async fn dispatch(
     request_id: Arc<str>,
     mut report: chat::Report,
 ) -> Response<Body> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let _in_flight = crate::telemetry::InFlight::enter();
     let path = request.uri().path().to_string();
     let is_chat = path == "/v1/chat/completions";

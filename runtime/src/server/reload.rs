@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use serde_json::{Value, json};
@@ -123,7 +123,7 @@ impl App {
     pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
         let _one_at_a_time = self.reload_lock.lock().await;
         self.reloads_attempted.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let previous = self.snapshot();
         let mut outcome = ReloadOutcome {
             trigger,

@@ -18,7 +18,7 @@ const MAX_EVENT_BYTES: usize = 4 << 20;
 /// An incremental SSE parser: feed bytes, take complete `data:` payloads.
 ///
 /// Linear in the bytes fed, however they are split: a partial line is never rescanned (the
-/// scan resumes at [`Self::scanned`]), and only completed lines are drained.
+/// scan resumes at `scanned`), and only completed lines are drained.
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// Bytes of an incomplete line.

@@ -1,4 +1,4 @@
-//! The sandbox: one wasmtime [`Engine`] per process and the `Store` every stage call runs in.
+//! The sandbox: one wasmtime [`Engine`](wasmtime::Engine) per process and the `Store` every stage call runs in.
 //!
 //! Owns: the engine (pooling allocator sized from config, fuel metering, epoch interruption),
 //! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`], signed

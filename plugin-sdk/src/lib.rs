@@ -47,7 +47,9 @@
 //! - [`log`](crate::info): `trace!` .. `error!` macros writing to the host log.
 //! - [`llm`]: `complete()` and `embed()` through the host's LLM step.
 //! - [`cache`]: a key-value cache private to the stage.
-//! - [`tokens`]: token counts with the model's real tokenizer.
+//! - [`tokens`]: token counts with the model's real tokenizer, and the host's prompt-token
+//!   formula ([`tokens::Tokens`], from the `weir-tokens` crate the host uses too).
+//! - [`testing`]: a config getter and an error helper for a stage's native unit tests.
 //! - [`build`]: builders for messages, responses and errors (inherent methods on the WIT types).
 //!
 //! Every request gets a fresh instance of the stage, so the `Stage` value is created with
@@ -74,6 +76,7 @@ pub mod config;
 pub mod llm;
 mod log;
 mod stage;
+pub mod testing;
 pub mod tokens;
 
 pub use bindings::weir::stage::types::{

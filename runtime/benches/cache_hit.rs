@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo bench -p weir --bench cache_hit`.
 
-#![allow(missing_docs, clippy::unwrap_used)]
+// Benchmarks measure wall time: std's clock (clippy.toml bans it elsewhere).
+#![allow(missing_docs, clippy::unwrap_used, clippy::disallowed_types)]
 
 use std::time::{Duration, Instant};
 

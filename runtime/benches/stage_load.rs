@@ -10,7 +10,8 @@
 //!
 //! Run: `cargo bench -p weir --bench stage_load`.
 
-#![allow(missing_docs, clippy::unwrap_used)]
+// Benchmarks measure wall time: std's clock (clippy.toml bans it elsewhere).
+#![allow(missing_docs, clippy::unwrap_used, clippy::disallowed_types)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -6,28 +6,47 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the TOML schema, validation with file:line errors, validated settings.
-//! - [`wit`]: host bindings generated from `wit/stage.wit` (the contract).
-//! - [`sandbox`]: the wasmtime `Engine` (pooling allocator, fuel, epochs, ticker), the
-//!   per-call `Store` and its limits, the on-disk cache of precompiled stages.
+//! Dependencies point one way: `server` → [`app`] → [`pipeline`] → ([`stages`], [`llm`]) →
+//! ([`router`], [`cache`], [`cost`]) → [`providers`]; the leaves at the end of the list may be
+//! used by anyone.
+//!
+//! - [`server`]: HTTP only: the public and admin listeners, connection deadlines and caps, the
+//!   `/v1/jobs` API, graceful shutdown.
+//! - [`app`]: the composition root: `App`, the `Snapshot` swapped whole by a reload, assembly,
+//!   reload triggers and the typed `app.chat` entry point.
+//! - [`openai`]: the OpenAI wire format (JSON and SSE ↔ the WIT types, error bodies).
+//! - [`pipeline`]: one request through the stages in onion order, short-circuits and the
+//!   stage error policy.
 //! - [`stages`]: loading a component, checking it against the world, `StagePre` per stage
 //!   version, per-request instances and failure classification.
 //! - [`host_api`]: the imports granted to guests (log, config, llm, embed, cache).
-//! - [`pipeline`]: one request through the stages in onion order, short-circuits and the
-//!   stage error policy.
-//! - [`openai`]: the OpenAI wire format (JSON and SSE ↔ the WIT types, error bodies).
+//! - [`sandbox`]: the wasmtime `Engine` (pooling allocator, fuel, epochs, ticker), the
+//!   per-call `Store` and its limits, where finished stores are dropped, the on-disk cache of
+//!   precompiled stages.
 //! - [`llm`]: the LLM step between the phases, and stages' `complete()` / `embed()`.
-//! - [`cache`]: the exact response cache (blake3 keys, bounded memory tier, single-flight).
-//! - [`router`]: a route's target chain: fallback and the record of every attempt.
-//! - [`providers`]: the pooled OpenAI-compatible upstream client.
+//! - [`router`]: a route's targets: fallback, retries with backoff and a retry budget,
+//!   deadlines, breakers, concurrency and rate limits, and the record of every attempt.
+//! - [`cache`]: the response cache (blake3 keys, memory and disk tiers, single-flight, the
+//!   semantic index) and deterministic stages' output cache.
+//! - [`cost`]: the price table, usage → money, per-key budgets with reservations and rate
+//!   limits, the spend ledger, token counting, and the `weir cost project` maths.
+//! - [`providers`]: the pooled OpenAI-compatible upstream client and one attempt against a
+//!   target.
 //! - [`queue`]: background jobs: the durable store, workers, retries with backoff, dead
 //!   jobs, backpressure and signed callbacks.
-//! - [`app`]: the composition root: `App`, the `Snapshot` swapped whole on reload, assembly,
-//!   reload triggers, and `App::chat`, the typed entry point HTTP and background jobs call.
-//! - [`error`]: `ClientFacing`, how any layer's error reaches the client.
-//! - [`server`]: HTTP only: the public and admin listeners, rendering, graceful shutdown.
 //! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
 //! - [`cli`]: the `weir` command line.
+//! - [`config`]: the TOML schema, validation with file:line errors, validated settings.
+//! - [`wit`]: host bindings generated from `wit/stage.wit` (the contract), and the one way to
+//!   read the text of content.
+//! - [`telemetry`]: the tracing subscriber and OTLP export, W3C trace context, the metrics
+//!   registry, the ring of recent requests.
+//! - [`error`]: the `ClientFacing` trait through which any layer's error reaches the client.
+//! - [`rate`]: per-minute request and token buckets (target limits and key limits).
+//! - [`fsutil`]: file helpers for weir's state on disk: private modes, atomic writes, sweeping
+//!   orphaned temporary files.
+//! - [`clock`]: wall-clock readings: the Unix time now, in seconds and milliseconds.
+//! - [`sync`]: poison-tolerant locking, the one way a `std::sync` lock is taken.
 
 // `deny`, not `forbid`: the one exception is `sandbox::artifacts::deserialize`, wasmtime's
 // unsafe precompiled-artifact API in a small function that documents why it is sound.
@@ -36,6 +55,7 @@
 pub mod app;
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cost;
 pub mod error;
@@ -52,5 +72,6 @@ pub mod sandbox;
 pub mod server;
 pub mod sim;
 pub mod stages;
+pub mod sync;
 pub mod telemetry;
 pub mod wit;

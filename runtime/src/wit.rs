@@ -6,6 +6,8 @@
 
 #![allow(missing_docs)]
 
+use std::borrow::Cow;
+
 wasmtime::component::bindgen!({
     world: "stage",
     path: "../wit",
@@ -32,5 +34,119 @@ impl Message {
             name: None,
             extra: "{}".to_string(),
         }
+    }
+}
+
+/// The one way the host reads the text of content. Text parts are joined with nothing between
+/// them (`""`, never `"\n"`), so every path counts the same tokens for the same text:
+///
+/// - a prompt is counted part by part with no separator tokens (`weir_tokens`, OpenAI's
+///   per-message accounting that `count_prompt` and `context-trim` share);
+/// - a streamed answer is its deltas concatenated as they arrive, so a whole answer and the
+///   same answer streamed must join the same way.
+///
+/// A `"\n"` join would count newline tokens that neither of those counts, so the same answer
+/// would be estimated differently by path.
+impl Content {
+    /// Each piece of text, in order: the content string, or each text part's text (non-text
+    /// parts have none).
+    pub fn texts(&self) -> impl Iterator<Item = &str> {
+        let (text, parts) = match self {
+            Content::Text(text) => (Some(text.as_str()), &[][..]),
+            Content::Parts(parts) => (None, parts.as_slice()),
+        };
+        text.into_iter()
+            .chain(parts.iter().filter_map(|part| part.text.as_deref()))
+    }
+
+    /// All the text, pieces concatenated (see the `impl` docs for why with no separator);
+    /// borrowed unless there are several text parts.
+    pub fn text(&self) -> Cow<'_, str> {
+        concat(self.texts())
+    }
+}
+
+impl ChatResponse {
+    /// The answer's text: every choice's content text, concatenated in order (what completion
+    /// tokens are counted on when the provider reports no usage).
+    pub fn text(&self) -> Cow<'_, str> {
+        concat(
+            self.choices
+                .iter()
+                .filter_map(|choice| choice.message.content.as_ref())
+                .flat_map(Content::texts),
+        )
+    }
+}
+
+/// `texts` concatenated; borrowed when there is at most one.
+fn concat<'a>(mut texts: impl Iterator<Item = &'a str>) -> Cow<'a, str> {
+    match (texts.next(), texts.next()) {
+        (None, _) => Cow::Borrowed(""),
+        (Some(only), None) => Cow::Borrowed(only),
+        (Some(first), Some(second)) => {
+            let mut all = String::from(first);
+            all.push_str(second);
+            all.extend(texts);
+            Cow::Owned(all)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(text: Option<&str>) -> ContentPart {
+        ContentPart {
+            kind: if text.is_some() { "text" } else { "image_url" }.into(),
+            text: text.map(Into::into),
+            extra: "{}".into(),
+        }
+    }
+
+    fn choice(content: Option<Content>) -> Choice {
+        let mut message = Message::text("assistant", "");
+        message.content = content;
+        Choice {
+            index: 0,
+            message,
+            finish_reason: None,
+            extra: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn content_text_joins_text_parts_with_nothing_between() {
+        let plain = Content::Text("hello".into());
+        assert_eq!(plain.texts().collect::<Vec<_>>(), ["hello"]);
+        assert!(matches!(plain.text(), Cow::Borrowed("hello")));
+
+        let parts = Content::Parts(vec![part(Some("look ")), part(None), part(Some("here"))]);
+        assert_eq!(parts.texts().collect::<Vec<_>>(), ["look ", "here"]);
+        assert_eq!(parts.text(), "look here");
+
+        let one = Content::Parts(vec![part(None), part(Some("only"))]);
+        assert!(matches!(one.text(), Cow::Borrowed("only")));
+        assert_eq!(Content::Parts(vec![part(None)]).text(), "");
+    }
+
+    #[test]
+    fn a_responses_text_is_every_choice_concatenated() {
+        let mut response = ChatResponse {
+            id: "c".into(),
+            model: "m".into(),
+            created: 0,
+            choices: Vec::new(),
+            usage: None,
+            extra: "{}".into(),
+        };
+        assert_eq!(response.text(), "");
+        response.choices = vec![
+            choice(Some(Content::Text("a".into()))),
+            choice(None),
+            choice(Some(Content::Parts(vec![part(Some("b")), part(Some("c"))]))),
+        ];
+        assert_eq!(response.text(), "abc");
     }
 }

@@ -5,11 +5,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::procs::{Proc, call, get, post, serve_file, sim};
 use crate::wait;

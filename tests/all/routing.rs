@@ -3,9 +3,10 @@
 //! RPM limits, the retry budget, load shedding, and stream failover. The storm of errors and
 //! stalls is in `stress::routing`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::procs::{Proc, get, post, serve, sim};
 use crate::wait;

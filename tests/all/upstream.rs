@@ -4,7 +4,7 @@
 //! dribble, and live streams counted against `max_concurrency`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use crate::procs::{Proc, call, get, post, scratch_config, serve, serve_file, serve_logged, sim};
 use crate::sim::client::{Answer, ReqBody, connect, full};

@@ -10,14 +10,14 @@
 //! # Layout
 //!
 //! - [`settings`]: the validated config.
-//! - [`tokens`]: prompt token accounting, the same as the host's.
 //! - [`turns`]: the leading system messages and the turns of a conversation.
-//! - [`trim`]: dropping turns until the prompt fits, or the refusal.
+//! - [`trim`]: dropping turns until the prompt fits, or the refusal; prompts are counted
+//!   with [`weir_sdk::tokens::Tokens`], the host's own formula (shared, not copied), so a
+//!   prompt trimmed to `max_tokens` is at most `max_tokens` when the host counts it.
 //! - this file: the [`Stage`] implementation, the only code that talks to the host (config,
 //!   `count-tokens`, log).
 
 pub mod settings;
-pub mod tokens;
 pub mod trim;
 pub mod turns;
 

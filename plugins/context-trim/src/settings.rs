@@ -63,28 +63,13 @@ fn at_least_one<T: PartialEq + Default + ToString>(key: &str, value: T) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use weir_sdk::testing::{config, fail_message};
+
     use super::*;
-
-    fn load(pairs: &[(&str, &str)]) -> Result<Settings, StageError> {
-        Settings::load(|key| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    fn fail_message(result: Result<Settings, StageError>) -> String {
-        match result {
-            Err(StageError::Fail(message)) => message,
-            Err(StageError::Reject(rejection)) => panic!("unexpected rejection {rejection:?}"),
-            Ok(settings) => panic!("unexpected success {settings:?}"),
-        }
-    }
 
     #[test]
     fn defaults() {
-        let settings = load(&[("max_tokens", "4000")]).ok();
+        let settings = Settings::load(config(&[("max_tokens", "4000")])).ok();
         assert_eq!(
             settings,
             Some(Settings {
@@ -101,11 +86,11 @@ mod tests {
 
     #[test]
     fn explicit_values() {
-        let settings = load(&[
+        let settings = Settings::load(config(&[
             ("max_tokens", "1"),
             ("keep_last_turns", "12"),
             ("model", "gpt-4"),
-        ])
+        ]))
         .ok();
         assert_eq!(
             settings,
@@ -119,14 +104,14 @@ mod tests {
             settings.as_ref().map(|s| s.model("my-alias")),
             Some("gpt-4")
         );
-        let largest = load(&[("max_tokens", "4294967295")]).ok();
+        let largest = Settings::load(config(&[("max_tokens", "4294967295")])).ok();
         assert_eq!(largest.map(|s| s.max_tokens), Some(u32::MAX));
     }
 
     #[test]
     fn max_tokens_is_required() {
         assert_eq!(
-            fail_message(load(&[("keep_last_turns", "2")])),
+            fail_message(Settings::load(config(&[("keep_last_turns", "2")]))),
             "context-trim: config key `max_tokens` is required"
         );
     }
@@ -134,12 +119,15 @@ mod tests {
     #[test]
     fn zero_is_refused_naming_the_key() {
         assert_eq!(
-            fail_message(load(&[("max_tokens", "0")])),
+            fail_message(Settings::load(config(&[("max_tokens", "0")]))),
             "stage config `max_tokens`: expected an integer of at least 1, got `0` \
              (zero would leave nothing to send)"
         );
         assert_eq!(
-            fail_message(load(&[("max_tokens", "10"), ("keep_last_turns", "0")])),
+            fail_message(Settings::load(config(&[
+                ("max_tokens", "10"),
+                ("keep_last_turns", "0")
+            ]))),
             "stage config `keep_last_turns`: expected an integer of at least 1, got `0` \
              (zero would leave nothing to send)"
         );
@@ -159,7 +147,7 @@ mod tests {
             if key != "max_tokens" {
                 pairs.push(("max_tokens", "100"));
             }
-            let message = fail_message(load(&pairs));
+            let message = fail_message(Settings::load(config(&pairs)));
             assert!(
                 message.starts_with(&format!("stage config `{key}`: expected ")),
                 "{key} = {value}: {message}"

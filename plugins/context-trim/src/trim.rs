@@ -2,10 +2,10 @@
 //! refuse the request when the part that is never dropped is already over it. Pure: the
 //! tokenizer is a parameter, so every decision is testable natively.
 
+use weir_sdk::tokens::Tokens;
 use weir_sdk::{ChatRequest, StageError};
 
 use crate::settings::Settings;
-use crate::tokens::Tokens;
 use crate::turns::{self, Turns};
 
 /// HTTP status of the refusal.
@@ -195,13 +195,7 @@ mod tests {
 
     /// Prompt tokens of `request` the way the host counts them, from scratch.
     fn prompt_tokens(request: &ChatRequest) -> u64 {
-        let mut tokens = Tokens::new(&words);
-        tokens.overhead(&request.extra)
-            + request
-                .messages
-                .iter()
-                .map(|m| tokens.message(m))
-                .sum::<u64>()
+        Tokens::new(words).prompt(&request.messages, &request.extra)
     }
 
     /// Everything in `value`, for comparing WIT types (they do not implement `PartialEq`).

@@ -43,20 +43,13 @@ impl Settings {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::*;
+    use weir_sdk::testing::config;
 
-    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load(|key| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
-    }
+    use super::*;
 
     #[test]
     fn defaults() {
-        let settings = load(&[]).unwrap();
+        let settings = Settings::load(config(&[])).unwrap();
         assert_eq!(settings.kinds, Kinds::ALL);
         assert!(settings.restore);
         assert!(settings.redacts_role("system") && settings.redacts_role("tool"));
@@ -64,11 +57,11 @@ mod tests {
 
     #[test]
     fn explicit_values() {
-        let settings = load(&[
+        let settings = Settings::load(config(&[
             ("kinds", r#"["email","credit_card"]"#),
             ("restore", "false"),
             ("roles", r#"["user"]"#),
-        ])
+        ]))
         .unwrap();
         assert_eq!(settings.kinds, Kinds::of(&[Kind::Email, Kind::CreditCard]));
         assert!(!settings.restore);
@@ -78,10 +71,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_key() {
-        let err = load(&[("kinds", r#"["email","ssn"]"#)]).unwrap_err();
+        let err = Settings::load(config(&[("kinds", r#"["email","ssn"]"#)])).unwrap_err();
         assert_eq!(err.key, "kinds");
         assert!(err.to_string().contains("ssn"), "{err}");
-        assert_eq!(load(&[("restore", "yes")]).unwrap_err().key, "restore");
-        assert_eq!(load(&[("roles", "user")]).unwrap_err().key, "roles");
+        assert_eq!(
+            Settings::load(config(&[("restore", "yes")]))
+                .unwrap_err()
+                .key,
+            "restore"
+        );
+        assert_eq!(
+            Settings::load(config(&[("roles", "user")]))
+                .unwrap_err()
+                .key,
+            "roles"
+        );
     }
 }

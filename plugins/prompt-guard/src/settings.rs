@@ -72,20 +72,13 @@ impl Default for Settings {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::*;
+    use weir_sdk::testing::config;
 
-    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load(|key| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
-    }
+    use super::*;
 
     #[test]
     fn defaults() {
-        let settings = load(&[]).unwrap();
+        let settings = Settings::load(config(&[])).unwrap();
         assert_eq!(settings.max_chars, 32_000);
         assert_eq!(settings.max_messages, 256);
         assert!(settings.deny.is_empty());
@@ -99,13 +92,13 @@ mod tests {
 
     #[test]
     fn explicit_values() {
-        let settings = load(&[
+        let settings = Settings::load(config(&[
             ("max_chars", "100"),
             ("max_messages", "3"),
             ("deny", r#"["Project  Bluebird"]"#),
             ("injection", "false"),
             ("roles", r#"["user","assistant"]"#),
-        ])
+        ]))
         .unwrap();
         assert_eq!(settings.max_chars, 100);
         assert_eq!(settings.max_messages, 3);
@@ -127,7 +120,7 @@ mod tests {
             ("injection", "maybe"),
             ("roles", "user"),
         ] {
-            let err = load(&[(key, value)]).unwrap_err();
+            let err = Settings::load(config(&[(key, value)])).unwrap_err();
             assert_eq!(err.key, key, "{err}");
         }
     }

@@ -116,28 +116,13 @@ fn parse_missing(raw: String) -> Result<Missing, ConfigError> {
 
 #[cfg(test)]
 mod tests {
+    use weir_sdk::testing::{config, fail_message};
+
     use super::*;
-
-    fn load(pairs: &[(&str, &str)]) -> Result<Settings, StageError> {
-        Settings::load(|key| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        })
-    }
-
-    fn fail_message(result: Result<Settings, StageError>) -> String {
-        match result {
-            Err(StageError::Fail(message)) => message,
-            Err(StageError::Reject(rejection)) => panic!("unexpected rejection {rejection:?}"),
-            Ok(settings) => panic!("unexpected success {settings:?}"),
-        }
-    }
 
     #[test]
     fn defaults() {
-        let settings = load(&[("prompt", "Be terse.")]).ok();
+        let settings = Settings::load(config(&[("prompt", "Be terse.")])).ok();
         assert_eq!(
             settings,
             Some(Settings {
@@ -152,19 +137,19 @@ mod tests {
 
     #[test]
     fn explicit_values() {
-        let settings = load(&[
+        let settings = Settings::load(config(&[
             ("prompt", "Hi {{user}}"),
             ("mode", "merge"),
             ("default_value", "there"),
             ("missing", "fail"),
-        ])
+        ]))
         .ok();
         let settings = settings.as_ref();
         assert_eq!(settings.map(|s| s.mode), Some(Mode::Merge));
         assert_eq!(settings.map(|s| s.default_value.as_str()), Some("there"));
         assert_eq!(settings.and_then(Settings::fallback), None);
         for mode in [Mode::Prepend, Mode::Replace, Mode::Merge] {
-            let parsed = load(&[("prompt", "x"), ("mode", mode.as_str())]).ok();
+            let parsed = Settings::load(config(&[("prompt", "x"), ("mode", mode.as_str())])).ok();
             assert_eq!(parsed.map(|s| s.mode), Some(mode));
         }
     }
@@ -172,7 +157,7 @@ mod tests {
     #[test]
     fn prompt_is_required() {
         assert_eq!(
-            fail_message(load(&[("mode", "merge")])),
+            fail_message(Settings::load(config(&[("mode", "merge")]))),
             "system-prompt: config key `prompt` is required"
         );
     }
@@ -180,12 +165,18 @@ mod tests {
     #[test]
     fn unknown_values_fail_clearly() {
         assert_eq!(
-            fail_message(load(&[("prompt", "x"), ("mode", "append")])),
+            fail_message(Settings::load(config(&[
+                ("prompt", "x"),
+                ("mode", "append")
+            ]))),
             "stage config `mode`: expected one of `prepend`, `replace`, `merge`, got `append` \
              (unknown mode)"
         );
         assert_eq!(
-            fail_message(load(&[("prompt", "x"), ("missing", "ignore")])),
+            fail_message(Settings::load(config(&[
+                ("prompt", "x"),
+                ("missing", "ignore")
+            ]))),
             "stage config `missing`: expected one of `empty`, `fail`, got `ignore` \
              (unknown policy)"
         );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 
-use super::{App, AppError, Snapshot, StageFile, unix_ms};
+use super::{App, AppError, Snapshot, StageFile};
 use crate::config::{Config, OnErrorSetting};
 use crate::cost::{Accounts, Clock, Ledger, PriceTable};
 use crate::host_api::StageIdentity;
@@ -21,12 +21,9 @@ use crate::stages::{LoadError, LoadedStage};
 impl App {
     /// Swaps `assembled` in: new requests run on it; requests in flight finish on theirs.
     pub(super) fn install(&self, assembled: Assembled) {
-        let now = unix_ms();
+        let now = crate::clock::unix_ms();
         {
-            let mut versions = self
-                .versions
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut versions = crate::sync::lock(&self.versions);
             versions.retain(|v| v.strong_count() > 0);
             for path in &assembled.fresh {
                 if let Some(stage) = assembled.snapshot.stages.get(path) {
@@ -35,10 +32,7 @@ impl App {
             }
         }
         {
-            let mut files = self
-                .stage_files
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut files = crate::sync::lock(&self.stage_files);
             files.retain(|path, _| assembled.snapshot.stages.contains_key(path));
             for path in &assembled.fresh {
                 files.insert(

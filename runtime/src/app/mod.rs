@@ -81,14 +81,6 @@ pub struct App {
     pub recent: crate::telemetry::Recent,
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 impl App {
     /// The snapshot serving now; a request holds it from start to end.
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -97,18 +89,12 @@ impl App {
 
     /// Per stage file: when its serving version was loaded and the last load error.
     pub fn stage_files(&self) -> BTreeMap<PathBuf, StageFile> {
-        self.stage_files
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        crate::sync::lock(&self.stage_files).clone()
     }
 
     /// The last config reload error, until a reload succeeds.
     pub fn config_error(&self) -> Option<String> {
-        self.config_error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        crate::sync::lock(&self.config_error).clone()
     }
 
     /// (stage instances alive in the pool, stage versions alive): both return to their
@@ -120,10 +106,7 @@ impl App {
             .engine()
             .pooling_allocator_metrics()
             .map_or(0, |m| m.component_instances());
-        let mut versions = self
-            .versions
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut versions = crate::sync::lock(&self.versions);
         versions.retain(|v| v.strong_count() > 0);
         (instances, versions.len())
     }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use serde_json::{Value, json};
@@ -123,7 +123,7 @@ impl App {
     pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
         let _one_at_a_time = self.reload_lock.lock().await;
         self.reloads_attempted.fetch_add(1, Ordering::Relaxed);
-        let started = Instant::now();
+        let started = tokio::time::Instant::now();
         let previous = self.snapshot();
         let mut outcome = ReloadOutcome {
             trigger,
@@ -159,10 +159,7 @@ impl App {
             Ok(config) => config,
             Err(err) => {
                 tracing::error!(trigger, error = %err, "reload: config rejected; the previous config keeps serving");
-                *self
-                    .config_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(err.clone());
+                *crate::sync::lock(&self.config_error) = Some(err.clone());
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 crate::telemetry::reload(false);
                 outcome.error = Some(err);
@@ -185,10 +182,7 @@ impl App {
                 outcome.error = Some(err.to_string());
             }
             Ok(assembled) => {
-                *self
-                    .config_error
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                *crate::sync::lock(&self.config_error) = None;
                 outcome.fresh = assembled.fresh.clone();
                 outcome.failed = assembled.failed.clone();
                 if !outcome.failed.is_empty() {
@@ -197,10 +191,7 @@ impl App {
                 }
                 if same_config && assembled.fresh.is_empty() {
                     // Nothing new: keep the snapshot (and its generation), note any errors.
-                    let mut files = self
-                        .stage_files
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut files = crate::sync::lock(&self.stage_files);
                     for (path, error) in &assembled.failed {
                         files.entry(path.clone()).or_default().last_error = Some(error.clone());
                     }

@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::CacheKey;
+use crate::clock::unix_ms;
 use crate::openai::{parse_response, response_to_json};
+use crate::sync::lock;
 use crate::wit::ChatResponse;
 
 /// Bytes before the JSON: hash + expiry.
@@ -78,20 +80,6 @@ pub struct DiskTier {
     max_bytes: u64,
     /// What is on disk.
     index: Arc<Mutex<Index>>,
-}
-
-fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
-    match index.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl DiskTier {
@@ -170,7 +158,7 @@ impl DiskTier {
         let path = self.path(key);
         let bytes = tokio::fs::read(&path).await.ok();
         let entry = bytes.as_deref().and_then(decode);
-        let now = now_ms();
+        let now = unix_ms();
         match entry {
             Some((expires, route, response)) if expires > now => {
                 Some((response, remaining(expires, now), route))
@@ -190,7 +178,7 @@ impl DiskTier {
     /// the size bound.
     pub fn put(&self, key: CacheKey, route: &str, response: &ChatResponse, ttl: Duration) {
         let body = response_to_json(response).to_string();
-        let expires = now_ms().saturating_add(ttl.as_millis() as u64);
+        let expires = unix_ms().saturating_add(ttl.as_millis() as u64);
         let route = &route.as_bytes()[..route.len().min(u16::MAX as usize)];
         let mut rest = Vec::with_capacity(10 + route.len() + body.len());
         rest.extend_from_slice(&expires.to_le_bytes());

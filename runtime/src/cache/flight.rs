@@ -33,9 +33,9 @@ pub struct Flights {
 
 /// Either the lead on a key or a place in its queue.
 pub enum Flight {
-    /// Make the call, then [`Leader::finish`].
+    /// Make the call, then `Leader::finish`.
     Lead(Leader),
-    /// Wait for the leader with [`Follower::wait`].
+    /// Wait for the leader with `Follower::wait`.
     Follow(Follower),
 }
 

@@ -15,7 +15,7 @@ mod semantic;
 mod stage;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::Expiry;
 use moka::sync::Cache;
@@ -108,12 +108,14 @@ pub struct Entry {
 /// Per-entry expiry from the route's TTL.
 struct EntryExpiry;
 
+// moka's `Expiry` API passes its own clock's `std::time::Instant`; it is not read here.
+#[allow(clippy::disallowed_types)]
 impl Expiry<CacheKey, Arc<Entry>> for EntryExpiry {
     fn expire_after_create(
         &self,
         _key: &CacheKey,
         entry: &Arc<Entry>,
-        _now: Instant,
+        _now: std::time::Instant,
     ) -> Option<Duration> {
         Some(entry.ttl)
     }

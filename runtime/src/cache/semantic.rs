@@ -16,7 +16,8 @@ use moka::sync::Cache;
 use tokio::time::Instant;
 
 use super::{CacheKey, request_key};
-use crate::wit::{ChatRequest, Content};
+use crate::sync::lock;
+use crate::wit::ChatRequest;
 
 /// Dimensions of a local embedding.
 const DIMS: usize = 1024;
@@ -68,15 +69,7 @@ fn last_user(request: &ChatRequest) -> Option<(usize, String)> {
         .enumerate()
         .rev()
         .find(|(_, m)| m.role == "user")?;
-    let text = match &message.content {
-        Some(Content::Text(text)) => text.clone(),
-        Some(Content::Parts(parts)) => parts
-            .iter()
-            .filter_map(|p| p.text.clone())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        None => return None,
-    };
+    let text = message.content.as_ref()?.text().into_owned();
     Some((index, text))
 }
 
@@ -134,7 +127,7 @@ impl SemanticIndex {
         threshold: f32,
     ) -> Option<(CacheKey, f32)> {
         let entries = self.namespaces.get(namespace)?;
-        let entries = entries.lock().ok()?;
+        let entries = lock(&entries);
         let now = Instant::now();
         entries
             .iter()
@@ -154,9 +147,7 @@ impl SemanticIndex {
         let entries = self
             .namespaces
             .get_with(namespace, || Arc::new(Mutex::new(Vec::new())));
-        let Ok(mut entries) = entries.lock() else {
-            return;
-        };
+        let mut entries = lock(&entries);
         let now = Instant::now();
         entries.retain(|e| e.expires > now && e.exact != exact);
         if entries.len() >= MAX_PER_NAMESPACE {

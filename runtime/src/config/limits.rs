@@ -107,11 +107,3 @@ impl Default for SandboxSettings {
         }
     }
 }
-
-impl SandboxSettings {
-    /// Ticks of [`Self::epoch_tick`] that cover `deadline`, rounded up, at least one.
-    pub fn deadline_ticks(&self, deadline: Duration) -> u64 {
-        let tick = self.epoch_tick.as_nanos().max(1);
-        (deadline.as_nanos().div_ceil(tick)).max(1) as u64
-    }
-}

@@ -1,7 +1,7 @@
 //! One API key's live spend: its daily and monthly windows, what calls in flight have
 //! reserved, and its per-minute request and token buckets.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
@@ -9,6 +9,7 @@ use super::CostError;
 use super::clock::{self, Clock};
 use crate::config::{KeySettings, pico_to_usd};
 use crate::rate::MinuteBucket;
+use crate::sync::lock;
 
 /// Spend in the current windows.
 #[derive(Debug, Default)]
@@ -54,10 +55,6 @@ pub struct Account {
     rpm: Option<Mutex<MinuteBucket>>,
     /// Tokens per minute.
     tpm: Option<Mutex<MinuteBucket>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn seconds_up(d: std::time::Duration) -> u64 {

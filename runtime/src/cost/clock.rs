@@ -2,18 +2,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds in a day.
 const DAY: u64 = 86_400;
-
-/// Seconds since the Unix epoch, now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 /// The clock budgets read: the system's, or a fixed one in tests.
 #[derive(Clone, Debug, Default)]
@@ -41,7 +32,7 @@ impl Clock {
     pub fn unix_now(&self) -> u64 {
         match &self.fixed {
             Some(fixed) => fixed.load(Ordering::Relaxed),
-            None => unix_now(),
+            None => crate::clock::unix_secs(),
         }
     }
 }

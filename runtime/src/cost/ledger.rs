@@ -18,6 +18,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::clock;
+use crate::sync::{lock, unpoisoned};
 use crate::wit::Usage;
 
 /// (day, key, route, model) → [calls, cache hits, cost pico-dollars, prompt tokens, cached
@@ -149,13 +150,6 @@ struct Shared {
     done: Condvar,
 }
 
-fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Queue> {
-    shared
-        .queue
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// The ledger handle (cheap to clone). When the last clone is dropped, the writer commits
 /// what is queued and the database is closed before the drop returns.
 #[derive(Clone)]
@@ -174,7 +168,7 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        lock(&self.shared).closed = true;
+        lock(&self.shared.queue).closed = true;
         self.shared.wake.notify_one();
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
@@ -273,7 +267,7 @@ impl Ledger {
             entry.is_hit(),
         );
         let first = {
-            let mut queue = lock(&self.inner.shared);
+            let mut queue = lock(&self.inner.shared.queue);
             queue.pending.push(entry);
             queue.sent += 1;
             queue.pending.len() == 1
@@ -287,14 +281,15 @@ impl Ledger {
     /// timeout.
     pub fn flush(&self, timeout: Duration) -> bool {
         let shared = &self.inner.shared;
-        let mut queue = lock(shared);
+        let mut queue = lock(&shared.queue);
         let target = queue.sent;
         queue.flush = true;
         shared.wake.notify_one();
-        let (queue, _) = shared
-            .done
-            .wait_timeout_while(queue, timeout, |q| q.committed < target)
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (queue, _) = unpoisoned(
+            shared
+                .done
+                .wait_timeout_while(queue, timeout, |q| q.committed < target),
+        );
         queue.committed >= target
     }
 
@@ -381,24 +376,18 @@ impl Writer {
         loop {
             let batch = {
                 let shared = &self.shared;
-                let mut queue = lock(shared);
+                let mut queue = lock(&shared.queue);
                 // Idle until the first record of a batch (or a flush, or the close).
                 while queue.pending.is_empty() && !queue.flush && !queue.closed {
-                    queue = shared
-                        .wake
-                        .wait(queue)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    queue = unpoisoned(shared.wake.wait(queue));
                 }
                 // Gather for up to COMMIT_INTERVAL, so a busy host makes one small
                 // transaction every few milliseconds, not one per request.
                 if !queue.flush && !queue.closed {
-                    queue = shared
-                        .wake
-                        .wait_timeout_while(queue, COMMIT_INTERVAL, |q| {
-                            !q.flush && !q.closed && q.pending.len() < BATCH
-                        })
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .0;
+                    let waited = shared.wake.wait_timeout_while(queue, COMMIT_INTERVAL, |q| {
+                        !q.flush && !q.closed && q.pending.len() < BATCH
+                    });
+                    queue = unpoisoned(waited).0;
                 }
                 queue.flush = false;
                 if queue.closed && queue.pending.is_empty() {
@@ -410,7 +399,7 @@ impl Writer {
                 tracing::error!(error = %err, records = batch.len(), "cannot write the spend ledger");
             }
             self.append_log(&batch);
-            lock(&self.shared).committed += batch.len() as u64;
+            lock(&self.shared.queue).committed += batch.len() as u64;
             self.shared.done.notify_all();
         }
     }

@@ -1,11 +1,13 @@
-//! One request's spend: every LLM call it made (its own, retries and fallbacks included, and
-//! its stages' `complete()`), what each cost, and the per-request limits of its key.
+//! One request's spend: what the LLM calls it made (its own, retries and fallbacks included,
+//! and its stages' `complete()`) cost and hold in reservations, and the per-request limits of
+//! its key.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use super::{Account, CostError, Reservation};
 use crate::config::pico_to_usd;
+use crate::sync::lock;
 use crate::wit::Usage;
 
 /// One priced LLM call (or attempt that consumed tokens).
@@ -28,7 +30,8 @@ struct Spend {
     spent: u64,
     /// Reserved by its calls in flight.
     held: u64,
-    /// Each priced call, in order.
+    /// Each priced call, in order: only tests read it (to check a call settles once).
+    #[cfg(test)]
     charges: Vec<Charge>,
 }
 
@@ -41,10 +44,6 @@ pub struct Meter {
     calls: AtomicU32,
     /// Spend.
     spend: Mutex<Spend>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Meter {
@@ -122,7 +121,8 @@ impl Meter {
         lock(&self.spend).spent
     }
 
-    /// Every priced call so far.
+    /// Every priced call so far (tests check that a call settles exactly once).
+    #[cfg(test)]
     pub fn charges(&self) -> Vec<Charge> {
         lock(&self.spend).charges.clone()
     }
@@ -160,6 +160,7 @@ impl Hold {
         let mut spend = lock(&self.meter.spend);
         spend.held = spend.held.saturating_sub(self.worst);
         spend.spent = spend.spent.saturating_add(cost);
+        #[cfg(test)]
         spend.charges.extend(charges);
         self.worst = 0;
         cost

@@ -17,13 +17,14 @@ mod account;
 pub mod clock;
 mod ledger;
 mod meter;
+pub mod projection;
 pub mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub use account::{Account, Reservation};
-pub use clock::{Clock, day_of, unix_now};
+pub use clock::{Clock, day_of};
 pub use ledger::{Entry, Ledger, LedgerError, SpendRow, TrafficLine};
 pub use meter::{Charge, Hold, Meter};
 

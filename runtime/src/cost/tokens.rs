@@ -7,15 +7,9 @@
 
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
+use weir_tokens::{PromptMessage, Tokens};
 
-use crate::wit::{ChatRequest, Content};
-
-/// Tokens every message costs besides its content (OpenAI's accounting for chat models).
-const PER_MESSAGE: u32 = 3;
-/// Tokens of a `name` field besides its text.
-const PER_NAME: u32 = 1;
-/// Tokens that prime the assistant's reply.
-const REPLY_PRIMING: u32 = 3;
+use crate::wit::{ChatRequest, Content, Message};
 
 /// The encoder for `model`.
 fn encoder(model: &str) -> &'static CoreBPE {
@@ -34,57 +28,52 @@ pub fn warm_up() {
     let _ = tiktoken_rs::cl100k_base_singleton().encode_ordinary("warm up");
 }
 
-/// Tokens `text` takes for `model`.
-pub fn count_text(model: &str, text: &str) -> u32 {
+/// Tokens `text` takes with `bpe`.
+fn count_with(bpe: &CoreBPE, text: &str) -> u32 {
     if text.is_empty() {
         return 0;
     }
-    u32::try_from(encoder(model).encode_ordinary(text).len()).unwrap_or(u32::MAX)
+    u32::try_from(bpe.encode_ordinary(text).len()).unwrap_or(u32::MAX)
+}
+
+/// Tokens `text` takes for `model`.
+pub fn count_text(model: &str, text: &str) -> u32 {
+    count_with(encoder(model), text)
 }
 
 /// Prompt tokens of `request` for `model`: every message's role, name and text, plus the
 /// per-message and reply-priming overheads. Tools and other `extra` fields count as their
-/// JSON text.
+/// JSON text. The formula is `weir_tokens`', the one stages count with too (`context-trim`
+/// trims to this count).
 pub fn count_prompt(model: &str, request: &ChatRequest) -> u32 {
     let bpe = encoder(model);
-    let count = |text: &str| -> u32 {
-        if text.is_empty() {
-            0
-        } else {
-            u32::try_from(bpe.encode_ordinary(text).len()).unwrap_or(u32::MAX)
-        }
-    };
-    let mut total = REPLY_PRIMING;
-    for message in &request.messages {
-        total = total.saturating_add(PER_MESSAGE + count(&message.role));
-        if let Some(name) = &message.name {
-            total = total.saturating_add(PER_NAME + count(name));
-        }
-        match &message.content {
-            Some(Content::Text(text)) => total = total.saturating_add(count(text)),
-            Some(Content::Parts(parts)) => {
-                for part in parts {
-                    if let Some(text) = &part.text {
-                        total = total.saturating_add(count(text));
-                    }
-                }
-            }
-            None => {}
-        }
-        if message.extra != "{}" && !message.extra.is_empty() {
-            total = total.saturating_add(count(&message.extra));
-        }
+    let total =
+        Tokens::new(|text: &str| count_with(bpe, text)).prompt(&request.messages, &request.extra);
+    u32::try_from(total).unwrap_or(u32::MAX)
+}
+
+impl PromptMessage for Message {
+    fn role(&self) -> &str {
+        &self.role
     }
-    if request.extra != "{}" && !request.extra.is_empty() {
-        total = total.saturating_add(count(&request.extra));
+
+    fn name(&self) -> Option<&str> {
+        self.name.as_deref()
     }
-    total
+
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        self.content.iter().flat_map(Content::texts)
+    }
+
+    fn extra(&self) -> &str {
+        &self.extra
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wit::Message;
+    use crate::wit::ContentPart;
 
     fn message(role: &str, text: &str) -> Message {
         Message::text(role, text)
@@ -120,6 +109,42 @@ mod tests {
         };
         // "Be brief." is 4 tokens, "hello world" 2, each role 1, 3 per message, 3 priming.
         let expected = 3 + (3 + 1 + count_text("gpt-4o", "Be brief.")) + (3 + 1 + 2);
+        assert_eq!(count_prompt("gpt-4o", &request), expected);
+    }
+
+    #[test]
+    fn names_text_parts_and_extras_count() {
+        let part = |kind: &str, text: Option<&str>| ContentPart {
+            kind: kind.into(),
+            text: text.map(Into::into),
+            extra: "{}".into(),
+        };
+        let mut named = message("user", "");
+        named.name = Some("ada".into());
+        named.content = Some(Content::Parts(vec![
+            part("text", Some("look at")),
+            part("image_url", None),
+            part("text", Some("this picture")),
+        ]));
+        let mut call = message("assistant", "");
+        call.content = None;
+        call.extra = r#"{"tool_calls":[{"id":"c1"}]}"#.into();
+        let request = ChatRequest {
+            model: "gpt-4o".into(),
+            messages: vec![named, call],
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            stream: false,
+            user: None,
+            metadata: Vec::new(),
+            extra: r#"{"tools":[]}"#.into(),
+        };
+        let c = |text: &str| count_text("gpt-4o", text);
+        // Each text part counts on its own; the image part has no text.
+        let expected = (3 + c(r#"{"tools":[]}"#))
+            + (3 + c("user") + (1 + c("ada")) + c("look at") + c("this picture"))
+            + (3 + c("assistant") + c(r#"{"tool_calls":[{"id":"c1"}]}"#));
         assert_eq!(count_prompt("gpt-4o", &request), expected);
     }
 }

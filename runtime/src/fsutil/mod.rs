@@ -53,7 +53,7 @@ fn temp_name(path: &Path) -> PathBuf {
     path.with_extension(format!("tmp{}", rand::random::<u32>()))
 }
 
-/// True when `name` has the shape of a [`temp_name`]: an extension `tmp` followed by digits.
+/// True when `name` has the shape of a `temp_name`: an extension `tmp` followed by digits.
 pub fn is_temp_name(name: &str) -> bool {
     name.rsplit_once('.').is_some_and(|(stem, ext)| {
         !stem.is_empty()

@@ -2,7 +2,7 @@
 //! for all stages, with keys namespaced by stage name.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::Expiry;
 use moka::sync::Cache;
@@ -46,12 +46,14 @@ struct Entry {
 /// Per-entry expiry from the stored TTL.
 struct EntryExpiry;
 
+// moka's `Expiry` API passes its own clock's `std::time::Instant`; it is not read here.
+#[allow(clippy::disallowed_types)]
 impl Expiry<(Arc<str>, String), Entry> for EntryExpiry {
     fn expire_after_create(
         &self,
         _key: &(Arc<str>, String),
         value: &Entry,
-        _now: Instant,
+        _now: std::time::Instant,
     ) -> Option<Duration> {
         Some(value.ttl)
     }

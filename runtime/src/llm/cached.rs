@@ -57,7 +57,13 @@ impl LlmStep {
         // The semantic tier: the same conversation but for a nearly identical last message.
         let semantic = match policy.semantic_threshold {
             Some(threshold) => self
-                .semantic_probe(step, call.route, tenant, policy.semantic_embeddings, call.request)
+                .semantic_probe(
+                    step,
+                    call.route,
+                    tenant,
+                    policy.semantic_embeddings,
+                    call.request,
+                )
                 .await
                 .map(|p| (p, threshold.as_f32())),
             None => None,

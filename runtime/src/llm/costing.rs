@@ -7,7 +7,7 @@ use crate::cache::CacheStatus;
 use crate::config::ModelPrice;
 use crate::cost::{Charge, CostError, Entry, Hold, Ledger, Meter, PriceTable, tokens};
 use crate::router::{Attempt, Router};
-use crate::wit::{ChatRequest, ChatResponse, Content, Usage};
+use crate::wit::{ChatRequest, ChatResponse, Usage};
 
 /// How the LLM step prices and limits calls.
 pub struct Costing {
@@ -32,26 +32,6 @@ pub struct CallSite<'a> {
     pub route: &'a str,
     /// `x-weir-cache` of the call.
     pub cache: CacheStatus,
-}
-
-/// The text of a response's first choice, for counting completion tokens locally.
-fn answer_text(response: &ChatResponse) -> String {
-    response
-        .choices
-        .iter()
-        .filter_map(|c| match &c.message.content {
-            Some(Content::Text(text)) => Some(text.clone()),
-            Some(Content::Parts(parts)) => Some(
-                parts
-                    .iter()
-                    .filter_map(|p| p.text.clone())
-                    .collect::<Vec<_>>()
-                    .join(""),
-            ),
-            None => None,
-        })
-        .collect::<Vec<_>>()
-        .join("")
 }
 
 /// Usage counted locally: the prompt of `request` and the completion `text` on `model`.
@@ -144,7 +124,7 @@ impl Costing {
             let (usage, estimated) = match (attempt.usage, ok, answer) {
                 (Some(usage), _, _) => (usage, false),
                 (None, true, Some(answer)) => (
-                    estimate_usage(&attempt.model, request, &answer_text(answer)),
+                    estimate_usage(&attempt.model, request, &answer.text()),
                     true,
                 ),
                 _ => continue,
@@ -161,7 +141,7 @@ impl Costing {
 
     /// Settles `hold` with `charges` and records them; returns their cost.
     pub fn close(&self, hold: Hold, charges: Vec<Charge>, site: CallSite<'_>) -> u64 {
-        let now = crate::cost::unix_now();
+        let now = crate::clock::unix_secs();
         for charge in &charges {
             self.ledger.record(Entry {
                 ts: now,
@@ -188,7 +168,7 @@ impl Costing {
                 .unwrap_or(u64::MAX);
         meter.add_compute(cost);
         self.ledger.record(Entry {
-            ts: crate::cost::unix_now(),
+            ts: crate::clock::unix_secs(),
             key: meter.key_name().to_string(),
             route: route.to_string(),
             model: "stage-fuel".to_string(),
@@ -208,7 +188,7 @@ impl Costing {
     /// usage it would have cost, for `weir cost project`.
     pub fn record_free(&self, response: &ChatResponse, site: CallSite<'_>) {
         self.ledger.record(Entry {
-            ts: crate::cost::unix_now(),
+            ts: crate::clock::unix_secs(),
             key: site.meter.key_name().to_string(),
             route: site.route.to_string(),
             model: response.model.clone(),

@@ -94,7 +94,7 @@ impl AnswerStream {
         if let Some(usage) = chunk.get("usage").and_then(parse_usage)
             && let Some(charge) = self.charge.take()
         {
-            let total = charge.finish(Some(usage), self.assembled.text());
+            let total = charge.finish(Some(usage), &self.assembled.text());
             chunk["usage"]["cost"] = json!(crate::config::pico_to_usd(total));
         }
         Some(Ok(StreamEvent::Chunk(chunk)))
@@ -131,7 +131,7 @@ impl AnswerStream {
     /// Settles the charge, if still open, from a local count of what was streamed.
     fn settle(&mut self) {
         if let Some(charge) = self.charge.take() {
-            charge.finish(None, self.assembled.text());
+            charge.finish(None, &self.assembled.text());
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Server-sent events: parsing an upstream stream, assembling it into one response (for
 //! stages that need the whole response, and for usage), and rendering a response as SSE.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value, json};
 
 use super::extra_string;
@@ -16,7 +18,7 @@ const MAX_EVENT_BYTES: usize = 4 << 20;
 /// An incremental SSE parser: feed bytes, take complete `data:` payloads.
 ///
 /// Linear in the bytes fed, however they are split: a partial line is never rescanned (the
-/// scan resumes at [`Self::scanned`]), and only completed lines are drained.
+/// scan resumes at `scanned`), and only completed lines are drained.
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// Bytes of an incomplete line.
@@ -152,9 +154,15 @@ impl StreamAccumulator {
         }
     }
 
-    /// The text received so far for choice 0.
-    pub fn text(&self) -> &str {
-        self.choices.first().map(|c| c.1.as_str()).unwrap_or("")
+    /// The text received so far, every choice's concatenated in order: what completion tokens
+    /// are counted on when the stream carries no usage (as [`ChatResponse::text`] for a whole
+    /// answer).
+    pub fn text(&self) -> Cow<'_, str> {
+        match self.choices.as_slice() {
+            [] => Cow::Borrowed(""),
+            [only] => Cow::Borrowed(only.1.as_str()),
+            all => Cow::Owned(all.iter().map(|c| c.1.as_str()).collect()),
+        }
     }
 
     /// The usage, if the stream carried it.
@@ -208,15 +216,12 @@ pub fn response_to_sse(response: &ChatResponse, include_usage: bool) -> String {
     };
     let mut out = String::new();
     for choice in &response.choices {
-        let text = match &choice.message.content {
-            Some(Content::Text(text)) => text.clone(),
-            Some(Content::Parts(parts)) => parts
-                .iter()
-                .filter_map(|p| p.text.clone())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            None => String::new(),
-        };
+        let text = choice
+            .message
+            .content
+            .as_ref()
+            .map(Content::text)
+            .unwrap_or_default();
         out.push_str(&chunk(
             json!([{"index": choice.index, "delta": {"role": choice.message.role, "content": ""}, "finish_reason": null}]),
             None,
@@ -252,6 +257,8 @@ mod tests {
     }
 
     #[test]
+    // The bound is on real CPU time, with no runtime: std's clock is the one to read.
+    #[allow(clippy::disallowed_types)]
     fn a_long_line_fed_one_byte_at_a_time_is_parsed_in_linear_time() {
         // Rescanning the pending line from its start on every feed (quadratic) takes minutes
         // for this; a linear parser takes well under a second even unoptimised.
@@ -302,5 +309,56 @@ mod tests {
             matches!(&response.choices[0].message.content, Some(Content::Text(t)) if t == "hello")
         );
         assert_eq!(response.usage.map(|u| u.total_tokens), Some(3));
+    }
+
+    #[test]
+    fn the_text_is_every_choice_concatenated() {
+        let mut acc = StreamAccumulator::default();
+        assert_eq!(acc.text(), "");
+        acc.push(&json!({"id":"c","choices":[{"index":0,"delta":{"content":"he"}}]}));
+        acc.push(&json!({"id":"c","choices":[{"index":0,"delta":{"content":"llo"}}]}));
+        assert_eq!(acc.text(), "hello");
+        acc.push(&json!({"id":"c","choices":[{"index":1,"delta":{"content":" world"}}]}));
+        assert_eq!(acc.text(), "hello world");
+        // The same as the assembled response's text.
+        let text = acc.text().into_owned();
+        assert_eq!(text, acc.finish().text());
+    }
+
+    #[test]
+    fn text_parts_stream_as_their_concatenation() {
+        let part = |text: Option<&str>| crate::wit::ContentPart {
+            kind: if text.is_some() { "text" } else { "image_url" }.into(),
+            text: text.map(Into::into),
+            extra: "{}".into(),
+        };
+        let mut response = ChatResponse {
+            id: "c".into(),
+            model: "m".into(),
+            created: 1,
+            choices: vec![Choice {
+                index: 0,
+                message: Message::text("assistant", ""),
+                finish_reason: Some("stop".into()),
+                extra: "{}".into(),
+            }],
+            usage: None,
+            extra: "{}".into(),
+        };
+        response.choices[0].message.content = Some(Content::Parts(vec![
+            part(Some("one ")),
+            part(None),
+            part(Some("two")),
+        ]));
+        let sse = response_to_sse(&response, false);
+        let mut acc = StreamAccumulator::default();
+        let mut parser = SseParser::default();
+        for event in parser.feed(sse.as_bytes()).unwrap() {
+            if event != "[DONE]" {
+                acc.push(&serde_json::from_str(&event).unwrap());
+            }
+        }
+        assert_eq!(acc.text(), "one two");
+        assert_eq!(acc.text(), response.text());
     }
 }

@@ -4,8 +4,9 @@
 //! Owns: [`Pipeline`] (a route's stages, fixed for a request by the caller's `Arc` snapshot),
 //! the request/response phase drivers, short-circuits, the stage error policy and the
 //! per-stage trace of what ran. Must not know about HTTP or the LLM step itself: the caller
-//! runs [`Pipeline::on_request`], calls the LLM step with [`Forwarded::request`] unless a stage
-//! answered, then finishes with [`Forwarded::on_response`].
+//! runs [`Pipeline::start`] and [`Forwarded::on_request`], calls the LLM step with
+//! [`Forwarded::request`] unless a stage answered, then finishes with
+//! [`Forwarded::on_response`].
 
 mod error;
 mod run;
@@ -59,7 +60,8 @@ pub struct StageEnv {
     pub sandbox: Arc<Sandbox>,
     /// The services behind the host API.
     pub services: Arc<HostServices>,
-    /// Drops finished instances off the response path.
+    /// Drops finished instances: inline in production ([`Reaper::inline`]), or on the reaper
+    /// thread.
     pub reaper: Reaper,
     /// Deterministic stages' `on-request` outcomes by input.
     pub outputs: StageOutputCache,

@@ -17,12 +17,9 @@ pub struct Clock {
 impl Clock {
     /// Reads both clocks now.
     pub fn new() -> Clock {
-        let start_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         Clock {
             start: Instant::now(),
-            start_unix_ms,
+            start_unix_ms: crate::clock::unix_ms(),
         }
     }
 

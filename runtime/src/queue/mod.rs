@@ -271,10 +271,7 @@ impl Queue {
     }
 
     fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
-        self.inner
-            .schedule
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::sync::lock(&self.inner.schedule)
     }
 
     /// The settings the queue was opened with.

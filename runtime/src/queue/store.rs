@@ -18,6 +18,7 @@ use std::sync::Arc;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::job::{Job, Status};
+use crate::sync::lock;
 
 /// Job id → the job as JSON.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -104,16 +105,9 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Writer::Thread(sender) = &self.writer {
             // Closing the channel ends the thread after its last commit.
-            sender
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
+            lock(sender).take();
         }
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -201,9 +195,7 @@ impl Store {
                 .map_err(|e| self.error(e)),
             Writer::Thread(sender) => {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                let sent = sender
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                let sent = lock(sender)
                     .as_ref()
                     .map(|tx| tx.send(Batch { writes, reply }));
                 if !matches!(sent, Some(Ok(()))) {

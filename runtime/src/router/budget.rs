@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::sync::lock;
+
 /// How long a deposit counts.
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -17,8 +19,8 @@ const WINDOW: Duration = Duration::from_secs(10);
 pub struct RetryBudget {
     /// Retries allowed per original request (default 0.2).
     ratio: f64,
-    /// Retries always allowed per second, so a quiet route can still retry (the router uses
-    /// [`super::policy::RETRY_FLOOR_PER_SEC`], 1).
+    /// Retries always allowed per second, so a quiet route can still retry (routes use
+    /// [`RETRY_FLOOR_PER_SEC`](super::policy::RETRY_FLOOR_PER_SEC), 1 per second).
     floor_per_sec: f64,
     /// Recent requests and retries, oldest first, with running counts.
     events: Mutex<Window>,
@@ -91,10 +93,7 @@ impl RetryBudget {
     }
 
     fn with<R>(&self, now: Instant, f: impl FnOnce(&mut Window) -> R) -> R {
-        let mut window = match self.events.lock() {
-            Ok(window) => window,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut window = lock(&self.events);
         window.expire(now);
         f(&mut window)
     }

@@ -2,7 +2,7 @@
 //! requests-per-minute bucket and a cool-down set by `Retry-After`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -12,6 +12,7 @@ use super::breaker::{Admit, Breaker, State};
 use crate::config::TargetLimits;
 use crate::providers::Upstream;
 use crate::rate::MinuteBucket;
+use crate::sync::lock;
 
 /// Why a target could not take a request now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,13 +72,6 @@ pub struct TargetState {
     in_flight: Arc<AtomicU32>,
     /// Latency EWMA of successful attempts, µs (0 until the first one).
     ewma_us: AtomicU64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 impl TargetState {

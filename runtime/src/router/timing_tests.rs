@@ -126,7 +126,11 @@ async fn a_timed_out_attempt_fails_over_to_an_untried_target_at_once() {
     let (result, attempts, elapsed) = call(&router, &plan, &request(false), None).await;
     assert!(matches!(result, Err(RouteError::AllFailed { .. })));
     assert_eq!(tried(&attempts), [("a", timeout), ("b", timeout)]);
-    assert!(attempts.iter().all(|a| a.outcome.as_str().contains("timed out")));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.outcome.as_str().contains("timed out"))
+    );
     assert_eq!(elapsed, 2 * timeout);
 }
 

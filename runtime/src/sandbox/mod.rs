@@ -1,10 +1,11 @@
-//! The sandbox: one wasmtime [`Engine`] per process and the `Store` every stage call runs in.
+//! The sandbox: one wasmtime [`Engine`](wasmtime::Engine) per process and the `Store` every stage call runs in.
 //!
 //! Owns: the engine (pooling allocator sized from config, fuel metering, epoch interruption),
 //! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`], signed
 //! with an [`ArtifactKey`] kept outside the data directory), the
 //! per-call [`StageState`] with its memory limiter and captured output, and the one way to
-//! build and arm a `Store` ([`Sandbox::new_store`], [`arm`]).
+//! build and arm a `Store` ([`Sandbox::new_store`], [`arm`]), and the [`Reaper`] that drops
+//! finished stores (inline on the request's thread in production, as measured; see its docs).
 //! Must not know about pipelines, HTTP or stage semantics: it runs whatever it is handed,
 //! within bounds.
 //!

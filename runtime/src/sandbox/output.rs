@@ -10,6 +10,8 @@ use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
+use crate::sync::lock;
+
 /// A bounded in-memory sink shared by a store's stdout and stderr.
 #[derive(Clone, Debug)]
 pub struct CapturedOutput {
@@ -30,17 +32,11 @@ impl CapturedOutput {
 
     /// Takes what was written so far, leaving the sink empty.
     pub fn take(&self) -> Vec<u8> {
-        match self.buf.lock() {
-            Ok(mut buf) => std::mem::take(&mut *buf),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        std::mem::take(&mut *lock(&self.buf))
     }
 
     fn append(&self, data: &[u8]) {
-        let mut buf = match self.buf.lock() {
-            Ok(buf) => buf,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut buf = lock(&self.buf);
         let room = self.max.saturating_sub(buf.len());
         buf.extend_from_slice(&data[..data.len().min(room)]);
     }

@@ -113,7 +113,7 @@ const DIMENSIONS: [&str; 4] = ["day", "key", "route", "model"];
 /// over the dimensions not grouped by (default: this month, grouped by all four), the total,
 /// and each key's live budget windows.
 async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
-    let today = clock::day_of(crate::cost::unix_now());
+    let today = clock::day_of(crate::clock::unix_secs());
     let mut from = clock::month_start_day(today);
     let mut to = today;
     let mut group_by: Vec<&str> = DIMENSIONS.to_vec();

@@ -22,7 +22,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use super::http_util::Body;
 use crate::config::ConnectionLimits;
+use crate::sync::lock;
 
 /// Which deadline closed a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,7 @@ struct Shared {
 
 impl Shared {
     fn with<R>(&self, f: impl FnOnce(&mut Phase) -> R) -> R {
-        let mut phase = self.phase.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut phase = lock(&self.phase);
         f(&mut phase)
     }
 

@@ -45,7 +45,7 @@ async fn dispatch(
     request_id: Arc<str>,
     mut report: Report,
 ) -> Response<Body> {
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let _in_flight = crate::telemetry::InFlight::enter();
     let path = request.uri().path().to_string();
     let is_chat = path == "/v1/chat/completions";
@@ -229,7 +229,7 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
     app.recent.push(crate::telemetry::RequestRecord {
         id: request_id,
         trace: report.trace,
-        started_ms: crate::app::unix_ms().saturating_sub(elapsed.as_millis() as u64),
+        started_ms: crate::clock::unix_ms().saturating_sub(elapsed.as_millis() as u64),
         method,
         cache: report.cache.map(|(cache, _)| cache.as_str()),
         stages: report

@@ -8,10 +8,11 @@
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::clock::unix_secs;
 use crate::sim::body::{self, SimBody};
 use crate::sim::error::ApiError;
 use crate::sim::reply::{PromptMessage, Reply};
-use crate::sim::state::{SimState, unix_now};
+use crate::sim::state::SimState;
 
 /// A chat request, reduced to what the simulator uses.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,7 +202,7 @@ pub fn respond(
     let completion = Completion {
         id: &id,
         object: "chat.completion",
-        created: unix_now(),
+        created: unix_secs(),
         model: state.response_model(request.model.as_deref()),
         choices: [Choice {
             index: 0,

@@ -7,10 +7,12 @@
 //! left to the (rare) reader.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method};
+
+use crate::sync::lock;
 
 /// How many requests the ring keeps; older ones are forgotten.
 pub const RING_CAPACITY: usize = 256;
@@ -96,7 +98,7 @@ impl RequestRing {
     /// Appends a request, forgetting the oldest when full.
     pub fn push(&self, request: RecordedRequest) {
         let evicted = {
-            let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut entries = lock(&self.entries);
             let evicted = if entries.len() >= RING_CAPACITY {
                 entries.pop_front()
             } else {
@@ -111,14 +113,14 @@ impl RequestRing {
 
     /// The last `n` requests, oldest first.
     pub fn last(&self, n: usize) -> Vec<RecordedRequest> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = lock(&self.entries);
         let skip = entries.len().saturating_sub(n);
         entries.iter().skip(skip).cloned().collect()
     }
 
     /// Forgets every request.
     pub fn clear(&self) {
-        let old = std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));
+        let old = std::mem::take(&mut *lock(&self.entries));
         drop(old);
     }
 }

@@ -2,13 +2,14 @@
 //! pacing. Built once by `Sim::bind` and handed to each connection behind an `Arc`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use crate::sim::config::SimConfig;
 use crate::sim::faults::Faults;
 use crate::sim::ring::RequestRing;
 use crate::sim::stats::Stats;
+use crate::sync::unpoisoned;
 
 /// Model named in responses when neither the request nor the config names one.
 pub const DEFAULT_MODEL: &str = "weir-sim";
@@ -49,12 +50,13 @@ impl SimState {
 
     /// The faults in force now.
     pub fn faults(&self) -> Arc<Faults> {
-        Arc::clone(&self.faults.read().unwrap_or_else(PoisonError::into_inner))
+        let faults = unpoisoned(self.faults.read());
+        Arc::clone(&faults)
     }
 
     /// Replaces the faults (already validated).
     pub fn set_faults(&self, faults: Faults) {
-        *self.faults.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(faults);
+        *unpoisoned(self.faults.write()) = Arc::new(faults);
     }
 
     /// The model a response names: the configured override, else the request's, else
@@ -73,12 +75,4 @@ impl SimState {
         let hex = hash.to_hex();
         format!("{prefix}{}", &hex.as_str()[..24])
     }
-}
-
-/// Seconds since the Unix epoch, for `created` fields (0 if the clock is before 1970).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -15,10 +15,11 @@ use bytes::Bytes;
 use http::Response;
 use serde::Serialize;
 
+use crate::clock::unix_secs;
 use crate::sim::body::{self, SimBody, StreamCut};
 use crate::sim::chat::{ChatRequest, Usage};
 use crate::sim::reply::Reply;
-use crate::sim::state::{SimState, unix_now};
+use crate::sim::state::SimState;
 use crate::sim::stats::bump;
 use crate::sim::tokens;
 
@@ -97,7 +98,7 @@ pub fn plan(
     ttft: Duration,
     inter_token: Duration,
 ) -> Vec<PlannedFrame> {
-    let created = unix_now();
+    let created = unix_secs();
     let usage_field = request.include_usage.then_some(None);
     let frame = |delay, choices, usage, kind| PlannedFrame {
         delay,

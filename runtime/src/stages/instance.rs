@@ -102,11 +102,6 @@ impl StageInstance {
         self.finish(result)
     }
 
-    /// The stage label.
-    pub fn label(&self) -> &Arc<str> {
-        &self.label
-    }
-
     /// Fuel left from the last call's budget (`None` when unmetered).
     pub fn fuel_remaining(&self) -> Option<u64> {
         if self.fuel_metering {
@@ -122,7 +117,7 @@ impl StageInstance {
             .then(|| self.limits.fuel.unwrap_or(u64::MAX))
     }
 
-    /// Releases the instance off the response path.
+    /// Releases the instance to `reaper`, which drops its store inline or on its thread.
     pub fn release(self, reaper: &Reaper) {
         reaper.reap(self.store);
     }

@@ -3,10 +3,12 @@
 //! versions that served it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::sync::lock;
 
 /// One stage phase of a request.
 #[derive(Clone, Debug)]
@@ -176,7 +178,7 @@ impl Recent {
             return;
         }
         let record = Arc::new(record);
-        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut ring = lock(&self.ring);
         if ring.len() == self.capacity {
             ring.pop_front();
         }
@@ -191,7 +193,7 @@ impl Recent {
         failed_only: bool,
         route: Option<&str>,
     ) -> Vec<Arc<RequestRecord>> {
-        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let ring = lock(&self.ring);
         ring.iter()
             .rev()
             .filter(|r| !failed_only || r.status >= 400)
@@ -203,7 +205,7 @@ impl Recent {
 
     /// The newest record with `id`.
     pub fn get(&self, id: &str) -> Option<Arc<RequestRecord>> {
-        let ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        let ring = lock(&self.ring);
         ring.iter().rev().find(|r| &*r.id == id).cloned()
     }
 }

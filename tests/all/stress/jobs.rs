@@ -1,7 +1,7 @@
 //! Background jobs through crashes: 500 jobs, three `kill -9`s mid-run; none is lost and
 //! every duplicate execution is counted.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use crate::jobs::{PATIENCE, chat, config, data_dir, sim_calls};
 use crate::procs::{get, post, scratch_config, serve_file, sim};

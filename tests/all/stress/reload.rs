@@ -3,7 +3,8 @@
 //! a mix of versions.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::procs::{post, serve_file, sim};
 use crate::reload::{admin_stages, chat, config, label, replace, until_admin, wasm, workdir};
@@ -58,7 +59,7 @@ async fn under_load_twenty_replacements_lose_no_request_and_never_mix_versions()
     });
     // 20 replacements, one every 0.9 s (later when a reload takes longer), each taken in
     // (or refused) before the next is written; the 5th, 10th, 15th and 20th are invalid.
-    let paced = tokio::time::Instant::now();
+    let paced = Instant::now();
     for i in 1..=20 {
         tokio::time::sleep_until(paced + Duration::from_millis(900 * i as u64)).await;
         let before = admin_stages(&weir).await;

@@ -4,9 +4,9 @@
 use crate::app::Snapshot;
 use crate::cost::CostError;
 use crate::error::{ClientFacing, ShedReason};
+use crate::llm::StepError;
 use crate::openai::ApiError;
 use crate::pipeline::PipelineError;
-use crate::llm::StepError;
 
 /// Why [`App::chat`](crate::app::App::chat) has no answer.
 #[derive(Debug, thiserror::Error)]

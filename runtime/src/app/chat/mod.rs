@@ -272,21 +272,6 @@ async fn llm_step(
     step
 }
 
-/// The text of a response's first choice.
-fn text_of(response: &ChatResponse) -> String {
-    match response
-        .choices
-        .first()
-        .and_then(|c| c.message.content.as_ref())
-    {
-        Some(crate::wit::Content::Text(text)) => text.clone(),
-        Some(crate::wit::Content::Parts(parts)) => {
-            parts.iter().filter_map(|p| p.text.as_deref()).collect()
-        }
-        None => String::new(),
-    }
-}
-
 /// How to answer with a whole response.
 struct Finish<'a> {
     /// As SSE rather than JSON.
@@ -314,7 +299,7 @@ impl Finish<'_> {
         if self.log_answer
             && let Ok(response) = &result
         {
-            tracing::info!(target: "weir::input", answer = %text_of(response), "answer");
+            tracing::info!(target: "weir::input", answer = %response.text(), "answer");
         }
         let response = result.map_err(ChatError::Pipeline)?;
         Ok(ChatReply::Whole(Answer {

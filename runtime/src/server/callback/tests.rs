@@ -255,7 +255,7 @@ async fn an_endless_answer_is_read_only_up_to_the_byte_bound() {
         ..settings(true, &[])
     };
     let client = sender(&settings, &[]);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     client
         .deliver(delivery(format!("http://{addr}/hook")))
         .await

@@ -197,7 +197,7 @@ fn the_full_reference_example_loads_with_every_value() {
         ),
         (
             secondary.ttft_timeout,
-            crate::config::DEFAULT_MAX_STREAM_BYTES
+            crate::config::TargetLimits::default().max_stream_bytes
         ),
         "a stream may pause between events as long as before its first one"
     );
@@ -266,7 +266,10 @@ fn the_masked_config_of_every_key_matches_its_snapshot() {
         Ok(json) => format!("{json}\n"),
         Err(err) => panic!("the masked config is not JSON: {err}"),
     };
-    assert!(!actual.contains("s3cret") && !actual.contains("sk-test-openai"), "{actual}");
+    assert!(
+        !actual.contains("s3cret") && !actual.contains("sk-test-openai"),
+        "{actual}"
+    );
     let expected_file = Path::new(SNAPSHOT_DIR).join("valid/every_key.json");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
         if let Err(err) = std::fs::write(&expected_file, &actual) {

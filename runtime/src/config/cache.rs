@@ -9,68 +9,51 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::check::Source;
 use super::error::ConfigError;
 use super::target::TargetSettings;
-use super::value::{Bounded, Mib, Ms, Val, defaults, lossy_opt, path, read_str, yes};
+use super::value::{Bounded, Mib, Ms, defaults, lossy_opt, mib, ms, path, read_str, serde_default};
 
 /// `[cache]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct CacheSettings {
-    /// Bytes of responses the memory tier holds at most (`max_memory_mib`, 0 to 1 TiB,
-    /// default 256 MiB).
-    #[serde(
-        rename = "max_memory_mib",
-        with = "Mib::<0, { 1 << 20 }>",
-        default = "Val::<256>::mib"
-    )]
+    /// Bytes of responses the memory tier holds at most.
+    #[serde(rename = "max_memory_mib", with = "Mib::<0, { 1 << 20 }>")]
+    #[serde(default = "mib::<256>")]
     pub max_memory_bytes: u64,
     /// The disk tier's directory (relative paths resolved against the config file's
     /// directory); `None` keeps the cache in memory only.
     #[serde(deserialize_with = "path", serialize_with = "lossy_opt", default)]
     pub disk_dir: Option<PathBuf>,
-    /// Bytes of entries the disk tier keeps at most (`disk_max_mib`, 1 MiB to 16 TiB, default
-    /// 1 GiB).
-    #[serde(
-        rename = "disk_max_mib",
-        with = "Mib::<1, { 1 << 24 }>",
-        default = "Val::<1024>::mib"
-    )]
+    /// Bytes of entries the disk tier keeps at most.
+    #[serde(rename = "disk_max_mib", with = "Mib::<1, { 1 << 24 }>")]
+    #[serde(default = "mib::<1024>")]
     pub max_disk_bytes: u64,
 }
 
-impl Default for CacheSettings {
-    fn default() -> Self {
-        defaults()
-    }
-}
+serde_default!(CacheSettings);
 
 /// `[routes.cache]`: whether and how a route's answers are cached. A route without the table
-/// is not cached; a table turns caching on unless it says `enabled = false`.
+/// is not cached; the table turns caching on unless it says `enabled = false`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RouteCacheSettings {
-    /// Cache this route's answers (default false without the table, true with it).
-    #[serde(default = "yes")]
+    /// Cache this route's answers.
+    #[serde(default = "super::value::yes")]
     pub enabled: bool,
-    /// How long an answer is served from the cache (`ttl_ms`), 1 ms to 30 days, default 5 min.
-    #[serde(
-        rename = "ttl_ms",
-        with = "Ms::<1, { 30 * 86_400_000 }>",
-        default = "Val::<300_000>::ms"
-    )]
+    /// How long an answer is served from the cache.
+    #[serde(rename = "ttl_ms", with = "Ms::<1, { 30 * 86_400_000 }>")]
+    #[serde(default = "ms::<300_000>")]
     pub ttl: Duration,
     /// Also cache requests sampled with a temperature other than 0 (or none, which means the
     /// provider's default of 1). Default false: only deterministic requests are cached.
     #[serde(default)]
     pub cache_nonzero_temperature: bool,
     /// The semantic tier: answer a request whose last user message is at least this similar
-    /// (`semantic_threshold_percent`, 50 to 100) to a cached one, everything else equal.
-    /// `None` (the default): off.
+    /// to a cached one, everything else equal. `None` (the default): off.
     #[serde(rename = "semantic_threshold_percent", default)]
     pub semantic_threshold: Option<SimilarityThreshold>,
     /// The target (index into the config's targets) whose OpenAI-compatible `/embeddings`
     /// embed the last user message; `None`: the built-in local embedder (no network). The
-    /// file names the target; the second pass, which knows the targets, finds its index (and
-    /// `GET /admin/config` shows the name again).
+    /// file names the target, and [`check_route`] finds its index.
     #[serde(deserialize_with = "target_name", skip_serializing, default)]
     pub semantic_embeddings: Option<usize>,
     /// Key entries by API key too (default false: keys share answers, which is safe
@@ -81,8 +64,9 @@ pub struct RouteCacheSettings {
 
 impl Default for RouteCacheSettings {
     fn default() -> Self {
+        let enabled = false;
         RouteCacheSettings {
-            enabled: false,
+            enabled,
             ..defaults()
         }
     }
@@ -132,8 +116,8 @@ pub(crate) fn check_route(
     let message = "an embeddings target needs the semantic tier on: add \
                    semantic_threshold_percent";
     src.ensure(cache.semantic_threshold.is_some(), &field, message)?;
-    let Some(index) = targets.iter().position(|t| t.name == name) else {
-        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+    let Some(index) = names.iter().position(|n| *n == name) else {
         let message = format!(
             "unknown target `{name}`; defined targets: {}",
             names.join(", ")

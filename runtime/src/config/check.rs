@@ -1,9 +1,7 @@
 //! The second pass: what serde cannot check key by key. Cross-field checks (a route naming an
 //! unknown target, a connect timeout above the total one), defaults that depend on another
 //! key, secrets read from the environment and paths resolved against the file's directory.
-//!
-//! [`Source`] points each error at the line of the key it is about, looked up by its key path
-//! in the parsed document, and says what it expected instead.
+//! [`Source`] points each error at the line of the key it is about.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,7 +9,7 @@ use std::time::Duration;
 
 use toml::de::DeValue;
 
-use super::document::{self, Doc};
+use super::document::Index;
 use super::error::ConfigError;
 use super::value::{millis, out_of_range};
 
@@ -21,16 +19,15 @@ pub const MAX_NAME_LEN: usize = 64;
 /// Looks up an environment variable by name; `None` when it is unset.
 pub(crate) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// The file being validated: what every error needs to say where it is, and what the second
-/// pass reads besides the values (the environment, the file's directory).
+/// The file being validated, and what the second pass reads besides the values.
 #[derive(Clone, Copy)]
 pub(crate) struct Source<'a> {
     /// The file, as given by the caller (shown in errors).
     pub file: &'a Path,
     /// Its contents (to turn spans into lines and columns).
     pub text: &'a str,
-    /// The parsed file (to find the position of a key).
-    pub doc: &'a Doc<'a>,
+    /// Its values by key path (to find the position of a key).
+    pub keys: &'a Index<'a>,
     /// The directory relative paths are resolved against.
     pub base_dir: &'a Path,
     /// The environment secrets are read from.
@@ -38,19 +35,19 @@ pub(crate) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    /// The value the file sets `key` to.
+    /// The value the file sets `key` (a key path as errors print it) to.
     pub fn find(&self, key: &str) -> Option<&'a DeValue<'a>> {
-        document::find(self.doc, key).map(|value| value.get_ref())
+        self.keys.get(key).map(|value| value.get_ref())
     }
 
-    /// Where the file sets `key` (a key path as errors print it); `0..0` when it does not.
+    /// Where the file sets `key`; `0..0` when it does not.
     pub fn span(&self, key: &str) -> Range<usize> {
-        document::find(self.doc, key).map_or(0..0, |value| value.span())
+        self.keys.get(key).map_or(0..0, |value| value.span())
     }
 
     /// Whether the file sets `key`.
     pub fn written(&self, key: &str) -> bool {
-        document::find(self.doc, key).is_some()
+        self.keys.contains_key(key)
     }
 
     /// An error about `key`, at its value.
@@ -70,9 +67,10 @@ impl<'a> Source<'a> {
 
     /// `Ok` if `check` holds, else an error about `key`.
     pub fn ensure(&self, check: bool, key: &str, message: &str) -> Result<(), ConfigError> {
-        match check {
-            true => Ok(()),
-            false => Err(self.error(key, message)),
+        if check {
+            Ok(())
+        } else {
+            Err(self.error(key, message))
         }
     }
 
@@ -82,18 +80,18 @@ impl<'a> Source<'a> {
         &self,
         key: &str,
         value: &mut T,
-        (min, max): (u64, u64),
+        range: (u64, u64),
         default: T,
     ) -> Result<(), ConfigError> {
-        if !self.written(key) {
-            *value = default;
-            return Ok(());
+        let (min, max, got) = (range.0, range.1, value.amount());
+        match self.written(key) {
+            false => *value = default,
+            true if !(min..=max).contains(&got) => {
+                return Err(self.error(key, out_of_range(min, max, got)));
+            }
+            true => {}
         }
-        let got = value.amount();
-        match (min..=max).contains(&got) {
-            true => Ok(()),
-            false => Err(self.error(key, out_of_range(min, max, got))),
-        }
+        Ok(())
     }
 
     /// Reads the secret held by the environment variable `var`, named by `key` (a `*_env`
@@ -108,12 +106,13 @@ impl<'a> Source<'a> {
             }
             Some(value) => return Ok(value),
         };
-        let message = format!("environment variable `{var}` {problem}; it must hold {purpose}");
-        Err(self.error(key, message))
+        Err(self.error(
+            key,
+            format!("environment variable `{var}` {problem}; it must hold {purpose}"),
+        ))
     }
 
-    /// An optional path key: not blank (`empty` says what to do instead), and resolved
-    /// against the file's directory.
+    /// An optional path key: not blank (else the error says `empty`), and resolved.
     pub fn path(
         &self,
         key: &str,
@@ -134,7 +133,7 @@ impl<'a> Source<'a> {
 }
 
 /// `path` if absolute, otherwise `path` under `base_dir`.
-pub(crate) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
+fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
     } else {
@@ -163,11 +162,8 @@ impl Amount for Duration {
 /// Whether `name` is a valid target, stage or key name: `[a-z0-9_-]+`, at most
 /// [`MAX_NAME_LEN`] characters.
 pub fn is_valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(allowed)
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: the portable environment variable names.
@@ -186,6 +182,7 @@ pub(crate) fn is_header_value(value: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::document;
     use super::*;
 
     const TEXT: &str = "x = 0\ny = 7\n";
@@ -195,6 +192,7 @@ mod tests {
             Ok(doc) => doc,
             Err(err) => panic!("{err}"),
         };
+        let keys = document::index(&doc);
         let env = |name: &str| match name {
             "SET" => Some("sk-123".to_owned()),
             "EMPTY" => Some(String::new()),
@@ -204,7 +202,7 @@ mod tests {
         test(Source {
             file: Path::new("w.toml"),
             text: TEXT,
-            doc: &doc,
+            keys: &keys,
             base_dir: Path::new("/etc/weir"),
             env: &env,
         });
@@ -266,7 +264,15 @@ mod tests {
                 .map_err(|e| e.message);
             assert_eq!(error, Err("expected a path".to_owned()));
         });
+    }
+
+    #[test]
+    fn relative_paths_are_joined_to_the_config_dir_and_absolute_ones_kept() {
         let dir = Path::new("/etc/weir");
+        assert_eq!(
+            resolve(dir, Path::new("plugins/guard.wasm")),
+            Path::new("/etc/weir/plugins/guard.wasm")
+        );
         assert_eq!(
             resolve(dir, Path::new("../shared/guard.wasm")),
             Path::new("/etc/weir/../shared/guard.wasm")
@@ -276,8 +282,8 @@ mod tests {
             Path::new("/opt/guard.wasm")
         );
         assert_eq!(
-            resolve(Path::new(""), Path::new("g.wasm")),
-            Path::new("g.wasm")
+            resolve(Path::new(""), Path::new("guard.wasm")),
+            Path::new("guard.wasm")
         );
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::value::{Int, Ms, Val, defaults};
+use super::value::{Int, Ms, Val, ms, serde_default};
 
 /// Largest accepted value of each of the four timeouts: 1 hour, in ms.
 const HOUR_MS: u64 = 3_600_000;
@@ -23,50 +23,33 @@ const HOUR_MS: u64 = 3_600_000;
 pub struct ConnectionLimits {
     /// A request head must arrive whole within this time, counted from the connection's
     /// accept (first request) or from the first byte of the head (later requests); else the
-    /// connection is closed. `header_read_timeout_ms`, 1 ms to 1 h, default 10 s.
-    #[serde(
-        rename = "header_read_timeout_ms",
-        with = "Ms::<1, HOUR_MS>",
-        default = "Val::<10_000>::ms"
-    )]
+    /// connection is closed.
+    #[serde(rename = "header_read_timeout_ms", with = "Ms::<1, HOUR_MS>")]
+    #[serde(default = "ms::<10_000>")]
     pub header_read_timeout: Duration,
-    /// A request body must arrive whole within this time once weir starts reading it; else
-    /// the request gets 408 and the connection is closed. `body_read_timeout_ms`, 1 ms to
-    /// 1 h, default 30 s (1 MiB at 35 KB/s).
-    #[serde(
-        rename = "body_read_timeout_ms",
-        with = "Ms::<1, HOUR_MS>",
-        default = "Val::<30_000>::ms"
-    )]
+    /// A request body must arrive whole within this time once weir starts reading it (the
+    /// default allows 1 MiB at 35 KB/s); else the request gets 408 and the connection is
+    /// closed.
+    #[serde(rename = "body_read_timeout_ms", with = "Ms::<1, HOUR_MS>")]
+    #[serde(default = "ms::<30_000>")]
     pub body_read_timeout: Duration,
     /// A keep-alive connection with no request in progress is closed after this time.
-    /// `idle_timeout_ms`, 1 ms to 1 h, default 60 s.
-    #[serde(
-        rename = "idle_timeout_ms",
-        with = "Ms::<1, HOUR_MS>",
-        default = "Val::<60_000>::ms"
-    )]
+    #[serde(rename = "idle_timeout_ms", with = "Ms::<1, HOUR_MS>")]
+    #[serde(default = "ms::<60_000>")]
     pub idle_timeout: Duration,
     /// A response write (a stream's chunk included) that makes no progress for this long (the
     /// client stopped reading) closes the connection, which ends the request and releases
-    /// what it holds. `write_timeout_ms`, 1 ms to 1 h, default 30 s.
-    #[serde(
-        rename = "write_timeout_ms",
-        with = "Ms::<1, HOUR_MS>",
-        default = "Val::<30_000>::ms"
-    )]
+    /// what it holds.
+    #[serde(rename = "write_timeout_ms", with = "Ms::<1, HOUR_MS>")]
+    #[serde(default = "ms::<30_000>")]
     pub write_timeout: Duration,
     /// Connections each listener holds at once; beyond it a new connection is closed as soon
-    /// as it is accepted. 1 to 1,000,000, default 10,000.
+    /// as it is accepted.
     #[serde(with = "Int::<1, 1_000_000>", default = "Val::<10_000>::int")]
     pub max_connections: usize,
 }
 
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        defaults()
-    }
-}
+serde_default!(ConnectionLimits);
 
 #[cfg(test)]
 mod tests {

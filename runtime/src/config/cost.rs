@@ -8,34 +8,36 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::check::Source;
 use super::document;
 use super::error::{ConfigError, key_segment};
-use super::value::{Int, Usd, Val, defaults, lossy_opt, mask, name, path, read_str, yes};
+use super::value::{Int, MASK, Usd, Val, lossy_opt, name, path, read_str, serde_default};
 
 /// Pico-dollars in one US dollar.
 pub const PICO_PER_USD: f64 = 1e12;
+/// `Usd` scale of prices, written in USD per million tokens: pico-dollars per token.
+const PER_MTOK: u64 = 1_000_000;
+/// `Usd` scale of budgets: pico-dollars.
+const PICO: u64 = 1_000_000_000_000;
 
-/// Prices of one model in pico-dollars per token (`[prices.MODEL]`, in USD per million
-/// tokens, 0 to 100,000).
+/// Prices of one model in pico-dollars per token (`[prices.MODEL]`, USD per million tokens).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct ModelPrice {
-    /// Per prompt token (`input_per_mtok`).
-    #[serde(rename = "input_per_mtok", with = "Usd::<100_000, 1_000_000>")]
+    /// Per prompt token.
+    #[serde(rename = "input_per_mtok", with = "Usd::<100_000, PER_MTOK>")]
     pub input: u64,
-    /// Per prompt token served from the provider's prompt cache (`cached_input_per_mtok`,
-    /// default the input price).
+    /// Per prompt token served from the provider's prompt cache (default the input price).
     #[serde(
         rename = "cached_input_per_mtok",
-        with = "Usd::<100_000, 1_000_000>",
+        with = "Usd::<100_000, PER_MTOK>",
         default
     )]
     pub cached_input: u64,
-    /// Per completion token (`output_per_mtok`).
-    #[serde(rename = "output_per_mtok", with = "Usd::<100_000, 1_000_000>")]
+    /// Per completion token.
+    #[serde(rename = "output_per_mtok", with = "Usd::<100_000, PER_MTOK>")]
     pub output: u64,
 }
 
@@ -43,8 +45,8 @@ pub struct ModelPrice {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct CostSettings {
-    /// Upstream model name → its price: the price file's, then the inline `[prices.MODEL]`
-    /// tables over them.
+    /// Upstream model name → its price: the price file's, the inline `[prices.MODEL]` tables
+    /// over them.
     #[serde(skip)]
     pub prices: BTreeMap<String, ModelPrice>,
     /// The price file (resolved), when prices come from one; reloads watch it.
@@ -53,32 +55,24 @@ pub struct CostSettings {
     /// The price file's `date`, when prices came from a file.
     #[serde(skip_deserializing)]
     pub prices_date: Option<String>,
-    /// Completion tokens reserved for a request without `max_tokens`, 1 to 10,000,000
-    /// (default 4096).
+    /// Completion tokens reserved for a request without `max_tokens`.
     #[serde(with = "Int::<1, 10_000_000>", default = "Val::<4096>::int")]
     pub default_max_tokens: u32,
     /// Whether failed attempts that reported usage are charged (default true: the provider
     /// billed them).
-    #[serde(default = "yes")]
+    #[serde(default = "super::value::yes")]
     pub count_failed_attempts: bool,
     /// Where to append one JSON line per request for `weir cost project` (opt-in).
     #[serde(deserialize_with = "path", serialize_with = "lossy_opt", default)]
     pub request_log: Option<PathBuf>,
-    /// Pico-dollars per million units of stage fuel (`fuel_usd_per_billion`, USD 0 to 1000;
-    /// default 0: stage compute is recorded, not priced).
-    #[serde(
-        rename = "fuel_usd_per_billion",
-        with = "Usd::<1000, 1_000_000_000>",
-        default
-    )]
+    /// Pico-dollars per million units of stage fuel (0: stage compute is recorded, not
+    /// priced).
+    #[serde(rename = "fuel_usd_per_billion", default)]
+    #[serde(with = "Usd::<1000, 1_000_000_000>")]
     pub fuel_pico_per_million: u64,
 }
 
-impl Default for CostSettings {
-    fn default() -> Self {
-        defaults()
-    }
-}
+serde_default!(CostSettings);
 
 /// One API key and its limits (`[[keys]]`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -87,38 +81,30 @@ pub struct KeySettings {
     /// Its name (in the ledger, `/admin/spend` and logs; never the key itself).
     #[serde(deserialize_with = "name")]
     pub name: String,
-    /// blake3 of the key, written `blake3:<64 hex>`. Not a secret, but not shown either.
-    #[serde(deserialize_with = "key_hash", serialize_with = "mask")]
+    /// blake3 of the key, written `blake3:<64 hex>`; not a secret, but not shown either.
+    #[serde(deserialize_with = "key_hash", serialize_with = "hidden")]
     pub hash: [u8; 32],
-    /// Spend allowed per UTC day, pico-dollars (`daily_budget_usd`, 0 to 10,000,000).
-    #[serde(
-        rename = "daily_budget_usd",
-        with = "Usd::<10_000_000, 1_000_000_000_000>",
-        default
-    )]
+    /// Spend allowed per UTC day, pico-dollars.
+    #[serde(rename = "daily_budget_usd", with = "Usd::<10_000_000, PICO>", default)]
     pub daily_budget: Option<u64>,
-    /// Spend allowed per UTC calendar month, pico-dollars (`monthly_budget_usd`).
+    /// Spend allowed per UTC calendar month, pico-dollars.
     #[serde(
         rename = "monthly_budget_usd",
-        with = "Usd::<10_000_000, 1_000_000_000_000>",
+        with = "Usd::<10_000_000, PICO>",
         default
     )]
     pub monthly_budget: Option<u64>,
-    /// Requests per minute, 1 to 10,000,000.
+    /// Requests per minute.
     #[serde(with = "Int::<1, 10_000_000>", default)]
     pub rpm: Option<u32>,
-    /// Tokens (prompt + completion) per minute, 1 to 1,000,000,000.
+    /// Tokens (prompt + completion) per minute.
     #[serde(with = "Int::<1, 1_000_000_000>", default)]
     pub tpm: Option<u32>,
-    /// Most one request may cost, pico-dollars (`max_cost_per_request_usd`).
-    #[serde(
-        rename = "max_cost_per_request_usd",
-        with = "Usd::<10_000_000, 1_000_000_000_000>",
-        default
-    )]
+    /// Most one request may cost, pico-dollars.
+    #[serde(rename = "max_cost_per_request_usd", default)]
+    #[serde(with = "Usd::<10_000_000, PICO>")]
     pub max_cost_per_request: Option<u64>,
-    /// Most LLM calls one request may make (its own and its stages' `complete()`), 1 to
-    /// 10,000.
+    /// Most LLM calls one request may make (its own and its stages' `complete()`).
     #[serde(with = "Int::<1, 10_000>", default)]
     pub max_llm_calls_per_request: Option<u32>,
 }
@@ -140,16 +126,19 @@ pub fn pico_to_usd(pico: u64) -> f64 {
 
 fn key_hash<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
     read_str(d, |text| {
-        let hash = text.strip_prefix("blake3:").map(blake3::Hash::from_hex);
-        match hash {
+        match text.strip_prefix("blake3:").map(blake3::Hash::from_hex) {
             Some(Ok(hash)) => Ok(*hash.as_bytes()),
             _ => Err(
-                "expected `blake3:` and 64 hex digits, the digest of the key (`weir key \
-                      new` makes a key and prints its hash); never put the key itself here"
+                "expected `blake3:` and 64 hex digits, the digest of the key (`weir key new` \
+                  makes a key and prints its hash); never put the key itself here"
                     .to_owned(),
             ),
         }
     })
+}
+
+fn hidden<S: Serializer>(_: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(MASK)
 }
 
 /// A price file: `date` and `[prices.MODEL]` tables.
@@ -196,21 +185,19 @@ pub(crate) fn check(
             src.error("cost.prices_file", message)
         })?;
         let doc = document::parse(&path, &text)?;
+        let prices: PriceFile = document::read(&path, &text, doc.clone())?;
+        let keys = document::index(&doc);
         let file_src = Source {
             file: &path,
             text: &text,
-            doc: &doc,
+            keys: &keys,
             ..*src
         };
-        let prices: PriceFile = document::read(&path, &text, doc.clone())?;
         add_prices(&file_src, prices.prices, &mut cost.prices)?;
-        cost.prices_date = prices.date;
-        cost.prices_file = Some(path);
+        (cost.prices_date, cost.prices_file) = (prices.date, Some(path));
     }
     add_prices(src, inline, &mut cost.prices)?;
-    if let Some(log) = &cost.request_log {
-        cost.request_log = Some(src.resolve(log));
-    }
+    cost.request_log = cost.request_log.as_deref().map(|log| src.resolve(log));
     Ok(())
 }
 
@@ -218,19 +205,15 @@ pub(crate) fn check(
 pub(crate) fn check_keys(keys: &[KeySettings], src: &Source<'_>) -> Result<(), ConfigError> {
     for (i, key) in keys.iter().enumerate() {
         if let Some(first) = keys[..i].iter().position(|k| k.name == key.name) {
-            return Err(src.error(
-                &format!("keys[{i}].name"),
-                format!(
-                    "expected unique key names; `{}` is already keys[{first}]",
-                    key.name
-                ),
-            ));
+            let message = format!(
+                "expected unique key names; `{}` is already keys[{first}]",
+                key.name
+            );
+            return Err(src.error(&format!("keys[{i}].name"), message));
         }
         if let Some(first) = keys[..i].iter().position(|k| k.hash == key.hash) {
-            return Err(src.error(
-                &format!("keys[{i}].hash"),
-                format!("the same key hash as keys[{first}]; every key must be distinct"),
-            ));
+            let message = format!("the same key hash as keys[{first}]; every key must be distinct");
+            return Err(src.error(&format!("keys[{i}].hash"), message));
         }
     }
     Ok(())

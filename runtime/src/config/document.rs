@@ -1,6 +1,6 @@
 //! The file as toml parses it: a tree of values with their positions. serde reads the
-//! validated structs from it, and the second pass (`check.rs`) looks keys up in it to point
-//! a cross-field error at its line.
+//! validated structs from it, and the second pass (`check.rs`) finds in its [`Index`] the line
+//! of the key a cross-field error is about.
 //!
 //! A few validated structs keep some of their table's keys in a nested struct that consumers
 //! take whole (`server.connections`, a target's `limits`, a route's `policy`, the call limits
@@ -12,7 +12,7 @@
 //! again, so both read like the file.
 
 use std::borrow::Cow;
-use std::ops::Range;
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
@@ -21,13 +21,15 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::{self, ConfigError, key_segment};
 use super::value::keys_of;
-use super::{
-    CallLimits, ConnectionLimits, PolicySettings, RouteSettings, SandboxSettings, ServerSettings,
-    StageSettings, TargetLimits, TargetSettings,
-};
+use super::{CallLimits, ConnectionLimits, PolicySettings, RouteSettings, SandboxSettings};
+use super::{ServerSettings, StageSettings, TargetLimits, TargetSettings};
 
 /// A parsed file: its root table, with positions.
 pub(crate) type Doc<'a> = Spanned<DeTable<'a>>;
+
+/// Every value of a file by its key path as errors print it (`routes[0].targets[1]`,
+/// `targets.primary.headers."x team"`).
+pub(crate) type Index<'a> = HashMap<String, &'a Spanned<DeValue<'a>>>;
 
 /// Parses `text`, the contents of `file` (a syntax error names the file, line and column).
 pub(crate) fn parse<'a>(file: &Path, text: &'a str) -> Result<Doc<'a>, ConfigError> {
@@ -38,103 +40,83 @@ pub(crate) fn parse<'a>(file: &Path, text: &'a str) -> Result<Doc<'a>, ConfigErr
 pub(crate) fn read<T: DeserializeOwned>(
     file: &Path,
     text: &str,
-    doc: Doc<'_>,
+    doc: Doc,
 ) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(toml::de::Deserializer::from(doc))
         .map_err(|err| error::from_serde(file, text, err))
 }
 
-/// The value at `key`, a key path as [`ConfigError::key`] prints it (`routes[0].targets[1]`,
-/// `targets.primary.headers."x team"`); `None` when the file does not set it.
-pub(crate) fn find<'d, 'a>(doc: &'d Doc<'a>, key: &str) -> Option<&'d Spanned<DeValue<'a>>> {
-    let mut table = doc.get_ref();
-    let mut found: Option<&Spanned<DeValue<'a>>> = None;
-    for segment in split_key(key) {
-        let index = segment.strip_prefix('[').and_then(|s| s.strip_suffix(']'));
-        found = match (found.map(Spanned::get_ref), index) {
-            (Some(DeValue::Array(items)), Some(i)) => items.get(i.parse::<usize>().ok()?),
-            (None | Some(DeValue::Table(_)), None) => table
-                .iter()
-                .find(|(name, _)| key_segment(name.get_ref()) == segment)
-                .map(|(_, value)| value),
-            _ => None,
-        };
-        if let Some(DeValue::Table(next)) = found.map(Spanned::get_ref) {
-            table = next;
-        }
-        found?;
-    }
-    found
-}
-
-/// The segments of a key path: `a`, `[0]`, `"quoted.name"`.
-fn split_key(key: &str) -> Vec<&str> {
-    let (mut segments, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
-    for (i, c) in key.char_indices() {
-        match (quoted, c) {
-            (true, _) if escaped => escaped = false,
-            (true, '\\') => escaped = true,
-            (true, '"') => quoted = false,
-            (true, _) => {}
-            (false, '"') => quoted = true,
-            (false, '.' | '[') => {
-                segments.push(&key[start..i]);
-                start = if c == '.' { i + 1 } else { i };
+/// The [`Index`] of `doc`.
+pub(crate) fn index<'a>(doc: &'a Doc<'a>) -> Index<'a> {
+    fn add<'a>(index: &mut Index<'a>, key: String, value: &'a Spanned<DeValue<'a>>) {
+        match value.get_ref() {
+            DeValue::Table(table) => table.iter().for_each(|(k, v)| add(index, join(&key, k), v)),
+            DeValue::Array(items) => {
+                let key = &key;
+                items
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, v)| add(index, format!("{key}[{i}]"), v))
             }
-            (false, _) => {}
+            _ => {}
         }
+        index.insert(key, value);
     }
-    segments.push(&key[start..]);
-    segments.retain(|s| !s.is_empty());
-    segments
+    let mut index = Index::new();
+    doc.get_ref()
+        .iter()
+        .for_each(|(k, v)| add(&mut index, join("", k), v));
+    index
 }
 
-/// A validated struct that keeps some of its table's keys in a nested struct.
-struct Group {
-    /// Where its tables are; `*` is every entry of a table or array.
-    at: &'static [&'static str],
-    /// The keys of the struct, the nested one's field (in parentheses) among them.
-    outer: fn() -> &'static [&'static str],
-    /// The keys of the nested struct.
-    nested: fn() -> &'static [&'static str],
+/// `key` and then `name`, as a key path.
+fn join(key: &str, name: &Spanned<Cow<'_, str>>) -> String {
+    match key {
+        "" => key_segment(name.get_ref()),
+        _ => format!("{key}.{}", key_segment(name.get_ref())),
+    }
 }
 
-/// Every such struct in the schema.
-const GROUPS: [Group; 5] = [
-    Group {
-        at: &["server"],
-        outer: keys_of::<ServerSettings>,
-        nested: keys_of::<ConnectionLimits>,
-    },
-    Group {
-        at: &["sandbox"],
-        outer: keys_of::<SandboxSettings>,
-        nested: keys_of::<CallLimits>,
-    },
-    Group {
-        at: &["targets", "*"],
-        outer: keys_of::<TargetSettings>,
-        nested: keys_of::<TargetLimits>,
-    },
-    Group {
-        at: &["routes", "*"],
-        outer: keys_of::<RouteSettings>,
-        nested: keys_of::<PolicySettings>,
-    },
-    Group {
-        at: &["routes", "*", "stages", "*"],
-        outer: keys_of::<StageSettings>,
-        nested: keys_of::<CallLimits>,
-    },
+/// The keys of a derived struct ([`keys_of`]).
+type Keys = fn() -> &'static [&'static str];
+
+/// Each struct with a nested one: where its tables are (`*` is every entry of a table or
+/// array), its keys (the nested field's among them, in parentheses) and the nested keys.
+const GROUPS: [(&[&str], Keys, Keys); 5] = [
+    (
+        &["server"],
+        keys_of::<ServerSettings>,
+        keys_of::<ConnectionLimits>,
+    ),
+    (
+        &["sandbox"],
+        keys_of::<SandboxSettings>,
+        keys_of::<CallLimits>,
+    ),
+    (
+        &["targets", "*"],
+        keys_of::<TargetSettings>,
+        keys_of::<TargetLimits>,
+    ),
+    (
+        &["routes", "*"],
+        keys_of::<RouteSettings>,
+        keys_of::<PolicySettings>,
+    ),
+    (
+        &["routes", "*", "stages", "*"],
+        keys_of::<StageSettings>,
+        keys_of::<CallLimits>,
+    ),
 ];
 
 /// Moves the keys of each nested struct into its sub-table (see the module docs). A key that
 /// neither struct declares is an error listing the keys of both, as the file writes them.
 pub(crate) fn regroup(file: &Path, text: &str, doc: &mut Doc<'_>) -> Result<(), ConfigError> {
     let mut root = DeValue::Table(std::mem::take(doc.get_mut()));
-    let result = GROUPS.iter().try_for_each(|group| {
-        each_table(&mut root, group.at, String::new(), &mut |table, key| {
-            regroup_table(table, group)
+    let result = GROUPS.iter().try_for_each(|&(at, outer, nested)| {
+        each_table(&mut root, at, String::new(), &mut |table, key| {
+            regroup_table(table, outer(), nested())
                 .map_err(|(span, message)| ConfigError::at(file, text, span, key, message))
         })
     });
@@ -144,8 +126,9 @@ pub(crate) fn regroup(file: &Path, text: &str, doc: &mut Doc<'_>) -> Result<(), 
     result
 }
 
-fn regroup_table(table: &mut DeTable<'_>, group: &Group) -> Result<(), (Range<usize>, String)> {
-    let (outer, nested) = ((group.outer)(), (group.nested)());
+type Located<T> = Result<T, (std::ops::Range<usize>, String)>;
+
+fn regroup_table(table: &mut DeTable<'_>, outer: &[&'static str], nested: &[&str]) -> Located<()> {
     let Some(&field) = outer.iter().find(|k| k.starts_with('(')) else {
         return Ok(());
     };
@@ -153,27 +136,22 @@ fn regroup_table(table: &mut DeTable<'_>, group: &Group) -> Result<(), (Range<us
     let names: Vec<String> = table.keys().map(|k| k.get_ref().to_string()).collect();
     for name in names {
         if nested.contains(&name.as_str()) {
-            if let Some((k, v)) = table.remove_entry(name.as_str()) {
-                moved.insert(k, v);
-            }
+            moved.extend(table.remove_entry(name.as_str()));
         } else if name == field || !outer.contains(&name.as_str()) {
             let span = table
                 .get_key_value(name.as_str())
                 .map_or(0..0, |(k, _)| k.span());
-            let keys: Vec<String> = outer
-                .iter()
-                .flat_map(|k| {
-                    if *k == field {
-                        nested
-                    } else {
-                        std::slice::from_ref(k)
-                    }
-                })
-                .map(|k| format!("`{k}`"))
-                .collect();
+            let all = outer.iter().flat_map(|k| {
+                if *k == field {
+                    nested
+                } else {
+                    std::slice::from_ref(k)
+                }
+            });
+            let expected: Vec<String> = all.map(|k| format!("`{k}`")).collect();
             let message = format!(
                 "unknown field `{name}`, expected one of {}",
-                keys.join(", ")
+                expected.join(", ")
             );
             return Err((span, message));
         }
@@ -192,23 +170,20 @@ fn each_table<'a>(
     key: String,
     f: &mut dyn FnMut(&mut DeTable<'a>, &str) -> Result<(), ConfigError>,
 ) -> Result<(), ConfigError> {
-    let join = |segment: &str| match key.is_empty() {
-        true => segment.to_owned(),
-        false => format!("{key}.{segment}"),
-    };
     match (value, at.split_first()) {
         (DeValue::Table(table), None) => f(table, &key),
-        (DeValue::Table(table), Some((&"*", rest))) => table.iter_mut().try_for_each(|(k, v)| {
-            each_table(v.get_mut(), rest, join(&key_segment(k.get_ref())), f)
-        }),
+        (DeValue::Table(table), Some((name, rest))) => {
+            table
+                .iter_mut()
+                .try_for_each(|(k, v)| match *name == "*" || k.get_ref() == name {
+                    true => each_table(v.get_mut(), rest, join(&key, k), f),
+                    false => Ok(()),
+                })
+        }
         (DeValue::Array(items), Some((&"*", rest))) => items
             .iter_mut()
             .enumerate()
             .try_for_each(|(i, v)| each_table(v.get_mut(), rest, format!("{key}[{i}]"), f)),
-        (DeValue::Table(table), Some((name, rest))) => match table.get_mut(*name) {
-            Some(v) => each_table(v.get_mut(), rest, join(name), f),
-            None => Ok(()),
-        },
         _ => Ok(()),
     }
 }
@@ -244,16 +219,31 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_found_by_the_path_errors_print() {
+    fn keys_are_indexed_by_the_path_errors_print() {
         let doc = doc();
-        let at = |key: &str| find(&doc, key).map(|v| &TEXT[v.span()]);
+        let index = index(&doc);
+        let at = |key: &str| index.get(key).map(|v| &TEXT[v.span()]);
         assert_eq!(at("server.port"), Some("1"));
         assert_eq!(at("targets.\"a b\".x[0]"), Some("10"));
         assert_eq!(at("targets.\"a b\".x[1].y"), Some("2"));
         assert_eq!(at("targets.\"a b\".x[2]"), None);
         assert_eq!(at("targets.a"), None);
         assert_eq!(at("server.port.x"), None);
-        assert_eq!(split_key("a.\"b.[c\"[1].d"), ["a", "\"b.[c\"", "[1]", "d"]);
+        let mut keys: Vec<&str> = index.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "server",
+                "server.port",
+                "targets",
+                "targets.\"a b\"",
+                "targets.\"a b\".x",
+                "targets.\"a b\".x[0]",
+                "targets.\"a b\".x[1]",
+                "targets.\"a b\".x[1].y",
+            ]
+        );
     }
 
     #[test]
@@ -264,9 +254,10 @@ mod tests {
             Err(err) => panic!("{err}"),
         };
         assert_eq!(regroup(Path::new("w.toml"), text, &mut grouped), Ok(()));
-        assert!(find(&grouped, "server.listen").is_some());
-        assert!(find(&grouped, "server.max_connections").is_none());
-        assert!(find(&grouped, "server.\"(connections)\".max_connections").is_some());
+        let index = index(&grouped);
+        assert!(index.contains_key("server.listen"));
+        assert!(!index.contains_key("server.max_connections"));
+        assert!(index.contains_key("server.\"(connections)\".max_connections"));
 
         let mut doc = doc();
         let error = regroup(Path::new("w.toml"), TEXT, &mut doc).map_err(|e| e.to_string());

@@ -9,46 +9,40 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::check::Source;
 use super::error::ConfigError;
-use super::value::{EnvVar, Int, Ms, Val, defaults, mask, read_str, yes};
+use super::value::{Int, Ms, Val, env_var, mask, millis, ms, read_str, serde_default};
+
+/// Any non-negative number: the static bound of a key whose range depends on another key.
+const ANY: u64 = u64::MAX;
 
 /// `[jobs]`: process-wide queue settings. Read at start; a reload that changes them says
 /// they need a restart.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct JobsSettings {
-    /// Jobs running at once across all routes, 1 to 1,024 (default 4).
+    /// Jobs running at once across all routes.
     #[serde(with = "Int::<1, 1024>", default = "Val::<4>::int")]
     pub workers: u32,
-    /// Jobs queued or running at most, 1 to 10,000,000 (default 10,000); beyond it
-    /// `POST /v1/jobs` answers 429.
+    /// Jobs queued or running at most; beyond it `POST /v1/jobs` answers 429.
     #[serde(with = "Int::<1, 10_000_000>", default = "Val::<10_000>::int")]
     pub max_queued: u32,
-    /// Attempts per job, the first included, before it is `dead`, 1 to 100 (default 5).
+    /// Attempts per job, the first included, before it is `dead`.
     #[serde(with = "Int::<1, 100>", default = "Val::<5>::int")]
     pub max_attempts: u32,
-    /// Full-jitter backoff: retry `n` waits up to `min(backoff_max, backoff_base * 2^n)`
-    /// (`backoff_base_ms`, 1 ms to 1 h, default 1 s).
-    #[serde(
-        rename = "backoff_base_ms",
-        with = "Ms::<1, 3_600_000>",
-        default = "Val::<1000>::ms"
-    )]
+    /// Full-jitter backoff: retry `n` waits up to `min(backoff_max, backoff_base * 2^n)`.
+    #[serde(rename = "backoff_base_ms", with = "Ms::<1, 3_600_000>")]
+    #[serde(default = "ms::<1000>")]
     pub backoff_base: Duration,
-    /// The longest backoff (`backoff_max_ms`), [`Self::backoff_base`] to 1 day, default
-    /// 5 min (or the base when that is longer).
-    #[serde(
-        rename = "backoff_max_ms",
-        with = "Ms::<0, { u64::MAX }>",
-        default = "Val::<300_000>::ms"
-    )]
+    /// The longest backoff: [`Self::backoff_base`] to 1 day, default 5 min (or the base when
+    /// longer).
+    #[serde(rename = "backoff_max_ms", with = "Ms::<0, ANY>")]
+    #[serde(default = "ms::<300_000>")]
     pub backoff_max: Duration,
     /// The HMAC-SHA256 key callbacks are signed with, read from
     /// [`Self::callback_secret_env`]; `None`: submissions with a `callback_url` are refused.
-    /// Masked in `Debug` and the output.
     #[serde(skip_deserializing, serialize_with = "mask")]
     pub callback_secret: Option<String>,
     /// Name of the environment variable holding [`Self::callback_secret`].
-    #[serde(with = "EnvVar", default)]
+    #[serde(deserialize_with = "env_var", default)]
     pub callback_secret_env: Option<String>,
     /// Hosts (lowercase names or IP literals) a `callback_url` may name. Every address a
     /// host resolves to must still be public unless [`Self::callback_allow_private`].
@@ -60,36 +54,22 @@ pub struct JobsSettings {
     /// addresses and weir's own listeners stay refused.
     #[serde(default)]
     pub callback_allow_private: bool,
-    /// Deliveries tried per callback before it is given up, 1 to 100 (default 8).
+    /// Deliveries tried per callback before it is given up.
     #[serde(with = "Int::<1, 100>", default = "Val::<8>::int")]
     pub callback_max_attempts: u32,
-    /// Bound on one whole delivery (`callback_timeout_ms`), 1 ms to 10 min, default 10 s.
-    #[serde(
-        rename = "callback_timeout_ms",
-        with = "Ms::<1, 600_000>",
-        default = "Val::<10_000>::ms"
-    )]
+    /// Bound on one whole delivery.
+    #[serde(rename = "callback_timeout_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<10_000>")]
     pub callback_timeout: Duration,
-    /// Bound on resolving the receiver's name and opening the connection
-    /// (`callback_connect_timeout_ms`), 1 ms to [`Self::callback_timeout`], default 5 s (or
-    /// the delivery bound when that is shorter).
-    #[serde(
-        rename = "callback_connect_timeout_ms",
-        with = "Ms::<0, { u64::MAX }>",
-        default = "Val::<5000>::ms"
-    )]
+    /// Bound on resolving the receiver's name and opening the connection: 1 ms to
+    /// [`Self::callback_timeout`], default 5 s (or the delivery bound when shorter).
+    #[serde(rename = "callback_connect_timeout_ms", with = "Ms::<0, ANY>")]
+    #[serde(default = "ms::<5000>")]
     pub callback_connect_timeout: Duration,
-    /// Bytes of the receiver's answer read at most, 0 to 16 MiB (default 64 KiB). The answer
-    /// is not used; it is read so the connection can be reused, and a longer one closes the
-    /// connection instead.
+    /// Bytes of the receiver's answer read at most. The answer is not used; it is read so
+    /// the connection can be reused, and a longer one closes the connection instead.
     #[serde(with = "Int::<0, { 16 << 20 }>", default = "Val::<{ 64 << 10 }>::int")]
     pub callback_max_response_bytes: u64,
-}
-
-impl Default for JobsSettings {
-    fn default() -> Self {
-        defaults()
-    }
 }
 
 impl fmt::Debug for JobsSettings {
@@ -104,13 +84,15 @@ impl fmt::Debug for JobsSettings {
 pub struct RouteJobsSettings {
     /// `false` turns jobs off for the route while keeping the table (the route's `jobs` is
     /// then `None`, so this is always true).
-    #[serde(default = "yes", skip_serializing)]
+    #[serde(default = "super::value::yes", skip_serializing)]
     pub enabled: bool,
-    /// Jobs of this route running at once, 1 to 10,000 (default 4); keep it below what the
-    /// route's targets bear so background work leaves room for interactive requests.
+    /// Jobs of this route running at once; keep it below what the route's targets bear so
+    /// background work leaves room for interactive requests.
     #[serde(with = "Int::<1, 10_000>", default = "Val::<4>::int")]
     pub concurrency: u32,
 }
+
+serde_default!(JobsSettings);
 
 fn callback_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     struct Host(String);
@@ -118,12 +100,8 @@ fn callback_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
             read_str(d, |host| {
                 let name = host.trim().to_ascii_lowercase();
-                let valid = !name.is_empty()
-                    && name.len() <= 253
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
-                match valid {
+                let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-.:".contains(&b);
+                match !name.is_empty() && name.len() <= 253 && name.bytes().all(allowed) {
                     true => Ok(Host(name)),
                     false => Err(format!(
                         "expected a host name like \"hooks.example.com\" (no scheme, port or \
@@ -141,19 +119,21 @@ fn callback_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 
 /// The second pass over `[jobs]`: the bounds that depend on another key and the secret.
 pub(crate) fn check(jobs: &mut JobsSettings, src: &Source<'_>) -> Result<(), ConfigError> {
-    let base = jobs.backoff_base.as_millis() as u64;
     let longest = jobs.backoff_max.max(jobs.backoff_base);
-    let range = (base, 86_400_000);
+    let range = (millis(jobs.backoff_base), 86_400_000);
     src.bounded("jobs.backoff_max_ms", &mut jobs.backoff_max, range, longest)?;
     if let Some(var) = &jobs.callback_secret_env {
         let purpose = "the key callbacks are signed with (HMAC-SHA256)";
         jobs.callback_secret = Some(src.secret("jobs.callback_secret_env", var, purpose)?);
     }
-    let total = jobs.callback_timeout;
-    let connect = jobs.callback_connect_timeout.min(total);
-    let key = "jobs.callback_connect_timeout_ms";
-    let range = (1, total.as_millis() as u64);
-    src.bounded(key, &mut jobs.callback_connect_timeout, range, connect)
+    let (total, connect) = (jobs.callback_timeout, &mut jobs.callback_connect_timeout);
+    let shorter = (*connect).min(total);
+    src.bounded(
+        "jobs.callback_connect_timeout_ms",
+        connect,
+        (1, millis(total)),
+        shorter,
+    )
 }
 
 #[cfg(test)]

@@ -135,10 +135,11 @@ fn parse_in(
     let mut grouped = doc.clone();
     document::regroup(source, text, &mut grouped)?;
     let mut file: File = document::read(source, text, grouped)?;
+    let keys = document::index(&doc);
     let src = Source {
         file: source,
         text,
-        doc: &doc,
+        keys: &keys,
         base_dir,
         env,
     };

@@ -21,7 +21,7 @@ use super::value::{Bounded, choices, lossy, mask_values, name, path};
 pub struct RouteSettings {
     /// The alias clients send as `model`; unique across routes.
     pub model: String,
-    /// The `targets` key: the fallback chain by name, as written.
+    /// The fallback chain by name, as the `targets` key writes it.
     #[serde(rename = "targets")]
     pub target_names: Vec<String>,
     /// The fallback chain, in order: indexes into [`Config::targets`](super::Config::targets),
@@ -38,11 +38,11 @@ pub struct RouteSettings {
     /// (default `None`: jobs are opt-in per route).
     #[serde(deserialize_with = "enabled_jobs", default)]
     pub jobs: Option<RouteJobsSettings>,
-    /// How the first attempt's target is chosen (default [`Strategy::Fallback`]).
+    /// How the first attempt's target is chosen.
     #[serde(default)]
     pub strategy: Strategy,
-    /// One weight per target in [`Self::targets`], 0 to 1,000,000, at least one above 0, for
-    /// [`Strategy::Weighted`] (default 1 each).
+    /// One weight per target in [`Self::targets`] (default 1 each), at least one above 0,
+    /// for [`Strategy::Weighted`].
     #[serde(deserialize_with = "weights", default)]
     pub weights: Vec<u32>,
     /// Attempts, deadline, backoff, retry budget and wait queue.
@@ -60,7 +60,7 @@ pub struct StageSettings {
     /// The component file: absolute as written, or joined to the config file's directory.
     #[serde(deserialize_with = "path", serialize_with = "lossy")]
     pub path: PathBuf,
-    /// What a failure of this stage does to the request (default [`OnErrorSetting::Fail`]).
+    /// What a failure of this stage does to the request.
     #[serde(default)]
     pub on_error: OnErrorSetting,
     /// The `[sandbox]` defaults with this stage's `fuel`, `deadline_ms` and
@@ -68,13 +68,9 @@ pub struct StageSettings {
     #[serde(rename = "(limits)", default)]
     pub limits: CallLimits,
     /// The stage's `config` table, each value rendered as a string: TOML strings as they are,
-    /// everything else as compact JSON (`8000`, `true`, `["a","b"]`, `{"k":1}`). Values
-    /// often hold secrets, so the output shows only the keys.
-    #[serde(
-        deserialize_with = "super::stage_config::render_all",
-        serialize_with = "mask_values",
-        default
-    )]
+    /// everything else as compact JSON (`8000`, `true`, `["a","b"]`, `{"k":1}`).
+    #[serde(deserialize_with = "super::stage_config::render_all", default)]
+    #[serde(serialize_with = "mask_values")]
     pub config: BTreeMap<String, String>,
 }
 
@@ -99,7 +95,7 @@ fn enabled_jobs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RouteJobsSetti
     Ok(Option::<RouteJobsSettings>::deserialize(d)?.filter(|jobs| jobs.enabled))
 }
 
-/// The second pass over `[[routes]]`: at least one route, each against the validated
+/// The second pass over `[[routes]]`: at least one, each checked against the validated
 /// targets and sandbox defaults, model aliases unique.
 pub(crate) fn check_all(
     routes: &mut [RouteSettings],
@@ -107,29 +103,28 @@ pub(crate) fn check_all(
     sandbox: &SandboxSettings,
     src: &Source<'_>,
 ) -> Result<(), ConfigError> {
-    src.ensure(
-        !routes.is_empty(),
-        "routes",
-        "expected at least one [[routes]] table, with the `model` alias clients send and the \
-         `targets` to try",
-    )?;
+    let message = "expected at least one [[routes]] table, with the `model` alias clients send \
+                   and the `targets` to try";
+    src.ensure(!routes.is_empty(), "routes", message)?;
     for index in 0..routes.len() {
         let key = format!("routes[{index}]");
         check(&mut routes[index], &key, targets, sandbox, src)?;
         let model = &routes[index].model;
         if let Some(first) = routes[..index].iter().position(|r| r.model == *model) {
-            let (line, _) =
-                line_column(src.text, src.span(&format!("routes[{first}].model")).start);
-            return Err(src.error(
-                &format!("{key}.model"),
-                format!(
-                    "expected a model alias used by no other route; `{model}` is already the \
-                     model of routes[{first}] (line {line})"
-                ),
-            ));
+            let line = line_of(src, &format!("routes[{first}].model"));
+            let message = format!(
+                "expected a model alias used by no other route; `{model}` is already the model \
+                 of routes[{first}] (line {line})"
+            );
+            return Err(src.error(&format!("{key}.model"), message));
         }
     }
     Ok(())
+}
+
+/// The line `key` is on.
+fn line_of(src: &Source<'_>, key: &str) -> usize {
+    line_column(src.text, src.span(key).start).0
 }
 
 fn check(
@@ -139,13 +134,14 @@ fn check(
     sandbox: &SandboxSettings,
     src: &Source<'_>,
 ) -> Result<(), ConfigError> {
+    let message = "expected the model alias clients send, like \"demo\", got an empty string";
     src.ensure(
         !route.model.trim().is_empty(),
         &format!("{key}.model"),
-        "expected the model alias clients send, like \"demo\", got an empty string",
+        message,
     )?;
     let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
-    let defined = match targets.is_empty() {
+    let defined = match names.is_empty() {
         true => "no targets are defined (add a [targets.NAME] table)".to_owned(),
         false => format!("defined targets: {}", names.join(", ")),
     };
@@ -156,54 +152,44 @@ fn check(
     route.targets.clear();
     for (i, name) in route.target_names.iter().enumerate() {
         let target_key = format!("{key}.targets[{i}]");
-        let Some(index) = targets.iter().position(|t| t.name == *name) else {
+        let Some(index) = names.iter().position(|n| n == name) else {
             let message = format!("unknown target `{name}`; {defined}");
             return Err(src.error(&target_key, message));
         };
         if let Some(first) = route.targets.iter().position(|&t| t == index) {
-            return Err(src.error(
-                &target_key,
-                format!(
-                    "expected each target once per route; `{name}` is already \
-                     {key}.targets[{first}]"
-                ),
-            ));
+            let message = format!(
+                "expected each target once per route; `{name}` is already {key}.targets[{first}]"
+            );
+            return Err(src.error(&target_key, message));
         }
         route.targets.push(index);
     }
     for i in 0..route.stages.len() {
         let stage_key = format!("{key}.stages[{i}]");
         let stage = &mut route.stages[i];
-        let path_key = format!("{stage_key}.path");
         let message = "expected the path of a stage component (.wasm), got an empty string";
+        let path_key = format!("{stage_key}.path");
         src.ensure(!stage.path.as_os_str().is_empty(), &path_key, message)?;
         stage.path = src.resolve(&stage.path);
         stage_limits(&mut stage.limits, sandbox, src, &stage_key)?;
         let name = &route.stages[i].name;
         if let Some(first) = route.stages[..i].iter().position(|s| s.name == *name) {
-            let (line, _) = line_column(
-                src.text,
-                src.span(&format!("{key}.stages[{first}].name")).start,
+            let line = line_of(src, &format!("{key}.stages[{first}].name"));
+            let message = format!(
+                "expected stage names to be unique within a route; `{name}` is already \
+                 {key}.stages[{first}] (line {line})"
             );
-            return Err(src.error(
-                &format!("{stage_key}.name"),
-                format!(
-                    "expected stage names to be unique within a route; `{name}` is already \
-                     {key}.stages[{first}] (line {line})"
-                ),
-            ));
+            return Err(src.error(&format!("{stage_key}.name"), message));
         }
     }
     check_policy(&mut route.policy, src, key)?;
     let weights_key = format!("{key}.weights");
+    let (targets_len, weights_len) = (route.targets.len(), route.weights.len());
     if !src.written(&weights_key) {
-        route.weights = vec![1; route.targets.len()];
-    } else if route.weights.len() != route.targets.len() {
-        let message = format!(
-            "expected one weight per target ({} targets), got {}",
-            route.targets.len(),
-            route.weights.len()
-        );
+        route.weights = vec![1; targets_len];
+    } else if weights_len != targets_len {
+        let message =
+            format!("expected one weight per target ({targets_len} targets), got {weights_len}");
         return Err(src.error(&weights_key, message));
     }
     let some_weight = route.weights.iter().any(|w| *w > 0);

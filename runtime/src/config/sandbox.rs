@@ -1,8 +1,8 @@
 //! `[sandbox]`: the bounds every stage call runs under, and the settings of the one engine.
 //!
-//! Each bound is named, documented with its unit and default, and checked once when the
-//! config is loaded; the sandbox only ever sees these validated values. A stage may override
-//! the three [`CallLimits`] (see `route.rs`).
+//! Each bound is named, documented with its unit and checked once when the config is loaded;
+//! the sandbox only ever sees these validated values. A stage may override the three
+//! [`CallLimits`] (`route.rs`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,39 +11,28 @@ use serde::{Deserialize, Serialize};
 
 use super::check::Source;
 use super::error::ConfigError;
-use super::value::{Fuel, Int, Mib, Ms, Val, as_mib, choices, defaults, lossy_opt, path, yes};
+use super::value::serde_default;
+use super::value::{Fuel, Int, Mib, Ms, Val, as_mib, choices, defaults, lossy_opt, mib, ms, path};
 
 /// Limits applied to every phase call of one stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallLimits {
     /// Fuel (roughly, wasm instructions) per phase call; `None` (`fuel = 0`) runs unmetered.
-    /// Default 100,000,000: about 0.1–0.5 s of guest CPU, far more than a text stage needs.
+    /// The default is about 0.1–0.5 s of guest CPU, far more than a text stage needs.
     #[serde(with = "Fuel", default = "Val::<100_000_000>::int")]
     pub fuel: Option<u64>,
-    /// Wall-clock deadline per phase call, covering guest code and host calls alike
-    /// (`deadline_ms`), 1 ms to 10 min, default 200 ms.
-    #[serde(
-        rename = "deadline_ms",
-        with = "Ms::<1, 600_000>",
-        default = "Val::<200>::ms"
-    )]
+    /// Wall-clock deadline per phase call, covering guest code and host calls alike.
+    #[serde(rename = "deadline_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<200>")]
     pub deadline: Duration,
-    /// Cap on the instance's linear memory, in bytes (`memory_limit_mib`), 1 MiB to 4 GiB (a
-    /// wasm32 memory cannot be larger), default 64 MiB.
-    #[serde(
-        rename = "memory_limit_mib",
-        with = "Mib::<1, 4096>",
-        default = "Val::<64>::mib"
-    )]
+    /// Cap on the instance's linear memory, in bytes (a wasm32 memory is 4 GiB at most).
+    #[serde(rename = "memory_limit_mib", with = "Mib::<1, 4096>")]
+    #[serde(default = "mib::<64>")]
     pub memory_bytes: u64,
 }
 
-impl Default for CallLimits {
-    fn default() -> Self {
-        defaults()
-    }
-}
+serde_default!(CallLimits);
 
 choices! {
     /// How stage instances get their memory.
@@ -62,43 +51,34 @@ choices! {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct SandboxSettings {
-    /// How many stage instances may be alive at once (the pool size), 1 to 10,000 (each
-    /// reserves address space), default 512. Requests that would need more are shed with 503
-    /// rather than queued.
+    /// How many stage instances may be alive at once (each reserves address space); requests
+    /// that would need more are shed with 503 rather than queued.
     #[serde(with = "Int::<1, 10_000>", default = "Val::<512>::int")]
     pub pool_size: u32,
-    /// Instance memory allocation strategy (default [`Allocator::Auto`]).
+    /// Instance memory allocation strategy.
     #[serde(default)]
     pub allocator: Allocator,
     /// Limits for stages that do not override them.
     #[serde(rename = "(defaults)", default)]
     pub defaults: CallLimits,
     /// Whether fuel is metered at all; when false every stage runs unmetered (slightly faster)
-    /// and a `fuel` setting is an error. Default true.
-    #[serde(default = "yes")]
+    /// and a `fuel` setting is an error.
+    #[serde(default = "super::value::yes")]
     pub fuel_metering: bool,
-    /// The epoch tick, i.e. the deadline granularity (a looping guest stops within two
-    /// ticks): `epoch_tick_ms`, 1 ms to 1 s (a coarser tick makes deadlines meaningless),
-    /// default 5 ms.
-    #[serde(
-        rename = "epoch_tick_ms",
-        with = "Ms::<1, 1000>",
-        default = "Val::<5>::ms"
-    )]
+    /// The deadline granularity: a looping guest stops within two ticks.
+    #[serde(rename = "epoch_tick_ms", with = "Ms::<1, 1000>", default = "ms::<5>")]
     pub epoch_tick: Duration,
-    /// Largest memory cap of any stage: the size of one pool memory slot (`max_memory_mib`
-    /// in the output; not a key).
+    /// Largest memory cap of any stage: the size of one pool memory slot (not a key).
     #[serde(
         rename = "max_memory_mib",
-        skip_deserializing,
-        serialize_with = "as_mib"
+        serialize_with = "as_mib",
+        skip_deserializing
     )]
     pub max_memory_bytes: u64,
-    /// Cap on one guest log line (longer ones are truncated), 1 to 64 KiB, default 4096.
+    /// Cap on one guest log line, in bytes; longer lines are truncated.
     #[serde(with = "Int::<1, { 64 << 10 }>", default = "Val::<4096>::int")]
     pub log_line_max_bytes: usize,
-    /// Cap on captured stdout + stderr per phase call (the rest is discarded), 0 to 1 MiB,
-    /// default 16 KiB.
+    /// Cap on captured stdout + stderr per phase call, in bytes; the rest is discarded.
     #[serde(with = "Int::<0, { 1 << 20 }>", default = "Val::<{ 16 << 10 }>::int")]
     pub output_max_bytes: usize,
     /// The file holding the key that signs precompiled artifacts (resolved); `None` uses the
@@ -111,8 +91,9 @@ pub struct SandboxSettings {
 impl Default for SandboxSettings {
     fn default() -> Self {
         let settings: SandboxSettings = defaults();
+        let max_memory_bytes = settings.defaults.memory_bytes;
         SandboxSettings {
-            max_memory_bytes: settings.defaults.memory_bytes,
+            max_memory_bytes,
             ..settings
         }
     }
@@ -127,8 +108,11 @@ const FUEL_WITHOUT_METERING: &str = "expected no `fuel` setting, because \
 /// raises it to the largest stage override.
 pub(crate) fn check(sandbox: &mut SandboxSettings, src: &Source<'_>) -> Result<(), ConfigError> {
     if !sandbox.fuel_metering {
-        let key = "sandbox.fuel";
-        src.ensure(!src.written(key), key, FUEL_WITHOUT_METERING)?;
+        src.ensure(
+            !src.written("sandbox.fuel"),
+            "sandbox.fuel",
+            FUEL_WITHOUT_METERING,
+        )?;
         sandbox.defaults.fuel = None;
     }
     sandbox.max_memory_bytes = sandbox.defaults.memory_bytes;
@@ -141,8 +125,8 @@ pub(crate) fn check(sandbox: &mut SandboxSettings, src: &Source<'_>) -> Result<(
     )
 }
 
-/// A stage's limits: the keys it sets over the `[sandbox]` defaults. `key` is the stage's key
-/// path, like `routes[0].stages[1]`.
+/// A stage's limits: the `[sandbox]` defaults under the keys it sets. `key` is the stage's
+/// key path, like `routes[0].stages[1]`.
 pub(crate) fn stage_limits(
     limits: &mut CallLimits,
     sandbox: &SandboxSettings,
@@ -150,17 +134,25 @@ pub(crate) fn stage_limits(
     key: &str,
 ) -> Result<(), ConfigError> {
     let set = |name: &str| src.written(&format!("{key}.{name}"));
-    if set("fuel") {
-        let fuel = format!("{key}.fuel");
-        src.ensure(sandbox.fuel_metering, &fuel, FUEL_WITHOUT_METERING)?;
+    let fuel = format!("{key}.fuel");
+    src.ensure(
+        sandbox.fuel_metering || !set("fuel"),
+        &fuel,
+        FUEL_WITHOUT_METERING,
+    )?;
+    let defaults = sandbox.defaults;
+    limits.fuel = if set("fuel") {
+        limits.fuel
     } else {
-        limits.fuel = sandbox.defaults.fuel;
-    }
-    if !set("deadline_ms") {
-        limits.deadline = sandbox.defaults.deadline;
-    }
+        defaults.fuel
+    };
+    limits.deadline = if set("deadline_ms") {
+        limits.deadline
+    } else {
+        defaults.deadline
+    };
     if !set("memory_limit_mib") {
-        limits.memory_bytes = sandbox.defaults.memory_bytes;
+        limits.memory_bytes = defaults.memory_bytes;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::check::Source;
 use super::connections::ConnectionLimits;
 use super::error::ConfigError;
 use super::hosts::HostName;
-use super::value::{EnvVar, Int, Ms, Val, choices, defaults, mask, path, read_str};
+use super::value::{Int, Ms, Val, choices, env_var, mask, ms, path, read_str, serde_default};
 
 /// Default public listener (`server.listen`): loopback only, so nothing is exposed by accident.
 pub const DEFAULT_LISTEN: SocketAddr =
@@ -34,53 +34,44 @@ choices! {
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct ServerSettings {
-    /// Where the public OpenAI-compatible API listens (default [`DEFAULT_LISTEN`]).
-    #[serde(deserialize_with = "socket_addr", default = "default_listen")]
+    /// Where the public OpenAI-compatible API listens.
+    #[serde(deserialize_with = "socket_addr", default = "listen")]
     pub listen: SocketAddr,
-    /// Where `/admin/*` and `/metrics` listen (default `127.0.0.1:9901`, loopback only);
-    /// never the same address as [`Self::listen`].
-    #[serde(deserialize_with = "socket_addr", default = "default_admin_listen")]
+    /// Where `/admin/*` and `/metrics` listen (loopback by default); never the same address
+    /// as [`Self::listen`].
+    #[serde(deserialize_with = "socket_addr", default = "admin_listen")]
     pub admin_listen: SocketAddr,
     /// The bearer token the admin listener requires, read from [`Self::admin_token_env`] at
-    /// load time; `None` when no variable is configured. Masked in `Debug` and the output.
+    /// load time; `None` when no variable is configured.
     #[serde(skip_deserializing, serialize_with = "mask")]
     pub admin_token: Option<String>,
     /// Name of the environment variable holding [`Self::admin_token`].
-    #[serde(with = "EnvVar", default)]
+    #[serde(deserialize_with = "env_var", default)]
     pub admin_token_env: Option<String>,
     /// Hosts the admin listener answers to (its requests' `Host`) besides `localhost`,
-    /// loopback addresses and the listener's own address; empty by default. Each a bare host
-    /// name or IP address, no port or scheme.
+    /// loopback addresses and the listener's own address.
     #[serde(deserialize_with = "host_names", default)]
     pub admin_allowed_hosts: Vec<HostName>,
-    /// Cap on a request body in bytes, 1 to 64 MiB (default 1 MiB).
+    /// Cap on a request body, in bytes.
     #[serde(with = "Int::<1, { 64 << 20 }>", default = "Val::<{ 1 << 20 }>::int")]
     pub max_body_bytes: usize,
     /// Client-connection timeouts and the connection cap.
     #[serde(rename = "(connections)", default)]
     pub connections: ConnectionLimits,
-    /// How long shutdown waits for in-flight requests (`drain_timeout_ms`), 0 (stop without
-    /// draining) to 10 min, default 10 s.
-    #[serde(
-        rename = "drain_timeout_ms",
-        with = "Ms::<0, 600_000>",
-        default = "Val::<10_000>::ms"
-    )]
+    /// How long shutdown waits for in-flight requests (0: stop without draining).
+    #[serde(rename = "drain_timeout_ms", with = "Ms::<0, 600_000>")]
+    #[serde(default = "ms::<10_000>")]
     pub drain_timeout: Duration,
     /// Where durable state (the spend ledger, the job queue) lives, resolved; `None` keeps it
     /// in memory. Shown as [`Config::data_dir`](super::Config::data_dir).
     #[serde(deserialize_with = "path", skip_serializing, default)]
     pub data_dir: Option<PathBuf>,
-    /// Log line format (default [`LogFormat::Human`]).
+    /// Log line format.
     #[serde(default)]
     pub log_format: LogFormat,
 }
 
-impl Default for ServerSettings {
-    fn default() -> Self {
-        defaults()
-    }
-}
+serde_default!(ServerSettings);
 
 impl fmt::Debug for ServerSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -88,19 +79,19 @@ impl fmt::Debug for ServerSettings {
     }
 }
 
-fn default_listen() -> SocketAddr {
+fn listen() -> SocketAddr {
     DEFAULT_LISTEN
 }
 
-fn default_admin_listen() -> SocketAddr {
+fn admin_listen() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9901))
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     read_str(d, |text| {
-        text.parse().map_err(|_| {
-            format!("expected a socket address like 127.0.0.1:8080 or [::1]:8080, got `{text}`")
-        })
+        let expected = "expected a socket address like 127.0.0.1:8080 or [::1]:8080";
+        text.parse()
+            .map_err(|_| format!("{expected}, got `{text}`"))
     })
 }
 
@@ -116,18 +107,17 @@ pub(crate) fn check(server: &mut ServerSettings, src: &Source<'_>) -> Result<(),
     let (listen, admin_listen) = (server.listen, server.admin_listen);
     if admin_listen == listen && listen.port() != 0 {
         // Both defaults differ, so at least one of the two was written: point at it.
-        let span = match src.written("server.admin_listen") {
-            true => src.span("server.admin_listen"),
-            false => src.span("server.listen"),
+        let written = ["server.admin_listen", "server.listen"].map(|k| src.written(k));
+        let at = if written[0] {
+            "server.admin_listen"
+        } else {
+            "server.listen"
         };
-        return Err(src.error_at(
-            span,
-            "server.admin_listen",
-            format!(
-                "expected an address other than `server.listen`; both are {listen}, and the \
-                 admin API needs a listener of its own"
-            ),
-        ));
+        let message = format!(
+            "expected an address other than `server.listen`; both are {listen}, and the admin \
+             API needs a listener of its own"
+        );
+        return Err(src.error_at(src.span(at), "server.admin_listen", message));
     }
     if let Some(var) = &server.admin_token_env {
         let purpose = "the bearer token for the admin listener";
@@ -137,19 +127,18 @@ pub(crate) fn check(server: &mut ServerSettings, src: &Source<'_>) -> Result<(),
     if server.admin_token.is_none() && exposed {
         return Err(src.error("server.admin_listen", exposed_admin_message(admin_listen)));
     }
-    if let Some(DeValue::Array(hosts)) = src.find("server.admin_allowed_hosts") {
-        for host in hosts {
-            let text = host.get_ref().as_str().unwrap_or_default();
-            if HostName::parse(text).is_none() {
-                return Err(src.error_at(
-                    host.span(),
-                    "server.admin_allowed_hosts",
-                    format!(
-                        "expected a host name like \"weir.internal\" or an IP address, without \
-                         scheme, port or wildcard, got {text:?}"
-                    ),
-                ));
-            }
+    let hosts = match src.find("server.admin_allowed_hosts") {
+        Some(DeValue::Array(hosts)) => hosts.as_ref(),
+        _ => &[],
+    };
+    for host in hosts {
+        let text = host.get_ref().as_str().unwrap_or_default();
+        if HostName::parse(text).is_none() {
+            let message = format!(
+                "expected a host name like \"weir.internal\" or an IP address, without scheme, \
+                 port or wildcard, got {text:?}"
+            );
+            return Err(src.error_at(host.span(), "server.admin_allowed_hosts", message));
         }
     }
     let empty = "expected a directory path, got an empty string; leave the key out to keep \
@@ -262,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn debug_and_the_output_mask_the_admin_token() {
+    fn debug_redacts_the_admin_token() {
         let settings = ServerSettings {
             admin_token: Some("s3cret".to_owned()),
             admin_token_env: Some("WEIR_ADMIN_TOKEN".to_owned()),

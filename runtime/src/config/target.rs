@@ -1,5 +1,6 @@
 //! `[targets.NAME]`: one upstream OpenAI-compatible endpoint a route may send requests to.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::check::{Source, is_header_value};
 use super::error::{ConfigError, key_segment};
 use super::routing::{TargetLimits, check_breaker};
-use super::value::{EnvVar, Ms, Val, mask, mask_values, millis, name_message, read_str};
+use super::value::{Ms, env_var, mask, mask_values, millis, ms, name_message, read_str};
 
 /// Headers weir itself owns on an upstream request; a target may not set them.
 const RESERVED_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
@@ -26,33 +27,24 @@ pub struct TargetSettings {
     #[serde(deserialize_with = "base_url")]
     pub base_url: String,
     /// Name of the environment variable holding [`Self::api_key`].
-    #[serde(with = "EnvVar", default)]
+    #[serde(deserialize_with = "env_var", default)]
     pub api_key_env: Option<String>,
     /// The API key, read from [`Self::api_key_env`] at load time and sent as a bearer token;
-    /// `None` when the target needs none. Masked in `Debug` and the output.
+    /// `None` when the target needs none.
     #[serde(skip_deserializing, serialize_with = "mask")]
     pub api_key: Option<String>,
     /// Model name sent upstream instead of the client's, if set.
     #[serde(default)]
     pub model: Option<String>,
-    /// Per-attempt timeout (`timeout_ms`), 1 ms to 10 min, default 60 s: enough for a long
-    /// completion.
-    #[serde(
-        rename = "timeout_ms",
-        with = "Ms::<1, 600_000>",
-        default = "Val::<60_000>::ms"
-    )]
+    /// Per-attempt timeout (the default is enough for a long completion).
+    #[serde(rename = "timeout_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<60_000>")]
     pub timeout: Duration,
-    /// Extra request headers, names lowercased, sorted by name. Their values often hold
-    /// secrets, so the output shows only the names.
-    #[serde(
-        deserialize_with = "header_list",
-        serialize_with = "mask_values",
-        default
-    )]
+    /// Extra request headers, names lowercased, sorted by name.
+    #[serde(deserialize_with = "headers", serialize_with = "mask_values", default)]
     pub headers: Vec<(String, String)>,
-    /// For streams: the first event must arrive within this (`ttft_timeout_ms`), 1 ms to
-    /// `timeout_ms`, default `timeout_ms`.
+    /// For streams: the first event must arrive within this (1 ms to `timeout_ms`, default
+    /// `timeout_ms`).
     #[serde(rename = "ttft_timeout_ms", with = "Ms::<0, { u64::MAX }>", default)]
     pub ttft_timeout: Duration,
     /// Concurrency limit, RPM limit, stream bounds and breaker thresholds.
@@ -71,14 +63,12 @@ fn base_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 }
 
 /// The headers as written; [`check`] checks and normalises them.
-fn header_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
-    Ok(std::collections::BTreeMap::deserialize(d)?
-        .into_iter()
-        .collect())
+fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    Ok(BTreeMap::deserialize(d)?.into_iter().collect())
 }
 
-/// The second pass over `[targets.NAME]`: its name, API key, headers and the bounds that
-/// depend on another key.
+/// The second pass over `[targets.NAME]`: its name, API key, model, headers and the bounds
+/// that depend on another key.
 pub(crate) fn check(
     name: String,
     mut target: TargetSettings,
@@ -90,14 +80,10 @@ pub(crate) fn check(
         let purpose = format!("the API key for target `{name}`");
         target.api_key = Some(src.secret(&format!("{key}.api_key_env"), var, &purpose)?);
     }
-    if let Some(model) = &target.model {
-        src.ensure(
-            !model.trim().is_empty(),
-            &format!("{key}.model"),
-            "expected an upstream model name like \"gpt-4o-mini\", got an empty string; \
-             leave the key out to send the client's model",
-        )?;
-    }
+    let model = target.model.as_deref().unwrap_or("-");
+    let message = "expected an upstream model name like \"gpt-4o-mini\", got an empty string; \
+                   leave the key out to send the client's model";
+    src.ensure(!model.trim().is_empty(), &format!("{key}.model"), message)?;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(target.headers.len());
     for (header, value) in &target.headers {
         let lower = header.to_ascii_lowercase();
@@ -107,8 +93,7 @@ pub(crate) fn check(
             )
         } else if RESERVED_HEADERS.contains(&lower.as_str()) {
             format!(
-                "expected a header weir does not set itself; `{lower}` is managed by the HTTP \
-                 client"
+                "expected a header weir does not set itself; `{lower}` is managed by the HTTP client"
             )
         } else if lower == "authorization" && target.api_key_env.is_some() {
             "expected no `authorization` header when `api_key_env` is set: the API key is \

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::value::{Int, Val, defaults, read_str, yes};
+use super::value::{Int, Val, read_str, serde_default, yes};
 
 /// `[telemetry]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -12,8 +12,7 @@ pub struct TelemetrySettings {
     /// Record metrics for `GET /metrics` (default true).
     #[serde(default = "yes")]
     pub metrics: bool,
-    /// How many recent requests `GET /admin/requests` keeps, 0 (none) to 100,000 (default
-    /// 256).
+    /// How many recent requests `GET /admin/requests` keeps (0: none).
     #[serde(with = "Int::<0, 100_000>", default = "Val::<256>::int")]
     pub recent_requests: usize,
     /// Log each request's messages and each answer's text (target `weir::input`, level
@@ -29,11 +28,7 @@ pub struct TelemetrySettings {
     pub service_name: String,
 }
 
-impl Default for TelemetrySettings {
-    fn default() -> Self {
-        defaults()
-    }
-}
+serde_default!(TelemetrySettings);
 
 fn weir() -> String {
     "weir".to_owned()

@@ -1,24 +1,20 @@
-//! Self-checking config values: the codecs each key names in its serde attributes, so that one
-//! field declares the key whole (its type, doc, range and default) and checks itself while
-//! serde reads the file.
-//!
-//! Validated fields keep plain Rust types (`Duration`, `u32`, bytes as `u64`), which the rest
-//! of weir reads directly; a codec says how the file writes the value and what it accepts:
+//! Self-checking config values: the codecs a key names in its serde attributes, so that one
+//! field declares the key whole (doc, type, range, default) and checks it while serde reads
+//! the file:
 //!
 //! ```text
-//! /// Per-attempt timeout, 1 ms to 10 min (default 60 s).
-//! #[serde(rename = "timeout_ms", with = "Ms::<1, 600_000>", default = "Val::<60_000>::ms")]
+//! /// Per-attempt timeout.
+//! #[serde(rename = "timeout_ms", with = "Ms::<1, 600_000>", default = "ms::<60_000>")]
 //! pub timeout: Duration,
 //! ```
 //!
-//! A value out of range fails as `must be between 1 and 600000, got 0` at its own line and
-//! key; the check runs inside serde's visitor, so even an array element is pointed at.
-//! Limits that depend on another key (a connect timeout at most the total one) are checked
-//! by the second pass (`check.rs`). The codecs also write the value back the way the file
-//! does (milliseconds, MiB, dollars) for `GET /admin/config`, where secrets are masked by
-//! attribute (`serialize_with = "mask"`).
+//! Fields keep plain Rust types (`Duration`, `u32`, bytes as `u64`) that the rest of weir
+//! reads directly. A value out of range fails as `must be between 1 and 600000, got 0` at its
+//! own line and key: the check runs inside serde's visitor, so even an array element is
+//! pointed at. Limits that depend on another key are checked by the second pass (`check.rs`).
+//! The codecs write values back as the file does (ms, MiB, dollars) for `GET /admin/config`,
+//! where secrets are masked by attribute (`serialize_with = "mask"`).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,8 +32,7 @@ pub(crate) fn out_of_range(min: u64, max: u64, got: u64) -> String {
     format!("must be between {min} and {max}, got {got}")
 }
 
-/// Reads a non-negative integer and hands it to `check`. The error is raised inside the
-/// visitor, where toml attaches the value's position.
+/// Reads a non-negative integer through `check`, whose error toml places at the value.
 fn read_int<'de, D: Deserializer<'de>, T>(
     d: D,
     check: impl FnOnce(u64) -> Result<T, String>,
@@ -61,7 +56,7 @@ fn read_int<'de, D: Deserializer<'de>, T>(
     d.deserialize_u64(Int(check))
 }
 
-/// Reads a string and hands it to `check`; like [`read_int`], errors point at the value.
+/// Reads a string through `check`, like [`read_int`].
 pub(crate) fn read_str<'de, D: Deserializer<'de>, T>(
     d: D,
     check: impl FnOnce(&str) -> Result<T, String>,
@@ -79,53 +74,23 @@ pub(crate) fn read_str<'de, D: Deserializer<'de>, T>(
     d.deserialize_str(Text(check))
 }
 
-/// Reads a number (integer or float) and hands it to `check`.
-fn read_f64<'de, D: Deserializer<'de>, T>(
-    d: D,
-    check: impl FnOnce(f64) -> Result<T, String>,
-) -> Result<T, D::Error> {
-    struct Number<F>(F);
-    impl<'de, T, F: FnOnce(f64) -> Result<T, String>> Visitor<'de> for Number<F> {
-        type Value = T;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("f64")
-        }
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-            (self.0)(v).map_err(E::custom)
-        }
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-            self.visit_f64(v as f64)
-        }
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-            self.visit_f64(v as f64)
-        }
-    }
-    d.deserialize_f64(Number(check))
-}
-
-/// An integer field type a bounded value converts into (bounds keep it in range).
+/// An integer field type (or an option of one) a bounded value converts into, saturating
+/// (the key's range keeps it in).
 pub(crate) trait FromInt {
-    /// `v` as `Self`, saturating (the key's range is checked before).
+    /// `v` as `Self`.
     fn from_int(v: u64) -> Self;
 }
 
-impl FromInt for u64 {
-    fn from_int(v: u64) -> Self {
-        v
-    }
+macro_rules! from_int {
+    ($($t:ty),*) => {$(
+        impl FromInt for $t {
+            fn from_int(v: u64) -> Self {
+                <$t>::try_from(v).unwrap_or(<$t>::MAX)
+            }
+        }
+    )*};
 }
-
-impl FromInt for u32 {
-    fn from_int(v: u64) -> Self {
-        u32::try_from(v).unwrap_or(u32::MAX)
-    }
-}
-
-impl FromInt for usize {
-    fn from_int(v: u64) -> Self {
-        usize::try_from(v).unwrap_or(usize::MAX)
-    }
-}
+from_int!(u64, u32, usize);
 
 impl<T: FromInt> FromInt for Option<T> {
     fn from_int(v: u64) -> Self {
@@ -133,7 +98,7 @@ impl<T: FromInt> FromInt for Option<T> {
     }
 }
 
-/// An integer in `MIN..=MAX`, as a value of its own (array elements, like `retry_on`).
+/// An integer in `MIN..=MAX` as a value of its own (array elements, like `retry_on`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
 
@@ -143,8 +108,7 @@ impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX>
     }
 }
 
-/// `with = "Int::<MIN, MAX>"`: an integer in `MIN..=MAX` (any integer field, or an option of
-/// one).
+/// `with = "Int::<MIN, MAX>"`: an integer in `MIN..=MAX`.
 pub(crate) struct Int<const MIN: u64, const MAX: u64>;
 
 impl<const MIN: u64, const MAX: u64> Int<MIN, MAX> {
@@ -204,15 +168,13 @@ pub(crate) struct Usd<const MAX: u64, const SCALE: u64>;
 impl<const MAX: u64, const SCALE: u64> Usd<MAX, SCALE> {
     /// Reads dollars, range-checked, as `1/SCALE` dollars (rounded).
     pub fn deserialize<'de, D: Deserializer<'de>, T: From<u64>>(d: D) -> Result<T, D::Error> {
-        read_f64(d, |usd| {
-            if usd.is_finite() && (0.0..=MAX as f64).contains(&usd) {
-                Ok(T::from((usd * SCALE as f64).round() as u64))
-            } else {
-                Err(format!(
-                    "must be a number of US dollars between 0 and {MAX}, got {usd}"
-                ))
-            }
-        })
+        let usd = f64::deserialize(d)?;
+        match usd.is_finite() && (0.0..=MAX as f64).contains(&usd) {
+            true => Ok(T::from((usd * SCALE as f64).round() as u64)),
+            false => Err(de::Error::custom(format!(
+                "must be a number of US dollars between 0 and {MAX}, got {usd}"
+            ))),
+        }
     }
 
     /// Writes dollars.
@@ -220,10 +182,9 @@ impl<const MAX: u64, const SCALE: u64> Usd<MAX, SCALE> {
         v: &T,
         s: S,
     ) -> Result<S::Ok, S::Error> {
-        match (*v).into() {
-            Some(units) => s.serialize_f64(units as f64 / SCALE as f64),
-            None => s.serialize_none(),
-        }
+        (*v).into()
+            .map(|units| units as f64 / SCALE as f64)
+            .serialize(s)
     }
 }
 
@@ -242,28 +203,18 @@ impl Fuel {
     }
 }
 
-/// `with = "EnvVar"`: the name of an environment variable holding a secret (a `*_env` key).
-/// Someone may paste the secret itself here, so the error never repeats the value.
-pub(crate) struct EnvVar;
-
-impl EnvVar {
-    /// Reads the name.
-    pub fn deserialize<'de, D: Deserializer<'de>, T: From<String>>(d: D) -> Result<T, D::Error> {
-        read_str(d, |name| match is_env_var_name(name) {
-            true => Ok(T::from(name.to_owned())),
-            false => Err(
-                "expected the name of an environment variable (letters, digits and `_`, \
-                          not starting with a digit), like OPENAI_API_KEY; put the variable's \
-                          name here, never the secret itself"
-                    .to_owned(),
-            ),
-        })
-    }
-
-    /// Writes the name (not a secret).
-    pub fn serialize<S: Serializer, T: Serialize>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        v.serialize(s)
-    }
+/// `deserialize_with = "env_var"`: the name of an environment variable holding a secret (a
+/// `*_env` key). Someone may paste the secret itself here, so the error never repeats it.
+pub(crate) fn env_var<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    read_str(d, |name| match is_env_var_name(name) {
+        true => Ok(Some(name.to_owned())),
+        false => Err(
+            "expected the name of an environment variable (letters, digits and `_`, \
+                      not starting with a digit), like OPENAI_API_KEY; put the variable's \
+                      name here, never the secret itself"
+                .to_owned(),
+        ),
+    })
 }
 
 /// `deserialize_with = "name"`: a target, stage or key name (see [`is_valid_name`]).
@@ -282,8 +233,7 @@ pub(crate) fn name_message(name: &str) -> String {
     )
 }
 
-/// `deserialize_with = "path"`: a path as written (the second pass resolves it against the
-/// config file's directory).
+/// `deserialize_with = "path"`: a path as written (the second pass resolves it).
 pub(crate) fn path<'de, D: Deserializer<'de>, T: From<PathBuf>>(d: D) -> Result<T, D::Error> {
     read_str(d, |path| Ok(T::from(PathBuf::from(path))))
 }
@@ -295,39 +245,21 @@ pub(crate) fn lossy<S: Serializer, P: AsRef<Path>>(path: &P, s: S) -> Result<S::
 
 /// `serialize_with = "lossy_opt"`: [`lossy`] for an optional path.
 pub(crate) fn lossy_opt<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
-    match path {
-        Some(path) => lossy(path, s),
-        None => s.serialize_none(),
-    }
-}
-
-/// A value shown only as [`MASK`].
-pub(crate) trait Secret {
-    /// Whether there is a secret to mask (else it shows as `null`).
-    fn is_set(&self) -> bool;
-}
-
-impl Secret for Option<String> {
-    fn is_set(&self) -> bool {
-        self.is_some()
-    }
-}
-
-impl Secret for [u8; 32] {
-    fn is_set(&self) -> bool {
-        true
-    }
+    path.as_ref().map(|p| p.to_string_lossy()).serialize(s)
 }
 
 /// `serialize_with = "mask"`: a secret, shown as [`MASK`] (or `null` when there is none).
-pub(crate) fn mask<S: Serializer, T: Secret>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    match v.is_set() {
-        true => s.serialize_str(MASK),
-        false => s.serialize_none(),
-    }
+pub(crate) fn mask<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    v.as_ref().map(|_| MASK).serialize(s)
 }
 
-/// A table whose values may be secrets (a target's `headers`, a stage's `config`).
+/// `serialize_with = "mask_values"`: a table (a target's `headers`, a stage's `config`) with
+/// its keys shown and its values, often secrets, masked.
+pub(crate) fn mask_values<S: Serializer, T: Names>(table: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(table.names().map(|name| (name, MASK)))
+}
+
+/// A table [`mask_values`] shows.
 pub(crate) trait Names {
     /// Its keys.
     fn names(&self) -> impl Iterator<Item = &str>;
@@ -339,36 +271,31 @@ impl Names for Vec<(String, String)> {
     }
 }
 
-impl Names for BTreeMap<String, String> {
+impl Names for std::collections::BTreeMap<String, String> {
     fn names(&self) -> impl Iterator<Item = &str> {
         self.keys().map(String::as_str)
     }
 }
 
-/// `serialize_with = "mask_values"`: a table with its keys shown and every value masked.
-pub(crate) fn mask_values<S: Serializer, T: Names>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(v.names().map(|name| (name, MASK)))
-}
-
-/// `default = "Val::<N>::int"` (or `::ms`, `::mib`): the default `N` of a key, in the field's
+/// `default = "Val::<N>::int"`: a key's default integer `N` (or `Some(N)`), in the field's
 /// type.
 pub(crate) struct Val<const N: u64>;
 
 impl<const N: u64> Val<N> {
-    /// `N` as an integer (or `Some(N)`).
+    /// `N` as the field's integer type.
     pub fn int<T: FromInt>() -> T {
         T::from_int(N)
     }
+}
 
-    /// `N` milliseconds.
-    pub fn ms() -> Duration {
-        Duration::from_millis(N)
-    }
+/// `default = "ms::<N>"`: a default of `N` milliseconds.
+pub(crate) fn ms<const N: u64>() -> Duration {
+    Duration::from_millis(N)
+}
 
-    /// `N` MiB, in bytes.
-    pub fn mib() -> u64 {
-        N << 20
-    }
+/// `default = "mib::<N>"`: a default of `N` MiB, in bytes.
+pub(crate) fn mib<const N: u64>() -> u64 {
+    N << 20
 }
 
 /// `default = "yes"`: a flag that is on unless the file turns it off.
@@ -376,16 +303,16 @@ pub(crate) fn yes() -> bool {
     true
 }
 
-/// Every key of `T` at its default: `T` read from an empty table (the `Default` of a table
-/// whose keys all have one).
+/// Every key of `T` at its default: `T` read from an empty table.
 ///
 /// # Panics
 ///
-/// When `T` has a required key: a bug in the schema, caught by each table's unit tests.
+/// When `T` has a key without a default: a schema bug each table's tests catch.
 pub(crate) fn defaults<T: DeserializeOwned>() -> T {
-    let empty =
-        de::value::MapDeserializer::<_, de::value::Error>::new(std::iter::empty::<(&str, &str)>());
-    match T::deserialize(empty) {
+    let empty = std::iter::empty::<(&str, &str)>();
+    match T::deserialize(de::value::MapDeserializer::<_, de::value::Error>::new(
+        empty,
+    )) {
         Ok(value) => value,
         Err(err) => panic!(
             "{} has a key without a default: {err}",
@@ -393,6 +320,18 @@ pub(crate) fn defaults<T: DeserializeOwned>() -> T {
         ),
     }
 }
+
+/// `impl Default` from each key's own default ([`defaults`]).
+macro_rules! serde_default {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                $crate::config::value::defaults()
+            }
+        }
+    )*};
+}
+pub(crate) use serde_default;
 
 /// The keys a derived struct declares, in order: what serde hands `deserialize_struct`.
 /// Empty for a type that is not a struct.
@@ -441,16 +380,6 @@ pub(crate) fn choose<'de, D: Deserializer<'de>, T: Copy>(
     })
 }
 
-/// Writes the name of `value` among `choices`.
-pub(crate) fn chosen<S: Serializer, T: PartialEq>(
-    value: &T,
-    choices: &[(&str, T)],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let name = choices.iter().find(|(_, c)| c == value).map(|(n, _)| *n);
-    s.serialize_str(name.unwrap_or_default())
-}
-
 /// Declares an enum the file names by string (`log_format = "json"`): a wrong name is an
 /// error listing the choices, and `GET /admin/config` shows the name. The first variant is
 /// the default.
@@ -485,7 +414,8 @@ macro_rules! choices {
 
         impl serde::Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                $crate::config::value::chosen(self, Self::CHOICES, s)
+                let name = Self::CHOICES.iter().find(|(_, c)| c == self).map(|(n, _)| *n);
+                s.serialize_str(name.unwrap_or_default())
             }
         }
     };
@@ -497,15 +427,14 @@ pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Deserializes `T` from a TOML snippet, for the tests of the value types.
-#[cfg(test)]
-pub(crate) fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
-    toml::from_str(text).map_err(|e| e.message().to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Deserializes `T` from a TOML snippet.
+    fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+        toml::from_str(text).map_err(|e| e.message().to_owned())
+    }
 
     #[derive(Debug, PartialEq, Deserialize, Serialize)]
     #[serde(deny_unknown_fields)]
@@ -514,15 +443,15 @@ mod tests {
         n: u32,
         #[serde(with = "Int::<1, 600>", default)]
         maybe: Option<u32>,
-        #[serde(rename = "t_ms", with = "Ms::<0, 1000>", default = "Val::<250>::ms")]
+        #[serde(rename = "t_ms", with = "Ms::<0, 1000>", default = "ms::<250>")]
         t: Duration,
-        #[serde(rename = "m_mib", with = "Mib::<1, 64>", default = "Val::<2>::mib")]
+        #[serde(rename = "m_mib", with = "Mib::<1, 64>", default = "mib::<2>")]
         m: u64,
         #[serde(rename = "usd", with = "Usd::<100, 1_000_000>", default)]
         micro: Option<u64>,
         #[serde(with = "Fuel", default = "Val::<9>::int")]
         fuel: Option<u64>,
-        #[serde(with = "EnvVar", default)]
+        #[serde(deserialize_with = "env_var", default)]
         var: Option<String>,
         #[serde(default = "yes")]
         on: bool,
@@ -678,6 +607,14 @@ mod tests {
         assert_eq!(
             from_toml::<Pick>("pick = \"d\"").map(|p| p.pick),
             Err(r#"expected one of "a", "b-b", "c", got "d""#.to_owned())
+        );
+        #[derive(Debug, Deserialize)]
+        struct Format {
+            format: super::super::LogFormat,
+        }
+        assert_eq!(
+            from_toml::<Format>("format = \"xml\"").map(|f| f.format),
+            Err(r#"expected "human" or "json", got "xml""#.to_owned())
         );
         assert_eq!(
             from_toml::<Pick>("pick = 1").map(|p| p.pick),

@@ -11,26 +11,30 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::check::{EnvLookup, Source};
 use super::document;
 use super::error::{ConfigError, NO_KEY};
+use super::value::{lossy, lossy_opt};
 use super::{
     CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
     SandboxSettings, ServerSettings, TargetSettings, TelemetrySettings,
 };
 
-/// A validated `weir.toml`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A validated `weir.toml`. It serializes, secrets masked, as `GET /admin/config` shows it
+/// (`masked.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Config {
     /// The file the config was read from, as given to [`Config::load`] or [`Config::parse`].
+    #[serde(serialize_with = "lossy")]
     pub source: PathBuf,
     /// `[server]`.
     pub server: ServerSettings,
     /// `[sandbox]`, with `max_memory_bytes` raised to the largest memory cap of any stage.
     pub sandbox: SandboxSettings,
     /// `[targets.NAME]` tables, sorted by name.
+    #[serde(serialize_with = "super::masked::by_name")]
     pub targets: Vec<TargetSettings>,
     /// `[[routes]]`, in file order; at least one.
     pub routes: Vec<RouteSettings>,
@@ -42,6 +46,7 @@ pub struct Config {
     pub keys: Vec<KeySettings>,
     /// `server.data_dir` (resolved): where durable state (the spend ledger, the job queue)
     /// lives; `None` keeps it in memory.
+    #[serde(serialize_with = "lossy_opt")]
     pub data_dir: Option<PathBuf>,
     /// `[telemetry]`.
     pub telemetry: TelemetrySettings,

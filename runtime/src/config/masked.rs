@@ -9,38 +9,13 @@
 //! (`api-key`, `x-api-key`, tokens in a stage's table), so their values are masked and only
 //! their names shown. The structs holding secrets print the same masked form as `Debug`.
 
-use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::document::lift;
-use super::value::{lossy, lossy_opt};
-use super::{
-    CacheSettings, Config, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
-    SandboxSettings, ServerSettings, TargetSettings, TelemetrySettings,
-};
-
-/// The file's tables, as the output shows them.
-#[derive(Serialize)]
-struct Masked<'a> {
-    #[serde(serialize_with = "lossy")]
-    source: &'a Path,
-    server: &'a ServerSettings,
-    sandbox: &'a SandboxSettings,
-    cache: &'a CacheSettings,
-    targets: BTreeMap<&'a str, &'a TargetSettings>,
-    routes: &'a [RouteSettings],
-    cost: &'a CostSettings,
-    prices: &'a BTreeMap<String, ModelPrice>,
-    keys: &'a [KeySettings],
-    #[serde(serialize_with = "lossy_opt")]
-    data_dir: &'a Option<PathBuf>,
-    telemetry: &'a TelemetrySettings,
-    jobs: &'a JobsSettings,
-}
+use super::{Config, TargetSettings};
 
 impl Config {
     /// The effective config for `GET /admin/config`: every table with its defaults filled in,
@@ -48,33 +23,25 @@ impl Config {
     /// `"***"` (variable, header and config key names kept). A `fuel` of `null` means
     /// unmetered.
     pub fn to_masked_json(&self) -> Value {
-        let masked = Masked {
-            source: &self.source,
-            server: &self.server,
-            sandbox: &self.sandbox,
-            cache: &self.cache,
-            targets: self.targets.iter().map(|t| (t.name.as_str(), t)).collect(),
-            routes: &self.routes,
-            cost: &self.cost,
-            prices: &self.cost.prices,
-            keys: &self.keys,
-            data_dir: &self.data_dir,
-            telemetry: &self.telemetry,
-            jobs: &self.jobs,
-        };
-        let mut json = to_json(&masked);
+        let mut json = to_json(self);
+        json["prices"] = to_json(&self.cost.prices);
         // The embeddings target is kept as an index; show its name, as the file writes it.
         if let Some(Value::Array(routes)) = json.get_mut("routes") {
             for (route, out) in self.routes.iter().zip(routes) {
-                let name = route
+                let target = route
                     .cache
                     .semantic_embeddings
                     .and_then(|i| self.targets.get(i));
-                out["cache"]["semantic_embeddings"] = name.map(|t| t.name.as_str()).into();
+                out["cache"]["semantic_embeddings"] = target.map(|t| t.name.as_str()).into();
             }
         }
         json
     }
+}
+
+/// `serialize_with = "by_name"`: the targets as the file writes them, a table by name.
+pub(crate) fn by_name<S: Serializer>(targets: &[TargetSettings], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(targets.iter().map(|target| (&target.name, target)))
 }
 
 /// `value` as JSON, nested structs lifted into their tables as the file writes them.

@@ -56,29 +56,19 @@ pub struct Config {
 
 /// The file's tables, as serde reads them (the order of the fields is the order an unknown
 /// top-level key's error lists them in).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a table")]
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
 struct File {
-    #[serde(default)]
     server: ServerSettings,
-    #[serde(default)]
     sandbox: SandboxSettings,
-    #[serde(default)]
     cache: CacheSettings,
     /// Keyed by name (sorted: the TOML map does not keep file order).
-    #[serde(default)]
     targets: BTreeMap<String, TargetSettings>,
-    #[serde(default)]
     routes: Vec<RouteSettings>,
-    #[serde(default)]
     cost: CostSettings,
-    #[serde(default)]
     prices: BTreeMap<String, ModelPrice>,
-    #[serde(default)]
     keys: Vec<KeySettings>,
-    #[serde(default)]
     jobs: JobsSettings,
-    #[serde(default)]
     telemetry: TelemetrySettings,
 }
 

@@ -141,16 +141,12 @@ pub(crate) fn stage_limits(
         FUEL_WITHOUT_METERING,
     )?;
     let defaults = sandbox.defaults;
-    limits.fuel = if set("fuel") {
-        limits.fuel
-    } else {
-        defaults.fuel
-    };
-    limits.deadline = if set("deadline_ms") {
-        limits.deadline
-    } else {
-        defaults.deadline
-    };
+    if !set("fuel") {
+        limits.fuel = defaults.fuel;
+    }
+    if !set("deadline_ms") {
+        limits.deadline = defaults.deadline;
+    }
     if !set("memory_limit_mib") {
         limits.memory_bytes = defaults.memory_bytes;
     }

@@ -6,77 +6,106 @@
 //! finished in.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use toml::Spanned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::check::Source;
-use super::error::{self, ConfigError};
-use super::raw::{RawConfig, RawKey, RawPrice, RawPriceFile};
+use super::document;
+use super::error::{ConfigError, key_segment};
+use super::value::{Int, MASK, Usd, Val, lossy_opt, name, path, read_str, serde_default};
 
 /// Pico-dollars in one US dollar.
 pub const PICO_PER_USD: f64 = 1e12;
+/// `Usd` scale of prices, written in USD per million tokens: pico-dollars per token.
+const PER_MTOK: u64 = 1_000_000;
+/// `Usd` scale of budgets: pico-dollars.
+const PICO: u64 = 1_000_000_000_000;
 
-/// Default `cost.default_max_tokens`: the completion reserved for when a request sets no
-/// `max_tokens`.
-pub const DEFAULT_RESERVE_MAX_TOKENS: u32 = 4096;
-
-/// Largest price accepted, USD per million tokens.
-const MAX_PRICE_PER_MTOK: f64 = 100_000.0;
-
-/// Largest budget accepted, USD.
-const MAX_BUDGET_USD: f64 = 10_000_000.0;
-
-/// Prices of one model in pico-dollars per token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Prices of one model in pico-dollars per token (`[prices.MODEL]`, USD per million tokens).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct ModelPrice {
     /// Per prompt token.
+    #[serde(rename = "input_per_mtok", with = "Usd::<100_000, PER_MTOK>")]
     pub input: u64,
-    /// Per prompt token served from the provider's prompt cache.
+    /// Per prompt token served from the provider's prompt cache (default the input price).
+    #[serde(
+        rename = "cached_input_per_mtok",
+        with = "Usd::<100_000, PER_MTOK>",
+        default
+    )]
     pub cached_input: u64,
     /// Per completion token.
+    #[serde(rename = "output_per_mtok", with = "Usd::<100_000, PER_MTOK>")]
     pub output: u64,
 }
 
 /// `[cost]` and the price table.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct CostSettings {
-    /// Upstream model name → its price.
+    /// Upstream model name → its price: the price file's, the inline `[prices.MODEL]` tables
+    /// over them.
+    #[serde(skip)]
     pub prices: BTreeMap<String, ModelPrice>,
     /// The price file (resolved), when prices come from one; reloads watch it.
+    #[serde(deserialize_with = "path", serialize_with = "lossy_opt", default)]
     pub prices_file: Option<PathBuf>,
     /// The price file's `date`, when prices came from a file.
+    #[serde(skip_deserializing)]
     pub prices_date: Option<String>,
     /// Completion tokens reserved for a request without `max_tokens`.
+    #[serde(with = "Int::<1, 10_000_000>", default = "Val::<4096>::int")]
     pub default_max_tokens: u32,
     /// Whether failed attempts that reported usage are charged (default true: the provider
     /// billed them).
+    #[serde(default = "super::value::yes")]
     pub count_failed_attempts: bool,
     /// Where to append one JSON line per request for `weir cost project` (opt-in).
+    #[serde(deserialize_with = "path", serialize_with = "lossy_opt", default)]
     pub request_log: Option<PathBuf>,
     /// Pico-dollars per million units of stage fuel (0: stage compute is recorded, not
     /// priced).
+    #[serde(rename = "fuel_usd_per_billion", default)]
+    #[serde(with = "Usd::<1000, 1_000_000_000>")]
     pub fuel_pico_per_million: u64,
 }
 
-/// One API key and its limits.
-#[derive(Clone, Debug, PartialEq, Eq)]
+serde_default!(CostSettings);
+
+/// One API key and its limits (`[[keys]]`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct KeySettings {
     /// Its name (in the ledger, `/admin/spend` and logs; never the key itself).
+    #[serde(deserialize_with = "name")]
     pub name: String,
-    /// blake3 of the key.
+    /// blake3 of the key, written `blake3:<64 hex>`; not a secret, but not shown either.
+    #[serde(deserialize_with = "key_hash", serialize_with = "hidden")]
     pub hash: [u8; 32],
     /// Spend allowed per UTC day, pico-dollars.
+    #[serde(rename = "daily_budget_usd", with = "Usd::<10_000_000, PICO>", default)]
     pub daily_budget: Option<u64>,
     /// Spend allowed per UTC calendar month, pico-dollars.
+    #[serde(
+        rename = "monthly_budget_usd",
+        with = "Usd::<10_000_000, PICO>",
+        default
+    )]
     pub monthly_budget: Option<u64>,
     /// Requests per minute.
+    #[serde(with = "Int::<1, 10_000_000>", default)]
     pub rpm: Option<u32>,
     /// Tokens (prompt + completion) per minute.
+    #[serde(with = "Int::<1, 1_000_000_000>", default)]
     pub tpm: Option<u32>,
     /// Most one request may cost, pico-dollars.
+    #[serde(rename = "max_cost_per_request_usd", default)]
+    #[serde(with = "Usd::<10_000_000, PICO>")]
     pub max_cost_per_request: Option<u64>,
     /// Most LLM calls one request may make (its own and its stages' `complete()`).
+    #[serde(with = "Int::<1, 10_000>", default)]
     pub max_llm_calls_per_request: Option<u32>,
 }
 
@@ -95,206 +124,125 @@ pub fn pico_to_usd(pico: u64) -> f64 {
     pico as f64 / PICO_PER_USD
 }
 
-fn usd(src: Source<'_>, value: &Spanned<f64>, max: f64, key: &str) -> Result<f64, ConfigError> {
-    let got = *value.get_ref();
-    if got.is_finite() && (0.0..=max).contains(&got) {
-        Ok(got)
-    } else {
-        Err(src.error(
-            value.span(),
-            key,
-            format!("must be a number of US dollars between 0 and {max}, got {got}"),
-        ))
-    }
-}
-
-fn price(src: Source<'_>, raw: &RawPrice, key: &str) -> Result<ModelPrice, ConfigError> {
-    // USD per million tokens → pico-dollars per token: × 10¹² / 10⁶.
-    let per_token = |v: f64| (v * 1e6).round() as u64;
-    let input = usd(
-        src,
-        &raw.input_per_mtok,
-        MAX_PRICE_PER_MTOK,
-        &format!("{key}.input_per_mtok"),
-    )?;
-    let output = usd(
-        src,
-        &raw.output_per_mtok,
-        MAX_PRICE_PER_MTOK,
-        &format!("{key}.output_per_mtok"),
-    )?;
-    let cached = match &raw.cached_input_per_mtok {
-        Some(v) => usd(
-            src,
-            v,
-            MAX_PRICE_PER_MTOK,
-            &format!("{key}.cached_input_per_mtok"),
-        )?,
-        None => input,
-    };
-    Ok(ModelPrice {
-        input: per_token(input),
-        cached_input: per_token(cached),
-        output: per_token(output),
+fn key_hash<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    read_str(d, |text| {
+        match text.strip_prefix("blake3:").map(blake3::Hash::from_hex) {
+            Some(Ok(hash)) => Ok(*hash.as_bytes()),
+            _ => Err(
+                "expected `blake3:` and 64 hex digits, the digest of the key (`weir key new` \
+                  makes a key and prints its hash); never put the key itself here"
+                    .to_owned(),
+            ),
+        }
     })
 }
 
-fn prices(
-    src: Source<'_>,
-    raw: &BTreeMap<String, Spanned<RawPrice>>,
-    out: &mut BTreeMap<String, ModelPrice>,
+fn hidden<S: Serializer>(_: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(MASK)
+}
+
+/// A price file: `date` and `[prices.MODEL]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct PriceFile {
+    date: Option<String>,
+    #[serde(default)]
+    prices: BTreeMap<String, ModelPrice>,
+}
+
+/// Checks `prices` (read from the file `src` describes) and adds them to `table`.
+fn add_prices(
+    src: &Source<'_>,
+    prices: BTreeMap<String, ModelPrice>,
+    table: &mut BTreeMap<String, ModelPrice>,
 ) -> Result<(), ConfigError> {
-    for (model, raw_price) in raw {
-        let key = format!("prices.{model}");
+    for (model, mut price) in prices {
+        let key = format!("prices.{}", key_segment(&model));
         if model.trim().is_empty() {
-            return Err(src.error(
-                raw_price.span(),
-                key,
-                "expected a model name, got an empty one",
-            ));
+            let message = "expected a model name, got an empty one";
+            return Err(src.error_at(src.span(&key), format!("prices.{model}"), message));
         }
-        out.insert(model.clone(), price(src, raw_price.get_ref(), &key)?);
+        if !src.written(&format!("{key}.cached_input_per_mtok")) {
+            price.cached_input = price.input;
+        }
+        table.insert(model, price);
     }
     Ok(())
 }
 
-/// Reads the price file at `path` (errors name that file, line and key; a file that cannot
-/// be read is an error at `cost.prices_file`).
-fn price_file(
-    src: Source<'_>,
-    at: &Spanned<String>,
-    path: &Path,
-    out: &mut BTreeMap<String, ModelPrice>,
-) -> Result<Option<String>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        src.error(
-            at.span(),
-            "cost.prices_file",
-            format!("cannot read the price file {}: {err}", path.display()),
-        )
-    })?;
-    let file_src = Source {
-        file: path,
-        text: &text,
-    };
-    let deserializer =
-        toml::Deserializer::parse(&text).map_err(|err| error::from_syntax(path, &text, &err))?;
-    let raw: RawPriceFile = serde_path_to_error::deserialize(deserializer)
-        .map_err(|err| error::from_serde(path, &text, err))?;
-    prices(file_src, &raw.prices, out)?;
-    Ok(raw.date.map(|d| d.into_inner()))
-}
-
-pub(crate) fn build(
-    src: Source<'_>,
-    raw: &RawConfig,
-    base_dir: &Path,
-) -> Result<CostSettings, ConfigError> {
-    let cost = &raw.cost;
-    let mut table = BTreeMap::new();
-    let prices_file = cost
-        .prices_file
-        .as_ref()
-        .map(|file| super::route::resolve(base_dir, Path::new(file.get_ref())));
-    let prices_date = match (&cost.prices_file, &prices_file) {
-        (Some(file), Some(path)) => price_file(src, file, path, &mut table)?,
-        _ => None,
-    };
-    // Inline prices override the file's.
-    prices(src, &raw.prices, &mut table)?;
-    let fuel = match &cost.fuel_usd_per_billion {
-        Some(v) => usd(src, v, 1_000.0, "cost.fuel_usd_per_billion")?,
-        None => 0.0,
-    };
-    Ok(CostSettings {
-        prices: table,
-        prices_file,
-        prices_date,
-        default_max_tokens: src.in_range_or(
-            cost.default_max_tokens.as_ref(),
-            1..=10_000_000,
-            u64::from(DEFAULT_RESERVE_MAX_TOKENS),
-            "cost.default_max_tokens",
-        )? as u32,
-        count_failed_attempts: cost.count_failed_attempts.unwrap_or(true),
-        request_log: cost
-            .request_log
-            .as_ref()
-            .map(|p| super::route::resolve(base_dir, Path::new(p.get_ref()))),
-        // USD per 10⁹ fuel → pico-dollars per 10⁶ fuel: × 10¹² / 10³.
-        fuel_pico_per_million: (fuel * 1e9).round() as u64,
-    })
-}
-
-fn key(src: Source<'_>, raw: &RawKey, at: &str) -> Result<KeySettings, ConfigError> {
-    src.name(raw.name.get_ref(), raw.name.span(), &format!("{at}.name"))?;
-    let hash_text = raw.hash.get_ref();
-    let hash = hash_text
-        .strip_prefix("blake3:")
-        .and_then(|hex| blake3::Hash::from_hex(hex).ok())
-        .ok_or_else(|| {
-            src.error(
-                raw.hash.span(),
-                format!("{at}.hash"),
-                "expected `blake3:` and 64 hex digits, the digest of the key (`weir key new` \
-                 makes a key and prints its hash); never put the key itself here",
-            )
+/// The second pass over `[cost]` and `[prices]`: the price file (errors in it name that file,
+/// line and key; one that cannot be read is an error at `cost.prices_file`), the inline
+/// prices over its own, and the paths.
+pub(crate) fn check(
+    cost: &mut CostSettings,
+    inline: BTreeMap<String, ModelPrice>,
+    src: &Source<'_>,
+) -> Result<(), ConfigError> {
+    if let Some(file) = &cost.prices_file {
+        let path = src.resolve(file);
+        let text = std::fs::read_to_string(&path).map_err(|err| {
+            let message = format!("cannot read the price file {}: {err}", path.display());
+            src.error("cost.prices_file", message)
         })?;
-    let budget = |v: &Option<Spanned<f64>>, name: &str| -> Result<Option<u64>, ConfigError> {
-        v.as_ref()
-            .map(|v| usd(src, v, MAX_BUDGET_USD, &format!("{at}.{name}")).map(usd_to_pico))
-            .transpose()
-    };
-    let count = |v: &Option<Spanned<u64>>, range, name: &str| -> Result<Option<u32>, ConfigError> {
-        v.as_ref()
-            .map(|v| {
-                src.in_range(v, range, &format!("{at}.{name}"))
-                    .map(|n| n as u32)
-            })
-            .transpose()
-    };
-    Ok(KeySettings {
-        name: raw.name.get_ref().clone(),
-        hash: *hash.as_bytes(),
-        daily_budget: budget(&raw.daily_budget_usd, "daily_budget_usd")?,
-        monthly_budget: budget(&raw.monthly_budget_usd, "monthly_budget_usd")?,
-        rpm: count(&raw.rpm, 1..=10_000_000, "rpm")?,
-        tpm: count(&raw.tpm, 1..=1_000_000_000, "tpm")?,
-        max_cost_per_request: budget(&raw.max_cost_per_request_usd, "max_cost_per_request_usd")?,
-        max_llm_calls_per_request: count(
-            &raw.max_llm_calls_per_request,
-            1..=10_000,
-            "max_llm_calls_per_request",
-        )?,
-    })
+        let doc = document::parse(&path, &text)?;
+        let prices: PriceFile = document::read(&path, &text, doc.clone())?;
+        let keys = document::index(&doc);
+        let file_src = Source {
+            file: &path,
+            text: &text,
+            keys: &keys,
+            ..*src
+        };
+        add_prices(&file_src, prices.prices, &mut cost.prices)?;
+        (cost.prices_date, cost.prices_file) = (prices.date, Some(path));
+    }
+    add_prices(src, inline, &mut cost.prices)?;
+    cost.request_log = cost.request_log.as_deref().map(|log| src.resolve(log));
+    Ok(())
 }
 
-pub(crate) fn build_keys(
-    src: Source<'_>,
-    raw: &[Spanned<RawKey>],
-) -> Result<Vec<KeySettings>, ConfigError> {
-    let mut keys: Vec<KeySettings> = Vec::with_capacity(raw.len());
-    for (i, raw_key) in raw.iter().enumerate() {
-        let at = format!("keys[{i}]");
-        let built = key(src, raw_key.get_ref(), &at)?;
-        if let Some(first) = keys.iter().position(|k| k.name == built.name) {
-            return Err(src.error(
-                raw_key.get_ref().name.span(),
-                format!("{at}.name"),
-                format!(
-                    "expected unique key names; `{}` is already keys[{first}]",
-                    built.name
-                ),
-            ));
+/// The second pass over `[[keys]]`: names and keys unique.
+pub(crate) fn check_keys(keys: &[KeySettings], src: &Source<'_>) -> Result<(), ConfigError> {
+    for (i, key) in keys.iter().enumerate() {
+        if let Some(first) = keys[..i].iter().position(|k| k.name == key.name) {
+            let message = format!(
+                "expected unique key names; `{}` is already keys[{first}]",
+                key.name
+            );
+            return Err(src.error(&format!("keys[{i}].name"), message));
         }
-        if let Some(first) = keys.iter().position(|k| k.hash == built.hash) {
-            return Err(src.error(
-                raw_key.get_ref().hash.span(),
-                format!("{at}.hash"),
-                format!("the same key hash as keys[{first}]; every key must be distinct"),
-            ));
+        if let Some(first) = keys[..i].iter().position(|k| k.hash == key.hash) {
+            let message = format!("the same key hash as keys[{first}]; every key must be distinct");
+            return Err(src.error(&format!("keys[{i}].hash"), message));
         }
-        keys.push(built);
     }
-    Ok(keys)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    #[test]
+    fn prices_are_pico_dollars_per_token_and_cached_input_defaults_to_input() {
+        let text = "[prices.m]\ninput_per_mtok = 0.075\noutput_per_mtok = 0.3\n\
+                    [prices.c]\ninput_per_mtok = 3\ncached_input_per_mtok = 0.3\n\
+                    output_per_mtok = 15\n[targets.t]\nbase_url = \"http://h\"\n[[routes]]\n\
+                    model = \"m\"\ntargets = [\"t\"]\n";
+        let config = Config::parse(text, std::path::Path::new("w.toml"), &|_| None);
+        let prices = config.map(|c| c.cost.prices).map_err(|e| e.to_string());
+        let price = |input, cached_input, output| super::ModelPrice {
+            input,
+            cached_input,
+            output,
+        };
+        assert_eq!(
+            prices,
+            Ok([
+                ("c".to_owned(), price(3_000_000, 300_000, 15_000_000)),
+                ("m".to_owned(), price(75_000, 75_000, 300_000)),
+            ]
+            .into())
+        );
+    }
 }

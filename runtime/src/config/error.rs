@@ -95,8 +95,9 @@ pub(crate) fn from_serde(
             serde_path_to_error::Segment::Seq { index } => segments.push(format!("[{index}]")),
             serde_path_to_error::Segment::Map { key }
             | serde_path_to_error::Segment::Enum { variant: key } => {
-                // `toml::Spanned<T>` deserializes as a struct with private field names.
-                if !key.starts_with("$__serde_spanned_private") {
+                // `toml::Spanned<T>` deserializes as a struct with private field names; a
+                // nested struct's keys are written in its parent's table (`document.rs`).
+                if !key.starts_with("$__serde_spanned_private") && !key.starts_with('(') {
                     segments.push(key_segment(key));
                 }
             }

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 const MAX_HOST_NAME_LEN: usize = 253;
 
 /// A host in normal form: an IP address, or a lowercase DNS name without a trailing dot.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 pub enum HostName {
     /// An IP literal (`127.0.0.1`, `[::1]`).
     Ip(IpAddr),

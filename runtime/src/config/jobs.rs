@@ -5,263 +5,135 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::check::{EnvLookup, Source};
-use super::error::ConfigError;
-use super::raw::{RawJobs, RawRouteJobs};
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Default workers (`jobs.workers`): jobs run at once across all routes.
-pub const DEFAULT_JOB_WORKERS: u32 = 4;
-/// Default bound on jobs queued or running (`jobs.max_queued`); beyond it `POST /v1/jobs`
-/// answers 429.
-pub const DEFAULT_MAX_QUEUED: u32 = 10_000;
-/// Default attempts per job, the first included (`jobs.max_attempts`).
-pub const DEFAULT_JOB_MAX_ATTEMPTS: u32 = 5;
-/// Default bound of the first retry's backoff (`jobs.backoff_base_ms`): 1 s.
-pub const DEFAULT_JOB_BACKOFF_BASE: Duration = Duration::from_secs(1);
-/// Default longest backoff (`jobs.backoff_max_ms`): 5 minutes.
-pub const DEFAULT_JOB_BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Default deliveries tried per callback (`jobs.callback_max_attempts`).
-pub const DEFAULT_CALLBACK_MAX_ATTEMPTS: u32 = 8;
-/// Default bound on one callback delivery (`jobs.callback_timeout_ms`): 10 s.
-pub const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default bound on resolving a callback receiver's name and connecting to it
-/// (`jobs.callback_connect_timeout_ms`): 5 s, or the delivery bound when that is shorter.
-pub const DEFAULT_CALLBACK_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default bytes of a callback receiver's answer read (`jobs.callback_max_response_bytes`):
-/// 64 KiB. The answer is not used; it is read so the connection can be reused, and a longer
-/// one closes the connection instead.
-pub const DEFAULT_CALLBACK_MAX_RESPONSE_BYTES: u64 = 64 << 10;
-/// Default jobs of one route running at once (`routes.jobs.concurrency`).
-pub const DEFAULT_ROUTE_JOB_CONCURRENCY: u32 = 4;
+use super::check::Source;
+use super::error::ConfigError;
+use super::value::{Int, Ms, Val, env_var, mask, millis, ms, read_str, serde_default};
+
+/// Any non-negative number: the static bound of a key whose range depends on another key.
+const ANY: u64 = u64::MAX;
 
 /// `[jobs]`: process-wide queue settings. Read at start; a reload that changes them says
 /// they need a restart.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct JobsSettings {
-    /// Jobs running at once across all routes, 1 to 1,024 (default [`DEFAULT_JOB_WORKERS`]).
+    /// Jobs running at once across all routes.
+    #[serde(with = "Int::<1, 1024>", default = "Val::<4>::int")]
     pub workers: u32,
-    /// Jobs queued or running at most, 1 to 10,000,000 (default [`DEFAULT_MAX_QUEUED`]).
+    /// Jobs queued or running at most; beyond it `POST /v1/jobs` answers 429.
+    #[serde(with = "Int::<1, 10_000_000>", default = "Val::<10_000>::int")]
     pub max_queued: u32,
-    /// Attempts per job before it is `dead`, 1 to 100 (default
-    /// [`DEFAULT_JOB_MAX_ATTEMPTS`]).
+    /// Attempts per job, the first included, before it is `dead`.
+    #[serde(with = "Int::<1, 100>", default = "Val::<5>::int")]
     pub max_attempts: u32,
     /// Full-jitter backoff: retry `n` waits up to `min(backoff_max, backoff_base * 2^n)`.
+    #[serde(rename = "backoff_base_ms", with = "Ms::<1, 3_600_000>")]
+    #[serde(default = "ms::<1000>")]
     pub backoff_base: Duration,
-    /// The longest backoff; at least [`Self::backoff_base`].
+    /// The longest backoff: [`Self::backoff_base`] to 1 day, default 5 min (or the base when
+    /// longer).
+    #[serde(rename = "backoff_max_ms", with = "Ms::<0, ANY>")]
+    #[serde(default = "ms::<300_000>")]
     pub backoff_max: Duration,
     /// The HMAC-SHA256 key callbacks are signed with, read from
     /// [`Self::callback_secret_env`]; `None`: submissions with a `callback_url` are refused.
-    /// Redacted in `Debug`.
+    #[serde(skip_deserializing, serialize_with = "mask")]
     pub callback_secret: Option<String>,
     /// Name of the environment variable holding [`Self::callback_secret`].
+    #[serde(deserialize_with = "env_var", default)]
     pub callback_secret_env: Option<String>,
     /// Hosts (lowercase names or IP literals) a `callback_url` may name. Every address a
     /// host resolves to must still be public unless [`Self::callback_allow_private`].
+    #[serde(deserialize_with = "callback_hosts", default)]
     pub callback_allow_hosts: Vec<String>,
     /// Whether callbacks may reach loopback, private (RFC 1918, CGNAT, unique-local) and other
     /// non-global addresses, and name `localhost` or such an IP literal without listing it
     /// (default false). Link-local (cloud metadata), unspecified, multicast and broadcast
     /// addresses and weir's own listeners stay refused.
+    #[serde(default)]
     pub callback_allow_private: bool,
-    /// Deliveries tried per callback before it is given up, 1 to 100 (default
-    /// [`DEFAULT_CALLBACK_MAX_ATTEMPTS`]).
+    /// Deliveries tried per callback before it is given up.
+    #[serde(with = "Int::<1, 100>", default = "Val::<8>::int")]
     pub callback_max_attempts: u32,
-    /// Bound on one whole delivery, 1 ms to 10 min (default [`DEFAULT_CALLBACK_TIMEOUT`]).
+    /// Bound on one whole delivery.
+    #[serde(rename = "callback_timeout_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<10_000>")]
     pub callback_timeout: Duration,
-    /// Bound on resolving the receiver's name and opening the connection, 1 ms to
-    /// [`Self::callback_timeout`] (default [`DEFAULT_CALLBACK_CONNECT_TIMEOUT`]).
+    /// Bound on resolving the receiver's name and opening the connection: 1 ms to
+    /// [`Self::callback_timeout`], default 5 s (or the delivery bound when shorter).
+    #[serde(rename = "callback_connect_timeout_ms", with = "Ms::<0, ANY>")]
+    #[serde(default = "ms::<5000>")]
     pub callback_connect_timeout: Duration,
-    /// Bytes of the receiver's answer read at most, 0 to 16 MiB (default
-    /// [`DEFAULT_CALLBACK_MAX_RESPONSE_BYTES`]).
+    /// Bytes of the receiver's answer read at most. The answer is not used; it is read so
+    /// the connection can be reused, and a longer one closes the connection instead.
+    #[serde(with = "Int::<0, { 16 << 20 }>", default = "Val::<{ 64 << 10 }>::int")]
     pub callback_max_response_bytes: u64,
-}
-
-impl Default for JobsSettings {
-    fn default() -> Self {
-        JobsSettings {
-            workers: DEFAULT_JOB_WORKERS,
-            max_queued: DEFAULT_MAX_QUEUED,
-            max_attempts: DEFAULT_JOB_MAX_ATTEMPTS,
-            backoff_base: DEFAULT_JOB_BACKOFF_BASE,
-            backoff_max: DEFAULT_JOB_BACKOFF_MAX,
-            callback_secret: None,
-            callback_secret_env: None,
-            callback_allow_hosts: Vec::new(),
-            callback_allow_private: false,
-            callback_max_attempts: DEFAULT_CALLBACK_MAX_ATTEMPTS,
-            callback_timeout: DEFAULT_CALLBACK_TIMEOUT,
-            callback_connect_timeout: DEFAULT_CALLBACK_CONNECT_TIMEOUT,
-            callback_max_response_bytes: DEFAULT_CALLBACK_MAX_RESPONSE_BYTES,
-        }
-    }
 }
 
 impl fmt::Debug for JobsSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JobsSettings")
-            .field("workers", &self.workers)
-            .field("max_queued", &self.max_queued)
-            .field("max_attempts", &self.max_attempts)
-            .field("backoff_base", &self.backoff_base)
-            .field("backoff_max", &self.backoff_max)
-            .field(
-                "callback_secret",
-                &self.callback_secret.as_ref().map(|_| "***"),
-            )
-            .field("callback_secret_env", &self.callback_secret_env)
-            .field("callback_allow_hosts", &self.callback_allow_hosts)
-            .field("callback_allow_private", &self.callback_allow_private)
-            .field("callback_max_attempts", &self.callback_max_attempts)
-            .field("callback_timeout", &self.callback_timeout)
-            .field("callback_connect_timeout", &self.callback_connect_timeout)
-            .field(
-                "callback_max_response_bytes",
-                &self.callback_max_response_bytes,
-            )
-            .finish()
+        super::masked::debug(self, "JobsSettings", f)
     }
 }
 
 /// A route's `jobs` table: the route takes background jobs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RouteJobsSettings {
-    /// Jobs of this route running at once, 1 to 10,000 (default
-    /// [`DEFAULT_ROUTE_JOB_CONCURRENCY`]); keep it below what the route's targets bear so
+    /// `false` turns jobs off for the route while keeping the table (the route's `jobs` is
+    /// then `None`, so this is always true).
+    #[serde(default = "super::value::yes", skip_serializing)]
+    pub enabled: bool,
+    /// Jobs of this route running at once; keep it below what the route's targets bear so
     /// background work leaves room for interactive requests.
+    #[serde(with = "Int::<1, 10_000>", default = "Val::<4>::int")]
     pub concurrency: u32,
 }
 
-/// Validates `[jobs]`.
-pub(crate) fn build(
-    src: Source<'_>,
-    raw: &RawJobs,
-    env: EnvLookup<'_>,
-) -> Result<JobsSettings, ConfigError> {
-    let d = JobsSettings::default();
-    let ms = |v: Duration| v.as_millis() as u64;
-    let backoff_base_ms = src.in_range_or(
-        raw.backoff_base_ms.as_ref(),
-        1..=3_600_000,
-        ms(d.backoff_base),
-        "jobs.backoff_base_ms",
-    )?;
-    let backoff_max_ms = src.in_range_or(
-        raw.backoff_max_ms.as_ref(),
-        backoff_base_ms..=86_400_000,
-        ms(d.backoff_max).max(backoff_base_ms),
-        "jobs.backoff_max_ms",
-    )?;
-    let (callback_secret, callback_secret_env) = match &raw.callback_secret_env {
-        Some(var) => {
-            let secret = src.secret(
-                var,
-                "jobs.callback_secret_env",
-                "the key callbacks are signed with (HMAC-SHA256)",
-                env,
-            )?;
-            (Some(secret), Some(var.get_ref().clone()))
-        }
-        None => (None, None),
-    };
-    let mut callback_allow_hosts = Vec::new();
-    if let Some(hosts) = &raw.callback_allow_hosts {
-        for (i, host) in hosts.get_ref().iter().enumerate() {
-            let name = host.get_ref().trim().to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && name.len() <= 253
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
-            if !valid {
-                return Err(src.error(
-                    host.span(),
-                    format!("jobs.callback_allow_hosts[{i}]"),
-                    format!(
+serde_default!(JobsSettings);
+
+fn callback_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Host(String);
+    impl<'de> Deserialize<'de> for Host {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            read_str(d, |host| {
+                let name = host.trim().to_ascii_lowercase();
+                let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-.:".contains(&b);
+                match !name.is_empty() && name.len() <= 253 && name.bytes().all(allowed) {
+                    true => Ok(Host(name)),
+                    false => Err(format!(
                         "expected a host name like \"hooks.example.com\" (no scheme, port or \
-                         path), got {:?}",
-                        host.get_ref()
-                    ),
-                ));
-            }
-            callback_allow_hosts.push(name);
+                         path), got {host:?}"
+                    )),
+                }
+            })
         }
     }
-    let callback_timeout_ms = src.in_range_or(
-        raw.callback_timeout_ms.as_ref(),
-        1..=600_000,
-        ms(d.callback_timeout),
-        "jobs.callback_timeout_ms",
-    )?;
-    let callback_connect_timeout_ms = src.in_range_or(
-        raw.callback_connect_timeout_ms.as_ref(),
-        1..=callback_timeout_ms,
-        ms(d.callback_connect_timeout).min(callback_timeout_ms),
-        "jobs.callback_connect_timeout_ms",
-    )?;
-    Ok(JobsSettings {
-        workers: src.in_range_or(
-            raw.workers.as_ref(),
-            1..=1024,
-            u64::from(d.workers),
-            "jobs.workers",
-        )? as u32,
-        max_queued: src.in_range_or(
-            raw.max_queued.as_ref(),
-            1..=10_000_000,
-            u64::from(d.max_queued),
-            "jobs.max_queued",
-        )? as u32,
-        max_attempts: src.in_range_or(
-            raw.max_attempts.as_ref(),
-            1..=100,
-            u64::from(d.max_attempts),
-            "jobs.max_attempts",
-        )? as u32,
-        backoff_base: Duration::from_millis(backoff_base_ms),
-        backoff_max: Duration::from_millis(backoff_max_ms),
-        callback_secret,
-        callback_secret_env,
-        callback_allow_hosts,
-        callback_allow_private: raw
-            .callback_allow_private
-            .unwrap_or(d.callback_allow_private),
-        callback_max_attempts: src.in_range_or(
-            raw.callback_max_attempts.as_ref(),
-            1..=100,
-            u64::from(d.callback_max_attempts),
-            "jobs.callback_max_attempts",
-        )? as u32,
-        callback_timeout: Duration::from_millis(callback_timeout_ms),
-        callback_connect_timeout: Duration::from_millis(callback_connect_timeout_ms),
-        callback_max_response_bytes: src.in_range_or(
-            raw.callback_max_response_bytes.as_ref(),
-            0..=16 << 20,
-            d.callback_max_response_bytes,
-            "jobs.callback_max_response_bytes",
-        )?,
-    })
+    Ok(Vec::<Host>::deserialize(d)?
+        .into_iter()
+        .map(|h| h.0)
+        .collect())
 }
 
-/// Validates a route's `jobs` table (`key` is the route's, like `routes[0]`).
-pub(crate) fn build_route(
-    src: Source<'_>,
-    raw: Option<&RawRouteJobs>,
-    key: &str,
-) -> Result<Option<RouteJobsSettings>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    if raw.enabled == Some(false) {
-        return Ok(None);
+/// The second pass over `[jobs]`: the bounds that depend on another key and the secret.
+pub(crate) fn check(jobs: &mut JobsSettings, src: &Source<'_>) -> Result<(), ConfigError> {
+    let longest = jobs.backoff_max.max(jobs.backoff_base);
+    let range = (millis(jobs.backoff_base), 86_400_000);
+    src.bounded("jobs.backoff_max_ms", &mut jobs.backoff_max, range, longest)?;
+    if let Some(var) = &jobs.callback_secret_env {
+        let purpose = "the key callbacks are signed with (HMAC-SHA256)";
+        jobs.callback_secret = Some(src.secret("jobs.callback_secret_env", var, purpose)?);
     }
-    Ok(Some(RouteJobsSettings {
-        concurrency: src.in_range_or(
-            raw.concurrency.as_ref(),
-            1..=10_000,
-            u64::from(DEFAULT_ROUTE_JOB_CONCURRENCY),
-            &format!("{key}.jobs.concurrency"),
-        )? as u32,
-    }))
+    let (total, connect) = (jobs.callback_timeout, &mut jobs.callback_connect_timeout);
+    let shorter = (*connect).min(total);
+    src.bounded(
+        "jobs.callback_connect_timeout_ms",
+        connect,
+        (1, millis(total)),
+        shorter,
+    )
 }
 
 #[cfg(test)]
@@ -297,7 +169,10 @@ targets = ["up"]
         assert_eq!(config.jobs, super::JobsSettings::default());
         assert_eq!(
             config.routes[0].jobs,
-            Some(super::RouteJobsSettings { concurrency: 2 })
+            Some(super::RouteJobsSettings {
+                enabled: true,
+                concurrency: 2
+            })
         );
         assert_eq!(config.routes[1].jobs, None);
     }
@@ -331,7 +206,7 @@ targets = ["up"]
         assert!(!config.jobs.callback_allow_private);
         assert_eq!(
             config.jobs.callback_connect_timeout,
-            super::DEFAULT_CALLBACK_CONNECT_TIMEOUT
+            std::time::Duration::from_secs(5)
         );
         assert_eq!(config.jobs.callback_max_response_bytes, 64 << 10);
 

@@ -1,49 +1,75 @@
 //! [`Config`]: the whole validated file, and the one way to get one (`load` / `parse`).
 //!
-//! Parsing runs in two passes. First the TOML is deserialized into the raw schema
-//! (`raw.rs`), strictly: unknown keys and wrong types fail there, with the key path taken from
-//! `serde_path_to_error` and the position from toml's span. Then each table is validated in
-//! turn (server, sandbox, targets, routes), using the spans kept in the raw structs so that a
-//! semantic error points at the value it is about. The first problem found is returned.
+//! Parsing runs in two passes. First the TOML is parsed (`document.rs`) and serde reads the
+//! validated structs from it, strictly: unknown keys, wrong types and values out of their
+//! range fail there (each key checks itself, `value.rs`), with the key path taken from
+//! `serde_path_to_error` and the position from toml's span. Then a second pass runs what one
+//! key cannot check alone (`check.rs`): references between tables, bounds and defaults that
+//! depend on another key, secrets and paths, table by table (server, sandbox, targets,
+//! routes, cache, cost, keys, jobs). The first problem found is returned.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::cache::CacheSettings;
-use super::check::{EnvLookup, Source};
-use super::error::{self, ConfigError, NO_KEY};
-use super::limits::SandboxSettings;
-use super::raw::RawConfig;
-use super::route::{self, RouteSettings};
-use super::sandbox;
-use super::server::{self, ServerSettings};
-use super::target::{self, TargetSettings};
+use serde::{Deserialize, Serialize};
 
-/// A validated `weir.toml`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use super::check::{EnvLookup, Source};
+use super::document;
+use super::error::{ConfigError, NO_KEY};
+use super::value::{lossy, lossy_opt};
+use super::{
+    CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
+    SandboxSettings, ServerSettings, TargetSettings, TelemetrySettings,
+};
+
+/// A validated `weir.toml`. It serializes, secrets masked, as `GET /admin/config` shows it
+/// (`masked.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Config {
     /// The file the config was read from, as given to [`Config::load`] or [`Config::parse`].
+    #[serde(serialize_with = "lossy")]
     pub source: PathBuf,
     /// `[server]`.
     pub server: ServerSettings,
     /// `[sandbox]`, with `max_memory_bytes` raised to the largest memory cap of any stage.
     pub sandbox: SandboxSettings,
     /// `[targets.NAME]` tables, sorted by name.
+    #[serde(serialize_with = "super::masked::by_name")]
     pub targets: Vec<TargetSettings>,
     /// `[[routes]]`, in file order; at least one.
     pub routes: Vec<RouteSettings>,
     /// `[cache]`.
     pub cache: CacheSettings,
     /// `[cost]` with the price table.
-    pub cost: super::CostSettings,
+    pub cost: CostSettings,
     /// `[[keys]]`; empty means auth is off.
-    pub keys: Vec<super::KeySettings>,
+    pub keys: Vec<KeySettings>,
     /// `server.data_dir` (resolved): where durable state (the spend ledger, the job queue)
     /// lives; `None` keeps it in memory.
+    #[serde(serialize_with = "lossy_opt")]
     pub data_dir: Option<PathBuf>,
     /// `[telemetry]`.
-    pub telemetry: super::TelemetrySettings,
+    pub telemetry: TelemetrySettings,
     /// `[jobs]`: the background job queue (used when a route takes jobs).
-    pub jobs: super::JobsSettings,
+    pub jobs: JobsSettings,
+}
+
+/// The file's tables, as serde reads them (the order of the fields is the order an unknown
+/// top-level key's error lists them in).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+struct File {
+    server: ServerSettings,
+    sandbox: SandboxSettings,
+    cache: CacheSettings,
+    /// Keyed by name (sorted: the TOML map does not keep file order).
+    targets: BTreeMap<String, TargetSettings>,
+    routes: Vec<RouteSettings>,
+    cost: CostSettings,
+    prices: BTreeMap<String, ModelPrice>,
+    keys: Vec<KeySettings>,
+    jobs: JobsSettings,
+    telemetry: TelemetrySettings,
 }
 
 impl Config {
@@ -100,53 +126,44 @@ fn parse_in(
     base_dir: &Path,
     env: EnvLookup<'_>,
 ) -> Result<Config, ConfigError> {
-    let src = Source { file: source, text };
-    let deserializer =
-        toml::Deserializer::parse(text).map_err(|err| error::from_syntax(source, text, &err))?;
-    let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
-        .map_err(|err| error::from_serde(source, text, err))?;
-    let server = server::build(src, &raw.server, env)?;
-    let mut sandbox = sandbox::build(src, &raw.sandbox, base_dir)?;
-    let targets = raw
-        .targets
-        .iter()
-        .map(|(name, target)| target::build(src, name, target, env))
-        .collect::<Result<Vec<_>, _>>()?;
-    let routes = route::build_all(src, raw.routes.as_ref(), &targets, &sandbox, base_dir)?;
-    sandbox.max_memory_bytes = routes
-        .iter()
-        .flat_map(|route| &route.stages)
-        .map(|stage| stage.limits.memory_bytes)
-        .fold(sandbox.defaults.memory_bytes, u64::max);
-    let cache = super::cache::build(src, &raw.cache, base_dir)?;
-    let cost = super::cost::build(src, &raw, base_dir)?;
-    let keys = super::cost::build_keys(src, &raw.keys)?;
-    let jobs = super::jobs::build(src, &raw.jobs, env)?;
-    let data_dir = match &raw.server.data_dir {
-        Some(dir) if dir.get_ref().trim().is_empty() => {
-            return Err(src.error(
-                dir.span(),
-                "server.data_dir",
-                "expected a directory path, got an empty string; leave the key out to keep \
-                 state in memory",
-            ));
-        }
-        Some(dir) => Some(super::route::resolve(base_dir, Path::new(dir.get_ref()))),
-        None => None,
+    let doc = document::parse(source, text)?;
+    let mut grouped = doc.clone();
+    document::regroup(source, text, &mut grouped)?;
+    let mut file: File = document::read(source, text, grouped)?;
+    let keys = document::index(&doc);
+    let src = Source {
+        file: source,
+        text,
+        keys: &keys,
+        base_dir,
+        env,
     };
-    let telemetry = super::telemetry::build(src, &raw.telemetry)?;
+    super::server::check(&mut file.server, &src)?;
+    super::sandbox::check(&mut file.sandbox, &src)?;
+    let targets = (file.targets.into_iter())
+        .map(|(name, target)| super::target::check(name, target, &src))
+        .collect::<Result<Vec<_>, _>>()?;
+    super::route::check_all(&mut file.routes, &targets, &file.sandbox, &src)?;
+    let stages = file.routes.iter().flat_map(|route| &route.stages);
+    file.sandbox.max_memory_bytes = stages
+        .map(|stage| stage.limits.memory_bytes)
+        .fold(file.sandbox.defaults.memory_bytes, u64::max);
+    super::cache::check(&mut file.cache, &src)?;
+    super::cost::check(&mut file.cost, file.prices, &src)?;
+    super::cost::check_keys(&file.keys, &src)?;
+    super::jobs::check(&mut file.jobs, &src)?;
     Ok(Config {
         source: source.to_path_buf(),
-        server,
-        sandbox,
+        data_dir: file.server.data_dir.clone(),
+        server: file.server,
+        sandbox: file.sandbox,
         targets,
-        routes,
-        cache,
-        cost,
-        keys,
-        data_dir,
-        telemetry,
-        jobs,
+        routes: file.routes,
+        cache: file.cache,
+        cost: file.cost,
+        keys: file.keys,
+        telemetry: file.telemetry,
+        jobs: file.jobs,
     })
 }
 
@@ -182,14 +199,14 @@ path = "plugins/guard.wasm"
         assert_eq!(config.sandbox, SandboxSettings::default());
         let target = &config.targets[0];
         assert_eq!(target.base_url, "http://127.0.0.1:9101/v1");
-        assert_eq!(target.timeout, target::DEFAULT_TARGET_TIMEOUT);
+        assert_eq!(target.timeout, std::time::Duration::from_secs(60));
         assert_eq!(
             (target.api_key.as_deref(), target.model.as_deref()),
             (None, None)
         );
         let stage = &config.routes[0].stages[0];
         assert_eq!(stage.path, Path::new("conf/plugins/guard.wasm"));
-        assert_eq!(stage.on_error, route::OnErrorSetting::Fail);
+        assert_eq!(stage.on_error, super::super::OnErrorSetting::Fail);
         assert_eq!(stage.limits, config.sandbox.defaults);
         assert!(stage.config.is_empty());
     }

@@ -2,23 +2,28 @@
 //! uses.
 //!
 //! Owns: parsing (strict, unknown keys are errors naming file, line and key), validation
-//! (cross-field checks, newtypes for durations, sizes and ids) and the validated [`Config`].
-//! Everyone may read the validated types; nothing outside this module sees raw TOML.
+//! and the validated [`Config`]. Everyone may read the validated types; nothing outside this
+//! module sees raw TOML.
+//!
+//! Each key is declared once: one field of a validated struct, with its doc, its type, the
+//! codec that checks its range while serde reads it and its default (`value.rs`). The same
+//! structs serialize, secrets masked by attribute, into the output of `GET /admin/config`.
 //!
 //! # Layout
 //!
-//! - `raw`: the TOML schema as serde structs (`deny_unknown_fields`, spans kept).
+//! - `value`: the self-checking value types and codecs (bounded numbers, durations, MiB,
+//!   dollars, names, environment-variable names, choices), masking, defaults.
+//! - `document`: the parsed file with positions; regrouping flat keys into nested structs.
+//! - `check`: the second pass's helpers: cross-field checks, secrets, paths.
 //! - `load`: [`Config`], [`Config::load`] and [`Config::parse`], which run the two passes.
 //! - `error`: [`ConfigError`], printed as `{file}:{line}:{column}: {key}: {message}`.
-//! - `check`: range, name and environment-variable checks shared by every table.
-//! - `server`, `limits` + `sandbox`, `target`, `route`: one validated table each.
-//! - `connections`: `[server]`'s client-connection timeouts and connection cap.
-//! - `hosts`: host names in normal form (`server.admin_allowed_hosts`, admin `Host` checks).
-//! - `cost`: prices (inline or from a price file), `[cost]` and `[[keys]]`.
-//! - `jobs`: `[jobs]` (the background queue) and a route's `jobs` table.
-//! - `routing`: target limits, breaker thresholds and route retry policy (validated data).
+//! - `server` + `connections` + `hosts`: `[server]` (listeners, admin hosts, client
+//!   connections).
+//! - `sandbox`: `[sandbox]` and the call limits a stage may override.
+//! - `target`, `route`, `routing`: `[targets.NAME]`, `[[routes]]` and their limits, breakers
+//!   and retry policy.
+//! - `cache`, `cost`, `jobs`, `telemetry`: one table (or two) each.
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
-//! - `telemetry`: `[telemetry]` (metrics, the recent-requests ring, input logging, OTLP).
 //! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
 //!
 //! Error snapshot cases live in `tests/config/invalid/` (a `NAME.toml` next to the expected
@@ -28,13 +33,12 @@ mod cache;
 mod check;
 mod connections;
 mod cost;
+mod document;
 mod error;
 mod hosts;
 mod jobs;
-mod limits;
 mod load;
 mod masked;
-mod raw;
 mod route;
 mod routing;
 mod sandbox;
@@ -42,6 +46,7 @@ mod server;
 mod stage_config;
 mod target;
 mod telemetry;
+mod value;
 
 #[cfg(test)]
 mod snapshots;
@@ -53,14 +58,11 @@ pub use cost::*;
 pub use error::{ConfigError, NO_KEY};
 pub use hosts::HostName;
 pub use jobs::*;
-pub use limits::*;
 pub use load::Config;
-pub use masked::MASK;
 pub use route::{OnErrorSetting, RouteSettings, StageSettings};
 pub use routing::*;
-pub use server::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES,
-    LARGEST_MAX_BODY_BYTES, LogFormat, MAX_DRAIN_TIMEOUT, ServerSettings, exposed_admin_message,
-};
-pub use target::{DEFAULT_TARGET_TIMEOUT, MAX_TARGET_TIMEOUT, TargetSettings};
+pub use sandbox::{Allocator, CallLimits, SandboxSettings};
+pub use server::{DEFAULT_LISTEN, LogFormat, ServerSettings, exposed_admin_message};
+pub use target::TargetSettings;
 pub use telemetry::*;
+pub use value::MASK;

@@ -3,94 +3,106 @@
 
 use std::time::Duration;
 
-/// When a breaker trips and how long it stays open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::check::Source;
+use super::error::ConfigError;
+use super::value::{Bounded, Int, Ms, Val, choices, millis, ms, serde_default};
+
+/// Any non-negative number: the static bound of a key whose range depends on another key
+/// (the second pass checks it).
+const ANY: u64 = u64::MAX;
+/// Longest breaker ejection accepted, ms: 1 hour.
+const MAX_EJECTION_MS: u64 = 3_600_000;
+/// Longest route backoff accepted, ms: 10 minutes.
+const MAX_BACKOFF_MS: u64 = 600_000;
+
+/// When a breaker trips and how long it stays open (`[targets.NAME.breaker]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct BreakerSettings {
-    /// Failures in a row that trip the breaker (default 5).
+    /// Failures in a row that trip the breaker.
+    #[serde(with = "Int::<1, 1000>", default = "Val::<5>::int")]
     pub consecutive_failures: u32,
-    /// Failure percentage over the window that trips it (default 50).
+    /// Failure percentage over the window that trips it.
+    #[serde(with = "Int::<1, 100>", default = "Val::<50>::int")]
     pub failure_rate_percent: u32,
-    /// Outcomes in the sliding window (default 20).
+    /// Outcomes in the sliding window.
+    #[serde(with = "Int::<1, 1000>", default = "Val::<20>::int")]
     pub window: u32,
-    /// Outcomes needed in the window before the rate counts (default 10).
+    /// Outcomes needed in the window before the rate counts: 1 to `window`, default 10 (or
+    /// `window` when smaller).
+    #[serde(with = "Int::<0, ANY>", default = "Val::<10>::int")]
     pub min_requests: u32,
-    /// Ejection after the first trip (default 5 s); doubles per consecutive trip.
+    /// Ejection after the first trip; doubles per consecutive trip.
+    #[serde(rename = "ejection_ms", with = "Ms::<1, MAX_EJECTION_MS>")]
+    #[serde(default = "ms::<5000>")]
     pub ejection: Duration,
-    /// Longest ejection (default 60 s).
+    /// Longest ejection: `ejection_ms` to 1 h, default 60 s (or `ejection_ms` when longer).
+    #[serde(rename = "max_ejection_ms", with = "Ms::<0, ANY>")]
+    #[serde(default = "ms::<60_000>")]
     pub max_ejection: Duration,
 }
 
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        BreakerSettings {
-            consecutive_failures: 5,
-            failure_rate_percent: 50,
-            window: 20,
-            min_requests: 10,
-            ejection: Duration::from_secs(5),
-            max_ejection: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Per-target limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Per-target limits (their keys are written in `[targets.NAME]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 pub struct TargetLimits {
-    /// Requests in flight at most (default 256).
+    /// Requests in flight at most.
+    #[serde(with = "Int::<1, 1_000_000>", default = "Val::<256>::int")]
     pub max_concurrency: u32,
     /// Requests per minute at most, matching the provider account; `None` = unlimited.
+    #[serde(with = "Int::<1, 1_000_000>", default)]
     pub rpm: Option<u32>,
     /// Tokens per minute at most (prompt estimate + `max_tokens`, reserved when the attempt
     /// starts); `None` = unlimited.
+    #[serde(with = "Int::<1, { u32::MAX as u64 }>", default)]
     pub tpm: Option<u32>,
-    /// The breaker's thresholds.
-    pub breaker: BreakerSettings,
-    /// For streams: the longest wait for the next event once the first has arrived
-    /// (`stream_idle_timeout_ms`, default the target's `ttft_timeout_ms`); on expiry the
-    /// client's stream ends with a `stream_interrupted` error event.
-    pub stream_idle_timeout: Duration,
-    /// For streams: the most bytes read from one upstream stream (`max_stream_bytes`, default
-    /// [`DEFAULT_MAX_STREAM_BYTES`]); past it the client's stream ends with a
+    /// For streams: the longest wait for the next event once the first has arrived (default
+    /// the target's `ttft_timeout_ms`); on expiry the client's stream ends with a
     /// `stream_interrupted` error event.
+    #[serde(rename = "stream_idle_timeout_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<60_000>")]
+    pub stream_idle_timeout: Duration,
+    /// For streams: the most bytes read from one upstream stream (the default is far beyond
+    /// any completion's text); past it the client's stream ends with a `stream_interrupted`
+    /// error event.
+    #[serde(
+        with = "Int::<1024, { 1 << 30 }>",
+        default = "Val::<{ 64 << 20 }>::int"
+    )]
     pub max_stream_bytes: u64,
+    /// The breaker's thresholds.
+    #[serde(default)]
+    pub breaker: BreakerSettings,
 }
 
-/// Default `max_stream_bytes` of a target: 64 MiB, far beyond any completion's text.
-pub const DEFAULT_MAX_STREAM_BYTES: u64 = 64 << 20;
-/// Accepted `max_stream_bytes`: 1 KiB to 1 GiB.
-pub const MAX_STREAM_BYTES_RANGE: std::ops::RangeInclusive<u64> = 1024..=(1 << 30);
-
-impl Default for TargetLimits {
-    fn default() -> Self {
-        TargetLimits {
-            max_concurrency: 256,
-            rpm: None,
-            tpm: None,
-            breaker: BreakerSettings::default(),
-            stream_idle_timeout: super::target::DEFAULT_TARGET_TIMEOUT,
-            max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
-        }
-    }
+/// The second pass over a target's breaker (`key`, like `targets.primary.breaker`).
+pub(crate) fn check_breaker(
+    breaker: &mut BreakerSettings,
+    src: &Source<'_>,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let (window, min_requests) = (breaker.window, breaker.min_requests.min(breaker.window));
+    let requests = &mut breaker.min_requests;
+    src.bounded(
+        &format!("{key}.min_requests"),
+        requests,
+        (1, window.into()),
+        min_requests,
+    )?;
+    let (ejection, longest) = (breaker.ejection, breaker.max_ejection.max(breaker.ejection));
+    let range = (millis(ejection), MAX_EJECTION_MS);
+    src.bounded(
+        &format!("{key}.max_ejection_ms"),
+        &mut breaker.max_ejection,
+        range,
+        longest,
+    )
 }
 
-/// Default attempts per request, across all targets (the first try included).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// Default total deadline of one request's LLM step.
-pub const DEFAULT_ROUTE_DEADLINE: Duration = Duration::from_secs(120);
-/// Default bound of the first retry's backoff.
-pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(50);
-/// Default longest backoff.
-pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
-/// Default cap on an upstream's `Retry-After`.
-pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(10);
-/// Default retries allowed per 100 original requests (the retry budget).
-pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
-/// Default requests that may wait for a target with room; more are shed with 503.
-pub const DEFAULT_QUEUE_SIZE: u32 = 256;
-/// Default longest wait in that queue.
-pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A set of HTTP statuses in 400..=527, as a bit set (cheap to copy and test).
+/// A set of HTTP statuses in 400..=527, as a bit set (cheap to copy and test). The file and
+/// the output write it as an array of statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusSet(u128);
 
@@ -108,9 +120,7 @@ impl StatusSet {
     /// The default statuses worth retrying elsewhere: 408, 429 and every 5xx.
     pub fn retryable_default() -> StatusSet {
         let mut set = StatusSet::empty();
-        set.insert(408);
-        set.insert(429);
-        for status in 500..=Self::HIGH {
+        for status in [408, 429].into_iter().chain(500..=Self::HIGH) {
             set.insert(status);
         }
         set
@@ -118,12 +128,11 @@ impl StatusSet {
 
     /// Adds `status`; false when it is outside 400..=527.
     pub fn insert(&mut self, status: u16) -> bool {
-        if (Self::LOW..=Self::HIGH).contains(&status) {
+        let fits = (Self::LOW..=Self::HIGH).contains(&status);
+        if fits {
             self.0 |= 1u128 << (status - Self::LOW);
-            true
-        } else {
-            false
         }
+        fits
     }
 
     /// Whether `status` is in the set.
@@ -139,58 +148,94 @@ impl StatusSet {
     }
 }
 
-/// Validated policy values, as the config gives them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PolicySettings {
-    /// Attempts per request, the first included (default [`DEFAULT_MAX_ATTEMPTS`]).
-    pub max_attempts: u32,
-    /// Upstream statuses that are retried on another target (default 408, 429, 5xx).
-    /// Connect errors, timeouts and broken replies are always retried; other statuses are
-    /// returned to the client.
-    pub retry_on: StatusSet,
-    /// Total deadline of the LLM step (default [`DEFAULT_ROUTE_DEADLINE`]).
-    pub deadline: Duration,
-    /// Upper bound of the first retry's full-jitter delay (default 50 ms); doubles per retry.
-    pub backoff_base: Duration,
-    /// Longest backoff delay (default 2 s).
-    pub backoff_max: Duration,
-    /// Cap on `Retry-After` (default [`DEFAULT_RETRY_AFTER_MAX`]).
-    pub retry_after_max: Duration,
-    /// Retries allowed per 100 original requests, over the last 10 s (default
-    /// [`DEFAULT_RETRY_BUDGET_PERCENT`]); a floor of one retry per second always remains.
-    pub retry_budget_percent: u32,
-    /// Waiting requests at most (default [`DEFAULT_QUEUE_SIZE`]); 0 sheds at once.
-    pub queue_size: u32,
-    /// Longest wait for room (default [`DEFAULT_QUEUE_TIMEOUT`]).
-    pub queue_timeout: Duration,
-}
-
-impl Default for PolicySettings {
-    fn default() -> Self {
-        PolicySettings {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retry_on: StatusSet::retryable_default(),
-            deadline: DEFAULT_ROUTE_DEADLINE,
-            backoff_base: DEFAULT_BACKOFF_BASE,
-            backoff_max: DEFAULT_BACKOFF_MAX,
-            retry_after_max: DEFAULT_RETRY_AFTER_MAX,
-            retry_budget_percent: DEFAULT_RETRY_BUDGET_PERCENT,
-            queue_size: DEFAULT_QUEUE_SIZE,
-            queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+impl<'de> Deserialize<'de> for StatusSet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        type Status = Bounded<{ StatusSet::LOW as u64 }, { StatusSet::HIGH as u64 }>;
+        let mut set = StatusSet::empty();
+        for status in Vec::<Status>::deserialize(d)? {
+            set.insert(status.0 as u16);
         }
+        Ok(set)
     }
 }
 
-/// How a route picks the target of a request's first attempt (later attempts fail over in
-/// chain order from there).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Strategy {
-    /// Always start with the first target of the chain. The default.
-    #[default]
-    Fallback,
-    /// Start with a target drawn by the route's `weights`.
-    Weighted,
-    /// Start with the faster of two targets drawn at random (latency EWMA), the "power of
-    /// two choices": near-best choices without herding every request onto one target.
-    LeastLatency,
+impl Serialize for StatusSet {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_vec().serialize(s)
+    }
+}
+
+/// Validated policy values, as the config gives them (their keys are written in the route's
+/// table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    /// Attempts per request across all targets, the first included.
+    #[serde(with = "Int::<1, 20>", default = "Val::<3>::int")]
+    pub max_attempts: u32,
+    /// Upstream statuses that are retried on another target. Connect errors, timeouts and
+    /// broken replies are always retried; other statuses are returned to the client.
+    #[serde(default = "StatusSet::retryable_default")]
+    pub retry_on: StatusSet,
+    /// Total deadline of the LLM step.
+    #[serde(rename = "deadline_ms", with = "Ms::<1, 3_600_000>")]
+    #[serde(default = "ms::<120_000>")]
+    pub deadline: Duration,
+    /// Upper bound of the first retry's full-jitter delay; doubles per retry.
+    #[serde(rename = "backoff_base_ms", with = "Ms::<0, 60_000>")]
+    #[serde(default = "ms::<50>")]
+    pub backoff_base: Duration,
+    /// Longest backoff delay: `backoff_base_ms` to 10 min, default 2 s (or the base when
+    /// longer).
+    #[serde(rename = "backoff_max_ms", with = "Ms::<0, ANY>")]
+    #[serde(default = "ms::<2000>")]
+    pub backoff_max: Duration,
+    /// Cap on an upstream's `Retry-After`.
+    #[serde(rename = "retry_after_max_ms", with = "Ms::<0, MAX_BACKOFF_MS>")]
+    #[serde(default = "ms::<10_000>")]
+    pub retry_after_max: Duration,
+    /// Retries allowed per 100 original requests, over the last 10 s; a floor of one retry
+    /// per second always remains.
+    #[serde(with = "Int::<0, 1000>", default = "Val::<20>::int")]
+    pub retry_budget_percent: u32,
+    /// Requests that may wait for a target with room (0 sheds at once); more are shed with
+    /// 503.
+    #[serde(with = "Int::<0, 1_000_000>", default = "Val::<256>::int")]
+    pub queue_size: u32,
+    /// Longest wait for room.
+    #[serde(rename = "queue_timeout_ms", with = "Ms::<0, MAX_BACKOFF_MS>")]
+    #[serde(default = "ms::<2000>")]
+    pub queue_timeout: Duration,
+}
+
+serde_default!(BreakerSettings, TargetLimits, PolicySettings);
+
+/// The second pass over a route's policy (`key` is the route's, like `routes[0]`).
+pub(crate) fn check_policy(
+    policy: &mut PolicySettings,
+    src: &Source<'_>,
+    key: &str,
+) -> Result<(), ConfigError> {
+    let longest = policy.backoff_max.max(policy.backoff_base);
+    let range = (millis(policy.backoff_base), MAX_BACKOFF_MS);
+    src.bounded(
+        &format!("{key}.backoff_max_ms"),
+        &mut policy.backoff_max,
+        range,
+        longest,
+    )
+}
+
+choices! {
+    /// How a route picks the target of a request's first attempt (later attempts fail over
+    /// in chain order from there).
+    pub enum Strategy {
+        /// Always start with the first target of the chain. The default.
+        Fallback = "fallback",
+        /// Start with a target drawn by the route's `weights`.
+        Weighted = "weighted",
+        /// Start with the faster of two targets drawn at random (latency EWMA), the "power of
+        /// two choices": near-best choices without herding every request onto one target.
+        LeastLatency = "least-latency",
+    }
 }

@@ -1,317 +1,256 @@
-//! `[sandbox]` → [`SandboxSettings`], and one stage's overrides → its [`CallLimits`].
+//! `[sandbox]`: the bounds every stage call runs under, and the settings of the one engine.
 //!
-//! The bounds themselves live with the types in `limits.rs`; this file only applies them.
+//! Each bound is named, documented with its unit and checked once when the config is loaded;
+//! the sandbox only ever sees these validated values. A stage may override the three
+//! [`CallLimits`] (`route.rs`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use toml::Spanned;
+use serde::{Deserialize, Serialize};
 
 use super::check::Source;
 use super::error::ConfigError;
-use super::limits::*;
-use super::raw::RawSandbox;
+use super::value::serde_default;
+use super::value::{Fuel, Int, Mib, Ms, Val, as_mib, choices, defaults, lossy_opt, mib, ms, path};
 
-/// The accepted `deadline_ms` range.
-fn deadline_ms_range() -> std::ops::RangeInclusive<u64> {
-    1..=MAX_DEADLINE.as_millis() as u64
+/// Limits applied to every phase call of one stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallLimits {
+    /// Fuel (roughly, wasm instructions) per phase call; `None` (`fuel = 0`) runs unmetered.
+    /// The default is about 0.1–0.5 s of guest CPU, far more than a text stage needs.
+    #[serde(with = "Fuel", default = "Val::<100_000_000>::int")]
+    pub fuel: Option<u64>,
+    /// Wall-clock deadline per phase call, covering guest code and host calls alike.
+    #[serde(rename = "deadline_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<200>")]
+    pub deadline: Duration,
+    /// Cap on the instance's linear memory, in bytes (a wasm32 memory is 4 GiB at most).
+    #[serde(rename = "memory_limit_mib", with = "Mib::<1, 4096>")]
+    #[serde(default = "mib::<64>")]
+    pub memory_bytes: u64,
 }
 
-/// The accepted `memory_limit_mib` range.
-fn memory_mib_range() -> std::ops::RangeInclusive<u64> {
-    1..=MAX_MEMORY_BYTES >> 20
+serde_default!(CallLimits);
+
+choices! {
+    /// How stage instances get their memory.
+    pub enum Allocator {
+        /// The pooling allocator, falling back to on-demand (with a warning) when the address
+        /// space for the pool cannot be reserved. The default.
+        Auto = "auto",
+        /// The pooling allocator or nothing: start-up fails if the pool cannot be reserved.
+        Pooling = "pooling",
+        /// Allocate per instance (slower; for hosts with a small address space).
+        OnDemand = "on-demand",
+    }
 }
 
-/// Validates `[sandbox]`. `max_memory_bytes` is the default cap; the caller raises it to the
-/// largest stage override. Relative paths are joined to `base_dir`.
-pub(crate) fn build(
-    src: Source<'_>,
-    raw: &RawSandbox,
-    base_dir: &std::path::Path,
-) -> Result<SandboxSettings, ConfigError> {
-    let fuel_metering = raw.fuel_metering.unwrap_or(true);
-    let defaults = CallLimits::default();
-    let fuel = match &raw.fuel {
-        Some(fuel) => metered(src, fuel, fuel_metering, "sandbox.fuel")?,
-        None if fuel_metering => defaults.fuel,
-        None => None,
-    };
-    let deadline_ms = src.in_range_or(
-        raw.deadline_ms.as_ref(),
-        deadline_ms_range(),
-        defaults.deadline.as_millis() as u64,
-        "sandbox.deadline_ms",
-    )?;
-    let memory_mib = src.in_range_or(
-        raw.memory_limit_mib.as_ref(),
-        memory_mib_range(),
-        defaults.memory_bytes >> 20,
-        "sandbox.memory_limit_mib",
-    )?;
-    let pool_size = src.in_range_or(
-        raw.pool_size.as_ref(),
-        1..=u64::from(MAX_POOL_SIZE),
-        u64::from(DEFAULT_POOL_SIZE),
-        "sandbox.pool_size",
-    )?;
-    let epoch_tick_ms = src.in_range_or(
-        raw.epoch_tick_ms.as_ref(),
-        1..=MAX_EPOCH_TICK.as_millis() as u64,
-        DEFAULT_EPOCH_TICK.as_millis() as u64,
-        "sandbox.epoch_tick_ms",
-    )?;
-    let log_line_max_bytes = src.in_range_or(
-        raw.log_line_max_bytes.as_ref(),
-        1..=MAX_LOG_LINE_MAX_BYTES as u64,
-        DEFAULT_LOG_LINE_MAX_BYTES as u64,
-        "sandbox.log_line_max_bytes",
-    )?;
-    let output_max_bytes = src.in_range_or(
-        raw.output_max_bytes.as_ref(),
-        0..=MAX_OUTPUT_MAX_BYTES as u64,
-        DEFAULT_OUTPUT_MAX_BYTES as u64,
-        "sandbox.output_max_bytes",
-    )?;
-    let allocator = src.choice(
-        raw.allocator.as_ref(),
-        &[
-            ("auto", Allocator::Auto),
-            ("pooling", Allocator::Pooling),
-            ("on-demand", Allocator::OnDemand),
-        ],
-        Allocator::Auto,
-        "sandbox.allocator",
-    )?;
-    let artifact_key_file = match &raw.artifact_key_file {
-        Some(file) if file.get_ref().trim().is_empty() => {
-            return Err(src.error(
-                file.span(),
-                "sandbox.artifact_key_file",
-                "expected a file path, got an empty string; leave the key out for the default \
-                 ($XDG_STATE_HOME/weir/artifact.key or $HOME/.local/state/weir/artifact.key)",
-            ));
+/// Process-wide sandbox settings (one `Engine`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct SandboxSettings {
+    /// How many stage instances may be alive at once (each reserves address space); requests
+    /// that would need more are shed with 503 rather than queued.
+    #[serde(with = "Int::<1, 10_000>", default = "Val::<512>::int")]
+    pub pool_size: u32,
+    /// Instance memory allocation strategy.
+    #[serde(default)]
+    pub allocator: Allocator,
+    /// Limits for stages that do not override them.
+    #[serde(rename = "(defaults)", default)]
+    pub defaults: CallLimits,
+    /// Whether fuel is metered at all; when false every stage runs unmetered (slightly faster)
+    /// and a `fuel` setting is an error.
+    #[serde(default = "super::value::yes")]
+    pub fuel_metering: bool,
+    /// The deadline granularity: a looping guest stops within two ticks.
+    #[serde(rename = "epoch_tick_ms", with = "Ms::<1, 1000>", default = "ms::<5>")]
+    pub epoch_tick: Duration,
+    /// Largest memory cap of any stage: the size of one pool memory slot (not a key).
+    #[serde(
+        rename = "max_memory_mib",
+        serialize_with = "as_mib",
+        skip_deserializing
+    )]
+    pub max_memory_bytes: u64,
+    /// Cap on one guest log line, in bytes; longer lines are truncated.
+    #[serde(with = "Int::<1, { 64 << 10 }>", default = "Val::<4096>::int")]
+    pub log_line_max_bytes: usize,
+    /// Cap on captured stdout + stderr per phase call, in bytes; the rest is discarded.
+    #[serde(with = "Int::<0, { 1 << 20 }>", default = "Val::<{ 16 << 10 }>::int")]
+    pub output_max_bytes: usize,
+    /// The file holding the key that signs precompiled artifacts (resolved); `None` uses the
+    /// default location in the state directory (`$XDG_STATE_HOME/weir/artifact.key`, else
+    /// `$HOME/.local/state/weir/artifact.key`).
+    #[serde(deserialize_with = "path", serialize_with = "lossy_opt", default)]
+    pub artifact_key_file: Option<PathBuf>,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        let settings: SandboxSettings = defaults();
+        let max_memory_bytes = settings.defaults.memory_bytes;
+        SandboxSettings {
+            max_memory_bytes,
+            ..settings
         }
-        Some(file) => Some(super::route::resolve(
-            base_dir,
-            std::path::Path::new(file.get_ref()),
-        )),
-        None => None,
-    };
-    let defaults = CallLimits {
-        fuel,
-        deadline: Duration::from_millis(deadline_ms),
-        memory_bytes: memory_mib << 20,
-    };
-    Ok(SandboxSettings {
-        // Each range check above bounds the value well inside the target type.
-        pool_size: pool_size as u32,
-        allocator,
-        epoch_tick: Duration::from_millis(epoch_tick_ms),
-        fuel_metering,
-        defaults,
-        max_memory_bytes: defaults.memory_bytes,
-        log_line_max_bytes: log_line_max_bytes as usize,
-        output_max_bytes: output_max_bytes as usize,
-        artifact_key_file,
-    })
+    }
 }
 
-/// The overrides a stage may set on top of the `[sandbox]` defaults.
-pub(crate) struct Overrides<'a> {
-    pub fuel: Option<&'a Spanned<u64>>,
-    pub deadline_ms: Option<&'a Spanned<u64>>,
-    pub memory_limit_mib: Option<&'a Spanned<u64>>,
+/// The message for a `fuel` key while metering is off.
+const FUEL_WITHOUT_METERING: &str = "expected no `fuel` setting, because \
+    `sandbox.fuel_metering` is false (every stage runs unmetered); remove this key or set \
+    `fuel_metering = true`";
+
+/// The second pass over `[sandbox]`. `max_memory_bytes` is the default cap; the caller
+/// raises it to the largest stage override.
+pub(crate) fn check(sandbox: &mut SandboxSettings, src: &Source<'_>) -> Result<(), ConfigError> {
+    if !sandbox.fuel_metering {
+        src.ensure(
+            !src.written("sandbox.fuel"),
+            "sandbox.fuel",
+            FUEL_WITHOUT_METERING,
+        )?;
+        sandbox.defaults.fuel = None;
+    }
+    sandbox.max_memory_bytes = sandbox.defaults.memory_bytes;
+    let empty = "expected a file path, got an empty string; leave the key out for the default \
+                 ($XDG_STATE_HOME/weir/artifact.key or $HOME/.local/state/weir/artifact.key)";
+    src.path(
+        "sandbox.artifact_key_file",
+        &mut sandbox.artifact_key_file,
+        empty,
+    )
 }
 
-/// A stage's limits: the sandbox defaults with its overrides applied. `key` is the stage's
+/// A stage's limits: the `[sandbox]` defaults under the keys it sets. `key` is the stage's
 /// key path, like `routes[0].stages[1]`.
 pub(crate) fn stage_limits(
-    src: Source<'_>,
+    limits: &mut CallLimits,
     sandbox: &SandboxSettings,
-    overrides: Overrides<'_>,
+    src: &Source<'_>,
     key: &str,
-) -> Result<CallLimits, ConfigError> {
+) -> Result<(), ConfigError> {
+    let set = |name: &str| src.written(&format!("{key}.{name}"));
+    let fuel = format!("{key}.fuel");
+    src.ensure(
+        sandbox.fuel_metering || !set("fuel"),
+        &fuel,
+        FUEL_WITHOUT_METERING,
+    )?;
     let defaults = sandbox.defaults;
-    let fuel = match overrides.fuel {
-        Some(fuel) => metered(src, fuel, sandbox.fuel_metering, &format!("{key}.fuel"))?,
-        None => defaults.fuel,
-    };
-    let deadline = match overrides.deadline_ms {
-        Some(ms) => Duration::from_millis(src.in_range(
-            ms,
-            deadline_ms_range(),
-            &format!("{key}.deadline_ms"),
-        )?),
-        None => defaults.deadline,
-    };
-    let memory_bytes = match overrides.memory_limit_mib {
-        Some(mib) => {
-            src.in_range(mib, memory_mib_range(), &format!("{key}.memory_limit_mib"))? << 20
-        }
-        None => defaults.memory_bytes,
-    };
-    Ok(CallLimits {
-        fuel,
-        deadline,
-        memory_bytes,
-    })
-}
-
-/// A `fuel` setting: 0 runs unmetered; any setting is an error when metering is off.
-fn metered(
-    src: Source<'_>,
-    fuel: &Spanned<u64>,
-    fuel_metering: bool,
-    key: &str,
-) -> Result<Option<u64>, ConfigError> {
-    if !fuel_metering {
-        return Err(src.error(
-            fuel.span(),
-            key,
-            "expected no `fuel` setting, because `sandbox.fuel_metering` is false (every stage \
-             runs unmetered); remove this key or set `fuel_metering = true`",
-        ));
+    if !set("fuel") {
+        limits.fuel = defaults.fuel;
     }
-    Ok(match *fuel.get_ref() {
-        0 => None,
-        fuel => Some(fuel),
-    })
+    if !set("deadline_ms") {
+        limits.deadline = defaults.deadline;
+    }
+    if !set("memory_limit_mib") {
+        limits.memory_bytes = defaults.memory_bytes;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
+    use super::super::Config;
     use super::*;
 
-    fn src() -> Source<'static> {
-        Source {
-            file: Path::new("w.toml"),
-            text: "",
-        }
-    }
-
-    fn n(value: u64) -> Option<Spanned<u64>> {
-        Some(Spanned::new(0..0, value))
+    fn parse(sandbox: &str, stage: &str) -> Result<Config, String> {
+        let text = format!(
+            "[sandbox]\n{sandbox}\n[targets.t]\nbase_url = \"http://h\"\n[[routes]]\n\
+             model = \"m\"\ntargets = [\"t\"]\n[[routes.stages]]\nname = \"s\"\n\
+             path = \"/s.wasm\"\n{stage}\n"
+        );
+        Config::parse(&text, Path::new("w.toml"), &|_| None).map_err(|e| e.to_string())
     }
 
     #[test]
     fn an_empty_table_gives_the_documented_defaults() {
-        let settings = build(src(), &RawSandbox::default(), Path::new("."));
+        let settings = parse("", "").map(|c| c.sandbox);
         assert_eq!(settings, Ok(SandboxSettings::default()));
+        let settings = SandboxSettings::default();
+        assert_eq!(
+            (settings.pool_size, settings.allocator),
+            (512, Allocator::Auto)
+        );
+        assert_eq!(settings.epoch_tick, Duration::from_millis(5));
+        assert_eq!(
+            (settings.log_line_max_bytes, settings.output_max_bytes),
+            (4096, 16384)
+        );
+        assert_eq!(settings.max_memory_bytes, 64 << 20);
+        assert_eq!(
+            settings.defaults,
+            CallLimits {
+                fuel: Some(100_000_000),
+                deadline: Duration::from_millis(200),
+                memory_bytes: 64 << 20,
+            }
+        );
     }
 
     #[test]
     fn fuel_zero_means_unmetered() {
-        let raw = RawSandbox {
-            fuel: n(0),
-            ..RawSandbox::default()
-        };
-        let settings = build(src(), &raw, Path::new(".")).map(|s| s.defaults.fuel);
-        assert_eq!(settings, Ok(None));
+        let config = parse("fuel = 0", "");
+        assert_eq!(config.map(|c| c.sandbox.defaults.fuel), Ok(None));
     }
 
     #[test]
     fn stage_overrides_replace_only_what_they_set() {
-        let raw = RawSandbox {
-            fuel: n(1_000),
-            deadline_ms: n(300),
-            ..RawSandbox::default()
-        };
-        let Ok(sandbox) = build(src(), &raw, Path::new(".")) else {
-            panic!("valid sandbox table rejected");
-        };
-        let memory = n(32);
-        let limits = stage_limits(
-            src(),
-            &sandbox,
-            Overrides {
-                fuel: None,
-                deadline_ms: None,
-                memory_limit_mib: memory.as_ref(),
-            },
-            "routes[0].stages[0]",
-        );
+        let config = parse("fuel = 1000\ndeadline_ms = 300", "memory_limit_mib = 32");
         assert_eq!(
-            limits,
+            config.map(|c| c.routes[0].stages[0].limits),
             Ok(CallLimits {
                 fuel: Some(1_000),
                 deadline: Duration::from_millis(300),
                 memory_bytes: 32 << 20,
             })
         );
-        let fuel = n(0);
-        let limits = stage_limits(
-            src(),
-            &sandbox,
-            Overrides {
-                fuel: fuel.as_ref(),
-                deadline_ms: None,
-                memory_limit_mib: None,
-            },
-            "routes[0].stages[0]",
-        );
-        assert_eq!(limits.map(|l| l.fuel), Ok(None));
+        let config = parse("fuel = 1000", "fuel = 0");
+        assert_eq!(config.map(|c| c.routes[0].stages[0].limits.fuel), Ok(None));
     }
 
     #[test]
     fn fuel_without_metering_is_an_error() {
-        let raw = RawSandbox {
-            fuel_metering: Some(false),
-            ..RawSandbox::default()
-        };
-        let Ok(sandbox) = build(src(), &raw, Path::new(".")) else {
-            panic!("valid sandbox table rejected");
-        };
-        assert_eq!(sandbox.defaults.fuel, None);
-        let fuel = n(5);
-        let error = stage_limits(
-            src(),
-            &sandbox,
-            Overrides {
-                fuel: fuel.as_ref(),
-                deadline_ms: None,
-                memory_limit_mib: None,
-            },
-            "routes[0].stages[2]",
+        let config = parse("fuel_metering = false", "");
+        assert_eq!(config.map(|c| c.sandbox.defaults.fuel), Ok(None));
+        let error = parse("fuel_metering = false", "fuel = 5")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("w.toml:11:8: routes[0].stages[0].fuel: expected no `fuel`"),
+            "{error}"
         );
-        assert_eq!(
-            error.map_err(|e| e.key),
-            Err("routes[0].stages[2].fuel".to_owned())
+        let error = parse("fuel_metering = false\nfuel = 5", "")
+            .err()
+            .unwrap_or_default();
+        assert!(
+            error.starts_with("w.toml:3:8: sandbox.fuel: expected no `fuel`"),
+            "{error}"
         );
     }
 
     #[test]
     fn bounds_are_enforced() {
-        for raw in [
-            RawSandbox {
-                pool_size: n(0),
-                ..RawSandbox::default()
-            },
-            RawSandbox {
-                pool_size: n(10_001),
-                ..RawSandbox::default()
-            },
-            RawSandbox {
-                memory_limit_mib: n(4097),
-                ..RawSandbox::default()
-            },
-            RawSandbox {
-                epoch_tick_ms: n(1001),
-                ..RawSandbox::default()
-            },
-            RawSandbox {
-                deadline_ms: n(600_001),
-                ..RawSandbox::default()
-            },
+        for (table, key) in [
+            ("pool_size = 0", "sandbox.pool_size"),
+            ("pool_size = 10001", "sandbox.pool_size"),
+            ("memory_limit_mib = 4097", "sandbox.memory_limit_mib"),
+            ("epoch_tick_ms = 1001", "sandbox.epoch_tick_ms"),
+            ("deadline_ms = 600001", "sandbox.deadline_ms"),
         ] {
-            assert!(build(src(), &raw, Path::new(".")).is_err(), "{raw:?}");
+            let error = parse(table, "").err().unwrap_or_default();
+            assert!(
+                error.contains(&format!(": {key}: must be between")),
+                "{error}"
+            );
         }
-        let raw = RawSandbox {
-            memory_limit_mib: n(4096),
-            pool_size: n(10_000),
-            ..RawSandbox::default()
-        };
-        let settings = build(src(), &raw, Path::new("."));
-        assert_eq!(settings.map(|s| s.max_memory_bytes), Ok(MAX_MEMORY_BYTES));
+        let config = parse("memory_limit_mib = 4096\npool_size = 10000", "");
+        assert_eq!(config.map(|c| c.sandbox.max_memory_bytes), Ok(4 << 30));
     }
 }

@@ -197,7 +197,7 @@ fn the_full_reference_example_loads_with_every_value() {
         ),
         (
             secondary.ttft_timeout,
-            crate::config::DEFAULT_MAX_STREAM_BYTES
+            crate::config::TargetLimits::default().max_stream_bytes
         ),
         "a stream may pause between events as long as before its first one"
     );
@@ -246,4 +246,42 @@ fn the_full_reference_example_loads_with_every_value() {
     let masked = config.to_masked_json().to_string();
     assert!(!masked.contains("sk-test-openai"), "{masked}");
     assert!(!masked.contains("admin-test-token"), "{masked}");
+}
+
+/// `valid/every_key.toml` sets every key; `valid/every_key.json` is what `GET /admin/config`
+/// shows for it (secrets masked). The file is read by a path relative to the crate, so the
+/// paths it resolves (and shows) are the same on every machine.
+#[test]
+fn the_masked_config_of_every_key_matches_its_snapshot() {
+    let file = Path::new("../tests/config/valid/every_key.toml");
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(err) => panic!("cannot read {}: {err}", file.display()),
+    };
+    let config = match Config::parse(&text, file, &snapshot_env) {
+        Ok(config) => config,
+        Err(err) => panic!("every_key.toml is rejected: {err}"),
+    };
+    let actual = match serde_json::to_string_pretty(&config.to_masked_json()) {
+        Ok(json) => format!("{json}\n"),
+        Err(err) => panic!("the masked config is not JSON: {err}"),
+    };
+    assert!(
+        !actual.contains("s3cret") && !actual.contains("sk-test-openai"),
+        "{actual}"
+    );
+    let expected_file = Path::new(SNAPSHOT_DIR).join("valid/every_key.json");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|v| v == "1") {
+        if let Err(err) = std::fs::write(&expected_file, &actual) {
+            panic!("cannot write {}: {err}", expected_file.display());
+        }
+        return;
+    }
+    let expected = std::fs::read_to_string(&expected_file).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "the masked config differs from {} (rerun with UPDATE_SNAPSHOTS=1 to accept, then \
+         review the diff):\n{actual}",
+        expected_file.display()
+    );
 }

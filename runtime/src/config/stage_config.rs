@@ -7,33 +7,24 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Deserializer, de};
 use serde_json::Value as Json;
-use toml::{Spanned, Value};
+use toml::Value;
 
-use super::check::Source;
-use super::error::{ConfigError, key_segment};
-
-/// Renders every entry of a stage's `config` table. `key` is the table's key path, like
-/// `routes[0].stages[1].config`.
-pub(crate) fn render_all(
-    src: Source<'_>,
-    table: &BTreeMap<String, Spanned<Value>>,
-    key: &str,
-) -> Result<BTreeMap<String, String>, ConfigError> {
-    table
-        .iter()
-        .map(|(name, value)| {
-            render(value.get_ref())
-                .map(|rendered| (name.clone(), rendered))
-                .map_err(|message| {
-                    src.error(
-                        value.span(),
-                        format!("{key}.{}", key_segment(name)),
-                        message,
-                    )
-                })
-        })
-        .collect()
+/// `deserialize_with = "render_all"`: every entry of a stage's `config` table, rendered (a
+/// value that cannot be is an error at its own key).
+pub(crate) fn render_all<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Rendered(String);
+    impl<'de> Deserialize<'de> for Rendered {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let value = Value::deserialize(d)?;
+            render(&value).map(Rendered).map_err(de::Error::custom)
+        }
+    }
+    let table = BTreeMap::<String, Rendered>::deserialize(d)?;
+    Ok(table.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// One value as the guest sees it.

@@ -1,253 +1,134 @@
 //! `[targets.NAME]`: one upstream OpenAI-compatible endpoint a route may send requests to.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use toml::Spanned;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::check::{EnvLookup, Source, is_header_value};
+use super::check::{Source, is_header_value};
 use super::error::{ConfigError, key_segment};
-use super::raw::RawTarget;
-use super::routing::{
-    BreakerSettings, DEFAULT_MAX_STREAM_BYTES, MAX_STREAM_BYTES_RANGE, TargetLimits,
-};
-
-/// Default per-attempt timeout of a target (`timeout_ms`): 60 s, enough for a long completion.
-pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest accepted `timeout_ms` of a target: 10 minutes.
-pub const MAX_TARGET_TIMEOUT: Duration = Duration::from_secs(600);
+use super::routing::{TargetLimits, check_breaker};
+use super::value::{Ms, env_var, mask, mask_values, millis, ms, name_message, read_str};
 
 /// Headers weir itself owns on an upstream request; a target may not set them.
 const RESERVED_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
 
 /// One validated upstream target.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct TargetSettings {
     /// The table key: `[a-z0-9_-]+`, 1 to 64 characters.
+    #[serde(skip)]
     pub name: String,
     /// `http://` or `https://` URL with a host, without a trailing `/`, query or fragment;
     /// endpoint paths such as `/chat/completions` are appended to it.
+    #[serde(deserialize_with = "base_url")]
     pub base_url: String,
     /// Name of the environment variable holding [`Self::api_key`].
+    #[serde(deserialize_with = "env_var", default)]
     pub api_key_env: Option<String>,
     /// The API key, read from [`Self::api_key_env`] at load time and sent as a bearer token;
-    /// `None` when the target needs none. Redacted in `Debug`.
+    /// `None` when the target needs none.
+    #[serde(skip_deserializing, serialize_with = "mask")]
     pub api_key: Option<String>,
     /// Model name sent upstream instead of the client's, if set.
+    #[serde(default)]
     pub model: Option<String>,
-    /// Per-attempt timeout, 1 ms to [`MAX_TARGET_TIMEOUT`] (default
-    /// [`DEFAULT_TARGET_TIMEOUT`]).
+    /// Per-attempt timeout (the default is enough for a long completion).
+    #[serde(rename = "timeout_ms", with = "Ms::<1, 600_000>")]
+    #[serde(default = "ms::<60_000>")]
     pub timeout: Duration,
     /// Extra request headers, names lowercased, sorted by name.
+    #[serde(deserialize_with = "headers", serialize_with = "mask_values", default)]
     pub headers: Vec<(String, String)>,
-    /// Concurrency limit, RPM limit and breaker thresholds.
-    pub limits: TargetLimits,
-    /// For streams: the first event must arrive within this (default: [`Self::timeout`]).
+    /// For streams: the first event must arrive within this (1 ms to `timeout_ms`, default
+    /// `timeout_ms`).
+    #[serde(rename = "ttft_timeout_ms", with = "Ms::<0, { u64::MAX }>", default)]
     pub ttft_timeout: Duration,
+    /// Concurrency limit, RPM limit, stream bounds and breaker thresholds.
+    #[serde(rename = "(limits)", default)]
+    pub limits: TargetLimits,
 }
 
 impl fmt::Debug for TargetSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TargetSettings")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("api_key_env", &self.api_key_env)
-            .field("api_key", &self.api_key.as_ref().map(|_| "***"))
-            .field("model", &self.model)
-            .field("timeout", &self.timeout)
-            .field("headers", &self.headers)
-            .field("limits", &self.limits)
-            .field("ttft_timeout", &self.ttft_timeout)
-            .finish()
+        super::masked::debug(self, "TargetSettings", f)
     }
 }
 
-/// Validates one `[targets.NAME]` table.
-pub(crate) fn build(
-    src: Source<'_>,
-    name: &str,
-    raw: &Spanned<RawTarget>,
-    env: EnvLookup<'_>,
+fn base_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    read_str(d, normalize_base_url)
+}
+
+/// The headers as written; [`check`] checks and normalises them.
+fn headers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    Ok(BTreeMap::deserialize(d)?.into_iter().collect())
+}
+
+/// The second pass over `[targets.NAME]`: its name, API key, model, headers and the bounds
+/// that depend on another key.
+pub(crate) fn check(
+    name: String,
+    mut target: TargetSettings,
+    src: &Source<'_>,
 ) -> Result<TargetSettings, ConfigError> {
-    let key = format!("targets.{}", key_segment(name));
-    src.name(name, raw.span(), &key)?;
-    let target = raw.get_ref();
-    let base_url = normalize_base_url(target.base_url.get_ref())
-        .map_err(|message| src.error(target.base_url.span(), format!("{key}.base_url"), message))?;
-    let api_key = match &target.api_key_env {
-        Some(var) => Some(src.secret(
-            var,
-            &format!("{key}.api_key_env"),
-            &format!("the API key for target `{name}`"),
-            env,
-        )?),
-        None => None,
-    };
-    let model = match &target.model {
-        Some(model) if model.get_ref().trim().is_empty() => {
-            return Err(src.error(
-                model.span(),
-                format!("{key}.model"),
-                "expected an upstream model name like \"gpt-4o-mini\", got an empty string; \
-                 leave the key out to send the client's model",
-            ));
-        }
-        Some(model) => Some(model.get_ref().clone()),
-        None => None,
-    };
-    let timeout_ms = src.in_range_or(
-        target.timeout_ms.as_ref(),
-        1..=MAX_TARGET_TIMEOUT.as_millis() as u64,
-        DEFAULT_TARGET_TIMEOUT.as_millis() as u64,
-        &format!("{key}.timeout_ms"),
-    )?;
+    let key = format!("targets.{}", key_segment(&name));
+    src.ensure(super::is_valid_name(&name), &key, &name_message(&name))?;
+    if let Some(var) = &target.api_key_env {
+        let purpose = format!("the API key for target `{name}`");
+        target.api_key = Some(src.secret(&format!("{key}.api_key_env"), var, &purpose)?);
+    }
+    let model = target.model.as_deref().unwrap_or("-");
+    let message = "expected an upstream model name like \"gpt-4o-mini\", got an empty string; \
+                   leave the key out to send the client's model";
+    src.ensure(!model.trim().is_empty(), &format!("{key}.model"), message)?;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(target.headers.len());
     for (header, value) in &target.headers {
-        let header_key = format!("{key}.headers.{}", key_segment(header));
         let lower = header.to_ascii_lowercase();
         let problem = if !is_header_name(header) {
-            Some(format!(
+            format!(
                 "expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), got {header:?}"
-            ))
-        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
-            Some(format!(
-                "expected a header weir does not set itself; `{lower}` is managed by the HTTP \
-                 client"
-            ))
-        } else if lower == "authorization" && target.api_key_env.is_some() {
-            Some(
-                "expected no `authorization` header when `api_key_env` is set: the API key is \
-                 already sent as a bearer token"
-                    .to_owned(),
             )
+        } else if RESERVED_HEADERS.contains(&lower.as_str()) {
+            format!(
+                "expected a header weir does not set itself; `{lower}` is managed by the HTTP client"
+            )
+        } else if lower == "authorization" && target.api_key_env.is_some() {
+            "expected no `authorization` header when `api_key_env` is set: the API key is \
+             already sent as a bearer token"
+                .to_owned()
         } else if headers.iter().any(|(name, _)| *name == lower) {
-            Some(format!(
+            format!(
                 "expected each header once; `{lower}` is already set (header names are \
                  case-insensitive)"
-            ))
-        } else if !is_header_value(value.get_ref()) {
-            Some("expected a header value of visible ASCII characters, spaces and tabs".to_owned())
+            )
+        } else if !is_header_value(value) {
+            "expected a header value of visible ASCII characters, spaces and tabs".to_owned()
         } else {
-            None
+            headers.push((lower, value.clone()));
+            continue;
         };
-        if let Some(message) = problem {
-            return Err(src.error(value.span(), header_key, message));
-        }
-        headers.push((lower, value.get_ref().clone()));
+        return Err(src.error(&format!("{key}.headers.{}", key_segment(header)), problem));
     }
     headers.sort();
-    let mut limits = build_limits(src, target, &key)?;
-    let ttft_timeout_ms = src.in_range_or(
-        target.ttft_timeout_ms.as_ref(),
-        1..=timeout_ms,
-        timeout_ms,
-        &format!("{key}.ttft_timeout_ms"),
+    target.headers = headers;
+    let timeout = target.timeout;
+    let ttft_key = format!("{key}.ttft_timeout_ms");
+    src.bounded(
+        &ttft_key,
+        &mut target.ttft_timeout,
+        (1, millis(timeout)),
+        timeout,
     )?;
     // Between two events a stream may pause as long as before its first one, by default.
-    limits.stream_idle_timeout = Duration::from_millis(src.in_range_or(
-        target.stream_idle_timeout_ms.as_ref(),
-        1..=MAX_TARGET_TIMEOUT.as_millis() as u64,
-        ttft_timeout_ms,
-        &format!("{key}.stream_idle_timeout_ms"),
-    )?);
-    limits.max_stream_bytes = src.in_range_or(
-        target.max_stream_bytes.as_ref(),
-        MAX_STREAM_BYTES_RANGE,
-        DEFAULT_MAX_STREAM_BYTES,
-        &format!("{key}.max_stream_bytes"),
-    )?;
-    Ok(TargetSettings {
-        name: name.to_owned(),
-        base_url,
-        api_key_env: target.api_key_env.as_ref().map(|v| v.get_ref().clone()),
-        api_key,
-        model,
-        timeout: Duration::from_millis(timeout_ms),
-        headers,
-        limits,
-        ttft_timeout: Duration::from_millis(ttft_timeout_ms),
-    })
-}
-
-/// Largest `max_concurrency` or `rpm` accepted.
-const MAX_LIMIT: u64 = 1_000_000;
-/// Longest breaker ejection accepted: 1 hour.
-const MAX_EJECTION_MS: u64 = 3_600_000;
-
-fn build_limits(
-    src: Source<'_>,
-    target: &RawTarget,
-    key: &str,
-) -> Result<TargetLimits, ConfigError> {
-    let defaults = TargetLimits::default();
-    let max_concurrency = src.in_range_or(
-        target.max_concurrency.as_ref(),
-        1..=MAX_LIMIT,
-        u64::from(defaults.max_concurrency),
-        &format!("{key}.max_concurrency"),
-    )? as u32;
-    let rpm = match &target.rpm {
-        Some(rpm) => Some(src.in_range(rpm, 1..=MAX_LIMIT, &format!("{key}.rpm"))? as u32),
-        None => None,
-    };
-    let tpm = match &target.tpm {
-        Some(tpm) => {
-            Some(src.in_range(tpm, 1..=u64::from(u32::MAX), &format!("{key}.tpm"))? as u32)
-        }
-        None => None,
-    };
-    let raw = target.breaker.as_ref();
-    let d = BreakerSettings::default();
-    let field = |f: fn(&super::raw::RawBreaker) -> Option<&Spanned<u64>>| raw.and_then(f);
-    let bkey = format!("{key}.breaker");
-    let window = src.in_range_or(
-        field(|b| b.window.as_ref()),
-        1..=1000,
-        u64::from(d.window),
-        &format!("{bkey}.window"),
-    )? as u32;
-    let ejection_ms = src.in_range_or(
-        field(|b| b.ejection_ms.as_ref()),
-        1..=MAX_EJECTION_MS,
-        d.ejection.as_millis() as u64,
-        &format!("{bkey}.ejection_ms"),
-    )?;
-    let breaker = BreakerSettings {
-        consecutive_failures: src.in_range_or(
-            field(|b| b.consecutive_failures.as_ref()),
-            1..=1000,
-            u64::from(d.consecutive_failures),
-            &format!("{bkey}.consecutive_failures"),
-        )? as u32,
-        failure_rate_percent: src.in_range_or(
-            field(|b| b.failure_rate_percent.as_ref()),
-            1..=100,
-            u64::from(d.failure_rate_percent),
-            &format!("{bkey}.failure_rate_percent"),
-        )? as u32,
-        window,
-        min_requests: src.in_range_or(
-            field(|b| b.min_requests.as_ref()),
-            1..=u64::from(window),
-            u64::from(d.min_requests.min(window)),
-            &format!("{bkey}.min_requests"),
-        )? as u32,
-        ejection: Duration::from_millis(ejection_ms),
-        max_ejection: Duration::from_millis(src.in_range_or(
-            field(|b| b.max_ejection_ms.as_ref()),
-            ejection_ms..=MAX_EJECTION_MS,
-            (d.max_ejection.as_millis() as u64).max(ejection_ms),
-            &format!("{bkey}.max_ejection_ms"),
-        )?),
-    };
-    Ok(TargetLimits {
-        max_concurrency,
-        rpm,
-        tpm,
-        breaker,
-        ..defaults
-    })
+    if !src.written(&format!("{key}.stream_idle_timeout_ms")) {
+        target.limits.stream_idle_timeout = target.ttft_timeout;
+    }
+    check_breaker(&mut target.limits.breaker, src, &format!("{key}.breaker"))?;
+    target.name = name;
+    Ok(target)
 }
 
 /// Checks an upstream base URL and normalises it: lowercase scheme, no trailing `/`.
@@ -414,7 +295,7 @@ mod tests {
             api_key_env: Some("OPENAI_API_KEY".to_owned()),
             api_key: Some("sk-secret".to_owned()),
             model: None,
-            timeout: DEFAULT_TARGET_TIMEOUT,
+            timeout: Duration::from_secs(60),
             headers: Vec::new(),
             limits: TargetLimits::default(),
             ttft_timeout: Duration::from_secs(1),

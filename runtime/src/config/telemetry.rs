@@ -1,83 +1,53 @@
 //! `[telemetry]`: what weir records about its requests and where traces go. Logs' format is
 //! `server.log_format`; their filter is `RUST_LOG`.
 
-use super::check::Source;
-use super::error::ConfigError;
-use super::raw::RawTelemetry;
+use serde::{Deserialize, Deserializer, Serialize};
 
-/// Default size of the ring behind `GET /admin/requests`.
-pub const DEFAULT_RECENT_REQUESTS: usize = 256;
-/// Largest accepted `telemetry.recent_requests`.
-pub const MAX_RECENT_REQUESTS: u64 = 100_000;
+use super::value::{Int, Val, read_str, serde_default, yes};
 
 /// `[telemetry]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct TelemetrySettings {
     /// Record metrics for `GET /metrics` (default true).
+    #[serde(default = "yes")]
     pub metrics: bool,
     /// How many recent requests `GET /admin/requests` keeps (0: none).
+    #[serde(with = "Int::<0, 100_000>", default = "Val::<256>::int")]
     pub recent_requests: usize,
     /// Log each request's messages and each answer's text (target `weir::input`, level
     /// info). Off by default: prompts carry personal data.
+    #[serde(default)]
     pub log_inputs: bool,
     /// Where spans are exported over OTLP/HTTP (protobuf): the collector's traces URL
     /// (`…/v1/traces`, appended when the URL has no path). `None`: no export.
+    #[serde(deserialize_with = "otlp_endpoint", default)]
     pub otlp_endpoint: Option<String>,
     /// `service.name` of exported spans (default `weir`).
+    #[serde(deserialize_with = "service_name", default = "weir")]
     pub service_name: String,
 }
 
-impl Default for TelemetrySettings {
-    fn default() -> Self {
-        TelemetrySettings {
-            metrics: true,
-            recent_requests: DEFAULT_RECENT_REQUESTS,
-            log_inputs: false,
-            otlp_endpoint: None,
-            service_name: "weir".to_string(),
-        }
-    }
+serde_default!(TelemetrySettings);
+
+fn weir() -> String {
+    "weir".to_owned()
 }
 
-pub(crate) fn build(src: Source<'_>, raw: &RawTelemetry) -> Result<TelemetrySettings, ConfigError> {
-    let defaults = TelemetrySettings::default();
-    let recent_requests = src.in_range_or(
-        raw.recent_requests.as_ref(),
-        0..=MAX_RECENT_REQUESTS,
-        DEFAULT_RECENT_REQUESTS as u64,
-        "telemetry.recent_requests",
-    )? as usize;
-    let otlp_endpoint = match &raw.otlp_endpoint {
-        None => None,
-        Some(url) => Some(traces_url(url.get_ref()).ok_or_else(|| {
-            src.error(
-                url.span(),
-                "telemetry.otlp_endpoint",
-                format!(
-                    "expected an http:// or https:// URL of an OTLP/HTTP collector (such as \
-                     \"http://127.0.0.1:4318\"), got {:?}",
-                    url.get_ref()
-                ),
-            )
-        })?),
-    };
-    let service_name = match &raw.service_name {
-        None => defaults.service_name,
-        Some(name) if name.get_ref().trim().is_empty() => {
-            return Err(src.error(
-                name.span(),
-                "telemetry.service_name",
-                "expected a name, got an empty string",
-            ));
-        }
-        Some(name) => name.get_ref().clone(),
-    };
-    Ok(TelemetrySettings {
-        metrics: raw.metrics.unwrap_or(defaults.metrics),
-        recent_requests,
-        log_inputs: raw.log_inputs.unwrap_or(defaults.log_inputs),
-        otlp_endpoint,
-        service_name,
+fn otlp_endpoint<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    read_str(d, |url| match traces_url(url) {
+        Some(traces) => Ok(Some(traces)),
+        None => Err(format!(
+            "expected an http:// or https:// URL of an OTLP/HTTP collector (such as \
+             \"http://127.0.0.1:4318\"), got {url:?}"
+        )),
+    })
+}
+
+fn service_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    read_str(d, |name| match name.trim().is_empty() {
+        true => Err("expected a name, got an empty string".to_owned()),
+        false => Ok(name.to_owned()),
     })
 }
 

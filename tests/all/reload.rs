@@ -354,6 +354,9 @@ async fn a_restart_loads_compiled_stages_from_the_artifact_cache() {
     );
 }
 
+/// End to end with real file events; the exact rule (noise never resets the debounce, so the
+/// reload comes `DEBOUNCE` after the plugin's write, not `MAX_DELAY`) is asserted on paused
+/// time in `app::reload::tests`, because `MAX_DELAY` is under any bound a loaded machine allows.
 #[tokio::test]
 async fn other_files_written_nonstop_beside_a_plugin_never_delay_its_reload() {
     let (a, b) = (

@@ -272,23 +272,30 @@ pub fn spawn_watcher(app: Arc<App>) {
             if !paths.iter().any(|p| files.contains(p)) {
                 continue;
             }
-            // Debounce: wait for a quiet moment among the watched files, at most MAX_DELAY.
-            let give_up = tokio::time::Instant::now() + MAX_DELAY;
-            let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
-            loop {
-                match tokio::time::timeout_at(quiet_until.min(give_up), rx.recv()).await {
-                    Ok(Some(more)) if more.iter().any(|p| files.contains(p)) => {
-                        quiet_until = tokio::time::Instant::now() + DEBOUNCE;
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
+            settle(&mut rx, &files).await;
             app.reload("watch").await;
             files = app.watched_files();
             rewatch(&mut watcher, &files, &mut dirs);
         }
     });
+}
+
+/// The debounce after a change to a watched file: returns once the watched files have been
+/// quiet for [`DEBOUNCE`], and at the latest [`MAX_DELAY`] after it began (or when the
+/// watcher is gone). Changes to other files in the same directories (logs, editors' swap
+/// files) neither reset the quiet period nor delay the reload.
+async fn settle(rx: &mut mpsc::UnboundedReceiver<Vec<PathBuf>>, files: &BTreeSet<PathBuf>) {
+    let give_up = tokio::time::Instant::now() + MAX_DELAY;
+    let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+    loop {
+        match tokio::time::timeout_at(quiet_until.min(give_up), rx.recv()).await {
+            Ok(Some(more)) if more.iter().any(|p| files.contains(p)) => {
+                quiet_until = tokio::time::Instant::now() + DEBOUNCE;
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+    }
 }
 
 /// Watches the directories of `files` (and stops watching those no longer needed).
@@ -307,4 +314,102 @@ fn rewatch(
         }
     }
     *dirs = wanted;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    /// The watched files of the tests, and a channel standing in for the watcher.
+    fn watched() -> (
+        BTreeSet<PathBuf>,
+        mpsc::UnboundedSender<Vec<PathBuf>>,
+        mpsc::UnboundedReceiver<Vec<PathBuf>>,
+    ) {
+        let files = BTreeSet::from([PathBuf::from("/plugins/stage.wasm")]);
+        let (tx, rx) = mpsc::unbounded_channel();
+        (files, tx, rx)
+    }
+
+    /// Sends `paths` every `every` until `until` (from now).
+    fn keep_sending(
+        tx: mpsc::UnboundedSender<Vec<PathBuf>>,
+        paths: Vec<PathBuf>,
+        every: Duration,
+        until: Duration,
+    ) {
+        tokio::spawn(async move {
+            let end = Instant::now() + until;
+            while Instant::now() < end {
+                tokio::time::sleep(every).await;
+                let _ = tx.send(paths.clone());
+            }
+        });
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_change_reloads_after_the_debounce() {
+        let (files, _tx, mut rx) = watched();
+        let started = Instant::now();
+        settle(&mut rx, &files).await;
+        assert_eq!(started.elapsed(), DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_files_written_nonstop_in_the_same_directory_never_delay_the_reload() {
+        let (files, tx, mut rx) = watched();
+        // A log beside the plugin, written every 10 ms for two seconds.
+        let noise = vec![PathBuf::from("/plugins/weir.log")];
+        keep_sending(tx, noise, Duration::from_millis(10), Duration::from_secs(2));
+        let started = Instant::now();
+        settle(&mut rx, &files).await;
+        assert_eq!(
+            started.elapsed(),
+            DEBOUNCE,
+            "noise must not reset the quiet period"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watched_file_written_nonstop_reloads_at_the_latest_after_max_delay() {
+        let (files, tx, mut rx) = watched();
+        let plugin = vec![PathBuf::from("/plugins/stage.wasm")];
+        keep_sending(
+            tx,
+            plugin,
+            Duration::from_millis(20),
+            Duration::from_secs(2),
+        );
+        let started = Instant::now();
+        settle(&mut rx, &files).await;
+        assert_eq!(started.elapsed(), MAX_DELAY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_writes_reloads_once_the_file_is_quiet() {
+        let (files, tx, mut rx) = watched();
+        let plugin = vec![PathBuf::from("/plugins/stage.wasm")];
+        // Written every 20 ms for 100 ms: quiet from the last write (at 100 ms) on. The
+        // watcher stays (a closed channel would end the wait at once).
+        let _watcher = tx.clone();
+        keep_sending(
+            tx,
+            plugin,
+            Duration::from_millis(20),
+            Duration::from_millis(100),
+        );
+        let started = Instant::now();
+        settle(&mut rx, &files).await;
+        assert_eq!(started.elapsed(), Duration::from_millis(100) + DEBOUNCE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watcher_that_is_gone_ends_the_wait() {
+        let (files, tx, mut rx) = watched();
+        drop(tx);
+        let started = Instant::now();
+        settle(&mut rx, &files).await;
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
 }

@@ -49,6 +49,17 @@ pub fn target_with(
     timeout: Duration,
     limits: TargetLimits,
 ) -> Arc<TargetState> {
+    target_ttft(name, addr, timeout, timeout, limits)
+}
+
+/// A target at `addr` with `timeout` for JSON and `ttft` for a stream's first event.
+pub fn target_ttft(
+    name: &str,
+    addr: SocketAddr,
+    timeout: Duration,
+    ttft: Duration,
+    limits: TargetLimits,
+) -> Arc<TargetState> {
     Arc::new(TargetState::new(
         Arc::new(Upstream {
             name: name.into(),
@@ -56,7 +67,7 @@ pub fn target_with(
             api_key: None,
             model: None,
             timeout,
-            ttft_timeout: timeout,
+            ttft_timeout: ttft,
             headers: Vec::new(),
         }),
         limits,

@@ -11,45 +11,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::target::Unavailable;
+use super::testing::{black_hole, target_ttft as target};
 use super::{Attempt, Reply, RouteError, RoutePlan, RoutePolicy, Router, TargetState};
 use crate::config::{PolicySettings, Strategy, TargetLimits};
-use crate::providers::{ProviderClient, Upstream};
-use crate::wit::{ChatRequest, Content, Message};
-
-/// A loopback listener that accepts connections and never answers.
-async fn black_hole() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    (addr, task)
-}
-
-/// A target at `addr` with `timeout` for JSON and `ttft` for a stream's first event.
-fn target(
-    name: &str,
-    addr: std::net::SocketAddr,
-    timeout: Duration,
-    ttft: Duration,
-    limits: TargetLimits,
-) -> Arc<TargetState> {
-    Arc::new(TargetState::new(
-        Arc::new(Upstream {
-            name: name.into(),
-            base_url: format!("http://{addr}/v1"),
-            api_key: None,
-            model: None,
-            timeout,
-            ttft_timeout: ttft,
-            headers: Vec::new(),
-        }),
-        limits,
-    ))
-}
+use crate::providers::ProviderClient;
+use crate::wit::ChatRequest;
 
 /// A router over `targets`, and a fallback plan over all of them under `settings`.
 fn routed(targets: Vec<Arc<TargetState>>, settings: PolicySettings) -> (Router, RoutePlan) {
@@ -63,22 +29,11 @@ fn routed(targets: Vec<Arc<TargetState>>, settings: PolicySettings) -> (Router, 
     (Router::new(ProviderClient::new().unwrap(), targets), plan)
 }
 
+/// The shared one-message request, streamed or not.
 fn request(stream: bool) -> ChatRequest {
     ChatRequest {
-        model: "m".into(),
-        messages: vec![Message {
-            role: "user".into(),
-            content: Some(Content::Text("hi".into())),
-            name: None,
-            extra: "{}".into(),
-        }],
-        temperature: None,
-        top_p: None,
-        max_tokens: None,
         stream,
-        user: None,
-        metadata: Vec::new(),
-        extra: "{}".into(),
+        ..super::testing::request()
     }
 }
 
@@ -96,7 +51,7 @@ async fn call(
         .chat(plan, request, &[], deadline, &mut attempts)
         .await;
     let elapsed = started.elapsed();
-    attempts.retain(|a| &*a.target != "-");
+    attempts.retain(|a| a.outcome.is_attempt());
     (result, attempts, elapsed)
 }
 

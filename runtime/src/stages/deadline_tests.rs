@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::{CallLimits, SandboxSettings};
 use crate::host_api::{HostContext, HostServices, NoLlm, StageIdentity};
 use crate::sandbox::Sandbox;
-use crate::wit::{ChatRequest, Content, Message, RequestContext};
+use crate::wit::{ChatRequest, Message, RequestContext};
 
 use super::{FailureKind, LoadedStage};
 
@@ -31,12 +31,7 @@ async fn let_run(yields: u32) {
 fn request() -> ChatRequest {
     ChatRequest {
         model: "m".into(),
-        messages: vec![Message {
-            role: "user".into(),
-            content: Some(Content::Text("hi".into())),
-            name: None,
-            extra: "{}".into(),
-        }],
+        messages: vec![Message::text("user", "hi")],
         temperature: None,
         top_p: None,
         max_tokens: None,

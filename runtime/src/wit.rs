@@ -37,6 +37,25 @@ impl Message {
     }
 }
 
+#[cfg(test)]
+impl ChatRequest {
+    /// A request for `model` with one user message saying "hi" and nothing else set: the
+    /// unit tests' starting point (`ChatRequest { stream: true, ..ChatRequest::hi("m") }`).
+    pub(crate) fn hi(model: &str) -> ChatRequest {
+        ChatRequest {
+            model: model.to_string(),
+            messages: vec![Message::text("user", "hi")],
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+            stream: false,
+            user: None,
+            metadata: Vec::new(),
+            extra: "{}".to_string(),
+        }
+    }
+}
+
 /// The one way the host reads the text of content. Text parts are joined with nothing between
 /// them (`""`, never `"\n"`), so every path counts the same tokens for the same text:
 ///

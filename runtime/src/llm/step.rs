@@ -236,7 +236,7 @@ mod tests {
     use crate::cache::CacheControl;
     use crate::cost::{Ledger, Meter, PriceTable};
     use crate::providers::ProviderClient;
-    use crate::wit::{ChatRequest, Content, Message};
+    use crate::wit::ChatRequest;
 
     fn step() -> LlmStep {
         LlmStep::new(
@@ -253,22 +253,11 @@ mod tests {
         )
     }
 
+    /// The shared one-message request (see `ChatRequest::hi`).
     fn request() -> ChatRequest {
         ChatRequest {
-            model: "m".into(),
-            messages: vec![Message {
-                role: "user".into(),
-                content: Some(Content::Text("hi".into())),
-                name: None,
-                extra: "{}".into(),
-            }],
             temperature: Some(0.0),
-            top_p: None,
-            max_tokens: None,
-            stream: false,
-            user: None,
-            metadata: Vec::new(),
-            extra: "{}".into(),
+            ..ChatRequest::hi("m")
         }
     }
 

@@ -159,7 +159,7 @@ mod tests {
     use crate::cost::{Ledger, Meter, PriceTable};
     use crate::llm::Costing;
     use crate::router::StreamLimits;
-    use crate::wit::{ChatRequest, Content, Message};
+    use crate::wit::{ChatRequest, Content};
 
     type Chunk = Result<Frame<Bytes>, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -205,22 +205,12 @@ mod tests {
         .to_string()
     }
 
+    /// The shared one-message request (see `ChatRequest::hi`).
     fn request() -> ChatRequest {
         ChatRequest {
-            model: "m".into(),
-            messages: vec![Message {
-                role: "user".into(),
-                content: Some(Content::Text("hi".into())),
-                name: None,
-                extra: "{}".into(),
-            }],
             temperature: Some(0.0),
-            top_p: None,
-            max_tokens: None,
             stream: true,
-            user: None,
-            metadata: Vec::new(),
-            extra: "{}".into(),
+            ..ChatRequest::hi("m")
         }
     }
 

@@ -9,7 +9,7 @@ use super::TargetState;
 use crate::config::TargetLimits;
 use crate::providers::Upstream;
 use crate::sim::{Faults, Sim, SimConfig};
-use crate::wit::{ChatRequest, Content, Message};
+use crate::wit::ChatRequest;
 
 /// A loopback listener that accepts connections and never answers.
 pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -74,22 +74,7 @@ pub fn target_ttft(
     ))
 }
 
-/// A one-message chat request for model `m`.
+/// The shared one-message request (see `ChatRequest::hi`).
 pub fn request() -> ChatRequest {
-    ChatRequest {
-        model: "m".into(),
-        messages: vec![Message {
-            role: "user".into(),
-            content: Some(Content::Text("hi".into())),
-            name: None,
-            extra: "{}".into(),
-        }],
-        temperature: None,
-        top_p: None,
-        max_tokens: None,
-        stream: false,
-        user: None,
-        metadata: Vec::new(),
-        extra: "{}".into(),
-    }
+    ChatRequest::hi("m")
 }

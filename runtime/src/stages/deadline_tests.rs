@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use crate::config::{CallLimits, SandboxSettings};
 use crate::host_api::{HostContext, HostServices, NoLlm, StageIdentity};
 use crate::sandbox::Sandbox;
-use crate::wit::{ChatRequest, Message, RequestContext};
+use crate::wit::{ChatRequest, RequestContext};
 
 use super::{FailureKind, LoadedStage};
 
@@ -28,18 +28,9 @@ async fn let_run(yields: u32) {
     }
 }
 
+/// The shared one-message request (see `ChatRequest::hi`).
 fn request() -> ChatRequest {
-    ChatRequest {
-        model: "m".into(),
-        messages: vec![Message::text("user", "hi")],
-        temperature: None,
-        top_p: None,
-        max_tokens: None,
-        stream: false,
-        user: None,
-        metadata: Vec::new(),
-        extra: "{}".into(),
-    }
+    ChatRequest::hi("m")
 }
 
 #[tokio::test]

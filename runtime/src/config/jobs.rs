@@ -25,6 +25,12 @@ pub struct JobsSettings {
     /// Jobs queued or running at most; beyond it `POST /v1/jobs` answers 429.
     #[serde(with = "Int::<1, 10_000_000>", default = "Val::<10_000>::int")]
     pub max_queued: u32,
+    /// Jobs one API key may have queued or running at most: 1 to [`Self::max_queued`],
+    /// default a quarter of it (rounded up), so one key cannot fill the queue for every
+    /// other. Beyond it that key's `POST /v1/jobs` answers 429 `key_queue_full`. Without
+    /// `[[keys]]` every job is the anonymous owner's and only `max_queued` bounds them.
+    #[serde(with = "Int::<0, ANY>", default = "Val::<2_500>::int")]
+    pub max_queued_per_key: u32,
     /// Attempts per job, the first included, before it is `dead`.
     #[serde(with = "Int::<1, 100>", default = "Val::<5>::int")]
     pub max_attempts: u32,
@@ -66,6 +72,21 @@ pub struct JobsSettings {
     #[serde(rename = "callback_connect_timeout_ms", with = "Ms::<0, ANY>")]
     #[serde(default = "ms::<5000>")]
     pub callback_connect_timeout: Duration,
+    /// How long a finished job (succeeded, failed, dead or cancelled, its callback no longer
+    /// pending) is kept after it finished: up to 10 years, default 7 days; 0 keeps finished
+    /// jobs whatever their age. Its idempotency key is forgotten with it.
+    #[serde(rename = "retention_ms", with = "Ms::<0, { 3650 * 86_400_000 }>")]
+    #[serde(default = "ms::<604_800_000>")]
+    pub retention: Duration,
+    /// Finished jobs kept at most, the oldest deleted first: up to 100 million, default
+    /// 100,000; 0 keeps any number.
+    #[serde(with = "Int::<0, 100_000_000>", default = "Val::<100_000>::int")]
+    pub retention_max_jobs: u64,
+    /// How often the retention sweep runs (off the request path): 100 ms to 1 day, default
+    /// 1 min.
+    #[serde(rename = "retention_sweep_ms", with = "Ms::<100, 86_400_000>")]
+    #[serde(default = "ms::<60_000>")]
+    pub retention_sweep: Duration,
     /// Bytes of the receiver's answer read at most. The answer is not used; it is read so
     /// the connection can be reused, and a longer one closes the connection instead.
     #[serde(with = "Int::<0, { 16 << 20 }>", default = "Val::<{ 64 << 10 }>::int")]
@@ -119,6 +140,9 @@ fn callback_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 
 /// The second pass over `[jobs]`: the bounds that depend on another key and the secret.
 pub(crate) fn check(jobs: &mut JobsSettings, src: &Source<'_>) -> Result<(), ConfigError> {
+    let per_key = jobs.max_queued.div_ceil(4);
+    let range = (1, u64::from(jobs.max_queued));
+    src.bounded("jobs.max_queued_per_key", &mut jobs.max_queued_per_key, range, per_key)?;
     let longest = jobs.backoff_max.max(jobs.backoff_base);
     let range = (millis(jobs.backoff_base), 86_400_000);
     src.bounded("jobs.backoff_max_ms", &mut jobs.backoff_max, range, longest)?;

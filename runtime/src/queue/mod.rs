@@ -4,8 +4,9 @@
 //! Owns: the durable job store (redb under the data directory), the in-memory schedule
 //! rebuilt from it at start (a priority heap per route), the worker pool with per-route
 //! concurrency, retries with full-jitter exponential backoff, dead jobs, backpressure (a
-//! bounded queue whose refusals carry a `Retry-After` from the observed drain rate), and
-//! signed callbacks. Knows nothing of HTTP: the server hands it an [`Executor`] that runs one
+//! bounded queue, and a bound per API key so one key cannot fill it for the others, whose
+//! refusals carry a `Retry-After` from the observed drain rate), signed callbacks, and the
+//! retention of finished jobs. Knows nothing of HTTP: the server hands it an [`Executor`] that runs one
 //! attempt through the pipeline and says what came of it, and a [`Deliver`] that POSTs a
 //! callback.
 //!
@@ -20,6 +21,9 @@
 //!
 //! - `job`: the stored record ([`Job`], [`JobSpec`], [`Status`], attempts, callback state).
 //! - `store`: redb persistence with a group-commit writer thread; per-job locks.
+//! - `index`: the store's indexes (a key's jobs newest first, finished jobs by age), built
+//!   at open for a store that has none.
+//! - `retention`: the periodic sweep that deletes finished jobs past their retention.
 //! - `schedule`: the in-memory heaps, backoff waits, per-route running counts, drain window.
 //! - `worker`: the worker loop, one attempt start to end, recovery at start, the callback
 //!   loop and the metrics ticker.
@@ -36,8 +40,10 @@ mod callback;
 mod clock;
 mod delivery;
 mod destination;
+mod index;
 mod job;
 mod refusal;
+mod retention;
 mod schedule;
 mod store;
 mod view;
@@ -71,6 +77,9 @@ use crate::router::Backoff;
 pub const DEFAULT_RETRY_AFTER_S: u64 = 5;
 /// Longest `Retry-After` a full queue gives, seconds.
 pub const MAX_RETRY_AFTER_S: u64 = 600;
+/// The owner of jobs submitted without an API key (no `[[keys]]`: auth is off). There is no
+/// tenant to protect then, so the per-key bound does not apply to it.
+pub const ANONYMOUS: &str = "-";
 
 /// One attempt to run.
 #[derive(Clone, Debug)]
@@ -140,6 +149,20 @@ pub enum SubmitError {
         /// When a slot is expected to be free, from the drain rate.
         retry_after_s: u64,
     },
+    /// The submitting key has `max_queued_per_key` jobs queued or running; try again after
+    /// `retry_after_s`.
+    #[error(
+        "this API key has {depth} jobs queued or running, its per-key limit is {max} \
+         (jobs.max_queued_per_key)"
+    )]
+    KeyFull {
+        /// The key's jobs queued or running.
+        depth: usize,
+        /// The per-key bound.
+        max: u32,
+        /// When a slot is expected to be free, from the drain rate.
+        retry_after_s: u64,
+    },
     /// The store could not take it (nothing was acknowledged).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -165,6 +188,15 @@ pub enum ChangeError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// One page of a key's jobs, newest first.
+#[derive(Debug)]
+pub struct Page {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// Whether older jobs follow the last one (ask again with it as the cursor).
+    pub has_more: bool,
 }
 
 /// What a submission came to.
@@ -309,7 +341,7 @@ impl Queue {
                 existing: true,
             });
         }
-        self.reserve()?;
+        self.reserve(&spec.owner)?;
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let job = Job {
             id: format!("job_{:024x}", rand::random::<u128>() >> 32),
@@ -332,7 +364,7 @@ impl Queue {
             .write(vec![Write::Insert(job.clone())])
             .await;
         let mut schedule = self.schedule();
-        schedule.reserved = schedule.reserved.saturating_sub(1);
+        schedule.unreserve(&job.spec.owner);
         match written?.pop() {
             Some(Written::Existing(id)) => {
                 drop(schedule);
@@ -357,10 +389,24 @@ impl Queue {
         }
     }
 
-    /// Takes a slot under the bound, or says when to come back.
-    fn reserve(&self) -> Result<(), SubmitError> {
+    /// Takes a slot for `owner` under the bounds (the key's, then the queue's), or says when
+    /// to come back.
+    fn reserve(&self, owner: &str) -> Result<(), SubmitError> {
         let now = tokio::time::Instant::now();
         let mut schedule = self.schedule();
+        let own = schedule.depth_of(owner);
+        let per_key = self.inner.settings.max_queued_per_key;
+        if owner != ANONYMOUS && own >= per_key as usize {
+            let (drained, span) = schedule.drained(now, self.inner.opened);
+            let retry_after_s = retry_after(own + 1 - per_key as usize, drained, span);
+            drop(schedule);
+            metrics::counter!("weir_jobs_rejected_total").increment(1);
+            return Err(SubmitError::KeyFull {
+                depth: own,
+                max: per_key,
+                retry_after_s,
+            });
+        }
         let depth = schedule.depth();
         let max = self.inner.settings.max_queued;
         if depth >= max as usize {
@@ -374,7 +420,7 @@ impl Queue {
                 retry_after_s,
             });
         }
-        schedule.reserved += 1;
+        schedule.reserve(owner);
         Ok(())
     }
 
@@ -387,14 +433,26 @@ impl Queue {
             .filter(|job| owner.is_none_or(|o| job.spec.owner == o)))
     }
 
-    /// Jobs with `status` (any when `None`) of `owner` (anyone's when `None`), newest first.
+    /// At most `limit` of `owner`'s jobs with `status` (any when `None`), newest first,
+    /// submitted before the job `after` (from the newest when `None`). Reads `limit` index
+    /// rows and records, however many jobs are stored. `Ok(None)`: `owner` has no job
+    /// `after`.
     pub fn list(
         &self,
+        owner: &str,
         status: Option<Status>,
-        owner: Option<&str>,
+        after: Option<&str>,
         limit: usize,
-    ) -> Result<Vec<Job>, StoreError> {
-        self.inner.store.list(status, owner, limit)
+    ) -> Result<Option<Page>, StoreError> {
+        let before = match after {
+            None => None,
+            Some(id) => match self.get(id, Some(owner))? {
+                Some(job) => Some(job.seq),
+                None => return Ok(None),
+            },
+        };
+        let (jobs, has_more) = self.inner.store.list(owner, status, before, limit)?;
+        Ok(Some(Page { jobs, has_more }))
     }
 
     /// Cancels a queued job (one waiting for a retry included); a running or ended job is a
@@ -437,7 +495,7 @@ impl Queue {
                 status: job.status,
             });
         }
-        self.reserve()?;
+        self.reserve(&job.spec.owner)?;
         job.status = Status::Queued;
         job.attempts_before_retry = job.attempts.len() as u32;
         job.finished_ms = None;
@@ -445,7 +503,7 @@ impl Queue {
         job.callback = None;
         let stored = store.put(job.clone()).await;
         let mut schedule = self.schedule();
-        schedule.reserved = schedule.reserved.saturating_sub(1);
+        schedule.unreserve(&job.spec.owner);
         stored?;
         schedule.add(job.id.clone(), entry_of(&job), None);
         drop(schedule);
@@ -495,6 +553,7 @@ impl Queue {
 fn entry_of(job: &Job) -> Entry {
     Entry {
         route: job.spec.route.clone(),
+        owner: job.spec.owner.clone(),
         priority: job.spec.priority,
         seq: job.seq,
         created_ms: job.created_ms,

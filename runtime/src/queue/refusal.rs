@@ -1,5 +1,5 @@
-//! How the queue's errors reach a client (see [`ClientFacing`]): a full queue is a 429 with
-//! the `Retry-After` the drain rate gives, a store failure a generic 500 (its detail is for
+//! How the queue's errors reach a client (see [`ClientFacing`]): a full queue, or a key at
+//! its own bound, is a 429 with the `Retry-After` the drain rate gives, a store failure a generic 500 (its detail is for
 //! the log), an unknown job a 404 and a change the job's status forbids a 409.
 
 use super::{ChangeError, StoreError, SubmitError};
@@ -30,14 +30,14 @@ impl ClientFacing for StoreError {
 impl ClientFacing for SubmitError {
     fn status(&self) -> u16 {
         match self {
-            SubmitError::Full { .. } => 429,
+            SubmitError::Full { .. } | SubmitError::KeyFull { .. } => 429,
             SubmitError::Store(err) => err.status(),
         }
     }
 
     fn error_type(&self) -> &str {
         match self {
-            SubmitError::Full { .. } => "rate_limit_error",
+            SubmitError::Full { .. } | SubmitError::KeyFull { .. } => "rate_limit_error",
             SubmitError::Store(err) => err.error_type(),
         }
     }
@@ -45,13 +45,15 @@ impl ClientFacing for SubmitError {
     fn code(&self) -> &str {
         match self {
             SubmitError::Full { .. } => "queue_full",
+            SubmitError::KeyFull { .. } => "key_queue_full",
             SubmitError::Store(err) => err.code(),
         }
     }
 
     fn client_message(&self) -> String {
         match self {
-            SubmitError::Full { retry_after_s, .. } => {
+            SubmitError::Full { retry_after_s, .. }
+            | SubmitError::KeyFull { retry_after_s, .. } => {
                 format!("{self}; retry after {retry_after_s} s")
             }
             SubmitError::Store(err) => err.client_message(),
@@ -60,7 +62,8 @@ impl ClientFacing for SubmitError {
 
     fn retry_after_s(&self) -> Option<u64> {
         match self {
-            SubmitError::Full { retry_after_s, .. } => Some(*retry_after_s),
+            SubmitError::Full { retry_after_s, .. }
+            | SubmitError::KeyFull { retry_after_s, .. } => Some(*retry_after_s),
             SubmitError::Store(_) => None,
         }
     }
@@ -101,7 +104,9 @@ impl ClientFacing for ChangeError {
             ChangeError::Conflict { .. } => {
                 format!("{self}: only a queued job can be cancelled and only a dead job retried")
             }
-            ChangeError::Submit(SubmitError::Full { .. }) => self.to_string(),
+            ChangeError::Submit(SubmitError::Full { .. } | SubmitError::KeyFull { .. }) => {
+                self.to_string()
+            }
             ChangeError::Submit(err) => err.client_message(),
             ChangeError::Store(err) => err.client_message(),
         }
@@ -153,6 +158,28 @@ mod tests {
             retry.client_message(),
             "the job queue is full (3 of 3 jobs queued or running)"
         );
+    }
+
+    #[test]
+    fn a_key_at_its_own_bound_is_refused_like_a_full_queue_and_the_message_names_the_bound() {
+        let full = SubmitError::KeyFull {
+            depth: 4,
+            max: 4,
+            retry_after_s: 9,
+        };
+        assert_eq!(
+            (full.status(), full.error_type(), full.code()),
+            (429, "rate_limit_error", "key_queue_full")
+        );
+        assert_eq!(full.retry_after_s(), Some(9));
+        assert_eq!(
+            full.client_message(),
+            "this API key has 4 jobs queued or running, its per-key limit is 4 \
+             (jobs.max_queued_per_key); retry after 9 s"
+        );
+        let retry = ChangeError::Submit(full);
+        assert_eq!((retry.status(), retry.retry_after_s()), (429, Some(9)));
+        assert_eq!(retry.code(), "key_queue_full");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The in-memory schedule, rebuilt from the store at start: which jobs wait, which are ready
-//! (a priority heap per route), which run, and the per-route concurrency that decides what a
-//! free worker takes next. Pure data behind one lock; no I/O.
+//! (a priority heap per route), which run, the per-route concurrency that decides what a
+//! free worker takes next, and how many each owner (API key) has in the queue. Pure data
+//! behind one lock; no I/O.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -27,6 +28,8 @@ pub enum Phase {
 pub struct Entry {
     /// Its route.
     pub route: String,
+    /// The name of the key that submitted it (its per-key bound counts it).
+    pub owner: String,
     /// 0 to 9, higher first.
     pub priority: u8,
     /// Submission order.
@@ -51,7 +54,9 @@ pub struct Schedule {
     /// Jobs not yet ended, by id.
     pub entries: HashMap<String, Entry>,
     /// Submissions admitted against the bound but not yet stored.
-    pub reserved: usize,
+    reserved: usize,
+    /// Per owner: its entries and reservations (owners with none are absent).
+    owners: HashMap<String, usize>,
     /// Per route: ready jobs. Cancelled jobs' slots are dropped lazily.
     ready: HashMap<String, BinaryHeap<Ready>>,
     /// Jobs in backoff, by when they are due.
@@ -78,6 +83,40 @@ impl Schedule {
         self.entries.len() + self.reserved
     }
 
+    /// `owner`'s jobs queued or running, with its reservations: what its per-key bound counts.
+    pub fn depth_of(&self, owner: &str) -> usize {
+        self.owners.get(owner).copied().unwrap_or(0)
+    }
+
+    /// Counts a submission of `owner` admitted but not yet stored.
+    pub fn reserve(&mut self, owner: &str) {
+        self.reserved += 1;
+        *self.owners.entry(owner.to_string()).or_default() += 1;
+    }
+
+    /// Ends a reservation of `owner` (the job was added, or not stored).
+    pub fn unreserve(&mut self, owner: &str) {
+        self.reserved = self.reserved.saturating_sub(1);
+        self.forget(owner);
+    }
+
+    /// One job fewer for `owner`.
+    fn forget(&mut self, owner: &str) {
+        if let Some(count) = self.owners.get_mut(owner) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.owners.remove(owner);
+            }
+        }
+    }
+
+    /// Takes job `id` out of the entries (its owner's count with it).
+    fn remove(&mut self, id: &str) -> Option<Entry> {
+        let entry = self.entries.remove(id)?;
+        self.forget(&entry.owner);
+        Some(entry)
+    }
+
     /// Adds a job that is ready now, or `due` later.
     pub fn add(&mut self, id: String, mut entry: Entry, due: Option<Instant>) {
         match due {
@@ -90,7 +129,10 @@ impl Schedule {
                 self.push_ready(&id, &entry);
             }
         }
-        self.entries.insert(id, entry);
+        *self.owners.entry(entry.owner.clone()).or_default() += 1;
+        if let Some(replaced) = self.entries.insert(id, entry) {
+            self.forget(&replaced.owner);
+        }
     }
 
     fn push_ready(&mut self, id: &str, entry: &Entry) {
@@ -171,13 +213,12 @@ impl Schedule {
         }
         match retry_at {
             Some(due) => {
-                if let Some(entry) = self.entries.get(id).cloned() {
-                    self.entries.remove(id);
+                if let Some(entry) = self.remove(id) {
                     self.add(id.to_string(), entry, Some(due));
                 }
             }
             None => {
-                self.entries.remove(id);
+                self.remove(id);
                 self.finished.push_back(now);
             }
         }
@@ -187,7 +228,7 @@ impl Schedule {
     pub fn cancel(&mut self, id: &str) -> bool {
         match self.entries.get(id) {
             Some(entry) if entry.phase != Phase::Running => {
-                self.entries.remove(id);
+                self.remove(id);
                 true
             }
             _ => false,
@@ -238,6 +279,7 @@ mod tests {
     fn entry(route: &str, priority: u8, seq: u64) -> Entry {
         Entry {
             route: route.into(),
+            owner: format!("key-{}", seq % 2),
             priority,
             seq,
             created_ms: seq,

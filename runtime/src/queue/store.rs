@@ -1,6 +1,6 @@
 //! The durable side of the queue: every job as JSON in an embedded redb database
-//! (`data_dir/jobs.redb`, or in memory without a data directory), the idempotency keys, and
-//! the count of duplicate executions.
+//! (`data_dir/jobs.redb`, or in memory without a data directory), its indexes (`index`), the
+//! idempotency keys, and the count of duplicate executions.
 //!
 //! Every write is committed with redb's default (immediate) durability before the caller
 //! hears back, so a job the API acknowledged survives a `kill -9`. Writes from many callers
@@ -15,8 +15,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use super::index::{self, Indexes};
 use super::job::{Job, Status};
 use crate::sync::lock;
 
@@ -52,6 +53,17 @@ pub enum Write {
     Put(Job),
     /// Adds to the count of duplicate executions.
     AddDuplicates(u64),
+    /// Deletes a finished job the retention index lists as retirable at `at` (with its
+    /// index rows and idempotency key), if its record still says so; the index row goes
+    /// either way.
+    Retire {
+        /// The job.
+        id: String,
+        /// Its submission order.
+        seq: u64,
+        /// When it became retirable (Unix ms), as the index row says.
+        at: u64,
+    },
 }
 
 /// What a [`Write`] did.
@@ -61,6 +73,8 @@ pub enum Written {
     Done,
     /// An [`Write::Insert`] whose idempotency key names this existing job: nothing written.
     Existing(String),
+    /// A [`Write::Retire`] of a job that changed since it was listed: it is kept.
+    Kept,
 }
 
 /// What the store holds at start.
@@ -145,12 +159,30 @@ impl Store {
             path: path.clone(),
             message,
         };
-        // Create the tables so reads never meet a missing one.
+        // Create the tables so reads never meet a missing one, and index a store that has no
+        // (or incomplete) indexes.
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
-        txn.open_table(JOBS).map_err(|e| err(e.to_string()))?;
-        txn.open_table(IDEMPOTENCY)
-            .map_err(|e| err(e.to_string()))?;
-        txn.open_table(META).map_err(|e| err(e.to_string()))?;
+        {
+            let jobs = txn.open_table(JOBS).map_err(|e| err(e.to_string()))?;
+            txn.open_table(IDEMPOTENCY)
+                .map_err(|e| err(e.to_string()))?;
+            let mut meta = txn.open_table(META).map_err(|e| err(e.to_string()))?;
+            let mut indexes = Indexes::open(&txn).map_err(|e| err(e.to_string()))?;
+            let version = meta
+                .get(index::VERSION_KEY)
+                .map_err(|e| err(e.to_string()))?
+                .map(|v| v.value());
+            let records = jobs.len().map_err(|e| err(e.to_string()))?;
+            let complete = indexes.complete(records).map_err(|e| err(e.to_string()))?;
+            if version != Some(index::VERSION) || !complete {
+                let indexed = indexes.build(&jobs).map_err(|e| err(e.to_string()))?;
+                meta.insert(index::VERSION_KEY, index::VERSION)
+                    .map_err(|e| err(e.to_string()))?;
+                if records > 0 {
+                    tracing::info!(jobs = indexed, path = %path, "job store indexed");
+                }
+            }
+        }
         txn.commit().map_err(|e| err(e.to_string()))?;
         let db = Arc::new(db);
         let (writer, thread) = if file {
@@ -248,21 +280,87 @@ impl Store {
         }
     }
 
-    /// Jobs with `status` (any when `None`) submitted by `owner` (anyone when `None`), newest
-    /// first, at most `limit`. Reads every record: for listings, not the hot path.
+    /// At most `limit` of `owner`'s jobs with `status` (any when `None`) submitted before
+    /// `seq` `before` (any when `None`), newest first, and whether more follow. Reads
+    /// `limit + 1` index rows and `limit` records from one snapshot. A record that does not
+    /// parse is logged and skipped.
     pub fn list(
         &self,
+        owner: &str,
         status: Option<Status>,
-        owner: Option<&str>,
+        before: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<Job>, StoreError> {
-        let mut jobs = self.scan()?;
-        jobs.retain(|job| {
-            status.is_none_or(|s| job.status == s) && owner.is_none_or(|o| job.spec.owner == o)
-        });
-        jobs.sort_by_key(|job| std::cmp::Reverse(job.seq));
-        jobs.truncate(limit);
-        Ok(jobs)
+    ) -> Result<(Vec<Job>, bool), StoreError> {
+        let before = before.unwrap_or(u64::MAX);
+        let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
+        let mut ids = Vec::with_capacity(limit.saturating_add(1).min(1024));
+        match status {
+            None => {
+                let table = txn.open_table(index::BY_OWNER).map_err(|e| self.error(e))?;
+                let rows = table
+                    .range((owner, 0, "")..(owner, before, ""))
+                    .map_err(|e| self.error(e))?;
+                for row in rows.rev().take(limit.saturating_add(1)) {
+                    let (key, _) = row.map_err(|e| self.error(e))?;
+                    ids.push(key.value().2.to_string());
+                }
+            }
+            Some(status) => {
+                let code = index::code(status);
+                let table = txn.open_table(index::BY_STATUS).map_err(|e| self.error(e))?;
+                let rows = table
+                    .range((owner, code, 0, "")..(owner, code, before, ""))
+                    .map_err(|e| self.error(e))?;
+                for row in rows.rev().take(limit.saturating_add(1)) {
+                    let (key, _) = row.map_err(|e| self.error(e))?;
+                    ids.push(key.value().3.to_string());
+                }
+            }
+        }
+        let has_more = ids.len() > limit;
+        ids.truncate(limit);
+        let table = txn.open_table(JOBS).map_err(|e| self.error(e))?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(bytes) = table.get(id.as_str()).map_err(|e| self.error(e))? else {
+                continue;
+            };
+            match serde_json::from_slice::<Job>(bytes.value()) {
+                Ok(job) => jobs.push(job),
+                Err(err) => {
+                    tracing::error!(job = id, error = %err, "unreadable job record skipped");
+                }
+            }
+        }
+        Ok((jobs, has_more))
+    }
+
+    /// Up to `max` finished jobs retention deletes now, oldest first, as (id, seq, retirable
+    /// since): those retirable at `cutoff_ms` or before, and the oldest beyond the `keep`
+    /// newest. Reads only the rows it returns (and one more).
+    pub fn retirable(
+        &self,
+        cutoff_ms: Option<u64>,
+        keep: Option<u64>,
+        max: usize,
+    ) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
+        let table = txn
+            .open_table(index::RETIRABLE)
+            .map_err(|e| self.error(e))?;
+        let total = table.len().map_err(|e| self.error(e))?;
+        let excess = keep.map_or(0, |keep| total.saturating_sub(keep));
+        let mut due = Vec::new();
+        for (n, row) in table.iter().map_err(|e| self.error(e))?.enumerate() {
+            let (key, _) = row.map_err(|e| self.error(e))?;
+            let (at, seq, id) = key.value();
+            let expired = cutoff_ms.is_some_and(|cutoff| at <= cutoff);
+            if due.len() >= max || !(expired || (n as u64) < excess) {
+                break;
+            }
+            due.push((id.to_string(), seq, at));
+        }
+        Ok(due)
     }
 
     /// Every job stored. A record that does not parse is logged and skipped.
@@ -350,6 +448,7 @@ fn apply(db: &Database, batches: Vec<Vec<Write>>) -> Result<Vec<Vec<Written>>, S
         let mut jobs = txn.open_table(JOBS).map_err(|e| fail(&e))?;
         let mut keys = txn.open_table(IDEMPOTENCY).map_err(|e| fail(&e))?;
         let mut meta = txn.open_table(META).map_err(|e| fail(&e))?;
+        let mut indexes = Indexes::open(&txn).map_err(|e| fail(&e))?;
         for batch in batches {
             let mut done = Vec::with_capacity(batch.len());
             for write in batch {
@@ -377,6 +476,7 @@ fn apply(db: &Database, batches: Vec<Vec<Write>>) -> Result<Vec<Vec<Written>>, S
                                 let bytes = serde_json::to_vec(&job).map_err(|e| fail(&e))?;
                                 jobs.insert(job.id.as_str(), bytes.as_slice())
                                     .map_err(|e| fail(&e))?;
+                                indexes.put(&job).map_err(|e| fail(&e))?;
                                 Written::Done
                             }
                         }
@@ -385,7 +485,35 @@ fn apply(db: &Database, batches: Vec<Vec<Write>>) -> Result<Vec<Vec<Written>>, S
                         let bytes = serde_json::to_vec(&job).map_err(|e| fail(&e))?;
                         jobs.insert(job.id.as_str(), bytes.as_slice())
                             .map_err(|e| fail(&e))?;
+                        indexes.put(&job).map_err(|e| fail(&e))?;
                         Written::Done
+                    }
+                    Write::Retire { id, seq, at } => {
+                        indexes.unretire(at, seq, &id).map_err(|e| fail(&e))?;
+                        let job = jobs
+                            .get(id.as_str())
+                            .map_err(|e| fail(&e))?
+                            .and_then(|v| serde_json::from_slice::<Job>(v.value()).ok());
+                        match job {
+                            Some(job) if index::retirable_at(&job) == Some(at) => {
+                                jobs.remove(id.as_str()).map_err(|e| fail(&e))?;
+                                indexes
+                                    .remove(&job.spec.owner, job.seq, &job.id)
+                                    .map_err(|e| fail(&e))?;
+                                if let Some(key) = &job.spec.idempotency_key {
+                                    let key = format!("{}\n{key}", job.spec.owner);
+                                    let names_it = keys
+                                        .get(key.as_str())
+                                        .map_err(|e| fail(&e))?
+                                        .is_some_and(|v| v.value() == id);
+                                    if names_it {
+                                        keys.remove(key.as_str()).map_err(|e| fail(&e))?;
+                                    }
+                                }
+                                Written::Done
+                            }
+                            _ => Written::Kept,
+                        }
                     }
                     Write::AddDuplicates(n) => {
                         let now = meta

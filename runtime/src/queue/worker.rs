@@ -1,5 +1,5 @@
 //! The moving parts: recovery at start, the worker pool, one attempt from start to end, the
-//! callback loop and the metrics ticker.
+//! callback loop and the metrics ticker (the retention sweep is `retention`'s).
 //!
 //! An attempt is marked running in the store before it starts and its outcome written after
 //! it ends; a crash in between leaves it running, which the next start turns back into
@@ -97,7 +97,7 @@ impl Queue {
         Ok(())
     }
 
-    /// Starts the workers, the callback loop and the metrics ticker.
+    /// Starts the workers, the callback loop, the retention sweep and the metrics ticker.
     pub fn start(&self, executor: Arc<dyn Executor>, deliver: Arc<dyn Deliver>) {
         for _ in 0..self.inner.settings.workers {
             let queue = self.clone();
@@ -106,6 +106,8 @@ impl Queue {
         }
         let queue = self.clone();
         tokio::spawn(async move { queue.deliver_callbacks(deliver).await });
+        let queue = self.clone();
+        tokio::spawn(async move { queue.retain().await });
         let queue = self.clone();
         tokio::spawn(async move {
             loop {

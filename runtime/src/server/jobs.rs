@@ -5,8 +5,9 @@
 //! - `POST /v1/jobs`: the body of `/v1/chat/completions` plus optional `callback_url`,
 //!   `priority` (0 to 9, higher first, default 5) and `idempotency_key`; 202 with the job and
 //!   a `Location` once it is durable (200 with the existing job for a repeated key), 429 with
-//!   `Retry-After` when the queue is full.
-//! - `GET /v1/jobs/{id}`, `GET /v1/jobs?status=&limit=` (with the queue's counters),
+//!   `Retry-After` when the queue, or the key's share of it, is full.
+//! - `GET /v1/jobs/{id}`, `GET /v1/jobs?status=&limit=&after=` (newest first from an index,
+//!   `after` a job id to page on, with `has_more` and the queue's counters),
 //!   `DELETE /v1/jobs/{id}` (a queued job), `POST /v1/jobs/{id}/retry` (a dead job).
 //!
 //! With `[[keys]]`, every call needs a key, and a key sees only its own jobs; a job runs as
@@ -27,7 +28,7 @@ use super::http_util::{self, Body};
 use crate::app::UnknownModel;
 use crate::openai::{ApiError, parse_request};
 use crate::queue::{
-    CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Queue, ResolveError,
+    ANONYMOUS, CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Queue, ResolveError,
     Status, SubmitError, job_json,
 };
 
@@ -64,7 +65,7 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
     let snap = app.snapshot();
     let owner = match chat::authenticate(&snap, request.headers())? {
         Some(account) => account.name().to_string(),
-        None => "-".to_string(),
+        None => ANONYMOUS.to_string(),
     };
     let path = request.uri().path().to_string();
     let rest = path
@@ -250,10 +251,11 @@ fn take_string(
     }
 }
 
-/// `GET /v1/jobs?status=&limit=`.
+/// `GET /v1/jobs?status=&limit=&after=`.
 async fn list(queue: &Queue, query: &str, owner: &str) -> Result<Response<Body>, ApiError> {
     let mut status = None;
     let mut limit = DEFAULT_LIST_LIMIT;
+    let mut after = None;
     for (name, value) in query
         .split('&')
         .filter(|p| !p.is_empty())
@@ -285,19 +287,21 @@ async fn list(queue: &Queue, query: &str, owner: &str) -> Result<Response<Body>,
                         )
                     })?;
             }
+            "after" => after = Some(value.to_string()),
             other => {
                 return Err(ApiError::invalid(
                     "unknown_parameter",
                     Some(other),
-                    format!("unknown parameter {other:?}; use status and limit"),
+                    format!("unknown parameter {other:?}; use status, limit and after"),
                 ));
             }
         }
     }
     let queue_for_list = queue.clone();
     let owner_for_list = owner.to_string();
-    let jobs = tokio::task::spawn_blocking(move || {
-        queue_for_list.list(status, Some(&owner_for_list), limit)
+    let after_for_list = after.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        queue_for_list.list(&owner_for_list, status, after_for_list.as_deref(), limit)
     })
     .await
     .map_err(|err| {
@@ -308,13 +312,26 @@ async fn list(queue: &Queue, query: &str, owner: &str) -> Result<Response<Body>,
             err.to_string(),
         )
     })?
-    .map_err(store_error)?;
+    .map_err(store_error)?
+    .ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_after",
+            Some("after"),
+            format!(
+                "`after` must be the id of one of your jobs, got {:?}",
+                after.unwrap_or_default()
+            ),
+        )
+    })?;
     let stats = queue.stats();
     Ok(http_util::json(
         200,
         &json!({
             "object": "list",
-            "data": jobs.iter().map(job_json).collect::<Vec<_>>(),
+            "data": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
+            "first_id": page.jobs.first().map(|j| j.id.as_str()),
+            "last_id": page.jobs.last().map(|j| j.id.as_str()),
+            "has_more": page.has_more,
             "stats": {
                 "queued": stats.queued,
                 "waiting": stats.waiting,

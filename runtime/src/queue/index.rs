@@ -7,7 +7,9 @@
 //! different number of rows than records (an older weir wrote to it since), is re-indexed
 //! when it is opened ([`Indexes::build`]).
 
-use redb::{ReadableTable, ReadableTableMetadata, StorageError, Table, TableDefinition};
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, StorageError, Table, TableDefinition,
+};
 
 use super::job::{CallbackState, Job, Status};
 
@@ -126,6 +128,61 @@ impl<'txn> Indexes<'txn> {
         }
         Ok(indexed)
     }
+}
+
+/// The ids of `owner`'s jobs with `status` (any when `None`) submitted before `seq`
+/// `before` (any when `None`), newest first, at most `take`: a range read of `take` rows.
+pub fn newest(
+    txn: &ReadTransaction,
+    owner: &str,
+    status: Option<Status>,
+    before: Option<u64>,
+    take: usize,
+) -> Result<Vec<String>, redb::Error> {
+    let before = before.unwrap_or(u64::MAX);
+    let mut ids = Vec::with_capacity(take.min(1024));
+    match status {
+        None => {
+            let table = txn.open_table(BY_OWNER)?;
+            for row in table.range((owner, 0, "")..(owner, before, ""))?.rev().take(take) {
+                ids.push(row?.0.value().2.to_string());
+            }
+        }
+        Some(status) => {
+            let code = code(status);
+            let table = txn.open_table(BY_STATUS)?;
+            let rows = table.range((owner, code, 0, "")..(owner, code, before, ""))?;
+            for row in rows.rev().take(take) {
+                ids.push(row?.0.value().3.to_string());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// Up to `max` finished jobs retention deletes now, oldest first, as (id, seq, retirable
+/// since): those retirable at `cutoff_ms` or before, and the oldest beyond the `keep` newest.
+/// Reads the rows it returns and one more.
+pub fn due(
+    txn: &ReadTransaction,
+    cutoff_ms: Option<u64>,
+    keep: Option<u64>,
+    max: usize,
+) -> Result<Vec<(String, u64, u64)>, redb::Error> {
+    let table = txn.open_table(RETIRABLE)?;
+    let total = table.len()?;
+    let excess = keep.map_or(0, |keep| total.saturating_sub(keep));
+    let mut due = Vec::new();
+    for (n, row) in table.iter()?.enumerate() {
+        let (key, _) = row?;
+        let (at, seq, id) = key.value();
+        let expired = cutoff_ms.is_some_and(|cutoff| at <= cutoff);
+        if due.len() >= max || !(expired || (n as u64) < excess) {
+            break;
+        }
+        due.push((id.to_string(), seq, at));
+    }
+    Ok(due)
 }
 
 #[cfg(test)]

@@ -291,32 +291,9 @@ impl Store {
         before: Option<u64>,
         limit: usize,
     ) -> Result<(Vec<Job>, bool), StoreError> {
-        let before = before.unwrap_or(u64::MAX);
         let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
-        let mut ids = Vec::with_capacity(limit.saturating_add(1).min(1024));
-        match status {
-            None => {
-                let table = txn.open_table(index::BY_OWNER).map_err(|e| self.error(e))?;
-                let rows = table
-                    .range((owner, 0, "")..(owner, before, ""))
-                    .map_err(|e| self.error(e))?;
-                for row in rows.rev().take(limit.saturating_add(1)) {
-                    let (key, _) = row.map_err(|e| self.error(e))?;
-                    ids.push(key.value().2.to_string());
-                }
-            }
-            Some(status) => {
-                let code = index::code(status);
-                let table = txn.open_table(index::BY_STATUS).map_err(|e| self.error(e))?;
-                let rows = table
-                    .range((owner, code, 0, "")..(owner, code, before, ""))
-                    .map_err(|e| self.error(e))?;
-                for row in rows.rev().take(limit.saturating_add(1)) {
-                    let (key, _) = row.map_err(|e| self.error(e))?;
-                    ids.push(key.value().3.to_string());
-                }
-            }
-        }
+        let mut ids = index::newest(&txn, owner, status, before, limit.saturating_add(1))
+            .map_err(|e| self.error(e))?;
         let has_more = ids.len() > limit;
         ids.truncate(limit);
         let table = txn.open_table(JOBS).map_err(|e| self.error(e))?;
@@ -335,9 +312,7 @@ impl Store {
         Ok((jobs, has_more))
     }
 
-    /// Up to `max` finished jobs retention deletes now, oldest first, as (id, seq, retirable
-    /// since): those retirable at `cutoff_ms` or before, and the oldest beyond the `keep`
-    /// newest. Reads only the rows it returns (and one more).
+    /// Up to `max` finished jobs retention deletes now (see [`index::due`]).
     pub fn retirable(
         &self,
         cutoff_ms: Option<u64>,
@@ -345,22 +320,7 @@ impl Store {
         max: usize,
     ) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
-        let table = txn
-            .open_table(index::RETIRABLE)
-            .map_err(|e| self.error(e))?;
-        let total = table.len().map_err(|e| self.error(e))?;
-        let excess = keep.map_or(0, |keep| total.saturating_sub(keep));
-        let mut due = Vec::new();
-        for (n, row) in table.iter().map_err(|e| self.error(e))?.enumerate() {
-            let (key, _) = row.map_err(|e| self.error(e))?;
-            let (at, seq, id) = key.value();
-            let expired = cutoff_ms.is_some_and(|cutoff| at <= cutoff);
-            if due.len() >= max || !(expired || (n as u64) < excess) {
-                break;
-            }
-            due.push((id.to_string(), seq, at));
-        }
-        Ok(due)
+        index::due(&txn, cutoff_ms, keep, max).map_err(|e| self.error(e))
     }
 
     /// Every job stored. A record that does not parse is logged and skipped.
@@ -533,3 +493,6 @@ fn apply(db: &Database, batches: Vec<Vec<Write>>) -> Result<Vec<Vec<Written>>, S
     txn.commit().map_err(|e| fail(&e))?;
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests;

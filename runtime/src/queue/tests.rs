@@ -1,5 +1,6 @@
 //! The queue on paused time with executors that are closures: retries and their delays,
-//! dead jobs, the bound, idempotency, cancel, retry, and recovery after a crash.
+//! dead jobs, the bounds (the queue's and each key's), idempotency, cancel, retry, and
+//! recovery after a crash. The helpers serve `retention`'s tests too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use super::*;
 
-fn settings(max_attempts: u32, max_queued: u32) -> JobsSettings {
+pub(super) fn settings(max_attempts: u32, max_queued: u32) -> JobsSettings {
     JobsSettings {
         workers: 2,
         max_queued,
@@ -21,11 +22,11 @@ fn settings(max_attempts: u32, max_queued: u32) -> JobsSettings {
     }
 }
 
-fn routes() -> HashMap<String, u32> {
+pub(super) fn routes() -> HashMap<String, u32> {
     HashMap::from([("demo".to_string(), 2)])
 }
 
-fn spec(key: Option<&str>) -> JobSpec {
+pub(super) fn spec(key: Option<&str>) -> JobSpec {
     JobSpec {
         route: "demo".into(),
         owner: "-".into(),
@@ -48,13 +49,13 @@ fn failing(error: &'static str) -> Outcome {
     }
 }
 
-fn never_delivered() -> Arc<dyn Deliver> {
+pub(super) fn never_delivered() -> Arc<dyn Deliver> {
     Arc::new(|_: Delivery| async {
         Err::<(), _>(DeliveryError::new(Failure::Unreachable, "no receiver"))
     })
 }
 
-fn succeeding() -> Outcome {
+pub(super) fn succeeding() -> Outcome {
     Outcome {
         verdict: Verdict::Succeeded,
         status: 200,
@@ -66,7 +67,7 @@ fn succeeding() -> Outcome {
 }
 
 /// Polls (on paused time) until job `id` has a status for which `done` holds.
-async fn until(queue: &Queue, id: &str, done: impl Fn(Status) -> bool) -> Job {
+pub(super) async fn until(queue: &Queue, id: &str, done: impl Fn(Status) -> bool) -> Job {
     for _ in 0..100_000 {
         if let Ok(Some(job)) = queue.get(id, None)
             && done(job.status)
@@ -243,6 +244,68 @@ async fn the_bound_refuses_with_retry_after_and_idempotency_keys_name_one_job() 
     ));
     queue.submit(spec(None)).await.unwrap();
     assert_eq!(queue.stats().queued, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_at_its_own_bound_is_refused_while_other_keys_still_submit() {
+    let settings = JobsSettings {
+        max_queued_per_key: 2,
+        ..settings(1, 5)
+    };
+    let queue = Queue::open(settings, routes(), None).await.unwrap();
+    let of = |owner: &str| JobSpec {
+        owner: owner.into(),
+        ..spec(None)
+    };
+    let first = queue.submit(of("alpha")).await.unwrap().job;
+    queue.submit(of("alpha")).await.unwrap();
+    match queue.submit(of("alpha")).await {
+        Err(SubmitError::KeyFull {
+            depth: 2,
+            max: 2,
+            retry_after_s,
+        }) => assert_eq!(retry_after_s, DEFAULT_RETRY_AFTER_S),
+        other => panic!("expected the key's bound, got {other:?}"),
+    }
+    // Another key still gets in.
+    queue.submit(of("beta")).await.unwrap();
+    // Without keys there is no tenant to protect: only the queue's bound counts.
+    queue.submit(spec(None)).await.unwrap();
+    queue.submit(spec(None)).await.unwrap();
+    assert!(matches!(
+        queue.submit(spec(None)).await,
+        Err(SubmitError::Full {
+            depth: 5,
+            max: 5,
+            ..
+        })
+    ));
+    // A cancelled job frees its key's slot; the key's bound is checked before the queue's.
+    queue.cancel(&first.id, None).await.unwrap();
+    queue.submit(of("alpha")).await.unwrap();
+    assert!(matches!(
+        queue.submit(of("alpha")).await,
+        Err(SubmitError::KeyFull { depth: 2, .. })
+    ));
+    assert!(matches!(
+        queue.submit(of("beta")).await,
+        Err(SubmitError::Full { depth: 5, .. })
+    ));
+    // Jobs that end free their key's slots.
+    queue.start(Arc::new(|_: Run| async { succeeding() }), never_delivered());
+    for _ in 0..100_000 {
+        if queue.stats().queued + queue.stats().running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(queue.stats().queued + queue.stats().running, 0);
+    queue.submit(of("alpha")).await.unwrap();
+    queue.submit(of("alpha")).await.unwrap();
+    assert!(matches!(
+        queue.submit(of("alpha")).await,
+        Err(SubmitError::KeyFull { .. })
+    ));
 }
 
 #[test]

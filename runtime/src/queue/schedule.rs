@@ -314,6 +314,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn each_owner_counts_its_reservations_and_jobs_until_they_end() {
+        let mut s = Schedule::default();
+        let now = Instant::now();
+        s.reserve("key-1");
+        assert_eq!((s.depth_of("key-1"), s.depth()), (1, 1));
+        s.add("a".into(), entry("r", 5, 1), None);
+        s.unreserve("key-1");
+        s.add("b".into(), entry("r", 5, 3), None);
+        s.add("c".into(), entry("r", 5, 2), None);
+        assert_eq!((s.depth_of("key-1"), s.depth_of("key-0")), (2, 1));
+        // A retry in backoff still counts; an ended or cancelled job does not.
+        assert!(s.cancel("a"));
+        assert_eq!(s.depth_of("key-1"), 1);
+        assert_eq!(run(s.pick(now, |_| 10)), "c");
+        s.finish("c", "r", Some(now + Duration::from_secs(1)), now);
+        assert_eq!(s.depth_of("key-0"), 1);
+        assert_eq!(run(s.pick(now, |_| 10)), "b");
+        s.finish("b", "r", None, now);
+        assert_eq!((s.depth_of("key-1"), s.depth_of("key-0"), s.depth()), (0, 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_cancelled_job_is_never_picked_and_a_retry_waits_for_its_time() {
         let mut s = Schedule::default();
         let now = Instant::now();

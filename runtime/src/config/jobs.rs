@@ -163,6 +163,7 @@ pub(crate) fn check(jobs: &mut JobsSettings, src: &Source<'_>) -> Result<(), Con
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+    use std::time::Duration;
 
     use super::super::Config;
 
@@ -264,6 +265,55 @@ targets = ["up"]
                  5000"
             )
         );
+    }
+
+    #[test]
+    fn each_key_gets_a_quarter_of_the_queue_unless_set_and_finished_jobs_are_kept_a_week() {
+        let config = Config::parse(BASE, Path::new("w.toml"), &env);
+        let Ok(config) = config else {
+            panic!("rejected: {config:?}");
+        };
+        assert_eq!(config.jobs.max_queued_per_key, 2_500);
+        assert_eq!(config.jobs.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(config.jobs.retention_max_jobs, 100_000);
+        assert_eq!(config.jobs.retention_sweep, Duration::from_secs(60));
+
+        let text = format!("[jobs]\nmax_queued = 10\n{BASE}");
+        let config = Config::parse(&text, Path::new("w.toml"), &env);
+        let Ok(config) = config else {
+            panic!("rejected: {config:?}");
+        };
+        assert_eq!(config.jobs.max_queued_per_key, 3, "rounded up");
+
+        let text = format!(
+            "[jobs]\nmax_queued = 10\nmax_queued_per_key = 10\nretention_ms = 0\n\
+             retention_max_jobs = 0\n{BASE}"
+        );
+        let config = Config::parse(&text, Path::new("w.toml"), &env);
+        let Ok(config) = config else {
+            panic!("rejected: {config:?}");
+        };
+        assert_eq!(config.jobs.max_queued_per_key, 10);
+        assert_eq!(config.jobs.retention, Duration::ZERO);
+        let masked = config.to_masked_json();
+        assert_eq!(masked["jobs"]["max_queued_per_key"], 10);
+        assert_eq!(masked["jobs"]["retention_ms"], 0);
+
+        for (key, value, range) in [
+            ("max_queued_per_key", "0", "1 and 10"),
+            ("max_queued_per_key", "11", "1 and 10"),
+            ("retention_sweep_ms", "10", "100 and 86400000"),
+        ] {
+            let text = format!("[jobs]\nmax_queued = 10\n{key} = {value}\n{BASE}");
+            let error = Config::parse(&text, Path::new("w.toml"), &env).map_err(|e| e.to_string());
+            let col = key.len() + 4;
+            assert_eq!(
+                error.err(),
+                Some(format!(
+                    "w.toml:3:{col}: jobs.{key}: must be between {range}, got {value}"
+                ))
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! with `Retry-After`, retries into `dead` and the retry endpoint, a 4xx that fails at once,
 //! idempotency keys, cancel, bad input, and callbacks redelivered until the receiver answers
 //! 2xx, with their signature checked here (where callbacks may go is `callbacks`' concern).
-//! 500 jobs through three `kill -9`s are in `stress::jobs`.
+//! 500 jobs through three `kill -9`s are in `stress::jobs`; listings of thousands, the
+//! per-key bound and retention in `growth`.
+
+mod growth;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -142,7 +142,12 @@ fn callback_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 pub(crate) fn check(jobs: &mut JobsSettings, src: &Source<'_>) -> Result<(), ConfigError> {
     let per_key = jobs.max_queued.div_ceil(4);
     let range = (1, u64::from(jobs.max_queued));
-    src.bounded("jobs.max_queued_per_key", &mut jobs.max_queued_per_key, range, per_key)?;
+    src.bounded(
+        "jobs.max_queued_per_key",
+        &mut jobs.max_queued_per_key,
+        range,
+        per_key,
+    )?;
     let longest = jobs.backoff_max.max(jobs.backoff_base);
     let range = (millis(jobs.backoff_base), 86_400_000);
     src.bounded("jobs.backoff_max_ms", &mut jobs.backoff_max, range, longest)?;

@@ -22,8 +22,7 @@ pub const BY_OWNER: TableDefinition<(&str, u64, &str), (u8, Option<u64>)> =
 pub const BY_STATUS: TableDefinition<(&str, u8, u64, &str), ()> =
     TableDefinition::new("jobs_by_status");
 /// (finished Unix ms, seq, id): finished jobs retention may delete, oldest first.
-pub const RETIRABLE: TableDefinition<(u64, u64, &str), ()> =
-    TableDefinition::new("jobs_retirable");
+pub const RETIRABLE: TableDefinition<(u64, u64, &str), ()> = TableDefinition::new("jobs_retirable");
 
 /// The meta-table key holding the index layout version.
 pub const VERSION_KEY: &str = "index_version";
@@ -144,7 +143,11 @@ pub fn newest(
     match status {
         None => {
             let table = txn.open_table(BY_OWNER)?;
-            for row in table.range((owner, 0, "")..(owner, before, ""))?.rev().take(take) {
+            for row in table
+                .range((owner, 0, "")..(owner, before, ""))?
+                .rev()
+                .take(take)
+            {
                 ids.push(row?.0.value().2.to_string());
             }
         }

@@ -24,7 +24,9 @@ impl Queue {
         loop {
             match self.sweep().await {
                 Ok(0) => {}
-                Ok(deleted) => tracing::debug!(deleted, "finished jobs past their retention deleted"),
+                Ok(deleted) => {
+                    tracing::debug!(deleted, "finished jobs past their retention deleted")
+                }
                 Err(err) => tracing::error!(error = %err, "the retention sweep failed"),
             }
             tokio::time::sleep(self.inner.settings.retention_sweep).await;
@@ -127,8 +129,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn beyond_the_count_the_oldest_finished_jobs_go_and_a_pending_callback_keeps_its_job()
-    {
+    async fn beyond_the_count_the_oldest_finished_jobs_go_and_a_pending_callback_keeps_its_job() {
         let settings = JobsSettings {
             retention: Duration::ZERO,
             retention_max_jobs: 2,
@@ -138,9 +139,8 @@ mod tests {
         };
         let queue = Queue::open(settings, routes(), None).await.unwrap();
         // The receiver never answers: the callback stays pending.
-        let silent: Arc<dyn Deliver> = Arc::new(|_: Delivery| {
-            std::future::pending::<Result<(), DeliveryError>>()
-        });
+        let silent: Arc<dyn Deliver> =
+            Arc::new(|_: Delivery| std::future::pending::<Result<(), DeliveryError>>());
         queue.start(Arc::new(|_: Run| async { succeeding() }), silent);
         let hooked = JobSpec {
             callback_url: Some("http://hooks.example.com/h".into()),
@@ -161,6 +161,14 @@ mod tests {
         assert_eq!(kept, [true, false, false, true, true]);
         // Nothing more goes while the count holds.
         tokio::time::sleep(10 * MINUTE).await;
-        assert_eq!(queue.list(ANONYMOUS, None, None, 10).unwrap().unwrap().jobs.len(), 3);
+        assert_eq!(
+            queue
+                .list(ANONYMOUS, None, None, 10)
+                .unwrap()
+                .unwrap()
+                .jobs
+                .len(),
+            3
+        );
     }
 }

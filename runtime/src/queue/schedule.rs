@@ -332,7 +332,10 @@ mod tests {
         assert_eq!(s.depth_of("key-0"), 1);
         assert_eq!(run(s.pick(now, |_| 10)), "b");
         s.finish("b", "r", None, now);
-        assert_eq!((s.depth_of("key-1"), s.depth_of("key-0"), s.depth()), (0, 1, 1));
+        assert_eq!(
+            (s.depth_of("key-1"), s.depth_of("key-0"), s.depth()),
+            (0, 1, 1)
+        );
     }
 
     #[tokio::test(start_paused = true)]

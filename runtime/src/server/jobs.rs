@@ -28,8 +28,8 @@ use super::http_util::{self, Body};
 use crate::app::UnknownModel;
 use crate::openai::{ApiError, parse_request};
 use crate::queue::{
-    ANONYMOUS, CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Queue, ResolveError,
-    Status, SubmitError, job_json,
+    ANONYMOUS, CallbackUrlError, ChangeError, Delivery, DeliveryError, Failure, JobSpec, Queue,
+    ResolveError, Status, SubmitError, job_json,
 };
 
 /// Priority of a job that names none.

@@ -18,7 +18,7 @@ const STORED: u64 = 3_000;
 
 /// A finished job as an older weir stored it.
 fn stored_job(seq: u64, now_ms: u64) -> Job {
-    let status = if seq % 7 == 0 {
+    let status = if seq.is_multiple_of(7) {
         Status::Failed
     } else {
         Status::Succeeded
@@ -96,7 +96,12 @@ async fn a_store_of_thousands_written_before_the_indexes_lists_newest_first_page
     let now_ms = weir::clock::unix_ms();
     let jobs: Vec<Job> = (1..=STORED).map(|seq| stored_job(seq, now_ms)).collect();
     write_old_store(&dir, &jobs);
-    let weir = serve(&config(&up, &dir, "workers = 1", "jobs = { concurrency = 1 }"));
+    let weir = serve(&config(
+        &up,
+        &dir,
+        "workers = 1",
+        "jobs = { concurrency = 1 }",
+    ));
     let addr = weir.addr;
     let newest = |n: u64| format!("job_{n:024x}");
 
@@ -140,7 +145,8 @@ async fn a_store_of_thousands_written_before_the_indexes_lists_newest_first_page
         .unwrap()
         .to_string();
     until(addr, &id, status_is("succeeded")).await;
-    assert_eq!(ids(&get(addr, "/v1/jobs?limit=1").await.json()), [id.clone()]);
+    let newest_now = get(addr, "/v1/jobs?limit=1").await.json();
+    assert_eq!(ids(&newest_now), std::slice::from_ref(&id));
     let succeeded = get(addr, "/v1/jobs?status=succeeded&limit=1").await.json();
     assert_eq!(ids(&succeeded), [id]);
     let _ = std::fs::remove_dir_all(&dir);

@@ -94,7 +94,10 @@ async fn a_keys_jobs_list_newest_first_by_status_and_page_and_follow_status_chan
         listed(&store, "alpha", Some(Status::Succeeded), None, 1),
         (strs(&["a5"]), true)
     );
-    assert_eq!(listed(&store, "beta", None, None, 10), (strs(&["b4"]), false));
+    assert_eq!(
+        listed(&store, "beta", None, None, 10),
+        (strs(&["b4"]), false)
+    );
     // An owner whose name extends another's sees only its own.
     assert_eq!(listed(&store, "alph", None, None, 10), (vec![], false));
     assert_eq!(listed(&store, "gamma", None, None, 10), (vec![], false));
@@ -153,7 +156,10 @@ async fn a_store_written_without_indexes_is_indexed_when_opened() {
             listed(&store, "alpha", Some(Status::Dead), None, 10),
             (strs(&["old2"]), false)
         );
-        assert_eq!(listed(&store, "beta", None, None, 1), (strs(&["old3"]), false));
+        assert_eq!(
+            listed(&store, "beta", None, None, 1),
+            (strs(&["old3"]), false)
+        );
         assert_eq!(store.retirable(None, Some(0), 10).unwrap().len(), 2);
         store
             .put(job("old3", "beta", 3, Status::Succeeded, Some(30)))

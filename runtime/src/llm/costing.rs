@@ -46,6 +46,32 @@ pub fn estimate_usage(model: &str, request: &ChatRequest, text: &str) -> Usage {
     }
 }
 
+/// The most completions a request is reserved for: far above any provider's limit (OpenAI
+/// allows 128), so only a hostile `n` meets it, and its reservation then passes any budget.
+const MAX_COMPLETIONS: u64 = 1 << 20;
+
+/// How many completions `request` asks for: its `n` (passed through in `extra`), at least 1.
+/// A fractional `n` rounds up, a numeric string counts as its number (lenient providers
+/// accept one), and a huge one stops at [`MAX_COMPLETIONS`], so the reservation can only
+/// grow with it, never wrap.
+pub fn completions_asked(request: &ChatRequest) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Asked {
+        #[serde(default)]
+        n: Option<serde_json::Value>,
+    }
+    let n = match serde_json::from_str::<Asked>(&request.extra).map(|a| a.n) {
+        Ok(Some(serde_json::Value::Number(n))) => n.as_f64(),
+        Ok(Some(serde_json::Value::String(n))) => n.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match n {
+        // `as` saturates (and infinity is caught by the bound).
+        Some(n) if n > 1.0 => (n.ceil() as u64).min(MAX_COMPLETIONS),
+        _ => 1,
+    }
+}
+
 impl Costing {
     /// The most expensive price (input and output separately) among `chain`'s targets, and
     /// the model to count prompt tokens with.
@@ -94,10 +120,12 @@ impl Costing {
                     let (price, model) = self.worst_price(router, chain, request);
                     let prompt = tokens::count_prompt(&model, request);
                     account.check_tokens(prompt)?;
-                    let completion = request.max_tokens.unwrap_or(self.default_max_tokens);
+                    // Each of the `n` completions may run to `max_tokens`.
+                    let completion = u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
+                        .saturating_mul(completions_asked(request));
                     u64::from(prompt)
                         .saturating_mul(price.input)
-                        .saturating_add(u64::from(completion).saturating_mul(price.output))
+                        .saturating_add(completion.saturating_mul(price.output))
                 } else {
                     0
                 }
@@ -107,8 +135,12 @@ impl Costing {
         meter.reserve(worst)
     }
 
-    /// The charges of `attempts`: every attempt that reported usage (failed ones when
-    /// configured), and for a successful `answer` without usage, a local count.
+    /// The charges of `attempts`: every attempt that reported usage (a failed one when
+    /// `count_failed_attempts`), a successful `answer` without usage from a local count of
+    /// its prompt and text, and every attempt the upstream received without a usable reply
+    /// (timed out, cut by the client's deadline, broken or oversized, or still in flight when
+    /// the call was dropped) from a local count of its prompt. Locally counted charges are
+    /// marked estimated.
     pub fn charges(
         &self,
         request: &ChatRequest,
@@ -118,15 +150,16 @@ impl Costing {
         let mut charges = Vec::new();
         for attempt in attempts {
             let ok = attempt.outcome.is_ok();
-            if !ok && !self.count_failed_attempts {
-                continue;
-            }
             let (usage, estimated) = match (attempt.usage, ok, answer) {
-                (Some(usage), _, _) => (usage, false),
+                (Some(usage), true, _) => (usage, false),
+                (Some(usage), false, _) if self.count_failed_attempts => (usage, false),
                 (None, true, Some(answer)) => (
                     estimate_usage(&attempt.model, request, &answer.text()),
                     true,
                 ),
+                (None, false, _) if attempt.outcome.billed_without_usage() => {
+                    (estimate_usage(&attempt.model, request, ""), true)
+                }
                 _ => continue,
             };
             charges.push(Charge {

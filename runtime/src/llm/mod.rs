@@ -30,6 +30,8 @@
 mod cached;
 mod call;
 mod charge;
+#[cfg(test)]
+mod charge_tests;
 mod costing;
 mod error;
 mod semantic;

@@ -143,7 +143,10 @@ async fn a_call_dropped_while_its_attempt_is_in_flight_is_charged_its_prompt_est
     let (meter, account) = keyed(None);
 
     // A client that disconnects: hyper drops the request's future, the step's with it.
-    let dropped = tokio::time::timeout(Duration::from_secs(1), step.complete(call(&request, &meter)));
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(1),
+        step.complete(call(&request, &meter)),
+    );
     assert!(dropped.await.is_err(), "the upstream never answers");
     let cost = assert_prompt_estimates(&meter, &request, 1);
     assert!(cost > 0);
@@ -175,7 +178,12 @@ async fn a_call_dropped_before_its_attempt_was_sent_costs_nothing() {
         ..TargetLimits::default()
     };
     let step = step_over(
-        vec![target_with("t", hole, Duration::from_secs(60), one_at_a_time)],
+        vec![target_with(
+            "t",
+            hole,
+            Duration::from_secs(60),
+            one_at_a_time,
+        )],
         PolicySettings {
             queue_timeout: Duration::from_secs(10),
             ..PolicySettings::default()
@@ -189,8 +197,11 @@ async fn a_call_dropped_before_its_attempt_was_sent_costs_nothing() {
 
     // The second waits in the route's queue, and its client leaves: nothing was sent.
     let (meter, account) = keyed(None);
-    let dropped =
-        tokio::time::timeout(Duration::from_secs(1), step.complete(call(&request, &meter))).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(1),
+        step.complete(call(&request, &meter)),
+    )
+    .await;
     assert!(dropped.is_err());
     assert!(meter.charges().is_empty(), "{:?}", meter.charges());
     assert_eq!(account.snapshot(), (0, 0, 0), "released, nothing spent");
@@ -332,7 +343,13 @@ fn which_attempts_are_charged_and_how() {
         let charges = costing(count_failed).charges(&request, &record, None);
         let seen: Vec<_> = charges
             .iter()
-            .map(|c| (c.usage.prompt_tokens, c.usage.completion_tokens, c.estimated))
+            .map(|c| {
+                (
+                    c.usage.prompt_tokens,
+                    c.usage.completion_tokens,
+                    c.estimated,
+                )
+            })
             .collect();
         assert_eq!(seen, expected, "count_failed_attempts = {count_failed}");
     }
@@ -396,11 +413,26 @@ fn n_asks_for_that_many_completions_bounded() {
     assert_eq!(asked(r#"{"n":2}"#), 2);
     assert_eq!(asked(r#"{"n":128}"#), 128);
     assert_eq!(asked(r#"{"n":2.5}"#), 3, "rounded up");
-    assert_eq!(asked(r#"{"n":"4"}"#), 4, "a lenient provider reads a string");
-    for absurd in [r#"{"n":1e9}"#, r#"{"n":1e300}"#, r#"{"n":18446744073709551615}"#] {
+    assert_eq!(
+        asked(r#"{"n":"4"}"#),
+        4,
+        "a lenient provider reads a string"
+    );
+    for absurd in [
+        r#"{"n":1e9}"#,
+        r#"{"n":1e300}"#,
+        r#"{"n":18446744073709551615}"#,
+    ] {
         assert_eq!(asked(absurd), 1 << 20, "{absurd}");
     }
-    for none in [r#"{"n":0}"#, r#"{"n":-3}"#, r#"{"n":null}"#, r#"{"n":"x"}"#, "[]", "not json"] {
+    for none in [
+        r#"{"n":0}"#,
+        r#"{"n":-3}"#,
+        r#"{"n":null}"#,
+        r#"{"n":"x"}"#,
+        "[]",
+        "not json",
+    ] {
         assert_eq!(asked(none), 1, "{none}");
     }
 }

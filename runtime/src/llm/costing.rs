@@ -121,8 +121,9 @@ impl Costing {
                     let prompt = tokens::count_prompt(&model, request);
                     account.check_tokens(prompt)?;
                     // Each of the `n` completions may run to `max_tokens`.
-                    let completion = u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
-                        .saturating_mul(completions_asked(request));
+                    let completion =
+                        u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
+                            .saturating_mul(completions_asked(request));
                     u64::from(prompt)
                         .saturating_mul(price.input)
                         .saturating_add(completion.saturating_mul(price.output))

@@ -369,6 +369,9 @@ mod tests {
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":null}"#,
         )
         .unwrap();
-        assert_eq!(request_to_json(&request, None)["stream_options"], json!(null));
+        assert_eq!(
+            request_to_json(&request, None)["stream_options"],
+            json!(null)
+        );
     }
 }

@@ -255,7 +255,8 @@ const MAX_TOKENS: u32 = 24;
 #[derive(Clone, Copy, Debug)]
 struct Bound {
     /// Prompt tokens either way: a local count differs from the provider's by a few tokens
-    /// per message (weir counts each role's name as a token; the simulator does not).
+    /// per message (weir counts each role's name as a token; the simulator does not), and
+    /// counts the request's fields weir does not model (`n`, ...) as their JSON text.
     prompt: u64,
     /// Completion tokens the provider billed that the ledger lacks: up to `max_tokens` × `n`
     /// for a non-streamed attempt cut before its answer; for a stream cut midway, what was
@@ -277,10 +278,11 @@ impl Bound {
     /// short words (README, "Cost": a few per message).
     const LOCAL_COUNT: u64 = 3;
 
-    /// `calls` non-streamed attempts cut before their answer, each asking for `n` choices.
-    fn cut_before_the_answer(calls: u64, n: u64) -> Bound {
+    /// `calls` non-streamed attempts cut before their answer, each asking for `n` choices,
+    /// whose unmodelled fields count `fields` tokens.
+    fn cut_before_the_answer(calls: u64, n: u64, fields: u64) -> Bound {
         Bound {
-            prompt: calls * Self::LOCAL_COUNT,
+            prompt: calls * (Self::LOCAL_COUNT + fields),
             completion_missing: calls * n * u64::from(MAX_TOKENS),
             completion_over: 0,
         }
@@ -400,6 +402,9 @@ impl Mix {
 async fn the_ledger_matches_what_the_provider_billed() {
     let mix = Mix::start().await;
     let text = "the cat sat on the mat and the dog ran to the old oak";
+    // What `"n": 2` adds to a local count of the prompt.
+    let n_field =
+        local_prompt(&Mix::body(text, json!({"n": 2}))) - local_prompt(&Mix::body(text, json!({})));
 
     mix.step("plain answers", Bound::EXACT, async {
         for i in 0..3 {
@@ -427,7 +432,7 @@ async fn the_ledger_matches_what_the_provider_billed() {
 
     mix.step(
         "clients that disconnect",
-        Bound::cut_before_the_answer(2, 1),
+        Bound::cut_before_the_answer(2, 1, 0),
         async {
             mix.faults(json!({"latency_ms": 1500})).await;
             for i in 0..2 {
@@ -444,7 +449,7 @@ async fn the_ledger_matches_what_the_provider_billed() {
 
     mix.step(
         "attempts cut by the client's deadline, n: 2",
-        Bound::cut_before_the_answer(2, 2),
+        Bound::cut_before_the_answer(2, 2, n_field),
         async {
             for i in 0..2 {
                 let body = Mix::body(&format!("{text} and sat {i}"), json!({"n": 2}));

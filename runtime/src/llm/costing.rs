@@ -37,7 +37,11 @@ pub struct CallSite<'a> {
 /// Usage counted locally: the prompt of `request` and the completion `text` on `model`.
 pub fn estimate_usage(model: &str, request: &ChatRequest, text: &str) -> Usage {
     let prompt_tokens = tokens::count_prompt(model, request);
-    let completion_tokens = tokens::count_text(model, text);
+    counted(prompt_tokens, tokens::count_text(model, text))
+}
+
+/// The usage of a locally counted prompt and completion.
+fn counted(prompt_tokens: u32, completion_tokens: u32) -> Usage {
     Usage {
         prompt_tokens,
         completion_tokens,
@@ -142,24 +146,34 @@ impl Costing {
     /// (timed out, cut by the client's deadline, broken or oversized, or still in flight when
     /// the call was dropped) from a local count of its prompt. Locally counted charges are
     /// marked estimated.
-    pub fn charges(
+    pub fn charges<'a>(
         &self,
         request: &ChatRequest,
-        attempts: &[Attempt],
+        attempts: &'a [Attempt],
         answer: Option<&ChatResponse>,
     ) -> Vec<Charge> {
         let mut charges = Vec::new();
+        // A local count: the prompt once per model, however many attempts were cut.
+        let mut prompts: Vec<(&str, u32)> = Vec::new();
+        let mut estimate = |model: &'a str, text: &str| {
+            let prompt = match prompts.iter().find(|(m, _)| *m == model) {
+                Some(&(_, tokens)) => tokens,
+                None => {
+                    let tokens = tokens::count_prompt(model, request);
+                    prompts.push((model, tokens));
+                    tokens
+                }
+            };
+            counted(prompt, tokens::count_text(model, text))
+        };
         for attempt in attempts {
             let ok = attempt.outcome.is_ok();
             let (usage, estimated) = match (attempt.usage, ok, answer) {
                 (Some(usage), true, _) => (usage, false),
                 (Some(usage), false, _) if self.count_failed_attempts => (usage, false),
-                (None, true, Some(answer)) => (
-                    estimate_usage(&attempt.model, request, &answer.text()),
-                    true,
-                ),
+                (None, true, Some(answer)) => (estimate(&attempt.model, &answer.text()), true),
                 (None, false, _) if attempt.outcome.billed_without_usage() => {
-                    (estimate_usage(&attempt.model, request, ""), true)
+                    (estimate(&attempt.model, ""), true)
                 }
                 _ => continue,
             };

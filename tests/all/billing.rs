@@ -100,12 +100,12 @@ fn local_prompt(body: &Value) -> u64 {
     u64::from(weir::cost::tokens::count_prompt("sim-a", &request))
 }
 
-/// One target `up` (`sim-a`), one attempt per call, key `team` with a $1 daily budget, and
-/// a request log at `log`.
-fn budgeted(up: &Proc, log: &std::path::Path) -> String {
+/// One target `up` (`sim-a`), one attempt per call, `route_extra` in the route, key `team`
+/// with a $1 daily budget, and a request log at `log`.
+fn budgeted(up: &Proc, route_extra: &str, log: &std::path::Path) -> String {
     config(
         &[("up", up, "sim-a")],
-        "max_attempts = 1",
+        &format!("max_attempts = 1\n{route_extra}"),
         &format!(
             "{}[cost]\nrequest_log = \"{}\"\n",
             key("team", "sk-team", "daily_budget_usd = 1.0"),
@@ -140,7 +140,7 @@ async fn a_client_that_disconnects_mid_call_still_pays_for_its_prompt() {
     let up = sim(&["--latency-ms", "2000"]);
     let dir = data_dir("disconnect");
     let log = dir.join("requests.jsonl");
-    let weir = serve(&budgeted(&up, &log));
+    let weir = serve(&budgeted(&up, "", &log));
     let body = chat(&"the cat sat on the mat and the dog ran ".repeat(200), 16);
     let client = send_and_hold(weir.addr, &body, &[("authorization", "Bearer sk-team")]).await;
     until_billed(&up, 1).await;
@@ -155,7 +155,7 @@ async fn an_attempt_cut_by_the_clients_deadline_still_pays_for_its_prompt() {
     let up = sim(&["--latency-ms", "2000"]);
     let dir = data_dir("deadline");
     let log = dir.join("requests.jsonl");
-    let weir = serve(&budgeted(&up, &log));
+    let weir = serve(&budgeted(&up, "", &log));
     let body = chat("the cat sat on the mat", 16);
     let answer = call(
         weir.addr,
@@ -172,6 +172,29 @@ async fn an_attempt_cut_by_the_clients_deadline_still_pays_for_its_prompt() {
     assert_eq!(received(&up).await, 1, "the upstream had started");
     let spend = until_charged(&weir, 1).await;
     assert_estimated_prompt(&spend, &log, &body);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_stage_call_cut_by_its_hard_timeout_still_pays_for_its_prompt() {
+    let up = sim(&["--latency-ms", "2000"]);
+    let dir = data_dir("stage-timeout");
+    let log = dir.join("requests.jsonl");
+    // The stage's `complete()` waits on the upstream's 2 s; its deadline is 500 ms.
+    let stage = format!(
+        "[[routes.stages]]\nname = \"chaos\"\npath = \"{}\"\ndeadline_ms = 500\n\
+         config = {{ mode = \"complete\" }}\n",
+        weir_test_artifacts::CHAOS
+    );
+    let weir = serve(&budgeted(&up, &stage, &log));
+    let answer = ask(weir.addr, Some("sk-team"), &chat("hi", 16)).await;
+    assert!(answer.status.is_server_error(), "{:?}", answer.body);
+    assert_eq!(received(&up).await, 1, "only the stage's call was made");
+    let spend = until_charged(&weir, 1).await;
+    // The stage asked for "inner question" (see the chaos program), on the route's target.
+    let inner =
+        json!({"model": "inner", "messages": [{"role": "user", "content": "inner question"}]});
+    assert_estimated_prompt(&spend, &log, &inner);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

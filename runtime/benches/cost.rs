@@ -1,6 +1,7 @@
 //! `cost`: what cost accounting adds to a request — counting a prompt with tiktoken (for the
-//! reservation), reserving against a key's budgets and settling at the real cost, and
-//! recording a ledger entry.
+//! reservation), reserving against a key's budgets and settling at the real cost, turning a
+//! call's attempt record into charges (an answered attempt; an attempt cut before its answer,
+//! whose prompt is counted locally), and recording a ledger entry.
 //!
 //! Run: `cargo bench -p weir --bench cost`.
 
@@ -9,8 +10,11 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group};
+use weir::config::CostSettings;
 use weir::config::KeySettings;
-use weir::cost::{Account, Charge, Clock, Entry, Ledger, Meter, tokens};
+use weir::cost::{Account, Charge, Clock, Entry, Ledger, Meter, PriceTable, tokens};
+use weir::llm::Costing;
+use weir::router::{Attempt, Outcome};
 use weir::wit::{ChatRequest, Message, Usage};
 
 fn message(role: &str, text: &str) -> Message {
@@ -89,6 +93,30 @@ fn bench(c: &mut Criterion) {
                 estimated: false,
             }])
         })
+    });
+
+    let costing = Costing {
+        prices: PriceTable::new(&CostSettings::default()),
+        ledger: Ledger::open(None, None).unwrap(),
+        default_max_tokens: 4096,
+        count_failed_attempts: true,
+        fuel_pico_per_million: 0,
+    };
+    let attempt = |outcome, usage| Attempt {
+        target: "primary".into(),
+        outcome,
+        status: None,
+        elapsed: std::time::Duration::ZERO,
+        model: "gpt-4o".into(),
+        usage,
+    };
+    let answered = [attempt(Outcome::Ok, Some(usage()))];
+    c.bench_function("cost/charges answered", |b| {
+        b.iter(|| costing.charges(&long, &answered, None))
+    });
+    let cut = [attempt(Outcome::InFlight, None)];
+    c.bench_function("cost/charges cut, 42 messages counted", |b| {
+        b.iter(|| costing.charges(&long, &cut, None))
     });
 
     let ledger = Ledger::open(None, None).unwrap();

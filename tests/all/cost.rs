@@ -14,8 +14,8 @@ use crate::procs::{Proc, call, get, serve, serve_file, sim};
 use crate::sim::client::Answer;
 
 /// Pico-dollars per token of `sim-a`: $1 per million in, $2 out.
-const A_IN: u64 = 1_000_000;
-const A_OUT: u64 = 2_000_000;
+pub(crate) const A_IN: u64 = 1_000_000;
+pub(crate) const A_OUT: u64 = 2_000_000;
 /// Of `sim-b`: $0.50 in, $1 out.
 const B_IN: u64 = 500_000;
 const B_OUT: u64 = 1_000_000;
@@ -30,13 +30,13 @@ input_per_mtok = 0.5
 output_per_mtok = 1.0
 "#;
 
-fn key(name: &str, secret: &str, limits: &str) -> String {
+pub(crate) fn key(name: &str, secret: &str, limits: &str) -> String {
     let hash = blake3::Hash::from(weir::config::hash_key(secret)).to_hex();
     format!("[[keys]]\nname = \"{name}\"\nhash = \"blake3:{hash}\"\n{limits}\n")
 }
 
 /// One route `demo` over `targets` (`(name, sim, upstream model)`), the prices, and `extra`.
-fn config(targets: &[(&str, &Proc, &str)], route_extra: &str, extra: &str) -> String {
+pub(crate) fn config(targets: &[(&str, &Proc, &str)], route_extra: &str, extra: &str) -> String {
     let mut out = String::new();
     for (name, proc, model) in targets {
         out.push_str(&format!(
@@ -52,7 +52,7 @@ fn config(targets: &[(&str, &Proc, &str)], route_extra: &str, extra: &str) -> St
     out
 }
 
-async fn ask(addr: SocketAddr, secret: Option<&str>, body: &Value) -> Answer {
+pub(crate) async fn ask(addr: SocketAddr, secret: Option<&str>, body: &Value) -> Answer {
     let auth = secret.map(|s| format!("Bearer {s}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
@@ -68,7 +68,7 @@ async fn ask(addr: SocketAddr, secret: Option<&str>, body: &Value) -> Answer {
     .await
 }
 
-fn chat(text: &str, max_tokens: u32) -> Value {
+pub(crate) fn chat(text: &str, max_tokens: u32) -> Value {
     json!({"model": "demo", "max_tokens": max_tokens,
            "messages": [{"role": "user", "content": text}]})
 }
@@ -83,17 +83,17 @@ fn cost_header(answer: &Answer) -> u64 {
     (usd * 1e12).round() as u64
 }
 
-async fn spend(weir: &Proc, query: &str) -> Value {
+pub(crate) async fn spend(weir: &Proc, query: &str) -> Value {
     let answer = get(weir.admin.unwrap(), &format!("/admin/spend{query}")).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     answer.json()
 }
 
-fn total_pico(spend: &Value) -> u64 {
+pub(crate) fn total_pico(spend: &Value) -> u64 {
     spend["total"]["cost_pico_usd"].as_u64().unwrap()
 }
 
-fn priced(model: &str, usage: &Value) -> u64 {
+pub(crate) fn priced(model: &str, usage: &Value) -> u64 {
     let (input, output) = match model {
         "sim-a" => (A_IN, A_OUT),
         "sim-b" => (B_IN, B_OUT),
@@ -264,7 +264,7 @@ async fn cache_hits_cost_nothing_and_are_counted_as_hits() {
     assert_eq!(spend["total"]["cache_hits"], 1);
 }
 
-fn data_dir(name: &str) -> PathBuf {
+pub(crate) fn data_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("weir-cost-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir

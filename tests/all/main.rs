@@ -10,6 +10,8 @@
 //! - `check`: the `weir check` command on good and bad files.
 //! - `reload`: hot reload of plugin files and config.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
+//! - `billing`: every started call paid for (clients that leave, deadline cuts, `n`,
+//!   `stream_options: null`), and the ledger against what `weir sim` billed.
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
@@ -27,6 +29,7 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod billing;
 mod cache;
 mod callbacks;
 mod check;

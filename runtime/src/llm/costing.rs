@@ -37,12 +37,42 @@ pub struct CallSite<'a> {
 /// Usage counted locally: the prompt of `request` and the completion `text` on `model`.
 pub fn estimate_usage(model: &str, request: &ChatRequest, text: &str) -> Usage {
     let prompt_tokens = tokens::count_prompt(model, request);
-    let completion_tokens = tokens::count_text(model, text);
+    counted(prompt_tokens, tokens::count_text(model, text))
+}
+
+/// The usage of a locally counted prompt and completion.
+fn counted(prompt_tokens: u32, completion_tokens: u32) -> Usage {
     Usage {
         prompt_tokens,
         completion_tokens,
         total_tokens: prompt_tokens.saturating_add(completion_tokens),
         cached_tokens: 0,
+    }
+}
+
+/// The most completions a request is reserved for: far above any provider's limit (OpenAI
+/// allows 128), so only a hostile `n` meets it, and its reservation then passes any budget.
+const MAX_COMPLETIONS: u64 = 1 << 20;
+
+/// How many completions `request` asks for: its `n` (passed through in `extra`), at least 1.
+/// A fractional `n` rounds up, a numeric string counts as its number (lenient providers
+/// accept one), and a huge one stops at [`MAX_COMPLETIONS`], so the reservation can only
+/// grow with it, never wrap.
+pub fn completions_asked(request: &ChatRequest) -> u64 {
+    #[derive(serde::Deserialize)]
+    struct Asked {
+        #[serde(default)]
+        n: Option<serde_json::Value>,
+    }
+    let n = match serde_json::from_str::<Asked>(&request.extra).map(|a| a.n) {
+        Ok(Some(serde_json::Value::Number(n))) => n.as_f64(),
+        Ok(Some(serde_json::Value::String(n))) => n.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match n {
+        // `as` saturates (and infinity is caught by the bound).
+        Some(n) if n > 1.0 => (n.ceil() as u64).min(MAX_COMPLETIONS),
+        _ => 1,
     }
 }
 
@@ -94,10 +124,13 @@ impl Costing {
                     let (price, model) = self.worst_price(router, chain, request);
                     let prompt = tokens::count_prompt(&model, request);
                     account.check_tokens(prompt)?;
-                    let completion = request.max_tokens.unwrap_or(self.default_max_tokens);
+                    // Each of the `n` completions may run to `max_tokens`.
+                    let completion =
+                        u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
+                            .saturating_mul(completions_asked(request));
                     u64::from(prompt)
                         .saturating_mul(price.input)
-                        .saturating_add(u64::from(completion).saturating_mul(price.output))
+                        .saturating_add(completion.saturating_mul(price.output))
                 } else {
                     0
                 }
@@ -107,26 +140,41 @@ impl Costing {
         meter.reserve(worst)
     }
 
-    /// The charges of `attempts`: every attempt that reported usage (failed ones when
-    /// configured), and for a successful `answer` without usage, a local count.
-    pub fn charges(
+    /// The charges of `attempts`: every attempt that reported usage (a failed one when
+    /// `count_failed_attempts`), a successful `answer` without usage from a local count of
+    /// its prompt and text, and every attempt the upstream received without a usable reply
+    /// (timed out, cut by the client's deadline, broken or oversized, or still in flight when
+    /// the call was dropped) from a local count of its prompt. Locally counted charges are
+    /// marked estimated.
+    pub fn charges<'a>(
         &self,
         request: &ChatRequest,
-        attempts: &[Attempt],
+        attempts: &'a [Attempt],
         answer: Option<&ChatResponse>,
     ) -> Vec<Charge> {
         let mut charges = Vec::new();
+        // A local count: the prompt once per model, however many attempts were cut.
+        let mut prompts: Vec<(&str, u32)> = Vec::new();
+        let mut estimate = |model: &'a str, text: &str| {
+            let prompt = match prompts.iter().find(|(m, _)| *m == model) {
+                Some(&(_, tokens)) => tokens,
+                None => {
+                    let tokens = tokens::count_prompt(model, request);
+                    prompts.push((model, tokens));
+                    tokens
+                }
+            };
+            counted(prompt, tokens::count_text(model, text))
+        };
         for attempt in attempts {
             let ok = attempt.outcome.is_ok();
-            if !ok && !self.count_failed_attempts {
-                continue;
-            }
             let (usage, estimated) = match (attempt.usage, ok, answer) {
-                (Some(usage), _, _) => (usage, false),
-                (None, true, Some(answer)) => (
-                    estimate_usage(&attempt.model, request, &answer.text()),
-                    true,
-                ),
+                (Some(usage), true, _) => (usage, false),
+                (Some(usage), false, _) if self.count_failed_attempts => (usage, false),
+                (None, true, Some(answer)) => (estimate(&attempt.model, &answer.text()), true),
+                (None, false, _) if attempt.outcome.billed_without_usage() => {
+                    (estimate(&attempt.model, ""), true)
+                }
                 _ => continue,
             };
             charges.push(Charge {

@@ -22,11 +22,16 @@
 //! - `semantic`: the semantic probe (embedding of the last user message).
 //! - `stream`: [`AnswerStream`], the self-settling streamed answer.
 //! - `costing`: reserving, pricing and settling calls ([`Costing`]).
+//! - `charge`: the charge of one call in flight, settled exactly once, also when the call is
+//!   dropped midway.
 //! - `stage`: [`StageLlm`], stages' `complete()` / `embed()`.
 //! - `error`: [`StepError`].
 
 mod cached;
 mod call;
+mod charge;
+#[cfg(test)]
+mod charge_tests;
 mod costing;
 mod error;
 mod semantic;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::Instrument;
 
-use super::costing::StreamCharge;
+use super::charge::CallCharge;
 use super::{AnswerStream, Call, Costing, StepError};
 use crate::cache::{CacheKey, CacheStatus, ResponseCache, request_key};
 use crate::config::RouteCacheSettings;
@@ -148,14 +148,15 @@ impl LlmStep {
     }
 
     /// One metered call along `step`'s chain, accounted with `cache` as its cache status:
-    /// reserve, route, charge. A stream carries its reservation and settles it itself.
+    /// reserve, route, charge. The reservation and the attempt record live in a
+    /// [`CallCharge`], so the call settles even when this future is dropped midway; a stream
+    /// carries its reservation and settles it itself.
     pub(super) async fn metered(
         &self,
         step: &RouteStep,
         call: &Call<'_>,
         cache: CacheStatus,
     ) -> StepReply {
-        let site = call.site(cache);
         let request = call.request;
         let hold = match self
             .costing
@@ -164,7 +165,7 @@ impl LlmStep {
             Ok(hold) => hold,
             Err(err) => return StepReply::new(Err(StepError::Cost(err)), cache),
         };
-        let mut attempts = Vec::new();
+        let mut charge = CallCharge::new(&self.costing, hold, request, call.site(cache));
         let routed = self
             .router
             .chat(
@@ -172,40 +173,20 @@ impl LlmStep {
                 request,
                 call.forward,
                 call.deadline,
-                &mut attempts,
+                &mut charge.attempts,
             )
             .await;
-        let result = match routed {
+        let (result, attempts) = match routed {
             Ok(Reply::Stream(upstream)) => {
-                // A stream came from the last attempt; the ones before it failed.
-                let (model, earlier) = match attempts.split_last() {
-                    Some((last, earlier)) => (last.model.clone(), earlier),
-                    None => (String::new(), &[][..]),
-                };
-                let charge = StreamCharge {
-                    costing: self.costing.clone(),
-                    hold: Some(hold),
-                    earlier: self.costing.charges(request, earlier, None),
-                    model,
-                    request: request.clone(),
-                    meter: call.meter.clone(),
-                    route: call.route.to_string(),
-                    cache,
-                };
-                Ok(Answer::Stream(Box::new(AnswerStream::new(
-                    upstream, charge,
-                ))))
+                let (charge, attempts) = charge.stream();
+                let stream = AnswerStream::new(upstream, charge);
+                (Ok(Answer::Stream(Box::new(stream))), attempts)
             }
             Ok(Reply::Json(response)) => {
-                let charges = self.costing.charges(request, &attempts, Some(&response));
-                self.costing.close(hold, charges, site);
-                Ok(Answer::Whole(response))
+                let attempts = charge.settle(Some(&response));
+                (Ok(Answer::Whole(response)), attempts)
             }
-            Err(err) => {
-                let charges = self.costing.charges(request, &attempts, None);
-                self.costing.close(hold, charges, site);
-                Err(StepError::Route(err))
-            }
+            Err(err) => (Err(StepError::Route(err)), charge.settle(None)),
         };
         StepReply {
             attempts,

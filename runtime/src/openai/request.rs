@@ -187,9 +187,14 @@ pub fn request_to_json(request: &ChatRequest, model: Option<&str>) -> Value {
     }
     if request.stream {
         obj.insert("stream".into(), Value::Bool(true));
+        // Whatever the client sent (`null`, a non-object, `include_usage: false`): weir's
+        // cost needs the usage chunk; the client gets it only if it asked.
         let options = obj
             .entry("stream_options")
             .or_insert_with(|| Value::Object(Map::new()));
+        if !options.is_object() {
+            *options = Value::Object(Map::new());
+        }
         if let Value::Object(options) = options {
             options.insert("include_usage".into(), Value::Bool(true));
         }
@@ -332,5 +337,41 @@ mod tests {
         let upstream = request_to_json(&request, Some("real-model"));
         assert_eq!(upstream["model"], "real-model");
         assert_eq!(upstream["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn no_stream_options_a_client_sends_stops_the_usage_chunk() {
+        for options in [
+            json!(null),
+            json!(false),
+            json!("off"),
+            json!([]),
+            json!({"include_usage": false}),
+            json!({"include_usage": null, "other": 1}),
+        ] {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                              "stream": true, "stream_options": options});
+            let request = parse_request(body.to_string().as_bytes()).unwrap();
+            let upstream = request_to_json(&request, None);
+            assert_eq!(
+                upstream["stream_options"]["include_usage"], true,
+                "{options}: {upstream}"
+            );
+            if options.is_object() {
+                // The client's other options go along.
+                let mut expected = options.as_object().unwrap().clone();
+                expected.insert("include_usage".into(), json!(true));
+                assert_eq!(upstream["stream_options"], Value::Object(expected));
+            }
+        }
+        // Not a stream: nothing is added.
+        let request = parse_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":null}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            request_to_json(&request, None)["stream_options"],
+            json!(null)
+        );
     }
 }

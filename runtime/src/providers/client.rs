@@ -95,6 +95,15 @@ impl AttemptError {
         }
     }
 
+    /// Whether the upstream (likely) billed the attempt though it reported no usage: a
+    /// timeout (the request was handed to the connection; a provider bills a request it
+    /// started on, answered or not) or an unusable reply (broken, oversized or not a chat
+    /// completion, after a success status). A connect error never reached it; an error
+    /// status is billed only when its body reports usage ([`AttemptError::usage`]).
+    pub fn billed(&self) -> bool {
+        matches!(self, AttemptError::Timeout(_) | AttemptError::Protocol(_))
+    }
+
     /// The upstream's `Retry-After`, when it sent one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

@@ -2,6 +2,9 @@
 //! outcome recorded twice — in the target's live state (breaker, latency, `Retry-After`
 //! cool-down) and in the call's attempt record.
 //!
+//! While an attempt is in flight it stands in the attempt record as [`Outcome::InFlight`],
+//! so a call whose future is dropped midway (its client gone) can still be billed for it.
+//!
 //! An attempt the client's `x-weir-deadline-ms` cut shorter than the target's own timeout
 //! (and the route's deadline) allow, and that then timed out, says nothing about the target:
 //! it gives its slot back without an outcome, or any client could eject a target for every
@@ -96,10 +99,14 @@ impl<E: Exchange> Attempter<'_, E> {
             weir.upstream_message = tracing::field::Empty,
         );
         let body = self.exchange.body(upstream);
+        // Until its outcome is known the attempt stands in the record as in flight: a call
+        // dropped now still shows (and bills) what the upstream received.
+        attempts.push(Attempt::in_flight(upstream.name.clone(), model.clone()));
         let result = self
             .send(target, body, timeout)
             .instrument(span.clone())
             .await;
+        attempts.pop();
         let done = Instant::now();
         let elapsed = done - now;
         let outcome = match &result {

@@ -46,7 +46,7 @@ mod slot;
 mod stream;
 mod target;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 #[cfg(test)]
 mod timing_tests;
 

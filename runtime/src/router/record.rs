@@ -33,6 +33,20 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// The entry of an attempt just sent to `target` for `model`: it stands in the record
+    /// while the attempt is in flight and is replaced by its outcome, so a call dropped
+    /// midway still shows the attempt the upstream received (and bills).
+    pub(super) fn in_flight(target: Arc<str>, model: String) -> Attempt {
+        Attempt {
+            target,
+            outcome: Outcome::InFlight,
+            status: None,
+            elapsed: Duration::ZERO,
+            model,
+            usage: None,
+        }
+    }
+
     /// The entry saying the loop stopped for `stop` (no upstream call).
     pub(super) fn stopped(stop: Stop) -> Attempt {
         Attempt {
@@ -58,6 +72,10 @@ pub enum Outcome {
         kind: &'static str,
         /// The error.
         message: String,
+        /// Whether the upstream (likely) billed the attempt though it reported no usage: it
+        /// had the request and was cut off or sent an unusable reply (see
+        /// [`AttemptError::billed`]).
+        billed: bool,
     },
     /// The attempt timed out only because the client's deadline cut its timeout short: it
     /// says nothing about the target and counted against nothing.
@@ -67,6 +85,9 @@ pub enum Outcome {
     },
     /// No attempt: the loop stopped here.
     Stopped(Stop),
+    /// The attempt was sent and has not ended: seen only in the record of a call dropped
+    /// midway (a client that went away, a stage's `complete()` cut by its hard timeout).
+    InFlight,
 }
 
 /// Why the loop stopped before its last allowed attempt.
@@ -100,6 +121,7 @@ impl Outcome {
             Outcome::Failed {
                 kind: err.kind(),
                 message: err.to_string(),
+                billed: err.billed(),
             }
         }
     }
@@ -114,6 +136,19 @@ impl Outcome {
         !matches!(self, Outcome::Stopped(_))
     }
 
+    /// Whether the upstream (likely) billed the attempt although it reported no usage: it
+    /// received the request and then timed out (the client's deadline included), sent a
+    /// broken or oversized reply, or was still working when the call was dropped. A connect
+    /// error never reached it, and an error status is billed only when its body says so
+    /// (its usage).
+    pub fn billed_without_usage(&self) -> bool {
+        match self {
+            Outcome::Failed { billed, .. } => *billed,
+            Outcome::Cut { .. } | Outcome::InFlight => true,
+            Outcome::Ok | Outcome::Stopped(_) => false,
+        }
+    }
+
     /// The text shown in `/admin/requests` and error messages: `ok`, the error, or why the
     /// loop stopped.
     pub fn as_str(&self) -> &str {
@@ -121,6 +156,7 @@ impl Outcome {
             Outcome::Ok => "ok",
             Outcome::Failed { message, .. } | Outcome::Cut { message } => message,
             Outcome::Stopped(stop) => stop.as_str(),
+            Outcome::InFlight => IN_FLIGHT,
         }
     }
 
@@ -132,6 +168,7 @@ impl Outcome {
             Outcome::Ok => Some("ok"),
             Outcome::Failed { kind, .. } => Some(kind),
             Outcome::Cut { .. } => Some("deadline"),
+            Outcome::InFlight => Some("in_flight"),
             Outcome::Stopped(_) => None,
         }
     }
@@ -149,9 +186,13 @@ impl From<Outcome> for Cow<'static, str> {
             Outcome::Ok => Cow::Borrowed("ok"),
             Outcome::Failed { message, .. } | Outcome::Cut { message } => Cow::Owned(message),
             Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
+            Outcome::InFlight => Cow::Borrowed(IN_FLIGHT),
         }
     }
 }
+
+/// The text of [`Outcome::InFlight`].
+const IN_FLIGHT: &str = "in flight when the call was dropped";
 
 /// `target (outcome)` for each entry, joined with `; ` (the text of
 /// [`super::RouteError::AllFailed`]).

@@ -1,5 +1,6 @@
 //! The request path shared by the model endpoints (chat completions and embeddings): count,
-//! read the bounded body, record it, parse it, let the fault dice speak, then answer.
+//! read the bounded body, record it, parse it, let the fault dice speak, then answer. A chat
+//! request is billed as soon as the dice accept it, before its latency (`stats::Billed`).
 //!
 //! Faults are applied after parsing so that a `sim-error-NNN` model can be honoured and a
 //! streamed request counted, but before a parse error is answered: like a real overloaded
@@ -41,20 +42,45 @@ pub async fn chat(
     }
     let faults = state.faults();
     let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
-    if let Some(response) = chaos::apply(&faults, model, bearer.as_deref(), &state, conn).await {
+    let decision = chaos::decide(&faults, model);
+    // Billed as soon as it is accepted, before its latency: a provider bills a request it
+    // started on even if its client leaves.
+    let accepted = match (&parsed, &decision.outcome) {
+        (Ok(r), chaos::Outcome::Answer) => {
+            Some(chat::accept(r, &state, faults.usage_prompt_tokens))
+        }
+        (
+            _,
+            chaos::Outcome::Fail(ApiError::Injected {
+                billed_tokens: billed @ 1..,
+                ..
+            }),
+        ) => {
+            state.stats.bill(u64::from(*billed), 0);
+            None
+        }
+        _ => None,
+    };
+    if let Some(response) =
+        chaos::carry_out(decision, &faults, bearer.as_deref(), &state, conn).await
+    {
         return response;
     }
-    match parsed {
-        Err(err) => body::error(&err),
-        Ok(r) if r.stream => {
-            let early = match (faults.stream_cut_after, faults.stream_stall_after) {
-                (Some(n), _) => stream::EarlyEnd::Cut(n),
-                (None, Some(n)) => stream::EarlyEnd::Stall(n, Box::pin(conn.until_shutdown())),
-                (None, None) => stream::EarlyEnd::None,
-            };
-            stream::respond(&r, Arc::clone(&state), early, faults.usage_prompt_tokens)
-        }
-        Ok(r) => chat::respond(&r, &state, faults.usage_prompt_tokens),
+    let r = match parsed {
+        Err(err) => return body::error(&err),
+        Ok(r) => r,
+    };
+    // Only an accepted request gets here; accepting it now would be a bug, never a panic.
+    let reply = accepted.unwrap_or_else(|| chat::accept(&r, &state, faults.usage_prompt_tokens));
+    if r.stream {
+        let early = match (faults.stream_cut_after, faults.stream_stall_after) {
+            (Some(n), _) => stream::EarlyEnd::Cut(n),
+            (None, Some(n)) => stream::EarlyEnd::Stall(n, Box::pin(conn.until_shutdown())),
+            (None, None) => stream::EarlyEnd::None,
+        };
+        stream::respond(&r, &reply, Arc::clone(&state), early)
+    } else {
+        chat::respond(&r, &reply, &state)
     }
 }
 

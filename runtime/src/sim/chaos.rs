@@ -84,6 +84,25 @@ pub fn delay(faults: &Faults, rng: &mut impl Rng) -> Duration {
     Duration::from_millis(faults.latency_ms.saturating_add(jitter))
 }
 
+/// What the dice decided for one request: its outcome, and the latency before it.
+#[derive(Debug)]
+pub struct Decision {
+    /// What happens to the request.
+    pub outcome: Outcome,
+    /// How long to wait before carrying it out.
+    pub wait: Duration,
+}
+
+/// Rolls the dice for a request on `model` (see [`roll`] and [`delay`]).
+pub fn decide(faults: &Faults, model: Option<&str>) -> Decision {
+    // ThreadRng is not Send; it never lives across an await.
+    let mut rng = rand::rng();
+    Decision {
+        outcome: roll(faults, model, &mut rng),
+        wait: delay(faults, &mut rng),
+    }
+}
+
 /// Applies the faults to a request: waits out the latency, then returns the fault response, or
 /// `None` when the request should be answered normally. A hang or a reset never returns: the
 /// connection task drops the connection (at shutdown for a hang, at once for a reset).
@@ -95,11 +114,19 @@ pub async fn apply(
     state: &SimState,
     conn: &ConnControl,
 ) -> Option<Response<SimBody>> {
-    let (outcome, wait) = {
-        // ThreadRng is not Send; keep it out of the awaits below.
-        let mut rng = rand::rng();
-        (roll(faults, model, &mut rng), delay(faults, &mut rng))
-    };
+    carry_out(decide(faults, model), faults, bearer, state, conn).await
+}
+
+/// [`apply`] with the dice already rolled, for a caller that acts on the decision before its
+/// latency (the chat endpoint bills a request it accepted at once).
+pub async fn carry_out(
+    decision: Decision,
+    faults: &Faults,
+    bearer: Option<&str>,
+    state: &SimState,
+    conn: &ConnControl,
+) -> Option<Response<SimBody>> {
+    let Decision { outcome, wait } = decision;
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }

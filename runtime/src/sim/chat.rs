@@ -3,7 +3,11 @@
 //!
 //! Parsing is lenient where OpenAI clients vary (unknown fields are ignored, `model` may be
 //! absent, `content` may be a string, an array of parts or null) and strict where a real
-//! provider is (the body must be JSON with a non-empty `messages` array; token limits ≥ 1).
+//! provider is (the body must be JSON with a non-empty `messages` array; token limits ≥ 1;
+//! `n` within 1..=[`MAX_CHOICES`]).
+//!
+//! A request the simulator accepts is billed at once ([`accept`]), as a provider bills a
+//! request it started on: see `stats::Billed`.
 
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -13,6 +17,9 @@ use crate::sim::body::{self, SimBody};
 use crate::sim::error::ApiError;
 use crate::sim::reply::{PromptMessage, Reply};
 use crate::sim::state::SimState;
+
+/// The most choices (`n`) a request may ask for, as OpenAI allows.
+pub const MAX_CHOICES: u32 = 128;
 
 /// A chat request, reduced to what the simulator uses.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +34,8 @@ pub struct ChatRequest {
     pub include_usage: bool,
     /// `max_completion_tokens`, else `max_tokens`.
     pub max_tokens: Option<u64>,
+    /// `n`: how many choices to answer, each the same reply (1 when absent).
+    pub n: u32,
 }
 
 /// The wire form of a chat request (only the fields the simulator reads).
@@ -44,6 +53,8 @@ struct WireRequest {
     max_tokens: Option<u64>,
     /// Current completion token limit; wins over `max_tokens`.
     max_completion_tokens: Option<u64>,
+    /// Choices to answer.
+    n: Option<u64>,
 }
 
 /// `stream_options`.
@@ -96,6 +107,17 @@ impl ChatRequest {
                 "max_tokens / max_completion_tokens must be at least 1".into(),
             ));
         }
+        let n = match wire.n {
+            None => 1,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_CHOICES).contains(n))
+                .ok_or_else(|| {
+                    ApiError::InvalidRequest(format!(
+                        "'n' must be between 1 and {MAX_CHOICES}, got {n}"
+                    ))
+                })?,
+        };
         let messages = wire
             .messages
             .into_iter()
@@ -121,6 +143,7 @@ impl ChatRequest {
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false),
             max_tokens,
+            n,
         })
     }
 }
@@ -137,13 +160,14 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// The usage of a reply.
-    pub fn of(reply: &Reply) -> Usage {
+    /// The usage of `choices` copies of a reply.
+    pub fn of(reply: &Reply, choices: u32) -> Usage {
+        let completion_tokens = reply.completion_tokens.saturating_mul(u64::from(choices));
         Usage {
             prompt_tokens: reply.prompt_tokens,
-            completion_tokens: reply.completion_tokens,
+            completion_tokens,
             // Saturating: `usage_prompt_tokens` may report any u64.
-            total_tokens: reply.prompt_tokens.saturating_add(reply.completion_tokens),
+            total_tokens: reply.prompt_tokens.saturating_add(completion_tokens),
         }
     }
 }
@@ -159,16 +183,16 @@ struct Completion<'a> {
     created: u64,
     /// Model named in the answer.
     model: &'a str,
-    /// The single choice.
-    choices: [Choice<'a>; 1],
+    /// `n` choices.
+    choices: Vec<Choice<'a>>,
     /// Token counts.
     usage: Usage,
 }
 
-/// `choices[0]`.
+/// One of `choices`.
 #[derive(Serialize)]
 struct Choice<'a> {
-    /// Always 0.
+    /// Its position.
     index: u32,
     /// The assistant message.
     message: AssistantMessage<'a>,
@@ -189,32 +213,44 @@ struct AssistantMessage<'a> {
     refusal: Option<()>,
 }
 
-/// Answers a non-streamed chat request; `usage_prompt_tokens` overrides the prompt tokens
-/// its usage reports.
-pub fn respond(
-    request: &ChatRequest,
-    state: &SimState,
-    usage_prompt_tokens: Option<u64>,
-) -> Response<SimBody> {
+/// Accepts a request the simulator will answer: its reply (reporting `usage_prompt_tokens`
+/// as its prompt tokens when given), billed now. A non-streamed answer is billed in full, so
+/// a client that leaves before it arrives has still paid for it; a stream is billed its
+/// prompt now and each content token as it is sent (`stream`).
+pub fn accept(request: &ChatRequest, state: &SimState, usage_prompt_tokens: Option<u64>) -> Reply {
     let reply = Reply::for_prompt(&request.messages, request.max_tokens)
         .with_prompt_tokens(usage_prompt_tokens);
+    let usage = Usage::of(&reply, request.n);
+    let completion = if request.stream {
+        0
+    } else {
+        usage.completion_tokens
+    };
+    state.stats.bill(usage.prompt_tokens, completion);
+    reply
+}
+
+/// Answers a non-streamed chat request with its accepted `reply`, once per choice.
+pub fn respond(request: &ChatRequest, reply: &Reply, state: &SimState) -> Response<SimBody> {
     let id = state.next_id("chatcmpl-");
     let completion = Completion {
         id: &id,
         object: "chat.completion",
         created: unix_secs(),
         model: state.response_model(request.model.as_deref()),
-        choices: [Choice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content: &reply.text,
-                refusal: None,
-            },
-            logprobs: None,
-            finish_reason: reply.finish_reason,
-        }],
-        usage: Usage::of(&reply),
+        choices: (0..request.n)
+            .map(|index| Choice {
+                index,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: &reply.text,
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason: reply.finish_reason,
+            })
+            .collect(),
+        usage: Usage::of(reply, request.n),
     };
     body::json(StatusCode::OK, &completion)
 }
@@ -236,6 +272,21 @@ mod tests {
         assert_eq!(r.messages[2].text, "");
         assert!(r.stream && r.include_usage);
         assert_eq!(r.max_tokens, Some(9));
+        assert_eq!(r.n, 1);
+    }
+
+    #[test]
+    fn n_asks_for_that_many_choices_within_the_limit() {
+        let with_n = |n: &str| {
+            let body = format!(r#"{{"messages":[{{"role":"user","content":"x"}}],"n":{n}}}"#);
+            ChatRequest::parse(body.as_bytes()).map(|r| r.n)
+        };
+        assert_eq!(with_n("2"), Ok(2));
+        assert_eq!(with_n("128"), Ok(128));
+        for bad in ["0", "129", "1000000000", "-1", "2.5", "\"2\""] {
+            let err = with_n(bad).expect_err(bad);
+            assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
     }
 
     #[test]

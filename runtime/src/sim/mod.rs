@@ -63,4 +63,4 @@ pub use error::SimError;
 pub use faults::{DEFAULT_ERROR_STATUS, Faults, FaultsError, MAX_LATENCY_MS};
 pub use ring::RING_CAPACITY;
 pub use server::{SHUTDOWN_GRACE, Sim};
-pub use stats::{FaultCounts, StatsSnapshot};
+pub use stats::{Billed, FaultCounts, StatsSnapshot};

@@ -1,6 +1,8 @@
 //! Request and fault counters, served by `GET /sim/stats`.
 //!
 //! Plain relaxed atomics: every request bumps one or two of them, so they must cost no lock.
+//! Besides what was received and injected, the `billed` counters say what the simulator
+//! charged, the way a provider bills: see [`Billed`].
 //! Counters are independent, so a snapshot taken while requests run may be a few increments
 //! apart between fields; a test reads them after its requests have completed.
 
@@ -29,6 +31,12 @@ pub struct Stats {
     pub resets: AtomicU64,
     /// Streams cut before `[DONE]`.
     pub stream_cuts: AtomicU64,
+    /// See [`Billed::requests`].
+    pub billed_requests: AtomicU64,
+    /// See [`Billed::prompt_tokens`].
+    pub billed_prompt_tokens: AtomicU64,
+    /// See [`Billed::completion_tokens`].
+    pub billed_completion_tokens: AtomicU64,
 }
 
 /// What `GET /sim/stats` returns.
@@ -44,6 +52,25 @@ pub struct StatsSnapshot {
     pub streams: u64,
     /// Injected faults by kind.
     pub faults: FaultCounts,
+    /// What the simulator billed.
+    pub billed: Billed,
+}
+
+/// What the simulator billed for chat completions, the way a provider does: a request it
+/// accepted (no fault decided otherwise) is billed its prompt at once; a non-streamed answer
+/// is billed all its completion tokens then too, even if the client leaves before the
+/// answer; a stream is billed each content token as it is sent (a stream cut by a fault or by
+/// its client pays only for what was sent). An injected error with `error_billed_tokens`
+/// bills those prompt tokens. Hangs, resets and other errors bill nothing. Token counts are
+/// the ones the answers' `usage` reports.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Billed {
+    /// Chat requests billed anything.
+    pub requests: u64,
+    /// Prompt tokens billed.
+    pub prompt_tokens: u64,
+    /// Completion tokens billed.
+    pub completion_tokens: u64,
 }
 
 /// The fault part of `StatsSnapshot`.
@@ -67,6 +94,21 @@ pub fn bump(counter: &AtomicU64) {
 }
 
 impl Stats {
+    /// Bills one request `prompt_tokens` and `completion_tokens` (more of its completion
+    /// may follow with [`Stats::bill_completion`]).
+    pub fn bill(&self, prompt_tokens: u64, completion_tokens: u64) {
+        bump(&self.billed_requests);
+        self.billed_prompt_tokens
+            .fetch_add(prompt_tokens, Ordering::Relaxed);
+        self.bill_completion(completion_tokens);
+    }
+
+    /// Bills `tokens` more completion tokens of a request already billed (a stream's).
+    pub fn bill_completion(&self, tokens: u64) {
+        self.billed_completion_tokens
+            .fetch_add(tokens, Ordering::Relaxed);
+    }
+
     /// Reads every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -81,6 +123,11 @@ impl Stats {
                 hangs: get(&self.hangs),
                 resets: get(&self.resets),
                 stream_cuts: get(&self.stream_cuts),
+            },
+            billed: Billed {
+                requests: get(&self.billed_requests),
+                prompt_tokens: get(&self.billed_prompt_tokens),
+                completion_tokens: get(&self.billed_completion_tokens),
             },
         }
     }
@@ -97,6 +144,9 @@ impl Stats {
             &self.hangs,
             &self.resets,
             &self.stream_cuts,
+            &self.billed_requests,
+            &self.billed_prompt_tokens,
+            &self.billed_completion_tokens,
         ];
         for c in all {
             c.store(0, Ordering::Relaxed);
@@ -113,10 +163,13 @@ mod tests {
         let stats = Stats::default();
         bump(&stats.requests);
         bump(&stats.stream_cuts);
+        stats.bill(7, 2);
+        stats.bill_completion(3);
         let json = serde_json::to_value(stats.snapshot()).expect("serializes");
         let expected = serde_json::json!({
             "requests": 1, "chat_completions": 0, "embeddings": 0, "streams": 0,
-            "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 1}
+            "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 1},
+            "billed": {"requests": 1, "prompt_tokens": 7, "completion_tokens": 5}
         });
         assert_eq!(json, expected);
         stats.reset();

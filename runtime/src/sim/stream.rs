@@ -1,9 +1,10 @@
 //! Streamed chat answers: OpenAI's server-sent-events framing, paced by `ttft_ms` and
 //! `inter_token_ms`, and the `stream_cut_after` and `stream_stall_after` faults.
 //!
-//! The frames are planned up front (role chunk, one chunk per reply token, finish chunk,
-//! optional usage chunk, `[DONE]`) and then released one by one with their delays, so the
-//! chunk layout can be tested without a network and the pacing without a tokenizer.
+//! The frames are planned up front (a role chunk per choice, then for each reply token one
+//! chunk per choice, a finish chunk per choice, optional usage chunk, `[DONE]`) and then
+//! released one by one with their delays, so the chunk layout can be tested without a network
+//! and the pacing without a tokenizer. Each content chunk is billed as it is released.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -64,10 +65,10 @@ struct Chunk<'a> {
     usage: Option<Option<Usage>>,
 }
 
-/// `choices[0]` of a chunk.
+/// The one choice of a chunk.
 #[derive(Serialize)]
 struct ChunkChoice<'a> {
-    /// Always 0.
+    /// Which of the `n` choices it adds to.
     index: u32,
     /// What this chunk adds.
     delta: Delta<'a>,
@@ -88,8 +89,8 @@ struct Delta<'a> {
     content: Option<&'a str>,
 }
 
-/// Plans the frames of a stream: role chunk after `ttft`, one chunk per token `inter_token`
-/// apart, finish chunk, usage chunk if asked, `[DONE]`.
+/// Plans the frames of a stream: a role chunk per choice after `ttft`, each token `inter_token`
+/// apart (one chunk per choice), a finish chunk per choice, the usage chunk if asked, `[DONE]`.
 pub fn plan(
     request: &ChatRequest,
     reply: &Reply,
@@ -112,42 +113,51 @@ pub fn plan(
         }),
         kind,
     };
-    let choice = |delta, finish_reason| ChunkChoice {
-        index: 0,
+    let choice = |index, delta, finish_reason| ChunkChoice {
+        index,
         delta,
         logprobs: None,
         finish_reason,
     };
     let pieces = tokens::split(&reply.text);
-    let mut frames = Vec::with_capacity(pieces.len() + 4);
-    let role = Delta {
-        role: Some("assistant"),
-        content: Some(""),
-    };
-    frames.push(frame(
-        ttft,
-        vec![choice(role, None)],
-        usage_field,
-        FrameKind::Role,
-    ));
-    for (i, piece) in pieces.iter().enumerate() {
-        let delay = if i == 0 { Duration::ZERO } else { inter_token };
-        let delta = Delta {
-            role: None,
-            content: Some(piece),
+    let n = request.n.max(1);
+    let per_choice = pieces.len() + 2;
+    let mut frames = Vec::with_capacity(per_choice * n as usize + 2);
+    for index in 0..n {
+        let role = Delta {
+            role: Some("assistant"),
+            content: Some(""),
         };
-        let content = vec![choice(delta, None)];
-        frames.push(frame(delay, content, usage_field, FrameKind::Content));
+        let delay = if index == 0 { ttft } else { Duration::ZERO };
+        let first = vec![choice(index, role, None)];
+        frames.push(frame(delay, first, usage_field, FrameKind::Role));
     }
-    let finish = choice(Delta::default(), Some(reply.finish_reason));
-    frames.push(frame(
-        Duration::ZERO,
-        vec![finish],
-        usage_field,
-        FrameKind::Trailer,
-    ));
+    for (i, piece) in pieces.iter().enumerate() {
+        for index in 0..n {
+            let delay = if i == 0 || index > 0 {
+                Duration::ZERO
+            } else {
+                inter_token
+            };
+            let delta = Delta {
+                role: None,
+                content: Some(piece),
+            };
+            let content = vec![choice(index, delta, None)];
+            frames.push(frame(delay, content, usage_field, FrameKind::Content));
+        }
+    }
+    for index in 0..n {
+        let finish = choice(index, Delta::default(), Some(reply.finish_reason));
+        frames.push(frame(
+            Duration::ZERO,
+            vec![finish],
+            usage_field,
+            FrameKind::Trailer,
+        ));
+    }
     if request.include_usage {
-        let usage = Some(Some(Usage::of(reply)));
+        let usage = Some(Some(Usage::of(reply, n)));
         frames.push(frame(Duration::ZERO, Vec::new(), usage, FrameKind::Trailer));
     }
     frames.push(PlannedFrame {
@@ -190,26 +200,24 @@ struct Cursor {
     content_sent: u32,
     /// Whether the stream has ended (sent `[DONE]` or been cut).
     ended: bool,
-    /// For counting cuts.
+    /// For counting cuts and billing what is sent.
     state: Arc<SimState>,
 }
 
-/// Answers a streamed chat request. With `EarlyEnd::Cut(n)`, at most `n` content chunks are
-/// sent and the connection is then dropped before the finish chunk and `[DONE]` (also when the
-/// reply has fewer than `n` tokens, so every stream fails while the fault is on); with
-/// `EarlyEnd::Stall(n, _)` the stream goes quiet there instead, with the connection open.
-/// `usage_prompt_tokens` overrides the prompt tokens of the usage chunk.
+/// Answers a streamed chat request with its accepted `reply`. With `EarlyEnd::Cut(n)`, at
+/// most `n` content chunks are sent and the connection is then dropped before the finish chunk
+/// and `[DONE]` (also when the reply has fewer than `n` tokens, so every stream fails while the
+/// fault is on); with `EarlyEnd::Stall(n, _)` the stream goes quiet there instead, with the
+/// connection open. Each content chunk is billed as one completion token when it is sent.
 pub fn respond(
     request: &ChatRequest,
+    reply: &Reply,
     state: Arc<SimState>,
     early: EarlyEnd,
-    usage_prompt_tokens: Option<u64>,
 ) -> Response<SimBody> {
-    let reply = Reply::for_prompt(&request.messages, request.max_tokens)
-        .with_prompt_tokens(usage_prompt_tokens);
     let id = state.next_id("chatcmpl-");
     let model = state.response_model(request.model.as_deref());
-    let frames = plan(request, &reply, &id, model, state.ttft, state.inter_token);
+    let frames = plan(request, reply, &id, model, state.ttft, state.inter_token);
     let cursor = Cursor {
         frames: frames.into(),
         early,
@@ -261,6 +269,7 @@ async fn next_frame(mut cursor: Cursor) -> Option<(Result<Bytes, StreamCut>, Cur
     }
     if frame.kind == FrameKind::Content {
         cursor.content_sent += 1;
+        cursor.state.stats.bill_completion(1);
     }
     Some((Ok(frame.bytes), cursor))
 }
@@ -280,6 +289,7 @@ mod tests {
             stream: true,
             include_usage,
             max_tokens: None,
+            n: 1,
         }
     }
 
@@ -341,5 +351,54 @@ mod tests {
         );
         assert!(parse(&frames[0])["usage"].is_null());
         assert_eq!(parse(&frames[n - 3])["choices"][0]["finish_reason"], "stop");
+    }
+
+    #[test]
+    fn n_choices_stream_side_by_side_and_their_usage_counts_them_all() {
+        let req = ChatRequest {
+            n: 2,
+            ..request(true)
+        };
+        let reply = Reply::for_prompt(&req.messages, None);
+        let ms = Duration::from_millis;
+        let frames = plan(&req, &reply, "id", "m", ms(50), ms(5));
+        let index = |f: &PlannedFrame| parse(f)["choices"][0]["index"].as_u64();
+        let roles: Vec<_> = frames
+            .iter()
+            .filter(|f| f.kind == FrameKind::Role)
+            .collect();
+        assert_eq!(
+            roles.iter().map(|f| index(f)).collect::<Vec<_>>(),
+            [Some(0), Some(1)]
+        );
+        assert_eq!((roles[0].delay, roles[1].delay), (ms(50), Duration::ZERO));
+        let content: Vec<_> = frames
+            .iter()
+            .filter(|f| f.kind == FrameKind::Content)
+            .collect();
+        assert_eq!(content.len() as u64, 2 * reply.completion_tokens);
+        for choice in 0..2 {
+            let text: String = content
+                .iter()
+                .filter(|f| index(f) == Some(choice))
+                .map(|f| {
+                    parse(f)["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .collect();
+            assert_eq!(text, reply.text, "choice {choice}");
+        }
+        // One token apart for both choices: the second choice's chunk follows at once.
+        assert_eq!(
+            (content[2].delay, content[3].delay),
+            (ms(5), Duration::ZERO)
+        );
+        let usage = parse(&frames[frames.len() - 2]);
+        assert_eq!(
+            usage["usage"]["completion_tokens"],
+            2 * reply.completion_tokens
+        );
     }
 }

@@ -9,18 +9,38 @@ use crate::sim::client::{TestSim, chat};
 #[tokio::test]
 async fn stats_count_requests_by_kind_and_reset_zeroes_them() {
     let sim = TestSim::plain().await;
-    sim.post("/v1/chat/completions", &chat("a")).await;
-    sim.post("/v1/chat/completions", &chat("b")).await;
+    let mut answers = Vec::new();
+    for text in ["a", "b"] {
+        answers.push(sim.post("/v1/chat/completions", &chat(text)).await.json());
+    }
     let mut stream = chat("c");
     stream["stream"] = json!(true);
-    sim.post("/v1/chat/completions", &stream).await;
+    stream["stream_options"] = json!({"include_usage": true});
+    let streamed = sim.post("/v1/chat/completions", &stream).await;
     sim.post("/v1/embeddings", &json!({"input": "d"})).await;
     sim.get("/v1/models").await;
     sim.get("/sim/faults").await;
     let stats = sim.get("/sim/stats").await.json();
+    // Billed: what each answer's usage reported (the stream's in its usage chunk).
+    let usage = streamed
+        .events()
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .find(|c| c["usage"].is_object())
+        .expect("a usage chunk")["usage"]
+        .clone();
+    let (mut prompt, mut completion) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    for answer in &answers {
+        prompt += answer["usage"]["prompt_tokens"].as_u64().unwrap();
+        completion += answer["usage"]["completion_tokens"].as_u64().unwrap();
+    }
     let expected = json!({
         "requests": 4, "chat_completions": 3, "embeddings": 1, "streams": 1,
-        "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 0}
+        "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 0},
+        "billed": {"requests": 3, "prompt_tokens": prompt, "completion_tokens": completion}
     });
     assert_eq!(stats, expected);
 
@@ -126,6 +146,95 @@ async fn faults_are_replaced_whole_at_runtime() {
     assert_eq!(
         sim.post("/v1/chat/completions", &chat("x")).await.status,
         StatusCode::OK
+    );
+    sim.stop().await;
+}
+
+/// What `/sim/stats` says was billed.
+async fn billed(sim: &TestSim) -> Value {
+    sim.get("/sim/stats").await.json()["billed"].clone()
+}
+
+#[tokio::test]
+async fn the_sim_bills_like_a_provider() {
+    // A non-streamed request is billed in full once accepted, even if its client leaves
+    // during the latency.
+    let sim = TestSim::start(weir::sim::SimConfig {
+        faults: Faults {
+            latency_ms: 2000,
+            ..Faults::default()
+        },
+        ..weir::sim::SimConfig::default()
+    })
+    .await;
+    let mut body = chat("who pays for this");
+    body["n"] = json!(2);
+    let left = sim.send(Method::POST, "/v1/chat/completions", &[], Some(&body));
+    let left = tokio::time::timeout(std::time::Duration::from_millis(300), left).await;
+    assert!(left.is_err(), "the client left before the answer");
+    let seen = crate::wait::until("the request to be billed", || async {
+        let billed = billed(&sim).await;
+        crate::wait::check(billed["requests"] == 1, &billed).map(|_| billed)
+    })
+    .await;
+    // The same request answered: its usage is what was billed, both choices included.
+    sim.post("/sim/faults", &json!({})).await;
+    let answer = sim.post("/v1/chat/completions", &body).await.json();
+    assert_eq!(answer["choices"].as_array().map(Vec::len), Some(2));
+    let usage = &answer["usage"];
+    assert_eq!(seen["prompt_tokens"], usage["prompt_tokens"]);
+    assert_eq!(seen["completion_tokens"], usage["completion_tokens"]);
+    sim.stop().await;
+
+    // A stream is billed its prompt and the content chunks it sent; a refused request and an
+    // error bill nothing, unless the error says it billed (`error_billed_tokens`).
+    let sim = TestSim::start(weir::sim::SimConfig {
+        faults: Faults {
+            stream_cut_after: Some(3),
+            ..Faults::default()
+        },
+        ..weir::sim::SimConfig::default()
+    })
+    .await;
+    let mut stream = chat("a long story about rivers and the sea");
+    stream["stream"] = json!(true);
+    sim.send(Method::POST, "/v1/chat/completions", &[], Some(&stream))
+        .await
+        .expect("a cut stream still has its head");
+    sim.post("/sim/faults", &json!({})).await;
+    let whole = sim
+        .post(
+            "/v1/chat/completions",
+            &chat("a long story about rivers and the sea"),
+        )
+        .await
+        .json();
+    let (prompt, completion) = (
+        whole["usage"]["prompt_tokens"].as_u64().unwrap(),
+        whole["usage"]["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(completion > 3, "the cut stream had more to say");
+    let expected =
+        json!({"requests": 2, "prompt_tokens": 2 * prompt, "completion_tokens": 3 + completion});
+    assert_eq!(billed(&sim).await, expected);
+    sim.post("/sim/reset", &json!({})).await;
+    sim.post("/v1/chat/completions", &json!({"messages": []}))
+        .await;
+    sim.post("/sim/faults", &json!({"error_rate": 1.0})).await;
+    sim.post("/v1/chat/completions", &chat("x")).await;
+    assert_eq!(
+        billed(&sim).await,
+        json!({"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+    );
+    sim.post(
+        "/sim/faults",
+        &json!({"error_rate": 1.0, "error_billed_tokens": 7}),
+    )
+    .await;
+    sim.post("/v1/chat/completions", &chat("x")).await;
+    assert_eq!(
+        billed(&sim).await,
+        json!({"requests": 1, "prompt_tokens": 7, "completion_tokens": 0})
     );
     sim.stop().await;
 }

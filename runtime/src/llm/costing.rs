@@ -55,13 +55,24 @@ impl Costing {
         chain: &[usize],
         request: &ChatRequest,
     ) -> (ModelPrice, String) {
+        self.worst_price_of(router, chain, &request.model)
+    }
+
+    /// [`Costing::worst_price`] of a call asking for `requested` (a target's `model` pin
+    /// replaces it).
+    pub(super) fn worst_price_of(
+        &self,
+        router: &Router,
+        chain: &[usize],
+        requested: &str,
+    ) -> (ModelPrice, String) {
         let mut worst = ModelPrice::default();
-        let mut model = request.model.clone();
+        let mut model = requested.to_string();
         for &index in chain {
             let Some(target) = router.targets().get(index) else {
                 continue;
             };
-            let name = target.upstream.model.as_deref().unwrap_or(&request.model);
+            let name = target.upstream.model.as_deref().unwrap_or(requested);
             if let Some(price) = self.prices.get(name) {
                 if price.input >= worst.input {
                     model = name.to_string();

@@ -14,6 +14,8 @@
 //! real cost. So concurrent requests can overspend only by what a reservation underestimated.
 
 mod account;
+#[cfg(test)]
+mod call_limit_tests;
 pub mod clock;
 mod ledger;
 mod meter;

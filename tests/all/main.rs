@@ -10,6 +10,8 @@
 //! - `check`: the `weir check` command on good and bad files.
 //! - `reload`: hot reload of plugin files and config.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
+//! - `calls`: the limits on LLM calls per request and per stage (the loop guard), metered
+//!   `embed()` and semantic probes, `describe()` refused the LLM.
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
@@ -29,6 +31,7 @@
 
 mod cache;
 mod callbacks;
+mod calls;
 mod check;
 mod cost;
 mod cost_cli;

@@ -38,15 +38,14 @@ struct Spend {
     charges: Vec<Charge>,
 }
 
-/// Who set a request's limit on LLM calls (the refusal names it).
+/// Who set a request's limit on LLM calls, before its key may lower it (the refusal names
+/// whoever set the limit that held).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CallLimiter {
     /// `cost.max_llm_calls_per_request` (or its default).
     Server,
     /// The route's `max_llm_calls_per_request`.
     Route(Arc<str>),
-    /// The key's `max_llm_calls_per_request`.
-    Key(String),
 }
 
 impl fmt::Display for CallLimiter {
@@ -54,18 +53,8 @@ impl fmt::Display for CallLimiter {
         match self {
             CallLimiter::Server => f.write_str("the server (cost.max_llm_calls_per_request)"),
             CallLimiter::Route(route) => write!(f, "route `{route}`"),
-            CallLimiter::Key(key) => write!(f, "key `{key}`"),
         }
     }
-}
-
-/// The most LLM calls a request may make, and who said so.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct CallLimit {
-    /// The limit.
-    max: u32,
-    /// Who set it.
-    by: CallLimiter,
 }
 
 /// One request's meter, shared by the request path and its stages' calls.
@@ -76,11 +65,25 @@ pub struct Meter {
     /// LLM calls begun.
     calls: AtomicU32,
     /// The most LLM calls the request may make.
-    limit: Mutex<CallLimit>,
+    max_calls: AtomicU32,
+    /// Who set [`Meter::max_calls`]; `None` when the key's own limit is the lower.
+    limiter: Mutex<Option<CallLimiter>>,
     /// LLM calls begun by each stage (by label), against the stages' own limits.
     stage_calls: Mutex<Vec<(Arc<str>, u32)>>,
     /// Spend.
     spend: Mutex<Spend>,
+}
+
+/// `max` set by `by`, or the key's limit when it is lower (`None`: the key's).
+fn lowered_by_key(
+    account: Option<&Arc<Account>>,
+    max: u32,
+    by: CallLimiter,
+) -> (u32, Option<CallLimiter>) {
+    match account.and_then(|a| a.key.max_llm_calls_per_request) {
+        Some(key_max) if key_max < max => (key_max, None),
+        _ => (max, Some(by)),
+    }
 }
 
 impl Meter {
@@ -88,32 +91,27 @@ impl Meter {
     /// number of LLM calls (or fewer, by the key's limit) until [`Meter::limit_calls`] says
     /// what its route allows.
     pub fn new(account: Option<Arc<Account>>) -> Arc<Meter> {
-        let meter = Meter {
-            limit: Mutex::new(CallLimit {
-                max: DEFAULT_LLM_CALLS_PER_REQUEST,
-                by: CallLimiter::Server,
-            }),
+        let (max, limiter) = lowered_by_key(
+            account.as_ref(),
+            DEFAULT_LLM_CALLS_PER_REQUEST,
+            CallLimiter::Server,
+        );
+        Arc::new(Meter {
             account,
             calls: AtomicU32::new(0),
+            max_calls: AtomicU32::new(max),
+            limiter: Mutex::new(limiter),
             stage_calls: Mutex::default(),
             spend: Mutex::default(),
-        };
-        meter.limit_calls(DEFAULT_LLM_CALLS_PER_REQUEST, CallLimiter::Server);
-        Arc::new(meter)
+        })
     }
 
     /// Limits the request to `max` LLM calls, as `by` (its route, or the server) says,
     /// lowered by its key's own limit: a key may only lower it.
     pub fn limit_calls(&self, max: u32, by: CallLimiter) {
-        let keyed = self.account.as_ref().and_then(|account| {
-            let max = account.key.max_llm_calls_per_request?;
-            Some((max, CallLimiter::Key(account.key.name.clone())))
-        });
-        let (max, by) = match keyed {
-            Some((key_max, key)) if key_max < max => (key_max, key),
-            _ => (max, by),
-        };
-        *lock(&self.limit) = CallLimit { max, by };
+        let (max, limiter) = lowered_by_key(self.account.as_ref(), max, by);
+        *lock(&self.limiter) = limiter;
+        self.max_calls.store(max, Ordering::Relaxed);
     }
 
     /// The key's name, or `-` without auth.
@@ -129,7 +127,7 @@ impl Meter {
     /// Counts one more LLM call if `spare` calls are still left after it (the semantic
     /// tier's probe leaves one for the request's own call); refused otherwise, uncounted.
     pub fn begin_call_leaving(&self, spare: u32) -> Result<(), CostError> {
-        let CallLimit { max, by } = lock(&self.limit).clone();
+        let max = self.max_calls.load(Ordering::Relaxed);
         let fits = |made: u32| {
             (u64::from(made) + 1 + u64::from(spare) <= u64::from(max)).then_some(made + 1)
         };
@@ -138,10 +136,13 @@ impl Meter {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, fits)
         {
             Ok(_) => Ok(()),
-            Err(_) => Err(CostError::TooManyCalls {
-                limit: by.to_string(),
-                max,
-            }),
+            Err(_) => {
+                let limit = match &*lock(&self.limiter) {
+                    Some(limiter) => limiter.to_string(),
+                    None => format!("key `{}`", self.key_name()),
+                };
+                Err(CostError::TooManyCalls { limit, max })
+            }
         }
     }
 

@@ -99,7 +99,11 @@ async fn a_stage_in_a_loop_of_complete_calls_is_stopped_by_the_default_limits() 
         text(&answer),
         "complete-loop: 10 calls, then llm_calls_exceeded"
     );
-    assert_eq!(stats(&up).await["chat_completions"], 10, "the server's default");
+    assert_eq!(
+        stats(&up).await["chat_completions"],
+        10,
+        "the server's default"
+    );
     assert!(cost_header(&answer) > 0, "every call was charged");
 }
 
@@ -158,7 +162,11 @@ async fn embed_is_counted_billed_and_ledgered_under_the_targets_model() {
     let row = spend_row(&weir, "capped", "sim-embed").await.unwrap();
     assert_eq!(row["calls"], 2, "{row}");
     assert_eq!(row["prompt_tokens"].as_u64(), Some(billed), "{row}");
-    assert_eq!(row["cost_pico_usd"].as_u64(), Some(billed * EMBED_IN), "{row}");
+    assert_eq!(
+        row["cost_pico_usd"].as_u64(),
+        Some(billed * EMBED_IN),
+        "{row}"
+    );
     assert_eq!(cost_header(&answer), billed * EMBED_IN, "x-weir-cost-usd");
 }
 
@@ -168,7 +176,10 @@ async fn embed_inputs_are_bounded_before_anything_is_sent() {
     let routes = demo("", "", &chaos("embed-huge")) + EMBEDDINGS_ROUTE;
     let weir = serve(&config(&up, &routes));
     let answer = ask(weir.addr, None, &chat("hi", 16)).await;
-    assert_eq!(text(&answer), "embed-huge: error: 413 embed_input_too_large");
+    assert_eq!(
+        text(&answer),
+        "embed-huge: error: 413 embed_input_too_large"
+    );
     assert_eq!(stats(&up).await["requests"], 0);
 }
 
@@ -187,14 +198,25 @@ async fn the_semantic_tiers_embedding_call_is_billed_to_the_request() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.headers["x-weir-cache"], "miss");
     let seen = stats(&up).await;
-    assert_eq!((seen["embeddings"].as_u64(), seen["chat_completions"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (
+            seen["embeddings"].as_u64(),
+            seen["chat_completions"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
     let billed = seen["embedding_tokens"].as_u64().unwrap();
     let row = spend_row(&weir, "-", "sim-embed").await.unwrap();
     assert_eq!(row["calls"], 1, "{row}");
     assert_eq!(row["prompt_tokens"].as_u64(), Some(billed), "{row}");
     let chat_row = spend_row(&weir, "-", "sim-a").await.unwrap();
-    let total = row["cost_pico_usd"].as_u64().unwrap() + chat_row["cost_pico_usd"].as_u64().unwrap();
-    assert_eq!(cost_header(&answer), total, "the probe is part of the request's cost");
+    let total =
+        row["cost_pico_usd"].as_u64().unwrap() + chat_row["cost_pico_usd"].as_u64().unwrap();
+    assert_eq!(
+        cost_header(&answer),
+        total,
+        "the probe is part of the request's cost"
+    );
     drop(weir);
 
     // A limit of one call: the probe would take the request's own, so it is skipped.
@@ -203,7 +225,13 @@ async fn the_semantic_tiers_embedding_call_is_billed_to_the_request() {
     let answer = ask(weir.addr, None, &body).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let seen = stats(&up).await;
-    assert_eq!((seen["embeddings"].as_u64(), seen["chat_completions"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (
+            seen["embeddings"].as_u64(),
+            seen["chat_completions"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
 }
 
 #[tokio::test]
@@ -231,7 +259,14 @@ async fn describe_calling_complete_is_refused_without_an_upstream_call() {
     // the step being built routes nothing yet).
     let grown = route("demo", &first) + probe + &route("other", &second);
     crate::reload::replace(&config_path, config(&up, &grown).as_bytes());
-    let reload = call(weir.admin.unwrap(), Method::POST, "/admin/reload", &[], None).await;
+    let reload = call(
+        weir.admin.unwrap(),
+        Method::POST,
+        "/admin/reload",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(reload.status, 200, "{:?}", reload.body);
     let mut other = chat("hi", 16);
     other["model"] = json!("other");

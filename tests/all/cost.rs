@@ -411,7 +411,10 @@ async fn a_stage_stuck_in_a_loop_of_calls_is_stopped_and_charged() {
     // The route's limit raised too: here the key's limit, or its budget, stops the loop.
     let weir = serve(&config(
         &[("up", &up, "sim-a")],
-        &format!("max_llm_calls_per_request = 10000\n{}", chaos("complete-loop")),
+        &format!(
+            "max_llm_calls_per_request = 10000\n{}",
+            chaos("complete-loop")
+        ),
         &keys,
     ));
     let answer = ask(weir.addr, Some("sk-capped"), &chat("hi", 16)).await;

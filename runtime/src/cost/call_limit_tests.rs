@@ -44,8 +44,15 @@ fn without_a_key_or_a_route_limit_the_servers_default_holds() {
             max: DEFAULT_LLM_CALLS_PER_REQUEST,
         }
     );
-    assert_eq!((refusal.status(), refusal.code()), (400, "llm_calls_exceeded"));
-    assert_eq!(meter.calls(), DEFAULT_LLM_CALLS_PER_REQUEST, "a refusal counts nothing");
+    assert_eq!(
+        (refusal.status(), refusal.code()),
+        (400, "llm_calls_exceeded")
+    );
+    assert_eq!(
+        meter.calls(),
+        DEFAULT_LLM_CALLS_PER_REQUEST,
+        "a refusal counts nothing"
+    );
 }
 
 #[test]
@@ -58,7 +65,9 @@ fn a_route_may_raise_or_lower_the_default_and_is_named_in_the_refusal() {
         let message = refusal.unwrap().to_string();
         assert_eq!(
             message,
-            format!("this request already made {max} LLM calls, the most route `demo` allows one request")
+            format!(
+                "this request already made {max} LLM calls, the most route `demo` allows one request"
+            )
         );
     }
 }
@@ -69,15 +78,23 @@ fn a_key_may_only_lower_the_limit() {
     lower.limit_calls(3, CallLimiter::Route("demo".into()));
     let (made, refusal) = calls_until_refused(&lower);
     assert_eq!(made, 2);
-    assert!(matches!(refusal, Some(CostError::TooManyCalls { ref limit, max: 2 }) if limit == "key `team`"));
+    assert!(
+        matches!(refusal, Some(CostError::TooManyCalls { ref limit, max: 2 }) if limit == "key `team`")
+    );
 
     let higher = Meter::new(Some(account(Some(50))));
     higher.limit_calls(3, CallLimiter::Route("demo".into()));
     assert_eq!(calls_until_refused(&higher).0, 3);
     // Before its route is known, a request is held to the server's default, lowered by
     // its key.
-    assert_eq!(calls_until_refused(&Meter::new(Some(account(Some(50))))).0, 10);
-    assert_eq!(calls_until_refused(&Meter::new(Some(account(Some(4))))).0, 4);
+    assert_eq!(
+        calls_until_refused(&Meter::new(Some(account(Some(50))))).0,
+        10
+    );
+    assert_eq!(
+        calls_until_refused(&Meter::new(Some(account(Some(4))))).0,
+        4
+    );
     assert_eq!(calls_until_refused(&Meter::new(Some(account(None)))).0, 10);
 }
 
@@ -85,14 +102,20 @@ fn a_key_may_only_lower_the_limit() {
 fn the_semantic_probe_leaves_the_requests_own_call() {
     let meter = Meter::new(None);
     meter.limit_calls(2, CallLimiter::Server);
-    assert!(meter.begin_call_leaving(1).is_ok(), "the probe: 1 of 2, one left");
+    assert!(
+        meter.begin_call_leaving(1).is_ok(),
+        "the probe: 1 of 2, one left"
+    );
     assert!(meter.begin_call().is_ok(), "the request's own call");
     assert!(meter.begin_call_leaving(1).is_err());
     assert!(meter.begin_call().is_err());
 
     let tight = Meter::new(None);
     tight.limit_calls(1, CallLimiter::Server);
-    assert!(tight.begin_call_leaving(1).is_err(), "no probe when it would take the only call");
+    assert!(
+        tight.begin_call_leaving(1).is_err(),
+        "no probe when it would take the only call"
+    );
     assert_eq!(tight.calls(), 0);
     assert!(tight.begin_call().is_ok());
 }
@@ -111,13 +134,19 @@ fn each_stage_has_its_own_budget_within_the_request() {
             max: 2
         }
     );
-    assert_eq!((refusal.status(), refusal.code()), (400, "llm_calls_exceeded"));
+    assert_eq!(
+        (refusal.status(), refusal.code()),
+        (400, "llm_calls_exceeded")
+    );
     assert_eq!(
         refusal.to_string(),
         "stage a@00000000 already made 2 LLM calls in this request, the most its \
          `max_llm_calls` allows"
     );
-    assert!(meter.begin_stage_call(&b, 2).is_ok(), "another stage's calls are its own");
+    assert!(
+        meter.begin_stage_call(&b, 2).is_ok(),
+        "another stage's calls are its own"
+    );
     // A stage's budget is counted apart from the request's, which each call also begins.
     assert_eq!(meter.calls(), 0);
 }

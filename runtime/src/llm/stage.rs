@@ -48,7 +48,9 @@ fn refused(err: StepError) -> LlmError {
 /// Refuses `inputs` over [`MAX_EMBED_INPUTS`] or [`MAX_EMBED_INPUT_BYTES`], before anything
 /// is counted or sent.
 fn check_inputs(inputs: &[String]) -> Result<(), LlmError> {
-    let bytes = inputs.iter().fold(0usize, |sum, s| sum.saturating_add(s.len()));
+    let bytes = inputs
+        .iter()
+        .fold(0usize, |sum, s| sum.saturating_add(s.len()));
     if inputs.len() <= MAX_EMBED_INPUTS && bytes <= MAX_EMBED_INPUT_BYTES {
         return Ok(());
     }
@@ -72,7 +74,9 @@ impl LlmAccess for StageLlm {
         let step = self.step.load_full();
         let route = route_for(&step, &request.model, &caller);
         Box::pin(async move {
-            caller.begin_call().map_err(|e| refused(StepError::Cost(e)))?;
+            caller
+                .begin_call()
+                .map_err(|e| refused(StepError::Cost(e)))?;
             request.stream = false;
             let forward = match HeaderValue::from_str(&caller.request_id) {
                 Ok(id) => vec![(HeaderName::from_static("x-request-id"), id)],
@@ -114,7 +118,9 @@ impl LlmAccess for StageLlm {
             let Some(route_step) = step.plans.get(&route) else {
                 return Err(refused(StepError::UnknownRoute { route }));
             };
-            caller.begin_call().map_err(|e| refused(StepError::Cost(e)))?;
+            caller
+                .begin_call()
+                .map_err(|e| refused(StepError::Cost(e)))?;
             let call = EmbedCall {
                 site: CallSite {
                     meter: &caller.meter,
@@ -142,7 +148,10 @@ mod tests {
         assert!(check_inputs(&vec!["x".to_string(); MAX_EMBED_INPUTS]).is_ok());
         assert!(check_inputs(&["x".repeat(MAX_EMBED_INPUT_BYTES)]).is_ok());
         let many = check_inputs(&vec!["x".to_string(); MAX_EMBED_INPUTS + 1]).unwrap_err();
-        assert_eq!((many.status, many.code.as_str()), (413, "embed_input_too_large"));
+        assert_eq!(
+            (many.status, many.code.as_str()),
+            (413, "embed_input_too_large")
+        );
         assert!(many.message.contains("got 2049 inputs"), "{}", many.message);
         let half = "x".repeat(MAX_EMBED_INPUT_BYTES / 2);
         let big = check_inputs(&[half.clone(), half, "xy".to_string()]).unwrap_err();

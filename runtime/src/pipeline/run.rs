@@ -478,7 +478,11 @@ async fn instantiate(
         services: env.services.clone(),
         request_id: request_id.clone(),
         route: route.clone(),
-        scope: CallScope::Request(meter.clone().unwrap_or_else(|| crate::cost::Meter::new(None))),
+        scope: CallScope::Request(
+            meter
+                .clone()
+                .unwrap_or_else(|| crate::cost::Meter::new(None)),
+        ),
     };
     spec.stage
         .instantiate(&env.sandbox, host, &spec.limits)

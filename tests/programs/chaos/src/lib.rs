@@ -175,10 +175,12 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
         // More inputs than the host takes in one embed().
         "embed-huge" => {
             let inputs = vec!["x".to_string(); 4096];
-            Ok(Some(match weir_sdk::llm::embed("text-embedding-3-small", &inputs) {
-                Ok(vectors) => format!("embed-huge: ok: {} vectors", vectors.len()),
-                Err(err) => format!("embed-huge: error: {} {}", err.status, err.code),
-            }))
+            Ok(Some(
+                match weir_sdk::llm::embed("text-embedding-3-small", &inputs) {
+                    Ok(vectors) => format!("embed-huge: ok: {} vectors", vectors.len()),
+                    Err(err) => format!("embed-huge: error: {} {}", err.status, err.code),
+                },
+            ))
         }
         "cache" => {
             let before = weir_sdk::cache::get("counter")

@@ -478,6 +478,8 @@ async fn instantiate(
         services: env.services.clone(),
         request_id: request_id.clone(),
         route: route.clone(),
+        // Without the request's meter (a run outside `App::chat`: tests), each instance is
+        // metered on its own, under the default limits.
         scope: CallScope::Request(
             meter
                 .clone()

@@ -1,8 +1,9 @@
 //! Calls to a model through the host's own LLM step.
 //!
-//! A `complete` call made by a stage goes through the same cache, budget and fallback routing
-//! as the request itself and counts against the request's limit on LLM calls, so a stage stuck
-//! in a loop cannot run up a bill.
+//! A `complete` or `embed` call made by a stage goes through the same budget and fallback
+//! routing as the request itself and counts against the request's limit on LLM calls and the
+//! stage's own (`llm_calls_exceeded` past either), so a stage stuck in a loop cannot run up a
+//! bill. Neither may be called from `describe` (`llm_unavailable_in_describe`).
 //!
 //! ```no_run
 //! use weir_sdk::{ChatRequest, Message};

@@ -92,6 +92,7 @@ fn setup_with(fuel: bool, reaper: Reaper, specs: &[StageSpec<'_>]) -> Setup {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<BTreeMap<_, _>>(),
+                max_llm_calls: weir::config::DEFAULT_STAGE_LLM_CALLS,
             }),
             stage: Arc::new(stage),
             on_error: OnError::Fail,

@@ -74,7 +74,7 @@ pub(crate) fn chat(text: &str, max_tokens: u32) -> Value {
 }
 
 /// `x-weir-cost-usd` in pico-dollars.
-fn cost_header(answer: &Answer) -> u64 {
+pub(crate) fn cost_header(answer: &Answer) -> u64 {
     let usd: f64 = answer.headers["x-weir-cost-usd"]
         .to_str()
         .unwrap()
@@ -393,11 +393,12 @@ async fn a_streams_cost_is_in_its_usage_chunk_and_the_ledger() {
 
 /// A route stage running the chaos test program in `mode`, with a generous deadline: a loop
 /// of a few hundred LLM calls must be stopped by the budget or the call limit, never by the
-/// default 200 ms deadline on a loaded machine.
+/// default 200 ms deadline on a loaded machine. The stage's own limit on calls is raised out
+/// of the way (`calls.rs` tests it).
 fn chaos(mode: &str) -> String {
     format!(
         "[[routes.stages]]\nname = \"chaos\"\npath = \"{}\"\ndeadline_ms = 60000\n\
-         config = {{ mode = \"{mode}\" }}\n",
+         max_llm_calls = 10000\nconfig = {{ mode = \"{mode}\" }}\n",
         weir_test_artifacts::CHAOS
     )
 }
@@ -407,9 +408,13 @@ async fn a_stage_stuck_in_a_loop_of_calls_is_stopped_and_charged() {
     let up = sim(&[]);
     let keys = key("capped", "sk-capped", "max_llm_calls_per_request = 5")
         + &key("free", "sk-free", "daily_budget_usd = 0.01");
+    // The route's limit raised too: here the key's limit, or its budget, stops the loop.
     let weir = serve(&config(
         &[("up", &up, "sim-a")],
-        &chaos("complete-loop"),
+        &format!(
+            "max_llm_calls_per_request = 10000\n{}",
+            chaos("complete-loop")
+        ),
         &keys,
     ));
     let answer = ask(weir.addr, Some("sk-capped"), &chat("hi", 16)).await;

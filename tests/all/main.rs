@@ -12,6 +12,8 @@
 //! - `cost`: budgets, spend, keys and limits through the real binary.
 //! - `billing`: every started call paid for (clients that leave, deadline cuts, `n`,
 //!   `stream_options: null`), and the ledger against what `weir sim` billed.
+//! - `calls`: the limits on LLM calls per request and per stage (the loop guard), metered
+//!   `embed()` and semantic probes, `describe()` refused the LLM.
 //! - `cost_cli`: `weir cost project` and `weir key` on generated files.
 //! - `jobs`: background jobs through the real binary: crashes, backpressure, retries,
 //!   idempotency, cancel and signed callbacks.
@@ -32,6 +34,7 @@
 mod billing;
 mod cache;
 mod callbacks;
+mod calls;
 mod check;
 mod cost;
 mod cost_cli;

@@ -126,6 +126,7 @@ impl TestHost {
                     name: spec.name.as_str().into(),
                     label,
                     config: spec.config.clone(),
+                    max_llm_calls: weir::config::DEFAULT_STAGE_LLM_CALLS,
                 }),
                 stage,
                 on_error: spec.on_error,

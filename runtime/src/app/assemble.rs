@@ -156,6 +156,7 @@ impl App {
                         name: spec.name.as_str().into(),
                         label: stage.label(&spec.name).into(),
                         config: spec.config.clone(),
+                        max_llm_calls: spec.max_llm_calls,
                     }),
                     stage,
                     on_error: match spec.on_error {

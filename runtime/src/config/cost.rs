@@ -21,6 +21,11 @@ pub const PICO_PER_USD: f64 = 1e12;
 const PER_MTOK: u64 = 1_000_000;
 /// `Usd` scale of budgets: pico-dollars.
 const PICO: u64 = 1_000_000_000_000;
+/// Most LLM calls one request may make when neither its route nor its key says otherwise
+/// (`cost.max_llm_calls_per_request`).
+pub const DEFAULT_LLM_CALLS_PER_REQUEST: u32 = 10;
+/// Largest per-request limit on LLM calls a route, a key or `[cost]` may set.
+const MAX_LLM_CALLS: u64 = 10_000;
 
 /// Prices of one model in pico-dollars per token (`[prices.MODEL]`, USD per million tokens).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -70,6 +75,12 @@ pub struct CostSettings {
     #[serde(rename = "fuel_usd_per_billion", default)]
     #[serde(with = "Usd::<1000, 1_000_000_000>")]
     pub fuel_pico_per_million: u64,
+    /// Most LLM calls one client request may make, with or without keys: its own call
+    /// (retries and fallbacks excluded), each `complete()` and `embed()` of its stages and
+    /// the semantic tier's embedding call. A route may set its own; a key may only lower it.
+    #[serde(with = "Int::<1, MAX_LLM_CALLS>")]
+    #[serde(default = "Val::<{ DEFAULT_LLM_CALLS_PER_REQUEST as u64 }>::int")]
+    pub max_llm_calls_per_request: u32,
 }
 
 serde_default!(CostSettings);
@@ -104,9 +115,21 @@ pub struct KeySettings {
     #[serde(rename = "max_cost_per_request_usd", default)]
     #[serde(with = "Usd::<10_000_000, PICO>")]
     pub max_cost_per_request: Option<u64>,
-    /// Most LLM calls one request may make (its own and its stages' `complete()`).
-    #[serde(with = "Int::<1, 10_000>", default)]
+    /// Most LLM calls one request may make (counted as `cost.max_llm_calls_per_request`
+    /// counts them); it may only lower the route's or the server's limit.
+    #[serde(with = "Int::<1, MAX_LLM_CALLS>", default)]
     pub max_llm_calls_per_request: Option<u32>,
+}
+
+impl KeySettings {
+    /// Whether the key limits spend (a budget, a per-request cost or TPM), so that calls
+    /// must reserve their worst case.
+    pub fn limits_spend(&self) -> bool {
+        self.daily_budget.is_some()
+            || self.monthly_budget.is_some()
+            || self.max_cost_per_request.is_some()
+            || self.tpm.is_some()
+    }
 }
 
 /// The blake3 digest a key is stored as, written `blake3:<64 hex>` in the config.

@@ -59,7 +59,7 @@ pub use error::{ConfigError, NO_KEY};
 pub use hosts::HostName;
 pub use jobs::*;
 pub use load::Config;
-pub use route::{OnErrorSetting, RouteSettings, StageSettings};
+pub use route::{DEFAULT_STAGE_LLM_CALLS, OnErrorSetting, RouteSettings, StageSettings};
 pub use routing::*;
 pub use sandbox::{Allocator, CallLimits, SandboxSettings};
 pub use server::{DEFAULT_LISTEN, LogFormat, ServerSettings, exposed_admin_message};

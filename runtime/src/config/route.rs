@@ -13,7 +13,11 @@ use super::jobs::RouteJobsSettings;
 use super::routing::{PolicySettings, Strategy, check_policy};
 use super::sandbox::{CallLimits, SandboxSettings, stage_limits};
 use super::target::TargetSettings;
-use super::value::{Bounded, choices, lossy, mask_values, name, path};
+use super::value::{Bounded, Int, Val, choices, lossy, mask_values, name, path};
+
+/// Most LLM calls one stage may make in one request when its table does not say
+/// (`max_llm_calls`).
+pub const DEFAULT_STAGE_LLM_CALLS: u32 = 4;
 
 /// One validated route.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -48,6 +52,10 @@ pub struct RouteSettings {
     /// Attempts, deadline, backoff, retry budget and wait queue.
     #[serde(rename = "(policy)", default)]
     pub policy: PolicySettings,
+    /// Most LLM calls one request on this route may make, in place of
+    /// `cost.max_llm_calls_per_request` (`None`: that one); a key may only lower it.
+    #[serde(with = "Int::<1, 10_000>", default)]
+    pub max_llm_calls_per_request: Option<u32>,
 }
 
 /// One validated stage of a route.
@@ -67,6 +75,12 @@ pub struct StageSettings {
     /// `memory_limit_mib` overrides applied.
     #[serde(rename = "(limits)", default)]
     pub limits: CallLimits,
+    /// Most LLM calls (`complete()` and `embed()`) this stage may make in one request, so
+    /// that one stage cannot use the request's whole allowance; the request's limit applies
+    /// too.
+    #[serde(with = "Int::<1, 10_000>")]
+    #[serde(default = "Val::<{ DEFAULT_STAGE_LLM_CALLS as u64 }>::int")]
+    pub max_llm_calls: u32,
     /// The stage's `config` table, each value rendered as a string: TOML strings as they are,
     /// everything else as compact JSON (`8000`, `true`, `["a","b"]`, `{"k":1}`).
     #[serde(deserialize_with = "super::stage_config::render_all", default)]

@@ -1,12 +1,15 @@
 //! One request's spend: what the LLM calls it made (its own, retries and fallbacks included,
-//! and its stages' `complete()`) cost and hold in reservations, and the per-request limits of
-//! its key.
+//! its stages' `complete()` and `embed()`, the semantic tier's embedding call) cost and hold
+//! in reservations, and the request's limits: how many LLM calls it may make (the route's or
+//! the server's limit, lowered by its key's), how many each stage may make, and its key's
+//! per-request cost.
 
+use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Account, CostError, Reservation};
-use crate::config::pico_to_usd;
+use crate::config::{DEFAULT_LLM_CALLS_PER_REQUEST, pico_to_usd};
 use crate::sync::lock;
 use crate::wit::Usage;
 
@@ -35,6 +38,25 @@ struct Spend {
     charges: Vec<Charge>,
 }
 
+/// Who set a request's limit on LLM calls, before its key may lower it (the refusal names
+/// whoever set the limit that held).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallLimiter {
+    /// `cost.max_llm_calls_per_request` (or its default).
+    Server,
+    /// The route's `max_llm_calls_per_request`.
+    Route(Arc<str>),
+}
+
+impl fmt::Display for CallLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallLimiter::Server => f.write_str("the server (cost.max_llm_calls_per_request)"),
+            CallLimiter::Route(route) => write!(f, "route `{route}`"),
+        }
+    }
+}
+
 /// One request's meter, shared by the request path and its stages' calls.
 #[derive(Debug)]
 pub struct Meter {
@@ -42,18 +64,54 @@ pub struct Meter {
     pub account: Option<Arc<Account>>,
     /// LLM calls begun.
     calls: AtomicU32,
+    /// The most LLM calls the request may make.
+    max_calls: AtomicU32,
+    /// Who set [`Meter::max_calls`]; `None` when the key's own limit is the lower.
+    limiter: Mutex<Option<CallLimiter>>,
+    /// LLM calls begun by each stage (by label), against the stages' own limits.
+    stage_calls: Mutex<Vec<(Arc<str>, u32)>>,
     /// Spend.
     spend: Mutex<Spend>,
 }
 
+/// `max` set by `by`, or the key's limit when it is lower (`None`: the key's).
+fn lowered_by_key(
+    account: Option<&Arc<Account>>,
+    max: u32,
+    by: CallLimiter,
+) -> (u32, Option<CallLimiter>) {
+    match account.and_then(|a| a.key.max_llm_calls_per_request) {
+        Some(key_max) if key_max < max => (key_max, None),
+        _ => (max, Some(by)),
+    }
+}
+
 impl Meter {
-    /// A meter for a request made with `account` (none: auth off).
+    /// A meter for a request made with `account` (none: auth off), allowed the default
+    /// number of LLM calls (or fewer, by the key's limit) until [`Meter::limit_calls`] says
+    /// what its route allows.
     pub fn new(account: Option<Arc<Account>>) -> Arc<Meter> {
+        let (max, limiter) = lowered_by_key(
+            account.as_ref(),
+            DEFAULT_LLM_CALLS_PER_REQUEST,
+            CallLimiter::Server,
+        );
         Arc::new(Meter {
             account,
             calls: AtomicU32::new(0),
+            max_calls: AtomicU32::new(max),
+            limiter: Mutex::new(limiter),
+            stage_calls: Mutex::default(),
             spend: Mutex::default(),
         })
+    }
+
+    /// Limits the request to `max` LLM calls, as `by` (its route, or the server) says,
+    /// lowered by its key's own limit: a key may only lower it.
+    pub fn limit_calls(&self, max: u32, by: CallLimiter) {
+        let (max, limiter) = lowered_by_key(self.account.as_ref(), max, by);
+        *lock(&self.limiter) = limiter;
+        self.max_calls.store(max, Ordering::Relaxed);
     }
 
     /// The key's name, or `-` without auth.
@@ -61,20 +119,59 @@ impl Meter {
         self.account.as_ref().map_or("-", |a| a.name())
     }
 
-    /// Counts one more LLM call; refused past the key's per-request limit.
+    /// Counts one more LLM call; refused past the request's limit (nothing is counted then).
     pub fn begin_call(&self) -> Result<(), CostError> {
-        let made = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        self.begin_call_leaving(0)
+    }
+
+    /// Counts one more LLM call if `spare` calls are still left after it (the semantic
+    /// tier's probe leaves one for the request's own call); refused otherwise, uncounted.
+    pub fn begin_call_leaving(&self, spare: u32) -> Result<(), CostError> {
+        let max = self.max_calls.load(Ordering::Relaxed);
+        let fits = |made: u32| {
+            (u64::from(made) + 1 + u64::from(spare) <= u64::from(max)).then_some(made + 1)
+        };
         match self
-            .account
-            .as_ref()
-            .and_then(|a| a.key.max_llm_calls_per_request.map(|max| (a, max)))
+            .calls
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, fits)
         {
-            Some((account, max)) if made > max => Err(CostError::TooManyCalls {
-                key: account.key.name.clone(),
-                max,
-            }),
-            _ => Ok(()),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                let limit = match &*lock(&self.limiter) {
+                    Some(limiter) => limiter.to_string(),
+                    None => format!("key `{}`", self.key_name()),
+                };
+                Err(CostError::TooManyCalls { limit, max })
+            }
         }
+    }
+
+    /// Counts one more LLM call of the stage `label` against its own limit of `max` per
+    /// request (the call then counts against the request's limit as any call does); refused,
+    /// uncounted, past it.
+    pub fn begin_stage_call(&self, label: &Arc<str>, max: u32) -> Result<(), CostError> {
+        let mut stages = lock(&self.stage_calls);
+        let index = match stages.iter().position(|(l, _)| l == label) {
+            Some(index) => index,
+            None => {
+                stages.push((label.clone(), 0));
+                stages.len() - 1
+            }
+        };
+        let made = &mut stages[index].1;
+        if *made >= max {
+            return Err(CostError::StageTooManyCalls {
+                stage: label.to_string(),
+                max,
+            });
+        }
+        *made += 1;
+        Ok(())
+    }
+
+    /// LLM calls begun so far.
+    pub fn calls(&self) -> u32 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// Reserves the worst case of one call against the request's own limit and the key's

@@ -14,6 +14,8 @@
 //! real cost. So concurrent requests can overspend only by what a reservation underestimated.
 
 mod account;
+#[cfg(test)]
+mod call_limit_tests;
 pub mod clock;
 mod ledger;
 mod meter;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 pub use account::{Account, Reservation};
 pub use clock::{Clock, day_of};
 pub use ledger::{Entry, Ledger, LedgerError, SpendRow, TrafficLine};
-pub use meter::{Charge, Hold, Meter};
+pub use meter::{CallLimiter, Charge, Hold, Meter};
 
 use crate::config::{CostSettings, KeySettings, ModelPrice, hash_key, pico_to_usd};
 use crate::wit::Usage;
@@ -87,11 +89,23 @@ pub enum CostError {
         /// The key's limit, USD.
         max: f64,
     },
-    /// This request made as many LLM calls as the key allows one request.
-    #[error("this request already made {max} LLM calls, the most key `{key}` allows one request")]
+    /// This request made as many LLM calls as its key, its route or the server allows one
+    /// request.
+    #[error("this request already made {max} LLM calls, the most {limit} allows one request")]
     TooManyCalls {
-        /// The key's name.
-        key: String,
+        /// Who set the limit: ``key `a` ``, ``route `demo` `` or the server.
+        limit: String,
+        /// The limit.
+        max: u32,
+    },
+    /// A stage made as many LLM calls in this request as its `max_llm_calls` allows.
+    #[error(
+        "stage {stage} already made {max} LLM calls in this request, the most its \
+         `max_llm_calls` allows"
+    )]
+    StageTooManyCalls {
+        /// The stage's label (`name@abcd1234`).
+        stage: String,
         /// The limit.
         max: u32,
     },
@@ -103,7 +117,9 @@ impl CostError {
         match self {
             CostError::Unauthorized(_) => 401,
             CostError::BudgetExceeded { .. } | CostError::RateLimited { .. } => 429,
-            CostError::RequestCostExceeded { .. } | CostError::TooManyCalls { .. } => 400,
+            CostError::RequestCostExceeded { .. }
+            | CostError::TooManyCalls { .. }
+            | CostError::StageTooManyCalls { .. } => 400,
         }
     }
 
@@ -114,7 +130,9 @@ impl CostError {
             CostError::BudgetExceeded { .. } => "budget_exceeded",
             CostError::RateLimited { .. } => "rate_limit_exceeded",
             CostError::RequestCostExceeded { .. } => "request_cost_exceeded",
-            CostError::TooManyCalls { .. } => "llm_calls_exceeded",
+            CostError::TooManyCalls { .. } | CostError::StageTooManyCalls { .. } => {
+                "llm_calls_exceeded"
+            }
         }
     }
 

@@ -43,7 +43,7 @@ impl host::Host for StageState {
     }
 
     async fn complete(&mut self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
-        let caller = self.host.caller();
+        let caller = self.host.caller()?;
         self.host.services.llm.complete(caller, request).await
     }
 
@@ -52,7 +52,7 @@ impl host::Host for StageState {
         model: String,
         inputs: Vec<String>,
     ) -> Result<Vec<Vec<f32>>, LlmError> {
-        let caller = self.host.caller();
+        let caller = self.host.caller()?;
         self.host.services.llm.embed(caller, model, inputs).await
     }
 

@@ -1,8 +1,10 @@
 //! The WIT imports implemented for guests: `log`, `config-get`, `complete`, `embed`,
 //! `cache-get`, `cache-set`.
 //!
-//! Owns: [`HostContext`] (what one instance may reach), [`HostServices`] (the process-wide
-//! services behind the imports) and the [`LlmAccess`] interface the LLM step implements.
+//! Owns: [`HostContext`] (what one instance may reach, and for what: [`CallScope`]),
+//! [`HostServices`] (the process-wide services behind the imports) and the [`LlmAccess`]
+//! interface the LLM step implements, called with a request's [`Caller`] (never from
+//! `describe()`).
 //! Guest-visible errors (an `llm-error`, a `none`) are data returned to the guest; only limit
 //! violations and host bugs trap. Guest values are untrusted: every size is bounded here
 //! (the copy into the host is already bounded by the instance's memory cap).
@@ -17,9 +19,23 @@ use futures_util::future::BoxFuture;
 
 pub use cache::{StageCache, StageCacheLimits};
 
+use crate::cost::{CostError, Meter};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 
-/// Who is calling the LLM step from inside a stage.
+/// What an instance runs for: loading (`describe()`) or one request.
+#[derive(Clone, Debug)]
+pub enum CallScope {
+    /// `describe()` at load: no request, no key, no limit to count against. The WIT says
+    /// `describe` must not call `complete` or `embed`; such a call is refused with an
+    /// `llm-error` (`llm_unavailable_in_describe`), with no upstream call, and the stage
+    /// loads as if it had not made it.
+    Describe,
+    /// A phase of one request, whose meter counts and prices the stage's LLM calls.
+    Request(Arc<Meter>),
+}
+
+/// Who is calling the LLM step from inside a stage, during a request (a call from
+/// `describe()` never gets this far: [`HostContext::caller`]).
 #[derive(Clone, Debug)]
 pub struct Caller {
     /// The stage label (`name@abcd1234`).
@@ -28,9 +44,18 @@ pub struct Caller {
     pub request_id: Arc<str>,
     /// The route of that request.
     pub route: Arc<str>,
-    /// That request's meter, so the stage's calls count against its key and limits
-    /// (`None` outside a request, as in `describe()`).
-    pub meter: Option<Arc<crate::cost::Meter>>,
+    /// That request's meter, so the stage's calls count against its key and limits.
+    pub meter: Arc<Meter>,
+    /// Most LLM calls the stage may make in the request (its `max_llm_calls`).
+    pub max_llm_calls: u32,
+}
+
+impl Caller {
+    /// Counts one more LLM call of the stage against its own limit; the call still counts
+    /// against the request's limit when it begins.
+    pub fn begin_call(&self) -> Result<(), CostError> {
+        self.meter.begin_stage_call(&self.stage, self.max_llm_calls)
+    }
 }
 
 /// The LLM step as seen by stages: `complete()` and `embed()` go through the same cache,
@@ -115,6 +140,8 @@ pub struct StageIdentity {
     /// The stage's config table, each value rendered as a string (strings as they are,
     /// everything else as JSON).
     pub config: BTreeMap<String, String>,
+    /// Most LLM calls (`complete()`, `embed()`) the stage may make in one request.
+    pub max_llm_calls: u32,
 }
 
 /// What one stage instance may reach through the host API.
@@ -128,19 +155,39 @@ pub struct HostContext {
     pub request_id: Arc<str>,
     /// The route of that request.
     pub route: Arc<str>,
-    /// That request's meter.
-    pub meter: Option<Arc<crate::cost::Meter>>,
+    /// Loading or serving a request (with its meter).
+    pub scope: CallScope,
 }
 
 impl HostContext {
-    /// The caller identity passed to the LLM step.
-    pub fn caller(&self) -> Caller {
-        Caller {
+    /// The caller identity passed to the LLM step; in `describe()`, the refusal the guest
+    /// gets instead of any LLM call.
+    pub fn caller(&self) -> Result<Caller, LlmError> {
+        let meter = match &self.scope {
+            CallScope::Request(meter) => meter.clone(),
+            CallScope::Describe => {
+                // Debug: a describe() calling in a loop must not flood the log.
+                tracing::debug!(
+                    target: "weir::guest",
+                    stage = &*self.stage.label,
+                    "describe() called complete() or embed(); refused (no upstream call)"
+                );
+                return Err(LlmError {
+                    status: 403,
+                    code: "llm_unavailable_in_describe".to_string(),
+                    message: "describe() runs when the stage loads, outside any request: it \
+                              may not call complete() or embed()"
+                        .to_string(),
+                });
+            }
+        };
+        Ok(Caller {
             stage: self.stage.label.clone(),
             request_id: self.request_id.clone(),
             route: self.route.clone(),
-            meter: self.meter.clone(),
-        }
+            meter,
+            max_llm_calls: self.stage.max_llm_calls,
+        })
     }
 }
 

@@ -59,7 +59,7 @@ impl LlmStep {
             Some(threshold) => self
                 .semantic_probe(
                     step,
-                    call.route,
+                    call.site(CacheStatus::Bypass),
                     tenant,
                     policy.semantic_embeddings,
                     call.request,

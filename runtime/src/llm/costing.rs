@@ -85,13 +85,24 @@ impl Costing {
         chain: &[usize],
         request: &ChatRequest,
     ) -> (ModelPrice, String) {
+        self.worst_price_of(router, chain, &request.model)
+    }
+
+    /// [`Costing::worst_price`] of a call asking for `requested` (a target's `model` pin
+    /// replaces it).
+    pub(super) fn worst_price_of(
+        &self,
+        router: &Router,
+        chain: &[usize],
+        requested: &str,
+    ) -> (ModelPrice, String) {
         let mut worst = ModelPrice::default();
-        let mut model = request.model.clone();
+        let mut model = requested.to_string();
         for &index in chain {
             let Some(target) = router.targets().get(index) else {
                 continue;
             };
-            let name = target.upstream.model.as_deref().unwrap_or(&request.model);
+            let name = target.upstream.model.as_deref().unwrap_or(requested);
             if let Some(price) = self.prices.get(name) {
                 if price.input >= worst.input {
                     model = name.to_string();
@@ -115,12 +126,7 @@ impl Costing {
         meter.begin_call()?;
         let worst = match &meter.account {
             Some(account) => {
-                let key = &account.key;
-                let limited = key.daily_budget.is_some()
-                    || key.monthly_budget.is_some()
-                    || key.max_cost_per_request.is_some()
-                    || key.tpm.is_some();
-                if limited {
+                if account.key.limits_spend() {
                     let (price, model) = self.worst_price(router, chain, request);
                     let prompt = tokens::count_prompt(&model, request);
                     account.check_tokens(prompt)?;

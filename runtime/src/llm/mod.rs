@@ -6,7 +6,8 @@
 //! settlement of the call's real cost → the cache fill. A streamed answer
 //! ([`AnswerStream`]) carries its reservation and its fill and settles both itself, on its
 //! usage chunk, at `[DONE]`, on a failure or when dropped, so whoever reads it only reads.
-//! Stages' `complete()` / `embed()` go through the same step ([`StageLlm`]). Failures are
+//! Stages' `complete()` / `embed()` go through the same step ([`StageLlm`]), and every call
+//! (the semantic tier's embedding call too) counts against the request's limit on LLM calls. Failures are
 //! one type, [`StepError`], which says how a client is told (`ClientFacing`).
 //!
 //! Must not touch: HTTP (no status is chosen here except through [`StepError`]), the
@@ -24,6 +25,8 @@
 //! - `costing`: reserving, pricing and settling calls ([`Costing`]).
 //! - `charge`: the charge of one call in flight, settled exactly once, also when the call is
 //!   dropped midway.
+//! - `embedding`: embeddings calls (a stage's `embed()`, the semantic probe), metered like
+//!   completions.
 //! - `stage`: [`StageLlm`], stages' `complete()` / `embed()`.
 //! - `error`: [`StepError`].
 
@@ -33,6 +36,7 @@ mod charge;
 #[cfg(test)]
 mod charge_tests;
 mod costing;
+mod embedding;
 mod error;
 mod semantic;
 mod stage;
@@ -42,7 +46,7 @@ mod stream;
 pub use call::Call;
 pub use costing::{CallSite, Costing, estimate_usage};
 pub use error::StepError;
-pub use stage::StageLlm;
+pub use stage::{MAX_EMBED_INPUT_BYTES, MAX_EMBED_INPUTS, StageLlm};
 pub use step::{Answer, LlmStep, RouteStep, StepReply};
 pub use stream::{AnswerStream, StreamEvent};
 

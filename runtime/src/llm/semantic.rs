@@ -1,22 +1,26 @@
 //! The semantic probe: the namespace and the embedding of a request's last user message,
 //! for the cache's semantic tier, and reading vectors out of an embeddings response.
 
-use super::{LlmStep, RouteStep};
+use super::embedding::EmbedCall;
+use super::{CallSite, LlmStep, RouteStep, StepError};
 use crate::cache::{CacheKey, embed_local, probe};
 use crate::wit::ChatRequest;
 
 impl LlmStep {
     /// The semantic namespace of `request` and the embedding of its last user message, from
     /// the local embedder or the route's embeddings target. An embeddings target that fails
-    /// costs the request its semantic lookup, never its answer.
+    /// costs the request its semantic lookup, never its answer. The target's call is billed
+    /// to the request at `site` like any LLM call and counts against its limit on calls; it
+    /// is skipped (a miss) when it would leave none for the request's own call.
     pub(super) async fn semantic_probe(
         &self,
         step: &RouteStep,
-        route: &str,
+        site: CallSite<'_>,
         tenant: Option<&str>,
         target: Option<usize>,
         request: &ChatRequest,
     ) -> Option<(CacheKey, Vec<f32>)> {
+        let route = site.route;
         let Some(index) = target else {
             let (namespace, text) = probe(route, tenant, "local", request)?;
             return Some((namespace, embed_local(&text)));
@@ -24,13 +28,15 @@ impl LlmStep {
         let name = self.router.targets().get(index)?.upstream.name.clone();
         let name: &str = &name;
         let (namespace, text) = probe(route, tenant, &format!("target:{name}"), request)?;
-        let body = serde_json::json!({ "input": [text] });
-        let mut attempts = Vec::new();
-        match self
-            .router
-            .embeddings(&step.plan, Some(index), body, &mut attempts)
-            .await
-        {
+        let inputs = [text];
+        let call = EmbedCall {
+            site,
+            model: None,
+            inputs: &inputs,
+            only: Some(index),
+            spare: 1,
+        };
+        match self.embeddings(step, call).await {
             Ok(value) => match first_embedding(&value) {
                 Some(vector) => Some((namespace, normalised(vector))),
                 None => {
@@ -42,6 +48,11 @@ impl LlmStep {
                     None
                 }
             },
+            // The request's limits leave no room for the probe: a miss, not a failure.
+            Err(StepError::Cost(err)) => {
+                tracing::debug!(route, error = %err, "semantic lookup skipped");
+                None
+            }
             Err(err) => {
                 tracing::warn!(route, target = name, error = %err, "the embeddings target failed; semantic lookup skipped");
                 None

@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
 use crate::cache::{StageOutput, stage_input_key};
-use crate::host_api::HostContext;
+use crate::host_api::{CallScope, HostContext};
 use crate::stages::{FailureKind, StageFailure, StageInstance};
 use crate::wit::{
     ChatRequest, ChatResponse, Phases, Rejection, RequestContext, RequestOutcome, StageError,
@@ -478,7 +478,13 @@ async fn instantiate(
         services: env.services.clone(),
         request_id: request_id.clone(),
         route: route.clone(),
-        meter: meter.clone(),
+        // Without the request's meter (a run outside `App::chat`: tests), each instance is
+        // metered on its own, under the default limits.
+        scope: CallScope::Request(
+            meter
+                .clone()
+                .unwrap_or_else(|| crate::cost::Meter::new(None)),
+        ),
     };
     spec.stage
         .instantiate(&env.sandbox, host, &spec.limits)

@@ -160,7 +160,8 @@ const DEFAULT_COMPLETION_ESTIMATE: u32 = 256;
 
 /// An embeddings call with an OpenAI-shaped body; the reply is the raw OpenAI body.
 pub(super) struct Embeddings {
-    /// The body; a target's `model` fills in a missing `model`.
+    /// The body; a target's `model` replaces its `model`, as for chat completions (the
+    /// operator's pin wins over what a stage asked for).
     pub body: serde_json::Value,
 }
 
@@ -179,9 +180,10 @@ impl Exchange for Embeddings {
     }
 
     fn model(&self, target: &Upstream) -> String {
-        match self.body.get("model") {
-            Some(model) => model.as_str().unwrap_or_default().to_string(),
-            None => target.model.clone().unwrap_or_default(),
+        match (&target.model, self.body.get("model")) {
+            (Some(pinned), _) => pinned.clone(),
+            (None, Some(model)) => model.as_str().unwrap_or_default().to_string(),
+            (None, None) => String::new(),
         }
     }
 
@@ -189,7 +191,6 @@ impl Exchange for Embeddings {
         let mut body = self.body.clone();
         if let Some(model) = &target.model
             && let Some(fields) = body.as_object_mut()
-            && !fields.contains_key("model")
         {
             fields.insert("model".into(), serde_json::Value::String(model.clone()));
         }
@@ -233,7 +234,7 @@ mod tests {
     }
 
     #[test]
-    fn an_embeddings_target_names_the_model_only_when_the_caller_did_not() {
+    fn an_embeddings_targets_model_pin_wins_over_the_callers_model() {
         let probe = Embeddings {
             body: serde_json::json!({"input": ["x"]}),
         };
@@ -242,11 +243,17 @@ mod tests {
         assert_eq!(sent["model"], "sim-embed");
         assert_eq!(probe.model(&pinned), "sim-embed");
         assert_eq!(probe.model(&upstream(None)), "");
+        // A stage's embed() names a model: the operator's pin still decides what is billed.
         let stage = Embeddings {
             body: serde_json::json!({"model": "mine", "input": ["x"]}),
         };
         let sent: serde_json::Value = serde_json::from_slice(&stage.body(&pinned)).unwrap();
+        assert_eq!(sent["model"], "sim-embed");
+        assert_eq!(stage.model(&pinned), "sim-embed");
+        // Without a pin, the caller's model goes as it is.
+        let unpinned = upstream(None);
+        let sent: serde_json::Value = serde_json::from_slice(&stage.body(&unpinned)).unwrap();
         assert_eq!(sent["model"], "mine");
-        assert_eq!(stage.model(&pinned), "mine");
+        assert_eq!(stage.model(&unpinned), "mine");
     }
 }

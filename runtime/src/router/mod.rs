@@ -266,7 +266,7 @@ impl Router {
     /// Computes embeddings along `plan`'s chain, or on `only` that target (the semantic
     /// tier's embeddings target), under `plan`'s policy: the same loop as [`Router::chat`],
     /// with the route's deadline. `body` is an OpenAI embeddings request; a target's `model`
-    /// fills in a missing `model`. Returns the raw OpenAI body.
+    /// replaces its `model`. Returns the raw OpenAI body.
     pub async fn embeddings(
         &self,
         plan: &RoutePlan,

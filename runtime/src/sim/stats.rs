@@ -19,6 +19,8 @@ pub struct Stats {
     pub chat_completions: AtomicU64,
     /// `POST /v1/embeddings` requests received.
     pub embeddings: AtomicU64,
+    /// Prompt tokens of the embeddings requests answered: what a provider would bill.
+    pub embedding_tokens: AtomicU64,
     /// Well-formed chat requests that asked for `"stream": true`.
     pub streams: AtomicU64,
     /// Requests answered with an injected error status.
@@ -48,6 +50,8 @@ pub struct StatsSnapshot {
     pub chat_completions: u64,
     /// See `Stats::embeddings`.
     pub embeddings: u64,
+    /// See `Stats::embedding_tokens`.
+    pub embedding_tokens: u64,
     /// See `Stats::streams`.
     pub streams: u64,
     /// Injected faults by kind.
@@ -116,6 +120,7 @@ impl Stats {
             requests: get(&self.requests),
             chat_completions: get(&self.chat_completions),
             embeddings: get(&self.embeddings),
+            embedding_tokens: get(&self.embedding_tokens),
             streams: get(&self.streams),
             faults: FaultCounts {
                 errors: get(&self.errors),
@@ -138,6 +143,7 @@ impl Stats {
             &self.requests,
             &self.chat_completions,
             &self.embeddings,
+            &self.embedding_tokens,
             &self.streams,
             &self.errors,
             &self.rate_limited,
@@ -167,7 +173,8 @@ mod tests {
         stats.bill_completion(3);
         let json = serde_json::to_value(stats.snapshot()).expect("serializes");
         let expected = serde_json::json!({
-            "requests": 1, "chat_completions": 0, "embeddings": 0, "streams": 0,
+            "requests": 1, "chat_completions": 0, "embeddings": 0, "embedding_tokens": 0,
+            "streams": 0,
             "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 1},
             "billed": {"requests": 1, "prompt_tokens": 7, "completion_tokens": 5}
         });

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{CallLimits, SandboxSettings};
-use crate::host_api::{HostContext, HostServices, NoLlm, StageIdentity};
+use crate::host_api::{CallScope, HostContext, HostServices, NoLlm, StageIdentity};
 use crate::sandbox::Sandbox;
 use crate::wit::{ChatRequest, RequestContext};
 
@@ -49,11 +49,12 @@ async fn a_looping_guest_is_stopped_by_the_epoch_callback_exactly_at_its_deadlin
             name: "chaos".into(),
             label: stage.label("chaos").into(),
             config: BTreeMap::from([("mode".to_string(), "loop".to_string())]),
+            max_llm_calls: crate::config::DEFAULT_STAGE_LLM_CALLS,
         }),
         services,
         request_id: "r1".into(),
         route: "test".into(),
-        meter: None,
+        scope: CallScope::Request(crate::cost::Meter::new(None)),
     };
     let deadline = Duration::from_millis(50);
     let limits = CallLimits {

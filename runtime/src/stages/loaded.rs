@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use wasmtime::component::Component;
 
 use crate::config::CallLimits;
-use crate::host_api::{HostContext, HostServices, StageIdentity};
+use crate::host_api::{CallScope, HostContext, HostServices, StageIdentity};
 use crate::sandbox::{Origin, Sandbox, StageState};
 use crate::wit::{Phases, StageBindingsPre, StageInfo};
 
@@ -227,11 +227,13 @@ impl LoadedStage {
                 name: label.clone(),
                 label,
                 config: BTreeMap::new(),
+                max_llm_calls: 0,
             }),
             services: services.clone(),
             request_id: "describe".into(),
             route: "".into(),
-            meter: None,
+            // Not a request: an LLM call is refused, never made.
+            scope: CallScope::Describe,
         };
         let limits = CallLimits {
             memory_bytes: sandbox.settings().max_memory_bytes,

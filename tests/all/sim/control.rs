@@ -38,7 +38,8 @@ async fn stats_count_requests_by_kind_and_reset_zeroes_them() {
         completion += answer["usage"]["completion_tokens"].as_u64().unwrap();
     }
     let expected = json!({
-        "requests": 4, "chat_completions": 3, "embeddings": 1, "streams": 1,
+        "requests": 4, "chat_completions": 3, "embeddings": 1, "embedding_tokens": 1,
+        "streams": 1,
         "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 0},
         "billed": {"requests": 3, "prompt_tokens": prompt, "completion_tokens": completion}
     });
@@ -51,6 +52,7 @@ async fn stats_count_requests_by_kind_and_reset_zeroes_them() {
     let stats = sim.get("/sim/stats").await.json();
     assert_eq!(stats["requests"], 0);
     assert_eq!(stats["chat_completions"], 0);
+    assert_eq!(stats["embedding_tokens"], 0);
     assert_eq!(sim.get("/sim/requests").await.json(), json!([]));
     sim.stop().await;
 }

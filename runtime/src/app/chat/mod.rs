@@ -29,7 +29,8 @@ pub use report::Report;
 
 use super::{App, Snapshot};
 use crate::cache::CacheControl;
-use crate::cost::{Account, Meter};
+use crate::config::Config;
+use crate::cost::{Account, CallLimiter, Meter};
 use crate::error::ClientFacing;
 use crate::llm::{Answer as StepAnswer, Call, LlmStep, StepReply};
 use crate::openai::{ApiError, parse_request, response_to_json};
@@ -160,6 +161,8 @@ impl App {
             )));
         };
         report.route = Some(pipeline.route.clone());
+        let (max_calls, limiter) = llm_call_limit(&snap.config, &pipeline.route);
+        meter.limit_calls(max_calls, limiter);
         let span = tracing::Span::current();
         span.record("weir.route", &*pipeline.route);
         span.record("gen_ai.request.model", chat.model.as_str());
@@ -308,6 +311,20 @@ impl Finish<'_> {
             as_sse: self.as_stream,
             include_usage: self.include_usage,
         }))
+    }
+}
+
+/// The most LLM calls one request on `route` may make, before its key's limit: the route's
+/// own limit, else the server's.
+fn llm_call_limit(config: &Config, route: &Arc<str>) -> (u32, CallLimiter) {
+    let own = config
+        .routes
+        .iter()
+        .find(|r| *r.model == **route)
+        .and_then(|r| r.max_llm_calls_per_request);
+    match own {
+        Some(max) => (max, CallLimiter::Route(route.clone())),
+        None => (config.cost.max_llm_calls_per_request, CallLimiter::Server),
     }
 }
 

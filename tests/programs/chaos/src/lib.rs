@@ -4,8 +4,16 @@
 //!
 //! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
-//! `complete-loop`, `cache`. Each is exercised by a host test in `tests/all/`; the artifacts build script checks
-//! that every mode listed in [`MODES`] is named there.
+//! `complete-loop`, `embed-loop`, `embed-huge`, `cache`. Each is exercised by a host test in
+//! `tests/all/`; the artifacts build script checks that every mode listed in [`MODES`] is
+//! named there.
+//!
+//! `describe()` misbehaves too, whatever the mode (config is per stage, but `describe` runs
+//! once per file, before any config applies, and `config-get` answers `none` there): it
+//! calls `complete()` on the model [`DESCRIBE_PROBE_MODEL`] and logs what came of it
+//! (`chaos describe: complete() refused: <code>` or `chaos describe: complete() answered`).
+//! The switch is the host's config: the call can reach an upstream only through a route
+//! with that alias, so a host test that wants the probe to matter adds one.
 
 use weir_sdk::{
     ChatRequest, ChatResponse, Message, RequestContext, RequestOutcome, Stage, StageError,
@@ -31,8 +39,13 @@ pub const MODES: &[&str] = &[
     "tag",
     "complete",
     "complete-loop",
+    "embed-loop",
+    "embed-huge",
     "cache",
 ];
+
+/// The model `describe()` asks for (see the module docs).
+pub const DESCRIBE_PROBE_MODEL: &str = "chaos-describe";
 
 /// Per-request state, proving the response phase runs on the request phase's instance.
 #[derive(Default)]
@@ -136,6 +149,39 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
                 "complete-loop: {calls} calls, then {refusal}"
             )))
         }
+        // A stage stuck in a loop of embeddings: calls until the host refuses (at most 1,000),
+        // with the model in the `model` key.
+        "embed-loop" => {
+            let model = weir_sdk::config::get("model")
+                .unwrap_or_else(|| "text-embedding-3-small".to_string());
+            let inputs = vec!["the chaos stage embeds this again".to_string()];
+            let mut calls = 0;
+            let mut refusal = String::from("none");
+            while calls < 1000 {
+                match weir_sdk::llm::embed(&model, &inputs) {
+                    Ok(vectors) if vectors.len() == 1 && !vectors[0].is_empty() => calls += 1,
+                    Ok(vectors) => {
+                        refusal = format!("{} vectors", vectors.len());
+                        break;
+                    }
+                    Err(err) => {
+                        refusal = err.code;
+                        break;
+                    }
+                }
+            }
+            Ok(Some(format!("embed-loop: {calls} calls, then {refusal}")))
+        }
+        // More inputs than the host takes in one embed().
+        "embed-huge" => {
+            let inputs = vec!["x".to_string(); 4096];
+            Ok(Some(
+                match weir_sdk::llm::embed("text-embedding-3-small", &inputs) {
+                    Ok(vectors) => format!("embed-huge: ok: {} vectors", vectors.len()),
+                    Err(err) => format!("embed-huge: error: {} {}", err.status, err.code),
+                },
+            ))
+        }
         "cache" => {
             let before = weir_sdk::cache::get("counter")
                 .and_then(|b| String::from_utf8(b).ok())
@@ -150,6 +196,12 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
 
 impl Stage for Chaos {
     fn info() -> StageInfo {
+        // The WIT says describe() must not call the LLM: this one does (see the module docs).
+        let probe = ChatRequest::new(DESCRIBE_PROBE_MODEL, vec![Message::user("describe")]);
+        match weir_sdk::llm::complete(&probe) {
+            Ok(_) => weir_sdk::info!("chaos describe: complete() answered"),
+            Err(err) => weir_sdk::info!("chaos describe: complete() refused: {}", err.code),
+        }
         StageInfo::new("chaos", env!("CARGO_PKG_VERSION"))
             .on_request()
             .on_response()

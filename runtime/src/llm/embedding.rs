@@ -1,0 +1,147 @@
+//! Embedding calls, metered like completions. A stage's `embed()` and the semantic tier's
+//! probe count against the request's limit on LLM calls, reserve their worst case against
+//! the key's budgets (the inputs' tokens at the priciest input price of the targets they
+//! may go to), and settle at the usage the upstream reports, or at a local count marked
+//! estimated, with one ledger row per billed attempt (model: the upstream embedding model).
+
+use serde_json::Value;
+
+use super::{CallSite, Costing, LlmStep, RouteStep, StepError};
+use crate::cost::{Charge, CostError, Hold, tokens};
+use crate::router::{Attempt, Router};
+use crate::wit::Usage;
+
+/// One embeddings call: what is embedded, where it may go and where it is accounted.
+#[derive(Clone, Copy)]
+pub(super) struct EmbedCall<'a> {
+    /// Where the call is accounted (the request's meter, the route; the cache status is
+    /// `bypass`: the call is not an answer).
+    pub site: CallSite<'a>,
+    /// The model asked for (`None`: the target's own); a target's pin replaces it.
+    pub model: Option<&'a str>,
+    /// The texts, in order.
+    pub inputs: &'a [String],
+    /// Only this target (the semantic tier's), instead of the route's chain.
+    pub only: Option<usize>,
+    /// Calls the request must still have left after this one (the semantic probe leaves
+    /// one for the request's own call, so a tight limit skips the probe, not the answer).
+    pub spare: u32,
+}
+
+impl EmbedCall<'_> {
+    /// The targets the call may go to along `step`.
+    fn chain<'s>(&'s self, step: &'s RouteStep) -> &'s [usize] {
+        match &self.only {
+            Some(target) => std::slice::from_ref(target),
+            None => &step.plan.chain,
+        }
+    }
+}
+
+impl LlmStep {
+    /// Computes embeddings along `step` for `call`, counted, reserved, settled and ledgered
+    /// like a completion. Returns the upstream's OpenAI body.
+    pub(super) async fn embeddings(
+        &self,
+        step: &RouteStep,
+        call: EmbedCall<'_>,
+    ) -> Result<Value, StepError> {
+        let hold = self
+            .costing
+            .open_embeddings(&self.router, call.chain(step), &call)
+            .map_err(StepError::Cost)?;
+        let mut body = serde_json::json!({ "input": call.inputs });
+        if let Some(model) = call.model {
+            body["model"] = Value::from(model);
+        }
+        let mut attempts = Vec::new();
+        let result = self
+            .router
+            .embeddings(&step.plan, call.only, body, &mut attempts)
+            .await;
+        let charges = self
+            .costing
+            .embedding_charges(&attempts, call.inputs, result.as_ref().ok());
+        self.costing.close(hold, charges, call.site);
+        result.map_err(StepError::Route)
+    }
+}
+
+impl Costing {
+    /// Counts an embeddings call against the request's limit and reserves its worst case
+    /// (every input's tokens at the priciest input price of `chain`) against the key's
+    /// budgets. Without a key limiting spend nothing is reserved (or counted in tokens).
+    fn open_embeddings(
+        &self,
+        router: &Router,
+        chain: &[usize],
+        call: &EmbedCall<'_>,
+    ) -> Result<Hold, CostError> {
+        let meter = call.site.meter;
+        meter.begin_call_leaving(call.spare)?;
+        let worst = match &meter.account {
+            Some(account) if account.key.limits_spend() => {
+                let requested = call.model.unwrap_or_default();
+                let (price, model) = self.worst_price_of(router, chain, requested);
+                let prompt = input_tokens(&model, call.inputs);
+                account.check_tokens(prompt)?;
+                u64::from(prompt).saturating_mul(price.input)
+            }
+            _ => 0,
+        };
+        meter.reserve(worst)
+    }
+
+    /// The charges of an embeddings call's `attempts`: the usage each reported (failed
+    /// attempts' only when configured), and for a successful `answer` without usage, the
+    /// inputs counted locally, marked estimated.
+    fn embedding_charges(
+        &self,
+        attempts: &[Attempt],
+        inputs: &[String],
+        answer: Option<&Value>,
+    ) -> Vec<Charge> {
+        let mut charges = Vec::new();
+        for attempt in attempts {
+            let ok = attempt.outcome.is_ok();
+            if !ok && !self.count_failed_attempts {
+                continue;
+            }
+            // An attempt that named no model (an unpinned target, no model asked for) is
+            // billed under the model the upstream answered with.
+            let answered = answer.filter(|_| ok).and_then(|a| a["model"].as_str());
+            let model = match (attempt.model.as_str(), answered) {
+                ("", Some(answered)) => answered.to_string(),
+                (model, _) => model.to_string(),
+            };
+            let (usage, estimated) = match (attempt.usage, ok && answer.is_some()) {
+                (Some(usage), _) => (usage, false),
+                (None, true) => {
+                    let prompt_tokens = input_tokens(&model, inputs);
+                    let usage = Usage {
+                        prompt_tokens,
+                        completion_tokens: 0,
+                        total_tokens: prompt_tokens,
+                        cached_tokens: 0,
+                    };
+                    (usage, true)
+                }
+                (None, false) => continue,
+            };
+            charges.push(Charge {
+                cost: self.prices.cost(&model, &usage),
+                model,
+                usage,
+                estimated,
+            });
+        }
+        charges
+    }
+}
+
+/// Tokens of every input for `model`, counted locally.
+fn input_tokens(model: &str, inputs: &[String]) -> u32 {
+    inputs.iter().fold(0u32, |sum, text| {
+        sum.saturating_add(tokens::count_text(model, text))
+    })
+}

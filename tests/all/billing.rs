@@ -1,6 +1,6 @@
 //! Every started call is paid for, through the real binary against `weir sim`: a client that
 //! disconnects mid-call, an attempt cut by the client's deadline, `n` in the reservation,
-//! `stream_options: null`, and a mix of all of them after which the ledger matches what the
+//! `stream_options: null`, and a mix of all of them (and a stage's `embed()` calls) after which the ledger matches what the
 //! simulator billed to within the documented estimate error (README, "Cost").
 
 use std::net::SocketAddr;
@@ -341,10 +341,20 @@ struct Mix {
 impl Mix {
     async fn start() -> Mix {
         let up = sim(&["--inter-token-ms", "40"]);
+        let embedder = format!(
+            "[targets.emb]\nbase_url = \"http://{addr}/v1\"\nmodel = \"sim-embed\"\n\
+             timeout_ms = 5000\n\n[prices.\"sim-embed\"]\ninput_per_mtok = 1.0\n\
+             output_per_mtok = 0\n\n[[routes]]\nmodel = \"embeddings\"\ntargets = [\"emb\"]\n\n\
+             [[routes]]\nmodel = \"embedder\"\ntargets = [\"up\"]\nmax_attempts = 1\n\n\
+             [[routes.stages]]\nname = \"chaos\"\npath = \"{path}\"\ndeadline_ms = 60000\n\
+             config = {{ mode = \"embed-loop\", model = \"embeddings\" }}\n",
+            addr = up.addr,
+            path = weir_test_artifacts::CHAOS,
+        );
         let weir = serve(&config(
             &[("up", &up, "sim-a")],
             "max_attempts = 1",
-            &key("team", "sk-team", "daily_budget_usd = 10.0"),
+            &(key("team", "sk-team", "daily_budget_usd = 10.0") + &embedder),
         ));
         Mix {
             up,
@@ -384,9 +394,10 @@ impl Mix {
                     get(&spend["total"], "prompt_tokens"),
                     get(&spend["total"], "completion_tokens"),
                 ],
+                // The ledger counts embeddings input as prompt tokens.
                 billed: [
                     get(&billed, "requests"),
-                    get(&billed, "prompt_tokens"),
+                    get(&billed, "prompt_tokens") + get(&billed, "embedding_tokens"),
                     get(&billed, "completion_tokens"),
                 ],
             };
@@ -450,6 +461,19 @@ async fn the_ledger_matches_what_the_provider_billed() {
             let answer = mix.ask(&body).await;
             assert_eq!(answer.events().last().map(String::as_str), Some("[DONE]"));
         }
+    })
+    .await;
+
+    mix.step("a stage's embed() calls", Bound::EXACT, async {
+        let mut body = Mix::body(text, json!({}));
+        body["model"] = json!("embedder");
+        let answer = mix.ask(&body).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let said = answer.json()["choices"][0]["message"]["content"].clone();
+        assert_eq!(
+            said, "embed-loop: 4 calls, then llm_calls_exceeded",
+            "{said}"
+        );
     })
     .await;
 

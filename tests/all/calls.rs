@@ -157,7 +157,7 @@ async fn embed_is_counted_billed_and_ledgered_under_the_targets_model() {
     for request in sim_requests(&up, 2).await {
         assert_eq!(request["body"]["model"], "sim-embed", "{request}");
     }
-    let billed = stats["embedding_tokens"].as_u64().unwrap();
+    let billed = stats["billed"]["embedding_tokens"].as_u64().unwrap();
     assert!(billed > 0);
     let row = spend_row(&weir, "capped", "sim-embed").await.unwrap();
     assert_eq!(row["calls"], 2, "{row}");
@@ -205,7 +205,7 @@ async fn the_semantic_tiers_embedding_call_is_billed_to_the_request() {
         ),
         (Some(1), Some(1))
     );
-    let billed = seen["embedding_tokens"].as_u64().unwrap();
+    let billed = seen["billed"]["embedding_tokens"].as_u64().unwrap();
     let row = spend_row(&weir, "-", "sim-embed").await.unwrap();
     assert_eq!(row["calls"], 1, "{row}");
     assert_eq!(row["prompt_tokens"].as_u64(), Some(billed), "{row}");

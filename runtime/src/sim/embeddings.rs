@@ -165,8 +165,7 @@ pub fn respond(request: &EmbeddingsRequest, state: &SimState) -> Response<SimBod
         .collect();
     let prompt_tokens: u64 = request.inputs.iter().map(|t| tokens::count(t)).sum();
     let prompt_tokens = prompt_tokens.max(1);
-    let billed = &state.stats.embedding_tokens;
-    billed.fetch_add(prompt_tokens, std::sync::atomic::Ordering::Relaxed);
+    state.stats.bill_embeddings(prompt_tokens);
     let response = json!({
         "object": "list",
         "data": data,

@@ -19,8 +19,6 @@ pub struct Stats {
     pub chat_completions: AtomicU64,
     /// `POST /v1/embeddings` requests received.
     pub embeddings: AtomicU64,
-    /// Prompt tokens of the embeddings requests answered: what a provider would bill.
-    pub embedding_tokens: AtomicU64,
     /// Well-formed chat requests that asked for `"stream": true`.
     pub streams: AtomicU64,
     /// Requests answered with an injected error status.
@@ -39,6 +37,8 @@ pub struct Stats {
     pub billed_prompt_tokens: AtomicU64,
     /// See [`Billed::completion_tokens`].
     pub billed_completion_tokens: AtomicU64,
+    /// See [`Billed::embedding_tokens`].
+    pub billed_embedding_tokens: AtomicU64,
 }
 
 /// What `GET /sim/stats` returns.
@@ -50,8 +50,6 @@ pub struct StatsSnapshot {
     pub chat_completions: u64,
     /// See `Stats::embeddings`.
     pub embeddings: u64,
-    /// See `Stats::embedding_tokens`.
-    pub embedding_tokens: u64,
     /// See `Stats::streams`.
     pub streams: u64,
     /// Injected faults by kind.
@@ -66,15 +64,18 @@ pub struct StatsSnapshot {
 /// answer; a stream is billed each content token as it is sent (a stream cut by a fault or by
 /// its client pays only for what was sent). An injected error with `error_billed_tokens`
 /// bills those prompt tokens. Hangs, resets and other errors bill nothing. Token counts are
-/// the ones the answers' `usage` reports.
+/// the ones the answers' `usage` reports. An embeddings request it answers is billed its
+/// input tokens.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Billed {
-    /// Chat requests billed anything.
+    /// Chat and embeddings requests billed anything.
     pub requests: u64,
     /// Prompt tokens billed.
     pub prompt_tokens: u64,
     /// Completion tokens billed.
     pub completion_tokens: u64,
+    /// Input tokens of embeddings requests billed (not in `prompt_tokens`).
+    pub embedding_tokens: u64,
 }
 
 /// The fault part of `StatsSnapshot`.
@@ -107,6 +108,13 @@ impl Stats {
         self.bill_completion(completion_tokens);
     }
 
+    /// Bills one embeddings request its `tokens` of input.
+    pub fn bill_embeddings(&self, tokens: u64) {
+        bump(&self.billed_requests);
+        self.billed_embedding_tokens
+            .fetch_add(tokens, Ordering::Relaxed);
+    }
+
     /// Bills `tokens` more completion tokens of a request already billed (a stream's).
     pub fn bill_completion(&self, tokens: u64) {
         self.billed_completion_tokens
@@ -120,7 +128,6 @@ impl Stats {
             requests: get(&self.requests),
             chat_completions: get(&self.chat_completions),
             embeddings: get(&self.embeddings),
-            embedding_tokens: get(&self.embedding_tokens),
             streams: get(&self.streams),
             faults: FaultCounts {
                 errors: get(&self.errors),
@@ -133,6 +140,7 @@ impl Stats {
                 requests: get(&self.billed_requests),
                 prompt_tokens: get(&self.billed_prompt_tokens),
                 completion_tokens: get(&self.billed_completion_tokens),
+                embedding_tokens: get(&self.billed_embedding_tokens),
             },
         }
     }
@@ -143,7 +151,7 @@ impl Stats {
             &self.requests,
             &self.chat_completions,
             &self.embeddings,
-            &self.embedding_tokens,
+            &self.billed_embedding_tokens,
             &self.streams,
             &self.errors,
             &self.rate_limited,
@@ -173,10 +181,9 @@ mod tests {
         stats.bill_completion(3);
         let json = serde_json::to_value(stats.snapshot()).expect("serializes");
         let expected = serde_json::json!({
-            "requests": 1, "chat_completions": 0, "embeddings": 0, "embedding_tokens": 0,
-            "streams": 0,
+            "requests": 1, "chat_completions": 0, "embeddings": 0, "streams": 0,
             "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 1},
-            "billed": {"requests": 1, "prompt_tokens": 7, "completion_tokens": 5}
+            "billed": {"requests": 1, "prompt_tokens": 7, "completion_tokens": 5, "embedding_tokens": 0}
         });
         assert_eq!(json, expected);
         stats.reset();

@@ -64,3 +64,74 @@ config = {{ mode = "cache" }}
     assert_eq!(ask("b").await, "cache: before=1");
     assert_eq!(ask("a").await, "cache: before=2");
 }
+
+/// A route `det` whose only stage is system-prompt (deterministic, request phase only: its
+/// outcomes go to the stage output cache), with request bodies up to 2 MiB.
+fn deterministic_route(upstream: &Proc, cache: &str) -> String {
+    let routes = format!(
+        r#"
+[server]
+max_body_bytes = 2097152
+
+[cache]
+{cache}
+
+[[routes]]
+model = "det"
+targets = ["up"]
+[[routes.stages]]
+name = "system-prompt"
+path = "{system}"
+config = {{ prompt = "Be brief." }}
+"#,
+        system = weir_test_artifacts::SYSTEM_PROMPT
+    );
+    config(upstream, &routes)
+}
+
+/// `n` requests to `det` of about 1 MiB each, every one different (so every one is a new
+/// entry of the stage output cache), two at a time.
+async fn megabyte_requests(weir: &Proc, from: usize, n: usize) {
+    let pad = "x".repeat(1 << 20);
+    let addr = weir.addr;
+    let one = |i: usize| {
+        let body = chat("det", &format!("{i} {pad}"));
+        async move {
+            let answer = post(addr, "/v1/chat/completions", &body).await;
+            assert_eq!(answer.status, 200, "request {i}: {:?}", answer.body);
+        }
+    };
+    for i in (from..from + n).step_by(2) {
+        tokio::join!(one(i), one(i + 1));
+    }
+}
+
+/// Growth of weir's resident memory over 300 distinct 1 MiB requests through a deterministic
+/// stage, MiB, after a warm-up of 20 (which sizes the allocator's arenas and buffers for 1 MiB
+/// bodies).
+async fn growth_over_300_megabyte_requests(weir: &Proc) -> u64 {
+    let pid = weir.child.id();
+    megabyte_requests(weir, 0, 20).await;
+    let before = crate::listener::settled_rss_kib(pid).await;
+    megabyte_requests(weir, 20, 300).await;
+    let after = crate::listener::settled_rss_kib(pid).await;
+    after.saturating_sub(before) / 1024
+}
+
+/// The bound the stage output cache keeps by default (`cache.stage_outputs_max_mib` = 32)
+/// plus room for what the allocator keeps of freed 1 MiB bodies on a loaded 2-core machine
+/// (arenas per thread): 128 MiB. Without a byte bound each outcome, a whole copy of its
+/// request, costs about a megabyte, and 300 of them grow RSS by some 300 MiB.
+const GROWTH_BOUND_MIB: u64 = 128;
+
+#[tokio::test]
+async fn distinct_megabyte_requests_through_a_deterministic_stage_keep_rss_bounded() {
+    let up = sim(&[]);
+    let weir = serve(&deterministic_route(&up, ""));
+    let growth = growth_over_300_megabyte_requests(&weir).await;
+    eprintln!("RSS growth over 300 distinct 1 MiB requests: {growth} MiB");
+    assert!(
+        growth < GROWTH_BOUND_MIB,
+        "RSS grew by {growth} MiB over 300 distinct 1 MiB requests (bound {GROWTH_BOUND_MIB} MiB)"
+    );
+}

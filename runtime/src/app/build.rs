@@ -84,7 +84,7 @@ impl App {
             // handing it to the reaper thread, whose madvise calls then disturb the request
             // thread (median 17.6 µs inline vs 27.1 µs with the reaper).
             reaper: Reaper::inline(),
-            outputs: StageOutputCache::default(),
+            outputs: StageOutputCache::new(config.cache.stage_outputs_max_bytes),
         };
         let app = App {
             live: ArcSwap::from_pointee(Snapshot {

@@ -135,3 +135,114 @@ async fn distinct_megabyte_requests_through_a_deterministic_stage_keep_rss_bound
         "RSS grew by {growth} MiB over 300 distinct 1 MiB requests (bound {GROWTH_BOUND_MIB} MiB)"
     );
 }
+
+/// A hostile embeddings target on loopback: answers its n-th `/v1/embeddings` request with
+/// `replies[n]` (the last one again after that), whatever was asked.
+async fn embedder(replies: Vec<Vec<f32>>) -> std::net::SocketAddr {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let replies = Arc::new(replies);
+    let served = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (replies, served) = (replies.clone(), served.clone());
+            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let (replies, served) = (replies.clone(), served.clone());
+                async move {
+                    let _ = request.into_body().collect().await;
+                    let n = served
+                        .fetch_add(1, Ordering::Relaxed)
+                        .min(replies.len() - 1);
+                    let body = json!({
+                        "object": "list",
+                        "data": [{"object": "embedding", "index": 0, "embedding": replies[n]}],
+                        "model": "hostile-embed",
+                        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                    });
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("content-type", "application/json")
+                            .body(Full::new(Bytes::from(body.to_string())))
+                            .unwrap(),
+                    )
+                }
+            });
+            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn embeddings_over_the_dimension_cap_or_of_another_dimension_are_misses_with_a_warning() {
+    let up = sim(&[]);
+    let first: Vec<f32> = (0..64).map(|i| ((i % 7) as f32) - 3.0).collect();
+    // Longer vectors whose first 64 numbers are `first`'s: compared over the shorter one's
+    // length, any two of them look identical (similarity 1), so another question would be
+    // answered with a cached answer.
+    let padded = |len: usize| {
+        let mut v = first.clone();
+        v.resize(len, 0.0);
+        v
+    };
+    let embeddings = embedder(vec![padded(9000), padded(9000), first.clone(), padded(128)]).await;
+    let routes = format!(
+        r#"
+[targets.embedder]
+base_url = "http://{embeddings}/v1"
+model = "hostile-embed"
+
+[[routes]]
+model = "semantic"
+targets = ["up"]
+cache = {{ ttl_ms = 60000, semantic_threshold_percent = 95, semantic_embeddings = "embedder" }}
+"#
+    );
+    let log = std::env::temp_dir().join(format!("weir-bounds-embed-{}.log", std::process::id()));
+    let weir = crate::procs::serve_logged(&config(&up, &routes), &[], &log);
+    let ask = |text: &str| {
+        let body = json!({"model": "semantic", "temperature": 0,
+            "messages": [{"role": "user", "content": text}]});
+        let addr = weir.addr;
+        async move {
+            let answer = post(addr, "/v1/chat/completions", &body).await;
+            let cache = answer.headers["x-weir-cache"].to_str().unwrap().to_string();
+            (answer_text(&answer), cache)
+        }
+    };
+    // 9,000 dimensions: neither looked up nor stored, so the second is no hit either.
+    let (france, cache) = ask("What is the capital of France?").await;
+    assert_eq!(cache, "miss");
+    let (spain, cache) = ask("What is the capital of Spain?").await;
+    assert_eq!(cache, "miss");
+    assert_ne!(spain, france);
+    // 64 dimensions are stored; then 128 in the same namespace are refused, not compared.
+    let (italy, cache) = ask("What is the capital of Italy?").await;
+    assert_eq!(cache, "miss");
+    let (germany, cache) = ask("What is the capital of Germany?").await;
+    assert_eq!(cache, "miss");
+    assert_ne!(germany, italy);
+    crate::wait::until("the refused embeddings' warnings in the log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move {
+            crate::wait::check(
+                text.contains("embedding refused")
+                    && text.contains("9000 dimensions (at most 8192)")
+                    && text.contains("128 dimensions where this namespace has 64"),
+                format!(
+                    "log: {}",
+                    text.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                ),
+            )
+        }
+    })
+    .await;
+}

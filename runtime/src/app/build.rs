@@ -44,7 +44,8 @@ impl App {
             }
         }
         let client = ProviderClient::new().map_err(AppError::Client)?;
-        let mut cache = ResponseCache::new(config.cache.max_memory_bytes);
+        let mut cache = ResponseCache::new(config.cache.max_memory_bytes)
+            .with_semantic_bytes(config.cache.semantic_max_bytes);
         if let Some(dir) = &config.cache.disk_dir {
             let disk = DiskTier::open(dir, config.cache.max_disk_bytes).map_err(|source| {
                 AppError::CacheDir {

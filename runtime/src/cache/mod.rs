@@ -151,6 +151,12 @@ impl ResponseCache {
         }
     }
 
+    /// The same cache with a semantic index of at most `max_bytes`.
+    pub fn with_semantic_bytes(mut self, max_bytes: u64) -> ResponseCache {
+        self.semantic = SemanticIndex::new(max_bytes);
+        self
+    }
+
     /// The same cache backed by `disk`.
     pub fn with_disk(mut self, disk: DiskTier) -> ResponseCache {
         self.disk = Some(disk);

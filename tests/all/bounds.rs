@@ -246,3 +246,65 @@ cache = {{ ttl_ms = 60000, semantic_threshold_percent = 95, semantic_embeddings 
     })
     .await;
 }
+
+/// Bytes of the stored error message at most: the ring's 1 KiB plus the note of how much
+/// was cut.
+const STORED_MESSAGE_MAX: usize = 1024 + 64;
+
+/// What 256 records (the ring's default size) can cost once cut to a few KiB each, plus
+/// room for what the allocator keeps of freed 1 MiB bodies on a loaded 2-core machine:
+/// 48 MiB. Records keeping the whole message, which quotes the model, cost 256 MiB.
+const RING_GROWTH_BOUND_MIB: u64 = 48;
+
+#[tokio::test]
+async fn a_megabyte_model_name_is_cut_in_the_recent_requests_ring() {
+    let up = sim(&[]);
+    let routes =
+        "[server]\nmax_body_bytes = 2097152\n\n[[routes]]\nmodel = \"plain\"\ntargets = [\"up\"]\n";
+    let weir = serve(&config(&up, routes));
+    let admin = weir.admin.unwrap();
+    let pid = weir.child.id();
+    let unknown = |i: usize| {
+        // 1 MiB of model name, different each time; 404 model_not_found quotes it.
+        let body = chat(&format!("{i}-{}", "m".repeat(1 << 20)), "hi");
+        let addr = weir.addr;
+        async move {
+            let answer = post(addr, "/v1/chat/completions", &body).await;
+            assert_eq!(answer.status, 404, "request {i}");
+        }
+    };
+    for i in 0..16 {
+        unknown(i).await;
+    }
+    let before = crate::listener::settled_rss_kib(pid).await;
+    for i in 16..16 + 256 {
+        unknown(i).await;
+    }
+    let after = crate::listener::settled_rss_kib(pid).await;
+    let growth = after.saturating_sub(before) / 1024;
+    eprintln!("RSS growth over 256 requests with a 1 MiB model: {growth} MiB");
+
+    let list = crate::procs::get(admin, "/admin/requests?limit=1")
+        .await
+        .json();
+    let id = list["requests"][0]["id"].as_str().unwrap().to_string();
+    let detail = crate::procs::get(admin, &format!("/admin/requests/{id}"))
+        .await
+        .json();
+    assert_eq!(detail["error"]["code"], "model_not_found", "{detail}");
+    let message = detail["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the model `271-mmm"),
+        "{}",
+        &message[..40]
+    );
+    assert!(
+        message.len() <= STORED_MESSAGE_MAX,
+        "{} bytes of message kept",
+        message.len()
+    );
+    assert!(
+        growth < RING_GROWTH_BOUND_MIB,
+        "RSS grew by {growth} MiB over 256 requests with a 1 MiB model (bound {RING_GROWTH_BOUND_MIB} MiB)"
+    );
+}

@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use crate::procs::{Proc, post, serve, sim};
+use crate::support::chaos;
 
 /// A stage-less target on `upstream` and `routes` (TOML) after it.
 fn config(upstream: &Proc, routes: &str) -> String {
@@ -307,4 +308,89 @@ async fn a_megabyte_model_name_is_cut_in_the_recent_requests_ring() {
         growth < RING_GROWTH_BOUND_MIB,
         "RSS grew by {growth} MiB over 256 requests with a 1 MiB model (bound {RING_GROWTH_BOUND_MIB} MiB)"
     );
+}
+
+#[tokio::test]
+async fn the_model_from_user_stage_lets_the_client_choose_the_upstream_model() {
+    let host = crate::support::TestHost::shared().await;
+    let outcome = host
+        .run(
+            &[chaos("model-from-user")],
+            crate::support::user("any-model-at-all"),
+        )
+        .await;
+    let upstream = outcome.upstream.expect("the request reached the LLM step");
+    assert_eq!(upstream.model, "any-model-at-all");
+}
+
+/// The `weir_tokens_total` series in a `/metrics` text.
+fn token_series(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("weir_tokens_total{"))
+        .collect()
+}
+
+#[tokio::test]
+async fn stage_chosen_model_names_do_not_grow_the_token_series() {
+    let up = sim(&[]);
+    // The upstream model is whatever the client wrote (the sim answers with the model it was
+    // asked for); the config names two models: the route's alias and a priced one.
+    let routes = format!(
+        r#"
+[prices.priced]
+input_per_mtok = 1
+output_per_mtok = 2
+
+[[routes]]
+model = "free"
+targets = ["up"]
+[[routes.stages]]
+name = "chooser"
+path = "{chaos}"
+config = {{ mode = "model-from-user" }}
+"#,
+        chaos = weir_test_artifacts::CHAOS
+    );
+    let weir = serve(&config(&up, &routes));
+    let addr = weir.addr;
+    let one = |i: usize| async move {
+        let answer = post(
+            addr,
+            "/v1/chat/completions",
+            &chat("free", &format!("m-{i}")),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "request {i}: {:?}", answer.body);
+        assert_eq!(answer.json()["model"], format!("m-{i}"));
+    };
+    for batch in (0..1000).collect::<Vec<usize>>().chunks(8) {
+        futures_util::future::join_all(batch.iter().map(|i| one(*i))).await;
+    }
+    let admin = weir.admin.unwrap();
+    // The ledger writer records each call after its answer: wait for the last of them.
+    let metrics = crate::wait::until("1000 answers' output tokens in /metrics", || async move {
+        let text =
+            String::from_utf8(crate::procs::get(admin, "/metrics").await.body.to_vec()).unwrap();
+        let counted: f64 = token_series(&text)
+            .iter()
+            .filter(|line| line.contains(r#"kind="output""#))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        // Every sim answer has at least one completion token.
+        crate::wait::check(counted >= 1000.0, format!("{counted} output tokens")).map(|()| text)
+    })
+    .await;
+    let series = token_series(&metrics);
+    // One key (`-`) × one label (`other`) × three kinds: the 1000 names are not labels.
+    assert_eq!(series.len(), 3, "{series:#?}");
+    assert!(
+        series.iter().all(|s| s.contains(r#"model="other""#)),
+        "{series:#?}"
+    );
+    let cost_series = metrics
+        .lines()
+        .filter(|line| line.starts_with("weir_cost_picodollars_total{"))
+        .count();
+    assert_eq!(cost_series, 1);
 }

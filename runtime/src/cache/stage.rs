@@ -61,7 +61,7 @@ impl Default for StageOutputCache {
 
 impl StageOutputCache {
     /// A cache of at most `max_bytes` of outcomes (their strings plus a small overhead per
-    /// record), each kept for [`STAGE_OUTPUT_TTL`]. With 0 bytes nothing is kept.
+    /// record), each reused for 10 minutes. With 0 bytes nothing is kept.
     pub fn new(max_bytes: u64) -> StageOutputCache {
         StageOutputCache {
             cache: Cache::builder()

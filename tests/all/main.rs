@@ -26,12 +26,16 @@
 //! - `upstream`: broken or hostile upstreams: stalled and oversized streams, client deadlines
 //!   and breakers, absurd usage, statuses that must not be relayed, stalled error bodies, and
 //!   live streams against `max_concurrency`.
+//! - `bounds`: memory a client, a stage or an upstream could grow (the stage output cache,
+//!   the recent-requests ring, metric series) stays bounded; same-named stages of two routes
+//!   have separate caches.
 //! - `stress`: the long load and chaos tests, run after the rest one at a time by `tests/run`.
 //! - `wait`: waiting for an event (poll the condition, generous bound) instead of sleeping.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod billing;
+mod bounds;
 mod cache;
 mod callbacks;
 mod calls;

@@ -47,6 +47,7 @@ impl App {
                 files.entry(path.clone()).or_default().last_error = Some(error.clone());
             }
         }
+        crate::telemetry::label_models(&assembled.snapshot.config);
         self.live_step.store(assembled.snapshot.llm.clone());
         self.live.store(Arc::new(assembled.snapshot));
     }

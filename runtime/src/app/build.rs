@@ -44,7 +44,8 @@ impl App {
             }
         }
         let client = ProviderClient::new().map_err(AppError::Client)?;
-        let mut cache = ResponseCache::new(config.cache.max_memory_bytes);
+        let mut cache = ResponseCache::new(config.cache.max_memory_bytes)
+            .with_semantic_bytes(config.cache.semantic_max_bytes);
         if let Some(dir) = &config.cache.disk_dir {
             let disk = DiskTier::open(dir, config.cache.max_disk_bytes).map_err(|source| {
                 AppError::CacheDir {
@@ -84,7 +85,7 @@ impl App {
             // handing it to the reaper thread, whose madvise calls then disturb the request
             // thread (median 17.6 µs inline vs 27.1 µs with the reaper).
             reaper: Reaper::inline(),
-            outputs: StageOutputCache::default(),
+            outputs: StageOutputCache::new(config.cache.stage_outputs_max_bytes),
         };
         let app = App {
             live: ArcSwap::from_pointee(Snapshot {

@@ -13,6 +13,7 @@ mod flight;
 mod key;
 mod semantic;
 mod stage;
+mod weigh;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,6 +151,12 @@ impl ResponseCache {
         }
     }
 
+    /// The same cache with a semantic index of at most `max_bytes`.
+    pub fn with_semantic_bytes(mut self, max_bytes: u64) -> ResponseCache {
+        self.semantic = SemanticIndex::new(max_bytes);
+        self
+    }
+
     /// The same cache backed by `disk`.
     pub fn with_disk(mut self, disk: DiskTier) -> ResponseCache {
         self.disk = Some(disk);
@@ -176,7 +183,7 @@ impl ResponseCache {
     }
 
     fn remember(&self, key: CacheKey, route: Arc<str>, response: ChatResponse, ttl: Duration) {
-        let weight = weigh(&response);
+        let weight = weigh::as_weight(weigh::response(&response));
         self.memory.insert(
             key,
             Arc::new(Entry {
@@ -235,25 +242,4 @@ impl ResponseCache {
         self.memory.run_pending_tasks();
         self.memory.entry_count()
     }
-}
-
-/// Bytes a response is charged for: its strings plus a fixed overhead per choice.
-fn weigh(response: &ChatResponse) -> u32 {
-    let text: usize = response
-        .choices
-        .iter()
-        .map(|c| {
-            let content = match &c.message.content {
-                Some(crate::wit::Content::Text(t)) => t.len(),
-                Some(crate::wit::Content::Parts(parts)) => parts
-                    .iter()
-                    .map(|p| p.text.as_ref().map_or(0, String::len) + p.extra.len())
-                    .sum(),
-                None => 0,
-            };
-            content + c.message.extra.len() + c.extra.len() + 64
-        })
-        .sum();
-    let total = text + response.id.len() + response.model.len() + response.extra.len() + 128;
-    u32::try_from(total).unwrap_or(u32::MAX)
 }

@@ -5,17 +5,19 @@
 //! Only stages that declare `deterministic` and implement no response phase qualify: a stage
 //! with a response phase may keep state from its request phase (pii-redact keeps the
 //! originals it replaced), which a cached outcome would not recreate.
+//!
+//! Bounded by bytes, not by entries: an outcome is usually a whole copy of the request, so a
+//! client sending distinct 1 MiB bodies would otherwise make each entry cost a megabyte
+//! (`cache.stage_outputs_max_mib`, least recently used evicted first).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
 
-use super::CacheKey;
+use super::{CacheKey, weigh};
 use crate::wit::{ChatRequest, ChatResponse, Rejection};
 
-/// Outcomes kept at most.
-pub const STAGE_OUTPUT_ENTRIES: u64 = 10_000;
 /// How long an outcome is reused.
 pub const STAGE_OUTPUT_TTL: Duration = Duration::from_secs(600);
 
@@ -35,22 +37,41 @@ pub enum StageOutput {
 pub struct StageOutputCache {
     /// Key → outcome.
     cache: Cache<CacheKey, Arc<StageOutput>>,
+    /// False when the bound is 0: nothing is stored.
+    enabled: bool,
+}
+
+impl StageOutput {
+    /// Bytes the outcome is charged for in the cache's bound.
+    fn weight(&self) -> usize {
+        match self {
+            StageOutput::Next(request) => weigh::request(request),
+            StageOutput::Respond(response) => weigh::response(response),
+            StageOutput::Reject(rejection) => weigh::rejection(rejection),
+        }
+    }
 }
 
 impl Default for StageOutputCache {
     fn default() -> Self {
-        StageOutputCache::new(STAGE_OUTPUT_ENTRIES, STAGE_OUTPUT_TTL)
+        let max_bytes = crate::config::CacheSettings::default().stage_outputs_max_bytes;
+        StageOutputCache::new(max_bytes)
     }
 }
 
 impl StageOutputCache {
-    /// A cache of at most `entries` outcomes, each kept for `ttl`.
-    pub fn new(entries: u64, ttl: Duration) -> StageOutputCache {
+    /// A cache of at most `max_bytes` of outcomes (their strings plus a small overhead per
+    /// record), each reused for 10 minutes. With 0 bytes nothing is kept.
+    pub fn new(max_bytes: u64) -> StageOutputCache {
         StageOutputCache {
             cache: Cache::builder()
-                .max_capacity(entries)
-                .time_to_live(ttl)
+                .max_capacity(max_bytes)
+                .weigher(|_key: &CacheKey, output: &Arc<StageOutput>| {
+                    weigh::as_weight(output.weight())
+                })
+                .time_to_live(STAGE_OUTPUT_TTL)
                 .build(),
+            enabled: max_bytes > 0,
         }
     }
 
@@ -61,6 +82,55 @@ impl StageOutputCache {
 
     /// Stores an outcome.
     pub fn put(&self, key: CacheKey, output: StageOutput) {
-        self.cache.insert(key, Arc::new(output));
+        if self.enabled {
+            self.cache.insert(key, Arc::new(output));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::stage_input_key;
+
+    fn megabyte_request(i: usize) -> ChatRequest {
+        let mut request = ChatRequest::hi("m");
+        request.extra = format!("{{\"pad\":\"{i}{}\"}}", "x".repeat(1 << 20));
+        request
+    }
+
+    #[test]
+    fn distinct_megabyte_outcomes_stay_within_the_byte_bound() {
+        let cache = StageOutputCache::new(8 << 20);
+        for i in 0..40 {
+            let request = megabyte_request(i);
+            let key = stage_input_key(&[0; 32], &Default::default(), "r", &request);
+            cache.put(key, StageOutput::Next(request));
+        }
+        cache.cache.run_pending_tasks();
+        assert!(
+            cache.cache.weighted_size() <= 8 << 20,
+            "{} bytes kept",
+            cache.cache.weighted_size()
+        );
+        assert!(
+            cache.cache.entry_count() <= 8,
+            "{}",
+            cache.cache.entry_count()
+        );
+        // Small outcomes are still kept (the bound counts bytes, not entries).
+        let small = ChatRequest::hi("m");
+        let key = stage_input_key(&[1; 32], &Default::default(), "r", &small);
+        cache.put(key, StageOutput::Next(small));
+        assert!(cache.get(&key).is_some());
+    }
+
+    #[test]
+    fn a_zero_bound_keeps_nothing() {
+        let cache = StageOutputCache::new(0);
+        let request = ChatRequest::hi("m");
+        let key = stage_input_key(&[0; 32], &Default::default(), "r", &request);
+        cache.put(key, StageOutput::Next(request));
+        assert!(cache.get(&key).is_none());
     }
 }

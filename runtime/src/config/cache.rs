@@ -27,6 +27,16 @@ pub struct CacheSettings {
     #[serde(rename = "disk_max_mib", with = "Mib::<1, { 1 << 24 }>")]
     #[serde(default = "mib::<1024>")]
     pub max_disk_bytes: u64,
+    /// Bytes of deterministic stages' `on-request` outcomes kept for reuse (each usually a
+    /// whole copy of the request; least recently used evicted first). 0 keeps none.
+    #[serde(rename = "stage_outputs_max_mib", with = "Mib::<0, { 1 << 20 }>")]
+    #[serde(default = "mib::<32>")]
+    pub stage_outputs_max_bytes: u64,
+    /// Bytes of last-user-message embeddings the semantic tier keeps for routes that use
+    /// it (least recently used namespaces evicted first).
+    #[serde(rename = "semantic_max_mib", with = "Mib::<1, { 1 << 20 }>")]
+    #[serde(default = "mib::<32>")]
+    pub semantic_max_bytes: u64,
 }
 
 serde_default!(CacheSettings);

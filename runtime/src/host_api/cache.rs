@@ -1,5 +1,10 @@
 //! The stages' private key-value caches (`cache-get` / `cache-set`), one bounded moka cache
-//! for all stages, with keys namespaced by stage name.
+//! for all stages, with keys namespaced by route and stage name.
+//!
+//! Why (route, stage name): a stage's name is unique within its route only, so two routes may
+//! each have a stage called `x`; the WIT promises that two stages never see each other's
+//! entries. The component's digest would be no better a namespace: two routes running the
+//! same file would share, and every new version of a plugin would lose its entries.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,15 +48,33 @@ struct Entry {
     ttl: Duration,
 }
 
+/// Whose entry a key is: a stage of a route.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    /// The route (model alias) the stage serves.
+    pub route: Arc<str>,
+    /// The stage's name in that route's pipeline.
+    pub stage: Arc<str>,
+}
+
+/// A stored key: the stage's own key in its namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    /// Whose it is.
+    namespace: Namespace,
+    /// The key the stage chose.
+    key: String,
+}
+
 /// Per-entry expiry from the stored TTL.
 struct EntryExpiry;
 
 // moka's `Expiry` API passes its own clock's `std::time::Instant`; it is not read here.
 #[allow(clippy::disallowed_types)]
-impl Expiry<(Arc<str>, String), Entry> for EntryExpiry {
+impl Expiry<Key, Entry> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _key: &(Arc<str>, String),
+        _key: &Key,
         value: &Entry,
         _now: std::time::Instant,
     ) -> Option<Duration> {
@@ -62,8 +85,8 @@ impl Expiry<(Arc<str>, String), Entry> for EntryExpiry {
 /// The stages' caches.
 #[derive(Clone)]
 pub struct StageCache {
-    /// (stage name, key) → entry.
-    cache: Cache<(Arc<str>, String), Entry>,
+    /// (route, stage name, key) → entry.
+    cache: Cache<Key, Entry>,
     /// The bounds.
     limits: StageCacheLimits,
 }
@@ -73,8 +96,8 @@ impl StageCache {
     pub fn new(limits: StageCacheLimits) -> Self {
         let cache = Cache::builder()
             .max_capacity(limits.max_bytes)
-            .weigher(|key: &(Arc<str>, String), entry: &Entry| {
-                (key.1.len() + entry.value.len())
+            .weigher(|key: &Key, entry: &Entry| {
+                (key.key.len() + entry.value.len())
                     .try_into()
                     .unwrap_or(u32::MAX)
             })
@@ -83,20 +106,22 @@ impl StageCache {
         StageCache { cache, limits }
     }
 
-    /// The value `stage` stored under `key`, if any and unexpired.
-    pub fn get(&self, stage: &Arc<str>, key: &str) -> Option<Vec<u8>> {
+    /// The value stored under `key` in `namespace`, if any and unexpired.
+    pub fn get(&self, namespace: &Namespace, key: &str) -> Option<Vec<u8>> {
         if key.len() > self.limits.max_key_bytes {
             return None;
         }
-        self.cache
-            .get(&(stage.clone(), key.to_string()))
-            .map(|entry| entry.value.to_vec())
+        let key = Key {
+            namespace: namespace.clone(),
+            key: key.to_string(),
+        };
+        self.cache.get(&key).map(|entry| entry.value.to_vec())
     }
 
-    /// Stores `value` for `stage` under `key`; false when over a size limit.
+    /// Stores `value` under `key` in `namespace`; false when over a size limit.
     pub fn set(
         &self,
-        stage: &Arc<str>,
+        namespace: &Namespace,
         key: String,
         value: Vec<u8>,
         ttl_seconds: Option<u32>,
@@ -108,13 +133,57 @@ impl StageCache {
             .map(|s| Duration::from_secs(u64::from(s)))
             .unwrap_or(self.limits.default_ttl)
             .min(self.limits.max_ttl);
+        let key = Key {
+            namespace: namespace.clone(),
+            key,
+        };
         self.cache.insert(
-            (stage.clone(), key),
+            key,
             Entry {
                 value: value.into(),
                 ttl,
             },
         );
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn namespace(route: &str, stage: &str) -> Namespace {
+        Namespace {
+            route: route.into(),
+            stage: stage.into(),
+        }
+    }
+
+    #[test]
+    fn same_named_stages_of_two_routes_never_share_entries() {
+        let cache = StageCache::new(StageCacheLimits::default());
+        let a = namespace("a", "x");
+        assert!(cache.set(&a, "k".into(), b"from a".to_vec(), None));
+        assert_eq!(cache.get(&a, "k").as_deref(), Some(&b"from a"[..]));
+        assert_eq!(cache.get(&namespace("b", "x"), "k"), None);
+        assert_eq!(cache.get(&namespace("a", "y"), "k"), None);
+        // Nor do names that would run together if the parts were joined.
+        assert_eq!(cache.get(&namespace("ax", ""), "k"), None);
+        assert_eq!(cache.get(&namespace("", "ax"), "k"), None);
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_not_stored() {
+        let limits = StageCacheLimits {
+            max_key_bytes: 4,
+            max_value_bytes: 4,
+            ..StageCacheLimits::default()
+        };
+        let cache = StageCache::new(limits);
+        let ns = namespace("r", "s");
+        assert!(!cache.set(&ns, "long-key".into(), b"v".to_vec(), None));
+        assert!(!cache.set(&ns, "k".into(), b"too long".to_vec(), None));
+        assert!(cache.set(&ns, "k".into(), b"fits".to_vec(), None));
+        assert_eq!(cache.get(&ns, "long-key"), None);
     }
 }

@@ -61,15 +61,17 @@ impl host::Host for StageState {
     }
 
     async fn cache_get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.host.services.cache.get(&self.host.stage.name, &key)
+        let namespace = cache_namespace(&self.host);
+        self.host.services.cache.get(&namespace, &key)
     }
 
     async fn cache_set(&mut self, key: String, value: Vec<u8>, ttl_seconds: Option<u32>) {
+        let namespace = cache_namespace(&self.host);
         let stored = self
             .host
             .services
             .cache
-            .set(&self.host.stage.name, key, value, ttl_seconds);
+            .set(&namespace, key, value, ttl_seconds);
         if !stored {
             tracing::debug!(
                 target: "weir::guest",
@@ -77,5 +79,13 @@ impl host::Host for StageState {
                 "cache-set ignored: key or value over the size limit"
             );
         }
+    }
+}
+
+/// The stage cache namespace of an instance: its route and its stage's name there.
+fn cache_namespace(host: &super::HostContext) -> super::cache::Namespace {
+    super::cache::Namespace {
+        route: host.route.clone(),
+        stage: host.stage.name.clone(),
     }
 }

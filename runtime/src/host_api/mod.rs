@@ -133,7 +133,7 @@ impl HostServices {
 /// The identity and config of one stage of one pipeline, shared by all its instances.
 #[derive(Debug)]
 pub struct StageIdentity {
-    /// The stage's name in the pipeline (also its cache namespace).
+    /// The stage's name in the pipeline (with the route, its cache namespace).
     pub name: Arc<str>,
     /// `name@<first 8 hex of the component blake3>`, for logs and headers.
     pub label: Arc<str>,

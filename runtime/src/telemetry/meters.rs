@@ -18,6 +18,11 @@
 //! | `weir_cache_lookups_total` | counter | `route`, `result` (`hit`, `semantic-hit`, `miss`, `coalesced`, `bypass`) |
 //! | `weir_tokens_total` | counter | `key`, `model`, `kind` (`input`, `cached_input`, `output`) |
 //! | `weir_cost_picodollars_total` | counter | `key`, `model` (1e-12 USD, exact) |
+//!
+//! The `model` label is bounded by the config: a model the config names (a target's `model`,
+//! a `[prices]` table, a route's alias) is its own label, and any other (a name an upstream
+//! reported or a stage chose) is counted under [`OTHER_MODEL`], so neither the series nor the
+//! handles cached for them grow with what upstreams and stages say.
 //! | `weir_reloads_total` | counter | `outcome` (`ok`, `failed`) |
 //! | `weir_connections_closed_total` | counter | `listener` (`public`, `admin`), `reason` (`header_timeout`, `idle_timeout`, `write_timeout`, `over_limit`) |
 //!
@@ -30,9 +35,11 @@
 //! key/model (cached here by name), not through a registry lookup per sample: measured on
 //! the 3-stage pipeline, per-sample lookups cost about 6 µs of CPU per request.
 
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -412,15 +419,51 @@ struct SpendMeters {
     cost: Counter,
 }
 
-/// Key → model → handles.
+/// Key → model label → handles.
 static SPEND: LazyLock<ByName<ByName<SpendMeters>>> = LazyLock::new(DashMap::new);
 
+/// The `model` label of every model the config does not name.
+pub const OTHER_MODEL: &str = "other";
+
+/// The models that get a `model` label of their own: those the live config names.
+static MODELS: LazyLock<ArcSwap<HashSet<Box<str>>>> = LazyLock::new(ArcSwap::default);
+
+/// Sets the models that get a `model` label of their own to those `config` names: each
+/// target's `model`, each priced model, each route's alias (the upstream model when a target
+/// pins none). Called with each config that goes live.
+pub fn label_models(config: &crate::config::Config) {
+    MODELS.store(Arc::new(named_models(config)));
+}
+
+/// The models `config` names.
+fn named_models(config: &crate::config::Config) -> HashSet<Box<str>> {
+    let targets = config.targets.iter().filter_map(|t| t.model.as_deref());
+    let prices = config.cost.prices.keys().map(String::as_str);
+    let routes = config.routes.iter().map(|r| r.model.as_str());
+    targets.chain(prices).chain(routes).map(Box::from).collect()
+}
+
+/// The `model` label of `model` with the live config's names.
+fn model_label(model: &str) -> &str {
+    label_among(&MODELS.load(), model)
+}
+
+/// The `model` label of `model`: itself when it is one of `named`, else [`OTHER_MODEL`].
+fn label_among<'a>(named: &HashSet<Box<str>>, model: &'a str) -> &'a str {
+    if named.contains(model) {
+        model
+    } else {
+        OTHER_MODEL
+    }
+}
+
 /// One ledger entry: tokens (unless the answer came from the cache) and cost, by key and
-/// model.
+/// model label.
 pub fn spend(key: &str, model: &str, usage: &crate::wit::Usage, cost: u64, hit: bool) {
     if !enabled() {
         return;
     }
+    let model = model_label(model);
     let models = cached(&SPEND, key, DashMap::new);
     let meters = cached(&models, model, || {
         let tokens = |kind: &'static str| {
@@ -464,4 +507,39 @@ pub fn reload(ok: bool) {
 pub fn connection_closed(listener: &'static str, reason: &'static str) {
     counter!("weir_connections_closed_total", "listener" => listener, "reason" => reason)
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_the_config_does_not_name_share_one_label() {
+        let text = r#"
+[targets.pinned]
+base_url = "http://127.0.0.1:9101/v1"
+model = "gpt-4o-mini"
+[targets.free]
+base_url = "http://127.0.0.1:9102/v1"
+
+[prices.priced]
+input_per_mtok = 1
+output_per_mtok = 2
+
+[[routes]]
+model = "demo"
+targets = ["pinned", "free"]
+"#;
+        let config = crate::config::Config::parse(text, "weir.toml".as_ref(), &|_| None)
+            .expect("a valid config");
+        // The process-wide set is left alone: other tests install configs concurrently.
+        let named = named_models(&config);
+        assert_eq!(named.len(), 3, "{named:?}");
+        for model in ["gpt-4o-mini", "priced", "demo"] {
+            assert_eq!(label_among(&named, model), model);
+        }
+        for other in ["gpt-4o-mini-2024-07-18", "", "m-1", &"x".repeat(1 << 16)] {
+            assert_eq!(label_among(&named, other), OTHER_MODEL);
+        }
+    }
 }

@@ -17,8 +17,8 @@ mod recent;
 mod traces;
 
 pub use meters::{
-    InFlight, attempt, breaker, cache, connection_closed, init as init_metrics, reload, render,
-    request, shed, spend, stage,
+    InFlight, OTHER_MODEL, attempt, breaker, cache, connection_closed, init as init_metrics,
+    label_models, reload, render, request, shed, spend, stage,
 };
 pub use recent::{AttemptStep, Recent, RequestRecord, StageStep};
 pub use traces::{

@@ -1,6 +1,11 @@
 //! The bounded ring of recent requests behind `GET /admin/requests` and
 //! `GET /admin/requests/{id}`: each request's outcome, step timings, cost and the stage
 //! versions that served it.
+//!
+//! Bounded in bytes as well as in records: what a client, a stage or an upstream chose (an
+//! error message quoting a 1 MiB model name, a stage's rejection, a stage-chosen model) is
+//! cut when the record is kept, and so are the step lists, so a record costs a few KiB at
+//! most whatever the request carried.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -75,11 +80,65 @@ pub struct RequestRecord {
     pub attempts: Vec<AttemptStep>,
 }
 
+/// Bytes of an error message kept (longer ones are cut, marked with how much was cut).
+pub const MESSAGE_MAX_BYTES: usize = 1024;
+/// Bytes of a code, a model name or an outcome kept.
+pub const NAME_MAX_BYTES: usize = 256;
+/// Stage phases and upstream attempts kept per record (the first ones).
+pub const STEPS_MAX: usize = 64;
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut, in
+/// a new allocation (a truncated `String` would keep its whole buffer).
+fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let end = text.floor_char_boundary(max);
+    *text = format!("{}… [{} bytes cut]", &text[..end], text.len() - end);
+}
+
+/// Keeps the first `max` items of `steps`, releasing the rest of its buffer.
+fn keep_first<T>(steps: &mut Vec<T>, max: usize) {
+    if steps.len() > max {
+        steps.truncate(max);
+        steps.shrink_to_fit();
+    }
+}
+
+/// [`cut`] for a text that is usually static.
+fn cut_cow(text: &mut std::borrow::Cow<'static, str>, max: usize) {
+    if text.len() > max {
+        cut(text.to_mut(), max);
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 impl RequestRecord {
+    /// The record cut to the ring's bounds: messages to [`MESSAGE_MAX_BYTES`], codes, models
+    /// and outcomes to [`NAME_MAX_BYTES`], steps to [`STEPS_MAX`] of each kind.
+    fn bounded(mut self) -> RequestRecord {
+        if let Some((code, message)) = &mut self.error {
+            cut(code, NAME_MAX_BYTES);
+            cut(message, MESSAGE_MAX_BYTES);
+        }
+        if let Some(key) = &mut self.key {
+            cut(key, NAME_MAX_BYTES);
+        }
+        keep_first(&mut self.stages, STEPS_MAX);
+        for step in &mut self.stages {
+            cut_cow(&mut step.outcome, NAME_MAX_BYTES);
+        }
+        keep_first(&mut self.attempts, STEPS_MAX);
+        for attempt in &mut self.attempts {
+            cut(&mut attempt.model, NAME_MAX_BYTES);
+            cut_cow(&mut attempt.outcome, NAME_MAX_BYTES);
+        }
+        self
+    }
+
     /// The one-line summary `GET /admin/requests` lists.
     pub fn summary(&self) -> Value {
         json!({
@@ -172,12 +231,12 @@ impl Recent {
         self.capacity > 0
     }
 
-    /// Keeps `record`, dropping the oldest when full.
+    /// Keeps `record`, cut to the ring's bounds, dropping the oldest when full.
     pub fn push(&self, record: RequestRecord) {
         if self.capacity == 0 {
             return;
         }
-        let record = Arc::new(record);
+        let record = Arc::new(record.bounded());
         let mut ring = lock(&self.ring);
         if ring.len() == self.capacity {
             ring.pop_front();
@@ -260,5 +319,61 @@ mod tests {
         let off = Recent::new(0);
         off.push(record("a", 200));
         assert!(off.list(10, false, None).is_empty());
+    }
+
+    #[test]
+    fn client_chosen_strings_and_step_lists_are_cut_when_kept() {
+        let recent = Recent::new(4);
+        let huge = "é".repeat(1 << 19); // 1 MiB, two bytes a character
+        let long = "é".repeat(2048);
+        let mut big = record("big", 404);
+        big.error = Some((long.clone(), format!("the model `{huge}` does not exist")));
+        big.key = Some(long.clone());
+        big.stages = vec![big.stages[0].clone(); 100];
+        big.stages[0].outcome = long.clone().into();
+        let attempt = AttemptStep {
+            target: "t".into(),
+            model: long.clone(),
+            status: Some(500),
+            outcome: long.clone().into(),
+            elapsed: Duration::from_millis(1),
+        };
+        big.attempts = vec![attempt; 100];
+        recent.push(big);
+        let kept = recent.get("big").expect("kept");
+        let (code, message) = kept.error.clone().expect("an error");
+        let slack = "… [1048576 bytes cut]".len();
+        assert!(
+            message.len() <= MESSAGE_MAX_BYTES + slack,
+            "{}",
+            message.len()
+        );
+        assert!(message.capacity() <= 2 * (MESSAGE_MAX_BYTES + slack));
+        assert!(message.starts_with("the model `éé"));
+        assert!(
+            message.ends_with(" bytes cut]"),
+            "{}",
+            &message[message.len() - 40..]
+        );
+        assert!(code.len() <= NAME_MAX_BYTES + slack);
+        assert!(kept.key.as_ref().expect("a key").len() <= NAME_MAX_BYTES + slack);
+        assert_eq!(kept.stages.len(), STEPS_MAX);
+        assert!(kept.stages[0].outcome.len() <= NAME_MAX_BYTES + slack);
+        assert_eq!(kept.attempts.len(), STEPS_MAX);
+        assert!(kept.attempts.capacity() <= 2 * STEPS_MAX);
+        assert!(
+            kept.attempts
+                .iter()
+                .all(|a| a.model.len() <= NAME_MAX_BYTES + slack
+                    && a.outcome.len() <= NAME_MAX_BYTES + slack)
+        );
+        // Short strings are kept as they are.
+        recent.push(record("small", 200));
+        assert_eq!(recent.get("small").expect("kept").stages[0].outcome, "next");
+        let mut text = "abc".to_string();
+        cut(&mut text, 3);
+        assert_eq!(text, "abc");
+        cut(&mut text, 2);
+        assert_eq!(text, "ab… [1 bytes cut]");
     }
 }

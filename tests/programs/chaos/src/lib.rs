@@ -4,7 +4,7 @@
 //!
 //! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
-//! `complete-loop`, `embed-loop`, `embed-huge`, `cache`. Each is exercised by a host test in
+//! `complete-loop`, `embed-loop`, `embed-huge`, `cache`, `model-from-user`. Each is exercised by a host test in
 //! `tests/all/`; the artifacts build script checks that every mode listed in [`MODES`] is
 //! named there.
 //!
@@ -42,6 +42,7 @@ pub const MODES: &[&str] = &[
     "embed-loop",
     "embed-huge",
     "cache",
+    "model-from-user",
 ];
 
 /// The model `describe()` asks for (see the module docs).
@@ -226,6 +227,14 @@ impl Stage for Chaos {
                 if let Some(last) = request.messages.last_mut() {
                     let text = last.text();
                     last.set_text(format!("{text} >{tag}"));
+                }
+                return Ok(RequestOutcome::Next(request));
+            }
+            // A stage that lets the client choose the upstream model: the last message's
+            // text becomes the request's model.
+            "model-from-user" => {
+                if let Some(last) = request.messages.last() {
+                    request.model = last.text();
                 }
                 return Ok(RequestOutcome::Next(request));
             }

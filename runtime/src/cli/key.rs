@@ -125,7 +125,7 @@ fn parse_name(name: &str) -> Result<String, String> {
         Ok(name.to_string())
     } else {
         Err(format!(
-            "expected a name of 1 to {MAX_NAME_LEN} characters from `a-z`, `0-9`, `_` and `-`"
+            "expected a name of 1 to {MAX_NAME_LEN} characters from `a-z`, `0-9`, `_` and `-`, starting with a letter or digit"
         ))
     }
 }

@@ -159,11 +159,15 @@ impl Amount for Duration {
     }
 }
 
-/// Whether `name` is a valid target, stage or key name: `[a-z0-9_-]+`, at most
+/// Whether `name` is a valid target, stage or key name: `[a-z0-9][a-z0-9_-]*`, at most
 /// [`MAX_NAME_LEN`] characters.
 pub fn is_valid_name(name: &str) -> bool {
     let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-';
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && name.bytes().all(allowed)
+    // The first character is a letter or digit: `-` alone is the anonymous owner (no key)
+    // in the ledger and the job queue, so no key may be called that.
+    name.len() <= MAX_NAME_LEN
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(allowed)
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`: the portable environment variable names.
@@ -231,7 +235,7 @@ mod tests {
             assert!(is_valid_name(good), "{good}");
         }
         let too_long = "a".repeat(MAX_NAME_LEN + 1);
-        for bad in ["", "Primary", "a.b", "a b", "é", &too_long] {
+        for bad in ["", "Primary", "a.b", "a b", "é", "-", "_a", "-team", &too_long] {
             assert!(!is_valid_name(bad), "{bad}");
         }
     }

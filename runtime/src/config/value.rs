@@ -228,7 +228,7 @@ pub(crate) fn name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> 
 /// Why `name` is not a valid name.
 pub(crate) fn name_message(name: &str) -> String {
     format!(
-        "expected a name of 1 to {} characters from `a-z`, `0-9`, `_` and `-`, got {name:?}",
+        "expected a name of 1 to {} characters from `a-z`, `0-9`, `_` and `-`, starting with a letter or digit, got {name:?}",
         super::MAX_NAME_LEN
     )
 }

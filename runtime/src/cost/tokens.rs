@@ -1,12 +1,16 @@
 //! Token counts with the model's real tokenizer (tiktoken-rs), for reservations, for answers
-//! whose provider reported no usage, and for stages (`count-tokens`).
+//! whose provider reported no usage, and for stages (`count-tokens`, bounded and off the
+//! async threads: [`count_for_stage`]).
 //!
 //! Encodings load once per process (a few hundred ms for o200k); [`warm_up`] does it off the
 //! request path at start-up. A model tiktoken does not know counts as `gpt-4o` (o200k_base):
 //! an estimate, but a far better one than characters / 4.
 
+use std::sync::{Arc, OnceLock};
+
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
+use tokio::sync::Semaphore;
 use weir_tokens::{PromptMessage, Tokens};
 
 use crate::wit::{ChatRequest, Content, Message};
@@ -39,6 +43,57 @@ fn count_with(bpe: &CoreBPE, text: &str) -> u32 {
 /// Tokens `text` takes for `model`.
 pub fn count_text(model: &str, text: &str) -> u32 {
     count_with(encoder(model), text)
+}
+
+/// Longest text a stage's `count-tokens` counts exactly, in bytes. Longer text is not
+/// tokenized at all: the answer is the estimate [`estimate`] (bytes / 4, rounded up). A
+/// prompt in the default 1 MiB request body is counted exactly; tokenizing is linear but not
+/// cheap (MEASURE), and a guest may pass up to its whole memory cap.
+pub const STAGE_COUNT_MAX_BYTES: usize = 1 << 20;
+
+/// Text up to this many bytes is counted on the calling (async) thread: it takes a few
+/// microseconds, less than handing it to a blocking thread.
+const INLINE_COUNT_MAX_BYTES: usize = 4 << 10;
+
+/// The token estimate for text of `bytes` bytes that is not tokenized: a quarter of its bytes,
+/// rounded up (English text averages about four bytes a token; text in other scripts takes
+/// more tokens a byte).
+pub fn estimate(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// Blocking threads tokenizing for stages at once: half the cores, at least one, so stages
+/// counting long texts never take every core from the async workers.
+fn stage_counters() -> &'static Arc<Semaphore> {
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Arc::new(Semaphore::new((cores / 2).max(1)))
+    })
+}
+
+/// Tokens `text` takes for `model`, for a stage's `count-tokens`: exact up to
+/// [`STAGE_COUNT_MAX_BYTES`] (beyond it, [`estimate`]), counted on a blocking thread (one of a
+/// few, see [`stage_counters`]) unless it is short, so the async workers stay free. The caller's
+/// deadline still applies: dropping the future abandons the wait (a count already started
+/// finishes on its thread, bounded by the input cap).
+pub async fn count_for_stage(model: String, text: String) -> u32 {
+    if text.len() > STAGE_COUNT_MAX_BYTES {
+        return estimate(text.len());
+    }
+    if text.len() <= INLINE_COUNT_MAX_BYTES {
+        return count_text(&model, &text);
+    }
+    let Ok(permit) = stage_counters().clone().acquire_owned().await else {
+        return estimate(text.len());
+    };
+    let bytes = text.len();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        count_text(&model, &text)
+    })
+    .await
+    .unwrap_or_else(|_| estimate(bytes))
 }
 
 /// Prompt tokens of `request` for `model`: every message's role, name and text, plus the

@@ -1,17 +1,22 @@
-//! The `weir:stage/host` import functions, implemented on the store data.
+//! The `weir:stage/host` import functions, implemented on the store data. A guest log line
+//! is escaped, cut and counted against the call's budget (`guest_log`); `count-tokens` runs off
+//! the async threads, on a bounded input (`cost::tokens::count_for_stage`).
 
 use crate::sandbox::StageState;
 use crate::wit::weir::stage::{host, types};
 use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
 
-use super::truncate_for_log;
+use super::log_line;
 
 impl types::Host for StageState {}
 
 impl host::Host for StageState {
     async fn log(&mut self, level: LogLevel, message: String) {
+        if !self.log.admit() {
+            return;
+        }
         let host = &self.host;
-        let line = truncate_for_log(&message, host.services.log_line_max_bytes);
+        let line = log_line(&message, host.services.log_line_max_bytes);
         let stage = &*host.stage.name;
         let version = host
             .stage
@@ -57,7 +62,7 @@ impl host::Host for StageState {
     }
 
     async fn count_tokens(&mut self, model: String, text: String) -> u32 {
-        crate::cost::tokens::count_text(&model, &text)
+        crate::cost::tokens::count_for_stage(model, text).await
     }
 
     async fn cache_get(&mut self, key: String) -> Option<Vec<u8>> {

@@ -8,6 +8,7 @@
 //! (the copy into the host is already bounded by the instance's memory cap).
 
 mod cache;
+mod guest_log;
 mod imports;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 pub use cache::{StageCache, StageCacheLimits};
+pub use guest_log::{LogBudget, log_line};
 
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 

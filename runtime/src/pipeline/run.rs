@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::size::{self, Size};
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
 use crate::cache::{StageOutput, stage_input_key};
 use crate::host_api::HostContext;
@@ -191,10 +192,12 @@ impl Forwarded {
                 }
             };
             let ctx = self.context(spec);
+            let input = self.request.size();
             let result = instance
                 .on_request(&ctx, &self.request)
                 .instrument(self.span.clone())
                 .await;
+            let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
             match result {
                 Ok(Ok(RequestOutcome::Next(request))) => {
@@ -304,10 +307,12 @@ impl Forwarded {
                 },
             };
             let ctx = self.context(spec);
+            let input = response.size();
             let result = instance
                 .on_response(&ctx, &held.request, &response)
                 .instrument(self.span.clone())
                 .await;
+            let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
             instance.release(&self.env.reaper);
             match result {
@@ -346,6 +351,11 @@ impl Forwarded {
             }
         }
         labels
+    }
+
+    /// `sandbox.stage_output_max_bytes`.
+    fn output_cap(&self) -> usize {
+        self.env.sandbox.settings().stage_output_max_bytes
     }
 
     fn context(&self, spec: &PipelineStage) -> RequestContext {

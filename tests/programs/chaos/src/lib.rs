@@ -4,8 +4,10 @@
 //!
 //! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
-//! `complete-loop`, `cache`. Each is exercised by a host test in `tests/all/`; the artifacts build script checks
-//! that every mode listed in [`MODES`] is named there.
+//! `complete-loop`, `cache`, `huge-output`, `huge-id` (the response phase only),
+//! `count-tokens-huge`, `random-huge`, `log-flood`. Each is exercised by a host test in
+//! `tests/all/`; the artifacts build script checks that every mode listed in [`MODES`] is named
+//! there.
 
 use weir_sdk::{
     ChatRequest, ChatResponse, Message, RequestContext, RequestOutcome, Stage, StageError,
@@ -32,7 +34,41 @@ pub const MODES: &[&str] = &[
     "complete",
     "complete-loop",
     "cache",
+    "huge-output",
+    "huge-id",
+    "count-tokens-huge",
+    "random-huge",
+    "log-flood",
 ];
+
+/// What `describe` says the version is. Tests of `weir check` overwrite these exact bytes in
+/// a copy of the component (with terminal escapes, say), so keep the text unique and its
+/// length fixed.
+const VERSION: &str = "chaos-describe-version-slot-0000";
+
+/// What the `huge-*` modes return, bytes: about the 50 MB seen in the review, within a
+/// 64 MiB memory cap.
+const HUGE: usize = 40 << 20;
+
+/// `wasi:random/random`, which the SDK does not wrap: `random-huge` calls it directly.
+#[allow(missing_docs, clippy::all, unsafe_code)]
+mod wasi_random {
+    wit_bindgen::generate!({
+        inline: "
+            package wasi:random@0.2.0;
+
+            interface random {
+                get-random-bytes: func(len: u64) -> list<u8>;
+                get-random-u64: func() -> u64;
+            }
+
+            world chaos-random {
+                import random;
+            }
+        ",
+        world: "chaos-random",
+    });
+}
 
 /// Per-request state, proving the response phase runs on the request phase's instance.
 #[derive(Default)]
@@ -136,6 +172,40 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
                 "complete-loop: {calls} calls, then {refusal}"
             )))
         }
+        // A stage answering (or rewriting the response) with a body of tens of MB.
+        "huge-output" => Ok(Some("x".repeat(HUGE))),
+        // The host's `count-tokens` on 48 MiB of text (one word, tiktoken's slowest case),
+        // and on a short text that must still be counted exactly.
+        "count-tokens-huge" => {
+            let huge = "x".repeat(48 << 20);
+            let many = weir_sdk::tokens::count("gpt-4o", &huge);
+            let two = weir_sdk::tokens::count("gpt-4o", "hello world");
+            Ok(Some(format!("count-tokens-huge: {many}; hello world: {two}")))
+        }
+        // 32 random bytes, then `random_bytes` (default 64 MiB, wasmtime-wasi's own limit).
+        "random-huge" => {
+            let len = weir_sdk::config::get("random_bytes")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(64 << 20);
+            let small = wasi_random::wasi::random::random::get_random_bytes(32);
+            let huge = wasi_random::wasi::random::random::get_random_bytes(len);
+            Ok(Some(format!(
+                "random-huge: got {} and {} bytes",
+                small.len(),
+                huge.len()
+            )))
+        }
+        // Ten thousand log lines, each trying to forge a line of the host's human log format
+        // and to drive the operator's terminal.
+        "log-flood" => {
+            for i in 0..10_000 {
+                weir_sdk::warn!(
+                    "flood {i}\n2026-12-03T10:00:00.000000Z  INFO weir::admin: forged line \
+                     {i}\r\x1b[2K\x1b]0;pwned\x07"
+                );
+            }
+            Ok(Some("log-flood: 10000 lines sent".to_string()))
+        }
         "cache" => {
             let before = weir_sdk::cache::get("counter")
                 .and_then(|b| String::from_utf8(b).ok())
@@ -150,7 +220,7 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
 
 impl Stage for Chaos {
     fn info() -> StageInfo {
-        StageInfo::new("chaos", env!("CARGO_PKG_VERSION"))
+        StageInfo::new("chaos", VERSION)
             .on_request()
             .on_response()
     }
@@ -205,6 +275,10 @@ impl Stage for Chaos {
                     .message
                     .set_text(format!("{text} <{tag}:{same_instance}"));
             }
+            return Ok(response);
+        }
+        if mode == "huge-id" {
+            response.id = "i".repeat(HUGE);
             return Ok(response);
         }
         if fault_phase() == "response"

@@ -108,7 +108,11 @@ async fn a_stage_output_over_the_cap_fails_the_stage_under_its_policy() {
 #[tokio::test]
 async fn count_tokens_on_48_mib_answers_at_once_with_an_estimate() {
     let up = sim(&[]);
-    let weir = serve(&config(&up, "", &chaos("count-tokens-huge", "count", "", &[])));
+    let weir = serve(&config(
+        &up,
+        "",
+        &chaos("count-tokens-huge", "count", "", &[]),
+    ));
     let started = Instant::now();
     let answer = post(weir.addr, "/v1/chat/completions", &chat("count", "hi")).await;
     let elapsed = started.elapsed();
@@ -261,7 +265,10 @@ fn weir_check_escapes_what_a_stage_says_about_itself() {
     std::fs::write(&rlo, with_version("\u{202e}txt.exe")).unwrap();
     let (ok, stdout, stderr) = weir_check(&rlo);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains(r"ok: stage chaos \u{202e}txt.exe"), "{stdout}");
+    assert!(
+        stdout.contains(r"ok: stage chaos \u{202e}txt.exe"),
+        "{stdout}"
+    );
     assert!(!stdout.contains('\u{202e}'));
 }
 
@@ -334,7 +341,11 @@ fn with_version(version: &str) -> Vec<u8> {
         .filter(|(_, w)| *w == SLOT)
         .map(|(i, _)| i)
         .collect();
-    assert_eq!(at.len(), 1, "the version slot appears once in the component");
+    assert_eq!(
+        at.len(),
+        1,
+        "the version slot appears once in the component"
+    );
     let mut new = version.as_bytes().to_vec();
     assert!(new.len() <= SLOT.len());
     new.resize(SLOT.len(), b'.');

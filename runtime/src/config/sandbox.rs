@@ -86,11 +86,11 @@ pub struct SandboxSettings {
     #[serde(with = "Int::<0, { 1 << 20 }>", default = "Val::<{ 16 << 10 }>::int")]
     pub output_max_bytes: usize,
     /// Cap on what one phase call returns (a rewritten request, an answer, a response, a
-    /// rejection or a failure message), in bytes, measured as the sum of its strings plus a
-    /// few bytes per list item. A stage may always return as much as it was given, so the cap
-    /// bounds growth: the limit of a call is the larger of this and the size of its input.
-    /// Over it the stage fails with `stage_output_too_large` (its `on_error` policy applies).
-    /// The default and range are `server.max_body_bytes`'.
+    /// rejection or a failure message) beyond what it was given, in bytes, measured as the sum
+    /// of its strings plus a few bytes per list item: the limit of a call is the size of its
+    /// input (the request, or the response) plus this. Over it the stage fails with
+    /// `stage_output_too_large` (its `on_error` policy applies). The default and range are
+    /// `server.max_body_bytes`'.
     #[serde(with = "Int::<1, { 64 << 20 }>", default = "Val::<{ 1 << 20 }>::int")]
     pub stage_output_max_bytes: usize,
     /// The file holding the key that signs precompiled artifacts (resolved); `None` uses the

@@ -237,4 +237,3 @@ mod tests {
         assert_eq!(count_prompt("gpt-4o", &request), expected);
     }
 }
-

@@ -48,7 +48,9 @@ impl LoadedStage {
         let fuel_metering = sandbox.settings().fuel_metering;
         arm(&mut store, limits, fuel_metering);
         let hard_timeout = limits.deadline + sandbox.settings().epoch_tick * TIMEOUT_GRACE_TICKS;
-        match timeout(hard_timeout, self.pre.instantiate_async(&mut store)).await {
+        let instantiated = timeout(hard_timeout, self.pre.instantiate_async(&mut store)).await;
+        report_dropped_lines(&mut store, &label);
+        match instantiated {
             Ok(Ok(bindings)) => Ok(StageInstance {
                 store,
                 bindings,
@@ -57,10 +59,7 @@ impl LoadedStage {
                 hard_timeout,
                 label,
             }),
-            Ok(Err(err)) => {
-                report_dropped_lines(&mut store, &label);
-                Err(StageFailure::from_call(&label, store.data(), &err))
-            }
+            Ok(Err(err)) => Err(StageFailure::from_call(&label, store.data(), &err)),
             Err(_) => Err(deadline(&label)),
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::bounds::{chat, chaos, config};
+use crate::bounds::{chaos, chat, config};
 use crate::procs::{get, post, serve, sim};
 use crate::routing::p99;
 

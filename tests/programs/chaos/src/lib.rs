@@ -180,7 +180,9 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
             let huge = "x".repeat(48 << 20);
             let many = weir_sdk::tokens::count("gpt-4o", &huge);
             let two = weir_sdk::tokens::count("gpt-4o", "hello world");
-            Ok(Some(format!("count-tokens-huge: {many}; hello world: {two}")))
+            Ok(Some(format!(
+                "count-tokens-huge: {many}; hello world: {two}"
+            )))
         }
         // 32 random bytes, then `random_bytes` (default 64 MiB, wasmtime-wasi's own limit).
         "random-huge" => {
@@ -220,9 +222,7 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
 
 impl Stage for Chaos {
     fn info() -> StageInfo {
-        StageInfo::new("chaos", VERSION)
-            .on_request()
-            .on_response()
+        StageInfo::new("chaos", VERSION).on_request().on_response()
     }
 
     fn on_request(

@@ -9,7 +9,7 @@ use tracing::Instrument;
 use super::size::{self, Size};
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
 use crate::cache::{StageOutput, stage_input_key};
-use crate::host_api::HostContext;
+use crate::host_api::{HostContext, log_line};
 use crate::stages::{FailureKind, StageFailure, StageInstance};
 use crate::wit::{
     ChatRequest, ChatResponse, Phases, Rejection, RequestContext, RequestOutcome, StageError,
@@ -353,6 +353,12 @@ impl Forwarded {
         labels
     }
 
+    /// A failure's detail as a log field: it may be the guest's own `fail` message, so it is
+    /// escaped and cut like a guest log line.
+    fn loggable<'a>(&self, detail: &'a str) -> std::borrow::Cow<'a, str> {
+        log_line(detail, self.env.services.log_line_max_bytes)
+    }
+
     /// `sandbox.stage_output_max_bytes`.
     fn output_cap(&self) -> usize {
         self.env.sandbox.settings().stage_output_max_bytes
@@ -440,7 +446,7 @@ impl Forwarded {
                 stage = &*spec.identity.label,
                 request_id = &*self.request_id,
                 kind = failure.kind.code(),
-                detail = %failure.detail,
+                detail = %self.loggable(&failure.detail),
                 "stage failed; skipped by its on_error policy"
             );
             self.record(
@@ -456,7 +462,7 @@ impl Forwarded {
             stage = &*spec.identity.label,
             request_id = &*self.request_id,
             kind = failure.kind.code(),
-            detail = %failure.detail,
+            detail = %self.loggable(&failure.detail),
             "stage failed"
         );
         self.record(spec, phase, started, fuel, failure.kind.code());

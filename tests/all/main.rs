@@ -1,7 +1,7 @@
 //! weir's black-box and host-level integration tests, in one binary (one link).
 //!
 //! - `sandbox`: limits and isolation of a single stage (fuel, deadline, memory, traps, WASI).
-//! - `bounds`: every guest bounded, through the real binary: stage output size, count-tokens
+//! - `guest_bounds`: every guest bounded, through the real binary: stage output size, count-tokens
 //!   and WASI random, the per-instance memory cap in both allocators, guest log lines, what
 //!   `weir check` prints.
 //! - `pipeline`: onion order, short-circuits, rejections and the error policy.
@@ -30,7 +30,6 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod bounds;
 mod cache;
 mod callbacks;
 mod check;
@@ -38,6 +37,7 @@ mod cost;
 mod cost_cli;
 mod examples;
 mod files;
+mod guest_bounds;
 mod jobs;
 mod listener;
 mod pipeline;

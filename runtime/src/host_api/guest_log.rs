@@ -13,6 +13,9 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use super::HostContext;
+use crate::wit::LogLevel;
+
 /// The guest log lines one phase call may still write, and those it could not.
 #[derive(Debug)]
 pub struct LogBudget {
@@ -51,6 +54,37 @@ impl LogBudget {
     pub fn end_call(&mut self) -> u64 {
         self.written = 0;
         std::mem::take(&mut self.dropped)
+    }
+}
+
+/// Writes one guest log line of the stage `host` serves (the caller took it from the budget):
+/// escaped and cut to `log_line_max_bytes`, at `level`, target `weir::guest`, with the stage's
+/// name and version and the request id.
+pub(crate) fn write(host: &HostContext, level: LogLevel, message: &str) {
+    let line = log_line(message, host.services.log_line_max_bytes);
+    let stage = &*host.stage.name;
+    let version = host
+        .stage
+        .label
+        .rsplit_once('@')
+        .map_or("", |(_, version)| version);
+    let request_id = &*host.request_id;
+    match level {
+        LogLevel::Trace => {
+            tracing::trace!(target: "weir::guest", stage, version, request_id, "{line}")
+        }
+        LogLevel::Debug => {
+            tracing::debug!(target: "weir::guest", stage, version, request_id, "{line}")
+        }
+        LogLevel::Info => {
+            tracing::info!(target: "weir::guest", stage, version, request_id, "{line}")
+        }
+        LogLevel::Warn => {
+            tracing::warn!(target: "weir::guest", stage, version, request_id, "{line}")
+        }
+        LogLevel::Error => {
+            tracing::error!(target: "weir::guest", stage, version, request_id, "{line}")
+        }
     }
 }
 

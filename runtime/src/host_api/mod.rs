@@ -10,6 +10,7 @@
 mod cache;
 mod guest_log;
 mod imports;
+mod in_place;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use futures_util::future::BoxFuture;
 
 pub use cache::{StageCache, StageCacheLimits};
 pub use guest_log::{LogBudget, log_line};
+pub use in_place::define as define_in_place;
 
 use crate::wit::{ChatRequest, ChatResponse, LlmError};
 

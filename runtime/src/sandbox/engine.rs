@@ -99,6 +99,8 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Link)?;
         StageBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(SandboxError::Link)?;
+        // `log` and `count-tokens` read the guest's string in place rather than copied.
+        crate::host_api::define_in_place(&mut linker).map_err(SandboxError::Link)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_ticker(engine.weak(), settings.epoch_tick, stop.clone())

@@ -91,12 +91,21 @@ pub fn arm(store: &mut Store<StageState>, limits: &CallLimits, fuel_metering: bo
 
 /// Runs at each epoch tick while guest code is executing: yield to the executor (so a busy
 /// guest never pins a worker thread) until the call's deadline, then trap.
+///
+/// The yield is tokio's own ([`tokio::task::yield_now`]), not wasmtime's plain self-wake: tokio
+/// defers a task that yields this way until the worker has polled the I/O driver. A self-woken
+/// task is run again at once, and a worker whose tasks are all busy guests then checks for I/O
+/// only every 61 polls (its `event_interval`), 61 ticks of guest code: two looping stages held
+/// `/healthz` (p99) at about 230 ms on two cores (measured).
 fn on_epoch_deadline(
     store: wasmtime::StoreContextMut<'_, StageState>,
 ) -> wasmtime::Result<UpdateDeadline> {
     if Instant::now() >= store.data().deadline {
         Err(Trap::Interrupt.into())
     } else {
-        Ok(UpdateDeadline::Yield(1))
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
     }
 }

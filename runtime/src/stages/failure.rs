@@ -10,7 +10,7 @@ use crate::sandbox::StageState;
 /// How wasmtime's error begins when a store's count of instances, memories or tables would
 /// pass the limiter's (`wasmtime::StoreOpaque::bump_resource_counts`); pinned by the
 /// black-box test of a component with 16 one-page memories
-/// (`bounds::many_memories_are_capped_as_one_instance_under_on_demand`).
+/// (`guest_bounds::many_memories_are_capped_as_one_instance_under_on_demand`).
 const RESOURCE_LIMIT_EXCEEDED: &str = "resource limit exceeded";
 
 /// The kind of a stage failure.

@@ -94,6 +94,19 @@ fn recurse(depth: u64) -> u64 {
     below ^ u64::from(frame[(depth % 256) as usize])
 }
 
+/// `len` bytes of `c`, written a MiB at a time. One `"x".repeat(len)` compiles to a few
+/// `memory.copy` instructions of up to half the string, and the host's epoch deadline cannot
+/// interrupt an instruction: the guest would hold its async worker for the whole copy (and its
+/// page faults) at once, which is not what the modes using this test.
+fn in_pieces(c: char, len: usize) -> String {
+    let piece = c.to_string().repeat(1 << 20);
+    let mut text = String::with_capacity(len);
+    while text.len() + piece.len() <= len {
+        text.push_str(std::hint::black_box(&piece));
+    }
+    text
+}
+
 /// Misbehaves as the mode says; returns `Some(text)` for modes that report a probe result.
 fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
     match mode {
@@ -177,7 +190,7 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
         // The host's `count-tokens` on 48 MiB of text (one word, tiktoken's slowest case),
         // and on a short text that must still be counted exactly.
         "count-tokens-huge" => {
-            let huge = "x".repeat(48 << 20);
+            let huge = in_pieces('x', 48 << 20);
             let many = weir_sdk::tokens::count("gpt-4o", &huge);
             let two = weir_sdk::tokens::count("gpt-4o", "hello world");
             Ok(Some(format!(

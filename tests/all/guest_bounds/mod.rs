@@ -19,18 +19,23 @@ mod components;
 
 use components::{with_memories, with_version};
 
-/// A route `model` whose one stage runs the chaos test program in `mode`, with a generous
-/// deadline and memory cap (the `huge-*` modes build tens of MB), more stage `keys` (TOML
-/// lines) and more `config` entries.
+/// A route `model` whose one stage runs the chaos test program in `mode`, with more stage
+/// `keys` (TOML lines) and more `config` entries. Unless `keys` sets them, the deadline and
+/// memory cap are generous (the `huge-*` modes build tens of MB).
 pub fn chaos(mode: &str, model: &str, keys: &str, config: &[(&str, &str)]) -> String {
     let config: String = config
         .iter()
         .map(|(key, value)| format!(", {key} = \"{value}\""))
         .collect();
+    let mut keys = keys.to_string();
+    for (key, default) in [("deadline_ms", "10000"), ("memory_limit_mib", "128")] {
+        if !keys.contains(key) {
+            keys.push_str(&format!("\n{key} = {default}"));
+        }
+    }
     format!(
         "[[routes]]\nmodel = \"{model}\"\ntargets = [\"up\"]\n[[routes.stages]]\n\
-         name = \"chaos\"\npath = \"{path}\"\ndeadline_ms = 10000\nmemory_limit_mib = 128\n\
-         {keys}\nconfig = {{ mode = \"{mode}\"{config} }}\n",
+         name = \"chaos\"\npath = \"{path}\"\n{keys}\nconfig = {{ mode = \"{mode}\"{config} }}\n",
         path = weir_test_artifacts::CHAOS,
     )
 }

@@ -1,11 +1,13 @@
 //! The WIT imports implemented for guests: `log`, `config-get`, `complete`, `embed`,
-//! `cache-get`, `cache-set`.
+//! `count-tokens`, `cache-get`, `cache-set`.
 //!
 //! Owns: [`HostContext`] (what one instance may reach), [`HostServices`] (the process-wide
-//! services behind the imports) and the [`LlmAccess`] interface the LLM step implements.
+//! services behind the imports), the [`LlmAccess`] interface the LLM step implements, and the
+//! form and budget of guest log lines ([`LogBudget`], [`log_line`]).
 //! Guest-visible errors (an `llm-error`, a `none`) are data returned to the guest; only limit
 //! violations and host bugs trap. Guest values are untrusted: every size is bounded here
-//! (the copy into the host is already bounded by the instance's memory cap).
+//! (the copy into the host is already bounded by the instance's memory cap; `log` and
+//! `count-tokens` read the guest's text in place and copy only what they use).
 
 mod cache;
 mod guest_log;

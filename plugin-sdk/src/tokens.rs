@@ -23,6 +23,7 @@ pub use weir_tokens::{PER_MESSAGE, PER_NAME, PromptMessage, REPLY_PRIMING, Token
 use crate::{Content, Message};
 
 /// Tokens `text` takes for `model` (tiktoken; an unknown or empty model counts as `gpt-4o`).
+/// Text over 256 KiB is not tokenized: the host answers an estimate, its bytes / 4 rounded up.
 pub fn count(model: &str, text: &str) -> u32 {
     crate::bindings::weir::stage::host::count_tokens(model, text)
 }

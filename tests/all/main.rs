@@ -1,6 +1,9 @@
 //! weir's black-box and host-level integration tests, in one binary (one link).
 //!
 //! - `sandbox`: limits and isolation of a single stage (fuel, deadline, memory, traps, WASI).
+//! - `guest_bounds`: every guest bounded, through the real binary: stage output size, count-tokens
+//!   and WASI random, the per-instance memory cap in both allocators, guest log lines, what
+//!   `weir check` prints.
 //! - `pipeline`: onion order, short-circuits, rejections and the error policy.
 //! - `plugins`: the first-party stages through the real host.
 //! - `server`: `weir serve` as a process against `weir sim` processes.
@@ -44,6 +47,7 @@ mod cost;
 mod cost_cli;
 mod examples;
 mod files;
+mod guest_bounds;
 mod jobs;
 mod listener;
 mod pipeline;

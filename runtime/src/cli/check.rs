@@ -1,11 +1,12 @@
-//! `weir check <file.wasm>...`
+//! `weir check <file.wasm>...`: loads each stage as `weir serve` would (on-demand allocation)
+//! and prints one line per file, escaped (a stage's name and version are its own bytes).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::{Allocator, SandboxSettings};
-use crate::host_api::{HostServices, NoLlm};
+use crate::host_api::{HostServices, NoLlm, log_line};
 use crate::sandbox::Sandbox;
 use crate::stages::{LoadedStage, describe_line};
 
@@ -47,10 +48,12 @@ pub fn run(args: CheckArgs) -> ExitCode {
     ));
     let mut ok = true;
     for file in &args.files {
+        // What a stage says about itself (and the file name) reaches the operator's terminal:
+        // escaped, so no escape sequence or bidirectional control acts on it.
         match runtime.block_on(LoadedStage::load(&sandbox, &services, file)) {
-            Ok(stage) => println!("{}", describe_line(&stage)),
+            Ok(stage) => println!("{}", log_line(&describe_line(&stage), usize::MAX)),
             Err(err) => {
-                eprintln!("error: {err}");
+                eprintln!("error: {}", log_line(&err.to_string(), usize::MAX));
                 ok = false;
             }
         }

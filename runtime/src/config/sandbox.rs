@@ -78,9 +78,21 @@ pub struct SandboxSettings {
     /// Cap on one guest log line, in bytes; longer lines are truncated.
     #[serde(with = "Int::<1, { 64 << 10 }>", default = "Val::<4096>::int")]
     pub log_line_max_bytes: usize,
+    /// Guest log lines one phase call may write; later lines are dropped, counted in
+    /// `weir_guest_log_lines_dropped_total` and reported in one line when the call ends.
+    #[serde(with = "Int::<0, 100_000>", default = "Val::<100>::int")]
+    pub log_lines_per_call: u32,
     /// Cap on captured stdout + stderr per phase call, in bytes; the rest is discarded.
     #[serde(with = "Int::<0, { 1 << 20 }>", default = "Val::<{ 16 << 10 }>::int")]
     pub output_max_bytes: usize,
+    /// Cap on what one phase call returns (a rewritten request, an answer, a response, a
+    /// rejection or a failure message) beyond what it was given, in bytes, measured as the sum
+    /// of its strings plus a few bytes per list item: the limit of a call is the size of its
+    /// input (the request, or the response) plus this. Over it the stage fails with
+    /// `stage_output_too_large` (its `on_error` policy applies). The default and range are
+    /// `server.max_body_bytes`'.
+    #[serde(with = "Int::<1, { 64 << 20 }>", default = "Val::<{ 1 << 20 }>::int")]
+    pub stage_output_max_bytes: usize,
     /// The file holding the key that signs precompiled artifacts (resolved); `None` uses the
     /// default location in the state directory (`$XDG_STATE_HOME/weir/artifact.key`, else
     /// `$HOME/.local/state/weir/artifact.key`).
@@ -183,6 +195,10 @@ mod tests {
             (settings.log_line_max_bytes, settings.output_max_bytes),
             (4096, 16384)
         );
+        assert_eq!(
+            (settings.log_lines_per_call, settings.stage_output_max_bytes),
+            (100, 1 << 20)
+        );
         assert_eq!(settings.max_memory_bytes, 64 << 20);
         assert_eq!(
             settings.defaults,
@@ -243,6 +259,15 @@ mod tests {
             ("memory_limit_mib = 4097", "sandbox.memory_limit_mib"),
             ("epoch_tick_ms = 1001", "sandbox.epoch_tick_ms"),
             ("deadline_ms = 600001", "sandbox.deadline_ms"),
+            ("log_lines_per_call = 100001", "sandbox.log_lines_per_call"),
+            (
+                "stage_output_max_bytes = 0",
+                "sandbox.stage_output_max_bytes",
+            ),
+            (
+                "stage_output_max_bytes = 67108865",
+                "sandbox.stage_output_max_bytes",
+            ),
         ] {
             let error = parse(table, "").err().unwrap_or_default();
             assert!(

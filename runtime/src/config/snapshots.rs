@@ -163,7 +163,9 @@ fn the_full_reference_example_loads_with_every_value() {
             defaults,
             max_memory_bytes: 64 << 20,
             log_line_max_bytes: 4096,
+            log_lines_per_call: 100,
             output_max_bytes: 16_384,
+            stage_output_max_bytes: 1 << 20,
             artifact_key_file: None,
         }
     );

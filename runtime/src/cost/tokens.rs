@@ -1,12 +1,17 @@
 //! Token counts with the model's real tokenizer (tiktoken-rs), for reservations, for answers
-//! whose provider reported no usage, and for stages (`count-tokens`).
+//! whose provider reported no usage, and for stages (`count-tokens`, bounded and off the
+//! async threads: [`count_for_stage`]).
 //!
 //! Encodings load once per process (a few hundred ms for o200k); [`warm_up`] does it off the
 //! request path at start-up. A model tiktoken does not know counts as `gpt-4o` (o200k_base):
 //! an estimate, but a far better one than characters / 4.
 
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
+use tokio::sync::Semaphore;
 use weir_tokens::{PromptMessage, Tokens};
 
 use crate::wit::{ChatRequest, Content, Message};
@@ -28,17 +33,76 @@ pub fn warm_up() {
     let _ = tiktoken_rs::cl100k_base_singleton().encode_ordinary("warm up");
 }
 
-/// Tokens `text` takes with `bpe`.
+/// Tokens `text` takes with `bpe`; [`estimate`] when tiktoken cannot split it. Its regex
+/// gives up on some long inputs (a run of 1 MiB of spaces exhausts fancy-regex's backtracking
+/// stack), and `encode_ordinary` would panic there; `encode` with no special tokens allowed
+/// splits the same way and reports the error instead.
 fn count_with(bpe: &CoreBPE, text: &str) -> u32 {
     if text.is_empty() {
         return 0;
     }
-    u32::try_from(bpe.encode_ordinary(text).len()).unwrap_or(u32::MAX)
+    match bpe.encode(text, &HashSet::new()) {
+        Ok((tokens, _)) => u32::try_from(tokens.len()).unwrap_or(u32::MAX),
+        Err(_) => estimate(text.len()),
+    }
 }
 
 /// Tokens `text` takes for `model`.
 pub fn count_text(model: &str, text: &str) -> u32 {
     count_with(encoder(model), text)
+}
+
+/// Longest text a stage's `count-tokens` counts exactly, in bytes. Longer text is not
+/// tokenized at all: the answer is [`estimate`] (bytes / 4, rounded up). Tokenizing is not
+/// linear in the worst case: one 256 KiB word, or run of spaces, took 0.15-0.35 s of one core
+/// (measured, debug build; 1 MiB of one word took 0.8-1.5 s), while 256 KiB of prose takes
+/// about 10 ms. A guest may pass up to its whole memory cap.
+pub const STAGE_COUNT_MAX_BYTES: usize = 256 << 10;
+
+/// Text up to this many bytes is counted on the calling (async) thread: at most a few tenths
+/// of a millisecond (measured: 0.2-0.3 ms for 1 KiB of one word or of spaces), about the cost
+/// of handing it to a blocking thread and back.
+const INLINE_COUNT_MAX_BYTES: usize = 1 << 10;
+
+/// The token estimate for text of `bytes` bytes that is not tokenized: a quarter of its bytes,
+/// rounded up (English text averages about four bytes a token; text in other scripts takes
+/// more tokens a byte).
+pub fn estimate(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(4)).unwrap_or(u32::MAX)
+}
+
+/// Blocking threads tokenizing for stages at once: half the cores, at least one, so stages
+/// counting long texts never take every core from the async workers.
+fn stage_counters() -> &'static Arc<Semaphore> {
+    static PERMITS: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Arc::new(Semaphore::new((cores / 2).max(1)))
+    })
+}
+
+/// Tokens `text` takes for `model`, for a stage's `count-tokens`: exact up to
+/// [`STAGE_COUNT_MAX_BYTES`] (beyond it, [`estimate`]), counted on a blocking thread (one of a
+/// few, see [`stage_counters`]) unless it is short, so the async workers stay free. The caller's
+/// deadline still applies: dropping the future abandons the wait (a count already started
+/// finishes on its thread, bounded by the input cap).
+pub async fn count_for_stage(model: String, text: String) -> u32 {
+    if text.len() > STAGE_COUNT_MAX_BYTES {
+        return estimate(text.len());
+    }
+    if text.len() <= INLINE_COUNT_MAX_BYTES {
+        return count_text(&model, &text);
+    }
+    let Ok(permit) = stage_counters().clone().acquire_owned().await else {
+        return estimate(text.len());
+    };
+    let bytes = text.len();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        count_text(&model, &text)
+    })
+    .await
+    .unwrap_or_else(|_| estimate(bytes))
 }
 
 /// Prompt tokens of `request` for `model`: every message's role, name and text, plus the
@@ -89,6 +153,31 @@ mod tests {
             count_text("sim-1", "The quick brown fox"),
             count_text("gpt-4o", "The quick brown fox")
         );
+    }
+
+    #[test]
+    fn text_tiktoken_cannot_split_is_estimated_not_a_panic() {
+        // fancy-regex gives up on this run of spaces; `encode_ordinary` panics on it.
+        let spaces = " ".repeat(1 << 20);
+        assert_eq!(count_text("gpt-4o", &spaces), estimate(1 << 20));
+        assert_eq!(estimate(5), 2);
+        assert_eq!(estimate(usize::MAX), u32::MAX);
+    }
+
+    #[tokio::test]
+    async fn a_stage_counts_exactly_up_to_the_cap_and_estimates_beyond() {
+        let short = "hello world".to_string();
+        assert_eq!(count_for_stage("gpt-4o".into(), short).await, 2);
+        // Off the async thread, still exact.
+        let words = "lorem ipsum dolor sit amet, ".repeat(STAGE_COUNT_MAX_BYTES / 28);
+        assert!(words.len() > INLINE_COUNT_MAX_BYTES && words.len() <= STAGE_COUNT_MAX_BYTES);
+        let exact = count_text("gpt-4o", &words);
+        assert_eq!(count_for_stage("gpt-4o".into(), words).await, exact);
+        // Over the cap: bytes / 4, and at once (48 MiB of one word would take minutes).
+        let huge = "x".repeat(48 << 20);
+        let started = tokio::time::Instant::now();
+        assert_eq!(count_for_stage("gpt-4o".into(), huge).await, 12 << 20);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]

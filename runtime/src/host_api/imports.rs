@@ -1,40 +1,22 @@
-//! The `weir:stage/host` import functions, implemented on the store data.
+//! The `weir:stage/host` import functions, implemented on the store data. A guest log line
+//! is escaped, cut and counted against the call's budget (`guest_log`); `count-tokens` runs off
+//! the async threads, on a bounded input (`cost::tokens::count_for_stage`). The linker serves
+//! those two from `in_place`, which reads the guest's string without copying it first.
 
 use crate::sandbox::StageState;
 use crate::wit::weir::stage::{host, types};
 use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
 
-use super::truncate_for_log;
+use super::guest_log;
 
 impl types::Host for StageState {}
 
 impl host::Host for StageState {
+    // `log` and `count-tokens` are shadowed in the linker by versions that read the guest's
+    // string in place (`in_place`); these serve a linker built without them.
     async fn log(&mut self, level: LogLevel, message: String) {
-        let host = &self.host;
-        let line = truncate_for_log(&message, host.services.log_line_max_bytes);
-        let stage = &*host.stage.name;
-        let version = host
-            .stage
-            .label
-            .rsplit_once('@')
-            .map_or("", |(_, version)| version);
-        let request_id = &*host.request_id;
-        match level {
-            LogLevel::Trace => {
-                tracing::trace!(target: "weir::guest", stage, version, request_id, "{line}")
-            }
-            LogLevel::Debug => {
-                tracing::debug!(target: "weir::guest", stage, version, request_id, "{line}")
-            }
-            LogLevel::Info => {
-                tracing::info!(target: "weir::guest", stage, version, request_id, "{line}")
-            }
-            LogLevel::Warn => {
-                tracing::warn!(target: "weir::guest", stage, version, request_id, "{line}")
-            }
-            LogLevel::Error => {
-                tracing::error!(target: "weir::guest", stage, version, request_id, "{line}")
-            }
+        if self.log.admit() {
+            guest_log::write(&self.host, level, &message);
         }
     }
 
@@ -57,7 +39,7 @@ impl host::Host for StageState {
     }
 
     async fn count_tokens(&mut self, model: String, text: String) -> u32 {
-        crate::cost::tokens::count_text(&model, &text)
+        crate::cost::tokens::count_for_stage(model, text).await
     }
 
     async fn cache_get(&mut self, key: String) -> Option<Vec<u8>> {

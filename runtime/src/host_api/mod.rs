@@ -1,16 +1,19 @@
 //! The WIT imports implemented for guests: `log`, `config-get`, `complete`, `embed`,
-//! `cache-get`, `cache-set`.
+//! `count-tokens`, `cache-get`, `cache-set`.
 //!
 //! Owns: [`HostContext`] (what one instance may reach, and for what: [`CallScope`]),
-//! [`HostServices`] (the process-wide services behind the imports) and the [`LlmAccess`]
+//! [`HostServices`] (the process-wide services behind the imports), the [`LlmAccess`]
 //! interface the LLM step implements, called with a request's [`Caller`] (never from
-//! `describe()`).
+//! `describe()`), and the form and budget of guest log lines ([`LogBudget`], [`log_line`]).
 //! Guest-visible errors (an `llm-error`, a `none`) are data returned to the guest; only limit
 //! violations and host bugs trap. Guest values are untrusted: every size is bounded here
-//! (the copy into the host is already bounded by the instance's memory cap).
+//! (the copy into the host is already bounded by the instance's memory cap; `log` and
+//! `count-tokens` read the guest's text in place and copy only what they use).
 
 mod cache;
+mod guest_log;
 mod imports;
+mod in_place;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +21,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 pub use cache::{StageCache, StageCacheLimits};
+pub use guest_log::{LogBudget, log_line};
+pub use in_place::define as define_in_place;
 
 use crate::cost::{CostError, Meter};
 use crate::wit::{ChatRequest, ChatResponse, LlmError};

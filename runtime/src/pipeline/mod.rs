@@ -2,14 +2,16 @@
 //! which the caller runs) `on-response` in reverse order on the same instances — the onion.
 //!
 //! Owns: [`Pipeline`] (a route's stages, fixed for a request by the caller's `Arc` snapshot),
-//! the request/response phase drivers, short-circuits, the stage error policy and the
-//! per-stage trace of what ran. Must not know about HTTP or the LLM step itself: the caller
+//! the request/response phase drivers, short-circuits, the stage error policy, the bound on
+//! what a stage may return (`sandbox.stage_output_max_bytes`, `size`) and the per-stage trace
+//! of what ran. Must not know about HTTP or the LLM step itself: the caller
 //! runs [`Pipeline::start`] and [`Forwarded::on_request`], calls the LLM step with
 //! [`Forwarded::request`] unless a stage answered, then finishes with
 //! [`Forwarded::on_response`].
 
 mod error;
 mod run;
+mod size;
 
 use std::sync::Arc;
 

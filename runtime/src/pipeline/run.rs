@@ -6,9 +6,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::size::{self, Size};
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
 use crate::cache::{StageOutput, stage_input_key};
-use crate::host_api::{CallScope, HostContext};
+use crate::host_api::{CallScope, HostContext, log_line};
 use crate::stages::{FailureKind, StageFailure, StageInstance};
 use crate::wit::{
     ChatRequest, ChatResponse, Phases, Rejection, RequestContext, RequestOutcome, StageError,
@@ -191,10 +192,12 @@ impl Forwarded {
                 }
             };
             let ctx = self.context(spec);
+            let input = self.request.size();
             let result = instance
                 .on_request(&ctx, &self.request)
                 .instrument(self.span.clone())
                 .await;
+            let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
             match result {
                 Ok(Ok(RequestOutcome::Next(request))) => {
@@ -304,10 +307,12 @@ impl Forwarded {
                 },
             };
             let ctx = self.context(spec);
+            let input = response.size();
             let result = instance
                 .on_response(&ctx, &held.request, &response)
                 .instrument(self.span.clone())
                 .await;
+            let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
             instance.release(&self.env.reaper);
             match result {
@@ -346,6 +351,17 @@ impl Forwarded {
             }
         }
         labels
+    }
+
+    /// A failure's detail as a log field: it may be the guest's own `fail` message, so it is
+    /// escaped and cut like a guest log line.
+    fn loggable<'a>(&self, detail: &'a str) -> std::borrow::Cow<'a, str> {
+        log_line(detail, self.env.services.log_line_max_bytes)
+    }
+
+    /// `sandbox.stage_output_max_bytes`.
+    fn output_cap(&self) -> usize {
+        self.env.sandbox.settings().stage_output_max_bytes
     }
 
     fn context(&self, spec: &PipelineStage) -> RequestContext {
@@ -430,7 +446,7 @@ impl Forwarded {
                 stage = &*spec.identity.label,
                 request_id = &*self.request_id,
                 kind = failure.kind.code(),
-                detail = %failure.detail,
+                detail = %self.loggable(&failure.detail),
                 "stage failed; skipped by its on_error policy"
             );
             self.record(
@@ -446,7 +462,7 @@ impl Forwarded {
             stage = &*spec.identity.label,
             request_id = &*self.request_id,
             kind = failure.kind.code(),
-            detail = %failure.detail,
+            detail = %self.loggable(&failure.detail),
             "stage failed"
         );
         self.record(spec, phase, started, fuel, failure.kind.code());

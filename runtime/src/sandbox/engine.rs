@@ -13,17 +13,11 @@ use std::thread::JoinHandle;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::limiter::{CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLES_PER_COMPONENT};
 use super::{ArtifactCache, ArtifactKey, StageState};
 use crate::config::{Allocator, SandboxSettings};
 use crate::wit::StageBindings;
 
-/// Core instances one component may hold. A Rust `wasm32-wasip2` stage has a handful (the
-/// main module plus the WASI adapter's shims); 16 leaves room for other toolchains.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-/// Linear memories one component may hold (main module + adapter + spare).
-const MEMORIES_PER_COMPONENT: u32 = 4;
-/// Tables one component may hold.
-const TABLES_PER_COMPONENT: u32 = 8;
 /// Bytes at the start of each memory that are zeroed rather than decommitted when an instance
 /// is torn down. Stages built in this workspace have a 64 KiB stack at the bottom of memory
 /// with data and heap right above it (`.cargo/config.toml`), so the pages a request touches
@@ -105,6 +99,8 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Link)?;
         StageBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(SandboxError::Link)?;
+        // `log` and `count-tokens` read the guest's string in place rather than copied.
+        crate::host_api::define_in_place(&mut linker).map_err(SandboxError::Link)?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_ticker(engine.weak(), settings.epoch_tick, stop.clone())

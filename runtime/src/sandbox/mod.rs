@@ -10,8 +10,9 @@
 //! within bounds.
 //!
 //! Secure defaults, all enforced here: no WASI preopens, env, args, sockets or name lookup;
-//! stdin closed; stdout/stderr captured (bounded) into the host log; linear memory capped per
-//! instance; fuel per call; a wall-clock deadline per call enforced by epochs for guest code
+//! stdin closed; stdout/stderr captured (bounded) into the host log; random bytes bounded per
+//! call; linear memory capped per instance (all its memories together, in either allocator)
+//! and the counts of its instances, memories and tables capped; fuel per call; a wall-clock deadline per call enforced by epochs for guest code
 //! (the guest yields to tokio each tick, so a looping stage never pins a worker thread).
 
 mod artifact_key;
@@ -28,4 +29,4 @@ pub use engine::{Sandbox, SandboxError};
 pub use limiter::CallLimiter;
 pub use output::CapturedOutput;
 pub use reaper::Reaper;
-pub use state::{StageState, arm};
+pub use state::{RANDOM_MAX_BYTES, StageState, arm};

@@ -7,6 +7,12 @@ use wasmtime::Trap;
 
 use crate::sandbox::StageState;
 
+/// How wasmtime's error begins when a store's count of instances, memories or tables would
+/// pass the limiter's (`wasmtime::StoreOpaque::bump_resource_counts`); pinned by the
+/// black-box test of a component with 16 one-page memories
+/// (`guest_bounds::many_memories_are_capped_as_one_instance_under_on_demand`).
+const RESOURCE_LIMIT_EXCEEDED: &str = "resource limit exceeded";
+
 /// The kind of a stage failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FailureKind {
@@ -24,6 +30,9 @@ pub enum FailureKind {
     Rejected,
     /// No instance slot was free (the pool is exhausted): shed, not a stage fault.
     PoolExhausted,
+    /// The stage returned more than `sandbox.stage_output_max_bytes` (a rewritten request, an
+    /// answer, a response, a rejection or a failure message).
+    OutputTooLarge,
 }
 
 impl FailureKind {
@@ -37,6 +46,7 @@ impl FailureKind {
             FailureKind::Failed => "stage_failed",
             FailureKind::Rejected => "rejected",
             FailureKind::PoolExhausted => "pool_exhausted",
+            FailureKind::OutputTooLarge => "stage_output_too_large",
         }
     }
 }
@@ -61,9 +71,14 @@ pub struct StageFailure {
 
 impl StageFailure {
     /// Classifies an error from a call into the guest. The limiter's record wins over the
-    /// trap code: a guest refused memory usually aborts with `unreachable`.
+    /// trap code: a guest refused memory usually aborts with `unreachable`. A component with
+    /// more core instances, memories or tables than the limiter allows fails to instantiate
+    /// with wasmtime's `resource limit exceeded`: a memory limit too.
     pub fn from_call(stage: &str, state: &StageState, err: &wasmtime::Error) -> StageFailure {
-        let kind = if state.limiter.refused() {
+        let over_count = err
+            .chain()
+            .any(|cause| cause.to_string().starts_with(RESOURCE_LIMIT_EXCEEDED));
+        let kind = if state.limiter.refused() || over_count {
             FailureKind::MemoryLimit
         } else {
             match err.downcast_ref::<Trap>() {

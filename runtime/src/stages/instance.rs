@@ -7,7 +7,7 @@ use tokio::time::timeout;
 use wasmtime::Store;
 
 use crate::config::CallLimits;
-use crate::host_api::HostContext;
+use crate::host_api::{HostContext, log_line};
 use crate::sandbox::{Reaper, Sandbox, StageState, arm};
 use crate::wit::{
     ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageBindings, StageError, StageInfo,
@@ -48,7 +48,9 @@ impl LoadedStage {
         let fuel_metering = sandbox.settings().fuel_metering;
         arm(&mut store, limits, fuel_metering);
         let hard_timeout = limits.deadline + sandbox.settings().epoch_tick * TIMEOUT_GRACE_TICKS;
-        match timeout(hard_timeout, self.pre.instantiate_async(&mut store)).await {
+        let instantiated = timeout(hard_timeout, self.pre.instantiate_async(&mut store)).await;
+        report_dropped_lines(&mut store, &label);
+        match instantiated {
             Ok(Ok(bindings)) => Ok(StageInstance {
                 store,
                 bindings,
@@ -142,8 +144,10 @@ impl StageInstance {
         }
     }
 
-    /// Moves what the guest printed into the host log, one event per line.
+    /// Moves what the guest printed into the host log, one event per line (escaped like a
+    /// guest log line), and reports the log lines the call dropped.
     fn drain_output(&mut self) {
+        report_dropped_lines(&mut self.store, &self.label);
         let output = self.store.data().output.take();
         if output.is_empty() {
             return;
@@ -152,9 +156,29 @@ impl StageInstance {
         let stage = &*self.label;
         let request_id = &*self.store.data().host.request_id;
         for line in text.lines().filter(|l| !l.is_empty()) {
+            let line = log_line(line, usize::MAX);
             tracing::info!(target: "weir::guest::stdout", stage, request_id, "{line}");
         }
     }
+}
+
+/// Ends the log budget of the call that just ran: the lines it dropped (over
+/// `sandbox.log_lines_per_call`) become one log line and a metric.
+fn report_dropped_lines(store: &mut Store<StageState>, label: &str) {
+    let state = store.data_mut();
+    let dropped = state.log.end_call();
+    if dropped == 0 {
+        return;
+    }
+    let request_id = &*state.host.request_id;
+    tracing::warn!(
+        target: "weir::guest",
+        stage = label,
+        request_id,
+        dropped,
+        "{dropped} guest log lines dropped (over sandbox.log_lines_per_call)"
+    );
+    crate::telemetry::guest_log_dropped(&state.host.stage.name, dropped);
 }
 
 fn deadline(label: &str) -> StageFailure {

@@ -12,6 +12,7 @@
 //! | `weir_stage_duration_seconds` | histogram | `stage`, `phase` |
 //! | `weir_stage_fuel` | histogram | `stage`, `phase` |
 //! | `weir_stage_runs_total` | counter | `stage`, `phase`, `outcome` |
+//! | `weir_guest_log_lines_dropped_total` | counter | `stage`: lines over `sandbox.log_lines_per_call` |
 //! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `deadline`, `connect`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
 //! | `weir_upstream_attempt_duration_seconds` | histogram | `target` |
 //! | `weir_breaker_state` | gauge | `target`: 0 closed, 1 half-open, 2 open |
@@ -181,6 +182,11 @@ fn describe() {
     describe_counter!(
         "weir_stage_runs_total",
         "Stage phases run, by stage, phase and outcome"
+    );
+    describe_counter!(
+        "weir_guest_log_lines_dropped_total",
+        "Guest log lines dropped because a phase call wrote more than \
+         sandbox.log_lines_per_call, by stage"
     );
     describe_counter!(
         "weir_upstream_attempts_total",
@@ -367,6 +373,15 @@ pub fn stage(
         )
     })
     .increment(1);
+}
+
+/// Guest log lines a stage's phase call dropped (over `sandbox.log_lines_per_call`). Rare,
+/// so recorded through the registry rather than a cached handle.
+pub fn guest_log_dropped(stage: &str, lines: u64) {
+    if !enabled() {
+        return;
+    }
+    counter!("weir_guest_log_lines_dropped_total", "stage" => stage.to_owned()).increment(lines);
 }
 
 /// A target's handles: successful attempts and attempt time.

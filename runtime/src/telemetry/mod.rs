@@ -17,8 +17,8 @@ mod recent;
 mod traces;
 
 pub use meters::{
-    InFlight, OTHER_MODEL, attempt, breaker, cache, connection_closed, init as init_metrics,
-    label_models, reload, render, request, shed, spend, stage,
+    InFlight, OTHER_MODEL, attempt, breaker, cache, connection_closed, guest_log_dropped,
+    init as init_metrics, label_models, reload, render, request, shed, spend, stage,
 };
 pub use recent::{AttemptStep, Recent, RequestRecord, StageStep};
 pub use traces::{

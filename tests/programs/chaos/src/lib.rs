@@ -4,9 +4,10 @@
 //!
 //! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
-//! `complete-loop`, `embed-loop`, `embed-huge`, `cache`, `model-from-user`. Each is exercised by a host test in
-//! `tests/all/`; the artifacts build script checks that every mode listed in [`MODES`] is
-//! named there.
+//! `complete-loop`, `embed-loop`, `embed-huge`, `cache`, `model-from-user`, `huge-output`,
+//! `huge-id` (the response phase only), `count-tokens-huge`, `random-huge`, `log-flood`. Each
+//! is exercised by a host test in `tests/all/`; the artifacts build script checks that every
+//! mode listed in [`MODES`] is named there.
 //!
 //! `describe()` misbehaves too, whatever the mode (config is per stage, but `describe` runs
 //! once per file, before any config applies, and `config-get` answers `none` there): it
@@ -43,10 +44,44 @@ pub const MODES: &[&str] = &[
     "embed-huge",
     "cache",
     "model-from-user",
+    "huge-output",
+    "huge-id",
+    "count-tokens-huge",
+    "random-huge",
+    "log-flood",
 ];
 
 /// The model `describe()` asks for (see the module docs).
 pub const DESCRIBE_PROBE_MODEL: &str = "chaos-describe";
+
+/// What `describe` says the version is. Tests of `weir check` overwrite these exact bytes in
+/// a copy of the component (with terminal escapes, say), so keep the text unique and its
+/// length fixed.
+const VERSION: &str = "chaos-describe-version-slot-0000";
+
+/// What the `huge-*` modes return, bytes: about the 50 MB seen in the review, within a
+/// 64 MiB memory cap.
+const HUGE: usize = 40 << 20;
+
+/// `wasi:random/random`, which the SDK does not wrap: `random-huge` calls it directly.
+#[allow(missing_docs, clippy::all, unsafe_code)]
+mod wasi_random {
+    wit_bindgen::generate!({
+        inline: "
+            package wasi:random@0.2.0;
+
+            interface random {
+                get-random-bytes: func(len: u64) -> list<u8>;
+                get-random-u64: func() -> u64;
+            }
+
+            world chaos-random {
+                import random;
+            }
+        ",
+        world: "chaos-random",
+    });
+}
 
 /// Per-request state, proving the response phase runs on the request phase's instance.
 #[derive(Default)]
@@ -70,6 +105,19 @@ fn recurse(depth: u64) -> u64 {
     std::hint::black_box(&mut frame);
     let below = recurse(std::hint::black_box(depth + 1));
     below ^ u64::from(frame[(depth % 256) as usize])
+}
+
+/// `len` bytes of `c`, written a MiB at a time. One `"x".repeat(len)` compiles to a few
+/// `memory.copy` instructions of up to half the string, and the host's epoch deadline cannot
+/// interrupt an instruction: the guest would hold its async worker for the whole copy (and its
+/// page faults) at once, which is not what the modes using this test.
+fn in_pieces(c: char, len: usize) -> String {
+    let piece = c.to_string().repeat(1 << 20);
+    let mut text = String::with_capacity(len);
+    while text.len() + piece.len() <= len {
+        text.push_str(std::hint::black_box(&piece));
+    }
+    text
 }
 
 /// Misbehaves as the mode says; returns `Some(text)` for modes that report a probe result.
@@ -183,6 +231,42 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
                 },
             ))
         }
+        // A stage answering (or rewriting the response) with a body of tens of MB.
+        "huge-output" => Ok(Some("x".repeat(HUGE))),
+        // The host's `count-tokens` on 48 MiB of text (one word, tiktoken's slowest case),
+        // and on a short text that must still be counted exactly.
+        "count-tokens-huge" => {
+            let huge = in_pieces('x', 48 << 20);
+            let many = weir_sdk::tokens::count("gpt-4o", &huge);
+            let two = weir_sdk::tokens::count("gpt-4o", "hello world");
+            Ok(Some(format!(
+                "count-tokens-huge: {many}; hello world: {two}"
+            )))
+        }
+        // 32 random bytes, then `random_bytes` (default 64 MiB, wasmtime-wasi's own limit).
+        "random-huge" => {
+            let len = weir_sdk::config::get("random_bytes")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(64 << 20);
+            let small = wasi_random::wasi::random::random::get_random_bytes(32);
+            let huge = wasi_random::wasi::random::random::get_random_bytes(len);
+            Ok(Some(format!(
+                "random-huge: got {} and {} bytes",
+                small.len(),
+                huge.len()
+            )))
+        }
+        // Ten thousand log lines, each trying to forge a line of the host's human log format
+        // and to drive the operator's terminal.
+        "log-flood" => {
+            for i in 0..10_000 {
+                weir_sdk::warn!(
+                    "flood {i}\n2026-12-03T10:00:00.000000Z  INFO weir::admin: forged line \
+                     {i}\r\x1b[2K\x1b]0;pwned\x07"
+                );
+            }
+            Ok(Some("log-flood: 10000 lines sent".to_string()))
+        }
         "cache" => {
             let before = weir_sdk::cache::get("counter")
                 .and_then(|b| String::from_utf8(b).ok())
@@ -203,9 +287,7 @@ impl Stage for Chaos {
             Ok(_) => weir_sdk::info!("chaos describe: complete() answered"),
             Err(err) => weir_sdk::info!("chaos describe: complete() refused: {}", err.code),
         }
-        StageInfo::new("chaos", env!("CARGO_PKG_VERSION"))
-            .on_request()
-            .on_response()
+        StageInfo::new("chaos", VERSION).on_request().on_response()
     }
 
     fn on_request(
@@ -266,6 +348,10 @@ impl Stage for Chaos {
                     .message
                     .set_text(format!("{text} <{tag}:{same_instance}"));
             }
+            return Ok(response);
+        }
+        if mode == "huge-id" {
+            response.id = "i".repeat(HUGE);
             return Ok(response);
         }
         if fault_phase() == "response"

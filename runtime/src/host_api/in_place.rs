@@ -1,0 +1,104 @@
+//! `log` and `count-tokens` as the linker serves them: reading the guest's string where it
+//! lies in guest memory instead of having it copied into the host first.
+//!
+//! The generated bindings lift every `string` argument into a host `String` before the import
+//! runs: a copy into a fresh host allocation of up to the guest's whole memory, on the async
+//! worker, where no deadline reaches. For a 48 MiB `count-tokens` argument that held a worker
+//! for about 40 ms (measured, debug build), only for the text to be answered with an estimate.
+//! These definitions shadow the generated ones in the linker and take the argument as a
+//! [`WasmStr`]: `log` takes its line from the call's budget before reading anything and
+//! copies at most the line's cap; `count-tokens` copies only text it will tokenize (at most
+//! [`STAGE_COUNT_MAX_BYTES`]). What is read is validated as UTF-8 where it lies, as the
+//! generated lift would (invalid UTF-8 traps, as it did).
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, WasmStr};
+
+use super::guest_log;
+use crate::cost::tokens::{STAGE_COUNT_MAX_BYTES, count_for_stage, estimate};
+use crate::sandbox::StageState;
+use crate::wit::LogLevel;
+
+/// The instance the host imports are defined in.
+const HOST: &str = "weir:stage/host@0.1.0";
+
+/// Longest model name `count-tokens` reads; a longer one counts as a model tiktoken does not
+/// know (`gpt-4o`), as any unknown name does.
+const MODEL_MAX_BYTES: usize = 256;
+
+/// Defines `log` and `count-tokens` in `linker` over the generated ones (call after the
+/// bindings' `add_to_linker`).
+pub fn define(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let mut host = linker.instance(HOST)?;
+    host.func_wrap(
+        "log",
+        |store: StoreContextMut<'_, StageState>, (level, message): (LogLevel, WasmStr)| {
+            log(store, level, &message)
+        },
+    )?;
+    host.func_wrap_async(
+        "count-tokens",
+        |store: StoreContextMut<'_, StageState>, (model, text): (WasmStr, WasmStr)| {
+            let read = read_count(&store, &model, &text);
+            Box::new(async move {
+                let tokens = match read? {
+                    Count::Done(tokens) => tokens,
+                    Count::Tokenize { model, text } => count_for_stage(model, text).await,
+                };
+                Ok((tokens,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// `log`: nothing is read once the call's lines are spent.
+fn log(
+    mut store: StoreContextMut<'_, StageState>,
+    level: LogLevel,
+    message: &WasmStr,
+) -> wasmtime::Result<()> {
+    if !store.data_mut().log.admit() {
+        return Ok(());
+    }
+    let message = message.to_str(&store)?;
+    guest_log::write(&store.data().host, level, &message);
+    Ok(())
+}
+
+/// What `count-tokens` does with its arguments.
+enum Count {
+    /// Answered without tokenizing (the text is over the cap).
+    Done(u32),
+    /// Tokenize this copy of the text.
+    Tokenize {
+        /// The model name (empty when it was too long to be a model's).
+        model: String,
+        /// The text, at most [`STAGE_COUNT_MAX_BYTES`].
+        text: String,
+    },
+}
+
+/// Reads `count-tokens`' arguments, copying only what will be tokenized.
+fn read_count(
+    store: &StoreContextMut<'_, StageState>,
+    model: &WasmStr,
+    text: &WasmStr,
+) -> wasmtime::Result<Count> {
+    let text = text.to_str(store)?;
+    if text.len() > STAGE_COUNT_MAX_BYTES {
+        return Ok(Count::Done(estimate(text.len())));
+    }
+    let model = model.to_str(store)?;
+    let model = if model.len() > MODEL_MAX_BYTES {
+        String::new()
+    } else {
+        model.into_owned()
+    };
+    Ok(Count::Tokenize {
+        model,
+        text: text.into_owned(),
+    })
+}

@@ -166,7 +166,10 @@ pub fn is_valid_name(name: &str) -> bool {
     // The first character is a letter or digit: `-` alone is the anonymous owner (no key)
     // in the ledger and the job queue, so no key may be called that.
     name.len() <= MAX_NAME_LEN
-        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && name.bytes().all(allowed)
 }
 
@@ -235,7 +238,9 @@ mod tests {
             assert!(is_valid_name(good), "{good}");
         }
         let too_long = "a".repeat(MAX_NAME_LEN + 1);
-        for bad in ["", "Primary", "a.b", "a b", "é", "-", "_a", "-team", &too_long] {
+        for bad in [
+            "", "Primary", "a.b", "a b", "é", "-", "_a", "-team", &too_long,
+        ] {
             assert!(!is_valid_name(bad), "{bad}");
         }
     }

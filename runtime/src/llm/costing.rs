@@ -125,23 +125,18 @@ impl Costing {
     ) -> Result<Hold, CostError> {
         meter.begin_call()?;
         let worst = match &meter.account {
-            Some(account) => {
-                if account.key.limits_spend() {
-                    let (price, model) = self.worst_price(router, chain, request);
-                    let prompt = tokens::count_prompt(&model, request);
-                    account.check_tokens(prompt)?;
-                    // Each of the `n` completions may run to `max_tokens`.
-                    let completion =
-                        u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
-                            .saturating_mul(completions_asked(request));
-                    u64::from(prompt)
-                        .saturating_mul(price.input)
-                        .saturating_add(completion.saturating_mul(price.output))
-                } else {
-                    0
-                }
+            Some(account) if account.key.limits_spend() => {
+                let (price, model) = self.worst_price(router, chain, request);
+                let prompt = tokens::count_prompt(&model, request);
+                account.check_tokens(prompt)?;
+                // Each of the `n` completions may run to `max_tokens`.
+                let completion = u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
+                    .saturating_mul(completions_asked(request));
+                u64::from(prompt)
+                    .saturating_mul(price.input)
+                    .saturating_add(completion.saturating_mul(price.output))
             }
-            None => 0,
+            _ => 0,
         };
         meter.reserve(worst)
     }

@@ -109,10 +109,27 @@ pub async fn count_for_stage(model: String, text: String) -> u32 {
 /// per-message and reply-priming overheads. Tools and other `extra` fields count as their
 /// JSON text. The formula is `weir_tokens`', the one stages count with too (`context-trim`
 /// trims to this count).
+///
+/// Only the first [`STAGE_COUNT_MAX_BYTES`] of the prompt's text are tokenized; the rest is
+/// [`estimate`]d. The count runs on the calling thread (a reservation, a cut attempt's
+/// estimate), and a client chooses the text: tokenizing megabytes of one word would
+/// hold that thread for seconds.
 pub fn count_prompt(model: &str, request: &ChatRequest) -> u32 {
     let bpe = encoder(model);
-    let total =
-        Tokens::new(|text: &str| count_with(bpe, text)).prompt(&request.messages, &request.extra);
+    let exact_left = std::cell::Cell::new(STAGE_COUNT_MAX_BYTES);
+    let total = Tokens::new(
+        |text: &str| match exact_left.get().checked_sub(text.len()) {
+            Some(left) => {
+                exact_left.set(left);
+                count_with(bpe, text)
+            }
+            None => {
+                exact_left.set(0);
+                estimate(text.len())
+            }
+        },
+    )
+    .prompt(&request.messages, &request.extra);
     u32::try_from(total).unwrap_or(u32::MAX)
 }
 
@@ -138,6 +155,23 @@ impl PromptMessage for Message {
 mod tests {
     use super::*;
     use crate::wit::ContentPart;
+
+    #[test]
+    fn a_prompt_beyond_the_exact_budget_is_estimated_not_tokenized() {
+        let word = "x".repeat(STAGE_COUNT_MAX_BYTES);
+        let request = ChatRequest {
+            messages: vec![message("user", "hello world"), message("user", &word)],
+            ..ChatRequest::hi("gpt-4o")
+        };
+        let small = ChatRequest {
+            messages: vec![message("user", "hello world")],
+            ..ChatRequest::hi("gpt-4o")
+        };
+        // The second message no longer fits the budget: it counts as bytes / 4.
+        let extra = count_prompt("gpt-4o", &request) - count_prompt("gpt-4o", &small);
+        let per_message = extra - estimate(word.len());
+        assert!(per_message <= 8, "{extra} for {} bytes", word.len());
+    }
 
     fn message(role: &str, text: &str) -> Message {
         Message::text(role, text)

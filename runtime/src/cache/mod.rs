@@ -13,7 +13,7 @@ mod flight;
 mod key;
 mod semantic;
 mod stage;
-mod weigh;
+pub mod weigh;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! What a cached value is charged for in a byte-bounded cache: the bytes of its strings plus a
-//! fixed overhead per record (the struct itself, a list slot), summed without serialising.
+//! What a WIT value weighs: the bytes of its strings plus a fixed overhead per record (the
+//! struct itself, a list slot), summed without serialising. The byte-bounded caches charge
+//! it, and the pipeline bounds a stage's output by it (`sandbox.stage_output_max_bytes`).
 //!
 //! Each record is destructured, so a field added to the WIT is a compile error here rather
 //! than bytes the bound forgets.
@@ -8,7 +9,7 @@ use crate::wit::{ChatRequest, ChatResponse, Choice, Content, Message, Rejection}
 
 /// Bytes charged per record on top of its strings (the struct, its list slot, allocator
 /// headers): small values are not free.
-const RECORD: usize = 64;
+pub const RECORD: usize = 64;
 
 /// Bytes a request is charged for.
 pub fn request(request: &ChatRequest) -> usize {

@@ -1,23 +1,18 @@
 //! The size of what a stage returns, for `sandbox.stage_output_max_bytes`.
 //!
-//! Measured without serialising: the sum of the lengths of every string in the value, plus
-//! [`ITEM_BYTES`] per list item and per record (so a million empty messages are not free).
+//! Measured as the byte-bounded caches weigh a value ([`weigh`]): the lengths of its strings
+//! plus [`weigh::RECORD`] per record (so a million empty messages are not free).
 //! The guest's value has already been copied into the host when it is measured, but that
 //! copy is bounded by the instance's memory cap; the cap here bounds what travels on, to the
 //! next stage, the upstream, the output cache and the client.
 
+use crate::cache::weigh;
 use crate::stages::{FailureKind, StageFailure};
-use crate::wit::{
-    ChatRequest, ChatResponse, Content, Message, Rejection, RequestOutcome, StageError,
-};
+use crate::wit::{ChatRequest, ChatResponse, Rejection, RequestOutcome, StageError};
 
-/// What each list item or record counts besides its strings, bytes: about its numbers,
-/// flags and JSON punctuation.
-const ITEM_BYTES: usize = 16;
-
-/// A value whose size a stage's output is measured in.
+/// What a stage returns, measured: a [`weigh`] of it.
 pub(super) trait Size {
-    /// The sum of its strings' lengths plus [`ITEM_BYTES`] per item.
+    /// Its weight, bytes.
     fn size(&self) -> usize;
 }
 
@@ -33,96 +28,21 @@ impl Size for String {
     }
 }
 
-impl<T: Size> Size for Option<T> {
-    fn size(&self) -> usize {
-        self.as_ref().map_or(0, Size::size)
-    }
-}
-
-impl<T: Size> Size for [T] {
-    fn size(&self) -> usize {
-        self.iter()
-            .map(|item| item.size().saturating_add(ITEM_BYTES))
-            .fold(0, usize::saturating_add)
-    }
-}
-
-impl<T: Size> Size for Vec<T> {
-    fn size(&self) -> usize {
-        self.as_slice().size()
-    }
-}
-
-impl<A: Size, B: Size> Size for (A, B) {
-    fn size(&self) -> usize {
-        self.0.size().saturating_add(self.1.size())
-    }
-}
-
-/// The sum of `parts`, saturating.
-fn sum(parts: &[usize]) -> usize {
-    parts
-        .iter()
-        .copied()
-        .fold(ITEM_BYTES, usize::saturating_add)
-}
-
-impl Size for Content {
-    fn size(&self) -> usize {
-        match self {
-            Content::Text(text) => text.size(),
-            Content::Parts(parts) => parts.size(),
-        }
-    }
-}
-
-impl Size for crate::wit::ContentPart {
-    fn size(&self) -> usize {
-        sum(&[self.kind.size(), self.text.size(), self.extra.size()])
-    }
-}
-
-impl Size for Message {
-    fn size(&self) -> usize {
-        sum(&[
-            self.role.size(),
-            self.content.size(),
-            self.name.size(),
-            self.extra.size(),
-        ])
-    }
-}
-
 impl Size for ChatRequest {
     fn size(&self) -> usize {
-        sum(&[
-            self.model.size(),
-            self.messages.size(),
-            self.user.size(),
-            self.metadata.size(),
-            self.extra.size(),
-        ])
-    }
-}
-
-impl Size for crate::wit::Choice {
-    fn size(&self) -> usize {
-        sum(&[
-            self.message.size(),
-            self.finish_reason.size(),
-            self.extra.size(),
-        ])
+        weigh::request(self)
     }
 }
 
 impl Size for ChatResponse {
     fn size(&self) -> usize {
-        sum(&[
-            self.id.size(),
-            self.model.size(),
-            self.choices.size(),
-            self.extra.size(),
-        ])
+        weigh::response(self)
+    }
+}
+
+impl Size for Rejection {
+    fn size(&self) -> usize {
+        weigh::rejection(self)
     }
 }
 
@@ -132,12 +52,6 @@ impl Size for RequestOutcome {
             RequestOutcome::Next(request) => request.size(),
             RequestOutcome::Respond(response) => response.size(),
         }
-    }
-}
-
-impl Size for Rejection {
-    fn size(&self) -> usize {
-        sum(&[self.code.size(), self.message.size()])
     }
 }
 
@@ -195,7 +109,7 @@ pub(super) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wit::{Choice, ContentPart};
+    use crate::wit::{Choice, Message};
 
     fn request(text: &str) -> ChatRequest {
         ChatRequest {
@@ -220,29 +134,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_string_of_a_request_counts() {
-        let base = request("").size();
-        assert_eq!(request("hello").size(), base + 5);
-        let mut big = request("");
-        let (old_extra, old_message_extra) = (big.extra.len(), big.messages[0].extra.len());
-        big.user = Some("u".repeat(100));
-        big.metadata = vec![("k".into(), "v".repeat(10))];
-        big.extra = "{\"tools\":[]}".into();
-        big.messages[0].name = Some("ada".into());
-        big.messages[0].extra = "{\"x\":1}".into();
-        let expected =
-            base + 100 + (1 + 10 + ITEM_BYTES) + (12 - old_extra) + 3 + (7 - old_message_extra);
-        assert_eq!(big.size(), expected);
-        // A message of parts counts each part's strings and an item each.
-        let mut parts = request("");
-        parts.messages[0].content = Some(Content::Parts(vec![ContentPart {
-            kind: "text".into(),
-            text: Some("abc".into()),
-            extra: "{}".into(),
-        }]));
-        assert_eq!(parts.size(), base + ITEM_BYTES + (ITEM_BYTES + 4 + 3 + 2));
-    }
+    // That every string of a request counts is `cache::weigh`'s test (`every_string_counts`).
 
     #[test]
     fn every_string_of_a_response_counts_the_id_too() {
@@ -258,7 +150,7 @@ mod tests {
             finish_reason: None,
             extra: String::new(),
         });
-        assert!(response.size() > base - old_id + (1 << 20) + 2 * ITEM_BYTES);
+        assert!(response.size() >= base - old_id + (1 << 20) + 2 * weigh::RECORD);
     }
 
     #[test]
@@ -266,7 +158,7 @@ mod tests {
         let mut request = request("");
         let one = request.size();
         request.messages = vec![Message::text("", ""); 1000];
-        assert!(request.size() >= one + 999 * 2 * ITEM_BYTES);
+        assert!(request.size() >= one + 999 * weigh::RECORD);
     }
 
     #[test]

@@ -90,11 +90,9 @@ pub const STEPS_MAX: usize = 64;
 /// Cuts `text` to at most `max` bytes on a character boundary, saying how much was cut, in
 /// a new allocation (a truncated `String` would keep its whole buffer).
 fn cut(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
+    if let std::borrow::Cow::Owned(short) = crate::host_api::truncate_for_log(text, max) {
+        *text = short;
     }
-    let end = text.floor_char_boundary(max);
-    *text = format!("{}… [{} bytes cut]", &text[..end], text.len() - end);
 }
 
 /// Keeps the first `max` items of `steps`, releasing the rest of its buffer.

@@ -34,6 +34,8 @@
 //!   target.
 //! - [`queue`]: background jobs: the durable store, workers, retries with backoff, dead
 //!   jobs, backpressure and signed callbacks.
+//! - [`state`]: state shared by a fleet of nodes on Redis (`[state] backend = "redis"`): the
+//!   connection with its deadlines and breaker, and each shared feature's keys and scripts.
 //! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
 //! - [`cli`]: the `weir` command line.
 //! - [`config`]: the TOML schema, validation with file:line errors, validated settings.
@@ -72,6 +74,7 @@ pub mod sandbox;
 pub mod server;
 pub mod sim;
 pub mod stages;
+pub mod state;
 pub mod sync;
 pub mod telemetry;
 pub mod wit;

@@ -32,6 +32,8 @@
 //! - `bounds`: memory a client, a stage or an upstream could grow (the stage output cache,
 //!   the recent-requests ring, metric series) stays bounded; same-named stages of two routes
 //!   have separate caches.
+//! - `fleet`: three nodes on one real `redis-server`: shared budgets, rate limits, cache and
+//!   jobs, Redis killed and paused, start-up with wrong credentials.
 //! - `stress`: the long load and chaos tests, run after the rest one at a time by `tests/run`.
 //! - `wait`: waiting for an event (poll the condition, generous bound) instead of sleeping.
 
@@ -47,6 +49,7 @@ mod cost;
 mod cost_cli;
 mod examples;
 mod files;
+mod fleet;
 mod guest_bounds;
 mod jobs;
 mod listener;

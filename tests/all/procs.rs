@@ -121,6 +121,12 @@ pub fn serve_file_logged(path: &Path, log: &Path) -> Proc {
     spawn_with(&serve_args(path), &[], Stdio::from(file))
 }
 
+/// [`serve_file_with_env`] with its log (stderr) written to `log`.
+pub fn serve_file_with_env_logged(path: &Path, env: &[(&str, &str)], log: &Path) -> Proc {
+    let file = std::fs::File::create(log).expect("log file");
+    spawn_with(&serve_args(path), env, Stdio::from(file))
+}
+
 /// [`serve_file`] with extra environment variables.
 pub fn serve_file_with_env(path: &Path, env: &[(&str, &str)]) -> Proc {
     spawn_with(&serve_args(path), env, Stdio::null())

@@ -43,6 +43,8 @@ impl App {
                 tracing::warn!(dir = %dir.display(), error = %err, "no artifact cache; stages compile at every start");
             }
         }
+        // The fleet's shared state first: every shared feature below is built on it.
+        let state = crate::state::Shared::open(&config.state).await?;
         let client = ProviderClient::new().map_err(AppError::Client)?;
         let mut cache = ResponseCache::new(config.cache.max_memory_bytes)
             .with_semantic_bytes(config.cache.semantic_max_bytes);
@@ -104,6 +106,7 @@ impl App {
             cache,
             ledger,
             jobs,
+            state,
             client,
             config_path,
             draining: AtomicBool::new(false),

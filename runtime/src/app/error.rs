@@ -38,6 +38,9 @@ pub enum AppError {
     /// The job store could not be opened.
     #[error(transparent)]
     Jobs(#[from] crate::queue::StoreError),
+    /// The shared state's Redis could not be used (wrong URL or credentials).
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The HTTP client could not be built.
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(std::io::Error),

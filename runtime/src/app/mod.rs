@@ -56,6 +56,9 @@ pub struct App {
     /// The background job queue, when some route takes jobs (built at start; its settings
     /// need a restart).
     pub jobs: Option<crate::queue::Queue>,
+    /// The fleet's shared state on Redis; `None` with `[state] backend = "local"` (built at
+    /// start; its settings need a restart).
+    pub state: Option<Arc<crate::state::Shared>>,
     /// The pooled upstream client.
     client: ProviderClient,
     /// The config file, for reloads; `None` for an app built from a parsed config alone.

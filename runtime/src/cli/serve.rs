@@ -26,7 +26,7 @@ pub struct ServeArgs {
 /// Loads the config, builds the app, serves until SIGTERM/SIGINT, drains, exits 0. Reloads
 /// on file changes, SIGHUP and `POST /admin/reload`.
 pub fn run(args: ServeArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
+    let mut config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
@@ -34,6 +34,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     let listen = args.listen.unwrap_or(config.server.listen);
+    if config.state.node_id.is_none() {
+        config.state.node_id = Some(crate::state::default_node_id(listen.port()));
+    }
     let admin_listen = args.admin_listen.unwrap_or(config.server.admin_listen);
     // The config refuses a public `admin_listen` without a token; so does the override.
     if !admin_listen.ip().is_loopback() && config.server.admin_token.is_none() {

@@ -19,7 +19,7 @@ use super::error::{ConfigError, NO_KEY};
 use super::value::{lossy, lossy_opt};
 use super::{
     CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
-    SandboxSettings, ServerSettings, TargetSettings, TelemetrySettings,
+    SandboxSettings, ServerSettings, StateSettings, TargetSettings, TelemetrySettings,
 };
 
 /// A validated `weir.toml`. It serializes, secrets masked, as `GET /admin/config` shows it
@@ -52,6 +52,8 @@ pub struct Config {
     pub telemetry: TelemetrySettings,
     /// `[jobs]`: the background job queue (used when a route takes jobs).
     pub jobs: JobsSettings,
+    /// `[state]`: where state shared by a fleet of nodes lives.
+    pub state: StateSettings,
 }
 
 /// The file's tables, as serde reads them (the order of the fields is the order an unknown
@@ -70,6 +72,7 @@ struct File {
     keys: Vec<KeySettings>,
     jobs: JobsSettings,
     telemetry: TelemetrySettings,
+    state: StateSettings,
 }
 
 impl Config {
@@ -152,6 +155,7 @@ fn parse_in(
     super::cost::check(&mut file.cost, file.prices, &src)?;
     super::cost::check_keys(&file.keys, &src)?;
     super::jobs::check(&mut file.jobs, &src)?;
+    super::state::check(&mut file.state, &src)?;
     Ok(Config {
         source: source.to_path_buf(),
         data_dir: file.server.data_dir.clone(),
@@ -164,6 +168,7 @@ fn parse_in(
         keys: file.keys,
         telemetry: file.telemetry,
         jobs: file.jobs,
+        state: file.state,
     })
 }
 

@@ -23,6 +23,7 @@
 //! - `target`, `route`, `routing`: `[targets.NAME]`, `[[routes]]` and their limits, breakers
 //!   and retry policy.
 //! - `cache`, `cost`, `jobs`, `telemetry`: one table (or two) each.
+//! - `state`: `[state]`, where state shared by a fleet lives (local or Redis).
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
 //! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
 //!
@@ -44,6 +45,7 @@ mod routing;
 mod sandbox;
 mod server;
 mod stage_config;
+mod state;
 mod target;
 mod telemetry;
 mod value;
@@ -63,6 +65,7 @@ pub use route::{DEFAULT_STAGE_LLM_CALLS, OnErrorSetting, RouteSettings, StageSet
 pub use routing::*;
 pub use sandbox::{Allocator, CallLimits, SandboxSettings};
 pub use server::{DEFAULT_LISTEN, LogFormat, ServerSettings, exposed_admin_message};
+pub use state::{Backend, BudgetMode, OnUnavailable, Policies, StateSettings, mask_password};
 pub use target::TargetSettings;
 pub use telemetry::*;
 pub use value::MASK;

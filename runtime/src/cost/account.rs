@@ -102,7 +102,7 @@ impl Account {
     }
 
     /// Admits one request: takes one from the RPM bucket.
-    pub fn admit_request(&self) -> Result<(), CostError> {
+    pub async fn admit_request(&self) -> Result<(), CostError> {
         if let (Some(rpm), Some(per_minute)) = (&self.rpm, self.key.rpm)
             && let Err(wait) = lock(rpm).take(1.0, Instant::now())
         {
@@ -113,7 +113,7 @@ impl Account {
 
     /// Checks the TPM bucket has room for a call's `prompt_tokens` (taken when the call is
     /// settled, with its completion).
-    pub fn check_tokens(&self, prompt_tokens: u32) -> Result<(), CostError> {
+    pub async fn check_tokens(&self, prompt_tokens: u32) -> Result<(), CostError> {
         if let (Some(tpm), Some(per_minute)) = (&self.tpm, self.key.tpm)
             && let Err(wait) = lock(tpm).check(f64::from(prompt_tokens), Instant::now())
         {
@@ -132,7 +132,7 @@ impl Account {
 
     /// Reserves `amount` pico-dollars against both windows, atomically: refused when the
     /// spend plus what is reserved plus `amount` would pass either budget.
-    pub fn reserve(self: &Arc<Self>, amount: u64) -> Result<Reservation, CostError> {
+    pub async fn reserve(self: &Arc<Self>, amount: u64) -> Result<Reservation, CostError> {
         let now = self.clock.unix_now();
         let mut w = lock(&self.windows);
         w.roll(now);
@@ -236,15 +236,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reservations_count_against_the_budget_until_settled() {
+    #[tokio::test]
+    async fn reservations_count_against_the_budget_until_settled() {
         // 2026-11-26T21:12:01Z
         let clock = Clock::fixed(1_795_727_521);
         let account = Arc::new(Account::new(key(1.0, 10.0), clock.clone(), 0, 0));
-        let a = account.reserve(usd_to_pico(0.6));
+        let a = account.reserve(usd_to_pico(0.6)).await;
         assert!(a.is_ok());
         // 0.6 reserved + 0.6 > 1.0.
-        let refused = account.reserve(usd_to_pico(0.6));
+        let refused = account.reserve(usd_to_pico(0.6)).await;
         let Err(CostError::BudgetExceeded {
             window, resets_at, ..
         }) = refused
@@ -258,7 +258,7 @@ mod tests {
         // Settling at the real cost frees the rest.
         a.map(|r| r.settle(usd_to_pico(0.1))).ok();
         assert_eq!(account.snapshot(), (usd_to_pico(0.1), usd_to_pico(0.1), 0));
-        assert!(account.reserve(usd_to_pico(0.9)).is_ok());
+        assert!(account.reserve(usd_to_pico(0.9)).await.is_ok());
         // Dropped unsettled: released, nothing spent.
         assert_eq!(account.snapshot().2, 0);
         // The next day the daily window starts again; the month keeps counting.
@@ -266,11 +266,11 @@ mod tests {
         assert_eq!(account.snapshot(), (0, usd_to_pico(0.1), 0));
     }
 
-    #[test]
-    fn the_monthly_window_holds_across_days() {
+    #[tokio::test]
+    async fn the_monthly_window_holds_across_days() {
         let clock = Clock::fixed(1_795_727_521);
         let account = Arc::new(Account::new(key(5.0, 1.0), clock, 0, usd_to_pico(0.9)));
-        let refused = account.reserve(usd_to_pico(0.2));
+        let refused = account.reserve(usd_to_pico(0.2)).await;
         let Err(CostError::BudgetExceeded {
             window, resets_at, ..
         }) = refused
@@ -286,9 +286,9 @@ mod tests {
     #[tokio::test]
     async fn rpm_refuses_with_a_retry_after() {
         let account = Account::new(key(1.0, 1.0), Clock::default(), 0, 0);
-        assert!(account.admit_request().is_ok());
-        assert!(account.admit_request().is_ok());
-        let refused = account.admit_request();
+        assert!(account.admit_request().await.is_ok());
+        assert!(account.admit_request().await.is_ok());
+        let refused = account.admit_request().await;
         assert!(
             matches!(refused, Err(CostError::RateLimited { limit: "rpm", retry_after_s, .. }) if retry_after_s >= 1),
             "{refused:?}"

@@ -176,25 +176,35 @@ impl Meter {
 
     /// Reserves the worst case of one call against the request's own limit and the key's
     /// budgets.
-    pub fn reserve(self: &Arc<Self>, worst: u64) -> Result<Hold, CostError> {
+    pub async fn reserve(self: &Arc<Self>, worst: u64) -> Result<Hold, CostError> {
         let reservation = match &self.account {
             None => None,
             Some(account) => {
-                let mut spend = lock(&self.spend);
-                if let Some(max) = account.key.max_cost_per_request {
-                    let committed = spend.spent.saturating_add(spend.held);
-                    if committed.saturating_add(worst) > max {
-                        return Err(CostError::RequestCostExceeded {
-                            key: account.key.name.clone(),
-                            spent: pico_to_usd(committed),
-                            worst: pico_to_usd(worst),
-                            max: pico_to_usd(max),
-                        });
+                {
+                    // Held before the key's reservation is asked for (that may wait on the
+                    // fleet's Redis), so two calls of one request cannot both pass the check.
+                    let mut spend = lock(&self.spend);
+                    if let Some(max) = account.key.max_cost_per_request {
+                        let committed = spend.spent.saturating_add(spend.held);
+                        if committed.saturating_add(worst) > max {
+                            return Err(CostError::RequestCostExceeded {
+                                key: account.key.name.clone(),
+                                spent: pico_to_usd(committed),
+                                worst: pico_to_usd(worst),
+                                max: pico_to_usd(max),
+                            });
+                        }
+                    }
+                    spend.held = spend.held.saturating_add(worst);
+                }
+                match account.reserve(worst).await {
+                    Ok(reservation) => Some(reservation),
+                    Err(err) => {
+                        let mut spend = lock(&self.spend);
+                        spend.held = spend.held.saturating_sub(worst);
+                        return Err(err);
                     }
                 }
-                let reservation = account.reserve(worst)?;
-                spend.held = spend.held.saturating_add(worst);
-                Some(reservation)
             }
         };
         Ok(Hold {

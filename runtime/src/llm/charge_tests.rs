@@ -437,8 +437,8 @@ fn n_asks_for_that_many_completions_bounded() {
     }
 }
 
-#[test]
-fn n_multiplies_the_completion_part_of_the_reservation() {
+#[tokio::test]
+async fn n_multiplies_the_completion_part_of_the_reservation() {
     let costing = costing(true);
     let router = router();
     let one = with_n("1");
@@ -446,29 +446,34 @@ fn n_multiplies_the_completion_part_of_the_reservation() {
     let (_, prompt_cost) = prompt_only(&one);
     let worst = prompt_cost + 16 * OUT;
     let (meter, account) = keyed(Some(worst));
-    let hold = costing.open(&router, &[0], &one, &meter).unwrap();
+    let hold = costing.open(&router, &[0], &one, &meter).await.unwrap();
     assert_eq!(account.snapshot().2, worst, "reserved: the 1x worst case");
     drop(hold);
 
     // `{"n":2}` counts as many prompt tokens as `{"n":1}`: only the completion doubles.
     assert_eq!(prompt_only(&with_n("2")), prompt_only(&one));
-    let refused = costing.open(&router, &[0], &with_n("2"), &meter);
+    let refused = costing.open(&router, &[0], &with_n("2"), &meter).await;
     assert!(
         matches!(&refused, Err(CostError::RequestCostExceeded { .. })),
         "{refused:?}"
     );
     // A hostile n saturates into a refusal; nothing overflows, nothing stays reserved.
     for absurd in ["1e9", "4294967295", "1e300"] {
-        let refused = costing.open(&router, &[0], &with_n(absurd), &meter);
+        let refused = costing.open(&router, &[0], &with_n(absurd), &meter).await;
         assert!(refused.is_err(), "{absurd}");
     }
     assert_eq!(account.snapshot(), (0, 0, 0));
     // Without a per-request cap, the budget ($1) refuses it.
     let (meter, _) = keyed(None);
-    let refused = costing.open(&router, &[0], &with_n("1e9"), &meter);
+    let refused = costing.open(&router, &[0], &with_n("1e9"), &meter).await;
     assert!(
         matches!(&refused, Err(CostError::BudgetExceeded { .. })),
         "{refused:?}"
     );
-    assert!(costing.open(&router, &[0], &with_n("2"), &meter).is_ok());
+    assert!(
+        costing
+            .open(&router, &[0], &with_n("2"), &meter)
+            .await
+            .is_ok()
+    );
 }

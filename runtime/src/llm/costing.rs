@@ -116,7 +116,7 @@ impl Costing {
 
     /// Counts the call against the request's limits and reserves its worst case against the
     /// key's budgets. Without a key nothing is reserved (and no tokens are counted).
-    pub fn open(
+    pub async fn open(
         &self,
         router: &Router,
         chain: &[usize],
@@ -128,7 +128,7 @@ impl Costing {
             Some(account) if account.key.limits_spend() => {
                 let (price, model) = self.worst_price(router, chain, request);
                 let prompt = tokens::count_prompt(&model, request);
-                account.check_tokens(prompt)?;
+                account.check_tokens(prompt).await?;
                 // Each of the `n` completions may run to `max_tokens`.
                 let completion = u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))
                     .saturating_mul(completions_asked(request));
@@ -138,7 +138,7 @@ impl Costing {
             }
             _ => 0,
         };
-        meter.reserve(worst)
+        meter.reserve(worst).await
     }
 
     /// The charges of `attempts`: every attempt that reported usage (a failed one when

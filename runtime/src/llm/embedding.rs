@@ -49,6 +49,7 @@ impl LlmStep {
         let hold = self
             .costing
             .open_embeddings(&self.router, call.chain(step), &call)
+            .await
             .map_err(StepError::Cost)?;
         let mut body = serde_json::json!({ "input": call.inputs });
         if let Some(model) = call.model {
@@ -71,7 +72,7 @@ impl Costing {
     /// Counts an embeddings call against the request's limit and reserves its worst case
     /// (every input's tokens at the priciest input price of `chain`) against the key's
     /// budgets. Without a key limiting spend nothing is reserved (or counted in tokens).
-    fn open_embeddings(
+    async fn open_embeddings(
         &self,
         router: &Router,
         chain: &[usize],
@@ -84,12 +85,12 @@ impl Costing {
                 let requested = call.model.unwrap_or_default();
                 let (price, model) = self.worst_price_of(router, chain, requested);
                 let prompt = input_tokens(&model, call.inputs);
-                account.check_tokens(prompt)?;
+                account.check_tokens(prompt).await?;
                 u64::from(prompt).saturating_mul(price.input)
             }
             _ => 0,
         };
-        meter.reserve(worst)
+        meter.reserve(worst).await
     }
 
     /// The charges of an embeddings call's `attempts`: the usage each reported (failed

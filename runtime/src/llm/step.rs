@@ -161,6 +161,7 @@ impl LlmStep {
         let hold = match self
             .costing
             .open(&self.router, &step.plan.chain, request, call.meter)
+            .await
         {
             Ok(hold) => hold,
             Err(err) => return StepReply::new(Err(StepError::Cost(err)), cache),

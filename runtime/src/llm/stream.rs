@@ -225,7 +225,12 @@ mod tests {
         });
         let charge = StreamCharge {
             costing,
-            hold: Some(meter.reserve(0).unwrap()),
+            // No account: the reservation is made without waiting on anything.
+            hold: Some(
+                futures_util::FutureExt::now_or_never(meter.reserve(0))
+                    .unwrap()
+                    .unwrap(),
+            ),
             earlier: Vec::new(),
             model: "m".into(),
             request: request(),

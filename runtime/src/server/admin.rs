@@ -315,6 +315,9 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
             let status = if outcome.error.is_some() { 422 } else { 200 };
             http_util::json(status, &outcome.to_json())
         }
+        (&Method::GET, "/admin/state") => {
+            http_util::json(200, &crate::state::status(app.state.as_deref()))
+        }
         (&Method::GET, "/admin/config") => http_util::json(200, &snap.config.to_masked_json()),
         (&Method::GET, "/admin/targets") => {
             let now = tokio::time::Instant::now();

@@ -123,7 +123,7 @@ impl App {
             tracing::Span::current().record("weir.key", account.name());
         }
         if let Some(account) = &call.account
-            && let Err(err) = account.admit_request()
+            && let Err(err) = account.admit_request().await
         {
             return ChatOutcome::failed(ChatError::Admission(err), report);
         }

@@ -7,6 +7,7 @@
 //! A test belongs here when it sends hundreds of requests or more, injects faults in bulk, or
 //! runs for many seconds by design; its helpers stay in its concern's module.
 
+mod fleet;
 mod guests;
 mod jobs;
 mod listener;

@@ -41,6 +41,14 @@ pub struct BenchArgs {
     /// Requests in flight at most (keep-alive connections are pooled up to this).
     #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
+    /// A header sent with every request (`name: value`; repeatable), e.g. an
+    /// `authorization: Bearer …` key.
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
+    /// Make every request's body distinct (the default body's message ends with the request's
+    /// number), so none is a cache hit.
+    #[arg(long)]
+    pub unique: bool,
 }
 
 /// Runs the load and prints one summary line.
@@ -53,14 +61,27 @@ pub fn run(args: BenchArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        None => Bytes::from(
-            serde_json::json!({
-                "model": args.model,
-                "messages": [{"role": "user", "content": "Hello, my email is jane@example.com. What is a weir?"}]
-            })
-            .to_string(),
-        ),
+        None => default_body(&args.model, None),
     };
+    if args.unique && args.body.is_some() {
+        eprintln!("error: --unique varies the default body; it cannot be used with --body");
+        return ExitCode::FAILURE;
+    }
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        let parsed = header.split_once(':').and_then(|(name, value)| {
+            let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+            let value = http::HeaderValue::from_str(value.trim()).ok()?;
+            Some((name, value))
+        });
+        match parsed {
+            Some(header) => headers.push(header),
+            None => {
+                eprintln!("error: --header {header:?}: expected `name: value`");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if args.rate == 0 || args.duration == 0 || args.duration > 300 {
         eprintln!("error: --rate must be > 0 and --duration within 1..=300 seconds");
         return ExitCode::FAILURE;
@@ -69,10 +90,27 @@ pub fn run(args: BenchArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(code) => return code,
     };
-    runtime.block_on(load(args, body))
+    runtime.block_on(load(args, body, headers))
 }
 
-async fn load(args: BenchArgs, body: Bytes) -> ExitCode {
+/// The default body: one chat message for `model`, ending with `n` when given.
+fn default_body(model: &str, n: Option<u64>) -> Bytes {
+    let mut text = "Hello, my email is jane@example.com. What is a weir?".to_owned();
+    if let Some(n) = n {
+        text.push_str(&format!(" #{n}"));
+    }
+    Bytes::from(
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": text}]})
+            .to_string(),
+    )
+}
+
+async fn load(
+    args: BenchArgs,
+    body: Bytes,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> ExitCode {
+    let headers = Arc::new(headers);
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
@@ -93,7 +131,7 @@ async fn load(args: BenchArgs, body: Bytes) -> ExitCode {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut dropped = 0u64;
-    for _ in 0..total {
+    for n in 0..total {
         ticker.tick().await;
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             dropped += 1;
@@ -101,13 +139,19 @@ async fn load(args: BenchArgs, body: Bytes) -> ExitCode {
         };
         let client = client.clone();
         let uri = uri.clone();
-        let body = body.clone();
+        let body = match args.unique {
+            true => default_body(&args.model, Some(n)),
+            false => body.clone(),
+        };
+        let headers = headers.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let sent = Instant::now();
-            let request = Request::post(uri)
-                .header("content-type", "application/json")
-                .body(Full::new(body));
+            let mut request = Request::post(uri).header("content-type", "application/json");
+            for (name, value) in headers.iter() {
+                request = request.header(name, value);
+            }
+            let request = request.body(Full::new(body));
             let status = match request {
                 Ok(request) => match client.request(request).await {
                     Ok(response) => {

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# What the fleet's shared state costs on the request path: one weir node with the demo
+# pipeline, an API key with a budget and RPM/TPM limits, a target RPM and the response cache
+# on, in front of one `weir sim`, with `[state] backend = "local"`, then "redis" in `strict`
+# and in `lease` budget mode (one redis-server on loopback). Every request is distinct (a
+# cache miss: budget, limits and the shared cache are all exercised). Rounds alternate the
+# variants so machine noise hits all alike.
+#
+#   bench/fleet.sh            # needs wrk (apt-get install -y wrk) and redis-server
+#
+# Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
+# (`weir bench`, open loop), and Redis commands per request; then the medians and the added
+# latency against `local`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+SIM=127.0.0.1:9461
+REDIS_PORT=9460
+WEIR=127.0.0.1:9470
+ADMIN=127.0.0.1:9471
+KEY=sk-weir-bench-fleet
+
+tests/install-redis
+source bench/build.sh
+pids=()
+node=""
+cleanup() { [ -n "$node" ] && kill "$node" 2>/dev/null; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >/dev/null & pids+=($!)
+RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
+for _ in $(seq 1 100); do redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && break; sleep 0.1; done
+hash=$(printf %s "$KEY" | "$weir" key hash)
+
+config() { # variant
+    local state=""
+    case $1 in
+        strict|lease) state="[state]
+backend = \"redis\"
+url = \"redis://127.0.0.1:$REDIS_PORT\"
+key_prefix = \"bench-$1\"
+budget_mode = \"$1\"" ;;
+    esac
+    cat <<TOML
+[server]
+listen = "$WEIR"
+admin_listen = "$ADMIN"
+data_dir = "$work/data-$1"
+[sandbox]
+pool_size = 1024
+[prices."sim-large"]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+[targets.sim]
+base_url = "http://$SIM/v1"
+model = "sim-large"
+rpm = 10000000
+tpm = 1000000000
+[[routes]]
+model = "demo"
+targets = ["sim"]
+cache = { ttl_ms = 600000 }
+[[routes.stages]]
+name = "prompt-guard"
+path = "$plugins/prompt_guard.wasm"
+[[routes.stages]]
+name = "pii-redact"
+path = "$plugins/pii_redact.wasm"
+[[routes.stages]]
+name = "system-prompt"
+path = "$plugins/system_prompt.wasm"
+config = { prompt = "You serve the {{team}} team." }
+[[keys]]
+name = "bench"
+hash = "$hash"
+daily_budget_usd = 1000000.0
+rpm = 10000000
+tpm = 1000000000
+$state
+TOML
+}
+
+wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
+commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
+declare -A c1_p50 c1_p99 r_p50 r_p99 cmds
+variants="local strict lease"
+for round in $(seq 1 "$ROUNDS"); do
+    for v in $variants; do
+        config "$v" > "$work/$v.toml"
+        RUST_LOG=warn "$weir" serve --config "$work/$v.toml" >/dev/null 2>"$work/$v.log" & node=$!
+        for _ in $(seq 1 200); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+        # Warm up (stage instances, connections, Redis scripts).
+        WEIR_KEY=$KEY wrk -t1 -c1 -d1s -s bench/fleet.lua "http://$WEIR/v1/chat/completions" >/dev/null
+        before=$(commands)
+        WEIR_KEY=$KEY wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/fleet.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
+        sent=$(awk '/requests in/ {print $1}' "$work/c1.txt")
+        line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --header "authorization: Bearer $KEY")
+        after=$(commands)
+        bench_ok=$(echo "$line" | grep -oE '[0-9]+ ok' | grep -oE '[0-9]+' || echo 0)
+        total=$((sent + bench_ok))
+        c1_p50[$v,$round]=$(to_ms "$(wrk_pct "$work/c1.txt" 50%)")
+        c1_p99[$v,$round]=$(to_ms "$(wrk_pct "$work/c1.txt" 99%)")
+        r_p50[$v,$round]=$(echo "$line" | grep -oE 'p50 [0-9.]+' | awk '{print $2}')
+        r_p99[$v,$round]=$(echo "$line" | grep -oE 'p99 [0-9.]+' | awk '{print $2}')
+        cmds[$v,$round]=$(python3 -c "print(round(($after - $before) / max($total, 1), 3))")
+        [ "$v" = local ] && cmds[$v,$round]=0
+        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]}"
+        kill "$node"; wait "$node" 2>/dev/null || true; node=""
+    done
+done
+
+median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))" "$@"; }
+echo "== medians of $ROUNDS rounds (added = variant - local)"
+for v in $variants; do
+    a=(); b=(); c=(); d=(); e=()
+    for round in $(seq 1 "$ROUNDS"); do a+=("${c1_p50[$v,$round]}"); b+=("${c1_p99[$v,$round]}"); c+=("${r_p50[$v,$round]}"); d+=("${r_p99[$v,$round]}"); e+=("${cmds[$v,$round]}"); done
+    m1=$(median "${a[@]}"); m2=$(median "${b[@]}"); m3=$(median "${c[@]}"); m4=$(median "${d[@]}"); m5=$(median "${e[@]}")
+    [ "$v" = local ] && { l1=$m1; l4=$m4; }
+    echo "$v: c=1 p50 $m1 ms (added $(python3 -c "print(round($m1 - $l1, 3))")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(python3 -c "print(round($m4 - $l4, 3))")) | Redis commands/request $m5"
+done

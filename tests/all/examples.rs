@@ -61,3 +61,20 @@ fn the_keys_example_is_valid_and_limits_its_keys() {
     let demo = config.routes.iter().find(|r| r.model == "demo").unwrap();
     assert!(demo.cache.per_key);
 }
+
+#[test]
+fn the_fleet_example_shares_state_on_redis() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/fleet/weir.toml");
+    let config = Config::load(path.as_ref()).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(config.state.backend, weir::config::Backend::Redis);
+    assert_eq!(config.state.url.as_deref(), Some("redis://127.0.0.1:6390"));
+    assert_eq!(config.state.expected_nodes, 3);
+    let key = &config.keys[0];
+    assert_eq!(
+        key.hash,
+        weir::config::hash_key("sk-weir-fleet-demo-CHANGE-ME")
+    );
+    assert!(key.daily_budget.is_some() && key.rpm.is_some());
+    let demo = config.routes.iter().find(|r| r.model == "demo").unwrap();
+    assert!(demo.cache.enabled && demo.jobs.is_some());
+}

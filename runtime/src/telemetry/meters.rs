@@ -206,6 +206,20 @@ fn describe() {
         "How the response cache answered, by route and result"
     );
     describe_counter!(
+        "weir_state_calls_total",
+        "Calls to the fleet's Redis, by operation and result (ok, error, timeout, skipped: \
+         not made while the breaker around Redis was open)"
+    );
+    describe_histogram!(
+        "weir_state_call_seconds",
+        metrics::Unit::Seconds,
+        "Time a call to the fleet's Redis took, by operation"
+    );
+    describe_gauge!(
+        "weir_state_up",
+        "Whether the breaker around the fleet's Redis is closed (1) or not (0)"
+    );
+    describe_counter!(
         "weir_tokens_total",
         "Tokens billed by upstreams, by key, model and kind (cache hits excluded)"
     );

@@ -378,6 +378,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_longer_than_the_wait_is_refused_at_once_with_its_end() {
+        let limits = TargetLimits {
+            rpm: Some(1),
+            ..TargetLimits::default()
+        };
+        let timeout = Duration::from_secs(1);
+        let targets = vec![target_with("t0", NOWHERE.into(), timeout, limits)];
+        let policy = policy(4, Duration::from_secs(2));
+        let slots = slots(&targets, &[0], &policy);
+        let started = Instant::now();
+        drop(slots.take(0, far()).await.unwrap());
+        // The minute's one request is spent: room again in 60 s, past the 2 s wait.
+        assert_eq!(
+            slots.take(0, far()).await.err(),
+            Some(NoSlot::RateLimited(started + Duration::from_secs(60)))
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "no pointless wait");
+        // A limit that frees up within the wait is waited for.
+        let limits = TargetLimits {
+            rpm: Some(120),
+            ..TargetLimits::default()
+        };
+        let targets = vec![target_with("t1", NOWHERE.into(), timeout, limits)];
+        let slots = self::slots(&targets, &[0], &policy);
+        for _ in 0..120 {
+            drop(slots.take(0, far()).await.unwrap());
+        }
+        let waited = Instant::now();
+        assert!(slots.take(0, far()).await.is_ok());
+        assert_eq!(waited.elapsed(), Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn when_every_breaker_is_open_the_last_target_is_tried_anyway() {
         let targets = targets(2, 4);
         let policy = policy(0, Duration::from_secs(1));

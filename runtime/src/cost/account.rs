@@ -146,7 +146,10 @@ impl Account {
     /// settled, with its completion).
     pub async fn check_tokens(&self, prompt_tokens: u32) -> Result<(), CostError> {
         if let Some(fleet) = &self.fleet {
-            return fleet.check(prompt_tokens).await.map_err(|r| self.refused(r));
+            return fleet
+                .check(prompt_tokens)
+                .await
+                .map_err(|r| self.refused(r));
         }
         if let (Some(tpm), Some(per_minute)) = (&self.tpm, self.key.tpm)
             && let Err(wait) = lock(tpm).check(f64::from(prompt_tokens), Instant::now())

@@ -171,7 +171,7 @@ impl<'a> Slots<'a> {
                     });
                 }
                 Err(Unavailable::Open) => {}
-                Err(Unavailable::StateUnavailable) => {
+                Err(Unavailable::SharedLimitsDown) => {
                     all_open = false;
                     state_unavailable = true;
                 }
@@ -203,7 +203,7 @@ impl<'a> Slots<'a> {
                         });
                     }
                     Err(Unavailable::RateLimited(at)) => soonest = Some(at),
-                    Err(Unavailable::StateUnavailable) => state_unavailable = true,
+                    Err(Unavailable::SharedLimitsDown) => state_unavailable = true,
                     Err(_) => {
                         only_limited = false;
                         busy = Some(position);

@@ -32,7 +32,7 @@ pub enum Unavailable {
     /// At its concurrency limit.
     Busy,
     /// Its fleet-wide limits cannot be read (Redis unavailable, `fail_closed`).
-    StateUnavailable,
+    SharedLimitsDown,
 }
 
 /// A granted slot on a target: hold it for the attempt, then report the outcome with
@@ -124,7 +124,7 @@ impl TargetState {
             Err(Refused::Limited { wait, .. }) => {
                 Err(Unavailable::RateLimited(Instant::now() + wait))
             }
-            Err(Refused::Unavailable) => Err(Unavailable::StateUnavailable),
+            Err(Refused::Unavailable) => Err(Unavailable::SharedLimitsDown),
         }
     }
 

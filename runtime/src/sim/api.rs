@@ -120,7 +120,10 @@ pub async fn embeddings(
 /// request is then not billed and no other fault applies).
 fn over_rpm(faults: &Faults, state: &SimState) -> Option<Response<SimBody>> {
     let limit = faults.rpm_limit?;
-    let retry_after_s = state.minute.admit(limit, tokio::time::Instant::now()).err()?;
+    let retry_after_s = state
+        .minute
+        .admit(limit, tokio::time::Instant::now())
+        .err()?;
     bump(&state.stats.rate_limited);
     Some(body::error(&ApiError::RateLimited { retry_after_s }))
 }

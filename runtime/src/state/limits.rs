@@ -356,13 +356,16 @@ fn verdict(answer: &[i64], parts: &[(Which, &Limit, u32)]) -> Result<(), Refused
         [0, ..] => Ok(()),
         [i, wait, ..] => {
             let index = usize::try_from(*i).unwrap_or(0).saturating_sub(1);
-            let (which, limit, _) = parts.get(index).or(parts.first()).copied().ok_or(
-                Refused::Limited {
-                    which: Which::Rpm,
-                    per_minute: 0,
-                    wait: Duration::from_secs(1),
-                },
-            )?;
+            let (which, limit, _) =
+                parts
+                    .get(index)
+                    .or(parts.first())
+                    .copied()
+                    .ok_or(Refused::Limited {
+                        which: Which::Rpm,
+                        per_minute: 0,
+                        wait: Duration::from_secs(1),
+                    })?;
             let wait = u64::try_from(*wait).unwrap_or(1).clamp(1, WINDOW_MS);
             Err(Refused::Limited {
                 which,
@@ -430,7 +433,14 @@ mod tests {
         // TPM is spent (10 × 100): refused, and the RPM bucket kept its token.
         let refused = local(Mode::Take, &parts, Instant::now());
         assert!(
-            matches!(refused, Err(Refused::Limited { which: Which::Tpm, per_minute: 1000, .. })),
+            matches!(
+                refused,
+                Err(Refused::Limited {
+                    which: Which::Tpm,
+                    per_minute: 1000,
+                    ..
+                })
+            ),
             "{refused:?}"
         );
         let rpm_only = [(Which::Rpm, &rpm, 1)];

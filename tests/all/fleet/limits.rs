@@ -77,7 +77,7 @@ async fn spread(
 fn tally(answers: &[Answer]) -> (usize, usize) {
     let (mut ok, mut limited) = (0, 0);
     for answer in answers {
-        match answer.status {
+        match answer.status.as_u16() {
             200 => ok += 1,
             429 => {
                 let body = answer.json();
@@ -194,7 +194,11 @@ async fn while_redis_is_away_a_node_keeps_its_share_then_the_fleet_limit_is_back
     let answers = spread(&[node], 15, Duration::from_millis(20), Some("sk-team")).await;
     redis.signal("-CONT");
     let (ok, limited) = tally(&answers);
-    assert_eq!((ok, limited), (10, 5), "the node's share while Redis is away");
+    assert_eq!(
+        (ok, limited),
+        (10, 5),
+        "the node's share while Redis is away"
+    );
     assert!(fallbacks(&fleet.nodes[0]).await >= 15);
     until("Redis to be available again", || async {
         let state = fleet.state(0).await;
@@ -221,7 +225,10 @@ async fn with_fail_closed_a_node_refuses_while_redis_is_away() {
         config(data_dir, &up, "rpm = 100", &state(&redis, policy))
     });
     let node = fleet.addr(0);
-    assert_eq!(post(node, "/v1/chat/completions", &chat(0)).await.status, 200);
+    assert_eq!(
+        post(node, "/v1/chat/completions", &chat(0)).await.status,
+        200
+    );
     redis.signal("-STOP");
     let refused = post(node, "/v1/chat/completions", &chat(1)).await;
     redis.signal("-CONT");
@@ -231,6 +238,92 @@ async fn with_fail_closed_a_node_refuses_while_redis_is_away() {
     until("the target limit to be shared again", || async {
         let answer = post(node, "/v1/chat/completions", &chat(2)).await;
         check(answer.status == 200, answer.status)
+    })
+    .await;
+}
+
+/// The limits of `tag` as seen by node `node` on `redis` (the script called directly).
+async fn fleet_limits(
+    redis: &RedisServer,
+    node: &str,
+    tag: &str,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+) -> std::sync::Arc<weir::state::limits::FleetLimits> {
+    let settings: weir::config::StateSettings = toml::from_str(&format!(
+        "backend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"w\"\nnode_id = \"{node}\"\ncommand_timeout_ms = 5000\n",
+        redis.url()
+    ))
+    .expect("[state]");
+    let shared = weir::state::Shared::open(&settings)
+        .await
+        .expect("Redis")
+        .expect("a Redis backend");
+    let limits = weir::state::limits::FleetLimits::new(&shared, tag, rpm, tpm);
+    std::sync::Arc::new(limits.expect("limits"))
+}
+
+#[tokio::test]
+async fn the_window_admits_exactly_its_limit_from_concurrent_nodes() {
+    use weir::state::limits::{Refused, Which};
+    let redis = RedisServer::start();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        nodes.push(fleet_limits(&redis, &format!("n{i}"), "t:acct", Some(50), Some(1000)).await);
+    }
+    // 120 requests of 10 tokens at once from three nodes: exactly the 50 of the minute pass.
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let node = nodes[i % 3].clone();
+            tokio::spawn(async move { node.take(10).await })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(()) => admitted += 1,
+            Err(Refused::Limited {
+                which: Which::Rpm,
+                per_minute: 50,
+                wait,
+            }) => assert!(
+                wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+                "{wait:?}"
+            ),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(admitted, 50);
+    assert_eq!(redis.cli(&["ZCARD", "w:{t:acct}:rl:rpm"]), "50");
+    assert_eq!(redis.cli(&["GET", "w:{t:acct}:rl:tpm:n"]), "500");
+
+    // A key's TPM: checked before a call, debited after it with what it used.
+    let key = fleet_limits(&redis, "n0", "k:team", None, Some(100)).await;
+    assert_eq!(key.check(60).await, Ok(()));
+    key.debit(90);
+    until("the debit to land", || async {
+        let total = redis.cli(&["GET", "w:{k:team}:rl:tpm:n"]);
+        check(total == "90", total)
+    })
+    .await;
+    assert_eq!(key.check(10).await, Ok(()));
+    let refused = key.check(11).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Refused::Limited {
+                which: Which::Tpm,
+                per_minute: 100,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // A debit larger than the limit weighs the limit.
+    key.debit(u64::from(u32::MAX) * 4);
+    until("the second debit to land", || async {
+        let total = redis.cli(&["GET", "w:{k:team}:rl:tpm:n"]);
+        check(total == "190", total)
     })
     .await;
 }

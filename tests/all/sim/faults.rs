@@ -388,12 +388,21 @@ async fn rpm_limit_refuses_beyond_n_in_a_minute_like_a_provider_account() {
         assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(a.json()["error"]["code"], "rate_limit_exceeded");
         let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
-        assert!((59..=60).contains(&retry), "the minute's first request leaves in {retry} s");
+        assert!(
+            (59..=60).contains(&retry),
+            "the minute's first request leaves in {retry} s"
+        );
     }
     let stats = sim.get("/sim/stats").await.json();
-    assert_eq!(stats["rpm"], json!({"max_received_in_60s": 5, "limited": 2}));
+    assert_eq!(
+        stats["rpm"],
+        json!({"max_received_in_60s": 5, "limited": 2})
+    );
     assert_eq!(stats["faults"]["rate_limited"], 2);
-    assert_eq!(stats["billed"]["requests"], 3, "a refused request is not billed");
+    assert_eq!(
+        stats["billed"]["requests"], 3,
+        "a refused request is not billed"
+    );
     // Settable at run time, and a limit of 0 is refused.
     let bad = sim.post("/sim/faults", &json!({"rpm_limit": 0})).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);

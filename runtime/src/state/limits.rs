@@ -22,8 +22,9 @@
 //! a permit leased and not used still occupies the window: at a low rate most of each lease
 //! expires unused and the fleet refuses far below its limit, and the lease size would have
 //! to adapt to each node's rate. One `EVALSHA` on the request lane costs one Redis round
-//! trip before the upstream call (on loopback about 0.2 ms p50, see `/admin/state`), which is
-//! small next to an LLM call of hundreds of ms, and the bound stays exact. Key and target are
+//! trip before the upstream call (its latency is `/admin/state`'s and
+//! `weir_state_call_seconds{op="limit_take"}`; not yet benchmarked), small next to an LLM
+//! call of hundreds of ms, and the bound stays exact. Key and target are
 //! two calls: their keys have different hash tags (`{k:<key>}`, `{t:<target>}`) and a
 //! script must stay within one Cluster slot. A target's RPM and TPM are one call.
 //!

@@ -95,7 +95,8 @@ impl App {
                 )
             }
             None => Accounts::new(&config.keys, &self.ledger, &Clock::default()),
-        };
+        }
+        .with_fleet_limits(self.state.as_ref());
         let llm = Arc::new(LlmStep::new(
             Router::new(self.client.clone(), upstreams),
             plans,
@@ -246,7 +247,8 @@ impl App {
                 ttft_timeout: target.ttft_timeout,
                 headers,
             });
-            upstreams.push(Arc::new(TargetState::new(upstream, target.limits)));
+            let state = TargetState::new(upstream, target.limits).with_fleet(self.state.as_ref());
+            upstreams.push(Arc::new(state));
         }
         Ok(upstreams)
     }

@@ -53,6 +53,10 @@ pub struct SimArgs {
     /// Injected errors send half their body, then stall until the simulator stops.
     #[arg(long)]
     pub error_body_stall: bool,
+    /// A provider account's requests per minute: beyond this many in any 60-second window,
+    /// answer 429 with `Retry-After`.
+    #[arg(long)]
+    pub rpm_limit: Option<u32>,
     /// Stream time to first token, ms.
     #[arg(long, default_value_t = 0)]
     pub ttft_ms: u64,
@@ -82,6 +86,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         stream_stall_after: args.stream_stall_after,
         usage_prompt_tokens: args.usage_prompt_tokens,
         error_body_stall: args.error_body_stall,
+        rpm_limit: args.rpm_limit,
     };
     config.ttft_ms = args.ttft_ms;
     config.inter_token_ms = args.inter_token_ms;

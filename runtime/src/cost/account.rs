@@ -1,5 +1,6 @@
 //! One API key's live spend: its daily and monthly windows, what calls in flight have
-//! reserved, and its per-minute request and token buckets.
+//! reserved, and its per-minute request and token buckets (the fleet's, under `{k:<key>}`,
+//! with a Redis backend: see `state::limits`).
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,8 @@ use super::CostError;
 use super::clock::{self, Clock};
 use crate::config::{KeySettings, pico_to_usd};
 use crate::rate::MinuteBucket;
+use crate::state::Shared;
+use crate::state::limits::{FleetLimits, Refused};
 use crate::sync::lock;
 
 /// Spend in the current windows.
@@ -55,6 +58,8 @@ pub struct Account {
     rpm: Option<Mutex<MinuteBucket>>,
     /// Tokens per minute.
     tpm: Option<Mutex<MinuteBucket>>,
+    /// RPM and TPM shared by the fleet (they replace the two buckets), with a Redis backend.
+    fleet: Option<Arc<FleetLimits>>,
 }
 
 fn seconds_up(d: std::time::Duration) -> u64 {
@@ -70,6 +75,7 @@ impl Account {
         Account {
             rpm: key.rpm.map(MinuteBucket::new),
             tpm: key.tpm.map(MinuteBucket::new),
+            fleet: None,
             key,
             clock,
             windows: Mutex::new(Windows {
@@ -101,8 +107,33 @@ impl Account {
         }
     }
 
+    /// Makes the key's RPM and TPM fleet-wide when `shared` is the fleet's Redis.
+    pub fn with_fleet_limits(&mut self, shared: Option<&Arc<Shared>>) {
+        if let Some(shared) = shared {
+            let tag = format!("k:{}", self.key.name);
+            self.fleet = FleetLimits::new(shared, &tag, self.key.rpm, self.key.tpm).map(Arc::new);
+        }
+    }
+
+    /// A fleet refusal as the client sees it.
+    fn refused(&self, refused: Refused) -> CostError {
+        match refused {
+            Refused::Limited {
+                which,
+                per_minute,
+                wait,
+            } => self.limited(which.name(), per_minute, wait),
+            Refused::Unavailable => CostError::RateLimitsUnavailable {
+                key: self.key.name.clone(),
+            },
+        }
+    }
+
     /// Admits one request: takes one from the RPM bucket.
     pub async fn admit_request(&self) -> Result<(), CostError> {
+        if let Some(fleet) = &self.fleet {
+            return fleet.take_request().await.map_err(|r| self.refused(r));
+        }
         if let (Some(rpm), Some(per_minute)) = (&self.rpm, self.key.rpm)
             && let Err(wait) = lock(rpm).take(1.0, Instant::now())
         {
@@ -114,6 +145,12 @@ impl Account {
     /// Checks the TPM bucket has room for a call's `prompt_tokens` (taken when the call is
     /// settled, with its completion).
     pub async fn check_tokens(&self, prompt_tokens: u32) -> Result<(), CostError> {
+        if let Some(fleet) = &self.fleet {
+            return fleet
+                .check(prompt_tokens)
+                .await
+                .map_err(|r| self.refused(r));
+        }
         if let (Some(tpm), Some(per_minute)) = (&self.tpm, self.key.tpm)
             && let Err(wait) = lock(tpm).check(f64::from(prompt_tokens), Instant::now())
         {
@@ -125,6 +162,10 @@ impl Account {
     /// Counts `tokens` a call used against the TPM limit (at most one minute's worth: see
     /// [`MinuteBucket::debit`]).
     pub fn used_tokens(&self, tokens: u64) {
+        if let Some(fleet) = &self.fleet {
+            fleet.debit(tokens);
+            return;
+        }
         if let Some(tpm) = &self.tpm {
             lock(tpm).debit(tokens as f64, Instant::now());
         }

@@ -98,6 +98,13 @@ pub enum CostError {
         /// The limit.
         max: u32,
     },
+    /// The key's fleet-wide RPM/TPM cannot be read (Redis unavailable, with
+    /// `state.on_unavailable.rate_limits = "fail_closed"`).
+    #[error("the rate limits of key `{key}` are unavailable (Redis); retry later")]
+    RateLimitsUnavailable {
+        /// The key's name.
+        key: String,
+    },
     /// A stage made as many LLM calls in this request as its `max_llm_calls` allows.
     #[error(
         "stage {stage} already made {max} LLM calls in this request, the most its \
@@ -117,6 +124,7 @@ impl CostError {
         match self {
             CostError::Unauthorized(_) => 401,
             CostError::BudgetExceeded { .. } | CostError::RateLimited { .. } => 429,
+            CostError::RateLimitsUnavailable { .. } => 503,
             CostError::RequestCostExceeded { .. }
             | CostError::TooManyCalls { .. }
             | CostError::StageTooManyCalls { .. } => 400,
@@ -129,6 +137,7 @@ impl CostError {
             CostError::Unauthorized(_) => "invalid_api_key",
             CostError::BudgetExceeded { .. } => "budget_exceeded",
             CostError::RateLimited { .. } => "rate_limit_exceeded",
+            CostError::RateLimitsUnavailable { .. } => "state_unavailable",
             CostError::RequestCostExceeded { .. } => "request_cost_exceeded",
             CostError::TooManyCalls { .. } | CostError::StageTooManyCalls { .. } => {
                 "llm_calls_exceeded"
@@ -141,6 +150,7 @@ impl CostError {
         match self {
             CostError::BudgetExceeded { retry_after_s, .. }
             | CostError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            CostError::RateLimitsUnavailable { .. } => Some(1),
             _ => None,
         }
     }
@@ -159,6 +169,7 @@ impl crate::error::ClientFacing for CostError {
             CostError::Unauthorized(_) => "authentication_error",
             CostError::BudgetExceeded { .. } => "insufficient_quota",
             CostError::RateLimited { .. } => "rate_limit_error",
+            CostError::RateLimitsUnavailable { .. } => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -271,6 +282,19 @@ impl Accounts {
             })
             .collect();
         Accounts { by_hash }
+    }
+
+    /// Makes each new account's RPM and TPM fleet-wide when `shared` is the fleet's Redis
+    /// (see [`Account::with_fleet_limits`]); accounts kept from before a reload keep theirs.
+    pub fn with_fleet_limits(mut self, shared: Option<&Arc<crate::state::Shared>>) -> Accounts {
+        if shared.is_some() {
+            for account in self.by_hash.values_mut() {
+                if let Some(fresh) = Arc::get_mut(account) {
+                    fresh.with_fleet_limits(shared);
+                }
+            }
+        }
+        self
     }
 
     /// Whether keys are required (any key configured).

@@ -49,6 +49,7 @@ impl ClientFacing for StepError {
             StepError::UnknownRoute { .. } => "server_error",
             // A refusal about the request (the upstream's own 4xx, or the key's limits) is
             // the client's to fix; anything else is the upstreams'.
+            StepError::Route(RouteError::RateLimited { .. }) => "rate_limit_error",
             StepError::Route(_) | StepError::Cost(_) if self.status() < 500 => {
                 "invalid_request_error"
             }
@@ -73,7 +74,7 @@ impl ClientFacing for StepError {
 
     fn retry_after_s(&self) -> Option<u64> {
         match self {
-            StepError::Route(RouteError::Overloaded { retry_after_s }) => Some(*retry_after_s),
+            StepError::Route(err) => ClientFacing::retry_after_s(err),
             StepError::Cost(err) => err.retry_after_s(),
             _ => None,
         }

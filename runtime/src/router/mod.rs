@@ -95,6 +95,17 @@ pub enum RouteError {
         /// Seconds the client should wait.
         retry_after_s: u64,
     },
+    /// Every target with room later is over its RPM or TPM (the fleet's, with a Redis
+    /// backend) for longer than the request may wait: 429 with `Retry-After`.
+    #[error("every target of the route is over its rate limit; retry after {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until a target has room.
+        retry_after_s: u64,
+    },
+    /// The targets' fleet-wide limits cannot be read (Redis unavailable, with
+    /// `state.on_unavailable.rate_limits = "fail_closed"`).
+    #[error("the fleet's rate limits are unavailable (Redis); retry later")]
+    StateUnavailable,
     /// A target refused the request itself (a status weir does not retry and may relay, see
     /// `router::refusal`); its status and, for a client error, its message are passed on.
     #[error("upstream {target} refused the request: {message}")]
@@ -124,7 +135,8 @@ impl RouteError {
     pub fn status(&self) -> u16 {
         match self {
             RouteError::AllFailed { .. } | RouteError::Failed { .. } => 502,
-            RouteError::Overloaded { .. } => 503,
+            RouteError::Overloaded { .. } | RouteError::StateUnavailable => 503,
+            RouteError::RateLimited { .. } => 429,
             RouteError::Refused { status, .. } => *status,
         }
     }
@@ -134,6 +146,8 @@ impl RouteError {
         match self {
             RouteError::AllFailed { .. } => "all_targets_failed",
             RouteError::Overloaded { .. } => "overloaded",
+            RouteError::RateLimited { .. } => "rate_limit_exceeded",
+            RouteError::StateUnavailable => "state_unavailable",
             RouteError::Refused { .. } => "upstream_refused",
             RouteError::Failed { .. } => "upstream_error",
         }
@@ -150,6 +164,9 @@ impl crate::error::ClientFacing for RouteError {
     }
 
     fn error_type(&self) -> &str {
+        if let RouteError::RateLimited { .. } = self {
+            return "rate_limit_error";
+        }
         if RouteError::status(self) < 500 {
             "invalid_request_error"
         } else {
@@ -167,7 +184,9 @@ impl crate::error::ClientFacing for RouteError {
 
     fn retry_after_s(&self) -> Option<u64> {
         match self {
-            RouteError::Overloaded { retry_after_s } => Some(*retry_after_s),
+            RouteError::Overloaded { retry_after_s }
+            | RouteError::RateLimited { retry_after_s } => Some(*retry_after_s),
+            RouteError::StateUnavailable => Some(1),
             _ => None,
         }
     }
@@ -175,6 +194,7 @@ impl crate::error::ClientFacing for RouteError {
     fn shed(&self) -> Option<crate::error::ShedReason> {
         match self {
             RouteError::Overloaded { .. } => Some(crate::error::ShedReason::Overloaded),
+            RouteError::RateLimited { .. } => Some(crate::error::ShedReason::RateLimited),
             _ => None,
         }
     }
@@ -328,6 +348,14 @@ impl Router {
                 Ok(taken) => taken,
                 Err(NoSlot::Shed) => return Err(RouteError::Overloaded { retry_after_s: 1 }),
                 Err(NoSlot::Deadline) => return Err(stopped(attempts, Stop::Deadline)),
+                Err(NoSlot::RateLimited(at)) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    let retry_after_s = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    return Err(RouteError::RateLimited {
+                        retry_after_s: retry_after_s.max(1),
+                    });
+                }
+                Err(NoSlot::StateUnavailable) => return Err(RouteError::StateUnavailable),
             };
             tries += 1;
             match attempter

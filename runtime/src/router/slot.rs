@@ -9,6 +9,11 @@
 //! target giving a slot back, a cool-down or rate limit ending), at most until `queue_timeout`
 //! after the request started and never past its deadline. A full queue sheds at once: waiting
 //! requests are bounded, so an overload is a quick 503, never a pile-up.
+//!
+//! When only rate limits stand in the way and the soonest of them frees up after the wait
+//! could end, waiting cannot help: the request is refused at once with 429 and the time
+//! until there is room (`NoSlot::RateLimited`). A target whose fleet-wide limits cannot be
+//! read (`fail_closed`) is skipped; when that is all there is, `NoSlot::StateUnavailable`.
 
 use std::sync::Arc;
 
@@ -27,6 +32,11 @@ enum Pick<'a> {
         busy: Option<usize>,
         /// When a cooling-down or rate-limited target frees up, if any.
         soonest: Option<Instant>,
+        /// Whether every target that may free up is rate-limited (none busy or cooling
+        /// down).
+        only_limited: bool,
+        /// Whether a target was skipped because its fleet-wide limits cannot be read.
+        state_unavailable: bool,
     },
 }
 
@@ -38,6 +48,11 @@ pub(super) enum NoSlot {
     Shed,
     /// Less than [`MIN_ATTEMPT_TIME`] is left before the deadline.
     Deadline,
+    /// Every target with room later is over its RPM or TPM until then, past the wait the
+    /// request may take.
+    RateLimited(Instant),
+    /// The only targets left have fleet-wide limits that cannot be read (`fail_closed`).
+    StateUnavailable,
 }
 
 /// A slot taken on a target.
@@ -75,10 +90,25 @@ impl<'a> Slots<'a> {
             if deadline.saturating_duration_since(now) < MIN_ATTEMPT_TIME {
                 return Err(NoSlot::Deadline);
             }
-            let (busy, soonest) = match self.pick(start, now) {
+            let (busy, soonest) = match self.pick(start, now).await {
                 Pick::Got(taken) => return Ok(taken),
-                Pick::Wait { busy, soonest } => (busy, soonest),
+                Pick::Wait {
+                    busy: None,
+                    soonest: None,
+                    state_unavailable: true,
+                    ..
+                } => return Err(NoSlot::StateUnavailable),
+                Pick::Wait {
+                    busy: None,
+                    soonest: Some(at),
+                    only_limited: true,
+                    ..
+                } if at >= self.queue_deadline.min(deadline) => {
+                    return Err(NoSlot::RateLimited(at));
+                }
+                Pick::Wait { busy, soonest, .. } => (busy, soonest),
             };
+            let now = Instant::now();
             if queued.is_none() {
                 match self.policy.queue.try_acquire() {
                     Ok(permit) => queued = Some(permit),
@@ -105,19 +135,34 @@ impl<'a> Slots<'a> {
         self.targets.get(index).map(|t| &**t)
     }
 
+    /// A slot on `target`: its local checks, then its fleet-wide limits (a Redis call with
+    /// a Redis backend; the slot is given back when they refuse).
+    async fn slot(
+        &self,
+        target: &TargetState,
+        now: Instant,
+        force: bool,
+    ) -> Result<Slot, Unavailable> {
+        let slot = target.try_slot(now, self.tokens, force)?;
+        target.admit_fleet(self.tokens).await?;
+        Ok(slot)
+    }
+
     /// The first target from `start` (wrapping) that takes the attempt now. If every breaker
     /// is open, the chain's last target is tried anyway.
-    fn pick(&self, start: usize, now: Instant) -> Pick<'a> {
+    async fn pick(&self, start: usize, now: Instant) -> Pick<'a> {
         let chain = self.chain;
         let mut busy = None;
         let mut soonest: Option<Instant> = None;
+        let mut only_limited = true;
+        let mut state_unavailable = false;
         let mut all_open = true;
         for offset in 0..chain.len() {
             let position = (start + offset) % chain.len();
             let Some(target) = self.target(position) else {
                 continue;
             };
-            match target.try_slot(now, self.tokens, false) {
+            match self.slot(target, now, false).await {
                 Ok(slot) => {
                     return Pick::Got(Taken {
                         position,
@@ -126,11 +171,21 @@ impl<'a> Slots<'a> {
                     });
                 }
                 Err(Unavailable::Open) => {}
+                Err(Unavailable::SharedLimitsDown) => {
+                    all_open = false;
+                    state_unavailable = true;
+                }
                 Err(Unavailable::Busy) => {
                     all_open = false;
+                    only_limited = false;
                     busy.get_or_insert(position);
                 }
-                Err(Unavailable::CoolingDown(at) | Unavailable::RateLimited(at)) => {
+                Err(Unavailable::CoolingDown(at)) => {
+                    all_open = false;
+                    only_limited = false;
+                    soonest = Some(soonest.map_or(at, |s| s.min(at)));
+                }
+                Err(Unavailable::RateLimited(at)) => {
                     all_open = false;
                     soonest = Some(soonest.map_or(at, |s| s.min(at)));
                 }
@@ -139,7 +194,7 @@ impl<'a> Slots<'a> {
         if all_open && !chain.is_empty() {
             let position = chain.len() - 1;
             if let Some(target) = self.target(position) {
-                match target.try_slot(now, self.tokens, true) {
+                match self.slot(target, now, true).await {
                     Ok(slot) => {
                         return Pick::Got(Taken {
                             position,
@@ -147,11 +202,21 @@ impl<'a> Slots<'a> {
                             slot,
                         });
                     }
-                    Err(_) => busy = Some(position),
+                    Err(Unavailable::RateLimited(at)) => soonest = Some(at),
+                    Err(Unavailable::SharedLimitsDown) => state_unavailable = true,
+                    Err(_) => {
+                        only_limited = false;
+                        busy = Some(position);
+                    }
                 }
             }
         }
-        Pick::Wait { busy, soonest }
+        Pick::Wait {
+            busy,
+            soonest,
+            only_limited,
+            state_unavailable,
+        }
     }
 }
 
@@ -310,6 +375,39 @@ mod tests {
         let taken = slots.take(0, far()).await.unwrap();
         assert_eq!(taken.position, 0);
         assert_eq!(now.elapsed(), Duration::from_millis(250));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_limit_longer_than_the_wait_is_refused_at_once_with_its_end() {
+        let limits = TargetLimits {
+            rpm: Some(1),
+            ..TargetLimits::default()
+        };
+        let timeout = Duration::from_secs(1);
+        let targets = vec![target_with("t0", NOWHERE.into(), timeout, limits)];
+        let policy = policy(4, Duration::from_secs(2));
+        let slots = slots(&targets, &[0], &policy);
+        let started = Instant::now();
+        drop(slots.take(0, far()).await.unwrap());
+        // The minute's one request is spent: room again in 60 s, past the 2 s wait.
+        assert_eq!(
+            slots.take(0, far()).await.err(),
+            Some(NoSlot::RateLimited(started + Duration::from_secs(60)))
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO, "no pointless wait");
+        // A limit that frees up within the wait is waited for.
+        let limits = TargetLimits {
+            rpm: Some(120),
+            ..TargetLimits::default()
+        };
+        let targets = vec![target_with("t1", NOWHERE.into(), timeout, limits)];
+        let slots = self::slots(&targets, &[0], &policy);
+        for _ in 0..120 {
+            drop(slots.take(0, far()).await.unwrap());
+        }
+        let waited = Instant::now();
+        assert!(slots.take(0, far()).await.is_ok());
+        assert_eq!(waited.elapsed(), Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,9 @@
 //! The live state of one upstream target: its breaker, its concurrency limit, its
 //! requests-per-minute bucket and a cool-down set by `Retry-After`.
+//!
+//! With `[state] backend = "redis"` a target's RPM and TPM are the fleet's
+//! ([`FleetLimits`], admitted by [`TargetState::admit_fleet`] after the local checks of
+//! [`TargetState::try_slot`]); breakers, cool-downs and concurrency stay per node.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +16,8 @@ use super::breaker::{Admit, Breaker, State};
 use crate::config::TargetLimits;
 use crate::providers::Upstream;
 use crate::rate::MinuteBucket;
+use crate::state::Shared;
+use crate::state::limits::{FleetLimits, Refused};
 use crate::sync::lock;
 
 /// Why a target could not take a request now.
@@ -25,6 +31,8 @@ pub enum Unavailable {
     RateLimited(Instant),
     /// At its concurrency limit.
     Busy,
+    /// Its fleet-wide limits cannot be read (Redis unavailable, `fail_closed`).
+    SharedLimitsDown,
 }
 
 /// A granted slot on a target: hold it for the attempt, then report the outcome with
@@ -66,6 +74,9 @@ pub struct TargetState {
     rpm: Option<Mutex<MinuteBucket>>,
     /// Its TPM bucket, when it has a limit.
     tpm: Option<Mutex<MinuteBucket>>,
+    /// Its RPM and TPM shared by the fleet (they replace the two buckets), with a Redis
+    /// backend.
+    fleet: Option<FleetLimits>,
     /// `Retry-After` cool-down end.
     cooldown: Mutex<Option<Instant>>,
     /// Attempts in flight (for `/admin/targets`).
@@ -83,10 +94,37 @@ impl TargetState {
             permits: Arc::new(Semaphore::new(limits.max_concurrency as usize)),
             rpm: limits.rpm.map(MinuteBucket::new),
             tpm: limits.tpm.map(MinuteBucket::new),
+            fleet: None,
             cooldown: Mutex::new(None),
             in_flight: Arc::new(AtomicU32::new(0)),
             ewma_us: AtomicU64::new(0),
             limits,
+        }
+    }
+
+    /// Makes the target's RPM and TPM fleet-wide when `shared` is the fleet's Redis (keys
+    /// under `{t:<name>}`); unchanged for the local backend.
+    pub fn with_fleet(mut self, shared: Option<&Arc<Shared>>) -> TargetState {
+        if let Some(shared) = shared {
+            let tag = format!("t:{}", self.upstream.name);
+            self.fleet = FleetLimits::new(shared, &tag, self.limits.rpm, self.limits.tpm);
+        }
+        self
+    }
+
+    /// Admits a request of about `tokens` tokens against the fleet's RPM and TPM of the
+    /// target (one Redis script on the request lane), after [`Self::try_slot`] took the
+    /// slot; nothing to do without a Redis backend.
+    pub async fn admit_fleet(&self, tokens: u32) -> Result<(), Unavailable> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(());
+        };
+        match fleet.take(tokens).await {
+            Ok(()) => Ok(()),
+            Err(Refused::Limited { wait, .. }) => {
+                Err(Unavailable::RateLimited(Instant::now() + wait))
+            }
+            Err(Refused::Unavailable) => Err(Unavailable::SharedLimitsDown),
         }
     }
 
@@ -115,13 +153,17 @@ impl TargetState {
             give_back(&self.breaker);
             return Err(Unavailable::Busy);
         };
-        if let Some(bucket) = &self.rpm
+        // Fleet-wide limits are admitted by `admit_fleet`, not by this node's buckets.
+        let local = self.fleet.is_none();
+        if local
+            && let Some(bucket) = &self.rpm
             && let Err(wait) = lock(bucket).take(1.0, now)
         {
             give_back(&self.breaker);
             return Err(Unavailable::RateLimited(now + wait));
         }
-        if let Some(bucket) = &self.tpm
+        if local
+            && let Some(bucket) = &self.tpm
             && let Err(wait) = lock(bucket).take(f64::from(tokens), now)
         {
             if let Some(rpm) = &self.rpm {
@@ -226,6 +268,7 @@ impl TargetState {
             "max_concurrency": self.limits.max_concurrency,
             "rpm": self.limits.rpm,
             "tpm": self.limits.tpm,
+            "limits": if self.fleet.is_some() { "fleet" } else { "node" },
         })
     }
 }

@@ -18,6 +18,7 @@ use crate::sim::chat::{self, ChatRequest};
 use crate::sim::conn::ConnControl;
 use crate::sim::embeddings::{self, EmbeddingsRequest};
 use crate::sim::error::ApiError;
+use crate::sim::faults::Faults;
 use crate::sim::ring::RecordedRequest;
 use crate::sim::state::SimState;
 use crate::sim::stats::bump;
@@ -36,11 +37,14 @@ pub async fn chat(
         Ok(bytes) => bytes,
         Err(err) => return body::error(&err),
     };
+    let faults = state.faults();
+    if let Some(response) = over_rpm(&faults, &state) {
+        return response;
+    }
     let parsed = ChatRequest::parse(&bytes);
     if parsed.as_ref().is_ok_and(|r| r.stream) {
         bump(&state.stats.streams);
     }
-    let faults = state.faults();
     let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
     let decision = chaos::decide(&faults, model);
     // Billed as soon as it is accepted, before its latency: a provider bills a request it
@@ -97,8 +101,11 @@ pub async fn embeddings(
         Ok(bytes) => bytes,
         Err(err) => return body::error(&err),
     };
-    let parsed = EmbeddingsRequest::parse(&bytes);
     let faults = state.faults();
+    if let Some(response) = over_rpm(&faults, &state) {
+        return response;
+    }
+    let parsed = EmbeddingsRequest::parse(&bytes);
     let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
     if let Some(response) = chaos::apply(&faults, model, bearer.as_deref(), &state, conn).await {
         return response;
@@ -107,6 +114,18 @@ pub async fn embeddings(
         Err(err) => body::error(&err),
         Ok(r) => embeddings::respond(&r, &state),
     }
+}
+
+/// The `rpm_limit` fault: a 429 with `Retry-After` when the account's minute is full (the
+/// request is then not billed and no other fault applies).
+fn over_rpm(faults: &Faults, state: &SimState) -> Option<Response<SimBody>> {
+    let limit = faults.rpm_limit?;
+    let retry_after_s = state
+        .minute
+        .admit(limit, tokio::time::Instant::now())
+        .err()?;
+    bump(&state.stats.rate_limited);
+    Some(body::error(&ApiError::RateLimited { retry_after_s }))
 }
 
 /// The request's bearer key (`Authorization: Bearer <key>`), which an injected 401 quotes.

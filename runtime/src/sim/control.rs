@@ -40,13 +40,16 @@ pub async fn set_faults(request: Request<Incoming>, state: &SimState) -> Respons
 
 /// `GET /sim/stats`.
 pub fn stats(state: &SimState) -> Response<SimBody> {
-    body::json(StatusCode::OK, &state.stats.snapshot())
+    let mut snapshot = state.stats.snapshot();
+    snapshot.rpm = state.minute.stats();
+    body::json(StatusCode::OK, &snapshot)
 }
 
 /// `POST /sim/reset`: zeroes the counters and empties the request ring (faults stay).
 pub fn reset(state: &SimState) -> Response<SimBody> {
     state.stats.reset();
     state.ring.clear();
+    state.minute.reset();
     body::json(StatusCode::OK, &json!({"reset": true}))
 }
 

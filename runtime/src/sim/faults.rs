@@ -68,6 +68,11 @@ pub struct Faults {
     /// answering. False sends the whole body.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub error_body_stall: bool,
+    /// A provider account's requests-per-minute limit: beyond this many requests accepted in
+    /// any 60-second window, answer 429 `rate_limit_exceeded` with `Retry-After` (see
+    /// `sim::minute`). Checked before the other faults. `None`: no limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<u32>,
 }
 
 /// Why a `Faults` value was rejected.
@@ -95,6 +100,9 @@ pub enum FaultsError {
         /// Its value.
         value: u64,
     },
+    /// An `rpm_limit` of 0.
+    #[error("rpm_limit must be at least 1, got 0")]
+    RpmLimit,
     /// Both ways of ending a stream early at once.
     #[error("stream_cut_after and stream_stall_after cannot both be set")]
     CutAndStall,
@@ -124,6 +132,9 @@ impl Faults {
             if value > MAX_LATENCY_MS {
                 return Err(FaultsError::Latency { field, value });
             }
+        }
+        if self.rpm_limit == Some(0) {
+            return Err(FaultsError::RpmLimit);
         }
         if self.stream_cut_after.is_some() && self.stream_stall_after.is_some() {
             return Err(FaultsError::CutAndStall);
@@ -217,6 +228,7 @@ mod tests {
             stream_stall_after: None,
             usage_prompt_tokens: Some(u64::from(u32::MAX)),
             error_body_stall: true,
+            rpm_limit: Some(120),
         };
         let json = serde_json::to_vec(&f).expect("faults serialize");
         assert_eq!(Faults::from_json(&json), Ok(f));
@@ -229,6 +241,7 @@ mod tests {
             "stream_stall_after",
             "usage_prompt_tokens",
             "error_body_stall",
+            "rpm_limit",
         ] {
             assert!(json.get(field).is_none(), "{field}: {json}");
         }

@@ -2,7 +2,7 @@
 //!
 //! It is the upstream of the demo and of the black-box tests, and a chaos tool for users: it
 //! answers chat completions (JSON or SSE) and embeddings deterministically from the prompt, and
-//! injects latency, errors, rate limits, hangs, connection resets, cut or stalled streams,
+//! injects latency, errors, rate limits (random, or a real per-minute limit), hangs, connection resets, cut or stalled streams,
 //! stalled error bodies and absurd usage, with settings that can be changed while it runs
 //! (`POST /sim/faults`). `/sim/stats` and `/sim/requests`
 //! show what reached it. It depends on nothing else in weir.
@@ -23,6 +23,7 @@
 //!
 //! - `config`: `SimConfig`, how a simulator is started.
 //! - `faults`: `Faults`, the chaos settings, and their validation.
+//! - `minute`: the `rpm_limit` fault, a provider account's sliding 60-second window.
 //! - `server`: `Sim`, binding, accepting and graceful shutdown.
 //! - `conn`: one connection, and how a handler resets or closes it.
 //! - `router`: method and path to handler.
@@ -45,6 +46,7 @@ mod control;
 mod embeddings;
 mod error;
 mod faults;
+mod minute;
 mod models;
 mod reply;
 mod ring;
@@ -61,6 +63,7 @@ pub use config::{DEFAULT_LISTEN, SimConfig};
 pub use embeddings::{DEFAULT_DIMENSIONS, MAX_DIMENSIONS};
 pub use error::SimError;
 pub use faults::{DEFAULT_ERROR_STATUS, Faults, FaultsError, MAX_LATENCY_MS};
+pub use minute::RpmStats;
 pub use ring::RING_CAPACITY;
 pub use server::{SHUTDOWN_GRACE, Sim};
 pub use stats::{Billed, FaultCounts, StatsSnapshot};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::sim::config::SimConfig;
 use crate::sim::faults::Faults;
+use crate::sim::minute::MinuteWindow;
 use crate::sim::ring::RequestRing;
 use crate::sim::stats::Stats;
 use crate::sync::unpoisoned;
@@ -24,6 +25,8 @@ pub struct SimState {
     pub stats: Stats,
     /// Last requests received.
     pub ring: RequestRing,
+    /// The `rpm_limit` fault's sliding window.
+    pub minute: MinuteWindow,
     /// Delay before the first chunk of a stream.
     pub ttft: Duration,
     /// Delay between content chunks of a stream.
@@ -41,6 +44,7 @@ impl SimState {
             faults: RwLock::new(Arc::new(config.faults.clone())),
             stats: Stats::default(),
             ring: RequestRing::default(),
+            minute: MinuteWindow::default(),
             ttft: Duration::from_millis(config.ttft_ms),
             inter_token: Duration::from_millis(config.inter_token_ms),
             model_name: config.model_name.clone(),

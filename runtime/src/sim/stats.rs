@@ -56,6 +56,9 @@ pub struct StatsSnapshot {
     pub faults: FaultCounts,
     /// What the simulator billed.
     pub billed: Billed,
+    /// The `rpm_limit` fault's window (left out until it has seen a request).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<crate::sim::minute::RpmStats>,
 }
 
 /// What the simulator billed for chat completions, the way a provider does: a request it
@@ -142,6 +145,7 @@ impl Stats {
                 completion_tokens: get(&self.billed_completion_tokens),
                 embedding_tokens: get(&self.billed_embedding_tokens),
             },
+            rpm: None,
         }
     }
 

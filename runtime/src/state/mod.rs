@@ -16,7 +16,10 @@
 //! differs, and one node's bad path must not open every node's breaker.
 //!
 //! - `redis`: [`Redis`], the connection every feature calls through, and its breaker.
+//! - `limits`: [`limits::FleetLimits`], fleet-wide RPM/TPM of keys and targets (a
+//!   sliding-window log per limit, one script per admission).
 
+pub mod limits;
 mod redis;
 
 use std::sync::Arc;

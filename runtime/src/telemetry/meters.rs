@@ -26,6 +26,7 @@
 //! handles cached for them grow with what upstreams and stages say.
 //! | `weir_reloads_total` | counter | `outcome` (`ok`, `failed`) |
 //! | `weir_connections_closed_total` | counter | `listener` (`public`, `admin`), `reason` (`header_timeout`, `idle_timeout`, `write_timeout`, `over_limit`) |
+//! | `weir_state_fallbacks_total` | counter | `feature` (`rate_limits`, …): a shared feature fell back to its `on_unavailable` policy because Redis failed |
 //!
 //! The job queue records its own (`weir_jobs_*`, see `queue::worker`).
 //!
@@ -168,6 +169,10 @@ fn describe() {
     describe_gauge!(
         "weir_requests_in_flight",
         "Public requests being handled now"
+    );
+    describe_counter!(
+        "weir_state_fallbacks_total",
+        "Calls of a shared feature that fell back to its on_unavailable policy (Redis unavailable), by feature"
     );
     describe_counter!(
         "weir_shed_requests_total",

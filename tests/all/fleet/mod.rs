@@ -5,7 +5,10 @@
 //! - `harness`: [`RedisServer`] and [`Fleet`].
 //! - `connect`: start-up against a Redis with a password (right, wrong, missing) and one that
 //!   is not there yet; `/admin/state`.
+//! - `limits`: a target's and a key's RPM shared by the fleet (acceptance (b)), the sim's
+//!   `rpm_limit` as the provider's witness, and the fallback while Redis is away.
 
 pub mod harness;
 
 mod connect;
+mod limits;

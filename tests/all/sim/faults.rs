@@ -371,3 +371,40 @@ async fn error_body_stall_sends_the_head_and_half_the_body_then_stalls() {
         .expect("released by shutdown");
     assert!(matches!(end, Some(Err(_)) | None), "{end:?}");
 }
+
+#[tokio::test]
+async fn rpm_limit_refuses_beyond_n_in_a_minute_like_a_provider_account() {
+    let sim = with_faults(Faults {
+        rpm_limit: Some(3),
+        ..Faults::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let a = sim.post("/v1/chat/completions", &chat("x")).await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    for _ in 0..2 {
+        let a = sim.post("/v1/embeddings", &json!({"input": "x"})).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(a.json()["error"]["code"], "rate_limit_exceeded");
+        let retry: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(
+            (59..=60).contains(&retry),
+            "the minute's first request leaves in {retry} s"
+        );
+    }
+    let stats = sim.get("/sim/stats").await.json();
+    assert_eq!(
+        stats["rpm"],
+        json!({"max_received_in_60s": 5, "limited": 2})
+    );
+    assert_eq!(stats["faults"]["rate_limited"], 2);
+    assert_eq!(
+        stats["billed"]["requests"], 3,
+        "a refused request is not billed"
+    );
+    // Settable at run time, and a limit of 0 is refused.
+    let bad = sim.post("/sim/faults", &json!({"rpm_limit": 0})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    sim.stop().await;
+}

@@ -8,6 +8,8 @@ use tokio::time::Instant;
 use super::CostError;
 use super::clock::{self, Clock};
 use crate::config::{KeySettings, pico_to_usd};
+use crate::state::budget::{FleetBudget, FleetHold, KeyBudget, Refusal};
+use crate::state::lease::{LeasedBudget, Ticket};
 use crate::rate::MinuteBucket;
 use crate::sync::lock;
 
@@ -55,6 +57,9 @@ pub struct Account {
     rpm: Option<Mutex<MinuteBucket>>,
     /// Tokens per minute.
     tpm: Option<Mutex<MinuteBucket>>,
+    /// The key's budget on the fleet's Redis (`[state] backend = "redis"`, strict mode):
+    /// then the fleet, not this process, admits reservations; `None`: this process does.
+    fleet: Option<KeyBudget>,
 }
 
 fn seconds_up(d: std::time::Duration) -> u64 {
@@ -79,7 +84,14 @@ impl Account {
                 month_spent,
                 reserved: 0,
             }),
+            fleet: None,
         }
+    }
+
+    /// This account with its budget admitted by the fleet's Redis (strict mode).
+    pub fn with_fleet(mut self, fleet: Option<KeyBudget>) -> Account {
+        self.fleet = fleet;
+        self
     }
 
     /// The key's name.
@@ -133,6 +145,9 @@ impl Account {
     /// Reserves `amount` pico-dollars against both windows, atomically: refused when the
     /// spend plus what is reserved plus `amount` would pass either budget.
     pub async fn reserve(self: &Arc<Self>, amount: u64) -> Result<Reservation, CostError> {
+        if let Some(fleet) = &self.fleet {
+            return self.reserve_in_fleet(fleet, amount).await;
+        }
         let now = self.clock.unix_now();
         let mut w = lock(&self.windows);
         w.roll(now);
@@ -168,7 +183,69 @@ impl Account {
         Ok(Reservation {
             account: self.clone(),
             amount,
+            fleet: None,
         })
+    }
+
+    /// [`Account::reserve`] against the fleet's Redis: the fleet's spend and reservations
+    /// decide (the local windows only mirror this node's share, for `/admin/spend`).
+    async fn reserve_in_fleet(
+        self: &Arc<Self>,
+        fleet: &KeyBudget,
+        amount: u64,
+    ) -> Result<Reservation, CostError> {
+        let now = self.clock.unix_now();
+        let (day, local_spent) = {
+            let mut w = lock(&self.windows);
+            w.roll(now);
+            (w.day, w.day_spent)
+        };
+        let held = match fleet {
+            KeyBudget::Strict(budget) => (budget.reserve(amount, day, local_spent).await)
+                .map(|hold| FleetHeld::Strict(budget.clone(), hold)),
+            KeyBudget::Lease(budget) => (budget.reserve(amount, day, local_spent).await)
+                .map(|ticket| FleetHeld::Lease(budget.clone(), ticket)),
+        };
+        match held {
+            Ok(held) => {
+                let mut w = lock(&self.windows);
+                w.roll(now);
+                w.reserved = w.reserved.saturating_add(amount);
+                Ok(Reservation {
+                    account: self.clone(),
+                    amount,
+                    fleet: Some(held),
+                })
+            }
+            Err(Refusal::Unavailable) => Err(CostError::StateUnavailable { feature: "budgets" }),
+            Err(refusal) => {
+                let (window, spent, reserved) = match refusal {
+                    Refusal::Budget {
+                        window,
+                        spent,
+                        reserved,
+                    } => (window, spent, reserved),
+                    // The local share is spent: the daily window is what the share came from.
+                    _ => {
+                        let w = lock(&self.windows);
+                        ("daily", w.day_spent, w.reserved)
+                    }
+                };
+                let (budget, resets) = match window {
+                    "monthly" => (self.key.monthly_budget, clock::next_month_start(day)),
+                    _ => (self.key.daily_budget, clock::next_day_start(day)),
+                };
+                Err(CostError::BudgetExceeded {
+                    key: self.key.name.clone(),
+                    window,
+                    spent: pico_to_usd(spent),
+                    reserved: pico_to_usd(reserved),
+                    budget: pico_to_usd(budget.unwrap_or(0)),
+                    resets_at: clock::rfc3339(resets),
+                    retry_after_s: resets.saturating_sub(now).max(1),
+                })
+            }
+        }
     }
 
     /// (spent today, spent this month, reserved now), pico-dollars.
@@ -200,6 +277,27 @@ pub struct Reservation {
     account: Arc<Account>,
     /// How much, pico-dollars.
     amount: u64,
+    /// The fleet's reservation (settled or released in Redis off the request path).
+    fleet: Option<FleetHeld>,
+}
+
+/// What the fleet holds for one call.
+#[derive(Debug)]
+enum FleetHeld {
+    /// A reservation in Redis.
+    Strict(Arc<FleetBudget>, FleetHold),
+    /// A part of this node's slice.
+    Lease(Arc<LeasedBudget>, Ticket),
+}
+
+impl FleetHeld {
+    /// Settles at `actual` pico-dollars (0: released), off the request path.
+    fn settle(self, actual: u64) {
+        match self {
+            FleetHeld::Strict(budget, hold) => budget.settle_arc(hold, actual),
+            FleetHeld::Lease(budget, ticket) => budget.settle(ticket, actual),
+        }
+    }
 }
 
 impl Reservation {
@@ -207,6 +305,9 @@ impl Reservation {
     pub fn settle(mut self, actual: u64) {
         self.account.release(self.amount, actual);
         self.amount = 0;
+        if let Some(held) = self.fleet.take() {
+            held.settle(actual);
+        }
     }
 }
 
@@ -214,6 +315,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.amount > 0 {
             self.account.release(self.amount, 0);
+        }
+        if let Some(held) = self.fleet.take() {
+            held.settle(0);
         }
     }
 }

@@ -5,7 +5,10 @@
 //! - `harness`: [`RedisServer`] and [`Fleet`].
 //! - `connect`: start-up against a Redis with a password (right, wrong, missing) and one that
 //!   is not there yet; `/admin/state`.
+//! - `budget`: acceptance (a), one key's budget shared by three nodes (strict and lease);
+//!   the expiry of an unsettled reservation.
 
 pub mod harness;
 
+mod budget;
 mod connect;

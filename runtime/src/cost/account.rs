@@ -258,6 +258,12 @@ impl Account {
     /// Records `cost` spent without a reservation (stage compute).
     pub fn charge(&self, cost: u64) {
         self.release(0, cost);
+        if cost > 0
+            && let Some(fleet) = &self.fleet
+        {
+            let day = clock::day_of(self.clock.unix_now());
+            fleet.fleet().charge(day, cost);
+        }
     }
 
     fn release(&self, reserved: u64, spent: u64) {

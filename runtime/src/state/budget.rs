@@ -203,6 +203,16 @@ pub enum KeyBudget {
     Lease(Arc<super::lease::LeasedBudget>),
 }
 
+impl KeyBudget {
+    /// The fleet budget under either mode.
+    pub fn fleet(&self) -> &Arc<FleetBudget> {
+        match self {
+            KeyBudget::Strict(fleet) => fleet,
+            KeyBudget::Lease(lease) => lease.fleet(),
+        }
+    }
+}
+
 /// How long a settle is retried while Redis is unavailable, at most.
 const SETTLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -359,6 +369,21 @@ impl FleetBudget {
         Ok(hold)
     }
 
+    /// Charges `cost` pico-dollars spent without a reservation (stage compute) to the
+    /// windows of `day`, off the request path.
+    pub fn charge(self: &Arc<Self>, day: u32, cost: u64) {
+        let (day_key, month_key) = self.windows(day);
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let hold = FleetHold {
+            id: format!("{}/{}/{n}", self.shared.node(), self.boot),
+            day_key,
+            month_key,
+            amount: 0,
+            local: true,
+        };
+        self.settle_arc(hold, cost);
+    }
+
     /// Settles `hold` at `actual` pico-dollars (0: released, the call never happened), off
     /// the request path: spawned, retried with backoff while Redis is unavailable, for up to
     /// the reservation's ttl (after that a reservation is reaped and charged in full).
@@ -415,7 +440,62 @@ impl FleetBudget {
 
 #[cfg(test)]
 mod tests {
-    use super::nanos_up;
+    use super::*;
+    use crate::config::{Backend, StateSettings};
+
+    /// Shared state on a Redis that is not there (nothing listens on port 1).
+    async fn away(policy: OnUnavailable) -> Arc<Shared> {
+        let mut settings = StateSettings {
+            backend: Backend::Redis,
+            url: Some("redis://127.0.0.1:1".to_owned()),
+            expected_nodes: 4,
+            connect_timeout: Duration::from_millis(200),
+            ..StateSettings::default()
+        };
+        settings.on_unavailable.budgets = policy;
+        match Shared::open(&settings).await {
+            Ok(Some(shared)) => shared,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn while_redis_is_away_a_node_admits_on_its_share_of_the_remaining_budget() {
+        let budget = Arc::new(FleetBudget::new(
+            away(OnUnavailable::FailOpen).await,
+            "team",
+            Some(1_000_000),
+            None,
+        ));
+        // Never synced: the share is (budget - this node's spend) / expected nodes.
+        let held = budget.reserve(150_000, 20_000, 200_000).await;
+        let Ok(held) = held else {
+            panic!("{held:?}")
+        };
+        assert!(held.local);
+        // 150k + 100k > the 200k share.
+        let refused = budget.reserve(100_000, 20_000, 200_000).await;
+        assert!(matches!(refused, Err(Refusal::ShareSpent)), "{refused:?}");
+        // Settled at 50k: the rest of the share is free again.
+        budget.settle_arc(held, 50_000);
+        assert!(budget.reserve(100_000, 20_000, 200_000).await.is_ok());
+        assert!(matches!(
+            budget.reserve(60_000, 20_000, 200_000).await,
+            Err(Refusal::ShareSpent)
+        ));
+    }
+
+    #[tokio::test]
+    async fn fail_closed_refuses_while_redis_is_away() {
+        let budget = FleetBudget::new(
+            away(OnUnavailable::FailClosed).await,
+            "team",
+            Some(1_000_000),
+            None,
+        );
+        let refused = budget.reserve(1, 20_000, 0).await;
+        assert!(matches!(refused, Err(Refusal::Unavailable)), "{refused:?}");
+    }
 
     #[test]
     fn pico_dollars_round_up_to_nanodollars() {

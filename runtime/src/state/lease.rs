@@ -85,6 +85,11 @@ impl LeasedBudget {
         }
     }
 
+    /// The fleet budget slices come from.
+    pub fn fleet(&self) -> &Arc<FleetBudget> {
+        &self.fleet
+    }
+
     /// Puts `amount` on the current slice, when it has room.
     fn on_current(&self, amount: u64, now: Instant) -> Option<Ticket> {
         let current = lock(&self.current);

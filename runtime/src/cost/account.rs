@@ -8,9 +8,9 @@ use tokio::time::Instant;
 use super::CostError;
 use super::clock::{self, Clock};
 use crate::config::{KeySettings, pico_to_usd};
+use crate::rate::MinuteBucket;
 use crate::state::budget::{FleetBudget, FleetHold, KeyBudget, Refusal};
 use crate::state::lease::{LeasedBudget, Ticket};
-use crate::rate::MinuteBucket;
 use crate::sync::lock;
 
 /// Spend in the current windows.

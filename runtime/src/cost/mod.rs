@@ -111,7 +111,9 @@ pub enum CostError {
     },
     /// The fleet's shared state (Redis) is unavailable and `state.on_unavailable` for this
     /// feature is `fail_closed`.
-    #[error("the fleet's shared {feature} state is unavailable (Redis cannot be reached); retry shortly")]
+    #[error(
+        "the fleet's shared {feature} state is unavailable (Redis cannot be reached); retry shortly"
+    )]
     StateUnavailable {
         /// `budgets`.
         feature: &'static str,

@@ -168,7 +168,9 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
             state.spend.flush(std::time::Duration::from_secs(2)).await;
             crate::state::spend::rows(state, from, to, node.as_deref())
                 .await
-                .map_err(|e| ApiError::new(503, "server_error", "state_unavailable", e.to_string()))?
+                .map_err(|e| {
+                    ApiError::new(503, "server_error", "state_unavailable", e.to_string())
+                })?
         }
     };
     let mut groups: std::collections::BTreeMap<Vec<String>, SpendRow> = Default::default();

@@ -130,7 +130,9 @@ pub async fn serve(
     if let Some(state) = &app.state
         && !state.spend.flush(Duration::from_secs(5)).await
     {
-        tracing::warn!("shutdown: spend not yet shipped to the fleet's Redis (this node's ledger has it)");
+        tracing::warn!(
+            "shutdown: spend not yet shipped to the fleet's Redis (this node's ledger has it)"
+        );
     }
     Ok(())
 }

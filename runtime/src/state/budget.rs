@@ -114,7 +114,8 @@ redis.call('SET', KEYS[5], '1', 'PX', 2 * tonumber(ARGV[3]))
 return 1
 "#;
 
-static RESERVE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RESERVE_SOURCE));
+static RESERVE_SCRIPT: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(RESERVE_SOURCE));
 static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SETTLE_SOURCE));
 
 /// Pico-dollars to nanodollars, rounded up.
@@ -315,8 +316,10 @@ impl FleetBudget {
                 *lock(&self.degraded) = None;
                 let pico = |v: &str| v.parse::<u64>().unwrap_or(0).saturating_mul(1000);
                 let (sd, rd, sm, rm) = (pico(&sd), pico(&rd), pico(&sm), pico(&rm));
-                let left = |b: Option<u64>, used: u64| b.map_or(u64::MAX, |b| b.saturating_sub(used));
-                let remaining = left(self.daily, sd + rd).min(left(self.monthly, sm + rm));
+                let left =
+                    |b: Option<u64>, used: u64| b.map_or(u64::MAX, |b| b.saturating_sub(used));
+                let remaining = left(self.daily, sd.saturating_add(rd))
+                    .min(left(self.monthly, sm.saturating_add(rm)));
                 self.remaining.store(remaining, Ordering::Relaxed);
                 if admitted == 1 {
                     return Ok(hold);
@@ -351,7 +354,10 @@ impl FleetBudget {
             let remaining = match self.remaining.load(Ordering::Relaxed) {
                 // Never synced: the budget less what this node itself spent.
                 u64::MAX => {
-                    let budget = self.daily.unwrap_or(u64::MAX).min(self.monthly.unwrap_or(u64::MAX));
+                    let budget = self
+                        .daily
+                        .unwrap_or(u64::MAX)
+                        .min(self.monthly.unwrap_or(u64::MAX));
                     budget.saturating_sub(local_spent)
                 }
                 remaining => remaining,
@@ -391,7 +397,10 @@ impl FleetBudget {
         if hold.local
             && let Some(state) = lock(&self.degraded).as_mut()
         {
-            state.used = state.used.saturating_sub(hold.amount).saturating_add(actual);
+            state.used = state
+                .used
+                .saturating_sub(hold.amount)
+                .saturating_add(actual);
         }
         if hold.local && actual == 0 {
             return;
@@ -411,7 +420,11 @@ impl FleetBudget {
             .key(&hold.month_key)
             .key(self.shared.redis.key(&self.tag(), "resv"))
             .key(self.shared.redis.key(&self.tag(), "resv_amt"))
-            .key(self.shared.redis.key(&self.tag(), &format!("done:{}", hold.id)))
+            .key(
+                self.shared
+                    .redis
+                    .key(&self.tag(), &format!("done:{}", hold.id)),
+            )
             .arg(&hold.id)
             .arg(nanos_up(actual))
             .arg(ttl.as_millis() as u64);
@@ -469,9 +482,7 @@ mod tests {
         ));
         // Never synced: the share is (budget - this node's spend) / expected nodes.
         let held = budget.reserve(150_000, 20_000, 200_000).await;
-        let Ok(held) = held else {
-            panic!("{held:?}")
-        };
+        let Ok(held) = held else { panic!("{held:?}") };
         assert!(held.local);
         // 150k + 100k > the 200k share.
         let refused = budget.reserve(100_000, 20_000, 200_000).await;

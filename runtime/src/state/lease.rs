@@ -135,10 +135,16 @@ impl LeasedBudget {
         }
         let remaining = self.fleet.remaining();
         let slice = (remaining / (4 * self.nodes)).max(amount);
-        let mut taken = self.fleet.reserve_for(slice, day, local_spent, self.ttl).await;
+        let mut taken = self
+            .fleet
+            .reserve_for(slice, day, local_spent, self.ttl)
+            .await;
         if matches!(taken, Err(Refusal::Budget { .. })) && slice > amount {
             // Not that much left: just this call's worst case.
-            taken = self.fleet.reserve_for(amount, day, local_spent, self.ttl).await;
+            taken = self
+                .fleet
+                .reserve_for(amount, day, local_spent, self.ttl)
+                .await;
         }
         match taken {
             Ok(hold) => {
@@ -161,7 +167,10 @@ impl LeasedBudget {
                     tokio::time::sleep_until(retire).await;
                     if let Some(this) = this.upgrade() {
                         let mut current = lock(&this.current);
-                        if current.as_ref().is_some_and(|(s, _)| Arc::ptr_eq(s, &timed)) {
+                        if current
+                            .as_ref()
+                            .is_some_and(|(s, _)| Arc::ptr_eq(s, &timed))
+                        {
                             *current = None;
                         }
                         drop(current);

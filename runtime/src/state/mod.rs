@@ -96,10 +96,7 @@ impl Shared {
     }
 
     /// The fleet budget of `key`, when it has a budget (`None`: nothing to share).
-    pub fn budget(
-        self: &Arc<Self>,
-        key: &crate::config::KeySettings,
-    ) -> Option<budget::KeyBudget> {
+    pub fn budget(self: &Arc<Self>, key: &crate::config::KeySettings) -> Option<budget::KeyBudget> {
         if key.daily_budget.is_none() && key.monthly_budget.is_none() {
             return None;
         }
@@ -111,13 +108,13 @@ impl Shared {
         ));
         Some(match self.settings.budget_mode {
             crate::config::BudgetMode::Strict => budget::KeyBudget::Strict(fleet),
-            crate::config::BudgetMode::Lease => budget::KeyBudget::Lease(Arc::new(
-                lease::LeasedBudget::new(
+            crate::config::BudgetMode::Lease => {
+                budget::KeyBudget::Lease(Arc::new(lease::LeasedBudget::new(
                     fleet,
                     self.settings.lease_ttl,
                     self.settings.expected_nodes,
-                ),
-            )),
+                )))
+            }
         })
     }
 }

@@ -194,8 +194,9 @@ async fn ship(shared: &Shared, day: u32, seq: u64, batch: &[(RowKey, [u64; 6])])
     }
     let mut backoff = Duration::from_millis(100);
     loop {
-        let answer: Result<i64, StateError> =
-            redis.script("spend_ship", Lane::Background, &invocation).await;
+        let answer: Result<i64, StateError> = redis
+            .script("spend_ship", Lane::Background, &invocation)
+            .await;
         match answer {
             Ok(_) => return,
             Err(err) => {
@@ -227,8 +228,10 @@ pub async fn rows(
         pipe.cmd("HGETALL").arg(key);
         days.push(date);
     }
-    let maps: Vec<BTreeMap<String, String>> =
-        shared.redis.pipe("spend_read", Lane::Background, &pipe).await?;
+    let maps: Vec<BTreeMap<String, String>> = shared
+        .redis
+        .pipe("spend_read", Lane::Background, &pipe)
+        .await?;
     let mut out = Vec::new();
     for (date, map) in days.into_iter().zip(maps) {
         let mut rows: BTreeMap<(String, String, String), SpendRow> = BTreeMap::new();

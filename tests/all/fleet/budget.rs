@@ -27,7 +27,11 @@ fn config(up: &Proc, redis: &RedisServer, data_dir: &str, extra: &str) -> String
          [[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\nqueue_size = 1000\nqueue_timeout_ms = 20000\n\n\
          [prices.\"sim-a\"]\ninput_per_mtok = 50.0\noutput_per_mtok = 100.0\n\n{}\n{}",
         up.addr,
-        key("team", "sk-team", &format!("daily_budget_usd = {BUDGET_USD}")),
+        key(
+            "team",
+            "sk-team",
+            &format!("daily_budget_usd = {BUDGET_USD}")
+        ),
         state_table(redis, extra),
     )
 }
@@ -67,9 +71,14 @@ fn redis_spend(redis: &RedisServer, field: &str) -> u64 {
 fn redis_budget(redis: &RedisServer) -> (u64, i64, u64) {
     let tag = format!("t{}:{{k:team}}", redis.port);
     let window = format!("{tag}:b:d:{}", today());
-    let field = |f: &str| redis.cli(&["HGET", &window, f]).parse::<i64>().unwrap_or(0);
+    let field = |f: &str| {
+        redis
+            .cli(&["HGET", window.as_str(), f])
+            .parse::<i64>()
+            .unwrap_or(0)
+    };
     let outstanding = redis
-        .cli(&["ZCARD", &format!("{tag}:resv")])
+        .cli(&["ZCARD", format!("{tag}:resv").as_str()])
         .parse::<u64>()
         .unwrap();
     (field("spent") as u64, field("reserved"), outstanding)
@@ -96,7 +105,12 @@ async fn burst(fleet: &Fleet, n: usize, concurrency: usize) -> (u64, u64) {
             let gate = gate.clone();
             tokio::spawn(async move {
                 let _slot = gate.acquire_owned().await.unwrap();
-                ask(addr, Some("sk-team"), &chat(&format!("hello fleet {i:04}"), 16)).await
+                ask(
+                    addr,
+                    Some("sk-team"),
+                    &chat(&format!("hello fleet {i:04}"), 16),
+                )
+                .await
             })
         })
         .collect();
@@ -132,15 +146,18 @@ fn stop(fleet: &mut Fleet, i: usize) {
 fn local_ledger(data_dir: &std::path::Path) -> (u64, u64) {
     let ledger = weir::cost::Ledger::open(Some(data_dir), None).unwrap();
     let rows = ledger.rows(0, u32::MAX).unwrap();
-    rows.iter()
-        .fold((0, 0), |(cost, calls), r| (cost + r.cost_pico, calls + r.calls))
+    rows.iter().fold((0, 0), |(cost, calls), r| {
+        (cost + r.cost_pico, calls + r.calls)
+    })
 }
 
 /// The whole acceptance run in `mode` with `n` requests; returns (ok, refused).
 async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
     let redis = RedisServer::start();
     let up = sim(&["--latency-ms", "20"]);
-    let extra = format!("budget_mode = \"{mode}\"\nexpected_nodes = 3\nlease_ttl_ms = 2000\n");
+    let extra = format!(
+        "budget_mode = \"{mode}\"\nexpected_nodes = 3\nlease_ttl_ms = 2000\ncommand_timeout_ms = 2000\n"
+    );
     let mut fleet = Fleet::start(3, |_, data_dir| config(&up, &redis, data_dir, &extra));
     let data_dirs: Vec<_> = fleet
         .configs
@@ -162,12 +179,18 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
     let (billed_calls, billed) = billed(&up).await;
     let budget = (BUDGET_USD * 1e12) as u64;
     assert_eq!(billed_calls, ok, "every admitted call was billed once");
-    assert!(billed <= budget, "{mode}: billed {billed} over budget {budget}");
+    assert!(
+        billed <= budget,
+        "{mode}: billed {billed} over budget {budget}"
+    );
 
     // Every settle lands: nothing stays reserved in Redis.
     until("every fleet reservation to be settled", || async {
         let (_, reserved, outstanding) = redis_budget(&redis);
-        check(reserved == 0 && outstanding == 0, format!("reserved {reserved}, outstanding {outstanding}"))
+        check(
+            reserved == 0 && outstanding == 0,
+            format!("reserved {reserved}, outstanding {outstanding}"),
+        )
     })
     .await;
     // The fleet's spend, read on any node, has every call once shipping caught up.
@@ -183,8 +206,7 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
         let spend = get(admin, &format!("/admin/spend?node={id}")).await.json();
         per_node += spend["total"]["cost_pico_usd"].as_u64().unwrap();
     }
-    let commands = command_count(&redis.cli(&["INFO", "commandstats"]))
-        - command_count(&before);
+    let commands = command_count(&redis.cli(&["INFO", "commandstats"])) - command_count(&before);
     eprintln!(
         "{mode}: {ok} ok, {refused} refused in {elapsed:?}; Redis commands per request {:.3} (incl. scripts' inner calls), billed ${:.6}",
         commands as f64 / n as f64,
@@ -204,9 +226,18 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
     let redis_total = redis_spend(&redis, "cost");
     assert_eq!(local_calls, ok);
     assert_eq!(local, redis_total, "local ledgers vs Redis");
-    assert_eq!(fleet_total["total"]["cost_pico_usd"].as_u64(), Some(redis_total));
-    assert_eq!(per_node, redis_total, "the nodes' shipped rows sum to the fleet's");
-    assert_eq!(local, billed, "what weir recorded is what the provider billed");
+    assert_eq!(
+        fleet_total["total"]["cost_pico_usd"].as_u64(),
+        Some(redis_total)
+    );
+    assert_eq!(
+        per_node, redis_total,
+        "the nodes' shipped rows sum to the fleet's"
+    );
+    assert_eq!(
+        local, billed,
+        "what weir recorded is what the provider billed"
+    );
     // The budget's spent (nanodollars, each settle rounded up) covers the ledgers.
     let (spent, reserved, outstanding) = redis_budget(&redis);
     assert_eq!((reserved, outstanding), (0, 0));
@@ -248,7 +279,10 @@ async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     until("the request's settle", || async {
         let (_, reserved, outstanding) = redis_budget(&redis);
-        check(reserved == 0 && outstanding == 0, format!("{reserved} {outstanding}"))
+        check(
+            reserved == 0 && outstanding == 0,
+            format!("{reserved} {outstanding}"),
+        )
     })
     .await;
     stop(&mut fleet, 0);
@@ -263,17 +297,17 @@ async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_
             "EVAL",
             weir::state::budget::RESERVE_SOURCE,
             "4",
-            &day,
-            &month,
-            &resv,
-            &amt,
+            day.as_str(),
+            month.as_str(),
+            resv.as_str(),
+            amt.as_str(),
             amount,
             "500000000",
             "-1",
             id,
             "1000",
-            &day,
-            &month,
+            day.as_str(),
+            month.as_str(),
         ])
     };
     let settle = |id: &str, actual: &str| {
@@ -281,11 +315,11 @@ async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_
             "EVAL",
             weir::state::budget::SETTLE_SOURCE,
             "5",
-            &day,
-            &month,
-            &resv,
-            &amt,
-            &format!("{tag}:done:{id}"),
+            day.as_str(),
+            month.as_str(),
+            resv.as_str(),
+            amt.as_str(),
+            format!("{tag}:done:{id}").as_str(),
             id,
             actual,
             "1000",
@@ -301,7 +335,11 @@ async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_
     assert_eq!((spent, reserved), (spent0 + 5000, 10));
     // The dead node's late settle corrects the charge to the real cost, once.
     assert_eq!(settle("dead-node/1/0", "1200"), "1");
-    assert_eq!(settle("dead-node/1/0", "1200"), "0", "a settle applies once");
+    assert_eq!(
+        settle("dead-node/1/0", "1200"),
+        "0",
+        "a settle applies once"
+    );
     assert_eq!(redis_budget(&redis).0, spent0 + 1200);
     // The live one settles normally; a release of a settled one changes nothing.
     assert_eq!(settle("live/1/0", "7"), "1");

@@ -22,7 +22,7 @@
 //! only.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::{LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use super::{Lane, Shared, StateError};

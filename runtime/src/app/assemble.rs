@@ -92,9 +92,15 @@ impl App {
                     &previous.accounts,
                     &self.ledger,
                     &Clock::default(),
+                    self.state.as_ref(),
                 )
             }
-            None => Accounts::new(&config.keys, &self.ledger, &Clock::default()),
+            None => Accounts::new(
+                &config.keys,
+                &self.ledger,
+                &Clock::default(),
+                self.state.as_ref(),
+            ),
         }
         .with_fleet_limits(self.state.as_ref());
         let llm = Arc::new(LlmStep::new(

@@ -65,6 +65,15 @@ impl App {
                 "no server.data_dir: the spend ledger is kept in memory and lost at exit"
             ),
         }
+        if let Some(state) = &state {
+            // Every ledger row also goes to the fleet's spend aggregate.
+            let state = Arc::downgrade(state);
+            ledger.tap(Box::new(move |entry| {
+                if let Some(state) = state.upgrade() {
+                    state.spend.record(entry);
+                }
+            }));
+        }
         let jobs = open_jobs(&config).await?;
         // Load the tokenizers now, beside the stages' compilation, and finish before serving:
         // a request counting tokens (a reservation, an estimate for a cut attempt) would

@@ -12,6 +12,8 @@ use crate::config::{KeySettings, pico_to_usd};
 use crate::rate::MinuteBucket;
 use crate::state::Shared;
 use crate::state::limits::{FleetLimits, Refused};
+use crate::state::budget::{FleetBudget, FleetHold, KeyBudget, Refusal};
+use crate::state::lease::{LeasedBudget, Ticket};
 use crate::sync::lock;
 
 /// Spend in the current windows.
@@ -59,7 +61,10 @@ pub struct Account {
     /// Tokens per minute.
     tpm: Option<Mutex<MinuteBucket>>,
     /// RPM and TPM shared by the fleet (they replace the two buckets), with a Redis backend.
-    fleet: Option<Arc<FleetLimits>>,
+    fleet_limits: Option<Arc<FleetLimits>>,
+    /// The key's budget on the fleet's Redis (`[state] backend = "redis"`, strict mode):
+    /// then the fleet, not this process, admits reservations; `None`: this process does.
+    fleet: Option<KeyBudget>,
 }
 
 fn seconds_up(d: std::time::Duration) -> u64 {
@@ -75,7 +80,7 @@ impl Account {
         Account {
             rpm: key.rpm.map(MinuteBucket::new),
             tpm: key.tpm.map(MinuteBucket::new),
-            fleet: None,
+            fleet_limits: None,
             key,
             clock,
             windows: Mutex::new(Windows {
@@ -85,7 +90,14 @@ impl Account {
                 month_spent,
                 reserved: 0,
             }),
+            fleet: None,
         }
+    }
+
+    /// This account with its budget admitted by the fleet's Redis (strict mode).
+    pub fn with_fleet(mut self, fleet: Option<KeyBudget>) -> Account {
+        self.fleet = fleet;
+        self
     }
 
     /// The key's name.
@@ -111,7 +123,8 @@ impl Account {
     pub fn with_fleet_limits(&mut self, shared: Option<&Arc<Shared>>) {
         if let Some(shared) = shared {
             let tag = format!("k:{}", self.key.name);
-            self.fleet = FleetLimits::new(shared, &tag, self.key.rpm, self.key.tpm).map(Arc::new);
+            self.fleet_limits =
+                FleetLimits::new(shared, &tag, self.key.rpm, self.key.tpm).map(Arc::new);
         }
     }
 
@@ -131,7 +144,7 @@ impl Account {
 
     /// Admits one request: takes one from the RPM bucket.
     pub async fn admit_request(&self) -> Result<(), CostError> {
-        if let Some(fleet) = &self.fleet {
+        if let Some(fleet) = &self.fleet_limits {
             return fleet.take_request().await.map_err(|r| self.refused(r));
         }
         if let (Some(rpm), Some(per_minute)) = (&self.rpm, self.key.rpm)
@@ -145,7 +158,7 @@ impl Account {
     /// Checks the TPM bucket has room for a call's `prompt_tokens` (taken when the call is
     /// settled, with its completion).
     pub async fn check_tokens(&self, prompt_tokens: u32) -> Result<(), CostError> {
-        if let Some(fleet) = &self.fleet {
+        if let Some(fleet) = &self.fleet_limits {
             return fleet
                 .check(prompt_tokens)
                 .await
@@ -162,7 +175,7 @@ impl Account {
     /// Counts `tokens` a call used against the TPM limit (at most one minute's worth: see
     /// [`MinuteBucket::debit`]).
     pub fn used_tokens(&self, tokens: u64) {
-        if let Some(fleet) = &self.fleet {
+        if let Some(fleet) = &self.fleet_limits {
             fleet.debit(tokens);
             return;
         }
@@ -174,6 +187,9 @@ impl Account {
     /// Reserves `amount` pico-dollars against both windows, atomically: refused when the
     /// spend plus what is reserved plus `amount` would pass either budget.
     pub async fn reserve(self: &Arc<Self>, amount: u64) -> Result<Reservation, CostError> {
+        if let Some(fleet) = &self.fleet {
+            return self.reserve_in_fleet(fleet, amount).await;
+        }
         let now = self.clock.unix_now();
         let mut w = lock(&self.windows);
         w.roll(now);
@@ -209,7 +225,69 @@ impl Account {
         Ok(Reservation {
             account: self.clone(),
             amount,
+            fleet: None,
         })
+    }
+
+    /// [`Account::reserve`] against the fleet's Redis: the fleet's spend and reservations
+    /// decide (the local windows only mirror this node's share, for `/admin/spend`).
+    async fn reserve_in_fleet(
+        self: &Arc<Self>,
+        fleet: &KeyBudget,
+        amount: u64,
+    ) -> Result<Reservation, CostError> {
+        let now = self.clock.unix_now();
+        let (day, local_spent) = {
+            let mut w = lock(&self.windows);
+            w.roll(now);
+            (w.day, w.day_spent)
+        };
+        let held = match fleet {
+            KeyBudget::Strict(budget) => (budget.reserve(amount, day, local_spent).await)
+                .map(|hold| FleetHeld::Strict(budget.clone(), hold)),
+            KeyBudget::Lease(budget) => (budget.reserve(amount, day, local_spent).await)
+                .map(|ticket| FleetHeld::Lease(budget.clone(), ticket)),
+        };
+        match held {
+            Ok(held) => {
+                let mut w = lock(&self.windows);
+                w.roll(now);
+                w.reserved = w.reserved.saturating_add(amount);
+                Ok(Reservation {
+                    account: self.clone(),
+                    amount,
+                    fleet: Some(held),
+                })
+            }
+            Err(Refusal::Unavailable) => Err(CostError::StateUnavailable { feature: "budgets" }),
+            Err(refusal) => {
+                let (window, spent, reserved) = match refusal {
+                    Refusal::Budget {
+                        window,
+                        spent,
+                        reserved,
+                    } => (window, spent, reserved),
+                    // The local share is spent: the daily window is what the share came from.
+                    _ => {
+                        let w = lock(&self.windows);
+                        ("daily", w.day_spent, w.reserved)
+                    }
+                };
+                let (budget, resets) = match window {
+                    "monthly" => (self.key.monthly_budget, clock::next_month_start(day)),
+                    _ => (self.key.daily_budget, clock::next_day_start(day)),
+                };
+                Err(CostError::BudgetExceeded {
+                    key: self.key.name.clone(),
+                    window,
+                    spent: pico_to_usd(spent),
+                    reserved: pico_to_usd(reserved),
+                    budget: pico_to_usd(budget.unwrap_or(0)),
+                    resets_at: clock::rfc3339(resets),
+                    retry_after_s: resets.saturating_sub(now).max(1),
+                })
+            }
+        }
     }
 
     /// (spent today, spent this month, reserved now), pico-dollars.
@@ -222,6 +300,12 @@ impl Account {
     /// Records `cost` spent without a reservation (stage compute).
     pub fn charge(&self, cost: u64) {
         self.release(0, cost);
+        if cost > 0
+            && let Some(fleet) = &self.fleet
+        {
+            let day = clock::day_of(self.clock.unix_now());
+            fleet.fleet().charge(day, cost);
+        }
     }
 
     fn release(&self, reserved: u64, spent: u64) {
@@ -241,6 +325,27 @@ pub struct Reservation {
     account: Arc<Account>,
     /// How much, pico-dollars.
     amount: u64,
+    /// The fleet's reservation (settled or released in Redis off the request path).
+    fleet: Option<FleetHeld>,
+}
+
+/// What the fleet holds for one call.
+#[derive(Debug)]
+enum FleetHeld {
+    /// A reservation in Redis.
+    Strict(Arc<FleetBudget>, FleetHold),
+    /// A part of this node's slice.
+    Lease(Arc<LeasedBudget>, Ticket),
+}
+
+impl FleetHeld {
+    /// Settles at `actual` pico-dollars (0: released), off the request path.
+    fn settle(self, actual: u64) {
+        match self {
+            FleetHeld::Strict(budget, hold) => budget.settle_arc(hold, actual),
+            FleetHeld::Lease(budget, ticket) => budget.settle(ticket, actual),
+        }
+    }
 }
 
 impl Reservation {
@@ -248,6 +353,9 @@ impl Reservation {
     pub fn settle(mut self, actual: u64) {
         self.account.release(self.amount, actual);
         self.amount = 0;
+        if let Some(held) = self.fleet.take() {
+            held.settle(actual);
+        }
     }
 }
 
@@ -255,6 +363,9 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.amount > 0 {
             self.account.release(self.amount, 0);
+        }
+        if let Some(held) = self.fleet.take() {
+            held.settle(0);
         }
     }
 }

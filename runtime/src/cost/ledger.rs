@@ -95,7 +95,7 @@ pub struct Entry {
 
 impl Entry {
     /// Whether this is a cache hit (nothing billed).
-    fn is_hit(&self) -> bool {
+    pub fn is_hit(&self) -> bool {
         matches!(self.cache, "hit" | "semantic-hit")
     }
 }
@@ -159,6 +159,8 @@ pub struct Ledger {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// Also gets every entry recorded (the fleet's spend shipper), when set.
+    tap: std::sync::OnceLock<Box<dyn Fn(&Entry) + Send + Sync>>,
     db: Arc<Database>,
     /// Shown in errors.
     path: Arc<str>,
@@ -249,6 +251,7 @@ impl Ledger {
         Ok(Ledger {
             inner: Arc::new(Inner {
                 shared,
+                tap: std::sync::OnceLock::new(),
                 db,
                 path: path.into(),
                 writer: Some(writer),
@@ -266,6 +269,9 @@ impl Ledger {
             entry.cost,
             entry.is_hit(),
         );
+        if let Some(tap) = self.inner.tap.get() {
+            tap(&entry);
+        }
         let first = {
             let mut queue = lock(&self.inner.shared.queue);
             queue.pending.push(entry);
@@ -275,6 +281,12 @@ impl Ledger {
         if first {
             self.inner.shared.wake.notify_one();
         }
+    }
+
+    /// Hands every entry recorded from now on to `tap` as well (once; later calls are
+    /// ignored): the fleet's spend shipper.
+    pub fn tap(&self, tap: Box<dyn Fn(&Entry) + Send + Sync>) {
+        let _ = self.inner.tap.set(tap);
     }
 
     /// Waits (up to `timeout`) until everything recorded so far is committed; false on

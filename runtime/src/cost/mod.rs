@@ -116,6 +116,15 @@ pub enum CostError {
         /// The limit.
         max: u32,
     },
+    /// The fleet's shared state (Redis) is unavailable and `state.on_unavailable` for this
+    /// feature is `fail_closed`.
+    #[error(
+        "the fleet's shared {feature} state is unavailable (Redis cannot be reached); retry shortly"
+    )]
+    StateUnavailable {
+        /// `budgets`.
+        feature: &'static str,
+    },
 }
 
 impl CostError {
@@ -128,6 +137,7 @@ impl CostError {
             CostError::RequestCostExceeded { .. }
             | CostError::TooManyCalls { .. }
             | CostError::StageTooManyCalls { .. } => 400,
+            CostError::StateUnavailable { .. } => 503,
         }
     }
 
@@ -142,6 +152,7 @@ impl CostError {
             CostError::TooManyCalls { .. } | CostError::StageTooManyCalls { .. } => {
                 "llm_calls_exceeded"
             }
+            CostError::StateUnavailable { .. } => "state_unavailable",
         }
     }
 
@@ -151,6 +162,7 @@ impl CostError {
             CostError::BudgetExceeded { retry_after_s, .. }
             | CostError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             CostError::RateLimitsUnavailable { .. } => Some(1),
+            CostError::StateUnavailable { .. } => Some(1),
             _ => None,
         }
     }
@@ -170,6 +182,7 @@ impl crate::error::ClientFacing for CostError {
             CostError::BudgetExceeded { .. } => "insufficient_quota",
             CostError::RateLimited { .. } => "rate_limit_error",
             CostError::RateLimitsUnavailable { .. } => "server_error",
+            CostError::StateUnavailable { .. } => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -250,19 +263,26 @@ pub struct Accounts {
 
 impl Accounts {
     /// Accounts for `keys`, with spend already recorded in `ledger` for this day and month.
-    pub fn new(keys: &[KeySettings], ledger: &Ledger, clock: &Clock) -> Accounts {
-        Accounts::rebuild(keys, &Accounts::default(), ledger, clock)
+    pub fn new(
+        keys: &[KeySettings],
+        ledger: &Ledger,
+        clock: &Clock,
+        state: Option<&Arc<crate::state::Shared>>,
+    ) -> Accounts {
+        Accounts::rebuild(keys, &Accounts::default(), ledger, clock, state)
     }
 
     /// Accounts for `keys` after a config reload: a key whose settings did not change keeps
     /// its live account (windows, reservations in flight, rate buckets); a new or changed key
     /// starts from what the ledger holds (flush it first, so that includes what the old
-    /// account settled).
+    /// account settled). With the fleet's `state` on Redis, budgets are the fleet's
+    /// ([`crate::state::Shared::budget`]).
     pub fn rebuild(
         keys: &[KeySettings],
         previous: &Accounts,
         ledger: &Ledger,
         clock: &Clock,
+        state: Option<&Arc<crate::state::Shared>>,
     ) -> Accounts {
         let now = clock.unix_now();
         let by_hash = keys
@@ -277,7 +297,8 @@ impl Accounts {
                     tracing::warn!(key = %key.name, error = %err, "cannot read spend from the ledger; starting from 0");
                     (0, 0)
                 });
-                let account = Account::new(key.clone(), clock.clone(), day, month);
+                let fleet = state.and_then(|state| state.budget(key));
+                let account = Account::new(key.clone(), clock.clone(), day, month).with_fleet(fleet);
                 (key.hash, Arc::new(account))
             })
             .collect();

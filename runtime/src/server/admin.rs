@@ -117,6 +117,7 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
     let mut from = clock::month_start_day(today);
     let mut to = today;
     let mut group_by: Vec<&str> = DIMENSIONS.to_vec();
+    let mut node: Option<String> = None;
     for (name, value) in params(query) {
         let date = |v: &str| {
             clock::parse_date(v).ok_or_else(|| {
@@ -140,6 +141,8 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
                     ));
                 }
             }
+            // With the fleet's state on Redis: one node's shipped rows.
+            "node" if app.state.is_some() => node = Some(value.to_owned()),
             other => {
                 return Err(ApiError::invalid(
                     "unknown_parameter",
@@ -158,6 +161,18 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
     .await
     .map_err(|e| ApiError::new(500, "server_error", "ledger_unavailable", e.to_string()))?
     .map_err(|e| ApiError::new(500, "server_error", "ledger_unavailable", e.to_string()))?;
+    // With the fleet's state on Redis, the fleet's rows (this node's shipped first).
+    let rows = match &app.state {
+        None => rows,
+        Some(state) => {
+            state.spend.flush(std::time::Duration::from_secs(2)).await;
+            crate::state::spend::rows(state, from, to, node.as_deref())
+                .await
+                .map_err(|e| {
+                    ApiError::new(503, "server_error", "state_unavailable", e.to_string())
+                })?
+        }
+    };
     let mut groups: std::collections::BTreeMap<Vec<String>, SpendRow> = Default::default();
     let mut total = SpendRow::default();
     for row in rows {

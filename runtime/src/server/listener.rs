@@ -127,6 +127,13 @@ pub async fn serve(
     if !flushed {
         tracing::warn!("shutdown: the spend ledger did not finish writing within 5 s");
     }
+    if let Some(state) = &app.state
+        && !state.spend.flush(Duration::from_secs(5)).await
+    {
+        tracing::warn!(
+            "shutdown: spend not yet shipped to the fleet's Redis (this node's ledger has it)"
+        );
+    }
     Ok(())
 }
 

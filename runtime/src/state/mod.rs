@@ -18,9 +18,16 @@
 //! - `redis`: [`Redis`], the connection every feature calls through, and its breaker.
 //! - `limits`: [`limits::FleetLimits`], fleet-wide RPM/TPM of keys and targets (a
 //!   sliding-window log per limit, one script per admission).
+//! - `budget`: key budgets across the fleet (strict mode: reserve/settle scripts, expiry,
+//!   the local share while Redis is away).
+//! - `lease`: key budgets in lease mode (slices of the budget spent locally).
+//! - `spend`: every node's ledger rows shipped (idempotently) to a fleet-wide aggregate.
 
+pub mod budget;
+pub mod lease;
 pub mod limits;
 mod redis;
+pub mod spend;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +67,8 @@ pub struct Shared {
     pub redis: Redis,
     /// The settings (read at start; a reload that changes them needs a restart).
     pub settings: StateSettings,
+    /// This node's spend rows on their way to the fleet's aggregate.
+    pub spend: spend::Shipper,
 }
 
 impl Shared {
@@ -75,16 +84,41 @@ impl Shared {
         let redis = Redis::connect(settings, node).await?;
         tracing::info!(url = %crate::config::mask_password(settings.url.as_deref().unwrap_or("")), node = redis.node(), "shared state on Redis");
         let shared = Arc::new(Shared {
+            spend: spend::Shipper::new(redis.node()),
             redis,
             settings: settings.clone(),
         });
         tokio::spawn(health(Arc::downgrade(&shared)));
+        tokio::spawn(spend::run(Arc::downgrade(&shared)));
         Ok(Some(shared))
     }
 
     /// This node's id.
     pub fn node(&self) -> &str {
         self.redis.node()
+    }
+
+    /// The fleet budget of `key`, when it has a budget (`None`: nothing to share).
+    pub fn budget(self: &Arc<Self>, key: &crate::config::KeySettings) -> Option<budget::KeyBudget> {
+        if key.daily_budget.is_none() && key.monthly_budget.is_none() {
+            return None;
+        }
+        let fleet = Arc::new(budget::FleetBudget::new(
+            self.clone(),
+            &key.name,
+            key.daily_budget,
+            key.monthly_budget,
+        ));
+        Some(match self.settings.budget_mode {
+            crate::config::BudgetMode::Strict => budget::KeyBudget::Strict(fleet),
+            crate::config::BudgetMode::Lease => {
+                budget::KeyBudget::Lease(Arc::new(lease::LeasedBudget::new(
+                    fleet,
+                    self.settings.lease_ttl,
+                    self.settings.expected_nodes,
+                )))
+            }
+        })
     }
 }
 

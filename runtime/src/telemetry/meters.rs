@@ -166,6 +166,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "weir's own time per request: the total minus the time spent waiting on upstreams"
     );
+    describe_counter!(
+        "weir_state_fallbacks_total",
+        "Times a shared feature fell back to its state.on_unavailable policy because Redis did not answer, by feature"
+    );
     describe_gauge!(
         "weir_requests_in_flight",
         "Public requests being handled now"

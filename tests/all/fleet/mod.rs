@@ -7,8 +7,11 @@
 //!   is not there yet; `/admin/state`.
 //! - `limits`: a target's and a key's RPM shared by the fleet (acceptance (b)), the sim's
 //!   `rpm_limit` as the provider's witness, and the fallback while Redis is away.
+//! - `budget`: acceptance (a), one key's budget shared by three nodes (strict and lease);
+//!   the expiry of an unsettled reservation.
 
 pub mod harness;
 
+mod budget;
 mod connect;
 mod limits;

@@ -1,0 +1,351 @@
+//! Issue 17 acceptance (a): one key's budget shared by three nodes on one Redis. 600
+//! requests round-robin over the nodes at concurrency 60: what `weir sim` billed never passes
+//! the budget (bound 0 in `strict`), refusals are 429 `budget_exceeded`, the three nodes'
+//! local ledgers sum to exactly the fleet's total in Redis, and no reservation is left
+//! outstanding. Also: a reservation whose node never settles is charged in full at expiry
+//! and corrected by a late settle (the scripts driven with `redis-cli`).
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::harness::{Fleet, RedisServer, state_table};
+use crate::cost::{ask, chat, key};
+use crate::procs::{Proc, get, sim};
+use crate::wait::{check, until};
+
+/// The key's daily budget, USD.
+const BUDGET_USD: f64 = 0.50;
+/// Pico-dollars per token: $50 per million in, $100 out (a call costs ~$0.002).
+const IN: u64 = 50_000_000;
+const OUT: u64 = 100_000_000;
+
+fn config(up: &Proc, redis: &RedisServer, data_dir: &str, extra: &str) -> String {
+    format!(
+        "[server]\ndata_dir = \"{data_dir}\"\n\n\
+         [targets.up]\nbase_url = \"http://{}/v1\"\nmodel = \"sim-a\"\ntimeout_ms = 10000\n\n\
+         [[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\nqueue_size = 1000\nqueue_timeout_ms = 20000\n\n\
+         [prices.\"sim-a\"]\ninput_per_mtok = 50.0\noutput_per_mtok = 100.0\n\n{}\n{}",
+        up.addr,
+        key(
+            "team",
+            "sk-team",
+            &format!("daily_budget_usd = {BUDGET_USD}")
+        ),
+        state_table(redis, extra),
+    )
+}
+
+/// Today (UTC) as `YYYY-MM-DD`.
+fn today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    weir::cost::clock::date(weir::cost::day_of(now))
+}
+
+/// `HGETALL` of `key` as (field, value) pairs.
+fn hgetall(redis: &RedisServer, key: &str) -> Vec<(String, String)> {
+    let out = redis.cli(&["HGETALL", key]);
+    let lines: Vec<&str> = out.lines().collect();
+    lines
+        .chunks(2)
+        .filter(|pair| pair.len() == 2)
+        .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+        .collect()
+}
+
+/// The sum of the `field` numbers of the fleet's spend aggregate for today.
+fn redis_spend(redis: &RedisServer, field: &str) -> u64 {
+    let key = format!("t{}:{{spend}}:d:{}", redis.port, today());
+    hgetall(redis, &key)
+        .iter()
+        .filter(|(f, _)| f.ends_with(&format!("\u{1f}{field}")))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum()
+}
+
+/// (spent, reserved) nanodollars of the key's day window in Redis, and the reservations
+/// recorded.
+fn redis_budget(redis: &RedisServer) -> (u64, i64, u64) {
+    let tag = format!("t{}:{{k:team}}", redis.port);
+    let window = format!("{tag}:b:d:{}", today());
+    let field = |f: &str| {
+        redis
+            .cli(&["HGET", window.as_str(), f])
+            .parse::<i64>()
+            .unwrap_or(0)
+    };
+    let outstanding = redis
+        .cli(&["ZCARD", format!("{tag}:resv").as_str()])
+        .parse::<u64>()
+        .unwrap();
+    (field("spent") as u64, field("reserved"), outstanding)
+}
+
+/// What the simulator billed, pico-dollars.
+async fn billed(up: &Proc) -> (u64, u64) {
+    let stats = get(up.addr, "/sim/stats").await.json();
+    let b = &stats["billed"];
+    let n = |f: &str| b[f].as_u64().unwrap();
+    (
+        n("requests"),
+        n("prompt_tokens") * IN + n("completion_tokens") * OUT,
+    )
+}
+
+/// Sends `n` requests round-robin over the fleet, `concurrency` at a time: (ok, refused).
+async fn burst(fleet: &Fleet, n: usize, concurrency: usize) -> (u64, u64) {
+    let addrs: Vec<_> = (0..fleet.nodes.len()).map(|i| fleet.addr(i)).collect();
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let addr = addrs[i % addrs.len()];
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _slot = gate.acquire_owned().await.unwrap();
+                ask(
+                    addr,
+                    Some("sk-team"),
+                    &chat(&format!("hello fleet {i:04}"), 16),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        let answer = task.await.unwrap();
+        match answer.status.as_u16() {
+            200 => ok += 1,
+            429 => {
+                refused += 1;
+                let body = answer.json();
+                assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+            }
+            other => panic!("unexpected status {other}: {:?}", answer.body),
+        }
+    }
+    (ok, refused)
+}
+
+/// Stops node `i` gracefully (SIGTERM: it flushes its ledger and ships its spend).
+fn stop(fleet: &mut Fleet, i: usize) {
+    let pid = fleet.nodes[i].child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = fleet.nodes[i].child.wait().unwrap();
+    assert!(exit.success(), "node {i} exited with {exit}");
+}
+
+/// The cost (pico-dollars) and calls in the ledger under `data_dir`.
+fn local_ledger(data_dir: &std::path::Path) -> (u64, u64) {
+    let ledger = weir::cost::Ledger::open(Some(data_dir), None).unwrap();
+    let rows = ledger.rows(0, u32::MAX).unwrap();
+    rows.iter().fold((0, 0), |(cost, calls), r| {
+        (cost + r.cost_pico, calls + r.calls)
+    })
+}
+
+/// The whole acceptance run in `mode` with `n` requests; returns (ok, refused).
+async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
+    let redis = RedisServer::start();
+    let up = sim(&["--latency-ms", "20"]);
+    let extra = format!(
+        "budget_mode = \"{mode}\"\nexpected_nodes = 3\nlease_ttl_ms = 2000\ncommand_timeout_ms = 2000\n"
+    );
+    let mut fleet = Fleet::start(3, |_, data_dir| config(&up, &redis, data_dir, &extra));
+    let data_dirs: Vec<_> = fleet
+        .configs
+        .iter()
+        .map(|c| c.parent().unwrap().join("data"))
+        .collect();
+    let mut node_ids = Vec::new();
+    for i in 0..3 {
+        node_ids.push(fleet.state(i).await["node_id"].as_str().unwrap().to_owned());
+    }
+    let before = redis.cli(&["INFO", "commandstats"]);
+    let started = std::time::Instant::now();
+    let (ok, refused) = burst(&fleet, n, 60).await;
+    let elapsed = started.elapsed();
+    assert_eq!(ok + refused, n as u64);
+    assert!(ok > 50 && refused > 0, "ok {ok}, refused {refused}");
+
+    // What the provider billed never passes the budget (bound 0).
+    let (billed_calls, billed) = billed(&up).await;
+    let budget = (BUDGET_USD * 1e12) as u64;
+    assert_eq!(billed_calls, ok, "every admitted call was billed once");
+    assert!(
+        billed <= budget,
+        "{mode}: billed {billed} over budget {budget}"
+    );
+
+    // Every settle lands: nothing stays reserved in Redis.
+    until("every fleet reservation to be settled", || async {
+        let (_, reserved, outstanding) = redis_budget(&redis);
+        check(
+            reserved == 0 && outstanding == 0,
+            format!("reserved {reserved}, outstanding {outstanding}"),
+        )
+    })
+    .await;
+    // The fleet's spend, read on any node, has every call once shipping caught up.
+    let admin = fleet.nodes[1].admin.unwrap();
+    let fleet_total: Value = until("the fleet's spend to hold every call", || async {
+        let spend = get(admin, "/admin/spend").await.json();
+        let calls = spend["total"]["calls"].as_u64().unwrap_or(0);
+        check(calls == ok, spend.clone()).map(|_| spend)
+    })
+    .await;
+    let mut per_node = 0;
+    for id in &node_ids {
+        let spend = get(admin, &format!("/admin/spend?node={id}")).await.json();
+        per_node += spend["total"]["cost_pico_usd"].as_u64().unwrap();
+    }
+    let commands = command_count(&redis.cli(&["INFO", "commandstats"])) - command_count(&before);
+    eprintln!(
+        "{mode}: {ok} ok, {refused} refused in {elapsed:?}; Redis commands per request {:.3} (incl. scripts' inner calls), billed ${:.6}",
+        commands as f64 / n as f64,
+        billed as f64 / 1e12
+    );
+
+    // The three nodes' local ledgers sum to exactly the fleet's total in Redis.
+    for i in 0..3 {
+        stop(&mut fleet, i);
+    }
+    let (mut local, mut local_calls) = (0, 0);
+    for dir in &data_dirs {
+        let (cost, calls) = local_ledger(dir);
+        local += cost;
+        local_calls += calls;
+    }
+    let redis_total = redis_spend(&redis, "cost");
+    assert_eq!(local_calls, ok);
+    assert_eq!(local, redis_total, "local ledgers vs Redis");
+    assert_eq!(
+        fleet_total["total"]["cost_pico_usd"].as_u64(),
+        Some(redis_total)
+    );
+    assert_eq!(
+        per_node, redis_total,
+        "the nodes' shipped rows sum to the fleet's"
+    );
+    assert_eq!(
+        local, billed,
+        "what weir recorded is what the provider billed"
+    );
+    // The budget's spent (nanodollars, each settle rounded up) covers the ledgers.
+    let (spent, reserved, outstanding) = redis_budget(&redis);
+    assert_eq!((reserved, outstanding), (0, 0));
+    assert!(
+        spent * 1000 >= local && spent * 1000 < local + 1000 * ok,
+        "budget spent {spent} n$ vs ledgers {local} p$"
+    );
+    (ok, refused)
+}
+
+/// Redis's count of commands run (`cmdstat_*:calls=N`).
+fn command_count(info: &str) -> u64 {
+    info.lines()
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next())
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn strict_a_fleet_of_three_never_spends_past_a_shared_budget() {
+    budget_holds("strict", 600).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_a_fleet_of_three_never_spends_past_a_shared_budget() {
+    budget_holds("lease", 600).await;
+}
+
+#[tokio::test]
+async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_a_late_settle() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    // A node loads the scripts (one request through it).
+    let mut fleet = Fleet::start(1, |_, data_dir| {
+        config(&up, &redis, data_dir, "reservation_ttl_ms = 1000\n")
+    });
+    let answer = ask(fleet.addr(0), Some("sk-team"), &chat("hi", 16)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    until("the request's settle", || async {
+        let (_, reserved, outstanding) = redis_budget(&redis);
+        check(
+            reserved == 0 && outstanding == 0,
+            format!("{reserved} {outstanding}"),
+        )
+    })
+    .await;
+    stop(&mut fleet, 0);
+    let (spent0, _, _) = redis_budget(&redis);
+    let tag = format!("t{}:{{k:team}}", redis.port);
+    let day = format!("{tag}:b:d:{}", today());
+    let month = format!("{tag}:b:m:{}", &today()[..7]);
+    let resv = format!("{tag}:resv");
+    let amt = format!("{tag}:resv_amt");
+    let reserve = |id: &str, amount: &str| {
+        redis.cli(&[
+            "EVAL",
+            weir::state::budget::RESERVE_SOURCE,
+            "4",
+            day.as_str(),
+            month.as_str(),
+            resv.as_str(),
+            amt.as_str(),
+            amount,
+            "500000000",
+            "-1",
+            id,
+            "1000",
+            day.as_str(),
+            month.as_str(),
+        ])
+    };
+    let settle = |id: &str, actual: &str| {
+        redis.cli(&[
+            "EVAL",
+            weir::state::budget::SETTLE_SOURCE,
+            "5",
+            day.as_str(),
+            month.as_str(),
+            resv.as_str(),
+            amt.as_str(),
+            format!("{tag}:done:{id}").as_str(),
+            id,
+            actual,
+            "1000",
+        ])
+    };
+    // A node reserves 5000 n$ and dies: reserved until the expiry.
+    assert!(reserve("dead-node/1/0", "5000").starts_with('1'));
+    assert_eq!(redis_budget(&redis).1, 5000);
+    // After the expiry the next reserve (any node) reaps it, charged in full.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(reserve("live/1/0", "10").starts_with('1'));
+    let (spent, reserved, _) = redis_budget(&redis);
+    assert_eq!((spent, reserved), (spent0 + 5000, 10));
+    // The dead node's late settle corrects the charge to the real cost, once.
+    assert_eq!(settle("dead-node/1/0", "1200"), "1");
+    assert_eq!(
+        settle("dead-node/1/0", "1200"),
+        "0",
+        "a settle applies once"
+    );
+    assert_eq!(redis_budget(&redis).0, spent0 + 1200);
+    // The live one settles normally; a release of a settled one changes nothing.
+    assert_eq!(settle("live/1/0", "7"), "1");
+    assert_eq!(settle("live/1/0", "0"), "0");
+    let (spent, reserved, outstanding) = redis_budget(&redis);
+    assert_eq!((spent, reserved), (spent0 + 1207, 0));
+    // Only the reaped marker of the dead reservation was left, and its settle removed it.
+    assert_eq!(outstanding, 0);
+}

@@ -16,7 +16,10 @@
 //! differs, and one node's bad path must not open every node's breaker.
 //!
 //! - `redis`: [`Redis`], the connection every feature calls through, and its breaker.
+//! - `cache`: [`SharedCache`], the response cache's tier on Redis and coalescing of identical
+//!   misses across nodes (the semantic tier stays per node).
 
+mod cache;
 mod redis;
 
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use self::cache::{Coalesce, Lease, SharedCache};
 pub use self::redis::{Lane, Redis};
 use crate::config::{Backend, StateSettings};
 

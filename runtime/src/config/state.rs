@@ -9,9 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::check::Source;
 use super::error::ConfigError;
-use super::value::{
-    Int, Mib, Ms, Val, choices, env_var, mask, mib, ms, read_str, serde_default,
-};
+use super::value::{Int, Mib, Ms, Val, choices, env_var, mask, mib, ms, read_str, serde_default};
 
 choices! {
     /// Where shared state lives.

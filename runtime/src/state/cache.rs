@@ -518,7 +518,6 @@ fn decode(key: &CacheKey, route: &str, value: &[u8]) -> Option<ChatResponse> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::openai::parse_response;
 
     fn response(text: &str) -> ChatResponse {
         let body = serde_json::json!({
@@ -534,8 +533,14 @@ mod tests {
         let key = CacheKey([7; 32]);
         let value = encode(&key, "demo", &response("hello"));
         let back = decode(&key, "demo", &value).expect("intact");
-        assert_eq!(response_to_json(&back), response_to_json(&response("hello")));
-        assert!(decode(&CacheKey([8; 32]), "demo", &value).is_none(), "other key");
+        assert_eq!(
+            response_to_json(&back),
+            response_to_json(&response("hello"))
+        );
+        assert!(
+            decode(&CacheKey([8; 32]), "demo", &value).is_none(),
+            "other key"
+        );
         assert!(decode(&key, "other", &value).is_none(), "other route");
         for i in [0, 5, HEADER, value.len() - 1] {
             let mut flipped = value.clone();
@@ -543,7 +548,10 @@ mod tests {
             assert!(decode(&key, "demo", &flipped).is_none(), "bit {i} flipped");
         }
         for cut in [0, 3, HEADER, HEADER + 1, value.len() - 1] {
-            assert!(decode(&key, "demo", &value[..cut]).is_none(), "cut at {cut}");
+            assert!(
+                decode(&key, "demo", &value[..cut]).is_none(),
+                "cut at {cut}"
+            );
         }
         assert!(decode(&key, "demo", b"garbage").is_none());
     }

@@ -62,7 +62,10 @@ fn entries(redis: &RedisServer) -> Vec<String> {
 /// Waits until `redis` holds the shared entry of `answer` (`x-weir-cache-key`; the fill is
 /// written off the request path) and returns its Redis key.
 async fn until_stored(redis: &RedisServer, answer: &Answer) -> String {
-    let hex = answer.headers["x-weir-cache-key"].to_str().unwrap().to_owned();
+    let hex = answer.headers["x-weir-cache-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     until("the shared entry to be written", || async {
         let found = entries(redis);
         match found.iter().find(|k| k.ends_with(&format!(":{hex}"))) {
@@ -79,12 +82,22 @@ async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_miss
     let up = sim(&["--latency-ms", "500"]);
     let fleet = Fleet::start(3, config(&up, &redis));
 
-    let miss = post(fleet.addr(0), "/v1/chat/completions", &chat("what is a weir?")).await;
+    let miss = post(
+        fleet.addr(0),
+        "/v1/chat/completions",
+        &chat("what is a weir?"),
+    )
+    .await;
     assert_eq!(miss.status, 200, "{:?}", miss.body);
     assert_eq!(cache_header(&miss), "miss");
     until_stored(&redis, &miss).await;
     for node in [1, 2] {
-        let hit = post(fleet.addr(node), "/v1/chat/completions", &chat("what is a weir?")).await;
+        let hit = post(
+            fleet.addr(node),
+            "/v1/chat/completions",
+            &chat("what is a weir?"),
+        )
+        .await;
         assert_eq!(hit.status, 200, "node {node}: {:?}", hit.body);
         assert_eq!(cache_header(&hit), "hit", "node {node}");
         assert_eq!(hit.body, miss.body, "node {node} serves node 0's answer");
@@ -120,7 +133,8 @@ async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_miss
     let misses = seen.iter().filter(|(_, c)| c == "miss").count();
     assert_eq!(misses, 1, "{seen:?}");
     assert!(
-        seen.iter().all(|(_, c)| ["miss", "hit", "coalesced"].contains(&c.as_str())),
+        seen.iter()
+            .all(|(_, c)| ["miss", "hit", "coalesced"].contains(&c.as_str())),
         "{seen:?}"
     );
     assert!(bodies.iter().all(|b| *b == bodies[0]), "one answer for all");
@@ -128,7 +142,14 @@ async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_miss
 
     // Invalidation on one node removes the fleet's entries of the route.
     let admin = fleet.nodes[0].admin.unwrap();
-    let removed = call(admin, Method::DELETE, "/admin/cache?route=cached", &[], None).await;
+    let removed = call(
+        admin,
+        Method::DELETE,
+        "/admin/cache?route=cached",
+        &[],
+        None,
+    )
+    .await;
     assert_eq!(removed.status, 200);
     assert_eq!(removed.json()["removed"]["shared"], 2, "{:?}", removed.body);
     assert!(entries(&redis).is_empty());
@@ -150,7 +171,11 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     assert_eq!(redis.cli(&["SET", &key, "garbage"]), "OK");
     let read = post(fleet.addr(1), "/v1/chat/completions", &chat("corrupt me")).await;
     assert_eq!(read.status, 200, "{:?}", read.body);
-    assert_eq!(cache_header(&read), "miss", "a corrupted entry is not served");
+    assert_eq!(
+        cache_header(&read),
+        "miss",
+        "a corrupted entry is not served"
+    );
     assert_eq!(received(&up).await, 2);
     until("the corrupted entry to be replaced", || async {
         let value = redis.cli(&["GET", &key]);
@@ -167,7 +192,11 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
         for node in 0..2 {
             let start = Instant::now();
             let answer = post(fleet.addr(node), "/v1/chat/completions", &chat(text)).await;
-            assert_eq!(answer.status, 200, "request {i} on node {node}: {:?}", answer.body);
+            assert_eq!(
+                answer.status, 200,
+                "request {i} on node {node}: {:?}",
+                answer.body
+            );
             assert_eq!(cache_header(&answer), "miss", "request {i} on node {node}");
             assert!(
                 start.elapsed() < Duration::from_secs(5),
@@ -176,7 +205,11 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
             );
         }
     }
-    assert_eq!(received(&up).await, 8, "each node fetched each prompt itself");
+    assert_eq!(
+        received(&up).await,
+        8,
+        "each node fetched each prompt itself"
+    );
     redis.signal("-CONT");
 
     // Recovery: the shared tier works again.
@@ -187,10 +220,20 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
         })
         .await;
     }
-    let fetched = post(fleet.addr(0), "/v1/chat/completions", &chat("after the pause")).await;
+    let fetched = post(
+        fleet.addr(0),
+        "/v1/chat/completions",
+        &chat("after the pause"),
+    )
+    .await;
     assert_eq!(cache_header(&fetched), "miss");
     until_stored(&redis, &fetched).await;
-    let hit = post(fleet.addr(1), "/v1/chat/completions", &chat("after the pause")).await;
+    let hit = post(
+        fleet.addr(1),
+        "/v1/chat/completions",
+        &chat("after the pause"),
+    )
+    .await;
     assert_eq!(cache_header(&hit), "hit");
     assert_eq!(received(&up).await, 9);
 }

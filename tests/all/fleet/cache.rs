@@ -153,9 +153,11 @@ async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_miss
     assert_eq!(removed.status, 200);
     assert_eq!(removed.json()["removed"]["shared"], 2, "{:?}", removed.body);
     assert!(entries(&redis).is_empty());
-    // A node that never held the answer in memory fetches it again.
-    let again = post(fleet.addr(1), "/v1/chat/completions", &chat("a stampede")).await;
+    // The node that invalidated fetches it again (the other nodes' memory tiers keep their
+    // copies until the TTL: an invalidation is per node for memory and disk).
+    let again = post(fleet.addr(0), "/v1/chat/completions", &chat("a stampede")).await;
     assert_eq!(cache_header(&again), "miss");
+    assert_eq!(received(&up).await, 3);
 }
 
 #[tokio::test]

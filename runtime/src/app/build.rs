@@ -58,6 +58,9 @@ impl App {
             tracing::info!(dir = %dir.display(), entries = disk.len(), "disk cache opened");
             cache = cache.with_disk(disk);
         }
+        if let Some(shared) = state.as_ref().and_then(crate::state::SharedCache::new) {
+            cache = cache.with_shared(shared);
+        }
         let ledger = Ledger::open(config.data_dir.as_deref(), config.cost.request_log.clone())?;
         match &config.data_dir {
             Some(dir) => tracing::info!(dir = %dir.display(), "spend ledger opened"),

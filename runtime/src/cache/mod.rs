@@ -5,6 +5,9 @@
 //! Owns: [`CacheKey`] construction, the stored entries and their TTLs, and the in-flight
 //! table. Must not know about HTTP: the caller says what the client allowed
 //! ([`CacheControl`]) and reports back a [`CacheStatus`] for the `x-weir-cache` header.
+//! With `state.shared_cache` on a Redis backend, a shared tier sits between memory and disk
+//! (`state::SharedCache`); the semantic index stays per node.
+//!
 //! A cache that serves a wrong answer is worse than none, so only fields proven not to change
 //! the answer are left out of the key (see `key.rs`).
 
@@ -27,6 +30,7 @@ pub use key::{CacheKey, request_key, stage_input_key};
 pub use semantic::{SemanticIndex, embed_local, probe};
 pub use stage::{StageOutput, StageOutputCache};
 
+use crate::state::{SharedCache, StateError};
 use crate::wit::ChatResponse;
 
 /// What the client's `Cache-Control` allows.
@@ -93,6 +97,17 @@ pub enum Invalidate {
     Key(CacheKey),
 }
 
+/// What [`ResponseCache::invalidate`] removed.
+#[derive(Debug)]
+pub struct Removed {
+    /// Entries removed from this node's memory.
+    pub memory: u64,
+    /// Entries removed from this node's disk.
+    pub disk: u64,
+    /// Entries removed from the fleet's tier (`None`: there is none).
+    pub shared: Option<Result<u64, StateError>>,
+}
+
 /// A stored response and how long it lives.
 #[derive(Debug)]
 pub struct Entry {
@@ -130,6 +145,8 @@ pub struct ResponseCache {
     memory: Cache<CacheKey, Arc<Entry>>,
     /// Entries on disk, when configured.
     disk: Option<DiskTier>,
+    /// The fleet's tier on Redis, when `state.shared_cache` is on.
+    shared: Option<SharedCache>,
     /// Identical misses in flight.
     pub flights: Flights,
     /// Last-user-message embeddings by namespace, for routes with a semantic threshold.
@@ -146,6 +163,7 @@ impl ResponseCache {
                 .expire_after(EntryExpiry)
                 .build(),
             disk: None,
+            shared: None,
             flights: Flights::default(),
             semantic: SemanticIndex::default(),
         }
@@ -163,7 +181,35 @@ impl ResponseCache {
         self
     }
 
-    /// The live response for `key`: from memory, else from disk (then kept in memory too).
+    /// The same cache with the fleet's `shared` tier after memory (before disk).
+    pub fn with_shared(mut self, shared: SharedCache) -> ResponseCache {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The fleet's tier, when there is one.
+    pub fn shared(&self) -> Option<&SharedCache> {
+        self.shared.as_ref()
+    }
+
+    /// The live response for `key` of `route`: from memory, else from the fleet's tier,
+    /// else from disk (a hit below memory is kept in memory too). A shared tier that fails
+    /// is a miss.
+    pub async fn lookup(&self, key: &CacheKey, route: &str) -> Option<ChatResponse> {
+        if let Some(entry) = self.memory.get(key) {
+            return Some(entry.response.clone());
+        }
+        if let Some(shared) = &self.shared
+            && let Some((response, ttl)) = shared.get(route, key).await
+        {
+            self.keep(*key, route, response.clone(), ttl);
+            return Some(response);
+        }
+        self.get(key).await
+    }
+
+    /// The live response for `key` in this node's tiers: from memory, else from disk (then
+    /// kept in memory too).
     pub async fn get(&self, key: &CacheKey) -> Option<ChatResponse> {
         if let Some(entry) = self.memory.get(key) {
             return Some(entry.response.clone());
@@ -173,12 +219,21 @@ impl ResponseCache {
         Some(response)
     }
 
-    /// Stores `response` to a request of `route` under `key` for `ttl`, in memory and on
+    /// Stores `response` to a request of `route` under `key` for `ttl`, in memory, in the
+    /// fleet's tier (off the request path; it also ends this node's lease on the key) and on
     /// disk.
     pub fn put(&self, key: CacheKey, route: &str, response: ChatResponse, ttl: Duration) {
+        if let Some(shared) = &self.shared {
+            shared.put(route, &key, &response, ttl);
+        }
         if let Some(disk) = &self.disk {
             disk.put(key, route, &response, ttl);
         }
+        self.remember(key, route.into(), response, ttl);
+    }
+
+    /// Keeps `response` (read from the fleet's tier) in memory only, for `ttl`.
+    pub fn keep(&self, key: CacheKey, route: &str, response: ChatResponse, ttl: Duration) {
         self.remember(key, route.into(), response, ttl);
     }
 
@@ -195,9 +250,15 @@ impl ResponseCache {
         );
     }
 
-    /// Removes entries from both tiers: every one, those of `scope`'s route, or one key.
-    /// Returns (memory, disk) entries removed.
-    pub async fn invalidate(&self, scope: Invalidate) -> (u64, u64) {
+    /// Removes entries from every tier: every one, those of `scope`'s route, or one key.
+    /// Returns the entries removed from memory, from disk and from the fleet's tier (`None`
+    /// without one; an error when Redis could not be reached, then other nodes may still
+    /// serve them until their TTL).
+    pub async fn invalidate(&self, scope: Invalidate) -> Removed {
+        let shared = match &self.shared {
+            Some(shared) => Some(shared.invalidate(&scope).await),
+            None => None,
+        };
         let memory = match &scope {
             Invalidate::All => {
                 self.memory.run_pending_tasks();
@@ -234,7 +295,11 @@ impl ResponseCache {
                 .unwrap_or(0) as u64
             }
         };
-        (memory, disk)
+        Removed {
+            memory,
+            disk,
+            shared,
+        }
     }
 
     /// Entries held now (approximate; for metrics and tests).

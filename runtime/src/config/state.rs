@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::check::Source;
 use super::error::ConfigError;
-use super::value::{Int, Ms, Val, choices, env_var, mask, ms, read_str, serde_default};
+use super::value::{Int, Mib, Ms, Val, choices, env_var, mask, mib, ms, read_str, serde_default};
 
 choices! {
     /// Where shared state lives.
@@ -127,6 +127,23 @@ pub struct StateSettings {
     /// fetched) and identical misses on different nodes make one upstream call.
     #[serde(default = "super::value::yes")]
     pub shared_cache: bool,
+    /// Largest cache entry (the serialized response with its checksum) stored in or read
+    /// from Redis; a larger answer stays in this node's tiers only.
+    #[serde(rename = "cache_max_entry_mib", with = "Mib::<1, 64>")]
+    #[serde(default = "mib::<1>")]
+    pub cache_max_entry_bytes: u64,
+    /// Life of the lease a node takes to fetch a missed answer for the fleet (renewed every
+    /// third of it while its call runs): a node that dies holding it delays the others by at
+    /// most this before one of them takes over.
+    #[serde(rename = "cache_flight_lease_ms", with = "Ms::<100, 60_000>")]
+    #[serde(default = "ms::<3000>")]
+    pub cache_flight_lease: Duration,
+    /// Longest a node waits for another node's answer to an identical request (also cut to
+    /// the request's deadline); 0 turns coalescing across nodes off (each node still
+    /// coalesces its own identical misses).
+    #[serde(rename = "cache_flight_wait_ms", with = "Ms::<0, 3_600_000>")]
+    #[serde(default = "ms::<30_000>")]
+    pub cache_flight_wait: Duration,
     /// What each feature does while Redis is unavailable.
     #[serde(default)]
     pub on_unavailable: Policies,

@@ -1,11 +1,13 @@
 //! The cached part of the step: exact and semantic lookups, single-flight for identical
-//! misses, and the fill that stores a fetched answer.
+//! misses (across nodes too, with a shared tier: `state::SharedCache`), and the fill that
+//! stores a fetched answer.
 
 use std::sync::Arc;
 
 use super::{Answer, Call, LlmStep, RouteStep, StepError, StepReply};
 use crate::cache::{CacheKey, CacheStatus, Flight, Outcome, ResponseCache};
 use crate::router::RouteError;
+use crate::state::Coalesce;
 use crate::wit::ChatResponse;
 
 /// A pending cache fill for an answer.
@@ -48,7 +50,7 @@ impl LlmStep {
         let control = call.control;
         let tenant = policy.per_key.then(|| call.meter.key_name());
         if !control.no_cache
-            && let Some(response) = self.cache.get(&key).await
+            && let Some(response) = self.cache.lookup(&key, call.route).await
         {
             self.costing
                 .record_free(&response, call.site(CacheStatus::Hit));
@@ -72,7 +74,7 @@ impl LlmStep {
             && let Some(((namespace, vector), threshold)) = &semantic
             && let Some((exact, similarity)) =
                 self.cache.semantic.nearest(namespace, vector, *threshold)
-            && let Some(response) = self.cache.get(&exact).await
+            && let Some(response) = self.cache.lookup(&exact, call.route).await
         {
             self.costing
                 .record_free(&response, call.site(CacheStatus::SemanticHit));
@@ -108,10 +110,51 @@ impl LlmStep {
         loop {
             match self.cache.flights.join(key) {
                 Flight::Lead(leader) => {
+                    // This node's leader for the key; across nodes, one node fetches it.
+                    let mut lease = None;
+                    let mut call = *call;
+                    if !control.no_cache
+                        && let Some(shared) = self.cache.shared()
+                    {
+                        let start = tokio::time::Instant::now();
+                        let wait = [
+                            Some(shared.flight_wait()),
+                            Some(step.plan.policy.settings.deadline),
+                            call.deadline,
+                        ];
+                        let wait = wait.into_iter().flatten().min().unwrap_or_default();
+                        match shared.lead_or_wait(call.route, &key, wait).await {
+                            Coalesce::Lead(held) => lease = Some(held),
+                            Coalesce::Filled {
+                                response,
+                                ttl,
+                                waited,
+                            } => {
+                                self.cache.keep(key, call.route, response.clone(), ttl);
+                                leader.finish(Ok(Arc::new(response.clone())));
+                                let status = match waited {
+                                    true => CacheStatus::Coalesced,
+                                    false => CacheStatus::Hit,
+                                };
+                                self.costing.record_free(&response, call.site(status));
+                                return StepReply::new(Ok(Answer::Whole(response)), status);
+                            }
+                            Coalesce::Alone => {}
+                        }
+                        // Time spent waiting comes out of the client's deadline.
+                        call.deadline = call
+                            .deadline
+                            .map(|d| d.saturating_sub(start.elapsed()).max(MIN_LEFT));
+                    }
+                    let call = &call;
                     let reply = self.metered(step, call, fetched).await;
                     let shared = match &reply.result {
                         Ok(Answer::Whole(response)) => {
                             fill.store(response.clone());
+                            // The fill wrote the entry and ended the lease in one step.
+                            if let Some(lease) = lease.take() {
+                                lease.filled();
+                            }
                             Some(Ok(Arc::new(response.clone())))
                         }
                         Ok(Answer::Stream(_)) => Some(Err(RouteError::AllFailed {
@@ -145,7 +188,7 @@ impl LlmStep {
                     }
                     // The leader's client went away: look again, and lead if nobody does.
                     Outcome::Abandoned => {
-                        if let Some(response) = self.cache.get(&key).await {
+                        if let Some(response) = self.cache.lookup(&key, call.route).await {
                             self.costing
                                 .record_free(&response, call.site(CacheStatus::Hit));
                             return StepReply::new(Ok(Answer::Whole(response)), CacheStatus::Hit);
@@ -156,3 +199,7 @@ impl LlmStep {
         }
     }
 }
+
+/// The least deadline left to a request that waited for another node (so that it still
+/// makes its own call rather than failing at once).
+const MIN_LEFT: std::time::Duration = std::time::Duration::from_millis(1);

@@ -301,7 +301,12 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
         },
         (&Method::DELETE, "/admin/cache") => match invalidation(&query) {
             Ok(scope) => {
-                let (memory, disk) = app.cache.invalidate(scope.clone()).await;
+                let removed = app.cache.invalidate(scope.clone()).await;
+                let shared = match removed.shared {
+                    None => serde_json::Value::Null,
+                    Some(Ok(n)) => json!(n),
+                    Some(Err(err)) => json!({"error": err.to_string()}),
+                };
                 let scope = match scope {
                     Invalidate::All => json!({"all": true}),
                     Invalidate::Route(route) => json!({"route": route}),
@@ -309,7 +314,10 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
                 };
                 http_util::json(
                     200,
-                    &json!({"removed": {"memory": memory, "disk": disk}, "scope": scope}),
+                    &json!({
+                        "removed": {"memory": removed.memory, "disk": removed.disk, "shared": shared},
+                        "scope": scope,
+                    }),
                 )
             }
             Err(err) => http_util::error(&err),

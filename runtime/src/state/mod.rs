@@ -22,8 +22,11 @@
 //!   the local share while Redis is away).
 //! - `lease`: key budgets in lease mode (slices of the budget spent locally).
 //! - `spend`: every node's ledger rows shipped (idempotently) to a fleet-wide aggregate.
+//! - `cache`: [`SharedCache`], the response cache's tier on Redis and coalescing of identical
+//!   misses across nodes (the semantic tier stays per node).
 
 pub mod budget;
+mod cache;
 pub mod lease;
 pub mod limits;
 mod redis;
@@ -34,6 +37,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub use self::cache::{Coalesce, Lease, SharedCache};
 pub use self::redis::{Lane, Redis};
 use crate::config::{Backend, StateSettings};
 

@@ -241,6 +241,16 @@ fn describe() {
         "Reloads of config and stage files, by outcome (failed: the old version kept serving)"
     );
     describe_counter!(
+        "weir_state_fallbacks_total",
+        "Calls to the shared state (Redis) that failed or were skipped, so the feature fell \
+         back to its state.on_unavailable policy (the cache: a miss), by feature"
+    );
+    describe_counter!(
+        "weir_state_cache_rejected_total",
+        "Shared cache entries refused, by reason: corrupt (checksum, route or JSON wrong; \
+         deleted) or oversize (over state.cache_max_entry_mib)"
+    );
+    describe_counter!(
         "weir_connections_closed_total",
         "Client connections weir closed itself, by listener and reason (a deadline, or over \
          server.max_connections)"

@@ -9,9 +9,13 @@
 //!   `rpm_limit` as the provider's witness, and the fallback while Redis is away.
 //! - `budget`: acceptance (a), one key's budget shared by three nodes (strict and lease);
 //!   the expiry of an unsettled reservation.
+//! - `cache`: acceptance (c), the response cache shared by three nodes: hits across nodes,
+//!   one upstream call for identical concurrent misses, a stopped Redis and a corrupted entry
+//!   are misses.
 
 pub mod harness;
 
 mod budget;
+mod cache;
 mod connect;
 mod limits;

@@ -1,0 +1,241 @@
+//! Acceptance (c): the response cache shared by three nodes on one Redis. An answer fetched
+//! on node A is a hit on B and C; identical concurrent misses spread over the nodes make one
+//! upstream call; a stopped Redis or a corrupted entry is a miss, never an error; an
+//! invalidation removes the shared entries too.
+
+use std::time::Duration;
+
+use http::Method;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::harness::{Fleet, RedisServer, state_table};
+use crate::procs::{Proc, call, get, post, sim};
+use crate::sim::client::Answer;
+use crate::wait::{check, until};
+
+/// Node `i`'s config: `cached` on `up` with a 60 s cache, on `redis`. The Redis deadline is
+/// generous: a loaded 2-core machine must not turn a Redis read into a miss in these tests.
+fn config(up: &Proc, redis: &RedisServer) -> impl Fn(usize, &str) -> String {
+    let target = format!("http://{}/v1", up.addr);
+    let state = state_table(redis, "command_timeout_ms = 500\nbreaker_failures = 3\n");
+    move |_, data_dir| {
+        format!(
+            "[server]\ndata_dir = \"{data_dir}\"\n\n[targets.up]\nbase_url = \"{target}\"\n\n\
+             [[routes]]\nmodel = \"cached\"\ntargets = [\"up\"]\nmax_attempts = 1\n\
+             cache = {{ ttl_ms = 60000 }}\n\n{state}"
+        )
+    }
+}
+
+fn chat(text: &str) -> Value {
+    json!({"model": "cached", "temperature": 0, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Upstream calls the simulator received.
+async fn received(sim: &Proc) -> u64 {
+    get(sim.addr, "/sim/stats").await.json()["requests"]
+        .as_u64()
+        .unwrap()
+}
+
+fn cache_header(answer: &Answer) -> String {
+    answer
+        .headers
+        .get("x-weir-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The shared entries in `redis` (not the leases).
+fn entries(redis: &RedisServer) -> Vec<String> {
+    let pattern = format!("t{}:{{c:*", redis.port);
+    redis
+        .cli(&["--scan", "--pattern", &pattern])
+        .lines()
+        .filter(|k| !k.is_empty() && !k.ends_with(":lease"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Waits until `redis` holds the shared entry of `answer` (`x-weir-cache-key`; the fill is
+/// written off the request path) and returns its Redis key.
+async fn until_stored(redis: &RedisServer, answer: &Answer) -> String {
+    let hex = answer.headers["x-weir-cache-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    until("the shared entry to be written", || async {
+        let found = entries(redis);
+        match found.iter().find(|k| k.ends_with(&format!(":{hex}"))) {
+            Some(key) => Ok(key.clone()),
+            None => Err(format!("{hex} not in {found:?}")),
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_misses_make_one_call() {
+    let redis = RedisServer::start();
+    let up = sim(&["--latency-ms", "500"]);
+    let fleet = Fleet::start(3, config(&up, &redis));
+
+    let miss = post(
+        fleet.addr(0),
+        "/v1/chat/completions",
+        &chat("what is a weir?"),
+    )
+    .await;
+    assert_eq!(miss.status, 200, "{:?}", miss.body);
+    assert_eq!(cache_header(&miss), "miss");
+    until_stored(&redis, &miss).await;
+    for node in [1, 2] {
+        let hit = post(
+            fleet.addr(node),
+            "/v1/chat/completions",
+            &chat("what is a weir?"),
+        )
+        .await;
+        assert_eq!(hit.status, 200, "node {node}: {:?}", hit.body);
+        assert_eq!(cache_header(&hit), "hit", "node {node}");
+        assert_eq!(hit.body, miss.body, "node {node} serves node 0's answer");
+    }
+    assert_eq!(received(&up).await, 1, "one upstream call for three nodes");
+
+    // 90 identical concurrent requests of a new prompt, round-robin over the three nodes.
+    let addrs: Vec<_> = (0..3).map(|i| fleet.addr(i)).collect();
+    let tasks: Vec<_> = (0..90)
+        .map(|i| {
+            let addr = addrs[i % 3];
+            tokio::spawn(async move {
+                let answer = post(addr, "/v1/chat/completions", &chat("a stampede")).await;
+                (i % 3, answer)
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut bodies = Vec::new();
+    let mut last = None;
+    for task in tasks {
+        let (node, answer) = task.await.unwrap();
+        assert_eq!(answer.status, 200, "node {node}: {:?}", answer.body);
+        seen.push((node, cache_header(&answer)));
+        bodies.push(answer.json()["choices"][0]["message"]["content"].clone());
+        last = Some(answer);
+    }
+    assert_eq!(
+        received(&up).await,
+        2,
+        "90 identical requests on three nodes make exactly one upstream call: {seen:?}"
+    );
+    let misses = seen.iter().filter(|(_, c)| c == "miss").count();
+    assert_eq!(misses, 1, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|(_, c)| ["miss", "hit", "coalesced"].contains(&c.as_str())),
+        "{seen:?}"
+    );
+    assert!(bodies.iter().all(|b| *b == bodies[0]), "one answer for all");
+    until_stored(&redis, &last.unwrap()).await;
+
+    // Invalidation on one node removes the fleet's entries of the route.
+    let admin = fleet.nodes[0].admin.unwrap();
+    let removed = call(
+        admin,
+        Method::DELETE,
+        "/admin/cache?route=cached",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(removed.status, 200);
+    assert_eq!(removed.json()["removed"]["shared"], 2, "{:?}", removed.body);
+    assert!(entries(&redis).is_empty());
+    // The node that invalidated fetches it again (the other nodes' memory tiers keep their
+    // copies until the TTL: an invalidation is per node for memory and disk).
+    let again = post(fleet.addr(0), "/v1/chat/completions", &chat("a stampede")).await;
+    assert_eq!(cache_header(&again), "miss");
+    assert_eq!(received(&up).await, 3);
+}
+
+#[tokio::test]
+async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let fleet = Fleet::start(2, config(&up, &redis));
+
+    // A corrupted entry: a miss on the node that reads it, then replaced by a good one.
+    let first = post(fleet.addr(0), "/v1/chat/completions", &chat("corrupt me")).await;
+    assert_eq!(first.status, 200);
+    let key = until_stored(&redis, &first).await;
+    assert_eq!(redis.cli(&["SET", &key, "garbage"]), "OK");
+    let read = post(fleet.addr(1), "/v1/chat/completions", &chat("corrupt me")).await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    assert_eq!(
+        cache_header(&read),
+        "miss",
+        "a corrupted entry is not served"
+    );
+    assert_eq!(received(&up).await, 2);
+    until("the corrupted entry to be replaced", || async {
+        let value = redis.cli(&["GET", &key]);
+        check(value.starts_with("wc1"), value)
+    })
+    .await;
+
+    // Redis stopped: every request still succeeds (as a miss) within a generous bound.
+    redis.signal("-STOP");
+    for (i, text) in ["stopped one", "stopped two", "stopped three"]
+        .into_iter()
+        .enumerate()
+    {
+        for node in 0..2 {
+            let start = Instant::now();
+            let answer = post(fleet.addr(node), "/v1/chat/completions", &chat(text)).await;
+            assert_eq!(
+                answer.status, 200,
+                "request {i} on node {node}: {:?}",
+                answer.body
+            );
+            assert_eq!(cache_header(&answer), "miss", "request {i} on node {node}");
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "request {i} on node {node} waited {:?} on a stopped Redis",
+                start.elapsed()
+            );
+        }
+    }
+    assert_eq!(
+        received(&up).await,
+        8,
+        "each node fetched each prompt itself"
+    );
+    redis.signal("-CONT");
+
+    // Recovery: the shared tier works again.
+    for node in 0..2 {
+        until("the node to see Redis again", || async {
+            let state = fleet.state(node).await;
+            check(state["available"] == true, state)
+        })
+        .await;
+    }
+    let fetched = post(
+        fleet.addr(0),
+        "/v1/chat/completions",
+        &chat("after the pause"),
+    )
+    .await;
+    assert_eq!(cache_header(&fetched), "miss");
+    until_stored(&redis, &fetched).await;
+    let hit = post(
+        fleet.addr(1),
+        "/v1/chat/completions",
+        &chat("after the pause"),
+    )
+    .await;
+    assert_eq!(cache_header(&hit), "hit");
+    assert_eq!(received(&up).await, 9);
+}

@@ -11,9 +11,9 @@ use super::clock::{self, Clock};
 use crate::config::{KeySettings, pico_to_usd};
 use crate::rate::MinuteBucket;
 use crate::state::Shared;
-use crate::state::limits::{FleetLimits, Refused};
 use crate::state::budget::{FleetBudget, FleetHold, KeyBudget, Refusal};
 use crate::state::lease::{LeasedBudget, Ticket};
+use crate::state::limits::{FleetLimits, Refused};
 use crate::sync::lock;
 
 /// Spend in the current windows.

@@ -150,6 +150,9 @@ struct Shared {
     done: Condvar,
 }
 
+/// What sees every entry the ledger records (the fleet's spend shipper).
+type Tap = Box<dyn Fn(&Entry) + Send + Sync>;
+
 /// The ledger handle (cheap to clone). When the last clone is dropped, the writer commits
 /// what is queued and the database is closed before the drop returns.
 #[derive(Clone)]
@@ -160,7 +163,7 @@ pub struct Ledger {
 struct Inner {
     shared: Arc<Shared>,
     /// Also gets every entry recorded (the fleet's spend shipper), when set.
-    tap: std::sync::OnceLock<Box<dyn Fn(&Entry) + Send + Sync>>,
+    tap: std::sync::OnceLock<Tap>,
     db: Arc<Database>,
     /// Shown in errors.
     path: Arc<str>,

@@ -64,11 +64,14 @@ static SHIP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::ne
 /// (day, key, route, model).
 type RowKey = (u32, String, String, String);
 
+/// A row's sums: calls, hits, cost (pico-dollars), prompt, cached and completion tokens.
+type Sums = [u64; 6];
+
 /// Rows waiting to be shipped, and the batch in flight.
 #[derive(Debug, Default)]
 struct Pending {
     /// Summed rows not yet taken by the shipper.
-    rows: BTreeMap<RowKey, [u64; 6]>,
+    rows: BTreeMap<RowKey, Sums>,
     /// Batches taken, not yet applied.
     in_flight: usize,
 }
@@ -152,7 +155,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
             pending.in_flight = usize::from(!rows.is_empty());
             rows
         };
-        let mut batches: Vec<(u32, Vec<(RowKey, [u64; 6])>)> = Vec::new();
+        let mut batches: Vec<(u32, Vec<(RowKey, Sums)>)> = Vec::new();
         for (key, row) in rows {
             match batches.last_mut() {
                 Some((day, batch)) if *day == key.0 && batch.len() < ROWS_PER_BATCH => {
@@ -173,7 +176,7 @@ pub(super) async fn run(shared: Weak<Shared>) {
 }
 
 /// Ships one batch, retrying (same number) until Redis applies it or the node goes away.
-async fn ship(shared: &Shared, day: u32, seq: u64, batch: &[(RowKey, [u64; 6])]) {
+async fn ship(shared: &Shared, day: u32, seq: u64, batch: &[(RowKey, Sums)]) {
     let date = clock::date(day);
     let redis = &shared.redis;
     let mut invocation = SHIP_SCRIPT.prepare_invoke();

@@ -169,7 +169,7 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
         node_ids.push(fleet.state(i).await["node_id"].as_str().unwrap().to_owned());
     }
     let before = redis.cli(&["INFO", "commandstats"]);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let (ok, refused) = burst(&fleet, n, 60).await;
     let elapsed = started.elapsed();
     assert_eq!(ok + refused, n as u64);

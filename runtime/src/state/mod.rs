@@ -16,7 +16,9 @@
 //! differs, and one node's bad path must not open every node's breaker.
 //!
 //! - `redis`: [`Redis`], the connection every feature calls through, and its breaker.
+//! - `jobs`: the job queue's keys and scripts (claims, renewals, reclaims, retries).
 
+pub mod jobs;
 mod redis;
 
 use std::sync::Arc;

@@ -388,10 +388,10 @@ impl Queue {
         let queue = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Some(fleet) = queue.fleet() {
-                    if let Ok(counts) = fleet.jobs().counts().await {
-                        *crate::sync::lock(&fleet.counts) = counts;
-                    }
+                if let Some(fleet) = queue.fleet()
+                    && let Ok(counts) = fleet.jobs().counts().await
+                {
+                    *crate::sync::lock(&fleet.counts) = counts;
                 }
                 queue.export_metrics();
                 tokio::time::sleep(COUNTS_PERIOD).await;

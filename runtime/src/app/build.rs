@@ -77,7 +77,7 @@ impl App {
                 }
             }));
         }
-        let jobs = open_jobs(&config).await?;
+        let jobs = open_jobs(&config, state.as_ref()).await?;
         // Load the tokenizers now, beside the stages' compilation, and finish before serving:
         // a request counting tokens (a reservation, an estimate for a cut attempt) would
         // otherwise block its worker on the first load (a few hundred ms, seconds on a
@@ -153,7 +153,11 @@ impl App {
 }
 
 /// The job queue, when some route of `config` takes jobs.
-async fn open_jobs(config: &Config) -> Result<Option<crate::queue::Queue>, AppError> {
+/// With `state` (the fleet's Redis), the jobs live there.
+async fn open_jobs(
+    config: &Config,
+    state: Option<&Arc<crate::state::Shared>>,
+) -> Result<Option<crate::queue::Queue>, AppError> {
     let routes: HashMap<String, u32> = config
         .routes
         .iter()
@@ -161,6 +165,12 @@ async fn open_jobs(config: &Config) -> Result<Option<crate::queue::Queue>, AppEr
         .collect();
     if routes.is_empty() {
         return Ok(None);
+    }
+    if let Some(shared) = state {
+        let queue =
+            crate::queue::Queue::open_shared(config.jobs.clone(), routes, shared.clone()).await?;
+        tracing::info!("job queue on the fleet's Redis");
+        return Ok(Some(queue));
     }
     let queue =
         crate::queue::Queue::open(config.jobs.clone(), routes, config.data_dir.as_deref()).await?;

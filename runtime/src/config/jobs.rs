@@ -91,6 +91,14 @@ pub struct JobsSettings {
     /// the connection can be reused, and a longer one closes the connection instead.
     #[serde(with = "Int::<0, { 16 << 20 }>", default = "Val::<{ 64 << 10 }>::int")]
     pub callback_max_response_bytes: u64,
+    /// With `state.backend = "redis"`: how long a running job may go without its holder
+    /// renewing its claim (every third of this) before another node takes it over and runs
+    /// it again (at-least-once, counted as a duplicate execution): 100 ms to 1 hour, default
+    /// 30 s. The longer, the later a dead node's jobs resume; the shorter, the likelier a
+    /// node stalled that long (not dead) has its job run twice.
+    #[serde(rename = "reclaim_idle_ms", with = "Ms::<100, 3_600_000>")]
+    #[serde(default = "ms::<30_000>")]
+    pub reclaim_idle: Duration,
 }
 
 impl fmt::Debug for JobsSettings {

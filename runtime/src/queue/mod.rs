@@ -20,6 +20,9 @@
 //! # Layout
 //!
 //! - `job`: the stored record ([`Job`], [`JobSpec`], [`Status`], attempts, callback state).
+//! - `fleet`: the queue on the fleet's Redis (`[state] backend = "redis"`): the same API,
+//!   jobs held in Redis so any node runs and answers for them (keys and scripts in
+//!   `state::jobs`).
 //! - `store`: redb persistence with a group-commit writer thread; per-job locks.
 //! - `index`: the store's indexes (a key's jobs newest first, finished jobs by age), built
 //!   at open for a store that has none.
@@ -40,6 +43,7 @@ mod callback;
 mod clock;
 mod delivery;
 mod destination;
+mod fleet;
 mod index;
 mod job;
 mod refusal;
@@ -166,6 +170,9 @@ pub enum SubmitError {
     /// The store could not take it (nothing was acknowledged).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The fleet's Redis is unavailable: nothing was acknowledged.
+    #[error("the shared job queue is unavailable: {0}")]
+    State(crate::state::StateError),
 }
 
 /// Why a cancel or a retry was refused.
@@ -234,7 +241,10 @@ pub struct Queue {
 }
 
 struct Inner {
+    /// The local store (empty when [`Inner::fleet`] holds the jobs).
     store: Store,
+    /// The fleet's Redis, when jobs live there (`[state] backend = "redis"`).
+    fleet: Option<fleet::Fleet>,
     settings: JobsSettings,
     /// Where callbacks may go (the settings plus weir's listeners, set by the server).
     destinations: Arc<Destinations>,
@@ -278,11 +288,41 @@ impl Queue {
         data_dir: Option<&Path>,
         jitter: Box<dyn Fn() -> f64 + Send + Sync>,
     ) -> Result<Queue, StoreError> {
+        Queue::open_on(settings, routes, data_dir, jitter, None).await
+    }
+
+    /// [`Queue::open`] with the jobs on the fleet's Redis: nothing is stored locally, and
+    /// nothing is recovered at start (a claim this node held before a restart lapses and
+    /// is taken over like any other).
+    pub async fn open_shared(
+        settings: JobsSettings,
+        routes: HashMap<String, u32>,
+        shared: Arc<crate::state::Shared>,
+    ) -> Result<Queue, StoreError> {
+        let jitter = Box::new(rand::random::<f64>);
+        Queue::open_on(
+            settings,
+            routes,
+            None,
+            jitter,
+            Some(fleet::Fleet::new(shared)),
+        )
+        .await
+    }
+
+    async fn open_on(
+        settings: JobsSettings,
+        routes: HashMap<String, u32>,
+        data_dir: Option<&Path>,
+        jitter: Box<dyn Fn() -> f64 + Send + Sync>,
+        fleet: Option<fleet::Fleet>,
+    ) -> Result<Queue, StoreError> {
         let store = Store::open(data_dir)?;
         let loaded = store.load()?;
         let queue = Queue {
             inner: Arc::new(Inner {
                 store,
+                fleet,
                 destinations: Arc::new(Destinations::new(&settings)),
                 settings,
                 limits: routes,
@@ -333,6 +373,9 @@ impl Queue {
     /// Stores a new job and queues it; returns once it is durable. A repeated idempotency key
     /// (for the same owner) returns the job it named, whatever the queue's fill.
     pub async fn submit(&self, spec: JobSpec) -> Result<Submitted, SubmitError> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_submit(fleet, self.new_job(spec, 0)).await;
+        }
         if let Some(key) = &spec.idempotency_key
             && let Some(job) = self.inner.store.find_idempotent(&spec.owner, key)?
         {
@@ -343,21 +386,7 @@ impl Queue {
         }
         self.reserve(&spec.owner)?;
         let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-        let job = Job {
-            id: format!("job_{:024x}", rand::random::<u128>() >> 32),
-            seq,
-            spec,
-            status: Status::Queued,
-            created_ms: self.inner.clock.now_ms(),
-            finished_ms: None,
-            next_attempt_ms: None,
-            attempts: Vec::new(),
-            attempts_before_retry: 0,
-            duplicate_executions: 0,
-            response: None,
-            response_status: None,
-            callback: None,
-        };
+        let job = self.new_job(spec, seq);
         let written = self
             .inner
             .store
@@ -386,6 +415,25 @@ impl Queue {
                     existing: false,
                 })
             }
+        }
+    }
+
+    /// A new queued job of `spec`.
+    fn new_job(&self, spec: JobSpec, seq: u64) -> Job {
+        Job {
+            id: format!("job_{:024x}", rand::random::<u128>() >> 32),
+            seq,
+            spec,
+            status: Status::Queued,
+            created_ms: self.inner.clock.now_ms(),
+            finished_ms: None,
+            next_attempt_ms: None,
+            attempts: Vec::new(),
+            attempts_before_retry: 0,
+            duplicate_executions: 0,
+            response: None,
+            response_status: None,
+            callback: None,
         }
     }
 
@@ -433,6 +481,36 @@ impl Queue {
             .filter(|job| owner.is_none_or(|o| job.spec.owner == o)))
     }
 
+    /// [`Queue::get`] wherever the jobs live (the fleet's Redis, or this node's store).
+    pub async fn find(&self, id: &str, owner: Option<&str>) -> Result<Option<Job>, StoreError> {
+        match self.fleet() {
+            Some(fleet) => self.fleet_get(fleet, id, owner).await,
+            None => self.get(id, owner),
+        }
+    }
+
+    /// [`Queue::list`] wherever the jobs live (the local store's read runs on a blocking
+    /// thread).
+    pub async fn page(
+        &self,
+        owner: &str,
+        status: Option<Status>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page>, StoreError> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_list(fleet, owner, status, after, limit).await;
+        }
+        let queue = self.clone();
+        let (owner, after) = (owner.to_string(), after.map(str::to_string));
+        tokio::task::spawn_blocking(move || queue.list(&owner, status, after.as_deref(), limit))
+            .await
+            .map_err(|err| StoreError {
+                path: "jobs".into(),
+                message: err.to_string(),
+            })?
+    }
+
     /// At most `limit` of `owner`'s jobs with `status` (any when `None`), newest first,
     /// submitted before the job `after` (from the newest when `None`). Reads `limit` index
     /// rows and records, however many jobs are stored. `Ok(None)`: `owner` has no job
@@ -458,6 +536,9 @@ impl Queue {
     /// Cancels a queued job (one waiting for a retry included); a running or ended job is a
     /// conflict.
     pub async fn cancel(&self, id: &str, owner: Option<&str>) -> Result<Job, ChangeError> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_cancel(fleet, id, owner).await;
+        }
         let store = &self.inner.store;
         let _job_lock = store.lock(id).await;
         let mut job = self
@@ -484,6 +565,9 @@ impl Queue {
 
     /// Queues a dead job again with a fresh allowance of attempts (its history kept).
     pub async fn retry(&self, id: &str, owner: Option<&str>) -> Result<Job, ChangeError> {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_retry(fleet, id, owner).await;
+        }
         let store = &self.inner.store;
         let _job_lock = store.lock(id).await;
         let mut job = self
@@ -513,6 +597,9 @@ impl Queue {
 
     /// Counters right now.
     pub fn stats(&self) -> Stats {
+        if let Some(fleet) = self.fleet() {
+            return self.fleet_stats(fleet);
+        }
         let now = tokio::time::Instant::now();
         let now_ms = self.inner.clock.now_ms();
         let mut schedule = self.schedule();
@@ -539,12 +626,20 @@ impl Queue {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let idle = self.inner.idle.notified();
-            if self.stats().running == 0 {
+            if self.running_here() == 0 {
                 return true;
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
-                return self.stats().running == 0;
+                return self.running_here() == 0;
             }
+        }
+    }
+
+    /// Attempts running on this node.
+    fn running_here(&self) -> usize {
+        match self.fleet() {
+            Some(fleet) => fleet.running_here(),
+            None => self.stats().running,
         }
     }
 }

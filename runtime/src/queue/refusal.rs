@@ -26,12 +26,21 @@ impl ClientFacing for StoreError {
     }
 }
 
+/// The message of a submission refused while the fleet's Redis is unavailable (the detail
+/// stays in the log).
+const STATE_MESSAGE: &str =
+    "the shared job queue (Redis) is unavailable: the job was not accepted; retry later";
+
+/// The `Retry-After` of such a refusal, seconds (the breaker's first open period is ~1 s).
+const STATE_RETRY_AFTER_S: u64 = 2;
+
 /// A refused submission (`POST /v1/jobs`).
 impl ClientFacing for SubmitError {
     fn status(&self) -> u16 {
         match self {
             SubmitError::Full { .. } | SubmitError::KeyFull { .. } => 429,
             SubmitError::Store(err) => err.status(),
+            SubmitError::State(_) => 503,
         }
     }
 
@@ -39,6 +48,7 @@ impl ClientFacing for SubmitError {
         match self {
             SubmitError::Full { .. } | SubmitError::KeyFull { .. } => "rate_limit_error",
             SubmitError::Store(err) => err.error_type(),
+            SubmitError::State(_) => "server_error",
         }
     }
 
@@ -47,6 +57,7 @@ impl ClientFacing for SubmitError {
             SubmitError::Full { .. } => "queue_full",
             SubmitError::KeyFull { .. } => "key_queue_full",
             SubmitError::Store(err) => err.code(),
+            SubmitError::State(_) => "state_unavailable",
         }
     }
 
@@ -57,6 +68,7 @@ impl ClientFacing for SubmitError {
                 format!("{self}; retry after {retry_after_s} s")
             }
             SubmitError::Store(err) => err.client_message(),
+            SubmitError::State(_) => STATE_MESSAGE.to_string(),
         }
     }
 
@@ -65,6 +77,7 @@ impl ClientFacing for SubmitError {
             SubmitError::Full { retry_after_s, .. }
             | SubmitError::KeyFull { retry_after_s, .. } => Some(*retry_after_s),
             SubmitError::Store(_) => None,
+            SubmitError::State(_) => Some(STATE_RETRY_AFTER_S),
         }
     }
 }

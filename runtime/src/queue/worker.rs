@@ -98,7 +98,13 @@ impl Queue {
     }
 
     /// Starts the workers, the callback loop, the retention sweep and the metrics ticker.
+    /// With the jobs on the fleet's Redis, starts this node's dispatcher instead (see
+    /// `fleet`).
     pub fn start(&self, executor: Arc<dyn Executor>, deliver: Arc<dyn Deliver>) {
+        if self.fleet().is_some() {
+            self.start_fleet(executor, deliver);
+            return;
+        }
         for _ in 0..self.inner.settings.workers {
             let queue = self.clone();
             let executor = executor.clone();
@@ -213,7 +219,7 @@ impl Queue {
 
     /// Records `outcome` in `job` and decides what follows: `Some(when)` to retry, `None`
     /// when the job has ended.
-    fn settle(&self, job: &mut Job, outcome: Outcome) -> Option<Instant> {
+    pub(super) fn settle(&self, job: &mut Job, outcome: Outcome) -> Option<Instant> {
         let now_ms = self.inner.clock.now_ms();
         if let Some(last) = job.attempts.last_mut() {
             last.finished_ms = Some(now_ms);
@@ -317,16 +323,44 @@ impl Queue {
                 return;
             }
         };
-        let (Some(url), Some(callback)) = (job.spec.callback_url.clone(), job.callback.as_ref())
-        else {
+        let Some(result) = self.send_callback(deliver, &job).await else {
             return;
         };
-        if callback.state != CallbackState::Pending {
+        let _job_lock = store.lock(id).await;
+        let mut job = match store.get(id) {
+            Ok(Some(job)) => job,
+            _ => return,
+        };
+        let Some(again) = self.note_delivery(&mut job, result) else {
             return;
+        };
+        if let Err(err) = store.put(job.clone()).await {
+            tracing::error!(job = id, error = %err, "cannot record the callback delivery");
         }
-        let result = match &self.inner.settings.callback_secret {
+        if let Some(at) = again {
+            self.schedule()
+                .callbacks
+                .insert((at, job.seq), id.to_string());
+            self.inner.callbacks_wake.notify_one();
+        }
+    }
+
+    /// Delivers `job`'s pending callback once; `None` when it has none pending.
+    pub(super) async fn send_callback(
+        &self,
+        deliver: &dyn Deliver,
+        job: &Job,
+    ) -> Option<Result<(), DeliveryError>> {
+        let (Some(url), Some(callback)) = (job.spec.callback_url.clone(), job.callback.as_ref())
+        else {
+            return None;
+        };
+        if callback.state != CallbackState::Pending {
+            return None;
+        }
+        Some(match &self.inner.settings.callback_secret {
             Some(secret) => {
-                let body = bytes::Bytes::from(super::job_json(&job).to_string());
+                let body = bytes::Bytes::from(super::job_json(job).to_string());
                 let now_s = self.inner.clock.now_ms() / 1000;
                 let signature = super::sign(secret.as_bytes(), now_s, &body);
                 deliver
@@ -342,15 +376,18 @@ impl Queue {
                 Failure::NotConfigured,
                 "no jobs.callback_secret_env is configured to sign it",
             )),
-        };
-        let _job_lock = store.lock(id).await;
-        let mut job = match store.get(id) {
-            Ok(Some(job)) => job,
-            _ => return,
-        };
-        let Some(callback) = job.callback.as_mut() else {
-            return;
-        };
+        })
+    }
+
+    /// Records a delivery's `result` in `job`'s callback: `None` when it has no callback,
+    /// `Some(Some(when))` when it is to be delivered again then.
+    pub(super) fn note_delivery(
+        &self,
+        job: &mut Job,
+        result: Result<(), DeliveryError>,
+    ) -> Option<Option<Instant>> {
+        let id = job.id.clone();
+        let callback = job.callback.as_mut()?;
         callback.attempts += 1;
         let now_ms = self.inner.clock.now_ms();
         let mut again = None;
@@ -389,19 +426,11 @@ impl Queue {
                 }
             }
         }
-        if let Err(err) = store.put(job.clone()).await {
-            tracing::error!(job = id, error = %err, "cannot record the callback delivery");
-        }
-        if let Some(at) = again {
-            self.schedule()
-                .callbacks
-                .insert((at, job.seq), id.to_string());
-            self.inner.callbacks_wake.notify_one();
-        }
+        Some(again)
     }
 
     /// Sets the queue gauges.
-    fn export_metrics(&self) {
+    pub(super) fn export_metrics(&self) {
         let stats = self.stats();
         metrics::gauge!("weir_jobs_queued").set((stats.queued + stats.waiting) as f64);
         metrics::gauge!("weir_jobs_running").set(stats.running as f64);

@@ -78,7 +78,7 @@ async fn route(app: &Arc<App>, request: Request<Incoming>) -> Result<Response<Bo
         (&Method::POST, []) => submit(app, queue, request, owner).await,
         (&Method::GET, []) => list(queue, request.uri().query().unwrap_or(""), &owner).await,
         (&Method::GET, [id]) => {
-            let job = found(queue.get(id, Some(&owner)).map_err(store_error)?, id)?;
+            let job = found(queue.find(id, Some(&owner)).await.map_err(store_error)?, id)?;
             Ok(http_util::json(200, &job_json(&job)))
         }
         (&Method::DELETE, [id]) => {
@@ -205,6 +205,10 @@ async fn submit(
             ))
         }
         Err(SubmitError::Store(err)) => Err(store_error(err)),
+        Err(SubmitError::State(err)) => {
+            tracing::warn!(error = %err, "job refused: the shared job queue is unavailable");
+            Err(ApiError::from_facing(&SubmitError::State(err)))
+        }
         Err(err) => Err(ApiError::from_facing(&err)),
     }
 }
@@ -297,32 +301,20 @@ async fn list(queue: &Queue, query: &str, owner: &str) -> Result<Response<Body>,
             }
         }
     }
-    let queue_for_list = queue.clone();
-    let owner_for_list = owner.to_string();
-    let after_for_list = after.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        queue_for_list.list(&owner_for_list, status, after_for_list.as_deref(), limit)
-    })
-    .await
-    .map_err(|err| {
-        ApiError::new(
-            500,
-            "server_error",
-            "job_store_unavailable",
-            err.to_string(),
-        )
-    })?
-    .map_err(store_error)?
-    .ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_after",
-            Some("after"),
-            format!(
-                "`after` must be the id of one of your jobs, got {:?}",
-                after.unwrap_or_default()
-            ),
-        )
-    })?;
+    let page = queue
+        .page(owner, status, after.as_deref(), limit)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_after",
+                Some("after"),
+                format!(
+                    "`after` must be the id of one of your jobs, got {:?}",
+                    after.unwrap_or_default()
+                ),
+            )
+        })?;
     let stats = queue.stats();
     Ok(http_util::json(
         200,

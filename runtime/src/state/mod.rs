@@ -24,9 +24,11 @@
 //! - `spend`: every node's ledger rows shipped (idempotently) to a fleet-wide aggregate.
 //! - `cache`: [`SharedCache`], the response cache's tier on Redis and coalescing of identical
 //!   misses across nodes (the semantic tier stays per node).
+//! - `jobs`: the job queue's keys and scripts (claims, renewals, reclaims, retries).
 
 pub mod budget;
 mod cache;
+pub mod jobs;
 pub mod lease;
 pub mod limits;
 mod redis;

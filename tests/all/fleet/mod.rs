@@ -12,10 +12,13 @@
 //! - `cache`: acceptance (c), the response cache shared by three nodes: hits across nodes,
 //!   one upstream call for identical concurrent misses, a stopped Redis and a corrupted entry
 //!   are misses.
+//! - `jobs`: 300 jobs over three nodes through two SIGKILLs of one (acceptance (d)), a long
+//!   job not stolen from its live node, 503 `state_unavailable` while Redis is away.
 
 pub mod harness;
 
 mod budget;
 mod cache;
 mod connect;
+mod jobs;
 mod limits;

@@ -1,0 +1,297 @@
+//! Jobs across a fleet (issue 17, acceptance (d)): 300 jobs submitted round-robin to three
+//! nodes on one Redis, node A SIGKILLed twice while it holds jobs (restarted in between);
+//! every acknowledged job succeeds, none is lost, and every duplicate execution is counted;
+//! a job running longer than `reclaim_idle_ms` is not taken from its live node. Also: an
+//! idempotency key names one job whichever node is asked, any node answers for any job, and
+//! `POST /v1/jobs` answers 503 `state_unavailable` while Redis does not answer.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::harness::{Fleet, RedisServer, state_table};
+use crate::jobs::sim_calls;
+use crate::procs::{Proc, get, post, sim};
+use crate::wait;
+
+/// Bound on waiting for jobs to get somewhere (against hangs, not a timing assertion).
+const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The claim lapses after this long without a renewal (the test's `reclaim_idle_ms`).
+const RECLAIM_IDLE_MS: u64 = 1500;
+
+/// Node `i`'s config: routes `demo` (over `up`) and `slow` (over `slow`) take jobs; state
+/// on `redis` as `node-{i}`.
+fn config(
+    i: usize,
+    data: &str,
+    redis: &RedisServer,
+    up: &Proc,
+    slow: &Proc,
+    extra: &str,
+) -> String {
+    format!(
+        "[server]\ndata_dir = \"{data}\"\n\n\
+         [jobs]\nworkers = 4\nmax_queued = 1000\nmax_attempts = 10\nbackoff_base_ms = 10\n\
+         backoff_max_ms = 100\nreclaim_idle_ms = {RECLAIM_IDLE_MS}\n\n\
+         [targets.up]\nbase_url = \"http://{}/v1\"\nmodel = \"sim-a\"\ntimeout_ms = 10000\n\n\
+         [targets.slow]\nbase_url = \"http://{}/v1\"\nmodel = \"sim-a\"\ntimeout_ms = 30000\n\n\
+         [[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\njobs = {{ concurrency = 4 }}\n\n\
+         [[routes]]\nmodel = \"slow\"\ntargets = [\"slow\"]\njobs = {{ concurrency = 1 }}\n\n{}",
+        up.addr,
+        slow.addr,
+        state_table(redis, &format!("node_id = \"node-{i}\"\n{extra}")),
+    )
+}
+
+fn chat(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Jobs held (claimed, running) by `node` right now, read from Redis.
+fn held_by(redis: &RedisServer, node: &str) -> u64 {
+    let prefix = format!("t{}:{{jobs}}:", redis.port);
+    let script = "local n = 0 \
+        for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do \
+          if redis.call('HGET', ARGV[1] .. id, 'holder') == ARGV[2] then n = n + 1 end \
+        end return n";
+    let out = redis.cli(&[
+        "EVAL",
+        script,
+        "1",
+        &format!("{prefix}running"),
+        &format!("{prefix}job:"),
+        node,
+    ]);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("redis-cli said {out:?}"))
+}
+
+async fn job(addr: SocketAddr, id: &str) -> Value {
+    let answer = get(addr, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.json()
+}
+
+#[tokio::test]
+async fn three_hundred_jobs_survive_two_kill_9s_of_a_node_and_a_long_job_is_not_stolen() {
+    let started = Instant::now();
+    let redis = RedisServer::start();
+    let up = sim(&["--latency-ms", "400"]);
+    let slow = sim(&["--latency-ms", &(RECLAIM_IDLE_MS * 3).to_string()]);
+    let mut fleet = Fleet::start(3, |i, data| config(i, data, &redis, &up, &slow, ""));
+
+    // An idempotency key names one job whichever node is asked.
+    let mut keyed = chat("demo", "keyed");
+    keyed["idempotency_key"] = json!("k-1");
+    let first = post(fleet.addr(1), "/v1/jobs", &keyed).await;
+    assert_eq!(first.status, 202, "{:?}", first.body);
+    let again = post(fleet.addr(2), "/v1/jobs", &keyed).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(first.json()["id"], again.json()["id"]);
+    let keyed_id = first.json()["id"].as_str().unwrap().to_string();
+
+    // 300 jobs, round-robin over the three nodes, 30 at a time.
+    let mut ids = Vec::with_capacity(300);
+    for chunk in 0..10 {
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let n = chunk * 30 + i;
+                let addr = fleet.addr(n % 3);
+                tokio::spawn(async move {
+                    post(addr, "/v1/jobs", &chat("demo", &format!("job {n}"))).await
+                })
+            })
+            .collect();
+        for task in tasks {
+            let answer = task.await.unwrap();
+            assert_eq!(answer.status, 202, "{:?}", answer.body);
+            ids.push(answer.json()["id"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 300);
+
+    // Twice: once node A holds jobs mid-run, SIGKILL it; its jobs are reclaimed by B or C.
+    for round in 0..2 {
+        let from = sim_calls(&up).await;
+        wait::until_within(
+            PATIENCE,
+            &format!("round {round}: node A holds jobs mid-run"),
+            || async {
+                let calls = sim_calls(&up).await;
+                let held = held_by(&redis, "node-0");
+                wait::check(
+                    calls >= from + 20 && held > 0,
+                    format!("{calls} upstream calls, A holds {held}"),
+                )
+            },
+        )
+        .await;
+        let held = held_by(&redis, "node-0");
+        assert!(
+            sim_calls(&up).await < 300,
+            "round {round}: the run is over before the kill"
+        );
+        fleet.nodes[0].child.kill().unwrap(); // SIGKILL
+        fleet.nodes[0].child.wait().unwrap();
+        let killed = Instant::now();
+        wait::until_within(
+            PATIENCE,
+            &format!("round {round}: A's {held} jobs reclaimed"),
+            || async {
+                let left = held_by(&redis, "node-0");
+                wait::check(left == 0, format!("A still holds {left}"))
+            },
+        )
+        .await;
+        eprintln!(
+            "round {round}: node A killed holding {held} jobs; reclaimed after {:.1} s",
+            killed.elapsed().as_secs_f64()
+        );
+        if round == 0 {
+            fleet.restart(0);
+        }
+    }
+
+    // Every acknowledged job succeeds; none is lost. Any node answers for any job.
+    let addr = fleet.addr(1);
+    let listing = wait::until_within(PATIENCE, "every job to succeed", || async {
+        let answer = get(addr, "/v1/jobs?status=succeeded&limit=1000").await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let listing = answer.json();
+        let done = listing["data"].as_array().unwrap().len();
+        if done == 301 {
+            Ok(listing)
+        } else {
+            Err(format!("{done} succeeded; {}", listing["stats"]))
+        }
+    })
+    .await;
+    let jobs = listing["data"].as_array().unwrap();
+    let succeeded: BTreeSet<&str> = jobs.iter().map(|j| j["id"].as_str().unwrap()).collect();
+    for id in ids.iter().chain([&keyed_id]) {
+        assert!(succeeded.contains(id.as_str()), "job {id} was lost");
+    }
+    for job in jobs {
+        assert_eq!(job["response_status"], 200, "{job}");
+        assert_eq!(job["response"]["object"], "chat.completion", "{job}");
+    }
+    assert_eq!(job(fleet.addr(2), &ids[0]).await["status"], "succeeded");
+
+    // Duplicates: counted on the jobs, and the fleet total is their sum.
+    let per_job: u64 = jobs
+        .iter()
+        .map(|j| j["duplicate_executions"].as_u64().unwrap())
+        .sum();
+    assert!(
+        per_job > 0,
+        "two kills of a node holding jobs cut off no attempt"
+    );
+    let duplicates = wait::until_within(PATIENCE, "the fleet's duplicate count", || async {
+        let stats = get(addr, "/v1/jobs?limit=1").await.json()["stats"].clone();
+        let total = stats["duplicate_executions"].as_u64().unwrap_or(0);
+        if total == per_job {
+            Ok(total)
+        } else {
+            Err(stats)
+        }
+    })
+    .await;
+    // Each duplicate execution reached the upstream at most once more; nothing else did.
+    let calls = sim_calls(&up).await;
+    assert!(calls >= 301, "{calls}");
+    assert!(
+        calls - 301 <= duplicates,
+        "{} extra upstream calls but only {duplicates} duplicate executions reported",
+        calls - 301
+    );
+    // Nothing is left claimed or counted as queued.
+    assert_eq!(
+        redis.cli(&["ZCARD", &format!("t{}:{{jobs}}:running", redis.port)]),
+        "0"
+    );
+    assert_eq!(
+        redis.cli(&["GET", &format!("t{}:{{jobs}}:depth", redis.port)]),
+        "0"
+    );
+    eprintln!(
+        "301 jobs, node A killed twice: {duplicates} duplicate executions reported, {} extra \
+         upstream calls, {:.1} s",
+        calls - 301,
+        started.elapsed().as_secs_f64()
+    );
+
+    // A job that runs three times `reclaim_idle_ms` on a live node is not taken from it.
+    let answer = post(fleet.addr(2), "/v1/jobs", &chat("slow", "long")).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let id = answer.json()["id"].as_str().unwrap().to_string();
+    let long = wait::until_within(PATIENCE, "the long job", || async {
+        let long = job(fleet.addr(1), &id).await;
+        if long["status"] == "succeeded" {
+            Ok(long)
+        } else {
+            Err(long)
+        }
+    })
+    .await;
+    assert_eq!(long["duplicate_executions"], 0, "{long}");
+    assert_eq!(long["attempts"], 1, "{long}");
+    assert_eq!(
+        sim_calls(&slow).await,
+        1,
+        "the long job reached its upstream more than once"
+    );
+}
+
+#[tokio::test]
+async fn a_submission_while_redis_does_not_answer_is_a_503_state_unavailable() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let fleet = Fleet::start(2, |i, data| {
+        config(i, data, &redis, &up, &up, "background_timeout_ms = 300\n")
+    });
+    let ok = post(fleet.addr(0), "/v1/jobs", &chat("demo", "before")).await;
+    assert_eq!(ok.status, 202, "{:?}", ok.body);
+    let id = ok.json()["id"].as_str().unwrap().to_string();
+
+    redis.signal("-STOP");
+    let refused = post(fleet.addr(1), "/v1/jobs", &chat("demo", "during")).await;
+    redis.signal("-CONT");
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    assert_eq!(
+        refused.json()["error"]["code"],
+        "state_unavailable",
+        "{:?}",
+        refused.body
+    );
+    assert!(
+        refused.headers.contains_key("retry-after"),
+        "{:?}",
+        refused.headers
+    );
+
+    // Back: the job submitted before finishes, answered by the other node.
+    let done = wait::until_within(PATIENCE, "the job to succeed", || async {
+        let answer = get(fleet.addr(1), &format!("/v1/jobs/{id}")).await;
+        let body = answer.json();
+        if answer.status == 200 && body["status"] == "succeeded" {
+            Ok(body)
+        } else {
+            Err(body)
+        }
+    })
+    .await;
+    assert_eq!(done["response_status"], 200, "{done}");
+    let after = wait::until_within(PATIENCE, "submissions accepted again", || async {
+        let answer = post(fleet.addr(1), "/v1/jobs", &chat("demo", "after")).await;
+        wait::check(
+            answer.status == 202,
+            format!("{} {:?}", answer.status, answer.body),
+        )
+    });
+    after.await;
+}

@@ -51,7 +51,7 @@ async fn no_client_request_fails_while_redis_is_killed_or_paused() {
         );
         config(
             &[("a", &up, "sim-a")],
-            "cache = { ttl_ms = 600000 }",
+            "cache = { ttl_ms = 600000, cache_nonzero_temperature = true }",
             &extra,
         )
     });

@@ -99,6 +99,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.cache != new.cache {
         changed.push("[cache]");
     }
+    if old.state != new.state {
+        changed.push("[state]");
+    }
     if old.data_dir != new.data_dir || old.cost.request_log != new.cost.request_log {
         changed.push("server.data_dir / cost.request_log");
     }
@@ -155,7 +158,7 @@ impl App {
                 Ok(config)
             }
         });
-        let config = match loaded {
+        let mut config = match loaded {
             Ok(config) => config,
             Err(err) => {
                 tracing::error!(trigger, error = %err, "reload: config rejected; the previous config keeps serving");
@@ -167,6 +170,11 @@ impl App {
                 return outcome;
             }
         };
+        // The node's id defaults, at start, to hostname:port of the listener it bound; a file
+        // that names none keeps that one.
+        if config.state.node_id.is_none() {
+            config.state.node_id = previous.config.state.node_id.clone();
+        }
         for setting in restart_only(&previous.config, &config) {
             tracing::warn!(
                 setting,

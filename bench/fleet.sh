@@ -54,8 +54,8 @@ output_per_mtok = 2.0
 [targets.sim]
 base_url = "http://$SIM/v1"
 model = "sim-large"
-rpm = 10000000
-tpm = 1000000000
+rpm = 1000000
+tpm = 100000000
 [[routes]]
 model = "demo"
 targets = ["sim"]
@@ -74,8 +74,8 @@ config = { prompt = "You serve the {{team}} team." }
 name = "bench"
 hash = "$hash"
 daily_budget_usd = 1000000.0
-rpm = 10000000
-tpm = 1000000000
+rpm = 1000000
+tpm = 100000000
 $state
 TOML
 }
@@ -89,6 +89,7 @@ for round in $(seq 1 "$ROUNDS"); do
         config "$v" > "$work/$v.toml"
         RUST_LOG=warn "$weir" serve --config "$work/$v.toml" >/dev/null 2>"$work/$v.log" & node=$!
         for _ in $(seq 1 200); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+        curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 || { echo "weir ($v) did not start:"; cat "$work/$v.log"; exit 1; }
         # Warm up (stage instances, connections, Redis scripts).
         WEIR_KEY=$KEY wrk -t1 -c1 -d1s -s bench/fleet.lua "http://$WEIR/v1/chat/completions" >/dev/null
         before=$(commands)

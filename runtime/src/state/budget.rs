@@ -123,6 +123,12 @@ pub fn nanos_up(pico: u64) -> u64 {
     pico.div_ceil(1000)
 }
 
+/// Settles in flight or waiting for Redis, in this process.
+static PENDING_SETTLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The most settles that may wait for Redis at once (each a small task).
+const MAX_PENDING_SETTLES: usize = 65_536;
+
 /// One key's budget on the fleet's Redis.
 #[derive(Debug)]
 pub struct FleetBudget {
@@ -409,7 +415,18 @@ impl FleetBudget {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        runtime.spawn(async move { this.settle_now(hold, actual).await });
+        // Settles waiting out an outage are bounded: past the cap a settle is dropped (its
+        // reservation is charged in full when it expires, as a dead node's is), so a long
+        // outage at a high rate cannot grow memory without bound.
+        if PENDING_SETTLES.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_SETTLES {
+            PENDING_SETTLES.fetch_sub(1, Ordering::Relaxed);
+            metrics::counter!("weir_state_settles_dropped_total").increment(1);
+            return;
+        }
+        runtime.spawn(async move {
+            this.settle_now(hold, actual).await;
+            PENDING_SETTLES.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 
     async fn settle_now(&self, hold: FleetHold, actual: u64) {

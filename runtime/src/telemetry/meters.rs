@@ -26,7 +26,8 @@
 //! handles cached for them grow with what upstreams and stages say.
 //! | `weir_reloads_total` | counter | `outcome` (`ok`, `failed`) |
 //! | `weir_connections_closed_total` | counter | `listener` (`public`, `admin`), `reason` (`header_timeout`, `idle_timeout`, `write_timeout`, `over_limit`) |
-//! | `weir_state_fallbacks_total` | counter | `feature` (`rate_limits`, …): a shared feature fell back to its `on_unavailable` policy because Redis failed |
+//! | `weir_state_fallbacks_total` | counter | `feature` (`budgets`, `rate_limits`, `cache`, `jobs`): a shared feature fell back to its `on_unavailable` policy because Redis failed |
+//! | `weir_state_calls_total`, `weir_state_call_seconds`, `weir_state_up`, `weir_state_settles_dropped_total`, `weir_state_cache_rejected_total` | | the fleet's Redis (`state::redis`, `state::budget`, `state::cache`) |
 //!
 //! The job queue records its own (`weir_jobs_*`, see `queue::worker`).
 //!
@@ -166,17 +167,9 @@ fn describe() {
         metrics::Unit::Seconds,
         "weir's own time per request: the total minus the time spent waiting on upstreams"
     );
-    describe_counter!(
-        "weir_state_fallbacks_total",
-        "Times a shared feature fell back to its state.on_unavailable policy because Redis did not answer, by feature"
-    );
     describe_gauge!(
         "weir_requests_in_flight",
         "Public requests being handled now"
-    );
-    describe_counter!(
-        "weir_state_fallbacks_total",
-        "Calls of a shared feature that fell back to its on_unavailable policy (Redis unavailable), by feature"
     );
     describe_counter!(
         "weir_shed_requests_total",
@@ -223,6 +216,11 @@ fn describe() {
         "weir_state_call_seconds",
         metrics::Unit::Seconds,
         "Time a call to the fleet's Redis took, by operation"
+    );
+    describe_counter!(
+        "weir_state_settles_dropped_total",
+        "Budget settles dropped because too many were waiting for the fleet's Redis (their \
+         reservations are charged in full when they expire)"
     );
     describe_gauge!(
         "weir_state_up",

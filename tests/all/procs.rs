@@ -99,7 +99,7 @@ pub fn serve_logged(config: &str, envs: &[(&str, &str)], log: &Path) -> Proc {
 }
 
 /// `weir serve` of the config at `path` on free ports.
-fn serve_args(path: &Path) -> [&str; 7] {
+pub fn serve_args(path: &Path) -> [&str; 7] {
     [
         "serve",
         "--config",

@@ -20,15 +20,7 @@ fn config(up: &Proc, state: &str) -> String {
 fn serve_to_exit(config: &str) -> (bool, String) {
     let path = scratch_config(config);
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args([
-            "serve",
-            "--config",
-            path.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(crate::procs::serve_args(&path))
         .env("XDG_STATE_HOME", crate::procs::state_home())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -123,6 +123,12 @@ pub struct StateSettings {
     #[serde(rename = "lease_ttl_ms", with = "Ms::<100, 3_600_000>")]
     #[serde(default = "ms::<10_000>")]
     pub lease_ttl: Duration,
+    /// How long a node holds a lease of rate-limit permits (0: one Redis call per
+    /// admission). Leased permits count in the fleet's window from when they are taken to
+    /// this long after, so the bound stays exact; unused ones go back at the next lease.
+    #[serde(rename = "rate_limit_lease_ms", with = "Ms::<0, 10_000>")]
+    #[serde(default = "ms::<0>")]
+    pub rate_limit_lease: Duration,
     /// Whether answers are cached in Redis too (a hit on one node for an answer another
     /// fetched) and identical misses on different nodes make one upstream call.
     #[serde(default = "super::value::yes")]

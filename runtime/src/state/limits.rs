@@ -16,17 +16,26 @@
 //! admissions whose delivery took longer than the gap to the window's edge (none in
 //! practice: the gap is the whole window in a burst).
 //!
-//! # Why one script per admission, not leases
+//! # One script per admission, or leases (`state.rate_limit_lease_ms`)
 //!
-//! A lease (a node takes k permits per trip) saves round trips but, with a per-minute limit,
-//! a permit leased and not used still occupies the window: at a low rate most of each lease
-//! expires unused and the fleet refuses far below its limit, and the lease size would have
-//! to adapt to each node's rate. One `EVALSHA` on the request lane costs one Redis round
-//! trip before the upstream call (its latency is `/admin/state`'s and
-//! `weir_state_call_seconds{op="limit_take"}`; not yet benchmarked), small next to an LLM
-//! call of hundreds of ms, and the bound stays exact. Key and target are
-//! two calls: their keys have different hash tags (`{k:<key>}`, `{t:<target>}`) and a
-//! script must stay within one Cluster slot. A target's RPM and TPM are one call.
+//! By default (`rate_limit_lease_ms = 0`) every admission is one `EVALSHA` on the request
+//! lane: one Redis round trip before the upstream call, and the bound is exact. Key and
+//! target are two calls: their keys have different hash tags (`{k:<key>}`, `{t:<target>}`)
+//! and a script must stay within one Cluster slot. A target's RPM and TPM are one call.
+//!
+//! With `rate_limit_lease_ms = L > 0`, a node takes a *lease* of k permits in one call and
+//! admits from it locally for at most L; the next lease (the same call) gives back what the
+//! previous one left unused. A lease is logged with the score `now + L`, so its permits
+//! count in the fleet's window from the moment they are taken until L + 60 s later: every
+//! request sent on a lease goes out within L of the lease, so any 60-second window of sends
+//! only holds permits that were all in the log when the last of them was granted, and the
+//! log still never holds more than the limit. Bound stated: **0 overshoot** in Redis time,
+//! as without leases. The price is false refusals: permits leased and not yet used or
+//! returned are unavailable to other nodes (at most one lease per node per limit, each at
+//! most limit / (4 × `expected_nodes`) permits), and permits count L longer. The lease size
+//! adapts to the node's rate: it starts at one call's weight, doubles when a lease runs out
+//! before its end and falls to what was used when one ends unspent. Near the limit a lease
+//! is granted whatever room is left, down to the call's own weight.
 //!
 //! # TPM
 //!
@@ -110,7 +119,7 @@ if mode ~= 'debit' then
           break
         end
       end
-      for k = 1, n do redis.call('SET', KEYS[2 * k], totals[k], 'PX', window + 1000) end
+      for k = 1, n do redis.call('SET', KEYS[2 * k], totals[k], 'PX', window + 11000) end
       return {i, math.max(wait, 1)}
     end
   end
@@ -123,11 +132,96 @@ for i = 1, n do
     redis.call('ZADD', log, now, string.format('%d', w) .. ':' .. id)
     totals[i] = totals[i] + w
   end
-  redis.call('SET', total, string.format('%d', totals[i]), 'PX', window + 1000)
-  redis.call('PEXPIRE', log, window + 1000)
+  redis.call('SET', total, string.format('%d', totals[i]), 'PX', window + 11000)
+  redis.call('PEXPIRE', log, window + 11000)
 end
 return {0, 0}
 ";
+
+/// The lease script. `KEYS`: per limit, its log and its total. `ARGV`: the window in ms, a
+/// unique id, the prune batch, the wait scan, the lease in ms, then per limit: its limit,
+/// the least it must grant (the call's weight), the most it may grant, the member of the
+/// previous lease to give back (`''`: none) and how much of that lease was used. Gives back
+/// first (always), then grants all limits or none. Answers `{'0', suffix, granted...}` (the
+/// members are `granted:suffix`) or `{i, wait_ms}` when limit `i` refused.
+const LEASE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local suffix = ARGV[2] .. ':' .. t[1] .. '.' .. t[2]
+local prune = tonumber(ARGV[3])
+local scan = tonumber(ARGV[4])
+local lease = tonumber(ARGV[5])
+local n = #KEYS / 2
+local function weight_of(member)
+  return tonumber(string.match(member, '^(%d+):')) or 0
+end
+local totals = {}
+for i = 1, n do
+  local log, total, a = KEYS[2 * i - 1], KEYS[2 * i], 5 * i
+  local sum = tonumber(redis.call('GET', total) or '0') or 0
+  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window, 'LIMIT', 0, prune)
+  if #old > 0 then
+    for _, m in ipairs(old) do sum = sum - weight_of(m) end
+    redis.call('ZREM', log, unpack(old))
+  end
+  local back = ARGV[a + 4]
+  if back ~= '' then
+    local score = redis.call('ZSCORE', log, back)
+    if score then
+      redis.call('ZREM', log, back)
+      sum = sum - weight_of(back)
+      local used = math.min(tonumber(ARGV[a + 5]) or 0, weight_of(back))
+      if used > 0 then
+        redis.call('ZADD', log, score, string.format('%d', used) .. ':' .. string.match(back, '^%d+:(.*)$'))
+        sum = sum + used
+      end
+    end
+  end
+  if sum < 0 or redis.call('ZCARD', log) == 0 then sum = 0 end
+  totals[i] = sum
+end
+local grants = {}
+for i = 1, n do
+  local a = 5 * i
+  local limit = tonumber(ARGV[a + 1])
+  local least = math.min(tonumber(ARGV[a + 2]), limit)
+  local most = math.min(math.max(tonumber(ARGV[a + 3]), least), limit)
+  local room = limit - totals[i]
+  if room < least then
+    local need = totals[i] + least - limit
+    local entries = redis.call('ZRANGE', KEYS[2 * i - 1], 0, scan - 1, 'WITHSCORES')
+    local freed, wait = 0, window
+    for j = 1, #entries, 2 do
+      freed = freed + weight_of(entries[j])
+      if freed >= need then
+        wait = tonumber(entries[j + 1]) + window - now
+        break
+      end
+    end
+    for k = 1, n do redis.call('SET', KEYS[2 * k], totals[k], 'PX', window + 11000) end
+    return {tostring(i), tostring(math.max(wait, 1))}
+  end
+  grants[i] = math.min(most, room)
+end
+local answer = {'0', suffix}
+for i = 1, n do
+  local log, total = KEYS[2 * i - 1], KEYS[2 * i]
+  if grants[i] > 0 then
+    redis.call('ZADD', log, now + lease, string.format('%d', grants[i]) .. ':' .. suffix)
+  end
+  redis.call('SET', total, string.format('%d', totals[i] + grants[i]), 'PX', window + 11000)
+  redis.call('PEXPIRE', log, window + 11000)
+  answer[#answer + 1] = string.format('%d', grants[i])
+end
+return answer
+";
+
+/// The lease script, loaded once per process.
+fn lease_script() -> &'static redis::Script {
+    static CELL: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    CELL.get_or_init(|| redis::Script::new(LEASE_SCRIPT))
+}
 
 /// The script, loaded once per process (`EVALSHA`, reloaded on `NOSCRIPT`).
 fn script() -> &'static redis::Script {
@@ -183,6 +277,43 @@ struct Limit {
     share: u32,
     /// The bucket of that share.
     fallback: Mutex<MinuteBucket>,
+    /// This node's lease of permits (with `rate_limit_lease_ms`), locked across its renewal
+    /// so that one call renews it for all.
+    grant: tokio::sync::Mutex<Grant>,
+}
+
+/// A lease of permits of one limit held by this node.
+#[derive(Debug, Default)]
+struct Grant {
+    /// Its member in the log (`granted:suffix`); `None` when there is none to give back.
+    member: Option<String>,
+    /// Permits granted.
+    granted: u64,
+    /// Permits used (admissions and debits).
+    used: u64,
+    /// Until when it admits (its sends must leave within the lease).
+    until: Option<Instant>,
+}
+
+impl Grant {
+    /// Permits left to admit with at `now`.
+    fn left(&self, now: Instant) -> u64 {
+        match self.until {
+            Some(until) if now < until => self.granted.saturating_sub(self.used),
+            _ => 0,
+        }
+    }
+
+    /// The size of the next lease for a call of `weight`, at most `cap`: double the last one
+    /// when it ran out before its end, what was used of it when it ended unspent.
+    fn next_size(&self, weight: u64, cap: u64, now: Instant) -> u64 {
+        let want = match self.until {
+            None => weight,
+            Some(until) if now < until => self.granted.saturating_mul(2),
+            Some(_) => self.used,
+        };
+        want.clamp(weight, cap.max(weight))
+    }
 }
 
 /// What to do with a call's weights.
@@ -217,6 +348,9 @@ pub struct FleetLimits {
     tpm: Option<Limit>,
     /// Makes admission ids unique within this process (with the node id and Redis time).
     next: AtomicU64,
+    /// How long a lease of permits lasts (`state.rate_limit_lease_ms`); `None`: one call per
+    /// admission.
+    lease: Option<Duration>,
 }
 
 impl FleetLimits {
@@ -239,13 +373,16 @@ impl FleetLimits {
                 total: shared.redis.key(tag, &format!("rl:{name}:n")),
                 share,
                 fallback: MinuteBucket::new(share),
+                grant: tokio::sync::Mutex::default(),
             }
         };
+        let lease = shared.settings.rate_limit_lease;
         Some(FleetLimits {
             shared: shared.clone(),
             rpm: rpm.map(|n| limit("rpm", n)),
             tpm: tpm.map(|n| limit("tpm", n)),
             next: AtomicU64::new(0),
+            lease: (!lease.is_zero()).then_some(lease),
         })
     }
 
@@ -296,20 +433,32 @@ impl FleetLimits {
         if parts.is_empty() {
             return Ok(());
         }
+        if let Some(lease) = self.lease {
+            return self.leased(mode, &parts, lease).await;
+        }
+        self.exact(mode, &parts).await
+    }
+
+    /// One id for an admission or a lease: unique within the fleet with Redis's time.
+    fn id(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{n}", self.shared.node())
+    }
+
+    /// [`Self::call`] without leases: one script call.
+    async fn exact(&self, mode: Mode, parts: &[(Which, &Limit, u32)]) -> Result<(), Refused> {
         let lane = match mode {
             Mode::Debit => Lane::Background,
             _ => Lane::Request,
         };
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{}:{n}", self.shared.node());
         let mut invocation = script().prepare_invoke();
         invocation
             .arg(WINDOW_MS)
-            .arg(id)
+            .arg(self.id())
             .arg(mode.arg())
             .arg(PRUNE_BATCH)
             .arg(WAIT_SCAN);
-        for (_, limit, weight) in &parts {
+        for (_, limit, weight) in parts {
             invocation
                 .key(&limit.log)
                 .key(&limit.total)
@@ -327,9 +476,124 @@ impl FleetLimits {
             .script::<Vec<i64>>(op, lane, &invocation)
             .await
         {
-            Ok(answer) => verdict(&answer, &parts),
-            Err(err) => self.fallback(mode, &parts, &err),
+            Ok(answer) => verdict(&answer, parts),
+            Err(err) => self.fallback(mode, parts, &err),
         }
+    }
+
+    /// [`Self::call`] on this node's leases: admitted locally while they have room; one
+    /// script call renews every lease short of room (giving back what the old ones left).
+    /// A debit is taken from the lease, and what it has no room for is debited in Redis.
+    async fn leased(
+        &self,
+        mode: Mode,
+        parts: &[(Which, &Limit, u32)],
+        lease: Duration,
+    ) -> Result<(), Refused> {
+        // Locked in the order of `parts` (RPM before TPM) by every caller.
+        let mut grants = Vec::with_capacity(parts.len());
+        for (_, limit, _) in parts {
+            grants.push(limit.grant.lock().await);
+        }
+        if mode == Mode::Debit {
+            let mut over = Vec::new();
+            for ((which, limit, weight), grant) in parts.iter().zip(&mut grants) {
+                let weight = u64::from(*weight);
+                // A debit counts tokens already sent: a lease past its end still has them.
+                let room = grant.granted.saturating_sub(grant.used).min(weight);
+                grant.used += room;
+                if weight > room {
+                    over.push((
+                        *which,
+                        *limit,
+                        u32::try_from(weight - room).unwrap_or(u32::MAX),
+                    ));
+                }
+            }
+            drop(grants);
+            return match over.is_empty() {
+                true => Ok(()),
+                false => self.exact(Mode::Debit, &over).await,
+            };
+        }
+        let start = Instant::now();
+        let short: Vec<usize> = (0..parts.len())
+            .filter(|&i| grants[i].left(start) < u64::from(parts[i].2))
+            .collect();
+        if !short.is_empty() {
+            let mut invocation = lease_script().prepare_invoke();
+            invocation
+                .arg(WINDOW_MS)
+                .arg(self.id())
+                .arg(PRUNE_BATCH)
+                .arg(WAIT_SCAN)
+                .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            let nodes = u64::from(self.shared.settings.expected_nodes.max(1));
+            for &i in &short {
+                let (_, limit, weight) = parts[i];
+                let grant = &grants[i];
+                let cap = u64::from(limit.per_minute) / (4 * nodes);
+                invocation
+                    .key(&limit.log)
+                    .key(&limit.total)
+                    .arg(limit.per_minute)
+                    .arg(weight)
+                    .arg(grant.next_size(u64::from(weight), cap, start))
+                    .arg(grant.member.as_deref().unwrap_or(""))
+                    .arg(grant.used);
+            }
+            let answer = self
+                .shared
+                .redis
+                .script::<Vec<String>>("limit_lease", Lane::Request, &invocation)
+                .await;
+            // Whatever the answer, the old leases were given back (or may have been): none
+            // of their permits is used again.
+            for &i in &short {
+                *grants[i] = Grant::default();
+            }
+            let granted = match answer {
+                Err(err) => return self.fallback(mode, parts, &err),
+                Ok(answer) => lease_verdict(&answer, short.len()),
+            };
+            match granted {
+                Err((index, wait)) => {
+                    let i = short.get(index).copied().unwrap_or(short[0]);
+                    let (which, limit, _) = parts[i];
+                    return Err(Refused::Limited {
+                        which,
+                        per_minute: limit.per_minute,
+                        wait,
+                    });
+                }
+                Ok((suffix, amounts)) => {
+                    for (&i, granted) in short.iter().zip(amounts) {
+                        *grants[i] = Grant {
+                            member: Some(format!("{granted}:{suffix}")),
+                            granted,
+                            used: 0,
+                            until: Some(start + lease),
+                        };
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        if let Some(i) = (0..parts.len()).find(|&i| grants[i].left(now) < u64::from(parts[i].2)) {
+            // Granted less than asked (an answer not of the script's shape): refuse briefly.
+            let (which, limit, _) = parts[i];
+            return Err(Refused::Limited {
+                which,
+                per_minute: limit.per_minute,
+                wait: Duration::from_secs(1),
+            });
+        }
+        if mode == Mode::Take {
+            for ((_, _, weight), grant) in parts.iter().zip(&mut grants) {
+                grant.used += u64::from(*weight);
+            }
+        }
+        Ok(())
     }
 
     /// Redis failed: the policy decides.
@@ -379,6 +643,31 @@ fn verdict(answer: &[i64], parts: &[(Which, &Limit, u32)]) -> Result<(), Refused
     }
 }
 
+/// The lease script's answer: the members' suffix and the permits granted per limit, or the
+/// index (0-based) of the limit that refused and the wait. Untrusted: a limit without an
+/// amount gets 0 (the call is then refused), a wait is bounded to (0, window].
+fn lease_verdict(
+    answer: &[String],
+    limits: usize,
+) -> Result<(String, Vec<u64>), (usize, Duration)> {
+    let number = |i: usize| answer.get(i).and_then(|v| v.parse::<u64>().ok());
+    match number(0) {
+        Some(0) => {
+            let suffix = answer.get(1).cloned().unwrap_or_default();
+            let amounts = (0..limits).map(|i| number(2 + i).unwrap_or(0)).collect();
+            Ok((suffix, amounts))
+        }
+        Some(i) => {
+            let wait = number(1).unwrap_or(1).clamp(1, WINDOW_MS);
+            let index = usize::try_from(i - 1)
+                .unwrap_or(0)
+                .min(limits.saturating_sub(1));
+            Err((index, Duration::from_millis(wait)))
+        }
+        None => Ok((String::new(), vec![0; limits])),
+    }
+}
+
 /// The same call on this node's share (all or nothing, like the script).
 fn local(mode: Mode, parts: &[(Which, &Limit, u32)], now: Instant) -> Result<(), Refused> {
     let mut buckets: Vec<_> = parts
@@ -419,6 +708,7 @@ mod tests {
             total: "n".into(),
             share,
             fallback: MinuteBucket::new(share),
+            grant: tokio::sync::Mutex::default(),
         }
     }
 
@@ -485,5 +775,66 @@ mod tests {
             panic!("refused");
         };
         assert_eq!(wait, Duration::from_millis(WINDOW_MS));
+    }
+
+    #[test]
+    fn a_lease_grows_while_it_runs_out_and_shrinks_to_what_was_used() {
+        let now = Instant::now();
+        let fresh = Grant::default();
+        assert_eq!(
+            fresh.next_size(3, 100, now),
+            3,
+            "no history: the call's weight"
+        );
+        let ran_out = Grant {
+            member: Some("8:x".into()),
+            granted: 8,
+            used: 8,
+            until: Some(now + Duration::from_secs(1)),
+        };
+        assert_eq!(ran_out.left(now), 0);
+        assert_eq!(ran_out.next_size(1, 100, now), 16, "ran out early: doubled");
+        assert_eq!(ran_out.next_size(1, 10, now), 10, "capped");
+        assert_eq!(
+            ran_out.next_size(40, 10, now),
+            40,
+            "never below the call's weight"
+        );
+        let ended = Grant { used: 3, ..ran_out };
+        let later = now + Duration::from_secs(2);
+        assert_eq!(ended.left(now), 5);
+        assert_eq!(ended.left(later), 0, "a lease past its end admits nothing");
+        assert_eq!(
+            ended.next_size(1, 100, later),
+            3,
+            "ended unspent: what was used"
+        );
+    }
+
+    #[test]
+    fn the_lease_scripts_answer_is_bounded() {
+        let answer = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            lease_verdict(&answer(&["0", "n:1:5.6", "7", "300"]), 2),
+            Ok(("n:1:5.6".into(), vec![7, 300]))
+        );
+        assert_eq!(
+            lease_verdict(&answer(&["2", "1500"]), 2),
+            Err((1, Duration::from_millis(1500)))
+        );
+        // Untrusted: an index that does not exist names the last limit, waits are bounded,
+        // missing amounts are 0 (the call is then refused).
+        assert_eq!(
+            lease_verdict(&answer(&["9", "999999999"]), 2),
+            Err((1, Duration::from_millis(WINDOW_MS)))
+        );
+        assert_eq!(
+            lease_verdict(&answer(&["0", "s"]), 2),
+            Ok(("s".into(), vec![0, 0]))
+        );
+        assert_eq!(
+            lease_verdict(&answer(&["x"]), 1),
+            Ok((String::new(), vec![0]))
+        );
     }
 }

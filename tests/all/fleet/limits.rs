@@ -109,11 +109,34 @@ fn state(redis: &RedisServer, extra: &str) -> String {
 
 #[tokio::test]
 async fn a_target_rpm_shared_by_three_nodes_keeps_the_provider_under_it_in_any_minute() {
+    let (ok, limited, _) = target_rpm_over_three_nodes("").await;
+    assert_eq!(ok, 120);
+    assert_eq!(limited, 480);
+}
+
+#[tokio::test]
+async fn leased_permits_keep_the_provider_under_the_target_rpm_in_fewer_redis_calls() {
+    let (ok, limited, leases) = target_rpm_over_three_nodes("rate_limit_lease_ms = 1000").await;
+    // Permits leased and unused at the end are lost for this minute: at most one lease of
+    // 120 / (4 × 3) = 10 per node.
+    assert!((90..=120).contains(&ok), "{ok} admitted");
+    assert_eq!(ok + limited, 600);
+    assert!(
+        leases < ok as u64,
+        "{leases} leases in the log for {ok} admissions: permits were not leased"
+    );
+}
+
+/// 600 requests in about 20 s, round-robin over three nodes sharing a target RPM of 120 on
+/// a sim that refuses beyond 120 per minute, with `lease` in `[state]`: asserts the
+/// provider never refused one nor saw more than 120 in a minute, and returns (admitted,
+/// refused, entries in the target's log).
+async fn target_rpm_over_three_nodes(lease: &str) -> (usize, usize, u64) {
     let redis = RedisServer::start();
     // The provider account: 120 requests per minute, refused beyond with 429.
     let up = sim(&["--rpm-limit", "120"]);
     let fleet = Fleet::start(3, |_, data_dir| {
-        config(data_dir, &up, "rpm = 120", &state(&redis, ""))
+        config(data_dir, &up, "rpm = 120", &state(&redis, lease))
     });
     let addrs: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
     // 600 requests in about 20 s, round-robin over the nodes.
@@ -129,11 +152,11 @@ async fn a_target_rpm_shared_by_three_nodes_keeps_the_provider_under_it_in_any_m
     assert_eq!(stats["faults"]["rate_limited"], 0, "{stats}");
     let max = stats["rpm"]["max_received_in_60s"].as_u64().unwrap();
     assert!(max <= 120, "the provider saw {max} in one minute: {stats}");
-    // Everything happened within one window: the fleet used its whole minute and no more.
+    // Everything happened within one window: the fleet used at most its minute.
     assert!(took < Duration::from_secs(60), "{took:?}");
-    assert_eq!(ok, 120, "{stats}");
-    assert_eq!(stats["requests"], 120, "{stats}");
-    assert_eq!(limited, 480);
+    assert_eq!(stats["requests"], ok as u64, "{stats}");
+    let log = redis.cli(&["ZCARD", &format!("t{}:{{t:up}}:rl:rpm", redis.port)]);
+    (ok, limited, log.parse().expect("ZCARD"))
 }
 
 #[tokio::test]
@@ -250,8 +273,20 @@ async fn fleet_limits(
     rpm: Option<u32>,
     tpm: Option<u32>,
 ) -> std::sync::Arc<weir::state::limits::FleetLimits> {
+    leased_limits(redis, node, tag, rpm, tpm, "").await
+}
+
+/// [`fleet_limits`] with `extra` in `[state]`.
+async fn leased_limits(
+    redis: &RedisServer,
+    node: &str,
+    tag: &str,
+    rpm: Option<u32>,
+    tpm: Option<u32>,
+    extra: &str,
+) -> std::sync::Arc<weir::state::limits::FleetLimits> {
     let settings: weir::config::StateSettings = toml::from_str(&format!(
-        "backend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"w\"\nnode_id = \"{node}\"\ncommand_timeout_ms = 5000\n",
+        "backend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"w\"\nnode_id = \"{node}\"\ncommand_timeout_ms = 5000\n{extra}\n",
         redis.url()
     ))
     .expect("[state]");
@@ -326,4 +361,81 @@ async fn the_window_admits_exactly_its_limit_from_concurrent_nodes() {
         check(total == "190", total)
     })
     .await;
+}
+
+#[tokio::test]
+async fn leases_never_let_the_window_hold_more_than_the_limit_and_give_back_what_was_unused() {
+    use weir::state::limits::{Refused, Which};
+    let redis = RedisServer::start();
+    let lease = "expected_nodes = 3\nrate_limit_lease_ms = 300";
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let node = format!("n{i}");
+        nodes.push(leased_limits(&redis, &node, "t:acct", Some(48), Some(100_000), lease).await);
+    }
+    let total = || -> u64 {
+        redis
+            .cli(&["GET", "w:{t:acct}:rl:rpm:n"])
+            .parse()
+            .unwrap_or(0)
+    };
+    // Waves of concurrent requests from three nodes: the log never holds more than 48, and
+    // no more than 48 are admitted in the minute.
+    let mut admitted = 0;
+    for _ in 0..6 {
+        let tasks: Vec<_> = (0..30)
+            .map(|i| {
+                let node = nodes[i % 3].clone();
+                tokio::spawn(async move { node.take(10).await })
+            })
+            .collect();
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(()) => admitted += 1,
+                Err(Refused::Limited {
+                    which: Which::Rpm,
+                    per_minute: 48,
+                    wait,
+                }) => assert!(wait <= Duration::from_secs(61), "{wait:?}"),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(total() <= 48, "the window holds {}", total());
+        // Let the leases end, so the next wave renews them (and gives back the unused).
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    // Leases of at most 48 / (4 × 3) = 4 permits: at most 3 × 4 leased and unused at a time,
+    // and the unused go back at the next lease.
+    assert!((36..=48).contains(&admitted), "{admitted} admitted");
+    // Fewer log entries than admissions: admissions were leased, not one call each.
+    let entries: u64 = redis.cli(&["ZCARD", "w:{t:acct}:rl:rpm"]).parse().unwrap();
+    assert!(
+        entries < admitted as u64,
+        "{entries} entries for {admitted}"
+    );
+
+    // A key's TPM on a lease: checked against the lease, debited from it, the rest debited
+    // in Redis; the fleet's total counts every token used.
+    let key = leased_limits(&redis, "n0", "k:team", None, Some(100), lease).await;
+    assert_eq!(key.check(10).await, Ok(()));
+    key.debit(30);
+    until("the debit beyond the lease to land", || async {
+        let total = redis.cli(&["GET", "w:{k:team}:rl:tpm:n"]);
+        check(total == "30", total)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(key.check(70).await, Ok(()));
+    assert_eq!(redis.cli(&["GET", "w:{k:team}:rl:tpm:n"]), "100");
+    let refused = key.check(71).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Refused::Limited {
+                which: Which::Tpm,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 }

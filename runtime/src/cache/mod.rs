@@ -5,8 +5,10 @@
 //! Owns: [`CacheKey`] construction, the stored entries and their TTLs, and the in-flight
 //! table. Must not know about HTTP: the caller says what the client allowed
 //! ([`CacheControl`]) and reports back a [`CacheStatus`] for the `x-weir-cache` header.
-//! With `state.shared_cache` on a Redis backend, a shared tier sits between memory and disk
-//! (`state::SharedCache`); the semantic index stays per node.
+//! With `state.shared_cache` on a Redis backend, a shared tier (`state::SharedCache`) is read
+//! after this node's memory and disk, in the same Redis call that takes the fleet's lease on
+//! a miss (streams and routes with a semantic tier read it between memory and disk); the
+//! semantic index stays per node.
 //!
 //! A cache that serves a wrong answer is worse than none, so only fields proven not to change
 //! the answer are left out of the key (see `key.rs`).

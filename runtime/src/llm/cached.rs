@@ -49,9 +49,16 @@ impl LlmStep {
         let policy = step.cache;
         let control = call.control;
         let tenant = policy.per_key.then(|| call.meter.key_name());
-        if !control.no_cache
-            && let Some(response) = self.cache.lookup(&key, call.route).await
-        {
+        // A whole answer on a route without a semantic tier reads the fleet's tier in the
+        // same Redis call that takes the fleet's lease on a miss (`lead_or_wait`): this
+        // node's tiers first, then one round trip.
+        let folded = !call.request.stream && policy.semantic_threshold.is_none();
+        let found = match (control.no_cache, folded) {
+            (true, _) => None,
+            (false, true) => self.cache.get(&key).await,
+            (false, false) => self.cache.lookup(&key, call.route).await,
+        };
+        if let Some(response) = found {
             self.costing
                 .record_free(&response, call.site(CacheStatus::Hit));
             return StepReply::new(Ok(Answer::Whole(response)), CacheStatus::Hit);

@@ -1,5 +1,7 @@
-//! The response cache's shared tier on Redis (`state.shared_cache`), after each node's memory
-//! tier and before its disk tier, and coalescing of identical misses across nodes.
+//! The response cache's shared tier on Redis (`state.shared_cache`), after each node's own
+//! tiers, and coalescing of identical misses across nodes: a miss is one `FLIGHT` call that
+//! reads the entry or takes the lease (streams and semantic routes read it with
+//! [`SharedCache::get`] first, between memory and disk).
 //!
 //! Keys (`{c:<route>}` is the hash tag: an entry and its lease share one Cluster slot):
 //!
@@ -265,7 +267,15 @@ impl SharedCache {
     /// another node's answer (at most `wait`), or fetch it alone.
     pub async fn lead_or_wait(&self, route: &str, key: &CacheKey, wait: Duration) -> Coalesce {
         if wait.is_zero() {
-            return Coalesce::Alone;
+            // No waiting for other nodes: still a hit when the entry is there.
+            return match self.get(route, key).await {
+                Some((response, ttl)) => Coalesce::Filled {
+                    response,
+                    ttl,
+                    waited: false,
+                },
+                None => Coalesce::Alone,
+            };
         }
         let start = Instant::now();
         let mut pause = FIRST_POLL;

@@ -2,9 +2,12 @@
 # What the fleet's shared state costs on the request path: one weir node with the demo
 # pipeline, an API key with a budget and RPM/TPM limits, a target RPM and the response cache
 # on, in front of one `weir sim`, with `[state] backend = "local"`, then "redis" in `strict`
-# and in `lease` budget mode (one redis-server on loopback). Every request is distinct (a
-# cache miss: budget, limits and the shared cache are all exercised). Rounds alternate the
-# variants so machine noise hits all alike.
+# and in `lease` budget mode (one redis-server on loopback). Every request is distinct and
+# deterministic (`temperature: 0`): a cacheable miss, so budget, limits and the shared cache
+# (read-or-lease before the call, the fill after) are all exercised. Variants: `strict`
+# (budget reserved per call, one Redis call per rate-limit admission), `strict-leased-limits`
+# (the same with `rate_limit_lease_ms = 1000`) and `lease` (budget and rate limits leased).
+# Rounds alternate the variants so machine noise hits all alike.
 #
 #   bench/fleet.sh            # needs wrk (apt-get install -y wrk) and redis-server
 #
@@ -35,11 +38,15 @@ hash=$(printf %s "$KEY" | "$weir" key hash)
 config() { # variant
     local state=""
     case $1 in
-        strict|lease) state="[state]
+        strict|strict-leased-limits|lease) state="[state]
 backend = \"redis\"
 url = \"redis://127.0.0.1:$REDIS_PORT\"
 key_prefix = \"bench-$1\"
-budget_mode = \"$1\"" ;;
+budget_mode = \"${1%%-*}\"" ;;
+    esac
+    case $1 in
+        strict-leased-limits|lease) state="$state
+rate_limit_lease_ms = 1000" ;;
     esac
     cat <<TOML
 [server]
@@ -83,7 +90,7 @@ TOML
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
 declare -A c1_p50 c1_p99 r_p50 r_p99 cmds
-variants="local strict lease"
+variants="local strict strict-leased-limits lease"
 for round in $(seq 1 "$ROUNDS"); do
     for v in $variants; do
         config "$v" > "$work/$v.toml"
@@ -95,7 +102,8 @@ for round in $(seq 1 "$ROUNDS"); do
         before=$(commands)
         WEIR_KEY=$KEY wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/fleet.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
         sent=$(awk '/requests in/ {print $1}' "$work/c1.txt")
-        line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --header "authorization: Bearer $KEY")
+        printf '{"model":"demo","temperature":0,"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir? %s-%s-{n}"}]}' "$v" "$round$RANDOM" > "$work/body.json"
+        line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --body "$work/body.json" --header "authorization: Bearer $KEY")
         after=$(commands)
         bench_ok=$(echo "$line" | grep -oE '[0-9]+ ok' | grep -oE '[0-9]+' || echo 0)
         total=$((sent + bench_ok))

@@ -46,7 +46,7 @@ pub struct BenchArgs {
     #[arg(long = "header")]
     pub headers: Vec<String>,
     /// Make every request's body distinct (the default body's message ends with the request's
-    /// number), so none is a cache hit.
+    /// number; in a `--body` file, each `{n}` is replaced by it), so none is a cache hit.
     #[arg(long)]
     pub unique: bool,
 }
@@ -63,8 +63,10 @@ pub fn run(args: BenchArgs) -> ExitCode {
         },
         None => default_body(&args.model, None),
     };
-    if args.unique && args.body.is_some() {
-        eprintln!("error: --unique varies the default body; it cannot be used with --body");
+    if args.unique && args.body.is_some() && !body.windows(3).any(|w| w == b"{n}") {
+        eprintln!(
+            "error: --unique with --body needs `{{n}}` in the body (replaced by each request's number)"
+        );
         return ExitCode::FAILURE;
     }
     let mut headers = Vec::new();
@@ -105,6 +107,12 @@ fn default_body(model: &str, n: Option<u64>) -> Bytes {
     )
 }
 
+/// `body` with each `{n}` replaced by `n`.
+fn numbered(body: &Bytes, n: u64) -> Bytes {
+    let text = String::from_utf8_lossy(body);
+    Bytes::from(text.replace("{n}", &n.to_string()))
+}
+
 async fn load(
     args: BenchArgs,
     body: Bytes,
@@ -139,9 +147,10 @@ async fn load(
         };
         let client = client.clone();
         let uri = uri.clone();
-        let body = match args.unique {
-            true => default_body(&args.model, Some(n)),
-            false => body.clone(),
+        let body = match (args.unique, args.body.is_some()) {
+            (true, false) => default_body(&args.model, Some(n)),
+            (true, true) => numbered(&body, n),
+            (false, _) => body.clone(),
         };
         let headers = headers.clone();
         let tx = tx.clone();

@@ -80,17 +80,18 @@ impl Costing {
     ) -> Result<Hold, CostError> {
         let meter = call.site.meter;
         meter.begin_call_leaving(call.spare)?;
-        let worst = match &meter.account {
-            Some(account) if account.key.limits_spend() => {
-                let requested = call.model.unwrap_or_default();
-                let (price, model) = self.worst_price_of(router, chain, requested);
-                let prompt = input_tokens(&model, call.inputs);
-                account.check_tokens(prompt).await?;
-                u64::from(prompt).saturating_mul(price.input)
-            }
-            _ => 0,
+        let account = match &meter.account {
+            Some(account) if account.key.limits_spend() => account,
+            _ => return meter.reserve(0).await,
         };
-        meter.reserve(worst).await
+        let requested = call.model.unwrap_or_default();
+        let (price, model) = self.worst_price_of(router, chain, requested);
+        let prompt = input_tokens(&model, call.inputs);
+        let worst = u64::from(prompt).saturating_mul(price.input);
+        // One pipelined round trip on a fleet, as for chat (`Costing::open`).
+        let (tokens, hold) = tokio::join!(account.check_tokens(prompt), meter.reserve(worst));
+        tokens?;
+        hold
     }
 
     /// The charges of an embeddings call's `attempts`: the usage each reported (failed

@@ -83,11 +83,12 @@ impl Fleet {
     }
 }
 
-/// A store error for a Redis failure on a read.
+/// A store error for a Redis failure on a read: unavailable (503, retry later).
 fn store_error(err: StateError) -> StoreError {
     StoreError {
         path: "redis".into(),
         message: err.to_string(),
+        unavailable: true,
     }
 }
 
@@ -96,6 +97,7 @@ fn job_of(id: &str, record: Record) -> Result<Job, StoreError> {
     let mut job: Job = serde_json::from_str(&record.rec).map_err(|e| StoreError {
         path: "redis".into(),
         message: format!("job {id} is unreadable: {e}"),
+        unavailable: false,
     })?;
     if let Some(status) = Status::parse(&record.status) {
         job.status = status;
@@ -112,6 +114,7 @@ fn rec_of(job: &Job) -> Result<String, StoreError> {
     serde_json::to_string(job).map_err(|e| StoreError {
         path: "redis".into(),
         message: e.to_string(),
+        unavailable: false,
     })
 }
 
@@ -176,6 +179,7 @@ impl Queue {
                     .ok_or_else(|| StoreError {
                         path: "redis".into(),
                         message: format!("idempotency key names a missing job {id}"),
+                        unavailable: false,
                     })?;
                 Ok(Submitted {
                     job: existing,

@@ -400,6 +400,7 @@ impl Queue {
                 let job = self.inner.store.get(&id)?.ok_or_else(|| StoreError {
                     path: "jobs".into(),
                     message: format!("idempotency key names a missing job {id}"),
+                    unavailable: false,
                 })?;
                 Ok(Submitted {
                     job,
@@ -508,6 +509,7 @@ impl Queue {
             .map_err(|err| StoreError {
                 path: "jobs".into(),
                 message: err.to_string(),
+                unavailable: false,
             })?
     }
 

@@ -10,7 +10,10 @@ const STORE_MESSAGE: &str = "the job store could not be read or written; nothing
 
 impl ClientFacing for StoreError {
     fn status(&self) -> u16 {
-        500
+        match self.unavailable {
+            true => 503,
+            false => 500,
+        }
     }
 
     fn error_type(&self) -> &str {
@@ -18,11 +21,21 @@ impl ClientFacing for StoreError {
     }
 
     fn code(&self) -> &str {
-        "job_store_unavailable"
+        match self.unavailable {
+            true => "state_unavailable",
+            false => "job_store_unavailable",
+        }
     }
 
     fn client_message(&self) -> String {
-        STORE_MESSAGE.to_string()
+        match self.unavailable {
+            true => "the shared job store (Redis) is unavailable; retry later".to_string(),
+            false => STORE_MESSAGE.to_string(),
+        }
+    }
+
+    fn retry_after_s(&self) -> Option<u64> {
+        self.unavailable.then_some(STATE_RETRY_AFTER_S)
     }
 }
 
@@ -76,7 +89,7 @@ impl ClientFacing for SubmitError {
         match self {
             SubmitError::Full { retry_after_s, .. }
             | SubmitError::KeyFull { retry_after_s, .. } => Some(*retry_after_s),
-            SubmitError::Store(_) => None,
+            SubmitError::Store(err) => err.retry_after_s(),
             SubmitError::State(_) => Some(STATE_RETRY_AFTER_S),
         }
     }
@@ -128,6 +141,7 @@ impl ClientFacing for ChangeError {
     fn retry_after_s(&self) -> Option<u64> {
         match self {
             ChangeError::Submit(err) => err.retry_after_s(),
+            ChangeError::Store(err) => err.retry_after_s(),
             _ => None,
         }
     }
@@ -212,6 +226,7 @@ mod tests {
         let store = ChangeError::Store(StoreError {
             path: "/secret/jobs.redb".into(),
             message: "disk on fire".into(),
+            unavailable: false,
         });
         assert_eq!(
             (store.status(), store.code()),

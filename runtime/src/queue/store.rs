@@ -42,6 +42,9 @@ pub struct StoreError {
     pub path: String,
     /// What failed.
     pub message: String,
+    /// The fleet's Redis could not be reached (timeout, breaker open, connection lost): the
+    /// client gets 503 `state_unavailable` with `Retry-After`, not a 500.
+    pub unavailable: bool,
 }
 
 /// One change to make durable.
@@ -137,6 +140,7 @@ impl Store {
                 let err = |message: String| StoreError {
                     path: path.display().to_string(),
                     message,
+                    unavailable: false,
                 };
                 // Private to weir's user: 0700 / 0600, looser existing modes tightened.
                 crate::fsutil::private_dir(dir)
@@ -151,6 +155,7 @@ impl Store {
                     .map_err(|e| StoreError {
                         path: "memory".into(),
                         message: e.to_string(),
+                        unavailable: false,
                     })?;
                 (db, "memory".to_string(), false)
             }
@@ -158,6 +163,7 @@ impl Store {
         let err = |message: String| StoreError {
             path: path.clone(),
             message,
+            unavailable: false,
         };
         // Create the tables so reads never meet a missing one, and index a store that has no
         // (or incomplete) indexes.
@@ -216,6 +222,7 @@ impl Store {
         StoreError {
             path: self.inner.path.to_string(),
             message: message.to_string(),
+            unavailable: false,
         }
     }
 

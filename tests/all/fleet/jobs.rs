@@ -248,7 +248,7 @@ async fn three_hundred_jobs_survive_two_kill_9s_of_a_node_and_a_long_job_is_not_
 }
 
 #[tokio::test]
-async fn a_submission_while_redis_does_not_answer_is_a_503_state_unavailable() {
+async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unavailable() {
     let redis = RedisServer::start();
     let up = sim(&[]);
     let fleet = Fleet::start(2, |i, data| {
@@ -260,7 +260,12 @@ async fn a_submission_while_redis_does_not_answer_is_a_503_state_unavailable() {
 
     redis.signal("-STOP");
     let refused = post(fleet.addr(1), "/v1/jobs", &chat("demo", "during")).await;
+    // A read while Redis does not answer: 503 too, not a 500.
+    let read = get(fleet.addr(1), &format!("/v1/jobs/{id}")).await;
     redis.signal("-CONT");
+    assert_eq!(read.status, 503, "{:?}", read.body);
+    assert_eq!(read.json()["error"]["code"], "state_unavailable");
+    assert!(read.headers.contains_key("retry-after"), "{:?}", read.headers);
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(
         refused.json()["error"]["code"],

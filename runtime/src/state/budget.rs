@@ -173,6 +173,9 @@ pub struct FleetHold {
     amount: u64,
     /// Admitted on the local share (Redis unavailable): the settle charges Redis the cost.
     local: bool,
+    /// The reserve was sent but its answer never came (a timeout or a broken connection):
+    /// Redis may hold the reservation, so even a release (actual 0) goes to Redis.
+    sent: bool,
 }
 
 impl FleetHold {
@@ -270,7 +273,7 @@ impl FleetBudget {
     /// Reserves `amount` pico-dollars in the windows of `day`; `local_spent` is what this
     /// node's own ledger says the key spent today (the share before any sync).
     pub async fn reserve(
-        &self,
+        self: &Arc<Self>,
         amount: u64,
         day: u32,
         local_spent: u64,
@@ -281,7 +284,7 @@ impl FleetBudget {
 
     /// [`FleetBudget::reserve`] with an expiry of `ttl` (a lease's).
     pub async fn reserve_for(
-        &self,
+        self: &Arc<Self>,
         amount: u64,
         day: u32,
         local_spent: u64,
@@ -310,12 +313,13 @@ impl FleetBudget {
             .redis
             .script("budget_reserve", Lane::Request, &invocation)
             .await;
-        let hold = FleetHold {
+        let mut hold = FleetHold {
             id,
             day_key,
             month_key,
             amount,
             local: false,
+            sent: false,
         };
         match answer {
             Ok((admitted, window, sd, rd, sm, rm)) => {
@@ -344,16 +348,27 @@ impl FleetBudget {
                 metrics::counter!("weir_state_fallbacks_total", "feature" => "budgets")
                     .increment(1);
                 tracing::debug!(key = %self.key, error = %err, "budget reserve fell back");
-                if self.shared.settings.on_unavailable.budgets == OnUnavailable::FailClosed {
-                    return Err(Refusal::Unavailable);
+                // Not sent only when the breaker stopped it.
+                hold.sent = !matches!(err, StateError::Unavailable);
+                let refusal = match self.shared.settings.on_unavailable.budgets {
+                    OnUnavailable::FailClosed => Refusal::Unavailable,
+                    OnUnavailable::FailOpen => match self.admit_locally(&mut hold, local_spent) {
+                        Ok(()) => return Ok(hold),
+                        Err(refusal) => refusal,
+                    },
+                };
+                // Refused, but Redis may have made the reservation: release it, or it would
+                // be charged in full at its expiry.
+                if hold.sent {
+                    self.settle_arc(hold, 0);
                 }
-                self.admit_locally(hold, local_spent)
+                Err(refusal)
             }
         }
     }
 
     /// `fail_open`: admits on this node's share of the remaining budget.
-    fn admit_locally(&self, mut hold: FleetHold, local_spent: u64) -> Result<FleetHold, Refusal> {
+    fn admit_locally(&self, hold: &mut FleetHold, local_spent: u64) -> Result<(), Refusal> {
         let nodes = u64::from(self.shared.settings.expected_nodes.max(1));
         let mut degraded = lock(&self.degraded);
         let state = degraded.get_or_insert_with(|| {
@@ -378,7 +393,7 @@ impl FleetBudget {
         }
         state.used = state.used.saturating_add(hold.amount);
         hold.local = true;
-        Ok(hold)
+        Ok(())
     }
 
     /// Charges `cost` pico-dollars spent without a reservation (stage compute) to the
@@ -392,6 +407,7 @@ impl FleetBudget {
             month_key,
             amount: 0,
             local: true,
+            sent: false,
         };
         self.settle_arc(hold, cost);
     }
@@ -408,7 +424,7 @@ impl FleetBudget {
                 .saturating_sub(hold.amount)
                 .saturating_add(actual);
         }
-        if hold.local && actual == 0 {
+        if hold.local && actual == 0 && !hold.sent {
             return;
         }
         let this = self.clone();
@@ -430,39 +446,40 @@ impl FleetBudget {
     }
 
     async fn settle_now(&self, hold: FleetHold, actual: u64) {
-        let ttl = self.shared.settings.reservation_ttl;
-        let mut invocation = SETTLE_SCRIPT.prepare_invoke();
-        invocation
-            .key(&hold.day_key)
-            .key(&hold.month_key)
-            .key(self.shared.redis.key(&self.tag(), "resv"))
-            .key(self.shared.redis.key(&self.tag(), "resv_amt"))
-            .key(
-                self.shared
-                    .redis
-                    .key(&self.tag(), &format!("done:{}", hold.id)),
-            )
-            .arg(&hold.id)
-            .arg(nanos_up(actual))
-            .arg(ttl.as_millis() as u64);
-        let start = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let answer: Result<i64, StateError> = self
-                .shared
-                .redis
-                .script("budget_settle", Lane::Background, &invocation)
-                .await;
-            match answer {
-                Ok(_) => return,
-                Err(err) if start.elapsed() + backoff > ttl => {
-                    tracing::warn!(key = %self.key, id = %hold.id, error = %err, "cannot settle a fleet reservation; it is charged in full when it expires");
-                    return;
-                }
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(SETTLE_BACKOFF_MAX);
-                }
+        settle_in_redis(&self.shared, &self.tag(), &self.key, hold, actual).await;
+    }
+}
+
+/// Settles `hold` of key `key` (hash tag `tag`) at `actual` in Redis, retried with backoff
+/// for up to the reservation's ttl.
+async fn settle_in_redis(shared: &Shared, tag: &str, key: &str, hold: FleetHold, actual: u64) {
+    let ttl = shared.settings.reservation_ttl;
+    let mut invocation = SETTLE_SCRIPT.prepare_invoke();
+    invocation
+        .key(&hold.day_key)
+        .key(&hold.month_key)
+        .key(shared.redis.key(tag, "resv"))
+        .key(shared.redis.key(tag, "resv_amt"))
+        .key(shared.redis.key(tag, &format!("done:{}", hold.id)))
+        .arg(&hold.id)
+        .arg(nanos_up(actual))
+        .arg(ttl.as_millis() as u64);
+    let start = tokio::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let answer: Result<i64, StateError> = shared
+            .redis
+            .script("budget_settle", Lane::Background, &invocation)
+            .await;
+        match answer {
+            Ok(_) => return,
+            Err(err) if start.elapsed() + backoff > ttl => {
+                tracing::warn!(key = %key, id = %hold.id, error = %err, "cannot settle a fleet reservation; it is charged in full when it expires");
+                return;
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(SETTLE_BACKOFF_MAX);
             }
         }
     }

@@ -349,3 +349,57 @@ async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_
     // Only the reaped marker of the dead reservation was left, and its settle removed it.
     assert_eq!(outstanding, 0);
 }
+
+#[tokio::test]
+async fn a_reserve_that_timed_out_and_was_refused_leaves_no_reservation_behind() {
+    use weir::state::budget::{FleetBudget, Refusal};
+    let redis = RedisServer::start();
+    let settings: weir::config::StateSettings = toml::from_str(&format!(
+        "backend = \"redis\"\nurl = \"{}\"\nkey_prefix = \"t{}\"\ncommand_timeout_ms = 100\n\
+         background_timeout_ms = 300\n[on_unavailable]\nbudgets = \"fail_closed\"\n",
+        redis.url(),
+        redis.port
+    ))
+    .expect("[state]");
+    let shared = weir::state::Shared::open(&settings)
+        .await
+        .expect("Redis")
+        .expect("a Redis backend");
+    let budget = std::sync::Arc::new(FleetBudget::new(
+        shared,
+        "team",
+        Some(weir::config::usd_to_pico(1.0)),
+        None,
+    ));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let day = weir::cost::day_of(now);
+    // Loads the script, then settles: nothing outstanding.
+    let hold = budget.reserve(1_000_000, day, 0).await.expect("reserved");
+    budget.settle_arc(hold, 0);
+    until("the release", || async {
+        let (_, reserved, outstanding) = redis_budget(&redis);
+        check(
+            reserved == 0 && outstanding == 0,
+            format!("{reserved} {outstanding}"),
+        )
+    })
+    .await;
+    // Redis stops answering: the reserve is sent, times out and is refused (fail_closed);
+    // Redis makes the reservation once it runs again.
+    redis.signal("-STOP");
+    let refused = budget.reserve(1_000_000, day, 0).await;
+    assert!(matches!(refused, Err(Refusal::Unavailable)), "{refused:?}");
+    redis.signal("-CONT");
+    // Released by this node: nothing stays reserved to be charged in full at expiry.
+    until("the unanswered reservation's release", || async {
+        let (spent, reserved, outstanding) = redis_budget(&redis);
+        check(
+            reserved == 0 && outstanding == 0 && spent == 0,
+            format!("{spent} {reserved} {outstanding}"),
+        )
+    })
+    .await;
+}

@@ -265,7 +265,11 @@ async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unava
     redis.signal("-CONT");
     assert_eq!(read.status, 503, "{:?}", read.body);
     assert_eq!(read.json()["error"]["code"], "state_unavailable");
-    assert!(read.headers.contains_key("retry-after"), "{:?}", read.headers);
+    assert!(
+        read.headers.contains_key("retry-after"),
+        "{:?}",
+        read.headers
+    );
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert_eq!(
         refused.json()["error"]["code"],

@@ -6,7 +6,8 @@
 # deterministic (`temperature: 0`): a cacheable miss, so budget, limits and the shared cache
 # (read-or-lease before the call, the fill after) are all exercised. Variants: `strict`
 # (budget reserved per call, one Redis call per rate-limit admission), `strict-leased-limits`
-# (the same with `rate_limit_lease_ms = 1000`) and `lease` (budget and rate limits leased).
+# (the same with `rate_limit_lease_ms = 1000`), `lease` (budget and rate limits leased) and
+# `lease-no-shared-cache` (the same without the shared cache: what budgets and limits cost).
 # Rounds alternate the variants so machine noise hits all alike.
 #
 #   bench/fleet.sh            # needs wrk (apt-get install -y wrk) and redis-server
@@ -38,16 +39,18 @@ hash=$(printf %s "$KEY" | "$weir" key hash)
 config() { # variant
     local state=""
     case $1 in
-        strict|strict-leased-limits|lease) state="[state]
+        strict|strict-leased-limits|lease|lease-no-shared-cache) state="[state]
 backend = \"redis\"
 url = \"redis://127.0.0.1:$REDIS_PORT\"
 key_prefix = \"bench-$1\"
 budget_mode = \"${1%%-*}\"" ;;
     esac
     case $1 in
-        strict-leased-limits|lease) state="$state
+        strict-leased-limits|lease*) state="$state
 rate_limit_lease_ms = 1000" ;;
     esac
+    [ "$1" = lease-no-shared-cache ] && state="$state
+shared_cache = false"
     cat <<TOML
 [server]
 listen = "$WEIR"
@@ -90,7 +93,7 @@ TOML
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
 declare -A c1_p50 c1_p99 r_p50 r_p99 cmds
-variants="local strict strict-leased-limits lease"
+variants="local strict strict-leased-limits lease lease-no-shared-cache"
 for round in $(seq 1 "$ROUNDS"); do
     for v in $variants; do
         config "$v" > "$work/$v.toml"

@@ -90,6 +90,20 @@ impl App {
         self.live.load_full()
     }
 
+    /// At shutdown, after the drain: gives the fleet back what this node's leases hold
+    /// unused (budget slices, rate-limit permits) and waits, at most
+    /// `state.background_timeout_ms`, for the settles to land. Without it they would come
+    /// back only when they expire.
+    pub async fn give_back_leases(&self) {
+        let Some(shared) = &self.state else { return };
+        let snap = self.snapshot();
+        snap.accounts.give_back().await;
+        for target in snap.llm.router().targets() {
+            target.give_back().await;
+        }
+        crate::state::budget::settled(shared.settings.background_timeout).await;
+    }
+
     /// Per stage file: when its serving version was loaded and the last load error.
     pub fn stage_files(&self) -> BTreeMap<PathBuf, StageFile> {
         crate::sync::lock(&self.stage_files).clone()

@@ -91,8 +91,11 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 }
             });
         }
-        match serve(app, listen, admin_listen, super::shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
+        match serve(app.clone(), listen, admin_listen, super::shutdown_signal()).await {
+            Ok(()) => {
+                app.give_back_leases().await;
+                ExitCode::SUCCESS
+            }
             Err(err) => {
                 eprintln!("error: {err}");
                 ExitCode::FAILURE

@@ -100,6 +100,17 @@ impl Account {
         self
     }
 
+    /// Gives back this key's unused budget slice and rate-limit permits (see
+    /// [`super::Accounts::give_back`]).
+    pub async fn give_back(&self) {
+        if let Some(KeyBudget::Lease(budget)) = &self.fleet {
+            budget.give_back_current();
+        }
+        if let Some(limits) = &self.fleet_limits {
+            limits.give_back().await;
+        }
+    }
+
     /// The key's name.
     pub fn name(&self) -> &str {
         &self.key.name

@@ -262,6 +262,14 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// Gives the fleet back what the keys' leases (budget slices, rate-limit permits) hold
+    /// unused: at shutdown, after the drain.
+    pub async fn give_back(&self) {
+        for account in self.by_hash.values() {
+            account.give_back().await;
+        }
+    }
+
     /// Accounts for `keys`, with spend already recorded in `ledger` for this day and month.
     pub fn new(
         keys: &[KeySettings],

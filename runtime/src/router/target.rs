@@ -86,6 +86,14 @@ pub struct TargetState {
 }
 
 impl TargetState {
+    /// Gives back the rate-limit permits this node leased for the target and did not use
+    /// (at shutdown).
+    pub async fn give_back(&self) {
+        if let Some(fleet) = &self.fleet {
+            fleet.give_back().await;
+        }
+    }
+
     /// A target with `limits`, closed breaker, full buckets.
     pub fn new(upstream: Arc<Upstream>, limits: TargetLimits) -> TargetState {
         TargetState {

@@ -126,6 +126,14 @@ pub fn nanos_up(pico: u64) -> u64 {
 /// Settles in flight or waiting for Redis, in this process.
 static PENDING_SETTLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Waits until this process's settles have landed in Redis, at most `within` (at shutdown).
+pub async fn settled(within: Duration) {
+    let end = tokio::time::Instant::now() + within;
+    while PENDING_SETTLES.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The most settles that may wait for Redis at once (each a small task).
 const MAX_PENDING_SETTLES: usize = 65_536;
 

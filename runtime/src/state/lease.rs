@@ -6,8 +6,10 @@
 //! Bounds: overspend 0 (slices come out of the budget atomically, and a call is admitted
 //! only within its node's slice); false refusals up to the sum of the slices other nodes
 //! hold (at most `expected_nodes` × the slice). A slice is `remaining / (4 × expected_nodes)`
-//! (at least the call's worst case). A node that dies holding a slice has it charged in full
-//! when it expires in Redis (`lease_ttl_ms`), corrected if its return arrives later. A
+//! (at least the call's worst case). A node that stops gracefully returns its slice after
+//! the drain ([`crate::app::App::give_back_leases`]); one that dies holding a slice has it
+//! charged in full when it expires in Redis (`lease_ttl_ms`), corrected if its return
+//! arrives later. A
 //! refusal is remembered for [`REFUSAL_MEMORY`], so a spent key does not cost a Redis call
 //! per request.
 
@@ -185,6 +187,14 @@ impl LeasedBudget {
                 }
                 Err(refusal)
             }
+        }
+    }
+
+    /// Retires the current slice (at shutdown, after the drain: it returns at once, its
+    /// calls having settled).
+    pub fn give_back_current(&self) {
+        if let Some((slice, _)) = lock(&self.current).take() {
+            self.retire(&slice);
         }
     }
 

@@ -415,6 +415,51 @@ impl FleetLimits {
         });
     }
 
+    /// Gives back what this node's leases have not used (at shutdown, after the drain), in
+    /// one call on the background lane; the leases are gone afterwards.
+    pub async fn give_back(&self) {
+        let Some(lease) = self.lease else { return };
+        let mut held = Vec::new();
+        for limit in [&self.rpm, &self.tpm].into_iter().flatten() {
+            let mut grant = limit.grant.lock().await;
+            let grant = std::mem::take(&mut *grant);
+            if let Some(member) = grant.member
+                && grant.used < grant.granted
+            {
+                held.push((limit, member, grant.used));
+            }
+        }
+        if held.is_empty() {
+            return;
+        }
+        let mut invocation = lease_script().prepare_invoke();
+        invocation
+            .arg(WINDOW_MS)
+            .arg(self.id())
+            .arg(PRUNE_BATCH)
+            .arg(WAIT_SCAN)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        for (limit, member, used) in held {
+            // Grants nothing (at least and at most 0): only the give-back.
+            invocation
+                .key(&limit.log)
+                .key(&limit.total)
+                .arg(limit.per_minute)
+                .arg(0)
+                .arg(0)
+                .arg(member)
+                .arg(used);
+        }
+        let given: Result<Vec<String>, _> = self
+            .shared
+            .redis
+            .script("limit_give_back", Lane::Background, &invocation)
+            .await;
+        if let Err(err) = given {
+            tracing::debug!(error = %err, "unused rate-limit permits not given back");
+        }
+    }
+
     fn limit(&self, which: Which) -> Option<&Limit> {
         match which {
             Which::Rpm => self.rpm.as_ref(),

@@ -403,3 +403,37 @@ async fn a_reserve_that_timed_out_and_was_refused_leaves_no_reservation_behind()
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_node_shutting_down_gives_back_its_budget_slice_and_rate_limit_permits() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let extra = "budget_mode = \"lease\"\nlease_ttl_ms = 600000\nrate_limit_lease_ms = 10000\n";
+    let mut fleet = Fleet::start(1, |_, data_dir| {
+        config(&up, &redis, data_dir, extra).replace(
+            &format!("daily_budget_usd = {BUDGET_USD}"),
+            &format!("daily_budget_usd = {BUDGET_USD}\nrpm = 1000"),
+        )
+    });
+    for i in 0..5 {
+        let answer = ask(
+            fleet.addr(0),
+            Some("sk-team"),
+            &chat(&format!("hi {i}"), 16),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    // While the node runs, it holds a slice (reserved in Redis) and leased permits.
+    let (_, reserved, _) = redis_budget(&redis);
+    assert!(reserved > 0, "no slice outstanding");
+    let permits = format!("t{}:{{k:team}}:rl:rpm:n", redis.port);
+    let leased: u64 = redis.cli(&["GET", &permits]).parse().unwrap();
+    assert!(leased >= 5, "{leased} permits");
+    // A graceful stop gives both back: nothing reserved, the permits down to the 5 used.
+    stop(&mut fleet, 0);
+    let (spent, reserved, outstanding) = redis_budget(&redis);
+    assert_eq!((reserved, outstanding), (0, 0), "spent {spent}");
+    assert!(spent > 0);
+    assert_eq!(redis.cli(&["GET", &permits]), "5");
+}

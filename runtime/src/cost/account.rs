@@ -111,6 +111,11 @@ impl Account {
         }
     }
 
+    /// The fleet budget behind this key's, on a fleet.
+    pub fn fleet_budget(&self) -> Option<&Arc<crate::state::budget::FleetBudget>> {
+        self.fleet.as_ref().map(KeyBudget::fleet)
+    }
+
     /// The key's name.
     pub fn name(&self) -> &str {
         &self.key.name
@@ -251,7 +256,11 @@ impl Account {
         let (day, local_spent) = {
             let mut w = lock(&self.windows);
             w.roll(now);
-            (w.day, w.day_spent)
+            let spent = crate::state::budget::Spent {
+                day: w.day_spent,
+                month: w.month_spent,
+            };
+            (w.day, spent)
         };
         let held = match fleet {
             KeyBudget::Strict(budget) => (budget.reserve(amount, day, local_spent).await)
@@ -378,6 +387,19 @@ impl Drop for Reservation {
         if let Some(held) = self.fleet.take() {
             held.settle(0);
         }
+    }
+}
+
+/// What this node's own ledger says the key spent, for a fleet budget re-seeding Redis.
+impl crate::state::budget::LocalSpend for Account {
+    fn local_spend(&self) -> (u32, crate::state::budget::Spent) {
+        let mut w = lock(&self.windows);
+        w.roll(self.clock.unix_now());
+        let spent = crate::state::budget::Spent {
+            day: w.day_spent,
+            month: w.month_spent,
+        };
+        (w.day, spent)
     }
 }
 

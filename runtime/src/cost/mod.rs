@@ -322,6 +322,14 @@ impl Accounts {
                     fresh.with_fleet_limits(shared);
                 }
             }
+            // Last (`Arc::get_mut` above needs no weak reference yet): each fleet budget
+            // can read its account's own spend, to put it back into a Redis that lost it.
+            for account in self.by_hash.values() {
+                if let Some(fleet) = account.fleet_budget() {
+                    let source: std::sync::Weak<Account> = Arc::downgrade(account);
+                    fleet.attach(source);
+                }
+            }
         }
         self
     }

@@ -82,13 +82,15 @@ return {1, '', s(sd), s(rd + amount), s(sm), s(rm + amount)}
 "#;
 
 /// Settle (and release, with actual 0): `KEYS` day, month, resv, resv_amt, done; `ARGV` id,
-/// actual nanos, ttl ms. Moves an outstanding reservation to `spent` at the real cost;
+/// actual nanos, ttl ms, the settling node (its own spend is also kept in field
+/// `n:<node>`, for [`RESEED_SOURCE`]). Moves an outstanding reservation to `spent` at the real cost;
 /// corrects a reaped one (charged in full) to it; charges an unknown one (admitted while
 /// Redis was away) the real cost. Applied once: 1, or 0 when it was already.
 pub const SETTLE_SOURCE: &str = r#"
 local function s(x) return string.format('%.0f', x) end
 if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
 local id, actual = ARGV[1], ARGV[2]
+for i = 1, 2 do redis.call('HINCRBY', KEYS[i], 'n:' .. ARGV[4], actual) end
 local v = redis.call('HGET', KEYS[4], id)
 if v then
   local a = string.match(v, '^(%d+)\n')
@@ -114,6 +116,27 @@ redis.call('SET', KEYS[5], '1', 'PX', 2 * tonumber(ARGV[3]))
 return 1
 "#;
 
+/// Reseed: `KEYS` day, month; `ARGV` node, its day spend, its month spend (nanos). Raises
+/// the node's field `n:<node>` of each window to its spend, adding the difference to
+/// `spent`.
+pub const RESEED_SOURCE: &str = r#"
+local function s(x) return string.format('%.0f', x) end
+local f = 'n:' .. ARGV[1]
+for i = 1, 2 do
+  local have = tonumber(redis.call('HGET', KEYS[i], f) or '0') or 0
+  local want = tonumber(ARGV[1 + i]) or 0
+  if want > have then
+    redis.call('HINCRBY', KEYS[i], 'spent', s(want - have))
+    redis.call('HSET', KEYS[i], f, s(want))
+  end
+end
+redis.call('PEXPIRE', KEYS[1], 3 * 86400000)
+redis.call('PEXPIRE', KEYS[2], 63 * 86400000)
+return 1
+"#;
+
+static RESEED_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RESEED_SOURCE));
+
 static RESERVE_SCRIPT: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(RESERVE_SOURCE));
 static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SETTLE_SOURCE));
@@ -121,6 +144,21 @@ static SETTLE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::
 /// Pico-dollars to nanodollars, rounded up.
 pub fn nanos_up(pico: u64) -> u64 {
     pico.div_ceil(1000)
+}
+
+/// What this node's own ledger says a key spent, pico-dollars.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Spent {
+    /// In the current day.
+    pub day: u64,
+    /// In the current month.
+    pub month: u64,
+}
+
+/// Where a fleet budget reads this node's own spend of its key (the key's account).
+pub trait LocalSpend: Send + Sync {
+    /// The current day (days since the epoch) and what this node spent in it and its month.
+    fn local_spend(&self) -> (u32, Spent);
 }
 
 /// Settles in flight or waiting for Redis, in this process.
@@ -157,6 +195,10 @@ pub struct FleetBudget {
     next_id: AtomicU64,
     /// Unique per process start (ms), so ids do not repeat after a restart.
     boot: u64,
+    /// The [`Shared::epoch`] this node last put its spend back in (0: not yet).
+    seeded: AtomicU64,
+    /// This node's spend of the key (its account), read when Redis lost its data.
+    local: std::sync::OnceLock<std::sync::Weak<dyn LocalSpend>>,
 }
 
 /// A node's local share while Redis is unavailable.
@@ -251,6 +293,8 @@ impl FleetBudget {
             degraded: Mutex::new(None),
             next_id: AtomicU64::new(0),
             boot: crate::clock::unix_ms(),
+            seeded: AtomicU64::new(0),
+            local: std::sync::OnceLock::new(),
         }
     }
 
@@ -279,12 +323,13 @@ impl FleetBudget {
     }
 
     /// Reserves `amount` pico-dollars in the windows of `day`; `local_spent` is what this
-    /// node's own ledger says the key spent today (the share before any sync).
+    /// node's own ledger says the key spent (the share before any sync, and what the node
+    /// puts back into a Redis that lost its data).
     pub async fn reserve(
         self: &Arc<Self>,
         amount: u64,
         day: u32,
-        local_spent: u64,
+        local_spent: Spent,
     ) -> Result<FleetHold, Refusal> {
         let ttl = self.shared.settings.reservation_ttl;
         self.reserve_for(amount, day, local_spent, ttl).await
@@ -295,10 +340,16 @@ impl FleetBudget {
         self: &Arc<Self>,
         amount: u64,
         day: u32,
-        local_spent: u64,
+        local_spent: Spent,
         ttl: Duration,
     ) -> Result<FleetHold, Refusal> {
         let (day_key, month_key) = self.windows(day);
+        let epoch = self.shared.epoch();
+        if self.seeded.load(Ordering::Relaxed) != epoch
+            && self.reseed(&day_key, &month_key, local_spent).await.is_ok()
+        {
+            self.seeded.store(epoch, Ordering::Relaxed);
+        }
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}/{}/{n}", self.shared.node(), self.boot);
         let limit = |b: Option<u64>| b.map_or(-1, |b| i64::try_from(b / 1000).unwrap_or(i64::MAX));
@@ -360,7 +411,8 @@ impl FleetBudget {
                 hold.sent = !matches!(err, StateError::Unavailable);
                 let refusal = match self.shared.settings.on_unavailable.budgets {
                     OnUnavailable::FailClosed => Refusal::Unavailable,
-                    OnUnavailable::FailOpen => match self.admit_locally(&mut hold, local_spent) {
+                    OnUnavailable::FailOpen => match self.admit_locally(&mut hold, local_spent.day)
+                    {
                         Ok(()) => return Ok(hold),
                         Err(refusal) => refusal,
                     },
@@ -372,6 +424,45 @@ impl FleetBudget {
                 }
                 Err(refusal)
             }
+        }
+    }
+
+    /// Puts this node's own spend back into the windows where Redis has less of it (Redis
+    /// lost its data: restarted empty, flushed, or evicted the keys): run once per key and
+    /// [`Shared::epoch`]. Idempotent: each node's part is a field of its own, raised to
+    /// what its ledger says, never lowered.
+    async fn reseed(&self, day_key: &str, month_key: &str, spent: Spent) -> Result<(), StateError> {
+        let mut invocation = RESEED_SCRIPT.prepare_invoke();
+        invocation
+            .key(day_key)
+            .key(month_key)
+            .arg(self.shared.node())
+            .arg(nanos_up(spent.day))
+            .arg(nanos_up(spent.month));
+        let _: i64 = self
+            .shared
+            .redis
+            .script("budget_reseed", Lane::Request, &invocation)
+            .await?;
+        Ok(())
+    }
+
+    /// Gives this budget its account's spend (see [`LocalSpend`]); the first call counts.
+    pub fn attach(&self, source: std::sync::Weak<dyn LocalSpend>) {
+        let _ = self.local.set(source);
+    }
+
+    /// Puts this node's spend back in Redis now (Redis lost its data: see
+    /// [`Shared::epoch`]), off the request path; a failure leaves it to the next reserve.
+    pub async fn reseed_now(&self) {
+        let epoch = self.shared.epoch();
+        let Some(source) = self.local.get().and_then(std::sync::Weak::upgrade) else {
+            return;
+        };
+        let (day, spent) = source.local_spend();
+        let (day_key, month_key) = self.windows(day);
+        if self.reseed(&day_key, &month_key, spent).await.is_ok() {
+            self.seeded.store(epoch, Ordering::Relaxed);
         }
     }
 
@@ -471,7 +562,8 @@ async fn settle_in_redis(shared: &Shared, tag: &str, key: &str, hold: FleetHold,
         .key(shared.redis.key(tag, &format!("done:{}", hold.id)))
         .arg(&hold.id)
         .arg(nanos_up(actual))
-        .arg(ttl.as_millis() as u64);
+        .arg(ttl.as_millis() as u64)
+        .arg(shared.node());
     let start = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -523,30 +615,69 @@ mod tests {
             None,
         ));
         // Never synced: the share is (budget - this node's spend) / expected nodes.
-        let held = budget.reserve(150_000, 20_000, 200_000).await;
+        let held = budget
+            .reserve(
+                150_000,
+                20_000,
+                Spent {
+                    day: 200_000,
+                    month: 200_000,
+                },
+            )
+            .await;
         let Ok(held) = held else { panic!("{held:?}") };
         assert!(held.local);
         // 150k + 100k > the 200k share.
-        let refused = budget.reserve(100_000, 20_000, 200_000).await;
+        let refused = budget
+            .reserve(
+                100_000,
+                20_000,
+                Spent {
+                    day: 200_000,
+                    month: 200_000,
+                },
+            )
+            .await;
         assert!(matches!(refused, Err(Refusal::ShareSpent)), "{refused:?}");
         // Settled at 50k: the rest of the share is free again.
         budget.settle_arc(held, 50_000);
-        assert!(budget.reserve(100_000, 20_000, 200_000).await.is_ok());
+        assert!(
+            budget
+                .reserve(
+                    100_000,
+                    20_000,
+                    Spent {
+                        day: 200_000,
+                        month: 200_000
+                    }
+                )
+                .await
+                .is_ok()
+        );
         assert!(matches!(
-            budget.reserve(60_000, 20_000, 200_000).await,
+            budget
+                .reserve(
+                    60_000,
+                    20_000,
+                    Spent {
+                        day: 200_000,
+                        month: 200_000
+                    }
+                )
+                .await,
             Err(Refusal::ShareSpent)
         ));
     }
 
     #[tokio::test]
     async fn fail_closed_refuses_while_redis_is_away() {
-        let budget = FleetBudget::new(
+        let budget = Arc::new(FleetBudget::new(
             away(OnUnavailable::FailClosed).await,
             "team",
             Some(1_000_000),
             None,
-        );
-        let refused = budget.reserve(1, 20_000, 0).await;
+        ));
+        let refused = budget.reserve(1, 20_000, Spent { day: 0, month: 0 }).await;
         assert!(matches!(refused, Err(Refusal::Unavailable)), "{refused:?}");
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::budget::{FleetBudget, FleetHold, Refusal};
+use super::budget::{FleetBudget, FleetHold, Refusal, Spent};
 use crate::sync::lock;
 
 /// A slice is retired (returned) after this share of `lease_ttl_ms`, before Redis expires it.
@@ -115,7 +115,7 @@ impl LeasedBudget {
         self: &Arc<Self>,
         amount: u64,
         day: u32,
-        local_spent: u64,
+        local_spent: Spent,
     ) -> Result<Ticket, Refusal> {
         let now = Instant::now();
         if let Some(ticket) = self.on_current(amount, now) {

@@ -75,6 +75,12 @@ pub struct Shared {
     pub settings: StateSettings,
     /// This node's spend rows on their way to the fleet's aggregate.
     pub spend: spend::Shipper,
+    /// Raised each time Redis is found to have lost its data (see [`health`]): budgets put
+    /// this node's spend back once per epoch.
+    epoch: std::sync::atomic::AtomicU64,
+    /// Every key budget made on this connection (dead ones pruned as new ones come), to
+    /// re-seed them all when Redis lost its data.
+    budgets: std::sync::Mutex<Vec<std::sync::Weak<budget::FleetBudget>>>,
 }
 
 impl Shared {
@@ -93,6 +99,8 @@ impl Shared {
             spend: spend::Shipper::new(redis.node()),
             redis,
             settings: settings.clone(),
+            epoch: std::sync::atomic::AtomicU64::new(1),
+            budgets: std::sync::Mutex::default(),
         });
         tokio::spawn(health(Arc::downgrade(&shared)));
         tokio::spawn(spend::run(Arc::downgrade(&shared)));
@@ -102,6 +110,12 @@ impl Shared {
     /// This node's id.
     pub fn node(&self) -> &str {
         self.redis.node()
+    }
+
+    /// Which of Redis's lives this node is in: raised when [`health`] finds Redis lost its
+    /// data.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The fleet budget of `key`, when it has a budget (`None`: nothing to share).
@@ -115,6 +129,11 @@ impl Shared {
             key.daily_budget,
             key.monthly_budget,
         ));
+        {
+            let mut budgets = crate::sync::lock(&self.budgets);
+            budgets.retain(|b| b.strong_count() > 0);
+            budgets.push(Arc::downgrade(&fleet));
+        }
         Some(match self.settings.budget_mode {
             crate::config::BudgetMode::Strict => budget::KeyBudget::Strict(fleet),
             crate::config::BudgetMode::Lease => {
@@ -128,21 +147,51 @@ impl Shared {
     }
 }
 
-/// Pings Redis every [`HEALTH_PERIOD`] (off the request path), so the breaker and
+/// Checks on Redis every [`HEALTH_PERIOD`] (off the request path), so the breaker and
 /// `/admin/state` follow Redis even while no request uses it: an outage opens the breaker
-/// before requests pay for it, and the ping is the probe that closes it again.
+/// before requests pay for it, and the check is the probe that closes it again.
+///
+/// The check is `SET <prefix>:{alive}:<node> 1 NX`: when it sets the key, Redis had lost it (a
+/// restart without persistence, a flush, an eviction; or this fleet's first start), so
+/// [`Shared::epoch`] is raised and every key budget puts this node's spend back at once (and,
+/// if that fails, before its next reservation). Until the next check (at most
+/// [`HEALTH_PERIOD`]), a Redis that came back empty admits against windows without the
+/// fleet's earlier spend.
 async fn health(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(HEALTH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alive = None;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let _: Result<String, _> = shared
-            .redis
-            .query("ping", Lane::Background, &::redis::cmd("PING"))
-            .await;
+        // One key per node: each node must see the loss for itself.
+        let key = alive.get_or_insert_with(|| shared.redis.key("alive", shared.node()));
+        let mut check = ::redis::cmd("SET");
+        // A day's expiry bounds the keys of nodes that are gone; a key that expires only
+        // makes a live node re-seed for nothing (a no-op: see `budget::RESEED_SOURCE`).
+        check.arg(&*key).arg(1).arg("NX").arg("EX").arg(86_400);
+        let set: Result<Option<String>, _> =
+            shared.redis.query("ping", Lane::Background, &check).await;
+        if let Ok(Some(_)) = set {
+            let epoch = shared
+                .epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(
+                epoch = epoch + 1,
+                "Redis has no fleet data: budgets re-seed this node's spend"
+            );
+            let budgets: Vec<_> = crate::sync::lock(&shared.budgets)
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .collect();
+            tokio::spawn(async move {
+                for budget in budgets {
+                    budget.reseed_now().await;
+                }
+            });
+        }
     }
 }
 

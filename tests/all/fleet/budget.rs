@@ -323,6 +323,7 @@ async fn an_unsettled_reservation_is_charged_in_full_at_expiry_and_corrected_by_
             id,
             actual,
             "1000",
+            "late-node",
         ])
     };
     // A node reserves 5000 n$ and dies: reserved until the expiry.
@@ -377,7 +378,10 @@ async fn a_reserve_that_timed_out_and_was_refused_leaves_no_reservation_behind()
         .as_secs();
     let day = weir::cost::day_of(now);
     // Loads the script, then settles: nothing outstanding.
-    let hold = budget.reserve(1_000_000, day, 0).await.expect("reserved");
+    let hold = budget
+        .reserve(1_000_000, day, Default::default())
+        .await
+        .expect("reserved");
     budget.settle_arc(hold, 0);
     until("the release", || async {
         let (_, reserved, outstanding) = redis_budget(&redis);
@@ -390,7 +394,7 @@ async fn a_reserve_that_timed_out_and_was_refused_leaves_no_reservation_behind()
     // Redis stops answering: the reserve is sent, times out and is refused (fail_closed);
     // Redis makes the reservation once it runs again.
     redis.signal("-STOP");
-    let refused = budget.reserve(1_000_000, day, 0).await;
+    let refused = budget.reserve(1_000_000, day, Default::default()).await;
     assert!(matches!(refused, Err(Refusal::Unavailable)), "{refused:?}");
     redis.signal("-CONT");
     // Released by this node: nothing stays reserved to be charged in full at expiry.
@@ -436,4 +440,82 @@ async fn a_node_shutting_down_gives_back_its_budget_slice_and_rate_limit_permits
     assert_eq!((reserved, outstanding), (0, 0), "spent {spent}");
     assert!(spent > 0);
     assert_eq!(redis.cli(&["GET", &permits]), "5");
+}
+
+/// Waits until `redis` shows spend and no reservation outstanding.
+async fn settled(redis: &RedisServer) {
+    until("the settles", || async {
+        let (spent, reserved, outstanding) = redis_budget(redis);
+        check(
+            spent > 0 && reserved == 0 && outstanding == 0,
+            format!("{spent} {reserved} {outstanding}"),
+        )
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn after_redis_comes_back_empty_the_nodes_put_their_spend_back() {
+    let mut redis = RedisServer::start();
+    let up = sim(&[]);
+    let mut fleet = Fleet::start(2, |_, data_dir| config(&up, &redis, data_dir, ""));
+    for i in 0..6 {
+        let answer = ask(
+            fleet.addr(i % 2),
+            Some("sk-team"),
+            &chat(&format!("hi {i}"), 16),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    settled(&redis).await;
+    let (before, _, _) = redis_budget(&redis);
+    // Redis dies and comes back without its data.
+    redis.restart();
+    assert_eq!(redis_budget(&redis).0, 0);
+    // The nodes notice (within a health period) and put their own spend back, with no
+    // request needed: the window holds what it held (to a nanodollar per call).
+    until("the fleet's spend to be back", || async {
+        let (spent, _, _) = redis_budget(&redis);
+        check(
+            spent + 6 >= before && spent <= before,
+            format!("{spent} of {before}"),
+        )
+    })
+    .await;
+    for i in 0..2 {
+        let answer = ask(fleet.addr(i), Some("sk-team"), &chat("again", 16)).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    settled(&redis).await;
+    // Each node's part is its own field: the sum of the nodes' parts is the window's spend.
+    let tag = format!("t{}:{{k:team}}", redis.port);
+    let window = format!("{tag}:b:d:{}", today());
+    let fields = hgetall(&redis, &window);
+    let parts: u64 = fields
+        .iter()
+        .filter(|(field, _)| field.starts_with("n:"))
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    let (spent, _, _) = redis_budget(&redis);
+    assert_eq!(parts, spent, "{fields:?}");
+    // And the window is the whole fleet's spend again: the nodes' ledgers (pico-dollars),
+    // rounded up to nanodollars per call.
+    let data_dirs: Vec<_> = fleet
+        .configs
+        .iter()
+        .map(|c| c.parent().unwrap().join("data"))
+        .collect();
+    stop(&mut fleet, 0);
+    stop(&mut fleet, 1);
+    let (mut ledgers, mut calls) = (0, 0);
+    for dir in &data_dirs {
+        let (cost, n) = local_ledger(dir);
+        ledgers += cost;
+        calls += n;
+    }
+    assert!(
+        spent >= ledgers / 1000 && spent <= ledgers / 1000 + calls,
+        "Redis has {spent} n$, the ledgers {ledgers} p$ over {calls} calls"
+    );
 }

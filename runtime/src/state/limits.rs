@@ -77,50 +77,38 @@ const PRUNE_BATCH: u32 = 256;
 const WAIT_SCAN: u32 = 512;
 
 /// `KEYS`: per limit, its log (sorted set) and its total (string). `ARGV`: the window in ms,
-/// a unique id for the admission, the mode (`take`: check and add; `check`: check only;
-/// `debit`: add without checking), then per limit its limit and the weight of this call.
+/// a unique id for the admission, the prune batch, the wait scan, the mode (`take`: check
+/// and add; `check`: check only; `debit`: add without checking), then per limit its limit
+/// and the weight of this call.
 /// Returns `{0, 0}` when admitted, `{i, wait_ms}` when limit `i` (1-based) refused.
 const SCRIPT: &str = r"
+local mode = ARGV[5]
+";
+
+/// Both scripts' first arguments: the window, a unique id (made unique in the fleet with
+/// Redis's time), the prune batch and the wait scan.
+const HEAD_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local window = tonumber(ARGV[1])
 local id = ARGV[2] .. ':' .. t[1] .. '.' .. t[2]
-local mode = ARGV[3]
-local prune = tonumber(ARGV[4])
-local scan = tonumber(ARGV[5])
+local prune = tonumber(ARGV[3])
+local scan = tonumber(ARGV[4])
 local n = #KEYS / 2
-local function weight_of(member)
-  return tonumber(string.match(member, '^(%d+):')) or 0
-end
+";
+
+/// The script: [`SCRIPT`]'s arguments, [`WINDOW_LUA`]'s functions, then the admission.
+const EXACT_BODY: &str = r"
 local totals = {}
 for i = 1, n do
-  local log, total = KEYS[2 * i - 1], KEYS[2 * i]
-  local sum = tonumber(redis.call('GET', total) or '0') or 0
-  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window, 'LIMIT', 0, prune)
-  if #old > 0 then
-    for _, m in ipairs(old) do sum = sum - weight_of(m) end
-    redis.call('ZREM', log, unpack(old))
-  end
-  if sum < 0 or redis.call('ZCARD', log) == 0 then sum = 0 end
-  totals[i] = sum
+  totals[i] = pruned(KEYS[2 * i - 1], KEYS[2 * i])
 end
 if mode ~= 'debit' then
   for i = 1, n do
     local limit = tonumber(ARGV[4 + 2 * i])
     local w = math.min(tonumber(ARGV[5 + 2 * i]), limit)
     if totals[i] + w > limit then
-      local need = totals[i] + w - limit
-      local entries = redis.call('ZRANGE', KEYS[2 * i - 1], 0, scan - 1, 'WITHSCORES')
-      local freed, wait = 0, window
-      for j = 1, #entries, 2 do
-        freed = freed + weight_of(entries[j])
-        if freed >= need then
-          wait = tonumber(entries[j + 1]) + window - now
-          break
-        end
-      end
-      for k = 1, n do redis.call('SET', KEYS[2 * k], totals[k], 'PX', window + 11000) end
-      return {i, math.max(wait, 1)}
+      return refuse(i, totals, totals[i] + w - limit)
     end
   end
 end
@@ -132,10 +120,48 @@ for i = 1, n do
     redis.call('ZADD', log, now, string.format('%d', w) .. ':' .. id)
     totals[i] = totals[i] + w
   end
-  redis.call('SET', total, string.format('%d', totals[i]), 'PX', window + 11000)
-  redis.call('PEXPIRE', log, window + 11000)
+  keep(log, total, totals[i])
 end
 return {0, 0}
+";
+
+/// What both scripts share, after their own arguments (`now`, `window`, `prune`, `scan`, `n`):
+/// a member's weight, a log pruned of what left the window (its total), a refusal with the
+/// wait until limit `i` has `need` more room, and the keys' expiry (the window, the longest
+/// lease, 1 s).
+const WINDOW_LUA: &str = r"
+local function weight_of(member)
+  return tonumber(string.match(member, '^(%d+):')) or 0
+end
+local function pruned(log, total)
+  local sum = tonumber(redis.call('GET', total) or '0') or 0
+  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window, 'LIMIT', 0, prune)
+  if #old > 0 then
+    for _, m in ipairs(old) do sum = sum - weight_of(m) end
+    redis.call('ZREM', log, unpack(old))
+  end
+  if sum < 0 or redis.call('ZCARD', log) == 0 then sum = 0 end
+  return sum
+end
+local function keep(log, total, sum)
+  redis.call('SET', total, string.format('%d', sum), 'PX', window + 11000)
+  redis.call('PEXPIRE', log, window + 11000)
+end
+local function refuse(i, totals, need)
+  local entries = redis.call('ZRANGE', KEYS[2 * i - 1], 0, scan - 1, 'WITHSCORES')
+  local freed, wait = 0, window
+  for j = 1, #entries, 2 do
+    freed = freed + weight_of(entries[j])
+    if freed >= need then
+      wait = tonumber(entries[j + 1]) + window - now
+      break
+    end
+  end
+  for k = 1, #totals do
+    redis.call('SET', KEYS[2 * k], string.format('%d', totals[k]), 'PX', window + 11000)
+  end
+  return {i, math.max(wait, 1)}
+end
 ";
 
 /// The lease script. `KEYS`: per limit, its log and its total. `ARGV`: the window in ms, a
@@ -145,26 +171,16 @@ return {0, 0}
 /// first (always), then grants all limits or none. Answers `{'0', suffix, granted...}` (the
 /// members are `granted:suffix`) or `{i, wait_ms}` when limit `i` refused.
 const LEASE_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[1])
-local suffix = ARGV[2] .. ':' .. t[1] .. '.' .. t[2]
-local prune = tonumber(ARGV[3])
-local scan = tonumber(ARGV[4])
 local lease = tonumber(ARGV[5])
-local n = #KEYS / 2
-local function weight_of(member)
-  return tonumber(string.match(member, '^(%d+):')) or 0
-end
+";
+
+/// The lease script: [`LEASE_SCRIPT`]'s arguments, [`WINDOW_LUA`]'s functions, then the
+/// give-back and the grants.
+const LEASE_BODY: &str = r"
 local totals = {}
 for i = 1, n do
   local log, total, a = KEYS[2 * i - 1], KEYS[2 * i], 5 * i
-  local sum = tonumber(redis.call('GET', total) or '0') or 0
-  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window, 'LIMIT', 0, prune)
-  if #old > 0 then
-    for _, m in ipairs(old) do sum = sum - weight_of(m) end
-    redis.call('ZREM', log, unpack(old))
-  end
+  local sum = pruned(log, total)
   local back = ARGV[a + 4]
   if back ~= '' then
     local score = redis.call('ZSCORE', log, back)
@@ -189,29 +205,18 @@ for i = 1, n do
   local most = math.min(math.max(tonumber(ARGV[a + 3]), least), limit)
   local room = limit - totals[i]
   if room < least then
-    local need = totals[i] + least - limit
-    local entries = redis.call('ZRANGE', KEYS[2 * i - 1], 0, scan - 1, 'WITHSCORES')
-    local freed, wait = 0, window
-    for j = 1, #entries, 2 do
-      freed = freed + weight_of(entries[j])
-      if freed >= need then
-        wait = tonumber(entries[j + 1]) + window - now
-        break
-      end
-    end
-    for k = 1, n do redis.call('SET', KEYS[2 * k], totals[k], 'PX', window + 11000) end
-    return {tostring(i), tostring(math.max(wait, 1))}
+    local refused = refuse(i, totals, totals[i] + least - limit)
+    return {tostring(refused[1]), tostring(refused[2])}
   end
   grants[i] = math.min(most, room)
 end
-local answer = {'0', suffix}
+local answer = {'0', id}
 for i = 1, n do
   local log, total = KEYS[2 * i - 1], KEYS[2 * i]
   if grants[i] > 0 then
-    redis.call('ZADD', log, now + lease, string.format('%d', grants[i]) .. ':' .. suffix)
+    redis.call('ZADD', log, now + lease, string.format('%d', grants[i]) .. ':' .. id)
   end
-  redis.call('SET', total, string.format('%d', totals[i] + grants[i]), 'PX', window + 11000)
-  redis.call('PEXPIRE', log, window + 11000)
+  keep(log, total, totals[i] + grants[i])
   answer[#answer + 1] = string.format('%d', grants[i])
 end
 return answer
@@ -220,13 +225,16 @@ return answer
 /// The lease script, loaded once per process.
 fn lease_script() -> &'static redis::Script {
     static CELL: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-    CELL.get_or_init(|| redis::Script::new(LEASE_SCRIPT))
+    CELL.get_or_init(|| {
+        redis::Script::new(&format!("{HEAD_LUA}{LEASE_SCRIPT}{WINDOW_LUA}{LEASE_BODY}"))
+    })
 }
 
 /// The script, loaded once per process (`EVALSHA`, reloaded on `NOSCRIPT`).
 fn script() -> &'static redis::Script {
     static SCRIPT_CELL: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-    SCRIPT_CELL.get_or_init(|| redis::Script::new(SCRIPT))
+    SCRIPT_CELL
+        .get_or_init(|| redis::Script::new(&format!("{HEAD_LUA}{SCRIPT}{WINDOW_LUA}{EXACT_BODY}")))
 }
 
 /// Which limit of a [`FleetLimits`].
@@ -432,23 +440,10 @@ impl FleetLimits {
         if held.is_empty() {
             return;
         }
-        let mut invocation = lease_script().prepare_invoke();
-        invocation
-            .arg(WINDOW_MS)
-            .arg(self.id())
-            .arg(PRUNE_BATCH)
-            .arg(WAIT_SCAN)
-            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        let mut invocation = self.lease_call(lease);
         for (limit, member, used) in held {
             // Grants nothing (at least and at most 0): only the give-back.
-            invocation
-                .key(&limit.log)
-                .key(&limit.total)
-                .arg(limit.per_minute)
-                .arg(0)
-                .arg(0)
-                .arg(member)
-                .arg(used);
+            lease_limit(&mut invocation, limit, (0, 0), Some(&member), used);
         }
         let given: Result<Vec<String>, _> = self
             .shared
@@ -458,6 +453,18 @@ impl FleetLimits {
         if let Err(err) = given {
             tracing::debug!(error = %err, "unused rate-limit permits not given back");
         }
+    }
+
+    /// A call of the lease script with its first arguments.
+    fn lease_call(&self, lease: Duration) -> redis::ScriptInvocation<'static> {
+        let mut invocation = lease_script().prepare_invoke();
+        invocation
+            .arg(WINDOW_MS)
+            .arg(self.id())
+            .arg(PRUNE_BATCH)
+            .arg(WAIT_SCAN)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+        invocation
     }
 
     fn limit(&self, which: Which) -> Option<&Limit> {
@@ -500,9 +507,9 @@ impl FleetLimits {
         invocation
             .arg(WINDOW_MS)
             .arg(self.id())
-            .arg(mode.arg())
             .arg(PRUNE_BATCH)
-            .arg(WAIT_SCAN);
+            .arg(WAIT_SCAN)
+            .arg(mode.arg());
         for (_, limit, weight) in parts {
             invocation
                 .key(&limit.log)
@@ -566,26 +573,21 @@ impl FleetLimits {
             .filter(|&i| grants[i].left(start) < u64::from(parts[i].2))
             .collect();
         if !short.is_empty() {
-            let mut invocation = lease_script().prepare_invoke();
-            invocation
-                .arg(WINDOW_MS)
-                .arg(self.id())
-                .arg(PRUNE_BATCH)
-                .arg(WAIT_SCAN)
-                .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            let mut invocation = self.lease_call(lease);
             let nodes = u64::from(self.shared.settings.expected_nodes.max(1));
             for &i in &short {
                 let (_, limit, weight) = parts[i];
                 let grant = &grants[i];
                 let cap = u64::from(limit.per_minute) / (4 * nodes);
-                invocation
-                    .key(&limit.log)
-                    .key(&limit.total)
-                    .arg(limit.per_minute)
-                    .arg(weight)
-                    .arg(grant.next_size(u64::from(weight), cap, start))
-                    .arg(grant.member.as_deref().unwrap_or(""))
-                    .arg(grant.used);
+                let size = grant.next_size(u64::from(weight), cap, start);
+                let bounds = (u64::from(weight), size);
+                lease_limit(
+                    &mut invocation,
+                    limit,
+                    bounds,
+                    grant.member.as_deref(),
+                    grant.used,
+                );
             }
             let answer = self
                 .shared
@@ -686,6 +688,25 @@ fn verdict(answer: &[i64], parts: &[(Which, &Limit, u32)]) -> Result<(), Refused
         // Not the script's shape: admit (the answer cannot be trusted to refuse).
         _ => Ok(()),
     }
+}
+
+/// Adds `limit` to a lease call: grant between `bounds` (least, most) permits, after giving
+/// back `member` (the last lease, of which `used` were used).
+fn lease_limit(
+    invocation: &mut redis::ScriptInvocation<'_>,
+    limit: &Limit,
+    bounds: (u64, u64),
+    member: Option<&str>,
+    used: u64,
+) {
+    invocation
+        .key(&limit.log)
+        .key(&limit.total)
+        .arg(limit.per_minute)
+        .arg(bounds.0)
+        .arg(bounds.1)
+        .arg(member.unwrap_or(""))
+        .arg(used);
 }
 
 /// The lease script's answer: the members' suffix and the permits granted per limit, or the

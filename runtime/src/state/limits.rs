@@ -542,6 +542,12 @@ impl FleetLimits {
         parts: &[(Which, &Limit, u32)],
         lease: Duration,
     ) -> Result<(), Refused> {
+        // One call weighs at most the limit, as in the script.
+        let parts: Vec<(Which, &Limit, u32)> = parts
+            .iter()
+            .map(|&(which, limit, weight)| (which, limit, weight.min(limit.per_minute)))
+            .collect();
+        let parts = parts.as_slice();
         // Locked in the order of `parts` (RPM before TPM) by every caller.
         let mut grants = Vec::with_capacity(parts.len());
         for (_, limit, _) in parts {

@@ -180,7 +180,7 @@ async fn health(shared: std::sync::Weak<Shared>) {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 epoch = epoch + 1,
-                "Redis has no fleet data: budgets re-seed this node's spend"
+                "Redis has no data of this node (its first start, or Redis lost its data): budgets re-seed this node's spend"
             );
             let budgets: Vec<_> = crate::sync::lock(&shared.budgets)
                 .iter()

@@ -438,4 +438,9 @@ async fn leases_never_let_the_window_hold_more_than_the_limit_and_give_back_what
         ),
         "{refused:?}"
     );
+    // A call weighing more than the whole limit weighs the limit, as without leases: it is
+    // admitted on an empty window, not refused forever.
+    let big = leased_limits(&redis, "n0", "t:big", None, Some(100), lease).await;
+    assert_eq!(big.take(5000).await, Ok(()));
+    assert_eq!(redis.cli(&["GET", "w:{t:big}:rl:tpm:n"]), "100");
 }

@@ -195,7 +195,8 @@ pub struct FleetBudget {
     next_id: AtomicU64,
     /// Unique per process start (ms), so ids do not repeat after a restart.
     boot: u64,
-    /// The [`Shared::epoch`] this node last put its spend back in (0: not yet).
+    /// The [`Shared::epoch`] this node's spend of the key is in Redis for (from the start;
+    /// re-seeding catches up when the epoch is raised).
     seeded: AtomicU64,
     /// This node's spend of the key (its account), read when Redis lost its data.
     local: std::sync::OnceLock<std::sync::Weak<dyn LocalSpend>>,
@@ -284,6 +285,7 @@ impl FleetBudget {
         daily: Option<u64>,
         monthly: Option<u64>,
     ) -> FleetBudget {
+        let shared_epoch = shared.epoch();
         FleetBudget {
             shared,
             key: key.to_owned(),
@@ -293,7 +295,7 @@ impl FleetBudget {
             degraded: Mutex::new(None),
             next_id: AtomicU64::new(0),
             boot: crate::clock::unix_ms(),
-            seeded: AtomicU64::new(0),
+            seeded: AtomicU64::new(shared_epoch),
             local: std::sync::OnceLock::new(),
         }
     }

@@ -151,36 +151,42 @@ impl Shared {
 /// `/admin/state` follow Redis even while no request uses it: an outage opens the breaker
 /// before requests pay for it, and the check is the probe that closes it again.
 ///
-/// The check is `SET <prefix>:{alive}:<node> 1 NX`: when it sets the key, Redis had lost it (a
-/// restart without persistence, a flush, an eviction; or this fleet's first start), so
-/// [`Shared::epoch`] is raised and every key budget puts this node's spend back at once (and,
-/// if that fails, before its next reservation). Until the next check (at most
-/// [`HEALTH_PERIOD`]), a Redis that came back empty admits against windows without the
-/// fleet's earlier spend.
+/// The check also tells whether Redis lost its data (restarted without persistence,
+/// flushed): `SET <prefix>:{alive}:epoch <token> NX GET` answers the fleet's data token,
+/// made by the first node to find none. When the token differs from the one this node saw
+/// last, the data it saw is gone: [`Shared::epoch`] is raised and every key budget puts this
+/// node's spend back at once (and, if that fails, before its next reservation). Each node
+/// compares with what it saw itself, so every node notices; a node just started only
+/// records the token (its spend is in Redis under its id, or was lost while it was away).
+/// Until the next check (at most [`HEALTH_PERIOD`]), a Redis that came back empty admits
+/// against windows without the fleet's earlier spend.
 async fn health(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(HEALTH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut alive = None;
+    let mut seen: Option<String> = None;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        // One key per node: each node must see the loss for itself.
-        let key = alive.get_or_insert_with(|| shared.redis.key("alive", shared.node()));
+        let token = format!("{}/{}", shared.node(), crate::clock::unix_ms());
         let mut check = ::redis::cmd("SET");
-        // A day's expiry bounds the keys of nodes that are gone; a key that expires only
-        // makes a live node re-seed for nothing (a no-op: see `budget::RESEED_SOURCE`).
-        check.arg(&*key).arg(1).arg("NX").arg("EX").arg(86_400);
-        let set: Result<Option<String>, _> =
+        check
+            .arg(shared.redis.key("alive", "epoch"))
+            .arg(&token)
+            .arg("NX")
+            .arg("GET");
+        let answer: Result<Option<String>, _> =
             shared.redis.query("ping", Lane::Background, &check).await;
-        if let Ok(Some(_)) = set {
+        let Ok(old) = answer else { continue };
+        let current = old.unwrap_or(token);
+        if seen.as_ref().is_some_and(|seen| *seen != current) {
             let epoch = shared
                 .epoch
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::info!(
+            tracing::warn!(
                 epoch = epoch + 1,
-                "Redis has no data of this node (its first start, or Redis lost its data): budgets re-seed this node's spend"
+                "Redis lost the fleet's data (restarted empty or flushed): budgets re-seed this node's spend"
             );
             let budgets: Vec<_> = crate::sync::lock(&shared.budgets)
                 .iter()
@@ -192,6 +198,7 @@ async fn health(shared: std::sync::Weak<Shared>) {
                 }
             });
         }
+        seen = Some(current);
     }
 }
 

@@ -42,16 +42,7 @@ targets = ["sim"]
 [[routes]]
 model = "demo"
 targets = ["sim"]
-[[routes.stages]]
-name = "prompt-guard"
-path = "$plugins/prompt_guard.wasm"
-[[routes.stages]]
-name = "pii-redact"
-path = "$plugins/pii_redact.wasm"
-[[routes.stages]]
-name = "system-prompt"
-path = "$plugins/system_prompt.wasm"
-config = { prompt = "You serve the {{team}} team." }
+$(demo_stages)
 TOML
     bin=$old; [ "$variant" = new ] && bin=$new
     RUST_LOG=warn "$bin" serve --config "$work/$variant.toml" >/dev/null 2>"$work/$variant.log" & pids+=($!)

@@ -16,3 +16,19 @@ to_ms() { python3 -c "import sys,re
 v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
 n=float(m.group(1)); u=m.group(2)
 print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 4))" "$1"; }
+
+# The demo pipeline's three stages as `[[routes.stages]]` tables, for the route above them.
+demo_stages() {
+    cat <<TOML
+[[routes.stages]]
+name = "prompt-guard"
+path = "$plugins/prompt_guard.wasm"
+[[routes.stages]]
+name = "pii-redact"
+path = "$plugins/pii_redact.wasm"
+[[routes.stages]]
+name = "system-prompt"
+path = "$plugins/system_prompt.wasm"
+config = { prompt = "You serve the {{team}} team." }
+TOML
+}

@@ -70,16 +70,7 @@ tpm = 100000000
 model = "demo"
 targets = ["sim"]
 cache = { ttl_ms = 600000 }
-[[routes.stages]]
-name = "prompt-guard"
-path = "$plugins/prompt_guard.wasm"
-[[routes.stages]]
-name = "pii-redact"
-path = "$plugins/pii_redact.wasm"
-[[routes.stages]]
-name = "system-prompt"
-path = "$plugins/system_prompt.wasm"
-config = { prompt = "You serve the {{team}} team." }
+$(demo_stages)
 [[keys]]
 name = "bench"
 hash = "$hash"

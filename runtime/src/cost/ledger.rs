@@ -98,6 +98,30 @@ impl Entry {
     pub fn is_hit(&self) -> bool {
         matches!(self.cache, "hit" | "semantic-hit")
     }
+
+    /// What this entry adds to its spend row: calls, cache hits, cost (pico-dollars), prompt,
+    /// cached and completion tokens.
+    pub fn counts(&self) -> [u64; 6] {
+        if self.is_hit() {
+            return [0, 1, 0, 0, 0, 0];
+        }
+        [
+            1,
+            0,
+            self.cost,
+            u64::from(self.usage.prompt_tokens),
+            u64::from(self.usage.cached_tokens),
+            u64::from(self.usage.completion_tokens),
+        ]
+    }
+
+    /// Adds this entry's [`Entry::counts`] to `row`, saturating: the usage (hence the cost)
+    /// is what an upstream reported, and a panic would stop the thread summing.
+    pub fn add_to(&self, row: &mut [u64; 6]) {
+        for (total, more) in row.iter_mut().zip(self.counts()) {
+            *total = total.saturating_add(more);
+        }
+    }
 }
 
 /// One summed row.
@@ -432,24 +456,7 @@ impl Writer {
                 e.route.as_str(),
                 e.model.as_str(),
             );
-            let row = sums.entry(key).or_insert([0; 6]);
-            // Saturating throughout: the usage (hence the cost) is what an upstream reported,
-            // and a panic here would stop the writer thread for good.
-            let add = if e.is_hit() {
-                [0, 1, 0, 0, 0, 0]
-            } else {
-                [
-                    1,
-                    0,
-                    e.cost,
-                    u64::from(e.usage.prompt_tokens),
-                    u64::from(e.usage.cached_tokens),
-                    u64::from(e.usage.completion_tokens),
-                ]
-            };
-            for (total, more) in row.iter_mut().zip(add) {
-                *total = total.saturating_add(more);
-            }
+            e.add_to(sums.entry(key).or_insert([0; 6]));
         }
         let txn = self.db.begin_write()?;
         {

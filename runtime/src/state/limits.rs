@@ -480,7 +480,11 @@ impl FleetLimits {
         let parts: Vec<(Which, &Limit, u32)> = weights
             .iter()
             .filter(|(_, w)| *w > 0)
-            .filter_map(|&(which, w)| Some((which, self.limit(which)?, w)))
+            // One call weighs at most the limit (the scripts clamp too; a lease must).
+            .filter_map(|&(which, w)| {
+                let limit = self.limit(which)?;
+                Some((which, limit, w.min(limit.per_minute)))
+            })
             .collect();
         if parts.is_empty() {
             return Ok(());
@@ -542,12 +546,6 @@ impl FleetLimits {
         parts: &[(Which, &Limit, u32)],
         lease: Duration,
     ) -> Result<(), Refused> {
-        // One call weighs at most the limit, as in the script.
-        let parts: Vec<(Which, &Limit, u32)> = parts
-            .iter()
-            .map(|&(which, limit, weight)| (which, limit, weight.min(limit.per_minute)))
-            .collect();
-        let parts = parts.as_slice();
         // Locked in the order of `parts` (RPM before TPM) by every caller.
         let mut grants = Vec::with_capacity(parts.len());
         for (_, limit, _) in parts {

@@ -99,18 +99,6 @@ impl Shipper {
 
     /// Adds a ledger entry to what is shipped next (a lock and a map update).
     pub fn record(&self, e: &Entry) {
-        let add = if e.is_hit() {
-            [0, 1, 0, 0, 0, 0]
-        } else {
-            [
-                1,
-                0,
-                e.cost,
-                u64::from(e.usage.prompt_tokens),
-                u64::from(e.usage.cached_tokens),
-                u64::from(e.usage.completion_tokens),
-            ]
-        };
         let key = (
             clock::day_of(e.ts),
             e.key.clone(),
@@ -118,10 +106,7 @@ impl Shipper {
             e.model.clone(),
         );
         let mut pending = lock(&self.pending);
-        let row = pending.rows.entry(key).or_insert([0; 6]);
-        for (total, more) in row.iter_mut().zip(add) {
-            *total = total.saturating_add(more);
-        }
+        e.add_to(pending.rows.entry(key).or_insert([0; 6]));
     }
 
     /// Waits (up to `timeout`) until everything recorded so far is in Redis; false if not.

@@ -60,7 +60,7 @@ fn usage() -> Usage {
 }
 
 fn bench(c: &mut Criterion) {
-    tokens::warm_up();
+    tokens::warm_up(["gpt-4o", "gpt-4"]);
     let short = request(0);
     let long = request(20);
     c.bench_function("cost/count_prompt 2 messages", |b| {

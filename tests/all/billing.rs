@@ -97,6 +97,7 @@ fn log_lines(path: &std::path::Path) -> Vec<Value> {
 /// Prompt tokens weir counts locally for `body` (as it parses it) on `sim-a`.
 fn local_prompt(body: &Value) -> u64 {
     let request = weir::openai::parse_request(body.to_string().as_bytes()).unwrap();
+    weir::cost::tokens::warm_up(["sim-a"]);
     u64::from(weir::cost::tokens::count_prompt("sim-a", &request))
 }
 

@@ -157,6 +157,7 @@ async fn a_small_budget_holds_under_1000_concurrent_requests() {
     assert_eq!(total, charged, "ledger vs headers: {spend}");
     // The largest reservation: the longest prompt counted locally plus max_tokens, at the
     // output price for every token (an upper bound).
+    weir::cost::tokens::warm_up(["sim-a"]);
     let reservation = (weir::cost::tokens::count_prompt(
         "sim-a",
         &crate::support::request(vec![crate::support::message("user", "hello 999")]),

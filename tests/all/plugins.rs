@@ -313,7 +313,7 @@ fn turn_starts(messages: &[weir::wit::Message]) -> Vec<usize> {
 #[tokio::test]
 async fn context_trim_keeps_a_200_turn_conversation_under_its_budget() {
     use weir::cost::tokens::count_prompt;
-    weir::cost::tokens::warm_up();
+    weir::cost::tokens::warm_up(["gpt-4o", "gpt-4"]);
     let host = TestHost::shared().await;
     let (model, max_tokens, keep) = ("gpt-4o", 3000_u32, 4_usize);
     let original = long_chat(model, 200);
@@ -390,7 +390,7 @@ async fn context_trim_keeps_a_200_turn_conversation_under_its_budget() {
 #[tokio::test]
 async fn context_trim_passes_a_request_that_fits_unchanged() {
     use weir::cost::tokens::count_prompt;
-    weir::cost::tokens::warm_up();
+    weir::cost::tokens::warm_up(["gpt-4o", "gpt-4"]);
     let host = TestHost::shared().await;
     let original = long_chat("gpt-4o", 12);
     // Exactly at the budget, as the host counts it: the stage counts the same way.
@@ -427,7 +427,7 @@ async fn context_trim_passes_a_request_that_fits_unchanged() {
 #[tokio::test]
 async fn context_trim_rejects_when_the_kept_part_is_over_budget() {
     use weir::cost::tokens::count_prompt;
-    weir::cost::tokens::warm_up();
+    weir::cost::tokens::warm_up(["gpt-4o", "gpt-4"]);
     let host = TestHost::shared().await;
     let original = long_chat("gpt-4o", 30);
     let starts = turn_starts(&original.messages);
@@ -471,7 +471,7 @@ async fn context_trim_rejects_when_the_kept_part_is_over_budget() {
 #[tokio::test]
 async fn context_trim_counts_with_the_configured_model() {
     use weir::cost::tokens::count_prompt;
-    weir::cost::tokens::warm_up();
+    weir::cost::tokens::warm_up(["gpt-4o", "gpt-4"]);
     let host = TestHost::shared().await;
     // The route alias is unknown to tiktoken (counts as gpt-4o, o200k); gpt-4 is cl100k,
     // which needs more tokens for this text.

@@ -62,6 +62,12 @@ impl App {
         previous: Option<&Snapshot>,
     ) -> Result<Assembled, AppError> {
         let upstreams = self.targets(&config, previous)?;
+        // The tokenizers this config counts with on every request load beside the stages'
+        // compilation and are ready before it serves: a request must not wait for a load.
+        let models = counted_models(&config);
+        let tokenizers = tokio::task::spawn_blocking(move || {
+            crate::cost::tokens::warm_up(models.iter().map(String::as_str));
+        });
         let plans = config
             .routes
             .iter()
@@ -183,6 +189,9 @@ impl App {
             );
         }
         let generation = previous.map_or(1, |p| p.generation + 1);
+        if let Err(err) = tokenizers.await {
+            tracing::warn!(%err, "loading the tokenizers failed; the first count loads them");
+        }
         Ok(Assembled {
             snapshot: Snapshot {
                 config: Arc::new(config),
@@ -287,4 +296,20 @@ pub(super) fn costing(config: &Config, ledger: &Ledger) -> Costing {
         count_failed_attempts: config.cost.count_failed_attempts,
         fuel_pico_per_million: config.cost.fuel_pico_per_million,
     }
+}
+
+/// The models whose tokens `config` counts on every request (a key with a budget, a
+/// per-request cost cap or TPM reserves each call's prompt; a target with a TPM limit
+/// counts it): every route's and every pinned target model. None when nothing counts
+/// routinely: then a table loads on its first need (an answer without usage), and a node
+/// that never needs one never holds one (o200k alone is about 40 MB).
+fn counted_models(config: &Config) -> Vec<String> {
+    let counts = config.keys.iter().any(|key| key.limits_spend())
+        || config.targets.iter().any(|t| t.limits.tpm.is_some());
+    if !counts {
+        return Vec::new();
+    }
+    let routes = config.routes.iter().map(|route| route.model.clone());
+    let pinned = config.targets.iter().filter_map(|t| t.model.clone());
+    routes.chain(pinned).collect()
 }

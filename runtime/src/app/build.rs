@@ -78,11 +78,6 @@ impl App {
             }));
         }
         let jobs = open_jobs(&config, state.as_ref()).await?;
-        // Load the tokenizers now, beside the stages' compilation, and finish before serving:
-        // a request counting tokens (a reservation, an estimate for a cut attempt) would
-        // otherwise block its worker on the first load (a few hundred ms, seconds on a
-        // loaded machine).
-        let tokenizers = tokio::task::spawn_blocking(crate::cost::tokens::warm_up);
         let live_step = Arc::new(ArcSwap::from_pointee(LlmStep::new(
             Router::new(client.clone(), Vec::new()),
             HashMap::new(),
@@ -145,9 +140,6 @@ impl App {
             );
         }
         app.install(assembled);
-        if let Err(err) = tokenizers.await {
-            tracing::warn!(%err, "loading the tokenizers failed; the first count loads them");
-        }
         Ok(app)
     }
 }

@@ -2,11 +2,17 @@
 //! whose provider reported no usage, and for stages (`count-tokens`, bounded and off the
 //! async threads: [`count_for_stage`]).
 //!
-//! Encodings load once per process (a few hundred ms for o200k); [`warm_up`] does it off the
-//! request path at start-up. A model tiktoken does not know counts as `gpt-4o` (o200k_base):
-//! an estimate, but a far better one than characters / 4.
+//! An encoding's table loads once per process, on first need: o200k takes about 40 MB of
+//! memory and a few hundred ms to load, cl100k about 17 MB, so a node whose config counts no
+//! tokens on its request path (no key with a budget or TPM, no target with a TPM limit)
+//! loads none at start. The config's routine counts are warmed before it serves
+//! ([`warm_up`]); a count on a path that cannot wait (an estimate for an answer without
+//! usage, settled in a `Drop`) whose table is not loaded yet starts loading it on its own
+//! thread and [`estimate`]s meanwhile. A model tiktoken does not know counts as `gpt-4o`
+//! (o200k_base): an estimate, but a far better one than characters / 4.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use tiktoken_rs::CoreBPE;
@@ -16,21 +22,76 @@ use weir_tokens::{PromptMessage, Tokens};
 
 use crate::wit::{ChatRequest, Content, Message};
 
-/// The encoder for `model`.
-fn encoder(model: &str) -> &'static CoreBPE {
-    let tokenizer = get_tokenizer(model).unwrap_or(Tokenizer::O200kBase);
-    match tokenizer {
-        Tokenizer::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
-        Tokenizer::P50kBase | Tokenizer::P50kEdit => tiktoken_rs::p50k_base_singleton(),
-        Tokenizer::R50kBase | Tokenizer::Gpt2 => tiktoken_rs::r50k_base_singleton(),
-        _ => tiktoken_rs::o200k_base_singleton(),
+/// The encodings weir counts with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    O200k,
+    Cl100k,
+    P50k,
+    R50k,
+}
+
+/// Each encoding's table, once loaded.
+static TABLES: [OnceLock<&'static CoreBPE>; 4] = [const { OnceLock::new() }; 4];
+/// Each encoding's table is being loaded on a thread of its own.
+static LOADING: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+
+impl Encoding {
+    /// The encoding of `model` (o200k for a model tiktoken does not know).
+    fn of(model: &str) -> Encoding {
+        match get_tokenizer(model).unwrap_or(Tokenizer::O200kBase) {
+            Tokenizer::Cl100kBase => Encoding::Cl100k,
+            Tokenizer::P50kBase | Tokenizer::P50kEdit => Encoding::P50k,
+            Tokenizer::R50kBase | Tokenizer::Gpt2 => Encoding::R50k,
+            _ => Encoding::O200k,
+        }
+    }
+
+    /// The table, loaded on this thread if it is not yet.
+    fn load(self) -> &'static CoreBPE {
+        TABLES[self as usize].get_or_init(|| match self {
+            Encoding::O200k => tiktoken_rs::o200k_base_singleton(),
+            Encoding::Cl100k => tiktoken_rs::cl100k_base_singleton(),
+            Encoding::P50k => tiktoken_rs::p50k_base_singleton(),
+            Encoding::R50k => tiktoken_rs::r50k_base_singleton(),
+        })
+    }
+
+    /// The table if it is loaded; otherwise starts loading it on a thread of its own (once)
+    /// and answers `None`.
+    fn loaded(self) -> Option<&'static CoreBPE> {
+        if let Some(table) = TABLES[self as usize].get() {
+            return Some(table);
+        }
+        if !LOADING[self as usize].swap(true, Ordering::AcqRel) {
+            let spawned = std::thread::Builder::new()
+                .name("weir-tokenizer".to_string())
+                .spawn(move || {
+                    self.load();
+                });
+            if spawned.is_err() {
+                LOADING[self as usize].store(false, Ordering::Release);
+            }
+        }
+        None
     }
 }
 
-/// Loads the common encodings, so the first request does not pay for it.
-pub fn warm_up() {
-    let _ = tiktoken_rs::o200k_base_singleton().encode_ordinary("warm up");
-    let _ = tiktoken_rs::cl100k_base_singleton().encode_ordinary("warm up");
+/// Loads the tables `models` count with, on this (blocking) thread: before a config whose
+/// request path counts tokens serves, so no request waits for a load.
+pub fn warm_up<'a>(models: impl IntoIterator<Item = &'a str>) {
+    for model in models {
+        Encoding::of(model).load();
+    }
+}
+
+/// Waits until `model`'s table is loaded, loading it on a blocking thread (not this async
+/// one) when it is not.
+pub async fn ready(model: &str) {
+    let encoding = Encoding::of(model);
+    if TABLES[encoding as usize].get().is_none() {
+        let _ = tokio::task::spawn_blocking(move || encoding.load()).await;
+    }
 }
 
 /// Tokens `text` takes with `bpe`; [`estimate`] when tiktoken cannot split it. Its regex
@@ -47,9 +108,12 @@ fn count_with(bpe: &CoreBPE, text: &str) -> u32 {
     }
 }
 
-/// Tokens `text` takes for `model`.
+/// Tokens `text` takes for `model`; [`estimate`]d while its table is still loading.
 pub fn count_text(model: &str, text: &str) -> u32 {
-    count_with(encoder(model), text)
+    match Encoding::of(model).loaded() {
+        Some(bpe) => count_with(bpe, text),
+        None => estimate(text.len()),
+    }
 }
 
 /// Longest text a stage's `count-tokens` counts exactly, in bytes. Longer text is not
@@ -90,6 +154,7 @@ pub async fn count_for_stage(model: String, text: String) -> u32 {
     if text.len() > STAGE_COUNT_MAX_BYTES {
         return estimate(text.len());
     }
+    ready(&model).await;
     if text.len() <= INLINE_COUNT_MAX_BYTES {
         return count_text(&model, &text);
     }
@@ -105,7 +170,8 @@ pub async fn count_for_stage(model: String, text: String) -> u32 {
     .unwrap_or_else(|_| estimate(bytes))
 }
 
-/// Prompt tokens of `request` for `model`: every message's role, name and text, plus the
+/// Prompt tokens of `request` for `model` ([`estimate`]d while its table is still loading):
+/// every message's role, name and text, plus the
 /// per-message and reply-priming overheads. Tools and other `extra` fields count as their
 /// JSON text. The formula is `weir_tokens`', the one stages count with too (`context-trim`
 /// trims to this count).
@@ -115,13 +181,17 @@ pub async fn count_for_stage(model: String, text: String) -> u32 {
 /// estimate), and a client chooses the text: tokenizing megabytes of one word would
 /// hold that thread for seconds.
 pub fn count_prompt(model: &str, request: &ChatRequest) -> u32 {
-    let bpe = encoder(model);
-    let exact_left = std::cell::Cell::new(STAGE_COUNT_MAX_BYTES);
+    let bpe = Encoding::of(model).loaded();
+    let exact_left = std::cell::Cell::new(if bpe.is_some() {
+        STAGE_COUNT_MAX_BYTES
+    } else {
+        0
+    });
     let total = Tokens::new(
         |text: &str| match exact_left.get().checked_sub(text.len()) {
             Some(left) => {
                 exact_left.set(left);
-                count_with(bpe, text)
+                bpe.map_or_else(|| estimate(text.len()), |bpe| count_with(bpe, text))
             }
             None => {
                 exact_left.set(0);
@@ -158,6 +228,7 @@ mod tests {
 
     #[test]
     fn a_prompt_beyond_the_exact_budget_is_estimated_not_tokenized() {
+        loaded();
         let word = "x".repeat(STAGE_COUNT_MAX_BYTES);
         let request = ChatRequest {
             messages: vec![message("user", "hello world"), message("user", &word)],
@@ -177,8 +248,30 @@ mod tests {
         Message::text(role, text)
     }
 
+    /// The tables these tests count exactly with.
+    fn loaded() {
+        warm_up(["gpt-4o", "gpt-4"]);
+    }
+
+    #[test]
+    fn a_table_not_loaded_is_loaded_off_the_counting_thread_and_estimated_meanwhile() {
+        // p50k (text-davinci-003) is the one table no other test loads.
+        let text = "hello world hello world hello world";
+        let first = count_text("text-davinci-003", text);
+        // Up to a minute on a loaded machine.
+        let mut waits = 0;
+        while count_text("text-davinci-003", text) == estimate(text.len()) {
+            waits += 1;
+            assert!(waits < 6_000, "never loaded");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(first == estimate(text.len()) || first == 6, "{first}");
+        assert_eq!(count_text("text-davinci-003", text), 6);
+    }
+
     #[test]
     fn counts_with_the_models_tokenizer() {
+        loaded();
         assert_eq!(count_text("gpt-4o", "hello world"), 2);
         assert_eq!(count_text("gpt-4", "hello world"), 2);
         assert_eq!(count_text("gpt-4o", ""), 0);
@@ -191,6 +284,7 @@ mod tests {
 
     #[test]
     fn text_tiktoken_cannot_split_is_estimated_not_a_panic() {
+        loaded();
         // fancy-regex gives up on this run of spaces; `encode_ordinary` panics on it.
         let spaces = " ".repeat(1 << 20);
         assert_eq!(count_text("gpt-4o", &spaces), estimate(1 << 20));
@@ -200,6 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stage_counts_exactly_up_to_the_cap_and_estimates_beyond() {
+        loaded();
         let short = "hello world".to_string();
         assert_eq!(count_for_stage("gpt-4o".into(), short).await, 2);
         // Off the async thread, still exact.
@@ -216,6 +311,7 @@ mod tests {
 
     #[test]
     fn a_prompt_counts_messages_and_overheads() {
+        loaded();
         let request = ChatRequest {
             model: "gpt-4o".into(),
             messages: vec![
@@ -237,6 +333,7 @@ mod tests {
 
     #[test]
     fn names_text_parts_and_extras_count() {
+        loaded();
         let part = |kind: &str, text: Option<&str>| ContentPart {
             kind: kind.into(),
             text: text.map(Into::into),

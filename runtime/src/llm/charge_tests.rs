@@ -24,7 +24,10 @@ const IN: u64 = 1_000_000;
 /// Per completion token ($2 per million).
 const OUT: u64 = 2_000_000;
 
+/// Costing as the tests' routes use it; model `m`'s tokenizer is loaded first (as a config
+/// that counts tokens has it loaded before serving), so local counts are exact.
 fn costing(count_failed_attempts: bool) -> Costing {
+    tokens::warm_up(["m"]);
     let price = ModelPrice {
         input: IN,
         cached_input: IN,

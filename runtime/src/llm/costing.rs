@@ -129,6 +129,8 @@ impl Costing {
             _ => return meter.reserve(0).await,
         };
         let (price, model) = self.worst_price(router, chain, request);
+        // Loaded before the config served; a model only a client named may load now.
+        tokens::ready(&model).await;
         let prompt = tokens::count_prompt(&model, request);
         // Each of the `n` completions may run to `max_tokens`.
         let completion = u64::from(request.max_tokens.unwrap_or(self.default_max_tokens))

@@ -499,6 +499,50 @@ targets = [\"sluggish\", \"healthy\"]
 }
 
 #[tokio::test]
+async fn a_hung_upstream_costs_a_json_request_its_ttft_timeout_then_the_fallback_answers() {
+    // The primary never answers at all; its timeout is 30 s, its TTFT timeout 300 ms, so a
+    // JSON request goes to it as a stream (`stream_json`) and is given up at 300 ms.
+    let hung = sim(&["--hang-rate", "1.0"]);
+    let healthy = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"hung\"
+targets = [\"hung\", \"healthy\"]
+",
+        target("hung", &hung, "timeout_ms = 30000\nttft_timeout_ms = 300"),
+        target(
+            "healthy",
+            &healthy,
+            "timeout_ms = 30000\nttft_timeout_ms = 300"
+        ),
+    ));
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("hung")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let json = answer.json();
+    assert_eq!(json["object"], "chat.completion");
+    assert!(
+        !json["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        json["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{json}"
+    );
+    assert_eq!(received(&hung).await, 1);
+    // The healthy target was asked for a stream; the client got JSON.
+    let seen = crate::procs::sim_requests(&healthy, 1).await;
+    assert_eq!(seen[0]["body"]["stream"], true, "{seen:?}");
+    assert_eq!(seen[0]["body"]["stream_options"]["include_usage"], true);
+    // Cut at the 300 ms TTFT timeout (exactly, in `router`'s unit tests), not the 30 s one.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+}
+
+#[tokio::test]
 async fn retry_on_decides_which_statuses_fail_over() {
     let five_hundred = sim(&["--error-rate", "1.0", "--error-status", "500"]);
     let unavailable = sim(&["--error-rate", "1.0", "--error-status", "503"]);

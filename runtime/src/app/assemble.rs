@@ -260,6 +260,7 @@ impl App {
                 model: target.model.clone(),
                 timeout: target.timeout,
                 ttft_timeout: target.ttft_timeout,
+                stream_json: target.stream_json,
                 headers,
             });
             let state = TargetState::new(upstream, target.limits).with_fleet(self.state.as_ref());

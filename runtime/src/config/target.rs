@@ -47,6 +47,12 @@ pub struct TargetSettings {
     /// `timeout_ms`).
     #[serde(rename = "ttft_timeout_ms", with = "Ms::<0, { u64::MAX }>", default)]
     pub ttft_timeout: Duration,
+    /// For a JSON (non-streaming) request: ask this target for a stream and assemble the
+    /// answer, so `ttft_timeout_ms` finds an upstream that never answers (default: on when
+    /// `ttft_timeout_ms` is below `timeout_ms`; turn it off for a provider that cannot
+    /// stream).
+    #[serde(default)]
+    pub stream_json: bool,
     /// Concurrency limit, RPM limit, stream bounds and breaker thresholds.
     #[serde(rename = "(limits)", default)]
     pub limits: TargetLimits,
@@ -122,6 +128,9 @@ pub(crate) fn check(
         (1, millis(timeout)),
         timeout,
     )?;
+    if !src.written(&format!("{key}.stream_json")) {
+        target.stream_json = target.ttft_timeout < timeout;
+    }
     // Between two events a stream may pause as long as before its first one, by default.
     if !src.written(&format!("{key}.stream_idle_timeout_ms")) {
         target.limits.stream_idle_timeout = target.ttft_timeout;
@@ -299,6 +308,7 @@ mod tests {
             headers: Vec::new(),
             limits: TargetLimits::default(),
             ttft_timeout: Duration::from_secs(1),
+            stream_json: true,
         };
         let debug = format!("{target:?}");
         assert!(!debug.contains("sk-secret"), "{debug}");

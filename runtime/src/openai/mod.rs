@@ -10,7 +10,7 @@ mod response;
 mod stream;
 
 pub use error::ApiError;
-pub use request::{parse_request, request_to_json};
+pub use request::{parse_request, request_json, request_to_json};
 pub use response::{parse_response, parse_usage, response_to_json};
 pub use stream::{SseParser, StreamAccumulator, response_to_sse};
 

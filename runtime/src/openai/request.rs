@@ -162,6 +162,12 @@ fn parse_part(index: usize, j: usize, value: Value) -> Result<ContentPart, ApiEr
 /// Renders a request as the JSON body sent upstream: `model` replaced by `model` when given,
 /// and `stream_options.include_usage` forced on for streams so usage is never lost.
 pub fn request_to_json(request: &ChatRequest, model: Option<&str>) -> Value {
+    request_json(request, model, request.stream)
+}
+
+/// [`request_to_json`], asking for a stream when `stream` (a JSON request sent to a target
+/// with `stream_json`, whose answer is assembled from the stream).
+pub fn request_json(request: &ChatRequest, model: Option<&str>, stream: bool) -> Value {
     let mut obj = extra_map(&request.extra);
     obj.insert(
         "model".into(),
@@ -185,7 +191,7 @@ pub fn request_to_json(request: &ChatRequest, model: Option<&str>) -> Value {
             obj.insert("max_tokens".into(), n.into());
         }
     }
-    if request.stream {
+    if stream {
         obj.insert("stream".into(), Value::Bool(true));
         // Whatever the client sent (`null`, a non-object, `include_usage: false`): weir's
         // cost needs the usage chunk; the client gets it only if it asked.

@@ -75,7 +75,10 @@ impl SseParser {
     }
 }
 
-/// Builds one [`ChatResponse`] from the chunks of a stream.
+/// Builds one [`ChatResponse`] from the chunks of a stream: what a JSON answer to the same
+/// request holds (text, tool calls, a refusal, logprobs, finish reason, usage), so a stream
+/// asked of the upstream for a JSON request (a target's `stream_json`) or stored in the
+/// cache answers like the JSON would have.
 ///
 /// What it holds is bounded by the stream it reads: an upstream stream is cut at its target's
 /// `max_stream_bytes` (see `router::UpstreamStream`), and text decoded from a JSON string is
@@ -88,12 +91,139 @@ pub struct StreamAccumulator {
     model: String,
     /// `created` of the first chunk.
     created: u64,
-    /// Per choice index: role, content so far, finish reason.
-    choices: Vec<(String, String, Option<String>)>,
+    /// Per choice index, what its deltas carried so far.
+    choices: Vec<ChoiceParts>,
     /// The usage chunk, when it came.
     usage: Option<Usage>,
     /// Extra top-level fields of the first chunk (`system_fingerprint`, ...).
     extra: Map<String, Value>,
+}
+
+/// One choice as its deltas built it.
+#[derive(Debug)]
+struct ChoiceParts {
+    role: String,
+    text: String,
+    finish_reason: Option<String>,
+    /// `tool_calls`, by their `index`: `id`, `type`, and the function's name and arguments
+    /// concatenated from their pieces.
+    tool_calls: Vec<Value>,
+    /// `refusal` pieces, concatenated.
+    refusal: Option<String>,
+    /// `logprobs.content` entries, in order.
+    logprobs: Vec<Value>,
+}
+
+/// Most choices and tool calls per choice assembled; more are ignored.
+const MAX_INDEX: usize = 64;
+
+impl Default for ChoiceParts {
+    fn default() -> ChoiceParts {
+        ChoiceParts {
+            role: "assistant".to_string(),
+            text: String::new(),
+            finish_reason: None,
+            tool_calls: Vec::new(),
+            refusal: None,
+            logprobs: Vec::new(),
+        }
+    }
+}
+
+impl ChoiceParts {
+    /// Adds one choice object of a chunk.
+    fn push(&mut self, choice: &Value) {
+        if let Some(delta) = choice.get("delta") {
+            if let Some(role) = delta.get("role").and_then(Value::as_str) {
+                self.role = role.to_string();
+            }
+            if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                self.text.push_str(text);
+            }
+            if let Some(text) = delta.get("refusal").and_then(Value::as_str) {
+                self.refusal.get_or_insert_default().push_str(text);
+            }
+            for call in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                self.push_tool_call(call);
+            }
+        }
+        if let Some(entries) = choice
+            .get("logprobs")
+            .and_then(|l| l.get("content"))
+            .and_then(Value::as_array)
+        {
+            self.logprobs.extend(entries.iter().cloned());
+        }
+        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.finish_reason = Some(reason.to_string());
+        }
+    }
+
+    /// Adds one piece of a tool call: the first piece of an `index` names it, the next ones
+    /// add to its arguments.
+    fn push_tool_call(&mut self, piece: &Value) {
+        let index = piece.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        if index >= MAX_INDEX {
+            return;
+        }
+        while self.tool_calls.len() <= index {
+            self.tool_calls.push(json!({
+                "id": "", "type": "function", "function": {"name": "", "arguments": ""}
+            }));
+        }
+        let call = &mut self.tool_calls[index];
+        for key in ["id", "type"] {
+            if let Some(value) = piece.get(key).and_then(Value::as_str) {
+                call[key] = json!(value);
+            }
+        }
+        for key in ["name", "arguments"] {
+            if let Some(more) = piece
+                .get("function")
+                .and_then(|f| f.get(key))
+                .and_then(Value::as_str)
+                && let Some(Value::String(so_far)) = call["function"].get_mut(key)
+            {
+                so_far.push_str(more);
+            }
+        }
+    }
+
+    /// The choice as a JSON answer holds it, at `index`.
+    fn finish(self, index: u32) -> Choice {
+        let mut message = Map::new();
+        if !self.tool_calls.is_empty() {
+            message.insert("tool_calls".to_string(), Value::Array(self.tool_calls));
+        }
+        let content = match (&self.refusal, message.is_empty(), self.text.is_empty()) {
+            // A refusal or a tool call with no text: `content` is null, as in JSON.
+            (Some(_), _, true) | (None, false, true) => None,
+            _ => Some(Content::Text(self.text)),
+        };
+        if let Some(refusal) = self.refusal {
+            message.insert("refusal".to_string(), Value::String(refusal));
+        }
+        let mut extra = Map::new();
+        if !self.logprobs.is_empty() {
+            extra.insert("logprobs".to_string(), json!({"content": self.logprobs}));
+        }
+        Choice {
+            index,
+            message: Message {
+                role: self.role,
+                content,
+                name: None,
+                extra: extra_string(message),
+            },
+            finish_reason: self.finish_reason,
+            extra: extra_string(extra),
+        }
+    }
 }
 
 impl StreamAccumulator {
@@ -132,25 +262,13 @@ impl StreamAccumulator {
             .flatten()
         {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            if index > 64 {
+            if index >= MAX_INDEX {
                 continue;
             }
             while self.choices.len() <= index {
-                self.choices
-                    .push(("assistant".to_string(), String::new(), None));
+                self.choices.push(ChoiceParts::default());
             }
-            let slot = &mut self.choices[index];
-            if let Some(delta) = choice.get("delta") {
-                if let Some(role) = delta.get("role").and_then(Value::as_str) {
-                    slot.0 = role.to_string();
-                }
-                if let Some(text) = delta.get("content").and_then(Value::as_str) {
-                    slot.1.push_str(text);
-                }
-            }
-            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-                slot.2 = Some(reason.to_string());
-            }
+            self.choices[index].push(choice);
         }
     }
 
@@ -160,8 +278,8 @@ impl StreamAccumulator {
     pub fn text(&self) -> Cow<'_, str> {
         match self.choices.as_slice() {
             [] => Cow::Borrowed(""),
-            [only] => Cow::Borrowed(only.1.as_str()),
-            all => Cow::Owned(all.iter().map(|c| c.1.as_str()).collect()),
+            [only] => Cow::Borrowed(only.text.as_str()),
+            all => Cow::Owned(all.iter().map(|c| c.text.as_str()).collect()),
         }
     }
 
@@ -179,18 +297,8 @@ impl StreamAccumulator {
             choices: self
                 .choices
                 .into_iter()
-                .enumerate()
-                .map(|(i, (role, text, finish_reason))| Choice {
-                    index: i as u32,
-                    message: Message {
-                        role,
-                        content: Some(Content::Text(text)),
-                        name: None,
-                        extra: "{}".to_string(),
-                    },
-                    finish_reason,
-                    extra: "{}".to_string(),
-                })
+                .zip(0u32..)
+                .map(|(choice, index)| choice.finish(index))
                 .collect(),
             usage: self.usage,
             extra: extra_string(self.extra),
@@ -309,6 +417,50 @@ mod tests {
             matches!(&response.choices[0].message.content, Some(Content::Text(t)) if t == "hello")
         );
         assert_eq!(response.usage.map(|u| u.total_tokens), Some(3));
+    }
+
+    #[test]
+    fn tool_calls_refusals_and_logprobs_assemble_as_a_json_answer_holds_them() {
+        let mut acc = StreamAccumulator::default();
+        let call =
+            |piece: Value| json!({"id":"c","choices":[{"index":0,"delta":{"tool_calls":[piece]}}]});
+        acc.push(&json!({"id":"c","model":"m","created":1,"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}));
+        acc.push(&call(json!({"index":0,"id":"call_1","type":"function","function":{"name":"get_weather","arguments":""}})));
+        acc.push(&call(
+            json!({"index":0,"function":{"arguments":"{\"city\":"}}),
+        ));
+        acc.push(&call(json!({"index":1,"id":"call_2","type":"function","function":{"name":"now","arguments":"{}"}})));
+        acc.push(&call(
+            json!({"index":0,"function":{"arguments":"\"Oslo\"}"}}),
+        ));
+        acc.push(
+            &json!({"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}),
+        );
+        let choice = &acc.finish().choices[0];
+        assert!(
+            choice.message.content.is_none(),
+            "null content beside tool calls"
+        );
+        assert_eq!(choice.finish_reason.as_deref(), Some("tool_calls"));
+        let extra: Value = serde_json::from_str(&choice.message.extra).unwrap();
+        assert_eq!(
+            extra["tool_calls"],
+            json!([
+                {"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Oslo\"}"}},
+                {"id":"call_2","type":"function","function":{"name":"now","arguments":"{}"}}
+            ])
+        );
+
+        let mut acc = StreamAccumulator::default();
+        let lp = |token: &str| json!({"token": token, "logprob": -0.1, "bytes": null, "top_logprobs": []});
+        acc.push(&json!({"id":"c","choices":[{"index":0,"delta":{"refusal":"I can't "},"logprobs":{"content":[lp("I")]}}]}));
+        acc.push(&json!({"id":"c","choices":[{"index":0,"delta":{"refusal":"help."},"logprobs":{"content":[lp(" can't")]},"finish_reason":"stop"}]}));
+        let choice = &acc.finish().choices[0];
+        assert!(choice.message.content.is_none());
+        let message: Value = serde_json::from_str(&choice.message.extra).unwrap();
+        assert_eq!(message["refusal"], "I can't help.");
+        let extra: Value = serde_json::from_str(&choice.extra).unwrap();
+        assert_eq!(extra["logprobs"]["content"], json!([lp("I"), lp(" can't")]));
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub struct Upstream {
     pub timeout: Duration,
     /// For streams: headers and the first event (at most [`Self::timeout`]).
     pub ttft_timeout: Duration,
+    /// A JSON request is sent as a stream and its answer assembled, so [`Self::ttft_timeout`]
+    /// applies to it too.
+    pub stream_json: bool,
     /// Extra headers sent with every request.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }

@@ -38,6 +38,7 @@ async fn a_failure_body_that_stalls_is_read_within_what_is_left_of_the_same_time
         model: None,
         timeout,
         ttft_timeout: timeout,
+        stream_json: false,
         headers: Vec::new(),
     };
     let started = Instant::now();

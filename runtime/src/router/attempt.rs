@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::RouteError;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, Left};
 use super::record::{Attempt, Outcome};
 use super::refusal::refusal;
 use super::target::{Slot, TargetState};
@@ -183,14 +183,18 @@ impl<E: Exchange> Attempter<'_, E> {
     }
 
     /// Sends `body` within `timeout`: headers and the reply (for JSON, the body; for a
-    /// stream, the first event). One timer per phase, never beyond `timeout` in all.
+    /// stream, the first event), the headers and a stream's first event within the
+    /// exchange's [`Exchange::first_timeout`]. One timer per phase, never beyond `timeout` in
+    /// all.
     async fn send(
         &self,
         state: &TargetState,
         body: Bytes,
         timeout: Duration,
     ) -> Result<E::Output, AttemptError> {
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let first = self.exchange.first_timeout(&state.upstream).min(timeout);
         // With spans exported, the upstream's parent is this attempt's span.
         let forward = self.exchange.forward();
         let traced;
@@ -210,11 +214,15 @@ impl<E: Exchange> Attempter<'_, E> {
         };
         let response = self
             .client
-            .post(&state.upstream, E::PATH, body, forward, timeout)
+            .post(&state.upstream, E::PATH, body, forward, first)
             .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(AttemptError::Timeout(timeout));
+        let now = Instant::now();
+        let left = Left {
+            first: (started + first).saturating_duration_since(now),
+            whole: deadline.saturating_duration_since(now),
+        };
+        if left.first.is_zero() {
+            return Err(AttemptError::Timeout(first));
         }
         self.exchange.read(state, response, left).await
     }
@@ -340,6 +348,43 @@ mod tests {
         assert!(attempt.usage.is_some_and(|u| u.prompt_tokens > 0));
         assert_eq!(target.ewma_us(), 40_000);
         assert_eq!(in_flight(&target), 0);
+    }
+
+    #[tokio::test]
+    async fn a_json_request_asked_as_a_stream_answers_as_the_json_reply_would() {
+        let addr = sim(Faults::default()).await;
+        let settings = PolicySettings::default();
+        let deadline = || Deadline::new(Instant::now(), Duration::from_secs(5), None);
+        let long = Duration::from_secs(5);
+        let json_target = crate::router::testing::target_ttft("j", addr, long, long, fragile());
+        let streamed = Duration::from_secs(2);
+        let stream_target =
+            crate::router::testing::target_ttft("s", addr, long, streamed, fragile());
+        assert!(!json_target.upstream.stream_json && stream_target.upstream.stream_json);
+        let mut answers = Vec::new();
+        for target in [&json_target, &stream_target] {
+            let mut attempts = Vec::new();
+            match chat_once(target, deadline(), &settings, &mut attempts).await {
+                Ok(Reply::Json(response)) => answers.push((response, attempts[0].usage)),
+                _ => panic!("a JSON answer from {}", target.upstream.name),
+            }
+        }
+        let (json, json_usage) = &answers[0];
+        let (assembled, stream_usage) = &answers[1];
+        assert!(!json.text().is_empty());
+        assert_eq!(assembled.text(), json.text());
+        assert_eq!(assembled.model, json.model);
+        assert_eq!(
+            assembled.choices[0].finish_reason,
+            json.choices[0].finish_reason
+        );
+        assert_eq!(assembled.choices[0].message.role, "assistant");
+        // The usage chunk was asked for and came: the attempt is billed as the JSON one.
+        assert!(stream_usage.is_some());
+        assert_eq!(
+            stream_usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            json_usage.map(|u| (u.prompt_tokens, u.completion_tokens))
+        );
     }
 
     #[tokio::test(start_paused = true)]

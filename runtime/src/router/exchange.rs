@@ -15,9 +15,9 @@ use hyper::body::Incoming;
 use super::Reply;
 use super::stream::{StreamLimits, UpstreamStream};
 use super::target::{Slot, TargetState};
-use crate::openai::{parse_response, parse_usage, request_to_json};
+use crate::openai::{StreamAccumulator, parse_response, parse_usage, request_json};
 use crate::providers::{AttemptError, Upstream, read_body};
-use crate::wit::{ChatRequest, Usage};
+use crate::wit::{ChatRequest, ChatResponse, Usage};
 
 /// One kind of upstream call, as the attempt loop sees it.
 pub(super) trait Exchange: Sync {
@@ -38,12 +38,18 @@ pub(super) trait Exchange: Sync {
     fn body(&self, target: &Upstream) -> Bytes;
     /// `target`'s own per-attempt timeout, before the deadline cuts it.
     fn timeout(&self, target: &Upstream) -> Duration;
-    /// Reads a successful response within `left`.
+    /// How long `target` may take to start answering (headers and, for a stream, its first
+    /// event): the whole [`Exchange::timeout`] unless the reply streams.
+    fn first_timeout(&self, target: &Upstream) -> Duration {
+        self.timeout(target)
+    }
+    /// Reads a successful response: its start within `left.first`, all of it within
+    /// `left.whole`.
     async fn read(
         &self,
         state: &TargetState,
         response: Response<Incoming>,
-        left: Duration,
+        left: Left,
     ) -> Result<Self::Output, AttemptError>;
     /// The usage `output` reported, for the attempt record.
     fn usage(output: &Self::Output) -> Option<Usage>;
@@ -53,6 +59,15 @@ pub(super) trait Exchange: Sync {
         let _ = output;
         drop(slot);
     }
+}
+
+/// What is left of an attempt's time when its headers have come.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Left {
+    /// For the start of the reply (a stream's first event).
+    pub first: Duration,
+    /// For the whole reply.
+    pub whole: Duration,
 }
 
 /// A chat completion.
@@ -84,7 +99,9 @@ impl Exchange for Chat<'_> {
     }
 
     fn body(&self, target: &Upstream) -> Bytes {
-        Bytes::from(request_to_json(self.request, target.model.as_deref()).to_string())
+        let stream = self.request.stream || target.stream_json;
+        let json = request_json(self.request, target.model.as_deref(), stream);
+        Bytes::from(json.to_string())
     }
 
     /// A stream waits at most `ttft_timeout` for its headers and first event; a JSON reply
@@ -97,29 +114,52 @@ impl Exchange for Chat<'_> {
         }
     }
 
+    /// A JSON request asked of the target as a stream (`stream_json`) must start within
+    /// `ttft_timeout` too: an upstream that never answers is left then, not at `timeout`.
+    fn first_timeout(&self, target: &Upstream) -> Duration {
+        if self.request.stream || target.stream_json {
+            target.ttft_timeout
+        } else {
+            target.timeout
+        }
+    }
+
     async fn read(
         &self,
         state: &TargetState,
         response: Response<Incoming>,
-        left: Duration,
+        left: Left,
     ) -> Result<Reply, AttemptError> {
+        let streamed = self.request.stream || state.upstream.stream_json;
+        // A provider that answered a stream request with JSON is read as JSON.
+        let json = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        if !streamed || (json && !self.request.stream) {
+            let bytes = read_body(response.into_body(), left.whole).await?;
+            return parse_response(&bytes).map(Reply::Json).ok_or_else(|| {
+                AttemptError::Protocol("the reply is not a chat completion".to_string())
+            });
+        }
+        let limits = StreamLimits {
+            idle_timeout: state.limits.stream_idle_timeout,
+            max_bytes: state.limits.max_stream_bytes,
+        };
+        let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+            response.into_body(),
+            Into::into,
+        ));
+        let name = state.upstream.name.clone();
+        let stream = UpstreamStream::open(name, body, left.first, limits).await?;
         if self.request.stream {
-            let limits = StreamLimits {
-                idle_timeout: state.limits.stream_idle_timeout,
-                max_bytes: state.limits.max_stream_bytes,
-            };
-            let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
-                response.into_body(),
-                Into::into,
-            ));
-            let stream =
-                UpstreamStream::open(state.upstream.name.clone(), body, left, limits).await?;
             return Ok(Reply::Stream(stream));
         }
-        let bytes = read_body(response.into_body(), left).await?;
-        parse_response(&bytes)
+        // The client asked for JSON: the whole stream within the attempt's timeout.
+        tokio::time::timeout(left.whole, assemble(stream))
+            .await
+            .map_err(|_| AttemptError::Timeout(left.whole))?
             .map(Reply::Json)
-            .ok_or_else(|| AttemptError::Protocol("the reply is not a chat completion".to_string()))
     }
 
     fn usage(reply: &Reply) -> Option<Usage> {
@@ -134,6 +174,37 @@ impl Exchange for Chat<'_> {
     fn keep(reply: &mut Reply, slot: Slot) {
         if let Reply::Stream(stream) = reply {
             stream.hold(slot);
+        }
+    }
+}
+
+/// The answer a stream asked for a JSON request carries, once it ended with `[DONE]` (a
+/// stream that broke off, or ended without it, is a failed attempt, as a cut JSON body is).
+async fn assemble(mut stream: UpstreamStream) -> Result<ChatResponse, AttemptError> {
+    let mut assembled = StreamAccumulator::default();
+    loop {
+        match stream.next().await {
+            Some(Ok(data)) if data == "[DONE]" => return Ok(assembled.finish()),
+            Some(Ok(data)) => match serde_json::from_str::<serde_json::Value>(&data) {
+                Ok(chunk) if chunk.get("error").is_none() => assembled.push(&chunk),
+                Ok(chunk) => {
+                    return Err(AttemptError::Protocol(format!(
+                        "the stream carried an error: {}",
+                        chunk["error"]
+                    )));
+                }
+                Err(_) => {
+                    return Err(AttemptError::Protocol(
+                        "the stream carried an event that is not JSON".to_string(),
+                    ));
+                }
+            },
+            Some(Err(detail)) => return Err(AttemptError::Protocol(detail)),
+            None => {
+                return Err(AttemptError::Protocol(
+                    "the stream ended without [DONE]".to_string(),
+                ));
+            }
         }
     }
 }
@@ -206,9 +277,9 @@ impl Exchange for Embeddings {
         &self,
         _: &TargetState,
         response: Response<Incoming>,
-        left: Duration,
+        left: Left,
     ) -> Result<serde_json::Value, AttemptError> {
-        let bytes = read_body(response.into_body(), left).await?;
+        let bytes = read_body(response.into_body(), left.whole).await?;
         serde_json::from_slice(&bytes).map_err(|err| AttemptError::Protocol(err.to_string()))
     }
 
@@ -229,6 +300,7 @@ mod tests {
             model: model.map(str::to_string),
             timeout: Duration::from_secs(1),
             ttft_timeout: Duration::from_secs(1),
+            stream_json: false,
             headers: Vec::new(),
         }
     }

@@ -66,6 +66,7 @@ mod tests {
             model: model.map(str::to_string),
             timeout: Duration::from_secs(1),
             ttft_timeout: Duration::from_secs(1),
+            stream_json: false,
             headers: Vec::new(),
         }
     }

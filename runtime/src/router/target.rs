@@ -295,6 +295,7 @@ mod tests {
                 model: None,
                 timeout: Duration::from_secs(1),
                 ttft_timeout: Duration::from_secs(1),
+                stream_json: false,
                 headers: Vec::new(),
             }),
             TargetLimits {

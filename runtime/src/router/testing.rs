@@ -52,7 +52,8 @@ pub fn target_with(
     target_ttft(name, addr, timeout, timeout, limits)
 }
 
-/// A target at `addr` with `timeout` for JSON and `ttft` for a stream's first event.
+/// A target at `addr` with `timeout` for JSON and `ttft` for a stream's first event (and, when
+/// shorter than `timeout`, for a JSON request's first event too: `stream_json`).
 pub fn target_ttft(
     name: &str,
     addr: SocketAddr,
@@ -68,6 +69,8 @@ pub fn target_ttft(
             model: None,
             timeout,
             ttft_timeout: ttft,
+            // As the config's default.
+            stream_json: ttft < timeout,
             headers: Vec::new(),
         }),
         limits,

@@ -167,6 +167,33 @@ async fn a_stream_attempt_ends_at_the_ttft_timeout() {
     assert_eq!(elapsed, ttft);
 }
 
+/// Backs `a_hung_upstream_costs_a_json_request_its_ttft_timeout_then_the_fallback_answers`:
+/// a JSON request to a target whose `ttft_timeout` is below its `timeout` goes as a stream
+/// (`stream_json`), so an upstream that never answers is left at the TTFT timeout, and the
+/// next target is tried then.
+#[tokio::test(start_paused = true)]
+async fn a_json_attempt_to_a_stream_json_target_ends_at_the_ttft_timeout() {
+    let (addr, _server) = black_hole().await;
+    let (other, _other) = black_hole().await;
+    let ttft = Duration::from_millis(150);
+    let long = Duration::from_secs(60);
+    let (router, plan) = routed(
+        vec![
+            target("hung", addr, long, ttft, TargetLimits::default()),
+            target("next", other, long, ttft, TargetLimits::default()),
+        ],
+        PolicySettings {
+            max_attempts: 2,
+            ..PolicySettings::default()
+        },
+    );
+    assert!(router.targets()[0].upstream.stream_json);
+    let (result, attempts, elapsed) = call(&router, &plan, &request(false), None).await;
+    assert!(matches!(result, Err(RouteError::AllFailed { .. })));
+    assert_eq!(tried(&attempts), [("hung", ttft), ("next", ttft)]);
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+}
+
 /// Backs `overload_is_shed_at_once_and_in_flight_stays_under_the_limit`: with no wait queue,
 /// a route whose targets are all busy sheds without waiting at all, and tries nothing.
 #[tokio::test(start_paused = true)]

@@ -543,6 +543,46 @@ targets = [\"hung\", \"healthy\"]
 }
 
 #[tokio::test]
+async fn a_hedged_route_answers_from_the_next_target_when_the_first_is_late() {
+    // The primary never answers and has no TTFT timeout of its own (30 s for everything);
+    // the route hedges after 100 ms.
+    let hung = sim(&["--hang-rate", "1.0"]);
+    let healthy = sim(&[]);
+    let weir = serve(&format!(
+        "{}{}
+[[routes]]
+model = \"hedged\"
+targets = [\"hung\", \"healthy\"]
+hedge = {{ after_ms = 100, max_percent = 100 }}
+",
+        target("hung", &hung, "timeout_ms = 30000"),
+        target("healthy", &healthy, "timeout_ms = 30000"),
+    ));
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("hedged")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["object"], "chat.completion");
+    assert_eq!((received(&hung).await, received(&healthy).await), (1, 1));
+    // The hedge went at 100 ms (exactly, in `router::hedge`'s unit tests), not at 30 s.
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    // The record shows the cancelled attempt beside the one that answered.
+    let admin = weir.admin.unwrap();
+    let list = get(admin, "/admin/requests?limit=1").await.json();
+    let id = list["requests"][0]["id"].as_str().unwrap().to_string();
+    let detail = get(admin, &format!("/admin/requests/{id}")).await.json();
+    let outcomes: Vec<(String, String)> = detail["attempts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("attempts in {detail}"))
+        .iter()
+        .map(|a| (a["target"].to_string(), a["outcome"].to_string()))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{detail}");
+    assert!(outcomes[0].1.contains("cancelled"), "{detail}");
+    assert!(outcomes[1].1.contains("ok"), "{detail}");
+}
+
+#[tokio::test]
 async fn retry_on_decides_which_statuses_fail_over() {
     let five_hundred = sim(&["--error-rate", "1.0", "--error-status", "500"]);
     let unavailable = sim(&["--error-rate", "1.0", "--error-status", "503"]);

@@ -206,7 +206,29 @@ pub struct PolicySettings {
     #[serde(rename = "queue_timeout_ms", with = "Ms::<0, MAX_BACKOFF_MS>")]
     #[serde(default = "ms::<2000>")]
     pub queue_timeout: Duration,
+    /// Hedged requests: when the first attempt has not answered in time, the same request
+    /// goes to the next target too and the first answer wins (`None`: no hedging).
+    #[serde(default)]
+    pub hedge: Option<HedgeSettings>,
 }
+
+/// A route's `hedge` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct HedgeSettings {
+    /// How long the first attempt has before the hedge is sent, in ms; left out: the first
+    /// target's p95 latency over its recent answers (no hedge until it has answered
+    /// [`HEDGE_MIN_SAMPLES`] times).
+    #[serde(with = "Int::<1, 600_000>", default)]
+    pub after_ms: Option<u32>,
+    /// Hedges allowed per 100 requests of the route over the last 10 s (the cancelled
+    /// attempt is billed too: this caps what hedging adds to the bill).
+    #[serde(with = "Int::<1, 100>", default = "Val::<10>::int")]
+    pub max_percent: u32,
+}
+
+/// Answers a target must have given before its p95 decides when to hedge.
+pub const HEDGE_MIN_SAMPLES: usize = 20;
 
 serde_default!(BreakerSettings, TargetLimits, PolicySettings);
 

@@ -38,6 +38,7 @@ mod backoff;
 mod breaker;
 mod budget;
 mod exchange;
+mod hedge;
 mod policy;
 mod record;
 mod refusal;
@@ -328,6 +329,9 @@ impl Router {
         let started = Instant::now();
         let deadline = Deadline::new(started, settings.deadline, deadline);
         policy.budget.deposit(started);
+        if let Some(hedges) = &policy.hedges {
+            hedges.deposit(started);
+        }
         let slots = Slots {
             targets: &self.targets,
             chain,
@@ -357,11 +361,24 @@ impl Router {
                 }
                 Err(NoSlot::StateUnavailable) => return Err(RouteError::StateUnavailable),
             };
-            tries += 1;
-            match attempter
-                .attempt(taken.target, taken.slot, tries - 1, attempts)
-                .await
-            {
+            let (result, position) = match (&policy.hedges, &settings.hedge) {
+                (Some(budget), Some(hedge)) if tries == 0 && chain.len() > 1 => {
+                    let hedged =
+                        hedge::first_attempt(&attempter, &slots, hedge, budget, taken, attempts)
+                            .await;
+                    tries = hedged.made;
+                    (hedged.result, hedged.position)
+                }
+                _ => {
+                    tries += 1;
+                    let position = taken.position;
+                    let result = attempter
+                        .attempt(taken.target, taken.slot, tries - 1, attempts)
+                        .await;
+                    (result, position)
+                }
+            };
+            match result {
                 Ok(output) => return Ok(output),
                 Err(Failed::Final(err)) => return Err(err),
                 Err(Failed::Retryable) => {}
@@ -369,7 +386,7 @@ impl Router {
             if tries >= settings.max_attempts {
                 break;
             }
-            next = (taken.position + 1) % chain.len().max(1);
+            next = (position + 1) % chain.len().max(1);
             match retry::delay(policy, tries, chain.len(), deadline.at, rand::random()) {
                 Ok(delay) => tokio::time::sleep(delay).await,
                 Err(stop) => return Err(stopped(attempts, stop)),

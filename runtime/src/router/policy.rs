@@ -24,6 +24,8 @@ pub struct RoutePolicy {
     pub budget: RetryBudget,
     /// Places in the wait queue.
     pub queue: Semaphore,
+    /// Hedges left for this route, when it hedges (`max_percent` of its recent requests).
+    pub hedges: Option<RetryBudget>,
 }
 
 impl RoutePolicy {
@@ -39,6 +41,9 @@ impl RoutePolicy {
                 RETRY_FLOOR_PER_SEC,
             ),
             queue: Semaphore::new(settings.queue_size as usize),
+            hedges: settings
+                .hedge
+                .map(|hedge| RetryBudget::new(f64::from(hedge.max_percent) / 100.0, 0.0)),
             settings,
         }
     }

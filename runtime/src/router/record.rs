@@ -47,6 +47,15 @@ impl Attempt {
         }
     }
 
+    /// The entry of a hedged attempt to `target` for `model` cancelled after `elapsed`.
+    pub(super) fn cancelled(target: Arc<str>, model: String, elapsed: Duration) -> Attempt {
+        Attempt {
+            outcome: Outcome::Cancelled,
+            elapsed,
+            ..Attempt::in_flight(target, model)
+        }
+    }
+
     /// The entry saying the loop stopped for `stop` (no upstream call).
     pub(super) fn stopped(stop: Stop) -> Attempt {
         Attempt {
@@ -88,6 +97,9 @@ pub enum Outcome {
     /// The attempt was sent and has not ended: seen only in the record of a call dropped
     /// midway (a client that went away, a stage's `complete()` cut by its hard timeout).
     InFlight,
+    /// A hedged attempt cancelled because the other one answered first: the upstream had the
+    /// request (billed from a local count of its prompt); it says nothing about the target.
+    Cancelled,
 }
 
 /// Why the loop stopped before its last allowed attempt.
@@ -144,7 +156,7 @@ impl Outcome {
     pub fn billed_without_usage(&self) -> bool {
         match self {
             Outcome::Failed { billed, .. } => *billed,
-            Outcome::Cut { .. } | Outcome::InFlight => true,
+            Outcome::Cut { .. } | Outcome::InFlight | Outcome::Cancelled => true,
             Outcome::Ok | Outcome::Stopped(_) => false,
         }
     }
@@ -157,6 +169,7 @@ impl Outcome {
             Outcome::Failed { message, .. } | Outcome::Cut { message } => message,
             Outcome::Stopped(stop) => stop.as_str(),
             Outcome::InFlight => IN_FLIGHT,
+            Outcome::Cancelled => CANCELLED,
         }
     }
 
@@ -169,6 +182,7 @@ impl Outcome {
             Outcome::Failed { kind, .. } => Some(kind),
             Outcome::Cut { .. } => Some("deadline"),
             Outcome::InFlight => Some("in_flight"),
+            Outcome::Cancelled => Some("hedge_cancelled"),
             Outcome::Stopped(_) => None,
         }
     }
@@ -187,12 +201,15 @@ impl From<Outcome> for Cow<'static, str> {
             Outcome::Failed { message, .. } | Outcome::Cut { message } => Cow::Owned(message),
             Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
             Outcome::InFlight => Cow::Borrowed(IN_FLIGHT),
+            Outcome::Cancelled => Cow::Borrowed(CANCELLED),
         }
     }
 }
 
 /// The text of [`Outcome::InFlight`].
 const IN_FLIGHT: &str = "in flight when the call was dropped";
+/// The text of [`Outcome::Cancelled`].
+const CANCELLED: &str = "cancelled: the hedged attempt beside it answered first";
 
 /// `target (outcome)` for each entry, joined with `; ` (the text of
 /// [`super::RouteError::AllFailed`]).

@@ -129,6 +129,31 @@ impl<'a> Slots<'a> {
         }
     }
 
+    /// A slot for a hedge beside the attempt on chain position `except`: the first other
+    /// target from the one after it (wrapping) with room now. Never waits in the queue and
+    /// never forces an open breaker: a hedge is extra, not a last resort.
+    pub async fn for_hedge(&self, except: usize, now: Instant) -> Option<Taken<'a>> {
+        let n = self.chain.len();
+        let primary = self.chain.get(except);
+        for offset in 1..n {
+            let position = (except + offset) % n;
+            if self.chain.get(position) == primary {
+                continue;
+            }
+            let Some(target) = self.target(position) else {
+                continue;
+            };
+            if let Ok(slot) = self.slot(target, now, false).await {
+                return Some(Taken {
+                    position,
+                    target,
+                    slot,
+                });
+            }
+        }
+        None
+    }
+
     /// The target at chain position `position`.
     fn target(&self, position: usize) -> Option<&'a TargetState> {
         let index = *self.chain.get(position)?;

@@ -83,7 +83,21 @@ pub struct TargetState {
     in_flight: Arc<AtomicU32>,
     /// Latency EWMA of successful attempts, µs (0 until the first one).
     ewma_us: AtomicU64,
+    /// Latencies of the last successful attempts, for a hedge's delay.
+    recent: Mutex<Recent>,
 }
+
+/// Latencies of the last [`RECENT`] successful attempts of a target, µs, oldest overwritten.
+struct Recent {
+    samples: [u32; RECENT],
+    /// Samples taken so far, at most [`RECENT`].
+    len: usize,
+    /// Where the next one goes.
+    next: usize,
+}
+
+/// Successful attempts a target's p95 is taken over.
+const RECENT: usize = 128;
 
 impl TargetState {
     /// Gives back the rate-limit permits this node leased for the target and did not use
@@ -106,6 +120,11 @@ impl TargetState {
             cooldown: Mutex::new(None),
             in_flight: Arc::new(AtomicU32::new(0)),
             ewma_us: AtomicU64::new(0),
+            recent: Mutex::new(Recent {
+                samples: [0; RECENT],
+                len: 0,
+                next: 0,
+            }),
             limits,
         }
     }
@@ -225,11 +244,43 @@ impl TargetState {
                 (old * 4 + sample) / 5
             };
             self.ewma_us.store(new, Ordering::Relaxed);
+            self.remember(sample);
         }
         lock(&self.breaker).record(success, now);
         if let Some(wait) = retry_after {
             *lock(&self.cooldown) = Some(now + wait);
         }
+    }
+
+    /// Keeps a successful attempt's latency (µs) for [`Self::p95`].
+    fn remember(&self, sample: u64) {
+        let mut recent = lock(&self.recent);
+        let at = recent.next;
+        recent.samples[at] = u32::try_from(sample).unwrap_or(u32::MAX);
+        recent.next = (at + 1) % RECENT;
+        recent.len = (recent.len + 1).min(RECENT);
+    }
+
+    /// Keeps `latency` as if an attempt had succeeded in it (tests of what depends on p95).
+    #[cfg(test)]
+    pub(crate) fn learn(&self, latency: Duration) {
+        self.remember(latency.as_micros() as u64);
+    }
+
+    /// The 95th percentile latency of the target's last (up to 128) successful attempts;
+    /// `None` before `min_samples` of them.
+    pub fn p95(&self, min_samples: usize) -> Option<Duration> {
+        let (mut samples, len) = {
+            let recent = lock(&self.recent);
+            (recent.samples, recent.len)
+        };
+        if len < min_samples.max(1) {
+            return None;
+        }
+        let known = &mut samples[..len];
+        let at = (len * 95 / 100).min(len - 1);
+        let (_, p95, _) = known.select_nth_unstable(at);
+        Some(Duration::from_micros(u64::from(*p95)))
     }
 
     /// Latency EWMA of successful attempts, µs; 0 when none yet (then preferred, to learn).

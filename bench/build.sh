@@ -4,7 +4,7 @@
 command -v wrk >/dev/null || { echo "$0 needs wrk (apt-get install -y wrk)"; exit 1; }
 
 cargo build --release -p weir --quiet
-cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt --quiet
+cargo build --release --target wasm32-wasip2 -p prompt-guard -p context-trim -p pii-redact -p system-prompt --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 weir="$target_dir/release/weir"
 plugins="$target_dir/wasm32-wasip2/release"
@@ -32,3 +32,19 @@ path = "$plugins/system_prompt.wasm"
 config = { prompt = "You serve the {{team}} team." }
 TOML
 }
+
+# The demo's fourth stage (examples/weir.toml), for the memory figures.
+context_trim_stage() {
+    cat <<TOML
+[[routes.stages]]
+name = "context-trim"
+path = "$plugins/context_trim.wasm"
+config = { max_tokens = 8000, keep_last_turns = 6 }
+TOML
+}
+
+# Resident memory of process $1 in MB.
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
+
+# Waits until http://$1/readyz answers (10 s at most).
+ready() { for _ in $(seq 1 100); do curl -fs "http://$1/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "weir at $1 never became ready"; return 1; }

@@ -6,8 +6,11 @@
 #   bench/run.sh            # needs wrk (apt-get install -y wrk)
 #
 # Prints: added latency p50/p99 at c=1 (wrk), p50/p99 at an evenly spaced 1,000 req/s
-# (`weir bench`, open loop: latency from each request's scheduled start), and the highest
-# throughput (wrk, 2 threads, 64 connections). Each run is bounded (DURATION seconds).
+# (`weir bench`, open loop: latency from each request's scheduled start), the highest
+# throughput (wrk, 2 threads, 64 connections), resident memory (idle with one route, idle
+# with the demo's four stages, under 1,000 concurrent slow requests), tails against a
+# primary that hangs on 10% of requests (plain and hedged), and telemetry on/off/OTLP
+# (bench/telemetry.sh; TELEMETRY=0 skips it). Each run is bounded (DURATION seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -17,16 +20,7 @@ ADMIN=127.0.0.1:9281
 
 source bench/build.sh
 # The demo pipeline, used by the `demo` and `cached` routes.
-stages='[[routes.stages]]
-name = "prompt-guard"
-path = "'"$plugins"'/prompt_guard.wasm"
-[[routes.stages]]
-name = "pii-redact"
-path = "'"$plugins"'/pii_redact.wasm"
-[[routes.stages]]
-name = "system-prompt"
-path = "'"$plugins"'/system_prompt.wasm"
-config = { prompt = "You serve the {{team}} team." }'
+stages=$(demo_stages)
 cat > "$work/bench.toml" <<TOML
 [server]
 listen = "$WEIR"
@@ -84,3 +78,99 @@ for target in "sim http://$SIM" "weir http://$WEIR"; do
     echo "$1: $(awk '/Requests\/sec/ {print $2}' "$work/$1_max.txt") req/s  p50 $(to_ms "$(wrk_pct "$work/$1_max.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/$1_max.txt" 99%)") ms  errors: $(grep -E 'Non-2xx|Socket errors' "$work/$1_max.txt" | tr '\n' ' ')"
 done
 curl -s "http://$SIM/sim/stats"; echo
+
+# Memory: a weir with one route and no stages, idle; one with the demo's four stages, idle
+# and while 1,000 requests wait on an upstream that takes 2 s to answer each.
+echo "== memory (RSS)"
+SLOW_SIM=127.0.0.1:9202
+RUST_LOG=warn "$weir" sim --listen "$SLOW_SIM" --latency-ms 2000 >/dev/null & pids+=($!)
+cat > "$work/one.toml" <<TOML
+[server]
+listen = "127.0.0.1:9282"
+admin_listen = "127.0.0.1:9283"
+[targets.sim]
+base_url = "http://$SIM/v1"
+[[routes]]
+model = "bare"
+targets = ["sim"]
+TOML
+cat > "$work/four.toml" <<TOML
+[server]
+listen = "127.0.0.1:9284"
+admin_listen = "127.0.0.1:9285"
+[sandbox]
+pool_size = 1024
+[targets.slow]
+base_url = "http://$SLOW_SIM/v1"
+max_concurrency = 2048
+[[routes]]
+model = "demo"
+targets = ["slow"]
+queue_size = 2048
+$(demo_stages)
+$(context_trim_stage)
+TOML
+RUST_LOG=warn "$weir" serve --config "$work/one.toml" >/dev/null & one=$!; pids+=($one)
+RUST_LOG=warn "$weir" serve --config "$work/four.toml" >/dev/null & four=$!; pids+=($four)
+ready 127.0.0.1:9282; ready 127.0.0.1:9284; sleep 1
+echo "idle, one route and no stages: $(rss_mb $one) MB"
+echo "idle, the demo's 4 stages: $(rss_mb $four) MB"
+"$weir" bench --url http://127.0.0.1:9284/v1/chat/completions --rate 1000 --duration 1 --max-in-flight 1000 > "$work/slow.txt" &
+bench_pid=$!
+peak=0
+while kill -0 $bench_pid 2>/dev/null; do
+    now=$(rss_mb $four); peak=$(python3 -c "print(max($peak, $now))"); sleep 0.2
+done
+echo "1,000 concurrent slow requests, the demo's 4 stages: peak $peak MB ($(cat "$work/slow.txt"))"
+
+# Tails: the demo's target settings (timeout 30 s, TTFT 5 s) in front of a primary that hangs
+# on 10% of requests (no answer at all) and a healthy fallback. JSON requests go upstream as
+# streams (stream_json), so a hang costs the 5 s TTFT timeout; a hedged route sends a late
+# first attempt to the fallback after 50 ms as well.
+echo "== tails: 10% hangs on the primary, 100 req/s for ${DURATION}s (weir bench)"
+HANG_SIM=127.0.0.1:9203
+FALLBACK_SIM=127.0.0.1:9204
+RUST_LOG=warn "$weir" sim --listen "$HANG_SIM" --hang-rate 0.1 >/dev/null & pids+=($!)
+RUST_LOG=warn "$weir" sim --listen "$FALLBACK_SIM" >/dev/null & pids+=($!)
+cat > "$work/tails.toml" <<TOML
+[server]
+listen = "127.0.0.1:9286"
+admin_listen = "127.0.0.1:9287"
+[targets.primary]
+base_url = "http://$HANG_SIM/v1"
+timeout_ms = 30000
+ttft_timeout_ms = 5000
+max_concurrency = 1024
+breaker = { consecutive_failures = 1000, failure_rate_percent = 100, window = 1000, min_requests = 1000 }
+[targets.secondary]
+base_url = "http://$FALLBACK_SIM/v1"
+timeout_ms = 30000
+ttft_timeout_ms = 5000
+max_concurrency = 1024
+[[routes]]
+model = "fallback"
+targets = ["secondary"]
+[[routes]]
+model = "demo"
+targets = ["primary", "secondary"]
+retry_budget_percent = 20
+queue_size = 1024
+[[routes]]
+model = "hedged"
+targets = ["primary", "secondary"]
+retry_budget_percent = 20
+queue_size = 1024
+hedge = { after_ms = 50, max_percent = 15 }
+TOML
+RUST_LOG=error "$weir" serve --config "$work/tails.toml" >/dev/null 2>&1 & pids+=($!)
+ready 127.0.0.1:9286
+# A breaker that never trips: every request meets the primary's hangs.
+for model in fallback demo hedged; do
+    echo "$model: $("$weir" bench --url http://127.0.0.1:9286/v1/chat/completions --model $model --unique --rate 100 --duration "$DURATION" --max-in-flight 2048)"
+done
+echo "(no request may take longer than ttft_timeout_ms 5000 ms + the fallback's p99; hedged: 50 ms + the fallback's p99)"
+
+if [ "${TELEMETRY:-1}" = 1 ]; then
+    echo "== telemetry on/off (bench/telemetry.sh, ROUNDS=3)"
+    ROUNDS=3 DURATION=$DURATION bench/telemetry.sh
+fi

@@ -299,18 +299,28 @@ pub(super) fn costing(config: &Config, ledger: &Ledger) -> Costing {
     }
 }
 
-/// The models whose tokens `config` counts on every request (a key with a budget, a
-/// per-request cost cap or TPM reserves each call's prompt; a target with a TPM limit
-/// counts it): every route's and every pinned target model. None when nothing counts
-/// routinely: then a table loads on its first need (an answer without usage), and a node
-/// that never needs one never holds one (o200k alone is about 40 MB).
+/// The models whose tokens `config` counts on every request, so their tables load before it
+/// serves: with a key that limits spend (a budget, a per-request cost cap or TPM reserves each
+/// call's prompt) or a target with a TPM limit, every route's model and every pinned target
+/// model; else the models of the routes with stages (a stage may count tokens, as
+/// `context-trim` does, and a first count that waited for a table would spend the stage's
+/// deadline on it). None for a config with neither: then a table loads on its first need (an
+/// answer without usage), and a node that never needs one never holds one (o200k alone is
+/// about 40 MB).
 fn counted_models(config: &Config) -> Vec<String> {
-    let counts = config.keys.iter().any(|key| key.limits_spend())
+    let every_call = config.keys.iter().any(|key| key.limits_spend())
         || config.targets.iter().any(|t| t.limits.tpm.is_some());
-    if !counts {
-        return Vec::new();
-    }
-    let routes = config.routes.iter().map(|route| route.model.clone());
-    let pinned = config.targets.iter().filter_map(|t| t.model.clone());
-    routes.chain(pinned).collect()
+    let pinned = |route: &crate::config::RouteSettings| {
+        let targets = route.targets.iter().filter_map(|&i| config.targets.get(i));
+        targets
+            .filter_map(|t| t.model.clone())
+            .chain([route.model.clone()])
+            .collect::<Vec<_>>()
+    };
+    config
+        .routes
+        .iter()
+        .filter(|route| every_call || !route.stages.is_empty())
+        .flat_map(pinned)
+        .collect()
 }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::extra_string;
@@ -61,7 +62,12 @@ impl SseParser {
                         "an SSE event is longer than {MAX_EVENT_BYTES} bytes"
                     ));
                 }
-                self.data.push(String::from_utf8_lossy(rest).into_owned());
+                // Valid UTF-8 (every well-behaved upstream's) is copied as it is: checking it is
+                // far cheaper than the lossy decoder's walk.
+                self.data.push(match std::str::from_utf8(rest) {
+                    Ok(text) => text.to_owned(),
+                    Err(_) => String::from_utf8_lossy(rest).into_owned(),
+                });
             }
             start = end + 1;
             self.scanned = start;
@@ -130,37 +136,70 @@ impl Default for ChoiceParts {
     }
 }
 
+/// One chunk of a stream, as the accumulator reads it: borrowed from the event's text where
+/// it can be, every other field skipped without being built.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<Value>,
+    /// An error event in place of a chunk.
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+/// One choice of a [`Chunk`].
+#[derive(Deserialize)]
+struct ChunkChoice<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    logprobs: Option<Value>,
+}
+
+/// The delta of a [`ChunkChoice`].
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    role: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<Vec<Value>>,
+}
+
 impl ChoiceParts {
-    /// Adds one choice object of a chunk.
-    fn push(&mut self, choice: &Value) {
-        if let Some(delta) = choice.get("delta") {
-            if let Some(role) = delta.get("role").and_then(Value::as_str) {
-                self.role = role.to_string();
+    /// Adds one choice of a chunk.
+    fn push(&mut self, choice: ChunkChoice<'_>) {
+        if let Some(delta) = choice.delta {
+            if let Some(role) = delta.role {
+                self.role = role.into_owned();
             }
-            if let Some(text) = delta.get("content").and_then(Value::as_str) {
-                self.text.push_str(text);
+            if let Some(text) = delta.content {
+                self.text.push_str(&text);
             }
-            if let Some(text) = delta.get("refusal").and_then(Value::as_str) {
-                self.refusal.get_or_insert_default().push_str(text);
+            if let Some(text) = delta.refusal {
+                self.refusal.get_or_insert_default().push_str(&text);
             }
-            for call in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+            for call in delta.tool_calls.iter().flatten() {
                 self.push_tool_call(call);
             }
         }
-        if let Some(entries) = choice
-            .get("logprobs")
-            .and_then(|l| l.get("content"))
-            .and_then(Value::as_array)
+        if let Some(Value::Array(entries)) = choice
+            .logprobs
+            .and_then(|mut l| l.get_mut("content").map(Value::take))
         {
-            self.logprobs.extend(entries.iter().cloned());
+            self.logprobs.extend(entries);
         }
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_string());
+        if let Some(reason) = choice.finish_reason {
+            self.finish_reason = Some(reason.into_owned());
         }
     }
 
@@ -252,16 +291,40 @@ impl StreamAccumulator {
                 }
             }
         }
-        if let Some(usage) = obj.get("usage").and_then(parse_usage) {
+        if let Ok(chunk) = Chunk::deserialize(chunk) {
+            self.apply(chunk);
+        }
+    }
+
+    /// Adds one chunk from the text of its `data:` payload, without building a JSON value
+    /// for it (after the first, whose top-level fields are kept); `Err` when the payload is
+    /// not a chunk or is an error event.
+    pub fn push_data(&mut self, data: &str) -> Result<(), String> {
+        if self.id.is_empty() {
+            let chunk: Value = serde_json::from_str(data)
+                .map_err(|_| "the stream carried an event that is not JSON".to_string())?;
+            if let Some(error) = chunk.get("error") {
+                return Err(format!("the stream carried an error: {error}"));
+            }
+            self.push(&chunk);
+            return Ok(());
+        }
+        let chunk: Chunk<'_> = serde_json::from_str(data)
+            .map_err(|_| "the stream carried an event that is not a chunk".to_string())?;
+        if let Some(error) = &chunk.error {
+            return Err(format!("the stream carried an error: {error}"));
+        }
+        self.apply(chunk);
+        Ok(())
+    }
+
+    /// Adds a chunk's usage and choices.
+    fn apply(&mut self, chunk: Chunk<'_>) {
+        if let Some(usage) = chunk.usage.as_ref().and_then(parse_usage) {
             self.usage = Some(usage);
         }
-        for choice in obj
-            .get("choices")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        for choice in chunk.choices {
+            let index = choice.index.unwrap_or(0) as usize;
             if index >= MAX_INDEX {
                 continue;
             }

@@ -185,20 +185,7 @@ async fn assemble(mut stream: UpstreamStream) -> Result<ChatResponse, AttemptErr
     loop {
         match stream.next().await {
             Some(Ok(data)) if data == "[DONE]" => return Ok(assembled.finish()),
-            Some(Ok(data)) => match serde_json::from_str::<serde_json::Value>(&data) {
-                Ok(chunk) if chunk.get("error").is_none() => assembled.push(&chunk),
-                Ok(chunk) => {
-                    return Err(AttemptError::Protocol(format!(
-                        "the stream carried an error: {}",
-                        chunk["error"]
-                    )));
-                }
-                Err(_) => {
-                    return Err(AttemptError::Protocol(
-                        "the stream carried an event that is not JSON".to_string(),
-                    ));
-                }
-            },
+            Some(Ok(data)) => assembled.push_data(&data).map_err(AttemptError::Protocol)?,
             Some(Err(detail)) => return Err(AttemptError::Protocol(detail)),
             None => {
                 return Err(AttemptError::Protocol(

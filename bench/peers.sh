@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# weir against its peers, from one run on this machine: LiteLLM's proxy and Portkey's gateway
+# in front of the same `weir sim` upstream as weir (bare, and with the demo's 3 stages).
+#
+#   bench/peers.sh          # needs wrk, python3 (venv), node and npm; installs the peers once
+#
+# The peers go into a scratch directory that is kept between runs ($PEERS_DIR, default
+# target/peers): LiteLLM from PyPI (`litellm[proxy]`, in a virtualenv), Portkey's gateway from
+# npm (`@portkey-ai/gateway`, with `@hono/node-server` pinned to 1.13.8 through an npm
+# `overrides` entry: the version npm resolves by default answers streams with 500). Only the
+# installs use the network; the measurements are loopback only (LiteLLM reads its bundled
+# model cost map: LITELLM_LOCAL_MODEL_COST_MAP=True).
+#
+# Prints one table: for each proxy, p50/p99 at c=1 and the latency it adds to the upstream's
+# own p50 (wrk, DURATION seconds), and throughput at c=32 (wrk -t2 -c32) with its ratio to
+# each peer's. The peers run no plugins; weir is shown bare and with prompt-guard ->
+# pii-redact -> system-prompt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+SIM=127.0.0.1:9601
+WEIR=127.0.0.1:9602
+LITELLM=127.0.0.1:9604
+PORTKEY=127.0.0.1:9605
+
+source bench/build.sh
+peers=${PEERS_DIR:-$target_dir/peers}
+mkdir -p "$peers"
+
+# The peers, installed once.
+if [ ! -x "$peers/venv/bin/litellm" ]; then
+    echo "installing litellm[proxy] into $peers/venv"
+    python3 -m venv "$peers/venv"
+    "$peers/venv/bin/pip" install --quiet --upgrade pip
+    "$peers/venv/bin/pip" install --quiet 'litellm[proxy]'
+fi
+if [ ! -d "$peers/portkey/node_modules/@portkey-ai/gateway" ]; then
+    echo "installing @portkey-ai/gateway into $peers/portkey"
+    mkdir -p "$peers/portkey"
+    cat > "$peers/portkey/package.json" <<'JSON'
+{
+  "name": "weir-bench-peers",
+  "private": true,
+  "dependencies": { "@portkey-ai/gateway": "*" },
+  "overrides": { "@hono/node-server": "1.13.8" }
+}
+JSON
+    (cd "$peers/portkey" && npm install --silent --no-audit --no-fund)
+fi
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
+cat > "$work/weir.toml" <<TOML
+[server]
+listen = "$WEIR"
+admin_listen = "127.0.0.1:9603"
+[sandbox]
+pool_size = 1024
+[targets.sim]
+base_url = "http://$SIM/v1"
+[[routes]]
+model = "bare"
+targets = ["sim"]
+[[routes]]
+model = "demo"
+targets = ["sim"]
+$(demo_stages)
+TOML
+RUST_LOG=warn "$weir" serve --config "$work/weir.toml" >/dev/null 2>&1 & pids+=($!)
+
+cat > "$work/litellm.yaml" <<YAML
+model_list:
+  - model_name: bare
+    litellm_params:
+      model: openai/bare
+      api_base: http://$SIM/v1
+      api_key: sk-sim
+general_settings:
+  master_key: sk-bench
+litellm_settings:
+  telemetry: false
+YAML
+LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
+    "$peers/venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "${LITELLM##*:}" \
+    >"$work/litellm.log" 2>&1 & pids+=($!)
+(cd "$peers/portkey" && exec node node_modules/@portkey-ai/gateway/build/start-server.js \
+    --port="${PORTKEY##*:}" --headless) >"$work/portkey.log" 2>&1 & pids+=($!)
+
+wait_for() { # name url: until the URL answers (60 s: LiteLLM takes a while to import)
+    for _ in $(seq 1 600); do curl -fs -o /dev/null "$2" 2>/dev/null && return 0; sleep 0.1; done
+    echo "$1 did not start; its log:"; cat "$work/$1.log" 2>/dev/null | tail -20; exit 1
+}
+ready "$WEIR"
+wait_for litellm "http://$LITELLM/health/liveliness"
+# Portkey answers 404 on /, which curl -f counts as failure: probe with a real request.
+for _ in $(seq 1 300); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PORTKEY/v1/models" || true)
+    [ "$code" != "000" ] && break; sleep 0.1
+done
+
+# One wrk script for all: the model, an Authorization and Portkey's routing headers from the
+# environment.
+cat > "$work/peer.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["content-type"] = "application/json"
+local auth = os.getenv("AUTH")
+if auth and auth ~= "" then wrk.headers["authorization"] = "Bearer " .. auth end
+local host = os.getenv("PORTKEY_HOST")
+if host and host ~= "" then
+    wrk.headers["x-portkey-provider"] = "openai"
+    wrk.headers["x-portkey-custom-host"] = host
+end
+wrk.body = '{"model":"' .. os.getenv("MODEL") .. '","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?"}]}'
+LUA
+
+# name url model auth portkey-host
+proxies=(
+    "sim|http://$SIM|bare||"
+    "weir-bare|http://$WEIR|bare||"
+    "weir-3-stages|http://$WEIR|demo||"
+    "portkey|http://$PORTKEY|bare|sk-sim|http://$SIM/v1"
+    "litellm|http://$LITELLM|bare|sk-bench|"
+)
+# A smoke request through each, so a misconfigured peer fails loudly rather than measuring 4xx.
+for entry in "${proxies[@]}"; do
+    IFS='|' read -r name url model auth host <<<"$entry"
+    headers=(-H 'content-type: application/json')
+    [ -n "$auth" ] && headers+=(-H "authorization: Bearer $auth")
+    [ -n "$host" ] && headers+=(-H 'x-portkey-provider: openai' -H "x-portkey-custom-host: $host")
+    code=$(curl -s -o "$work/smoke.json" -w '%{http_code}' "${headers[@]}" "$url/v1/chat/completions" \
+        -d "{\"model\":\"$model\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}")
+    if [ "$code" != 200 ]; then echo "$name answered $code: $(head -c 400 "$work/smoke.json")"; exit 1; fi
+done
+
+wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
+declare -A p50 p99 rps errs
+for entry in "${proxies[@]}"; do
+    IFS='|' read -r name url model auth host <<<"$entry"
+    MODEL=$model AUTH=$auth PORTKEY_HOST=$host wrk -t1 -c1 -d"${DURATION}s" --latency -s "$work/peer.lua" \
+        "$url/v1/chat/completions" > "$work/$name.c1"
+    MODEL=$model AUTH=$auth PORTKEY_HOST=$host wrk -t2 -c32 -d"${DURATION}s" -s "$work/peer.lua" \
+        "$url/v1/chat/completions" > "$work/$name.c32"
+    p50[$name]=$(to_ms "$(wrk_pct "$work/$name.c1" 50%)")
+    p99[$name]=$(to_ms "$(wrk_pct "$work/$name.c1" 99%)")
+    rps[$name]=$(awk '/Requests\/sec/ {print $2}' "$work/$name.c32")
+    errs[$name]=$(cat "$work/$name.c1" "$work/$name.c32" | awk '/Non-2xx|Socket errors/ {printf "%s ", $0}')
+done
+
+echo "== peers against one weir sim, DURATION=${DURATION}s per measure, $(nproc) cores"
+printf '%-14s %10s %10s %12s %12s %12s %12s  %s\n' proxy "c=1 p50" "c=1 p99" "added p50" "c=32 req/s" "weir-3 is ×" "weir-bare ×" errors
+for entry in "${proxies[@]}"; do
+    name=${entry%%|*}
+    python3 - "$name" "${p50[$name]}" "${p99[$name]}" "${p50[sim]}" "${rps[$name]}" "${rps[weir-3-stages]}" "${rps[weir-bare]}" "${errs[$name]}" <<'PY'
+import sys
+name, p50, p99, sim, rps, w3, wb, errs = sys.argv[1:9]
+p50, p99, sim, rps, w3, wb = map(float, (p50, p99, sim, rps, w3, wb))
+added = "-" if name == "sim" else f"{p50 - sim:.3f} ms"
+ratio = lambda w: "-" if name in ("sim",) or name.startswith("weir") else f"{w / rps:.1f}"
+print(f"{name:<14} {p50:>7.3f} ms {p99:>7.3f} ms {added:>12} {rps:>12.0f} {ratio(w3):>12} {ratio(wb):>12}  {errs}")
+PY
+done

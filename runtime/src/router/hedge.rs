@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Attempter, Failed};
 use super::exchange::Exchange;
-use super::record::Attempt;
+use super::record::{Attempt, Outcome};
 use super::slot::{Slots, Taken};
 use crate::config::{HEDGE_MIN_SAMPLES, HedgeSettings};
 
@@ -198,6 +198,7 @@ impl Lane {
     fn cancel(self, attempts: &mut [Attempt]) {
         if let Some(slot) = attempts.get_mut(self.at) {
             let elapsed = self.opened.elapsed();
+            crate::telemetry::attempt(&slot.target, Outcome::Cancelled.label(), elapsed);
             *slot = Attempt::cancelled(slot.target.clone(), slot.model.clone(), elapsed);
         }
     }
@@ -211,7 +212,7 @@ mod tests {
     use crate::config::{PolicySettings, Strategy};
     use crate::providers::ProviderClient;
     use crate::router::testing::{black_hole, request, sim, target};
-    use crate::router::{Outcome, Reply, RoutePlan, RoutePolicy, Router, TargetState};
+    use crate::router::{Reply, RoutePlan, RoutePolicy, Router, TargetState};
     use crate::sim::Faults;
 
     fn hedged(targets: Vec<Arc<TargetState>>, hedge: HedgeSettings) -> (Router, RoutePlan) {

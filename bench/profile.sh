@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Where weir's CPU goes on the request path: `perf` samples of a release `weir serve` while wrk
+# drives one route in front of one `weir sim`, on loopback.
+#
+#   bench/profile.sh [bare|demo|streamed]   # default bare; needs wrk and perf (linux-perf)
+#
+# Routes: `bare` (no stages), `demo` (prompt-guard -> pii-redact -> system-prompt), `streamed`
+# (no stages; the target has a TTFT timeout, so JSON requests go upstream as streams).
+# Prints the hottest symbols (self time) and writes $OUT/perf.data; with `inferno` installed
+# (`cargo install inferno`), also $OUT/flamegraph.svg. Call stacks need frame pointers:
+# FRAME_POINTERS=1 builds a separate release (its own target directory, a full build) with
+# `-C force-frame-pointers=yes` and records with `-g`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUTE=${1:-bare}
+DURATION=${DURATION:-5}
+OUT=${OUT:-/tmp/weir-profile}
+SIM=127.0.0.1:9701
+WEIR=127.0.0.1:9702
+command -v perf >/dev/null || { echo "$0 needs perf (apt-get install -y linux-perf)"; exit 1; }
+
+if [ "${FRAME_POINTERS:-0}" = 1 ]; then
+    base=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+    export CARGO_TARGET_DIR="$base/frame-pointers"
+    export RUSTFLAGS="-C force-frame-pointers=yes"
+    graph=(-g)
+else
+    graph=()
+fi
+source bench/build.sh
+mkdir -p "$OUT"
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+cat > "$work/profile.toml" <<TOML
+[server]
+listen = "$WEIR"
+admin_listen = "127.0.0.1:9703"
+[targets.sim]
+base_url = "http://$SIM/v1"
+[targets.streamed]
+base_url = "http://$SIM/v1"
+ttft_timeout_ms = 5000
+[[routes]]
+model = "bare"
+targets = ["sim"]
+[[routes]]
+model = "streamed"
+targets = ["streamed"]
+[[routes]]
+model = "demo"
+targets = ["sim"]
+$(demo_stages)
+TOML
+RUST_LOG=error "$weir" sim --listen "$SIM" >/dev/null 2>&1 & pids+=($!)
+RUST_LOG=error "$weir" serve --config "$work/profile.toml" >/dev/null 2>&1 & serve=$!; pids+=($serve)
+ready "$WEIR"
+WEIR_MODEL=$ROUTE wrk -t1 -c4 -d"$((DURATION + 2))s" -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/wrk.txt" &
+pids+=($!)
+sleep 1
+perf record -F 4000 "${graph[@]}" -p "$serve" -o "$OUT/perf.data" -- sleep "$DURATION" 2>/dev/null
+wait "${pids[-1]}" || true
+echo "== $ROUTE: $(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt") req/s under the profiler (wrk -c4)"
+perf report -i "$OUT/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -40
+if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+    perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph > "$OUT/flamegraph.svg"
+    echo "flamegraph: $OUT/flamegraph.svg"
+else
+    echo "no flamegraph: cargo install inferno for $OUT/flamegraph.svg (perf.data is in $OUT)"
+fi

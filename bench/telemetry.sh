@@ -5,6 +5,7 @@
 #   off   [telemetry] metrics = false, recent_requests = 0; RUST_LOG=warn (spans disabled)
 #   on    the defaults: metrics, the recent-requests ring, spans built (RUST_LOG=info)
 #   otlp  as `on`, plus every span exported over OTLP/HTTP to a local collector stand-in
+#   otlp10  as `otlp` with `sample_percent = 10`: one new trace in ten exported
 #
 # Rounds alternate between the three (ROUNDS, DURATION seconds each) so machine noise hits
 # all of them alike; prints each round and the medians of p50 latency at c=1 and of
@@ -39,13 +40,14 @@ RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
 
 port=9310
 declare -A addr
-for variant in off on otlp; do
+for variant in off on otlp otlp10; do
     port=$((port + 2))
     addr[$variant]="127.0.0.1:$port"
     case $variant in
         off) telemetry=$'metrics = false\nrecent_requests = 0'; log=warn ;;
         on) telemetry=""; log=info ;;
         otlp) telemetry="otlp_endpoint = \"http://$COLLECTOR\""; log=info ;;
+        otlp10) telemetry=$'otlp_endpoint = "http://'"$COLLECTOR"$'"\nsample_percent = 10'; log=info ;;
     esac
     cat > "$work/$variant.toml" <<TOML
 [server]
@@ -64,14 +66,14 @@ $(demo_stages)
 TOML
     RUST_LOG=$log "$weir" serve --config "$work/$variant.toml" >/dev/null 2>"$work/$variant.log" & pids+=($!)
 done
-for variant in off on otlp; do
+for variant in off on otlp otlp10; do
     for _ in $(seq 1 100); do curl -fs "http://${addr[$variant]}/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
 
 : > "$work/results"
 for round in $(seq 1 "$ROUNDS"); do
-    for variant in off on otlp; do
+    for variant in off on otlp otlp10; do
         url="http://${addr[$variant]}/v1/chat/completions"
         wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "$url" > "$work/c1.txt"
         wrk -t2 -c64 -d"${DURATION}s" -s bench/chat.lua "$url" > "$work/c64.txt"
@@ -85,13 +87,13 @@ python3 - "$work/results" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
-for v in ("off", "on", "otlp"):
+for v in ("off", "on", "otlp", "otlp10"):
     p50 = statistics.median(float(r[1]) for r in rows if r[0] == v)
     rps = statistics.median(float(r[2]) for r in rows if r[0] == v)
     med[v] = (p50, rps)
 print("== medians")
 for v, (p50, rps) in med.items():
     base = med["off"]
-    print(f"{v:5}: c=1 p50 {p50:.4f} ms ({(p50 / base[0] - 1) * 100:+.1f}%), "
+    print(f"{v:6}: c=1 p50 {p50:.4f} ms ({(p50 / base[0] - 1) * 100:+.1f}%), "
           f"c=64 {rps:.0f} req/s ({(rps / base[1] - 1) * 100:+.1f}%)")
 PY

@@ -530,6 +530,65 @@ async fn spans_are_exported_over_otlp_http_with_the_client_trace_and_genai_attri
 }
 
 #[tokio::test]
+async fn sample_percent_exports_that_share_of_new_traces_and_follows_a_clients_flag() {
+    let (collector_addr, spans, _) = collector().await;
+    let bad = sim(&[]);
+    let good = sim(&[]);
+    let extra =
+        format!("[telemetry]\notlp_endpoint = \"http://{collector_addr}\"\nsample_percent = 1\n");
+    let log = std::env::temp_dir().join(format!("weir-sampled-{}.log", std::process::id()));
+    let weir = serve_logged(
+        &config(&bad, &good, &extra),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+        &log,
+    );
+    for i in 0..100 {
+        assert_eq!(
+            send(&weir, "demo", &format!("unsampled {i}"), &[]).await,
+            200
+        );
+    }
+    // A client's sampled trace is exported whatever the percent; one it did not sample is not.
+    let sampled = "0af7651916cd43dd8448eb211c80319c";
+    let unsampled = "1af7651916cd43dd8448eb211c80319c";
+    let header = |trace: &str, flags: &str| format!("00-{trace}-b7ad6b7169203331-{flags}");
+    let traceparent = header(unsampled, "00");
+    assert_eq!(
+        send(&weir, "demo", "no", &[("traceparent", &traceparent)]).await,
+        200
+    );
+    let traceparent = header(sampled, "01");
+    assert_eq!(
+        send(&weir, "demo", "yes", &[("traceparent", &traceparent)]).await,
+        200
+    );
+    wait::until("the client's sampled trace to be exported", || async {
+        let spans = spans.lock().unwrap();
+        match spans.iter().any(|s| s.trace_id == sampled) {
+            true => Ok(()),
+            false => Err(format!("{} spans so far", spans.len())),
+        }
+    })
+    .await;
+    // Whatever else was batched has gone out with it; one more schedule delay to be sure.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let spans = spans.lock().unwrap();
+    let traces: std::collections::BTreeSet<&str> = spans
+        .iter()
+        .filter(|s| s.name == "POST /v1/chat/completions")
+        .map(|s| s.trace_id.as_str())
+        .collect();
+    assert!(traces.contains(sampled));
+    assert!(!traces.contains(unsampled), "{traces:?}");
+    // 1% of 100 new traces: 1 expected; 10 or more has a probability below 1e-7.
+    assert!(
+        traces.len() <= 10,
+        "{} traces exported: {traces:?}",
+        traces.len()
+    );
+}
+
+#[tokio::test]
 async fn admin_requests_keeps_recent_requests_with_steps_attempts_and_cost() {
     let bad = sim(&["--error-rate", "1.0"]);
     let good = sim(&[]);

@@ -54,6 +54,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             .map(|endpoint| crate::telemetry::Export {
                 endpoint,
                 service_name: &config.telemetry.service_name,
+                sample_percent: config.telemetry.sample_percent,
             });
     let tracing = match crate::telemetry::init(config.server.log_format == LogFormat::Json, export)
     {

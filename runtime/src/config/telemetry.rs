@@ -26,6 +26,10 @@ pub struct TelemetrySettings {
     /// `service.name` of exported spans (default `weir`).
     #[serde(deserialize_with = "service_name", default = "weir")]
     pub service_name: String,
+    /// Percent of new traces exported (1 to 100, default 100); a request that arrives with
+    /// a `traceparent` follows its sampled flag.
+    #[serde(with = "Int::<1, 100>", default = "Val::<100>::int")]
+    pub sample_percent: u32,
 }
 
 serde_default!(TelemetrySettings);

@@ -13,7 +13,7 @@
 //! (`gen_ai.request.model`, `gen_ai.usage.input_tokens`, …); `otel.name` and `otel.kind` name
 //! and classify the exported span.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
@@ -29,6 +29,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Whether spans are exported (an OpenTelemetry layer is installed).
 static EXPORTING: AtomicBool = AtomicBool::new(false);
+/// Percent of new traces exported (`telemetry.sample_percent`).
+static SAMPLE_PERCENT: AtomicU32 = AtomicU32::new(100);
 
 /// Where spans go, from `[telemetry]`.
 pub struct Export<'a> {
@@ -36,6 +38,8 @@ pub struct Export<'a> {
     pub endpoint: &'a str,
     /// `service.name`.
     pub service_name: &'a str,
+    /// Percent of new traces exported.
+    pub sample_percent: u32,
 }
 
 /// The installed subscriber's resources: call [`Tracing::shutdown`] outside the async
@@ -101,6 +105,7 @@ pub fn init(json: bool, export: Option<Export<'_>>) -> Result<Tracing, String> {
                 .boxed(),
         );
         provider = Some(sdk);
+        SAMPLE_PERCENT.store(export.sample_percent.clamp(1, 100), Ordering::Relaxed);
         EXPORTING.store(true, Ordering::Relaxed);
     }
     Registry::default()
@@ -229,7 +234,17 @@ pub fn join_trace(span: &tracing::Span, incoming: Option<TraceParent>) -> TraceP
     if !EXPORTING.load(Ordering::Relaxed) {
         return incoming.map_or_else(TraceParent::random, TraceParent::child);
     }
-    if let Some(parent) = incoming {
+    // A new trace is sampled at `sample_percent`: one left out gets a parent that says so
+    // (ids of its own, never exported), and every span under it follows (the SDK's
+    // parent-based sampler), so it costs no export. A client's trace keeps its flag.
+    let parent = incoming.or_else(|| {
+        let percent = SAMPLE_PERCENT.load(Ordering::Relaxed);
+        (percent < 100 && rand::random_range(0..100) >= percent).then(|| TraceParent {
+            sampled: false,
+            ..TraceParent::random()
+        })
+    });
+    if let Some(parent) = parent {
         let flags = if parent.sampled {
             TraceFlags::SAMPLED
         } else {

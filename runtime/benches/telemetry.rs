@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
     let method = http::Method::POST;
     c.bench_function("request span: create, join trace, 8 polls, close", |b| {
         b.iter(|| {
-            let span = telemetry::request_span(&method, "/v1/chat/completions", "req-1");
+            let span = telemetry::request_span(&method, "/v1/chat/completions", "req-1", None);
             let trace = telemetry::join_trace(&span, None);
             for _ in 0..POLLS {
                 let _entered = span.enter();

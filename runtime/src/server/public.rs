@@ -22,14 +22,19 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// Dispatches one public request, inside its `weir.request` span.
 pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body> {
     let request_id: Arc<str> = request_id(&request).into();
-    let span = crate::telemetry::request_span(request.method(), request.uri().path(), &request_id);
-    // The client's trace is joined before the span is first entered (after that, its
-    // exported parent is fixed).
     let incoming = request
         .headers()
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::telemetry::TraceParent::parse);
+    let span = crate::telemetry::request_span(
+        request.method(),
+        request.uri().path(),
+        &request_id,
+        incoming.as_ref(),
+    );
+    // The client's trace is joined before the span is first entered (after that, its
+    // exported parent is fixed).
     let report = Report {
         trace: Some(crate::telemetry::join_trace(&span, incoming)),
         ..Report::default()

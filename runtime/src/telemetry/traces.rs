@@ -22,7 +22,7 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::filter::{EnvFilter, dynamic_filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::Registry;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -94,9 +94,14 @@ pub fn init(json: bool, export: Option<Export<'_>>) -> Result<Tracing, String> {
         let tracer = sdk.tracer("weir");
         // weir's spans (the per-step ones are at DEBUG, so logs at `info` pay nothing for
         // them) and its events at INFO and above, which become span events.
-        let only_weir = filter_fn(|meta| {
+        // Under a request left out of the sample, nothing: its steps' spans are not even
+        // built (a sampled-out trace would otherwise cost nearly what an exported one does).
+        let only_weir = dynamic_filter_fn(|meta, cx| {
             meta.target().starts_with("weir")
                 && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
+                && !cx
+                    .lookup_current()
+                    .is_some_and(|current| current.scope().any(|s| s.name() == UNSAMPLED))
         });
         layers.push(
             tracing_opentelemetry::layer()
@@ -115,12 +120,37 @@ pub fn init(json: bool, export: Option<Export<'_>>) -> Result<Tracing, String> {
     Ok(Tracing { provider })
 }
 
-/// The `weir.request` span of one public request: with export on, every attribute the
-/// request will record; otherwise only its `request_id` (recording an undeclared field is a
-/// no-op).
-pub fn request_span(method: &http::Method, path: &str, request_id: &str) -> tracing::Span {
+/// The name of the request span of a request whose trace is not sampled: under it no weir
+/// span is built for export at all (see `init`'s filter), and the span itself is dropped by
+/// the SDK's parent-based sampler ([`join_trace`] gives it a parent that is not sampled).
+const UNSAMPLED: &str = "weir.request.unsampled";
+
+/// Whether a request with the client's trace context `incoming` is sampled: as the client
+/// says, or, for a new trace, `telemetry.sample_percent` of the time.
+fn sampled(incoming: Option<&TraceParent>) -> bool {
+    match incoming {
+        Some(parent) => parent.sampled,
+        None => {
+            let percent = SAMPLE_PERCENT.load(Ordering::Relaxed);
+            percent >= 100 || rand::random_range(0..100) < percent
+        }
+    }
+}
+
+/// The `weir.request` span of one public request (`incoming`: the client's trace context):
+/// with export on and the trace sampled, every attribute the request will record; otherwise
+/// only its `request_id` (recording an undeclared field is a no-op).
+pub fn request_span(
+    method: &http::Method,
+    path: &str,
+    request_id: &str,
+    incoming: Option<&TraceParent>,
+) -> tracing::Span {
     if !EXPORTING.load(Ordering::Relaxed) {
         return tracing::info_span!(target: "weir::request", "weir.request", request_id);
+    }
+    if !sampled(incoming) {
+        return tracing::info_span!(target: "weir::request", "weir.request.unsampled", request_id);
     }
     tracing::info_span!(
         target: "weir::request",
@@ -234,12 +264,12 @@ pub fn join_trace(span: &tracing::Span, incoming: Option<TraceParent>) -> TraceP
     if !EXPORTING.load(Ordering::Relaxed) {
         return incoming.map_or_else(TraceParent::random, TraceParent::child);
     }
-    // A new trace is sampled at `sample_percent`: one left out gets a parent that says so
-    // (ids of its own, never exported), and every span under it follows (the SDK's
-    // parent-based sampler), so it costs no export. A client's trace keeps its flag.
+    // A new trace left out of the sample (`request_span` named it so) gets a parent that
+    // says so (ids of its own, never exported), which the SDK's parent-based sampler
+    // follows. A client's trace keeps its flag.
+    let unsampled = span.metadata().is_some_and(|m| m.name() == UNSAMPLED);
     let parent = incoming.or_else(|| {
-        let percent = SAMPLE_PERCENT.load(Ordering::Relaxed);
-        (percent < 100 && rand::random_range(0..100) >= percent).then(|| TraceParent {
+        unsampled.then(|| TraceParent {
             sampled: false,
             ..TraceParent::random()
         })

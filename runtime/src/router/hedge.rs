@@ -122,7 +122,17 @@ where
     ended.close(attempts, record);
     let failed = match result {
         Ok(output) => {
-            other.cancel(attempts);
+            // The other one may have finished in the same instant: then it is recorded as it
+            // ended (with its usage, billed as such), not as cancelled.
+            let other_run = if primary_first {
+                secondary_run.as_mut().now()
+            } else {
+                primary_run.as_mut().now()
+            };
+            match other_run.await {
+                Some((_, record)) => other.close(attempts, record),
+                None => other.cancel(attempts),
+            }
             return Hedged {
                 result: Ok(output),
                 made: 2,
@@ -150,6 +160,20 @@ where
         position,
     }
 }
+
+/// Polls a future once, without waiting.
+trait Now: Future + Sized {
+    /// Its output if it is ready now.
+    async fn now(self) -> Option<Self::Output> {
+        tokio::select! {
+            biased;
+            done = self => Some(done),
+            () = std::future::ready(()) => None,
+        }
+    }
+}
+
+impl<F: Future> Now for F {}
 
 /// One attempt recording into a record of its own, returned with its result.
 async fn lane<E: Exchange>(

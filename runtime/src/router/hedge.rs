@@ -124,12 +124,12 @@ where
         Ok(output) => {
             // The other one may have finished in the same instant: then it is recorded as it
             // ended (with its usage, billed as such), not as cancelled.
-            let other_run = if primary_first {
-                secondary_run.as_mut().now()
+            let other_done = if primary_first {
+                secondary_run.as_mut().now().await
             } else {
-                primary_run.as_mut().now()
+                primary_run.as_mut().now().await
             };
-            match other_run.await {
+            match other_done {
                 Some((_, record)) => other.close(attempts, record),
                 None => other.cancel(attempts),
             }

@@ -27,6 +27,8 @@
 //! - `attempt`: one attempt — body, span, timeout cut to the deadline, outcome recorded in
 //!   the target's state and the attempt record.
 //! - `retry`: whether and when to try again (backoff, retry budget, deadline).
+//! - `hedge`: a route's hedged first attempt (a second target after a delay, first answer
+//!   wins, the other cancelled and billed), within its hedge budget.
 //! - `exchange`: what differs between chat completions and embeddings (path, body, timeout,
 //!   how the reply is read).
 //! - `record`: the attempt record and its typed [`Outcome`]s.

@@ -3,7 +3,7 @@
 # alike: the same config (the 3-stage demo pipeline and a bare route in front of one
 # `weir sim`) served by each binary, c=1 p50/p99 latency and c=64 throughput (wrk) per route.
 #
-#   bench/ab.sh OLD_WEIR NEW_WEIR      # release binaries; needs wrk (apt-get install -y wrk)
+#   bench/ab.sh OLD_WEIR NEW_WEIR      # release binaries; installs wrk (apt-get) when missing
 #
 # Build the old one from a worktree of the commit to compare with, e.g.
 #   git worktree add /tmp/weir-old <commit> && (cd /tmp/weir-old && cargo build --release -p weir)

@@ -1,7 +1,9 @@
-# Sourced by the bench scripts: checks for wrk, builds the release host and the demo
+# Sourced by the bench scripts: installs wrk when it is missing, builds the release host and the demo
 # pipeline's stages, and sets $weir (the binary), $plugins (the .wasm directory) and $work
 # (a scratch directory).
-command -v wrk >/dev/null || { echo "$0 needs wrk (apt-get install -y wrk)"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/tools.sh"
+need wrk wrk
+rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasip2
 
 cargo build --release -p weir --quiet
 cargo build --release --target wasm32-wasip2 -p prompt-guard -p context-trim -p pii-redact -p system-prompt --quiet

@@ -10,7 +10,7 @@
 # `lease-no-shared-cache` (the same without the shared cache: what budgets and limits cost).
 # Rounds alternate the variants so machine noise hits all alike.
 #
-#   bench/fleet.sh            # needs wrk (apt-get install -y wrk) and redis-server
+#   bench/fleet.sh            # installs wrk and redis-server (apt-get) when missing
 #
 # Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
 # (`weir bench`, open loop), and Redis commands per request; then the medians and the added

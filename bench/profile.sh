@@ -2,10 +2,11 @@
 # Where weir's CPU goes on the request path: `perf` samples of a release `weir serve` while wrk
 # drives one route in front of one `weir sim`, on loopback.
 #
-#   bench/profile.sh [bare|demo|streamed]   # default bare; needs wrk and perf (linux-perf)
+#   bench/profile.sh [bare|demo|streamed]   # default bare; installs wrk and perf (linux-perf) when missing
 #
 # Routes: `bare` (no stages), `demo` (prompt-guard -> pii-redact -> system-prompt), `streamed`
 # (no stages; the target has a TTFT timeout, so JSON requests go upstream as streams).
+# OTLP=1 exports every span to a local collector stand-in (RUST_LOG=info, as in production).
 # Prints the hottest symbols (self time) and writes $OUT/perf.data; with `inferno` installed
 # (`cargo install inferno`), also $OUT/flamegraph.svg. Call stacks need frame pointers:
 # FRAME_POINTERS=1 builds a separate release (its own target directory, a full build) with
@@ -17,7 +18,8 @@ DURATION=${DURATION:-5}
 OUT=${OUT:-/tmp/weir-profile}
 SIM=127.0.0.1:9701
 WEIR=127.0.0.1:9702
-command -v perf >/dev/null || { echo "$0 needs perf (apt-get install -y linux-perf)"; exit 1; }
+source bench/tools.sh
+need perf linux-perf
 
 if [ "${FRAME_POINTERS:-0}" = 1 ]; then
     base=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
@@ -33,10 +35,30 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
+log=error
+telemetry=""
+if [ "${OTLP:-0}" = 1 ]; then
+    # A collector stand-in: accepts OTLP/HTTP posts and answers 200.
+    cat > "$work/collector.py" <<'PY'
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", 9704), H).serve_forever()
+PY
+    python3 "$work/collector.py" & pids+=($!)
+    telemetry='[telemetry]
+otlp_endpoint = "http://127.0.0.1:9704"'
+    log=info
+fi
 cat > "$work/profile.toml" <<TOML
 [server]
 listen = "$WEIR"
 admin_listen = "127.0.0.1:9703"
+$telemetry
 [targets.sim]
 base_url = "http://$SIM/v1"
 [targets.streamed]
@@ -54,7 +76,7 @@ targets = ["sim"]
 $(demo_stages)
 TOML
 RUST_LOG=error "$weir" sim --listen "$SIM" >/dev/null 2>&1 & pids+=($!)
-RUST_LOG=error "$weir" serve --config "$work/profile.toml" >/dev/null 2>&1 & serve=$!; pids+=($serve)
+RUST_LOG=$log "$weir" serve --config "$work/profile.toml" >/dev/null 2>&1 & serve=$!; pids+=($serve)
 ready "$WEIR"
 WEIR_MODEL=$ROUTE wrk -t1 -c4 -d"$((DURATION + 2))s" -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/wrk.txt" &
 pids+=($!)

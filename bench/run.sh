@@ -3,7 +3,7 @@
 # system-prompt in front of one `weir sim`) versus the same requests straight to `weir sim`,
 # at the same concurrency, on loopback only.
 #
-#   bench/run.sh            # needs wrk (apt-get install -y wrk)
+#   bench/run.sh            # installs wrk (apt-get) when missing
 #
 # Prints: added latency p50/p99 at c=1 (wrk), p50/p99 at an evenly spaced 1,000 req/s
 # (`weir bench`, open loop: latency from each request's scheduled start), the highest

@@ -11,7 +11,7 @@
 # all of them alike; prints each round and the medians of p50 latency at c=1 and of
 # throughput at c=64 (wrk), with the ratio to `off`.
 #
-#   bench/telemetry.sh      # needs wrk (apt-get install -y wrk)
+#   bench/telemetry.sh      # installs wrk (apt-get) when missing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}

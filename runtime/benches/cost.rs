@@ -112,6 +112,7 @@ fn bench(c: &mut Criterion) {
         elapsed: std::time::Duration::ZERO,
         model: "gpt-4o".into(),
         usage,
+        span: None,
     };
     let answered = [attempt(Outcome::Ok, Some(usage()))];
     c.bench_function("cost/charges answered", |b| {

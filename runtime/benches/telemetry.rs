@@ -1,7 +1,9 @@
 //! `telemetry`: what observability adds to one chat completion on the 3-stage pipeline, piece
 //! by piece — the request span under the production log subscriber at `info` (created,
 //! joined to a trace, entered and left as often as a request's future is polled), every
-//! metric such a request records, and its entry in the recent-requests ring. With telemetry
+//! metric such a request records, and its entry in the recent-requests ring (what span
+//! export adds on the request path: the record is queued, its spans built on the exporter's
+//! thread). With telemetry
 //! off each piece is skipped (`RUST_LOG=warn` disables the span; no recorder, no ring).
 //!
 //! Run: `cargo bench -p weir --bench telemetry`. End to end: `bench/telemetry.sh`.
@@ -13,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
-use weir::telemetry::{self, AttemptStep, Recent, RequestRecord, StageStep};
+use weir::telemetry::{self, AttemptStep, LlmStep, Recent, RequestRecord, StageStep};
 use weir::wit::Usage;
 
 /// Polls of a request's future, each entering and leaving its span (measured order of
@@ -24,6 +26,7 @@ fn record(id: &str) -> RequestRecord {
     let step = |label: &str, phase| StageStep {
         label: label.into(),
         phase,
+        at: Duration::from_micros(10),
         elapsed: Duration::from_micros(40),
         fuel: Some(120_000),
         outcome: "next".into(),
@@ -31,7 +34,8 @@ fn record(id: &str) -> RequestRecord {
     RequestRecord {
         id: id.into(),
         trace: Some(telemetry::TraceParent::random()),
-        started_ms: 1_795_727_521_000,
+        parent: None,
+        started: std::time::SystemTime::now(),
         method: http::Method::POST,
         route: Some("demo".into()),
         key: None,
@@ -47,13 +51,21 @@ fn record(id: &str) -> RequestRecord {
             step("system-prompt@5c1d7a02", "request"),
             step("pii-redact@bd3bec7e", "response"),
         ],
-        llm: Some(Duration::from_micros(70)),
+        llm: Some(LlmStep {
+            model: "demo".into(),
+            at: Duration::from_micros(100),
+            elapsed: Duration::from_micros(70),
+            usage: Some((40, 30)),
+        }),
         attempts: vec![AttemptStep {
             target: "sim".into(),
             model: "demo".into(),
             status: Some(200),
             outcome: "ok".into(),
+            kind: "ok",
+            at: Duration::from_micros(105),
             elapsed: Duration::from_micros(60),
+            span: telemetry::span_id(),
         }],
     }
 }
@@ -62,11 +74,10 @@ fn bench(c: &mut Criterion) {
     // The production subscriber, logs at `info` on stderr (nothing is logged here).
     let _tracing = telemetry::init(false, None).unwrap();
     telemetry::init_metrics();
-    let method = http::Method::POST;
     c.bench_function("request span: create, join trace, 8 polls, close", |b| {
         b.iter(|| {
-            let span = telemetry::request_span(&method, "/v1/chat/completions", "req-1", None);
-            let trace = telemetry::join_trace(&span, None);
+            let span = telemetry::request_span("req-1");
+            let trace = telemetry::join_trace(None);
             for _ in 0..POLLS {
                 let _entered = span.enter();
                 black_box(&trace);

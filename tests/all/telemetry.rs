@@ -300,6 +300,8 @@ struct Span {
     parent: String,
     name: String,
     kind: i32,
+    /// Start and end, nanoseconds since the epoch.
+    time: (u64, u64),
     attributes: HashMap<String, String>,
 }
 
@@ -381,6 +383,10 @@ async fn collector() -> (SocketAddr, Arc<Mutex<Vec<Span>>>, Arc<Mutex<Vec<String
                                             parent: hex(&span.parent_span_id),
                                             name: span.name,
                                             kind: span.kind,
+                                            time: (
+                                                span.start_time_unix_nano,
+                                                span.end_time_unix_nano,
+                                            ),
                                             attributes,
                                         });
                                     }
@@ -463,6 +469,18 @@ async fn spans_are_exported_over_otlp_http_with_the_client_trace_and_genai_attri
     assert_eq!(request.attributes["gen_ai.request.model"], "demo");
     assert_eq!(request.attributes["http.response.status_code"], "200");
     assert_eq!(request.attributes["weir.cache"], "miss");
+    // Every span of the request lies within it, and starts before it ends.
+    let (start, end) = request.time;
+    assert!(
+        start > 1_700_000_000_000_000_000 && start < end,
+        "{request:#?}"
+    );
+    for span in &of_trace {
+        assert!(
+            start <= span.time.0 && span.time.0 <= span.time.1 && span.time.1 <= end,
+            "{span:#?} is not within {request:#?}"
+        );
+    }
     // Stage phases under the request, with stage, version, fuel and outcome.
     for name in [
         "stage prompt-guard request",

@@ -274,6 +274,7 @@ fn attempt(outcome: Outcome, usage: Option<Usage>) -> Attempt {
         elapsed: Duration::ZERO,
         model: "m".into(),
         usage,
+        span: None,
     }
 }
 

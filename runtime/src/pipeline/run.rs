@@ -41,6 +41,8 @@ pub struct StageRun {
     pub label: Arc<str>,
     /// The phase.
     pub phase: Phase,
+    /// When the phase started.
+    pub started: Instant,
     /// Wall time of the phase, instantiation included.
     pub elapsed: Duration,
     /// Fuel the call consumed (`None` when unmetered or the call never started).
@@ -398,6 +400,7 @@ impl Forwarded {
         self.runs.push(StageRun {
             label: spec.identity.label.clone(),
             phase,
+            started,
             elapsed,
             fuel_used,
             outcome,

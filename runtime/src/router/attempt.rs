@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -77,12 +77,30 @@ impl<E: Exchange> Attempter<'_, E> {
         retry: u32,
         attempts: &mut Vec<Attempt>,
     ) -> Result<E::Output, Failed> {
+        let entry = Attempt::in_flight(
+            target.upstream.name.clone(),
+            self.exchange.model(&target.upstream),
+        );
+        self.attempt_as(target, slot, retry, attempts, entry).await
+    }
+
+    /// [`Attempter::attempt`] standing in `attempts` as `entry` (in flight, with its span)
+    /// until it ends.
+    pub(super) async fn attempt_as(
+        &self,
+        target: &TargetState,
+        slot: Slot,
+        retry: u32,
+        attempts: &mut Vec<Attempt>,
+        entry: Attempt,
+    ) -> Result<E::Output, Failed> {
         let upstream = &*target.upstream;
         let now = Instant::now();
         let own = self.exchange.timeout(upstream);
         let timeout = own.min(self.deadline.at.saturating_duration_since(now));
         let cut_by_client = timeout < own.min(self.deadline.route.saturating_duration_since(now));
-        let model = self.exchange.model(upstream);
+        let model = entry.model.clone();
+        let span_of = entry.span;
         let span = tracing::debug_span!(
             target: "weir::attempt",
             "weir.attempt",
@@ -101,9 +119,9 @@ impl<E: Exchange> Attempter<'_, E> {
         let body = self.exchange.body(upstream);
         // Until its outcome is known the attempt stands in the record as in flight: a call
         // dropped now still shows (and bills) what the upstream received.
-        attempts.push(Attempt::in_flight(upstream.name.clone(), model.clone()));
+        attempts.push(entry);
         let result = self
-            .send(target, body, timeout)
+            .send(target, body, timeout, span_of.map(|(_, id)| id))
             .instrument(span.clone())
             .await;
         attempts.pop();
@@ -139,6 +157,7 @@ impl<E: Exchange> Attempter<'_, E> {
             elapsed,
             model,
             usage: None,
+            span: span_of,
         };
         match result {
             Ok(mut output) => {
@@ -191,16 +210,18 @@ impl<E: Exchange> Attempter<'_, E> {
         state: &TargetState,
         body: Bytes,
         timeout: Duration,
+        span: Option<[u8; 8]>,
     ) -> Result<E::Output, AttemptError> {
         let started = Instant::now();
         let deadline = started + timeout;
         let first = self.exchange.first_timeout(&state.upstream).min(timeout);
-        // With spans exported, the upstream's parent is this attempt's span.
+        // The upstream's parent is this attempt's span (exported as such).
         let forward = self.exchange.forward();
         let traced;
-        let forward = match crate::telemetry::current_traceparent()
-            .and_then(|t| HeaderValue::from_str(&t).ok())
-        {
+        let forward = match span.and_then(|span| {
+            let (_, header) = forward.iter().find(|(name, _)| name == "traceparent")?;
+            crate::telemetry::reparent(header, span)
+        }) {
             Some(traceparent) => {
                 traced = forward
                     .iter()

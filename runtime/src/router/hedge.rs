@@ -60,7 +60,7 @@ pub(super) async fn first_attempt<'a, E: Exchange>(
         };
     };
     let primary = Lane::open(attempter, first.target, attempts);
-    let mut primary_run = std::pin::pin!(lane(attempter, first, 0));
+    let mut primary_run = std::pin::pin!(lane(attempter, first, 0, primary.entry()));
     let early = tokio::select! {
         done = primary_run.as_mut() => Some(done),
         () = tokio::time::sleep(delay) => None,
@@ -109,7 +109,7 @@ where
 {
     let position = second.position;
     let secondary = Lane::open(attempter, second.target, attempts);
-    let mut secondary_run = std::pin::pin!(lane(attempter, second, 1));
+    let mut secondary_run = std::pin::pin!(lane(attempter, second, 1, secondary.entry()));
     let (primary_first, (result, record)) = tokio::select! {
         done = primary_run.as_mut() => (true, done),
         done = secondary_run.as_mut() => (false, done),
@@ -175,15 +175,17 @@ trait Now: Future + Sized {
 
 impl<F: Future> Now for F {}
 
-/// One attempt recording into a record of its own, returned with its result.
+/// One attempt recording into a record of its own, returned with its result; `entry` is its
+/// in-flight entry in the call's record.
 async fn lane<E: Exchange>(
     attempter: &Attempter<'_, E>,
     taken: Taken<'_>,
     retry: u32,
+    entry: Attempt,
 ) -> (Result<E::Output, Failed>, Vec<Attempt>) {
     let mut record = Vec::with_capacity(1);
     let result = attempter
-        .attempt(taken.target, taken.slot, retry, &mut record)
+        .attempt_as(taken.target, taken.slot, retry, &mut record, entry)
         .await;
     (result, record)
 }
@@ -194,6 +196,8 @@ struct Lane {
     at: usize,
     /// When its attempt started.
     opened: Instant,
+    /// Its entry as it was put in the record (target, model, span).
+    entry: Attempt,
 }
 
 impl Lane {
@@ -204,11 +208,18 @@ impl Lane {
         attempts: &mut Vec<Attempt>,
     ) -> Lane {
         let model = attempter.exchange.model(&target.upstream);
-        attempts.push(Attempt::in_flight(target.upstream.name.clone(), model));
+        let entry = Attempt::in_flight(target.upstream.name.clone(), model);
+        attempts.push(entry.clone());
         Lane {
             at: attempts.len() - 1,
             opened: Instant::now(),
+            entry,
         }
+    }
+
+    /// Its in-flight entry (the same span as the one in the call's record).
+    fn entry(&self) -> Attempt {
+        self.entry.clone()
     }
 
     /// Replaces the entry with what the lane recorded (its one entry).
@@ -223,7 +234,7 @@ impl Lane {
         if let Some(slot) = attempts.get_mut(self.at) {
             let elapsed = self.opened.elapsed();
             crate::telemetry::attempt(&slot.target, Outcome::Cancelled.label(), elapsed);
-            *slot = Attempt::cancelled(slot.target.clone(), slot.model.clone(), elapsed);
+            *slot = Attempt::cancelled(slot, elapsed);
         }
     }
 }

@@ -10,6 +10,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::providers::AttemptError;
 
 /// One entry of the attempt record: an attempt against one target, or the loop stopping.
@@ -30,6 +32,9 @@ pub struct Attempt {
     /// (some providers bill a request that failed after generating). For a stream, filled
     /// in by whoever reads it to the end.
     pub usage: Option<crate::wit::Usage>,
+    /// When the upstream call was sent, and the span id its `traceparent` named (for the
+    /// exported trace); `None` for the loop stopping.
+    pub span: Option<(Instant, [u8; 8])>,
 }
 
 impl Attempt {
@@ -44,15 +49,16 @@ impl Attempt {
             elapsed: Duration::ZERO,
             model,
             usage: None,
+            span: Some((Instant::now(), crate::telemetry::span_id())),
         }
     }
 
-    /// The entry of a hedged attempt to `target` for `model` cancelled after `elapsed`.
-    pub(super) fn cancelled(target: Arc<str>, model: String, elapsed: Duration) -> Attempt {
+    /// The entry of a hedged attempt in flight (`entry`), cancelled after `elapsed`.
+    pub(super) fn cancelled(entry: &Attempt, elapsed: Duration) -> Attempt {
         Attempt {
             outcome: Outcome::Cancelled,
             elapsed,
-            ..Attempt::in_flight(target, model)
+            ..entry.clone()
         }
     }
 
@@ -65,6 +71,7 @@ impl Attempt {
             elapsed: Duration::ZERO,
             model: String::new(),
             usage: None,
+            span: None,
         }
     }
 }
@@ -248,6 +255,7 @@ mod tests {
                 elapsed: Duration::from_millis(20),
                 model: "m".into(),
                 usage: None,
+                span: None,
             },
             Attempt::stopped(Stop::Deadline),
             Attempt::stopped(Stop::Budget),

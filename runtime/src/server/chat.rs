@@ -82,7 +82,10 @@ pub async fn handle(
         body,
     };
     let outcome = app.chat(call).await;
-    *report = outcome.report;
+    *report = Report {
+        parent: report.parent,
+        ..outcome.report
+    };
     match outcome.reply {
         Err(err) => http_util::error(&ApiError::from_facing(&err)),
         Ok(ChatReply::Whole(answer)) => whole(&answer),

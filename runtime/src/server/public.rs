@@ -27,16 +27,10 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>) -> Response<Body>
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::telemetry::TraceParent::parse);
-    let span = crate::telemetry::request_span(
-        request.method(),
-        request.uri().path(),
-        &request_id,
-        incoming.as_ref(),
-    );
-    // The client's trace is joined before the span is first entered (after that, its
-    // exported parent is fixed).
+    let span = crate::telemetry::request_span(&request_id);
     let report = Report {
-        trace: Some(crate::telemetry::join_trace(&span, incoming)),
+        trace: Some(crate::telemetry::join_trace(incoming)),
+        parent: incoming.map(|parent| parent.span_id),
         ..Report::default()
     };
     dispatch(app, request, request_id, report)
@@ -102,7 +96,13 @@ async fn dispatch(
     let status = response.status().as_u16();
     let failure = response.extensions().get::<http_util::Failure>().cloned();
     if is_chat {
-        annotate(&report, status, failure.as_ref(), elapsed);
+        tracing::debug!(
+            target: "weir::request",
+            status,
+            route = report.route.as_deref().unwrap_or("-"),
+            elapsed_ms = elapsed.as_secs_f64() * 1e3,
+            "request done"
+        );
     }
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -160,6 +160,7 @@ async fn dispatch(
         let outcome = Outcome {
             status,
             failure,
+            started,
             elapsed,
             method,
         };
@@ -172,46 +173,19 @@ async fn dispatch(
 struct Outcome {
     status: u16,
     failure: Option<http_util::Failure>,
+    started: tokio::time::Instant,
     elapsed: std::time::Duration,
     method: Method,
 }
 
-/// Notes how a chat completion ended on its span (and in a debug line), on the request path.
-fn annotate(
-    report: &Report,
-    status: u16,
-    failure: Option<&http_util::Failure>,
-    elapsed: std::time::Duration,
-) {
-    let span = tracing::Span::current();
-    span.record("http.response.status_code", status);
-    if let Some(failure) = failure {
-        span.record("error.type", failure.code.as_str());
-        if status >= 500 {
-            span.record("otel.status_code", "ERROR");
-        }
-    }
-    if let Some((cache, _)) = report.cache {
-        span.record("weir.cache", cache.as_str());
-    }
-    if let Some(cost) = report.cost {
-        span.record("weir.cost_usd", crate::config::pico_to_usd(cost));
-    }
-    tracing::debug!(
-        target: "weir::request",
-        status,
-        route = report.route.as_deref().unwrap_or("-"),
-        elapsed_ms = elapsed.as_secs_f64() * 1e3,
-        "request done"
-    );
-}
-
 /// Records a finished chat completion once its headers are set: the request metrics,
-/// the cache and shed counters, and its entry in the recent-requests ring.
+/// the cache and shed counters, its entry in the recent-requests ring, and its spans when
+/// they are exported.
 fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
     let Outcome {
         status,
         failure,
+        started,
         elapsed,
         method,
     } = outcome;
@@ -228,13 +202,40 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
     if let Some(reason) = report.shed {
         crate::telemetry::shed(route, reason.as_str());
     }
-    if !app.recent.enabled() {
+    let exported = crate::telemetry::exported(report.trace);
+    if !app.recent.enabled() && !exported {
         return;
     }
-    app.recent.push(crate::telemetry::RequestRecord {
+    // Each step's start, after the request's.
+    let at = |instant: tokio::time::Instant| instant.saturating_duration_since(started);
+    let usage =
+        report
+            .attempts
+            .iter()
+            .filter_map(|a| a.usage)
+            .fold(None, |sum: Option<(u32, u32)>, u| {
+                let (input, output) = sum.unwrap_or_default();
+                Some((
+                    input.saturating_add(u.prompt_tokens),
+                    output.saturating_add(u.completion_tokens),
+                ))
+            });
+    let llm = match (report.llm, report.llm_call) {
+        (Some(elapsed), Some((llm_at, model))) => Some(crate::telemetry::LlmStep {
+            model,
+            at: at(llm_at),
+            elapsed,
+            usage,
+        }),
+        _ => None,
+    };
+    let record = crate::telemetry::RequestRecord {
         id: request_id,
         trace: report.trace,
-        started_ms: crate::clock::unix_ms().saturating_sub(elapsed.as_millis() as u64),
+        parent: report.parent,
+        started: std::time::SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(std::time::UNIX_EPOCH),
         method,
         cache: report.cache.map(|(cache, _)| cache.as_str()),
         stages: report
@@ -243,6 +244,7 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
             .map(|run| crate::telemetry::StageStep {
                 label: run.label,
                 phase: run.phase.as_str(),
+                at: at(run.started),
                 elapsed: run.elapsed,
                 fuel: run.fuel_used,
                 outcome: run.outcome,
@@ -251,13 +253,18 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
         attempts: report
             .attempts
             .into_iter()
-            .filter(|a| a.outcome.is_attempt())
-            .map(|a| crate::telemetry::AttemptStep {
-                target: a.target,
-                model: a.model,
-                status: a.status,
-                outcome: a.outcome.into(),
-                elapsed: a.elapsed,
+            .filter_map(|a| {
+                let (sent, span) = a.span?;
+                Some(crate::telemetry::AttemptStep {
+                    kind: a.outcome.label()?,
+                    target: a.target,
+                    model: a.model,
+                    status: a.status,
+                    outcome: a.outcome.into(),
+                    at: at(sent),
+                    elapsed: a.elapsed,
+                    span,
+                })
             })
             .collect(),
         route: report.route,
@@ -267,8 +274,12 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
         elapsed,
         upstream,
         cost: report.cost,
-        llm: report.llm,
-    });
+        llm,
+    };
+    let kept = app.recent.push(record);
+    if exported {
+        crate::telemetry::export(kept);
+    }
 }
 
 /// `Server-Timing`: each stage phase (`stage1;desc="pii-redact@bd3bec7e request";dur=0.12`),

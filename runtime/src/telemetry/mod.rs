@@ -5,22 +5,26 @@
 //! A leaf module: everyone may record into it; it depends on nothing of weir's but config
 //! values and the WIT usage type.
 //!
-//! - `traces`: [`init`] installs the subscriber; [`request_span`] opens a request's span;
-//!   [`TraceParent`], [`join_trace`] and [`current_traceparent`] carry the client's trace to
-//!   upstreams.
+//! - `traces`: [`init`] installs the subscriber; [`request_span`] opens a request's span
+//!   for log lines; [`TraceParent`], [`join_trace`] and [`reparent`] carry the client's trace
+//!   to upstreams.
+//! - `export`: a sampled request's record becomes its spans, sent over OTLP/HTTP in batches
+//!   by a thread of its own ([`export`]).
 //! - `meters`: every metric's name and labels, and one function per thing counted, recording
 //!   through handles cached by name.
 //! - `recent`: [`Recent`], the bounded ring of [`RequestRecord`]s.
 
+mod export;
 mod meters;
 mod recent;
 mod traces;
 
+pub use export::export;
 pub use meters::{
     InFlight, OTHER_MODEL, attempt, breaker, cache, connection_closed, guest_log_dropped,
     init as init_metrics, label_models, reload, render, request, shed, spend, stage,
 };
-pub use recent::{AttemptStep, Recent, RequestRecord, StageStep};
+pub use recent::{AttemptStep, LlmStep, Recent, RequestRecord, StageStep};
 pub use traces::{
-    Export, TraceParent, Tracing, current_traceparent, init, join_trace, request_span,
+    Export, TraceParent, Tracing, exported, init, join_trace, reparent, request_span, span_id,
 };

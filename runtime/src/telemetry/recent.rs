@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
@@ -22,6 +22,8 @@ pub struct StageStep {
     pub label: Arc<str>,
     /// `request` or `response`.
     pub phase: &'static str,
+    /// When it started, after the request's start.
+    pub at: Duration,
     /// Wall time.
     pub elapsed: Duration,
     /// Fuel burned, when metered.
@@ -41,8 +43,27 @@ pub struct AttemptStep {
     pub status: Option<u16>,
     /// `ok` or what went wrong.
     pub outcome: std::borrow::Cow<'static, str>,
+    /// The outcome's class (`ok`, `timeout`, `status_5xx`, `hedge_cancelled`, ...).
+    pub kind: &'static str,
+    /// When it was sent, after the request's start.
+    pub at: Duration,
     /// How long it took.
     pub elapsed: Duration,
+    /// The span id its `traceparent` named.
+    pub span: [u8; 8],
+}
+
+/// The LLM step of a request.
+#[derive(Clone, Debug)]
+pub struct LlmStep {
+    /// The model asked of it (after the request phase's stages).
+    pub model: String,
+    /// When it started, after the request's start.
+    pub at: Duration,
+    /// Time in it: cache, routing, upstream.
+    pub elapsed: Duration,
+    /// Input and output tokens the upstreams reported.
+    pub usage: Option<(u32, u32)>,
 }
 
 /// What one request did, as kept in the ring.
@@ -50,10 +71,12 @@ pub struct AttemptStep {
 pub struct RequestRecord {
     /// `x-request-id`.
     pub id: Arc<str>,
-    /// The W3C trace the request joined.
+    /// The W3C trace the request joined (its span id: the request's span).
     pub trace: Option<super::TraceParent>,
-    /// When it arrived, milliseconds since the epoch.
-    pub started_ms: u64,
+    /// The client's span (from its `traceparent`), the request span's parent.
+    pub parent: Option<[u8; 8]>,
+    /// When it arrived.
+    pub started: SystemTime,
     /// The request method (the path is `/v1/chat/completions`).
     pub method: http::Method,
     /// The route, once known.
@@ -74,8 +97,8 @@ pub struct RequestRecord {
     pub cost: Option<u64>,
     /// Each stage phase, in order.
     pub stages: Vec<StageStep>,
-    /// Time in the LLM step (cache, routing, upstream).
-    pub llm: Option<Duration>,
+    /// The LLM step, when it ran.
+    pub llm: Option<LlmStep>,
     /// Each upstream attempt, in order.
     pub attempts: Vec<AttemptStep>,
 }
@@ -125,6 +148,9 @@ impl RequestRecord {
         if let Some(key) = &mut self.key {
             cut(key, NAME_MAX_BYTES);
         }
+        if let Some(llm) = &mut self.llm {
+            cut(&mut llm.model, NAME_MAX_BYTES);
+        }
         keep_first(&mut self.stages, STEPS_MAX);
         for step in &mut self.stages {
             cut_cow(&mut step.outcome, NAME_MAX_BYTES);
@@ -142,7 +168,10 @@ impl RequestRecord {
         json!({
             "id": &*self.id,
             "trace_id": self.trace.map(|t| t.trace_id_hex()),
-            "started_ms": self.started_ms,
+            "started_ms": self
+                .started
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             "endpoint": format!("{} /v1/chat/completions", self.method),
             "route": self.route.as_deref(),
             "key": self.key,
@@ -165,7 +194,7 @@ impl RequestRecord {
         };
         out["overhead_ms"] = json!(ms(overhead));
         out["upstream_ms"] = json!(ms(self.upstream));
-        out["llm_ms"] = json!(self.llm.map(ms));
+        out["llm_ms"] = json!(self.llm.as_ref().map(|llm| ms(llm.elapsed)));
         out["steps"] = self
             .stages
             .iter()
@@ -229,17 +258,19 @@ impl Recent {
         self.capacity > 0
     }
 
-    /// Keeps `record`, cut to the ring's bounds, dropping the oldest when full.
-    pub fn push(&self, record: RequestRecord) {
-        if self.capacity == 0 {
-            return;
-        }
+    /// Keeps `record`, cut to the ring's bounds, dropping the oldest when full; returns it
+    /// as cut (also when the ring keeps nothing), for export.
+    pub fn push(&self, record: RequestRecord) -> Arc<RequestRecord> {
         let record = Arc::new(record.bounded());
+        if self.capacity == 0 {
+            return record;
+        }
         let mut ring = lock(&self.ring);
         if ring.len() == self.capacity {
             ring.pop_front();
         }
-        ring.push_back(record);
+        ring.push_back(record.clone());
+        record
     }
 
     /// The newest records first, at most `limit`, optionally only failed ones (status ≥ 400)
@@ -275,7 +306,8 @@ mod tests {
         RequestRecord {
             id: id.into(),
             trace: Some(crate::telemetry::TraceParent::random()),
-            started_ms: 0,
+            parent: None,
+            started: SystemTime::UNIX_EPOCH,
             method: http::Method::POST,
             route: Some("demo".into()),
             key: None,
@@ -288,11 +320,17 @@ mod tests {
             stages: vec![StageStep {
                 label: "a@1".into(),
                 phase: "request",
+                at: Duration::ZERO,
                 elapsed: Duration::from_micros(50),
                 fuel: Some(10),
                 outcome: "next".into(),
             }],
-            llm: Some(Duration::from_millis(2)),
+            llm: Some(LlmStep {
+                model: "demo".into(),
+                at: Duration::from_micros(50),
+                elapsed: Duration::from_millis(2),
+                usage: None,
+            }),
             attempts: Vec::new(),
         }
     }
@@ -334,7 +372,10 @@ mod tests {
             model: long.clone(),
             status: Some(500),
             outcome: long.clone().into(),
+            kind: "status_5xx",
+            at: Duration::ZERO,
             elapsed: Duration::from_millis(1),
+            span: [1; 8],
         };
         big.attempts = vec![attempt; 100];
         recent.push(big);

@@ -2,32 +2,29 @@
 //! filtered by `RUST_LOG`), span export over OTLP/HTTP when configured, and W3C trace context
 //! (`traceparent`) in from clients and out to upstreams.
 //!
-//! Spans (target `weir::…`): `weir.request` at INFO (route, model, key, status, cache, cost)
-//! → `weir.stage` (stage, version, phase, fuel, outcome) and `weir.llm` (cache outcome,
-//! usage) → `weir.attempt` (target, model, retry number, status, outcome), those three at
-//! DEBUG. Unless spans are exported the request span carries only `request_id` (what log
-//! lines need), so logging at `info` pays for one small span per request and nothing else
-//! (measured: with every span at INFO and all fields, spans cost about 10 µs of CPU per
-//! request; as now, about 1.5 µs).
-//! Fields follow the OpenTelemetry GenAI conventions where one exists
-//! (`gen_ai.request.model`, `gen_ai.usage.input_tokens`, …); `otel.name` and `otel.kind` name
-//! and classify the exported span.
+//! Log lines carry the request's `weir.request` span (target `weir::request`, at INFO, with
+//! only its `request_id`); the per-step spans (`weir.stage`, `weir.llm`, `weir.attempt`) are
+//! at DEBUG, so logging at `info` pays for one small span per request and nothing else.
+//!
+//! Exported spans are not built from these: a sampled request's spans are made from its
+//! record once it is over, off the request path (see `export`). The ids are fixed as the
+//! request goes: [`join_trace`] gives the request span its id (a child of the client's
+//! trace, or a new trace sampled `telemetry.sample_percent` of the time), each attempt's
+//! `traceparent` names a span id of its own ([`reparent`]), and the exported spans carry
+//! those same ids, so an upstream's spans hang under the attempt that called it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
-use opentelemetry_otlp::WithExportConfig;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use http::HeaderValue;
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{EnvFilter, dynamic_filter_fn};
+use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::Registry;
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Whether spans are exported (an OpenTelemetry layer is installed).
+use super::export::Worker;
+
+/// Whether spans are exported.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// Percent of new traces exported (`telemetry.sample_percent`).
 static SAMPLE_PERCENT: AtomicU32 = AtomicU32::new(100);
@@ -42,27 +39,25 @@ pub struct Export<'a> {
     pub sample_percent: u32,
 }
 
-/// The installed subscriber's resources: call [`Tracing::shutdown`] outside the async
-/// runtime before the process exits, so the last spans are sent.
+/// The installed subscriber's resources: call [`Tracing::shutdown`] before the process
+/// exits, so the last spans are sent.
 pub struct Tracing {
-    provider: Option<SdkTracerProvider>,
+    export: Option<Worker>,
 }
 
 impl Tracing {
-    /// Sends the spans still buffered and stops the exporter (a few seconds at most).
+    /// Sends the spans still queued and stops the exporter (5 s at most).
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
-            && let Err(err) = provider.shutdown_with_timeout(std::time::Duration::from_secs(5))
-        {
-            eprintln!("warning: exporting the last spans failed: {err}");
+        if let Some(worker) = self.export {
+            worker.stop(std::time::Duration::from_secs(5));
         }
     }
 }
 
 /// Installs the subscriber: log lines on stderr (JSON lines when `json`), filtered by
-/// `RUST_LOG` (default `info`), and, with `export`, every weir span sent to an OTLP/HTTP
-/// collector in batches. Call it outside the async runtime (the exporter's HTTP client is
-/// a blocking one, on the batch processor's own thread).
+/// `RUST_LOG` (default `info`), and, with `export`, the exporter's thread, which sends
+/// sampled requests' spans to an OTLP/HTTP collector in batches. Call it outside the async
+/// runtime (the exporter's HTTP client is a blocking one, on that thread).
 pub fn init(json: bool, export: Option<Export<'_>>) -> Result<Tracing, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
@@ -76,100 +71,69 @@ pub fn init(json: bool, export: Option<Export<'_>>) -> Result<Tracing, String> {
     } else {
         fmt.boxed()
     };
-    let mut layers = vec![fmt.with_filter(filter).boxed()];
-    let mut provider = None;
-    if let Some(export) = export {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_endpoint(export.endpoint)
-            .build()
-            .map_err(|err| format!("OTLP exporter for {}: {err}", export.endpoint))?;
-        let resource = opentelemetry_sdk::Resource::builder()
-            .with_service_name(export.service_name.to_string())
-            .build();
-        let sdk = SdkTracerProvider::builder()
-            .with_batch_exporter(exporter)
-            .with_resource(resource)
-            .build();
-        let tracer = sdk.tracer("weir");
-        // weir's spans (the per-step ones are at DEBUG, so logs at `info` pay nothing for
-        // them) and its events at INFO and above, which become span events.
-        // Under a request left out of the sample, nothing: its steps' spans are not even
-        // built (a sampled-out trace would otherwise cost nearly what an exported one does).
-        let only_weir = dynamic_filter_fn(|meta, cx| {
-            meta.target().starts_with("weir")
-                && (meta.is_span() || *meta.level() <= tracing::Level::INFO)
-                && !cx
-                    .lookup_current()
-                    .is_some_and(|current| current.scope().any(|s| s.name() == UNSAMPLED))
-        });
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(only_weir)
-                .boxed(),
-        );
-        provider = Some(sdk);
-        SAMPLE_PERCENT.store(export.sample_percent.clamp(1, 100), Ordering::Relaxed);
-        EXPORTING.store(true, Ordering::Relaxed);
-    }
     Registry::default()
-        .with(layers)
+        .with(fmt.with_filter(filter))
         .try_init()
         .map_err(|err| format!("cannot install the log subscriber: {err}"))?;
-    Ok(Tracing { provider })
+    let export = match export {
+        Some(export) => {
+            let worker = super::export::start(export.endpoint, export.service_name)?;
+            SAMPLE_PERCENT.store(export.sample_percent.clamp(1, 100), Ordering::Relaxed);
+            EXPORTING.store(true, Ordering::Relaxed);
+            Some(worker)
+        }
+        None => None,
+    };
+    Ok(Tracing { export })
 }
 
-/// The name of the request span of a request whose trace is not sampled: under it no weir
-/// span is built for export at all (see `init`'s filter), and the span itself is dropped by
-/// the SDK's parent-based sampler ([`join_trace`] gives it a parent that is not sampled).
-const UNSAMPLED: &str = "weir.request.unsampled";
+/// Whether a request in `trace` has its spans exported: export is on and the trace sampled.
+pub fn exported(trace: Option<TraceParent>) -> bool {
+    EXPORTING.load(Ordering::Relaxed) && trace.is_some_and(|t| t.sampled)
+}
 
-/// Whether a request with the client's trace context `incoming` is sampled: as the client
-/// says, or, for a new trace, `telemetry.sample_percent` of the time.
-fn sampled(incoming: Option<&TraceParent>) -> bool {
+/// The `weir.request` span of one public request, for log lines: its `request_id`.
+pub fn request_span(request_id: &str) -> tracing::Span {
+    tracing::info_span!(target: "weir::request", "weir.request", request_id)
+}
+
+/// The trace context of a request whose client sent `incoming`: the client's trace with a
+/// new span id standing for weir's request span, sampled as the client says; or a new
+/// trace, sampled `telemetry.sample_percent` of the time when spans are exported (always
+/// otherwise, so the upstream decides for itself).
+pub fn join_trace(incoming: Option<TraceParent>) -> TraceParent {
     match incoming {
-        Some(parent) => parent.sampled,
+        Some(parent) => parent.child(),
         None => {
             let percent = SAMPLE_PERCENT.load(Ordering::Relaxed);
-            percent >= 100 || rand::random_range(0..100) < percent
+            let sampled = !EXPORTING.load(Ordering::Relaxed)
+                || percent >= 100
+                || rand::random_range(0..100) < percent;
+            TraceParent {
+                sampled,
+                ..TraceParent::random()
+            }
         }
     }
 }
 
-/// The `weir.request` span of one public request (`incoming`: the client's trace context):
-/// with export on and the trace sampled, every attribute the request will record; otherwise
-/// only its `request_id` (recording an undeclared field is a no-op).
-pub fn request_span(
-    method: &http::Method,
-    path: &str,
-    request_id: &str,
-    incoming: Option<&TraceParent>,
-) -> tracing::Span {
-    if !EXPORTING.load(Ordering::Relaxed) {
-        return tracing::info_span!(target: "weir::request", "weir.request", request_id);
-    }
-    if !sampled(incoming) {
-        return tracing::info_span!(target: "weir::request", "weir.request.unsampled", request_id);
-    }
-    tracing::info_span!(
-        target: "weir::request",
-        "weir.request",
-        otel.name = %format_args!("{method} {path}"),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        request_id,
-        http.request.method = %method,
-        url.path = path,
-        http.response.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        gen_ai.operation.name = "chat",
-        gen_ai.request.model = tracing::field::Empty,
-        weir.route = tracing::field::Empty,
-        weir.key = tracing::field::Empty,
-        weir.cache = tracing::field::Empty,
-        weir.cost_usd = tracing::field::Empty,
+/// A new span id (never zero).
+pub fn span_id() -> [u8; 8] {
+    rand::random::<u64>().max(1).to_be_bytes()
+}
+
+/// The `traceparent` header `header` with `span` as its parent span (what an attempt sends:
+/// the upstream's parent is the attempt's span); `None` when `header` is not valid.
+pub fn reparent(header: &HeaderValue, span: [u8; 8]) -> Option<HeaderValue> {
+    let parent = TraceParent::parse(header.to_str().ok()?)?;
+    HeaderValue::from_str(
+        &TraceParent {
+            span_id: span,
+            ..parent
+        }
+        .header(),
     )
+    .ok()
 }
 
 /// A W3C trace context: the trace a request belongs to and the span that is its parent.
@@ -246,66 +210,6 @@ impl TraceParent {
             u8::from(self.sampled)
         )
     }
-
-    fn from_span_context(cx: &SpanContext) -> Option<TraceParent> {
-        cx.is_valid().then(|| TraceParent {
-            trace_id: cx.trace_id().to_bytes(),
-            span_id: cx.span_id().to_bytes(),
-            sampled: cx.is_sampled(),
-        })
-    }
-}
-
-/// Joins the request span to the client's trace (call it before the span is first entered),
-/// and returns the context weir's own spans
-/// continue: with export on, the request span's exported ids; otherwise the client's trace
-/// (or a new one) with a fresh span id standing for weir.
-pub fn join_trace(span: &tracing::Span, incoming: Option<TraceParent>) -> TraceParent {
-    if !EXPORTING.load(Ordering::Relaxed) {
-        return incoming.map_or_else(TraceParent::random, TraceParent::child);
-    }
-    // A new trace left out of the sample (`request_span` named it so) gets a parent that
-    // says so (ids of its own, never exported), which the SDK's parent-based sampler
-    // follows. A client's trace keeps its flag.
-    let unsampled = span.metadata().is_some_and(|m| m.name() == UNSAMPLED);
-    let parent = incoming.or_else(|| {
-        unsampled.then(|| TraceParent {
-            sampled: false,
-            ..TraceParent::random()
-        })
-    });
-    if let Some(parent) = parent {
-        let flags = if parent.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        };
-        let remote = SpanContext::new(
-            TraceId::from_bytes(parent.trace_id),
-            SpanId::from_bytes(parent.span_id),
-            flags,
-            true,
-            TraceState::default(),
-        );
-        if let Err(err) =
-            span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote))
-        {
-            tracing::debug!(error = %err, "the client's trace could not be joined");
-        }
-    }
-    TraceParent::from_span_context(span.context().span().span_context())
-        .or(incoming.map(TraceParent::child))
-        .unwrap_or_else(TraceParent::random)
-}
-
-/// The `traceparent` for a call made inside the current span, when spans are exported (so
-/// the upstream's spans hang under the exported attempt span); `None` otherwise.
-pub fn current_traceparent() -> Option<String> {
-    if !EXPORTING.load(Ordering::Relaxed) {
-        return None;
-    }
-    let cx = tracing::Span::current().context();
-    TraceParent::from_span_context(cx.span().span_context()).map(|t| t.header())
 }
 
 fn nonzero(value: u128) -> u128 {

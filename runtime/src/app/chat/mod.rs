@@ -109,18 +109,17 @@ impl App {
     /// phase; then charges the stages' fuel to the request. A background job runs as the key
     /// that submitted it, without keeping the key itself.
     pub async fn chat(&self, call: ChatCall) -> ChatOutcome {
-        let mut report =
-            Report {
-                // Not from the public listener (a background job): a trace of its own.
-                trace: Some(call.trace.unwrap_or_else(|| {
-                    crate::telemetry::join_trace(&tracing::Span::current(), None)
-                })),
-                ..Report::default()
-            };
+        let mut report = Report {
+            // Not from the public listener (a background job): a trace of its own.
+            trace: Some(
+                call.trace
+                    .unwrap_or_else(|| crate::telemetry::join_trace(None)),
+            ),
+            ..Report::default()
+        };
         let snap = call.snapshot.clone();
         if let Some(account) = &call.account {
             report.key = Some(account.name().to_string());
-            tracing::Span::current().record("weir.key", account.name());
         }
         if let Some(account) = &call.account
             && let Err(err) = account.admit_request().await
@@ -163,9 +162,6 @@ impl App {
         report.route = Some(pipeline.route.clone());
         let (max_calls, limiter) = llm_call_limit(&snap.config, &pipeline.route);
         meter.limit_calls(max_calls, limiter);
-        let span = tracing::Span::current();
-        span.record("weir.route", &*pipeline.route);
-        span.record("gen_ai.request.model", chat.model.as_str());
         if snap.config.telemetry.log_inputs {
             tracing::info!(
                 target: "weir::input",
@@ -258,6 +254,7 @@ async fn llm_step(
         meter,
     } = input;
     let llm_started = tokio::time::Instant::now();
+    report.llm_call = Some((llm_started, request.model.clone()));
     let mut step = llm
         .complete(Call {
             route: &pipeline.route,

@@ -31,8 +31,13 @@ pub struct Report {
     pub attempts: Vec<crate::router::Attempt>,
     /// The key's name, once authenticated.
     pub key: Option<String>,
-    /// The W3C trace the request joined (the client's, or a new one).
+    /// The W3C trace the request joined (the client's, or a new one), with the request
+    /// span's id.
     pub trace: Option<crate::telemetry::TraceParent>,
+    /// The client's span (its `traceparent`), the request span's parent.
+    pub parent: Option<[u8; 8]>,
+    /// When the LLM step started, and the model asked of it.
+    pub llm_call: Option<(tokio::time::Instant, String)>,
     /// Why weir shed the request, when it did (`weir_shed_requests_total`).
     pub shed: Option<ShedReason>,
 }

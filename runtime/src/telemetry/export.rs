@@ -1,0 +1,322 @@
+//! Span export over OTLP/HTTP, made from each sampled request's record once it is over.
+//!
+//! The request path pays for one uncontended lock and a push of the record it already keeps
+//! for `/admin/requests` (an `Arc`); nothing is built for export while the request runs. A
+//! thread of its own turns the queued records into spans (the request, its stage phases, the
+//! LLM step and each upstream attempt, with the ids the request already used in
+//! `traceparent` headers), batches them and sends them with the OpenTelemetry SDK's OTLP/HTTP
+//! exporter, every `OTEL_BSP_SCHEDULE_DELAY` milliseconds (default 1,000) or as soon as
+//! [`BATCH`] records are waiting. The queue is bounded ([`QUEUE_MAX`]): when the collector
+//! cannot keep up, new records are dropped and counted, never held.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+use super::recent::RequestRecord;
+use crate::sync::lock;
+
+/// Records waiting to be sent, at most; more are dropped (and counted).
+pub const QUEUE_MAX: usize = 4096;
+/// Records sent in one export (each is a few spans), and the queue length that wakes the
+/// exporter before its schedule delay.
+pub const BATCH: usize = 256;
+
+/// The records waiting, and whether the exporter is asked to stop.
+#[derive(Default)]
+struct Waiting {
+    records: Vec<Arc<RequestRecord>>,
+    stopping: bool,
+}
+
+/// The queue between the request path and the exporter's thread.
+#[derive(Default)]
+struct Queue {
+    waiting: Mutex<Waiting>,
+    ready: Condvar,
+    /// Records dropped because the queue was full, since the last warning.
+    dropped: AtomicU64,
+}
+
+static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
+
+/// Queues `record`'s spans for export (when the exporter runs; a no-op otherwise).
+pub fn export(record: Arc<RequestRecord>) {
+    let Some(queue) = QUEUE.get() else {
+        return;
+    };
+    let mut waiting = lock(&queue.waiting);
+    if waiting.records.len() >= QUEUE_MAX {
+        drop(waiting);
+        queue.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    waiting.records.push(record);
+    if waiting.records.len() == BATCH {
+        queue.ready.notify_one();
+    }
+}
+
+/// The exporter's thread, for [`Worker::stop`].
+pub struct Worker {
+    queue: Arc<Queue>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+impl Worker {
+    /// Sends what is queued and stops, waiting `timeout` at most.
+    pub fn stop(self, timeout: Duration) {
+        lock(&self.queue.waiting).stopping = true;
+        self.queue.ready.notify_one();
+        if self.done.recv_timeout(timeout).is_err() {
+            eprintln!("warning: the last spans were not all exported within {timeout:?}");
+        }
+    }
+}
+
+/// Starts the exporter's thread, sending to the OTLP/HTTP traces URL `endpoint` as
+/// `service_name`.
+pub fn start(endpoint: &str, service_name: &str) -> Result<Worker, String> {
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|err| format!("OTLP exporter for {endpoint}: {err}"))?;
+    exporter.set_resource(
+        &opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_string())
+            .build(),
+    );
+    let queue = QUEUE.get_or_init(Arc::default).clone();
+    let delay = schedule_delay();
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = queue.clone();
+    std::thread::Builder::new()
+        .name("weir-otlp".into())
+        .spawn(move || {
+            run(&worker, &exporter, delay);
+            let _ = exporter.shutdown();
+            let _ = done.send(());
+        })
+        .map_err(|err| format!("cannot start the OTLP exporter's thread: {err}"))?;
+    Ok(Worker {
+        queue,
+        done: finished,
+    })
+}
+
+/// `OTEL_BSP_SCHEDULE_DELAY` (milliseconds, as the SDK's batch processor reads it), 1 s by
+/// default.
+fn schedule_delay() -> Duration {
+    std::env::var("OTEL_BSP_SCHEDULE_DELAY")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(1), |ms| {
+            Duration::from_millis(ms.max(1))
+        })
+}
+
+/// Sends batches until asked to stop, then what is left.
+fn run(queue: &Queue, exporter: &opentelemetry_otlp::SpanExporter, delay: Duration) {
+    let scope = InstrumentationScope::builder("weir")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    loop {
+        let (records, stopping) = {
+            let waiting = lock(&queue.waiting);
+            let (mut waiting, _) = queue
+                .ready
+                .wait_timeout_while(waiting, delay, |w| w.records.len() < BATCH && !w.stopping)
+                .unwrap_or_else(PoisonError::into_inner);
+            (std::mem::take(&mut waiting.records), waiting.stopping)
+        };
+        let dropped = queue.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                target: "weir::telemetry",
+                dropped,
+                "the OTLP collector is not keeping up: the spans of {dropped} requests were dropped"
+            );
+        }
+        for batch in records.chunks(BATCH) {
+            let spans = batch
+                .iter()
+                .flat_map(|record| spans(record, &scope))
+                .collect();
+            if let Err(err) = futures_executor::block_on(exporter.export(spans)) {
+                tracing::warn!(target: "weir::telemetry", error = %err, "exporting spans failed");
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+/// The spans of one request: the request (a server span, its parent the client's span),
+/// under it each stage phase and the LLM step, under that each upstream attempt.
+pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanData> {
+    let Some(trace) = record.trace else {
+        return Vec::new();
+    };
+    let trace_id = TraceId::from_bytes(trace.trace_id);
+    let request_id = SpanId::from_bytes(trace.span_id);
+    let at = |offset: Duration| record.started + offset;
+    let span = |id: SpanId, parent: SpanId, name: String, kind: SpanKind| SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent,
+        parent_span_is_remote: false,
+        span_kind: kind,
+        name: name.into(),
+        start_time: record.started,
+        end_time: record.started,
+        attributes: Vec::new(),
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: scope.clone(),
+    };
+    let mut out = Vec::with_capacity(2 + record.stages.len() + record.attempts.len());
+
+    let mut request = span(
+        request_id,
+        record.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+        format!("{} /v1/chat/completions", record.method),
+        SpanKind::Server,
+    );
+    request.parent_span_is_remote = record.parent.is_some();
+    request.end_time = at(record.elapsed);
+    let attributes = &mut request.attributes;
+    attributes.extend([
+        KeyValue::new("request_id", record.id.to_string()),
+        KeyValue::new("http.request.method", record.method.to_string()),
+        KeyValue::new("url.path", "/v1/chat/completions"),
+        KeyValue::new("http.response.status_code", i64::from(record.status)),
+        KeyValue::new("gen_ai.operation.name", "chat"),
+    ]);
+    // A route is named by the model clients ask for.
+    if let Some(route) = &record.route {
+        attributes.extend([
+            KeyValue::new("gen_ai.request.model", route.to_string()),
+            KeyValue::new("weir.route", route.to_string()),
+        ]);
+    }
+    if let Some(key) = &record.key {
+        attributes.push(KeyValue::new("weir.key", key.clone()));
+    }
+    if let Some(cache) = record.cache {
+        attributes.push(KeyValue::new("weir.cache", cache));
+    }
+    if let Some(cost) = record.cost {
+        attributes.push(KeyValue::new(
+            "weir.cost_usd",
+            crate::config::pico_to_usd(cost),
+        ));
+    }
+    if let Some((code, message)) = &record.error {
+        attributes.push(KeyValue::new("error.type", code.clone()));
+        if record.status >= 500 {
+            request.status = Status::error(message.clone());
+        }
+    }
+    out.push(request);
+
+    for step in &record.stages {
+        let (name, version) = step.label.rsplit_once('@').unwrap_or((&step.label, ""));
+        let mut stage = span(
+            SpanId::from_bytes(super::span_id()),
+            request_id,
+            format!("stage {name} {}", step.phase),
+            SpanKind::Internal,
+        );
+        stage.start_time = at(step.at);
+        stage.end_time = at(step.at + step.elapsed);
+        stage.attributes.extend([
+            KeyValue::new("weir.stage", name.to_string()),
+            KeyValue::new("weir.stage.version", version.to_string()),
+            KeyValue::new("weir.phase", step.phase),
+            KeyValue::new("weir.outcome", step.outcome.to_string()),
+        ]);
+        if let Some(fuel) = step.fuel {
+            stage.attributes.push(KeyValue::new(
+                "weir.fuel",
+                i64::try_from(fuel).unwrap_or(i64::MAX),
+            ));
+        }
+        out.push(stage);
+    }
+
+    let mut parent = request_id;
+    if let Some(llm) = &record.llm {
+        let id = SpanId::from_bytes(super::span_id());
+        let mut step = span(
+            id,
+            request_id,
+            format!("chat {}", llm.model),
+            SpanKind::Internal,
+        );
+        step.start_time = at(llm.at);
+        step.end_time = at(llm.at + llm.elapsed);
+        step.attributes.extend([
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.request.model", llm.model.clone()),
+            KeyValue::new("weir.attempts", record.attempts.len() as i64),
+        ]);
+        if let Some(cache) = record.cache {
+            step.attributes.push(KeyValue::new("weir.cache", cache));
+        }
+        if let Some((input, output)) = llm.usage {
+            step.attributes.extend([
+                KeyValue::new("gen_ai.usage.input_tokens", i64::from(input)),
+                KeyValue::new("gen_ai.usage.output_tokens", i64::from(output)),
+            ]);
+        }
+        out.push(step);
+        parent = id;
+    }
+
+    for (retry, attempt) in record.attempts.iter().enumerate() {
+        let mut call = span(
+            SpanId::from_bytes(attempt.span),
+            parent,
+            format!("chat {}", attempt.model),
+            SpanKind::Client,
+        );
+        call.start_time = at(attempt.at);
+        call.end_time = at(attempt.at + attempt.elapsed);
+        call.attributes.extend([
+            KeyValue::new("gen_ai.operation.name", "chat"),
+            KeyValue::new("gen_ai.request.model", attempt.model.clone()),
+            KeyValue::new("weir.target", attempt.target.to_string()),
+            KeyValue::new("weir.retry", retry as i64),
+            KeyValue::new("weir.outcome", attempt.kind),
+        ]);
+        if let Some(status) = attempt.status {
+            call.attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if !matches!(attempt.kind, "ok" | "hedge_cancelled") {
+            call.attributes
+                .push(KeyValue::new("error.type", attempt.kind));
+            call.status = Status::error(attempt.outcome.to_string());
+        }
+        out.push(call);
+    }
+    out
+}

@@ -5,15 +5,18 @@
 #
 #   bench/run.sh            # installs wrk (apt-get) when missing
 #
-# Prints: added latency p50/p99 at c=1 (wrk), p50/p99 at an evenly spaced 1,000 req/s
-# (`weir bench`, open loop: latency from each request's scheduled start), the highest
-# throughput (wrk, 2 threads, 64 connections), resident memory (idle with one route, idle
-# with the demo's four stages, under 1,000 concurrent slow requests), tails against a
-# primary that hangs on 10% of requests (plain and hedged), and telemetry on/off/OTLP
-# (bench/telemetry.sh; TELEMETRY=0 skips it). Each run is bounded (DURATION seconds).
+# Prints, per round and as medians of ROUNDS rounds (default 3): latency p50/p99 at c=1 (wrk)
+# for sim alone, weir with no stages and with the 3 stages; p50/p99 at an evenly spaced
+# 1,000 req/s (`weir bench`, open loop: latency from each request's scheduled start); cache
+# hits at c=1; the highest throughput (wrk, 2 threads, 64 connections). Then, once: resident
+# memory (idle with one route, idle with the demo's four stages, under 1,000 concurrent slow
+# requests), tails against a primary that hangs on 10% of requests (plain and hedged), and
+# telemetry on/off/OTLP (bench/telemetry.sh; TELEMETRY=0 skips it). Each measure is bounded
+# (DURATION seconds). The per-stage cost in process: `cargo bench -p weir --bench stage_call`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
 SIM=127.0.0.1:9201
 WEIR=127.0.0.1:9280
 ADMIN=127.0.0.1:9281
@@ -54,29 +57,62 @@ for _ in $(seq 1 100); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && brea
 # wrk --latency prints "50.000%  1.23ms" style lines with -U? plain wrk prints 50% 75% 90% 99%.
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 
-echo "== c=1, ${DURATION}s each (wrk)"
-wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$SIM/v1/chat/completions" > "$work/sim_c1.txt"
-wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/weir_c1.txt"
-for f in sim_c1 weir_c1; do
-    echo "$f: p50 $(to_ms "$(wrk_pct "$work/$f.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/$f.txt" 99%)") ms  $(awk '/Requests\/sec/ {print $2}' "$work/$f.txt") req/s"
-done
+# One row of a round's figures: `name value value ...`, appended to $work/rows; medians at the end.
+row() { echo "$*" >> "$work/rows"; }
+ms_of() { to_ms "$(wrk_pct "$1" "$2")"; }
+rps_of() { awk '/Requests\/sec/ {print $2}' "$1"; }
+bench_pct() { sed -E "s/.* $2 ([0-9.]+).*/\1/" <<<"$1"; }
 
-echo "== 1000 req/s, open loop, evenly spaced, ${DURATION}s each (weir bench)"
-for target in "sim http://$SIM" "weir http://$WEIR"; do
-    set -- $target
-    echo "$1: $("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")"
+: > "$work/rows"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round of $ROUNDS, ${DURATION}s per measure"
+    # c=1 (wrk): sim alone, weir bare (no stages), weir with the demo's 3 stages.
+    wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$SIM/v1/chat/completions" > "$work/c1.txt"
+    row sim_c1 "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
+    for model in bare demo; do
+        WEIR_MODEL=$model wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
+        row "weir_${model}_c1" "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
+    done
+    # 1,000 req/s, open loop, evenly spaced (weir bench): latency from each request's
+    # scheduled start.
+    for target in "sim http://$SIM" "weir http://$WEIR"; do
+        set -- $target
+        out=$("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")
+        echo "  $1 at 1000 req/s: $out"
+        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)"
+    done
+    # Cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk).
+    WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit.txt"
+    row weir_hit_c1 "$(ms_of "$work/hit.txt" 50%)" "$(ms_of "$work/hit.txt" 99%)"
+    # Max throughput (wrk -t2 -c64).
+    for target in "sim http://$SIM" "weir http://$WEIR"; do
+        set -- $target
+        wrk -t2 -c64 -d"${DURATION}s" --latency -s bench/chat.lua "$2/v1/chat/completions" > "$work/max.txt"
+        errors=$(grep -E 'Non-2xx|Socket errors' "$work/max.txt" | tr '\n' ' ' || true)
+        [ -z "$errors" ] || echo "  $1 max: $errors"
+        row "${1}_max" "$(rps_of "$work/max.txt")" "$(ms_of "$work/max.txt" 50%)" "$(ms_of "$work/max.txt" 99%)"
+    done
+    tail -n 9 "$work/rows" | sed 's/^/  /'
 done
-
-echo "== cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk)"
-WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit_c1.txt"
-echo "weir hit: p50 $(to_ms "$(wrk_pct "$work/hit_c1.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/hit_c1.txt" 99%)") ms  $(awk '/Requests\/sec/ {print $2}' "$work/hit_c1.txt") req/s"
-
-echo "== max throughput, ${DURATION}s each (wrk -t2 -c64)"
-for target in "sim http://$SIM" "weir http://$WEIR"; do
-    set -- $target
-    wrk -t2 -c64 -d"${DURATION}s" --latency -s bench/chat.lua "$2/v1/chat/completions" > "$work/$1_max.txt"
-    echo "$1: $(awk '/Requests\/sec/ {print $2}' "$work/$1_max.txt") req/s  p50 $(to_ms "$(wrk_pct "$work/$1_max.txt" 50%)") ms  p99 $(to_ms "$(wrk_pct "$work/$1_max.txt" 99%)") ms  errors: $(grep -E 'Non-2xx|Socket errors' "$work/$1_max.txt" | tr '\n' ' ')"
-done
+echo "== medians of $ROUNDS rounds (ms; throughput in req/s)"
+python3 - "$work/rows" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, *values = line.split()
+    rows.setdefault(name, []).append([float(v) for v in values])
+med = {name: [statistics.median(col) for col in zip(*vals)] for name, vals in rows.items()}
+sim, sim1000 = med["sim_c1"], med["sim_1000"]
+for model, label in [("bare", "no stages"), ("demo", "3 stages")]:
+    w = med[f"weir_{model}_c1"]
+    print(f"c=1 weir {label}: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim[0]:.3f}, sim alone p50 {sim[0]:.3f} p99 {sim[1]:.3f})")
+w = med["weir_1000"]
+print(f"1000 req/s weir 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim1000[0]:.3f} p99 +{w[1]-sim1000[1]:.3f}; sim alone p50 {sim1000[0]:.3f} p99 {sim1000[1]:.3f})")
+w = med["weir_hit_c1"]
+print(f"cache hit c=1, 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f}")
+s, w = med["sim_max"], med["weir_max"]
+print(f"max throughput c=64: weir 3 stages {w[0]:.0f} req/s (p50 {w[1]:.3f} p99 {w[2]:.3f}), sim alone {s[0]:.0f} req/s")
+PY
 curl -s "http://$SIM/sim/stats"; echo
 
 # Memory: a weir with one route and no stages, idle; one with the demo's four stages, idle

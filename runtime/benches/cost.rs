@@ -113,6 +113,7 @@ fn bench(c: &mut Criterion) {
         model: "gpt-4o".into(),
         usage,
         span: None,
+        upstream_message: None,
     };
     let answered = [attempt(Outcome::Ok, Some(usage()))];
     c.bench_function("cost/charges answered", |b| {

@@ -66,6 +66,7 @@ fn record(id: &str) -> RequestRecord {
             at: Duration::from_micros(105),
             elapsed: Duration::from_micros(60),
             span: telemetry::span_id(),
+            upstream_message: None,
         }],
     }
 }

@@ -533,11 +533,17 @@ async fn spans_are_exported_over_otlp_http_with_the_client_trace_and_genai_attri
     assert_eq!(failed.attributes["weir.retry"], "0");
     assert_eq!(failed.attributes["http.response.status_code"], "500");
     assert_eq!(failed.attributes["error.type"], "status_5xx");
+    // The upstream's own message is on the span (and in the log), not in /admin/requests.
+    assert!(
+        !failed.attributes["weir.upstream_message"].is_empty(),
+        "{failed:#?}"
+    );
     let ok = attempts
         .iter()
         .find(|a| a.attributes["weir.target"] == "good")
         .unwrap();
     assert_eq!(ok.attributes["weir.retry"], "1");
+    assert!(!ok.attributes.contains_key("weir.upstream_message"));
     // The upstream's parent is the attempt span that called it.
     let seen = sim_requests(&good, 1).await;
     let forwarded = seen[0]["headers"]["traceparent"]

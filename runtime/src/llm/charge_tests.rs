@@ -275,6 +275,7 @@ fn attempt(outcome: Outcome, usage: Option<Usage>) -> Attempt {
         model: "m".into(),
         usage,
         span: None,
+        upstream_message: None,
     }
 }
 

@@ -143,7 +143,9 @@ impl<E: Exchange> Attempter<'_, E> {
                 if let Some(status) = err.status() {
                     span.record("http.response.status_code", status);
                 }
-                if let Some(message) = err.upstream_message() {
+                if !span.is_disabled()
+                    && let Some(message) = err.upstream_message()
+                {
                     span.record("weir.upstream_message", message.as_str());
                 }
                 span.record("error.type", label)
@@ -158,6 +160,7 @@ impl<E: Exchange> Attempter<'_, E> {
             model,
             usage: None,
             span: span_of,
+            upstream_message: None,
         };
         match result {
             Ok(mut output) => {
@@ -182,13 +185,15 @@ impl<E: Exchange> Attempter<'_, E> {
                         .map(|ra| ra.min(self.settings.retry_after_max));
                     target.finish(slot, !retryable, retry_after, elapsed, done);
                 }
+                let detail = err.upstream_message();
                 tracing::warn!(
                     target = &*upstream.name,
                     error = %err,
-                    detail = err.upstream_message().as_deref().unwrap_or(""),
+                    detail = detail.as_deref().unwrap_or(""),
                     attempt = retry + 1,
                     "upstream attempt failed"
                 );
+                record.upstream_message = detail;
                 record.status = err.status();
                 record.usage = err.usage();
                 attempts.push(record);

@@ -35,6 +35,10 @@ pub struct Attempt {
     /// When the upstream call was sent, and the span id its `traceparent` named (for the
     /// exported trace); `None` for the loop stopping.
     pub span: Option<(Instant, [u8; 8])>,
+    /// The upstream's own error message (`error.message` of its error body), when it failed
+    /// with one: kept for the log and the exported attempt span only, since it may speak of
+    /// the operator's credentials.
+    pub upstream_message: Option<String>,
 }
 
 impl Attempt {
@@ -50,6 +54,7 @@ impl Attempt {
             model,
             usage: None,
             span: Some((Instant::now(), crate::telemetry::span_id())),
+            upstream_message: None,
         }
     }
 
@@ -72,6 +77,7 @@ impl Attempt {
             model: String::new(),
             usage: None,
             span: None,
+            upstream_message: None,
         }
     }
 }
@@ -256,6 +262,7 @@ mod tests {
                 model: "m".into(),
                 usage: None,
                 span: None,
+                upstream_message: None,
             },
             Attempt::stopped(Stop::Deadline),
             Attempt::stopped(Stop::Budget),

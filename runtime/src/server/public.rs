@@ -264,6 +264,7 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
                     at: at(sent),
                     elapsed: a.elapsed,
                     span,
+                    upstream_message: a.upstream_message,
                 })
             })
             .collect(),

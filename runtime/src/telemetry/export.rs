@@ -311,6 +311,10 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
                 i64::from(status),
             ));
         }
+        if let Some(message) = &attempt.upstream_message {
+            call.attributes
+                .push(KeyValue::new("weir.upstream_message", message.clone()));
+        }
         if !matches!(attempt.kind, "ok" | "hedge_cancelled") {
             call.attributes
                 .push(KeyValue::new("error.type", attempt.kind));

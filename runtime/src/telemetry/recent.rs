@@ -51,6 +51,9 @@ pub struct AttemptStep {
     pub elapsed: Duration,
     /// The span id its `traceparent` named.
     pub span: [u8; 8],
+    /// The upstream's own error message, for the exported span only (not shown by
+    /// `/admin/requests`: it may speak of the operator's credentials).
+    pub upstream_message: Option<String>,
 }
 
 /// The LLM step of a request.
@@ -159,6 +162,9 @@ impl RequestRecord {
         for attempt in &mut self.attempts {
             cut(&mut attempt.model, NAME_MAX_BYTES);
             cut_cow(&mut attempt.outcome, NAME_MAX_BYTES);
+            if let Some(message) = &mut attempt.upstream_message {
+                cut(message, MESSAGE_MAX_BYTES);
+            }
         }
         self
     }
@@ -376,6 +382,7 @@ mod tests {
             at: Duration::ZERO,
             elapsed: Duration::from_millis(1),
             span: [1; 8],
+            upstream_message: Some(huge.clone()),
         };
         big.attempts = vec![attempt; 100];
         recent.push(big);
@@ -400,12 +407,13 @@ mod tests {
         assert!(kept.stages[0].outcome.len() <= NAME_MAX_BYTES + slack);
         assert_eq!(kept.attempts.len(), STEPS_MAX);
         assert!(kept.attempts.capacity() <= 2 * STEPS_MAX);
-        assert!(
-            kept.attempts
-                .iter()
-                .all(|a| a.model.len() <= NAME_MAX_BYTES + slack
-                    && a.outcome.len() <= NAME_MAX_BYTES + slack)
-        );
+        assert!(kept.attempts.iter().all(|a| {
+            a.model.len() <= NAME_MAX_BYTES + slack
+                && a.outcome.len() <= NAME_MAX_BYTES + slack
+                && a.upstream_message
+                    .as_ref()
+                    .is_some_and(|m| m.len() <= MESSAGE_MAX_BYTES + slack)
+        }));
         // Short strings are kept as they are.
         recent.push(record("small", 200));
         assert_eq!(recent.get("small").expect("kept").stages[0].outcome, "next");

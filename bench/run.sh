@@ -92,7 +92,7 @@ for round in $(seq 1 "$ROUNDS"); do
         [ -z "$errors" ] || echo "  $1 max: $errors"
         row "${1}_max" "$(rps_of "$work/max.txt")" "$(ms_of "$work/max.txt" 50%)" "$(ms_of "$work/max.txt" 99%)"
     done
-    tail -n 9 "$work/rows" | sed 's/^/  /'
+    tail -n 8 "$work/rows" | sed 's/^/  /'
 done
 echo "== medians of $ROUNDS rounds (ms; throughput in req/s)"
 python3 - "$work/rows" <<'PY'

@@ -182,12 +182,15 @@ async fn load(
     let mut latencies = Vec::with_capacity(total as usize);
     let mut ok = 0u64;
     let mut failed = 0u64;
+    // Failures by status (0: no response).
+    let mut statuses = std::collections::BTreeMap::<u16, u64>::new();
     while let Some((latency, status)) = rx.recv().await {
         latencies.push(latency);
         if (200..300).contains(&status) {
             ok += 1;
         } else {
             failed += 1;
+            *statuses.entry(status).or_default() += 1;
         }
     }
     let elapsed = started.elapsed();
@@ -198,13 +201,23 @@ async fn load(
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
     };
+    let statuses = statuses
+        .iter()
+        .map(|(status, n)| format!(" {status}x{n}"))
+        .collect::<String>();
+    let statuses = if statuses.is_empty() {
+        String::new()
+    } else {
+        format!(" (status{statuses})")
+    };
     println!(
-        "rate {}/s for {}s: {} ok, {} failed, {} not sent (over --max-in-flight); \
+        "rate {}/s for {}s: {} ok, {} failed{}, {} not sent (over --max-in-flight); \
          achieved {:.0} req/s; latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
         args.rate,
         args.duration,
         ok,
         failed,
+        statuses,
         dropped,
         (ok + failed) as f64 / elapsed.as_secs_f64(),
         at(0.50),

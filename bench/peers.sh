@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # weir against its peers, from one run on this machine: LiteLLM's proxy and Portkey's gateway
-# in front of the same `weir sim` upstream as weir (bare, and with the demo's 3 stages).
+# in front of the same `weir sim` upstream as weir (bare, and with the demo's 3 stages), and
+# nginx as a plain reverse proxy (keep-alive to the upstream, no logging): the floor, what
+# one more loopback hop through a proxy in C costs here, whatever the proxy does.
 #
-#   bench/peers.sh          # needs wrk, python3 (venv), node and npm; installs the peers once
+#   bench/peers.sh          # needs python3 (venv), node and npm; installs wrk and nginx (apt)
+#                           # when missing, and the peers once
 #
 # The peers go into a scratch directory that is kept between runs ($PEERS_DIR, default
 # target/peers): LiteLLM from PyPI (`litellm[proxy]`, in a virtualenv), Portkey's gateway from
@@ -22,8 +25,10 @@ SIM=127.0.0.1:9601
 WEIR=127.0.0.1:9602
 LITELLM=127.0.0.1:9604
 PORTKEY=127.0.0.1:9605
+NGINX=127.0.0.1:9606
 
 source bench/build.sh
+need nginx nginx
 peers=${PEERS_DIR:-$target_dir/peers}
 mkdir -p "$peers"
 
@@ -88,12 +93,37 @@ LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
     >"$work/litellm.log" 2>&1 & pids+=($!)
 (cd "$peers/portkey" && exec node node_modules/@portkey-ai/gateway/build/start-server.js \
     --port="${PORTKEY##*:}" --headless) >"$work/portkey.log" 2>&1 & pids+=($!)
+mkdir -p "$work/nginx"
+cat > "$work/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    upstream sim { server $SIM; keepalive 64; }
+    server {
+        listen $NGINX;
+        location / {
+            proxy_pass http://sim;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 & pids+=($!)
 
 wait_for() { # name url: until the URL answers (60 s: LiteLLM takes a while to import)
     for _ in $(seq 1 600); do curl -fs -o /dev/null "$2" 2>/dev/null && return 0; sleep 0.1; done
     echo "$1 did not start; its log:"; cat "$work/$1.log" 2>/dev/null | tail -20; exit 1
 }
 ready "$WEIR"
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://$NGINX/" && break; sleep 0.1; done
 wait_for litellm "http://$LITELLM/health/liveliness"
 # Portkey answers 404 on /, which curl -f counts as failure: probe with a real request.
 for _ in $(seq 1 300); do
@@ -119,6 +149,7 @@ LUA
 # name url model auth portkey-host
 proxies=(
     "sim|http://$SIM|bare||"
+    "nginx|http://$NGINX|bare||"
     "weir-bare|http://$WEIR|bare||"
     "weir-3-stages|http://$WEIR|demo||"
     "portkey|http://$PORTKEY|bare|sk-sim|http://$SIM/v1"
@@ -158,7 +189,7 @@ import sys
 name, p50, p99, sim, rps, w3, wb, errs = sys.argv[1:9]
 p50, p99, sim, rps, w3, wb = map(float, (p50, p99, sim, rps, w3, wb))
 added = "-" if name == "sim" else f"{p50 - sim:.3f} ms"
-ratio = lambda w: "-" if name in ("sim",) or name.startswith("weir") else f"{w / rps:.1f}"
+ratio = lambda w: "-" if name in ("sim", "nginx") or name.startswith("weir") else f"{w / rps:.1f}"
 print(f"{name:<14} {p50:>7.3f} ms {p99:>7.3f} ms {added:>12} {rps:>12.0f} {ratio(w3):>12} {ratio(wb):>12}  {errs}")
 PY
 done

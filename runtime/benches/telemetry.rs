@@ -37,6 +37,7 @@ fn record(id: &str) -> RequestRecord {
         parent: None,
         started: std::time::SystemTime::now(),
         method: http::Method::POST,
+        endpoint: "/v1/chat/completions",
         route: Some("demo".into()),
         key: None,
         status: 200,

@@ -554,6 +554,58 @@ async fn spans_are_exported_over_otlp_http_with_the_client_trace_and_genai_attri
 }
 
 #[tokio::test]
+async fn a_background_jobs_run_is_exported_as_a_trace_of_its_own() {
+    let (collector_addr, spans, _) = collector().await;
+    let up = sim(&[]);
+    let dir = crate::jobs::data_dir("otlp");
+    let config = format!(
+        "{}\n[telemetry]\notlp_endpoint = \"http://{collector_addr}\"\n",
+        crate::jobs::config(&up, &dir, "", "jobs = { concurrency = 1 }")
+    );
+    let log = std::env::temp_dir().join(format!("weir-otlp-jobs-{}.log", std::process::id()));
+    let weir = serve_logged(&config, &[("OTEL_BSP_SCHEDULE_DELAY", "50")], &log);
+    let answer = crate::procs::post(weir.addr, "/v1/jobs", &crate::jobs::chat("later")).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    // The run's span (named for the endpoint the job came in by), with the LLM step under it
+    // and the attempt under that.
+    let (run, of_trace) = wait::until("the job's run to be exported", || async {
+        let spans = spans.lock().unwrap();
+        let Some(run) = spans.iter().find(|s| s.name == "POST /v1/jobs") else {
+            return Err(format!(
+                "{} spans so far\nlog: {}",
+                spans.len(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ));
+        };
+        let of_trace: Vec<Span> = spans
+            .iter()
+            .filter(|s| s.trace_id == run.trace_id)
+            .cloned()
+            .collect();
+        if of_trace.len() >= 3 {
+            Ok((run.clone(), of_trace))
+        } else {
+            Err(format!("{of_trace:#?}"))
+        }
+    })
+    .await;
+    assert_eq!(run.attributes["weir.route"], "demo");
+    assert_eq!(run.attributes["http.response.status_code"], "200");
+    assert!(run.attributes["request_id"].starts_with("job_"), "{run:#?}");
+    let llm = of_trace
+        .iter()
+        .find(|s| s.attributes.contains_key("weir.attempts"))
+        .expect("the LLM step");
+    assert_eq!(llm.parent, run.span_id);
+    let attempt = of_trace
+        .iter()
+        .find(|s| s.attributes.contains_key("weir.target"))
+        .expect("the attempt");
+    assert_eq!(attempt.parent, llm.span_id);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn sample_percent_exports_that_share_of_new_traces_and_follows_a_clients_flag() {
     let (collector_addr, spans, _) = collector().await;
     let bad = sim(&[]);

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 
 use super::App;
-use super::chat::{ChatCall, ChatReply};
+use super::chat::{ChatCall, ChatReply, Ended};
 use crate::cache::CacheControl;
 use crate::error::ClientFacing;
 use crate::openai::ApiError;
@@ -62,18 +62,40 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
     let cache_control = header("cache-control")
         .and_then(|v| v.to_str().ok().map(CacheControl::parse))
         .unwrap_or_default();
+    let request_id: Arc<str> = format!("{}-{}", run.id, run.attempt).into();
     let call = ChatCall {
         snapshot: snap,
         account,
-        request_id: format!("{}-{}", run.id, run.attempt).into(),
+        request_id: request_id.clone(),
         trace: None,
         cache_control,
         deadline: header("x-weir-deadline-ms"),
         tracestate: None,
         body: Bytes::from(run.spec.request.to_string()),
     };
+    let started = tokio::time::Instant::now();
     let chat = app.chat(call).await;
     let cost_pico = chat.report.cost.unwrap_or(0);
+    // The run's spans, when its trace is sampled (a job run is in no recent-requests ring).
+    if crate::telemetry::exported(chat.report.trace) {
+        let (status, error) = match &chat.reply {
+            Err(err) => {
+                let err = ApiError::from_facing(err);
+                (err.status, Some((err.code, err.message)))
+            }
+            Ok(_) => (200, None),
+        };
+        let record = chat.report.into_record(Ended {
+            id: request_id,
+            method: http::Method::POST,
+            endpoint: "/v1/jobs",
+            status,
+            error,
+            started,
+            elapsed: started.elapsed(),
+        });
+        crate::telemetry::export(Arc::new(record.bounded()));
+    }
     match chat.reply {
         Ok(ChatReply::Whole(answer)) => {
             // A job's request is never streamed, unless a stage asked for SSE: its result

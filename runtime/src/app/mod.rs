@@ -22,7 +22,7 @@ mod jobs;
 mod reload;
 mod snapshot;
 
-pub use chat::{Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Report, UnknownModel};
+pub use chat::{Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Ended, Report, UnknownModel};
 pub use error::AppError;
 pub use reload::{ReloadOutcome, spawn_watcher};
 pub use snapshot::{Snapshot, StageFile};

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use super::App;
 use super::chat;
 use super::http_util::{self, Body};
-use crate::app::{Report, Snapshot};
+use crate::app::{Ended, Report, Snapshot};
 use crate::openai::ApiError;
 
 /// Longest client-supplied `x-request-id` kept; longer or non-visible-ASCII ids are replaced.
@@ -206,77 +206,15 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
     if !app.recent.enabled() && !exported {
         return;
     }
-    // Each step's start, after the request's.
-    let at = |instant: tokio::time::Instant| instant.saturating_duration_since(started);
-    let usage =
-        report
-            .attempts
-            .iter()
-            .filter_map(|a| a.usage)
-            .fold(None, |sum: Option<(u32, u32)>, u| {
-                let (input, output) = sum.unwrap_or_default();
-                Some((
-                    input.saturating_add(u.prompt_tokens),
-                    output.saturating_add(u.completion_tokens),
-                ))
-            });
-    let llm = match (report.llm, report.llm_call) {
-        (Some(elapsed), Some((llm_at, model))) => Some(crate::telemetry::LlmStep {
-            model,
-            at: at(llm_at),
-            elapsed,
-            usage,
-        }),
-        _ => None,
-    };
-    let record = crate::telemetry::RequestRecord {
+    let record = report.into_record(Ended {
         id: request_id,
-        trace: report.trace,
-        parent: report.parent,
-        started: std::time::SystemTime::now()
-            .checked_sub(elapsed)
-            .unwrap_or(std::time::UNIX_EPOCH),
         method,
-        cache: report.cache.map(|(cache, _)| cache.as_str()),
-        stages: report
-            .runs
-            .into_iter()
-            .map(|run| crate::telemetry::StageStep {
-                label: run.label,
-                phase: run.phase.as_str(),
-                at: at(run.started),
-                elapsed: run.elapsed,
-                fuel: run.fuel_used,
-                outcome: run.outcome,
-            })
-            .collect(),
-        attempts: report
-            .attempts
-            .into_iter()
-            .filter_map(|a| {
-                let (sent, span) = a.span?;
-                Some(crate::telemetry::AttemptStep {
-                    kind: a.outcome.label()?,
-                    target: a.target,
-                    model: a.model,
-                    status: a.status,
-                    outcome: a.outcome.into(),
-                    at: at(sent),
-                    elapsed: a.elapsed,
-                    span,
-                    upstream_message: a.upstream_message,
-                })
-            })
-            .collect(),
-        route: report.route,
-        key: report.key,
+        endpoint: "/v1/chat/completions",
         status,
         error: failure.map(|f| (f.code, f.message)),
+        started,
         elapsed,
-        upstream,
-        cost: report.cost,
-        llm,
-    };
+    });
     let kept = app.recent.push(record);
     if exported {
         crate::telemetry::export(kept);

@@ -195,7 +195,7 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
     let mut request = span(
         request_id,
         record.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
-        format!("{} /v1/chat/completions", record.method),
+        format!("{} {}", record.method, record.endpoint),
         SpanKind::Server,
     );
     request.parent_span_is_remote = record.parent.is_some();
@@ -204,7 +204,7 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
     attributes.extend([
         KeyValue::new("request_id", record.id.to_string()),
         KeyValue::new("http.request.method", record.method.to_string()),
-        KeyValue::new("url.path", "/v1/chat/completions"),
+        KeyValue::new("url.path", record.endpoint),
         KeyValue::new("http.response.status_code", i64::from(record.status)),
         KeyValue::new("gen_ai.operation.name", "chat"),
     ]);

@@ -80,8 +80,10 @@ pub struct RequestRecord {
     pub parent: Option<[u8; 8]>,
     /// When it arrived.
     pub started: SystemTime,
-    /// The request method (the path is `/v1/chat/completions`).
+    /// The request method.
     pub method: http::Method,
+    /// What it asked for: `/v1/chat/completions`, or `/v1/jobs` for a background job's run.
+    pub endpoint: &'static str,
     /// The route, once known.
     pub route: Option<Arc<str>>,
     /// The key's name, when auth is on and the key was valid.
@@ -143,7 +145,7 @@ fn ms(d: Duration) -> f64 {
 impl RequestRecord {
     /// The record cut to the ring's bounds: messages to [`MESSAGE_MAX_BYTES`], codes, models
     /// and outcomes to [`NAME_MAX_BYTES`], steps to [`STEPS_MAX`] of each kind.
-    fn bounded(mut self) -> RequestRecord {
+    pub fn bounded(mut self) -> RequestRecord {
         if let Some((code, message)) = &mut self.error {
             cut(code, NAME_MAX_BYTES);
             cut(message, MESSAGE_MAX_BYTES);
@@ -178,7 +180,7 @@ impl RequestRecord {
                 .started
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
-            "endpoint": format!("{} /v1/chat/completions", self.method),
+            "endpoint": format!("{} {}", self.method, self.endpoint),
             "route": self.route.as_deref(),
             "key": self.key,
             "status": self.status,
@@ -315,6 +317,7 @@ mod tests {
             parent: None,
             started: SystemTime::UNIX_EPOCH,
             method: http::Method::POST,
+            endpoint: "/v1/chat/completions",
             route: Some("demo".into()),
             key: None,
             status,

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 pub use error::{ChatError, UnknownModel};
-pub use report::Report;
+pub use report::{Ended, Report};
 
 use super::{App, Snapshot};
 use crate::cache::CacheControl;

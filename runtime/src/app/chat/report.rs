@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
+use tokio::time::Instant;
+
 use crate::cache::CacheStatus;
 use crate::error::ShedReason;
 use crate::pipeline::Forwarded;
+use crate::telemetry::{AttemptStep, LlmStep, RequestRecord, StageStep};
 
 /// What a chat completion reports in its response headers.
 #[derive(Default)]
@@ -37,7 +40,7 @@ pub struct Report {
     /// The client's span (its `traceparent`), the request span's parent.
     pub parent: Option<[u8; 8]>,
     /// When the LLM step started, and the model asked of it.
-    pub llm_call: Option<(tokio::time::Instant, String)>,
+    pub llm_call: Option<(Instant, String)>,
     /// Why weir shed the request, when it did (`weir_shed_requests_total`).
     pub shed: Option<ShedReason>,
 }
@@ -54,4 +57,106 @@ impl Report {
     pub fn upstream_time(&self) -> std::time::Duration {
         self.attempts.iter().map(|a| a.elapsed).sum()
     }
+
+    /// The request's record, for the recent-requests ring and span export: how it `ended`,
+    /// each step with its start after the request's.
+    pub fn into_record(self, ended: Ended) -> RequestRecord {
+        let Ended {
+            id,
+            method,
+            endpoint,
+            status,
+            error,
+            started,
+            elapsed,
+        } = ended;
+        let upstream = self.upstream_time();
+        let at = |instant: Instant| instant.saturating_duration_since(started);
+        let usage = self.attempts.iter().filter_map(|a| a.usage).fold(
+            None,
+            |sum: Option<(u32, u32)>, u| {
+                let (input, output) = sum.unwrap_or_default();
+                Some((
+                    input.saturating_add(u.prompt_tokens),
+                    output.saturating_add(u.completion_tokens),
+                ))
+            },
+        );
+        let llm = match (self.llm, self.llm_call) {
+            (Some(elapsed), Some((llm_at, model))) => Some(LlmStep {
+                model,
+                at: at(llm_at),
+                elapsed,
+                usage,
+            }),
+            _ => None,
+        };
+        RequestRecord {
+            id,
+            trace: self.trace,
+            parent: self.parent,
+            started: std::time::SystemTime::now()
+                .checked_sub(elapsed)
+                .unwrap_or(std::time::UNIX_EPOCH),
+            method,
+            endpoint,
+            cache: self.cache.map(|(cache, _)| cache.as_str()),
+            stages: self
+                .runs
+                .into_iter()
+                .map(|run| StageStep {
+                    label: run.label,
+                    phase: run.phase.as_str(),
+                    at: at(run.started),
+                    elapsed: run.elapsed,
+                    fuel: run.fuel_used,
+                    outcome: run.outcome,
+                })
+                .collect(),
+            attempts: self
+                .attempts
+                .into_iter()
+                .filter_map(|a| {
+                    let (sent, span) = a.span?;
+                    Some(AttemptStep {
+                        kind: a.outcome.label()?,
+                        target: a.target,
+                        model: a.model,
+                        status: a.status,
+                        outcome: a.outcome.into(),
+                        at: at(sent),
+                        elapsed: a.elapsed,
+                        span,
+                        upstream_message: a.upstream_message,
+                    })
+                })
+                .collect(),
+            route: self.route,
+            key: self.key,
+            status,
+            error,
+            elapsed,
+            upstream,
+            cost: self.cost,
+            llm,
+        }
+    }
+}
+
+/// How a request ended, for [`Report::into_record`].
+pub struct Ended {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Its method.
+    pub method: http::Method,
+    /// What it asked for: `/v1/chat/completions`, or `/v1/jobs` for a background job's run.
+    pub endpoint: &'static str,
+    /// The response status.
+    pub status: u16,
+    /// The error code and message, when it failed.
+    pub error: Option<(String, String)>,
+    /// When it started.
+    pub started: Instant,
+    /// How long it took (to its response headers).
+    pub elapsed: std::time::Duration,
 }

@@ -50,3 +50,19 @@ rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
 # Waits until http://$1/readyz answers (10 s at most).
 ready() { for _ in $(seq 1 100); do curl -fs "http://$1/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "weir at $1 never became ready"; return 1; }
+
+# A local OTLP/HTTP collector stand-in on 127.0.0.1:$1: accepts posts and answers 200
+# (python's http.server); its pid is added to $pids.
+otlp_collector() {
+    cat > "$work/collector.py" <<'PY'
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+    python3 "$work/collector.py" "$1" & pids+=($!)
+}

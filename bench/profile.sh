@@ -38,18 +38,7 @@ trap cleanup EXIT INT TERM
 log=error
 telemetry=""
 if [ "${OTLP:-0}" = 1 ]; then
-    # A collector stand-in: accepts OTLP/HTTP posts and answers 200.
-    cat > "$work/collector.py" <<'PY'
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", 9704), H).serve_forever()
-PY
-    python3 "$work/collector.py" & pids+=($!)
+    otlp_collector 9704
     telemetry='[telemetry]
 otlp_endpoint = "http://127.0.0.1:9704"'
     log=info

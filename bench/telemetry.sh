@@ -24,18 +24,7 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-# A collector stand-in: accepts OTLP/HTTP posts and answers 200 (python's http.server).
-cat > "$work/collector.py" <<'PY'
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
-PY
-python3 "$work/collector.py" "${COLLECTOR%:*}" "${COLLECTOR#*:}" & pids+=($!)
+otlp_collector "${COLLECTOR#*:}"
 RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
 
 port=9310

@@ -168,8 +168,12 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
     };
     let trace_id = TraceId::from_bytes(trace.trace_id);
     let request_id = SpanId::from_bytes(trace.span_id);
-    let at = |offset: Duration| record.started + offset;
-    let span = |id: SpanId, parent: SpanId, name: String, kind: SpanKind| SpanData {
+    // A span `elapsed` long from `offset` after the request's start.
+    let span = |id: SpanId,
+                parent: SpanId,
+                name: String,
+                kind: SpanKind,
+                (offset, elapsed): (Duration, Duration)| SpanData {
         span_context: SpanContext::new(
             trace_id,
             id,
@@ -181,8 +185,8 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
         parent_span_is_remote: false,
         span_kind: kind,
         name: name.into(),
-        start_time: record.started,
-        end_time: record.started,
+        start_time: record.started + offset,
+        end_time: record.started + offset + elapsed,
         attributes: Vec::new(),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
@@ -197,9 +201,9 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
         record.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
         format!("{} {}", record.method, record.endpoint),
         SpanKind::Server,
+        (Duration::ZERO, record.elapsed),
     );
     request.parent_span_is_remote = record.parent.is_some();
-    request.end_time = at(record.elapsed);
     let attributes = &mut request.attributes;
     attributes.extend([
         KeyValue::new("request_id", record.id.to_string()),
@@ -242,9 +246,8 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
             request_id,
             format!("stage {name} {}", step.phase),
             SpanKind::Internal,
+            (step.at, step.elapsed),
         );
-        stage.start_time = at(step.at);
-        stage.end_time = at(step.at + step.elapsed);
         stage.attributes.extend([
             KeyValue::new("weir.stage", name.to_string()),
             KeyValue::new("weir.stage.version", version.to_string()),
@@ -268,9 +271,8 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
             request_id,
             format!("chat {}", llm.model),
             SpanKind::Internal,
+            (llm.at, llm.elapsed),
         );
-        step.start_time = at(llm.at);
-        step.end_time = at(llm.at + llm.elapsed);
         step.attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", llm.model.clone()),
@@ -295,9 +297,8 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
             parent,
             format!("chat {}", attempt.model),
             SpanKind::Client,
+            (attempt.at, attempt.elapsed),
         );
-        call.start_time = at(attempt.at);
-        call.end_time = at(attempt.at + attempt.elapsed);
         call.attributes.extend([
             KeyValue::new("gen_ai.operation.name", "chat"),
             KeyValue::new("gen_ai.request.model", attempt.model.clone()),

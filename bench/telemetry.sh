@@ -7,8 +7,8 @@
 #   otlp  as `on`, plus every span exported over OTLP/HTTP to a local collector stand-in
 #   otlp10  as `otlp` with `sample_percent = 10`: one new trace in ten exported
 #
-# Rounds alternate between the three (ROUNDS, DURATION seconds each) so machine noise hits
-# all of them alike; prints each round and the medians of p50 latency at c=1 and of
+# Rounds alternate between the four (ROUNDS, DURATION seconds each), each round starting
+# with the next variant, so machine noise hits all of them alike; prints each round and the medians of p50 latency at c=1 and of
 # throughput at c=64 (wrk), with the ratio to `off`.
 #
 #   bench/telemetry.sh      # installs wrk (apt-get) when missing
@@ -61,8 +61,12 @@ done
 
 
 : > "$work/results"
+variants=(off on otlp otlp10)
 for round in $(seq 1 "$ROUNDS"); do
-    for variant in off on otlp otlp10; do
+    # Each round starts with another variant, so no variant always runs first (or after the
+    # same neighbour).
+    shift_by=$(( (round - 1) % ${#variants[@]} ))
+    for variant in "${variants[@]:shift_by}" "${variants[@]:0:shift_by}"; do
         url="http://${addr[$variant]}/v1/chat/completions"
         wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "$url" > "$work/c1.txt"
         wrk -t2 -c64 -d"${DURATION}s" -s bench/chat.lua "$url" > "$work/c64.txt"

@@ -68,6 +68,7 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
         account,
         request_id: request_id.clone(),
         trace: None,
+        parent: None,
         cache_control,
         deadline: header("x-weir-deadline-ms"),
         tracestate: None,

@@ -60,7 +60,7 @@ pub(super) async fn first_attempt<'a, E: Exchange>(
         };
     };
     let primary = Lane::open(attempter, first.target, attempts);
-    let mut primary_run = std::pin::pin!(lane(attempter, first, 0, primary.entry()));
+    let mut primary_run = std::pin::pin!(lane(attempter, first, 0, primary.entry.clone()));
     let early = tokio::select! {
         done = primary_run.as_mut() => Some(done),
         () = tokio::time::sleep(delay) => None,
@@ -109,7 +109,7 @@ where
 {
     let position = second.position;
     let secondary = Lane::open(attempter, second.target, attempts);
-    let mut secondary_run = std::pin::pin!(lane(attempter, second, 1, secondary.entry()));
+    let mut secondary_run = std::pin::pin!(lane(attempter, second, 1, secondary.entry.clone()));
     let (primary_first, (result, record)) = tokio::select! {
         done = primary_run.as_mut() => (true, done),
         done = secondary_run.as_mut() => (false, done),
@@ -194,9 +194,7 @@ async fn lane<E: Exchange>(
 struct Lane {
     /// Its index in the record.
     at: usize,
-    /// When its attempt started.
-    opened: Instant,
-    /// Its entry as it was put in the record (target, model, span).
+    /// Its entry as it was put in the record (target, model, when it was sent, span).
     entry: Attempt,
 }
 
@@ -212,14 +210,8 @@ impl Lane {
         attempts.push(entry.clone());
         Lane {
             at: attempts.len() - 1,
-            opened: Instant::now(),
             entry,
         }
-    }
-
-    /// Its in-flight entry (the same span as the one in the call's record).
-    fn entry(&self) -> Attempt {
-        self.entry.clone()
     }
 
     /// Replaces the entry with what the lane recorded (its one entry).
@@ -232,9 +224,13 @@ impl Lane {
     /// Marks the entry cancelled.
     fn cancel(self, attempts: &mut [Attempt]) {
         if let Some(slot) = attempts.get_mut(self.at) {
-            let elapsed = self.opened.elapsed();
-            crate::telemetry::attempt(&slot.target, Outcome::Cancelled.label(), elapsed);
-            *slot = Attempt::cancelled(slot, elapsed);
+            let cancelled = self.entry.cancelled();
+            crate::telemetry::attempt(
+                &cancelled.target,
+                Outcome::Cancelled.label(),
+                cancelled.elapsed,
+            );
+            *slot = cancelled;
         }
     }
 }

@@ -58,12 +58,13 @@ impl Attempt {
         }
     }
 
-    /// The entry of a hedged attempt in flight (`entry`), cancelled after `elapsed`.
-    pub(super) fn cancelled(entry: &Attempt, elapsed: Duration) -> Attempt {
+    /// This in-flight entry of a hedged attempt, cancelled now (its time runs from when it
+    /// was sent).
+    pub(super) fn cancelled(&self) -> Attempt {
         Attempt {
             outcome: Outcome::Cancelled,
-            elapsed,
-            ..entry.clone()
+            elapsed: self.span.map_or(Duration::ZERO, |(sent, _)| sent.elapsed()),
+            ..self.clone()
         }
     }
 

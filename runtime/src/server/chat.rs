@@ -72,6 +72,7 @@ pub async fn handle(
         account,
         request_id: request_id.clone(),
         trace: report.trace,
+        parent: report.parent,
         cache_control: headers
             .get(http::header::CACHE_CONTROL)
             .and_then(|v| v.to_str().ok())
@@ -82,10 +83,7 @@ pub async fn handle(
         body,
     };
     let outcome = app.chat(call).await;
-    *report = Report {
-        parent: report.parent,
-        ..outcome.report
-    };
+    *report = outcome.report;
     match outcome.reply {
         Err(err) => http_util::error(&ApiError::from_facing(&err)),
         Ok(ChatReply::Whole(answer)) => whole(&answer),

@@ -47,20 +47,27 @@ struct Queue {
 
 static QUEUE: OnceLock<Arc<Queue>> = OnceLock::new();
 
+impl Queue {
+    /// Queues `record`, waking the exporter when a batch is ready; a full queue drops it
+    /// (and counts it).
+    fn push(&self, record: Arc<RequestRecord>) {
+        let mut waiting = lock(&self.waiting);
+        if waiting.records.len() >= QUEUE_MAX {
+            drop(waiting);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        waiting.records.push(record);
+        if waiting.records.len() == BATCH {
+            self.ready.notify_one();
+        }
+    }
+}
+
 /// Queues `record`'s spans for export (when the exporter runs; a no-op otherwise).
 pub fn export(record: Arc<RequestRecord>) {
-    let Some(queue) = QUEUE.get() else {
-        return;
-    };
-    let mut waiting = lock(&queue.waiting);
-    if waiting.records.len() >= QUEUE_MAX {
-        drop(waiting);
-        queue.dropped.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    waiting.records.push(record);
-    if waiting.records.len() == BATCH {
-        queue.ready.notify_one();
+    if let Some(queue) = QUEUE.get() {
+        queue.push(record);
     }
 }
 
@@ -324,4 +331,125 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
         out.push(call);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::telemetry::{AttemptStep, LlmStep, StageStep, TraceParent};
+
+    fn record() -> RequestRecord {
+        RequestRecord {
+            id: "req-1".into(),
+            trace: Some(TraceParent::random()),
+            parent: Some([7; 8]),
+            started: SystemTime::now(),
+            method: http::Method::POST,
+            endpoint: "/v1/chat/completions",
+            route: Some("demo".into()),
+            key: None,
+            status: 502,
+            error: Some((
+                "all_targets_failed".into(),
+                "all 1 upstream attempts failed".into(),
+            )),
+            elapsed: Duration::from_millis(10),
+            upstream: Duration::from_millis(8),
+            cache: Some("miss"),
+            cost: Some(0),
+            stages: vec![StageStep {
+                label: "pii-redact@bd3bec7e".into(),
+                phase: "request",
+                at: Duration::from_micros(100),
+                elapsed: Duration::from_micros(50),
+                fuel: Some(1000),
+                outcome: "next".into(),
+            }],
+            llm: Some(LlmStep {
+                model: "demo".into(),
+                at: Duration::from_millis(1),
+                elapsed: Duration::from_millis(9),
+                usage: None,
+            }),
+            attempts: vec![AttemptStep {
+                target: "primary".into(),
+                model: "gpt".into(),
+                status: Some(500),
+                outcome: "upstream status 500".into(),
+                kind: "status_5xx",
+                at: Duration::from_millis(1),
+                elapsed: Duration::from_millis(8),
+                span: [9; 8],
+                upstream_message: Some("boom".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_keeps_what_it_has() {
+        let queue = Queue::default();
+        let record = Arc::new(record());
+        for _ in 0..QUEUE_MAX + 3 {
+            queue.push(record.clone());
+        }
+        assert_eq!(lock(&queue.waiting).records.len(), QUEUE_MAX);
+        assert_eq!(queue.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_record_becomes_its_request_its_steps_and_its_attempts_with_the_ids_it_used() {
+        let record = record();
+        let trace = record.trace.unwrap();
+        let scope = InstrumentationScope::builder("weir").build();
+        let spans = spans(&record, &scope);
+        let names: Vec<&str> = spans.iter().map(|s| &*s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "POST /v1/chat/completions",
+                "stage pii-redact request",
+                "chat demo",
+                "chat gpt"
+            ]
+        );
+        let (request, stage, llm, attempt) = (&spans[0], &spans[1], &spans[2], &spans[3]);
+        assert_eq!(request.span_context.span_id().to_bytes(), trace.span_id);
+        assert_eq!(request.parent_span_id.to_bytes(), [7; 8]);
+        assert!(request.parent_span_is_remote);
+        assert!(matches!(request.status, Status::Error { .. }));
+        assert_eq!(stage.parent_span_id, request.span_context.span_id());
+        assert_eq!(llm.parent_span_id, request.span_context.span_id());
+        // The attempt's id is the one its traceparent named, under the LLM step.
+        assert_eq!(attempt.span_context.span_id().to_bytes(), [9; 8]);
+        assert_eq!(attempt.parent_span_id, llm.span_context.span_id());
+        assert_eq!(attempt.span_kind, SpanKind::Client);
+        assert!(
+            attempt
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "weir.upstream_message")
+        );
+        // Every span lies within the request and keeps its own offset and length.
+        assert_eq!(
+            stage.start_time,
+            record.started + Duration::from_micros(100)
+        );
+        assert_eq!(stage.end_time, record.started + Duration::from_micros(150));
+        for span in &spans {
+            assert!(request.start_time <= span.start_time && span.end_time <= request.end_time);
+        }
+        assert!(
+            spans
+                .iter()
+                .all(|s| s.span_context.trace_id().to_bytes() == trace.trace_id)
+        );
+        // A record without a trace has no spans.
+        let untraced = RequestRecord {
+            trace: None,
+            ..record
+        };
+        assert!(super::spans(&untraced, &scope).is_empty());
+    }
 }

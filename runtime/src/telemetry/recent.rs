@@ -65,7 +65,7 @@ pub struct LlmStep {
     pub at: Duration,
     /// Time in it: cache, routing, upstream.
     pub elapsed: Duration,
-    /// Input and output tokens the upstreams reported.
+    /// Input and output tokens of the answer, as its upstream reported them.
     pub usage: Option<(u32, u32)>,
 }
 

@@ -49,6 +49,8 @@ pub struct ChatCall {
     pub request_id: Arc<str>,
     /// The W3C trace the request joined; `None` (a background job) joins a new one.
     pub trace: Option<TraceParent>,
+    /// The client's span (its `traceparent`), the request span's parent.
+    pub parent: Option<[u8; 8]>,
     /// What the client's `Cache-Control` allows.
     pub cache_control: CacheControl,
     /// The client's `x-weir-deadline-ms` as sent. It is checked after admission, as the body
@@ -115,6 +117,7 @@ impl App {
                 call.trace
                     .unwrap_or_else(|| crate::telemetry::join_trace(None)),
             ),
+            parent: call.parent,
             ..Report::default()
         };
         let snap = call.snapshot.clone();

@@ -72,16 +72,13 @@ impl Report {
         } = ended;
         let upstream = self.upstream_time();
         let at = |instant: Instant| instant.saturating_duration_since(started);
-        let usage = self.attempts.iter().filter_map(|a| a.usage).fold(
-            None,
-            |sum: Option<(u32, u32)>, u| {
-                let (input, output) = sum.unwrap_or_default();
-                Some((
-                    input.saturating_add(u.prompt_tokens),
-                    output.saturating_add(u.completion_tokens),
-                ))
-            },
-        );
+        // The answer's usage: the attempt that answered.
+        let usage = self
+            .attempts
+            .iter()
+            .find(|a| a.outcome.is_ok())
+            .and_then(|a| a.usage)
+            .map(|u| (u.prompt_tokens, u.completion_tokens));
         let llm = match (self.llm, self.llm_call) {
             (Some(elapsed), Some((llm_at, model))) => Some(LlmStep {
                 model,

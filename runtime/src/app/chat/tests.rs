@@ -65,6 +65,7 @@ fn call(app: &App, body: &Value) -> ChatCall {
         account,
         request_id: Arc::from("req-test"),
         trace: None,
+        parent: None,
         cache_control: CacheControl::default(),
         deadline: None,
         tracestate: None,

@@ -14,7 +14,7 @@ use crate::cost::{Accounts, Clock, Ledger, PriceTable};
 use crate::host_api::StageIdentity;
 use crate::llm::{Costing, LlmStep, RouteStep};
 use crate::pipeline::{OnError, Pipeline, PipelineStage};
-use crate::providers::Upstream;
+use crate::providers::{Dialect, Upstream};
 use crate::router::{RoutePlan, RoutePolicy, Router, TargetState};
 use crate::stages::{LoadError, LoadedStage};
 
@@ -253,10 +253,12 @@ impl App {
                 let value = HeaderValue::from_str(value).map_err(|e| header_err(e.to_string()))?;
                 headers.push((name, value));
             }
+            let dialect = Dialect::of(target);
             let upstream = Arc::new(Upstream {
                 name: target.name.as_str().into(),
                 base_url: target.base_url.clone(),
-                api_key: target.api_key.clone(),
+                signing: dialect.signing(target.api_key.as_deref()),
+                dialect,
                 model: target.model.clone(),
                 timeout: target.timeout,
                 ttft_timeout: target.ttft_timeout,

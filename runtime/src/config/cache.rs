@@ -134,6 +134,13 @@ pub(crate) fn check_route(
         );
         return Err(src.error(&field, message));
     };
+    let kind = targets.get(index).map(|t| t.kind).unwrap_or_default();
+    let message = format!(
+        "expected a target that serves OpenAI-shaped embeddings (kind `openai` or \
+         `azure-openai`); `{name}` is of kind `{}`",
+        kind.as_str()
+    );
+    src.ensure(kind.embeds(), &field, &message)?;
     cache.semantic_embeddings = Some(index);
     Ok(())
 }

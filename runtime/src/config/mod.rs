@@ -66,6 +66,6 @@ pub use routing::*;
 pub use sandbox::{Allocator, CallLimits, SandboxSettings};
 pub use server::{DEFAULT_LISTEN, LogFormat, ServerSettings, exposed_admin_message};
 pub use state::{Backend, BudgetMode, OnUnavailable, Policies, StateSettings, mask_password};
-pub use target::TargetSettings;
+pub use target::{ANTHROPIC_VERSION, AZURE_API_VERSION, ProviderKind, TargetSettings};
 pub use telemetry::*;
 pub use value::MASK;

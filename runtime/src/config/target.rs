@@ -1,4 +1,5 @@
-//! `[targets.NAME]`: one upstream OpenAI-compatible endpoint a route may send requests to.
+//! `[targets.NAME]`: one upstream endpoint a route may send requests to, in the wire format
+//! its `kind` names (OpenAI-compatible by default; Azure OpenAI, Anthropic, Gemini).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,6 +37,17 @@ pub struct TargetSettings {
     /// Model name sent upstream instead of the client's, if set.
     #[serde(default)]
     pub model: Option<String>,
+    /// The wire format the target speaks (default `openai`).
+    #[serde(default)]
+    pub kind: ProviderKind,
+    /// `azure-openai` only, and required there: the deployment the URL names
+    /// (`/openai/deployments/{deployment}/...`). `model` stays the model it serves, for prices.
+    #[serde(default)]
+    pub deployment: Option<String>,
+    /// `azure-openai`: the `api-version` query parameter (default [`AZURE_API_VERSION`]);
+    /// `anthropic`: the `anthropic-version` header (default [`ANTHROPIC_VERSION`]).
+    #[serde(default)]
+    pub api_version: Option<String>,
     /// Per-attempt timeout (the default is enough for a long completion).
     #[serde(rename = "timeout_ms", with = "Ms::<1, 600_000>")]
     #[serde(default = "ms::<60_000>")]
@@ -57,6 +69,51 @@ pub struct TargetSettings {
     #[serde(rename = "(limits)", default)]
     pub limits: TargetLimits,
 }
+
+/// The wire format of a target: `kind = "openai" | "azure-openai" | "anthropic" | "gemini"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(expecting = "one of \"openai\", \"azure-openai\", \"anthropic\", \"gemini\"")]
+pub enum ProviderKind {
+    /// OpenAI's `/chat/completions` and `/embeddings` under `base_url`, bearer key (OpenAI,
+    /// vLLM, Ollama, Groq, Together, OpenRouter, `weir sim`).
+    #[default]
+    #[serde(rename = "openai")]
+    OpenAi,
+    /// Azure OpenAI: `{base_url}/openai/deployments/{deployment}/chat/completions?api-version=`,
+    /// `api-key` header.
+    #[serde(rename = "azure-openai")]
+    AzureOpenAi,
+    /// Anthropic's Messages API: `{base_url}/messages`, `x-api-key`, `anthropic-version`.
+    #[serde(rename = "anthropic")]
+    Anthropic,
+    /// Google's Gemini API: `{base_url}/models/{model}:generateContent` (and
+    /// `:streamGenerateContent?alt=sse`), `x-goog-api-key`.
+    #[serde(rename = "gemini")]
+    Gemini,
+}
+
+impl ProviderKind {
+    /// The name the config writes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::AzureOpenAi => "azure-openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+        }
+    }
+
+    /// Whether the target serves OpenAI-shaped `/embeddings`.
+    pub fn embeds(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::AzureOpenAi)
+    }
+}
+
+/// The `api-version` an `azure-openai` target sends when the config names none (Azure's
+/// current GA version).
+pub const AZURE_API_VERSION: &str = "2024-10-21";
+/// The `anthropic-version` an `anthropic` target sends when the config names none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl fmt::Debug for TargetSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,6 +147,7 @@ pub(crate) fn check(
     let message = "expected an upstream model name like \"gpt-4o-mini\", got an empty string; \
                    leave the key out to send the client's model";
     src.ensure(!model.trim().is_empty(), &format!("{key}.model"), message)?;
+    check_kind(&target, src, &key)?;
     let mut headers: Vec<(String, String)> = Vec::with_capacity(target.headers.len());
     for (header, value) in &target.headers {
         let lower = header.to_ascii_lowercase();
@@ -138,6 +196,64 @@ pub(crate) fn check(
     check_breaker(&mut target.limits.breaker, src, &format!("{key}.breaker"))?;
     target.name = name;
     Ok(target)
+}
+
+/// The keys that belong to one `kind`: `deployment` (required) for `azure-openai`,
+/// `api_version` for `azure-openai` and `anthropic`. Each is a URL segment or a header value,
+/// so it is checked as one.
+fn check_kind(target: &TargetSettings, src: &Source<'_>, key: &str) -> Result<(), ConfigError> {
+    let kind = target.kind;
+    let azure = kind == ProviderKind::AzureOpenAi;
+    match &target.deployment {
+        None if azure => {
+            let message = "expected `deployment = \"NAME\"` for an `azure-openai` target: the \
+                           URL names the deployment";
+            return Err(src.error(&format!("{key}.kind"), message.to_owned()));
+        }
+        Some(_) if !azure => {
+            let message = format!(
+                "expected no `deployment` for a target of kind `{}`: only `azure-openai` URLs name one",
+                kind.as_str()
+            );
+            return Err(src.error(&format!("{key}.deployment"), message));
+        }
+        Some(name) => {
+            let ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            let message = format!(
+                "expected a deployment name of letters, digits, `-`, `_` and `.`, got {name:?}"
+            );
+            src.ensure(ok, &format!("{key}.deployment"), &message)?;
+        }
+        None => {}
+    }
+    if let Some(version) = &target.api_version {
+        let field = format!("{key}.api_version");
+        if !matches!(kind, ProviderKind::AzureOpenAi | ProviderKind::Anthropic) {
+            let message = format!(
+                "expected no `api_version` for a target of kind `{}`: only `azure-openai` and \
+                 `anthropic` targets send one",
+                kind.as_str()
+            );
+            return Err(src.error(&field, message));
+        }
+        let ok = !version.is_empty()
+            && version
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+        let message = format!(
+            "expected a version like \"{}\", got {version:?}",
+            if azure {
+                AZURE_API_VERSION
+            } else {
+                ANTHROPIC_VERSION
+            }
+        );
+        src.ensure(ok, &field, &message)?;
+    }
+    Ok(())
 }
 
 /// Checks an upstream base URL and normalises it: lowercase scheme, no trailing `/`.
@@ -304,6 +420,9 @@ mod tests {
             api_key_env: Some("OPENAI_API_KEY".to_owned()),
             api_key: Some("sk-secret".to_owned()),
             model: None,
+            kind: ProviderKind::OpenAi,
+            deployment: None,
+            api_version: None,
             timeout: Duration::from_secs(60),
             headers: Vec::new(),
             limits: TargetLimits::default(),

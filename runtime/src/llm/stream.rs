@@ -178,6 +178,7 @@ mod tests {
             StreamBody::new(frames).boxed(),
             Duration::from_secs(1),
             limits,
+            None,
         )
         .await
         .unwrap();

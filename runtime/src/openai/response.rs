@@ -8,7 +8,12 @@ use crate::wit::{ChatResponse, Choice, Content, Message, Usage};
 
 /// Parses an upstream `chat.completion` body; `None` when it is not one.
 pub fn parse_response(body: &[u8]) -> Option<ChatResponse> {
-    let Value::Object(mut obj) = serde_json::from_slice::<Value>(body).ok()? else {
+    parse_response_value(serde_json::from_slice::<Value>(body).ok()?)
+}
+
+/// [`parse_response`] of a body already parsed (a translated provider answer).
+pub fn parse_response_value(value: Value) -> Option<ChatResponse> {
+    let Value::Object(mut obj) = value else {
         return None;
     };
     let choices = match obj.remove("choices") {

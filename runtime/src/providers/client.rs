@@ -4,13 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use super::Dialect;
+use super::translate::Untranslatable;
 
 /// Largest upstream error or JSON body read into memory (16 MiB).
 const MAX_UPSTREAM_BODY_BYTES: usize = 16 << 20;
@@ -26,8 +29,11 @@ pub struct Upstream {
     pub name: Arc<str>,
     /// Base URL without a trailing slash (`https://api.openai.com/v1`).
     pub base_url: String,
-    /// `Authorization: Bearer` value, when the target has a key.
-    pub api_key: Option<String>,
+    /// The wire format it speaks: its URLs, its headers, its bodies.
+    pub dialect: Dialect,
+    /// The headers that sign every request: the API key in the dialect's header (when the
+    /// target has one) and the dialect's own (`anthropic-version`). Marked sensitive.
+    pub signing: Vec<(HeaderName, HeaderValue)>,
     /// The upstream model name to send instead of the client's alias.
     pub model: Option<String>,
     /// Per-attempt timeout: headers and, for JSON, the whole body.
@@ -63,6 +69,9 @@ pub enum AttemptError {
     /// The upstream answered with something that is not a chat completion.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The request holds something the target's wire format cannot carry; nothing was sent.
+    #[error("the target cannot carry the request: {0}")]
+    Untranslatable(Untranslatable),
 }
 
 /// A `Retry-After` given in seconds (the form providers and weir itself send).
@@ -81,6 +90,8 @@ impl AttemptError {
     pub fn is_retryable(&self, retry_on: &crate::config::StatusSet) -> bool {
         match self {
             AttemptError::Status { status, .. } => retry_on.contains(*status),
+            // The same request, asked again, cannot be carried either.
+            AttemptError::Untranslatable(_) => false,
             _ => true,
         }
     }
@@ -95,6 +106,7 @@ impl AttemptError {
             AttemptError::Status { status, .. } if *status >= 500 => "status_5xx",
             AttemptError::Status { .. } => "status_4xx",
             AttemptError::Protocol(_) => "protocol",
+            AttemptError::Untranslatable(_) => "untranslatable",
         }
     }
 
@@ -115,10 +127,12 @@ impl AttemptError {
         }
     }
 
-    /// The upstream status, when there was one.
+    /// The upstream status, when there was one; an untranslatable request is refused as a
+    /// 400 (the client's request is what the target cannot take).
     pub fn status(&self) -> Option<u16> {
         match self {
             AttemptError::Status { status, .. } => Some(*status),
+            AttemptError::Untranslatable(_) => Some(400),
             _ => None,
         }
     }
@@ -135,8 +149,10 @@ impl AttemptError {
 
     /// The upstream's own error message, when its body is an OpenAI error object.
     pub fn upstream_message(&self) -> Option<String> {
-        let AttemptError::Status { body, .. } = self else {
-            return None;
+        let body = match self {
+            AttemptError::Status { body, .. } => body,
+            AttemptError::Untranslatable(err) => return Some(err.to_string()),
+            _ => return None,
         };
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         value["error"]["message"].as_str().map(str::to_string)
@@ -169,8 +185,9 @@ impl ProviderClient {
         Ok(ProviderClient { client })
     }
 
-    /// POSTs `body` to `{base_url}{path}`; returns the response when its status is a success
-    /// and its headers arrived within `timeout`. The body is left to the caller.
+    /// POSTs `body` to `url` (one of `upstream`'s), signed as its dialect signs; returns the
+    /// response when its status is a success and its headers arrived within `timeout`. The
+    /// body is left to the caller.
     ///
     /// A failure status's (bounded) body is read within what is left of the same `timeout`,
     /// never a fresh one, so a failed attempt takes at most `timeout` in all; a body that does
@@ -178,19 +195,25 @@ impl ProviderClient {
     pub async fn post(
         &self,
         upstream: &Upstream,
-        path: &str,
+        url: String,
         body: Bytes,
         forward: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
         let mut builder = Request::builder()
             .method(Method::POST)
-            .uri(format!("{}{path}", upstream.base_url))
+            .uri(url)
             .header(CONTENT_TYPE, "application/json");
-        if let Some(key) = &upstream.api_key {
-            builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
+        let own = upstream.dialect.body_header(&body);
+        for (name, value) in upstream
+            .signing
+            .iter()
+            .chain(&upstream.headers)
+            .chain(forward)
+        {
+            builder = builder.header(name, value);
         }
-        for (name, value) in upstream.headers.iter().chain(forward) {
+        if let Some((name, value)) = own {
             builder = builder.header(name, value);
         }
         let request = builder

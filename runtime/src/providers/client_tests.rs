@@ -34,7 +34,8 @@ async fn a_failure_body_that_stalls_is_read_within_what_is_left_of_the_same_time
     let upstream = Upstream {
         name: "up".into(),
         base_url: format!("http://{addr}/v1"),
-        api_key: None,
+        dialect: crate::providers::Dialect::OpenAi,
+        signing: Vec::new(),
         model: None,
         timeout,
         ttft_timeout: timeout,
@@ -46,7 +47,7 @@ async fn a_failure_body_that_stalls_is_read_within_what_is_left_of_the_same_time
         .unwrap()
         .post(
             &upstream,
-            "/chat/completions",
+            format!("http://{addr}/v1/chat/completions"),
             Bytes::from_static(b"{}"),
             &[],
             timeout,

@@ -116,15 +116,21 @@ impl<E: Exchange> Attempter<'_, E> {
             error.type = tracing::field::Empty,
             weir.upstream_message = tracing::field::Empty,
         );
-        let body = self.exchange.body(upstream);
-        // Until its outcome is known the attempt stands in the record as in flight: a call
-        // dropped now still shows (and bills) what the upstream received.
-        attempts.push(entry);
-        let result = self
-            .send(target, body, timeout, span_of.map(|(_, id)| id))
-            .instrument(span.clone())
-            .await;
-        attempts.pop();
+        let result = match self.exchange.request(upstream) {
+            Ok((url, body)) => {
+                // Until its outcome is known the attempt stands in the record as in flight: a
+                // call dropped now still shows (and bills) what the upstream received.
+                attempts.push(entry);
+                let result = self
+                    .send(target, url, body, timeout, span_of.map(|(_, id)| id))
+                    .instrument(span.clone())
+                    .await;
+                attempts.pop();
+                result
+            }
+            // Nothing was sent: the target's format cannot carry the request.
+            Err(err) => Err(err),
+        };
         let done = Instant::now();
         let elapsed = done - now;
         let outcome = match &result {
@@ -213,6 +219,7 @@ impl<E: Exchange> Attempter<'_, E> {
     async fn send(
         &self,
         state: &TargetState,
+        url: String,
         body: Bytes,
         timeout: Duration,
         span: Option<[u8; 8]>,
@@ -240,7 +247,7 @@ impl<E: Exchange> Attempter<'_, E> {
         };
         let response = self
             .client
-            .post(&state.upstream, E::PATH, body, forward, first)
+            .post(&state.upstream, url, body, forward, first)
             .await?;
         let now = Instant::now();
         let left = Left {

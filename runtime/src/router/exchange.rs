@@ -1,6 +1,7 @@
-//! What differs between the kinds of upstream call the attempt loop makes: the path, the
-//! body, the model asked for, the per-attempt timeout, how a reply is read, and what a reply
-//! keeps of its target's slot. Chat completions ([`Chat`]) and embeddings ([`Embeddings`]) go
+//! What differs between the kinds of upstream call the attempt loop makes: the URL and the
+//! body (in the target's own wire format), the model asked for, the per-attempt timeout, how
+//! a reply is read (and translated back to OpenAI's shape), and what a reply keeps of its
+//! target's slot. Chat completions ([`Chat`]) and embeddings ([`Embeddings`]) go
 //! through the same loop; everything else (pick, slot, deadline, breaker, backoff, budget,
 //! record) is the loop's.
 
@@ -15,8 +16,11 @@ use hyper::body::Incoming;
 use super::Reply;
 use super::stream::{StreamLimits, UpstreamStream};
 use super::target::{Slot, TargetState};
-use crate::openai::{StreamAccumulator, parse_response, parse_usage, request_json};
-use crate::providers::{AttemptError, Upstream, read_body};
+use crate::openai::{
+    StreamAccumulator, parse_response, parse_response_value, parse_usage, request_json,
+};
+use crate::providers::translate::ToOpenAiStream;
+use crate::providers::{AttemptError, Dialect, Upstream, anthropic, gemini, read_body};
 use crate::wit::{ChatRequest, ChatResponse, Usage};
 
 /// One kind of upstream call, as the attempt loop sees it.
@@ -25,8 +29,6 @@ pub(super) trait Exchange: Sync {
     type Output: Send;
     /// The operation, for the attempt's span (`gen_ai.operation.name`).
     const OPERATION: &'static str;
-    /// The path under the target's base URL.
-    const PATH: &'static str;
 
     /// Headers sent along with every attempt.
     fn forward(&self) -> &[(HeaderName, HeaderValue)];
@@ -34,8 +36,9 @@ pub(super) trait Exchange: Sync {
     fn tokens(&self, targets: &[Arc<TargetState>], chain: &[usize]) -> u32;
     /// The upstream model asked of `target` (for the record and the span).
     fn model(&self, target: &Upstream) -> String;
-    /// The body sent to `target`.
-    fn body(&self, target: &Upstream) -> Bytes;
+    /// The URL and the body sent to `target`, in its wire format; `Err` (nothing sent) when
+    /// the request holds what that format cannot carry.
+    fn request(&self, target: &Upstream) -> Result<(String, Bytes), AttemptError>;
     /// `target`'s own per-attempt timeout, before the deadline cuts it.
     fn timeout(&self, target: &Upstream) -> Duration;
     /// How long `target` may take to start answering (headers and, for a stream, its first
@@ -81,7 +84,6 @@ pub(super) struct Chat<'a> {
 impl Exchange for Chat<'_> {
     type Output = Reply;
     const OPERATION: &'static str = "chat";
-    const PATH: &'static str = "/chat/completions";
 
     fn forward(&self) -> &[(HeaderName, HeaderValue)] {
         self.forward
@@ -98,10 +100,20 @@ impl Exchange for Chat<'_> {
             .unwrap_or_else(|| self.request.model.clone())
     }
 
-    fn body(&self, target: &Upstream) -> Bytes {
+    fn request(&self, target: &Upstream) -> Result<(String, Bytes), AttemptError> {
         let stream = self.request.stream || target.stream_json;
         let json = request_json(self.request, target.model.as_deref(), stream);
-        Bytes::from(json.to_string())
+        let model = target.model.as_deref().unwrap_or(&self.request.model);
+        let body = match &target.dialect {
+            Dialect::OpenAi | Dialect::Azure { .. } => json,
+            Dialect::Anthropic { .. } => anthropic::request_from_openai(&json, model)
+                .map_err(AttemptError::Untranslatable)?,
+            Dialect::Gemini => {
+                gemini::request_from_openai(&json).map_err(AttemptError::Untranslatable)?
+            }
+        };
+        let url = target.dialect.chat_url(&target.base_url, model, stream);
+        Ok((url, Bytes::from(body.to_string())))
     }
 
     /// A stream waits at most `ttft_timeout` for its headers and first event; a JSON reply
@@ -136,11 +148,10 @@ impl Exchange for Chat<'_> {
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let dialect = &state.upstream.dialect;
         if !streamed || (json && !self.request.stream) {
             let bytes = read_body(response.into_body(), left.whole).await?;
-            return parse_response(&bytes).map(Reply::Json).ok_or_else(|| {
-                AttemptError::Protocol("the reply is not a chat completion".to_string())
-            });
+            return answer(dialect, &bytes, &self.model(&state.upstream)).map(Reply::Json);
         }
         let limits = StreamLimits {
             idle_timeout: state.limits.stream_idle_timeout,
@@ -151,7 +162,14 @@ impl Exchange for Chat<'_> {
             Into::into,
         ));
         let name = state.upstream.name.clone();
-        let stream = UpstreamStream::open(name, body, left.first, limits).await?;
+        let translate: Option<Box<dyn ToOpenAiStream>> = match dialect {
+            Dialect::OpenAi | Dialect::Azure { .. } => None,
+            Dialect::Anthropic { .. } => Some(Box::new(anthropic::StreamToOpenAi::new())),
+            Dialect::Gemini => Some(Box::new(gemini::StreamToOpenAi::new(
+                &self.model(&state.upstream),
+            ))),
+        };
+        let stream = UpstreamStream::open(name, body, left.first, limits, translate).await?;
         if self.request.stream {
             return Ok(Reply::Stream(stream));
         }
@@ -176,6 +194,30 @@ impl Exchange for Chat<'_> {
             stream.hold(slot);
         }
     }
+}
+
+/// A JSON answer in `dialect`'s shape, as a chat completion (`model`: the model asked for,
+/// for a provider whose answer may not name it).
+fn answer(dialect: &Dialect, bytes: &[u8], model: &str) -> Result<ChatResponse, AttemptError> {
+    let not_an_answer = || AttemptError::Protocol("the reply is not a chat completion".to_string());
+    let translated = match dialect {
+        Dialect::OpenAi | Dialect::Azure { .. } => {
+            return parse_response(bytes).ok_or_else(not_an_answer);
+        }
+        Dialect::Anthropic { .. } => serde_json::from_slice(bytes)
+            .map_err(|err| err.to_string())
+            .and_then(|value| anthropic::response_to_openai(&value)),
+        Dialect::Gemini => serde_json::from_slice(bytes)
+            .map_err(|err| err.to_string())
+            .and_then(|value| gemini::response_to_openai(&value, model)),
+    };
+    let value = translated.map_err(|err| {
+        AttemptError::Protocol(format!(
+            "the reply is not a {} answer: {err}",
+            dialect.kind().as_str()
+        ))
+    })?;
+    parse_response_value(value).ok_or_else(not_an_answer)
 }
 
 /// The answer a stream asked for a JSON request carries, once it ended with `[DONE]` (a
@@ -226,7 +268,6 @@ pub(super) struct Embeddings {
 impl Exchange for Embeddings {
     type Output = serde_json::Value;
     const OPERATION: &'static str = "embeddings";
-    const PATH: &'static str = "/embeddings";
 
     fn forward(&self) -> &[(HeaderName, HeaderValue)] {
         &[]
@@ -245,14 +286,26 @@ impl Exchange for Embeddings {
         }
     }
 
-    fn body(&self, target: &Upstream) -> Bytes {
+    fn request(&self, target: &Upstream) -> Result<(String, Bytes), AttemptError> {
+        let Some(url) = target.dialect.embeddings_url(&target.base_url) else {
+            return Err(AttemptError::Untranslatable(
+                crate::providers::translate::Untranslatable::new(
+                    "input",
+                    format!(
+                        "target `{}` ({}) has no embeddings endpoint",
+                        target.name,
+                        target.dialect.kind().as_str()
+                    ),
+                ),
+            ));
+        };
         let mut body = self.body.clone();
         if let Some(model) = &target.model
             && let Some(fields) = body.as_object_mut()
         {
             fields.insert("model".into(), serde_json::Value::String(model.clone()));
         }
-        Bytes::from(body.to_string())
+        Ok((url, Bytes::from(body.to_string())))
     }
 
     /// One timeout for the whole attempt, the body included.
@@ -283,7 +336,8 @@ mod tests {
         Upstream {
             name: "e".into(),
             base_url: "http://h/v1".into(),
-            api_key: None,
+            dialect: crate::providers::Dialect::OpenAi,
+            signing: Vec::new(),
             model: model.map(str::to_string),
             timeout: Duration::from_secs(1),
             ttft_timeout: Duration::from_secs(1),
@@ -298,7 +352,8 @@ mod tests {
             body: serde_json::json!({"input": ["x"]}),
         };
         let pinned = upstream(Some("sim-embed"));
-        let sent: serde_json::Value = serde_json::from_slice(&probe.body(&pinned)).unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(&probe.request(&pinned).unwrap().1).unwrap();
         assert_eq!(sent["model"], "sim-embed");
         assert_eq!(probe.model(&pinned), "sim-embed");
         assert_eq!(probe.model(&upstream(None)), "");
@@ -306,12 +361,14 @@ mod tests {
         let stage = Embeddings {
             body: serde_json::json!({"model": "mine", "input": ["x"]}),
         };
-        let sent: serde_json::Value = serde_json::from_slice(&stage.body(&pinned)).unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(&stage.request(&pinned).unwrap().1).unwrap();
         assert_eq!(sent["model"], "sim-embed");
         assert_eq!(stage.model(&pinned), "sim-embed");
         // Without a pin, the caller's model goes as it is.
         let unpinned = upstream(None);
-        let sent: serde_json::Value = serde_json::from_slice(&stage.body(&unpinned)).unwrap();
+        let sent: serde_json::Value =
+            serde_json::from_slice(&stage.request(&unpinned).unwrap().1).unwrap();
         assert_eq!(sent["model"], "mine");
         assert_eq!(stage.model(&unpinned), "mine");
     }

@@ -62,7 +62,8 @@ mod tests {
         Upstream {
             name: "up".into(),
             base_url: "http://h/v1".to_string(),
-            api_key: None,
+            dialect: crate::providers::Dialect::OpenAi,
+            signing: Vec::new(),
             model: model.map(str::to_string),
             timeout: Duration::from_secs(1),
             ttft_timeout: Duration::from_secs(1),

@@ -21,6 +21,7 @@ use http_body_util::combinators::BoxBody;
 use super::target::Slot;
 use crate::openai::SseParser;
 use crate::providers::AttemptError;
+use crate::providers::translate::ToOpenAiStream;
 
 /// An upstream response body as a stream reads it (boxed, so tests can feed one from memory).
 pub(crate) type UpstreamBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
@@ -52,16 +53,21 @@ pub struct UpstreamStream {
     received: u64,
     /// The target's concurrency slot, held until the upstream is done.
     slot: Option<Slot>,
+    /// For a provider whose stream is not OpenAI's: turns each of its events into OpenAI
+    /// chunk payloads, so everything downstream reads one format.
+    translate: Option<Box<dyn ToOpenAiStream>>,
 }
 
 impl UpstreamStream {
     /// Reads until the first event arrives (within `timeout`), so a target that fails before
-    /// its first byte can still be replaced by the next one.
+    /// its first byte can still be replaced by the next one. A provider's own events go
+    /// through `translate` (`None`: the upstream speaks OpenAI's stream).
     pub(crate) async fn open(
         target: Arc<str>,
         body: UpstreamBody,
         timeout: Duration,
         limits: StreamLimits,
+        translate: Option<Box<dyn ToOpenAiStream>>,
     ) -> Result<UpstreamStream, AttemptError> {
         let mut stream = UpstreamStream {
             target,
@@ -72,6 +78,7 @@ impl UpstreamStream {
             limits,
             received: 0,
             slot: None,
+            translate,
         };
         tokio::time::timeout(timeout, async {
             while stream.queue.is_empty() {
@@ -139,7 +146,15 @@ impl UpstreamStream {
             match self.body.frame().await {
                 None => {
                     self.ended = true;
-                    return Ok(false);
+                    // A translated stream may owe events at its end (Gemini's has no
+                    // `[DONE]`), or learn there that the answer was cut.
+                    let owed = match &mut self.translate {
+                        Some(translate) => translate.finish().map_err(AttemptError::Protocol)?,
+                        None => Vec::new(),
+                    };
+                    let got = !owed.is_empty();
+                    self.queue.extend(owed);
+                    return Ok(got);
                 }
                 Some(Err(err)) => {
                     self.ended = true;
@@ -155,10 +170,16 @@ impl UpstreamStream {
                                 self.limits.max_bytes
                             )));
                         }
-                        let events = self.parser.feed(&data).map_err(|err| {
+                        let mut events = self.parser.feed(&data).map_err(|err| {
                             self.ended = true;
                             AttemptError::Protocol(err)
                         })?;
+                        if let Some(translate) = &mut self.translate {
+                            events = translated(translate.as_mut(), events).map_err(|err| {
+                                self.ended = true;
+                                AttemptError::Protocol(err)
+                            })?;
+                        }
                         let got = !events.is_empty();
                         self.queue.extend(events);
                         if got {
@@ -169,6 +190,18 @@ impl UpstreamStream {
             }
         }
     }
+}
+
+/// A provider's events as OpenAI chunk payloads, in order.
+fn translated(
+    translate: &mut dyn ToOpenAiStream,
+    events: Vec<String>,
+) -> Result<Vec<String>, String> {
+    let mut out = Vec::with_capacity(events.len());
+    for event in events {
+        out.extend(translate.push(&event)?);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -202,7 +235,7 @@ mod tests {
     };
 
     async fn open(body: UpstreamBody, limits: StreamLimits) -> UpstreamStream {
-        UpstreamStream::open("t".into(), body, Duration::from_secs(1), limits)
+        UpstreamStream::open("t".into(), body, Duration::from_secs(1), limits, None)
             .await
             .unwrap()
     }
@@ -277,7 +310,8 @@ mod tests {
             Arc::new(Upstream {
                 name: "t".into(),
                 base_url: "http://127.0.0.1:1/v1".into(),
-                api_key: None,
+                dialect: crate::providers::Dialect::OpenAi,
+                signing: Vec::new(),
                 model: None,
                 timeout: Duration::from_secs(1),
                 ttft_timeout: Duration::from_secs(1),

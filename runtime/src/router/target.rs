@@ -342,7 +342,8 @@ mod tests {
             Arc::new(Upstream {
                 name: "t".into(),
                 base_url: "http://127.0.0.1:1/v1".into(),
-                api_key: None,
+                dialect: crate::providers::Dialect::OpenAi,
+                signing: Vec::new(),
                 model: None,
                 timeout: Duration::from_secs(1),
                 ttft_timeout: Duration::from_secs(1),

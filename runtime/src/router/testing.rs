@@ -65,7 +65,8 @@ pub fn target_ttft(
         Arc::new(Upstream {
             name: name.into(),
             base_url: format!("http://{addr}/v1"),
-            api_key: None,
+            dialect: crate::providers::Dialect::OpenAi,
+            signing: Vec::new(),
             model: None,
             timeout,
             ttft_timeout: ttft,

@@ -56,6 +56,7 @@ mod listener;
 mod pipeline;
 mod plugins;
 mod procs;
+mod providers;
 mod reload;
 mod routing;
 mod sandbox;

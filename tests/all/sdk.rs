@@ -1,5 +1,6 @@
-//! The official OpenAI SDKs (Python and Node) against `weir serve`, with only the base URL
-//! changed: plain and streaming calls, typed errors, model listing (`tests/sdk/`).
+//! The official OpenAI SDKs (Python and Node) and Anthropic's Python SDK against
+//! `weir serve`, with only the base URL changed: plain and streaming calls, tools, typed
+//! errors, models, embeddings, the Responses API and the Messages API (`tests/sdk/`).
 
 use std::process::Command;
 
@@ -33,6 +34,41 @@ async fn the_official_python_sdk_works_unchanged() {
     assert!(
         out.status.success(),
         "the OpenAI SDK check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn python_has_anthropic() -> bool {
+    Command::new("python3")
+        .args(["-c", "import anthropic"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+#[tokio::test]
+async fn the_official_anthropic_python_sdk_works_unchanged() {
+    if !python_has_anthropic() {
+        // CI installs the SDK (.ci/run); elsewhere say loudly what was not checked.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have the anthropic Python package installed"
+        );
+        eprintln!("SKIPPED: `pip install anthropic` to run the Anthropic SDK compatibility test");
+        return;
+    }
+    let env = crate::server::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sdk/anthropic_sdk.py");
+    let base_url = format!("http://{}", env.weir.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3").args([script, &base_url]).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the Anthropic SDK check failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

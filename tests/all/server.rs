@@ -57,6 +57,11 @@ model = "broken"
 targets = ["dead", "dead2"]
 
 [[routes]]
+model = "embed"
+targets = ["dead", "primary"]
+cache = {{ ttl_ms = 60000 }}
+
+[[routes]]
 model = "crashy"
 targets = ["primary"]
 [[routes.stages]]

@@ -58,3 +58,44 @@ ids = [m.id for m in client.models.list()]
 assert "demo" in ids, ids
 
 print("openai python sdk: ok")
+
+# One model, by id.
+model = client.models.retrieve("demo")
+assert model.id == "demo" and model.object == "model", model
+try:
+    client.models.retrieve("nope")
+    raise AssertionError("unknown model retrieved")
+except openai.NotFoundError as err:
+    assert err.code == "model_not_found", err
+
+# Embeddings through a route whose first target is down (fallback), then from the cache.
+# The SDK asks for base64 unless told otherwise, and decodes it.
+first = client.embeddings.with_raw_response.create(model="embed", input=["a tree", "a river"])
+assert first.headers["x-weir-cache"] == "miss", first.headers
+vectors = first.parse()
+assert len(vectors.data) == 2 and len(vectors.data[0].embedding) > 8, vectors
+again = client.embeddings.with_raw_response.create(model="embed", input=["a tree", "a river"])
+assert again.headers["x-weir-cache"] == "hit", again.headers
+assert again.parse().data[0].embedding == vectors.data[0].embedding
+
+# The Responses API, plain and streamed (the stateless subset).
+response = client.responses.create(model="plain", instructions="be brief", input="hello responses")
+assert response.status == "completed", response
+assert "hello responses" in response.output_text, response
+assert response.usage.output_tokens > 0, response
+text, completed = "", None
+with client.responses.stream(model="plain", input="stream responses") as events:
+    for event in events:
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        elif event.type == "response.completed":
+            completed = event.response
+assert "stream responses" in text, text
+assert completed is not None and completed.output_text == text, completed
+try:
+    client.responses.create(model="plain", input="x", previous_response_id="resp_1")
+    raise AssertionError("previous_response_id accepted")
+except openai.BadRequestError as err:
+    assert "previous_response_id" in str(err), err
+
+print("openai python sdk (models, embeddings, responses): ok")

@@ -17,12 +17,14 @@
 mod assemble;
 mod build;
 mod chat;
+mod embeddings;
 mod error;
 mod jobs;
 mod reload;
 mod snapshot;
 
 pub use chat::{Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Ended, Report, UnknownModel};
+pub use embeddings::{EmbeddingsOutcome, MAX_EMBEDDING_INPUTS};
 pub use error::AppError;
 pub use reload::{ReloadOutcome, spawn_watcher};
 pub use snapshot::{Snapshot, StageFile};

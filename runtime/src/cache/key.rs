@@ -54,6 +54,21 @@ pub fn request_key(route: &str, tenant: Option<&str>, request: &ChatRequest) -> 
     CacheKey(*c.hasher.finalize().as_bytes())
 }
 
+/// The key of a client's `/v1/embeddings` body on `route`, with `tenant` when the route keys
+/// by tenant: every field but `user` (an end-user id, not an input of the model), canonical.
+/// Its own domain, so no embeddings key can equal a chat key.
+pub fn embeddings_key(route: &str, tenant: Option<&str>, body: &Value) -> CacheKey {
+    let mut c = Canon::new(b"weir-cache/v1/embeddings");
+    c.str(b'r', route);
+    c.opt_str(b't', tenant);
+    let mut body = body.clone();
+    if let Value::Object(map) = &mut body {
+        map.remove("user");
+    }
+    c.str(b'b', &body.to_string());
+    CacheKey(*c.hasher.finalize().as_bytes())
+}
+
 /// The key of a deterministic stage's `on-request` output: the stage version (component
 /// blake3), its config, the route, and the whole request as the stage sees it — every field,
 /// `metadata`, `user` and `stream` included, since a stage may read any of them.

@@ -28,7 +28,7 @@ use moka::sync::Cache;
 
 pub use disk::DiskTier;
 pub use flight::{Flight, Flights, Outcome};
-pub use key::{CacheKey, request_key, stage_input_key};
+pub use key::{CacheKey, embeddings_key, request_key, stage_input_key};
 pub use semantic::{SemanticIndex, embed_local, probe};
 pub use stage::{StageOutput, StageOutputCache};
 

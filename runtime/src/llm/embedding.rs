@@ -6,10 +6,13 @@
 
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use super::{CallSite, Costing, LlmStep, RouteStep, StepError};
-use crate::cost::{Charge, CostError, Hold, tokens};
+use crate::cache::{CacheControl, CacheKey, CacheStatus, embeddings_key};
+use crate::cost::{Charge, CostError, Hold, Meter, tokens};
 use crate::router::{Attempt, Router};
-use crate::wit::Usage;
+use crate::wit::{ChatResponse, Usage};
 
 /// One embeddings call: what is embedded, where it may go and where it is accounted.
 #[derive(Clone, Copy)]
@@ -26,6 +29,35 @@ pub(super) struct EmbedCall<'a> {
     /// Calls the request must still have left after this one (the semantic probe leaves
     /// one for the request's own call, so a tight limit skips the probe, not the answer).
     pub spare: u32,
+    /// The client's own body (`/v1/embeddings`: `encoding_format`, `dimensions`, ...) sent
+    /// as it is instead of one built from `model` and `inputs`.
+    pub body: Option<&'a Value>,
+}
+
+/// A client's `POST /v1/embeddings` on a route.
+pub struct ClientEmbeddings<'a> {
+    /// The route.
+    pub route: &'a str,
+    /// The request's meter.
+    pub meter: &'a Arc<Meter>,
+    /// The client's body, forwarded as it is (a target's `model` pin replaces `model`).
+    pub body: &'a Value,
+    /// Its inputs' texts, for budgets and local counts.
+    pub inputs: &'a [String],
+    /// What the client's `Cache-Control` allows.
+    pub control: CacheControl,
+}
+
+/// What a client's embeddings call came to.
+pub struct EmbeddingsReply {
+    /// The OpenAI body, or why there is none.
+    pub result: Result<Value, StepError>,
+    /// How the cache was involved.
+    pub cache: CacheStatus,
+    /// The cache entry it came from or went to.
+    pub key: Option<CacheKey>,
+    /// Each upstream attempt (none on a hit).
+    pub attempts: Vec<Attempt>,
 }
 
 impl EmbedCall<'_> {
@@ -46,15 +78,33 @@ impl LlmStep {
         step: &RouteStep,
         call: EmbedCall<'_>,
     ) -> Result<Value, StepError> {
-        let hold = self
+        self.embeddings_attempts(step, call).await.0
+    }
+
+    /// [`LlmStep::embeddings`], with its attempts.
+    async fn embeddings_attempts(
+        &self,
+        step: &RouteStep,
+        call: EmbedCall<'_>,
+    ) -> (Result<Value, StepError>, Vec<Attempt>) {
+        let hold = match self
             .costing
             .open_embeddings(&self.router, call.chain(step), &call)
             .await
-            .map_err(StepError::Cost)?;
-        let mut body = serde_json::json!({ "input": call.inputs });
-        if let Some(model) = call.model {
-            body["model"] = Value::from(model);
-        }
+        {
+            Ok(hold) => hold,
+            Err(err) => return (Err(StepError::Cost(err)), Vec::new()),
+        };
+        let body = match call.body {
+            Some(body) => body.clone(),
+            None => {
+                let mut body = serde_json::json!({ "input": call.inputs });
+                if let Some(model) = call.model {
+                    body["model"] = Value::from(model);
+                }
+                body
+            }
+        };
         let mut attempts = Vec::new();
         let result = self
             .router
@@ -64,7 +114,70 @@ impl LlmStep {
             .costing
             .embedding_charges(&attempts, call.inputs, result.as_ref().ok());
         self.costing.close(hold, charges, call.site);
-        result.map_err(StepError::Route)
+        (result.map_err(StepError::Route), attempts)
+    }
+
+    /// A client's `/v1/embeddings` along its route: the exact cache (embeddings are the most
+    /// cacheable call there is: the same input always embeds the same), then the call,
+    /// counted, reserved, settled and ledgered like a completion, and the fill.
+    pub async fn client_embeddings(&self, call: ClientEmbeddings<'_>) -> EmbeddingsReply {
+        let reply = |result, cache, key, attempts| EmbeddingsReply {
+            result,
+            cache,
+            key,
+            attempts,
+        };
+        let Some(step) = self.plans.get(call.route) else {
+            let err = StepError::UnknownRoute {
+                route: call.route.to_owned(),
+            };
+            return reply(Err(err), CacheStatus::Bypass, None, Vec::new());
+        };
+        let policy = step.cache;
+        let cached = policy.enabled && !call.control.no_store;
+        let key = cached.then(|| {
+            let tenant = policy.per_key.then(|| call.meter.key_name());
+            embeddings_key(call.route, tenant, call.body)
+        });
+        if let Some(key) = &key
+            && !call.control.no_cache
+            && let Some(stored) = self.cache.lookup(key, call.route).await
+            && let Ok(body) = serde_json::from_str::<Value>(&stored.extra)
+        {
+            return reply(Ok(body), CacheStatus::Hit, Some(*key), Vec::new());
+        }
+        let site = CallSite {
+            meter: call.meter,
+            route: call.route,
+            cache: if key.is_some() {
+                CacheStatus::Miss
+            } else {
+                CacheStatus::Bypass
+            },
+        };
+        let embed = EmbedCall {
+            site,
+            model: call.body["model"].as_str(),
+            inputs: call.inputs,
+            only: None,
+            spare: 0,
+            body: Some(call.body),
+        };
+        let (result, attempts) = self.embeddings_attempts(step, embed).await;
+        if let (Some(key), Ok(body)) = (&key, &result) {
+            // Stored as an answer whose `extra` is the body: the cache's tiers, TTL and
+            // invalidation serve embeddings as they serve chat.
+            let entry = ChatResponse {
+                id: String::new(),
+                model: body["model"].as_str().unwrap_or_default().to_owned(),
+                created: 0,
+                choices: Vec::new(),
+                usage: None,
+                extra: body.to_string(),
+            };
+            self.cache.put(*key, call.route, entry, policy.ttl);
+        }
+        reply(result, site.cache, key, attempts)
     }
 }
 

@@ -45,6 +45,7 @@ mod stream;
 
 pub use call::Call;
 pub use costing::{CallSite, Costing, estimate_usage};
+pub use embedding::{ClientEmbeddings, EmbeddingsReply};
 pub use error::StepError;
 pub use stage::{MAX_EMBED_INPUT_BYTES, MAX_EMBED_INPUTS, StageLlm};
 pub use step::{Answer, LlmStep, RouteStep, StepReply};

@@ -35,6 +35,7 @@ impl LlmStep {
             inputs: &inputs,
             only: Some(index),
             spare: 1,
+            body: None,
         };
         match self.embeddings(step, call).await {
             Ok(value) => match first_embedding(&value) {

@@ -131,6 +131,7 @@ impl LlmAccess for StageLlm {
                 inputs: &inputs,
                 only: None,
                 spare: 0,
+                body: None,
             };
             let value = step.embeddings(route_step, call).await.map_err(refused)?;
             Ok(embeddings_of(&value))

@@ -15,6 +15,9 @@
 //! - `listener`, `conn`: accepting, per-connection deadlines, shutdown.
 //! - `public`: the public routes, response headers, metrics and the request record.
 //! - `chat`: `POST /v1/chat/completions` → `App::chat` → JSON or SSE.
+//! - `fronts`: `/v1/messages` (Anthropic) and `/v1/responses` (OpenAI Responses), translated
+//!   to and from a chat completion around the same `App::chat`.
+//! - `embeddings`: `POST /v1/embeddings` → `App::embeddings`.
 //! - `jobs`: `/v1/jobs`, and starting the workers; `callback`: the callback sender.
 //! - `admin`, `admin_auth`: the admin routes and who may call them.
 //! - `http_util`: the body type, JSON and error responses, bounded body reads.
@@ -24,6 +27,8 @@ mod admin_auth;
 mod callback;
 mod chat;
 mod conn;
+mod embeddings;
+mod fronts;
 mod http_util;
 mod jobs;
 mod listener;

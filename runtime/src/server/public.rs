@@ -1,5 +1,7 @@
-//! The public listener's routes: `/v1/chat/completions`, `/v1/jobs` (background jobs),
-//! `/v1/models`, `/healthz`, `/readyz`.
+//! The public listener's routes: `/v1/chat/completions`, `/v1/messages` (Anthropic's
+//! Messages API) and `/v1/messages/count_tokens`, `/v1/responses` (OpenAI's Responses API),
+//! `/v1/embeddings`, `/v1/jobs` (background jobs), `/v1/models` and `/v1/models/{id}`,
+//! `/healthz`, `/readyz`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,8 +13,8 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::App;
-use super::chat;
 use super::http_util::{self, Body};
+use super::{chat, fronts};
 use crate::app::{Ended, Report, Snapshot};
 use crate::openai::ApiError;
 
@@ -47,11 +49,39 @@ async fn dispatch(
     let started = tokio::time::Instant::now();
     let _in_flight = crate::telemetry::InFlight::enter();
     let path = request.uri().path().to_string();
-    let is_chat = path == "/v1/chat/completions";
+    // The endpoints that run a route, recorded as requests.
+    let endpoint = match path.as_str() {
+        "/v1/chat/completions" => Some("/v1/chat/completions"),
+        "/v1/messages" => Some("/v1/messages"),
+        "/v1/responses" => Some("/v1/responses"),
+        "/v1/embeddings" => Some("/v1/embeddings"),
+        _ => None,
+    }
+    .filter(|_| request.method() == Method::POST);
+    let is_chat = endpoint.is_some();
     let method = request.method().clone();
     let mut response = match (request.method(), path.as_str()) {
         (&Method::POST, "/v1/chat/completions") => {
             chat::handle(&app, request, &request_id, &mut report).await
+        }
+        (&Method::POST, "/v1/messages") => {
+            let front = fronts::Messages::default();
+            chat::handle_as(&app, request, &request_id, &mut report, front).await
+        }
+        (&Method::POST, "/v1/responses") => {
+            let front = fronts::Responses::default();
+            chat::handle_as(&app, request, &request_id, &mut report, front).await
+        }
+        (&Method::POST, "/v1/messages/count_tokens") => count_tokens(&app, request).await,
+        (&Method::POST, "/v1/embeddings") => {
+            super::embeddings::handle(&app, request, &request_id, &mut report).await
+        }
+        (&Method::GET, p) if p.starts_with("/v1/models/") => {
+            let snap = app.snapshot();
+            match chat::authenticate(&snap, request.headers()) {
+                Ok(_) => model(&snap, &p["/v1/models/".len()..]),
+                Err(err) => http_util::error(&err),
+            }
         }
         (_, p) if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => {
             super::jobs::handle(&app, request).await
@@ -77,14 +107,22 @@ async fn dispatch(
                 http_util::json(200, &json!({"status": "ready"}))
             }
         }
-        (_, "/v1/chat/completions" | "/v1/models" | "/healthz" | "/readyz") => {
-            http_util::error(&ApiError::new(
-                405,
-                "invalid_request_error",
-                "method_not_allowed",
-                format!("{} is not allowed on {path}", request.method()),
-            ))
-        }
+        (
+            _,
+            "/v1/chat/completions"
+            | "/v1/messages"
+            | "/v1/messages/count_tokens"
+            | "/v1/responses"
+            | "/v1/embeddings"
+            | "/v1/models"
+            | "/healthz"
+            | "/readyz",
+        ) => http_util::error(&ApiError::new(
+            405,
+            "invalid_request_error",
+            "method_not_allowed",
+            format!("{} is not allowed on {path}", request.method()),
+        )),
         _ => http_util::error(&ApiError::new(
             404,
             "invalid_request_error",
@@ -164,9 +202,44 @@ async fn dispatch(
             elapsed,
             method,
         };
-        record(&app, report, outcome, request_id);
+        record(&app, report, outcome, request_id, endpoint.unwrap_or("-"));
     }
     response
+}
+
+/// `POST /v1/messages/count_tokens`, with the key checked before the body is read.
+async fn count_tokens(app: &App, request: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let snap = app.snapshot();
+    if let Err(err) = chat::authenticate(&snap, &parts.headers) {
+        return fronts::messages_error(&err);
+    }
+    let body = match http_util::read_body(body, &parts.headers, &snap.config.server).await {
+        Ok(body) => body,
+        Err(err) => return fronts::messages_error(&err),
+    };
+    match fronts::count_tokens(&body) {
+        Ok(value) => http_util::json(200, &value),
+        Err(err) => fronts::messages_error(&err),
+    }
+}
+
+/// `GET /v1/models/{id}`: a route's model object, or a 404 naming it.
+fn model(snap: &Snapshot, id: &str) -> Response<Body> {
+    if snap.routes.contains_key(id) {
+        return http_util::json(
+            200,
+            &json!({ "id": id, "object": "model", "created": 0, "owned_by": "weir" }),
+        );
+    }
+    let mut err = ApiError::new(
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        format!("The model `{id}` does not exist"),
+    );
+    err.param = Some("model".to_owned());
+    http_util::error(&err)
 }
 
 /// How a chat completion ended, for [`record`].
@@ -181,7 +254,13 @@ struct Outcome {
 /// Records a finished chat completion once its headers are set: the request metrics,
 /// the cache and shed counters, its entry in the recent-requests ring, and its spans when
 /// they are exported.
-fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
+fn record(
+    app: &App,
+    report: Report,
+    outcome: Outcome,
+    request_id: Arc<str>,
+    endpoint: &'static str,
+) {
     let Outcome {
         status,
         failure,
@@ -209,7 +288,7 @@ fn record(app: &App, report: Report, outcome: Outcome, request_id: Arc<str>) {
     let record = report.into_record(Ended {
         id: request_id,
         method,
-        endpoint: "/v1/chat/completions",
+        endpoint,
         status,
         error: failure.map(|f| (f.code, f.message)),
         started,

@@ -2,6 +2,10 @@
 //! read the bounded body, record it, parse it, let the fault dice speak, then answer. A chat
 //! request is billed as soon as the dice accept it, before its latency (`stats::Billed`).
 //!
+//! Each handler is `receive` (body and ring) then an `answer_*` function that takes the bytes
+//! and the key: the wire dialects (`dialects`) translate their request into OpenAI bytes and
+//! call the same `answer_*`, so faults, billing, stats and pacing are the OpenAI path's.
+//!
 //! Faults are applied after parsing so that a `sim-error-NNN` model can be honoured and a
 //! streamed request counted, but before a parse error is answered: like a real overloaded
 //! provider, the simulator may rate-limit a request it would also have rejected.
@@ -30,18 +34,33 @@ pub async fn chat(
     state: Arc<SimState>,
     conn: &ConnControl,
 ) -> Response<SimBody> {
+    count_chat(&state);
+    let bearer = bearer(&request);
+    match receive(request, &state).await {
+        Ok(bytes) => answer_chat(ChatRequest::parse(&bytes), bearer.as_deref(), state, conn).await,
+        Err(err) => body::error(&err),
+    }
+}
+
+/// Counts a chat request of any dialect, before its body is read.
+pub fn count_chat(state: &SimState) {
     bump(&state.stats.requests);
     bump(&state.stats.chat_completions);
-    let bearer = bearer(&request);
-    let bytes = match receive(request, &state).await {
-        Ok(bytes) => bytes,
-        Err(err) => return body::error(&err),
-    };
+}
+
+/// Answers a chat request that was received and parsed (or failed to parse): the `rpm_limit`
+/// fault, the dice, billing, then the answer (JSON or SSE). `key` is the request's API key,
+/// which an injected 401 quotes.
+pub async fn answer_chat(
+    parsed: Result<ChatRequest, ApiError>,
+    key: Option<&str>,
+    state: Arc<SimState>,
+    conn: &ConnControl,
+) -> Response<SimBody> {
     let faults = state.faults();
     if let Some(response) = over_rpm(&faults, &state) {
         return response;
     }
-    let parsed = ChatRequest::parse(&bytes);
     if parsed.as_ref().is_ok_and(|r| r.stream) {
         bump(&state.stats.streams);
     }
@@ -65,9 +84,7 @@ pub async fn chat(
         }
         _ => None,
     };
-    if let Some(response) =
-        chaos::carry_out(decision, &faults, bearer.as_deref(), &state, conn).await
-    {
+    if let Some(response) = chaos::carry_out(decision, &faults, key, &state, conn).await {
         return response;
     }
     let r = match parsed {
@@ -94,25 +111,40 @@ pub async fn embeddings(
     state: Arc<SimState>,
     conn: &ConnControl,
 ) -> Response<SimBody> {
+    count_embeddings(&state);
+    let bearer = bearer(&request);
+    match receive(request, &state).await {
+        Ok(bytes) => answer_embeddings(&bytes, bearer.as_deref(), &state, conn).await,
+        Err(err) => body::error(&err),
+    }
+}
+
+/// Counts an embeddings request of any dialect, before its body is read.
+pub fn count_embeddings(state: &SimState) {
     bump(&state.stats.requests);
     bump(&state.stats.embeddings);
-    let bearer = bearer(&request);
-    let bytes = match receive(request, &state).await {
-        Ok(bytes) => bytes,
-        Err(err) => return body::error(&err),
-    };
+}
+
+/// Answers a received embeddings request body: the `rpm_limit` fault, the dice, then the
+/// vectors. `key` is the request's API key, which an injected 401 quotes.
+pub async fn answer_embeddings(
+    bytes: &[u8],
+    key: Option<&str>,
+    state: &SimState,
+    conn: &ConnControl,
+) -> Response<SimBody> {
     let faults = state.faults();
-    if let Some(response) = over_rpm(&faults, &state) {
+    if let Some(response) = over_rpm(&faults, state) {
         return response;
     }
-    let parsed = EmbeddingsRequest::parse(&bytes);
+    let parsed = EmbeddingsRequest::parse(bytes);
     let model = parsed.as_ref().ok().and_then(|r| r.model.as_deref());
-    if let Some(response) = chaos::apply(&faults, model, bearer.as_deref(), &state, conn).await {
+    if let Some(response) = chaos::apply(&faults, model, key, state, conn).await {
         return response;
     }
     match parsed {
         Err(err) => body::error(&err),
-        Ok(r) => embeddings::respond(&r, &state),
+        Ok(r) => embeddings::respond(&r, state),
     }
 }
 
@@ -139,12 +171,18 @@ fn bearer(request: &Request<Incoming>) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Reads the body (bounded) and records the request in the ring.
-async fn receive(request: Request<Incoming>, state: &SimState) -> Result<Bytes, ApiError> {
+/// The value of header `name`, when it is text.
+pub fn header(request: &Request<Incoming>, name: &str) -> Option<String> {
+    let value = request.headers().get(name)?.to_str().ok()?;
+    Some(value.to_owned())
+}
+
+/// Reads the body (bounded) and records the request in the ring, as received (path, query,
+/// headers and body).
+pub async fn receive(request: Request<Incoming>, state: &SimState) -> Result<Bytes, ApiError> {
     let (parts, incoming) = request.into_parts();
     let bytes = body::read_limited(&parts.headers, incoming).await?;
-    let path = parts.uri.path().to_owned();
-    let record = RecordedRequest::new(parts.method, path, parts.headers, &bytes);
+    let record = RecordedRequest::new(parts.method, &parts.uri, parts.headers, &bytes);
     state.ring.push(record);
     Ok(bytes)
 }

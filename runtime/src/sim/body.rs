@@ -105,7 +105,8 @@ pub fn json(status: StatusCode, value: &impl Serialize) -> Response<SimBody> {
     }
 }
 
-/// An OpenAI-shaped error response (with `Retry-After` for a rate limit).
+/// An OpenAI-shaped error response (with `Retry-After` for a rate limit). The error also rides
+/// in the response's extensions, so a wire dialect can answer it in its own shape.
 pub fn error(err: &ApiError) -> Response<SimBody> {
     let mut response = json(err.status(), &err.body());
     if let ApiError::RateLimited { retry_after_s } = err {
@@ -113,6 +114,7 @@ pub fn error(err: &ApiError) -> Response<SimBody> {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(*retry_after_s));
     }
+    response.extensions_mut().insert(err.clone());
     response
 }
 
@@ -123,7 +125,14 @@ pub fn stalled_error(
     err: &ApiError,
     until_shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Response<SimBody> {
-    let whole = error(err);
+    stall_halfway(error(err), until_shutdown)
+}
+
+/// A complete response whose body stalls halfway, as [`stalled_error`] does.
+pub fn stall_halfway(
+    whole: Response<SimBody>,
+    until_shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Response<SimBody> {
     let (parts, body) = whole.into_parts();
     let bytes = match body {
         SimBody::Full(Some(bytes)) => bytes,

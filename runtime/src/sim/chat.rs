@@ -8,6 +8,12 @@
 //!
 //! A request the simulator accepts is billed at once ([`accept`]), as a provider bills a
 //! request it started on: see `stats::Billed`.
+//!
+//! Tools: a request with a non-empty `tools` array, a `tool_choice` other than `"none"` and a
+//! last message that is not a `tool` result is answered with one call of the function
+//! `tool_choice` names, else of the first tool ([`ChatRequest::tool_name`]); after a tool
+//! result the answer is text again, quoting it (see `reply`). So an agent loop through a
+//! proxy takes exactly one round trip through its tool.
 
 use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -36,6 +42,9 @@ pub struct ChatRequest {
     pub max_tokens: Option<u64>,
     /// `n`: how many choices to answer, each the same reply (1 when absent).
     pub n: u32,
+    /// The function the answer calls instead of answering text, if it does (see the module
+    /// doc).
+    pub tool_name: Option<String>,
 }
 
 /// The wire form of a chat request (only the fields the simulator reads).
@@ -55,6 +64,24 @@ struct WireRequest {
     max_completion_tokens: Option<u64>,
     /// Choices to answer.
     n: Option<u64>,
+    /// Tools offered to the model.
+    tools: Option<Vec<WireTool>>,
+    /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name"}}`.
+    tool_choice: Option<serde_json::Value>,
+}
+
+/// One of `tools` (only function tools have a name the simulator can call).
+#[derive(Deserialize)]
+struct WireTool {
+    /// The function, for a `function` tool.
+    function: Option<WireFunction>,
+}
+
+/// A tool's `function`.
+#[derive(Deserialize)]
+struct WireFunction {
+    /// Its name.
+    name: String,
 }
 
 /// `stream_options`.
@@ -93,9 +120,19 @@ struct WirePart {
 impl ChatRequest {
     /// Parses a request body; malformed JSON or a bad field is a 400.
     pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
-        let wire: WireRequest = serde_json::from_slice(body).map_err(|e| {
-            ApiError::InvalidRequest(format!("could not parse the chat request body: {e}"))
-        })?;
+        let wire: WireRequest = serde_json::from_slice(body).map_err(unparsable)?;
+        ChatRequest::from_wire(wire)
+    }
+
+    /// Reads a request already parsed as JSON (a wire dialect's translation); a bad field is
+    /// a 400.
+    pub fn from_value(body: serde_json::Value) -> Result<ChatRequest, ApiError> {
+        let wire: WireRequest = serde_json::from_value(body).map_err(unparsable)?;
+        ChatRequest::from_wire(wire)
+    }
+
+    /// Checks and reduces the wire form.
+    fn from_wire(wire: WireRequest) -> Result<ChatRequest, ApiError> {
         if wire.messages.is_empty() {
             return Err(ApiError::InvalidRequest(
                 "'messages' must contain at least one message".into(),
@@ -117,6 +154,12 @@ impl ChatRequest {
                         "'n' must be between 1 and {MAX_CHOICES}, got {n}"
                     ))
                 })?,
+        };
+        let last_is_tool = wire.messages.last().is_some_and(|m| m.role == "tool");
+        let tool_name = if last_is_tool {
+            None
+        } else {
+            tool_to_call(wire.tools.as_deref(), wire.tool_choice.as_ref())
         };
         let messages = wire
             .messages
@@ -144,8 +187,32 @@ impl ChatRequest {
                 .unwrap_or(false),
             max_tokens,
             n,
+            tool_name,
         })
     }
+}
+
+/// The 400 of a body that is not a chat request.
+fn unparsable(e: serde_json::Error) -> ApiError {
+    ApiError::InvalidRequest(format!("could not parse the chat request body: {e}"))
+}
+
+/// The function a request with `tools` gets called: the one `tool_choice` names, else the
+/// first function tool's; none without function tools or with `tool_choice: "none"`.
+fn tool_to_call(
+    tools: Option<&[WireTool]>,
+    tool_choice: Option<&serde_json::Value>,
+) -> Option<String> {
+    let mut names = tools?.iter().filter_map(|t| t.function.as_ref());
+    let first = names.next()?;
+    if tool_choice.and_then(serde_json::Value::as_str) == Some("none") {
+        return None;
+    }
+    let chosen = tool_choice
+        .and_then(|c| c.get("function"))
+        .and_then(|f| f.get("name"))
+        .and_then(serde_json::Value::as_str);
+    Some(chosen.unwrap_or(&first.name).to_owned())
 }
 
 /// OpenAI `usage`.
@@ -207,10 +274,37 @@ struct Choice<'a> {
 struct AssistantMessage<'a> {
     /// Always `assistant`.
     role: &'static str,
-    /// The reply text.
-    content: &'a str,
+    /// The reply text; null for a tool call.
+    content: Option<&'a str>,
     /// Always null.
     refusal: Option<()>,
+    /// The tool call, when the reply is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[WireToolCall<'a>; 1]>,
+}
+
+/// An OpenAI tool call, as answered (whole in a message, or its first chunk in a stream).
+#[derive(Serialize)]
+pub struct WireToolCall<'a> {
+    /// Its position among the calls (streams only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// `call_...`.
+    pub id: &'a str,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The function and its arguments.
+    pub function: WireFunctionCall<'a>,
+}
+
+/// A tool call's `function`.
+#[derive(Serialize)]
+pub struct WireFunctionCall<'a> {
+    /// The function's name.
+    pub name: &'a str,
+    /// Its arguments as JSON text (empty in a stream's first tool-call chunk).
+    pub arguments: &'a str,
 }
 
 /// Accepts a request the simulator will answer: its reply (reporting `usage_prompt_tokens`
@@ -218,8 +312,11 @@ struct AssistantMessage<'a> {
 /// a client that leaves before it arrives has still paid for it; a stream is billed its
 /// prompt now and each content token as it is sent (`stream`).
 pub fn accept(request: &ChatRequest, state: &SimState, usage_prompt_tokens: Option<u64>) -> Reply {
-    let reply = Reply::for_prompt(&request.messages, request.max_tokens)
-        .with_prompt_tokens(usage_prompt_tokens);
+    let reply = match &request.tool_name {
+        Some(name) => Reply::tool_call(&request.messages, name),
+        None => Reply::for_prompt(&request.messages, request.max_tokens),
+    }
+    .with_prompt_tokens(usage_prompt_tokens);
     let usage = Usage::of(&reply, request.n);
     let completion = if request.stream {
         0
@@ -243,8 +340,19 @@ pub fn respond(request: &ChatRequest, reply: &Reply, state: &SimState) -> Respon
                 index,
                 message: AssistantMessage {
                     role: "assistant",
-                    content: &reply.text,
+                    content: reply.tool_call.is_none().then_some(reply.text.as_str()),
                     refusal: None,
+                    tool_calls: reply.tool_call.as_ref().map(|call| {
+                        [WireToolCall {
+                            index: None,
+                            id: &call.id,
+                            kind: "function",
+                            function: WireFunctionCall {
+                                name: &call.name,
+                                arguments: &call.arguments,
+                            },
+                        }]
+                    }),
                 },
                 logprobs: None,
                 finish_reason: reply.finish_reason,
@@ -287,6 +395,75 @@ mod tests {
             let err = with_n(bad).expect_err(bad);
             assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{bad}");
         }
+    }
+
+    #[test]
+    fn tools_pick_the_function_to_call() {
+        let tool_name = |extra: &str| {
+            let body = format!(
+                r#"{{"messages":[{{"role":"user","content":"x"}}],"tools":[
+                    {{"type":"function","function":{{"name":"first"}}}},
+                    {{"type":"function","function":{{"name":"second"}}}}]{extra}}}"#
+            );
+            ChatRequest::parse(body.as_bytes()).map(|r| r.tool_name)
+        };
+        assert_eq!(tool_name(""), Ok(Some("first".into())));
+        assert_eq!(
+            tool_name(r#","tool_choice":"auto""#),
+            Ok(Some("first".into()))
+        );
+        assert_eq!(
+            tool_name(r#","tool_choice":"required""#),
+            Ok(Some("first".into()))
+        );
+        let named = r#","tool_choice":{"type":"function","function":{"name":"second"}}"#;
+        assert_eq!(tool_name(named), Ok(Some("second".into())));
+        assert_eq!(tool_name(r#","tool_choice":"none""#), Ok(None));
+        let empty = br#"{"messages":[{"role":"user","content":"x"}],"tools":[]}"#;
+        assert_eq!(ChatRequest::parse(empty).map(|r| r.tool_name), Ok(None));
+        let after_tool = br#"{"messages":[{"role":"user","content":"x"},
+            {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},
+            {"role":"tool","tool_call_id":"c","content":"42"}],
+            "tools":[{"type":"function","function":{"name":"f"}}]}"#;
+        assert_eq!(
+            ChatRequest::parse(after_tool).map(|r| r.tool_name),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn a_tool_call_answer_has_null_content_and_one_call() {
+        let state = SimState::new(&crate::sim::config::SimConfig::default());
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"look it up"}],
+            "tools":[{"type":"function","function":{"name":"lookup"}}]}"#;
+        let request = ChatRequest::parse(body).expect("valid request");
+        let reply = accept(&request, &state, None);
+        let response = respond(&request, &reply, &state);
+        let bytes = match response.into_body() {
+            SimBody::Full(Some(bytes)) => bytes,
+            _ => panic!("a complete body"),
+        };
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        let choice = &answer["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls");
+        assert!(choice["message"]["content"].is_null());
+        let call = &choice["message"]["tool_calls"][0];
+        assert_eq!(
+            (&call["type"], &call["function"]["name"]),
+            (&"function".into(), &"lookup".into())
+        );
+        assert!(
+            call["id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("call_"))
+        );
+        assert!(call.get("index").is_none());
+        let arguments = call["function"]["arguments"].as_str().unwrap_or_default();
+        assert_eq!(arguments, r#"{"input":"look it up"}"#);
+        assert_eq!(
+            answer["usage"]["completion_tokens"],
+            crate::sim::tokens::count(arguments)
+        );
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! A reply echoes the last user message (so a test can see which prompt reached the upstream)
 //! and adds a few words picked by the blake3 digest of the whole conversation, so identical
 //! conversations get identical replies and any change anywhere in them changes the reply.
-//! Nothing here knows about HTTP or JSON.
+//! When the conversation ends with a tool result, the reply also quotes it (`tool said: ...`),
+//! so a test can see the result went round the loop.
+//!
+//! A request that offers tools is answered with one tool call instead ([`Reply::tool_call`]):
+//! its id comes from the digest and its arguments echo the last user message, so an agent
+//! loop through a proxy is as deterministic as a plain chat. Nothing here knows about HTTP;
+//! the only JSON is the tool call's argument string.
 
 use crate::sim::tokens;
 
@@ -33,12 +39,25 @@ pub struct PromptMessage {
     pub text: String,
 }
 
+/// The one tool call of a reply to a request with tools.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolCall {
+    /// `call_<24 hex digits of the conversation's digest>`.
+    pub id: String,
+    /// The function called.
+    pub name: String,
+    /// `{"input":"<last user message, at most PROMPT_ECHO_CHARS characters>"}`, as JSON text.
+    pub arguments: String,
+}
+
 /// The answer to a conversation, already cut to `max_tokens`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reply {
-    /// Content of the assistant message.
+    /// Content of the assistant message (empty for a tool call).
     pub text: String,
-    /// `"stop"`, or `"length"` when `max_tokens` cut the text.
+    /// A tool call answered instead of text.
+    pub tool_call: Option<ToolCall>,
+    /// `"stop"`, `"length"` when `max_tokens` cut the text, or `"tool_calls"`.
     pub finish_reason: &'static str,
     /// Tokens of the prompt (see `prompt_tokens`).
     pub prompt_tokens: u64,
@@ -56,9 +75,29 @@ impl Reply {
         };
         Reply {
             text: text.to_owned(),
+            tool_call: None,
             finish_reason,
             prompt_tokens: prompt_tokens(messages),
             completion_tokens: tokens::count(text).max(1),
+        }
+    }
+
+    /// Answers `messages` with one call of the function `name`; its completion tokens are
+    /// those of the arguments. `max_tokens` does not cut a tool call (its arguments must stay
+    /// JSON).
+    pub fn tool_call(messages: &[PromptMessage], name: &str) -> Reply {
+        let hex = digest(messages).to_hex();
+        let arguments = serde_json::json!({ "input": echo(last_user_text(messages)) }).to_string();
+        Reply {
+            text: String::new(),
+            finish_reason: "tool_calls",
+            prompt_tokens: prompt_tokens(messages),
+            completion_tokens: tokens::count(&arguments).max(1),
+            tool_call: Some(ToolCall {
+                id: format!("call_{}", &hex.as_str()[..24]),
+                name: name.to_owned(),
+                arguments,
+            }),
         }
     }
 
@@ -86,19 +125,29 @@ pub fn digest(messages: &[PromptMessage]) -> blake3::Hash {
     hasher.finalize()
 }
 
-/// The untruncated reply: `sim reply to: <last user text, ≤ 200 chars>. <6 to 12 words>.`
-pub fn reply_text(messages: &[PromptMessage]) -> String {
-    let last_user = messages
+/// The text of the last user message (of the last message when no user spoke).
+fn last_user_text(messages: &[PromptMessage]) -> &str {
+    messages
         .iter()
         .rev()
         .find(|m| m.role == "user")
         .or(messages.last())
         .map(|m| m.text.as_str())
-        .unwrap_or("");
-    let echo = match last_user.char_indices().nth(PROMPT_ECHO_CHARS) {
-        Some((cut, _)) => &last_user[..cut],
-        None => last_user,
-    };
+        .unwrap_or("")
+}
+
+/// The first `PROMPT_ECHO_CHARS` characters of `text`.
+fn echo(text: &str) -> &str {
+    match text.char_indices().nth(PROMPT_ECHO_CHARS) {
+        Some((cut, _)) => &text[..cut],
+        None => text,
+    }
+}
+
+/// The untruncated reply: `sim reply to: <last user text, ≤ 200 chars>. <6 to 12 words>.`,
+/// with `tool said: <tool result, ≤ 200 chars>. ` before the words when the conversation
+/// ends with a `tool` message.
+pub fn reply_text(messages: &[PromptMessage]) -> String {
     let hash = digest(messages);
     let bytes = hash.as_bytes();
     let n_words = 6 + usize::from(bytes[0] % 7);
@@ -106,7 +155,12 @@ pub fn reply_text(messages: &[PromptMessage]) -> String {
         .iter()
         .map(|b| WORDS[usize::from(*b) % WORDS.len()])
         .collect();
-    format!("sim reply to: {echo}. {}.", words.join(" "))
+    let user = echo(last_user_text(messages));
+    let tool = match messages.last() {
+        Some(m) if m.role == "tool" => format!("tool said: {}. ", echo(&m.text)),
+        _ => String::new(),
+    };
+    format!("sim reply to: {user}. {tool}{}.", words.join(" "))
 }
 
 /// Tokens of a prompt: its text, plus `TOKENS_PER_MESSAGE` per message and
@@ -209,6 +263,49 @@ mod tests {
         let whole = Reply::for_prompt(&m, Some(10_000));
         assert_eq!(whole.finish_reason, "stop");
         assert_eq!(whole.text, reply_text(&m));
+    }
+
+    #[test]
+    fn tool_call_is_deterministic_and_echoes_the_user_as_json() {
+        let m = msgs(&[("user", "weather in \"Paris\"?")]);
+        let call = Reply::tool_call(&m, "get_weather");
+        assert_eq!(call, Reply::tool_call(&m, "get_weather"));
+        assert_eq!((call.text.as_str(), call.finish_reason), ("", "tool_calls"));
+        let tool = call.tool_call.expect("a tool call");
+        assert_eq!(tool.name, "get_weather");
+        assert!(
+            tool.id.starts_with("call_") && tool.id.len() == 29,
+            "{}",
+            tool.id
+        );
+        let args: serde_json::Value = serde_json::from_str(&tool.arguments).expect("JSON");
+        assert_eq!(args, serde_json::json!({"input": "weather in \"Paris\"?"}));
+        assert_eq!(call.completion_tokens, tokens::count(&tool.arguments));
+        let other = Reply::tool_call(&msgs(&[("user", "other")]), "get_weather");
+        assert_ne!(other.tool_call.map(|t| t.id), Some(tool.id));
+        let long = "é".repeat(500);
+        let long_call = Reply::tool_call(&msgs(&[("user", &long)]), "f");
+        let args: serde_json::Value =
+            serde_json::from_str(&long_call.tool_call.expect("call").arguments).expect("JSON");
+        assert_eq!(
+            args["input"].as_str().map(|s| s.chars().count()),
+            Some(PROMPT_ECHO_CHARS)
+        );
+    }
+
+    #[test]
+    fn a_tool_result_is_quoted_in_the_reply() {
+        let m = msgs(&[
+            ("user", "weather?"),
+            ("assistant", ""),
+            ("tool", "sunny, 21C"),
+        ]);
+        let text = reply_text(&m);
+        assert!(
+            text.starts_with("sim reply to: weather?. tool said: sunny, 21C. "),
+            "{text}"
+        );
+        assert!(!reply_text(&m[..1]).contains("tool said"));
     }
 
     #[test]

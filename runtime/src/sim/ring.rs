@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Uri};
 
 use crate::sync::lock;
 
@@ -28,6 +28,8 @@ pub struct RecordedRequest {
     pub method: Method,
     /// Request path, without the query.
     pub path: String,
+    /// The query (after `?`), if the request had one.
+    pub query: Option<String>,
     /// Request headers as received.
     pub headers: HeaderMap,
     /// The first `RING_BODY_LIMIT` bytes of the body.
@@ -37,9 +39,9 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    /// Builds a record, copying only the first `RING_BODY_LIMIT` bytes of a longer body (so the
-    /// ring never pins a large buffer).
-    pub fn new(method: Method, path: String, headers: HeaderMap, body: &Bytes) -> RecordedRequest {
+    /// Builds a record of a request to `uri`, copying only the first `RING_BODY_LIMIT` bytes of
+    /// a longer body (so the ring never pins a large buffer).
+    pub fn new(method: Method, uri: &Uri, headers: HeaderMap, body: &Bytes) -> RecordedRequest {
         let (body, body_truncated) = if body.len() > RING_BODY_LIMIT {
             (Bytes::copy_from_slice(&body[..RING_BODY_LIMIT]), true)
         } else {
@@ -47,15 +49,17 @@ impl RecordedRequest {
         };
         RecordedRequest {
             method,
-            path,
+            path: uri.path().to_owned(),
+            query: uri.query().map(str::to_owned),
             headers,
             body,
             body_truncated,
         }
     }
 
-    /// `{"method", "path", "headers": {name: value}, "body": <JSON or text>}`; repeated headers
-    /// are joined with ", ", and a truncated or non-JSON body is shown as (lossy UTF-8) text.
+    /// `{"method", "path", "headers": {name: value}, "body": <JSON or text>}`, plus `"query"`
+    /// when the request had one; repeated headers are joined with ", ", and a truncated or
+    /// non-JSON body is shown as (lossy UTF-8) text.
     pub fn to_json(&self) -> serde_json::Value {
         let mut headers = serde_json::Map::new();
         for name in self.headers.keys() {
@@ -80,6 +84,9 @@ impl RecordedRequest {
             "headers": headers,
             "body": body,
         });
+        if let Some(query) = &self.query {
+            out["query"] = query.as_str().into();
+        }
         if self.body_truncated {
             out["body_truncated"] = true.into();
         }
@@ -131,7 +138,12 @@ mod tests {
 
     fn record(i: usize) -> RecordedRequest {
         let body = Bytes::from(format!("{{\"i\":{i}}}"));
-        RecordedRequest::new(Method::POST, "/v1/x".into(), HeaderMap::new(), &body)
+        RecordedRequest::new(
+            Method::POST,
+            &Uri::from_static("/v1/x"),
+            HeaderMap::new(),
+            &body,
+        )
     }
 
     #[test]
@@ -155,8 +167,13 @@ mod tests {
         headers.insert("authorization", http::HeaderValue::from_static("Bearer k"));
         headers.append("x-multi", http::HeaderValue::from_static("a"));
         headers.append("x-multi", http::HeaderValue::from_static("b"));
-        let r = RecordedRequest::new(Method::POST, "/p".into(), headers, &Bytes::from("not json"));
+        let uri = Uri::from_static("/p?api-version=2024-10-21");
+        let r = RecordedRequest::new(Method::POST, &uri, headers, &Bytes::from("not json"));
         let json = r.to_json();
+        assert_eq!(
+            (&json["path"], &json["query"]),
+            (&"/p".into(), &"api-version=2024-10-21".into())
+        );
         assert_eq!(json["headers"]["authorization"], "Bearer k");
         assert_eq!(json["headers"]["x-multi"], "a, b");
         assert_eq!(json["body"], "not json");
@@ -165,7 +182,13 @@ mod tests {
     #[test]
     fn long_bodies_are_truncated() {
         let big = Bytes::from(vec![b'a'; RING_BODY_LIMIT + 1]);
-        let r = RecordedRequest::new(Method::POST, "/p".into(), HeaderMap::new(), &big);
+        let r = RecordedRequest::new(
+            Method::POST,
+            &Uri::from_static("/p"),
+            HeaderMap::new(),
+            &big,
+        );
+        assert!(r.to_json().get("query").is_none());
         assert_eq!(r.body.len(), RING_BODY_LIMIT);
         assert_eq!(r.to_json()["body_truncated"], true);
     }

@@ -15,9 +15,10 @@ use serde::Serialize;
 pub struct Stats {
     /// Completion and embedding requests received (whatever their outcome).
     pub requests: AtomicU64,
-    /// `POST /v1/chat/completions` requests received.
+    /// Chat requests received, in any dialect (`/v1/chat/completions`, Anthropic, Gemini,
+    /// Azure).
     pub chat_completions: AtomicU64,
-    /// `POST /v1/embeddings` requests received.
+    /// Embeddings requests received (`/v1/embeddings`, Azure).
     pub embeddings: AtomicU64,
     /// Well-formed chat requests that asked for `"stream": true`.
     pub streams: AtomicU64,

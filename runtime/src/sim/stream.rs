@@ -5,6 +5,11 @@
 //! chunk per choice, a finish chunk per choice, optional usage chunk, `[DONE]`) and then
 //! released one by one with their delays, so the chunk layout can be tested without a network
 //! and the pacing without a tokenizer. Each content chunk is billed as it is released.
+//!
+//! A tool call streams as OpenAI streams one: after the role chunk, a chunk opening the call
+//! (`id`, `type`, `function.name`, empty `arguments`), then one chunk per token of its
+//! arguments. Those argument chunks are the content chunks the stream faults count and the
+//! stream bills.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -18,7 +23,7 @@ use serde::Serialize;
 
 use crate::clock::unix_secs;
 use crate::sim::body::{self, SimBody, StreamCut};
-use crate::sim::chat::{ChatRequest, Usage};
+use crate::sim::chat::{ChatRequest, Usage, WireFunctionCall, WireToolCall};
 use crate::sim::reply::Reply;
 use crate::sim::state::SimState;
 use crate::sim::stats::bump;
@@ -36,12 +41,14 @@ pub struct PlannedFrame {
 }
 
 /// What a frame carries; `stream_cut_after` and `stream_stall_after` count `Content` frames
-/// and never act before `Role`.
+/// and never act before `Role` or `ToolCallStart`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameKind {
     /// The first chunk, `delta.role = "assistant"`.
     Role,
-    /// One token of the reply.
+    /// The chunk that opens a tool call (its id and name; no arguments yet).
+    ToolCallStart,
+    /// One token of the reply (of the tool call's arguments, for a tool call).
     Content,
     /// Finish chunk, usage chunk or `[DONE]`.
     Trailer,
@@ -87,6 +94,31 @@ struct Delta<'a> {
     /// A piece of the reply.
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    /// The opening of the tool call, or a piece of its arguments.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<[ToolCallDelta<'a>; 1]>,
+}
+
+/// A piece of a streamed tool call.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ToolCallDelta<'a> {
+    /// The first: index, id, type, name and empty arguments.
+    Start(WireToolCall<'a>),
+    /// Each next: a piece of the arguments.
+    Arguments {
+        /// Always 0: the reply has one call.
+        index: u32,
+        /// `{"arguments": piece}`.
+        function: ArgumentsPiece<'a>,
+    },
+}
+
+/// `function` of an argument piece.
+#[derive(Serialize)]
+struct ArgumentsPiece<'a> {
+    /// A token of the arguments.
+    arguments: &'a str,
 }
 
 /// Plans the frames of a stream: a role chunk per choice after `ttft`, each token `inter_token`
@@ -119,18 +151,44 @@ pub fn plan(
         logprobs: None,
         finish_reason,
     };
-    let pieces = tokens::split(&reply.text);
+    let call = reply.tool_call.as_ref();
+    let pieces = tokens::split(call.map_or(&reply.text, |c| &c.arguments));
     let n = request.n.max(1);
-    let per_choice = pieces.len() + 2;
+    let per_choice = pieces.len() + 3;
     let mut frames = Vec::with_capacity(per_choice * n as usize + 2);
     for index in 0..n {
         let role = Delta {
             role: Some("assistant"),
-            content: Some(""),
+            // OpenAI opens a tool call's message without content.
+            content: call.is_none().then_some(""),
+            tool_calls: None,
         };
         let delay = if index == 0 { ttft } else { Duration::ZERO };
         let first = vec![choice(index, role, None)];
         frames.push(frame(delay, first, usage_field, FrameKind::Role));
+    }
+    if let Some(call) = call {
+        for index in 0..n {
+            let start = Delta {
+                tool_calls: Some([ToolCallDelta::Start(WireToolCall {
+                    index: Some(0),
+                    id: &call.id,
+                    kind: "function",
+                    function: WireFunctionCall {
+                        name: &call.name,
+                        arguments: "",
+                    },
+                })]),
+                ..Delta::default()
+            };
+            let opening = vec![choice(index, start, None)];
+            frames.push(frame(
+                Duration::ZERO,
+                opening,
+                usage_field,
+                FrameKind::ToolCallStart,
+            ));
+        }
     }
     for (i, piece) in pieces.iter().enumerate() {
         for index in 0..n {
@@ -139,9 +197,18 @@ pub fn plan(
             } else {
                 inter_token
             };
-            let delta = Delta {
-                role: None,
-                content: Some(piece),
+            let delta = match call {
+                None => Delta {
+                    content: Some(piece),
+                    ..Delta::default()
+                },
+                Some(_) => Delta {
+                    tool_calls: Some([ToolCallDelta::Arguments {
+                        index: 0,
+                        function: ArgumentsPiece { arguments: piece },
+                    }]),
+                    ..Delta::default()
+                },
             };
             let content = vec![choice(index, delta, None)];
             frames.push(frame(delay, content, usage_field, FrameKind::Content));
@@ -237,7 +304,8 @@ async fn next_frame(mut cursor: Cursor) -> Option<(Result<Bytes, StreamCut>, Cur
     let frame = cursor.frames.pop_front()?;
     let early = match &cursor.early {
         EarlyEnd::Cut(n) | EarlyEnd::Stall(n, _) => {
-            cursor.content_sent >= *n && frame.kind != FrameKind::Role
+            cursor.content_sent >= *n
+                && matches!(frame.kind, FrameKind::Content | FrameKind::Trailer)
         }
         EarlyEnd::None => false,
     };
@@ -290,6 +358,7 @@ mod tests {
             include_usage,
             max_tokens: None,
             n: 1,
+            tool_name: None,
         }
     }
 
@@ -400,5 +469,49 @@ mod tests {
             usage["usage"]["completion_tokens"],
             2 * reply.completion_tokens
         );
+    }
+
+    #[test]
+    fn a_tool_call_streams_its_opening_then_its_arguments() {
+        let req = ChatRequest {
+            tool_name: Some("lookup".into()),
+            ..request(true)
+        };
+        let reply = Reply::tool_call(&req.messages, "lookup");
+        let call = reply.tool_call.clone().expect("a tool call");
+        let frames = plan(&req, &reply, "id", "m", Duration::ZERO, Duration::ZERO);
+        let kinds: Vec<_> = frames.iter().map(|f| f.kind).collect();
+        let args = tokens::split(&call.arguments).len();
+        assert_eq!(kinds[..2], [FrameKind::Role, FrameKind::ToolCallStart]);
+        assert!(kinds[2..2 + args].iter().all(|k| *k == FrameKind::Content));
+        assert_eq!(frames.len(), 2 + args + 3, "finish, usage, [DONE]");
+        let role = parse(&frames[0]);
+        assert_eq!(
+            role["choices"][0]["delta"],
+            serde_json::json!({"role": "assistant"})
+        );
+        let opening = &parse(&frames[1])["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(
+            opening,
+            &serde_json::json!({"index": 0, "id": call.id, "type": "function",
+                "function": {"name": "lookup", "arguments": ""}})
+        );
+        let joined: String = frames[2..2 + args]
+            .iter()
+            .map(|f| {
+                let piece = &parse(f)["choices"][0]["delta"]["tool_calls"][0];
+                assert_eq!(piece["index"], 0);
+                assert!(piece.get("id").is_none());
+                piece["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(joined, call.arguments);
+        let finish = parse(&frames[2 + args]);
+        assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
+        let usage = parse(&frames[3 + args]);
+        assert_eq!(usage["usage"]["completion_tokens"], args);
     }
 }

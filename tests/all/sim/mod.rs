@@ -3,6 +3,7 @@
 
 pub mod client;
 mod control;
+mod dialects;
 mod endpoints;
 mod faults;
 mod lifecycle;

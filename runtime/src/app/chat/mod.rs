@@ -316,7 +316,7 @@ impl Finish<'_> {
 
 /// The most LLM calls one request on `route` may make, before its key's limit: the route's
 /// own limit, else the server's.
-fn llm_call_limit(config: &Config, route: &Arc<str>) -> (u32, CallLimiter) {
+pub(super) fn llm_call_limit(config: &Config, route: &Arc<str>) -> (u32, CallLimiter) {
     let own = config
         .routes
         .iter()

@@ -365,8 +365,10 @@ async fn a_request_a_target_cannot_carry_is_a_400_naming_the_field_and_nothing_i
 /// back from `broken` to `upstream`).
 fn front_config(upstream: &Proc, broken: &Proc) -> String {
     format!(
-        "{}{}{}{}{}[prices.\"sim-embed\"]\ninput_per_mtok = 0.1\noutput_per_mtok = 0\n{PRICES}",
+        "{}{}{}{}{}{}{}[prices.\"sim-embed\"]\ninput_per_mtok = 0.1\noutput_per_mtok = 0\n{PRICES}",
         target("sim", upstream, "openai", "sim-a", ""),
+        target("claude", upstream, "anthropic", "sim-a", ""),
+        route("mixed", &["claude", "embedder"], ""),
         target("broken", broken, "openai", "sim-embed", ""),
         target("embedder", upstream, "openai", "sim-embed", ""),
         route("demo", &["sim"], ""),

@@ -103,6 +103,16 @@ impl ProviderKind {
         }
     }
 
+    /// The header that carries the API key.
+    pub fn key_header(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "authorization",
+            ProviderKind::AzureOpenAi => "api-key",
+            ProviderKind::Anthropic => "x-api-key",
+            ProviderKind::Gemini => "x-goog-api-key",
+        }
+    }
+
     /// Whether the target serves OpenAI-shaped `/embeddings`.
     pub fn embeds(self) -> bool {
         matches!(self, ProviderKind::OpenAi | ProviderKind::AzureOpenAi)
@@ -159,10 +169,11 @@ pub(crate) fn check(
             format!(
                 "expected a header weir does not set itself; `{lower}` is managed by the HTTP client"
             )
-        } else if lower == "authorization" && target.api_key_env.is_some() {
-            "expected no `authorization` header when `api_key_env` is set: the API key is \
-             already sent as a bearer token"
-                .to_owned()
+        } else if lower == target.kind.key_header() && target.api_key_env.is_some() {
+            format!(
+                "expected no `{lower}` header when `api_key_env` is set: the API key is \
+                 already sent in it"
+            )
         } else if headers.iter().any(|(name, _)| *name == lower) {
             format!(
                 "expected each header once; `{lower}` is already set (header names are \

@@ -2,7 +2,7 @@
 //! URL of a chat or embeddings call and the header carrying the API key. What the bodies
 //! look like is the translation modules' business ([`super::anthropic`], [`super::gemini`]).
 
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 
 use crate::config::{ANTHROPIC_VERSION, AZURE_API_VERSION, ProviderKind, TargetSettings};
 
@@ -99,12 +99,7 @@ impl Dialect {
     /// once per target, sent with every request.
     pub fn signing(&self, key: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
         let mut headers = Vec::with_capacity(2);
-        let name = match self {
-            Dialect::OpenAi => AUTHORIZATION,
-            Dialect::Azure { .. } => HeaderName::from_static("api-key"),
-            Dialect::Anthropic { .. } => HeaderName::from_static("x-api-key"),
-            Dialect::Gemini => HeaderName::from_static("x-goog-api-key"),
-        };
+        let name = HeaderName::from_static(self.kind().key_header());
         if let Some(key) = key {
             let value = match self {
                 Dialect::OpenAi => HeaderValue::from_str(&format!("Bearer {key}")),

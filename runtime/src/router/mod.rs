@@ -297,17 +297,34 @@ impl Router {
         body: serde_json::Value,
         attempts: &mut Vec<Attempt>,
     ) -> Result<serde_json::Value, RouteError> {
+        // Targets whose provider has no embeddings endpoint (Anthropic, Gemini) are left out
+        // of the chain, so a chat route's fallbacks serve its embeddings too; when none has
+        // one, the first attempt says so (a 400 naming the target).
+        let embeds = |i: &usize| {
+            self.targets
+                .get(*i)
+                .is_some_and(|t| t.upstream.dialect.kind().embeds())
+        };
+        let capable: Vec<usize>;
         let walk = match &only {
             Some(target) => Walk {
                 chain: std::slice::from_ref(target),
                 first: 0,
                 policy: &plan.policy,
             },
-            None => Walk {
+            None if plan.chain.iter().all(embeds) || !plan.chain.iter().any(embeds) => Walk {
                 chain: &plan.chain,
                 first: plan.first(&self.targets),
                 policy: &plan.policy,
             },
+            None => {
+                capable = plan.chain.iter().copied().filter(embeds).collect();
+                Walk {
+                    chain: &capable,
+                    first: 0,
+                    policy: &plan.policy,
+                }
+            }
         };
         self.run(walk, &Embeddings { body }, None, attempts).await
     }

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Translation overhead through the whole process: the same chat through weir to one `weir sim`
+# as an OpenAI target (passthrough) and as an Anthropic target (weir translates the request
+# to the Messages API and the answer back; the sim translates too, so the difference is an
+# upper bound of weir's share), at c=1 (wrk) and at an evenly spaced 1,000 req/s
+# (`weir bench`), medians of ROUNDS rounds (default 3), loopback only. The in-process cost of
+# the translation alone: `cargo bench -p weir --bench translate`.
+#
+#   bench/providers.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+SIM=127.0.0.1:9211
+WEIR=127.0.0.1:9290
+ADMIN=127.0.0.1:9291
+
+source bench/build.sh
+cat > "$work/providers.toml" <<TOML
+[server]
+listen = "$WEIR"
+admin_listen = "$ADMIN"
+[targets.openai]
+base_url = "http://$SIM/v1"
+[targets.anthropic]
+base_url = "http://$SIM/v1"
+kind = "anthropic"
+[[routes]]
+model = "openai"
+targets = ["openai"]
+[[routes]]
+model = "anthropic"
+targets = ["anthropic"]
+TOML
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
+RUST_LOG=warn "$weir" serve --config "$work/providers.toml" >/dev/null & pids+=($!)
+ready "$WEIR"
+
+wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
+ms_of() { to_ms "$(wrk_pct "$1" "$2")"; }
+bench_pct() { sed -E "s/.* $2 ([0-9.]+).*/\1/" <<<"$1"; }
+row() { echo "$*" >> "$work/rows"; }
+
+: > "$work/rows"
+for round in $(seq 1 "$ROUNDS"); do
+    echo "== round $round of $ROUNDS, ${DURATION}s per measure"
+    # Each round starts with the other route, so neither always runs first.
+    order="openai anthropic"
+    [ $((round % 2)) -eq 0 ] && order="anthropic openai"
+    for model in $order; do
+        WEIR_MODEL=$model wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
+        row "${model}_c1" "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
+        out=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --model "$model" --rate 1000 --duration "$DURATION")
+        echo "  $model at 1000 req/s: $out"
+        row "${model}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)"
+    done
+    tail -n 4 "$work/rows" | sed 's/^/  /'
+done
+echo "== medians of $ROUNDS rounds (ms)"
+python3 - "$work/rows" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, *values = line.split()
+    rows.setdefault(name, []).append([float(v) for v in values])
+med = {name: [statistics.median(col) for col in zip(*vals)] for name, vals in rows.items()}
+for load in ["c1", "1000"]:
+    o, a = med[f"openai_{load}"], med[f"anthropic_{load}"]
+    label = "c=1" if load == "c1" else "1000 req/s"
+    print(f"{label}: openai p50 {o[0]:.3f} p99 {o[1]:.3f}; anthropic p50 {a[0]:.3f} p99 {a[1]:.3f}; "
+          f"added p50 +{(a[0]-o[0])*1000:.0f} us (weir's and the sim's translation together)")
+PY

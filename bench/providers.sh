@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Translation overhead through the whole process: the same chat through weir to one `weir sim`
 # as an OpenAI target (passthrough) and as an Anthropic target (weir translates the request
-# to the Messages API and the answer back; the sim translates too, so the difference is an
-# upper bound of weir's share), at c=1 (wrk) and at an evenly spaced 1,000 req/s
-# (`weir bench`), medians of ROUNDS rounds (default 3), loopback only. The in-process cost of
+# to the Messages API and the answer back), at c=1 (wrk) and at an evenly spaced 1,000 req/s
+# (`weir bench`), medians of ROUNDS rounds (default 3), loopback only. The sim translates
+# too (its /v1/messages runs its OpenAI path), so the same pair is measured against the sim
+# alone (/v1/chat/completions vs /v1/messages) and weir's share is the difference of the two
+# differences. The in-process cost of
 # the translation alone: `cargo bench -p weir --bench translate`.
 #
 #   bench/providers.sh
@@ -51,6 +53,11 @@ for round in $(seq 1 "$ROUNDS"); do
     # Each round starts with the other route, so neither always runs first.
     order="openai anthropic"
     [ $((round % 2)) -eq 0 ] && order="anthropic openai"
+    # The sim alone, in both shapes.
+    wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$SIM/v1/chat/completions" > "$work/c1.txt"
+    row sim_openai_c1 "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
+    wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/messages.lua "http://$SIM/v1/messages" > "$work/c1.txt"
+    row sim_anthropic_c1 "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
     for model in $order; do
         WEIR_MODEL=$model wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
         row "${model}_c1" "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
@@ -58,7 +65,7 @@ for round in $(seq 1 "$ROUNDS"); do
         echo "  $model at 1000 req/s: $out"
         row "${model}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)"
     done
-    tail -n 4 "$work/rows" | sed 's/^/  /'
+    tail -n 6 "$work/rows" | sed 's/^/  /'
 done
 echo "== medians of $ROUNDS rounds (ms)"
 python3 - "$work/rows" <<'PY'
@@ -68,9 +75,13 @@ for line in open(sys.argv[1]):
     name, *values = line.split()
     rows.setdefault(name, []).append([float(v) for v in values])
 med = {name: [statistics.median(col) for col in zip(*vals)] for name, vals in rows.items()}
+so, sa = med["sim_openai_c1"], med["sim_anthropic_c1"]
+sim_added = (sa[0] - so[0]) * 1000
+print(f"sim alone c=1: /v1/chat/completions p50 {so[0]:.3f}; /v1/messages p50 {sa[0]:.3f} (the sim's own translation +{sim_added:.0f} us)")
 for load in ["c1", "1000"]:
     o, a = med[f"openai_{load}"], med[f"anthropic_{load}"]
     label = "c=1" if load == "c1" else "1000 req/s"
+    both = (a[0] - o[0]) * 1000
     print(f"{label}: openai p50 {o[0]:.3f} p99 {o[1]:.3f}; anthropic p50 {a[0]:.3f} p99 {a[1]:.3f}; "
-          f"added p50 +{(a[0]-o[0])*1000:.0f} us (weir's and the sim's translation together)")
+          f"added p50 +{both:.0f} us with the sim's, weir's share about +{both - sim_added:.0f} us")
 PY

@@ -591,3 +591,46 @@ async fn embeddings_fall_back_hit_the_cache_and_cost_and_models_are_retrievable(
     assert_eq!(missing.status, 404);
     assert_eq!(missing.json()["error"]["code"], "model_not_found");
 }
+
+#[tokio::test]
+async fn an_anthropic_overload_529_falls_back_and_its_message_stays_with_the_operator() {
+    let overloaded = sim(&["--error-rate", "1.0", "--error-status", "529"]);
+    let healthy = sim(&[]);
+    let config = format!(
+        "{}{}{}{}{PRICES}",
+        target("claude", &overloaded, "anthropic", "sim-a", ""),
+        target("backup", &healthy, "openai", "sim-b", ""),
+        route(
+            "demo",
+            &["claude", "backup"],
+            "max_attempts = 2\nretry_budget_percent = 100"
+        ),
+        route("alone", &["claude"], "max_attempts = 1"),
+    );
+    let weir = serve(&config);
+    let answer = post(
+        weir.addr,
+        "/v1/chat/completions",
+        &chat("demo", "busy?", false),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    // The overloaded target was tried first and answered 529 in Anthropic's shape.
+    let tried = sim_requests(&overloaded, 1).await;
+    assert_eq!(tried[0]["path"], "/v1/messages");
+    // Alone, the 529 is retryable but nothing else serves: the client gets a 5xx of weir's,
+    // never Anthropic's error body.
+    let answer = post(
+        weir.addr,
+        "/v1/chat/completions",
+        &chat("alone", "busy?", false),
+    )
+    .await;
+    assert!(answer.status.is_server_error(), "{}", answer.status);
+    let body = answer.json();
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(
+        body.get("type").is_none(),
+        "an OpenAI error, not Anthropic's: {body}"
+    );
+}

@@ -101,20 +101,21 @@ pub(crate) fn check_breaker(
     )
 }
 
-/// A set of HTTP statuses in 400..=527, as a bit set (cheap to copy and test). The file and
-/// the output write it as an array of statuses.
+/// A set of HTTP statuses in 400..=599, as a bit set (cheap to copy and test). The file and
+/// the output write it as an array of statuses. The whole 5xx range fits, Anthropic's 529
+/// (overloaded) included.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StatusSet(u128);
+pub struct StatusSet([u128; 2]);
 
 impl StatusSet {
     /// The lowest status a set can hold.
     pub const LOW: u16 = 400;
     /// The highest status a set can hold.
-    pub const HIGH: u16 = 527;
+    pub const HIGH: u16 = 599;
 
     /// An empty set.
     pub const fn empty() -> StatusSet {
-        StatusSet(0)
+        StatusSet([0; 2])
     }
 
     /// The default statuses worth retrying elsewhere: 408, 429 and every 5xx.
@@ -126,18 +127,28 @@ impl StatusSet {
         set
     }
 
-    /// Adds `status`; false when it is outside 400..=527.
+    /// The word and the bit of `status`, when it is in range.
+    fn slot(status: u16) -> Option<(usize, u128)> {
+        let index = status
+            .checked_sub(Self::LOW)
+            .filter(|_| status <= Self::HIGH)?;
+        Some((usize::from(index / 128), 1u128 << (index % 128)))
+    }
+
+    /// Adds `status`; false when it is outside 400..=599.
     pub fn insert(&mut self, status: u16) -> bool {
-        let fits = (Self::LOW..=Self::HIGH).contains(&status);
-        if fits {
-            self.0 |= 1u128 << (status - Self::LOW);
+        match Self::slot(status) {
+            Some((word, bit)) => {
+                self.0[word] |= bit;
+                true
+            }
+            None => false,
         }
-        fits
     }
 
     /// Whether `status` is in the set.
     pub fn contains(&self, status: u16) -> bool {
-        (Self::LOW..=Self::HIGH).contains(&status) && self.0 & (1u128 << (status - Self::LOW)) != 0
+        Self::slot(status).is_some_and(|(word, bit)| self.0[word] & bit != 0)
     }
 
     /// The statuses, ascending.
@@ -259,5 +270,25 @@ choices! {
         /// Start with the faster of two targets drawn at random (latency EWMA), the "power of
         /// two choices": near-best choices without herding every request onto one target.
         LeastLatency = "least-latency",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_set_holds_every_5xx_and_nothing_outside_400_to_599() {
+        let retried = StatusSet::retryable_default();
+        for status in [408, 429, 500, 503, 527, 529, 599] {
+            assert!(retried.contains(status), "{status}");
+        }
+        for status in [0, 200, 399, 400, 404, 600, u16::MAX] {
+            assert!(!retried.contains(status), "{status}");
+        }
+        let mut set = StatusSet::empty();
+        assert!(set.insert(529) && set.insert(400) && set.insert(599));
+        assert!(!set.insert(600) && !set.insert(399));
+        assert_eq!(set.to_vec(), [400, 529, 599]);
     }
 }

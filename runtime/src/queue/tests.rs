@@ -446,7 +446,15 @@ async fn a_failed_callback_shows_its_class_never_the_detail_and_each_delivery_is
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(classes, ["unreachable", "status 5xx", "timeout"]);
+    // Polled, so a loaded machine may miss a class between two polls: what was seen is in
+    // the order the deliveries failed, and the last is the last delivery's.
+    let expected = ["unreachable", "status 5xx", "timeout"];
+    let mut rest = expected.iter();
+    assert!(
+        classes.iter().all(|c| rest.any(|e| e == c)),
+        "{classes:?} is not in the order of {expected:?}"
+    );
+    assert_eq!(classes.last().map(String::as_str), Some("timeout"));
     let signatures = seen.lock().unwrap().clone();
     assert_eq!(signatures.len(), 3);
     // Every delivery carries a `t=<unix seconds>,v1=<64 hex>` signature of its own.

@@ -39,8 +39,12 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
+sim_pid=$!
 RUST_LOG=warn "$weir" serve --config "$work/providers.toml" >/dev/null & pids+=($!)
+weir_pid=$!
 ready "$WEIR"
+# CPU time (user + system, in clock ticks) a process has used so far.
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 ms_of() { to_ms "$(wrk_pct "$1" "$2")"; }
@@ -64,8 +68,16 @@ for round in $(seq 1 "$ROUNDS"); do
         out=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --model "$model" --rate 1000 --duration "$DURATION")
         echo "  $model at 1000 req/s: $out"
         row "${model}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)"
+        # CPU per request (wrk -c4): weir's and the sim's, each process's own work, far
+        # steadier than a latency difference on a shared machine.
+        w0=$(ticks "$weir_pid"); s0=$(ticks "$sim_pid")
+        WEIR_MODEL=$model wrk -t1 -c4 -d"${DURATION}s" -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/cpu.txt"
+        w1=$(ticks "$weir_pid"); s1=$(ticks "$sim_pid")
+        n=$(awk '/requests in/ {print $1}' "$work/cpu.txt")
+        tick_us=$((1000000 / $(getconf CLK_TCK)))
+        row "${model}_cpu" "$(python3 -c "print(($w1 - $w0) * $tick_us / $n)")" "$(python3 -c "print(($s1 - $s0) * $tick_us / $n)")"
     done
-    tail -n 6 "$work/rows" | sed 's/^/  /'
+    tail -n 8 "$work/rows" | sed 's/^/  /'
 done
 echo "== medians of $ROUNDS rounds (ms)"
 python3 - "$work/rows" <<'PY'
@@ -84,4 +96,7 @@ for load in ["c1", "1000"]:
     both = (a[0] - o[0]) * 1000
     print(f"{label}: openai p50 {o[0]:.3f} p99 {o[1]:.3f}; anthropic p50 {a[0]:.3f} p99 {a[1]:.3f}; "
           f"added p50 +{both:.0f} us with the sim's, weir's share about +{both - sim_added:.0f} us")
+o, a = med["openai_cpu"], med["anthropic_cpu"]
+print(f"CPU per request (c=4): weir openai {o[0]:.1f} us, anthropic {a[0]:.1f} us (+{a[0]-o[0]:.1f} us: weir's translation); "
+      f"sim {o[1]:.1f} vs {a[1]:.1f} us (+{a[1]-o[1]:.1f} us: the sim's)")
 PY

@@ -11,10 +11,12 @@
 //! used by anyone.
 //!
 //! - [`server`]: HTTP only: the public and admin listeners, connection deadlines and caps, the
-//!   `/v1/jobs` API, graceful shutdown.
+//!   client APIs (chat completions, Anthropic's Messages, OpenAI's Responses, embeddings),
+//!   the `/v1/jobs` API, graceful shutdown.
 //! - [`app`]: the composition root: `App`, the `Snapshot` swapped whole by a reload, assembly,
-//!   reload triggers and the typed `app.chat` entry point.
-//! - [`openai`]: the OpenAI wire format (JSON and SSE ↔ the WIT types, error bodies).
+//!   reload triggers and the typed `app.chat` and `app.embeddings` entry points.
+//! - [`openai`]: the OpenAI wire format (JSON and SSE ↔ the WIT types, error bodies), and the
+//!   Responses API translated to and from a chat completion.
 //! - [`pipeline`]: one request through the stages in onion order, short-circuits and the
 //!   stage error policy.
 //! - [`stages`]: loading a component, checking it against the world, `StagePre` per stage
@@ -30,8 +32,9 @@
 //!   semantic index) and deterministic stages' output cache.
 //! - [`cost`]: the price table, usage → money, per-key budgets with reservations and rate
 //!   limits, the spend ledger, token counting, and the `weir cost project` maths.
-//! - [`providers`]: the pooled OpenAI-compatible upstream client and one attempt against a
-//!   target.
+//! - [`providers`]: the pooled upstream client, one attempt against a target, and each
+//!   provider's wire format (OpenAI-compatible, Azure, Anthropic, Gemini) translated to and
+//!   from OpenAI's.
 //! - [`queue`]: background jobs: the durable store, workers, retries with backoff, dead
 //!   jobs, backpressure and signed callbacks.
 //! - [`state`]: state shared by a fleet of nodes on Redis (`[state] backend = "redis"`): the

@@ -109,31 +109,22 @@ pub async fn handle(
     handle_as(app, request, request_id, report, Chat).await
 }
 
-/// [`handle`] for the client API `front`.
-pub(super) async fn handle_as(
-    app: &Arc<App>,
+/// The call a request makes: its key (checked before the body is read, so a client without
+/// a valid key gets its 401 without weir buffering a byte of its body), its body (bounded),
+/// the headers that change how it runs, on the snapshot the whole request runs on, whatever
+/// reloads happen meanwhile.
+pub(super) async fn read_call(
+    app: &App,
     request: Request<Incoming>,
     request_id: &Arc<str>,
-    report: &mut Report,
-    mut front: impl Front,
-) -> Response<Body> {
+    report: &Report,
+) -> Result<ChatCall, ApiError> {
     let (parts, body) = request.into_parts();
-    // The whole request runs on this snapshot, whatever reloads happen meanwhile.
     let snap = app.snapshot();
-    let account = match authenticate(&snap, &parts.headers) {
-        Ok(account) => account,
-        Err(err) => return front.error(&err),
-    };
-    let body = match http_util::read_body(body, &parts.headers, &snap.config.server).await {
-        Ok(body) => body,
-        Err(err) => return front.error(&err),
-    };
-    let body = match front.request(body) {
-        Ok(body) => body,
-        Err(err) => return front.error(&err),
-    };
+    let account = authenticate(&snap, &parts.headers)?;
+    let body = http_util::read_body(body, &parts.headers, &snap.config.server).await?;
     let headers = &parts.headers;
-    let call = ChatCall {
+    Ok(ChatCall {
         snapshot: snap,
         account,
         request_id: request_id.clone(),
@@ -147,6 +138,24 @@ pub(super) async fn handle_as(
         deadline: headers.get("x-weir-deadline-ms").cloned(),
         tracestate: headers.get("tracestate").cloned(),
         body,
+    })
+}
+
+/// [`handle`] for the client API `front`.
+pub(super) async fn handle_as(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+    request_id: &Arc<str>,
+    report: &mut Report,
+    mut front: impl Front,
+) -> Response<Body> {
+    let mut call = match read_call(app, request, request_id, report).await {
+        Ok(call) => call,
+        Err(err) => return front.error(&err),
+    };
+    call.body = match front.request(call.body) {
+        Ok(body) => body,
+        Err(err) => return front.error(&err),
     };
     let outcome = app.chat(call).await;
     *report = outcome.report;

@@ -7,10 +7,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use super::App;
-use super::chat::authenticate;
+use super::chat::read_call;
 use super::http_util::{self, Body};
-use crate::app::{ChatCall, Report};
-use crate::cache::CacheControl;
+use crate::app::Report;
 use crate::openai::ApiError;
 
 /// Handles one embeddings call, filling `report` for the response headers and the record.
@@ -20,31 +19,9 @@ pub async fn handle(
     request_id: &Arc<str>,
     report: &mut Report,
 ) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let snap = app.snapshot();
-    let account = match authenticate(&snap, &parts.headers) {
-        Ok(account) => account,
+    let call = match read_call(app, request, request_id, report).await {
+        Ok(call) => call,
         Err(err) => return http_util::error(&err),
-    };
-    let body = match http_util::read_body(body, &parts.headers, &snap.config.server).await {
-        Ok(body) => body,
-        Err(err) => return http_util::error(&err),
-    };
-    let call = ChatCall {
-        snapshot: snap,
-        account,
-        request_id: request_id.clone(),
-        trace: report.trace,
-        parent: report.parent,
-        cache_control: parts
-            .headers
-            .get(http::header::CACHE_CONTROL)
-            .and_then(|v| v.to_str().ok())
-            .map(CacheControl::parse)
-            .unwrap_or_default(),
-        deadline: None,
-        tracestate: None,
-        body,
     };
     let outcome = app.embeddings(call).await;
     *report = outcome.report;

@@ -47,6 +47,14 @@ fn frame(event: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
+/// Named events as SSE frames.
+fn frames(events: Vec<(&'static str, Value)>) -> Vec<Bytes> {
+    events
+        .iter()
+        .map(|(name, data)| frame(name, data))
+        .collect()
+}
+
 /// weir's error event's `error.message` and `error.type`.
 fn error_parts(error: &Value) -> (&str, &str) {
     let error = &error["error"];
@@ -104,18 +112,10 @@ impl FrontStream for MessagesStream {
         Vec::new()
     }
     fn chunk(&mut self, chunk: &Value) -> Vec<Bytes> {
-        let events = self.0.push(chunk);
-        events
-            .iter()
-            .map(|(name, data)| frame(name, data))
-            .collect()
+        frames(self.0.push(chunk))
     }
     fn done(&mut self) -> Vec<Bytes> {
-        let events = self.0.finish();
-        events
-            .iter()
-            .map(|(name, data)| frame(name, data))
-            .collect()
+        frames(self.0.finish())
     }
     fn error(&mut self, error: &Value) -> Vec<Bytes> {
         let (_, message) = error_parts(error);
@@ -178,33 +178,17 @@ struct ResponsesStream(responses::StreamFromOpenAi);
 
 impl FrontStream for ResponsesStream {
     fn start(&mut self) -> Vec<Bytes> {
-        let events = self.0.start();
-        events
-            .iter()
-            .map(|(name, data)| frame(name, data))
-            .collect()
+        frames(self.0.start())
     }
     fn chunk(&mut self, chunk: &Value) -> Vec<Bytes> {
-        let events = self.0.push(chunk);
-        events
-            .iter()
-            .map(|(name, data)| frame(name, data))
-            .collect()
+        frames(self.0.push(chunk))
     }
     fn done(&mut self) -> Vec<Bytes> {
-        let events = self.0.finish();
-        events
-            .iter()
-            .map(|(name, data)| frame(name, data))
-            .collect()
+        frames(self.0.finish())
     }
     fn error(&mut self, error: &Value) -> Vec<Bytes> {
         let (code, message) = error_parts(error);
         let code = error["error"]["code"].as_str().unwrap_or(code);
-        let events = self.0.error(code, message);
-        events
-            .iter()
-            .map(|(name, data)| frame(name, data))
-            .collect()
+        frames(self.0.error(code, message))
     }
 }

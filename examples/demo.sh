@@ -53,6 +53,14 @@ Try it:
     -d '{"model":"demo","priority":7,"messages":[{"role":"user","content":"Summarise this later"}]}'
   curl -s localhost:8080/v1/jobs/JOB_ID           # status, attempts, cost, then the answer
 
+  curl -s localhost:8080/v1/messages -H 'content-type: application/json' \
+    -d '{"model":"demo","max_tokens":256,"messages":[{"role":"user","content":"Hello in Anthropic'"'"'s shape"}]}'
+
+  curl -s localhost:9101/sim/faults -d '{"error_rate":1.0,"error_status":503}'   # the primary fails:
+  # the same chat is now answered by the secondary, an Anthropic-kind target (x-weir-cost-usd
+  # at its price); `curl -s localhost:9102/sim/requests?last=1` shows the Messages body it got;
+  # `curl -s localhost:9101/sim/faults -d '{}'` heals the primary.
+
   curl -s localhost:9101/sim/requests?last=1    # what the upstream actually saw (redacted)
   curl -s 'localhost:9901/admin/spend?group_by=model'   # what it cost (also x-weir-cost-usd)
   curl -s localhost:9901/admin/stages           # stage versions; replace a file in

@@ -28,6 +28,9 @@ fn the_demo_config_is_valid_and_keeps_its_contract() {
         targets,
         ["http://127.0.0.1:9101/v1", "http://127.0.0.1:9102/v1"]
     );
+    // The fallback is another provider's wire format (the sim serves both).
+    let secondary = &config.targets[demo.targets[1]];
+    assert_eq!(secondary.kind, weir::config::ProviderKind::Anthropic);
     assert_eq!(demo.strategy, Strategy::Fallback);
     assert!(demo.policy.max_attempts >= 2, "the demo exercises fallback");
     // The demo shows real costs: every upstream model is priced; auth is off.

@@ -1,7 +1,9 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use super::response::{finish_reason_to_openai, response_to_openai_at, usage_to_openai};
 use super::*;
+use crate::providers::translate::ToOpenAiStream;
 
 /// A golden file, parsed.
 fn golden(text: &str) -> Value {
@@ -60,43 +62,41 @@ fn sim_rejected_param(request: Value) -> String {
 
 #[test]
 fn plain_text_translates_both_ways() {
-    let case = golden(include_str!("golden/gemini/plain_text.json"));
+    let case = golden(include_str!("golden/plain_text.json"));
     assert_request_golden(&case);
     assert_response_golden(&case);
 }
 
 #[test]
 fn system_prompts_go_to_the_system_instruction_and_turns_alternate() {
-    assert_request_golden(&golden(include_str!(
-        "golden/gemini/multi_turn_system.json"
-    )));
+    assert_request_golden(&golden(include_str!("golden/multi_turn_system.json")));
 }
 
 #[test]
 fn tool_calls_and_results_become_function_calls_and_responses() {
-    let case = golden(include_str!("golden/gemini/tools.json"));
+    let case = golden(include_str!("golden/tools.json"));
     assert_request_golden(&case);
     assert_response_golden(&case);
 }
 
 #[test]
 fn images_become_inline_data_or_file_data() {
-    assert_request_golden(&golden(include_str!("golden/gemini/images.json")));
+    assert_request_golden(&golden(include_str!("golden/images.json")));
 }
 
 #[test]
 fn a_json_schema_becomes_a_response_json_schema() {
-    assert_request_golden(&golden(include_str!("golden/gemini/json_mode.json")));
+    assert_request_golden(&golden(include_str!("golden/json_mode.json")));
 }
 
 #[test]
 fn cached_tokens_are_reported_inside_prompt_tokens() {
-    assert_response_golden(&golden(include_str!("golden/gemini/cached_usage.json")));
+    assert_response_golden(&golden(include_str!("golden/cached_usage.json")));
 }
 
 #[test]
 fn a_stream_becomes_openai_chunks_event_by_event() {
-    let case = golden(include_str!("golden/gemini/stream.json"));
+    let case = golden(include_str!("golden/stream.json"));
     let model = case["model"].as_str().expect("model");
     let events = case["events"].as_array().expect("events");
     let (mut stream, chunks) = stream_chunks(model, events);
@@ -108,7 +108,7 @@ fn a_stream_becomes_openai_chunks_event_by_event() {
 
 #[test]
 fn openai_chunks_become_gemini_stream_payloads() {
-    let case = golden(include_str!("golden/gemini/chunk_from_openai.json"));
+    let case = golden(include_str!("golden/chunk_from_openai.json"));
     for step in case["chunks"].as_array().expect("chunks") {
         let payload = chunk_from_openai(&step["input"]).unwrap_or(Value::Null);
         assert_eq!(payload, step["expected"], "for {}", step["input"]);
@@ -117,7 +117,7 @@ fn openai_chunks_become_gemini_stream_payloads() {
 
 #[test]
 fn error_bodies_name_googles_status() {
-    let case = golden(include_str!("golden/gemini/error_body.json"));
+    let case = golden(include_str!("golden/error_body.json"));
     for step in case["cases"].as_array().expect("cases") {
         let status = step["status"].as_u64().and_then(|s| u16::try_from(s).ok());
         let body = error_body(
@@ -130,7 +130,7 @@ fn error_bodies_name_googles_status() {
 
 #[test]
 fn a_native_gemini_request_becomes_an_openai_request() {
-    let case = golden(include_str!("golden/gemini/sim_request.json"));
+    let case = golden(include_str!("golden/sim_request.json"));
     let model = case["model"].as_str().expect("model");
     assert_eq!(
         request_to_openai(&case["gemini"], model).expect("translates"),
@@ -140,7 +140,7 @@ fn a_native_gemini_request_becomes_an_openai_request() {
 
 #[test]
 fn an_openai_answer_becomes_a_gemini_response() {
-    let case = golden(include_str!("golden/gemini/sim_response.json"));
+    let case = golden(include_str!("golden/sim_response.json"));
     assert_eq!(response_from_openai(&case["openai"]), case["gemini"]);
 }
 
@@ -214,7 +214,7 @@ fn a_tool_result_shaped_like_the_content_wrapper_round_trips_as_its_text() {
 
 #[test]
 fn an_answer_round_trip_through_gemini_keeps_choices_and_usage() {
-    let case = golden(include_str!("golden/gemini/sim_response.json"));
+    let case = golden(include_str!("golden/sim_response.json"));
     let original = &case["openai"];
     let gemini = response_from_openai(original);
     let back = response_to_openai_at(&gemini, "ignored", 1).expect("back");

@@ -1,8 +1,12 @@
 //! Tests of the Anthropic translation: golden files, round trips, untranslatable fields and
 //! fuzzing.
 
+use super::stream::CUT_SHORT;
 use super::*;
+use crate::providers::translate::{ToOpenAiStream, Untranslatable};
 use proptest::prelude::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 // ---- helpers ------------------------------------------------------------------------
 
@@ -81,27 +85,27 @@ fn anthropic_with(extra: Value) -> Value {
 // ---- golden files ---------------------------------------------------------------------
 
 const REQUEST_GOLDENS: &[&str] = &[
-    include_str!("golden/anthropic/request_plain_text.json"),
-    include_str!("golden/anthropic/request_multi_turn_system.json"),
-    include_str!("golden/anthropic/request_tools.json"),
-    include_str!("golden/anthropic/request_images.json"),
-    include_str!("golden/anthropic/request_json_schema.json"),
+    include_str!("golden/request_plain_text.json"),
+    include_str!("golden/request_multi_turn_system.json"),
+    include_str!("golden/request_tools.json"),
+    include_str!("golden/request_images.json"),
+    include_str!("golden/request_json_schema.json"),
 ];
 
 const RESPONSE_GOLDENS: &[&str] = &[
-    include_str!("golden/anthropic/response_text.json"),
-    include_str!("golden/anthropic/response_tool_use.json"),
-    include_str!("golden/anthropic/response_cached_usage.json"),
+    include_str!("golden/response_text.json"),
+    include_str!("golden/response_tool_use.json"),
+    include_str!("golden/response_cached_usage.json"),
 ];
 
 const STREAM_GOLDENS: &[&str] = &[
-    include_str!("golden/anthropic/stream_text.json"),
-    include_str!("golden/anthropic/stream_tool_use.json"),
+    include_str!("golden/stream_text.json"),
+    include_str!("golden/stream_tool_use.json"),
 ];
 
 const FRONT_REQUEST_GOLDENS: &[&str] = &[
-    include_str!("golden/anthropic/front_request.json"),
-    include_str!("golden/anthropic/front_request_output_format.json"),
+    include_str!("golden/front_request.json"),
+    include_str!("golden/front_request_output_format.json"),
 ];
 
 #[test]
@@ -163,13 +167,13 @@ fn anthropic_client_requests_become_the_golden_openai_requests() {
 
 #[test]
 fn an_openai_completion_becomes_the_golden_anthropic_message() {
-    let g = golden(include_str!("golden/anthropic/front_response.json"));
+    let g = golden(include_str!("golden/front_response.json"));
     assert_eq!(response_from_openai(&g["openai"]), g["anthropic"]);
 }
 
 #[test]
 fn openai_chunks_become_the_golden_anthropic_events() {
-    let g = golden(include_str!("golden/anthropic/front_stream.json"));
+    let g = golden(include_str!("golden/front_stream.json"));
     let mut stream = StreamFromOpenAi::new(g["model"].as_str().expect("model"));
     let chunks = g["chunks"].as_array().expect("chunks");
     assert_eq!(json!(front_events(&mut stream, chunks)), g["events"]);
@@ -177,7 +181,7 @@ fn openai_chunks_become_the_golden_anthropic_events() {
 
 #[test]
 fn error_bodies_carry_the_anthropic_error_type_for_each_status() {
-    let g = golden(include_str!("golden/anthropic/errors.json"));
+    let g = golden(include_str!("golden/errors.json"));
     for case in g["cases"].as_array().expect("cases") {
         let status = u16::try_from(case["status"].as_u64().expect("status")).expect("u16");
         let message = case["message"].as_str().expect("message");
@@ -266,7 +270,7 @@ fn completions_survive_a_round_trip_through_anthropic_messages() {
 
 #[test]
 fn a_stream_survives_a_round_trip_through_anthropic_events() {
-    let g = golden(include_str!("golden/anthropic/front_stream.json"));
+    let g = golden(include_str!("golden/front_stream.json"));
     let events: Vec<Value> = g["events"]
         .as_array()
         .expect("events")

@@ -5,7 +5,7 @@
 //! Owns: the stateless subset of the Responses API. weir has no response store yet, so
 //! everything that needs one (`previous_response_id`, `store: true`, `conversation`,
 //! `background: true`, `prompt`, `item_reference` input items, `include`) is refused with an
-//! [`Untranslatable`] naming the field; the client is told to send the whole conversation in
+//! [`Untranslatable`](crate::providers::translate::Untranslatable) naming the field; the client is told to send the whole conversation in
 //! `input`. Built-in tools (web search, file search, computer use, ...) and reasoning controls are
 //! refused too: the chat pipeline cannot run or express them.
 //!

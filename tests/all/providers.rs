@@ -453,6 +453,12 @@ async fn the_messages_api_answers_in_anthropics_shape() {
         "{delta}"
     );
 
+    // The request record names the API the client used.
+    let admin = weir.admin.unwrap();
+    let list = get(admin, "/admin/requests?limit=1").await.json();
+    let last = &list["requests"][0];
+    assert_eq!(last["endpoint"], "POST /v1/messages", "{last}");
+
     // count_tokens counts what budgets count.
     let counted = post_with(
         weir.addr,

@@ -427,6 +427,21 @@ async fn the_messages_api_answers_in_anthropics_shape() {
     let sent = &sim_requests(&upstream, 1).await[0]["body"];
     assert_eq!(sent["messages"][0]["role"], "system", "{sent}");
 
+    // Claude Code marks its prompt for Anthropic's cache on every turn: an OpenAI-shaped
+    // target never sees the marks (OpenAI may refuse them).
+    let marked = json!({
+        "model": "demo", "max_tokens": 64,
+        "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral", "ttl": "1h"}}],
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "cached prompt", "cache_control": {"type": "ephemeral"}}
+        ]}]
+    });
+    let answer = post_with(weir.addr, "/v1/messages", &anthropic, &marked).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let sent = &sim_requests(&upstream, 1).await[0]["body"];
+    assert!(!sent.to_string().contains("cache_control"), "{sent}");
+    assert_eq!(sent["messages"][0]["role"], "system", "{sent}");
+
     // The stream: Anthropic's event types, in order, text deltas adding up to the answer.
     let mut streaming = request.clone();
     streaming["stream"] = json!(true);

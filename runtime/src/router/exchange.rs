@@ -102,10 +102,13 @@ impl Exchange for Chat<'_> {
 
     fn request(&self, target: &Upstream) -> Result<(String, Bytes), AttemptError> {
         let stream = self.request.stream || target.stream_json;
-        let json = request_json(self.request, target.model.as_deref(), stream);
+        let mut json = request_json(self.request, target.model.as_deref(), stream);
         let model = target.model.as_deref().unwrap_or(&self.request.model);
         let body = match &target.dialect {
-            Dialect::OpenAi | Dialect::Azure { .. } => json,
+            Dialect::OpenAi | Dialect::Azure { .. } => {
+                strip_anthropic_marks(&mut json);
+                json
+            }
             Dialect::Anthropic { .. } => anthropic::request_from_openai(&json, model)
                 .map_err(AttemptError::Untranslatable)?,
             Dialect::Gemini => {
@@ -192,6 +195,43 @@ impl Exchange for Chat<'_> {
     fn keep(reply: &mut Reply, slot: Slot) {
         if let Reply::Stream(stream) = reply {
             stream.hold(slot);
+        }
+    }
+}
+
+/// Fields an Anthropic client's request carries through `/v1/messages` that OpenAI has no
+/// place for: prompt-caching marks (`cache_control`, on messages, content parts and tools;
+/// Claude Code sends them on every turn) and a tool result's `is_error`. OpenAI-shaped
+/// upstreams may refuse fields they do not know inside messages, so they never get them
+/// (LiteLLM does the same); an Anthropic target gets them back from the translation. Neither
+/// changes what the answer says. Only requests that hold one are walked.
+fn strip_anthropic_marks(json: &mut serde_json::Value) {
+    const MARKS: [&str; 2] = ["cache_control", "is_error"];
+    fn strip(value: &mut serde_json::Value) {
+        if let Some(obj) = value.as_object_mut() {
+            for mark in MARKS {
+                obj.remove(mark);
+            }
+        }
+    }
+    let marked = |v: &serde_json::Value| {
+        v.as_object()
+            .is_some_and(|o| MARKS.iter().any(|m| o.contains_key(*m)))
+    };
+    for key in ["messages", "tools"] {
+        let Some(items) = json.get_mut(key).and_then(serde_json::Value::as_array_mut) else {
+            continue;
+        };
+        for item in items {
+            if marked(item) {
+                strip(item);
+            }
+            if let Some(parts) = item
+                .get_mut("content")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                parts.iter_mut().filter(|p| marked(p)).for_each(strip);
+            }
         }
     }
 }
@@ -344,6 +384,30 @@ mod tests {
             stream_json: false,
             headers: Vec::new(),
         }
+    }
+
+    #[test]
+    fn openai_shaped_targets_never_get_anthropics_cache_marks() {
+        let mut json = serde_json::json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": [
+                    {"type": "text", "text": "rules", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+                ]},
+                {"role": "tool", "tool_call_id": "t", "content": "boom", "is_error": true},
+                {"role": "user", "content": "hi", "cache_control": {"type": "ephemeral"}}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f"}, "cache_control": {"type": "ephemeral"}}]
+        });
+        strip_anthropic_marks(&mut json);
+        let text = json.to_string();
+        assert!(
+            !text.contains("cache_control") && !text.contains("is_error"),
+            "{text}"
+        );
+        assert_eq!(json["messages"][0]["content"][0]["text"], "rules");
+        assert_eq!(json["messages"][1]["content"], "boom");
+        assert_eq!(json["tools"][0]["function"]["name"], "f");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub(crate) const A_OUT: u64 = 2_000_000;
 const B_IN: u64 = 500_000;
 const B_OUT: u64 = 1_000_000;
 
-const PRICES: &str = r#"
+pub(crate) const PRICES: &str = r#"
 [prices."sim-a"]
 input_per_mtok = 1.0
 output_per_mtok = 2.0

@@ -8,19 +8,10 @@ use bytes::Bytes;
 use http::Method;
 use serde_json::{Value, json};
 
+// `sim-a` costs $1 / $2 per million tokens in / out, `sim-b` $0.50 / $1.
+use crate::cost::PRICES;
 use crate::procs::{Proc, call, get, post, serve, sim, sim_requests};
 use crate::sim::client::Answer;
-
-/// `sim-a` costs $1 / $2 per million tokens in / out, `sim-b` $0.50 / $1.
-const PRICES: &str = r#"
-[prices."sim-a"]
-input_per_mtok = 1.0
-output_per_mtok = 2.0
-
-[prices."sim-b"]
-input_per_mtok = 0.5
-output_per_mtok = 1.0
-"#;
 
 /// A target `name` of `kind` on `sim` for upstream model `model`, with `extra` keys.
 fn target(name: &str, sim: &Proc, kind: &str, model: &str, extra: &str) -> String {
@@ -150,6 +141,28 @@ async fn a_route_falls_back_from_a_failing_openai_target_to_an_anthropic_one() {
         "{} client errors: {failures:?}",
         failures.len()
     );
+    // Spend is exact: the ledger holds what the Anthropic-shaped secondary billed, token for
+    // token, at the secondary's prices, and nothing for the primary's unbilled failures.
+    let spend = crate::cost::spend(&weir, "?group_by=model").await;
+    let rows = spend["rows"].as_array().unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r["model"] == "sim-b")
+        .unwrap_or_else(|| panic!("{spend}"));
+    let billed = get(secondary.addr, "/sim/stats").await.json()["billed"].clone();
+    assert_eq!(row["calls"], 200, "{spend}");
+    assert_eq!(
+        row["prompt_tokens"], billed["prompt_tokens"],
+        "{spend} vs {billed}"
+    );
+    assert_eq!(
+        row["completion_tokens"], billed["completion_tokens"],
+        "{spend} vs {billed}"
+    );
+    let prompt = billed["prompt_tokens"].as_u64().unwrap();
+    let completion = billed["completion_tokens"].as_u64().unwrap();
+    let expected = prompt * 500_000 + completion * 1_000_000;
+    assert_eq!(crate::cost::total_pico(&spend), expected, "{spend}");
     // What the secondary received was Anthropic's Messages API, signed its way.
     let received = sim_requests(&secondary, 1).await;
     let last = &received[0];

@@ -93,13 +93,7 @@ impl App {
 /// The body, its `model` and the texts of its `input` (a string or an array of strings);
 /// token arrays are refused, since budgets count text.
 fn parse(body: &[u8]) -> Result<(Value, String, Vec<String>), ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
-        ApiError::invalid(
-            "invalid_json",
-            None,
-            format!("the request body is not valid JSON: {err}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body).map_err(|err| ApiError::invalid_json(&err))?;
     if !value.is_object() {
         return Err(ApiError::invalid(
             "invalid_request",

@@ -43,6 +43,15 @@ impl ApiError {
         }
     }
 
+    /// The 400 for a request body that is not JSON.
+    pub fn invalid_json(err: &serde_json::Error) -> Self {
+        ApiError::invalid(
+            "invalid_json",
+            None,
+            format!("the request body is not valid JSON: {err}"),
+        )
+    }
+
     /// How the client sees any layer's error: the one mapping from a typed error to the
     /// OpenAI error body, its status and `Retry-After`.
     pub fn from_facing(err: &dyn ClientFacing) -> ApiError {

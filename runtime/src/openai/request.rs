@@ -7,13 +7,7 @@ use crate::wit::{ChatRequest, Content, ContentPart, Message};
 
 /// Parses a client's `/v1/chat/completions` body. Unknown fields go to `extra`.
 pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
-        ApiError::invalid(
-            "invalid_json",
-            None,
-            format!("the request body is not valid JSON: {err}"),
-        )
-    })?;
+    let value: Value = serde_json::from_slice(body).map_err(|err| ApiError::invalid_json(&err))?;
     let Value::Object(mut obj) = value else {
         return Err(ApiError::invalid(
             "invalid_request",

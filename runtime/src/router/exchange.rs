@@ -204,7 +204,8 @@ impl Exchange for Chat<'_> {
 /// Claude Code sends them on every turn) and a tool result's `is_error`. OpenAI-shaped
 /// upstreams may refuse fields they do not know inside messages, so they never get them
 /// (LiteLLM does the same); an Anthropic target gets them back from the translation. Neither
-/// changes what the answer says. Only requests that hold one are walked.
+/// changes what the answer says. Each message, part and tool is checked for the two keys
+/// (no allocation); only an object that holds one is changed.
 fn strip_anthropic_marks(json: &mut serde_json::Value) {
     const MARKS: [&str; 2] = ["cache_control", "is_error"];
     fn strip(value: &mut serde_json::Value) {

@@ -22,13 +22,7 @@ fn invalid(err: Untranslatable) -> ApiError {
 
 /// The client's body as JSON, or the 400.
 fn parse(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::invalid(
-            "invalid_json",
-            None,
-            format!("the request body is not valid JSON: {err}"),
-        )
-    })
+    serde_json::from_slice(body).map_err(|err| ApiError::invalid_json(&err))
 }
 
 /// A translated chat request as the body `App::chat` parses; a stream asks for the usage

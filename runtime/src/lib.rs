@@ -21,7 +21,10 @@
 //!   stage error policy.
 //! - [`stages`]: loading a component, checking it against the world, `StagePre` per stage
 //!   version, per-request instances and failure classification.
-//! - [`host_api`]: the imports granted to guests (log, config, llm, embed, cache).
+//! - [`host_api`]: the imports granted to guests (log, config, llm, fan-out, embed, cache,
+//!   retry-response).
+//! - [`service`]: the HTTP dependencies stages call through `wasi:http` (`[services.NAME]`):
+//!   grants by authority, the router's attempt loop, a response cache, a price per call.
 //! - [`sandbox`]: the wasmtime `Engine` (pooling allocator, fuel, epochs, ticker), the
 //!   per-call `Store` and its limits, where finished stores are dropped, the on-disk cache of
 //!   precompiled stages.
@@ -75,6 +78,7 @@ pub mod rate;
 pub mod router;
 pub mod sandbox;
 pub mod server;
+pub mod service;
 pub mod sim;
 pub mod stages;
 pub mod state;

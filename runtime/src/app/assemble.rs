@@ -16,6 +16,7 @@ use crate::llm::{Costing, LlmStep, RouteStep};
 use crate::pipeline::{OnError, Pipeline, PipelineStage};
 use crate::providers::{Dialect, Upstream};
 use crate::router::{RoutePlan, RoutePolicy, Router, TargetState};
+use crate::service::{Service, Services};
 use crate::stages::{LoadError, LoadedStage};
 
 impl App {
@@ -116,6 +117,7 @@ impl App {
             costing(&config, &self.ledger),
         ));
 
+        let services = self.services(&config, previous);
         let mut stages: BTreeMap<PathBuf, Arc<LoadedStage>> = BTreeMap::new();
         let mut fresh = Vec::new();
         let mut failed = Vec::new();
@@ -171,11 +173,17 @@ impl App {
                         label: stage.label(&spec.name).into(),
                         config: spec.config.clone(),
                         max_llm_calls: spec.max_llm_calls,
+                        services: Arc::new(
+                            (spec.services.iter())
+                                .filter_map(|name| services.get(name).cloned())
+                                .collect(),
+                        ),
                     }),
                     stage,
                     on_error: match spec.on_error {
                         OnErrorSetting::Fail => OnError::Fail,
                         OnErrorSetting::Skip => OnError::Skip,
+                        OnErrorSetting::Degrade => OnError::Degrade,
                     },
                     limits: spec.limits,
                 });
@@ -185,6 +193,7 @@ impl App {
                 Arc::new(Pipeline {
                     route: route.model.as_str().into(),
                     stages: pipeline,
+                    max_output_retries: route.max_output_retries,
                 }),
             );
         }
@@ -200,6 +209,7 @@ impl App {
                 stages,
                 accounts,
                 generation,
+                services,
             },
             fresh,
             failed,
@@ -222,6 +232,27 @@ impl App {
         let stage =
             LoadedStage::from_bytes(&self.env.sandbox, &self.env.services, path, bytes).await?;
         Ok(Loaded::New(Arc::new(stage)))
+    }
+
+    /// Each service's live state: kept from `previous` when its settings did not change (its
+    /// breakers, cache and latency history carry on), else new.
+    fn services(&self, config: &Config, previous: Option<&Snapshot>) -> Services {
+        (config.services.iter())
+            .map(|settings| {
+                let kept = previous
+                    .and_then(|p| p.services.get(&settings.name))
+                    .filter(|s| s.settings == *settings);
+                let service = match kept {
+                    Some(service) => service.clone(),
+                    None => Arc::new(Service::new(
+                        settings,
+                        self.client.clone(),
+                        self.ledger.clone(),
+                    )),
+                };
+                (settings.name.clone(), service)
+            })
+            .collect()
     }
 
     /// Each target's live state: kept from `previous` when its settings did not change (so

@@ -107,6 +107,7 @@ impl App {
                 stages: BTreeMap::new(),
                 accounts: Accounts::default(),
                 generation: 0,
+                services: Default::default(),
             }),
             live_step,
             env,

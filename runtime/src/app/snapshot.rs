@@ -25,6 +25,8 @@ pub struct Snapshot {
     pub accounts: Accounts,
     /// 1 for the snapshot built at start, +1 per successful reload.
     pub generation: u64,
+    /// The services stages call (`[services.NAME]`), by name.
+    pub services: crate::service::Services,
 }
 
 /// What an operator sees of one stage file in `GET /admin/stages`.

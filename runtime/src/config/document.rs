@@ -22,7 +22,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{self, ConfigError, key_segment};
 use super::value::keys_of;
 use super::{CallLimits, ConnectionLimits, PolicySettings, RouteSettings, SandboxSettings};
-use super::{ServerSettings, StageSettings, TargetLimits, TargetSettings};
+use super::{ServerSettings, ServiceSettings, StageSettings, TargetLimits, TargetSettings};
 
 /// A parsed file: its root table, with positions.
 pub(crate) type Doc<'a> = Spanned<DeTable<'a>>;
@@ -82,7 +82,7 @@ type Keys = fn() -> &'static [&'static str];
 
 /// Each struct with a nested one: where its tables are (`*` is every entry of a table or
 /// array), its keys (the nested field's among them, in parentheses) and the nested keys.
-const GROUPS: [(&[&str], Keys, Keys); 5] = [
+const GROUPS: [(&[&str], Keys, Keys); 6] = [
     (
         &["server"],
         keys_of::<ServerSettings>,
@@ -101,6 +101,11 @@ const GROUPS: [(&[&str], Keys, Keys); 5] = [
     (
         &["routes", "*"],
         keys_of::<RouteSettings>,
+        keys_of::<PolicySettings>,
+    ),
+    (
+        &["services", "*"],
+        keys_of::<ServiceSettings>,
         keys_of::<PolicySettings>,
     ),
     (

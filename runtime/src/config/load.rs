@@ -19,7 +19,7 @@ use super::error::{ConfigError, NO_KEY};
 use super::value::{lossy, lossy_opt};
 use super::{
     CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
-    SandboxSettings, ServerSettings, StateSettings, TargetSettings, TelemetrySettings,
+    SandboxSettings, ServerSettings, ServiceSettings, StateSettings, TargetSettings, TelemetrySettings,
 };
 
 /// A validated `weir.toml`. It serializes, secrets masked, as `GET /admin/config` shows it
@@ -36,6 +36,8 @@ pub struct Config {
     /// `[targets.NAME]` tables, sorted by name.
     #[serde(serialize_with = "super::masked::by_name")]
     pub targets: Vec<TargetSettings>,
+    /// `[services.NAME]` tables (the HTTP dependencies stages call), sorted by name.
+    pub services: Vec<ServiceSettings>,
     /// `[[routes]]`, in file order; at least one.
     pub routes: Vec<RouteSettings>,
     /// `[cache]`.
@@ -66,6 +68,8 @@ struct File {
     cache: CacheSettings,
     /// Keyed by name (sorted: the TOML map does not keep file order).
     targets: BTreeMap<String, TargetSettings>,
+    /// Keyed by name, like `targets`.
+    services: BTreeMap<String, ServiceSettings>,
     routes: Vec<RouteSettings>,
     cost: CostSettings,
     prices: BTreeMap<String, ModelPrice>,
@@ -146,7 +150,10 @@ fn parse_in(
     let targets = (file.targets.into_iter())
         .map(|(name, target)| super::target::check(name, target, &src))
         .collect::<Result<Vec<_>, _>>()?;
-    super::route::check_all(&mut file.routes, &targets, &file.sandbox, &src)?;
+    let services = (file.services.into_iter())
+        .map(|(name, service)| super::service::check(name, service, &src))
+        .collect::<Result<Vec<_>, _>>()?;
+    super::route::check_all(&mut file.routes, &targets, &services, &file.sandbox, &src)?;
     let stages = file.routes.iter().flat_map(|route| &route.stages);
     file.sandbox.max_memory_bytes = stages
         .map(|stage| stage.limits.memory_bytes)
@@ -162,6 +169,7 @@ fn parse_in(
         server: file.server,
         sandbox: file.sandbox,
         targets,
+        services,
         routes: file.routes,
         cache: file.cache,
         cost: file.cost,

@@ -44,6 +44,7 @@ mod route;
 mod routing;
 mod sandbox;
 mod server;
+mod service;
 mod stage_config;
 mod state;
 mod target;
@@ -65,6 +66,7 @@ pub use route::{DEFAULT_STAGE_LLM_CALLS, OnErrorSetting, RouteSettings, StageSet
 pub use routing::*;
 pub use sandbox::{Allocator, CallLimits, SandboxSettings};
 pub use server::{DEFAULT_LISTEN, LogFormat, ServerSettings, exposed_admin_message};
+pub use service::{SERVICE_DEADLINE, ServiceSettings};
 pub use state::{Backend, BudgetMode, OnUnavailable, Policies, StateSettings, mask_password};
 pub use target::{ANTHROPIC_VERSION, AZURE_API_VERSION, ProviderKind, TargetSettings};
 pub use telemetry::*;

@@ -12,6 +12,7 @@ use super::error::{ConfigError, line_column};
 use super::jobs::RouteJobsSettings;
 use super::routing::{PolicySettings, Strategy, check_policy};
 use super::sandbox::{CallLimits, SandboxSettings, stage_limits};
+use super::service::ServiceSettings;
 use super::target::TargetSettings;
 use super::value::{Bounded, Int, Val, choices, lossy, mask_values, name, path};
 
@@ -56,6 +57,12 @@ pub struct RouteSettings {
     /// `cost.max_llm_calls_per_request` (`None`: that one); a key may only lower it.
     #[serde(with = "Int::<1, 10_000>", default)]
     pub max_llm_calls_per_request: Option<u32>,
+    /// How many times a response-phase stage may send the answer back to the model
+    /// (`retry-response`, as `json-guard` does) before the client gets 502
+    /// `invalid_model_output`; each retry is one more LLM call, counted and billed, within
+    /// the request's deadline and budget. 0 to 5, default 2.
+    #[serde(with = "Int::<0, 5>", default = "Val::<2>::int")]
+    pub max_output_retries: u32,
 }
 
 /// One validated stage of a route.
@@ -86,6 +93,10 @@ pub struct StageSettings {
     #[serde(deserialize_with = "super::stage_config::render_all", default)]
     #[serde(serialize_with = "mask_values")]
     pub config: BTreeMap<String, String>,
+    /// The `[services.NAME]` the stage may call (`http://NAME/...` through `wasi:http`); none
+    /// by default, and then the stage cannot open any connection.
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 choices! {
@@ -96,6 +107,10 @@ choices! {
         Fail = "fail",
         /// Continue as if the stage were not there.
         Skip = "skip",
+        /// Continue as if the stage were not there, and say so: the response carries
+        /// `x-weir-degraded: <stage>` and `weir_degraded_total` counts it, so an answer
+        /// without (say) its retrieved context is a decision in config, not an accident.
+        Degrade = "degrade",
     }
 }
 
@@ -114,6 +129,7 @@ fn enabled_jobs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RouteJobsSetti
 pub(crate) fn check_all(
     routes: &mut [RouteSettings],
     targets: &[TargetSettings],
+    services: &[ServiceSettings],
     sandbox: &SandboxSettings,
     src: &Source<'_>,
 ) -> Result<(), ConfigError> {
@@ -123,6 +139,10 @@ pub(crate) fn check_all(
     for index in 0..routes.len() {
         let key = format!("routes[{index}]");
         check(&mut routes[index], &key, targets, sandbox, src)?;
+        for (i, stage) in routes[index].stages.iter().enumerate() {
+            let stage_key = format!("{key}.stages[{i}]");
+            super::service::check_grants(&stage.services, services, src, &stage_key)?;
+        }
         let model = &routes[index].model;
         if let Some(first) = routes[..index].iter().position(|r| r.model == *model) {
             let line = line_of(src, &format!("routes[{first}].model"));

@@ -72,6 +72,9 @@ pub struct Meter {
     stage_calls: Mutex<Vec<(Arc<str>, u32)>>,
     /// Spend.
     spend: Mutex<Spend>,
+    /// The calls its stages made to services, for its record (at most
+    /// [`crate::telemetry::STEPS_MAX`]; later ones are counted in metrics only).
+    services: Mutex<Vec<crate::telemetry::ServiceStep>>,
 }
 
 /// `max` set by `by`, or the key's limit when it is lower (`None`: the key's).
@@ -103,6 +106,7 @@ impl Meter {
             limiter: Mutex::new(limiter),
             stage_calls: Mutex::default(),
             spend: Mutex::default(),
+            services: Mutex::default(),
         })
     }
 
@@ -221,6 +225,21 @@ impl Meter {
         }
         let mut spend = lock(&self.spend);
         spend.spent = spend.spent.saturating_add(cost);
+    }
+
+    /// Notes a service call its stages made (it rides on the meter, which every stage call of
+    /// the request already shares, though it costs nothing here: its price is charged with
+    /// [`Meter::add_compute`]).
+    pub fn note_service(&self, step: crate::telemetry::ServiceStep) {
+        let mut services = lock(&self.services);
+        if services.len() < crate::telemetry::STEPS_MAX {
+            services.push(step);
+        }
+    }
+
+    /// The service calls noted so far, taken out.
+    pub fn take_services(&self) -> Vec<crate::telemetry::ServiceStep> {
+        std::mem::take(&mut *lock(&self.services))
     }
 
     /// Settled spend so far, pico-dollars.

@@ -3,11 +3,20 @@
 //! the async threads, on a bounded input (`cost::tokens::count_for_stage`). The linker serves
 //! those two from `in_place`, which reads the guest's string without copying it first.
 
-use crate::sandbox::StageState;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::sandbox::{RetryAsk, StageState};
 use crate::wit::weir::stage::{host, types};
 use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
 
-use super::guest_log;
+use super::{fan_out, guest_log, truncate_for_log};
+
+/// Longest `retry-response` reason kept, bytes (it reaches the log and the client's error).
+const RETRY_REASON_MAX_BYTES: usize = 2048;
+/// Longest `retry-response` feedback kept, bytes (it is sent to the model).
+const RETRY_FEEDBACK_MAX_BYTES: usize = 16 << 10;
 
 impl types::Host for StageState {}
 
@@ -26,7 +35,25 @@ impl host::Host for StageState {
 
     async fn complete(&mut self, request: ChatRequest) -> Result<ChatResponse, LlmError> {
         let caller = self.host.caller()?;
-        self.host.services.llm.complete(caller, request).await
+        self.host.services.llm.complete(caller, request, None).await
+    }
+
+    async fn complete_all(
+        &mut self,
+        requests: Vec<ChatRequest>,
+        deadline_ms: Option<u32>,
+    ) -> Vec<Result<ChatResponse, LlmError>> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let deadline = deadline_ms.map_or(left, |ms| Duration::from_millis(ms.into()).min(left));
+        fan_out::complete_all(&self.host, requests, deadline).await
+    }
+
+    async fn retry_response(&mut self, reason: String, feedback: Option<String>) {
+        self.retry = Some(RetryAsk {
+            reason: truncate_for_log(&reason, RETRY_REASON_MAX_BYTES).into_owned(),
+            feedback: feedback
+                .map(|f| truncate_for_log(&f, RETRY_FEEDBACK_MAX_BYTES).into_owned()),
+        });
     }
 
     async fn embed(

@@ -1,5 +1,5 @@
-//! The WIT imports implemented for guests: `log`, `config-get`, `complete`, `embed`,
-//! `count-tokens`, `cache-get`, `cache-set`.
+//! The WIT imports implemented for guests: `log`, `config-get`, `complete`, `complete-all`
+//! (fan-out, `fan_out`), `embed`, `count-tokens`, `cache-get`, `cache-set`, `retry-response`.
 //!
 //! Owns: [`HostContext`] (what one instance may reach, and for what: [`CallScope`]),
 //! [`HostServices`] (the process-wide services behind the imports), the [`LlmAccess`]
@@ -11,6 +11,7 @@
 //! `count-tokens` read the guest's text in place and copy only what they use).
 
 mod cache;
+mod fan_out;
 mod guest_log;
 mod imports;
 mod in_place;
@@ -66,11 +67,13 @@ impl Caller {
 /// The LLM step as seen by stages: `complete()` and `embed()` go through the same cache,
 /// budget and fallback routing as the request itself.
 pub trait LlmAccess: Send + Sync + 'static {
-    /// Runs a chat completion for a stage.
+    /// Runs a chat completion for a stage, within `deadline` when given (as a client's
+    /// `x-weir-deadline-ms` would: it may shorten the route's deadline, never lengthen it).
     fn complete(
         &self,
         caller: Caller,
         request: ChatRequest,
+        deadline: Option<std::time::Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, LlmError>>;
 
     /// Computes embeddings for a stage.
@@ -92,6 +95,7 @@ impl LlmAccess for NoLlm {
         &self,
         _caller: Caller,
         _request: ChatRequest,
+        _deadline: Option<std::time::Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
         Box::pin(async { Err(no_llm()) })
     }
@@ -147,6 +151,8 @@ pub struct StageIdentity {
     pub config: BTreeMap<String, String>,
     /// Most LLM calls (`complete()`, `embed()`) the stage may make in one request.
     pub max_llm_calls: u32,
+    /// The services the stage may call through `wasi:http` (its `services`), this config's.
+    pub services: Arc<crate::service::Grant>,
 }
 
 /// What one stage instance may reach through the host API.

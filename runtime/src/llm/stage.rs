@@ -70,6 +70,7 @@ impl LlmAccess for StageLlm {
         &self,
         caller: Caller,
         mut request: ChatRequest,
+        deadline: Option<std::time::Duration>,
     ) -> BoxFuture<'static, Result<ChatResponse, LlmError>> {
         let step = self.step.load_full();
         let route = route_for(&step, &request.model, &caller);
@@ -86,7 +87,7 @@ impl LlmAccess for StageLlm {
                 route: &route,
                 request: &request,
                 forward: &forward,
-                deadline: None,
+                deadline,
                 control: CacheControl::default(),
                 meter: &caller.meter,
             };

@@ -21,6 +21,17 @@ pub enum PipelineError {
     /// A stage failed and its policy is `fail`, or no instance slot was free.
     #[error(transparent)]
     Stage(#[from] StageFailure),
+    /// A response-phase stage still refused the model's answer (`retry-response`) when the
+    /// route's `max_output_retries` were spent.
+    #[error("stage {stage} refused the model's answer after {retries} retries: {reason}")]
+    InvalidOutput {
+        /// The stage label.
+        stage: String,
+        /// Retries made.
+        retries: u32,
+        /// The stage's reason (the validation errors).
+        reason: String,
+    },
 }
 
 impl PipelineError {
@@ -30,6 +41,7 @@ impl PipelineError {
             PipelineError::Rejected { status, .. } => *status,
             PipelineError::Stage(f) if f.kind == FailureKind::PoolExhausted => 503,
             PipelineError::Stage(_) => 500,
+            PipelineError::InvalidOutput { .. } => 502,
         }
     }
 
@@ -40,6 +52,7 @@ impl PipelineError {
             PipelineError::Rejected { .. } => "server_error",
             PipelineError::Stage(f) if f.kind == FailureKind::PoolExhausted => "overloaded_error",
             PipelineError::Stage(_) => "stage_error",
+            PipelineError::InvalidOutput { .. } => "upstream_error",
         }
     }
 
@@ -48,13 +61,16 @@ impl PipelineError {
         match self {
             PipelineError::Rejected { code, .. } => code,
             PipelineError::Stage(f) => f.kind.code(),
+            PipelineError::InvalidOutput { .. } => "invalid_model_output",
         }
     }
 
     /// The failure kind, `Rejected` for a rejection.
     pub fn kind(&self) -> FailureKind {
         match self {
-            PipelineError::Rejected { .. } => FailureKind::Rejected,
+            PipelineError::Rejected { .. } | PipelineError::InvalidOutput { .. } => {
+                FailureKind::Rejected
+            }
             PipelineError::Stage(f) => f.kind,
         }
     }
@@ -70,6 +86,7 @@ impl PipelineError {
                 FailureKind::Failed => format!("stage {} failed: {}", f.stage, f.detail),
                 kind => format!("stage {} failed: {kind}", f.stage),
             },
+            err @ PipelineError::InvalidOutput { .. } => err.to_string(),
         }
     }
 }

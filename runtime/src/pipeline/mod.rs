@@ -16,7 +16,7 @@ mod size;
 use std::sync::Arc;
 
 pub use error::PipelineError;
-pub use run::{Forwarded, Phase, StageRun};
+pub use run::{Forwarded, Phase, Responded, StageRun};
 
 use crate::cache::StageOutputCache;
 use crate::config::CallLimits;
@@ -33,6 +33,8 @@ pub enum OnError {
     Fail,
     /// Continue as if the stage were not there (its response phase is skipped too).
     Skip,
+    /// As `Skip`, and the response says so (`x-weir-degraded`, [`Forwarded::degraded`]).
+    Degrade,
 }
 
 /// One stage in a pipeline.
@@ -53,6 +55,9 @@ pub struct Pipeline {
     pub route: Arc<str>,
     /// The stages, in request order.
     pub stages: Vec<PipelineStage>,
+    /// How many times a response-phase stage may send the answer back to the model (the
+    /// route's `max_output_retries`).
+    pub max_output_retries: u32,
 }
 
 /// What the pipeline needs from the process: the sandbox, the host services, the reaper.

@@ -52,6 +52,22 @@ pub struct StageRun {
     pub outcome: std::borrow::Cow<'static, str>,
 }
 
+/// How the response phase ended.
+#[derive(Debug)]
+pub enum Responded {
+    /// With this response, every stage's response phase run.
+    Done(ChatResponse),
+    /// A stage asked for the model to be asked again (`retry-response`): the caller runs the
+    /// LLM step again and then [`Forwarded::on_response`] on the new answer, on the same
+    /// instances (kept for it).
+    Retry {
+        /// The stage's label.
+        stage: Arc<str>,
+        /// Why, and what to tell the model.
+        ask: crate::sandbox::RetryAsk,
+    },
+}
+
 /// A stage that ran its request phase and still has a response phase to run.
 struct Held {
     /// Index into the pipeline's stages.
@@ -82,6 +98,8 @@ pub struct Forwarded {
     meter: Option<Arc<crate::cost::Meter>>,
     /// The `weir.stage` span of the phase running now, closed when it is recorded.
     span: tracing::Span,
+    /// The names of the stages whose failure the `degrade` policy passed over, in order.
+    degraded: Vec<Arc<str>>,
 }
 
 impl Pipeline {
@@ -103,6 +121,7 @@ impl Pipeline {
             runs: Vec::with_capacity(self.stages.len() * 2),
             meter: None,
             span: tracing::Span::none(),
+            degraded: Vec::new(),
         }
     }
 }
@@ -278,18 +297,61 @@ impl Forwarded {
             .any(|h| self.pipeline.stages[h.index].stage.info.needs_full_response)
     }
 
-    /// Runs the held stages' `on-response` in reverse order on `response`, releasing each
-    /// instance as soon as its phase has run.
+    /// Runs the held stages' `on-response` in reverse order on `response`. Unless
+    /// `may_retry`, each instance is released as soon as its phase has run, and a stage that
+    /// asks for a retry (`retry-response`) ends the request with
+    /// [`PipelineError::InvalidOutput`] after `retries` retries. With `may_retry` the
+    /// instances are kept until the phase ends, and an ask stops the phase at once:
+    /// [`Responded::Retry`], with every held stage ready to run again on the next answer.
     pub async fn on_response(
         &mut self,
-        mut response: ChatResponse,
-    ) -> Result<ChatResponse, PipelineError> {
+        response: ChatResponse,
+        may_retry: bool,
+        retries: u32,
+    ) -> Result<Responded, PipelineError> {
+        let mut ran = Vec::new();
+        let mut response = response;
+        let result = self
+            .response_phase(&mut response, may_retry, retries, &mut ran)
+            .await;
+        match result {
+            Ok(Some((stage, ask))) => {
+                // Popped last-first: back in request order after the stages not yet run.
+                self.held.extend(ran.into_iter().rev());
+                Ok(Responded::Retry { stage, ask })
+            }
+            Ok(None) => {
+                for held in ran {
+                    if let Some(instance) = held.instance {
+                        instance.release(&self.env.reaper);
+                    }
+                }
+                Ok(Responded::Done(response))
+            }
+            Err(err) => {
+                // Released by `Drop`.
+                self.held.extend(ran);
+                Err(err)
+            }
+        }
+    }
+
+    /// The response phase proper: `Some` with the stage and its ask when one asked for a
+    /// retry and `may_retry`. The stages that ran are in `ran` (with their instances when
+    /// `may_retry`), last-run last.
+    async fn response_phase(
+        &mut self,
+        response: &mut ChatResponse,
+        may_retry: bool,
+        retries: u32,
+        ran: &mut Vec<Held>,
+    ) -> Result<Option<(Arc<str>, crate::sandbox::RetryAsk)>, PipelineError> {
         let pipeline = self.pipeline.clone();
-        while let Some(held) = self.held.pop() {
+        while let Some(mut held) = self.held.pop() {
             let spec = &pipeline.stages[held.index];
             let started = Instant::now();
             self.span = stage_span(spec, Phase::Response);
-            let mut instance = match held.instance {
+            let mut instance = match held.instance.take() {
                 Some(instance) => instance,
                 None => match instantiate(
                     &self.env,
@@ -303,6 +365,7 @@ impl Forwarded {
                 {
                     Ok(instance) => instance,
                     Err(failure) => {
+                        ran.push(held);
                         self.apply_policy(spec, Phase::Response, started, None, failure)?;
                         continue;
                     }
@@ -311,17 +374,43 @@ impl Forwarded {
             let ctx = self.context(spec);
             let input = response.size();
             let result = instance
-                .on_response(&ctx, &held.request, &response)
+                .on_response(&ctx, &held.request, response)
                 .instrument(self.span.clone())
                 .await;
             let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
-            instance.release(&self.env.reaper);
+            let ask = instance.take_retry();
+            if may_retry {
+                held.instance = Some(instance);
+            } else {
+                instance.release(&self.env.reaper);
+            }
+            ran.push(held);
             match result {
-                Ok(Ok(rewritten)) => {
-                    self.record(spec, Phase::Response, started, fuel, "ok");
-                    response = rewritten;
-                }
+                Ok(Ok(rewritten)) => match ask {
+                    None => {
+                        self.record(spec, Phase::Response, started, fuel, "ok");
+                        *response = rewritten;
+                    }
+                    Some(ask) => {
+                        self.record(spec, Phase::Response, started, fuel, "retry");
+                        tracing::info!(
+                            stage = &*spec.identity.label,
+                            request_id = &*self.request_id,
+                            reason = %self.loggable(&ask.reason),
+                            retries,
+                            "a stage refused the model's answer"
+                        );
+                        if may_retry {
+                            return Ok(Some((spec.identity.label.clone(), ask)));
+                        }
+                        return Err(PipelineError::InvalidOutput {
+                            stage: spec.identity.label.to_string(),
+                            retries,
+                            reason: ask.reason,
+                        });
+                    }
+                },
                 Ok(Err(StageError::Reject(rejection))) => {
                     return Err(self.rejected(spec, Phase::Response, started, fuel, rejection));
                 }
@@ -333,7 +422,12 @@ impl Forwarded {
                 Err(failure) => self.apply_policy(spec, Phase::Response, started, fuel, failure)?,
             }
         }
-        Ok(response)
+        Ok(None)
+    }
+
+    /// The names of the stages whose failure the `degrade` policy passed over, in order.
+    pub fn degraded(&self) -> &[Arc<str>] {
+        &self.degraded
     }
 
     /// What ran so far, in order.
@@ -444,21 +538,22 @@ impl Forwarded {
         fuel: Option<u64>,
         failure: StageFailure,
     ) -> Result<(), PipelineError> {
-        if failure.kind != FailureKind::PoolExhausted && spec.on_error == OnError::Skip {
+        if failure.kind != FailureKind::PoolExhausted && spec.on_error != OnError::Fail {
+            let degrade = spec.on_error == OnError::Degrade;
             tracing::warn!(
                 stage = &*spec.identity.label,
                 request_id = &*self.request_id,
                 kind = failure.kind.code(),
                 detail = %self.loggable(&failure.detail),
-                "stage failed; skipped by its on_error policy"
+                policy = if degrade { "degrade" } else { "skip" },
+                "stage failed; passed over by its on_error policy"
             );
-            self.record(
-                spec,
-                phase,
-                started,
-                fuel,
-                format!("skipped:{}", failure.kind),
-            );
+            let verb = if degrade { "degraded" } else { "skipped" };
+            self.record(spec, phase, started, fuel, format!("{verb}:{}", failure.kind));
+            if degrade && !self.degraded.contains(&spec.identity.name) {
+                crate::telemetry::degraded(&self.pipeline.route, &spec.identity.name);
+                self.degraded.push(spec.identity.name.clone());
+            }
             return Ok(());
         }
         tracing::warn!(

@@ -185,25 +185,27 @@ impl ProviderClient {
         Ok(ProviderClient { client })
     }
 
-    /// POSTs `body` to `url` (one of `upstream`'s), signed as its dialect signs; returns the
-    /// response when its status is a success and its headers arrived within `timeout`. The
-    /// body is left to the caller.
+    /// Sends `body` to `url` (one of `upstream`'s) with `method`, signed as its dialect
+    /// signs; returns the response when its status is a success and its headers arrived
+    /// within `timeout`. The body is left to the caller. The content type is JSON unless
+    /// `forward` names one.
     ///
     /// A failure status's (bounded) body is read within what is left of the same `timeout`,
     /// never a fresh one, so a failed attempt takes at most `timeout` in all; a body that does
     /// not arrive in time is left empty.
-    pub async fn post(
+    pub async fn send(
         &self,
+        method: Method,
         upstream: &Upstream,
         url: String,
         body: Bytes,
         forward: &[(HeaderName, HeaderValue)],
         timeout: Duration,
     ) -> Result<Response<Incoming>, AttemptError> {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(url)
-            .header(CONTENT_TYPE, "application/json");
+        let mut builder = Request::builder().method(method).uri(url);
+        if !forward.iter().any(|(name, _)| name == CONTENT_TYPE) {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
         let own = upstream.dialect.body_header(&body);
         for (name, value) in upstream
             .signing

@@ -245,10 +245,30 @@ impl<E: Exchange> Attempter<'_, E> {
             }
             None => forward,
         };
-        let response = self
+        let sent = self
             .client
-            .post(&state.upstream, url, body, forward, first)
-            .await?;
+            .send(
+                self.exchange.method(),
+                &state.upstream,
+                url,
+                body,
+                forward,
+                first,
+            )
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) => {
+                // A status the exchange takes as its answer (a service's 404) is one.
+                let answer = match &err {
+                    AttemptError::Status { status, body, .. } => {
+                        self.exchange.answer_status(*status, body)
+                    }
+                    _ => None,
+                };
+                return answer.ok_or(err);
+            }
+        };
         let now = Instant::now();
         let left = Left {
             first: (started + first).saturating_duration_since(now),

@@ -34,6 +34,16 @@ pub(super) trait Exchange: Sync {
     fn forward(&self) -> &[(HeaderName, HeaderValue)];
     /// Tokens the call may use on `chain`, for target TPM limits (0 when none counts).
     fn tokens(&self, targets: &[Arc<TargetState>], chain: &[usize]) -> u32;
+    /// The HTTP method of every attempt (POST unless the exchange says otherwise).
+    fn method(&self) -> http::Method {
+        http::Method::POST
+    }
+    /// A failure status (and its bounded body) this exchange takes as its answer rather than
+    /// as a failed attempt: a service's 404 is the service's answer. None by default.
+    fn answer_status(&self, status: u16, body: &Bytes) -> Option<Self::Output> {
+        let _ = (status, body);
+        None
+    }
     /// The upstream model asked of `target` (for the record and the span).
     fn model(&self, target: &Upstream) -> String;
     /// The URL and the body sent to `target`, in its wire format; `Err` (nothing sent) when

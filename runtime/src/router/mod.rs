@@ -30,7 +30,7 @@
 //! - `hedge`: a route's hedged first attempt (a second target after a delay, first answer
 //!   wins, the other cancelled and billed), within its hedge budget.
 //! - `exchange`: what differs between chat completions and embeddings (path, body, timeout,
-//!   how the reply is read).
+//!   how the reply is read); `service`: the same for a stage's service call ([`Router::service`]).
 //! - `record`: the attempt record and its typed [`Outcome`]s.
 //! - `target` (live state), `breaker`, `budget`, `backoff`, `policy`, `refusal` (which
 //!   failures reach the client), `stream` (a live upstream stream).
@@ -45,6 +45,7 @@ mod policy;
 mod record;
 mod refusal;
 mod retry;
+mod service;
 mod slot;
 mod stream;
 mod target;
@@ -62,6 +63,7 @@ use tokio::time::Instant;
 pub use backoff::Backoff;
 pub use policy::RoutePolicy;
 pub use record::{Attempt, Outcome, Stop};
+pub use service::{HOP_BY_HOP, ServiceCall, ServiceReply, asked};
 pub use stream::{StreamLimits, UpstreamStream};
 pub use target::TargetState;
 

@@ -97,6 +97,10 @@ impl Sandbox {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Link)?;
+        // `wasi:http/outgoing-handler` reaches the stage's granted services only
+        // (`service::ServiceHooks`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(SandboxError::Link)?;
         StageBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(SandboxError::Link)?;
         // `log` and `count-tokens` read the guest's string in place rather than copied.

@@ -29,4 +29,4 @@ pub use engine::{Sandbox, SandboxError};
 pub use limiter::CallLimiter;
 pub use output::CapturedOutput;
 pub use reaper::Reaper;
-pub use state::{RANDOM_MAX_BYTES, StageState, arm};
+pub use state::{RANDOM_MAX_BYTES, RetryAsk, StageState, arm};

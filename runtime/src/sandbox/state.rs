@@ -5,10 +5,12 @@ use tokio::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::{CallLimiter, CapturedOutput, Sandbox};
 use crate::config::CallLimits;
 use crate::host_api::{HostContext, LogBudget};
+use crate::service::ServiceHooks;
 
 /// Longest `wasi:random` `get-random-bytes` / `get-insecure-random-bytes` answer, bytes; a
 /// longer request traps. wasmtime-wasi generates the bytes inline on the async worker, where
@@ -33,6 +35,34 @@ pub struct StageState {
     pub(crate) output: CapturedOutput,
     /// The guest log lines the call in progress may still write.
     pub(crate) log: LogBudget,
+    /// `wasi:http`'s own state (field-size limits).
+    http: WasiHttpCtx,
+    /// Where `wasi:http` requests go: the stage's granted services, nothing else.
+    pub(crate) hooks: ServiceHooks,
+    /// What `retry-response` asked during the call in progress (read and cleared by the
+    /// pipeline after `on-response`).
+    pub(crate) retry: Option<RetryAsk>,
+}
+
+/// A response-phase stage's request to ask the model again (`retry-response`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryAsk {
+    /// Why the answer is not acceptable (for the log and the client's final error).
+    pub reason: String,
+    /// What to tell the model, appended as a user message.
+    pub feedback: Option<String>,
+}
+
+impl WasiHttpView for StageState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        // The call in progress bounds every service call it makes.
+        self.hooks.deadline = self.deadline;
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
 }
 
 impl WasiView for StageState {
@@ -64,9 +94,12 @@ impl Sandbox {
             table: ResourceTable::new(),
             limiter: CallLimiter::new(limits.memory_bytes),
             deadline: Instant::now() + limits.deadline,
+            hooks: ServiceHooks::new(&host),
             host,
             output,
             log: LogBudget::new(self.settings().log_lines_per_call),
+            http: WasiHttpCtx::new(),
+            retry: None,
         };
         let mut store = Store::new(self.engine(), state);
         store.limiter(|state| &mut state.limiter);

@@ -168,6 +168,12 @@ async fn dispatch(
     if let Ok(value) = HeaderValue::from_str(&stages) {
         headers.insert("x-weir-stages", value);
     }
+    if !report.degraded.is_empty() {
+        let degraded = report.degraded.iter().map(|s| &**s).collect::<Vec<_>>();
+        if let Ok(value) = HeaderValue::from_str(&degraded.join(", ")) {
+            headers.insert("x-weir-degraded", value);
+        }
+    }
     // A stream's cost is not known when its headers go out; it is in its usage chunk.
     let streamed = headers
         .get(http::header::CONTENT_TYPE)
@@ -304,7 +310,8 @@ fn record(
 /// the LLM step's own work with how the cache was involved (`llm;desc="miss";dur=0.3`: cache,
 /// routing, queueing), the time spent waiting on upstream attempts
 /// (`upstream;desc="primary";dur=41.4`, naming the target that answered or was tried last),
-/// and `total`, in milliseconds. The parts never add up to more than the total.
+/// each service call a stage made (`svc1;desc="search 200";dur=3.1`, inside its stage's
+/// time), and `total`, in milliseconds. The parts never add up to more than the total.
 fn server_timing(report: &Report, total: std::time::Duration) -> String {
     use std::fmt::Write;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -317,6 +324,16 @@ fn server_timing(report: &Report, total: std::time::Duration) -> String {
             run.label,
             run.phase.as_str(),
             ms(run.elapsed)
+        );
+    }
+    for (i, call) in report.services.iter().enumerate() {
+        let status = call.status.map_or_else(|| call.outcome.to_string(), |s| s.to_string());
+        let _ = write!(
+            out,
+            "svc{};desc=\"{} {status}\";dur={:.3}, ",
+            i + 1,
+            call.service,
+            ms(call.elapsed)
         );
     }
     if let Some(llm) = report.llm {

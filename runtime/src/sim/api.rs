@@ -119,6 +119,30 @@ pub async fn embeddings(
     }
 }
 
+/// `POST /api/v2/.../query`: a vector search (`search`), under the same fault dice as the
+/// model endpoints.
+pub async fn search(
+    request: Request<Incoming>,
+    state: Arc<SimState>,
+    conn: &ConnControl,
+) -> Response<SimBody> {
+    bump(&state.stats.requests);
+    bump(&state.stats.searches);
+    let bearer = bearer(&request);
+    let bytes = match receive(request, &state).await {
+        Ok(bytes) => bytes,
+        Err(err) => return body::error(&err),
+    };
+    let faults = state.faults();
+    if let Some(response) = over_rpm(&faults, &state) {
+        return response;
+    }
+    if let Some(response) = chaos::apply(&faults, None, bearer.as_deref(), &state, conn).await {
+        return response;
+    }
+    crate::sim::search::respond(&bytes)
+}
+
 /// Counts an embeddings request of any dialect, before its body is read.
 pub fn count_embeddings(state: &SimState) {
     bump(&state.stats.requests);

@@ -63,6 +63,7 @@ mod models;
 mod reply;
 mod ring;
 mod router;
+mod search;
 mod server;
 mod state;
 mod stats;

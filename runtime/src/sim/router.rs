@@ -41,6 +41,8 @@ enum Endpoint {
         /// Chat completions or embeddings.
         operation: AzureOperation,
     },
+    /// `POST /api/v2/.../query` (a Chroma-shaped vector search).
+    Search,
     /// `GET /v1/models`.
     Models,
     /// `GET /healthz`.
@@ -71,6 +73,7 @@ impl Endpoint {
             "/sim/requests" => Endpoint::SimRequests,
             "/v1/messages" => Endpoint::AnthropicMessages,
             "/v1/messages/count_tokens" => Endpoint::AnthropicCountTokens,
+            _ if crate::sim::search::is_query_path(path) => Endpoint::Search,
             _ => Endpoint::gemini(path)
                 .or_else(|| Endpoint::azure(path))
                 .unwrap_or(Endpoint::Unknown),
@@ -132,6 +135,7 @@ pub async fn route(
             },
             &Method::POST,
         ) => dialects::azure(request, state, &conn, deployment, operation).await,
+        (Endpoint::Search, &Method::POST) => api::search(request, state, &conn).await,
         (Endpoint::Models, &Method::GET) => {
             record_without_body(request, &state);
             models::list(&state)

@@ -13,13 +13,15 @@ use serde::Serialize;
 /// Live counters.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Completion and embedding requests received (whatever their outcome).
+    /// Completion, embedding and search requests received (whatever their outcome).
     pub requests: AtomicU64,
     /// Chat requests received, in any dialect (`/v1/chat/completions`, Anthropic, Gemini,
     /// Azure).
     pub chat_completions: AtomicU64,
     /// Embeddings requests received (`/v1/embeddings`, Azure).
     pub embeddings: AtomicU64,
+    /// Vector searches received (`/api/v2/.../query`).
+    pub searches: AtomicU64,
     /// Well-formed chat requests that asked for `"stream": true`.
     pub streams: AtomicU64,
     /// Requests answered with an injected error status.
@@ -51,6 +53,8 @@ pub struct StatsSnapshot {
     pub chat_completions: u64,
     /// See `Stats::embeddings`.
     pub embeddings: u64,
+    /// See `Stats::searches`.
+    pub searches: u64,
     /// See `Stats::streams`.
     pub streams: u64,
     /// Injected faults by kind.
@@ -132,6 +136,7 @@ impl Stats {
             requests: get(&self.requests),
             chat_completions: get(&self.chat_completions),
             embeddings: get(&self.embeddings),
+            searches: get(&self.searches),
             streams: get(&self.streams),
             faults: FaultCounts {
                 errors: get(&self.errors),

@@ -104,6 +104,12 @@ impl StageInstance {
         self.finish(result)
     }
 
+    /// What the last `on-response` asked with `retry-response`, taken out (`None` when it did
+    /// not ask). Cleared before every call, so an ask from another phase never counts.
+    pub fn take_retry(&mut self) -> Option<crate::sandbox::RetryAsk> {
+        self.store.data_mut().retry.take()
+    }
+
     /// Fuel left from the last call's budget (`None` when unmetered).
     pub fn fuel_remaining(&self) -> Option<u64> {
         if self.fuel_metering {
@@ -126,6 +132,7 @@ impl StageInstance {
 
     fn prepare(&mut self) {
         arm(&mut self.store, &self.limits, self.fuel_metering);
+        self.store.data_mut().retry = None;
     }
 
     fn finish<T>(

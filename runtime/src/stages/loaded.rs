@@ -228,6 +228,7 @@ impl LoadedStage {
                 label,
                 config: BTreeMap::new(),
                 max_llm_calls: 0,
+                services: Arc::default(),
             }),
             services: services.clone(),
             request_id: "describe".into(),

@@ -172,6 +172,19 @@ fn describe() {
         "Public requests being handled now"
     );
     describe_counter!(
+        "weir_service_calls_total",
+        "Calls stages made to services, by service and outcome (ok, hit, or the error code)"
+    );
+    describe_histogram!(
+        "weir_service_call_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time a stage's service call took, retries and fallbacks included"
+    );
+    describe_counter!(
+        "weir_degraded_total",
+        "Responses served without a stage's effect under its `degrade` policy, by route and stage"
+    );
+    describe_counter!(
         "weir_shed_requests_total",
         "Requests refused to protect the node or its upstreams, by route and reason"
     );
@@ -316,6 +329,23 @@ pub fn cache(route: &str, result: &'static str) {
         )
         .increment(1),
     }
+}
+
+/// A stage's service call that ended with `outcome` after `elapsed`.
+pub fn service(service: &str, outcome: &'static str, elapsed: Duration) {
+    if !enabled() {
+        return;
+    }
+    counter!("weir_service_calls_total", "service" => service.to_owned(), "outcome" => outcome)
+        .increment(1);
+    histogram!("weir_service_call_duration_seconds", "service" => service.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Counts a response served without `stage`'s effect (its `degrade` policy).
+pub fn degraded(route: &str, stage: &str) {
+    counter!("weir_degraded_total", "route" => route.to_owned(), "stage" => stage.to_owned())
+        .increment(1);
 }
 
 /// A request refused to protect the node or its upstreams.

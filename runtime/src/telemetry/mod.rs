@@ -22,9 +22,10 @@ mod traces;
 pub use export::export;
 pub use meters::{
     InFlight, OTHER_MODEL, attempt, breaker, cache, connection_closed, guest_log_dropped,
-    init as init_metrics, label_models, reload, render, request, shed, spend, stage,
+    degraded, init as init_metrics, label_models, reload, render, request, service, shed, spend,
+    stage,
 };
-pub use recent::{AttemptStep, LlmStep, Recent, RequestRecord, StageStep};
+pub use recent::{AttemptStep, LlmStep, Recent, RequestRecord, STEPS_MAX, ServiceStep, StageStep};
 pub use traces::{
     Export, TraceParent, Tracing, exported, init, join_trace, reparent, request_span, span_id,
 };

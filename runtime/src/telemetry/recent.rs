@@ -32,6 +32,29 @@ pub struct StageStep {
     pub outcome: std::borrow::Cow<'static, str>,
 }
 
+/// One call a stage made to a service (`[services.NAME]`) during a request.
+#[derive(Clone, Debug)]
+pub struct ServiceStep {
+    /// The service.
+    pub service: Arc<str>,
+    /// The stage that called it (`name@version`).
+    pub stage: Arc<str>,
+    /// What was asked: `POST /query` (path without its query, cut at 120 bytes).
+    pub asked: String,
+    /// The answer's status; `None` when no URL answered.
+    pub status: Option<u16>,
+    /// `hit` when the service's cache answered, else `miss` or `bypass`.
+    pub cache: &'static str,
+    /// Attempts made (0 for a cache hit).
+    pub attempts: u32,
+    /// `ok`, or why the call failed (the router's error code).
+    pub outcome: &'static str,
+    /// When it started (an instant, made relative to the request's start in the record).
+    pub started: tokio::time::Instant,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
 /// One upstream attempt of a request.
 #[derive(Clone, Debug)]
 pub struct AttemptStep {
@@ -106,6 +129,8 @@ pub struct RequestRecord {
     pub llm: Option<LlmStep>,
     /// Each upstream attempt, in order.
     pub attempts: Vec<AttemptStep>,
+    /// Each call a stage made to a service, in the order they ended.
+    pub services: Vec<ServiceStep>,
 }
 
 /// Bytes of an error message kept (longer ones are cut, marked with how much was cut).
@@ -160,6 +185,7 @@ impl RequestRecord {
         for step in &mut self.stages {
             cut_cow(&mut step.outcome, NAME_MAX_BYTES);
         }
+        keep_first(&mut self.services, STEPS_MAX);
         keep_first(&mut self.attempts, STEPS_MAX);
         for attempt in &mut self.attempts {
             cut(&mut attempt.model, NAME_MAX_BYTES);
@@ -228,6 +254,22 @@ impl RequestRecord {
                     "status": attempt.status,
                     "outcome": attempt.outcome,
                     "duration_ms": ms(attempt.elapsed),
+                })
+            })
+            .collect();
+        out["services"] = self
+            .services
+            .iter()
+            .map(|call| {
+                json!({
+                    "service": &*call.service,
+                    "stage": &*call.stage,
+                    "asked": call.asked,
+                    "status": call.status,
+                    "cache": call.cache,
+                    "attempts": call.attempts,
+                    "outcome": call.outcome,
+                    "duration_ms": ms(call.elapsed),
                 })
             })
             .collect();

@@ -34,7 +34,7 @@ use crate::cost::{Account, CallLimiter, Meter};
 use crate::error::ClientFacing;
 use crate::llm::{Answer as StepAnswer, Call, LlmStep, StepReply};
 use crate::openai::{ApiError, parse_request, response_to_json};
-use crate::pipeline::{Forwarded, Pipeline};
+use crate::pipeline::{Forwarded, Pipeline, Responded};
 use crate::telemetry::TraceParent;
 use crate::wit::{ChatRequest, ChatResponse};
 
@@ -136,6 +136,7 @@ impl App {
             snap.llm.costing().charge_fuel(&meter, route, fuel);
         }
         report.cost = Some(meter.total());
+        report.services = meter.take_services();
         match reply {
             Ok(reply) => ChatOutcome {
                 reply: Ok(reply),
@@ -188,7 +189,7 @@ impl App {
             log_answer: snap.config.telemetry.log_inputs,
         };
         if let Some(answer) = fwd.take_answer() {
-            return finish.whole(&mut fwd, answer, report).await;
+            return finish.whole(&mut fwd, answer, None, report).await;
         }
 
         let forward = forward_headers(&call.request_id, report.trace, call.tracestate);
@@ -199,19 +200,69 @@ impl App {
             control,
             meter,
         };
-        let step = llm_step(&snap.llm, fwd.request(), input, report).await;
+        let step = llm_step(&snap.llm, fwd.request(), &input, report).await;
+        let response = match step.result {
+            Err(err) => return Err(ChatError::Step(err)),
+            Ok(StepAnswer::Whole(response)) => response,
+            Ok(StepAnswer::Stream(stream)) => {
+                if !fwd.needs_full_response() {
+                    return Ok(ChatReply::Stream(stream::relay(fwd, stream, include_usage)));
+                }
+                // The stream settles its cost and fills the cache as it is collected.
+                stream.collect().await.map_err(ChatError::Step)?
+            }
+        };
+        let again = Again {
+            llm: &snap.llm,
+            input,
+        };
+        finish.whole(&mut fwd, response, Some(again), report).await
+    }
+}
+
+/// What asking the model again needs (a response-phase stage's `retry-response`).
+struct Again<'a> {
+    /// The LLM step.
+    llm: &'a LlmStep,
+    /// What the first call was made with.
+    input: StepInput<'a>,
+}
+
+impl Again<'_> {
+    /// The LLM step again, on the request the stages passed on followed by the refused answer
+    /// and the stage's feedback; a streamed answer is collected whole.
+    async fn ask(
+        &self,
+        request: &ChatRequest,
+        refused: Option<crate::wit::Message>,
+        ask: &crate::sandbox::RetryAsk,
+        report: &mut Report,
+    ) -> Result<ChatResponse, ChatError> {
+        let mut request = request.clone();
+        if let Some(feedback) = &ask.feedback {
+            if let Some(refused) = refused {
+                request.messages.push(refused);
+            }
+            request.messages.push(crate::wit::Message {
+                role: "user".to_string(),
+                content: Some(crate::wit::Content::Text(feedback.clone())),
+                name: None,
+                extra: "{}".to_string(),
+            });
+        }
+        let input = StepInput {
+            // The same request asked again must not be answered by the cache.
+            control: CacheControl {
+                no_cache: self.input.control.no_cache || ask.feedback.is_none(),
+                ..self.input.control
+            },
+            ..self.input
+        };
+        let step = llm_step(self.llm, &request, &input, report).await;
         match step.result {
             Err(err) => Err(ChatError::Step(err)),
-            Ok(StepAnswer::Whole(response)) => finish.whole(&mut fwd, response, report).await,
-            Ok(StepAnswer::Stream(stream)) => {
-                if fwd.needs_full_response() {
-                    // The stream settles its cost and fills the cache as it is collected.
-                    let response = stream.collect().await.map_err(ChatError::Step)?;
-                    finish.whole(&mut fwd, response, report).await
-                } else {
-                    Ok(ChatReply::Stream(stream::relay(fwd, stream, include_usage)))
-                }
-            }
+            Ok(StepAnswer::Whole(response)) => Ok(response),
+            Ok(StepAnswer::Stream(stream)) => stream.collect().await.map_err(ChatError::Step),
         }
     }
 }
@@ -228,6 +279,7 @@ impl ChatOutcome {
 }
 
 /// What the LLM step is called with, besides the request itself.
+#[derive(Clone, Copy)]
 struct StepInput<'a> {
     /// The route's pipeline (its alias names the step's plan).
     pipeline: &'a Pipeline,
@@ -246,7 +298,7 @@ struct StepInput<'a> {
 async fn llm_step(
     llm: &LlmStep,
     request: &ChatRequest,
-    input: StepInput<'_>,
+    input: &StepInput<'_>,
     report: &mut Report,
 ) -> StepReply {
     let StepInput {
@@ -255,7 +307,7 @@ async fn llm_step(
         deadline,
         control,
         meter,
-    } = input;
+    } = *input;
     let llm_started = tokio::time::Instant::now();
     report.llm_call = Some((llm_started, request.model.clone()));
     let mut step = llm
@@ -268,8 +320,9 @@ async fn llm_step(
             meter,
         })
         .await;
-    report.llm = Some(llm_started.elapsed());
-    report.attempts = std::mem::take(&mut step.attempts);
+    // A retried answer adds its time and attempts to the first call's.
+    report.llm = Some(report.llm.unwrap_or_default() + llm_started.elapsed());
+    report.attempts.append(&mut step.attempts);
     report.cache = Some((step.cache, step.similarity));
     report.cache_key = step.key;
     step
@@ -289,14 +342,46 @@ struct Finish<'a> {
 
 impl Finish<'_> {
     /// Runs the response phase on a whole response; the answer carries the request's cost
-    /// so far for `usage.cost`.
+    /// so far for `usage.cost`. With `again` (an answer from the model), a stage may send
+    /// it back (`retry-response`) up to the route's `max_output_retries` times: the model is
+    /// asked again and the response phase runs on the new answer.
     async fn whole(
         &self,
         fwd: &mut Forwarded,
-        response: ChatResponse,
+        mut response: ChatResponse,
+        again: Option<Again<'_>>,
         report: &mut Report,
     ) -> Result<ChatReply, ChatError> {
-        let result = fwd.on_response(response).await;
+        let most = again.as_ref().map_or(0, |a| a.input.pipeline.max_output_retries);
+        let mut retries = 0;
+        let result = loop {
+            let may_retry = retries < most;
+            let refused = match may_retry {
+                true => response.choices.first().map(|c| c.message.clone()),
+                false => None,
+            };
+            let (again, ask) = match fwd.on_response(response, may_retry, retries).await {
+                Ok(Responded::Done(response)) => break Ok(response),
+                Err(err) => break Err(err),
+                Ok(Responded::Retry { ask, stage }) => match &again {
+                    Some(again) => (again, ask),
+                    // Not asked with `may_retry`, so `on_response` never answers this.
+                    None => {
+                        break Err(crate::pipeline::PipelineError::InvalidOutput {
+                            stage: stage.to_string(),
+                            retries,
+                            reason: ask.reason,
+                        });
+                    }
+                },
+            };
+            retries += 1;
+            report.note_stages(fwd);
+            response = match again.ask(fwd.request(), refused, &ask, report).await {
+                Ok(response) => response,
+                Err(err) => return Err(err),
+            };
+        };
         report.note_stages(fwd);
         let cost_pico = self.meter.total();
         if self.log_answer

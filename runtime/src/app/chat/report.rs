@@ -43,6 +43,10 @@ pub struct Report {
     pub llm_call: Option<(Instant, String)>,
     /// Why weir shed the request, when it did (`weir_shed_requests_total`).
     pub shed: Option<ShedReason>,
+    /// The stages whose failure their `degrade` policy passed over (`x-weir-degraded`).
+    pub degraded: Vec<Arc<str>>,
+    /// Each call its stages made to a service (`Server-Timing`, the request record).
+    pub services: Vec<crate::telemetry::ServiceStep>,
 }
 
 impl Report {
@@ -51,6 +55,7 @@ impl Report {
         self.labels = fwd.stage_labels();
         self.fuel = fwd.fuel_by_stage();
         self.runs = fwd.runs().to_vec();
+        self.degraded = fwd.degraded().to_vec();
     }
 
     /// Time spent waiting on upstreams: the LLM step's attempts.
@@ -128,6 +133,7 @@ impl Report {
                     })
                 })
                 .collect(),
+            services: self.services,
             route: self.route,
             key: self.key,
             status,

@@ -63,7 +63,7 @@ pub(super) fn relay(
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
         drop(tx);
         if fwd.has_response_phase()
-            && let Err(err) = fwd.on_response(assembled).await
+            && let Err(err) = fwd.on_response(assembled, false, 0).await
         {
             tracing::warn!(error = %err, "response phase after a relayed stream failed");
         }

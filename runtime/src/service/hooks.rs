@@ -1,0 +1,181 @@
+//! The `wasi:http` hooks of a stage instance: the only way out of the sandbox.
+//!
+//! `outgoing-handler.handle` hands every request here. Its authority names the service
+//! (`http://search/v1/query` → `[services.search]`): a service the stage's config grants is
+//! called through [`Service::call`] (its policy, cache and price, within what is left of the
+//! stage's call deadline); any other authority, a port, an `https` scheme, or any call from
+//! `describe()` fails with `HTTP-request-denied` before anything is sent. A service that
+//! fails after its retries answers the stage with a synthetic response (the router's status:
+//! 502, 503 or 429, an OpenAI-shaped error body and `x-weir-service-error`), so any language's
+//! HTTP client sees an ordinary error response rather than a transport error.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Full, Limited};
+use tokio::time::Instant;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::{CallContext, Service, ServiceRequest};
+use crate::host_api::{CallScope, HostContext};
+use crate::openai::ApiError;
+use crate::router::{HOP_BY_HOP, RouteError, ServiceReply};
+
+/// The services one stage may call.
+pub type Grant = Vec<Arc<Service>>;
+
+/// The `WasiHttpHooks` of one stage instance.
+pub struct ServiceHooks {
+    /// The services granted, and who calls them; `None` in `describe()` or without a grant.
+    reach: Option<(Arc<Grant>, CallContext)>,
+    /// The deadline of the guest call in progress (set before each `wasi:http` call).
+    pub(crate) deadline: Instant,
+}
+
+/// The outcome `send_request` hands back to wasmtime-wasi-http.
+type Sent = Box<
+    dyn Future<
+            Output = Result<
+                (
+                    http::Response<WasiBody>,
+                    Box<dyn Future<Output = Result<(), Error>> + Send>,
+                ),
+                Error,
+            >,
+        > + Send,
+>;
+
+impl ServiceHooks {
+    /// The hooks of an instance serving `host`: its stage's grant, during a request only.
+    pub fn new(host: &HostContext) -> ServiceHooks {
+        let reach = match &host.scope {
+            CallScope::Request(meter) if !host.stage.services.is_empty() => Some((
+                host.stage.services.clone(),
+                CallContext {
+                    meter: meter.clone(),
+                    stage: host.stage.label.clone(),
+                    route: host.route.clone(),
+                    deadline: None,
+                },
+            )),
+            _ => None,
+        };
+        ServiceHooks {
+            reach,
+            deadline: Instant::now(),
+        }
+    }
+
+    /// The granted service `request` names, if any.
+    fn resolve(&self, request: &http::Request<WasiBody>) -> Option<(Arc<Service>, CallContext)> {
+        let (grant, ctx) = self.reach.as_ref()?;
+        let uri = request.uri();
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return None;
+        }
+        let authority = uri.authority()?;
+        if authority.port().is_some() {
+            return None;
+        }
+        let service = grant.iter().find(|s| *s.name == *authority.host())?;
+        Some((service.clone(), ctx.clone()))
+    }
+}
+
+impl WasiHttpHooks for ServiceHooks {
+    /// Services are named, not located: a stage writes `http://NAME/...`, and the host picks
+    /// the scheme of each URL.
+    fn is_supported_scheme(&mut self, scheme: &http::uri::Scheme) -> bool {
+        *scheme == http::uri::Scheme::HTTP
+    }
+
+    fn default_scheme(&mut self) -> Option<http::uri::Scheme> {
+        Some(http::uri::Scheme::HTTP)
+    }
+
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<RequestOptions>,
+        _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> Sent {
+        let Some((service, mut ctx)) = self.resolve(&request) else {
+            tracing::debug!(
+                target: "weir::guest",
+                uri = %request.uri(),
+                "wasi:http request to an authority the stage is not granted; denied"
+            );
+            return Box::new(async { Err(Error::HttpRequestDenied) });
+        };
+        let deadline = self.deadline;
+        ctx.deadline = Some(deadline.saturating_duration_since(Instant::now()));
+        Box::new(async move {
+            let (parts, body) = request.into_parts();
+            let max = usize::try_from(service.settings.max_request_bytes).unwrap_or(usize::MAX);
+            let body = match tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
+                .await
+            {
+                Err(_) => return Err(Error::ConnectionWriteTimeout),
+                Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                    return Err(Error::HttpRequestBodySize(Some(max as u64)));
+                }
+                Ok(Err(err)) => return Err(Error::InternalError(Some(err.to_string()))),
+                Ok(Ok(collected)) => collected.to_bytes(),
+            };
+            let headers = (parts.headers.iter())
+                .filter(|(name, _)| *name != HOST && !HOP_BY_HOP.contains(&name.as_str()))
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect();
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let request = ServiceRequest {
+                method: parts.method,
+                path: path.to_string(),
+                headers,
+                body,
+            };
+            let response = match service.call(request, &ctx).await {
+                Ok(reply) => answer(reply),
+                Err(err) => refusal(&service.name, &err),
+            };
+            let done: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
+            Ok((response, done))
+        })
+    }
+}
+
+/// The service's answer as the guest reads it.
+fn answer(reply: ServiceReply) -> http::Response<WasiBody> {
+    let mut response = http::Response::new(body(reply.body));
+    *response.status_mut() =
+        http::StatusCode::from_u16(reply.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    *response.headers_mut() = reply.headers;
+    response
+}
+
+/// A failed call as an ordinary error response: the router's status and an OpenAI-shaped
+/// body naming the service, `x-weir-service-error` with the code, `retry-after` when known.
+fn refusal(service: &str, err: &RouteError) -> http::Response<WasiBody> {
+    let mut api = ApiError::from_facing(err);
+    api.message = format!("service {service}: {}", api.message);
+    let mut response = http::Response::new(body(Bytes::from(api.to_json().to_string())));
+    *response.status_mut() =
+        http::StatusCode::from_u16(api.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        HeaderName::from_static("x-weir-service-error"),
+        HeaderValue::from_static(err.code()),
+    );
+    if let Some(seconds) = api.retry_after_s {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+}
+
+fn body(bytes: Bytes) -> WasiBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}

@@ -93,6 +93,7 @@ fn setup_with(fuel: bool, reaper: Reaper, specs: &[StageSpec<'_>]) -> Setup {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect::<BTreeMap<_, _>>(),
                 max_llm_calls: weir::config::DEFAULT_STAGE_LLM_CALLS,
+                services: Default::default(),
             }),
             stage: Arc::new(stage),
             on_error: OnError::Fail,
@@ -102,6 +103,7 @@ fn setup_with(fuel: bool, reaper: Reaper, specs: &[StageSpec<'_>]) -> Setup {
     let pipeline = Arc::new(Pipeline {
         route: "bench".into(),
         stages,
+        max_output_retries: 0,
     });
     Setup {
         runtime,
@@ -159,7 +161,7 @@ fn response() -> ChatResponse {
 async fn one_call(setup: &Setup, request: ChatRequest, response: ChatResponse) {
     let mut fwd = setup.pipeline.start(&setup.env, "bench".into(), request);
     fwd.on_request().await.unwrap();
-    let out = fwd.on_response(response).await.unwrap();
+    let out = fwd.on_response(response, false, 0).await.unwrap();
     std::hint::black_box(out);
     drop(fwd);
 }

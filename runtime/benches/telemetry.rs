@@ -69,6 +69,7 @@ fn record(id: &str) -> RequestRecord {
             span: telemetry::span_id(),
             upstream_message: None,
         }],
+        services: Vec::new(),
     }
 }
 

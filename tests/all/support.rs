@@ -127,6 +127,7 @@ impl TestHost {
                     label,
                     config: spec.config.clone(),
                     max_llm_calls: weir::config::DEFAULT_STAGE_LLM_CALLS,
+                    services: Default::default(),
                 }),
                 stage,
                 on_error: spec.on_error,
@@ -136,6 +137,7 @@ impl TestHost {
         Arc::new(Pipeline {
             route: "test".into(),
             stages,
+            max_output_retries: 0,
         })
     }
 
@@ -187,7 +189,16 @@ pub async fn run_pipeline(
                 echo(fwd.request())
             }
         };
-        fwd.on_response(response).await
+        match fwd.on_response(response, false, 0).await? {
+            weir::pipeline::Responded::Done(response) => Ok(response),
+            weir::pipeline::Responded::Retry { stage, ask } => {
+                Err(weir::pipeline::PipelineError::InvalidOutput {
+                    stage: stage.to_string(),
+                    retries: 0,
+                    reason: ask.reason,
+                })
+            }
+        }
     }
     .await;
     Outcome {

@@ -57,6 +57,9 @@ pub struct SimArgs {
     /// answer 429 with `Retry-After`.
     #[arg(long)]
     pub rpm_limit: Option<u32>,
+    /// The first this many answers to JSON-mode requests (`response_format`) are not JSON.
+    #[arg(long)]
+    pub invalid_json_first: Option<u64>,
     /// Stream time to first token, ms.
     #[arg(long, default_value_t = 0)]
     pub ttft_ms: u64,
@@ -87,6 +90,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         usage_prompt_tokens: args.usage_prompt_tokens,
         error_body_stall: args.error_body_stall,
         rpm_limit: args.rpm_limit,
+        invalid_json_first: args.invalid_json_first,
     };
     config.ttft_ms = args.ttft_ms;
     config.inter_token_ms = args.inter_token_ms;

@@ -45,7 +45,8 @@ async fn a_failure_body_that_stalls_is_read_within_what_is_left_of_the_same_time
     let started = Instant::now();
     let result = ProviderClient::new()
         .unwrap()
-        .post(
+        .send(
+            http::Method::POST,
             &upstream,
             format!("http://{addr}/v1/chat/completions"),
             Bytes::from_static(b"{}"),

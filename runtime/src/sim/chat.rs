@@ -45,6 +45,9 @@ pub struct ChatRequest {
     /// The function the answer calls instead of answering text, if it does (see the module
     /// doc).
     pub tool_name: Option<String>,
+    /// `response_format` asks for JSON (`json_object` or `json_schema`): the answer is
+    /// `{"answer": "<the reply>"}` (unless the `invalid_json_first` fault says otherwise).
+    pub json: bool,
 }
 
 /// The wire form of a chat request (only the fields the simulator reads).
@@ -68,6 +71,8 @@ struct WireRequest {
     tools: Option<Vec<WireTool>>,
     /// `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name"}}`.
     tool_choice: Option<serde_json::Value>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}`.
+    response_format: Option<serde_json::Value>,
 }
 
 /// One of `tools` (only function tools have a name the simulator can call).
@@ -188,6 +193,11 @@ impl ChatRequest {
             max_tokens,
             n,
             tool_name,
+            json: wire
+                .response_format
+                .as_ref()
+                .and_then(|f| f["type"].as_str())
+                .is_some_and(|t| t == "json_object" || t == "json_schema"),
         })
     }
 }
@@ -314,6 +324,11 @@ pub struct WireFunctionCall<'a> {
 pub fn accept(request: &ChatRequest, state: &SimState, usage_prompt_tokens: Option<u64>) -> Reply {
     let reply = match &request.tool_name {
         Some(name) => Reply::tool_call(&request.messages, name),
+        None if request.json => {
+            let served = (state.json_answers).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let invalid = state.faults().invalid_json_first.is_some_and(|n| served < n);
+            Reply::json(&request.messages, invalid)
+        }
         None => Reply::for_prompt(&request.messages, request.max_tokens),
     }
     .with_prompt_tokens(usage_prompt_tokens);

@@ -73,6 +73,12 @@ pub struct Faults {
     /// `sim::minute`). Checked before the other faults. `None`: no limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rpm_limit: Option<u32>,
+    /// The first this many answers to JSON-mode requests (`response_format` of type
+    /// `json_object` or `json_schema`) after the faults were set are not JSON (a model that
+    /// ignored the format); later ones are `{"answer": "<the reply>"}`. `None`: every one is
+    /// valid JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalid_json_first: Option<u64>,
 }
 
 /// Why a `Faults` value was rejected.
@@ -229,6 +235,7 @@ mod tests {
             usage_prompt_tokens: Some(u64::from(u32::MAX)),
             error_body_stall: true,
             rpm_limit: Some(120),
+            invalid_json_first: Some(2),
         };
         let json = serde_json::to_vec(&f).expect("faults serialize");
         assert_eq!(Faults::from_json(&json), Ok(f));

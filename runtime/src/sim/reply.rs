@@ -101,6 +101,23 @@ impl Reply {
         }
     }
 
+    /// Answers `messages` in JSON mode: `{"answer": "<the reply text>"}`, or (`invalid`) the
+    /// reply text in prose around it, which no JSON parser takes. Never cut by `max_tokens`.
+    pub fn json(messages: &[PromptMessage], invalid: bool) -> Reply {
+        let object = serde_json::json!({ "answer": reply_text(messages) }).to_string();
+        let text = match invalid {
+            true => format!("Sure! Here is the JSON you asked for: {object}"),
+            false => object,
+        };
+        Reply {
+            finish_reason: "stop",
+            prompt_tokens: prompt_tokens(messages),
+            completion_tokens: tokens::count(&text).max(1),
+            text,
+            tool_call: None,
+        }
+    }
+
     /// The same reply reporting `prompt_tokens` instead of the real count, when given (the
     /// `usage_prompt_tokens` fault).
     pub fn with_prompt_tokens(mut self, prompt_tokens: Option<u64>) -> Reply {

@@ -35,6 +35,8 @@ pub struct SimState {
     pub model_name: Option<String>,
     /// Sequence number making response ids unique.
     next_id: AtomicU64,
+    /// JSON-mode answers served since the faults were set (the `invalid_json_first` fault).
+    pub json_answers: AtomicU64,
 }
 
 impl SimState {
@@ -48,6 +50,7 @@ impl SimState {
             ttft: Duration::from_millis(config.ttft_ms),
             inter_token: Duration::from_millis(config.inter_token_ms),
             model_name: config.model_name.clone(),
+            json_answers: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
         }
     }
@@ -61,6 +64,7 @@ impl SimState {
     /// Replaces the faults (already validated).
     pub fn set_faults(&self, faults: Faults) {
         *unpoisoned(self.faults.write()) = Arc::new(faults);
+        self.json_answers.store(0, Ordering::Relaxed);
     }
 
     /// The model a response names: the configured override, else the request's, else

@@ -359,6 +359,7 @@ mod tests {
             max_tokens: None,
             n: 1,
             tool_name: None,
+            json: false,
         }
     }
 

@@ -50,6 +50,7 @@ async fn a_looping_guest_is_stopped_by_the_epoch_callback_exactly_at_its_deadlin
             label: stage.label("chaos").into(),
             config: BTreeMap::from([("mode".to_string(), "loop".to_string())]),
             max_llm_calls: crate::config::DEFAULT_STAGE_LLM_CALLS,
+            services: Default::default(),
         }),
         services,
         request_id: "r1".into(),

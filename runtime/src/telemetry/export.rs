@@ -384,6 +384,7 @@ mod tests {
                 span: [9; 8],
                 upstream_message: Some("boom".into()),
             }],
+            services: Vec::new(),
         }
     }
 

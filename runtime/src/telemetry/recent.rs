@@ -383,6 +383,7 @@ mod tests {
                 usage: None,
             }),
             attempts: Vec::new(),
+            services: Vec::new(),
         }
     }
 

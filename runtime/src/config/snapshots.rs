@@ -208,7 +208,8 @@ fn the_full_reference_example_loads_with_every_value() {
     let route = &config.routes[0];
     assert_eq!(route.model, "demo");
     assert_eq!(route.targets, [0, 1]);
-    assert_eq!(route.stages.len(), 2);
+    assert_eq!(route.stages.len(), 3);
+    assert_eq!(route.max_output_retries, 1);
     let guard = &route.stages[0];
     assert_eq!(guard.name, "prompt-guard");
     assert_eq!(guard.path, Path::new("valid/plugins/prompt_guard.wasm"));
@@ -231,7 +232,28 @@ fn the_full_reference_example_loads_with_every_value() {
         guard.config,
         config_of(&[("deny", r#"["x"]"#), ("max_chars", "8000")])
     );
-    let redact = &route.stages[1];
+    let retrieve = &route.stages[1];
+    assert_eq!(retrieve.on_error, OnErrorSetting::Degrade);
+    assert_eq!(retrieve.services, ["search"]);
+    assert!(guard.services.is_empty(), "no service unless granted");
+    assert_eq!(config.services.len(), 1);
+    let search = &config.services[0];
+    assert_eq!(search.name, "search");
+    assert_eq!(
+        search.urls,
+        ["http://127.0.0.1:8000", "http://127.0.0.1:8001"]
+    );
+    assert_eq!(search.timeout, Duration::from_millis(300));
+    assert_eq!(search.policy.deadline, Duration::from_millis(1500));
+    assert_eq!(search.policy.max_attempts, 4);
+    assert!(search.policy.retry_on.contains(502) && !search.policy.retry_on.contains(504));
+    assert_eq!(search.max_concurrency, 32);
+    assert_eq!(search.cache_ttl_s, Some(60));
+    assert_eq!(search.price_per_call, Some(500_000_000), "$0.0005 in pico-dollars");
+    assert_eq!(search.breaker.consecutive_failures, 3);
+    assert_eq!(search.weights, [1, 1]);
+    assert_eq!(search.max_response_bytes, 4 << 20);
+    let redact = &route.stages[2];
     assert_eq!(redact.name, "pii-redact");
     assert_eq!(redact.path, Path::new("/opt/weir/pii_redact.wasm"));
     assert_eq!(redact.on_error, OnErrorSetting::Skip);

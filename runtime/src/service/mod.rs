@@ -17,6 +17,8 @@
 
 mod call;
 mod hooks;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,0 +1,146 @@
+//! A service call against in-process `weir sim`s and loopback sockets: fallback, answers
+//! that are not failures, the price of every attempt that reached a URL (a cancelled one
+//! included), the cache, and the deadline.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+
+use super::{CallContext, Service, ServiceRequest};
+use crate::config::{Config, ServiceSettings};
+use crate::cost::{Ledger, Meter};
+use crate::router::testing::{black_hole, sim};
+use crate::sim::Faults;
+
+/// $0.001 in pico-dollars.
+const PRICE: u64 = 1_000_000_000;
+
+fn settings(urls: &[String], extra: &str) -> ServiceSettings {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let text = format!(
+        "[targets.t]\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[services.search]\nurls = [{}]\n\
+         price_per_call_usd = 0.001\nbackoff_base_ms = 0\n{extra}\n\n[[routes]]\nmodel = \"m\"\n\
+         targets = [\"t\"]\n",
+        urls.join(", ")
+    );
+    let config = Config::parse(&text, Path::new("weir.toml"), &|_| None).unwrap();
+    config.services[0].clone()
+}
+
+fn service(urls: &[String], extra: &str) -> Service {
+    let ledger = Ledger::open(None, None).unwrap();
+    Service::new(
+        &settings(urls, extra),
+        crate::providers::ProviderClient::new().unwrap(),
+        ledger,
+    )
+}
+
+fn ctx(deadline: Option<Duration>) -> CallContext {
+    CallContext {
+        meter: Meter::new(None),
+        stage: "retrieve@1234".into(),
+        route: "m".into(),
+        deadline,
+    }
+}
+
+fn query(path: &str) -> ServiceRequest {
+    ServiceRequest {
+        method: Method::POST,
+        path: path.to_string(),
+        headers: Vec::new(),
+        body: Bytes::from_static(br#"{"query_embeddings":[[1.0,0.0]],"n_results":2}"#),
+    }
+}
+
+const QUERY: &str = "/api/v2/tenants/t/databases/d/collections/c/query";
+
+#[tokio::test]
+async fn a_failing_url_falls_back_and_every_attempt_that_reached_one_is_billed() {
+    let failing = sim(Faults {
+        error_rate: 1.0,
+        error_status: 503,
+        ..Faults::default()
+    })
+    .await;
+    let healthy = sim(Faults::default()).await;
+    let service = service(
+        &[format!("http://{failing}"), format!("http://{healthy}")],
+        "",
+    );
+    let ctx = ctx(None);
+    let reply = service.call(query(QUERY), &ctx).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+    assert!(body["documents"][0][0].as_str().unwrap().starts_with("sim passage 1"));
+    assert_eq!(ctx.meter.total(), 2 * PRICE, "the 503 reached its URL too");
+    let steps = ctx.meter.take_services();
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        (steps[0].attempts, steps[0].status, steps[0].outcome, steps[0].cache),
+        (2, Some(200), "ok", "bypass")
+    );
+    assert_eq!(steps[0].asked, format!("POST {QUERY}"));
+}
+
+#[tokio::test]
+async fn a_status_outside_retry_on_is_the_services_answer() {
+    let healthy = sim(Faults::default()).await;
+    let other = sim(Faults::default()).await;
+    let service = service(&[format!("http://{healthy}"), format!("http://{other}")], "");
+    let ctx = ctx(None);
+    let reply = service.call(query("/no/such/path"), &ctx).await.unwrap();
+    assert_eq!(reply.status, 404, "answered, not retried");
+    assert!(String::from_utf8_lossy(&reply.body).contains("error"));
+    assert_eq!(ctx.meter.take_services()[0].attempts, 1);
+    assert_eq!(ctx.meter.total(), PRICE);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_free_and_the_cache_answers_a_repeat() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let healthy = sim(Faults::default()).await;
+    let service = service(
+        &[format!("http://{closed}"), format!("http://{healthy}")],
+        "cache_ttl_s = 60",
+    );
+    let ctx = ctx(None);
+    let first = service.call(query(QUERY), &ctx).await.unwrap();
+    assert_eq!(ctx.meter.total(), PRICE, "the refused connection costs nothing");
+    let again = service.call(query(QUERY), &ctx).await.unwrap();
+    assert_eq!(again.body, first.body);
+    assert_eq!(ctx.meter.total(), PRICE, "a cache hit costs nothing");
+    let steps = ctx.meter.take_services();
+    let seen: Vec<_> = steps.iter().map(|s| (s.cache, s.attempts)).collect();
+    assert_eq!(seen, [("miss", 2), ("hit", 0)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_callers_deadline_cuts_a_stalled_url_and_a_dropped_call_is_still_billed() {
+    let (hole, _server) = black_hole().await;
+    let service = std::sync::Arc::new(service(&[format!("http://{hole}")], "timeout_ms = 1000"));
+    let ctx = ctx(Some(Duration::from_millis(100)));
+    let started = tokio::time::Instant::now();
+    let err = service.call(query(QUERY), &ctx).await.unwrap_err();
+    assert!(started.elapsed() <= Duration::from_millis(100), "{:?}", started.elapsed());
+    assert_eq!(err.status(), 502);
+    assert_eq!(ctx.meter.total(), PRICE, "the stalled attempt had reached the URL");
+
+    // Dropped midway (the stage's deadline trapped): billed for the attempt in flight.
+    let ctx = self::ctx(None);
+    let call = {
+        let (service, ctx) = (service.clone(), ctx.clone());
+        tokio::spawn(async move { service.call(query(QUERY), &ctx).await.map(|_| ()) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    call.abort();
+    let _ = call.await;
+    assert_eq!(ctx.meter.total(), PRICE);
+    assert_eq!(ctx.meter.take_services()[0].outcome, "cancelled");
+}

@@ -62,6 +62,7 @@ mod routing;
 mod sandbox;
 mod sdk;
 mod server;
+mod services;
 mod sim;
 mod stress;
 mod support;

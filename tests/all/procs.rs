@@ -190,3 +190,15 @@ pub async fn sim_requests(sim: &Proc, n: usize) -> Vec<Value> {
     let answer = get(sim.addr, &format!("/sim/requests?last={n}")).await;
     answer.json().as_array().cloned().unwrap_or_default()
 }
+
+/// The status of `GET path` on `addr`, or `None` when nothing answered (yet).
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<u16> {
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header("host", addr.to_string())
+        .body(full(Bytes::new()))
+        .ok()?;
+    let answer = exchange(addr, request, Duration::from_secs(2)).await.ok()?;
+    Some(answer.status.as_u16())
+}

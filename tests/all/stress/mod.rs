@@ -13,3 +13,4 @@ mod jobs;
 mod listener;
 mod reload;
 mod routing;
+mod services;

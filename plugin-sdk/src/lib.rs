@@ -45,7 +45,10 @@
 //! - [`Stage`] and [`export_stage!`]: the trait an author implements and the macro that exports it.
 //! - [`config`]: typed reading of the stage's own config table.
 //! - [`log`](crate::info): `trace!` .. `error!` macros writing to the host log.
-//! - [`llm`]: `complete()` and `embed()` through the host's LLM step.
+//! - [`llm`]: `complete()`, `complete_all()` (several at once, with a deadline) and `embed()`
+//!   through the host's LLM step.
+//! - [`response`]: `retry()`, from `on_response`: have the host ask the model again.
+//! - [`service`]: HTTP calls to the services the host grants the stage (over `wasi:http`).
 //! - [`cache`]: a key-value cache private to the stage.
 //! - [`tokens`]: token counts with the model's real tokenizer, and the host's prompt-token
 //!   formula ([`tokens::Tokens`], from the `weir-tokens` crate the host uses too).
@@ -75,6 +78,8 @@ pub mod cache;
 pub mod config;
 pub mod llm;
 mod log;
+pub mod response;
+pub mod service;
 mod stage;
 pub mod testing;
 pub mod tokens;

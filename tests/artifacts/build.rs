@@ -18,9 +18,12 @@ const GUESTS: &[(&str, &str)] = &[
     ("prompt-guard", "PROMPT_GUARD"),
     ("system-prompt", "SYSTEM_PROMPT"),
     ("context-trim", "CONTEXT_TRIM"),
+    ("json-guard", "JSON_GUARD"),
+    ("retrieve", "RETRIEVE"),
     ("hello-stage", "HELLO_STAGE"),
     ("weir-test-chaos", "CHAOS"),
     ("weir-test-other-world", "OTHER_WORLD"),
+    ("weir-test-outbound", "OUTBOUND"),
     ("weir-test-passthrough", "PASSTHROUGH"),
 ];
 

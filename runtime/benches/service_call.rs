@@ -36,7 +36,7 @@ use weir::sandbox::{Reaper, Sandbox};
 use weir::service::{CallContext, Service, ServiceRequest};
 use weir::sim::{Sim, SimConfig};
 use weir::stages::LoadedStage;
-use weir::wit::ChatRequest;
+use weir::wit::{ChatRequest, Content, Message};
 
 const PATH: &str = "/api/v2/tenants/t/databases/d/collections/c/query";
 const BODY: &str = r#"{"query_embeddings":[[1.0,0.0,0.5]],"n_results":3}"#;
@@ -157,11 +157,31 @@ async fn host(setup: &Setup, ctx: &CallContext) {
 
 async fn stage(setup: &Setup, pipeline: &Arc<Pipeline>) {
     let mut fwd = pipeline
-        .start(&setup.env, "bench".into(), ChatRequest::hi("m"))
+        .start(&setup.env, "bench".into(), request())
         .with_meter(Meter::new(None));
     fwd.on_request().await.unwrap();
     let answer = fwd.take_answer().unwrap();
     std::hint::black_box(answer);
+}
+
+/// A one-message request.
+fn request() -> ChatRequest {
+    ChatRequest {
+        model: "bench".into(),
+        messages: vec![Message {
+            role: "user".into(),
+            content: Some(Content::Text("What is a weir?".into())),
+            name: None,
+            extra: "{}".into(),
+        }],
+        temperature: None,
+        top_p: None,
+        max_tokens: None,
+        stream: false,
+        user: None,
+        metadata: Vec::new(),
+        extra: "{}".into(),
+    }
 }
 
 /// One call of `variant`.

@@ -4,7 +4,9 @@
 //! down, and retrieval end to end against a real Chroma server the test starts. The chaos run
 //! (1,000 requests through `retrieve` with a faulty replica) is in `stress::services`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::{Value, json};
 
@@ -116,10 +118,17 @@ async fn a_stage_reaches_its_granted_services_and_nothing_else() {
 
     // The call is in the request's record.
     let id = answer_id(&weir, "granted").await;
-    let record = get(weir.admin.unwrap(), &format!("/admin/requests/{id}")).await.json();
+    let record = get(weir.admin.unwrap(), &format!("/admin/requests/{id}"))
+        .await
+        .json();
     let call = &record["services"][0];
     assert_eq!(
-        (&call["service"], &call["status"], &call["attempts"], &call["outcome"]),
+        (
+            &call["service"],
+            &call["status"],
+            &call["attempts"],
+            &call["outcome"]
+        ),
         (&json!("search"), &json!(200), &json!(1), &json!("ok")),
         "{record}"
     );
@@ -177,8 +186,14 @@ async fn a_fan_out_with_one_stalled_target_returns_two_answers_and_a_timeout_all
     let elapsed = started.elapsed();
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let results: Value = serde_json::from_str(&content(&answer)).unwrap();
-    assert!(results[0]["ok"].as_str().unwrap().contains("which?"), "{results}");
-    assert!(results[1]["ok"].as_str().unwrap().contains("which?"), "{results}");
+    assert!(
+        results[0]["ok"].as_str().unwrap().contains("which?"),
+        "{results}"
+    );
+    assert!(
+        results[1]["ok"].as_str().unwrap().contains("which?"),
+        "{results}"
+    );
     assert_eq!(results[2]["err"]["status"], 504, "{results}");
     assert_eq!(results[2]["err"]["code"], "deadline_exceeded", "{results}");
     // In parallel: about the 800 ms deadline, not the sum of the three.
@@ -199,7 +214,10 @@ async fn a_fan_out_with_one_stalled_target_returns_two_answers_and_a_timeout_all
             .find(|r| r["route"] == route)
             .unwrap_or_else(|| panic!("no row for {route}: {spend}"));
         assert_eq!(row["calls"], 1, "{spend}");
-        assert!(row["cost_pico_usd"].as_u64().unwrap() > 0, "{route}: {spend}");
+        assert!(
+            row["cost_pico_usd"].as_u64().unwrap() > 0,
+            "{route}: {spend}"
+        );
     }
 }
 
@@ -239,7 +257,12 @@ async fn json_guard_sends_invalid_output_back_and_gives_up_with_a_502() {
         guarded("strict", 1),
     );
     let weir = serve(&config);
-    let answer = post(weir.addr, "/v1/chat/completions", &schema_request("guarded")).await;
+    let answer = post(
+        weir.addr,
+        "/v1/chat/completions",
+        &schema_request("guarded"),
+    )
+    .await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
     let body = answer.json();
     let said: Value = serde_json::from_str(&content(&answer)).unwrap();
@@ -251,16 +274,27 @@ async fn json_guard_sends_invalid_output_back_and_gives_up_with_a_502() {
     let feedback = second.as_array().unwrap().last().unwrap();
     assert_eq!(feedback["role"], "user", "{second}");
     assert!(
-        feedback["content"].as_str().unwrap().to_lowercase().contains("json"),
+        feedback["content"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("json"),
         "{feedback}"
     );
-    assert_eq!(second.as_array().unwrap().len(), 3, "question, refused answer, feedback");
+    assert_eq!(
+        second.as_array().unwrap().len(),
+        3,
+        "question, refused answer, feedback"
+    );
     let billed = get(llm.addr, "/sim/stats").await.json()["billed"].clone();
     let cost = body["usage"]["cost"].as_f64().unwrap();
     let expected = (billed["prompt_tokens"].as_f64().unwrap() * 1.0
         + billed["completion_tokens"].as_f64().unwrap() * 2.0)
         / 1e6;
-    assert!((cost - expected).abs() < 1e-12, "cost {cost} vs both attempts {expected}");
+    assert!(
+        (cost - expected).abs() < 1e-12,
+        "cost {cost} vs both attempts {expected}"
+    );
 
     // Always invalid: 502 with the validation errors after the route's one retry.
     let faults = json!({"invalid_json_first": 1000});
@@ -311,7 +345,12 @@ async fn retrieve_degrades_when_every_search_replica_is_down() {
     );
     let weir = serve(&config);
     for i in 0..5 {
-        let answer = post(weir.addr, "/v1/chat/completions", &chat("rag", &format!("q{i}"))).await;
+        let answer = post(
+            weir.addr,
+            "/v1/chat/completions",
+            &chat("rag", &format!("q{i}")),
+        )
+        .await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
         assert_eq!(
             answer.headers["x-weir-degraded"].to_str().unwrap(),
@@ -372,7 +411,14 @@ async fn start_chroma() -> Chroma {
     };
     let dir = std::env::temp_dir().join(format!("weir-chroma-{}-{port}", std::process::id()));
     let child = std::process::Command::new(bin)
-        .args(["run", "--host", "127.0.0.1", "--port", &port.to_string(), "--path"])
+        .args([
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--path",
+        ])
         .arg(&dir)
         .env("ANONYMIZED_TELEMETRY", "False")
         .stdout(std::process::Stdio::null())
@@ -418,7 +464,12 @@ async fn retrieval_end_to_end_puts_chroma_passages_in_the_prompt() {
         .map(|i| embedded["data"][i]["embedding"].clone())
         .collect();
     let collections = "/api/v2/tenants/default_tenant/databases/default_database/collections";
-    let created = post(chroma.addr, collections, &json!({"name": "docs", "get_or_create": true})).await;
+    let created = post(
+        chroma.addr,
+        collections,
+        &json!({"name": "docs", "get_or_create": true}),
+    )
+    .await;
     assert_eq!(created.status, 200, "{:?}", created.body);
     let id = created.json()["id"].as_str().unwrap().to_string();
     let added = post(

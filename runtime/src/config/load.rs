@@ -19,7 +19,8 @@ use super::error::{ConfigError, NO_KEY};
 use super::value::{lossy, lossy_opt};
 use super::{
     CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
-    SandboxSettings, ServerSettings, ServiceSettings, StateSettings, TargetSettings, TelemetrySettings,
+    SandboxSettings, ServerSettings, ServiceSettings, StateSettings, TargetSettings,
+    TelemetrySettings,
 };
 
 /// A validated `weir.toml`. It serializes, secrets masked, as `GET /admin/config` shows it

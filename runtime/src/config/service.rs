@@ -78,7 +78,10 @@ fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
             read_str(d, super::target::normalize_base_url).map(Url)
         }
     }
-    Ok(Vec::<Url>::deserialize(d)?.into_iter().map(|u| u.0).collect())
+    Ok(Vec::<Url>::deserialize(d)?
+        .into_iter()
+        .map(|u| u.0)
+        .collect())
 }
 
 fn weights<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
@@ -119,7 +122,11 @@ pub(crate) fn check(
         return Err(src.error(&weights_key, message));
     }
     let some_weight = service.weights.iter().any(|w| *w > 0);
-    src.ensure(some_weight, &weights_key, "expected at least one weight above 0")?;
+    src.ensure(
+        some_weight,
+        &weights_key,
+        "expected at least one weight above 0",
+    )?;
     check_breaker(&mut service.breaker, src, &format!("{key}.breaker"))?;
     if !src.written(&format!("{key}.deadline_ms")) {
         service.policy.deadline = SERVICE_DEADLINE;

@@ -249,7 +249,11 @@ fn the_full_reference_example_loads_with_every_value() {
     assert!(search.policy.retry_on.contains(502) && !search.policy.retry_on.contains(504));
     assert_eq!(search.max_concurrency, 32);
     assert_eq!(search.cache_ttl_s, Some(60));
-    assert_eq!(search.price_per_call, Some(500_000_000), "$0.0005 in pico-dollars");
+    assert_eq!(
+        search.price_per_call,
+        Some(500_000_000),
+        "$0.0005 in pico-dollars"
+    );
     assert_eq!(search.breaker.consecutive_failures, 3);
     assert_eq!(search.weights, [1, 1]);
     assert_eq!(search.max_response_bytes, 4 << 20);

@@ -51,8 +51,7 @@ impl host::Host for StageState {
     async fn retry_response(&mut self, reason: String, feedback: Option<String>) {
         self.retry = Some(RetryAsk {
             reason: truncate_for_log(&reason, RETRY_REASON_MAX_BYTES).into_owned(),
-            feedback: feedback
-                .map(|f| truncate_for_log(&f, RETRY_FEEDBACK_MAX_BYTES).into_owned()),
+            feedback: feedback.map(|f| truncate_for_log(&f, RETRY_FEEDBACK_MAX_BYTES).into_owned()),
         });
     }
 

@@ -549,7 +549,13 @@ impl Forwarded {
                 "stage failed; passed over by its on_error policy"
             );
             let verb = if degrade { "degraded" } else { "skipped" };
-            self.record(spec, phase, started, fuel, format!("{verb}:{}", failure.kind));
+            self.record(
+                spec,
+                phase,
+                started,
+                fuel,
+                format!("{verb}:{}", failure.kind),
+            );
             if degrade && !self.degraded.contains(&spec.identity.name) {
                 crate::telemetry::degraded(&self.pipeline.route, &spec.identity.name);
                 self.degraded.push(spec.identity.name.clone());

@@ -14,8 +14,8 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::exchange::{Exchange, Left};
-use super::{RouteError, RoutePlan, Router, Walk};
 use super::{Attempt, TargetState};
+use super::{RouteError, RoutePlan, Router, Walk};
 use crate::config::StatusSet;
 use crate::providers::{AttemptError, Upstream};
 use crate::wit::Usage;
@@ -89,7 +89,10 @@ impl Exchange for ServiceCall {
     }
 
     fn request(&self, target: &Upstream) -> Result<(String, Bytes), AttemptError> {
-        Ok((format!("{}{}", target.base_url, self.path), self.body.clone()))
+        Ok((
+            format!("{}{}", target.base_url, self.path),
+            self.body.clone(),
+        ))
     }
 
     fn timeout(&self, target: &Upstream) -> Duration {

@@ -327,7 +327,9 @@ fn server_timing(report: &Report, total: std::time::Duration) -> String {
         );
     }
     for (i, call) in report.services.iter().enumerate() {
-        let status = call.status.map_or_else(|| call.outcome.to_string(), |s| s.to_string());
+        let status = call
+            .status
+            .map_or_else(|| call.outcome.to_string(), |s| s.to_string());
         let _ = write!(
             out,
             "svc{};desc=\"{} {status}\";dur={:.3}, ",

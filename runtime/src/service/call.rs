@@ -160,7 +160,11 @@ impl Drop for Tab<'_> {
                 a.outcome.is_attempt() && (a.status.is_some() || a.outcome.billed_without_usage())
             })
             .count() as u64;
-        let made = self.attempts.iter().filter(|a| a.outcome.is_attempt()).count();
+        let made = self
+            .attempts
+            .iter()
+            .filter(|a| a.outcome.is_attempt())
+            .count();
         self.step.attempts = u32::try_from(made).unwrap_or(u32::MAX);
         self.step.elapsed = self.step.started.elapsed();
         crate::telemetry::service(&self.service.name, self.step.outcome, self.step.elapsed);

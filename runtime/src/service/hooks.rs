@@ -26,12 +26,20 @@ use crate::router::{HOP_BY_HOP, RouteError, ServiceReply};
 /// The services one stage may call.
 pub type Grant = Vec<Arc<Service>>;
 
+/// Most service calls one stage instance may start (both phases of one request); past it
+/// each call is answered at once with a synthetic 429 `service_calls_exceeded`, nothing
+/// sent. Each call is also bounded by the stage's deadline and its service's concurrency
+/// limit and queue; this keeps a guest looping on calls from billing without end.
+pub const MAX_CALLS_PER_INSTANCE: u32 = 256;
+
 /// The `WasiHttpHooks` of one stage instance.
 pub struct ServiceHooks {
     /// The services granted, and who calls them; `None` in `describe()` or without a grant.
     reach: Option<(Arc<Grant>, CallContext)>,
     /// The deadline of the guest call in progress (set before each `wasi:http` call).
     pub(crate) deadline: Instant,
+    /// Calls started so far, against [`MAX_CALLS_PER_INSTANCE`].
+    calls: u32,
 }
 
 /// The outcome `send_request` hands back to wasmtime-wasi-http.
@@ -65,6 +73,7 @@ impl ServiceHooks {
         ServiceHooks {
             reach,
             deadline: Instant::now(),
+            calls: 0,
         }
     }
 
@@ -109,21 +118,32 @@ impl WasiHttpHooks for ServiceHooks {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
+        self.calls = self.calls.saturating_add(1);
+        if self.calls > MAX_CALLS_PER_INSTANCE {
+            let message = format!(
+                "service {}: a stage may make at most {MAX_CALLS_PER_INSTANCE} service calls per \
+                 request",
+                service.name
+            );
+            let api = ApiError::new(429, "rate_limit_error", "service_calls_exceeded", message);
+            return Box::new(async move {
+                Ok((error_response(&api, "service_calls_exceeded"), done()))
+            });
+        }
         let deadline = self.deadline;
         ctx.deadline = Some(deadline.saturating_duration_since(Instant::now()));
         Box::new(async move {
             let (parts, body) = request.into_parts();
             let max = usize::try_from(service.settings.max_request_bytes).unwrap_or(usize::MAX);
-            let body = match tokio::time::timeout_at(deadline, Limited::new(body, max).collect())
-                .await
-            {
-                Err(_) => return Err(Error::ConnectionWriteTimeout),
-                Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
-                    return Err(Error::HttpRequestBodySize(Some(max as u64)));
-                }
-                Ok(Err(err)) => return Err(Error::InternalError(Some(err.to_string()))),
-                Ok(Ok(collected)) => collected.to_bytes(),
-            };
+            let body =
+                match tokio::time::timeout_at(deadline, Limited::new(body, max).collect()).await {
+                    Err(_) => return Err(Error::ConnectionWriteTimeout),
+                    Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+                        return Err(Error::HttpRequestBodySize(Some(max as u64)));
+                    }
+                    Ok(Err(err)) => return Err(Error::InternalError(Some(err.to_string()))),
+                    Ok(Ok(collected)) => collected.to_bytes(),
+                };
             let headers = (parts.headers.iter())
                 .filter(|(name, _)| *name != HOST && !HOP_BY_HOP.contains(&name.as_str()))
                 .map(|(name, value)| (name.clone(), value.clone()))
@@ -139,8 +159,7 @@ impl WasiHttpHooks for ServiceHooks {
                 Ok(reply) => answer(reply),
                 Err(err) => refusal(&service.name, &err),
             };
-            let done: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async { Ok(()) });
-            Ok((response, done))
+            Ok((response, done()))
         })
     }
 }
@@ -154,11 +173,21 @@ fn answer(reply: ServiceReply) -> http::Response<WasiBody> {
     response
 }
 
+/// The response side's "nothing more to do".
+fn done() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
+    Box::new(async { Ok(()) })
+}
+
 /// A failed call as an ordinary error response: the router's status and an OpenAI-shaped
 /// body naming the service, `x-weir-service-error` with the code, `retry-after` when known.
 fn refusal(service: &str, err: &RouteError) -> http::Response<WasiBody> {
     let mut api = ApiError::from_facing(err);
     api.message = format!("service {service}: {}", api.message);
+    error_response(&api, err.code())
+}
+
+/// `api` as a response with `x-weir-service-error: code`.
+fn error_response(api: &ApiError, code: &'static str) -> http::Response<WasiBody> {
     let mut response = http::Response::new(body(Bytes::from(api.to_json().to_string())));
     *response.status_mut() =
         http::StatusCode::from_u16(api.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
@@ -166,7 +195,7 @@ fn refusal(service: &str, err: &RouteError) -> http::Response<WasiBody> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         HeaderName::from_static("x-weir-service-error"),
-        HeaderValue::from_static(err.code()),
+        HeaderValue::from_static(code),
     );
     if let Some(seconds) = api.retry_after_s {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -75,12 +75,22 @@ async fn a_failing_url_falls_back_and_every_attempt_that_reached_one_is_billed()
     let reply = service.call(query(QUERY), &ctx).await.unwrap();
     assert_eq!(reply.status, 200);
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
-    assert!(body["documents"][0][0].as_str().unwrap().starts_with("sim passage 1"));
+    assert!(
+        body["documents"][0][0]
+            .as_str()
+            .unwrap()
+            .starts_with("sim passage 1")
+    );
     assert_eq!(ctx.meter.total(), 2 * PRICE, "the 503 reached its URL too");
     let steps = ctx.meter.take_services();
     assert_eq!(steps.len(), 1);
     assert_eq!(
-        (steps[0].attempts, steps[0].status, steps[0].outcome, steps[0].cache),
+        (
+            steps[0].attempts,
+            steps[0].status,
+            steps[0].outcome,
+            steps[0].cache
+        ),
         (2, Some(200), "ok", "bypass")
     );
     assert_eq!(steps[0].asked, format!("POST {QUERY}"));
@@ -90,7 +100,10 @@ async fn a_failing_url_falls_back_and_every_attempt_that_reached_one_is_billed()
 async fn a_status_outside_retry_on_is_the_services_answer() {
     let healthy = sim(Faults::default()).await;
     let other = sim(Faults::default()).await;
-    let service = service(&[format!("http://{healthy}"), format!("http://{other}")], "");
+    let service = service(
+        &[format!("http://{healthy}"), format!("http://{other}")],
+        "",
+    );
     let ctx = ctx(None);
     let reply = service.call(query("/no/such/path"), &ctx).await.unwrap();
     assert_eq!(reply.status, 404, "answered, not retried");
@@ -112,7 +125,11 @@ async fn a_refused_connection_is_free_and_the_cache_answers_a_repeat() {
     );
     let ctx = ctx(None);
     let first = service.call(query(QUERY), &ctx).await.unwrap();
-    assert_eq!(ctx.meter.total(), PRICE, "the refused connection costs nothing");
+    assert_eq!(
+        ctx.meter.total(),
+        PRICE,
+        "the refused connection costs nothing"
+    );
     let again = service.call(query(QUERY), &ctx).await.unwrap();
     assert_eq!(again.body, first.body);
     assert_eq!(ctx.meter.total(), PRICE, "a cache hit costs nothing");
@@ -128,9 +145,17 @@ async fn the_callers_deadline_cuts_a_stalled_url_and_a_dropped_call_is_still_bil
     let ctx = ctx(Some(Duration::from_millis(100)));
     let started = tokio::time::Instant::now();
     let err = service.call(query(QUERY), &ctx).await.unwrap_err();
-    assert!(started.elapsed() <= Duration::from_millis(100), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() <= Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(err.status(), 502);
-    assert_eq!(ctx.meter.total(), PRICE, "the stalled attempt had reached the URL");
+    assert_eq!(
+        ctx.meter.total(),
+        PRICE,
+        "the stalled attempt had reached the URL"
+    );
 
     // Dropped midway (the stage's deadline trapped): billed for the attempt in flight.
     let ctx = self::ctx(None);

@@ -326,7 +326,10 @@ pub fn accept(request: &ChatRequest, state: &SimState, usage_prompt_tokens: Opti
         Some(name) => Reply::tool_call(&request.messages, name),
         None if request.json => {
             let served = (state.json_answers).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let invalid = state.faults().invalid_json_first.is_some_and(|n| served < n);
+            let invalid = state
+                .faults()
+                .invalid_json_first
+                .is_some_and(|n| served < n);
             Reply::json(&request.messages, invalid)
         }
         None => Reply::for_prompt(&request.messages, request.max_tokens),

@@ -46,7 +46,9 @@ pub fn respond(bytes: &[u8]) -> Response<SimBody> {
             "`query_embeddings` must hold at least one vector".into(),
         ));
     }
-    let n = query.n_results.map_or(10, |n| n.clamp(1, MAX_RESULTS as u64)) as usize;
+    let n = query
+        .n_results
+        .map_or(10, |n| n.clamp(1, MAX_RESULTS as u64)) as usize;
     let (mut ids, mut documents, mut distances) = (Vec::new(), Vec::new(), Vec::new());
     for vector in &query.query_embeddings {
         let mut hasher = blake3::Hasher::new();
@@ -55,7 +57,11 @@ pub fn respond(bytes: &[u8]) -> Response<SimBody> {
         }
         let tag = hasher.finalize().to_hex();
         let tag = &tag.as_str()[..8];
-        ids.push((1..=n).map(|i| format!("sim-{tag}-{i}")).collect::<Vec<_>>());
+        ids.push(
+            (1..=n)
+                .map(|i| format!("sim-{tag}-{i}"))
+                .collect::<Vec<_>>(),
+        );
         documents.push(
             (1..=n)
                 .map(|i| format!("sim passage {i} for {tag}"))

@@ -161,6 +161,7 @@ impl Stats {
             &self.requests,
             &self.chat_completions,
             &self.embeddings,
+            &self.searches,
             &self.billed_embedding_tokens,
             &self.streams,
             &self.errors,
@@ -186,12 +187,13 @@ mod tests {
     fn snapshot_has_the_documented_shape() {
         let stats = Stats::default();
         bump(&stats.requests);
+        bump(&stats.searches);
         bump(&stats.stream_cuts);
         stats.bill(7, 2);
         stats.bill_completion(3);
         let json = serde_json::to_value(stats.snapshot()).expect("serializes");
         let expected = serde_json::json!({
-            "requests": 1, "chat_completions": 0, "embeddings": 0, "streams": 0,
+            "requests": 1, "chat_completions": 0, "embeddings": 0, "searches": 1, "streams": 0,
             "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 1},
             "billed": {"requests": 1, "prompt_tokens": 7, "completion_tokens": 5, "embedding_tokens": 0}
         });

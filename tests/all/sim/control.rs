@@ -38,7 +38,7 @@ async fn stats_count_requests_by_kind_and_reset_zeroes_them() {
         completion += answer["usage"]["completion_tokens"].as_u64().unwrap();
     }
     let expected = json!({
-        "requests": 4, "chat_completions": 3, "embeddings": 1, "streams": 1,
+        "requests": 4, "chat_completions": 3, "embeddings": 1, "searches": 0, "streams": 1,
         "faults": {"errors": 0, "rate_limited": 0, "hangs": 0, "resets": 0, "stream_cuts": 0},
         "billed": {"requests": 4, "prompt_tokens": prompt, "completion_tokens": completion,
                    "embedding_tokens": 1}

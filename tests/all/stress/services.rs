@@ -38,8 +38,12 @@ async fn a_faulty_search_replica_never_reaches_clients_and_both_down_degrades() 
         p99(&results)
     );
     assert!(p99(&results) < bound, "p99 {:?}", p99(&results));
-    assert!(tried >= 1000, "every query tried the faulty replica first: {tried}");
-    let metrics = String::from_utf8_lossy(&get(weir.admin.unwrap(), "/metrics").await.body).to_string();
+    assert!(
+        tried >= 1000,
+        "every query tried the faulty replica first: {tried}"
+    );
+    let metrics =
+        String::from_utf8_lossy(&get(weir.admin.unwrap(), "/metrics").await.body).to_string();
     assert!(
         !metrics.contains("weir_degraded_total{"),
         "no answer lost its context while a replica was up"
@@ -50,7 +54,8 @@ async fn a_faulty_search_replica_never_reaches_clients_and_both_down_degrades() 
     drop(healthy);
     let results = burst(&weir, "rag", 200, 50).await;
     assert_eq!(results.iter().filter(|r| r.0 != 200).count(), 0);
-    let metrics = String::from_utf8_lossy(&get(weir.admin.unwrap(), "/metrics").await.body).to_string();
+    let metrics =
+        String::from_utf8_lossy(&get(weir.admin.unwrap(), "/metrics").await.body).to_string();
     assert!(
         metrics.contains("weir_degraded_total{route=\"rag\",stage=\"retrieve\"} 200"),
         "{metrics}"

@@ -352,7 +352,9 @@ impl Finish<'_> {
         again: Option<Again<'_>>,
         report: &mut Report,
     ) -> Result<ChatReply, ChatError> {
-        let most = again.as_ref().map_or(0, |a| a.input.pipeline.max_output_retries);
+        let most = again
+            .as_ref()
+            .map_or(0, |a| a.input.pipeline.max_output_retries);
         let mut retries = 0;
         let result = loop {
             let may_retry = retries < most;

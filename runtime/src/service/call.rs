@@ -88,6 +88,7 @@ impl Service {
                 attempts: 0,
                 outcome: "ok",
                 started,
+                at: Duration::ZERO,
                 elapsed,
             });
             return Ok((*hit).clone());
@@ -105,6 +106,7 @@ impl Service {
                 attempts: 0,
                 outcome: "cancelled",
                 started,
+                at: Duration::ZERO,
                 elapsed: Duration::ZERO,
             },
         };

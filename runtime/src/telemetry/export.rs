@@ -201,7 +201,8 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
         status: Status::Unset,
         instrumentation_scope: scope.clone(),
     };
-    let mut out = Vec::with_capacity(2 + record.stages.len() + record.attempts.len());
+    let mut out =
+        Vec::with_capacity(2 + record.stages.len() + record.services.len() + record.attempts.len());
 
     let mut request = span(
         request_id,
@@ -298,6 +299,37 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
         parent = id;
     }
 
+    // A stage's service call: a client span under the request (the stage's own span id is not
+    // kept; its time and name are on the call).
+    for call in &record.services {
+        let mut step = span(
+            SpanId::from_bytes(super::span_id()),
+            request_id,
+            format!("service {} {}", call.service, call.asked),
+            SpanKind::Client,
+            (call.at, call.elapsed),
+        );
+        step.attributes.extend([
+            KeyValue::new("weir.service", call.service.to_string()),
+            KeyValue::new("weir.stage", call.stage.to_string()),
+            KeyValue::new("weir.cache", call.cache),
+            KeyValue::new("weir.attempts", i64::from(call.attempts)),
+            KeyValue::new("weir.outcome", call.outcome),
+        ]);
+        if let Some(status) = call.status {
+            step.attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        if call.outcome != "ok" {
+            step.attributes
+                .push(KeyValue::new("error.type", call.outcome));
+            step.status = Status::error(call.outcome);
+        }
+        out.push(step);
+    }
+
     for (retry, attempt) in record.attempts.iter().enumerate() {
         let mut call = span(
             SpanId::from_bytes(attempt.span),
@@ -384,7 +416,18 @@ mod tests {
                 span: [9; 8],
                 upstream_message: Some("boom".into()),
             }],
-            services: Vec::new(),
+            services: vec![crate::telemetry::ServiceStep {
+                service: "search".into(),
+                stage: "retrieve@1234".into(),
+                asked: "POST /query".into(),
+                status: None,
+                cache: "bypass",
+                attempts: 2,
+                outcome: "all_targets_failed",
+                started: tokio::time::Instant::now(),
+                at: Duration::from_micros(110),
+                elapsed: Duration::from_micros(30),
+            }],
         }
     }
 
@@ -412,10 +455,18 @@ mod tests {
                 "POST /v1/chat/completions",
                 "stage pii-redact request",
                 "chat demo",
+                "service search POST /query",
                 "chat gpt"
             ]
         );
-        let (request, stage, llm, attempt) = (&spans[0], &spans[1], &spans[2], &spans[3]);
+        let (request, stage, llm, attempt) = (&spans[0], &spans[1], &spans[2], &spans[4]);
+        let service = &spans[3];
+        assert_eq!(service.parent_span_id, request.span_context.span_id());
+        assert_eq!(service.span_kind, SpanKind::Client);
+        assert!(
+            matches!(service.status, Status::Error { .. }),
+            "a failed call"
+        );
         assert_eq!(request.span_context.span_id().to_bytes(), trace.span_id);
         assert_eq!(request.parent_span_id.to_bytes(), [7; 8]);
         assert!(request.parent_span_is_remote);

@@ -49,8 +49,10 @@ pub struct ServiceStep {
     pub attempts: u32,
     /// `ok`, or why the call failed (the router's error code).
     pub outcome: &'static str,
-    /// When it started (an instant, made relative to the request's start in the record).
+    /// When it started.
     pub started: tokio::time::Instant,
+    /// When it started, after the request's start (set when the request's record is made).
+    pub at: Duration,
     /// Wall time.
     pub elapsed: Duration,
 }

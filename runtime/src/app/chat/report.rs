@@ -133,7 +133,12 @@ impl Report {
                     })
                 })
                 .collect(),
-            services: self.services,
+            services: (self.services.into_iter())
+                .map(|call| crate::telemetry::ServiceStep {
+                    at: at(call.started),
+                    ..call
+                })
+                .collect(),
             route: self.route,
             key: self.key,
             status,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The weir demo, from a fresh clone: builds the host and the four first-party stages, starts
+# The weir demo, from a fresh clone: builds the host and five first-party stages, starts
 # two `weir sim` upstreams (127.0.0.1:9101 primary, :9102 secondary) and `weir serve` with
 # examples/weir.toml on 127.0.0.1:8080 (admin on :9901). Ctrl-C stops everything.
 set -euo pipefail
@@ -10,10 +10,10 @@ cd "$(dirname "$0")/.."
 rustup target add wasm32-wasip2
 
 echo "==> building the stages (wasm32-wasip2)"
-cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt -p context-trim
+cargo build --release --target wasm32-wasip2 -p prompt-guard -p pii-redact -p system-prompt -p context-trim -p retrieve
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 mkdir -p examples/plugins
-for stage in prompt_guard pii_redact system_prompt context_trim; do
+for stage in prompt_guard pii_redact system_prompt context_trim retrieve; do
     cp "$target_dir/wasm32-wasip2/release/$stage.wasm" examples/plugins/
 done
 
@@ -60,6 +60,14 @@ Try it:
   # the same chat is now answered by the secondary, an Anthropic-kind target (x-weir-cost-usd
   # at its price); `curl -s localhost:9102/sim/requests?last=1` shows the Messages body it got;
   # `curl -s localhost:9101/sim/faults -d '{}'` heals the primary.
+
+  curl -s localhost:8080/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model":"rag","messages":[{"role":"user","content":"What is a weir?"}]}'
+  # `retrieve` embedded the question, queried the `search` service (the sims' Chroma-shaped
+  # endpoint; Server-Timing shows `svc1`) and put the passages in a system message: see
+  # `curl -s localhost:9101/sim/requests?last=1`. With the primary failing (the drill below)
+  # search falls over to :9102 as the chat does; when retrieval itself fails, the answer
+  # comes without context, marked `x-weir-degraded: retrieve`.
 
   curl -s localhost:9101/sim/requests?last=1    # what the upstream actually saw (redacted)
   curl -s 'localhost:9901/admin/spend?group_by=model'   # what it cost (also x-weir-cost-usd)

@@ -38,8 +38,8 @@
 //!
 //! # Layout
 //!
-//! - this file: the calls ([`get`], [`post_json`], [`send`], [`send_with_limit`]) and
-//!   [`Method`];
+//! - this file: the calls ([`get`], [`post_json`], [`send`], [`send_with_limit`], and
+//!   [`send_all`] for several at once) and [`Method`];
 //! - `reply`: [`ServiceResponse`], the answer read whole;
 //! - `error`: [`ServiceError`], and how `wasi:http` error codes map onto it;
 //! - `wasi`: the `wasi:http` exchange itself, the only code that touches its resources.
@@ -186,6 +186,62 @@ pub fn send_with_limit(
         },
         limit,
     )
+}
+
+/// One call of [`send_all`].
+#[derive(Clone, Copy, Debug)]
+pub struct Call<'a> {
+    /// The method.
+    pub method: Method,
+    /// The service's name.
+    pub service: &'a str,
+    /// Path and query, starting with `/`.
+    pub path: &'a str,
+    /// Extra headers.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// The body, if any.
+    pub body: Option<&'a [u8]>,
+}
+
+/// Sends every call at once and returns each answer in order (bodies up to `limit` bytes):
+/// the host runs them concurrently, each under its own service's policy, so retrieving from
+/// two indexes takes as long as the slower one, not both. A call that cannot start (a bad
+/// path, a service not granted) fails alone.
+///
+/// ```no_run
+/// use weir_sdk::service::{Call, MAX_RESPONSE_BODY, Method};
+///
+/// let body = br#"{"q": "refunds"}"#;
+/// let calls = [
+///     Call { method: Method::Post, service: "docs", path: "/query", headers: &[], body: Some(body) },
+///     Call { method: Method::Post, service: "tickets", path: "/query", headers: &[], body: Some(body) },
+/// ];
+/// for answer in weir_sdk::service::send_all(&calls, MAX_RESPONSE_BODY) {
+///     match answer {
+///         Ok(answer) if answer.is_success() => { /* merge its hits */ }
+///         Ok(answer) => weir_sdk::warn!("an index answered {}", answer.status),
+///         Err(err) => weir_sdk::warn!("an index failed: {err}"),
+///     }
+/// }
+/// ```
+pub fn send_all(calls: &[Call<'_>], limit: usize) -> Vec<Result<ServiceResponse, ServiceError>> {
+    let started: Vec<_> = calls
+        .iter()
+        .map(|call| {
+            check_path(call.path)?;
+            wasi::start(&wasi::Outgoing {
+                method: call.method,
+                service: call.service,
+                path: call.path,
+                headers: call.headers,
+                body: call.body,
+            })
+        })
+        .collect();
+    started
+        .into_iter()
+        .map(|pending| pending.and_then(|p| p.finish(limit)))
+        .collect()
 }
 
 /// A path must be absolute (`/...`): `http://search` + `v1` would name another authority.

@@ -134,6 +134,46 @@ async fn a_stage_reaches_its_granted_services_and_nothing_else() {
     );
 }
 
+#[tokio::test]
+async fn send_all_calls_two_services_at_once() {
+    let (docs, tickets) = (sim(&["--latency-ms", "600"]), sim(&["--latency-ms", "600"]));
+    let llm = sim(&[]);
+    let path = query_path("c1");
+    let config = format!(
+        "[targets.llm]\nbase_url = \"http://{}/v1\"\n\n[services.docs]\nurls = [\"http://{}\"]\n\n\
+         [services.tickets]\nurls = [\"http://{}\"]\n\n{}",
+        llm.addr,
+        docs.addr,
+        tickets.addr,
+        probe_route(
+            "both",
+            &["docs", "tickets"],
+            &format!(
+                "mode = \"http-all\"\nurls = [\"http://docs{path}\", \"http://tickets{path}\"]\n\
+                 body = '{{\"query_embeddings\": [[1.0]]}}'"
+            )
+        ),
+    );
+    let weir = serve(&config);
+    let started = Instant::now();
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("both", "hi")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
+    assert_eq!(
+        (&seen[0]["status"], &seen[1]["status"]),
+        (&json!(200), &json!(200)),
+        "{seen}"
+    );
+    assert_eq!((searches(&docs).await, searches(&tickets).await), (1, 1));
+    // Together: about one 600 ms latency, not two.
+    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1100),
+        "the two calls ran one after the other: {elapsed:?}"
+    );
+}
+
 /// Sends one more request to `model` with an id of its own; returns the id.
 async fn answer_id(weir: &Proc, model: &str) -> String {
     let id = format!("req-{model}-{}", std::process::id());

@@ -37,6 +37,32 @@ pub(super) struct Outgoing<'a> {
 
 /// Sends `out` and reads the answer, its body up to `limit` bytes.
 pub(super) fn exchange(out: &Outgoing<'_>, limit: usize) -> Result<ServiceResponse, ServiceError> {
+    start(out)?.finish(limit)
+}
+
+/// A request handed to the host (its body written), its answer not read yet: the host works
+/// on every started request at once, so starting several before finishing any runs them
+/// concurrently.
+pub(super) struct Pending {
+    /// The service, for errors.
+    service: String,
+    /// The answer to come.
+    future: FutureIncomingResponse,
+    /// Whether the body went out whole (looked at after the answer, which says why not).
+    sent: Result<(), ServiceError>,
+}
+
+impl Pending {
+    /// Waits for the answer and reads it, its body up to `limit` bytes.
+    pub(super) fn finish(self, limit: usize) -> Result<ServiceResponse, ServiceError> {
+        let response = wait(&self.service, &self.future)?;
+        self.sent?;
+        read(&self.service, response, limit)
+    }
+}
+
+/// Hands `out` to the host and writes its body; the answer is read by [`Pending::finish`].
+pub(super) fn start(out: &Outgoing<'_>) -> Result<Pending, ServiceError> {
     let request = build(out)?;
     let body = match out.body {
         Some(_) => Some(request.body().map_err(|()| {
@@ -52,9 +78,11 @@ pub(super) fn exchange(out: &Outgoing<'_>, limit: usize) -> Result<ServiceRespon
         (Some(body), Some(bytes)) => write_body(out.service, body, bytes),
         _ => Ok(()),
     };
-    let response = wait(out.service, &future)?;
-    sent?;
-    read(out.service, response, limit)
+    Ok(Pending {
+        service: out.service.to_string(),
+        future,
+        sent,
+    })
 }
 
 /// The outgoing request, headers and all, without its body.

@@ -11,6 +11,8 @@
 //!   `{"status":200,"body":"<body, UTF-8 lossy>"}`, or `{"error":"<kind>","detail":"<message>"}`
 //!   with kind `denied`, `timeout`, `transport`, `body_too_large` or `invalid_request`
 //!   ([`ServiceError::kind`]).
+//! - `mode = "http-all"`: one [`weir_sdk::service::send_all`] of a POST of `body` to each of
+//!   `urls` (a list), all at once. Content: a JSON array of the `http` mode's reports, in order.
 //! - `mode = "fanout"`: one [`weir_sdk::llm::complete_all`] with a request per model of
 //!   `models` (a list of strings; each the incoming request with its model replaced and
 //!   `stream` off), under `deadline_ms` when set. Content: a JSON array, one entry per model
@@ -29,7 +31,7 @@ use weir_sdk::{
 };
 
 /// Every mode.
-pub const MODES: &[&str] = &["http", "fanout"];
+pub const MODES: &[&str] = &["http", "http-all", "fanout"];
 
 /// The stage.
 #[derive(Default)]
@@ -48,6 +50,7 @@ impl Stage for Outbound {
         let mode = weir_sdk::config::get("mode").unwrap_or_default();
         let content = match mode.as_str() {
             "http" => http()?,
+            "http-all" => http_all()?,
             "fanout" => fanout(&request)?,
             other => {
                 return Err(StageError::fail(format!(
@@ -92,6 +95,33 @@ fn http() -> Result<String, StageError> {
         limit,
     );
     Ok(http_report(&outcome))
+}
+
+/// The `http-all` mode.
+fn http_all() -> Result<String, StageError> {
+    let urls: Vec<String> = weir_sdk::config::get_json("urls")?
+        .ok_or_else(|| StageError::fail("outbound: config key `urls` is required"))?;
+    let body = weir_sdk::config::get("body");
+    let split = urls
+        .iter()
+        .map(|url| split_url(url))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StageError::fail)?;
+    let calls: Vec<weir_sdk::service::Call<'_>> = split
+        .iter()
+        .map(|(authority, path)| weir_sdk::service::Call {
+            method: Method::Post,
+            service: authority,
+            path,
+            headers: &[("content-type", "application/json")],
+            body: body.as_deref().map(str::as_bytes),
+        })
+        .collect();
+    let reports: Vec<serde_json::Value> = weir_sdk::service::send_all(&calls, MAX_RESPONSE_BODY)
+        .iter()
+        .map(|outcome| serde_json::from_str(&http_report(outcome)).unwrap_or_default())
+        .collect();
+    Ok(serde_json::Value::Array(reports).to_string())
 }
 
 /// `http://AUTHORITY/PATH` → (`AUTHORITY`, `/PATH`); the path is `/` when the URL has none.

@@ -12,7 +12,17 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::check::Source;
 use super::error::{ConfigError, key_segment};
 use super::routing::{BreakerSettings, PolicySettings, Strategy, check_breaker, check_policy};
-use super::value::{Bounded, Int, Ms, Usd, Val, millis, ms, name_message, read_str};
+use super::value::{Bounded, Int, Ms, Usd, Val, env_var, mask, millis, ms, name_message, read_str};
+
+fn authorization() -> String {
+    "authorization".to_owned()
+}
+
+impl std::fmt::Debug for ServiceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        super::masked::debug(self, "ServiceSettings", f)
+    }
+}
 
 /// A service's total deadline when `deadline_ms` is not written: far below a route's
 /// 120 s, since a stage waits on it inside the request.
@@ -22,7 +32,7 @@ pub const SERVICE_DEADLINE: Duration = Duration::from_secs(10);
 const PICO: u64 = 1_000_000_000_000;
 
 /// One validated service.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct ServiceSettings {
     /// The table key, `[a-z0-9_-]+` (1 to 64 characters): the authority stages call
@@ -33,6 +43,18 @@ pub struct ServiceSettings {
     /// `/`, query or fragment; the stage's path and query are appended. 1 to 16, each once.
     #[serde(deserialize_with = "urls")]
     pub urls: Vec<String>,
+    /// Name of the environment variable holding the service's key, read at load time and sent
+    /// with every call (masked in `GET /admin/config`); `None` when it needs none.
+    #[serde(deserialize_with = "env_var", default)]
+    pub api_key_env: Option<String>,
+    /// The key read from [`Self::api_key_env`].
+    #[serde(skip_deserializing, serialize_with = "mask")]
+    pub api_key: Option<String>,
+    /// The header the key goes in: `authorization` (the default, as `Bearer <key>`) or any
+    /// other header name (the key as it is, like `x-api-key`). A stage's own header of that
+    /// name is dropped.
+    #[serde(default = "authorization")]
+    pub api_key_header: String,
     /// How the first attempt's URL is chosen (default `fallback`: the first).
     #[serde(default)]
     pub strategy: Strategy,
@@ -101,6 +123,20 @@ pub(crate) fn check(
 ) -> Result<ServiceSettings, ConfigError> {
     let key = format!("services.{}", key_segment(&name));
     src.ensure(super::is_valid_name(&name), &key, &name_message(&name))?;
+    if let Some(var) = &service.api_key_env {
+        let purpose = format!("the key for service `{name}`");
+        service.api_key = Some(src.secret(&format!("{key}.api_key_env"), var, &purpose)?);
+    }
+    service.api_key_header = service.api_key_header.to_ascii_lowercase();
+    let header = &service.api_key_header;
+    let message = format!(
+        "expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~), got {header:?}"
+    );
+    src.ensure(
+        super::target::is_header_name(header),
+        &format!("{key}.api_key_header"),
+        &message,
+    )?;
     let urls_key = format!("{key}.urls");
     let count = service.urls.len();
     let message = format!("expected 1 to {MAX_URLS} upstream URLs, got {count}");

@@ -355,7 +355,7 @@ pub(crate) fn normalize_base_url(url: &str) -> Result<String, String> {
 }
 
 /// An RFC 9110 token: what an HTTP header name may be.
-fn is_header_name(name: &str) -> bool {
+pub(crate) fn is_header_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()

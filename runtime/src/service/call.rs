@@ -58,9 +58,13 @@ impl Service {
         let ServiceRequest {
             method,
             path,
-            headers,
+            mut headers,
             body,
         } = request;
+        // The service's own key wins over a header of that name the stage set.
+        if self.settings.api_key.is_some() {
+            headers.retain(|(name, _)| *name != *self.settings.api_key_header);
+        }
         let key = (self.cache.as_ref())
             .filter(|_| matches!(method, Method::GET | Method::HEAD | Method::POST))
             .map(|_| cache_key(&method, &path, &body));

@@ -27,6 +27,8 @@ use std::time::Duration;
 pub use call::{CallContext, ServiceRequest};
 pub use hooks::{Grant, ServiceHooks};
 
+use http::header::{HeaderName, HeaderValue};
+
 use crate::config::ServiceSettings;
 use crate::cost::Ledger;
 use crate::providers::{Dialect, ProviderClient, Upstream};
@@ -54,6 +56,28 @@ pub struct Service {
 /// Bytes of answers one service's cache keeps at most.
 const CACHE_MAX_BYTES: u64 = 64 << 20;
 
+/// The header that carries a service's key, marked sensitive; none without a key.
+fn signing(settings: &ServiceSettings) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(key) = &settings.api_key else {
+        return Vec::new();
+    };
+    let Ok(name) = HeaderName::from_bytes(settings.api_key_header.as_bytes()) else {
+        return Vec::new();
+    };
+    let value = match name == http::header::AUTHORIZATION {
+        true => HeaderValue::from_str(&format!("Bearer {key}")),
+        false => HeaderValue::from_str(key),
+    };
+    // The key was read from the environment and checked as a header value at load.
+    match value {
+        Ok(mut value) => {
+            value.set_sensitive(true);
+            vec![(name, value)]
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service").field("name", &self.name).finish()
@@ -69,13 +93,14 @@ impl Service {
             breaker: settings.breaker,
             ..crate::config::TargetLimits::default()
         };
+        let signing = signing(settings);
         let targets = (settings.urls.iter().enumerate())
             .map(|(i, url)| {
                 let upstream = Upstream {
                     name: format!("{name}[{i}]").into(),
                     base_url: url.clone(),
                     dialect: Dialect::OpenAi,
-                    signing: Vec::new(),
+                    signing: signing.clone(),
                     model: None,
                     timeout: settings.timeout,
                     ttft_timeout: settings.timeout,

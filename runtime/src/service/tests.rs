@@ -169,3 +169,67 @@ async fn the_callers_deadline_cuts_a_stalled_url_and_a_dropped_call_is_still_bil
     assert_eq!(ctx.meter.total(), PRICE);
     assert_eq!(ctx.meter.take_services()[0].outcome, "cancelled");
 }
+
+/// A loopback upstream that answers every request `200 {}` and hands over what it received.
+async fn recorder() -> (std::net::SocketAddr, tokio::sync::mpsc::Receiver<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tx.send(String::from_utf8_lossy(&seen).to_lowercase()).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn the_services_key_is_sent_and_a_stages_own_header_of_that_name_dropped() {
+    let (addr, mut seen) = recorder().await;
+    let text = format!(
+        "[targets.t]\nbase_url = \"http://127.0.0.1:1/v1\"\n\n[services.search]\n\
+         urls = [\"http://{addr}\"]\napi_key_env = \"SEARCH_KEY\"\n\n[[routes]]\nmodel = \"m\"\n\
+         targets = [\"t\"]\n"
+    );
+    let env = |name: &str| (name == "SEARCH_KEY").then(|| "sk-search".to_string());
+    let config = Config::parse(&text, Path::new("weir.toml"), &env).unwrap();
+    let settings = &config.services[0];
+    assert!(
+        !format!("{settings:?}").contains("sk-search"),
+        "masked in Debug"
+    );
+    let service = Service::new(
+        settings,
+        crate::providers::ProviderClient::new().unwrap(),
+        Ledger::open(None, None).unwrap(),
+    );
+    let mut request = query(QUERY);
+    request.headers = vec![(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_static("Bearer from-the-guest"),
+    )];
+    let reply = service.call(request, &ctx(None)).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let head = seen.recv().await.unwrap();
+    assert_eq!(head.matches("authorization:").count(), 1, "{head}");
+    assert!(head.contains("authorization: bearer sk-search"), "{head}");
+
+    // A missing variable is a config error naming it.
+    let err = Config::parse(&text, Path::new("weir.toml"), &|_| None).unwrap_err();
+    assert!(err.to_string().contains("SEARCH_KEY"), "{err}");
+}

@@ -543,3 +543,33 @@ async fn retrieval_end_to_end_puts_chroma_passages_in_the_prompt() {
         .to_string();
     assert!(context.contains(docs[1]), "the nearest passage: {context}");
 }
+
+#[tokio::test]
+async fn a_stage_flooding_the_host_with_wasi_http_resources_is_stopped_and_the_host_serves_on() {
+    let llm = sim(&[]);
+    let config = format!(
+        "[targets.llm]\nbase_url = \"http://{}/v1\"\n\n{}",
+        llm.addr,
+        probe_route("flood", &[], "mode = \"fields-flood\""),
+    );
+    let weir = serve(&config);
+    for _ in 0..3 {
+        let answer = post(weir.addr, "/v1/chat/completions", &chat("flood", "hi")).await;
+        // Either the resource table's bound traps the stage (500 under `fail`), or the host
+        // refuses the set and the stage stops early; never a million sets held.
+        match answer.status.as_u16() {
+            500 => assert_eq!(answer.json()["error"]["code"], "trap", "{:?}", answer.body),
+            200 => {
+                let held: String = content(&answer);
+                let n: u64 = held
+                    .trim_start_matches("held ")
+                    .trim_end_matches(" header sets")
+                    .parse()
+                    .unwrap();
+                assert!(n <= weir::sandbox::RESOURCES_MAX as u64, "{held}");
+            }
+            other => panic!("{other}: {:?}", answer.body),
+        }
+    }
+    assert_eq!(get(weir.addr, "/healthz").await.status, 200);
+}

@@ -29,4 +29,6 @@ pub use engine::{Sandbox, SandboxError};
 pub use limiter::CallLimiter;
 pub use output::CapturedOutput;
 pub use reaper::Reaper;
-pub use state::{RANDOM_MAX_BYTES, RetryAsk, StageState, arm};
+pub use state::{
+    HTTP_FIELDS_MAX_BYTES, RANDOM_MAX_BYTES, RESOURCES_MAX, RetryAsk, StageState, arm,
+};

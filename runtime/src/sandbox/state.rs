@@ -19,6 +19,17 @@ use crate::service::ServiceHooks;
 /// may call again for more.
 pub const RANDOM_MAX_BYTES: u64 = 64 << 10;
 
+/// Most WASI resources (streams, pollables, `wasi:http` fields, requests, bodies) one
+/// instance may hold at once; past it, creating one more traps. wasmtime's default is a
+/// million, and each `wasi:http` fields resource holds up to [`HTTP_FIELDS_MAX_BYTES`] of host
+/// memory copied from the guest, so a stage creating them in a loop could grow the host far
+/// past its own memory cap: this bounds one instance to about 1024 × 8 KiB = 8 MiB of them.
+pub const RESOURCES_MAX: usize = 1024;
+
+/// Largest `wasi:http` header set (fields) one resource may hold, bytes of its in-memory form
+/// (wasmtime-wasi-http's default is 128 KiB); a larger one is an error the guest sees.
+pub const HTTP_FIELDS_MAX_BYTES: usize = 8 << 10;
+
 /// Everything a stage instance may touch, owned by its `Store`.
 pub struct StageState {
     /// WASI with no preopens, env, args, sockets or name lookup; stdio captured.
@@ -76,7 +87,8 @@ impl WasiView for StageState {
 
 impl Sandbox {
     /// A fresh store for one stage instance: locked-down WASI (random answers capped at
-    /// [`RANDOM_MAX_BYTES`]), a memory cap, captured output, a log-line budget and the epoch
+    /// [`RANDOM_MAX_BYTES`], at most [`RESOURCES_MAX`] resources, `wasi:http` fields of at most
+    /// [`HTTP_FIELDS_MAX_BYTES`]), a memory cap, captured output, a log-line budget and the epoch
     /// callback that enforces the deadline. Call [`arm`] before every call into
     /// the guest (a fresh store has no fuel).
     pub fn new_store(&self, host: HostContext, limits: &CallLimits) -> Store<StageState> {
@@ -89,16 +101,20 @@ impl Sandbox {
             .allow_ip_name_lookup(false)
             .max_random_size(RANDOM_MAX_BYTES)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(RESOURCES_MAX);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(HTTP_FIELDS_MAX_BYTES);
         let state = StageState {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: CallLimiter::new(limits.memory_bytes),
             deadline: Instant::now() + limits.deadline,
             hooks: ServiceHooks::new(&host),
             host,
             output,
             log: LogBudget::new(self.settings().log_lines_per_call),
-            http: WasiHttpCtx::new(),
+            http,
             retry: None,
         };
         let mut store = Store::new(self.engine(), state);

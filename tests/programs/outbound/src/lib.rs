@@ -13,6 +13,8 @@
 //!   ([`ServiceError::kind`]).
 //! - `mode = "http-all"`: one [`weir_sdk::service::send_all`] of a POST of `body` to each of
 //!   `urls` (a list), all at once. Content: a JSON array of the `http` mode's reports, in order.
+//! - `mode = "fields-flood"`: a hostile stage: creates `wasi:http` header sets of 4 KiB each
+//!   and keeps every one, forever (the host must stop it: its resource table is bounded).
 //! - `mode = "fanout"`: one [`weir_sdk::llm::complete_all`] with a request per model of
 //!   `models` (a list of strings; each the incoming request with its model replaced and
 //!   `stream` off), under `deadline_ms` when set. Content: a JSON array, one entry per model
@@ -31,7 +33,7 @@ use weir_sdk::{
 };
 
 /// Every mode.
-pub const MODES: &[&str] = &["http", "http-all", "fanout"];
+pub const MODES: &[&str] = &["http", "http-all", "fanout", "fields-flood"];
 
 /// The stage.
 #[derive(Default)]
@@ -51,6 +53,7 @@ impl Stage for Outbound {
         let content = match mode.as_str() {
             "http" => http()?,
             "http-all" => http_all()?,
+            "fields-flood" => fields_flood(),
             "fanout" => fanout(&request)?,
             other => {
                 return Err(StageError::fail(format!(
@@ -122,6 +125,20 @@ fn http_all() -> Result<String, StageError> {
         .map(|outcome| serde_json::from_str(&http_report(outcome)).unwrap_or_default())
         .collect();
     Ok(serde_json::Value::Array(reports).to_string())
+}
+
+/// The `fields-flood` mode: never returns unless the host lets it hold a million header sets.
+fn fields_flood() -> String {
+    let value = vec![b'x'; 4000];
+    let mut held = Vec::new();
+    for _ in 0..1_000_000 {
+        let entries = [("x-flood".to_string(), value.clone())];
+        match wasip2::http::types::Fields::from_list(&entries) {
+            Ok(fields) => held.push(fields),
+            Err(_) => break,
+        }
+    }
+    format!("held {} header sets", held.len())
 }
 
 /// `http://AUTHORITY/PATH` → (`AUTHORITY`, `/PATH`); the path is `/` when the URL has none.

@@ -114,7 +114,9 @@ choices! {
     }
 }
 
-fn weights<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+/// `deserialize_with = "weights"`: weights of 0 to 1,000,000 (a route's targets, a service's
+/// URLs).
+pub(crate) fn weights<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
     let weights = Vec::<Bounded<0, 1_000_000>>::deserialize(d)?;
     Ok(weights.into_iter().map(|w| w.0 as u32).collect())
 }
@@ -217,20 +219,34 @@ fn check(
         }
     }
     check_policy(&mut route.policy, src, key)?;
+    let count = route.targets.len();
+    check_weights(&mut route.weights, count, "target", src, key)?;
+    super::cache::check_route(&mut route.cache, src, key, targets)
+}
+
+/// The second pass over `{key}.weights`: one per `unit` (`count` of them; 1 each when the key
+/// is not written), at least one above 0.
+pub(crate) fn check_weights(
+    weights: &mut Vec<u32>,
+    count: usize,
+    unit: &str,
+    src: &Source<'_>,
+    key: &str,
+) -> Result<(), ConfigError> {
     let weights_key = format!("{key}.weights");
-    let (targets_len, weights_len) = (route.targets.len(), route.weights.len());
     if !src.written(&weights_key) {
-        route.weights = vec![1; targets_len];
-    } else if weights_len != targets_len {
-        let message =
-            format!("expected one weight per target ({targets_len} targets), got {weights_len}");
+        *weights = vec![1; count];
+    } else if weights.len() != count {
+        let message = format!(
+            "expected one weight per {unit} ({count} {unit}s), got {}",
+            weights.len()
+        );
         return Err(src.error(&weights_key, message));
     }
-    let some_weight = route.weights.iter().any(|w| *w > 0);
+    let some_weight = weights.iter().any(|w| *w > 0);
     src.ensure(
         some_weight,
         &weights_key,
         "expected at least one weight above 0",
-    )?;
-    super::cache::check_route(&mut route.cache, src, key, targets)
+    )
 }

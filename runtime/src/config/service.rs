@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use super::check::Source;
 use super::error::{ConfigError, key_segment};
 use super::routing::{BreakerSettings, PolicySettings, Strategy, check_breaker, check_policy};
-use super::value::{Bounded, Int, Ms, Usd, Val, env_var, mask, millis, ms, name_message, read_str};
+use super::value::{Int, Ms, Usd, Val, env_var, mask, millis, ms, name_message, read_str};
 
 fn authorization() -> String {
     "authorization".to_owned()
@@ -59,7 +59,7 @@ pub struct ServiceSettings {
     #[serde(default)]
     pub strategy: Strategy,
     /// One weight per URL (default 1 each), at least one above 0, for `weighted`.
-    #[serde(deserialize_with = "weights", default)]
+    #[serde(deserialize_with = "super::route::weights", default)]
     pub weights: Vec<u32>,
     /// Per-attempt timeout: headers and the whole body (default 2 s).
     #[serde(rename = "timeout_ms", with = "Ms::<1, 600_000>")]
@@ -106,11 +106,6 @@ fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .collect())
 }
 
-fn weights<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
-    let weights = Vec::<Bounded<0, 1_000_000>>::deserialize(d)?;
-    Ok(weights.into_iter().map(|w| w.0 as u32).collect())
-}
-
 /// Most URLs one service may list.
 const MAX_URLS: usize = 16;
 
@@ -147,22 +142,7 @@ pub(crate) fn check(
             return Err(src.error(&format!("{urls_key}[{i}]"), message));
         }
     }
-    let weights_key = format!("{key}.weights");
-    if !src.written(&weights_key) {
-        service.weights = vec![1; count];
-    } else if service.weights.len() != count {
-        let message = format!(
-            "expected one weight per URL ({count} URLs), got {}",
-            service.weights.len()
-        );
-        return Err(src.error(&weights_key, message));
-    }
-    let some_weight = service.weights.iter().any(|w| *w > 0);
-    src.ensure(
-        some_weight,
-        &weights_key,
-        "expected at least one weight above 0",
-    )?;
+    super::route::check_weights(&mut service.weights, count, "URL", src, &key)?;
     check_breaker(&mut service.breaker, src, &format!("{key}.breaker"))?;
     if !src.written(&format!("{key}.deadline_ms")) {
         service.policy.deadline = SERVICE_DEADLINE;

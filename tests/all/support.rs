@@ -191,7 +191,7 @@ pub async fn run_pipeline(
         };
         match fwd.on_response(response, false, 0).await? {
             weir::pipeline::Responded::Done(response) => Ok(response),
-            weir::pipeline::Responded::Retry { stage, ask } => {
+            weir::pipeline::Responded::Retry { stage, ask, .. } => {
                 Err(weir::pipeline::PipelineError::InvalidOutput {
                     stage: stage.to_string(),
                     retries: 0,

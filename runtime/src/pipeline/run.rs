@@ -65,6 +65,9 @@ pub enum Responded {
         stage: Arc<str>,
         /// Why, and what to tell the model.
         ask: crate::sandbox::RetryAsk,
+        /// The response as that stage saw it (the stages after it in the response phase
+        /// already ran on it).
+        refused: ChatResponse,
     },
 }
 
@@ -318,7 +321,11 @@ impl Forwarded {
             Ok(Some((stage, ask))) => {
                 // Popped last-first: back in request order after the stages not yet run.
                 self.held.extend(ran.into_iter().rev());
-                Ok(Responded::Retry { stage, ask })
+                Ok(Responded::Retry {
+                    stage,
+                    ask,
+                    refused: response,
+                })
             }
             Ok(None) => {
                 for held in ran {

@@ -358,15 +358,15 @@ impl Finish<'_> {
         let mut retries = 0;
         let result = loop {
             let may_retry = retries < most;
-            let refused = match may_retry {
-                true => response.choices.first().map(|c| c.message.clone()),
-                false => None,
-            };
-            let (again, ask) = match fwd.on_response(response, may_retry, retries).await {
+            let (again, ask, refused) = match fwd.on_response(response, may_retry, retries).await {
                 Ok(Responded::Done(response)) => break Ok(response),
                 Err(err) => break Err(err),
-                Ok(Responded::Retry { ask, stage }) => match &again {
-                    Some(again) => (again, ask),
+                Ok(Responded::Retry {
+                    ask,
+                    stage,
+                    refused,
+                }) => match &again {
+                    Some(again) => (again, ask, refused.choices.into_iter().next()),
                     // Not asked with `may_retry`, so `on_response` never answers this.
                     None => {
                         break Err(crate::pipeline::PipelineError::InvalidOutput {
@@ -379,6 +379,7 @@ impl Finish<'_> {
             };
             retries += 1;
             report.note_stages(fwd);
+            let refused = refused.map(|choice| choice.message);
             response = match again.ask(fwd.request(), refused, &ask, report).await {
                 Ok(response) => response,
                 Err(err) => return Err(err),

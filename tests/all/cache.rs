@@ -265,7 +265,12 @@ fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             .flatten()
             .flatten()
         {
-            files.push(file.path());
+            // Only entries: a temporary file (written, not yet renamed into place) is not one.
+            let name = file.file_name();
+            let name = name.to_string_lossy();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                files.push(file.path());
+            }
         }
     }
     files

@@ -97,11 +97,15 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     found
 }
 
-/// The cache entry files under `cache` (one level of shards).
+/// The cache entry files under `cache` (one level of shards), named by their 64-hex key: a
+/// temporary file (written, not yet renamed into place) is not an entry.
 fn cache_files(cache: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for shard in std::fs::read_dir(cache).into_iter().flatten().flatten() {
-        found.extend(files(&shard.path(), ""));
+        found.extend(files(&shard.path(), "").into_iter().filter(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        }));
     }
     found
 }

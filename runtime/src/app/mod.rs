@@ -119,12 +119,7 @@ impl App {
     /// (stage instances alive in the pool, stage versions alive): both return to their
     /// baseline once the requests on older snapshots have finished.
     pub fn live_counts(&self) -> (u64, usize) {
-        let instances = self
-            .env
-            .sandbox
-            .engine()
-            .pooling_allocator_metrics()
-            .map_or(0, |m| m.component_instances());
+        let instances = self.env.sandbox.live_instances();
         let mut versions = crate::sync::lock(&self.versions);
         versions.retain(|v| v.strong_count() > 0);
         (instances, versions.len())

@@ -93,6 +93,24 @@ pub struct SandboxSettings {
     /// `server.max_body_bytes`'.
     #[serde(with = "Int::<1, { 64 << 20 }>", default = "Val::<{ 1 << 20 }>::int")]
     pub stage_output_max_bytes: usize,
+    /// Core module instances one stage component may hold. A Rust stage has a handful (its
+    /// module plus the WASI adapter's shims); componentize-py's `--stub-wasi` build has 38.
+    #[serde(with = "Int::<1, 1000>", default = "Val::<64>::int")]
+    pub core_instances_per_component: u32,
+    /// Linear memories one stage component may hold (the Python and JS builds have 2-3).
+    #[serde(with = "Int::<1, 64>", default = "Val::<4>::int")]
+    pub memories_per_component: u32,
+    /// Tables one stage component may hold.
+    #[serde(with = "Int::<1, 256>", default = "Val::<8>::int")]
+    pub tables_per_component: u32,
+    /// Stage files at least this big (MiB) run in a second pool whose memories are mapped
+    /// copy-on-write from an image built at load, instead of copying their data segments at
+    /// every instantiation: a Python stage (about 17 MiB, most of it a pre-initialised heap)
+    /// instantiates in under a millisecond instead of about 11 ms. Smaller stages keep the
+    /// copying pool, which is faster for their few KiB of data. 0 puts every stage in the
+    /// copy-on-write pool.
+    #[serde(with = "Int::<0, 4096>", default = "Val::<1>::int")]
+    pub large_stage_mib: u32,
     /// The file holding the key that signs precompiled artifacts (resolved); `None` uses the
     /// default location in the state directory (`$XDG_STATE_HOME/weir/artifact.key`, else
     /// `$HOME/.local/state/weir/artifact.key`).
@@ -201,6 +219,15 @@ mod tests {
         );
         assert_eq!(settings.max_memory_bytes, 64 << 20);
         assert_eq!(
+            (
+                settings.core_instances_per_component,
+                settings.memories_per_component,
+                settings.tables_per_component,
+                settings.large_stage_mib
+            ),
+            (64, 4, 8, 1)
+        );
+        assert_eq!(
             settings.defaults,
             CallLimits {
                 fuel: Some(100_000_000),
@@ -256,6 +283,13 @@ mod tests {
         for (table, key) in [
             ("pool_size = 0", "sandbox.pool_size"),
             ("pool_size = 10001", "sandbox.pool_size"),
+            (
+                "core_instances_per_component = 0",
+                "sandbox.core_instances_per_component",
+            ),
+            ("memories_per_component = 65", "sandbox.memories_per_component"),
+            ("tables_per_component = 0", "sandbox.tables_per_component"),
+            ("large_stage_mib = 4097", "sandbox.large_stage_mib"),
             ("memory_limit_mib = 4097", "sandbox.memory_limit_mib"),
             ("epoch_tick_ms = 1001", "sandbox.epoch_tick_ms"),
             ("deadline_ms = 600001", "sandbox.deadline_ms"),

@@ -166,6 +166,10 @@ fn the_full_reference_example_loads_with_every_value() {
             log_lines_per_call: 100,
             output_max_bytes: 16_384,
             stage_output_max_bytes: 1 << 20,
+            core_instances_per_component: 64,
+            memories_per_component: 4,
+            tables_per_component: 8,
+            large_stage_mib: 2,
             artifact_key_file: None,
         }
     );

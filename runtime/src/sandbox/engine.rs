@@ -1,8 +1,15 @@
-//! Building the process-wide [`Engine`] and its epoch ticker.
+//! Building the process's two [`Engine`]s (lanes) and their epoch ticker.
 //!
 //! The pooling allocator pre-reserves address space for `pool_size` instances so that a
 //! per-request instantiation costs microseconds; when that reservation fails (a host with a
 //! small `ulimit -v`, say) `Allocator::Auto` falls back to on-demand allocation with a warning.
+//!
+//! Stages run in one of two lanes, each an engine with its own pool. The *small* lane copies a
+//! stage's data segments into its memory at instantiation, cheapest for the few KiB a Rust
+//! stage has. The *large* lane, for stage files of at least `large_stage_mib`, maps each memory
+//! copy-on-write from an image built when the stage loads: a Python or JavaScript stage carries
+//! a pre-initialised heap of megabytes that copying would pay for on every request. The large
+//! lane is built when the first large stage loads, so a host without one reserves nothing.
 
 use std::io;
 use std::path::Path;
@@ -13,7 +20,7 @@ use std::thread::JoinHandle;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::limiter::{CORE_INSTANCES_PER_COMPONENT, MEMORIES_PER_COMPONENT, TABLES_PER_COMPONENT};
+use super::limiter::ComponentCounts;
 use super::{ArtifactCache, ArtifactKey, StageState};
 use crate::config::{Allocator, SandboxSettings};
 use crate::wit::StageBindings;
@@ -58,43 +65,39 @@ pub enum SandboxError {
     Link(wasmtime::Error),
 }
 
-/// The process-wide wasm engine, its linker and epoch ticker.
-pub struct Sandbox {
-    /// The engine every stage is compiled for.
+/// One engine, the linker built for it, and how its instances get memory.
+#[derive(Clone)]
+pub struct Lane {
+    /// The engine stages of this lane are compiled for and run in.
     engine: Engine,
-    /// WASI + the `weir:stage/host` imports, built once.
-    linker: Linker<StageState>,
-    /// The validated settings the engine was built from.
-    settings: SandboxSettings,
+    /// WASI + `wasi:http` + the `weir:stage/host` imports, built once per engine.
+    linker: Arc<Linker<StageState>>,
     /// Whether the pooling allocator is in use (false after a fallback).
     pooling: bool,
-    /// Set on drop to stop the ticker.
-    stop: Arc<AtomicBool>,
-    /// The epoch ticker thread.
-    ticker: Option<JoinHandle<()>>,
-    /// Where compiled stages are kept across restarts; unset means compile on every load.
-    artifacts: OnceLock<ArtifactCache>,
+    /// Whether memories are mapped copy-on-write from an image (the large lane).
+    images: bool,
 }
 
-impl Sandbox {
-    /// Builds the engine, the linker and starts the epoch ticker.
-    pub fn new(settings: SandboxSettings) -> Result<Sandbox, SandboxError> {
+impl Lane {
+    /// Builds the engine (pooling per `settings.allocator`, falling back as documented) and
+    /// its linker. `images` selects copy-on-write memory images.
+    fn new(settings: &SandboxSettings, images: bool) -> Result<Lane, SandboxError> {
         let (engine, pooling) = match settings.allocator {
-            Allocator::OnDemand => (build(&settings, false)?, false),
-            Allocator::Pooling => (build(&settings, true)?, true),
-            Allocator::Auto => match build(&settings, true) {
+            Allocator::OnDemand => (build(settings, false, images)?, false),
+            Allocator::Pooling => (build(settings, true, images)?, true),
+            Allocator::Auto => match build(settings, true, images) {
                 Ok(engine) => (engine, true),
                 Err(err) => {
                     tracing::warn!(
                         error = %err,
+                        large_stages = images,
                         "pooling allocator unavailable; falling back to on-demand allocation \
                          (instantiation is 2-3x slower)"
                     );
-                    (build(&settings, false)?, false)
+                    (build(settings, false, images)?, false)
                 }
             },
         };
-
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Link)?;
         // `wasi:http/outgoing-handler` reaches the stage's granted services only
@@ -105,18 +108,11 @@ impl Sandbox {
             .map_err(SandboxError::Link)?;
         // `log` and `count-tokens` read the guest's string in place rather than copied.
         crate::host_api::define_in_place(&mut linker).map_err(SandboxError::Link)?;
-
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = spawn_ticker(engine.weak(), settings.epoch_tick, stop.clone())
-            .map_err(SandboxError::Ticker)?;
-        Ok(Sandbox {
+        Ok(Lane {
             engine,
-            linker,
-            settings,
+            linker: Arc::new(linker),
             pooling,
-            stop,
-            ticker: Some(ticker),
-            artifacts: OnceLock::new(),
+            images,
         })
     }
 
@@ -130,14 +126,107 @@ impl Sandbox {
         &self.linker
     }
 
+    /// True when the pooling allocator is in use.
+    pub fn is_pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// True for the large lane: memories are mapped copy-on-write from an image.
+    pub fn has_images(&self) -> bool {
+        self.images
+    }
+
+    /// Stage instances alive in this lane's pool (0 without pooling).
+    fn instances(&self) -> u64 {
+        self.engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| m.component_instances())
+    }
+}
+
+/// The process-wide wasm engines (lanes), their linkers and epoch ticker.
+pub struct Sandbox {
+    /// The lane of stages under `large_stage_mib`.
+    small: Lane,
+    /// The lane of larger stages, built when the first one loads.
+    large: Arc<OnceLock<Lane>>,
+    /// Serialises building the large lane (two large stages loading at once build it once).
+    large_init: std::sync::Mutex<()>,
+    /// The validated settings the engines were built from.
+    settings: SandboxSettings,
+    /// Set on drop to stop the ticker.
+    stop: Arc<AtomicBool>,
+    /// The epoch ticker thread.
+    ticker: Option<JoinHandle<()>>,
+    /// Where compiled stages are kept across restarts; unset means compile on every load.
+    artifacts: OnceLock<ArtifactCache>,
+}
+
+impl Sandbox {
+    /// Builds the small lane and starts the epoch ticker.
+    pub fn new(settings: SandboxSettings) -> Result<Sandbox, SandboxError> {
+        let small = Lane::new(&settings, false)?;
+        let large: Arc<OnceLock<Lane>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = spawn_ticker(
+            small.engine.weak(),
+            large.clone(),
+            settings.epoch_tick,
+            stop.clone(),
+        )
+        .map_err(SandboxError::Ticker)?;
+        Ok(Sandbox {
+            small,
+            large,
+            large_init: std::sync::Mutex::new(()),
+            settings,
+            stop,
+            ticker: Some(ticker),
+            artifacts: OnceLock::new(),
+        })
+    }
+
+    /// The small lane's engine (every stage under `large_stage_mib`).
+    pub fn engine(&self) -> &Engine {
+        &self.small.engine
+    }
+
+    /// The small lane's linker.
+    pub fn linker(&self) -> &Linker<StageState> {
+        &self.small.linker
+    }
+
+    /// The lane a stage file of `len` bytes runs in: the large lane (built now if this is the
+    /// first large stage) from `large_stage_mib` up, else the small one.
+    pub fn lane_for(&self, len: usize) -> Result<&Lane, SandboxError> {
+        let threshold = u64::from(self.settings.large_stage_mib) << 20;
+        if (len as u64) < threshold {
+            return Ok(&self.small);
+        }
+        if let Some(lane) = self.large.get() {
+            return Ok(lane);
+        }
+        let _building = crate::sync::lock(&self.large_init);
+        if let Some(lane) = self.large.get() {
+            return Ok(lane);
+        }
+        let lane = Lane::new(&self.settings, true)?;
+        Ok(self.large.get_or_init(|| lane))
+    }
+
     /// The settings the sandbox was built from.
     pub fn settings(&self) -> &SandboxSettings {
         &self.settings
     }
 
-    /// True when the pooling allocator is in use.
+    /// True when the small lane uses the pooling allocator.
     pub fn is_pooling(&self) -> bool {
-        self.pooling
+        self.small.pooling
+    }
+
+    /// Stage instances alive in both lanes' pools.
+    pub fn live_instances(&self) -> u64 {
+        self.small.instances() + self.large.get().map_or(0, Lane::instances)
     }
 
     /// Keeps compiled stages in `dir` (created 0700 if missing), signed with `key`, so later
@@ -170,27 +259,29 @@ impl Drop for Sandbox {
     }
 }
 
-fn build(settings: &SandboxSettings, pooling: bool) -> Result<Engine, SandboxError> {
+fn build(settings: &SandboxSettings, pooling: bool, images: bool) -> Result<Engine, SandboxError> {
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .consume_fuel(settings.fuel_metering)
         .epoch_interruption(true)
         .parallel_compilation(true)
-        // Copying a stage's small data segments at instantiation is cheaper than mapping a
-        // copy-on-write image and unmapping it again (stage_call: 20.3 -> 17.6 µs median).
-        .memory_init_cow(false);
+        // The small lane: copying a stage's small data segments at instantiation is cheaper
+        // than mapping a copy-on-write image and unmapping it again (stage_call: 20.3 -> 17.6
+        // µs median). The large lane: the other way round, by far (module docs).
+        .memory_init_cow(images);
     if pooling {
         let n = settings.pool_size;
+        let counts = ComponentCounts::of(settings);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(CORE_INSTANCES_PER_COMPONENT))
-            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_core_instances(n.saturating_mul(counts.instances))
+            .max_core_instances_per_component(counts.instances)
             .total_memories(n.saturating_mul(2))
-            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .max_memories_per_component(counts.memories)
             .max_memories_per_module(1)
-            .total_tables(n.saturating_mul(TABLES_PER_COMPONENT))
-            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .total_tables(n.saturating_mul(counts.tables))
+            .max_tables_per_component(counts.tables)
             .total_stacks(n)
             .max_memory_size(settings.max_memory_bytes as usize)
             .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
@@ -220,9 +311,11 @@ fn already_set(set: &ArtifactCache, dir: &Path) -> io::Result<()> {
     ))
 }
 
-/// One thread for the whole process: bumps the epoch every tick until the sandbox drops.
+/// One thread for the whole process: bumps the epoch of both lanes every tick until the
+/// sandbox drops.
 fn spawn_ticker(
-    engine: wasmtime::EngineWeak,
+    small: wasmtime::EngineWeak,
+    large: Arc<OnceLock<Lane>>,
     tick: std::time::Duration,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<()>> {
@@ -231,9 +324,12 @@ fn spawn_ticker(
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::park_timeout(tick);
-                match engine.upgrade() {
+                match small.upgrade() {
                     Some(engine) => engine.increment_epoch(),
                     None => break,
+                }
+                if let Some(lane) = large.get() {
+                    lane.engine.increment_epoch();
                 }
             }
         })

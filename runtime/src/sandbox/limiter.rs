@@ -19,13 +19,29 @@ use wasmtime::ResourceLimiter;
 /// Table elements one instance may have, summed over its tables (function tables of large
 /// guests stay far below this; each element is a pointer or two of host memory).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-/// Core instances one component may hold. A Rust `wasm32-wasip2` stage has a handful (the
-/// main module plus the WASI adapter's shims); 16 leaves room for other toolchains.
-pub(super) const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-/// Linear memories one component may hold (main module + adapter + spare).
-pub(super) const MEMORIES_PER_COMPONENT: u32 = 4;
-/// Tables one component may hold.
-pub(super) const TABLES_PER_COMPONENT: u32 = 8;
+/// The counts one stage component may hold (`[sandbox]` `core_instances_per_component`,
+/// `memories_per_component`, `tables_per_component`): the pooling allocator enforces them per
+/// component, and the limiter the same in the on-demand allocator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ComponentCounts {
+    /// Core module instances.
+    pub instances: u32,
+    /// Linear memories.
+    pub memories: u32,
+    /// Tables.
+    pub tables: u32,
+}
+
+impl ComponentCounts {
+    /// The counts `settings` allow.
+    pub fn of(settings: &crate::config::SandboxSettings) -> ComponentCounts {
+        ComponentCounts {
+            instances: settings.core_instances_per_component,
+            memories: settings.memories_per_component,
+            tables: settings.tables_per_component,
+        }
+    }
+}
 
 /// Caps the linear memory and tables of one instance, summed over all of them, and remembers
 /// refusals.
@@ -43,11 +59,14 @@ pub struct CallLimiter {
     last_table_grow: (usize, usize),
     /// Set when a memory or table grow was refused.
     refused: bool,
+    /// Instances, memories and tables the component may hold.
+    counts: ComponentCounts,
 }
 
 impl CallLimiter {
-    /// A limiter capping the instance's memories together at `memory_bytes`.
-    pub fn new(memory_bytes: u64) -> Self {
+    /// A limiter capping the instance's memories together at `memory_bytes`, and its counts
+    /// of instances, memories and tables at `counts`.
+    pub fn new(memory_bytes: u64, counts: ComponentCounts) -> Self {
         CallLimiter {
             memory_bytes,
             memory_used: 0,
@@ -55,6 +74,7 @@ impl CallLimiter {
             table_elements: 0,
             last_table_grow: (0, 0),
             refused: false,
+            counts,
         }
     }
 
@@ -126,15 +146,15 @@ impl ResourceLimiter for CallLimiter {
     }
 
     fn instances(&self) -> usize {
-        CORE_INSTANCES_PER_COMPONENT as usize
+        self.counts.instances as usize
     }
 
     fn memories(&self) -> usize {
-        MEMORIES_PER_COMPONENT as usize
+        self.counts.memories as usize
     }
 
     fn tables(&self) -> usize {
-        TABLES_PER_COMPONENT as usize
+        self.counts.tables as usize
     }
 }
 
@@ -143,10 +163,15 @@ mod tests {
     use super::*;
 
     const MIB: usize = 1 << 20;
+    const COUNTS: ComponentCounts = ComponentCounts {
+        instances: 64,
+        memories: 4,
+        tables: 8,
+    };
 
     #[test]
     fn the_cap_is_on_the_sum_of_all_memories() {
-        let mut limiter = CallLimiter::new(64 << 20);
+        let mut limiter = CallLimiter::new(64 << 20, COUNTS);
         // Three memories created at instantiation, 16 MiB each: 48 MiB in all.
         for _ in 0..3 {
             assert!(limiter.memory_growing(0, 16 * MIB, None).unwrap());
@@ -168,7 +193,7 @@ mod tests {
 
     #[test]
     fn a_grow_that_failed_is_given_back() {
-        let mut limiter = CallLimiter::new(64 << 20);
+        let mut limiter = CallLimiter::new(64 << 20, COUNTS);
         assert!(limiter.memory_growing(0, MIB, None).unwrap());
         // Allowed by the limiter, then failed in wasmtime (no address space, say).
         assert!(limiter.memory_growing(MIB, 2 * MIB, None).unwrap());
@@ -182,7 +207,7 @@ mod tests {
 
     #[test]
     fn a_memory_over_its_own_maximum_is_refused() {
-        let mut limiter = CallLimiter::new(64 << 20);
+        let mut limiter = CallLimiter::new(64 << 20, COUNTS);
         assert!(!limiter.memory_growing(0, 2 * MIB, Some(MIB)).unwrap());
         assert!(limiter.refused());
         assert_eq!(limiter.memory_used(), 0);
@@ -190,7 +215,7 @@ mod tests {
 
     #[test]
     fn table_elements_are_summed_and_counts_are_the_pools() {
-        let mut limiter = CallLimiter::new(64 << 20);
+        let mut limiter = CallLimiter::new(64 << 20, COUNTS);
         assert!(
             limiter
                 .table_growing(0, MAX_TABLE_ELEMENTS / 2, None)
@@ -205,7 +230,7 @@ mod tests {
         assert!(limiter.refused());
         assert_eq!(
             (limiter.instances(), limiter.memories(), limiter.tables()),
-            (16, 4, 8)
+            (64, 4, 8)
         );
     }
 }

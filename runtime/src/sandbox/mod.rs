@@ -1,6 +1,8 @@
-//! The sandbox: one wasmtime [`Engine`](wasmtime::Engine) per process and the `Store` every stage call runs in.
+//! The sandbox: the process's wasmtime [`Engine`](wasmtime::Engine)s and the `Store` every stage call runs in.
 //!
-//! Owns: the engine (pooling allocator sized from config, fuel metering, epoch interruption),
+//! Owns: the engines, one per [`Lane`] (small stages copy their data at instantiation, large
+//! ones map copy-on-write images; each a pooling allocator sized from config, fuel metering,
+//! epoch interruption),
 //! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`], signed
 //! with an [`ArtifactKey`] kept outside the data directory), the
 //! per-call [`StageState`] with its memory limiter and captured output, and the one way to
@@ -25,8 +27,8 @@ mod state;
 
 pub use artifact_key::{ArtifactKey, KeyError, resolve as resolve_artifact_key};
 pub use artifacts::{ArtifactCache, MAX_ARTIFACT_BYTES, Origin};
-pub use engine::{Sandbox, SandboxError};
-pub use limiter::CallLimiter;
+pub use engine::{Lane, Sandbox, SandboxError};
+pub use limiter::{CallLimiter, ComponentCounts};
 pub use output::CapturedOutput;
 pub use reaper::Reaper;
 pub use state::{

@@ -90,8 +90,13 @@ impl Sandbox {
     /// [`RANDOM_MAX_BYTES`], at most [`RESOURCES_MAX`] resources, `wasi:http` fields of at most
     /// [`HTTP_FIELDS_MAX_BYTES`]), a memory cap, captured output, a log-line budget and the epoch
     /// callback that enforces the deadline. Call [`arm`] before every call into
-    /// the guest (a fresh store has no fuel).
-    pub fn new_store(&self, host: HostContext, limits: &CallLimits) -> Store<StageState> {
+    /// the guest (a fresh store has no fuel). `engine` is the stage's lane's.
+    pub fn new_store(
+        &self,
+        engine: &wasmtime::Engine,
+        host: HostContext,
+        limits: &CallLimits,
+    ) -> Store<StageState> {
         let output = CapturedOutput::new(self.settings().output_max_bytes);
         let wasi = WasiCtx::builder()
             .stdout(output.clone())
@@ -108,7 +113,10 @@ impl Sandbox {
         let state = StageState {
             wasi,
             table,
-            limiter: CallLimiter::new(limits.memory_bytes),
+            limiter: CallLimiter::new(
+                limits.memory_bytes,
+                super::ComponentCounts::of(self.settings()),
+            ),
             deadline: Instant::now() + limits.deadline,
             hooks: ServiceHooks::new(&host),
             host,
@@ -117,7 +125,7 @@ impl Sandbox {
             http,
             retry: None,
         };
-        let mut store = Store::new(self.engine(), state);
+        let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_callback(on_epoch_deadline);
         store

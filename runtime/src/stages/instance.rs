@@ -44,7 +44,7 @@ impl LoadedStage {
         limits: &CallLimits,
     ) -> Result<StageInstance, StageFailure> {
         let label = host.stage.label.clone();
-        let mut store = sandbox.new_store(host, limits);
+        let mut store = sandbox.new_store(self.pre.engine(), host, limits);
         let fuel_metering = sandbox.settings().fuel_metering;
         arm(&mut store, limits, fuel_metering);
         let hard_timeout = limits.deadline + sandbox.settings().epoch_tick * TIMEOUT_GRACE_TICKS;

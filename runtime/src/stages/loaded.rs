@@ -145,7 +145,15 @@ impl LoadedStage {
         }
         let digest = blake3::hash(&bytes);
 
-        let engine = sandbox.engine().clone();
+        let lane = sandbox
+            .lane_for(bytes.len())
+            .map_err(|err| LoadError::Compile {
+                path: path.clone(),
+                reason: format!("{err:#}"),
+            })?
+            .clone();
+        let engine = lane.engine().clone();
+        let images = lane.has_images();
         let artifacts = sandbox.artifacts().cloned();
         let compiled = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -153,7 +161,13 @@ impl LoadedStage {
                 Some(artifacts) => artifacts.component(&engine, &digest, &bytes),
                 None => Component::new(&engine, &bytes).map(|c| (c, Origin::Compiled)),
             };
-            component.map(|(component, origin)| (component, origin, started.elapsed()))
+            component.and_then(|(component, origin)| {
+                // Build the memory images now, not on the first request.
+                if images {
+                    component.initialize_copy_on_write_image()?;
+                }
+                Ok((component, origin, started.elapsed()))
+            })
         })
         .await;
         let (component, origin, load_time) = match compiled {
@@ -172,7 +186,7 @@ impl LoadedStage {
             }
         };
 
-        let pre = sandbox
+        let pre = lane
             .linker()
             .instantiate_pre(&component)
             .map_err(|err| LoadError::World {
@@ -305,8 +319,47 @@ mod tests {
     use crate::config::SandboxSettings;
     use crate::host_api::NoLlm;
     use crate::sandbox::ArtifactKey;
+    use wasmtime::Engine;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_stage_at_the_size_threshold_runs_in_the_lane_with_memory_images() {
+        let services = Arc::new(HostServices::new(Arc::new(NoLlm), 4096));
+        let path = Path::new(weir_test_artifacts::PII_REDACT);
+        let len = std::fs::metadata(path).unwrap().len();
+        assert!(len < 1 << 20, "pii-redact is a small stage ({len} bytes)");
+        let sandbox = |large_stage_mib| {
+            Sandbox::new(SandboxSettings {
+                pool_size: 4,
+                large_stage_mib,
+                ..SandboxSettings::default()
+            })
+            .unwrap()
+        };
+
+        let small = sandbox(1);
+        let stage = LoadedStage::load(&small, &services, path).await.unwrap();
+        assert!(Engine::same(stage.pre.engine(), small.engine()));
+        assert!(!small.lane_for(len as usize).unwrap().has_images());
+
+        // 0: every stage is large. It loads (from its artifact too), describes and is
+        // instantiated on the large lane's engine, whose pool is counted.
+        let dir = std::env::temp_dir().join(format!("weir-lanes-{}", rand::random::<u64>()));
+        let large = sandbox(0);
+        large.set_artifact_dir(&dir, ArtifactKey::ephemeral()).unwrap();
+        let lane = large.lane_for(len as usize).unwrap().clone();
+        assert!(lane.has_images());
+        assert!(!Engine::same(lane.engine(), large.engine()));
+        for origin in [Origin::Compiled, Origin::Cached] {
+            let stage = LoadedStage::load(&large, &services, path).await.unwrap();
+            assert_eq!(stage.origin, origin);
+            assert_eq!(stage.info.name, "pii-redact");
+            assert!(Engine::same(stage.pre.engine(), lane.engine()));
+        }
+        assert_eq!(large.live_instances(), 0, "describe's instance was returned");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[tokio::test]
     async fn artifacts_a_second_load_of_the_same_stage_is_deserialized_and_describes_the_same() {

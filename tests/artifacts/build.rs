@@ -21,6 +21,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("json-guard", "JSON_GUARD"),
     ("retrieve", "RETRIEVE"),
     ("hello-stage", "HELLO_STAGE"),
+    ("example-stage", "EXAMPLE_RUST"),
     ("weir-test-chaos", "CHAOS"),
     ("weir-test-other-world", "OTHER_WORLD"),
     ("weir-test-outbound", "OUTBOUND"),
@@ -49,6 +50,7 @@ fn main() {
         "plugin-sdk",
         "plugins",
         "examples/hello-stage",
+        "examples/stages/rust",
         "tests/programs",
         "tests/all",
     ] {

@@ -1,15 +1,17 @@
 //! The command line: `weir check`, `weir serve`, `weir sim`, `weir bench`, `weir cost`,
-//! `weir key`.
+//! `weir key`, `weir test-stage`, `weir new`, `weir build`.
 //!
 //! Owns: argument parsing (clap) and turning a command into calls on the library. `main`
 //! only calls [`run`].
 
+mod author;
 mod bench;
 mod check;
 mod cost;
 mod key;
 mod serve;
 mod sim;
+mod test_stage;
 
 use std::process::ExitCode;
 
@@ -42,6 +44,16 @@ pub enum Command {
     /// API keys: `weir key new` makes one and prints its `[[keys]]` table; `weir key hash`
     /// hashes a key issued elsewhere.
     Key(key::KeyArgs),
+    /// Run a stage's phases on a request (and a response) in the real sandbox and print the
+    /// outcome, fuel and time of each, with the stage's log lines: a stage author's unit-test
+    /// loop, no server needed.
+    TestStage(test_stage::TestStageArgs),
+    /// Make a new stage (`weir new stage NAME --lang rust|python|js`): a directory that builds,
+    /// tests and serves, with a README.
+    New(author::NewArgs),
+    /// Build the stage in a directory (Rust, Python, or JavaScript / TypeScript) into a
+    /// component; installs the pinned Python and JS toolchains on first use.
+    Build(author::BuildArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -54,6 +66,9 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Cost(args) => cost::run(args),
         Command::Key(args) => key::run(args),
+        Command::TestStage(args) => test_stage::run(args),
+        Command::New(args) => author::new::run(args),
+        Command::Build(args) => author::build(args),
     }
 }
 

@@ -287,7 +287,10 @@ mod tests {
                 "core_instances_per_component = 0",
                 "sandbox.core_instances_per_component",
             ),
-            ("memories_per_component = 65", "sandbox.memories_per_component"),
+            (
+                "memories_per_component = 65",
+                "sandbox.memories_per_component",
+            ),
             ("tables_per_component = 0", "sandbox.tables_per_component"),
             ("large_stage_mib = 4097", "sandbox.large_stage_mib"),
             ("memory_limit_mib = 4097", "sandbox.memory_limit_mib"),

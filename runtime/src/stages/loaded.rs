@@ -347,7 +347,9 @@ mod tests {
         // instantiated on the large lane's engine, whose pool is counted.
         let dir = std::env::temp_dir().join(format!("weir-lanes-{}", rand::random::<u64>()));
         let large = sandbox(0);
-        large.set_artifact_dir(&dir, ArtifactKey::ephemeral()).unwrap();
+        large
+            .set_artifact_dir(&dir, ArtifactKey::ephemeral())
+            .unwrap();
         let lane = large.lane_for(len as usize).unwrap().clone();
         assert!(lane.has_images());
         assert!(!Engine::same(lane.engine(), large.engine()));
@@ -357,7 +359,11 @@ mod tests {
             assert_eq!(stage.info.name, "pii-redact");
             assert!(Engine::same(stage.pre.engine(), lane.engine()));
         }
-        assert_eq!(large.live_instances(), 0, "describe's instance was returned");
+        assert_eq!(
+            large.live_instances(),
+            0,
+            "describe's instance was returned"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -55,6 +55,7 @@ mod jobs;
 mod listener;
 mod pipeline;
 mod plugins;
+mod polyglot;
 mod procs;
 mod providers;
 mod reload;

@@ -32,6 +32,10 @@ pub struct BuildArgs {
     /// Where to write the component. Default: `DIR/dist/<dir name>.wasm`.
     #[arg(short, long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Only install the Python and JavaScript toolchains (pinned, into `$WEIR_TOOLS`) and the
+    /// SDK copy, then exit: for CI and offline machines.
+    #[arg(long)]
+    pub install_tools: bool,
 }
 
 /// The languages a stage directory can be in.
@@ -48,6 +52,22 @@ pub enum Lang {
 
 /// Builds the stage in `args.dir`; prints the component's path.
 pub fn build(args: BuildArgs) -> ExitCode {
+    if args.install_tools {
+        let installed = sdk::materialise()
+            .map_err(|err| format!("cannot write the SDK copy: {err}"))
+            .and_then(|_| python_tool())
+            .and_then(|_| js_tools());
+        return match installed {
+            Ok(bin) => {
+                eprintln!("==> stage toolchains ready ({})", bin.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match build_stage(&args.dir, args.out.as_deref()) {
         Ok(out) => {
             println!("{}", out.display());
@@ -111,11 +131,12 @@ pub fn build_stage(dir: &Path, out: Option<&Path>) -> Result<PathBuf, String> {
     Ok(out)
 }
 
-/// Runs `cmd`, its output passed through; an error names the command.
+/// Runs `cmd`, its output passed through to stderr; an error names the command.
 fn run(cmd: &mut Command) -> Result<(), String> {
     let shown = format!("{cmd:?}");
     eprintln!("==> {shown}");
-    match cmd.status() {
+    // What the tools print goes to stderr: stdout is only the component's path.
+    match cmd.stdout(std::io::stderr()).status() {
         Ok(status) if status.success() => Ok(()),
         Ok(status) => Err(format!("{shown} failed ({status})")),
         Err(err) => Err(format!("cannot run {shown}: {err}")),
@@ -248,7 +269,8 @@ fn python_tool() -> Result<PathBuf, String> {
             "==> installing {COMPONENTIZE_PY} into {} (once)",
             venv.display()
         );
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))
+            .map_err(|err| format!("{err} (on Debian: apt-get install python3-venv)"))?;
         run(Command::new(venv.join("bin/python"))
             .args([
                 "-m",
@@ -296,7 +318,9 @@ fn installed(
     if stamp.is_file() && tool.is_file() {
         return Ok(());
     }
-    let lock_path = dir.with_extension("lock");
+    let mut lock_name = dir.file_name().unwrap_or_default().to_os_string();
+    lock_name.push(".lock");
+    let lock_path = dir.with_file_name(lock_name);
     let lock = std::fs::File::create(&lock_path)
         .map_err(|err| format!("{}: {err}", lock_path.display()))?;
     lock.lock()

@@ -71,6 +71,10 @@ pub struct TestStageArgs {
     /// the figures printed are the last run's, with the median time of all.
     #[arg(long, default_value_t = 1)]
     pub repeat: u32,
+    /// `[sandbox] large_stage_mib`: stage files this big or bigger run with copy-on-write
+    /// memory images (0: this stage does; 4096: it does not).
+    #[arg(long, default_value_t = 1)]
+    pub large_stage_mib: u32,
 }
 
 /// Runs the stage; exit 0 when every phase ran (an answer, a rewrite or a rejection), 1 when
@@ -180,6 +184,7 @@ async fn test(args: &TestStageArgs) -> Result<bool, String> {
         pool_size: 4,
         max_memory_bytes: limits.memory_bytes,
         fuel_metering: limits.fuel.is_some() || args.fuel.is_none(),
+        large_stage_mib: args.large_stage_mib.min(4096),
         ..SandboxSettings::default()
     };
     let sandbox = Sandbox::new(settings).map_err(|err| err.to_string())?;

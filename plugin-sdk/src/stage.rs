@@ -48,6 +48,20 @@ pub trait Stage: Default + 'static {
     /// component; it must not call [`llm::complete`](crate::llm::complete).
     fn info() -> StageInfo;
 
+    /// Every key this stage's config table may have. `Some`: when the host loads a config
+    /// that sets any other key for this stage (a misspelling), it refuses it, naming the config
+    /// file, line and key, instead of the stage silently ignoring it. `None` (the default):
+    /// any key is accepted.
+    ///
+    /// ```
+    /// # #[derive(Default)] struct Greeter;
+    /// # impl weir_sdk::Stage for Greeter {
+    /// # fn info() -> weir_sdk::StageInfo { weir_sdk::StageInfo::new("g", "1").on_request() }
+    /// const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["greeting", "suffix"]);
+    /// # }
+    /// ```
+    const CONFIG_KEYS: Option<&'static [&'static str]> = None;
+
     /// The request phase: return [`RequestOutcome::Next`] with the (possibly rewritten)
     /// request, [`RequestOutcome::Respond`] to answer without calling the model, or an error.
     fn on_request(
@@ -96,6 +110,10 @@ fn with_state<S: Stage, R>(f: impl FnOnce(&mut S) -> R) -> R {
 
 /// Export glue for `describe`.
 pub fn describe<S: Stage>() -> StageInfo {
+    if let Some(keys) = S::CONFIG_KEYS {
+        let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
+        crate::bindings::weir::stage::host::config_keys(&keys);
+    }
     S::info()
 }
 

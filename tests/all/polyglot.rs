@@ -211,6 +211,43 @@ async fn the_example_stage_behaves_the_same_in_rust_python_and_javascript() {
         );
         assert_eq!(say("hello again").await.status, 200, "{lang}");
     }
+    drop(weir);
+
+    // A misspelled config key is refused at load, naming the file, line and key, in every
+    // language (each stage declares its keys).
+    for lang in LANGS {
+        let path = example(lang).await;
+        let config = crate::procs::scratch_config(&format!(
+            "[server]\ndata_dir = \"{}\"\n[sandbox]\nartifact_key_file = \"{}\"\n\
+             [targets.up]\nbase_url = \"http://{}/v1\"\n[[routes]]\nmodel = \"m\"\n\
+             targets = [\"up\"]\n[[routes.stages]]\nname = \"example\"\npath = \"{}\"\n\
+             config = {{ greeting = \"hi\", greting = \"typo\" }}\n",
+            scratch().join("data").display(),
+            scratch().join("artifact.key").display(),
+            up.addr,
+            path.display()
+        ));
+        let out = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || {
+                Command::new(env!("CARGO_BIN_EXE_weir"))
+                    .args(crate::procs::serve_args(&config))
+                    .env("XDG_STATE_HOME", crate::procs::state_home())
+                    .output()
+                    .expect("weir runs")
+            }
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{lang}: {stderr}");
+        let expected = format!(
+            "{}:13:39: routes[0].stages[0].config.greting: stage example-{lang} 0.1.0 has no \
+             config key `greting`; its keys: greeting, suffix, summary_model",
+            config.display()
+        );
+        assert!(stderr.contains(&expected), "{lang}: {stderr}");
+    }
 }
 
 #[tokio::test]

@@ -12,6 +12,8 @@ import {
 export const { describe, onRequest, onResponse } = defineStage({
   name: 'example-js',
   version: '0.1.0',
+  // A misspelled key (`greting`) is refused when the host loads the config.
+  configKeys: ['greeting', 'suffix', 'summary_model'],
 
   // Per-request state, kept from onRequest to onResponse of the same request.
   state: () => ({ greeted: false }),

@@ -31,6 +31,8 @@ def _count_from(raw):
 class Example(weir.Stage):
     name = "example-python"
     version = "0.1.0"
+    # A misspelled key (`greting`) is refused when the host loads the config.
+    config_keys = ["greeting", "suffix", "summary_model"]
 
     def __init__(self):
         # Per-request state: set in on_request, read in on_response of the same request.

@@ -30,6 +30,10 @@ use crate::settings::Settings;
 pub struct ContextTrim;
 
 impl Stage for ContextTrim {
+    // A key not listed here (a misspelling) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> =
+        Some(&["max_tokens", "keep_last_turns", "model"]);
+
     fn info() -> StageInfo {
         StageInfo::new("context-trim", env!("CARGO_PKG_VERSION"))
             .on_request()

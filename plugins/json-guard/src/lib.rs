@@ -39,6 +39,9 @@ pub const INVALID_RESPONSE_FORMAT: &str = "invalid_response_format";
 pub struct JsonGuard;
 
 impl Stage for JsonGuard {
+    // A key not listed here (a misspelling) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["schema"]);
+
     fn info() -> StageInfo {
         StageInfo::new("json-guard", env!("CARGO_PKG_VERSION"))
             .on_response()

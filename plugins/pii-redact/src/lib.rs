@@ -45,6 +45,9 @@ pub struct PiiRedact {
 }
 
 impl Stage for PiiRedact {
+    // A key not listed here (a misspelling) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["kinds", "restore", "roles"]);
+
     fn info() -> StageInfo {
         // The request phase depends only on the request and the config. The response phase
         // must see whole texts, or a placeholder split across two stream chunks would not be

@@ -36,6 +36,10 @@ use crate::settings::Settings;
 pub struct PromptGuard;
 
 impl Stage for PromptGuard {
+    // A key not listed here (a misspelling) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> =
+        Some(&["max_chars", "max_messages", "deny", "injection", "roles"]);
+
     fn info() -> StageInfo {
         StageInfo::new("prompt-guard", env!("CARGO_PKG_VERSION"))
             .on_request()

@@ -38,6 +38,16 @@ use crate::settings::Settings;
 pub struct Retrieve;
 
 impl Stage for Retrieve {
+    // A key not listed here (a misspelling) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&[
+        "service",
+        "path",
+        "embed_model",
+        "top_k",
+        "max_context_tokens",
+        "count_model",
+    ]);
+
     fn info() -> StageInfo {
         StageInfo::new("retrieve", env!("CARGO_PKG_VERSION")).on_request()
     }

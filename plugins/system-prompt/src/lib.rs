@@ -28,6 +28,10 @@ use crate::settings::Settings;
 pub struct SystemPrompt;
 
 impl Stage for SystemPrompt {
+    // A key not listed here (a misspelling) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> =
+        Some(&["prompt", "mode", "default_value", "missing"]);
+
     fn info() -> StageInfo {
         StageInfo::new("system-prompt", env!("CARGO_PKG_VERSION"))
             .on_request()

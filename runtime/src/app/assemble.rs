@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 
 use super::{App, AppError, Snapshot, StageFile};
-use crate::config::{Config, OnErrorSetting};
+use crate::config::{Config, OnErrorSetting, StageSettings};
 use crate::cost::{Accounts, Clock, Ledger, PriceTable};
 use crate::host_api::StageIdentity;
 use crate::llm::{Costing, LlmStep, RouteStep};
@@ -167,6 +167,7 @@ impl App {
                         stage
                     }
                 };
+                check_config_keys(&stage, spec)?;
                 pipeline.push(PipelineStage {
                     identity: Arc::new(StageIdentity {
                         name: spec.name.as_str().into(),
@@ -356,4 +357,30 @@ fn counted_models(config: &Config) -> Vec<String> {
         .filter(|route| every_call || !route.stages.is_empty())
         .flat_map(pinned)
         .collect()
+}
+
+/// A config table that sets a key its stage did not declare (`config-keys`) is refused at the
+/// key's line: a misspelled key must not be silently ignored. A stage that declares nothing
+/// accepts any key.
+fn check_config_keys(stage: &LoadedStage, spec: &StageSettings) -> Result<(), AppError> {
+    let Some(keys) = &stage.config_keys else {
+        return Ok(());
+    };
+    match spec.config_at.iter().find(|(key, _)| !keys.contains(*key)) {
+        None => Ok(()),
+        Some((key, at)) => {
+            let known = keys.iter().map(String::as_str).collect::<Vec<_>>();
+            let known = match known.is_empty() {
+                true => "none".to_string(),
+                false => known.join(", "),
+            };
+            Err(AppError::Config(crate::config::ConfigError {
+                message: format!(
+                    "stage {} {} has no config key `{key}`; its keys: {known}",
+                    stage.info.name, stage.info.version
+                ),
+                ..at.clone()
+            }))
+        }
+    }
 }

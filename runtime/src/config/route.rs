@@ -93,6 +93,10 @@ pub struct StageSettings {
     #[serde(deserialize_with = "super::stage_config::render_all", default)]
     #[serde(serialize_with = "mask_values")]
     pub config: BTreeMap<String, String>,
+    /// Where the file sets each `config` key: an error at that key, with no message yet. A
+    /// stage that declares its keys (`config-keys`) has the others refused with it at load.
+    #[serde(skip)]
+    pub config_at: BTreeMap<String, ConfigError>,
     /// The `[services.NAME]` the stage may call (`http://NAME/...` through `wasi:http`); none
     /// by default, and then the stage cannot open any connection.
     #[serde(default)]
@@ -208,6 +212,12 @@ fn check(
         src.ensure(!stage.path.as_os_str().is_empty(), &path_key, message)?;
         stage.path = src.resolve(&stage.path);
         stage_limits(&mut stage.limits, sandbox, src, &stage_key)?;
+        stage.config_at = (stage.config.keys())
+            .map(|name| {
+                let key = format!("{stage_key}.config.{}", super::error::key_segment(name));
+                (name.clone(), src.error(&key, ""))
+            })
+            .collect();
         let name = &route.stages[i].name;
         if let Some(first) = route.stages[..i].iter().position(|s| s.name == *name) {
             let line = line_of(src, &format!("{key}.stages[{first}].name"));

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::sandbox::{RetryAsk, StageState};
+use crate::sandbox::{DeclaredKeys, RetryAsk, StageState};
 use crate::wit::weir::stage::{host, types};
 use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
 
-use super::{fan_out, guest_log, truncate_for_log};
+use super::{CallScope, fan_out, guest_log, truncate_for_log};
 
 /// Longest `retry-response` reason kept, bytes (it reaches the log and the client's error).
 const RETRY_REASON_MAX_BYTES: usize = 2048;
@@ -31,6 +31,12 @@ impl host::Host for StageState {
 
     async fn config_get(&mut self, key: String) -> Option<String> {
         self.host.stage.config.get(&key).cloned()
+    }
+
+    async fn config_keys(&mut self, keys: Vec<String>) {
+        if matches!(self.host.scope, CallScope::Describe) {
+            self.config_keys = Some(DeclaredKeys::new(keys));
+        }
     }
 
     async fn complete(&mut self, request: ChatRequest) -> Result<ChatResponse, LlmError> {

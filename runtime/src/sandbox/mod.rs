@@ -32,5 +32,6 @@ pub use limiter::{CallLimiter, ComponentCounts};
 pub use output::CapturedOutput;
 pub use reaper::Reaper;
 pub use state::{
-    HTTP_FIELDS_MAX_BYTES, RANDOM_MAX_BYTES, RESOURCES_MAX, RetryAsk, StageState, arm,
+    CONFIG_KEY_MAX_BYTES, CONFIG_KEYS_MAX, DeclaredKeys, HTTP_FIELDS_MAX_BYTES, RANDOM_MAX_BYTES,
+    RESOURCES_MAX, RetryAsk, StageState, arm,
 };

@@ -53,6 +53,44 @@ pub struct StageState {
     /// What `retry-response` asked during the call in progress (read and cleared by the
     /// pipeline after `on-response`).
     pub(crate) retry: Option<RetryAsk>,
+    /// The config keys `describe` declared (`config-keys`), if it did.
+    pub(crate) config_keys: Option<DeclaredKeys>,
+}
+
+/// Most config keys a stage may declare.
+pub const CONFIG_KEYS_MAX: usize = 256;
+/// Longest config key a stage may declare, bytes.
+pub const CONFIG_KEY_MAX_BYTES: usize = 128;
+
+/// The config keys a stage declared in `describe` (`config-keys`), or why they are unusable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeclaredKeys {
+    /// Every key the stage's config table may have.
+    Keys(std::collections::BTreeSet<String>),
+    /// Over [`CONFIG_KEYS_MAX`] keys or a key over [`CONFIG_KEY_MAX_BYTES`]: `describe` fails.
+    Invalid(String),
+}
+
+impl DeclaredKeys {
+    /// Checks what the guest declared against the bounds.
+    pub fn new(keys: Vec<String>) -> DeclaredKeys {
+        if keys.len() > CONFIG_KEYS_MAX {
+            return DeclaredKeys::Invalid(format!(
+                "config-keys declared {} keys; at most {CONFIG_KEYS_MAX}",
+                keys.len()
+            ));
+        }
+        if let Some(key) = keys
+            .iter()
+            .find(|k| k.is_empty() || k.len() > CONFIG_KEY_MAX_BYTES)
+        {
+            return DeclaredKeys::Invalid(format!(
+                "config-keys declared a key of {} bytes; each must be 1..={CONFIG_KEY_MAX_BYTES}",
+                key.len()
+            ));
+        }
+        DeclaredKeys::Keys(keys.into_iter().collect())
+    }
 }
 
 /// A response-phase stage's request to ask the model again (`retry-response`).
@@ -124,6 +162,7 @@ impl Sandbox {
             log: LogBudget::new(self.settings().log_lines_per_call),
             http,
             retry: None,
+            config_keys: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -164,5 +203,35 @@ fn on_epoch_deadline(
             1,
             Box::pin(tokio::task::yield_now()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_config_keys_are_bounded() {
+        let keys = |n: usize, len: usize| (0..n).map(|i| format!("{i:0len$}")).collect();
+        assert!(matches!(
+            DeclaredKeys::new(keys(CONFIG_KEYS_MAX, CONFIG_KEY_MAX_BYTES)),
+            DeclaredKeys::Keys(set) if set.len() == CONFIG_KEYS_MAX
+        ));
+        assert!(matches!(
+            DeclaredKeys::new(keys(CONFIG_KEYS_MAX + 1, 4)),
+            DeclaredKeys::Invalid(reason) if reason.contains("257 keys")
+        ));
+        assert!(matches!(
+            DeclaredKeys::new(keys(1, CONFIG_KEY_MAX_BYTES + 1)),
+            DeclaredKeys::Invalid(reason) if reason.contains("129 bytes")
+        ));
+        assert!(matches!(
+            DeclaredKeys::new(vec![String::new()]),
+            DeclaredKeys::Invalid(_)
+        ));
+        assert_eq!(
+            DeclaredKeys::new(Vec::new()),
+            DeclaredKeys::Keys(Default::default())
+        );
     }
 }

@@ -110,6 +110,11 @@ impl StageInstance {
         self.store.data_mut().retry.take()
     }
 
+    /// The config keys `describe` declared (`config-keys`), taken out.
+    pub fn take_config_keys(&mut self) -> Option<crate::sandbox::DeclaredKeys> {
+        self.store.data_mut().config_keys.take()
+    }
+
     /// Fuel left from the last call's budget (`None` when unmetered).
     pub fn fuel_remaining(&self) -> Option<u64> {
         if self.fuel_metering {

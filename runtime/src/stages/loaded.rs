@@ -1,7 +1,7 @@
 //! Loading one stage file: read, recognise, compile (or load its precompiled artifact), check
 //! against the world, describe.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use wasmtime::component::Component;
 
 use crate::config::CallLimits;
 use crate::host_api::{CallScope, HostContext, HostServices, StageIdentity};
-use crate::sandbox::{Origin, Sandbox, StageState};
+use crate::sandbox::{DeclaredKeys, Origin, Sandbox, StageState};
 use crate::wit::{Phases, StageBindingsPre, StageInfo};
 
 use super::StageFailure;
@@ -90,6 +90,8 @@ pub struct LoadedStage {
     /// Time spent compiling or deserializing the component (not reading, checking the world
     /// or describing).
     pub load_time: Duration,
+    /// The keys its config table may have, when `describe` declared them (`config-keys`).
+    pub config_keys: Option<BTreeSet<String>>,
     /// The pre-instantiated component with its exports looked up, built once per version.
     pub(crate) pre: StageBindingsPre<StageState>,
 }
@@ -210,9 +212,10 @@ impl LoadedStage {
             },
             origin,
             load_time,
+            config_keys: None,
             pre,
         };
-        stage.info = stage.describe(sandbox, services).await?;
+        (stage.info, stage.config_keys) = stage.describe(sandbox, services).await?;
         Ok(stage)
     }
 
@@ -225,7 +228,7 @@ impl LoadedStage {
         &self,
         sandbox: &Sandbox,
         services: &Arc<HostServices>,
-    ) -> Result<StageInfo, LoadError> {
+    ) -> Result<(StageInfo, Option<BTreeSet<String>>), LoadError> {
         let describe_err = |reason: String| LoadError::Describe {
             path: self.path.clone(),
             reason,
@@ -262,6 +265,11 @@ impl LoadedStage {
             .describe()
             .await
             .map_err(|f| describe_err(format!("{}: {}", f.kind, f.detail)))?;
+        let config_keys = match instance.take_config_keys() {
+            None => None,
+            Some(DeclaredKeys::Keys(keys)) => Some(keys),
+            Some(DeclaredKeys::Invalid(reason)) => return Err(describe_err(reason)),
+        };
         if info.name.is_empty() || info.name.len() > MAX_NAME_LEN {
             return Err(describe_err(format!(
                 "the stage name must be 1..={MAX_NAME_LEN} characters, got {:?}",
@@ -288,7 +296,7 @@ impl LoadedStage {
                 "the stage implements no phase (set on-request and/or on-response)".to_string(),
             ));
         }
-        Ok(info)
+        Ok((info, config_keys))
     }
 }
 

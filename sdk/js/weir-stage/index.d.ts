@@ -154,6 +154,12 @@ export interface StageDefinition<S = Record<string, any>> {
   deterministic?: boolean;
   /** `onResponse` must see the whole response even for a streamed request. */
   needsFullResponse?: boolean;
+  /**
+   * Every key the stage's config table may have: the host then refuses a config that sets any
+   * other key for this stage (a misspelling) when it loads, naming the file and line. Default:
+   * any key is accepted.
+   */
+  configKeys?: string[];
   /** Makes the per-request state, once per request (default: `{}`). */
   state?: () => S;
   /**

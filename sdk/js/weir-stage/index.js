@@ -192,8 +192,15 @@ export function defineStage(definition) {
     return current.state;
   };
 
+  const configKeys = definition.configKeys;
+  if (configKeys !== undefined && !(Array.isArray(configKeys) && configKeys.every((k) => typeof k === 'string'))) {
+    throw new TypeError('defineStage: `configKeys` must be an array of strings when given');
+  }
+
   return {
     describe() {
+      // The host refuses a config that sets any other key for this stage (a misspelling).
+      if (configKeys !== undefined) host.configKeys([...configKeys]);
       return { ...info, phases: { ...info.phases } };
     },
 

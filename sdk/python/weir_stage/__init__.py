@@ -252,6 +252,10 @@ class Stage:
     deterministic: bool = False
     #: True when ``on_response`` must see the whole response even for a streamed request.
     needs_full_response: bool = False
+    #: Every key the stage's config table may have. When set, the host refuses a config that
+    #: sets any other key for this stage (a misspelling) when it loads, naming the file and
+    #: line; ``None`` (the default) accepts any key.
+    config_keys: Optional[List[str]] = None
 
     def on_request(
         self, ctx: types.RequestContext, request: types.ChatRequest
@@ -357,6 +361,8 @@ def export(stage_class: type) -> type:
         """The generated ``WitWorld`` protocol, implemented for ``stage_class``."""
 
         def describe(self) -> types.StageInfo:
+            if stage_class.config_keys is not None:
+                host.config_keys([str(key) for key in stage_class.config_keys])
             return stage_class.info()
 
         def on_request(self, ctx, request):

@@ -71,6 +71,10 @@ fn answer(id: &str, model: &str, text: String) -> ChatResponse {
 }
 
 impl Stage for Example {
+    // A misspelled key (`greting`) is refused when the host loads the config.
+    const CONFIG_KEYS: Option<&'static [&'static str]> =
+        Some(&["greeting", "suffix", "summary_model"]);
+
     fn info() -> StageInfo {
         StageInfo::new("example-rust", "0.1.0")
             .on_request()

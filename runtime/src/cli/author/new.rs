@@ -163,6 +163,9 @@ use weir_sdk::{{ChatRequest, Message, RequestContext, RequestOutcome, Stage, Sta
 struct Greeter;
 
 impl Stage for Greeter {{
+    // Any other key in the stage's config table (a misspelling) is refused at load.
+    const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["greeting"]);
+
     fn info() -> StageInfo {{
         StageInfo::new("{name}", env!("CARGO_PKG_VERSION")).on_request()
     }}
@@ -201,6 +204,8 @@ import weir_stage as weir
 class Greeter(weir.Stage):
     name = "{name}"
     version = "0.1.0"
+    # Any other key in the stage's config table (a misspelling) is refused at load.
+    config_keys = ["greeting"]
 
     # Phases are the methods you define: this stage has a request phase only.
     def on_request(self, ctx, request):
@@ -231,6 +236,8 @@ import {{ defineStage, Message, config, log, next }} from 'weir-stage';
 export const {{ describe, onRequest, onResponse }} = defineStage({{
   name: '{name}',
   version: '0.1.0',
+  // Any other key in the stage's config table (a misspelling) is refused at load.
+  configKeys: ['greeting'],
   onRequest(ctx, request) {{
     request.messages.unshift(Message.system(config.get('greeting', 'Be brief.')));
     log.info(`greeted ${{ctx.requestId}}`);

@@ -18,6 +18,7 @@ export const stub = {
 };
 
 export function log(level, message) { stub.logs.push([level, message]); }
+export function configKeys(keys) { stub.declared = keys; }
 export function configGet(key) { return key in stub.config ? stub.config[key] : null; }
 export function complete(request) { return stub.complete(request); }
 export function completeAll(requests) {

@@ -29,8 +29,8 @@ if [ ! -x "$sm/node_modules/.bin/componentize-js" ]; then
     npm install --silent --no-audit --no-fund --prefix "$sm" @bytecodealliance/componentize-js@0.23.0 rolldown@1.3.4
 fi
 "$sm/node_modules/.bin/rolldown" -c examples/stages/js/rolldown.config.js --file "$work/sm.js" >/dev/null 2>&1
-sdk=$(ls -d "$tools"/sdk-* | head -n 1)
-(cd "$work" && "$sm/node_modules/.bin/componentize-js" sm.js --wit "$sdk/wit" -n stage -d http fetch-event -o "$work/starlingmonkey.wasm" >/dev/null)
+repo=$(pwd)
+(cd "$work" && "$sm/node_modules/.bin/componentize-js" sm.js --wit "$repo/wit" -n stage -d http fetch-event -o "$work/starlingmonkey.wasm" >/dev/null)
 
 cat > "$work/req.json" <<'JSON'
 {"model":"demo","messages":[{"role":"user","content":"hello there, mail me at jane@example.com"}]}

@@ -294,6 +294,61 @@ async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
 }
 
 #[tokio::test]
+async fn a_misspelled_stage_config_key_on_reload_is_refused_and_the_old_config_serves() {
+    // system-prompt declares its keys (`config-keys`): `promt` is not one of them.
+    let good = "config = { prompt = \"Be brief.\" }";
+    let host = Host::start("keys", &wasm(weir_test_artifacts::SYSTEM_PROMPT), good);
+    let (weir, path) = (&host.weir, &host.path);
+    assert_eq!(
+        post(weir.addr, "/v1/chat/completions", &chat())
+            .await
+            .status,
+        200
+    );
+
+    replace(
+        path,
+        host.config("config = { promt = \"Be terse.\" }").as_bytes(),
+    );
+    let stages = until_admin(weir, "the config error is reported", |s| {
+        s["reloads"]["last_config_error"].is_string()
+    })
+    .await;
+    let error = stages["reloads"]["last_config_error"].as_str().unwrap();
+    let at = format!("{}:12:20: ", path.display());
+    assert!(
+        error.contains(&at)
+            && error.contains("routes[0].stages[0].config.promt: stage system-prompt")
+            && error.contains(
+                "has no config key `promt`; its keys: default_value, missing, mode, prompt"
+            ),
+        "{error}"
+    );
+    // The old config serves: the stage still injects its prompt.
+    let answer = post(weir.addr, "/v1/chat/completions", &chat()).await;
+    assert_eq!(answer.status, 200);
+    let sent = &crate::procs::sim_requests(&host._up, 1).await[0]["body"];
+    assert_eq!(sent["messages"][0]["content"], "Be brief.");
+
+    replace(
+        path,
+        host.config("config = { prompt = \"Be terse.\" }")
+            .as_bytes(),
+    );
+    until_admin(weir, "the good edit to load", |s| {
+        s["reloads"]["last_config_error"].is_null()
+    })
+    .await;
+    wait::until("the new prompt to serve", || async {
+        post(weir.addr, "/v1/chat/completions", &chat()).await;
+        let sent = crate::procs::sim_requests(&host._up, 1).await;
+        let prompt = sent[0]["body"]["messages"][0]["content"].clone();
+        wait::check(prompt == "Be terse.", prompt)
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn sighup_and_the_admin_endpoint_reload() {
     let host = Host::start("sighup", &wasm(weir_test_artifacts::PASSTHROUGH), "");
     let weir = &host.weir;

@@ -185,6 +185,10 @@ impl App {
         match self.assemble(config, Some(&previous)).await {
             Err(err) => {
                 tracing::error!(trigger, error = %err, "reload rejected; the previous snapshot keeps serving");
+                // The new config cannot be served as written (a stage it adds does not load, a
+                // stage's config sets a key the stage does not have): the operator sees why in
+                // `/admin/stages` until a reload succeeds.
+                *crate::sync::lock(&self.config_error) = Some(err.to_string());
                 self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 crate::telemetry::reload(false);
                 outcome.error = Some(err.to_string());

@@ -111,6 +111,13 @@ pub struct SandboxSettings {
     /// copy-on-write pool.
     #[serde(with = "Int::<0, 4096>", default = "Val::<1>::int")]
     pub large_stage_mib: u32,
+    /// Bytes of compiled stages kept in `data_dir/artifacts` (MiB): past it, the artifacts
+    /// used least recently go (a Python stage's is about 40 MiB per version, so a node that
+    /// reloads many versions would otherwise fill its disk). A stage whose artifact went
+    /// compiles again at its next load.
+    #[serde(rename = "artifact_cache_max_mib", with = "Mib::<64, 1_048_576>")]
+    #[serde(default = "mib::<4096>")]
+    pub artifact_cache_max_bytes: u64,
     /// The file holding the key that signs precompiled artifacts (resolved); `None` uses the
     /// default location in the state directory (`$XDG_STATE_HOME/weir/artifact.key`, else
     /// `$HOME/.local/state/weir/artifact.key`).
@@ -227,6 +234,7 @@ mod tests {
             ),
             (64, 4, 8, 1)
         );
+        assert_eq!(settings.artifact_cache_max_bytes, 4 << 30);
         assert_eq!(
             settings.defaults,
             CallLimits {
@@ -293,6 +301,10 @@ mod tests {
             ),
             ("tables_per_component = 0", "sandbox.tables_per_component"),
             ("large_stage_mib = 4097", "sandbox.large_stage_mib"),
+            (
+                "artifact_cache_max_mib = 63",
+                "sandbox.artifact_cache_max_mib",
+            ),
             ("memory_limit_mib = 4097", "sandbox.memory_limit_mib"),
             ("epoch_tick_ms = 1001", "sandbox.epoch_tick_ms"),
             ("deadline_ms = 600001", "sandbox.deadline_ms"),

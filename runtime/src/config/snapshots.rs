@@ -170,6 +170,7 @@ fn the_full_reference_example_loads_with_every_value() {
             memories_per_component: 4,
             tables_per_component: 8,
             large_stage_mib: 2,
+            artifact_cache_max_bytes: 2048 << 20,
             artifact_key_file: None,
         }
     );

@@ -24,9 +24,12 @@
 //! artifact rewritten, with a warning unless the file was simply missing. The cache never
 //! fails a load that compiling alone would not fail; a write that fails is logged and skipped.
 //!
-//! Nothing here evicts: one artifact per (stage version, engine configuration), a few MiB
-//! each. Old ones stay until the directory is cleaned; temporary files orphaned by a crash
-//! are swept when the cache is opened.
+//! One artifact per (stage version, engine configuration): a few MiB for a Rust stage, about
+//! 40 MiB for a Python one. After each write the directory is held to `max_bytes`
+//! (`sandbox.artifact_cache_max_mib`): the artifacts used least recently go first (a load
+//! marks its file used), never the one just written; a stage whose artifact went compiles
+//! again at its next load. Temporary files orphaned by a crash are swept when the cache is
+//! opened.
 
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -67,6 +70,8 @@ pub struct ArtifactCache {
     dir: PathBuf,
     /// Signs and checks every artifact.
     key: ArtifactKey,
+    /// Bytes of artifacts kept at most (the least recently used go first).
+    max_bytes: u64,
 }
 
 impl ArtifactCache {
@@ -80,7 +85,14 @@ impl ArtifactCache {
         Ok(ArtifactCache {
             dir: dir.to_path_buf(),
             key,
+            max_bytes: u64::MAX,
         })
+    }
+
+    /// The same cache holding at most `max_bytes` of artifacts.
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> ArtifactCache {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The cache directory.
@@ -126,6 +138,10 @@ impl ArtifactCache {
         let compat = compat(engine);
         let path = self.file(digest, &compat);
         if let Some(component) = self.load(engine, &path, digest, &compat) {
+            // Used now: the last to go when the directory is over its size.
+            if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                let _ = file.set_modified(std::time::SystemTime::now());
+            }
             return Ok((component, Origin::Cached));
         }
         let component = Component::new(engine, bytes)?;
@@ -226,6 +242,40 @@ impl ArtifactCache {
             });
         if let Err(error) = written {
             tracing::warn!(path = %path.display(), %error, "stage artifact not written");
+            return;
+        }
+        self.trim(path);
+    }
+
+    /// Removes the artifacts used least recently until the directory holds at most
+    /// `max_bytes` of them, never `keep` (the one just written). Only regular `.cwasm` files
+    /// are counted and removed.
+    fn trim(&self, keep: &Path) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "cwasm"))
+            .filter_map(|entry| {
+                // `DirEntry::metadata` does not follow a symbolic link.
+                let meta = entry.metadata().ok().filter(|m| m.is_file())?;
+                Some((meta.modified().ok()?, meta.len(), entry.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, len, _)| len).sum();
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_bytes {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(len);
+                tracing::info!(path = %path.display(), bytes = len, "stage artifact evicted (artifact_cache_max_mib)");
+            }
         }
     }
 }
@@ -387,6 +437,70 @@ mod tests {
         assert_eq!(exports(&engine, &cached), exports(&engine, &compiled));
         assert!(!exports(&engine, &cached).is_empty());
         let _ = std::fs::remove_dir_all(cache.dir());
+    }
+
+    #[test]
+    fn past_its_size_the_least_recently_used_artifacts_go_never_the_new_one() {
+        let engine = engine(true);
+        let [pass, system, guard, pii] = [
+            weir_test_artifacts::PASSTHROUGH,
+            weir_test_artifacts::SYSTEM_PROMPT,
+            weir_test_artifacts::PROMPT_GUARD,
+            weir_test_artifacts::PII_REDACT,
+        ]
+        .map(read_guest);
+        // The artifacts' sizes, from a scratch cache.
+        let scratch = temp_cache();
+        let size = |(bytes, digest): &(Vec<u8>, blake3::Hash)| {
+            scratch.component(&engine, digest, bytes).unwrap();
+            std::fs::metadata(scratch.path(&engine, digest))
+                .unwrap()
+                .len()
+        };
+        let room = size(&system) + size(&guard) + size(&pii);
+        let _ = std::fs::remove_dir_all(scratch.dir());
+
+        // Room for three of the four, once passthrough (used longest ago) is gone.
+        let cache = temp_cache().with_max_bytes(room);
+        let path = |(_, digest): &(Vec<u8>, blake3::Hash)| cache.path(&engine, digest);
+        for guest in [&pass, &system, &guard] {
+            let (_, origin) = cache.component(&engine, &guest.1, &guest.0).unwrap();
+            assert_eq!(origin, Origin::Compiled);
+        }
+        let age = |guest: &(Vec<u8>, blake3::Hash), secs: u64| {
+            let file = std::fs::File::options()
+                .append(true)
+                .open(path(guest))
+                .unwrap();
+            let at = std::time::SystemTime::now() - std::time::Duration::from_secs(secs);
+            file.set_modified(at).unwrap();
+        };
+        // Written in the order guard, pass, system; loading pass again marks it used, so
+        // system is now the one used longest ago.
+        age(&guard, 300);
+        age(&pass, 200);
+        age(&system, 100);
+        let (_, origin) = cache.component(&engine, &pass.1, &pass.0).unwrap();
+        assert_eq!(origin, Origin::Cached);
+
+        // A fourth: the least recently used go (guard first) until the rest fits; the new
+        // one stays.
+        let (_, origin) = cache.component(&engine, &pii.1, &pii.0).unwrap();
+        assert_eq!(origin, Origin::Compiled);
+        assert!(path(&pii).is_file(), "the new one stays");
+        assert!(!path(&guard).exists(), "the least recently used went");
+        let kept: u64 = [&pass, &system, &pii]
+            .iter()
+            .filter(|g| path(g).exists())
+            .map(|g| size_of(&path(g)))
+            .sum();
+        assert!(kept <= cache.max_bytes, "{kept} > {}", cache.max_bytes);
+        assert!(path(&pass).exists(), "the one loaded just now stays");
+        let _ = std::fs::remove_dir_all(cache.dir());
+    }
+
+    fn size_of(path: &Path) -> u64 {
+        std::fs::metadata(path).map_or(0, |m| m.len())
     }
 
     #[test]

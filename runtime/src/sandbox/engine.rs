@@ -239,7 +239,8 @@ impl Sandbox {
         if let Some(set) = self.artifacts.get() {
             return already_set(set, dir);
         }
-        let cache = ArtifactCache::open(dir, key)?;
+        let cache =
+            ArtifactCache::open(dir, key)?.with_max_bytes(self.settings.artifact_cache_max_bytes);
         already_set(self.artifacts.get_or_init(|| cache), dir)
     }
 

@@ -22,15 +22,9 @@ pub struct CheckArgs {
 
 /// Checks every file; prints one line per file; exit 0 only if all are valid stages.
 pub fn run(args: CheckArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::one_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let settings = SandboxSettings {
         allocator: Allocator::OnDemand,

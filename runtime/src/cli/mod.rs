@@ -83,6 +83,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The single-threaded runtime of the one-shot commands (`check`, `test-stage`); an error is
+/// printed.
+fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::FAILURE
+        })
+}
+
 /// Logs to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
 fn init_logging(json: bool) {
     if let Err(err) = crate::telemetry::init(json, None) {

@@ -90,15 +90,9 @@ pub fn run(args: TestStageArgs) -> ExitCode {
                 .unwrap_or_else(|_| "weir::guest=trace,warn".into()),
         )
         .try_init();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::one_thread_runtime() {
         Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(test(&args)) {
         Ok(true) => ExitCode::SUCCESS,

@@ -15,8 +15,8 @@ use crate::{
 };
 
 impl StageInfo {
-    /// A stage called `name` at `version` that implements no phase yet, is not deterministic
-    /// and does not need the whole response. Chain [`on_request`](Self::on_request),
+    /// A stage called `name` at `version` that implements no phase yet and is not
+    /// deterministic. Chain [`on_request`](Self::on_request),
     /// [`on_response`](Self::on_response), ... to say what it does.
     pub fn new(name: &str, version: &str) -> Self {
         StageInfo {
@@ -24,7 +24,6 @@ impl StageInfo {
             version: version.to_string(),
             phases: Phases::empty(),
             deterministic: false,
-            needs_full_response: false,
         }
     }
 
@@ -34,21 +33,23 @@ impl StageInfo {
         self
     }
 
-    /// The stage implements `on-response`.
+    /// The stage implements `on-response`: it sees every answer whole (a stream is buffered
+    /// for it unless it lists [`on_response_chunk`](Self::on_response_chunk) too).
     pub fn on_response(mut self) -> Self {
         self.phases |= Phases::RESPONSE;
+        self
+    }
+
+    /// The stage implements `on-response-chunk`: a streamed answer reaches it chunk by chunk
+    /// (and the client with no buffering), a whole one through `on-response`.
+    pub fn on_response_chunk(mut self) -> Self {
+        self.phases |= Phases::RESPONSE_CHUNK;
         self
     }
 
     /// `on-request` depends only on its input and the stage config; the host may cache it.
     pub fn deterministic(mut self) -> Self {
         self.deterministic = true;
-        self
-    }
-
-    /// `on-response` must see the whole response even for streams.
-    pub fn needs_full_response(mut self) -> Self {
-        self.needs_full_response = true;
         self
     }
 }

@@ -15,12 +15,12 @@ use serde::de::DeserializeOwned;
 
 /// The value stored under `key`, if any and not expired.
 pub fn get(key: &str) -> Option<Vec<u8>> {
-    crate::bindings::weir::stage::host::cache_get(key)
+    crate::bindings::weir::stage0_1_0::host::cache_get(key)
 }
 
 /// Stores `value` under `key` for at most `ttl_seconds` (the host default when `None`).
 pub fn set(key: &str, value: &[u8], ttl_seconds: Option<u32>) {
-    crate::bindings::weir::stage::host::cache_set(key, value, ttl_seconds);
+    crate::bindings::weir::stage0_1_0::host::cache_set(key, value, ttl_seconds);
 }
 
 /// The JSON value stored under `key`; `None` when absent or not of type `T`.

@@ -61,7 +61,7 @@ impl From<ConfigError> for StageError {
 
 /// The raw value of `key`, or `None` when the stage config does not set it.
 pub fn get(key: &str) -> Option<String> {
-    crate::bindings::weir::stage::host::config_get(key)
+    crate::bindings::weir::stage0_1_0::host::config_get(key)
 }
 
 /// `key` parsed with [`FromStr`] (numbers, booleans, plain strings); `None` when unset.

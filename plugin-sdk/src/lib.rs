@@ -14,7 +14,7 @@
 //! use weir_sdk::{ChatRequest, RequestContext, RequestOutcome, Stage, StageError, StageInfo};
 //!
 //! /// Refuses requests that mention a secret project name taken from the stage config.
-//! #[derive(Default)]
+//! #[derive(Default, serde::Serialize, serde::Deserialize)]
 //! struct CodenameGuard;
 //!
 //! impl Stage for CodenameGuard {
@@ -55,9 +55,12 @@
 //! - [`testing`]: a config getter and an error helper for a stage's native unit tests.
 //! - [`build`]: builders for messages, responses and errors (inherent methods on the WIT types).
 //!
-//! Every request gets a fresh instance of the stage, so the `Stage` value is created with
-//! `Default` for each request and lives for the request phase and the response phase of that
-//! request only. Keep per-request state in `self`; keep cross-request state in [`cache`].
+//! The `Stage` value is created with `Default` for each request and lives for the request
+//! phase and the response phase of that request only. Keep per-request state in `self`; keep
+//! cross-request state in [`cache`]. Between the phases the host keeps no instance: the SDK
+//! hands `self` to the host as JSON (serde) when `on_request` returns and gets it back for
+//! `on_response`, so a slow model holds bytes, not an instance, and the stage type derives
+//! `Serialize` and `Deserialize` (fields that need not survive: `#[serde(skip)]`).
 
 #![warn(missing_docs)]
 
@@ -65,7 +68,8 @@
 #[allow(missing_docs, clippy::all, unsafe_code)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "stage",
+        world: "weir:stage/stage@0.2.0",
+        generate_all,
         path: "../wit",
         pub_export_macro: true,
         export_macro_name: "__export_stage_bindings",
@@ -84,9 +88,10 @@ mod stage;
 pub mod testing;
 pub mod tokens;
 
-pub use bindings::weir::stage::types::{
-    ChatRequest, ChatResponse, Choice, Content, ContentPart, LlmError, LogLevel, Message, Phases,
-    Rejection, RequestContext, RequestOutcome, StageError, StageInfo, Usage,
+pub use bindings::exports::weir::stage0_2_0::handler::{Phases, StageInfo, TextDelta};
+pub use bindings::weir::stage0_1_0::types::{
+    ChatRequest, ChatResponse, Choice, Content, ContentPart, LlmError, LogLevel, Message,
+    Rejection, RequestContext, RequestOutcome, StageError, Usage,
 };
 pub use stage::Stage;
 
@@ -95,7 +100,7 @@ pub use log::log as __log;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::stage::{describe, on_request, on_response};
+    pub use crate::stage::{describe, on_request, on_response, on_response_chunk};
 }
 
 /// Exports a [`Stage`] implementation as the component's `weir:stage/stage` world.
@@ -103,7 +108,7 @@ pub mod __private {
 /// Use it once per crate, at the top level, with a type that implements `Stage + Default`:
 ///
 /// ```no_run
-/// #[derive(Default)]
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
 /// struct PassThrough;
 /// impl weir_sdk::Stage for PassThrough {
 ///     fn info() -> weir_sdk::StageInfo {
@@ -116,9 +121,11 @@ pub mod __private {
 macro_rules! export_stage {
     ($stage:ty) => {
         const _: () = {
+            use $crate::bindings::exports::weir::stage0_2_0::handler as __handler;
+
             struct __WeirStageExport;
 
-            impl $crate::bindings::Guest for __WeirStageExport {
+            impl __handler::Guest for __WeirStageExport {
                 fn describe() -> $crate::StageInfo {
                     $crate::__private::describe::<$stage>()
                 }
@@ -126,19 +133,32 @@ macro_rules! export_stage {
                 fn on_request(
                     ctx: $crate::RequestContext,
                     request: $crate::ChatRequest,
-                ) -> ::core::result::Result<$crate::RequestOutcome, $crate::StageError> {
+                ) -> ::core::result::Result<__handler::RequestDone, $crate::StageError> {
                     $crate::__private::on_request::<$stage>(ctx, request)
                 }
 
                 fn on_response(
                     ctx: $crate::RequestContext,
+                    state: ::std::vec::Vec<u8>,
                     request: $crate::ChatRequest,
                     response: $crate::ChatResponse,
                 ) -> ::core::result::Result<$crate::ChatResponse, $crate::StageError> {
-                    $crate::__private::on_response::<$stage>(ctx, request, response)
+                    $crate::__private::on_response::<$stage>(ctx, state, request, response)
+                }
+
+                fn on_response_chunk(
+                    ctx: $crate::RequestContext,
+                    state: ::std::vec::Vec<u8>,
+                    deltas: ::std::vec::Vec<$crate::TextDelta>,
+                ) -> ::core::result::Result<__handler::ChunkDone, $crate::StageError> {
+                    $crate::__private::on_response_chunk::<$stage>(ctx, state, deltas)
                 }
             }
 
+            // Exported only in the component: the export symbols' names
+            // (`weir:stage/handler@0.2.0#describe`) are not valid in a native linker's version
+            // script, and a stage's native build (its unit tests) exports nothing.
+            #[cfg(target_family = "wasm")]
             $crate::bindings::__export_stage_bindings!(__WeirStageExport with_types_in $crate::bindings);
         };
     };

@@ -46,12 +46,12 @@ pub const MAX_COMPLETE_ALL: usize = 16;
 
 /// Sends `request` through the host's LLM step and returns the response.
 pub fn complete(request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-    crate::bindings::weir::stage::host::complete(request)
+    crate::bindings::weir::stage0_1_0::host::complete(request)
 }
 
 /// Embeds each input with `model`; one vector per input, in order.
 pub fn embed(model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
-    crate::bindings::weir::stage::host::embed(model, inputs)
+    crate::bindings::weir::stage0_1_0::host::embed(model, inputs)
 }
 
 /// Sends every request of `requests` through the host's LLM step at once and returns one result
@@ -67,7 +67,7 @@ pub fn complete_all(
     requests: &[ChatRequest],
     deadline: Option<Duration>,
 ) -> Vec<Result<ChatResponse, LlmError>> {
-    crate::bindings::weir::stage::host::complete_all(requests, deadline.map(deadline_ms))
+    crate::bindings::weir::stage0_1_0::host::complete_all(requests, deadline.map(deadline_ms))
 }
 
 /// `deadline` in whole milliseconds for the host: rounded up (a deadline of 1 µs is 1 ms, not

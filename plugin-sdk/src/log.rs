@@ -41,5 +41,5 @@ macro_rules! error {
 /// Macro support: writes one line to the host log.
 #[doc(hidden)]
 pub fn log(level: crate::LogLevel, message: &str) {
-    crate::bindings::weir::stage::host::log(level, message);
+    crate::bindings::weir::stage0_1_0::host::log(level, message);
 }

@@ -10,12 +10,12 @@
 //! use weir_sdk::{ChatRequest, ChatResponse, RequestContext, Stage, StageError, StageInfo};
 //!
 //! /// Insists on an answer that mentions the order number.
-//! #[derive(Default)]
+//! #[derive(Default, serde::Serialize, serde::Deserialize)]
 //! struct MustCite;
 //!
 //! impl Stage for MustCite {
 //!     fn info() -> StageInfo {
-//!         StageInfo::new("must-cite", "0.1.0").on_response().needs_full_response()
+//!         StageInfo::new("must-cite", "0.1.0").on_response()
 //!     }
 //!
 //!     fn on_response(
@@ -48,8 +48,8 @@
 /// of it, and 16 KiB of `feedback`.
 ///
 /// Returns at once: the retry happens after `on_response` returns. When it is called more than
-/// once in one `on_response`, the last call wins. Outside `on_response` it does nothing. A stage that must see the whole answer before judging it
-/// should say [`needs_full_response`](crate::StageInfo::needs_full_response) in its `info`.
+/// once in one `on_response`, the last call wins. Outside `on_response` it does nothing (a
+/// stage that judges answers lists no `on_response_chunk`, so it sees a stream whole).
 pub fn retry(reason: &str, feedback: Option<&str>) {
-    crate::bindings::weir::stage::host::retry_response(reason, feedback);
+    crate::bindings::weir::stage0_1_0::host::retry_response(reason, feedback);
 }

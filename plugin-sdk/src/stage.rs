@@ -1,26 +1,32 @@
-//! The [`Stage`] trait and the glue that keeps one value of it per instance.
+//! The [`Stage`] trait and the glue that carries one value of it through a request.
 //!
-//! The host creates a fresh component instance for every request, so a `thread_local` slot in
-//! the guest lives exactly as long as one request: it is filled with `S::default()` at the
-//! first phase and read again by the second.
+//! The value is `S::default()` when `on-request` starts. When it returns, the glue serialises
+//! the value (serde JSON) into the state the host keeps for the request, and the instance goes
+//! back to the pool; `on-response` and `on-response-chunk` run on a fresh instance with the
+//! value deserialised from that state. So `self` survives between the phases of one request
+//! even though no instance does.
 
-use std::any::Any;
-use std::cell::RefCell;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use crate::{ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageError, StageInfo};
+use crate::bindings::exports::weir::stage0_2_0::handler::{ChunkDone, RequestDone};
+use crate::{
+    ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageError, StageInfo, TextDelta,
+};
 
 /// A pipeline stage. Implement it on a `Default` type and export it with
 /// [`export_stage!`](crate::export_stage).
 ///
-/// Both phases default to pass-through, so a stage implements only what it needs and says
+/// Every phase defaults to pass-through, so a stage implements only what it needs and says
 /// which phases it implements in [`Stage::info`]; the host never calls a phase that `info`
-/// does not list.
+/// does not list. The type derives `Serialize` and `Deserialize` (serde, with its `derive`
+/// feature): `self` travels from `on_request` to `on_response` as JSON through the host.
 ///
 /// ```no_run
 /// use weir_sdk::{ChatRequest, ChatResponse, RequestContext, Stage, StageError, StageInfo};
 ///
 /// /// Appends a footer to every answer.
-/// #[derive(Default)]
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
 /// struct Footer;
 ///
 /// impl Stage for Footer {
@@ -43,7 +49,7 @@ use crate::{ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageErro
 /// }
 /// weir_sdk::export_stage!(Footer);
 /// ```
-pub trait Stage: Default + 'static {
+pub trait Stage: Default + Serialize + DeserializeOwned + 'static {
     /// Who the stage is and which phases it implements. Called once when the host loads the
     /// component; it must not call [`llm::complete`](crate::llm::complete).
     fn info() -> StageInfo;
@@ -54,7 +60,7 @@ pub trait Stage: Default + 'static {
     /// any key is accepted.
     ///
     /// ```
-    /// # #[derive(Default)] struct Greeter;
+    /// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct Greeter;
     /// # impl weir_sdk::Stage for Greeter {
     /// # fn info() -> weir_sdk::StageInfo { weir_sdk::StageInfo::new("g", "1").on_request() }
     /// const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["greeting", "suffix"]);
@@ -73,8 +79,10 @@ pub trait Stage: Default + 'static {
         Ok(RequestOutcome::Next(request))
     }
 
-    /// The response phase, on the same value as the request phase of this request.
-    /// `request` is what this stage passed on in its request phase.
+    /// The response phase on a whole answer (a streamed one is buffered for it unless the
+    /// stage implements [`on_response_chunk`](Self::on_response_chunk)), on the value the
+    /// request phase of this request left. `request` is what this stage passed on in its
+    /// request phase.
     fn on_response(
         &mut self,
         ctx: &RequestContext,
@@ -84,35 +92,42 @@ pub trait Stage: Default + 'static {
         let _ = (ctx, request);
         Ok(response)
     }
+
+    /// The response phase on one chunk of a streamed answer (listed with
+    /// [`StageInfo::on_response_chunk`]): `deltas` has the new text of each choice. Return the
+    /// text to send now; text held back (in `self`) must be returned at the latest with the
+    /// delta whose `last` is set. The default passes every delta through.
+    fn on_response_chunk(
+        &mut self,
+        ctx: &RequestContext,
+        deltas: Vec<TextDelta>,
+    ) -> Result<Vec<TextDelta>, StageError> {
+        let _ = ctx;
+        Ok(deltas)
+    }
 }
 
-thread_local! {
-    /// The stage value of the current instance (= the current request).
-    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+/// The state bytes of `stage`. Always saved (`null` for a stage with no fields): asking
+/// [`Stage::info`] which phases follow would run the author's `info` on every request.
+fn save<S: Stage>(stage: &S) -> Result<Vec<u8>, StageError> {
+    serde_json::to_vec(stage)
+        .map_err(|err| StageError::fail(format!("cannot save the stage state: {err}")))
 }
 
-fn with_state<S: Stage, R>(f: impl FnOnce(&mut S) -> R) -> R {
-    STATE.with(|slot| {
-        let mut slot = slot.borrow_mut();
-        let value = slot.get_or_insert_with(|| Box::new(S::default()));
-        let stage = match value.downcast_mut::<S>() {
-            Some(stage) => stage,
-            None => {
-                // Only one stage type is exported per component, so this cannot happen; if it
-                // did, start from a fresh value rather than trap.
-                *value = Box::new(S::default());
-                value.downcast_mut::<S>().unwrap_or_else(|| unreachable!())
-            }
-        };
-        f(stage)
-    })
+/// The stage value `state` holds; `S::default()` when it is empty (no request phase ran).
+fn load<S: Stage>(state: &[u8]) -> Result<S, StageError> {
+    if state.is_empty() {
+        return Ok(S::default());
+    }
+    serde_json::from_slice(state)
+        .map_err(|err| StageError::fail(format!("cannot read the stage state: {err}")))
 }
 
 /// Export glue for `describe`.
 pub fn describe<S: Stage>() -> StageInfo {
     if let Some(keys) = S::CONFIG_KEYS {
         let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
-        crate::bindings::weir::stage::host::config_keys(&keys);
+        crate::bindings::weir::stage0_1_0::host::config_keys(&keys);
     }
     S::info()
 }
@@ -121,15 +136,34 @@ pub fn describe<S: Stage>() -> StageInfo {
 pub fn on_request<S: Stage>(
     ctx: RequestContext,
     request: ChatRequest,
-) -> Result<RequestOutcome, StageError> {
-    with_state::<S, _>(|stage| stage.on_request(&ctx, request))
+) -> Result<RequestDone, StageError> {
+    let mut stage = S::default();
+    let outcome = stage.on_request(&ctx, request)?;
+    let state = match outcome {
+        RequestOutcome::Next(_) => save(&stage)?,
+        RequestOutcome::Respond(_) => Vec::new(),
+    };
+    Ok(RequestDone { outcome, state })
 }
 
 /// Export glue for `on-response`.
 pub fn on_response<S: Stage>(
     ctx: RequestContext,
+    state: Vec<u8>,
     request: ChatRequest,
     response: ChatResponse,
 ) -> Result<ChatResponse, StageError> {
-    with_state::<S, _>(|stage| stage.on_response(&ctx, &request, response))
+    load::<S>(&state)?.on_response(&ctx, &request, response)
+}
+
+/// Export glue for `on-response-chunk`.
+pub fn on_response_chunk<S: Stage>(
+    ctx: RequestContext,
+    state: Vec<u8>,
+    deltas: Vec<TextDelta>,
+) -> Result<ChunkDone, StageError> {
+    let mut stage = load::<S>(&state)?;
+    let deltas = stage.on_response_chunk(&ctx, deltas)?;
+    let state = save(&stage)?;
+    Ok(ChunkDone { deltas, state })
 }

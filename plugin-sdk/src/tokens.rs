@@ -25,7 +25,7 @@ use crate::{Content, Message};
 /// Tokens `text` takes for `model` (tiktoken; an unknown or empty model counts as `gpt-4o`).
 /// Text over 256 KiB is not tokenized: the host answers an estimate, its bytes / 4 rounded up.
 pub fn count(model: &str, text: &str) -> u32 {
-    crate::bindings::weir::stage::host::count_tokens(model, text)
+    crate::bindings::weir::stage0_1_0::host::count_tokens(model, text)
 }
 
 impl PromptMessage for Message {

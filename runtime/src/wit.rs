@@ -1,6 +1,11 @@
 //! Host-side bindings generated from `wit/stage.wit`, the single source of truth for the stage
 //! contract. Every other module uses the types re-exported here; nothing else runs `bindgen!`.
 //!
+//! Two contract versions share the types and the host imports (`weir:stage/types@0.1.0`,
+//! `weir:stage/host@0.1.0`): the 0.1 world exports its phases from the world; the 0.2 world
+//! exports them from `weir:stage/handler@0.2.0` ([`v2`]) and hands per-request state over as
+//! bytes.
+//!
 //! Imports and exports are async: a stage's `complete()` call awaits the LLM step, and a
 //! phase call must be cancellable by the tokio timeout that backs the epoch deadline.
 
@@ -9,14 +14,33 @@
 use std::borrow::Cow;
 
 wasmtime::component::bindgen!({
-    world: "stage",
+    world: "weir:stage/stage@0.1.0",
     path: "../wit",
     imports: { default: async },
     exports: { default: async },
 });
 
+/// The 0.2 world: the same types and host imports (mapped onto the 0.1 bindings, so one
+/// `ChatRequest` type serves both), its own handler export.
+pub mod v2 {
+    wasmtime::component::bindgen!({
+        world: "weir:stage/stage@0.2.0",
+        path: "../wit",
+        imports: { default: async },
+        exports: { default: async },
+        with: {
+            "weir:stage/types@0.1.0": super::weir::stage0_1_0::types,
+            "weir:stage/host@0.1.0": super::weir::stage0_1_0::host,
+        },
+    });
+
+    pub use self::exports::weir::stage0_2_0::handler::{
+        ChunkDone, Phases, RequestDone, StageInfo, TextDelta,
+    };
+}
+
 // The world-level `use` already brings the types the exports name into this module.
-pub use self::weir::stage::types::{
+pub use self::weir::stage0_1_0::types::{
     Choice, Content, ContentPart, LlmError, LogLevel, Message, Phases, Rejection, Usage,
 };
 

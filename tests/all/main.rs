@@ -45,6 +45,7 @@ mod cache;
 mod callbacks;
 mod calls;
 mod check;
+mod contract;
 mod cost;
 mod cost_cli;
 mod examples;

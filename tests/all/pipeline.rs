@@ -96,7 +96,7 @@ async fn fail_policy_answers_500_and_skip_policy_continues() {
 }
 
 #[tokio::test]
-async fn an_exhausted_pool_sheds_with_503_and_recovers() {
+async fn a_0_2_stage_holds_no_instance_between_its_phases() {
     let host = TestHost::new(
         SandboxSettings {
             pool_size: 2,
@@ -105,6 +105,55 @@ async fn an_exhausted_pool_sheds_with_503_and_recovers() {
         Arc::new(NoLlm),
     );
     let pipeline = host.pipeline(&[tag("A")]).await;
+    // Ten requests between their phases (waiting on the model), with a pool of two: each
+    // request's instance is back in the pool as soon as its request phase ended.
+    let mut waiting = Vec::new();
+    for i in 0..10 {
+        let mut fwd = pipeline.start(&host.env, format!("r{i}").into(), user("one"));
+        fwd.on_request().await.unwrap();
+        waiting.push(fwd);
+        // This host releases instances on its reaper thread.
+        wait::until("the request-phase instance back in the pool", || async {
+            let live = host.env.sandbox.live_instances();
+            wait::check(live == 0, live)
+        })
+        .await;
+    }
+    // Each gets its state back on a fresh instance in its response phase.
+    for mut fwd in waiting {
+        let request = fwd.request().clone();
+        let done = fwd
+            .on_response(crate::support::echo(&request), false, 0)
+            .await
+            .unwrap();
+        let weir::pipeline::Responded::Done(response) = done else {
+            panic!("no retry was asked");
+        };
+        assert_eq!(response.text(), "echo: one >A <A:same");
+        wait::until("the response-phase instance back in the pool", || async {
+            let live = host.env.sandbox.live_instances();
+            wait::check(live == 0, live)
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_sheds_with_503_and_recovers() {
+    let host = TestHost::new(
+        SandboxSettings {
+            pool_size: 2,
+            ..SandboxSettings::default()
+        },
+        Arc::new(NoLlm),
+    );
+    // A 0.1 stage keeps its instance between its phases.
+    let pipeline = host
+        .pipeline(&[crate::support::Spec::new(
+            weir_test_artifacts::V1_STAGE,
+            "v1",
+        )])
+        .await;
     // Two requests each hold an instance between their phases.
     let mut first = pipeline.start(&host.env, "r1".into(), user("one"));
     first.on_request().await.unwrap();

@@ -26,6 +26,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("weir-test-other-world", "OTHER_WORLD"),
     ("weir-test-outbound", "OUTBOUND"),
     ("weir-test-passthrough", "PASSTHROUGH"),
+    ("weir-test-v1-stage", "V1_STAGE"),
 ];
 
 fn main() {

@@ -16,7 +16,7 @@ use weir_sdk::{
 };
 
 /// The stage's per-request state (a fresh value for every request).
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Hello {
     /// Set in the request phase, read in the response phase of the same request.
     greeted: bool,

@@ -35,7 +35,7 @@ use crate::verdict::{Check, Verdict};
 pub const INVALID_RESPONSE_FORMAT: &str = "invalid_response_format";
 
 /// The stage (it keeps no state between phases).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct JsonGuard;
 
 impl Stage for JsonGuard {
@@ -43,9 +43,7 @@ impl Stage for JsonGuard {
     const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["schema"]);
 
     fn info() -> StageInfo {
-        StageInfo::new("json-guard", env!("CARGO_PKG_VERSION"))
-            .on_response()
-            .needs_full_response()
+        StageInfo::new("json-guard", env!("CARGO_PKG_VERSION")).on_response()
     }
 
     fn on_response(
@@ -164,7 +162,10 @@ mod tests {
         let info = JsonGuard::info();
         assert_eq!(info.name, "json-guard");
         assert_eq!(info.phases, Phases::RESPONSE);
-        assert!(info.needs_full_response);
+        assert!(
+            !info.phases.contains(Phases::RESPONSE_CHUNK),
+            "a stream is buffered for it"
+        );
         assert!(!info.deterministic);
     }
 

@@ -8,7 +8,10 @@
 //! `[SECRET_1]`: numbered per kind in order of first appearance across the whole request,
 //! the same value always getting the same placeholder. In the response phase (unless
 //! `restore = false`) the placeholders in every choice's text are replaced by the originals,
-//! so the model never sees the data and the client still gets a useful answer.
+//! so the model never sees the data and the client still gets a useful answer. A streamed
+//! answer is restored chunk by chunk (`on-response-chunk`): text that may be the start of a
+//! placeholder split across two chunks is held back until the next chunk completes it (at
+//! most 22 bytes per choice), so the client gets as many chunks as the upstream sent.
 //!
 //! See `README.md` for the config keys.
 //!
@@ -28,20 +31,27 @@ pub mod vault;
 #[cfg(test)]
 mod testing;
 
+use std::collections::BTreeMap;
+
 use weir_sdk::{
     ChatRequest, ChatResponse, RequestContext, RequestOutcome, Stage, StageError, StageInfo,
+    TextDelta,
 };
 
 use crate::settings::Settings;
 use crate::vault::Vault;
 
 /// The stage value of one request: what the request phase redacted, for the response phase.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PiiRedact {
     /// Placeholders handed out in the request phase.
     vault: Vault,
     /// Whether the response phase restores the originals (the `restore` config key).
     restore: bool,
+    /// Per choice of a streamed answer: the text held back because it may be the start of a
+    /// placeholder that the next chunk completes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    held: BTreeMap<u32, String>,
 }
 
 impl Stage for PiiRedact {
@@ -49,14 +59,13 @@ impl Stage for PiiRedact {
     const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["kinds", "restore", "roles"]);
 
     fn info() -> StageInfo {
-        // The request phase depends only on the request and the config. The response phase
-        // must see whole texts, or a placeholder split across two stream chunks would not be
-        // restored.
+        // The request phase depends only on the request and the config. A stream is restored
+        // chunk by chunk, holding back a placeholder split across two chunks.
         StageInfo::new("pii-redact", env!("CARGO_PKG_VERSION"))
             .on_request()
             .on_response()
+            .on_response_chunk()
             .deterministic()
-            .needs_full_response()
     }
 
     fn on_request(
@@ -89,9 +98,39 @@ impl Stage for PiiRedact {
         }
         Ok(response)
     }
+
+    fn on_response_chunk(
+        &mut self,
+        _ctx: &RequestContext,
+        deltas: Vec<TextDelta>,
+    ) -> Result<Vec<TextDelta>, StageError> {
+        if !self.restore || self.vault.is_empty() {
+            return Ok(deltas);
+        }
+        Ok(deltas
+            .into_iter()
+            .map(|delta| self.restore_delta(delta))
+            .collect())
+    }
 }
 
 impl PiiRedact {
+    /// Restores one streamed delta: the text held back for its choice followed by its own,
+    /// minus a new tail that may be the start of a placeholder (unless it is the choice's last).
+    pub fn restore_delta(&mut self, mut delta: TextDelta) -> TextDelta {
+        let mut text = self.held.remove(&delta.choice).unwrap_or_default();
+        text.push_str(&delta.text);
+        if !delta.last {
+            let held = text.split_off(vault::placeholder_prefix_start(&text));
+            if !held.is_empty() {
+                self.held.insert(delta.choice, held);
+            }
+        }
+        self.vault.restore(&mut text);
+        delta.text = text;
+        delta
+    }
+
     /// Redacts the text of every message whose role `settings` selects.
     pub fn redact(&mut self, settings: &Settings, request: &mut ChatRequest) {
         for message in &mut request.messages {
@@ -234,6 +273,112 @@ mod tests {
                 .contains(weir_sdk::Phases::REQUEST | weir_sdk::Phases::RESPONSE)
         );
         assert!(info.deterministic);
-        assert!(info.needs_full_response);
+        assert!(info.phases.contains(weir_sdk::Phases::RESPONSE_CHUNK));
+    }
+
+    /// `answer` streamed in `chunks` through the chunk hook, the stage value travelling
+    /// through its JSON state between chunks as it does through the host: what the client
+    /// reads, chunk by chunk.
+    fn stream_through(stage: &PiiRedact, answer: &str, cuts: &[usize]) -> Vec<String> {
+        let ctx = RequestContext {
+            request_id: "r".into(),
+            route: "m".into(),
+            stage: "pii".into(),
+        };
+        let mut state = serde_json::to_vec(stage).unwrap();
+        let mut out = Vec::new();
+        let mut from = 0;
+        let ends: Vec<usize> = cuts.iter().copied().chain([answer.len()]).collect();
+        for (i, &end) in ends.iter().enumerate() {
+            let delta = TextDelta {
+                choice: 0,
+                text: answer[from..end].to_string(),
+                last: i + 1 == ends.len(),
+            };
+            from = end;
+            let mut value: PiiRedact = serde_json::from_slice(&state).unwrap();
+            let mut sent = value.on_response_chunk(&ctx, vec![delta]).unwrap();
+            state = serde_json::to_vec(&value).unwrap();
+            assert_eq!(sent.len(), 1);
+            out.push(sent.remove(0).text);
+        }
+        out
+    }
+
+    #[test]
+    fn a_placeholder_split_across_chunks_is_restored() {
+        let mut stage = PiiRedact {
+            restore: true,
+            ..PiiRedact::default()
+        };
+        let mut req = request(vec![Message::user("mail a@b.com or c@d.org")]);
+        stage.redact(&settings(Kinds::ALL, None), &mut req);
+        let answer = "Write to [EMAIL_1] and [EMAIL_2].";
+        let chunks = stream_through(&stage, answer, &[10, 14, 24, 25]);
+        assert_eq!(chunks.len(), 5, "one chunk out per chunk in");
+        assert_eq!(chunks[0], "Write to ", "`[` is held back");
+        assert_eq!(chunks.concat(), "Write to a@b.com and c@d.org.");
+        // Text that only looks like the start of a placeholder is released at the end.
+        assert_eq!(
+            stream_through(&stage, "odd [EMA", &[5]).concat(),
+            "odd [EMA"
+        );
+    }
+
+    #[test]
+    fn streamed_restore_equals_whole_restore_over_random_chunkings() {
+        let mut rng = crate::testing::Rng::new();
+        for _ in 0..3_000 {
+            let mut stage = PiiRedact {
+                restore: true,
+                ..PiiRedact::default()
+            };
+            let original = rng.text(false);
+            let mut req = request(vec![Message::user(&original)]);
+            stage.redact(&settings(Kinds::ALL, None), &mut req);
+            // The model repeats the redacted text, with some bracket noise around it.
+            let answer = format!(
+                "{}{}{}",
+                rng.text(true),
+                req.messages[0].text(),
+                rng.text(true)
+            );
+            let mut whole = ChatResponse::from_text("m", answer.clone());
+            stage.restore_into(&mut whole);
+            let boundaries: Vec<usize> = answer
+                .char_indices()
+                .map(|(i, _)| i)
+                .filter(|&i| i > 0)
+                .collect();
+            let mut cuts: Vec<usize> = boundaries
+                .iter()
+                .copied()
+                .filter(|_| rng.next() % 4 == 0)
+                .collect();
+            cuts.dedup();
+            let chunks = stream_through(&stage, &answer, &cuts);
+            assert_eq!(chunks.len(), cuts.len() + 1);
+            assert_eq!(
+                chunks.concat(),
+                whole.text(),
+                "answer {answer:?} cuts {cuts:?}"
+            );
+            assert!(stage.held.is_empty());
+        }
+    }
+
+    #[test]
+    fn the_state_is_the_originals_only() {
+        let mut stage = PiiRedact {
+            restore: true,
+            ..PiiRedact::default()
+        };
+        let mut req = request(vec![Message::user("a@b.com")]);
+        stage.redact(&settings(Kinds::ALL, None), &mut req);
+        let state = String::from_utf8(serde_json::to_vec(&stage).unwrap()).unwrap();
+        assert_eq!(
+            state,
+            r#"{"vault":{"originals":[["a@b.com"],[],[],[],[]]},"restore":true}"#
+        );
     }
 }

@@ -12,14 +12,37 @@ use crate::kind::{Kind, Kinds};
 use crate::scan;
 
 /// Placeholders handed out so far and the values behind them.
-#[derive(Debug, Default)]
+///
+/// Only the originals travel to the response phase (the stage state): restoring needs nothing
+/// else, and handing out numbers happens in the request phase only.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Vault {
     /// Per kind (by [`Kind::index`]): original value → placeholder number.
+    #[serde(skip)]
     numbers: [BTreeMap<String, usize>; 5],
     /// Per kind: the original values, placeholder `n` at index `n - 1`.
     originals: [Vec<String>; 5],
     /// Per kind: how many occurrences were replaced (a value seen twice counts twice).
+    #[serde(skip)]
     replaced: [usize; 5],
+}
+
+/// The longest placeholder: `[` + the longest label (`CREDIT_CARD`) + `_` + 9 digits + `]`.
+const PLACEHOLDER_MAX_LEN: usize = 1 + 11 + 1 + 9 + 1;
+
+/// Where the end of `text` may be the start of a placeholder whose rest is still to come (a
+/// `[` followed only by what a placeholder may contain, shorter than the longest one): that
+/// tail must be held back until more text arrives. `text.len()` when there is none.
+pub fn placeholder_prefix_start(text: &str) -> usize {
+    let Some(open) = text.rfind('[') else {
+        return text.len();
+    };
+    let tail = &text.as_bytes()[open + 1..];
+    let could_be = tail.len() < PLACEHOLDER_MAX_LEN - 1
+        && tail
+            .iter()
+            .all(|&b| b.is_ascii_uppercase() || b == b'_' || b.is_ascii_digit());
+    if could_be { open } else { text.len() }
 }
 
 impl Vault {

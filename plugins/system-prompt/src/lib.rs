@@ -24,7 +24,7 @@ use weir_sdk::{ChatRequest, RequestContext, RequestOutcome, Stage, StageError, S
 use crate::settings::Settings;
 
 /// The stage (it keeps no state between phases).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct SystemPrompt;
 
 impl Stage for SystemPrompt {

@@ -224,7 +224,7 @@ async fn test(args: &TestStageArgs) -> Result<bool, String> {
             stage: stage.info.name.clone(),
         };
         let started = Instant::now();
-        let mut instance = match stage.instantiate(&sandbox, host, &limits).await {
+        let mut instance = match stage.instantiate(&sandbox, host.clone(), &limits).await {
             Ok(instance) => instance,
             Err(failure) => {
                 println!("instantiate: FAILED {}: {}", failure.kind, failure.detail);
@@ -232,9 +232,16 @@ async fn test(args: &TestStageArgs) -> Result<bool, String> {
             }
         };
         let instantiated = started.elapsed();
+        let fresh = Fresh {
+            sandbox: &sandbox,
+            host: &host,
+            limits: &limits,
+            reaper: &reaper,
+        };
         let outcome = phases(
             &stage,
             &mut instance,
+            &fresh,
             &ctx,
             &request,
             response.as_ref(),
@@ -301,7 +308,7 @@ pub(super) async fn sample(
     let result = instance.on_request(&ctx, &request).await;
     let cost = cost(&instance, started);
     instance.release(&Reaper::inline());
-    let outcome = match result {
+    let outcome = match result.map(|r| r.map(|done| done.outcome)) {
         Ok(Ok(RequestOutcome::Next(_))) => "next".to_string(),
         Ok(Ok(RequestOutcome::Respond(_))) => "respond".to_string(),
         Ok(Err(err)) => stage_error(&err),
@@ -317,11 +324,21 @@ pub(super) async fn sample(
     )
 }
 
-/// Runs the phases the stage implements on one instance; prints them when `print`. False
-/// when a phase failed.
+/// What a fresh instance takes: a 0.2 stage's response phase runs on one, as in `weir serve`.
+struct Fresh<'a> {
+    sandbox: &'a Sandbox,
+    host: &'a HostContext,
+    limits: &'a CallLimits,
+    reaper: &'a Reaper,
+}
+
+/// Runs the phases the stage implements, as the host would (a 0.1 stage on one instance, a 0.2
+/// stage's response phase on a fresh one with the state its request phase handed over); prints
+/// them when `print`. False when a phase failed.
 async fn phases(
     stage: &LoadedStage,
     instance: &mut StageInstance,
+    fresh: &Fresh<'_>,
     ctx: &RequestContext,
     request: &ChatRequest,
     response: Option<&ChatResponse>,
@@ -333,17 +350,26 @@ async fn phases(
         }
     };
     let mut passed = request.clone();
+    let mut state = Vec::new();
     if stage.info.phases.contains(Phases::REQUEST) {
         let started = Instant::now();
         let result = instance.on_request(ctx, request).await;
         let cost = cost(instance, started);
-        match result {
-            Ok(Ok(RequestOutcome::Next(next))) => {
-                say(format!("on-request: next ({cost})"));
+        let handed = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|done| done.state.as_ref())
+            .map(|state| format!("; {} bytes of state handed to the host", state.len()))
+            .unwrap_or_default();
+        match result.map(|r| r.map(|done| (done.outcome, done.state))) {
+            Ok(Ok((RequestOutcome::Next(next), handed_over))) => {
+                say(format!("on-request: next ({cost}{handed})"));
                 say(pretty(&request_to_json(&next, None)));
                 passed = next;
+                state = handed_over.unwrap_or_default();
             }
-            Ok(Ok(RequestOutcome::Respond(answer))) => {
+            Ok(Ok((RequestOutcome::Respond(answer), _))) => {
                 say(format!(
                     "on-request: respond ({cost}); the model is not called and on-response \
                      does not run for this stage"
@@ -372,8 +398,24 @@ async fn phases(
                 &echoed
             }
         };
+        if let crate::stages::Contract::V2 { .. } = stage.contract {
+            // The host keeps no instance across the model call: neither does this.
+            match stage
+                .instantiate(fresh.sandbox, fresh.host.clone(), fresh.limits)
+                .await
+            {
+                Ok(next) => std::mem::replace(instance, next).release(fresh.reaper),
+                Err(failure) => {
+                    say(format!(
+                        "on-response: instantiate FAILED {}",
+                        failed(&failure)
+                    ));
+                    return false;
+                }
+            }
+        }
         let started = Instant::now();
-        let result = instance.on_response(ctx, &passed, response).await;
+        let result = instance.on_response(ctx, &state, &passed, response).await;
         let cost = cost(instance, started);
         if let Some(ask) = instance.take_retry() {
             say(format!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::sandbox::{DeclaredKeys, RetryAsk, StageState};
-use crate::wit::weir::stage::{host, types};
+use crate::wit::weir::stage0_1_0::{host, types};
 use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
 
 use super::{CallScope, fan_out, guest_log, truncate_for_log};

@@ -10,7 +10,8 @@ use super::size::{self, Size};
 use super::{OnError, Pipeline, PipelineError, PipelineStage, StageEnv};
 use crate::cache::{StageOutput, stage_input_key};
 use crate::host_api::{CallScope, HostContext, log_line};
-use crate::stages::{FailureKind, StageFailure, StageInstance};
+use crate::stages::{Contract, FailureKind, RequestPhase, StageFailure, StageInstance};
+use crate::wit::v2::TextDelta;
 use crate::wit::{
     ChatRequest, ChatResponse, Phases, Rejection, RequestContext, RequestOutcome, StageError,
 };
@@ -22,14 +23,17 @@ pub enum Phase {
     Request,
     /// `on-response`.
     Response,
+    /// `on-response-chunk`, every chunk of one stream in one record.
+    Chunks,
 }
 
 impl Phase {
-    /// `request` or `response`.
+    /// `request`, `response` or `chunks`.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Request => "request",
             Phase::Response => "response",
+            Phase::Chunks => "chunks",
         }
     }
 }
@@ -75,10 +79,28 @@ pub enum Responded {
 struct Held {
     /// Index into the pipeline's stages.
     index: usize,
-    /// The live instance; `None` for a response-only stage (instantiated when needed).
+    /// The live instance of a 0.1 stage; `None` for a 0.2 stage (its state is in `state`) and
+    /// a response-only stage: a fresh instance is made when its response phase runs.
     instance: Option<StageInstance>,
+    /// What a 0.2 stage's `on-request` handed over (then what its last chunk returned).
+    state: Vec<u8>,
     /// The request as this stage passed it on.
     request: ChatRequest,
+    /// Its `on-response-chunk` calls so far: count, time, fuel.
+    chunks: ChunkTally,
+}
+
+/// A stage's `on-response-chunk` calls on one stream, recorded as one [`StageRun`].
+#[derive(Default)]
+struct ChunkTally {
+    /// When the first call started.
+    started: Option<Instant>,
+    /// Calls made.
+    calls: u32,
+    /// Their wall time, instantiation included.
+    elapsed: Duration,
+    /// Their fuel.
+    fuel: Option<u64>,
 }
 
 /// One request in flight through a pipeline. Dropping it releases every instance it holds.
@@ -159,7 +181,9 @@ impl Forwarded {
                     self.held.push(Held {
                         index,
                         instance: None,
+                        state: Vec::new(),
                         request: self.request.clone(),
+                        chunks: ChunkTally::default(),
                     });
                 }
                 continue;
@@ -224,7 +248,10 @@ impl Forwarded {
             let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
             match result {
-                Ok(Ok(RequestOutcome::Next(request))) => {
+                Ok(Ok(RequestPhase {
+                    outcome: RequestOutcome::Next(request),
+                    state,
+                })) => {
                     self.record(spec, Phase::Request, started, fuel, "next");
                     if let Some(key) = output_key {
                         self.env
@@ -233,16 +260,30 @@ impl Forwarded {
                     }
                     self.request = request;
                     if phases.contains(Phases::RESPONSE) {
+                        // A 0.2 stage handed its state over: its instance goes back now, so a
+                        // slow model holds bytes, not an instance.
+                        let (instance, state) = match state {
+                            Some(state) => {
+                                instance.release(&self.env.reaper);
+                                (None, state)
+                            }
+                            None => (Some(instance), Vec::new()),
+                        };
                         self.held.push(Held {
                             index,
-                            instance: Some(instance),
+                            instance,
+                            state,
                             request: self.request.clone(),
+                            chunks: ChunkTally::default(),
                         });
                     } else {
                         instance.release(&self.env.reaper);
                     }
                 }
-                Ok(Ok(RequestOutcome::Respond(response))) => {
+                Ok(Ok(RequestPhase {
+                    outcome: RequestOutcome::Respond(response),
+                    ..
+                })) => {
                     self.record(spec, Phase::Request, started, fuel, "respond");
                     instance.release(&self.env.reaper);
                     if let Some(key) = output_key {
@@ -356,6 +397,11 @@ impl Forwarded {
         let pipeline = self.pipeline.clone();
         while let Some(mut held) = self.held.pop() {
             let spec = &pipeline.stages[held.index];
+            if let Contract::V2 { whole: false, .. } = spec.stage.contract {
+                // Only a chunk hook: a whole answer passes it by.
+                ran.push(held);
+                continue;
+            }
             let started = Instant::now();
             self.span = stage_span(spec, Phase::Response);
             let mut instance = match held.instance.take() {
@@ -381,13 +427,14 @@ impl Forwarded {
             let ctx = self.context(spec);
             let input = response.size();
             let result = instance
-                .on_response(&ctx, &held.request, response)
+                .on_response(&ctx, &held.state, &held.request, response)
                 .instrument(self.span.clone())
                 .await;
             let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
             let ask = instance.take_retry();
-            if may_retry {
+            // A 0.2 stage runs again from its state on a fresh instance.
+            if may_retry && spec.stage.contract == Contract::V1 {
                 held.instance = Some(instance);
             } else {
                 instance.release(&self.env.reaper);
@@ -430,6 +477,143 @@ impl Forwarded {
             }
         }
         Ok(None)
+    }
+
+    /// True when some held stage sees a streamed answer chunk by chunk (`on-response-chunk`).
+    pub fn has_chunk_hooks(&self) -> bool {
+        self.held.iter().any(|h| self.chunk_hook(h))
+    }
+
+    fn chunk_hook(&self, held: &Held) -> bool {
+        matches!(
+            self.pipeline.stages[held.index].stage.contract,
+            Contract::V2 { chunks: true, .. }
+        )
+    }
+
+    /// Runs the held stages' `on-response-chunk`, in reverse order, on one chunk's `deltas`:
+    /// what the client gets of them. Each call is a fresh instance with the state the stage's
+    /// last call returned. A stage passed over by its failure policy sees no more chunks (text
+    /// it held back is lost).
+    pub async fn on_chunk(
+        &mut self,
+        mut deltas: Vec<TextDelta>,
+    ) -> Result<Vec<TextDelta>, PipelineError> {
+        let pipeline = self.pipeline.clone();
+        let mut at = self.held.len();
+        while at > 0 {
+            at -= 1;
+            if !self.chunk_hook(&self.held[at]) {
+                continue;
+            }
+            let spec = &pipeline.stages[self.held[at].index];
+            let started = Instant::now();
+            let instance = instantiate(
+                &self.env,
+                &self.request_id,
+                &self.pipeline.route,
+                &self.meter,
+                spec,
+            )
+            .await;
+            let mut instance = match instance {
+                Ok(instance) => instance,
+                Err(failure) => {
+                    self.chunk_failed(at, spec, started, None, failure)?;
+                    continue;
+                }
+            };
+            let ctx = self.context(spec);
+            let input: usize =
+                deltas.iter().map(|d| d.text.len()).sum::<usize>() + self.held[at].state.len();
+            let result = instance
+                .on_response_chunk(&ctx, &self.held[at].state, &deltas)
+                .await;
+            let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
+            let fuel = fuel_used(&instance);
+            instance.release(&self.env.reaper);
+            let tally = &mut self.held[at].chunks;
+            tally.started.get_or_insert(started);
+            tally.calls += 1;
+            tally.elapsed += started.elapsed();
+            if let Some(fuel) = fuel {
+                *tally.fuel.get_or_insert(0) += fuel;
+            }
+            match result {
+                Ok(Ok(done)) => {
+                    self.held[at].state = done.state;
+                    deltas = done.deltas;
+                }
+                Ok(Err(StageError::Reject(rejection))) => {
+                    self.end_chunks();
+                    return Err(self.rejected(spec, Phase::Chunks, started, fuel, rejection));
+                }
+                Ok(Err(StageError::Fail(message))) => {
+                    let failure =
+                        StageFailure::new(&spec.identity.label, FailureKind::Failed, message);
+                    self.chunk_failed(at, spec, started, fuel, failure)?;
+                }
+                Err(failure) => self.chunk_failed(at, spec, started, fuel, failure)?,
+            }
+        }
+        Ok(deltas)
+    }
+
+    /// A chunk hook failed: the stage's policy decides; passed over, it sees no more chunks.
+    fn chunk_failed(
+        &mut self,
+        at: usize,
+        spec: &PipelineStage,
+        started: Instant,
+        fuel: Option<u64>,
+        failure: StageFailure,
+    ) -> Result<(), PipelineError> {
+        let held = self.held.remove(at);
+        self.record_chunks(spec, &held.chunks);
+        let result = self.apply_policy(spec, Phase::Chunks, started, fuel, failure);
+        if result.is_err() {
+            self.end_chunks();
+        }
+        result
+    }
+
+    /// The stream is over: records each chunk hook's calls as one run, and lets the stages
+    /// go (those with only a chunk hook, and 0.2 ones, are done; a 0.1 stage stays for its
+    /// observe-only `on-response`).
+    pub fn end_chunks(&mut self) {
+        let pipeline = self.pipeline.clone();
+        let mut held = std::mem::take(&mut self.held);
+        held.retain(|h| {
+            let spec = &pipeline.stages[h.index];
+            if spec.stage.contract == Contract::V1 {
+                return true;
+            }
+            self.record_chunks(spec, &h.chunks);
+            false
+        });
+        self.held = held;
+    }
+
+    fn record_chunks(&mut self, spec: &PipelineStage, tally: &ChunkTally) {
+        let Some(started) = tally.started else {
+            return;
+        };
+        let outcome = format!("chunks:{}", tally.calls);
+        crate::telemetry::stage(
+            &spec.identity.name,
+            Phase::Chunks.as_str(),
+            "ok",
+            tally.elapsed,
+            tally.fuel,
+        );
+        self.runs.push(StageRun {
+            label: spec.identity.label.clone(),
+            phase: Phase::Chunks,
+            started,
+            elapsed: tally.elapsed,
+            fuel_used: tally.fuel,
+            outcome: outcome.into(),
+        });
     }
 
     /// The names of the stages whose failure the `degrade` policy passed over, in order.

@@ -7,7 +7,8 @@
 //! next stage, the upstream, the output cache and the client.
 
 use crate::cache::weigh;
-use crate::stages::{FailureKind, StageFailure};
+use crate::stages::{FailureKind, RequestPhase, StageFailure};
+use crate::wit::v2::ChunkDone;
 use crate::wit::{ChatRequest, ChatResponse, Rejection, RequestOutcome, StageError};
 
 /// What a stage returns, measured: a [`weigh`] of it.
@@ -52,6 +53,23 @@ impl Size for RequestOutcome {
             RequestOutcome::Next(request) => request.size(),
             RequestOutcome::Respond(response) => response.size(),
         }
+    }
+}
+
+impl Size for RequestPhase {
+    fn size(&self) -> usize {
+        self.outcome.size() + self.state.as_ref().map_or(0, Vec::len)
+    }
+}
+
+impl Size for ChunkDone {
+    fn size(&self) -> usize {
+        self.state.len()
+            + self
+                .deltas
+                .iter()
+                .map(|d| d.text.len() + weigh::RECORD)
+                .sum::<usize>()
     }
 }
 

@@ -10,10 +10,30 @@ use crate::config::CallLimits;
 use crate::host_api::{HostContext, log_line};
 use crate::sandbox::{Reaper, Sandbox, StageState, arm};
 use crate::wit::{
-    ChatRequest, ChatResponse, RequestContext, RequestOutcome, StageBindings, StageError, StageInfo,
+    ChatRequest, ChatResponse, Phases, RequestContext, RequestOutcome, StageBindings, StageError,
+    StageInfo, v2,
 };
 
+use super::loaded::{Contract, StagePre};
 use super::{FailureKind, LoadedStage, StageFailure};
+
+/// An instance's export handles, by contract.
+enum Bindings {
+    /// A 0.1 component.
+    V1(StageBindings),
+    /// A 0.2 component.
+    V2(v2::Stage),
+}
+
+/// What `on-request` decided, and (0.2) the state it handed over for the response phase.
+#[derive(Debug)]
+pub struct RequestPhase {
+    /// Continue or answer.
+    pub outcome: RequestOutcome,
+    /// `Some` for a 0.2 stage: the bytes its response phase gets back (the instance is free to
+    /// go). `None` for a 0.1 stage, whose state lives in its instance.
+    pub state: Option<Vec<u8>>,
+}
 
 /// Epoch ticks the tokio timeout waits beyond the deadline, so that in guest code the epoch
 /// trap fires first; the tokio timeout catches host calls, which epochs do not interrupt.
@@ -24,7 +44,7 @@ pub struct StageInstance {
     /// The instance's store (its memory, fuel, deadline, host context).
     store: Store<StageState>,
     /// The instance's export handles.
-    bindings: StageBindings,
+    bindings: Bindings,
     /// Limits re-armed before every call.
     limits: CallLimits,
     /// Whether the engine meters fuel.
@@ -48,7 +68,14 @@ impl LoadedStage {
         let fuel_metering = sandbox.settings().fuel_metering;
         arm(&mut store, limits, fuel_metering);
         let hard_timeout = limits.deadline + sandbox.settings().epoch_tick * TIMEOUT_GRACE_TICKS;
-        let instantiated = timeout(hard_timeout, self.pre.instantiate_async(&mut store)).await;
+        let instantiated = match &self.pre {
+            StagePre::V1(pre) => timeout(hard_timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Bindings::V1)),
+            StagePre::V2(pre) => timeout(hard_timeout, pre.instantiate_async(&mut store))
+                .await
+                .map(|r| r.map(Bindings::V2)),
+        };
         report_dropped_lines(&mut store, &label);
         match instantiated {
             Ok(Ok(bindings)) => Ok(StageInstance {
@@ -66,15 +93,24 @@ impl LoadedStage {
 }
 
 impl StageInstance {
-    /// Calls `describe`.
-    pub async fn describe(&mut self) -> Result<StageInfo, StageFailure> {
+    /// Calls `describe`: the stage's info in 0.1's terms (see [`LoadedStage::contract`]) and
+    /// its contract.
+    pub async fn describe(&mut self) -> Result<(StageInfo, Contract), StageFailure> {
         self.prepare();
-        let result = timeout(
-            self.hard_timeout,
-            self.bindings.call_describe(&mut self.store),
-        )
-        .await;
-        self.finish(result)
+        match &self.bindings {
+            Bindings::V1(bindings) => {
+                let call = bindings.call_describe(&mut self.store);
+                let result = timeout(self.hard_timeout, call).await;
+                self.finish(result).map(|info| (info, Contract::V1))
+            }
+            Bindings::V2(bindings) => {
+                let call = bindings
+                    .weir_stage0_2_0_handler()
+                    .call_describe(&mut self.store);
+                let result = timeout(self.hard_timeout, call).await;
+                self.finish(result).map(from_v2)
+            }
+        }
     }
 
     /// Calls `on-request`.
@@ -82,24 +118,75 @@ impl StageInstance {
         &mut self,
         ctx: &RequestContext,
         request: &ChatRequest,
-    ) -> Result<Result<RequestOutcome, StageError>, StageFailure> {
+    ) -> Result<Result<RequestPhase, StageError>, StageFailure> {
         self.prepare();
-        let call = self.bindings.call_on_request(&mut self.store, ctx, request);
-        let result = timeout(self.hard_timeout, call).await;
-        self.finish(result)
+        match &self.bindings {
+            Bindings::V1(bindings) => {
+                let call = bindings.call_on_request(&mut self.store, ctx, request);
+                let result = timeout(self.hard_timeout, call).await;
+                self.finish(result).map(|r| {
+                    r.map(|outcome| RequestPhase {
+                        outcome,
+                        state: None,
+                    })
+                })
+            }
+            Bindings::V2(bindings) => {
+                let handler = bindings.weir_stage0_2_0_handler();
+                let call = handler.call_on_request(&mut self.store, ctx, request);
+                let result = timeout(self.hard_timeout, call).await;
+                self.finish(result).map(|r| {
+                    r.map(|done| RequestPhase {
+                        outcome: done.outcome,
+                        state: Some(done.state),
+                    })
+                })
+            }
+        }
     }
 
-    /// Calls `on-response`.
+    /// Calls `on-response`; `state` is what the stage's `on-request` handed over (0.2; a 0.1
+    /// stage keeps its own and ignores it).
     pub async fn on_response(
         &mut self,
         ctx: &RequestContext,
+        state: &[u8],
         request: &ChatRequest,
         response: &ChatResponse,
     ) -> Result<Result<ChatResponse, StageError>, StageFailure> {
         self.prepare();
-        let call = self
-            .bindings
-            .call_on_response(&mut self.store, ctx, request, response);
+        match &self.bindings {
+            Bindings::V1(bindings) => {
+                let call = bindings.call_on_response(&mut self.store, ctx, request, response);
+                let result = timeout(self.hard_timeout, call).await;
+                self.finish(result)
+            }
+            Bindings::V2(bindings) => {
+                let handler = bindings.weir_stage0_2_0_handler();
+                let call = handler.call_on_response(&mut self.store, ctx, state, request, response);
+                let result = timeout(self.hard_timeout, call).await;
+                self.finish(result)
+            }
+        }
+    }
+
+    /// Calls `on-response-chunk` (0.2 only: a 0.1 stage has none, and the call fails).
+    pub async fn on_response_chunk(
+        &mut self,
+        ctx: &RequestContext,
+        state: &[u8],
+        deltas: &[v2::TextDelta],
+    ) -> Result<Result<v2::ChunkDone, StageError>, StageFailure> {
+        self.prepare();
+        let Bindings::V2(bindings) = &self.bindings else {
+            return Err(StageFailure::new(
+                &self.label,
+                FailureKind::Failed,
+                "a weir:stage@0.1.0 stage has no on-response-chunk",
+            ));
+        };
+        let handler = bindings.weir_stage0_2_0_handler();
+        let call = handler.call_on_response_chunk(&mut self.store, ctx, state, deltas);
         let result = timeout(self.hard_timeout, call).await;
         self.finish(result)
     }
@@ -199,4 +286,25 @@ fn deadline(label: &str) -> StageFailure {
         FailureKind::DeadlineExceeded,
         "the call did not finish before its deadline",
     )
+}
+
+/// A 0.2 `stage-info` in 0.1's terms, with the contract that says which response hooks it has.
+fn from_v2(info: v2::StageInfo) -> (StageInfo, Contract) {
+    let whole = info.phases.contains(v2::Phases::RESPONSE);
+    let chunks = info.phases.contains(v2::Phases::RESPONSE_CHUNK);
+    let mut phases = Phases::empty();
+    if info.phases.contains(v2::Phases::REQUEST) {
+        phases |= Phases::REQUEST;
+    }
+    if whole || chunks {
+        phases |= Phases::RESPONSE;
+    }
+    let converted = StageInfo {
+        name: info.name,
+        version: info.version,
+        phases,
+        deterministic: info.deterministic,
+        needs_full_response: whole && !chunks,
+    };
+    (converted, Contract::V2 { whole, chunks })
 }

@@ -12,7 +12,7 @@ use wasmtime::component::Component;
 use crate::config::CallLimits;
 use crate::host_api::{CallScope, HostContext, HostServices, StageIdentity};
 use crate::sandbox::{DeclaredKeys, Origin, Sandbox, StageState};
-use crate::wit::{Phases, StageBindingsPre, StageInfo};
+use crate::wit::{Phases, StageBindingsPre, StageInfo, v2};
 
 use super::StageFailure;
 
@@ -60,7 +60,10 @@ pub enum LoadError {
     },
     /// The component does not target the `weir:stage` world (a missing export or an import
     /// the host does not grant).
-    #[error("{}: not a weir stage (world weir:stage/stage@0.1.0): {reason}", path.display())]
+    #[error(
+        "{}: not a weir stage (world weir:stage/stage@0.2.0 or @0.1.0): {reason}",
+        path.display()
+    )]
     World {
         /// The file.
         path: PathBuf,
@@ -75,6 +78,50 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+}
+
+/// Which version of the stage contract a component exports, and so how the host drives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Contract {
+    /// `weir:stage@0.1.0`: the phases are world exports, and a stage with both phases keeps
+    /// one instance from its `on-request` to its `on-response`.
+    V1,
+    /// `weir:stage/handler@0.2.0`: `on-request` hands its state over as bytes, so no instance
+    /// is held between the phases; a streamed answer may go through `on-response-chunk`.
+    V2 {
+        /// It implements `on-response` (whole answers; a stream buffered unless `chunks`).
+        whole: bool,
+        /// It implements `on-response-chunk`.
+        chunks: bool,
+    },
+}
+
+impl Contract {
+    /// `0.1` or `0.2`.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V1 => "0.1",
+            Contract::V2 { .. } => "0.2",
+        }
+    }
+}
+
+/// A stage version's pre-instantiated component, by contract.
+pub(crate) enum StagePre {
+    /// A 0.1 component.
+    V1(StageBindingsPre<StageState>),
+    /// A 0.2 component.
+    V2(v2::StagePre<StageState>),
+}
+
+impl StagePre {
+    /// The engine it was compiled for.
+    pub(crate) fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            StagePre::V1(pre) => pre.engine(),
+            StagePre::V2(pre) => pre.engine(),
+        }
+    }
 }
 
 /// One compiled, checked and described stage version.
@@ -92,8 +139,12 @@ pub struct LoadedStage {
     pub load_time: Duration,
     /// The keys its config table may have, when `describe` declared them (`config-keys`).
     pub config_keys: Option<BTreeSet<String>>,
+    /// The contract version it exports. `info` is in 0.1's terms for both: a 0.2 stage's
+    /// `response` phase means either response hook, and `needs_full_response` that it has
+    /// `on-response` but no chunk hook.
+    pub contract: Contract,
     /// The pre-instantiated component with its exports looked up, built once per version.
-    pub(crate) pre: StageBindingsPre<StageState>,
+    pub(crate) pre: StagePre,
 }
 
 impl std::fmt::Debug for LoadedStage {
@@ -103,6 +154,7 @@ impl std::fmt::Debug for LoadedStage {
             .field("digest", &self.digest.to_hex().as_str())
             .field("info", &self.info)
             .field("origin", &self.origin)
+            .field("contract", &self.contract)
             .field("load_time", &self.load_time)
             .finish()
     }
@@ -195,10 +247,26 @@ impl LoadedStage {
                 path: path.clone(),
                 reason: format!("{err:#}"),
             })?;
-        let pre = StageBindingsPre::new(pre).map_err(|err| LoadError::World {
-            path: path.clone(),
-            reason: format!("{err:#}"),
-        })?;
+        // A 0.2 handler export wins; otherwise the 0.1 world's exports, whose error names what
+        // is missing when neither matches.
+        let (pre, contract) = match v2::StagePre::new(pre.clone()) {
+            Ok(pre) => (
+                StagePre::V2(pre),
+                Contract::V2 {
+                    whole: false,
+                    chunks: false,
+                },
+            ),
+            Err(_) => match StageBindingsPre::new(pre) {
+                Ok(pre) => (StagePre::V1(pre), Contract::V1),
+                Err(err) => {
+                    return Err(LoadError::World {
+                        path: path.clone(),
+                        reason: format!("{err:#}"),
+                    });
+                }
+            },
+        };
 
         let mut stage = LoadedStage {
             path,
@@ -213,9 +281,10 @@ impl LoadedStage {
             origin,
             load_time,
             config_keys: None,
+            contract,
             pre,
         };
-        (stage.info, stage.config_keys) = stage.describe(sandbox, services).await?;
+        (stage.info, stage.contract, stage.config_keys) = stage.describe(sandbox, services).await?;
         Ok(stage)
     }
 
@@ -228,7 +297,7 @@ impl LoadedStage {
         &self,
         sandbox: &Sandbox,
         services: &Arc<HostServices>,
-    ) -> Result<(StageInfo, Option<BTreeSet<String>>), LoadError> {
+    ) -> Result<(StageInfo, Contract, Option<BTreeSet<String>>), LoadError> {
         let describe_err = |reason: String| LoadError::Describe {
             path: self.path.clone(),
             reason,
@@ -261,7 +330,7 @@ impl LoadedStage {
             .instantiate(sandbox, host, &limits)
             .await
             .map_err(|f: StageFailure| describe_err(format!("{}: {}", f.kind, f.detail)))?;
-        let info = instance
+        let (info, contract) = instance
             .describe()
             .await
             .map_err(|f| describe_err(format!("{}: {}", f.kind, f.detail)))?;
@@ -296,7 +365,7 @@ impl LoadedStage {
                 "the stage implements no phase (set on-request and/or on-response)".to_string(),
             ));
         }
-        Ok((info, config_keys))
+        Ok((info, contract, config_keys))
     }
 }
 
@@ -307,15 +376,26 @@ pub fn describe_line(stage: &LoadedStage) -> String {
     if info.phases.contains(Phases::REQUEST) {
         phases.push("on-request");
     }
-    if info.phases.contains(Phases::RESPONSE) {
-        phases.push("on-response");
+    match stage.contract {
+        Contract::V1 if info.phases.contains(Phases::RESPONSE) => phases.push("on-response"),
+        Contract::V1 => {}
+        Contract::V2 { whole, chunks } => {
+            if whole {
+                phases.push("on-response");
+            }
+            if chunks {
+                phases.push("on-response-chunk");
+            }
+        }
     }
     format!(
-        "{}: ok: stage {} {} (blake3 {}), phases {}, deterministic {}, needs-full-response {}",
+        "{}: ok: stage {} {} (blake3 {}, weir:stage@{}), phases {}, deterministic {}, \
+         needs-full-response {}",
         stage.path.display(),
         info.name,
         info.version,
         &stage.digest.to_hex()[..16],
+        stage.contract.version(),
         phases.join("+"),
         info.deterministic,
         info.needs_full_response

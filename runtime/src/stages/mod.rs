@@ -12,5 +12,5 @@ mod instance;
 mod loaded;
 
 pub use failure::{FailureKind, StageFailure};
-pub use instance::StageInstance;
-pub use loaded::{LoadError, LoadedStage, describe_line};
+pub use instance::{RequestPhase, StageInstance};
+pub use loaded::{Contract, LoadError, LoadedStage, describe_line};

@@ -9,6 +9,7 @@
 
 mod fleet;
 mod guests;
+mod in_flight;
 mod jobs;
 mod listener;
 mod reload;

@@ -33,7 +33,7 @@ use weir_sdk::{
 };
 
 /// The stage's per-request state (a fresh value for every request).
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Example {
     /// Set in the request phase when the request was greeted, read in the response phase.
     greeted: bool,

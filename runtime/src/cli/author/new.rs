@@ -134,6 +134,9 @@ crate-type = ["cdylib"]
 
 [dependencies]
 weir-sdk = {{ path = {sdk} }}
+# The stage value travels from on_request to on_response as JSON (the host keeps no instance
+# while the model answers): it derives Serialize and Deserialize.
+serde = {{ version = "1", features = ["derive"] }}
 
 # A stage is its own workspace, even inside another one.
 [workspace]
@@ -159,7 +162,7 @@ debug = false
 
 use weir_sdk::{{ChatRequest, Message, RequestContext, RequestOutcome, Stage, StageError, StageInfo}};
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Greeter;
 
 impl Stage for Greeter {{

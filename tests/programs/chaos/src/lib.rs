@@ -83,8 +83,9 @@ mod wasi_random {
     });
 }
 
-/// Per-request state, proving the response phase runs on the request phase's instance.
-#[derive(Default)]
+/// Per-request state, proving the response phase sees what the request phase left (through the
+/// state the host keeps between them).
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Chaos {
     /// Set by the request phase.
     saw_request: bool,

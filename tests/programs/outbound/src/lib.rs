@@ -36,7 +36,7 @@ use weir_sdk::{
 pub const MODES: &[&str] = &["http", "http-all", "fanout", "fields-flood"];
 
 /// The stage.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Outbound;
 
 impl Stage for Outbound {

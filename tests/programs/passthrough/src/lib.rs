@@ -3,7 +3,7 @@
 
 use weir_sdk::{Stage, StageInfo};
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct PassThrough;
 
 impl Stage for PassThrough {

@@ -58,9 +58,11 @@
 //! The `Stage` value is created with `Default` for each request and lives for the request
 //! phase and the response phase of that request only. Keep per-request state in `self`; keep
 //! cross-request state in [`cache`]. Between the phases the host keeps no instance: the SDK
-//! hands `self` to the host as JSON (serde) when `on_request` returns and gets it back for
-//! `on_response`, so a slow model holds bytes, not an instance, and the stage type derives
-//! `Serialize` and `Deserialize` (fields that need not survive: `#[serde(skip)]`).
+//! hands `self` to the host as bytes (serde, encoded with postcard) when `on_request` returns
+//! and gets it back for `on_response`, so a slow model holds bytes, not an instance, and the
+//! stage type derives `Serialize` and `Deserialize` (fields that need not survive:
+//! `#[serde(skip)]`; postcard is not self-describing, so no `skip_serializing_if`).
+//! [`testing::round_trip`] checks a value survives.
 
 #![warn(missing_docs)]
 

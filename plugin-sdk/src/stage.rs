@@ -1,7 +1,7 @@
 //! The [`Stage`] trait and the glue that carries one value of it through a request.
 //!
 //! The value is `S::default()` when `on-request` starts. When it returns, the glue serialises
-//! the value (serde JSON) into the state the host keeps for the request, and the instance goes
+//! the value (serde, postcard) into the state the host keeps for the request, and the instance goes
 //! back to the pool; `on-response` and `on-response-chunk` run on a fresh instance with the
 //! value deserialised from that state. So `self` survives between the phases of one request
 //! even though no instance does.
@@ -20,7 +20,9 @@ use crate::{
 /// Every phase defaults to pass-through, so a stage implements only what it needs and says
 /// which phases it implements in [`Stage::info`]; the host never calls a phase that `info`
 /// does not list. The type derives `Serialize` and `Deserialize` (serde, with its `derive`
-/// feature): `self` travels from `on_request` to `on_response` as JSON through the host.
+/// feature): `self` travels from `on_request` to `on_response` as bytes through the host
+/// (postcard, which is not self-describing: `#[serde(skip)]` works, `skip_serializing_if`
+/// does not; [`testing::round_trip`](crate::testing::round_trip) checks a value survives).
 ///
 /// ```no_run
 /// use weir_sdk::{ChatRequest, ChatResponse, RequestContext, Stage, StageError, StageInfo};
@@ -107,19 +109,25 @@ pub trait Stage: Default + Serialize + DeserializeOwned + 'static {
     }
 }
 
-/// The state bytes of `stage`. Always saved (`null` for a stage with no fields): asking
-/// [`Stage::info`] which phases follow would run the author's `info` on every request.
-fn save<S: Stage>(stage: &S) -> Result<Vec<u8>, StageError> {
-    serde_json::to_vec(stage)
+/// The state bytes of `stage`: none for a stage type with no fields (nothing to carry),
+/// postcard otherwise (compact, and much less code in the component than JSON), whether or
+/// not a phase follows (asking [`Stage::info`] would run the author's `info` on every
+/// request).
+pub(crate) fn save<S: Stage>(stage: &S) -> Result<Vec<u8>, StageError> {
+    if std::mem::size_of::<S>() == 0 {
+        return Ok(Vec::new());
+    }
+    postcard::to_allocvec(stage)
         .map_err(|err| StageError::fail(format!("cannot save the stage state: {err}")))
 }
 
 /// The stage value `state` holds; `S::default()` when it is empty (no request phase ran).
-fn load<S: Stage>(state: &[u8]) -> Result<S, StageError> {
-    if state.is_empty() {
+pub(crate) fn load<S: Stage>(state: &[u8]) -> Result<S, StageError> {
+    // A stage type with no fields has nothing to read (and links no decoder).
+    if std::mem::size_of::<S>() == 0 || state.is_empty() {
         return Ok(S::default());
     }
-    serde_json::from_slice(state)
+    postcard::from_bytes(state)
         .map_err(|err| StageError::fail(format!("cannot read the stage state: {err}")))
 }
 

@@ -23,7 +23,7 @@
 
 use std::fmt::Debug;
 
-use crate::StageError;
+use crate::{Stage, StageError};
 
 /// A config getter over `pairs` (key, raw value), as [`crate::config::get`] would answer for a
 /// stage whose config table holds exactly those keys.
@@ -43,5 +43,29 @@ pub fn fail_message<T: Debug>(result: Result<T, StageError>) -> String {
         Err(StageError::Fail(message)) => message,
         Err(StageError::Reject(rejection)) => panic!("unexpected rejection {rejection:?}"),
         Ok(value) => panic!("unexpected success {value:?}"),
+    }
+}
+
+/// `stage` as the response phase will see it: encoded into the state the host keeps between
+/// the phases and decoded again, as the SDK does (a field marked `#[serde(skip)]` comes back as
+/// its default). Fails the test when the type does not survive the trip.
+///
+/// ```
+/// #[derive(Default, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// struct Seen { names: Vec<String> }
+/// # impl weir_sdk::Stage for Seen {
+/// #     fn info() -> weir_sdk::StageInfo { weir_sdk::StageInfo::new("seen", "1").on_request() }
+/// # }
+/// let seen = Seen { names: vec!["a".into()] };
+/// assert_eq!(weir_sdk::testing::round_trip(&seen), seen);
+/// ```
+pub fn round_trip<S: Stage>(stage: &S) -> S {
+    let state = match crate::stage::save(stage) {
+        Ok(state) => state,
+        Err(err) => panic!("the stage state does not encode: {err:?}"),
+    };
+    match crate::stage::load::<S>(&state) {
+        Ok(stage) => stage,
+        Err(err) => panic!("the stage state does not decode: {err:?}"),
     }
 }

@@ -260,13 +260,15 @@ impl Forwarded {
                     }
                     self.request = request;
                     if phases.contains(Phases::RESPONSE) {
-                        // A 0.2 stage handed its state over: its instance goes back now, so a
-                        // slow model holds bytes, not an instance.
+                        // A 0.2 stage handed its state over: unless the pool has room to
+                        // spare, its instance goes back now, so a slow model holds bytes, not
+                        // an instance.
                         let (instance, state) = match state {
-                            Some(state) => {
+                            Some(state) if !self.env.sandbox.has_headroom() => {
                                 instance.release(&self.env.reaper);
                                 (None, state)
                             }
+                            Some(state) => (Some(instance), state),
                             None => (Some(instance), Vec::new()),
                         };
                         self.held.push(Held {
@@ -508,14 +510,19 @@ impl Forwarded {
             }
             let spec = &pipeline.stages[self.held[at].index];
             let started = Instant::now();
-            let instance = instantiate(
-                &self.env,
-                &self.request_id,
-                &self.pipeline.route,
-                &self.meter,
-                spec,
-            )
-            .await;
+            let instance = match self.held[at].instance.take() {
+                Some(instance) => Ok(instance),
+                None => {
+                    instantiate(
+                        &self.env,
+                        &self.request_id,
+                        &self.pipeline.route,
+                        &self.meter,
+                        spec,
+                    )
+                    .await
+                }
+            };
             let mut instance = match instance {
                 Ok(instance) => instance,
                 Err(failure) => {
@@ -531,7 +538,12 @@ impl Forwarded {
                 .await;
             let result = size::bound(&spec.identity.label, self.output_cap(), input, result);
             let fuel = fuel_used(&instance);
-            instance.release(&self.env.reaper);
+            // Kept for the next chunk only while the pool has room to spare.
+            if matches!(result, Ok(Ok(_))) && self.env.sandbox.has_headroom() {
+                self.held[at].instance = Some(instance);
+            } else {
+                instance.release(&self.env.reaper);
+            }
             let tally = &mut self.held[at].chunks;
             tally.started.get_or_insert(started);
             tally.calls += 1;
@@ -569,6 +581,9 @@ impl Forwarded {
         failure: StageFailure,
     ) -> Result<(), PipelineError> {
         let held = self.held.remove(at);
+        if let Some(instance) = held.instance {
+            instance.release(&self.env.reaper);
+        }
         self.record_chunks(spec, &held.chunks);
         let result = self.apply_policy(spec, Phase::Chunks, started, fuel, failure);
         if result.is_err() {
@@ -583,15 +598,21 @@ impl Forwarded {
     pub fn end_chunks(&mut self) {
         let pipeline = self.pipeline.clone();
         let mut held = std::mem::take(&mut self.held);
-        held.retain(|h| {
+        let mut done = Vec::new();
+        for h in held.drain(..) {
             let spec = &pipeline.stages[h.index];
             if spec.stage.contract == Contract::V1 {
-                return true;
+                self.held.push(h);
+                continue;
             }
             self.record_chunks(spec, &h.chunks);
-            false
-        });
-        self.held = held;
+            done.push(h);
+        }
+        for h in done {
+            if let Some(instance) = h.instance {
+                instance.release(&self.env.reaper);
+            }
+        }
     }
 
     fn record_chunks(&mut self, spec: &PipelineStage, tally: &ChunkTally) {

@@ -229,6 +229,14 @@ impl Sandbox {
         self.small.instances() + self.large.get().map_or(0, Lane::instances)
     }
 
+    /// True while fewer than half of `pool_size` instances are alive: a 0.2 stage may then
+    /// keep its instance for its next phase (saving an instantiation, about half of what a
+    /// both-phase Rust stage costs per request). Past it, every instance goes back as soon as
+    /// its phase has run, so requests waiting on a model never hold the pool.
+    pub fn has_headroom(&self) -> bool {
+        self.live_instances().saturating_mul(2) < u64::from(self.settings.pool_size)
+    }
+
     /// Keeps compiled stages in `dir` (created 0700 if missing), signed with `key`, so later
     /// loads of the same stage version with this engine configuration, in this process or the
     /// next one holding the same key, skip compiling. Takes `&self` so it can be called on the

@@ -4,7 +4,9 @@
 # with no stage. The upstream is `weir sim` with a 50 ms time to first token and 10 ms between
 # tokens; the prompt carries an e-mail address and a phone number, so the answer's
 # placeholders are restored chunk by chunk. Prints medians and p90 of N requests per path
-# (c=1, alternating), the chunks each path delivered, and the added time to first token.
+# (c=1, alternating), the added time to first token, and the chunks each path delivered (the
+# pii-redact path's upstream answers the redacted prompt, a different text: that chunk count
+# is its upstream's; tests/all/contract.rs checks it equals what the client gets).
 #
 #   bench/stream_ttft.sh            (N=200 by default)
 set -euo pipefail

@@ -30,7 +30,7 @@ if [ ! -x "$sm/node_modules/.bin/componentize-js" ]; then
 fi
 "$sm/node_modules/.bin/rolldown" -c examples/stages/js/rolldown.config.js --file "$work/sm.js" >/dev/null 2>&1
 repo=$(pwd)
-(cd "$work" && "$sm/node_modules/.bin/componentize-js" sm.js --wit "$repo/wit" -n stage -d http fetch-event -o "$work/starlingmonkey.wasm" >/dev/null)
+(cd "$work" && "$sm/node_modules/.bin/componentize-js" sm.js --wit "$repo/wit" -n weir:stage/stage@0.2.0 -d http fetch-event -o "$work/starlingmonkey.wasm" >/dev/null)
 
 cat > "$work/req.json" <<'JSON'
 {"model":"demo","messages":[{"role":"user","content":"hello there, mail me at jane@example.com"}]}

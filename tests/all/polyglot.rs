@@ -303,6 +303,12 @@ async fn a_new_stage_in_each_language_scaffolds_builds_tests_and_serves() {
             "{lang}: {printed}"
         );
         assert!(printed.contains("Answer in French."), "{lang}: {printed}");
+        // Every language's scaffold builds a weir:stage@0.2 component: its request phase hands
+        // its state to the host.
+        assert!(
+            printed.contains("bytes of state handed to the host"),
+            "{lang}: {printed}"
+        );
         routes.push_str(&format!(
             "\n[[routes]]\nmodel = \"{lang}\"\ntargets = [\"up\"]\n[[routes.stages]]\n\
              name = \"{name}\"\npath = \"{}\"\nconfig = {{ greeting = \"Be {lang}.\" }}\n",

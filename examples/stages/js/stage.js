@@ -9,7 +9,7 @@ import {
   LlmError, lastUserText, responseText, responseWithText,
 } from 'weir-stage';
 
-export const { describe, onRequest, onResponse } = defineStage({
+export const handler = defineStage({
   name: 'example-js',
   version: '0.1.0',
   // A misspelled key (`greting`) is refused when the host loads the config.

@@ -94,4 +94,4 @@ class Example(weir.Stage):
         return response
 
 
-WitWorld = weir.export(Example)
+Handler = weir.export(Example)

@@ -103,10 +103,11 @@ export interface RequestContext {
   stage: string;
 }
 
-/** The phases a stage implements (the WIT `phases` flags). */
+/** The phases a stage implements (the WIT `phases` flags of `weir:stage/handler@0.2.0`). */
 export interface Phases {
   request: boolean;
   response: boolean;
+  responseChunk: boolean;
 }
 
 /** What a stage says about itself (`describe()`). */
@@ -115,7 +116,13 @@ export interface StageInfo {
   version: string;
   phases: Phases;
   deterministic: boolean;
-  needsFullResponse: boolean;
+}
+
+/** One choice's new text in a streamed chunk; `last` on the choice's final text. */
+export interface TextDelta {
+  choice: number;
+  text: string;
+  last: boolean;
 }
 
 /** A deliberate refusal: the client gets this status (400..=599) and code. */
@@ -152,15 +159,16 @@ export interface StageDefinition<S = Record<string, any>> {
   version?: string;
   /** `onRequest` depends only on its input and the stage config: the host may cache it. */
   deterministic?: boolean;
-  /** `onResponse` must see the whole response even for a streamed request. */
-  needsFullResponse?: boolean;
   /**
    * Every key the stage's config table may have: the host then refuses a config that sets any
    * other key for this stage (a misspelling) when it loads, naming the file and line. Default:
    * any key is accepted.
    */
   configKeys?: string[];
-  /** Makes the per-request state, once per request (default: `{}`). */
+  /**
+   * Makes the per-request state, once per request (default: `{}`). It travels from `onRequest`
+   * to the response phase as JSON, so keep it JSON-serialisable.
+   */
   state?: () => S;
   /**
    * The request phase: return `next(request)`, `respond(response)`, a bare request or
@@ -183,20 +191,24 @@ export interface StageDefinition<S = Record<string, any>> {
     response: ChatResponse,
     state: S,
   ) => ChatResponse | void;
+  /**
+   * The response phase on one chunk of a streamed answer: return the deltas to send now (or
+   * nothing: the ones given); keep in `state` what must wait, and return it at the latest
+   * with the delta marked `last`. Must not be `async`.
+   */
+  onResponseChunk?: (ctx: RequestContext, deltas: TextDelta[], state: S) => TextDelta[] | void;
 }
 
-/** The three exports of the `stage` world. */
-export interface StageExports {
+/** The `weir:stage/handler@0.2.0` interface a stage exports. */
+export interface StageHandler {
   describe(): StageInfo;
-  onRequest(ctx: RequestContext, request: ChatRequest): RequestOutcome;
-  onResponse(ctx: RequestContext, request: ChatRequest, response: ChatResponse): ChatResponse;
+  onRequest(ctx: RequestContext, request: ChatRequest): { outcome: RequestOutcome; state: Uint8Array };
+  onResponse(ctx: RequestContext, state: Uint8Array, request: ChatRequest, response: ChatResponse): ChatResponse;
+  onResponseChunk(ctx: RequestContext, state: Uint8Array, deltas: TextDelta[]): { deltas: TextDelta[]; state: Uint8Array };
 }
 
-/**
- * Defines a stage; export what it returns:
- * `export const { describe, onRequest, onResponse } = defineStage({ ... })`.
- */
-export function defineStage<S = Record<string, any>>(definition: StageDefinition<S>): StageExports;
+/** Defines a stage; export what it returns: `export const handler = defineStage({ ... })`. */
+export function defineStage<S = Record<string, any>>(definition: StageDefinition<S>): StageHandler;
 
 // -- Outcomes and errors ------------------------------------------------------------------------
 

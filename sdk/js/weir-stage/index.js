@@ -8,16 +8,18 @@
 // StarlingMonkey, hence the `== null` tests below), mirroring the Rust `weir-sdk`:
 //
 //   1. describe the stage with `defineStage({ name, version, onRequest, onResponse })`;
-//   2. export what it returns: `export const { describe, onRequest, onResponse } = defineStage(...)`;
+//   2. export what it returns as the `weir:stage/handler@0.2.0` interface:
+//      `export const handler = defineStage(...)`;
 //   3. bundle and componentize (see README.md) and point the host config at the `.wasm` file.
 //
 // Layout of this file: outcomes and errors; `defineStage` and its export glue; helpers on
 // messages, requests and responses; `config`, `log`, `cache`, `llm`; tokens and retries;
 // UTF-8 (QuickJS has no TextEncoder); value normalization for the way out.
 //
-// Every request gets a fresh instance of the component, so module state lives for one request:
-// `defineStage` keeps a per-request `state` object from `onRequest` to `onResponse` of that
-// request; cross-request state belongs in `cache`.
+// `defineStage` makes a per-request `state` object for `onRequest` and hands it to the host as
+// JSON when `onRequest` returns (the component targets `weir:stage@0.2.0`: no instance waits
+// while the model answers); `onResponse` and `onResponseChunk` get it back, parsed. Keep it
+// JSON-serialisable; cross-request state belongs in `cache`.
 
 import * as host from 'weir:stage/host@0.1.0';
 
@@ -127,70 +129,73 @@ export class ConfigError extends Error {
 // -- defineStage and its export glue ----------------------------------------------------------
 
 /**
- * Defines a stage and returns the three exports of the `stage` world. Use it once, in the
- * entry module:
+ * Defines a stage and returns the `weir:stage/handler@0.2.0` interface it exports. Use it once,
+ * in the entry module:
  *
  * ```js
- * export const { describe, onRequest, onResponse } = defineStage({
+ * export const handler = defineStage({
  *   name: 'footer', version: '0.1.0',
  *   onResponse(ctx, request, response) { ...; return response; },
  * });
  * ```
  *
- * The phases `describe()` reports are inferred from which of `onRequest` / `onResponse` the
- * definition has; the host never calls a phase that is not listed (an absent phase passes
- * through). Each request gets a fresh `state` (from `definition.state()`, else `{}`), passed to
- * `onRequest` and to `onResponse` of the same request.
+ * The phases `describe()` reports are inferred from which of `onRequest` / `onResponse` /
+ * `onResponseChunk` the definition has; the host never calls a phase that is not listed (an
+ * absent phase passes through). Each request gets a fresh `state` (from `definition.state()`,
+ * else `{}`), passed to `onRequest`; when it returns, the state travels to the host as JSON and
+ * comes back, parsed, to `onResponse` / `onResponseChunk` of the same request (so it must be
+ * JSON-serialisable: no functions, `Map`s or cycles).
  *
  * `onRequest` returns `next(request)`, `respond(response)`, a bare request (means `next`), a
  * bare response (means `respond`) or nothing (means `next` with the request it was given,
  * possibly changed in place). `onResponse` returns the response, or nothing (the one it was
- * given). Phases are synchronous: a returned Promise fails the stage. `reject()` / `fail()`
- * end a phase with a stage error; any other exception becomes `fail` with its message.
+ * given). `onResponseChunk(ctx, deltas, state)` sees a streamed answer chunk by chunk: each
+ * delta is `{ choice, text, last }`; it returns the deltas to send now (or nothing: the ones
+ * given) and keeps in `state` what must wait for a later chunk, returning it at the latest with
+ * `last`. A stage with `onResponse` and no `onResponseChunk` sees a stream whole. Phases are
+ * synchronous: a returned Promise fails the stage. `reject()` / `fail()` end a phase with a
+ * stage error; any other exception becomes `fail` with its message.
  *
  * Outgoing values are completed before they reach the host: a missing `extra` becomes `"{}"`,
  * missing options `null`, a string `content` becomes `{ tag: 'text', val }`, and so on.
  *
  * @template S
  * @param {import('./index').StageDefinition<S>} definition
- * @returns {import('./index').StageExports}
+ * @returns {import('./index').StageHandler}
  */
 export function defineStage(definition) {
   if (definition === null || typeof definition !== 'object') {
     throw new TypeError('defineStage expects an object: { name, version, onRequest?, onResponse? }');
   }
-  const { name, version = '0.1.0', onRequest, onResponse } = definition;
+  const { name, version = '0.1.0', onRequest, onResponse, onResponseChunk } = definition;
   if (typeof name !== 'string' || name === '') {
     throw new TypeError('defineStage: `name` must be a non-empty string');
   }
   if (typeof version !== 'string') {
     throw new TypeError('defineStage: `version` must be a string');
   }
-  for (const [key, value] of [['onRequest', onRequest], ['onResponse', onResponse], ['state', definition.state]]) {
+  for (const [key, value] of [
+    ['onRequest', onRequest], ['onResponse', onResponse], ['onResponseChunk', onResponseChunk],
+    ['state', definition.state],
+  ]) {
     if (value !== undefined && typeof value !== 'function') {
       throw new TypeError(`defineStage: \`${key}\` must be a function when given`);
     }
   }
-  if (onRequest === undefined && onResponse === undefined) {
+  if (onRequest === undefined && onResponse === undefined && onResponseChunk === undefined) {
     throw new TypeError('defineStage: define onRequest, onResponse or both');
   }
   const info = {
     name,
     version,
-    phases: { request: onRequest !== undefined, response: onResponse !== undefined },
+    phases: {
+      request: onRequest !== undefined,
+      response: onResponse !== undefined,
+      responseChunk: onResponseChunk !== undefined,
+    },
     deterministic: Boolean(definition.deterministic),
-    needsFullResponse: Boolean(definition.needsFullResponse),
   };
-
-  // The state of this instance, i.e. of the current request: the host instantiates the
-  // component afresh for every request (module state starts from the build-time snapshot).
-  let current = null;
-  const stateOf = (fresh) => {
-    if (fresh || current === null) {
-      current = { state: definition.state ? definition.state() : {} };
-    }
-    return current.state;
-  };
+  const fresh = () => (definition.state ? definition.state() : {});
 
   const configKeys = definition.configKeys;
   if (configKeys !== undefined && !(Array.isArray(configKeys) && configKeys.every((k) => typeof k === 'string'))) {
@@ -206,17 +211,18 @@ export function defineStage(definition) {
 
     onRequest(ctx, request) {
       return guard(() => {
-        if (onRequest === undefined) return next(request);
-        const state = stateOf(true);
-        const outcome = onRequest(ctx, request, state);
-        return toOutcome(outcome, request);
+        if (onRequest === undefined) return { outcome: next(request), state: new Uint8Array(0) };
+        const state = fresh();
+        const outcome = toOutcome(onRequest(ctx, request, state), request);
+        const kept = outcome.tag === 'next' ? saveState(state) : new Uint8Array(0);
+        return { outcome, state: kept };
       });
     },
 
-    onResponse(ctx, request, response) {
+    onResponse(ctx, saved, request, response) {
       return guard(() => {
         if (onResponse === undefined) return response;
-        const state = stateOf(false);
+        const state = loadState(saved, fresh);
         const result = onResponse(ctx, request, response, state);
         if (result === undefined) return normalizeResponse(response);
         if (isThenable(result)) throw asyncPhase('onResponse');
@@ -224,7 +230,50 @@ export function defineStage(definition) {
         throw new StageError({ tag: 'fail', val: `onResponse returned ${describeValue(result)}; return the response` });
       });
     },
+
+    onResponseChunk(ctx, saved, deltas) {
+      return guard(() => {
+        if (onResponseChunk === undefined) return { deltas, state: saved };
+        const state = loadState(saved, fresh);
+        const result = onResponseChunk(ctx, deltas, state);
+        if (isThenable(result)) throw asyncPhase('onResponseChunk');
+        const out = result === undefined ? deltas : result;
+        if (!Array.isArray(out)) {
+          throw new StageError({
+            tag: 'fail',
+            val: `onResponseChunk returned ${describeValue(result)}; return an array of { choice, text, last }`,
+          });
+        }
+        const normalized = out.map((d) => ({
+          choice: Number(d.choice) >>> 0,
+          text: String(d.text ?? ''),
+          last: Boolean(d.last),
+        }));
+        return { deltas: normalized, state: saveState(state) };
+      });
+    },
   };
+}
+
+/** The per-request state as the bytes the host keeps: JSON, UTF-8. */
+function saveState(state) {
+  let json;
+  try {
+    json = JSON.stringify(state);
+  } catch (err) {
+    throw new StageError({ tag: 'fail', val: `cannot save the stage state (it must be JSON): ${safeString(err)}` });
+  }
+  return json === undefined ? new Uint8Array(0) : encodeUtf8(json);
+}
+
+/** The per-request state from the bytes the host kept; a fresh one when there are none. */
+function loadState(saved, fresh) {
+  if (saved == null || saved.length === 0) return fresh();
+  try {
+    return JSON.parse(decodeUtf8(saved));
+  } catch (err) {
+    throw new StageError({ tag: 'fail', val: `cannot read the stage state: ${safeString(err)}` });
+  }
 }
 
 /** Runs a phase; turns whatever it throws into the WIT `stage-error` jco expects thrown. */

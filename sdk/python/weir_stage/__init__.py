@@ -5,10 +5,11 @@ sandboxed with fuel, a deadline and a memory cap. This package is a thin layer o
 that ``componentize-py`` generates from ``wit/stage.wit`` (the ``weir:stage`` world, the single
 source of truth) at build time, mirroring the Rust ``weir-sdk``:
 
-1. subclass :class:`Stage` and override ``on_request`` and/or ``on_response``;
-2. export it with ``WitWorld = weir.export(MyStage)`` in the app module;
-3. build with ``componentize-py -d wit -w stage componentize -p <this dir> -p . app -o stage.wasm``
-   and point the host config at ``stage.wasm``.
+1. subclass :class:`Stage` and override ``on_request``, ``on_response`` and/or
+   ``on_response_chunk``;
+2. export it with ``Handler = weir.export(MyStage)`` in the app module;
+3. build with ``weir build`` (``componentize-py -d wit -w weir:stage/stage@0.2.0 componentize
+   -p <this dir> -p . app -o stage.wasm``) and point the host config at ``stage.wasm``.
 
 .. code-block:: python
 
@@ -27,32 +28,36 @@ source of truth) at build time, mirroring the Rust ``weir-sdk``:
                 weir.reject(403, "codename", "that project is confidential")
             return weir.next(request)
 
-    WitWorld = weir.export(CodenameGuard)
+    Handler = weir.export(CodenameGuard)
 
 Modules: :mod:`weir_stage.config` (the stage's config table), :mod:`weir_stage.log` (the host
 log), :mod:`weir_stage.cache` (a key-value cache private to the stage, kept across requests) and
 :mod:`weir_stage.llm` (model calls through the host's LLM step). The WIT types are re-exported
 here (``weir.ChatRequest``, ``weir.ChatResponse``, ``weir.Text``, ...).
 
-Every request gets a fresh instance of the component, so :func:`export` creates a fresh stage
-object for each request and keeps it from ``on_request`` to ``on_response`` of that request:
-keep per-request state in ``self``, cross-request state in :mod:`weir_stage.cache`.
+:func:`export` creates a fresh stage object for each request. When ``on_request`` returns, its
+attributes are pickled into the state the host keeps for the request (the component targets
+``weir:stage@0.2.0``: no instance waits on the model), and ``on_response`` /
+``on_response_chunk`` run on the object unpickled from it: keep per-request state in ``self``
+(picklable values), cross-request state in :mod:`weir_stage.cache`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from typing import List, NoReturn, Optional, Union
 
 try:
     from componentize_py_types import Err
+    from wit_world.exports import handler
     from wit_world.imports import host, types
 except ImportError as _missing:  # pragma: no cover
     raise ImportError(
-        "weir_stage needs the bindings componentize-py generates for the weir:stage world "
-        "(modules `wit_world` and `componentize_py_types`): build with `componentize-py -d wit "
-        "-w stage componentize ...`, or, to run outside wasm, generate them with "
-        "`componentize-py -d wit -w stage bindings DIR` and put DIR on sys.path"
+        "weir_stage needs the bindings componentize-py generates for the weir:stage@0.2.0 world "
+        "(modules `wit_world` and `componentize_py_types`): build with `weir build`, or, to run "
+        "outside wasm, generate them with `componentize-py -d wit -w weir:stage/stage@0.2.0 "
+        "bindings DIR` and put DIR on sys.path"
     ) from _missing
 
 from . import cache, config, llm, log
@@ -68,7 +73,7 @@ __all__ = [
     "config", "log", "cache", "llm", "LlmError",
     # WIT types
     "ChatRequest", "ChatResponse", "Choice", "Content", "ContentPart", "Text", "Parts",
-    "Usage", "RequestContext", "RequestOutcome", "StageInfo", "Phases", "types",
+    "Usage", "RequestContext", "RequestOutcome", "StageInfo", "Phases", "TextDelta", "types",
 ]
 
 # -- The WIT types, under shorter names -------------------------------------------------------
@@ -85,8 +90,10 @@ Text = types.Content_Text
 Parts = types.Content_Parts
 RequestContext = types.RequestContext
 RequestOutcome = types.RequestOutcome
-StageInfo = types.StageInfo
-Phases = types.Phases
+StageInfo = handler.StageInfo
+Phases = handler.Phases
+#: One choice's new text in a streamed chunk (``choice``, ``text``, ``last``).
+TextDelta = handler.TextDelta
 
 
 @dataclasses.dataclass
@@ -235,12 +242,13 @@ class Stage:
     export it with :func:`export`.
 
     The phases a stage declares are inferred: a subclass that overrides only ``on_request``
-    declares the request phase only (the host then never calls ``on_response`` and frees the
-    instance right after ``on_request``), and so on.
+    declares the request phase only (the host then never calls ``on_response``), and so on.
 
-    One object is created (with no arguments) per request; ``on_response`` runs on the same
-    object as ``on_request`` of that request, so ``__init__`` is the place to set up
-    per-request state.
+    One object is created (with no arguments) per request. ``on_response`` and
+    ``on_response_chunk`` run on a copy of it: its attributes are pickled when ``on_request``
+    returns (the host keeps the bytes, not the instance, while the model answers) and unpickled
+    for the response phase, so ``__init__`` is the place to set up per-request state and every
+    attribute must be picklable.
     """
 
     #: The stage's short name, for logs and headers (required).
@@ -250,8 +258,6 @@ class Stage:
     #: True when ``on_request`` depends only on its input and the stage config, so the host may
     #: cache its outcome by content.
     deterministic: bool = False
-    #: True when ``on_response`` must see the whole response even for a streamed request.
-    needs_full_response: bool = False
     #: Every key the stage's config table may have. When set, the host refuses a config that
     #: sets any other key for this stage (a misspelling) when it loads, naming the file and
     #: line; ``None`` (the default) accepts any key.
@@ -271,8 +277,17 @@ class Stage:
     ) -> types.ChatResponse:
         """The response phase: return the (possibly rewritten) response, or raise with
         :func:`reject` / :func:`fail`. ``request`` is what this stage passed on in
-        ``on_request``."""
+        ``on_request``. A streamed answer is buffered for it unless the stage also overrides
+        :meth:`on_response_chunk`."""
         return response
+
+    def on_response_chunk(
+        self, ctx: types.RequestContext, deltas: List[handler.TextDelta]
+    ) -> List[handler.TextDelta]:
+        """The response phase on one chunk of a streamed answer: ``deltas`` has each choice's
+        new text (``last`` set on its final one). Return the text to send now; keep in ``self``
+        what must wait for a later chunk and return it at the latest with ``last``."""
+        return deltas
 
     @classmethod
     def info(cls) -> types.StageInfo:
@@ -282,12 +297,13 @@ class Stage:
             phases |= Phases.REQUEST
         if cls.on_response is not Stage.on_response:
             phases |= Phases.RESPONSE
-        return types.StageInfo(
+        if cls.on_response_chunk is not Stage.on_response_chunk:
+            phases |= Phases.RESPONSE_CHUNK
+        return handler.StageInfo(
             name=cls.name,
             version=cls.version,
             phases=phases,
             deterministic=bool(cls.deterministic),
-            needs_full_response=bool(cls.needs_full_response),
         )
 
 
@@ -320,11 +336,39 @@ def _failure(err: BaseException) -> Err:
     return Err(types.StageError_Fail(message + where))
 
 
-def export(stage_class: type) -> type:
-    """Exports ``stage_class`` (a :class:`Stage` subclass) as the component's ``stage`` world.
+def _save(stage: Stage) -> bytes:
+    """The state of ``stage`` for the host: its attributes, pickled (nothing when it has none)."""
+    attributes = vars(stage)
+    if not attributes:
+        return b""
+    try:
+        return pickle.dumps(attributes, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as err:  # noqa: BLE001 (an unpicklable attribute is a stage `fail`)
+        raise Err(types.StageError_Fail(
+            f"cannot save the stage state ({type(stage).__name__}'s attributes must be "
+            f"picklable): {type(err).__name__}: {err}"
+        )) from None
 
-    Use it once, in the app module: ``WitWorld = weir.export(MyStage)``; componentize-py looks
-    for the name ``WitWorld``. Checks the class when the module is imported, so a mistake fails
+
+def _load(stage_class: type, state: bytes) -> Stage:
+    """The stage object ``state`` holds: a fresh one when it is empty (no request phase ran)."""
+    stage = stage_class()
+    if state:
+        try:
+            stage.__dict__.update(pickle.loads(state))
+        except Exception as err:  # noqa: BLE001
+            raise Err(types.StageError_Fail(
+                f"cannot read the stage state: {type(err).__name__}: {err}"
+            )) from None
+    return stage
+
+
+def export(stage_class: type) -> type:
+    """Exports ``stage_class`` (a :class:`Stage` subclass) as the component's
+    ``weir:stage/handler@0.2.0`` interface.
+
+    Use it once, in the app module: ``Handler = weir.export(MyStage)``; componentize-py looks
+    for the name ``Handler``. Checks the class when the module is imported, so a mistake fails
     the build rather than the first request.
     """
     if not (isinstance(stage_class, type) and issubclass(stage_class, Stage)):
@@ -334,15 +378,6 @@ def export(stage_class: type) -> type:
         raise TypeError(f"{stage_class.__name__}.name must be a non-empty string")
     if not isinstance(info.version, str):
         raise TypeError(f"{stage_class.__name__}.version must be a string")
-
-    # The stage object of this instance, i.e. of the current request (the host instantiates
-    # the component afresh for every request).
-    current: List[Stage] = []
-
-    def stage_object() -> Stage:
-        if not current:
-            current.append(stage_class())
-        return current[0]
 
     def call(phase, *args):
         try:
@@ -357,31 +392,32 @@ def export(stage_class: type) -> type:
         except Exception as err:  # noqa: BLE001 (any other failure is a stage `fail`)
             raise _failure(err) from None
 
-    class WitWorld:
-        """The generated ``WitWorld`` protocol, implemented for ``stage_class``."""
+    class Handler:
+        """The generated ``Handler`` protocol, implemented for ``stage_class``."""
 
-        def describe(self) -> types.StageInfo:
+        def describe(self) -> handler.StageInfo:
             if stage_class.config_keys is not None:
                 host.config_keys([str(key) for key in stage_class.config_keys])
             return stage_class.info()
 
         def on_request(self, ctx, request):
-            current.clear()
-            stage = stage_object()
+            stage = stage_class()
             outcome = call(stage.on_request, ctx, request)
-            if isinstance(outcome, (types.RequestOutcome_Next, types.RequestOutcome_Respond)):
-                return outcome
             if isinstance(outcome, types.ChatRequest):
-                return types.RequestOutcome_Next(outcome)
-            if isinstance(outcome, types.ChatResponse):
-                return types.RequestOutcome_Respond(outcome)
+                outcome = types.RequestOutcome_Next(outcome)
+            elif isinstance(outcome, types.ChatResponse):
+                outcome = types.RequestOutcome_Respond(outcome)
+            if isinstance(outcome, types.RequestOutcome_Respond):
+                return handler.RequestDone(outcome=outcome, state=b"")
+            if isinstance(outcome, types.RequestOutcome_Next):
+                return handler.RequestDone(outcome=outcome, state=_save(stage))
             raise Err(types.StageError_Fail(
                 f"{stage_class.__name__}.on_request returned {type(outcome).__name__}; "
                 "return weir.next(request) or weir.respond(response)"
             ))
 
-        def on_response(self, ctx, request, response):
-            stage = stage_object()
+        def on_response(self, ctx, state, request, response):
+            stage = _load(stage_class, state)
             result = call(stage.on_response, ctx, request, response)
             if isinstance(result, types.ChatResponse):
                 return result
@@ -390,5 +426,15 @@ def export(stage_class: type) -> type:
                 "return the response"
             ))
 
-    WitWorld.__qualname__ = WitWorld.__name__ = "WitWorld"
-    return WitWorld
+        def on_response_chunk(self, ctx, state, deltas):
+            stage = _load(stage_class, state)
+            result = call(stage.on_response_chunk, ctx, deltas)
+            if not isinstance(result, list):
+                raise Err(types.StageError_Fail(
+                    f"{stage_class.__name__}.on_response_chunk returned "
+                    f"{type(result).__name__}; return a list of weir.TextDelta"
+                ))
+            return handler.ChunkDone(deltas=result, state=_save(stage))
+
+    Handler.__qualname__ = Handler.__name__ = "Handler"
+    return Handler

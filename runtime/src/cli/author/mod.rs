@@ -188,7 +188,7 @@ fn build_python(dir: &Path, out: &Path) -> Result<(), String> {
     run(Command::new(tool)
         .arg("-d")
         .arg(sdk.join("wit"))
-        .args(["-w", "stage", "componentize", "-p"])
+        .args(["-w", "weir:stage/stage@0.2.0", "componentize", "-p"])
         .arg(sdk.join("sdk/python"))
         .arg("-p")
         .arg(dir)
@@ -243,7 +243,7 @@ fn build_js(dir: &Path, out: &Path) -> Result<(), String> {
         .arg(sdk.join("wit"))
         .args([
             "-n",
-            "stage",
+            "weir:stage/stage@0.2.0",
             "--backend",
             "quickjs",
             // weir's engine does not enable component-model async.

@@ -218,7 +218,7 @@ class Greeter(weir.Stage):
         return weir.next(request)
 
 
-WitWorld = weir.export(Greeter)
+Handler = weir.export(Greeter)
 "#
             ),
         ),
@@ -236,7 +236,7 @@ fn js(name: &str) -> Vec<(&'static str, String)> {
 import {{ defineStage, Message, config, log, next }} from 'weir-stage';
 
 // Phases are the functions you define: this stage has a request phase only.
-export const {{ describe, onRequest, onResponse }} = defineStage({{
+export const handler = defineStage({{
   name: '{name}',
   version: '0.1.0',
   // Any other key in the stage's config table (a misspelling) is refused at load.

@@ -127,6 +127,7 @@ wit-bindgen = { version = "0.61", default-features = false, features = ["macros"
 weir-tokens = { path = "tokens" }
 serde = { version = "1", features = ["derive"] }
 serde_json = "1"
+postcard = { version = "1.2", default-features = false, features = ["alloc"] }
 thiserror = "2"
 wasip2 = "1.0.4"
 "#;
@@ -242,5 +243,23 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "not carried by the binary: {missing:?}");
+    }
+
+    /// The carried manifest names every dependency of the workspace's weir-sdk: one added
+    /// there and not here breaks out-of-tree builds (`weir new stage --lang rust`).
+    #[test]
+    fn the_carried_manifest_has_every_sdk_dependency() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let manifest = std::fs::read_to_string(root.join("plugin-sdk/Cargo.toml")).unwrap();
+        let manifest: toml::Table = manifest.parse().unwrap();
+        let carried: toml::Table = RUST_SDK_MANIFEST.parse().unwrap();
+        let carried = carried["dependencies"].as_table().unwrap();
+        let missing: Vec<&String> = manifest["dependencies"]
+            .as_table()
+            .unwrap()
+            .keys()
+            .filter(|name| !carried.contains_key(*name))
+            .collect();
+        assert!(missing.is_empty(), "not in RUST_SDK_MANIFEST: {missing:?}");
     }
 }

@@ -28,18 +28,21 @@ function thrown(f) {
 
 beforeEach(() => stub.reset());
 
+const NONE = new Uint8Array(0);
+
 test('describe infers the phases from the functions defined', () => {
   const both = defineStage({ name: 'a', version: '1', onRequest() {}, onResponse() {} });
   assert.deepEqual(both.describe(), {
-    name: 'a', version: '1', phases: { request: true, response: true }, deterministic: false, needsFullResponse: false,
+    name: 'a', version: '1', phases: { request: true, response: true, responseChunk: false }, deterministic: false,
   });
   const req = defineStage({ name: 'b', onRequest() {}, deterministic: true });
-  assert.deepEqual(req.describe().phases, { request: true, response: false });
+  assert.deepEqual(req.describe().phases, { request: true, response: false, responseChunk: false });
   assert.equal(req.describe().version, '0.1.0');
   assert.equal(req.describe().deterministic, true);
-  const resp = defineStage({ name: 'c', onResponse() {}, needsFullResponse: true });
-  assert.deepEqual(resp.describe().phases, { request: false, response: true });
-  assert.equal(resp.describe().needsFullResponse, true);
+  const resp = defineStage({ name: 'c', onResponse() {} });
+  assert.deepEqual(resp.describe().phases, { request: false, response: true, responseChunk: false });
+  const chunks = defineStage({ name: 'd', onResponseChunk() {} });
+  assert.deepEqual(chunks.describe().phases, { request: false, response: false, responseChunk: true });
 });
 
 test('defineStage refuses definitions that cannot work', () => {
@@ -48,7 +51,7 @@ test('defineStage refuses definitions that cannot work', () => {
   assert.throws(() => defineStage({ name: 'x', onRequest: 3 }), /onRequest/);
 });
 
-test('state is fresh per request and shared by the two phases of one request', () => {
+test('state is fresh per request and travels to the response phase as bytes', () => {
   const seen = [];
   const stage = defineStage({
     name: 's',
@@ -56,22 +59,56 @@ test('state is fresh per request and shared by the two phases of one request', (
     onRequest(_ctx, r, state) { state.hits += 1; state.model = r.model; },
     onResponse(_ctx, _r, response, state) { seen.push({ ...state }); return response; },
   });
-  stage.onRequest(ctx, request('a'));
-  stage.onResponse(ctx, request('a'), responseWithText('m', 'x'));
-  stage.onRequest(ctx, request('b'));
-  stage.onResponse(ctx, request('b'), responseWithText('m', 'x'));
+  const a = stage.onRequest(ctx, request('a'));
+  assert.ok(a.state instanceof Uint8Array && a.state.length > 0);
+  const b = stage.onRequest(ctx, request('b'));
+  stage.onResponse(ctx, a.state, request('a'), responseWithText('m', 'x'));
+  stage.onResponse(ctx, b.state, request('b'), responseWithText('m', 'x'));
   assert.deepEqual(seen, [{ hits: 1, model: 'demo' }, { hits: 1, model: 'demo' }]);
+  // An answer keeps no state: there is no response phase for it.
+  const answering = defineStage({ name: 's', onRequest: () => respond(responseWithText('m', 'x')) });
+  assert.equal(answering.onRequest(ctx, request('a')).state.length, 0);
 });
 
-test('a response-only stage gets a state too', () => {
-  const stage = defineStage({ name: 's', onResponse(_c, _r, response, state) { state.n = 1; return response; } });
-  assert.equal(stage.onResponse(ctx, request('a'), responseWithText('m', 'x')).id, 'chatcmpl-weir-stage');
+test('a response-only stage gets a fresh state', () => {
+  const stage = defineStage({
+    name: 's', state: () => ({ n: 0 }),
+    onResponse(_c, _r, response, state) { assert.equal(state.n, 0); return response; },
+  });
+  assert.equal(stage.onResponse(ctx, NONE, request('a'), responseWithText('m', 'x')).id, 'chatcmpl-weir-stage');
+});
+
+test('the chunk hook holds text back in its state until the last delta', () => {
+  const stage = defineStage({
+    name: 'c',
+    state: () => ({ held: '' }),
+    onRequest() {},
+    onResponseChunk(_c, deltas, state) {
+      return deltas.map((d) => {
+        const text = state.held + d.text;
+        const open = text.lastIndexOf('[');
+        const cut = !d.last && open >= 0 && !text.slice(open).includes(']') ? open : text.length;
+        state.held = text.slice(cut);
+        return { ...d, text: text.slice(0, cut).replace('[X]', 'x') };
+      });
+    },
+  });
+  let { state } = stage.onRequest(ctx, request('a'));
+  const out = [];
+  for (const [text, last] of [['a [', false], ['X] b', false], ['', true]]) {
+    const done = stage.onResponseChunk(ctx, state, [{ choice: 0, text, last }]);
+    state = done.state;
+    out.push(done.deltas[0].text);
+  }
+  assert.deepEqual(out, ['a ', 'x b', '']);
+  const wrong = defineStage({ name: 'w', onResponseChunk: () => 'nope' });
+  assert.match(thrown(() => wrong.onResponseChunk(ctx, NONE, [])).val, /return an array/);
 });
 
 test('onRequest outcomes: next, respond, nothing, a bare request or response', () => {
   const r = request('hi');
   const canned = responseWithText('m', 'canned');
-  const returning = (value) => defineStage({ name: 'o', onRequest: () => value }).onRequest(ctx, r);
+  const returning = (value) => defineStage({ name: 'o', onRequest: () => value }).onRequest(ctx, r).outcome;
   assert.deepEqual(returning(next(r)), { tag: 'next', val: r });
   assert.deepEqual(returning(respond(canned)), { tag: 'respond', val: canned });
   assert.deepEqual(returning(undefined), { tag: 'next', val: r });
@@ -88,9 +125,9 @@ test('onRequest outcomes: next, respond, nothing, a bare request or response', (
 test('onResponse: the returned response, or the one given when nothing is returned', () => {
   const given = responseWithText('m', 'x');
   const stage = defineStage({ name: 'r', onResponse(_c, _r, response) { setText(response.choices[0].message, 'y'); } });
-  assert.equal(responseText(stage.onResponse(ctx, request('a'), given)), 'y');
+  assert.equal(responseText(stage.onResponse(ctx, NONE, request('a'), given)), 'y');
   const wrong = defineStage({ name: 'r', onResponse: () => 'nope' });
-  assert.match(thrown(() => wrong.onResponse(ctx, request('a'), given)).val, /return the response/);
+  assert.match(thrown(() => wrong.onResponse(ctx, NONE, request('a'), given)).val, /return the response/);
 });
 
 test('reject and fail end a phase with the WIT stage-error', () => {
@@ -102,7 +139,7 @@ test('reject and fail end a phase with the WIT stage-error', () => {
   assert.deepEqual(thrown(() => failing.onRequest(ctx, request('a'))), { tag: 'fail', val: 'broken' });
   assert.throws(() => reject(400, 'c', 'm'), StageError);
   const bare = defineStage({ name: 'e', onResponse() { throw { tag: 'reject', val: { status: 422, code: 'c', message: 'm' } }; } });
-  assert.equal(thrown(() => bare.onResponse(ctx, request('a'), responseWithText('m', 'x'))).val.status, 422);
+  assert.equal(thrown(() => bare.onResponse(ctx, NONE, request('a'), responseWithText('m', 'x'))).val.status, 422);
 });
 
 test('any other exception becomes fail with its name and message', () => {
@@ -139,12 +176,12 @@ test('outgoing values are completed: string content, missing extra, name and opt
       return next(r);
     },
   });
-  const outcome = stage.onRequest(ctx, request('hi'));
+  const { outcome } = stage.onRequest(ctx, request('hi'));
   assert.deepEqual(outcome.val.messages[0], { role: 'system', content: { tag: 'text', val: 'be brief' }, name: null, extra: '{}' });
   assert.equal(outcome.val.temperature, null);
   assert.deepEqual(outcome.val.metadata, [['team', 'core']]);
   const responding = defineStage({ name: 'n', onRequest: () => respond({ model: 'm', choices: [{ message: { role: 'assistant', content: ['a', 'b'] } }] }) });
-  const response = responding.onRequest(ctx, request('hi')).val;
+  const response = responding.onRequest(ctx, request('hi')).outcome.val;
   assert.deepEqual(response.choices[0], {
     index: 0,
     message: { role: 'assistant', content: { tag: 'parts', val: [{ kind: 'text', text: 'a', extra: '{}' }, { kind: 'text', text: 'b', extra: '{}' }] }, name: null, extra: '{}' },

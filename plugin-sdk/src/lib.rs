@@ -163,5 +163,18 @@ macro_rules! export_stage {
             #[cfg(target_family = "wasm")]
             $crate::bindings::__export_stage_bindings!(__WeirStageExport with_types_in $crate::bindings);
         };
+
+        /// What the component exports, named in a native build (its unit tests, `cargo
+        /// clippy`) so the stage type is not dead code there.
+        #[cfg(not(target_family = "wasm"))]
+        #[doc(hidden)]
+        pub fn __weir_stage_exports() {
+            let _ = (
+                $crate::__private::describe::<$stage> as fn() -> _,
+                $crate::__private::on_request::<$stage> as fn(_, _) -> _,
+                $crate::__private::on_response::<$stage> as fn(_, _, _, _) -> _,
+                $crate::__private::on_response_chunk::<$stage> as fn(_, _, _) -> _,
+            );
+        }
     };
 }

@@ -351,7 +351,7 @@ mod tests {
             let mut cuts: Vec<usize> = boundaries
                 .iter()
                 .copied()
-                .filter(|_| rng.next() % 4 == 0)
+                .filter(|_| rng.next().is_multiple_of(4))
                 .collect();
             cuts.dedup();
             let chunks = stream_through(&stage, &answer, &cuts);

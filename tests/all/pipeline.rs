@@ -136,6 +136,28 @@ async fn a_0_2_stage_holds_no_instance_between_its_phases() {
         })
         .await;
     }
+
+    // With a pool less than half in use, the instance is kept for the response phase (an
+    // instantiation saved); the stage sees the same state either way.
+    let roomy = TestHost::new(
+        SandboxSettings {
+            pool_size: 64,
+            ..SandboxSettings::default()
+        },
+        Arc::new(NoLlm),
+    );
+    let pipeline = roomy.pipeline(&[tag("A")]).await;
+    let mut fwd = pipeline.start(&roomy.env, "kept".into(), user("one"));
+    fwd.on_request().await.unwrap();
+    assert_eq!(roomy.env.sandbox.live_instances(), 1);
+    let request = fwd.request().clone();
+    let Ok(weir::pipeline::Responded::Done(response)) = fwd
+        .on_response(crate::support::echo(&request), false, 0)
+        .await
+    else {
+        panic!("the response phase failed");
+    };
+    assert_eq!(response.text(), "echo: one >A <A:same");
 }
 
 #[tokio::test]

@@ -232,9 +232,11 @@ impl Sandbox {
     /// True while fewer than half of `pool_size` instances are alive: a 0.2 stage may then
     /// keep its instance for its next phase (saving an instantiation, about half of what a
     /// both-phase Rust stage costs per request). Past it, every instance goes back as soon as
-    /// its phase has run, so requests waiting on a model never hold the pool.
+    /// its phase has run, so requests waiting on a model never hold the pool. Never under the
+    /// on-demand allocator, which counts no instances: there every instance goes back at once.
     pub fn has_headroom(&self) -> bool {
-        self.live_instances().saturating_mul(2) < u64::from(self.settings.pool_size)
+        self.small.pooling
+            && self.live_instances().saturating_mul(2) < u64::from(self.settings.pool_size)
     }
 
     /// Keeps compiled stages in `dir` (created 0700 if missing), signed with `key`, so later
@@ -342,4 +344,27 @@ fn spawn_ticker(
                 }
             }
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Allocator;
+
+    #[test]
+    fn headroom_needs_a_pool() {
+        let pooled = Sandbox::new(SandboxSettings {
+            pool_size: 4,
+            allocator: Allocator::Pooling,
+            ..SandboxSettings::default()
+        })
+        .unwrap();
+        assert!(pooled.has_headroom(), "no instance alive in a pool of 4");
+        let on_demand = Sandbox::new(SandboxSettings {
+            allocator: Allocator::OnDemand,
+            ..SandboxSettings::default()
+        })
+        .unwrap();
+        assert!(!on_demand.has_headroom(), "on-demand counts no instances");
+    }
 }

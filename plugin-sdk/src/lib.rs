@@ -66,6 +66,9 @@
 
 #![warn(missing_docs)]
 
+// `#[weir_sdk::stage]` names `::weir_sdk::Phases`, which must resolve in this crate's own tests.
+extern crate self as weir_sdk;
+
 /// Raw bindings generated from `wit/stage.wit` by `wit-bindgen`.
 #[allow(missing_docs, clippy::all, unsafe_code)]
 pub mod bindings {
@@ -96,6 +99,29 @@ pub use bindings::weir::stage0_1_0::types::{
     Rejection, RequestContext, RequestOutcome, StageError, Usage,
 };
 pub use stage::Stage;
+/// Put on `impl Stage for MyStage { ... }`: the phases the impl implements (`on_request`,
+/// `on_response`, `on_response_chunk`) are added to what `info()` lists, so `info()` need not
+/// list them and a phase cannot be implemented and never called.
+///
+/// ```no_run
+/// use weir_sdk::{ChatRequest, RequestContext, RequestOutcome, Stage, StageError, StageInfo};
+///
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// struct Tagger;
+///
+/// #[weir_sdk::stage]
+/// impl Stage for Tagger {
+///     fn info() -> StageInfo {
+///         StageInfo::new("tagger", "0.1.0") // phases: on-request, from the method below
+///     }
+///
+///     fn on_request(&mut self, _: &RequestContext, r: ChatRequest) -> Result<RequestOutcome, StageError> {
+///         Ok(RequestOutcome::Next(r))
+///     }
+/// }
+/// weir_sdk::export_stage!(Tagger);
+/// ```
+pub use weir_sdk_macros::stage;
 
 #[doc(hidden)]
 pub use log::log as __log;

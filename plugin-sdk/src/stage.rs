@@ -70,6 +70,11 @@ pub trait Stage: Default + Serialize + DeserializeOwned + 'static {
     /// ```
     const CONFIG_KEYS: Option<&'static [&'static str]> = None;
 
+    /// The phases this impl implements, set by [`#[weir_sdk::stage]`](crate::stage) on the
+    /// impl block (not by hand): `describe` adds them to what [`Stage::info`] lists.
+    #[doc(hidden)]
+    const IMPLEMENTED_PHASES: Option<crate::Phases> = None;
+
     /// The request phase: return [`RequestOutcome::Next`] with the (possibly rewritten)
     /// request, [`RequestOutcome::Respond`] to answer without calling the model, or an error.
     fn on_request(
@@ -137,7 +142,11 @@ pub fn describe<S: Stage>() -> StageInfo {
         let keys: Vec<String> = keys.iter().map(|key| key.to_string()).collect();
         crate::bindings::weir::stage0_1_0::host::config_keys(&keys);
     }
-    S::info()
+    let mut info = S::info();
+    if let Some(phases) = S::IMPLEMENTED_PHASES {
+        info.phases |= phases;
+    }
+    info
 }
 
 /// Export glue for `on-request`.
@@ -174,4 +183,60 @@ pub fn on_response_chunk<S: Stage>(
     let deltas = stage.on_response_chunk(&ctx, deltas)?;
     let state = save(&stage)?;
     Ok(ChunkDone { deltas, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        ChatRequest, Phases, RequestContext, RequestOutcome, Stage, StageError, StageInfo,
+        TextDelta,
+    };
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Inferred;
+
+    #[crate::stage]
+    impl Stage for Inferred {
+        fn info() -> StageInfo {
+            StageInfo::new("inferred", "1")
+        }
+
+        fn on_request(
+            &mut self,
+            _ctx: &RequestContext,
+            request: ChatRequest,
+        ) -> Result<RequestOutcome, StageError> {
+            // A function nested in a method is not a phase.
+            fn on_response() {}
+            on_response();
+            Ok(RequestOutcome::Next(request))
+        }
+
+        fn on_response_chunk(
+            &mut self,
+            _ctx: &RequestContext,
+            deltas: Vec<TextDelta>,
+        ) -> Result<Vec<TextDelta>, StageError> {
+            Ok(deltas)
+        }
+    }
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    struct Listed;
+
+    impl Stage for Listed {
+        fn info() -> StageInfo {
+            StageInfo::new("listed", "1").on_response()
+        }
+    }
+
+    #[test]
+    fn the_phases_are_the_methods_the_impl_defines() {
+        assert_eq!(
+            super::describe::<Inferred>().phases,
+            Phases::REQUEST | Phases::RESPONSE_CHUNK
+        );
+        // Without the attribute, what `info` lists.
+        assert_eq!(super::describe::<Listed>().phases, Phases::RESPONSE);
+    }
 }

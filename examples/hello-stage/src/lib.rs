@@ -22,11 +22,12 @@ struct Hello {
     greeted: bool,
 }
 
+// `#[weir_sdk::stage]`: the phases are the methods this impl defines (on_request and
+// on_response), so `info` need not list them.
+#[weir_sdk::stage]
 impl Stage for Hello {
     fn info() -> StageInfo {
         StageInfo::new("hello-stage", env!("CARGO_PKG_VERSION"))
-            .on_request()
-            .on_response()
     }
 
     fn on_request(

@@ -70,6 +70,9 @@ fn answer(id: &str, model: &str, text: String) -> ChatResponse {
     response
 }
 
+// The phases are inferred from the methods below (on_request, on_response), as in the Python
+// and JavaScript SDKs.
+#[weir_sdk::stage]
 impl Stage for Example {
     // A misspelled key (`greting`) is refused when the host loads the config.
     const CONFIG_KEYS: Option<&'static [&'static str]> =
@@ -77,8 +80,6 @@ impl Stage for Example {
 
     fn info() -> StageInfo {
         StageInfo::new("example-rust", "0.1.0")
-            .on_request()
-            .on_response()
     }
 
     fn on_request(

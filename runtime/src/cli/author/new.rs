@@ -165,12 +165,14 @@ use weir_sdk::{{ChatRequest, Message, RequestContext, RequestOutcome, Stage, Sta
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Greeter;
 
+// The phases are the methods this impl defines (here: on_request).
+#[weir_sdk::stage]
 impl Stage for Greeter {{
     // Any other key in the stage's config table (a misspelling) is refused at load.
     const CONFIG_KEYS: Option<&'static [&'static str]> = Some(&["greeting"]);
 
     fn info() -> StageInfo {{
-        StageInfo::new("{name}", env!("CARGO_PKG_VERSION")).on_request()
+        StageInfo::new("{name}", env!("CARGO_PKG_VERSION"))
     }}
 
     fn on_request(

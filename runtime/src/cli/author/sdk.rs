@@ -68,6 +68,11 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../../plugin-sdk/src/tokens.rs"),
     ),
     ("plugin-sdk/tokens/Cargo.toml", RUST_TOKENS_MANIFEST),
+    ("plugin-sdk/macros/Cargo.toml", RUST_MACROS_MANIFEST),
+    (
+        "plugin-sdk/macros/src/lib.rs",
+        include_str!("../../../../plugin-sdk/macros/src/lib.rs"),
+    ),
     (
         "plugin-sdk/tokens/src/lib.rs",
         include_str!("../../../../plugin-sdk/tokens/src/lib.rs"),
@@ -125,6 +130,7 @@ license = "Apache-2.0"
 [dependencies]
 wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc", "std", "bitflags"] }
 weir-tokens = { path = "tokens" }
+weir-sdk-macros = { path = "macros" }
 serde = { version = "1", features = ["derive"] }
 serde_json = "1"
 postcard = { version = "1.2", default-features = false, features = ["alloc"] }
@@ -142,6 +148,19 @@ rust-version = "1.95"
 license = "Apache-2.0"
 
 [dependencies]
+"#;
+
+/// weir-sdk-macros' manifest outside the workspace.
+const RUST_MACROS_MANIFEST: &str = r#"[package]
+name = "weir-sdk-macros"
+description = "weir-sdk's `#[stage]` attribute: a stage's phases inferred from the methods it implements."
+version = "0.1.0"
+edition = "2024"
+rust-version = "1.95"
+license = "Apache-2.0"
+
+[lib]
+proc-macro = true
 "#;
 
 /// Where weir keeps the tools and SDK copies it installs: `$WEIR_TOOLS`, else
@@ -216,6 +235,7 @@ mod tests {
         for (dir, exts) in [
             ("plugin-sdk/src", &["rs"][..]),
             ("plugin-sdk/tokens/src", &["rs"][..]),
+            ("plugin-sdk/macros/src", &["rs"][..]),
             ("sdk/python/weir_stage", &["py", "typed"][..]),
             ("sdk/js/weir-stage", &["js", "ts"][..]),
             ("wit", &["wit"][..]),

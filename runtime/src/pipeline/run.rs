@@ -531,8 +531,10 @@ impl Forwarded {
                 }
             };
             let ctx = self.context(spec);
-            let input: usize =
-                deltas.iter().map(|d| d.text.len()).sum::<usize>() + self.held[at].state.len();
+            // The state the stage was given does not count as input: what it returns (state
+            // and text) is bounded by this chunk's text plus the cap, so a stage cannot grow
+            // its state by the cap on every chunk of a long stream.
+            let input: usize = deltas.iter().map(|d| d.text.len()).sum();
             let result = instance
                 .on_response_chunk(&ctx, &self.held[at].state, &deltas)
                 .await;

@@ -437,7 +437,9 @@ async fn a_failed_callback_shows_its_class_never_the_detail_and_each_delivery_is
                 classes.push(error.clone());
             }
             if callback.state == CallbackState::Failed {
-                let shown = job_json(&job).to_string();
+                // The callback as shown (not the whole job: a millisecond timestamp may
+                // contain the digits 503).
+                let shown = job_json(&job)["callback"].to_string();
                 assert!(!shown.contains("os error"), "{shown}");
                 assert!(!shown.contains("refused"), "{shown}");
                 assert!(!shown.contains("503"), "{shown}");

@@ -229,14 +229,14 @@ impl Sandbox {
         self.small.instances() + self.large.get().map_or(0, Lane::instances)
     }
 
-    /// True while fewer than half of `pool_size` instances are alive: a 0.2 stage may then
+    /// True while fewer than an eighth of `pool_size` instances are alive: a 0.2 stage may then
     /// keep its instance for its next phase (saving an instantiation, about half of what a
     /// both-phase Rust stage costs per request). Past it, every instance goes back as soon as
     /// its phase has run, so requests waiting on a model never hold the pool. Never under the
     /// on-demand allocator, which counts no instances: there every instance goes back at once.
     pub fn has_headroom(&self) -> bool {
         self.small.pooling
-            && self.live_instances().saturating_mul(2) < u64::from(self.settings.pool_size)
+            && self.live_instances().saturating_mul(8) < u64::from(self.settings.pool_size)
     }
 
     /// Keeps compiled stages in `dir` (created 0700 if missing), signed with `key`, so later

@@ -55,9 +55,35 @@ pub struct StageInstance {
     label: Arc<str>,
 }
 
+/// How long an instantiation waits, in 1 ms steps, for a slot when the pool is full: a burst of
+/// requests all in their request phase at once fills it for microseconds, and that is not a
+/// reason to shed (a pool still full after this is).
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl LoadedStage {
-    /// Creates a fresh instance for one request (microseconds with the pooling allocator).
+    /// Creates a fresh instance for one request (microseconds with the pooling allocator). A
+    /// full pool is waited on for up to [`POOL_WAIT`] before the request is shed.
     pub async fn instantiate(
+        &self,
+        sandbox: &Sandbox,
+        host: HostContext,
+        limits: &CallLimits,
+    ) -> Result<StageInstance, StageFailure> {
+        let waited = tokio::time::Instant::now();
+        loop {
+            match self.instantiate_once(sandbox, host.clone(), limits).await {
+                Err(failure)
+                    if failure.kind == FailureKind::PoolExhausted
+                        && waited.elapsed() < POOL_WAIT =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn instantiate_once(
         &self,
         sandbox: &Sandbox,
         host: HostContext,

@@ -5,7 +5,19 @@
 
 use serde_json::{Value, json};
 
-use crate::procs::{post, serve, sim, sim_requests};
+use crate::procs::{Proc, post, serve, sim, sim_requests};
+
+/// `weir serve` with one route `m` to `upstream` through `stages` (name, path), in order.
+fn serve_route(upstream: &Proc, stages: &[(&str, &str)]) -> Proc {
+    let stages: String = stages
+        .iter()
+        .map(|(name, path)| format!("[[routes.stages]]\nname = \"{name}\"\npath = \"{path}\"\n"))
+        .collect();
+    serve(&format!(
+        "[targets.up]\nbase_url = \"http://{}/v1\"\n[[routes]]\nmodel = \"m\"\ntargets = [\"up\"]\n{stages}",
+        upstream.addr
+    ))
+}
 
 /// `data:` events of a stream, parsed (`[DONE]` left out).
 fn chunks(events: &[String]) -> Vec<Value> {
@@ -28,20 +40,10 @@ fn texts(chunks: &[Value]) -> Vec<String> {
 #[tokio::test]
 async fn a_stream_through_pii_redact_keeps_the_upstreams_chunks_and_restores_split_placeholders() {
     let upstream = sim(&[]);
-    let weir = serve(&format!(
-        r#"
-[targets.up]
-base_url = "http://{up}/v1"
-[[routes]]
-model = "m"
-targets = ["up"]
-[[routes.stages]]
-name = "pii-redact"
-path = "{pii}"
-"#,
-        up = upstream.addr,
-        pii = weir_test_artifacts::PII_REDACT,
-    ));
+    let weir = serve_route(
+        &upstream,
+        &[("pii-redact", weir_test_artifacts::PII_REDACT)],
+    );
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user",
         "content": "Mail jane.doe@example.com or call +1 415 555 0100, not bob@corp.example"}]});
     let answer = post(weir.addr, "/v1/chat/completions", &body).await;
@@ -91,24 +93,13 @@ path = "{pii}"
 #[tokio::test]
 async fn a_0_1_component_still_loads_and_keeps_its_instance_between_its_phases() {
     let upstream = sim(&[]);
-    let weir = serve(&format!(
-        r#"
-[targets.up]
-base_url = "http://{up}/v1"
-[[routes]]
-model = "m"
-targets = ["up"]
-[[routes.stages]]
-name = "v1"
-path = "{v1}"
-[[routes.stages]]
-name = "pii-redact"
-path = "{pii}"
-"#,
-        up = upstream.addr,
-        v1 = weir_test_artifacts::V1_STAGE,
-        pii = weir_test_artifacts::PII_REDACT,
-    ));
+    let weir = serve_route(
+        &upstream,
+        &[
+            ("v1", weir_test_artifacts::V1_STAGE),
+            ("pii-redact", weir_test_artifacts::PII_REDACT),
+        ],
+    );
     for stream in [false, true] {
         let body = json!({"model": "m", "stream": stream,
             "messages": [{"role": "user", "content": "twelve chars"}]});

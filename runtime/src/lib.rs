@@ -43,6 +43,8 @@
 //! - [`state`]: state shared by a fleet of nodes on Redis (`[state] backend = "redis"`): the
 //!   connection with its deadlines and breaker, and each shared feature's keys and scripts.
 //! - [`sim`]: `weir sim`, an OpenAI-compatible provider simulator with fault injection.
+//! - [`loadtest`]: `weir loadtest`, scenarios (traffic, fault timeline, SLO gates) run against
+//!   weir and the sims, with an HTML and JSON report.
 //! - [`cli`]: the `weir` command line.
 //! - [`config`]: the TOML schema, validation with file:line errors, validated settings.
 //! - [`wit`]: host bindings generated from `wit/stage.wit` (the contract), and the one way to
@@ -70,6 +72,7 @@ pub mod error;
 pub mod fsutil;
 pub mod host_api;
 pub mod llm;
+pub mod loadtest;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;

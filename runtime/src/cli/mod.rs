@@ -1,5 +1,5 @@
 //! The command line: `weir check`, `weir serve`, `weir sim`, `weir bench`, `weir cost`,
-//! `weir key`, `weir test-stage`, `weir new`, `weir build`.
+//! `weir key`, `weir loadtest`, `weir test-stage`, `weir new`, `weir build`.
 //!
 //! Owns: argument parsing (clap) and turning a command into calls on the library. `main`
 //! only calls [`run`].
@@ -9,6 +9,7 @@ mod bench;
 mod check;
 mod cost;
 mod key;
+mod loadtest;
 mod serve;
 mod sim;
 mod test_stage;
@@ -44,6 +45,9 @@ pub enum Command {
     /// API keys: `weir key new` makes one and prints its `[[keys]]` table; `weir key hash`
     /// hashes a key issued elsewhere.
     Key(key::KeyArgs),
+    /// Run a load-test scenario: traffic through the pipeline under test, a fault timeline on
+    /// the simulated upstreams, a report (HTML and JSON) and SLO gates (exit 1 when one fails).
+    Loadtest(loadtest::LoadtestArgs),
     /// Run a stage's phases on a request (and a response) in the real sandbox and print the
     /// outcome, fuel and time of each, with the stage's log lines: a stage author's unit-test
     /// loop, no server needed.
@@ -66,6 +70,7 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Cost(args) => cost::run(args),
         Command::Key(args) => key::run(args),
+        Command::Loadtest(args) => loadtest::run(args),
         Command::TestStage(args) => test_stage::run(args),
         Command::New(args) => author::new::run(args),
         Command::Build(args) => author::build(args),

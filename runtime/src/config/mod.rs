@@ -31,10 +31,10 @@
 //! `NAME.err`) and are checked by this module's unit tests.
 
 mod cache;
-mod check;
+pub(crate) mod check;
 mod connections;
 mod cost;
-mod document;
+pub(crate) mod document;
 mod error;
 mod hosts;
 mod jobs;
@@ -49,7 +49,7 @@ mod stage_config;
 mod state;
 mod target;
 mod telemetry;
-mod value;
+pub(crate) mod value;
 
 #[cfg(test)]
 mod snapshots;

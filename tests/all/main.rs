@@ -34,6 +34,8 @@
 //!   have separate caches.
 //! - `fleet`: three nodes on one real `redis-server`: shared budgets, rate limits, cache and
 //!   jobs, Redis killed and paused, start-up with wrong credentials.
+//! - `loadtest`: `weir loadtest` scenarios through the real binary: reports against the sims'
+//!   counts, failing gates, open against closed loop, the HTML report in headless Chromium.
 //! - `stress`: the long load and chaos tests, run after the rest one at a time by `tests/run`.
 //! - `wait`: waiting for an event (poll the condition, generous bound) instead of sleeping.
 
@@ -54,6 +56,7 @@ mod fleet;
 mod guest_bounds;
 mod jobs;
 mod listener;
+mod loadtest;
 mod pipeline;
 mod plugins;
 mod polyglot;

@@ -276,7 +276,7 @@ async fn start_under_test(scenario: &Scenario, options: &Options) -> Result<Unde
         }
     };
     let admin_token = env(&scenario.weir.admin_token_env, "admin_token_env")?;
-    let api_key = env(&scenario.weir.api_key_env, "api_key_env")?;
+    let api_key = env(&scenario.weir.api_key_env, "api_key_env")?.or(scenario.weir.api_key.clone());
     if let Some(url) = &options.url {
         return Ok(Under {
             url: url.trim_end_matches('/').to_owned(),

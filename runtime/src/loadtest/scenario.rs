@@ -70,6 +70,10 @@ pub struct WeirSettings {
     /// Environment variable holding the API key sent as `Authorization: Bearer`.
     #[serde(default, deserialize_with = "env_var")]
     pub api_key_env: Option<String>,
+    /// An API key written in the scenario itself: only for test keys that are public anyway
+    /// (examples/weir-keys.toml's); a real key goes in `api_key_env`.
+    #[serde(default)]
+    pub api_key: Option<String>,
     /// How long a started weir may take to answer `/readyz` (ms, default 60 000).
     #[serde(
         rename = "ready_timeout_ms",
@@ -177,6 +181,10 @@ pub struct Traffic {
     /// `max_tokens` of every request (default: not sent).
     #[serde(with = "Int::<1, 1_000_000>", default)]
     pub max_tokens: Option<u32>,
+    /// `temperature` of every request (default: not sent). weir caches only answers to
+    /// `temperature = 0` unless a route sets `cache_nonzero_temperature`.
+    #[serde(default, deserialize_with = "temperature")]
+    pub temperature: Option<f64>,
     /// The client's timeout per request, ms (default 60 000): a request still unanswered then
     /// counts as an error with status 0.
     #[serde(
@@ -417,6 +425,14 @@ fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     })
 }
 
+fn temperature<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    number(d, |v| match (0.0..=2.0).contains(&v) {
+        true => Ok(v),
+        false => Err(format!("must be between 0 and 2, got {v}")),
+    })
+    .map(Some)
+}
+
 fn some_fraction<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
     fraction(d).map(Some)
 }
@@ -586,6 +602,9 @@ impl Scenario {
             _ => {}
         }
         src.path("weir.config", &mut weir.config, "the config path is empty")?;
+        if weir.api_key.is_some() && weir.api_key_env.is_some() {
+            return Err(src.error("weir.api_key", "set `api_key` or `api_key_env`, not both"));
+        }
         let mut sims = BTreeMap::new();
         for (SimName(name), sim) in file.sims {
             let key = format!("sims.{name}");

@@ -144,6 +144,9 @@ impl Synthetic {
         if let Some(max_tokens) = traffic.max_tokens {
             body["max_tokens"] = json!(max_tokens);
         }
+        if let Some(temperature) = traffic.temperature {
+            body["temperature"] = json!(temperature);
+        }
         if stream {
             body["stream"] = json!(true);
             body["stream_options"] = json!({"include_usage": true});

@@ -71,12 +71,7 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
     let mut headers = Vec::new();
     for header in &args.headers {
-        let parsed = header.split_once(':').and_then(|(name, value)| {
-            let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
-            let value = http::HeaderValue::from_str(value.trim()).ok()?;
-            Some((name, value))
-        });
-        match parsed {
+        match super::parse_header(header) {
             Some(header) => headers.push(header),
             None => {
                 eprintln!("error: --header {header:?}: expected `name: value`");

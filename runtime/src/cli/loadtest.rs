@@ -24,6 +24,10 @@ pub struct LoadtestArgs {
     /// weir's admin listener to scrape, with `--url`.
     #[arg(long)]
     pub admin_url: Option<String>,
+    /// A header sent with every request (`name: value`; repeatable), e.g. a peer gateway's
+    /// routing headers.
+    #[arg(long = "header")]
+    pub headers: Vec<String>,
     /// Check the scenario (and its weir config) and exit.
     #[arg(long)]
     pub check: bool,
@@ -51,6 +55,16 @@ pub fn run(args: LoadtestArgs) -> ExitCode {
         println!("{}: ok ({})", args.scenario.display(), scenario.name);
         return ExitCode::SUCCESS;
     }
+    let mut headers = Vec::new();
+    for header in &args.headers {
+        match super::parse_header(header) {
+            Some(header) => headers.push(header),
+            None => {
+                eprintln!("error: --header {header:?}: expected `name: value`");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(code) => return code,
@@ -59,6 +73,7 @@ pub fn run(args: LoadtestArgs) -> ExitCode {
         out_dir: args.out.clone(),
         url: args.url,
         admin_url: args.admin_url,
+        headers,
         quiet: args.quiet,
     };
     let report = match runtime.block_on(loadtest::run(&scenario, &options)) {

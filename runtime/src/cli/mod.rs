@@ -100,6 +100,14 @@ fn one_thread_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// A `--header "name: value"` argument.
+fn parse_header(header: &str) -> Option<(http::HeaderName, http::HeaderValue)> {
+    let (name, value) = header.split_once(':')?;
+    let name = http::HeaderName::from_bytes(name.trim().as_bytes()).ok()?;
+    let value = http::HeaderValue::from_str(value.trim()).ok()?;
+    Some((name, value))
+}
+
 /// Logs to stderr, human-readable or JSON; `RUST_LOG` filters (default `info`).
 fn init_logging(json: bool) {
     if let Err(err) = crate::telemetry::init(json, None) {

@@ -107,6 +107,8 @@ pub struct Target {
     pub uri: http::Uri,
     /// `Authorization: Bearer ...`, when the scenario names a key.
     pub authorization: Option<http::HeaderValue>,
+    /// Extra headers sent with every request (a peer gateway's routing headers).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// The client's timeout per request.
     pub timeout: Duration,
 }
@@ -284,6 +286,9 @@ async fn exchange(
     let mut request = Request::post(target.uri.clone()).header("content-type", "application/json");
     if let Some(auth) = &target.authorization {
         request = request.header(http::header::AUTHORIZATION, auth.clone());
+    }
+    for (name, value) in &target.headers {
+        request = request.header(name, value.clone());
     }
     let request = request.body(Full::new(body)).map_err(|_| "bad_request")?;
     let response = client.request(request).await.map_err(|err| {

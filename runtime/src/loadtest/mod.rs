@@ -53,6 +53,8 @@ pub struct Options {
     pub url: Option<String>,
     /// weir's admin listener, with `url`.
     pub admin_url: Option<String>,
+    /// Extra headers sent with every request.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// No progress line.
     pub quiet: bool,
 }
@@ -100,6 +102,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
     let target = Target {
         uri,
         authorization,
+        headers: options.headers.clone(),
         timeout,
     };
     let replayed = match &scenario.traffic {
@@ -395,6 +398,7 @@ async fn apply(
         Action::Copy { from, to } => std::fs::read(from)
             .and_then(|bytes| crate::fsutil::write_atomically(to, &bytes))
             .map_err(|err| format!("{} -> {}: {err}", from.display(), to.display())),
+        Action::Deploy(path) => rebuild(path),
         Action::Reload => match admin {
             None => Err("no admin URL to reload through".into()),
             Some((admin, token)) => expect_ok(
@@ -411,6 +415,45 @@ async fn apply(
         record.result = err;
     }
     record
+}
+
+/// Appends a custom section naming this moment to the component at `path` (a valid
+/// component stays valid: custom sections may come anywhere) and writes it back atomically.
+fn rebuild(path: &Path) -> Result<(), String> {
+    let mut bytes = std::fs::read(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(format!("{}: not a WebAssembly file", path.display()));
+    }
+    let name = b"weir-loadtest-deploy";
+    let payload = format!("{}", unix_nanos());
+    let mut section = Vec::new();
+    leb128(&mut section, name.len() as u64);
+    section.extend_from_slice(name);
+    section.extend_from_slice(payload.as_bytes());
+    bytes.push(0);
+    leb128(&mut bytes, section.len() as u64);
+    bytes.extend_from_slice(&section);
+    crate::fsutil::write_atomically(path, &bytes)
+        .map_err(|err| format!("{}: {err}", path.display()))
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn expect_ok(result: Result<(u16, Vec<u8>), String>) -> Result<(), String> {

@@ -162,6 +162,9 @@ pub struct Traffic {
     /// The `model` of every request (default `demo`).
     #[serde(default = "default_model")]
     pub model: String,
+    /// Or a mix of models by weight, like `{ demo = 7, rag = 3 }`.
+    #[serde(default)]
+    pub models: BTreeMap<String, u32>,
     /// The path requests are POSTed to (default `/v1/chat/completions`).
     #[serde(default = "default_path")]
     pub path: String,
@@ -278,6 +281,10 @@ pub enum Action {
         /// The file replaced (atomically, by rename).
         to: PathBuf,
     },
+    /// A new build of the stage file at this path: the same code with a fresh custom section
+    /// appended (so a new content hash), written atomically. weir compiles it off the request
+    /// path and swaps the new version in under load.
+    Deploy(PathBuf),
     /// `POST /admin/reload` on weir.
     Reload,
 }
@@ -296,6 +303,7 @@ impl Action {
                 down: Some(down),
             } => format!("kill {what} for {}s", down.as_secs_f64()),
             Action::Copy { from, to } => format!("copy {} over {}", file_name(from), file_name(to)),
+            Action::Deploy(path) => format!("deploy a new build of {}", file_name(path)),
             Action::Reload => "POST /admin/reload".to_owned(),
         }
     }
@@ -529,6 +537,9 @@ struct RawEvent {
     /// The file `copy` replaces.
     #[serde(default, deserialize_with = "some_path")]
     to: Option<PathBuf>,
+    /// A stage file to rebuild in place (a new content hash, same code).
+    #[serde(default, deserialize_with = "some_path")]
+    deploy: Option<PathBuf>,
     /// `POST /admin/reload`.
     #[serde(default)]
     reload: bool,
@@ -710,6 +721,18 @@ fn check_path(path: &str, key: &str, src: &Source<'_>) -> Result<(), ConfigError
 
 fn check_traffic(traffic: Traffic, src: &Source<'_>) -> Result<Traffic, ConfigError> {
     check_path(&traffic.path, "traffic.path", src)?;
+    if !traffic.models.is_empty() {
+        src.ensure(
+            !src.written("traffic.model"),
+            "traffic.models",
+            "set `model` or `models`, not both",
+        )?;
+        src.ensure(
+            traffic.models.values().any(|w| *w > 0),
+            "traffic.models",
+            "at least one weight must be above 0",
+        )?;
+    }
     src.ensure(
         traffic.prompt_words_min <= traffic.prompt_words_max,
         "traffic.prompt_words_max",
@@ -788,13 +811,14 @@ fn check_event(
         raw.faults.is_some(),
         raw.kill.is_some(),
         raw.copy.is_some(),
+        raw.deploy.is_some(),
         raw.reload,
     ];
     if actions.iter().filter(|set| **set).count() != 1 {
         return Err(src.error(
             &format!("timeline[{i}]"),
-            "expected exactly one of `faults` (with `sim`), `kill`, `copy` (with `to`) or \
-             `reload = true`",
+            "expected exactly one of `faults` (with `sim`), `kill`, `copy` (with `to`), \
+             `deploy` or `reload = true`",
         ));
     }
     let started = |name: &str, k: &str| -> Result<(), ConfigError> {
@@ -851,6 +875,8 @@ fn check_event(
             from: src.resolve(&from),
             to: src.resolve(&to),
         }
+    } else if let Some(path) = raw.deploy {
+        Action::Deploy(src.resolve(&path))
     } else {
         Action::Reload
     };

@@ -137,8 +137,24 @@ impl Synthetic {
             text.push(' ');
             text.push_str(WORDS[words.random_range(0..WORDS.len())]);
         }
+        let model = match traffic.models.is_empty() {
+            true => traffic.model.as_str(),
+            false => {
+                let total: u64 = traffic.models.values().map(|w| u64::from(*w)).sum();
+                let mut pick = self.rng.random_range(0..total.max(1));
+                let mut chosen = traffic.model.as_str();
+                for (name, weight) in &traffic.models {
+                    if pick < u64::from(*weight) {
+                        chosen = name;
+                        break;
+                    }
+                    pick -= u64::from(*weight);
+                }
+                chosen
+            }
+        };
         let mut body = json!({
-            "model": traffic.model,
+            "model": model,
             "messages": [{"role": "user", "content": text}],
         });
         if let Some(max_tokens) = traffic.max_tokens {
@@ -371,6 +387,24 @@ mod tests {
         assert_eq!(bodies.len(), 3);
         let streams = plan.iter().filter(|p| p.stream).count();
         assert!((400..600).contains(&streams), "{streams} streams of 1000");
+    }
+
+    #[test]
+    fn a_model_mix_follows_its_weights() {
+        let plan: Vec<_> = Synthetic::new(
+            traffic("rate = 100\nmodels = { demo = 3, rag = 1 }"),
+            Duration::from_secs(10),
+            5,
+        )
+        .collect();
+        let rag = plan
+            .iter()
+            .filter(|p| {
+                let v: Value = serde_json::from_slice(&p.body).expect("json");
+                v["model"] == "rag"
+            })
+            .count();
+        assert!((200..300).contains(&rag), "{rag} of 1000 to rag");
     }
 
     #[test]

@@ -81,3 +81,34 @@ fn the_fleet_example_shares_state_on_redis() {
     let demo = config.routes.iter().find(|r| r.model == "demo").unwrap();
     assert!(demo.cache.enabled && demo.jobs.is_some());
 }
+
+/// Every example load-test scenario, and the weir config they share, is valid; each runs
+/// the pipeline it says it runs and sets gates.
+#[test]
+fn the_example_scenarios_are_valid_and_gated() {
+    use weir::loadtest::scenario::{Scenario, TrafficSource};
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/scenarios");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") || path.ends_with("weir.toml") {
+            continue;
+        }
+        let scenario = Scenario::load(&path).unwrap_or_else(|err| panic!("{err}"));
+        let config = scenario
+            .weir
+            .config
+            .as_ref()
+            .expect("the examples start weir");
+        Config::load(config).unwrap_or_else(|err| panic!("{err}"));
+        assert!(matches!(scenario.traffic, TrafficSource::Synthetic(_)));
+        assert!(
+            scenario.gates != Default::default(),
+            "{} sets gates",
+            path.display()
+        );
+        names.push(scenario.name);
+    }
+    names.sort();
+    assert_eq!(names, ["3am Saturday", "cost spike", "deploy under load"]);
+}

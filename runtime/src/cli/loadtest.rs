@@ -76,7 +76,14 @@ pub fn run(args: LoadtestArgs) -> ExitCode {
         headers,
         quiet: args.quiet,
     };
-    let report = match runtime.block_on(loadtest::run(&scenario, &options)) {
+    // Ctrl-C drops the run, which stops the weir it started and the sims (their `Drop`).
+    let run = async {
+        tokio::select! {
+            report = loadtest::run(&scenario, &options) => report,
+            () = super::shutdown_signal() => Err("interrupted; the processes it started are stopped".to_owned()),
+        }
+    };
+    let report = match runtime.block_on(run) {
         Ok(report) => report,
         Err(err) => {
             eprintln!("error: {err}");

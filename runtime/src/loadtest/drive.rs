@@ -194,7 +194,9 @@ pub async fn closed_loop(
         tasks.spawn(async move {
             while let Ok(Some((body, stream))) = rx.recv().await {
                 let now = Instant::now();
-                if now >= start + until {
+                if now >= start + until
+                    || live.sent.load(Ordering::Relaxed) >= super::scenario::MAX_REQUESTS
+                {
                     break;
                 }
                 live.sent.fetch_add(1, Ordering::Relaxed);

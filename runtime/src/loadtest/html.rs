@@ -109,13 +109,18 @@ pub fn render(report: &Report) -> String {
         duration,
     );
     let scrapes = &report.scrapes;
-    let cost: Vec<(f64, f64)> = scrapes
-        .windows(2)
-        .map(|w| {
-            let dt = (w[1].t - w[0].t).max(1e-3);
-            (w[1].t, (w[1].cost_usd - w[0].cost_usd).max(0.0) / dt)
-        })
-        .collect();
+    // Per second between scrapes at least half a second apart (the last scrape follows the
+    // one before it closely; a rate over milliseconds would be noise).
+    let mut cost: Vec<(f64, f64)> = Vec::new();
+    let mut from = scrapes.first();
+    for point in scrapes.iter().skip(1) {
+        let Some(prev) = from else { break };
+        let dt = point.t - prev.t;
+        if dt >= 0.5 {
+            cost.push((point.t, (point.cost_usd - prev.cost_usd).max(0.0) / dt));
+            from = Some(point);
+        }
+    }
     chart(
         &mut page,
         "Spend (USD per second, from weir's /metrics)",
@@ -148,10 +153,10 @@ pub fn render(report: &Report) -> String {
         duration,
     );
     events(&mut page, &report.events);
-    let _ = write!(
+    let _ = writeln!(
         page,
         "<p class=\"meta\" id=\"render-check\">charts: measuring</p><script>{SCRIPT}</script>\
-         </body></html>\n"
+         </body></html>"
     );
     page
 }

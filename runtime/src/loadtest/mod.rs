@@ -122,24 +122,20 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
     let start = Instant::now() + Duration::from_millis(50);
     let events = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut background = tokio::task::JoinSet::new();
+    let world = Arc::new(World {
+        sims: sims.clone(),
+        weir: under.weir.clone(),
+        url: under.url.clone(),
+        ready: scenario.weir.ready_timeout,
+        admin: under.admin_url.clone().zip(Some(under.admin_token.clone())),
+        base: scenario.sims.clone(),
+        start,
+    });
     for event in scenario.timeline.clone() {
-        let (sims, weir, events) = (sims.clone(), under.weir.clone(), events.clone());
-        let (url, ready) = (under.url.clone(), scenario.weir.ready_timeout);
-        let admin = under.admin_url.clone().zip(Some(under.admin_token.clone()));
-        let base = scenario.sims.clone();
+        let (world, events) = (world.clone(), events.clone());
         background.spawn(async move {
             tokio::time::sleep_until(start + event.at).await;
-            let record = apply(
-                &event.action,
-                &sims,
-                weir.as_ref(),
-                &url,
-                ready,
-                admin,
-                &base,
-                start,
-            )
-            .await;
+            let record = world.apply(&event.action).await;
             lock(&events).push(record);
         });
     }
@@ -323,98 +319,116 @@ async fn start_under_test(scenario: &Scenario, options: &Options) -> Result<Unde
     })
 }
 
-/// Applies one timeline event; returns its record (the window's end filled in when it ends).
-#[allow(clippy::too_many_arguments)]
-async fn apply(
-    action: &Action,
-    sims: &Arc<Mutex<Sims>>,
-    weir: Option<&Arc<Mutex<WeirProcess>>>,
-    url: &str,
+/// What timeline events act on.
+struct World {
+    sims: Arc<Mutex<Sims>>,
+    weir: Option<Arc<Mutex<WeirProcess>>>,
+    /// weir's public URL (to wait for it after a restart).
+    url: String,
     ready: Duration,
+    /// weir's admin URL and token.
     admin: Option<(String, Option<String>)>,
-    base: &BTreeMap<String, scenario::SimSettings>,
+    /// The sims' settings (their base faults).
+    base: BTreeMap<String, scenario::SimSettings>,
     start: Instant,
-) -> EventRecord {
-    let at_s = start.elapsed().as_secs_f64();
-    let mut record = EventRecord {
-        at_s,
-        until_s: None,
-        label: action.label(),
-        result: "ok".into(),
-    };
-    let outcome: Result<(), String> = match action {
-        Action::Faults {
-            sim,
-            faults,
-            window,
-        } => {
-            let sim_url = sims.lock().await.url(sim);
-            match sim_url {
-                None => Err(format!("no URL for sim {sim}")),
-                Some(sim_url) => {
-                    let faults_url = format!("{sim_url}/sim/faults");
-                    let body = serde_json::to_vec(faults).unwrap_or_default();
-                    match expect_ok(procs::post(&faults_url, None, body).await) {
-                        Err(err) => Err(err),
-                        Ok(()) => {
-                            tokio::time::sleep(*window).await;
-                            let restore = serde_json::to_vec(&base[sim].faults).unwrap_or_default();
-                            record.until_s = Some(start.elapsed().as_secs_f64());
-                            expect_ok(procs::post(&faults_url, None, restore).await)
+}
+
+impl World {
+    /// Applies one timeline event; returns its record (the window's end filled in when it
+    /// ends).
+    async fn apply(&self, action: &Action) -> EventRecord {
+        let World {
+            sims,
+            weir,
+            url,
+            ready,
+            admin,
+            base,
+            start,
+        } = self;
+        let (weir, ready, start) = (weir.as_ref(), *ready, *start);
+        let at_s = start.elapsed().as_secs_f64();
+        let mut record = EventRecord {
+            at_s,
+            until_s: None,
+            label: action.label(),
+            result: "ok".into(),
+        };
+        let outcome: Result<(), String> = match action {
+            Action::Faults {
+                sim,
+                faults,
+                window,
+            } => {
+                let sim_url = sims.lock().await.url(sim);
+                match sim_url {
+                    None => Err(format!("no URL for sim {sim}")),
+                    Some(sim_url) => {
+                        let faults_url = format!("{sim_url}/sim/faults");
+                        let body = serde_json::to_vec(faults).unwrap_or_default();
+                        match expect_ok(procs::post(&faults_url, None, body).await) {
+                            Err(err) => Err(err),
+                            Ok(()) => {
+                                tokio::time::sleep(*window).await;
+                                let restore =
+                                    serde_json::to_vec(&base[sim].faults).unwrap_or_default();
+                                record.until_s = Some(start.elapsed().as_secs_f64());
+                                expect_ok(procs::post(&faults_url, None, restore).await)
+                            }
                         }
                     }
                 }
             }
-        }
-        Action::Kill { what, down } if what == "weir" => match weir {
-            None => Err("weir was not started by this run".into()),
-            Some(weir) => {
-                weir.lock().await.kill();
+            Action::Kill { what, down } if what == "weir" => match weir {
+                None => Err("weir was not started by this run".into()),
+                Some(weir) => {
+                    weir.lock().await.kill();
+                    match down {
+                        None => Ok(()),
+                        Some(down) => {
+                            tokio::time::sleep(*down).await;
+                            record.until_s = Some(start.elapsed().as_secs_f64());
+                            let mut weir = weir.lock().await;
+                            match weir.restart() {
+                                Ok(()) => weir.wait_ready(url, ready).await,
+                                Err(err) => Err(err),
+                            }
+                        }
+                    }
+                }
+            },
+            Action::Kill { what, down } => {
+                sims.lock().await.stop_one(what);
                 match down {
                     None => Ok(()),
                     Some(down) => {
                         tokio::time::sleep(*down).await;
                         record.until_s = Some(start.elapsed().as_secs_f64());
-                        let mut weir = weir.lock().await;
-                        match weir.restart() {
-                            Ok(()) => weir.wait_ready(url, ready).await,
-                            Err(err) => Err(err),
-                        }
+                        sims.lock().await.start_one(what).await
                     }
                 }
             }
-        },
-        Action::Kill { what, down } => {
-            sims.lock().await.stop_one(what);
-            match down {
-                None => Ok(()),
-                Some(down) => {
-                    tokio::time::sleep(*down).await;
-                    record.until_s = Some(start.elapsed().as_secs_f64());
-                    sims.lock().await.start_one(what).await
-                }
-            }
+            Action::Copy { from, to } => std::fs::read(from)
+                .and_then(|bytes| crate::fsutil::write_atomically(to, &bytes))
+                .map_err(|err| format!("{} -> {}: {err}", from.display(), to.display())),
+            Action::Deploy(path) => rebuild(path),
+            Action::Reload => match admin {
+                None => Err("no admin URL to reload through".into()),
+                Some((admin, token)) => expect_ok(
+                    procs::post(
+                        &format!("{admin}/admin/reload"),
+                        token.as_deref(),
+                        Vec::new(),
+                    )
+                    .await,
+                ),
+            },
+        };
+        if let Err(err) = outcome {
+            record.result = err;
         }
-        Action::Copy { from, to } => std::fs::read(from)
-            .and_then(|bytes| crate::fsutil::write_atomically(to, &bytes))
-            .map_err(|err| format!("{} -> {}: {err}", from.display(), to.display())),
-        Action::Deploy(path) => rebuild(path),
-        Action::Reload => match admin {
-            None => Err("no admin URL to reload through".into()),
-            Some((admin, token)) => expect_ok(
-                procs::post(
-                    &format!("{admin}/admin/reload"),
-                    token.as_deref(),
-                    Vec::new(),
-                )
-                .await,
-            ),
-        },
-    };
-    if let Err(err) = outcome {
-        record.result = err;
+        record
     }
-    record
 }
 
 /// Appends a custom section naming this moment to the component at `path` (a valid

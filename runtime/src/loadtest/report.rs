@@ -379,7 +379,7 @@ mod tests {
             ttft: None,
             status,
             code: code.map(Into::into),
-            cache_hit: status == 200 && at_ms % 2 == 0,
+            cache_hit: status == 200 && at_ms.is_multiple_of(2),
             stream: false,
         }
     }

@@ -7,6 +7,7 @@
 #   bench/loadtest_peers.sh     # RATE=300 DURATION=20 by default; installs the peers as
 #                               # bench/peers.sh does (PEERS_DIR, default target/peers)
 #
+# The reports stay in $OUT (default target/loadtest-peers/<endpoint>/report.html).
 # Columns: achieved req/s, p50/p99 latency from the scheduled send time, the p50 added to the
 # sim's own (a run straight at the sim), and the client-visible error rate. No peer has a
 # fallback configured (there is one upstream), so the fault window's errors reach the client
@@ -91,6 +92,10 @@ for _ in $(seq 1 300); do
     [ "$code" != "000" ] && break; sleep 0.1
 done
 
+# The reports are kept (report.html per endpoint).
+out=${OUT:-$target_dir/loadtest-peers}
+mkdir -p "$out"
+
 # The scenario: MODEL is filled in per run.
 scenario() {
     cat <<TOML
@@ -133,21 +138,23 @@ for entry in "${runs[@]}"; do
     for h in "${f[@]:3}"; do headers+=(--header "$h"); done
     scenario "$name" "$model" > "$work/$name.toml"
     echo "==> $name"
-    "$weir" loadtest "$work/$name.toml" --quiet --url "$url" "${headers[@]}" --out "$work/$name" | head -1 || true
+    "$weir" loadtest "$work/$name.toml" --quiet --url "$url" "${headers[@]}" --out "$out/$name" | head -1 || true
 done
 
 echo
 echo "== one loadtest scenario ($RATE req/s open loop, ${DURATION}s, a 5 s window of 30% 503s), $(nproc) cores"
-python3 - "$work" <<'PY'
+python3 - "$out" <<'PY'
 import json, sys, os
 work = sys.argv[1]
 names = ["sim", "weir-bare", "weir-3-stages", "litellm", "portkey"]
 reports = {n: json.load(open(os.path.join(work, n, "report.json"))) for n in names}
 sim_p50 = reports["sim"]["totals"]["latency_ms"]["p50"]
-print(f"{'endpoint':<14} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'added p50':>10} {'errors':>8}")
+print(f"{'endpoint':<14} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'added p50':>10} {'errors':>8}  top error codes")
 for n in names:
     t = reports[n]["totals"]
     lat = t["latency_ms"]
     added = "-" if n == "sim" else f"{lat['p50'] - sim_p50:.2f}"
-    print(f"{n:<14} {t['achieved_rps']:>8.1f} {lat['p50']:>9.2f} {lat['p99']:>9.2f} {added:>10} {100 * t['error_rate']:>7.2f}%")
+    codes = sorted(t["by_code"].items(), key=lambda kv: -kv[1])[:3]
+    codes = ", ".join(f"{c} x{k}" for c, k in codes)
+    print(f"{n:<14} {t['achieved_rps']:>8.1f} {lat['p50']:>9.2f} {lat['p99']:>9.2f} {added:>10} {100 * t['error_rate']:>7.2f}%  {codes}")
 PY

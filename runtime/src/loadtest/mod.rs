@@ -200,7 +200,13 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
     let elapsed = start.elapsed();
     background.abort_all();
     while background.join_next().await.is_some() {}
-    // A window still open when the load ended is recorded as such.
+    // A fault window still open when the load ended is closed: a sim the run did not start
+    // must not be left faulted.
+    for (name, sim) in &scenario.sims {
+        let Some(url) = sims.lock().await.url(name) else { continue };
+        let base = serde_json::to_vec(&sim.faults).unwrap_or_default();
+        let _ = procs::post(&format!("{url}/sim/faults"), None, base).await;
+    }
     let mut events = std::mem::take(&mut *lock(&events));
     events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
     if let Some(admin) = &under.admin_url

@@ -10,6 +10,12 @@ use super::drive::Sample;
 use super::scenario::{Gates, Scenario};
 use super::scrape::Point;
 
+/// Most distinct error codes kept; the rest are counted under [`OTHER_CODES`].
+pub const MAX_CODES: usize = 32;
+
+/// The code errors beyond [`MAX_CODES`] distinct ones are counted under.
+pub const OTHER_CODES: &str = "other_codes";
+
 /// Latency percentiles, ms.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Percentiles {
@@ -228,11 +234,15 @@ pub fn build(scenario: &Scenario, collected: Collected) -> Report {
         } else {
             totals.errors += 1;
             bucket.errors += 1;
-            let code = sample
+            let mut code = sample
                 .code
                 .as_deref()
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("status_{}", sample.status));
+            // Codes come from the endpoint: a hostile one could send a new one every time.
+            if totals.by_code.len() >= MAX_CODES && !totals.by_code.contains_key(&code) {
+                code = OTHER_CODES.to_owned();
+            }
             if code == "not_sent" {
                 totals.not_sent += 1;
             }
@@ -477,5 +487,33 @@ mod tests {
         assert_eq!(sent, vec![2, 1, 2]);
         assert_eq!(report.series[2].by_code.get("upstream_failed"), Some(&1));
         assert!(t.cost_usd.is_none());
+    }
+
+    #[test]
+    fn distinct_error_codes_are_capped() {
+        let text = "name = \"t\"\nduration_s = 1\n[weir]\nurl = \"http://127.0.0.1:1\"\n\
+                    [traffic]\nrate = 1\n";
+        let scenario =
+            Scenario::parse(text, std::path::Path::new("t.toml"), std::path::Path::new("."))
+                .expect("valid");
+        let codes: Vec<String> = (0..100).map(|i| format!("code_{i}")).collect();
+        let samples = codes.iter().map(|c| sample(0, 1, 500, Some(c))).collect();
+        let report = build(
+            &scenario,
+            Collected {
+                samples,
+                scrapes: Vec::new(),
+                events: Vec::new(),
+                sims: BTreeMap::new(),
+                weir: None,
+                elapsed: Duration::from_secs(1),
+                started_at: 0,
+                url: "u".into(),
+                mode: "open".into(),
+            },
+        );
+        assert_eq!(report.totals.by_code.len(), MAX_CODES + 1);
+        assert_eq!(report.totals.by_code.get(OTHER_CODES), Some(&(100 - MAX_CODES as u64)));
+        assert_eq!(report.totals.errors, 100);
     }
 }

@@ -405,3 +405,94 @@ fn chromium() -> PathBuf {
     }
     panic!("chromium is not installed: run tests/install-chromium (tests/run does)");
 }
+
+/// A fleet of two nodes behind the client's round-robin: one is SIGKILLed for two seconds
+/// and restarted; the other takes its share meanwhile (a refused connection goes to the next
+/// node, as a load balancer would send it), so only requests the killed node was serving at
+/// that instant can fail.
+#[test]
+fn a_fleet_node_killed_mid_run_is_routed_around_and_restarted() {
+    let dir = scratch("fleet");
+    let sim = free_port();
+    for node in ["a", "b"] {
+        let (listen, admin) = (free_port(), free_port());
+        std::fs::write(
+            dir.join(format!("{node}.toml")),
+            format!(
+                r#"
+[server]
+listen = "127.0.0.1:{listen}"
+admin_listen = "127.0.0.1:{admin}"
+[targets.primary]
+base_url = "http://127.0.0.1:{sim}/v1"
+[[routes]]
+model = "demo"
+targets = ["primary"]
+"#
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.join("scenario.toml"),
+        format!(
+            r#"
+name = "fleet"
+duration_s = 6
+[weir]
+nodes = {{ a = "a.toml", b = "b.toml" }}
+[sims.primary]
+listen = "127.0.0.1:{sim}"
+faults = {{ latency_ms = 5 }}
+[traffic]
+rate = 40
+[[timeline]]
+at_s = 1.5
+for_s = 2
+kill = "a"
+[gates]
+error_rate_max = 0.05
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let output = loadtest(&dir.join("scenario.toml"), &out);
+    assert!(output.status.success(), "{}", text(&output));
+    let report = report(&out);
+    let totals = &report["totals"];
+    let (sent, ok) = (u(&totals["sent"]), u(&totals["ok"]));
+    assert!(sent >= 200, "{totals}");
+    assert!(
+        ok + 3 >= sent,
+        "at most the requests in flight on the killed node fail: {totals}"
+    );
+    let event = &report["events"][0];
+    assert_eq!(event["result"], "ok", "{event}");
+    assert_eq!(event["label"], "kill a for 2s");
+    assert!(event["until_s"].as_f64().unwrap() >= 3.4, "{event}");
+    // Both nodes answered the final admin scrape: `a` came back.
+    for node in ["a", "b"] {
+        let targets = &report["weir"][node]["targets"];
+        assert!(
+            !targets.is_null() && targets.get("error").is_none(),
+            "{}",
+            report["weir"]
+        );
+    }
+    let breakers = report["scrapes"][0]["breakers"].as_object().unwrap();
+    assert!(
+        breakers.contains_key("a/primary") && breakers.contains_key("b/primary"),
+        "{breakers:?}"
+    );
+    // Every answer came from the sim; a request cut by the kill may have reached it too.
+    let received = u(&report["sims"]["primary"]["chat_completions"]);
+    assert!(
+        (ok..=sent).contains(&received),
+        "{received} received, {ok} ok, {sent} sent"
+    );
+    assert!(
+        std::fs::metadata(out.join("weir-a.log")).is_ok()
+            && std::fs::metadata(out.join("weir-b.log")).is_ok()
+    );
+}

@@ -103,8 +103,11 @@ pub fn backlog_limit(max_in_flight: usize) -> usize {
 /// Where and how requests go.
 #[derive(Clone)]
 pub struct Target {
-    /// The full URL requests are POSTed to.
-    pub uri: http::Uri,
+    /// The full URLs requests are POSTed to: one per node, taken round-robin; a node that
+    /// refuses the connection is skipped for the next, as a load balancer would.
+    pub uris: Vec<http::Uri>,
+    /// The round-robin position.
+    pub next: Arc<std::sync::atomic::AtomicUsize>,
     /// `Authorization: Bearer ...`, when the scenario names a key.
     pub authorization: Option<http::HeaderValue>,
     /// Extra headers sent with every request (a peer gateway's routing headers).
@@ -285,21 +288,29 @@ async fn exchange(
     scheduled: Instant,
     sample: &mut Sample,
 ) -> Result<(), &'static str> {
-    let mut request = Request::post(target.uri.clone()).header("content-type", "application/json");
-    if let Some(auth) = &target.authorization {
-        request = request.header(http::header::AUTHORIZATION, auth.clone());
-    }
-    for (name, value) in &target.headers {
-        request = request.header(name, value.clone());
-    }
-    let request = request.body(Full::new(body)).map_err(|_| "bad_request")?;
-    let response = client.request(request).await.map_err(|err| {
-        if err.is_connect() {
-            "connect"
-        } else {
-            "connection_error"
+    let first = target.next.fetch_add(1, Ordering::Relaxed);
+    let mut response = Err("connect");
+    for k in 0..target.uris.len() {
+        let uri = target.uris[(first + k) % target.uris.len()].clone();
+        let mut request = request_to(target, uri);
+        request = request.header("content-type", "application/json");
+        let request = request
+            .body(Full::new(body.clone()))
+            .map_err(|_| "bad_request")?;
+        match client.request(request).await {
+            Ok(answer) => {
+                response = Ok(answer);
+                break;
+            }
+            // Refused: nothing reached the node, the next may take it.
+            Err(err) if err.is_connect() => continue,
+            Err(_) => {
+                response = Err("connection_error");
+                break;
+            }
         }
-    })?;
+    }
+    let response = response?;
     sample.status = response.status().as_u16();
     sample.cache_hit = matches!(
         response.headers().get("x-weir-cache").map(|v| v.as_bytes()),
@@ -337,6 +348,18 @@ async fn exchange(
         sample.code = Some("stream_cut".into());
     }
     Ok(())
+}
+
+/// A POST to `uri` with the target's headers.
+fn request_to(target: &Target, uri: http::Uri) -> http::request::Builder {
+    let mut request = Request::post(uri);
+    if let Some(auth) = &target.authorization {
+        request = request.header(http::header::AUTHORIZATION, auth.clone());
+    }
+    for (name, value) in &target.headers {
+        request = request.header(name, value.clone());
+    }
+    request
 }
 
 /// `error.code` of an OpenAI-shaped error body, else `error.type`, else `http_error`.

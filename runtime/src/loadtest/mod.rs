@@ -59,13 +59,23 @@ pub struct Options {
     pub quiet: bool,
 }
 
-/// The system under test, as the run talks to it.
+/// The system under test, as the run talks to it: one endpoint, or the nodes of a fleet.
 struct Under {
-    url: String,
-    admin_url: Option<String>,
-    admin_token: Option<String>,
+    nodes: Vec<Node>,
     api_key: Option<String>,
-    weir: Option<Arc<Mutex<WeirProcess>>>,
+}
+
+/// One weir node (or the one endpoint).
+#[derive(Clone)]
+struct Node {
+    /// `weir` for a single node; the scenario's name for a fleet's.
+    name: String,
+    /// Its public base URL.
+    url: String,
+    /// Its admin base URL and token, when it is scraped.
+    admin: Option<(String, Option<String>)>,
+    /// The process, when the run started it.
+    process: Option<Arc<Mutex<WeirProcess>>>,
 }
 
 /// Runs `scenario`; the report is also written to `options.out_dir`. An `Err` is a run that
@@ -89,9 +99,13 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
         TrafficSource::Synthetic(t) => (t.path.clone(), t.max_in_flight, t.timeout),
         TrafficSource::Replay(r) => (r.path.clone(), r.max_in_flight, r.timeout),
     };
-    let uri: http::Uri = format!("{}{path}", under.url)
-        .parse()
-        .map_err(|err| format!("{}{path}: {err}", under.url))?;
+    let uris = (under.nodes.iter())
+        .map(|node| {
+            format!("{}{path}", node.url)
+                .parse::<http::Uri>()
+                .map_err(|err| format!("{}{path}: {err}", node.url))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let authorization = match &under.api_key {
         Some(key) => Some(
             http::HeaderValue::from_str(&format!("Bearer {key}"))
@@ -100,7 +114,8 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
         None => None,
     };
     let target = Target {
-        uri,
+        uris,
+        next: Arc::default(),
         authorization,
         headers: options.headers.clone(),
         timeout,
@@ -112,10 +127,12 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
 
     let live = Arc::new(Live::default());
     let scrapes = Arc::new(std::sync::Mutex::new(Vec::new()));
-    if let Some(admin) = &under.admin_url
-        && let Some(point) =
-            scrape::scrape(admin, under.admin_token.as_deref(), Duration::ZERO).await
-    {
+    let scraper = Arc::new(scrape::Scraper::new(
+        (under.nodes.iter())
+            .filter_map(|node| Some((node.name.clone(), node.admin.clone()?)))
+            .collect(),
+    ));
+    if let Some(point) = scraper.scrape(Duration::ZERO).await {
         lock(&scrapes).push(point);
     }
     let started_at = unix_now();
@@ -124,10 +141,8 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
     let mut background = tokio::task::JoinSet::new();
     let world = Arc::new(World {
         sims: sims.clone(),
-        weir: under.weir.clone(),
-        url: under.url.clone(),
+        nodes: under.nodes.clone(),
         ready: scenario.weir.ready_timeout,
-        admin: under.admin_url.clone().zip(Some(under.admin_token.clone())),
         base: scenario.sims.clone(),
         start,
     });
@@ -139,15 +154,14 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
             lock(&events).push(record);
         });
     }
-    if let Some(admin) = under.admin_url.clone() {
-        let (token, scrapes) = (under.admin_token.clone(), scrapes.clone());
+    if scraper.any() {
+        let (scraper, scrapes) = (scraper.clone(), scrapes.clone());
         background.spawn(async move {
             let mut tick =
                 tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if let Some(point) = scrape::scrape(&admin, token.as_deref(), start.elapsed()).await
-                {
+                if let Some(point) = scraper.scrape(start.elapsed()).await {
                     lock(&scrapes).push(point);
                 }
             }
@@ -203,15 +217,15 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
     // A fault window still open when the load ended is closed: a sim the run did not start
     // must not be left faulted.
     for (name, sim) in &scenario.sims {
-        let Some(url) = sims.lock().await.url(name) else { continue };
+        let Some(url) = sims.lock().await.url(name) else {
+            continue;
+        };
         let base = serde_json::to_vec(&sim.faults).unwrap_or_default();
         let _ = procs::post(&format!("{url}/sim/faults"), None, base).await;
     }
     let mut events = std::mem::take(&mut *lock(&events));
     events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
-    if let Some(admin) = &under.admin_url
-        && let Some(point) = scrape::scrape(admin, under.admin_token.as_deref(), elapsed).await
-    {
+    if let Some(point) = scraper.scrape(elapsed).await {
         lock(&scrapes).push(point);
     }
     let mut sim_stats = BTreeMap::new();
@@ -226,9 +240,17 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
         };
         sim_stats.insert(name.clone(), stats);
     }
-    let weir_state = match &under.admin_url {
-        Some(admin) => Some(scrape::admin_state(admin, under.admin_token.as_deref()).await),
-        None => None,
+    let mut states = serde_json::Map::new();
+    for node in &under.nodes {
+        if let Some((admin, token)) = &node.admin {
+            let state = scrape::admin_state(admin, token.as_deref()).await;
+            states.insert(node.name.clone(), state);
+        }
+    }
+    let weir_state = match (under.nodes.len(), states.len()) {
+        (_, 0) => None,
+        (1, _) => states.into_iter().next().map(|(_, state)| state),
+        _ => Some(serde_json::Value::Object(states)),
     };
     let samples = std::mem::take(&mut *live.samples());
     let report = report::build(
@@ -241,7 +263,10 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
             weir: weir_state,
             elapsed,
             started_at,
-            url: target_url(&under.url, &path),
+            url: (under.nodes.iter())
+                .map(|node| format!("{}{path}", node.url))
+                .collect::<Vec<_>>()
+                .join(" "),
             mode: mode.to_owned(),
         },
     );
@@ -249,10 +274,6 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
     drop(under);
     drop(sims);
     Ok(report)
-}
-
-fn target_url(url: &str, path: &str) -> String {
-    format!("{url}{path}")
 }
 
 /// Writes `report.json` and `report.html` into `dir`.
@@ -282,58 +303,64 @@ async fn start_under_test(scenario: &Scenario, options: &Options) -> Result<Unde
     };
     let admin_token = env(&scenario.weir.admin_token_env, "admin_token_env")?;
     let api_key = env(&scenario.weir.api_key_env, "api_key_env")?.or(scenario.weir.api_key.clone());
-    if let Some(url) = &options.url {
-        return Ok(Under {
+    let endpoint = |url: &str, admin: Option<String>| Under {
+        nodes: vec![Node {
+            name: "weir".into(),
             url: url.trim_end_matches('/').to_owned(),
-            admin_url: options.admin_url.clone(),
-            admin_token,
-            api_key,
-            weir: None,
-        });
+            admin: admin.map(|admin| (admin, admin_token.clone())),
+            process: None,
+        }],
+        api_key: api_key.clone(),
+    };
+    if let Some(url) = &options.url {
+        return Ok(endpoint(url, options.admin_url.clone()));
     }
     if let Some(url) = &scenario.weir.url {
-        return Ok(Under {
-            url: url.clone(),
-            admin_url: options
-                .admin_url
-                .clone()
-                .or(scenario.weir.admin_url.clone()),
-            admin_token,
-            api_key,
-            weir: None,
+        let admin = options
+            .admin_url
+            .clone()
+            .or(scenario.weir.admin_url.clone());
+        return Ok(endpoint(url, admin));
+    }
+    let configs: Vec<(String, PathBuf)> = match &scenario.weir.config {
+        Some(config) => vec![("weir".to_owned(), config.clone())],
+        None => scenario.weir.nodes.clone().into_iter().collect(),
+    };
+    let mut nodes = Vec::new();
+    for (name, config_path) in configs {
+        let config = crate::config::Config::load(&config_path).map_err(|err| err.to_string())?;
+        let url = format!("http://{}", config.server.listen);
+        let admin_url = match (&scenario.weir.admin_url, scenario.weir.config.is_some()) {
+            (Some(admin), true) => admin.clone(),
+            _ => format!("http://{}", config.server.admin_listen),
+        };
+        let token = admin_token.clone().or(config.server.admin_token.clone());
+        let log = match name.as_str() {
+            "weir" => options.out_dir.join("weir.log"),
+            name => options.out_dir.join(format!("weir-{name}.log")),
+        };
+        let mut process = WeirProcess::spawn(&config_path, &log)?;
+        process
+            .wait_ready(&url, scenario.weir.ready_timeout)
+            .await
+            .map_err(|err| format!("node {name}: {err}"))?;
+        nodes.push(Node {
+            name,
+            url,
+            admin: Some((admin_url, token)),
+            process: Some(Arc::new(Mutex::new(process))),
         });
     }
-    let Some(config_path) = &scenario.weir.config else {
-        return Err("the scenario names neither weir.config nor weir.url".into());
-    };
-    let config = crate::config::Config::load(config_path).map_err(|err| err.to_string())?;
-    let url = format!("http://{}", config.server.listen);
-    let admin_url = scenario
-        .weir
-        .admin_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{}", config.server.admin_listen));
-    let admin_token = admin_token.or(config.server.admin_token.clone());
-    let mut weir = WeirProcess::spawn(config_path, &options.out_dir.join("weir.log"))?;
-    weir.wait_ready(&url, scenario.weir.ready_timeout).await?;
-    Ok(Under {
-        url,
-        admin_url: Some(admin_url),
-        admin_token,
-        api_key,
-        weir: Some(Arc::new(Mutex::new(weir))),
-    })
+    Ok(Under { nodes, api_key })
 }
 
 /// What timeline events act on.
 struct World {
     sims: Arc<Mutex<Sims>>,
-    weir: Option<Arc<Mutex<WeirProcess>>>,
-    /// weir's public URL (to wait for it after a restart).
-    url: String,
+    /// The weir nodes (their processes, URLs and admin listeners).
+    nodes: Vec<Node>,
+    /// How long a restarted node may take to be ready.
     ready: Duration,
-    /// weir's admin URL and token.
-    admin: Option<(String, Option<String>)>,
     /// The sims' settings (their base faults).
     base: BTreeMap<String, scenario::SimSettings>,
     start: Instant,
@@ -345,14 +372,12 @@ impl World {
     async fn apply(&self, action: &Action) -> EventRecord {
         let World {
             sims,
-            weir,
-            url,
+            nodes,
             ready,
-            admin,
             base,
             start,
         } = self;
-        let (weir, ready, start) = (weir.as_ref(), *ready, *start);
+        let (ready, start) = (*ready, *start);
         let at_s = start.elapsed().as_secs_f64();
         let mut record = EventRecord {
             at_s,
@@ -385,24 +410,44 @@ impl World {
                     }
                 }
             }
-            Action::Kill { what, down } if what == "weir" => match weir {
-                None => Err("weir was not started by this run".into()),
-                Some(weir) => {
-                    weir.lock().await.kill();
+            Action::Kill { what, down }
+                if what == "weir" || nodes.iter().any(|n| &n.name == what) =>
+            {
+                let killed: Vec<&Node> = (nodes.iter())
+                    .filter(|n| n.process.is_some() && (what == "weir" || &n.name == what))
+                    .collect();
+                if killed.is_empty() {
+                    Err("weir was not started by this run".into())
+                } else {
+                    for node in &killed {
+                        if let Some(process) = &node.process {
+                            process.lock().await.kill();
+                        }
+                    }
                     match down {
                         None => Ok(()),
                         Some(down) => {
                             tokio::time::sleep(*down).await;
                             record.until_s = Some(start.elapsed().as_secs_f64());
-                            let mut weir = weir.lock().await;
-                            match weir.restart() {
-                                Ok(()) => weir.wait_ready(url, ready).await,
-                                Err(err) => Err(err),
+                            let mut outcome = Ok(());
+                            for node in &killed {
+                                let Some(process) = &node.process else {
+                                    continue;
+                                };
+                                let mut process = process.lock().await;
+                                let restarted = match process.restart() {
+                                    Ok(()) => process.wait_ready(&node.url, ready).await,
+                                    Err(err) => Err(err),
+                                };
+                                if let Err(err) = restarted {
+                                    outcome = Err(format!("node {}: {err}", node.name));
+                                }
                             }
+                            outcome
                         }
                     }
                 }
-            },
+            }
             Action::Kill { what, down } => {
                 sims.lock().await.stop_one(what);
                 match down {
@@ -418,17 +463,26 @@ impl World {
                 .and_then(|bytes| crate::fsutil::write_atomically(to, &bytes))
                 .map_err(|err| format!("{} -> {}: {err}", from.display(), to.display())),
             Action::Deploy(path) => rebuild(path),
-            Action::Reload => match admin {
-                None => Err("no admin URL to reload through".into()),
-                Some((admin, token)) => expect_ok(
-                    procs::post(
-                        &format!("{admin}/admin/reload"),
-                        token.as_deref(),
-                        Vec::new(),
-                    )
-                    .await,
-                ),
-            },
+            Action::Reload => {
+                let (mut reloaded, mut failure) = (false, None);
+                for node in nodes {
+                    let Some((admin, token)) = &node.admin else {
+                        continue;
+                    };
+                    let url = format!("{admin}/admin/reload");
+                    match expect_ok(procs::post(&url, token.as_deref(), Vec::new()).await) {
+                        Ok(()) => reloaded = true,
+                        Err(err) => {
+                            failure = failure.or(Some(format!("node {}: {err}", node.name)))
+                        }
+                    }
+                }
+                match (failure, reloaded) {
+                    (Some(err), _) => Err(err),
+                    (None, true) => Ok(()),
+                    (None, false) => Err("no admin URL to reload through".into()),
+                }
+            }
         };
         if let Err(err) = outcome {
             record.result = err;

@@ -493,9 +493,12 @@ mod tests {
     fn distinct_error_codes_are_capped() {
         let text = "name = \"t\"\nduration_s = 1\n[weir]\nurl = \"http://127.0.0.1:1\"\n\
                     [traffic]\nrate = 1\n";
-        let scenario =
-            Scenario::parse(text, std::path::Path::new("t.toml"), std::path::Path::new("."))
-                .expect("valid");
+        let scenario = Scenario::parse(
+            text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+        )
+        .expect("valid");
         let codes: Vec<String> = (0..100).map(|i| format!("code_{i}")).collect();
         let samples = codes.iter().map(|c| sample(0, 1, 500, Some(c))).collect();
         let report = build(
@@ -513,7 +516,10 @@ mod tests {
             },
         );
         assert_eq!(report.totals.by_code.len(), MAX_CODES + 1);
-        assert_eq!(report.totals.by_code.get(OTHER_CODES), Some(&(100 - MAX_CODES as u64)));
+        assert_eq!(
+            report.totals.by_code.get(OTHER_CODES),
+            Some(&(100 - MAX_CODES as u64))
+        );
         assert_eq!(report.totals.errors, 100);
     }
 }

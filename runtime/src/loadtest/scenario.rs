@@ -55,6 +55,11 @@ pub struct WeirSettings {
     /// scenario file), and talks to its `server.listen` and `server.admin_listen`.
     #[serde(default, deserialize_with = "some_path")]
     pub config: Option<PathBuf>,
+    /// Or a fleet: weir nodes by name, each started on its own config (`{ a = "node-a.toml",
+    /// b = "node-b.toml" }`). Requests go round-robin across them, like a load balancer that
+    /// tries the next node when one refuses the connection; `kill = "a"` kills one.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, PathBuf>,
     /// Or the base URL of a running endpoint (weir, or any OpenAI-compatible proxy), like
     /// `http://127.0.0.1:8080`.
     #[serde(default, deserialize_with = "some_url")]
@@ -597,20 +602,43 @@ impl Scenario {
             env: &env,
         };
         let mut weir = file.weir;
-        match (&weir.config, &weir.url) {
-            (Some(_), Some(_)) => {
-                return Err(src.error(
-                    "weir.url",
-                    "set `config` (weir is started) or `url` (a running endpoint), not both",
-                ));
-            }
-            (None, None) => {
+        let ways = [
+            weir.config.is_some(),
+            weir.url.is_some(),
+            !weir.nodes.is_empty(),
+        ];
+        match ways.iter().filter(|set| **set).count() {
+            1 => {}
+            0 => {
                 return Err(src.error(
                     "weir",
-                    "expected `config` (a weir.toml to start) or `url` (a running endpoint)",
+                    "expected `config` (a weir.toml to start), `nodes` (a fleet to start) or \
+                     `url` (a running endpoint)",
                 ));
             }
-            _ => {}
+            _ => {
+                return Err(src.error(
+                    "weir",
+                    "set one of `config`, `nodes` and `url`, not several",
+                ));
+            }
+        }
+        let node_names: Vec<String> = weir.nodes.keys().cloned().collect();
+        for name in node_names {
+            let key = format!("weir.nodes.{name}");
+            src.ensure(
+                crate::config::is_valid_name(&name) && name != "weir",
+                &key,
+                "a node's name is 1 to 64 characters from `a-z`, `0-9`, `_` and `-`, and not `weir`",
+            )?;
+            src.ensure(
+                !file.sims.contains_key(&SimName(name.clone())),
+                &key,
+                "a node cannot have the name of a sim (`kill` names either)",
+            )?;
+            if let Some(path) = weir.nodes.get_mut(&name) {
+                *path = src.resolve(path);
+            }
         }
         src.path("weir.config", &mut weir.config, "the config path is empty")?;
         if weir.api_key.is_some() && weir.api_key_env.is_some() {
@@ -659,7 +687,7 @@ impl Scenario {
         let duration = Duration::from_secs(file.duration_s);
         let mut timeline = Vec::new();
         for (i, raw) in file.timeline.into_iter().enumerate() {
-            timeline.push(check_event(raw, i, &sims, duration, &src)?);
+            timeline.push(check_event(raw, i, &sims, &weir.nodes, duration, &src)?);
         }
         timeline.sort_by_key(|event| event.at);
         let scenario = Scenario {
@@ -693,9 +721,9 @@ impl Scenario {
         Ok(scenario)
     }
 
-    /// The URL requests are sent to, but for the path.
+    /// Whether the run starts weir (one node or a fleet).
     pub fn needs_weir_started(&self) -> bool {
-        self.weir.config.is_some()
+        self.weir.config.is_some() || !self.weir.nodes.is_empty()
     }
 }
 
@@ -794,6 +822,7 @@ fn check_event(
     raw: RawEvent,
     i: usize,
     sims: &BTreeMap<String, SimSettings>,
+    nodes: &BTreeMap<String, PathBuf>,
     duration: Duration,
     src: &Source<'_>,
 ) -> Result<Event, ConfigError> {
@@ -827,7 +856,12 @@ fn check_event(
             None => Err(src.error(
                 &key(k),
                 format!(
-                    "no sim named {name:?} in [sims] (known: {})",
+                    "no {} named {name:?} (sims: {})",
+                    if k == "kill" {
+                        "sim or weir node"
+                    } else {
+                        "sim"
+                    },
                     sims.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )),
@@ -855,7 +889,7 @@ fn check_event(
             window,
         }
     } else if let Some(what) = raw.kill {
-        if what != "weir" {
+        if what != "weir" && !nodes.contains_key(&what) {
             started(&what, "kill")?;
             src.ensure(
                 sims.get(&what).is_some_and(|s| s.listen.is_some()),

@@ -81,6 +81,63 @@ pub async fn scrape(admin_url: &str, token: Option<&str>, t: Duration) -> Option
     (status == 200).then(|| parse(&String::from_utf8_lossy(&body), t.as_secs_f64()))
 }
 
+/// Scrapes every node's `/metrics` and merges them into one point: spend, reloads and shed
+/// requests summed (a node that does not answer, killed say, counts with its last scrape, so
+/// sums never go backwards), breakers by target, prefixed `node/` in a fleet.
+pub struct Scraper {
+    /// Each node's name, admin URL and token.
+    nodes: Vec<(String, (String, Option<String>))>,
+    /// Each node's last scrape.
+    last: std::sync::Mutex<BTreeMap<String, Point>>,
+}
+
+impl Scraper {
+    /// A scraper of `nodes` (name, (admin URL, token)).
+    pub fn new(nodes: Vec<(String, (String, Option<String>))>) -> Scraper {
+        Scraper {
+            nodes,
+            last: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether there is anything to scrape.
+    pub fn any(&self) -> bool {
+        !self.nodes.is_empty()
+    }
+
+    /// One merged point at `t`; `None` when no node has ever answered.
+    pub async fn scrape(&self, t: Duration) -> Option<Point> {
+        let fleet = self.nodes.len() > 1;
+        let mut merged = Point {
+            t: t.as_secs_f64(),
+            ..Point::default()
+        };
+        let mut any = false;
+        for (name, (admin, token)) in &self.nodes {
+            let fresh = scrape(admin, token.as_deref(), t).await;
+            let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(point) = &fresh {
+                last.insert(name.clone(), point.clone());
+                for (target, state) in &point.breakers {
+                    let key = match fleet {
+                        true => format!("{name}/{target}"),
+                        false => target.clone(),
+                    };
+                    merged.breakers.insert(key, *state);
+                }
+            }
+            if let Some(point) = last.get(name) {
+                any = true;
+                merged.cost_usd += point.cost_usd;
+                merged.reloads_ok += point.reloads_ok;
+                merged.reloads_failed += point.reloads_failed;
+                merged.shed += point.shed;
+            }
+        }
+        any.then_some(merged)
+    }
+}
+
 /// `/admin/targets` and `/admin/stages` as JSON, for the report.
 pub async fn admin_state(admin_url: &str, token: Option<&str>) -> serde_json::Value {
     let mut state = serde_json::Map::new();

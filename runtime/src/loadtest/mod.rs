@@ -83,6 +83,11 @@ struct Node {
 pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, String> {
     std::fs::create_dir_all(&options.out_dir)
         .map_err(|err| format!("{}: {err}", options.out_dir.display()))?;
+    // A bad replay file fails the run before anything is started.
+    let replayed = match &scenario.traffic {
+        TrafficSource::Replay(replay) => Some(schedule::replay(replay, scenario.duration)?),
+        TrafficSource::Synthetic(_) => None,
+    };
     let sims = Arc::new(Mutex::new(Sims::start(&scenario.sims).await?));
     let under = start_under_test(scenario, options).await?;
     for name in scenario.sims.keys() {
@@ -119,10 +124,6 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, Strin
         authorization,
         headers: options.headers.clone(),
         timeout,
-    };
-    let replayed = match &scenario.traffic {
-        TrafficSource::Replay(replay) => Some(schedule::replay(replay, scenario.duration)?),
-        TrafficSource::Synthetic(_) => None,
     };
 
     let live = Arc::new(Live::default());

@@ -397,7 +397,7 @@ faults = {{ error_rate = 0.5 }}
 }
 
 /// Debian's Chromium, installed by `tests/install-chromium` (tests/run calls it).
-fn chromium() -> PathBuf {
+pub(crate) fn chromium() -> PathBuf {
     for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
         if Path::new(candidate).exists() {
             return PathBuf::from(candidate);

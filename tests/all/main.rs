@@ -11,6 +11,7 @@
 //! - `routing`: the router against faulty `weir sim` upstreams (chaos).
 //! - `cache`: the response cache through the real binary.
 //! - `check`: the `weir check` command on good and bad files.
+//! - `console`: the operator's console in headless Chromium against a real weir and sim.
 //! - `reload`: hot reload of plugin files and config.
 //! - `cost`: budgets, spend, keys and limits through the real binary.
 //! - `billing`: every started call paid for (clients that leave, deadline cuts, `n`,
@@ -47,6 +48,7 @@ mod cache;
 mod callbacks;
 mod calls;
 mod check;
+mod console;
 mod contract;
 mod cost;
 mod cost_cli;

@@ -295,6 +295,7 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
     }
     let query = request.uri().query().unwrap_or("").to_string();
     match (request.method(), request.uri().path()) {
+        (&Method::GET, path) if let Some(page) = super::console::asset(path) => page,
         (&Method::GET, "/admin/spend") => match spend(&app, &query).await {
             Ok(body) => http_util::json(200, &body),
             Err(err) => http_util::error(&err),

@@ -27,6 +27,7 @@ mod admin_auth;
 mod callback;
 mod chat;
 mod conn;
+mod console;
 mod embeddings;
 mod fronts;
 mod http_util;

@@ -117,6 +117,7 @@ breaker = {{ consecutive_failures = 2, failure_rate_percent = 50, window = 20, m
 model = "demo"
 targets = ["up"]
 max_attempts = 1
+jobs = {{ concurrency = 1 }}
 
 [[routes.stages]]
 name = "guard"
@@ -185,6 +186,49 @@ config = {{ restore = true }}
         "{}",
         main_of(&dom)
     );
+
+    // A background job: the Jobs page lists it, and its page shows its one attempt.
+    let submitted = post(weir.addr, "/v1/jobs", &chat).await;
+    assert_eq!(submitted.status, 202, "{:?}", submitted.body);
+    let job_id = submitted.json()["id"].as_str().unwrap().to_owned();
+    wait::until("the job to succeed", || async {
+        let job = get(admin, &format!("/admin/jobs/{job_id}")).await.json();
+        wait::check(job["status"] == "succeeded", job)
+    })
+    .await;
+    let listed = get(admin, "/admin/jobs?key=-").await.json();
+    assert_eq!(listed["data"][0]["id"], job_id.as_str(), "{listed}");
+    let (dom, log) = dump(&format!("{base}#/jobs?key=-"), &profile);
+    assert_clean("jobs", &log);
+    assert!(
+        main_of(&dom).contains(&format!("#/jobs/{job_id}")),
+        "{}",
+        main_of(&dom)
+    );
+    let (dom, log) = dump(&format!("{base}#/jobs/{job_id}"), &profile);
+    assert_clean("job", &log);
+    assert_eq!(value_of(&dom, "job-status"), "succeeded");
+    let attempts = main_of(&dom).matches("<tr><td>1</td>").count();
+    assert_eq!(attempts, 1, "{}", main_of(&dom));
+    screenshot(
+        &format!("{base}#/jobs/{job_id}"),
+        &profile,
+        &shots.join("job.png"),
+    );
+    // The admin actions behind its buttons refuse a job that is done.
+    let retry = post(admin, &format!("/admin/jobs/{job_id}/retry"), &json!({})).await;
+    assert_eq!(retry.status, 409, "{:?}", retry.body);
+    let cancel = crate::procs::call(
+        admin,
+        http::Method::DELETE,
+        &format!("/admin/jobs/{job_id}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(cancel.status, 409, "{:?}", cancel.body);
+    let unkeyed = get(admin, "/admin/jobs").await;
+    assert_eq!(unkeyed.status, 400, "the listing names a key");
 
     // The upstream breaks: the breaker opens, and the Targets page says so.
     post(up.addr, "/sim/faults", &json!({"error_rate": 1.0})).await;

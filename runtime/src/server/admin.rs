@@ -359,6 +359,9 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
             Ok(body) => http_util::json(200, &body),
             Err(err) => http_util::error(&err),
         },
+        (_, path) if path == "/admin/jobs" || path.starts_with("/admin/jobs/") => {
+            super::jobs::admin(&app, request).await
+        }
         (&Method::GET, path) if path.starts_with("/admin/requests/") => {
             let id = &path["/admin/requests/".len()..];
             match app.recent.get(id) {

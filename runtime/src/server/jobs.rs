@@ -255,7 +255,84 @@ fn take_string(
     }
 }
 
-/// `GET /v1/jobs?status=&limit=&after=`.
+/// The operator's view of jobs on the admin listener (any key's, no API key needed: the admin
+/// listener's own checks have passed):
+///
+/// - `GET /admin/jobs?key=NAME[&status=S&limit=N&after=ID]`: one key's jobs (`-` for those
+///   submitted without auth), newest first, with the queue's counters;
+/// - `GET /admin/jobs/ID`: a job with its attempt log;
+/// - `POST /admin/jobs/ID/retry`: a dead job queued again;
+/// - `DELETE /admin/jobs/ID`: a queued job cancelled.
+pub async fn admin(app: &Arc<App>, request: Request<Incoming>) -> Response<Body> {
+    match admin_route(app, request).await {
+        Ok(response) => response,
+        Err(err) => http_util::error(&err),
+    }
+}
+
+async fn admin_route(
+    app: &Arc<App>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(queue) = &app.jobs else {
+        return Err(ApiError::new(
+            404,
+            "invalid_request_error",
+            "jobs_not_enabled",
+            "background jobs are not enabled: no route has a `jobs` table",
+        ));
+    };
+    let path = request.uri().path().to_string();
+    let rest = path
+        .strip_prefix("/admin/jobs")
+        .unwrap_or("")
+        .trim_start_matches('/');
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (request.method(), segments.as_slice()) {
+        (&Method::GET, []) => {
+            let query = request.uri().query().unwrap_or("");
+            let mut key = None;
+            let rest: Vec<&str> = (query.split('&'))
+                .filter(|p| !p.is_empty())
+                .filter(|p| match p.strip_prefix("key=") {
+                    Some(value) => {
+                        key = Some(value.to_owned());
+                        false
+                    }
+                    None => true,
+                })
+                .collect();
+            let Some(key) = key.filter(|k| !k.is_empty()) else {
+                return Err(ApiError::invalid(
+                    "missing_key",
+                    Some("key"),
+                    "`key` names whose jobs to list (`-` for jobs submitted without auth)",
+                ));
+            };
+            list(queue, &rest.join("&"), &key).await
+        }
+        (&Method::GET, [id]) => {
+            let job = found(queue.find(id, None).await.map_err(store_error)?, id)?;
+            Ok(http_util::json(200, &job_json(&job)))
+        }
+        (&Method::DELETE, [id]) => {
+            let job = queue.cancel(id, None).await.map_err(change_error)?;
+            Ok(http_util::json(200, &job_json(&job)))
+        }
+        (&Method::POST, [id, "retry"]) => {
+            let job = queue.retry(id, None).await.map_err(change_error)?;
+            Ok(http_util::json(202, &job_json(&job)))
+        }
+        _ => Err(ApiError::new(
+            404,
+            "invalid_request_error",
+            "not_found",
+            format!("no such endpoint: {} {path}", request.method()),
+        )),
+    }
+}
+
+/// `GET /v1/jobs?status=&limit=&after=` (and the admin listing): `owner`'s jobs.
 async fn list(queue: &Queue, query: &str, owner: &str) -> Result<Response<Body>, ApiError> {
     let mut status = None;
     let mut limit = DEFAULT_LIST_LIMIT;

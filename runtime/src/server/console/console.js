@@ -189,14 +189,66 @@ const pages = {
   },
 
   async jobs() {
-    const series = parseMetrics(await get("/metrics", "text"));
-    const byStatus = {};
-    for (const s of series) if (s.name === "weir_jobs_total") byStatus[s.labels.status || s.labels.outcome || "?"] = (byStatus[s.labels.status || s.labels.outcome || "?"] || 0) + s.value;
+    const params = new URLSearchParams(location.hash.split("?")[1] || "");
+    const key = params.get("key") || "-";
+    const wanted = params.get("status") || "";
+    const spend = await get("/admin/spend?group_by=key");
+    const keys = ["-", ...(spend.keys || []).map((k) => k.key)];
+    let data;
+    try {
+      data = await get(`/admin/jobs?key=${encodeURIComponent(key)}&limit=200${wanted ? "&status=" + wanted : ""}`);
+    } catch (err) {
+      if (String(err.message).includes("404")) {
+        $page().innerHTML = `<h1>Jobs</h1><p>Background jobs are not enabled: no route has a <code>jobs</code> table.</p>`;
+        return;
+      }
+      throw err;
+    }
+    const st = data.stats;
+    const card = (k, v, id) => `<div class="card"><div class="v" id="${id}">${src(v, "GET /admin/jobs stats")}</div><div class="k">${esc(k)}</div></div>`;
+    const option = (v, current) => `<option value="${esc(v)}"${v === current ? " selected" : ""}>${esc(v || "any")}</option>`;
     $page().innerHTML = `<h1>Jobs</h1><div class="cards">
-      <div class="card"><div class="v">${src(sum(series, "weir_jobs_queued"), "GET /metrics weir_jobs_queued")}</div><div class="k">queued</div></div>
-      <div class="card"><div class="v">${src(sum(series, "weir_jobs_running"), "GET /metrics weir_jobs_running")}</div><div class="k">running</div></div>
-      ${Object.entries(byStatus).map(([k, v]) => `<div class="card"><div class="v">${src(v, "GET /metrics weir_jobs_total")}</div><div class="k">${esc(k)}</div></div>`).join("")}
-      </div><p>The job list, a job's attempts and retry/cancel from here need an admin jobs endpoint that weir does not have yet; use <code>GET /v1/jobs/ID</code>, <code>POST /v1/jobs/ID/retry</code> and <code>DELETE /v1/jobs/ID</code>.</p>`;
+      ${card("queued", st.queued, "jobs-queued")}${card("waiting for a retry", st.waiting, "jobs-waiting")}${card("running", st.running, "jobs-running")}
+      ${card("queue limit", st.max_queued, "jobs-max")}${card("oldest queued, s", st.oldest_queued_age_s ?? "–", "jobs-oldest")}</div>
+      <form id="filter"><label>key <select name="key">${keys.map((k) => option(k, key)).join("")}</select></label>
+      <label>status <select name="status">${["", "queued", "running", "succeeded", "failed", "dead", "cancelled"].map((v) => option(v, wanted)).join("")}</select></label>
+      <button>Show</button></form>
+      <div class="scroll"><table id="jobs"><tr><th>job</th><th>status</th><th>model</th><th>attempts</th><th>created</th><th>cost</th></tr>
+      ${data.data.map((j) => `<tr><td><a href="#/jobs/${encodeURIComponent(j.id)}">${esc(j.id)}</a></td><td class="${j.status === "dead" || j.status === "failed" ? "bad" : ""}">${src(j.status, "GET /admin/jobs")}</td>
+        <td>${esc(j.model)}</td><td>${src(j.attempts, "GET /admin/jobs")}</td><td>${esc(new Date(j.created_at_ms).toISOString().slice(0, 19))}</td><td>${src(usd(j.cost_usd), "GET /admin/jobs")}</td></tr>`).join("")}
+      </table></div>${data.has_more ? "<p>Newest 200 shown.</p>" : ""}`;
+    document.getElementById("filter").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const q = new URLSearchParams(new FormData(e.target));
+      if (!q.get("status")) q.delete("status");
+      location.hash = "#/jobs?" + q;
+    });
+  },
+
+  async job(id) {
+    const j = await get("/admin/jobs/" + encodeURIComponent(id));
+    const action = (label, method, path) => `<button data-method="${method}" data-path="${esc(path)}">${label}</button>`;
+    $page().innerHTML = `<h1>Job ${esc(j.id)}</h1>
+      <p>status <strong id="job-status">${src(j.status, "GET /admin/jobs/{id}")}</strong> · model ${esc(j.model)} · priority ${esc(j.priority)}
+      · attempts ${src(j.attempts, "GET /admin/jobs/{id}")} · cost ${src(usd(j.cost_usd), "GET /admin/jobs/{id}")}
+      ${j.status === "dead" ? action("Retry", "POST", `/admin/jobs/${j.id}/retry`) : ""}
+      ${j.status === "queued" ? action("Cancel", "DELETE", `/admin/jobs/${j.id}`) : ""}</p>
+      <div class="scroll"><table id="attempts"><tr><th>#</th><th>started</th><th>ms</th><th>status</th><th>error</th><th>cost</th></tr>
+      ${(j.attempt_log || []).map((a, i) => `<tr><td>${i + 1}</td><td>${esc(new Date(a.started_at_ms).toISOString().slice(11, 23))}</td>
+        <td>${a.finished_at_ms ? src(a.finished_at_ms - a.started_at_ms, "GET /admin/jobs/{id}") : "running"}</td><td>${esc(a.status ?? "")}</td>
+        <td>${esc(a.error ?? "")}</td><td>${usd(a.cost_usd)}</td></tr>`).join("")}</table></div>
+      ${j.callback ? `<p>callback ${esc(j.callback.url)}: ${esc(j.callback.state)} after ${esc(j.callback.attempts)} attempt(s) ${esc(j.callback.last_error ?? "")}</p>` : ""}
+      <p><a href="#/jobs">back to jobs</a></p>`;
+    for (const button of document.querySelectorAll("button[data-path]")) {
+      button.addEventListener("click", async () => {
+        try {
+          const response = await fetch(button.dataset.path, {method: button.dataset.method});
+          const body = await response.json();
+          status(response.ok ? `job ${body.status}` : `refused: ${body.error?.message ?? response.status}`, !response.ok);
+          await render();
+        } catch (err) { status(String(err), true); }
+      });
+    }
   },
 
   async config() {
@@ -216,7 +268,8 @@ async function render() {
   for (const a of document.querySelectorAll("header nav a")) {
     if (a.getAttribute("href") === "#/" + name) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  const page = name === "requests" && id ? () => pages.request(decodeURIComponent(id)) : pages[name];
+  const details = {requests: pages.request, jobs: pages.job};
+  const page = id && details[name] ? () => details[name](decodeURIComponent(id)) : pages[name];
   if (!page) { $page().innerHTML = `<h1>Not found</h1><p>No page ${esc(name)}.</p>`; return; }
   try {
     await page();

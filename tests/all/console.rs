@@ -69,6 +69,18 @@ fn main_of(dom: &str) -> &str {
     &dom[start..end]
 }
 
+/// The navigation's links, in order (each an `<a href>`, so Tab reaches them in this order).
+fn dom_of_nav(dom: &str) -> Vec<String> {
+    let nav = &dom[dom.find("<nav").unwrap()..dom.find("</nav>").unwrap()];
+    nav.split("<a href=\"#/")
+        .skip(1)
+        .map(|a| {
+            let text = &a[a.find('>').unwrap() + 1..];
+            text[..text.find('<').unwrap()].to_owned()
+        })
+        .collect()
+}
+
 /// No script error reached the console.
 fn assert_clean(page: &str, log: &str) {
     let bad: Vec<&str> = log
@@ -290,6 +302,36 @@ config = {{ restore = true }}
             &shots.join(format!("{page}.png")),
         );
     }
+    // On a phone-sized screen no page scrolls sideways (wide tables scroll in their box), and
+    // the navigation is links a keyboard reaches in order.
+    for page in [
+        "overview", "requests", "stages", "targets", "spend", "jobs", "config",
+    ] {
+        let out = Command::new(crate::loadtest::chromium())
+            .args(FLAGS)
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args([
+                "--virtual-time-budget=2500",
+                "--window-size=390,844",
+                "--dump-dom",
+            ])
+            .arg(format!("{base}#/{page}"))
+            .output()
+            .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            dom.contains("data-fits=\"true\""),
+            "{page} overflows at 390 px: {}",
+            main_of(&dom)
+        );
+    }
+    let nav = dom_of_nav(&dump(&format!("{base}#/overview"), &profile).0);
+    assert_eq!(
+        nav,
+        [
+            "Overview", "Requests", "Stages", "Targets", "Spend", "Jobs", "Config"
+        ]
+    );
     screenshot(
         &format!("{base}#/requests/{last_id}"),
         &profile,

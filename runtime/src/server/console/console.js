@@ -134,7 +134,7 @@ const pages = {
     }).join("");
     $page().innerHTML = `<h1>Request ${esc(r.id)}</h1>
       <p>${esc(r.endpoint)} · route ${esc(r.route)} · status ${src(r.status, "GET /admin/requests/{id}")} · ${src(num(r.duration_ms, 2) + " ms", "GET /admin/requests/{id}")}
-      · overhead ${src(num(r.overhead_ms, 3) + " ms", "GET /admin/requests/{id}")} · cache ${esc(r.cache)} · cost ${usd(r.cost_usd)}</p>
+      · overhead ${src(num(r.overhead_ms, 3) + " ms", "GET /admin/requests/{id}")} · cache ${esc(r.cache)} · cost ${src(usd(r.cost_usd), "GET /admin/requests/{id}")}</p>
       ${r.error ? `<p class="bad">${esc(r.error.code)}: ${esc(r.error.message)}</p>` : ""}
       <div class="scroll"><table id="waterfall"><tr><th>step</th><th>ms</th><th>outcome</th><th>waterfall</th></tr>${bars}</table></div>
       <p><a href="#/requests">back to requests</a></p>`;
@@ -169,7 +169,7 @@ const pages = {
         <td class="breaker ${t.breaker === "closed" ? "good" : t.breaker === "open" ? "bad" : "warn"}">${src(t.breaker, "GET /admin/targets")}</td>
         <td>${t.open_for_ms === null ? "" : src(num(t.open_for_ms / 1000, 1) + " s", "GET /admin/targets open_for_ms")}</td>
         <td>${src(t.trips, "GET /admin/targets")}</td><td>${src(t.in_flight, "GET /admin/targets")}</td><td>${src(num(t.latency_ewma_ms, 2), "GET /admin/targets")}</td>
-        <td>${esc(t.max_concurrency ?? "–")}</td><td>${esc(t.rpm ?? "–")}</td><td>${esc(t.tpm ?? "–")}</td><td>${esc(t.limits)}</td></tr>`).join("")}
+        <td>${src(t.max_concurrency ?? "–", "GET /admin/targets")}</td><td>${src(t.rpm ?? "–", "GET /admin/targets")}</td><td>${src(t.tpm ?? "–", "GET /admin/targets")}</td><td>${esc(t.limits)}</td></tr>`).join("")}
       </table></div>`;
   },
 
@@ -177,14 +177,14 @@ const pages = {
     const [days, keys, routes, models] = await Promise.all(["day", "key", "route", "model"].map((g) => get("/admin/spend?group_by=" + g)));
     const max = Math.max(...days.rows.map((r) => r.cost_usd), 1e-12);
     const table = (title, data, dim) => `<h2>${title}</h2><div class="scroll"><table><tr><th>${dim}</th><th>calls</th><th>cache hits</th><th>cost</th></tr>
-      ${data.rows.map((r) => `<tr><td>${esc(r[dim])}</td><td>${src(r.calls, "GET /admin/spend?group_by=" + dim)}</td><td>${esc(r.cache_hits)}</td><td>${src(usd(r.cost_usd), "GET /admin/spend?group_by=" + dim)}</td></tr>`).join("")}</table></div>`;
+      ${data.rows.map((r) => `<tr><td>${esc(r[dim])}</td><td>${src(r.calls, "GET /admin/spend?group_by=" + dim)}</td><td>${src(r.cache_hits, "GET /admin/spend?group_by=" + dim)}</td><td>${src(usd(r.cost_usd), "GET /admin/spend?group_by=" + dim)}</td></tr>`).join("")}</table></div>`;
     $page().innerHTML = `<h1>Spend</h1><p>${src(usd(days.total.cost_usd), "GET /admin/spend")} from ${esc(days.from)} to ${esc(days.to)}.</p>
       <h2>By day</h2><div class="scroll"><table id="spend-days"><tr><th>day</th><th>cost</th><th></th></tr>
       ${days.rows.map((r) => `<tr><td>${esc(r.day)}</td><td>${src(usd(r.cost_usd), "GET /admin/spend?group_by=day")}</td><td><span class="bar" style="width:${Math.round(240 * r.cost_usd / max)}px"></span></td></tr>`).join("")}</table></div>
       <h2>Budgets</h2><div class="scroll"><table><tr><th>key</th><th>today</th><th>daily budget</th><th>remaining today</th><th>this month</th><th>monthly budget</th></tr>
-      ${(days.keys || []).map((k) => `<tr><td>${esc(k.key)}</td><td>${src(usd(k.spent_today_usd), "GET /admin/spend keys")}</td><td>${usd(k.daily_budget_usd)}</td>
+      ${(days.keys || []).map((k) => `<tr><td>${esc(k.key)}</td><td>${src(usd(k.spent_today_usd), "GET /admin/spend keys")}</td><td>${src(usd(k.daily_budget_usd), "GET /admin/spend keys")}</td>
         <td>${k.daily_budget_usd === null ? "–" : src(usd(Math.max(0, k.daily_budget_usd - k.spent_today_usd - k.reserved_usd)), "GET /admin/spend keys (budget − spent − reserved)")}</td>
-        <td>${usd(k.spent_this_month_usd)}</td><td>${usd(k.monthly_budget_usd)}</td></tr>`).join("")}</table></div>
+        <td>${src(usd(k.spent_this_month_usd), "GET /admin/spend keys")}</td><td>${src(usd(k.monthly_budget_usd), "GET /admin/spend keys")}</td></tr>`).join("")}</table></div>
       ${table("By key", keys, "key")}${table("By route", routes, "route")}${table("By model", models, "model")}`;
   },
 
@@ -236,7 +236,7 @@ const pages = {
       <div class="scroll"><table id="attempts"><tr><th>#</th><th>started</th><th>ms</th><th>status</th><th>error</th><th>cost</th></tr>
       ${(j.attempt_log || []).map((a, i) => `<tr><td>${i + 1}</td><td>${esc(new Date(a.started_at_ms).toISOString().slice(11, 23))}</td>
         <td>${a.finished_at_ms ? src(a.finished_at_ms - a.started_at_ms, "GET /admin/jobs/{id}") : "running"}</td><td>${esc(a.status ?? "")}</td>
-        <td>${esc(a.error ?? "")}</td><td>${usd(a.cost_usd)}</td></tr>`).join("")}</table></div>
+        <td>${esc(a.error ?? "")}</td><td>${src(usd(a.cost_usd), "GET /admin/jobs/{id}")}</td></tr>`).join("")}</table></div>
       ${j.callback ? `<p>callback ${esc(j.callback.url)}: ${esc(j.callback.state)} after ${esc(j.callback.attempts)} attempt(s) ${esc(j.callback.last_error ?? "")}</p>` : ""}
       <p><a href="#/jobs">back to jobs</a></p>`;
     for (const button of document.querySelectorAll("button[data-path]")) {
@@ -274,6 +274,8 @@ async function render() {
   try {
     await page();
     document.body.dataset.page = name + (id ? "/detail" : "");
+    // Wide tables scroll in their own box: the page itself never scrolls sideways.
+    document.body.dataset.fits = String(document.documentElement.scrollWidth <= window.innerWidth + 1);
     status("updated " + new Date().toLocaleTimeString());
   } catch (err) {
     status(String(err.message || err), true);

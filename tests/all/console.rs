@@ -280,6 +280,12 @@ config = {{ restore = true }}
         "{}",
         main_of(&dom)
     );
+    // ... and the reload that loaded it is in the history.
+    let reloads = &dom[dom.find("id=\"reloads\"").expect("the reload history")..];
+    assert!(
+        reloads.contains("<td>watch</td>") && reloads.contains(">swapped<"),
+        "{reloads}"
+    );
 
     // Every page loads clean, says which it is, and is photographed.
     for page in [

@@ -124,6 +124,7 @@ impl App {
             reloads_attempted: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            reload_history: Mutex::new(std::collections::VecDeque::new()),
             versions: Mutex::new(Vec::new()),
             recent,
         };

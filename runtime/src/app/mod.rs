@@ -79,6 +79,8 @@ pub struct App {
     pub reloads_ok: AtomicU64,
     /// Reloads that failed, wholly or for some stage file (the old version kept serving).
     pub reloads_failed: AtomicU64,
+    /// The last `reload::RELOAD_HISTORY` reload outcomes, oldest first.
+    reload_history: Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Every stage version ever loaded, to count those still alive (held by a snapshot or
     /// by a request in flight).
     versions: Mutex<Vec<Weak<LoadedStage>>>,

@@ -28,6 +28,9 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Longest a reload waits for the watched files to go quiet.
 const MAX_DELAY: Duration = Duration::from_millis(500);
 
+/// Reloads kept in the history `GET /admin/stages` shows.
+pub const RELOAD_HISTORY: usize = 32;
+
 /// What one reload did.
 #[derive(Debug)]
 pub struct ReloadOutcome {
@@ -122,8 +125,30 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
 
 impl App {
     /// Reads the config file and every stage file again and swaps in the result. Never
-    /// leaves the host without a working snapshot.
+    /// leaves the host without a working snapshot. The outcome is kept in the reload history
+    /// (`GET /admin/stages`).
     pub async fn reload(&self, trigger: &'static str) -> ReloadOutcome {
+        let outcome = self.reload_once(trigger).await;
+        let mut entry = outcome.to_json();
+        entry["at_ms"] = json!(crate::clock::unix_ms());
+        let mut history = crate::sync::lock(&self.reload_history);
+        if history.len() >= RELOAD_HISTORY {
+            history.pop_front();
+        }
+        history.push_back(entry);
+        drop(history);
+        outcome
+    }
+
+    /// The last [`RELOAD_HISTORY`] reloads, oldest first.
+    pub fn reload_history(&self) -> Vec<Value> {
+        crate::sync::lock(&self.reload_history)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    async fn reload_once(&self, trigger: &'static str) -> ReloadOutcome {
         let _one_at_a_time = self.reload_lock.lock().await;
         self.reloads_attempted.fetch_add(1, Ordering::Relaxed);
         let started = tokio::time::Instant::now();

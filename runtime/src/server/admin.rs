@@ -282,6 +282,7 @@ fn stages(app: &App, snap: &crate::app::Snapshot) -> serde_json::Value {
             "ok": app.reloads_ok.load(std::sync::atomic::Ordering::Relaxed),
             "failed": app.reloads_failed.load(std::sync::atomic::Ordering::Relaxed),
             "last_config_error": app.config_error(),
+            "history": app.reload_history(),
         },
         "live": { "stage_versions": versions, "instances": instances },
     })

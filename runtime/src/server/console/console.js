@@ -150,6 +150,12 @@ const pages = {
       ${data.stages.map((s) => `<tr><td>${esc(s.route)}</td><td>${esc(s.name)}</td><td class="version" title="from GET /admin/stages (blake3 of the file)">${esc(s.version.slice(0, 12))}</td>
         <td>${esc(s.stage_name)} ${esc(s.stage_version)}</td><td>${esc(s.artifact)}</td><td>${src(num(s.load_ms), "GET /admin/stages")}</td>
         <td>${esc(s.loaded_at)}</td><td class="${s.last_error ? "bad" : ""}">${esc(s.last_error || "")}</td></tr>`).join("")}
+      </table></div>
+      <h2>Reload history</h2><div class="scroll"><table id="reloads"><tr><th>at</th><th>trigger</th><th>result</th><th>generation</th><th>loaded</th><th>rejected</th><th>ms</th><th>error</th></tr>
+      ${[...(data.reloads.history || [])].reverse().map((h) => `<tr><td>${esc(new Date(h.at_ms).toISOString().slice(11, 19))}</td><td>${esc(h.trigger)}</td>
+        <td class="${h.ok ? "good" : "bad"}">${h.ok ? (h.swapped ? "swapped" : "no change") : "failed"}</td><td>${src(h.generation, "GET /admin/stages reloads.history")}</td>
+        <td>${src(h.loaded.length, "GET /admin/stages reloads.history")}</td><td>${src(h.rejected.length, "GET /admin/stages reloads.history")}</td>
+        <td>${src(num(h.elapsed_ms), "GET /admin/stages reloads.history")}</td><td>${esc(h.error || h.rejected.map((r) => r.error).join("; "))}</td></tr>`).join("")}
       </table></div>`;
     document.getElementById("reload").addEventListener("click", async () => {
       try {

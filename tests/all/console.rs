@@ -5,61 +5,21 @@
 //! directory.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::{Value, json};
 
+use crate::browser;
 use crate::procs::{get, post, serve_file, sim};
 use crate::wait;
 
-const FLAGS: [&str; 8] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-];
-
-/// The page at `url` after its scripts ran: its DOM and Chromium's log (console messages).
+/// The page at `url` (1100 x 900): its DOM and Chromium's log.
 fn dump(url: &str, profile: &Path) -> (String, String) {
-    let out = Command::new(crate::loadtest::chromium())
-        .args(FLAGS)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args([
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=2500",
-            "--dump-dom",
-        ])
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let page = browser::dump(url, profile, (1100, 900));
+    (page.dom, page.log)
 }
 
 fn screenshot(url: &str, profile: &Path, to: &Path) {
-    let out = Command::new(crate::loadtest::chromium())
-        .args(FLAGS)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--virtual-time-budget=2500", "--window-size=1100,900"])
-        .arg(format!("--screenshot={}", to.display()))
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    let png =
-        std::fs::read(to).unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(
-        png.starts_with(b"\x89PNG") && png.len() > 10_000,
-        "{}: {} bytes",
-        to.display(),
-        png.len()
-    );
+    browser::screenshot(url, profile, (1100, 900), to, 10_000);
 }
 
 /// The `<main>` of a page's DOM.
@@ -313,18 +273,7 @@ config = {{ restore = true }}
     for page in [
         "overview", "requests", "stages", "targets", "spend", "jobs", "config",
     ] {
-        let out = Command::new(crate::loadtest::chromium())
-            .args(FLAGS)
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args([
-                "--virtual-time-budget=2500",
-                "--window-size=390,844",
-                "--dump-dom",
-            ])
-            .arg(format!("{base}#/{page}"))
-            .output()
-            .expect("chromium runs");
-        let dom = String::from_utf8_lossy(&out.stdout);
+        let dom = browser::dump(&format!("{base}#/{page}"), &profile, (390, 844)).dom;
         assert!(
             dom.contains("data-fits=\"true\""),
             "{page} overflows at 390 px: {}",

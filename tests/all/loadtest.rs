@@ -327,33 +327,19 @@ faults = {{ error_rate = 0.5 }}
     let out = dir.join("out");
     let output = loadtest(&dir.join("scenario.toml"), &out);
     assert!(output.status.success(), "{}", text(&output));
-    let chromium = chromium();
     let page = format!("file://{}", out.join("report.html").display());
     let profile = dir.join("profile");
-    let screenshot = dir.join("report.png");
-    let flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--virtual-time-budget=2000",
-    ];
-    let dom = Command::new(&chromium)
-        .args(flags)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(&page)
-        .output()
-        .expect("chromium runs");
-    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    let dom = crate::browser::dump(&page, &profile, (900, 1600));
+    let dom_text = dom.dom;
+    assert!(
+        !dom.log.contains("Uncaught"),
+        "the report's script failed:\n{}",
+        dom.log
+    );
     assert!(
         dom_text.contains("charts: 6 of 6 laid out"),
-        "{}",
-        text(&dom)
+        "{dom_text}\n{}",
+        dom.log
     );
     // Every chart has a size once laid out; throughput, latency, errors and cache draw their
     // lines; spend and breakers have no data here (the endpoint is not weir) and say so.
@@ -379,31 +365,13 @@ faults = {{ error_rate = 0.5 }}
     let lines: Vec<u32> = rendered.iter().map(|r| r.2).collect();
     assert_eq!(lines, vec![3, 3, 1, 1, 0, 0], "{dom_text}");
     assert_eq!(dom_text.matches("no data").count(), 2);
-    let shot = Command::new(&chromium)
-        .args(flags)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--screenshot={}", screenshot.display()))
-        .arg("--window-size=900,1600")
-        .arg(&page)
-        .output()
-        .expect("chromium runs");
-    let png = std::fs::read(&screenshot).unwrap_or_else(|_| panic!("{}", text(&shot)));
-    assert!(png.starts_with(b"\x89PNG"), "a PNG");
-    assert!(
-        png.len() > 20_000,
-        "a page with charts, not a blank one: {} bytes",
-        png.len()
+    crate::browser::screenshot(
+        &page,
+        &profile,
+        (900, 1600),
+        &dir.join("report.png"),
+        20_000,
     );
-}
-
-/// Debian's Chromium, installed by `tests/install-chromium` (tests/run calls it).
-pub(crate) fn chromium() -> PathBuf {
-    for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {
-        if Path::new(candidate).exists() {
-            return PathBuf::from(candidate);
-        }
-    }
-    panic!("chromium is not installed: run tests/install-chromium (tests/run does)");
 }
 
 /// A fleet of two nodes behind the client's round-robin: one is SIGKILLed for two seconds

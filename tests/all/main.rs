@@ -44,6 +44,7 @@
 
 mod billing;
 mod bounds;
+mod browser;
 mod cache;
 mod callbacks;
 mod calls;

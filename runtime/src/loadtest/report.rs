@@ -394,6 +394,34 @@ mod tests {
         }
     }
 
+    /// The report of `samples` from a run of `seconds` (an endpoint, no sims, no scrapes).
+    fn build_from(seconds: u64, samples: Vec<Sample>) -> Report {
+        let text = format!(
+            "name = \"t\"\nduration_s = {seconds}\n[weir]\nurl = \"http://127.0.0.1:1\"\n\
+             [traffic]\nrate = 1\n"
+        );
+        let scenario = Scenario::parse(
+            &text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+        )
+        .expect("valid");
+        build(
+            &scenario,
+            Collected {
+                samples,
+                scrapes: Vec::new(),
+                events: Vec::new(),
+                sims: BTreeMap::new(),
+                weir: None,
+                elapsed: Duration::from_secs(seconds),
+                started_at: 0,
+                url: "u".into(),
+                mode: "open".into(),
+            },
+        )
+    }
+
     #[test]
     fn percentiles_are_nearest_rank() {
         let mut values: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
@@ -446,14 +474,6 @@ mod tests {
 
     #[test]
     fn build_buckets_by_scheduled_second_and_counts_codes() {
-        let text = "name = \"t\"\nduration_s = 3\n[weir]\nurl = \"http://127.0.0.1:1\"\n\
-                    [traffic]\nrate = 1\n";
-        let scenario = Scenario::parse(
-            text,
-            std::path::Path::new("t.toml"),
-            std::path::Path::new("."),
-        )
-        .expect("valid");
         let samples = vec![
             sample(0, 10, 200, None),
             sample(500, 20, 200, None),
@@ -461,20 +481,7 @@ mod tests {
             sample(2500, 0, 0, Some("not_sent")),
             sample(2600, 50, 502, Some("upstream_failed")),
         ];
-        let report = build(
-            &scenario,
-            Collected {
-                samples,
-                scrapes: Vec::new(),
-                events: Vec::new(),
-                sims: BTreeMap::new(),
-                weir: None,
-                elapsed: Duration::from_secs(3),
-                started_at: 0,
-                url: "u".into(),
-                mode: "open".into(),
-            },
-        );
+        let report = build_from(3, samples);
         let t = &report.totals;
         assert_eq!(
             (t.sent, t.ok, t.errors, t.not_sent, t.budget_refusals),
@@ -491,30 +498,9 @@ mod tests {
 
     #[test]
     fn distinct_error_codes_are_capped() {
-        let text = "name = \"t\"\nduration_s = 1\n[weir]\nurl = \"http://127.0.0.1:1\"\n\
-                    [traffic]\nrate = 1\n";
-        let scenario = Scenario::parse(
-            text,
-            std::path::Path::new("t.toml"),
-            std::path::Path::new("."),
-        )
-        .expect("valid");
         let codes: Vec<String> = (0..100).map(|i| format!("code_{i}")).collect();
         let samples = codes.iter().map(|c| sample(0, 1, 500, Some(c))).collect();
-        let report = build(
-            &scenario,
-            Collected {
-                samples,
-                scrapes: Vec::new(),
-                events: Vec::new(),
-                sims: BTreeMap::new(),
-                weir: None,
-                elapsed: Duration::from_secs(1),
-                started_at: 0,
-                url: "u".into(),
-                mode: "open".into(),
-            },
-        );
+        let report = build_from(1, samples);
         assert_eq!(report.totals.by_code.len(), MAX_CODES + 1);
         assert_eq!(
             report.totals.by_code.get(OTHER_CODES),

@@ -22,27 +22,7 @@ LITELLM=127.0.0.1:9624
 PORTKEY=127.0.0.1:9625
 
 source bench/build.sh
-peers=${PEERS_DIR:-$target_dir/peers}
-mkdir -p "$peers"
-if [ ! -x "$peers/venv/bin/litellm" ]; then
-    echo "installing litellm[proxy] into $peers/venv"
-    python3 -m venv "$peers/venv"
-    "$peers/venv/bin/pip" install --quiet --upgrade pip
-    "$peers/venv/bin/pip" install --quiet 'litellm[proxy]'
-fi
-if [ ! -d "$peers/portkey/node_modules/@portkey-ai/gateway" ]; then
-    echo "installing @portkey-ai/gateway into $peers/portkey"
-    mkdir -p "$peers/portkey"
-    cat > "$peers/portkey/package.json" <<'JSON'
-{
-  "name": "weir-bench-peers",
-  "private": true,
-  "dependencies": { "@portkey-ai/gateway": "*" },
-  "overrides": { "@hono/node-server": "1.13.8" }
-}
-JSON
-    (cd "$peers/portkey" && npm install --silent --no-audit --no-fund)
-fi
+source bench/peers_lib.sh
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -68,29 +48,9 @@ TOML
 # so no proxy's keep-alive connections go stale between runs.
 RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
 RUST_LOG=warn "$weir" serve --config "$work/weir.toml" >"$work/weir.log" 2>&1 & pids+=($!)
-cat > "$work/litellm.yaml" <<YAML
-model_list:
-  - model_name: bare
-    litellm_params:
-      model: openai/bare
-      api_base: http://$SIM/v1
-      api_key: sk-sim
-general_settings:
-  master_key: sk-bench
-litellm_settings:
-  telemetry: false
-YAML
-LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
-    "$peers/venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "${LITELLM##*:}" \
-    >"$work/litellm.log" 2>&1 & pids+=($!)
-(cd "$peers/portkey" && exec node node_modules/@portkey-ai/gateway/build/start-server.js \
-    --port="${PORTKEY##*:}" --headless) >"$work/portkey.log" 2>&1 & pids+=($!)
+start_peers "$SIM" "$LITELLM" "$PORTKEY"
 ready "$WEIR"
-for _ in $(seq 1 600); do curl -fs -o /dev/null "http://$LITELLM/health/liveliness" && break; sleep 0.1; done
-for _ in $(seq 1 300); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PORTKEY/v1/models" || true)
-    [ "$code" != "000" ] && break; sleep 0.1
-done
+wait_peers "$LITELLM" "$PORTKEY"
 
 # The reports are kept (report.html per endpoint).
 out=${OUT:-$target_dir/loadtest-peers}

@@ -29,29 +29,7 @@ NGINX=127.0.0.1:9606
 
 source bench/build.sh
 need nginx nginx
-peers=${PEERS_DIR:-$target_dir/peers}
-mkdir -p "$peers"
-
-# The peers, installed once.
-if [ ! -x "$peers/venv/bin/litellm" ]; then
-    echo "installing litellm[proxy] into $peers/venv"
-    python3 -m venv "$peers/venv"
-    "$peers/venv/bin/pip" install --quiet --upgrade pip
-    "$peers/venv/bin/pip" install --quiet 'litellm[proxy]'
-fi
-if [ ! -d "$peers/portkey/node_modules/@portkey-ai/gateway" ]; then
-    echo "installing @portkey-ai/gateway into $peers/portkey"
-    mkdir -p "$peers/portkey"
-    cat > "$peers/portkey/package.json" <<'JSON'
-{
-  "name": "weir-bench-peers",
-  "private": true,
-  "dependencies": { "@portkey-ai/gateway": "*" },
-  "overrides": { "@hono/node-server": "1.13.8" }
-}
-JSON
-    (cd "$peers/portkey" && npm install --silent --no-audit --no-fund)
-fi
+source bench/peers_lib.sh
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -76,23 +54,7 @@ $(demo_stages)
 TOML
 RUST_LOG=warn "$weir" serve --config "$work/weir.toml" >/dev/null 2>&1 & pids+=($!)
 
-cat > "$work/litellm.yaml" <<YAML
-model_list:
-  - model_name: bare
-    litellm_params:
-      model: openai/bare
-      api_base: http://$SIM/v1
-      api_key: sk-sim
-general_settings:
-  master_key: sk-bench
-litellm_settings:
-  telemetry: false
-YAML
-LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR \
-    "$peers/venv/bin/litellm" --config "$work/litellm.yaml" --host 127.0.0.1 --port "${LITELLM##*:}" \
-    >"$work/litellm.log" 2>&1 & pids+=($!)
-(cd "$peers/portkey" && exec node node_modules/@portkey-ai/gateway/build/start-server.js \
-    --port="${PORTKEY##*:}" --headless) >"$work/portkey.log" 2>&1 & pids+=($!)
+start_peers "$SIM" "$LITELLM" "$PORTKEY"
 mkdir -p "$work/nginx"
 cat > "$work/nginx/nginx.conf" <<NGINX
 daemon off;
@@ -118,18 +80,9 @@ http {
 NGINX
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 & pids+=($!)
 
-wait_for() { # name url: until the URL answers (60 s: LiteLLM takes a while to import)
-    for _ in $(seq 1 600); do curl -fs -o /dev/null "$2" 2>/dev/null && return 0; sleep 0.1; done
-    echo "$1 did not start; its log:"; cat "$work/$1.log" 2>/dev/null | tail -20; exit 1
-}
 ready "$WEIR"
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$NGINX/" && break; sleep 0.1; done
-wait_for litellm "http://$LITELLM/health/liveliness"
-# Portkey answers 404 on /, which curl -f counts as failure: probe with a real request.
-for _ in $(seq 1 300); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' "http://$PORTKEY/v1/models" || true)
-    [ "$code" != "000" ] && break; sleep 0.1
-done
+wait_peers "$LITELLM" "$PORTKEY"
 
 # One wrk script for all: the model, an Authorization and Portkey's routing headers from the
 # environment.

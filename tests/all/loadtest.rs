@@ -27,8 +27,15 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `weir loadtest SCENARIO --out DIR --quiet`.
 fn loadtest(scenario: &Path, out: &Path) -> Output {
+    loadtest_with(scenario, out, &["--quiet"])
+}
+
+/// `weir loadtest SCENARIO --out DIR` with `flags`.
+fn loadtest_with(scenario: &Path, out: &Path, flags: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["loadtest", "--quiet", "--out"])
+        .arg("loadtest")
+        .args(flags)
+        .arg("--out")
         .arg(out)
         .arg(scenario)
         .env("XDG_STATE_HOME", out.join("state"))
@@ -116,8 +123,19 @@ p99_ms_max = 5000
     )
     .unwrap();
     let out = dir.join("out");
-    let output = loadtest(&dir.join("scenario.toml"), &out);
+    let output = loadtest_with(&dir.join("scenario.toml"), &out, &[]);
     assert!(output.status.success(), "{}", text(&output));
+    // A progress line a second while it runs: elapsed, sent and rate, errors, p99 so far.
+    let progress = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = progress
+        .lines()
+        .filter(|l| l.contains("p99 so far"))
+        .collect();
+    assert!(lines.len() >= 4, "{progress}");
+    assert!(
+        lines[0].contains("s] sent ") && lines[0].contains("errors"),
+        "{progress}"
+    );
     let report = report(&out);
     let totals = &report["totals"];
     let (sent, ok, errors) = (u(&totals["sent"]), u(&totals["ok"]), u(&totals["errors"]));

@@ -25,6 +25,8 @@
 //!   retry-response).
 //! - [`service`]: the HTTP dependencies stages call through `wasi:http` (`[services.NAME]`):
 //!   grants by authority, the router's attempt loop, a response cache, a price per call.
+//! - [`oci`]: stages as OCI artifacts: `oci://…@sha256:…` references, pulls verified against
+//!   their digests into a blob store under `data_dir`, `weir push` in `wkg`'s layout.
 //! - [`sandbox`]: the wasmtime `Engine` (pooling allocator, fuel, epochs, ticker), the
 //!   per-call `Store` and its limits, where finished stores are dropped, the on-disk cache of
 //!   precompiled stages.
@@ -73,6 +75,7 @@ pub mod fsutil;
 pub mod host_api;
 pub mod llm;
 pub mod loadtest;
+pub mod oci;
 pub mod openai;
 pub mod pipeline;
 pub mod providers;

@@ -3,7 +3,7 @@
 //! settings did not change keep their live state.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
@@ -34,7 +34,15 @@ impl App {
         }
         {
             let mut files = crate::sync::lock(&self.stage_files);
-            files.retain(|path, _| assembled.snapshot.stages.contains_key(path));
+            // Keyed by the path of the version serving (an OCI stage whose new digest failed
+            // to pull keeps its old one, under the new path's key).
+            let serving: std::collections::BTreeSet<&PathBuf> = assembled
+                .snapshot
+                .stages
+                .values()
+                .map(|s| &s.path)
+                .collect();
+            files.retain(|path, _| serving.contains(path));
             for path in &assembled.fresh {
                 files.insert(
                     path.clone(),
@@ -118,6 +126,10 @@ impl App {
         ));
 
         let services = self.services(&config, previous);
+        // Made only when some stage is an OCI artifact.
+        let puller = (config.routes.iter())
+            .any(|route| route.stages.iter().any(|s| s.oci.is_some()))
+            .then(|| crate::oci::Puller::new(config.oci.clone(), self.oci_store.clone()));
         let mut stages: BTreeMap<PathBuf, Arc<LoadedStage>> = BTreeMap::new();
         let mut fresh = Vec::new();
         let mut failed = Vec::new();
@@ -128,8 +140,9 @@ impl App {
                 let stage = match stages.get(&spec.path) {
                     Some(stage) => stage.clone(),
                     None => {
-                        let earlier = previous.and_then(|p| p.stages.get(&spec.path));
-                        let stage = match self.load_stage(&spec.path, earlier).await {
+                        let earlier = previous.and_then(|p| earlier_version(p, &route.model, spec));
+                        let loaded = self.load_stage(spec, earlier, puller.as_ref()).await;
+                        let stage = match loaded {
                             Ok(Loaded::Unchanged(stage)) => stage,
                             Ok(Loaded::New(stage)) => {
                                 tracing::info!(
@@ -149,9 +162,17 @@ impl App {
                                         stage = %spec.name,
                                         error = %source,
                                         version = %earlier.digest.to_hex(),
-                                        "stage file rejected; the previous version keeps serving"
+                                        serving = %earlier.path.display(),
+                                        "stage rejected; the previous version keeps serving"
                                     );
-                                    failed.push((spec.path.clone(), source.to_string()));
+                                    let mut error = source.to_string();
+                                    if earlier.path != spec.path {
+                                        error.push_str(&format!(
+                                            "; {} keeps serving",
+                                            earlier.path.display()
+                                        ));
+                                    }
+                                    failed.push((earlier.path.clone(), error));
                                     earlier.clone()
                                 }
                                 None => {
@@ -217,21 +238,38 @@ impl App {
         })
     }
 
-    /// The file at `path`: the `earlier` version when its bytes did not change, else a new
-    /// load (read, compile, check the world, `describe()`).
+    /// The stage `spec` names: the `earlier` version when it is the same (a file whose bytes
+    /// did not change, the same pinned artifact), else a new load (read or fetch, compile,
+    /// check the world, `describe()`).
     async fn load_stage(
         &self,
-        path: &Path,
+        spec: &StageSettings,
         earlier: Option<&Arc<LoadedStage>>,
+        puller: Option<&crate::oci::Puller>,
     ) -> Result<Loaded, LoadError> {
-        let bytes = LoadedStage::read(path).await?;
-        if let Some(earlier) = earlier
+        let same_source = earlier.filter(|e| e.path == spec.path);
+        let (bytes, artifact) = match (&spec.oci, puller) {
+            (Some(reference), Some(puller)) => {
+                // A pinned artifact cannot change: no store read, no network.
+                if let Some(earlier) = same_source
+                    && reference.digest.is_some()
+                {
+                    return Ok(Loaded::Unchanged(earlier.clone()));
+                }
+                let pulled = puller.fetch(reference).await?;
+                (pulled.bytes, Some(pulled.artifact))
+            }
+            _ => (LoadedStage::read(&spec.path).await?, None),
+        };
+        if let Some(earlier) = same_source
             && blake3::hash(&bytes) == earlier.digest
         {
             return Ok(Loaded::Unchanged(earlier.clone()));
         }
-        let stage =
-            LoadedStage::from_bytes(&self.env.sandbox, &self.env.services, path, bytes).await?;
+        let mut stage =
+            LoadedStage::from_bytes(&self.env.sandbox, &self.env.services, &spec.path, bytes)
+                .await?;
+        stage.artifact = artifact;
         Ok(Loaded::New(Arc::new(stage)))
     }
 
@@ -302,6 +340,27 @@ impl App {
         }
         Ok(upstreams)
     }
+}
+
+/// The version serving before a reload for the stage `spec` of `route`: the one loaded from
+/// the same path; for an OCI artifact, else the one serving at the same route and stage
+/// name, so that a new digest that cannot be pulled (a registry down, a typo) leaves the old
+/// version serving rather than rejecting the whole reload.
+fn earlier_version<'a>(
+    previous: &'a Snapshot,
+    route: &str,
+    spec: &StageSettings,
+) -> Option<&'a Arc<LoadedStage>> {
+    if let Some(stage) = previous.stages.get(&spec.path) {
+        return Some(stage);
+    }
+    spec.oci.as_ref()?;
+    let pipeline = previous.routes.get(route)?;
+    let stage = pipeline
+        .stages
+        .iter()
+        .find(|s| *s.identity.name == *spec.name)?;
+    Some(&stage.stage)
 }
 
 /// A stage file, loaded.

@@ -43,6 +43,16 @@ impl App {
                 tracing::warn!(dir = %dir.display(), error = %err, "no artifact cache; stages compile at every start");
             }
         }
+        let oci_store = match &config.data_dir {
+            Some(data_dir) => match crate::oci::BlobStore::open(&data_dir.join("oci")) {
+                Ok(store) => Some(store),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no store for OCI stage artifacts; every start pulls them");
+                    None
+                }
+            },
+            None => None,
+        };
         // The fleet's shared state first: every shared feature below is built on it.
         let state = crate::state::Shared::open(&config.state).await?;
         let client = ProviderClient::new().map_err(AppError::Client)?;
@@ -116,6 +126,7 @@ impl App {
             jobs,
             state,
             client,
+            oci_store,
             config_path,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),

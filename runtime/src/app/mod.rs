@@ -63,6 +63,9 @@ pub struct App {
     pub state: Option<Arc<crate::state::Shared>>,
     /// The pooled upstream client.
     client: ProviderClient,
+    /// Where pulled OCI stage artifacts are kept (`data_dir/oci`); `None` without a
+    /// `data_dir` (then every start pulls them again).
+    oci_store: Option<crate::oci::BlobStore>,
     /// The config file, for reloads; `None` for an app built from a parsed config alone.
     pub config_path: Option<PathBuf>,
     /// Set when shutdown began: `/readyz` answers 503.

@@ -258,10 +258,15 @@ impl App {
     }
 
     /// The files a reload reads: the config file, its price file and every stage file
-    /// serving now.
+    /// serving now (not the `oci://` stages: a new version of one is a new digest in the
+    /// config file).
     fn watched_files(&self) -> BTreeSet<PathBuf> {
         let snap = self.snapshot();
-        let mut files: BTreeSet<PathBuf> = snap.stages.keys().cloned().collect();
+        let specs = snap.config.routes.iter().flat_map(|r| &r.stages);
+        let mut files: BTreeSet<PathBuf> = specs
+            .filter(|spec| spec.oci.is_none())
+            .map(|spec| spec.path.clone())
+            .collect();
         files.extend(snap.config.cost.prices_file.clone());
         if let Some(path) = &self.config_path {
             files.insert(path.clone());

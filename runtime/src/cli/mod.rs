@@ -10,6 +10,7 @@ mod check;
 mod cost;
 mod key;
 mod loadtest;
+mod push;
 mod serve;
 mod sim;
 mod test_stage;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Build the stage in a directory (Rust, Python, or JavaScript / TypeScript) into a
     /// component; installs the pinned Python and JS toolchains on first use.
     Build(author::BuildArgs),
+    /// Push a stage component to an OCI registry (`weir push STAGE.wasm
+    /// oci://REGISTRY/REPO:TAG`) and print the digest to pin in `weir.toml`.
+    Push(push::PushArgs),
 }
 
 /// Parses the command line and runs the command.
@@ -74,6 +78,7 @@ pub fn run() -> ExitCode {
         Command::TestStage(args) => test_stage::run(args),
         Command::New(args) => author::new::run(args),
         Command::Build(args) => author::build(args),
+        Command::Push(args) => push::run(args),
     }
 }
 

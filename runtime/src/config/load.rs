@@ -18,7 +18,7 @@ use super::document;
 use super::error::{ConfigError, NO_KEY};
 use super::value::{lossy, lossy_opt};
 use super::{
-    CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, RouteSettings,
+    CacheSettings, CostSettings, JobsSettings, KeySettings, ModelPrice, OciSettings, RouteSettings,
     SandboxSettings, ServerSettings, ServiceSettings, StateSettings, TargetSettings,
     TelemetrySettings,
 };
@@ -57,6 +57,8 @@ pub struct Config {
     pub jobs: JobsSettings,
     /// `[state]`: where state shared by a fleet of nodes lives.
     pub state: StateSettings,
+    /// `[oci]`: pulling stages from OCI registries.
+    pub oci: OciSettings,
 }
 
 /// The file's tables, as serde reads them (the order of the fields is the order an unknown
@@ -78,6 +80,7 @@ struct File {
     jobs: JobsSettings,
     telemetry: TelemetrySettings,
     state: StateSettings,
+    oci: OciSettings,
 }
 
 impl Config {
@@ -154,7 +157,9 @@ fn parse_in(
     let services = (file.services.into_iter())
         .map(|(name, service)| super::service::check(name, service, &src))
         .collect::<Result<Vec<_>, _>>()?;
-    super::route::check_all(&mut file.routes, &targets, &services, &file.sandbox, &src)?;
+    super::oci::check(&mut file.oci, &src)?;
+    let (sandbox, oci) = (&file.sandbox, &file.oci);
+    super::route::check_all(&mut file.routes, &targets, &services, sandbox, oci, &src)?;
     let stages = file.routes.iter().flat_map(|route| &route.stages);
     file.sandbox.max_memory_bytes = stages
         .map(|stage| stage.limits.memory_bytes)
@@ -178,6 +183,7 @@ fn parse_in(
         telemetry: file.telemetry,
         jobs: file.jobs,
         state: file.state,
+        oci: file.oci,
     })
 }
 

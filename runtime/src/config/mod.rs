@@ -24,6 +24,7 @@
 //!   and retry policy.
 //! - `cache`, `cost`, `jobs`, `telemetry`: one table (or two) each.
 //! - `state`: `[state]`, where state shared by a fleet lives (local or Redis).
+//! - `oci`: `[oci]`, pulling stages from OCI registries, and `oci://` stage paths.
 //! - `stage_config`: a stage's `config` table rendered as strings for `config-get`.
 //! - `masked`: [`Config::to_masked_json`] for `GET /admin/config`.
 //!
@@ -40,6 +41,7 @@ mod hosts;
 mod jobs;
 mod load;
 mod masked;
+mod oci;
 mod route;
 mod routing;
 mod sandbox;
@@ -62,6 +64,7 @@ pub use error::{ConfigError, NO_KEY};
 pub use hosts::HostName;
 pub use jobs::*;
 pub use load::Config;
+pub use oci::{OciSettings, RegistryCredentials};
 pub use route::{DEFAULT_STAGE_LLM_CALLS, OnErrorSetting, RouteSettings, StageSettings};
 pub use routing::*;
 pub use sandbox::{Allocator, CallLimits, SandboxSettings};

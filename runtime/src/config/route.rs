@@ -14,6 +14,8 @@ use super::routing::{PolicySettings, Strategy, check_policy};
 use super::sandbox::{CallLimits, SandboxSettings, stage_limits};
 use super::service::ServiceSettings;
 use super::target::TargetSettings;
+use crate::oci::SCHEME as OCI_SCHEME;
+
 use super::value::{Bounded, Int, Val, choices, lossy, mask_values, name, path};
 
 /// Most LLM calls one stage may make in one request when its table does not say
@@ -72,9 +74,13 @@ pub struct StageSettings {
     /// `[a-z0-9_-]+`, 1 to 64 characters; unique within the route.
     #[serde(deserialize_with = "name")]
     pub name: String,
-    /// The component file: absolute as written, or joined to the config file's directory.
+    /// The component: a file (absolute as written, or joined to the config file's directory)
+    /// or an OCI artifact, `oci://REGISTRY/REPOSITORY@sha256:DIGEST` (see `[oci]`).
     #[serde(deserialize_with = "path", serialize_with = "lossy")]
     pub path: PathBuf,
+    /// The parsed reference when `path` names an OCI artifact.
+    #[serde(skip)]
+    pub oci: Option<crate::oci::Reference>,
     /// What a failure of this stage does to the request.
     #[serde(default)]
     pub on_error: OnErrorSetting,
@@ -137,6 +143,7 @@ pub(crate) fn check_all(
     targets: &[TargetSettings],
     services: &[ServiceSettings],
     sandbox: &SandboxSettings,
+    oci: &super::OciSettings,
     src: &Source<'_>,
 ) -> Result<(), ConfigError> {
     let message = "expected at least one [[routes]] table, with the `model` alias clients send \
@@ -145,9 +152,16 @@ pub(crate) fn check_all(
     for index in 0..routes.len() {
         let key = format!("routes[{index}]");
         check(&mut routes[index], &key, targets, sandbox, src)?;
-        for (i, stage) in routes[index].stages.iter().enumerate() {
+        for (i, stage) in routes[index].stages.iter_mut().enumerate() {
             let stage_key = format!("{key}.stages[{i}]");
             super::service::check_grants(&stage.services, services, src, &stage_key)?;
+            if let Some(text) = stage.path.to_str().filter(|p| p.starts_with(OCI_SCHEME)) {
+                let path_key = format!("{stage_key}.path");
+                let reference = super::oci::stage_reference(text, oci, src, &path_key)?;
+                // The canonical form names the stage everywhere (reloads, /admin/stages).
+                stage.path = PathBuf::from(reference.to_string());
+                stage.oci = Some(reference);
+            }
         }
         let model = &routes[index].model;
         if let Some(first) = routes[..index].iter().position(|r| r.model == *model) {
@@ -210,7 +224,10 @@ fn check(
         let message = "expected the path of a stage component (.wasm), got an empty string";
         let path_key = format!("{stage_key}.path");
         src.ensure(!stage.path.as_os_str().is_empty(), &path_key, message)?;
-        stage.path = src.resolve(&stage.path);
+        // An `oci://` reference is checked by `check_all`, with the `[oci]` settings.
+        if !stage.path.to_string_lossy().starts_with(OCI_SCHEME) {
+            stage.path = src.resolve(&stage.path);
+        }
         stage_limits(&mut stage.limits, sandbox, src, &stage_key)?;
         stage.config_at = (stage.config.keys())
             .map(|name| {

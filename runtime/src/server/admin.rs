@@ -252,8 +252,18 @@ fn stages(app: &App, snap: &crate::app::Snapshot) -> serde_json::Value {
     let mut routes: Vec<_> = snap.routes.iter().collect();
     routes.sort_by(|a, b| a.0.cmp(b.0));
     for (route, pipeline) in routes {
+        let specs = (snap.config.routes.iter())
+            .find(|r| r.model == **route)
+            .map(|r| r.stages.as_slice())
+            .unwrap_or_default();
         for stage in &pipeline.stages {
             let file = files.get(&stage.stage.path).cloned().unwrap_or_default();
+            // What the config asks for, when it is not what serves (a new digest that could
+            // not be pulled).
+            let wanted = (specs.iter())
+                .find(|spec| *spec.name == *stage.identity.name)
+                .filter(|spec| spec.path != stage.stage.path)
+                .map(|spec| spec.path.display().to_string());
             rows.push(json!({
                 "route": route,
                 "name": &*stage.identity.name,
@@ -265,6 +275,8 @@ fn stages(app: &App, snap: &crate::app::Snapshot) -> serde_json::Value {
                 "loaded_at": crate::cost::clock::rfc3339(file.loaded_at_ms / 1000),
                 "loaded_at_ms": file.loaded_at_ms,
                 "last_error": file.last_error,
+                "wanted": wanted,
+                "source": source(&stage.stage),
                 "artifact": match stage.stage.origin {
                     crate::sandbox::Origin::Cached => "cached",
                     crate::sandbox::Origin::Compiled => "compiled",
@@ -286,6 +298,24 @@ fn stages(app: &App, snap: &crate::app::Snapshot) -> serde_json::Value {
         },
         "live": { "stage_versions": versions, "instances": instances },
     })
+}
+
+/// Where a stage version came from: `{"kind": "file"}`, or an OCI artifact's reference,
+/// digests and whether its bytes came from the registry or the blob store.
+fn source(stage: &crate::stages::LoadedStage) -> serde_json::Value {
+    match &stage.artifact {
+        None => json!({"kind": "file"}),
+        Some(artifact) => json!({
+            "kind": "oci",
+            "reference": artifact.reference.to_string(),
+            "registry": artifact.reference.registry,
+            "repository": artifact.reference.repository,
+            "manifest_digest": artifact.manifest_digest,
+            "layer_digest": artifact.layer_digest,
+            "media_type": artifact.media_type,
+            "fetched_from": artifact.fetched_from.as_str(),
+        }),
+    }
 }
 
 /// Dispatches one admin request that came in on `socket`, once its `Host` and token pass.

@@ -70,6 +70,9 @@ pub enum LoadError {
         /// What does not match.
         reason: String,
     },
+    /// An `oci://` stage's artifact could not be fetched (the message names the reference).
+    #[error(transparent)]
+    Fetch(Box<crate::oci::OciError>),
     /// `describe` trapped, failed or returned something unusable.
     #[error("{}: describe() failed: {reason}", path.display())]
     Describe {
@@ -78,6 +81,12 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+}
+
+impl From<crate::oci::OciError> for LoadError {
+    fn from(err: crate::oci::OciError) -> LoadError {
+        LoadError::Fetch(Box::new(err))
+    }
 }
 
 /// Which version of the stage contract a component exports, and so how the host drives it.
@@ -143,6 +152,8 @@ pub struct LoadedStage {
     /// `response` phase means either response hook, and `needs_full_response` that it has
     /// `on-response` but no chunk hook.
     pub contract: Contract,
+    /// The OCI artifact it came from, for an `oci://` stage.
+    pub artifact: Option<crate::oci::Artifact>,
     /// The pre-instantiated component with its exports looked up, built once per version.
     pub(crate) pre: StagePre,
 }
@@ -282,6 +293,7 @@ impl LoadedStage {
             load_time,
             config_keys: None,
             contract,
+            artifact: None,
             pre,
         };
         (stage.info, stage.contract, stage.config_keys) = stage.describe(sandbox, services).await?;

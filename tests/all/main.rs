@@ -60,6 +60,7 @@ mod guest_bounds;
 mod jobs;
 mod listener;
 mod loadtest;
+mod oci;
 mod pipeline;
 mod plugins;
 mod polyglot;

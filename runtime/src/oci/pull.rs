@@ -4,7 +4,7 @@
 //! manifest's digest), both kept in the store.
 
 use futures_util::StreamExt;
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 
 use super::layout::{ACCEPTED_MANIFESTS, MAX_MANIFEST_BYTES, wasm_layer};
@@ -217,10 +217,23 @@ impl Puller {
         let declared = u64::try_from(layer.size).unwrap_or(u64::MAX);
         let mut bytes = Vec::with_capacity(usize::try_from(declared.min(max)).unwrap_or(0));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|err| OciError::Registry {
-                reference: name(),
-                what: "the wasm layer's download broke off",
-                reason: chain(&err),
+            let chunk = chunk.map_err(|err| {
+                // oci-client checks the digest as the stream ends and reports a mismatch
+                // as the stream's error.
+                let digest = err.get_ref().and_then(|e| e.downcast_ref::<DigestError>());
+                match digest {
+                    Some(DigestError::VerificationError { expected, actual }) => OciError::Digest {
+                        reference: name(),
+                        what: "wasm layer",
+                        expected: expected.clone(),
+                        actual: actual.clone(),
+                    },
+                    _ => OciError::Registry {
+                        reference: name(),
+                        what: "the wasm layer's download broke off",
+                        reason: chain(&err),
+                    },
+                }
             })?;
             let size = (bytes.len() + chunk.len()) as u64;
             if size > max {
@@ -303,15 +316,14 @@ fn client_error(reference: &Reference, part: Part, err: OciDistributionError) ->
                 reason: chain(&err),
             }
         }
-        OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
-            expected,
-            actual,
-        }) => OciError::Digest {
-            reference: reference_text,
-            what: part.name(),
-            expected: expected.clone(),
-            actual: actual.clone(),
-        },
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+            OciError::Digest {
+                reference: reference_text,
+                what: part.name(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }
+        }
         _ => OciError::Registry {
             reference: reference_text,
             what: part.failed(),

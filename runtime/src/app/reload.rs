@@ -28,6 +28,13 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Longest a reload waits for the watched files to go quiet.
 const MAX_DELAY: Duration = Duration::from_millis(500);
 
+/// First wait before a reload retries the OCI pulls that failed (a registry down while a new
+/// digest rolls out); it doubles up to [`PULL_RETRY_MAX`] while they keep failing.
+pub const PULL_RETRY_FIRST: Duration = Duration::from_secs(5);
+
+/// Longest wait between two retries of failed OCI pulls.
+pub const PULL_RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Reloads kept in the history `GET /admin/stages` shows.
 pub const RELOAD_HISTORY: usize = 32;
 
@@ -257,6 +264,18 @@ impl App {
         outcome
     }
 
+    /// True when some `oci://` stage of the config serving now is not what serves: its new
+    /// digest could not be fetched, and the previous version keeps serving.
+    pub fn pulls_pending(&self) -> bool {
+        let snap = self.snapshot();
+        let specs = snap.config.routes.iter().flat_map(|r| &r.stages);
+        specs.filter(|spec| spec.oci.is_some()).any(|spec| {
+            snap.stages
+                .get(&spec.path)
+                .is_none_or(|s| s.path != spec.path)
+        })
+    }
+
     /// The files a reload reads: the config file, its price file and every stage file
     /// serving now (not the `oci://` stages: a new version of one is a new digest in the
     /// config file).
@@ -284,10 +303,34 @@ fn dir_of(file: &Path) -> PathBuf {
     }
 }
 
+/// Retries, with backoff, the reload of a config whose new OCI digests could not be fetched
+/// (the previous versions keep serving meanwhile), so a fleet rolled out while its registry
+/// was down converges once the registry is back, with no one to reload it by hand.
+fn spawn_pull_retry(app: std::sync::Weak<App>) {
+    tokio::spawn(async move {
+        let mut wait = PULL_RETRY_FIRST;
+        loop {
+            tokio::time::sleep(wait).await;
+            let Some(app) = app.upgrade() else { return };
+            if !app.pulls_pending() {
+                wait = PULL_RETRY_FIRST;
+                continue;
+            }
+            app.reload("pull-retry").await;
+            wait = match app.pulls_pending() {
+                true => (wait * 2).min(PULL_RETRY_MAX),
+                false => PULL_RETRY_FIRST,
+            };
+        }
+    });
+}
+
 /// Watches the config file and the stage files and reloads, debounced, when one changes.
 /// Runs until the app is dropped; a watcher that cannot start is logged, not fatal
-/// (`POST /admin/reload` and SIGHUP still work).
+/// (`POST /admin/reload` and SIGHUP still work). Also retries failed OCI pulls
+/// ([`PULL_RETRY_FIRST`]).
 pub fn spawn_watcher(app: Arc<App>) {
+    spawn_pull_retry(Arc::downgrade(&app));
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event

@@ -12,9 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::{Value, json};
 
-use crate::procs::{Proc, post, serve_file, sim};
+use crate::procs::{Proc, post, serve_file, serve_file_with_env, sim};
 use crate::reload::{admin_stages, until_admin};
-use registry::{Registry, push, rebuilt, scratch, serve_fails, wkg};
+use registry::{
+    PASSWORD, Registry, USER, push, push_output, push_with_env, rebuilt, scratch, serve_fails, wkg,
+};
 
 /// A config with one route `demo` over `up` whose one stage `s` is at `path`; `data_dir` under
 /// `dir`; `extra` appended (an `[oci]` table).
@@ -444,4 +446,99 @@ async fn a_new_digest_rolls_out_under_load_with_no_failed_request() {
     let row = stage_row(&weir).await;
     assert_eq!(row["source"]["fetched_from"], "registry");
     assert_eq!(row["last_error"], Value::Null);
+}
+
+#[tokio::test]
+async fn credentials_come_from_the_environment_or_the_docker_config_never_the_file() {
+    let registry = Registry::start_with_auth();
+    let up = sim(&[]);
+    let dir = scratch("auth");
+    let bytes = component(weir_test_artifacts::PASSTHROUGH);
+    let stage = file(&dir, "s.wasm", &bytes);
+    let reference = format!("oci://{}/t/private:v1", registry.host());
+
+    // No credentials: refused, and the error says by whom.
+    let out = push_output(&stage, &reference, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an anonymous push was accepted");
+    assert!(stderr.contains(&reference), "{stderr}");
+    let creds = [
+        ("WEIR_REGISTRY_USERNAME", USER),
+        ("WEIR_REGISTRY_PASSWORD", PASSWORD),
+    ];
+    let pushed = push_with_env(&stage, &reference, &creds);
+
+    // Serving without credentials fails naming the reference.
+    let plain = config(&up, &dir, &pushed.pinned, "");
+    let err = serve_fails(&write_config(&dir, &plain));
+    assert!(err.contains(&pushed.pinned), "{err}");
+
+    // From environment variables named in [oci.credentials."HOST"].
+    let named = format!(
+        "[oci.credentials.\"{}\"]\nusername_env = \"T_REG_USER\"\npassword_env = \"T_REG_PASSWORD\"\n",
+        registry.host()
+    );
+    let path = write_config(&dir, &config(&up, &dir, &pushed.pinned, &named));
+    let weir = serve_file_with_env(&path, &[("T_REG_USER", USER), ("T_REG_PASSWORD", PASSWORD)]);
+    assert_eq!(serving(&weir).await, label(&bytes));
+    drop(weir);
+
+    // From a Docker config (a fresh data dir, so the store cannot answer).
+    let docker = dir.join("docker");
+    std::fs::create_dir_all(&docker).unwrap();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{USER}:{PASSWORD}"),
+    );
+    std::fs::write(
+        docker.join("config.json"),
+        json!({"auths": {registry.host(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let fresh = scratch("auth-docker");
+    let path = write_config(&fresh, &config(&up, &fresh, &pushed.pinned, ""));
+    let weir = serve_file_with_env(&path, &[("DOCKER_CONFIG", docker.to_str().unwrap())]);
+    assert_eq!(serving(&weir).await, label(&bytes));
+    assert_eq!(stage_row(&weir).await["source"]["fetched_from"], "registry");
+}
+
+#[tokio::test]
+async fn a_digest_rolled_out_while_the_registry_is_down_serves_once_it_is_back() {
+    let mut registry = Registry::start();
+    let up = sim(&[]);
+    let dir = scratch("retry");
+    let v1 = component(weir_test_artifacts::PASSTHROUGH);
+    let v2 = rebuilt(&v1, "v2", 0);
+    let reference = format!("oci://{}/t/retry", registry.host());
+    let p1 = push(&file(&dir, "v1.wasm", &v1), &format!("{reference}:v1"));
+    let p2 = push(&file(&dir, "v2.wasm", &v2), &format!("{reference}:v2"));
+    let path = write_config(&dir, &config(&up, &dir, &p1.pinned, ""));
+    let weir = serve_file(&path);
+    assert_eq!(serving(&weir).await, label(&v1));
+
+    registry.stop();
+    write_config(&dir, &config(&up, &dir, &p2.pinned, ""));
+    let stages = until_admin(&weir, "the failed pull to show", |stages| {
+        !stages["stages"][0]["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(stages["stages"][0]["wanted"], p2.pinned.as_str());
+    assert_eq!(serving(&weir).await, label(&v1));
+
+    // Nobody reloads: weir retries on its own once the registry is back.
+    registry.restart();
+    let stages = until_admin(&weir, "the retried pull to serve v2", |stages| {
+        stages["stages"][0]["path"] == p2.pinned.as_str()
+    })
+    .await;
+    assert_eq!(stages["stages"][0]["last_error"], Value::Null);
+    assert_eq!(stages["stages"][0]["wanted"], Value::Null);
+    let history = stages["reloads"]["history"].as_array().unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|r| r["trigger"] == "pull-retry" && r["ok"] == true),
+        "{history:?}"
+    );
+    assert_eq!(serving(&weir).await, label(&v2));
 }

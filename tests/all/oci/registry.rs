@@ -14,7 +14,17 @@ pub struct Registry {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    /// Whether it requires [`USER`] / [`PASSWORD`] (htpasswd).
+    auth: bool,
 }
+
+/// The user of a registry started with [`Registry::start_with_auth`].
+pub const USER: &str = "testuser";
+/// Their password.
+pub const PASSWORD: &str = "testpassword";
+/// `USER:bcrypt(PASSWORD)`, as distribution's htpasswd file wants it (the pair oci-client's
+/// own tests use).
+const HTPASSWD: &str = "testuser:$2y$05$8/q2bfRcX74EuxGf0qOcSuhWDQJXrgWiy6Fi73/JM2tKC66qSrLve";
 
 impl Drop for Registry {
     fn drop(&mut self) {
@@ -42,11 +52,21 @@ pub fn scratch(name: &str) -> PathBuf {
 impl Registry {
     /// Starts a registry; panics with the reason if it cannot.
     pub fn start() -> Registry {
+        Registry::start_as(false)
+    }
+
+    /// Starts a registry that requires [`USER`] and [`PASSWORD`] (HTTP basic auth).
+    pub fn start_with_auth() -> Registry {
+        Registry::start_as(true)
+    }
+
+    fn start_as(auth: bool) -> Registry {
         let dir = scratch("registry");
         let mut registry = Registry {
             child: None,
             port: free_port(),
             dir,
+            auth,
         };
         registry.restart();
         registry
@@ -69,16 +89,21 @@ impl Registry {
     pub fn restart(&mut self) {
         self.stop();
         let config = self.dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{}\n",
-                self.dir.join("data").display(),
-                self.port
-            ),
-        )
-        .unwrap();
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{}\n",
+            self.dir.join("data").display(),
+            self.port
+        );
+        if self.auth {
+            let htpasswd = self.dir.join("htpasswd");
+            std::fs::write(&htpasswd, format!("{HTPASSWD}\n")).unwrap();
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: weir-tests\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).unwrap();
         let log = std::fs::File::create(self.dir.join("registry.log")).unwrap();
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -126,12 +151,29 @@ pub struct Pushed {
 
 /// `weir push FILE REFERENCE`; panics with its output when it fails.
 pub fn push(file: &Path, reference: &str) -> Pushed {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+    push_with_env(file, reference, &[])
+}
+
+/// `weir push FILE REFERENCE` with its output, and extra environment variables.
+pub fn push_output(file: &Path, reference: &str, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("push")
         .arg(file)
         .arg(reference)
+        .env_remove("WEIR_REGISTRY_USERNAME")
+        .env_remove("WEIR_REGISTRY_PASSWORD")
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("weir-tests-no-docker-config"),
+        )
+        .envs(env.iter().copied())
         .output()
-        .expect("weir push runs");
+        .expect("weir push runs")
+}
+
+/// [`push`] with extra environment variables.
+pub fn push_with_env(file: &Path, reference: &str, env: &[(&str, &str)]) -> Pushed {
+    let out = push_output(file, reference, env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -202,6 +244,10 @@ pub fn serve_fails(config: &Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(crate::procs::serve_args(config))
         .env("XDG_STATE_HOME", crate::procs::state_home())
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("weir-tests-no-docker-config"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -59,6 +59,7 @@
 //!   orphaned temporary files.
 //! - [`clock`]: wall-clock readings: the Unix time now, in seconds and milliseconds.
 //! - [`sync`]: poison-tolerant locking, the one way a `std::sync` lock is taken.
+//! - [`tls`]: the process's rustls crypto provider (ring), which reqwest-based clients need.
 
 // `deny`, not `forbid`: the one exception is `sandbox::artifacts::deserialize`, wasmtime's
 // unsafe precompiled-artifact API in a small function that documents why it is sound.
@@ -90,4 +91,5 @@ pub mod stages;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod wit;

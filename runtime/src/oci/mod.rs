@@ -118,9 +118,7 @@ pub(crate) fn client(
     timeout: std::time::Duration,
 ) -> Result<oci_client::Client, String> {
     use oci_client::client::{ClientConfig, ClientProtocol};
-    // reqwest (under oci-client) takes the process's default rustls provider; weir links
-    // only ring. Installing it again is a no-op error.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_provider();
     let http = is_loopback(registry) || insecure.iter().any(|r| r == registry);
     let config = ClientConfig {
         protocol: match http {

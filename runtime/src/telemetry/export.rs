@@ -91,6 +91,7 @@ impl Worker {
 /// Starts the exporter's thread, sending to the OTLP/HTTP traces URL `endpoint` as
 /// `service_name`.
 pub fn start(endpoint: &str, service_name: &str) -> Result<Worker, String> {
+    crate::tls::install_provider();
     let mut exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(endpoint)

@@ -297,7 +297,7 @@ async fn bad_artifacts_are_refused_with_an_error_naming_the_reference() {
 /// Pushes an image with one tar layer (not a stage) with oci-client; its pinned reference.
 async fn push_tarball_image(registry: &Registry) -> String {
     use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    weir::tls::install_provider();
     let client = oci_client::Client::new(ClientConfig {
         protocol: ClientProtocol::Http,
         ..Default::default()

@@ -94,6 +94,7 @@ fn bench(c: &mut Criterion) {
                 usage: usage(),
                 cost: 400_000,
                 estimated: false,
+                cache_writes: 0,
             }])
         })
     });
@@ -112,6 +113,7 @@ fn bench(c: &mut Criterion) {
         elapsed: std::time::Duration::ZERO,
         model: "gpt-4o".into(),
         usage,
+        cache_writes: 0,
         span: None,
         upstream_message: None,
     };
@@ -136,6 +138,7 @@ fn bench(c: &mut Criterion) {
                 cost: 400_000,
                 cache: "miss",
                 estimated: false,
+                cache_writes: 0,
             })
         })
     });

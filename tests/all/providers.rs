@@ -668,3 +668,62 @@ async fn an_anthropic_overload_529_falls_back_and_its_message_stays_with_the_ope
         "an OpenAI error, not Anthropic's: {body}"
     );
 }
+
+#[tokio::test]
+async fn anthropic_prompt_cache_reads_and_writes_are_billed_at_their_own_prices() {
+    // Every answer reports 1,000 prompt tokens: 600 read from Anthropic's prompt cache, 300
+    // written to it, 100 fresh (Anthropic's `input_tokens` excludes both).
+    let upstream = sim(&[
+        "--usage-prompt-tokens",
+        "1000",
+        "--usage-cached-tokens",
+        "600",
+        "--usage-cache-write-tokens",
+        "300",
+    ]);
+    // Cache reads at $0.05/M; cache writes left to their default, 1.25 × the $0.50/M input.
+    let prices = "[prices.\"sim-c\"]\ninput_per_mtok = 0.5\ncached_input_per_mtok = 0.05\n\
+                  output_per_mtok = 1.0\n";
+    let config = format!(
+        "{}{}{prices}",
+        target("claude", &upstream, "anthropic", "sim-c", ""),
+        route("demo", &["claude"], ""),
+    );
+    let weir = serve(&config);
+    let mut completions = 0;
+    for stream in [false, true] {
+        let answer = post(
+            weir.addr,
+            "/v1/chat/completions",
+            &chat("demo", "a long, cached prompt", stream),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        if !stream {
+            let body = answer.json();
+            let usage = &body["usage"];
+            assert_eq!(usage["prompt_tokens"], 1000, "{body}");
+            assert_eq!(
+                usage["prompt_tokens_details"]["cached_tokens"], 600,
+                "{body}"
+            );
+            let completion = usage["completion_tokens"].as_u64().unwrap();
+            completions += completion;
+            // 100 × $0.50/M + 600 × $0.05/M + 300 × $0.625/M + completion × $1/M.
+            let expected = (100.0 * 0.5 + 600.0 * 0.05 + 300.0 * 0.625 + completion as f64) / 1e6;
+            let cost = usage["cost"].as_f64().unwrap();
+            assert!((cost - expected).abs() < 1e-12, "{cost} != {expected}");
+        }
+    }
+    // The ledger holds both calls at the same split; the stream's completion tokens are what
+    // the upstream billed beyond the JSON answer's.
+    let spend = crate::cost::spend(&weir, "?group_by=model").await;
+    let billed = get(upstream.addr, "/sim/stats").await.json()["billed"].clone();
+    let streamed = billed["completion_tokens"].as_u64().unwrap() - completions;
+    let prompt_pico = 100 * 500_000 + 600 * 50_000 + 300 * 625_000;
+    let expected = 2 * prompt_pico + (completions + streamed) * 1_000_000;
+    assert_eq!(crate::cost::total_pico(&spend), expected, "{spend}");
+    // What Anthropic's answer said reached weir as Anthropic's fields.
+    let received = sim_requests(&upstream, 1).await;
+    assert_eq!(received[0]["path"], "/v1/messages", "{}", received[0]);
+}

@@ -50,6 +50,15 @@ pub struct SimArgs {
     /// Report this many prompt tokens in every completion's usage (any u64, e.g. 4294967295).
     #[arg(long)]
     pub usage_prompt_tokens: Option<u64>,
+    /// Of the prompt tokens every completion reports, this many as read from the provider's
+    /// prompt cache (`prompt_tokens_details.cached_tokens`).
+    #[arg(long)]
+    pub usage_cached_tokens: Option<u64>,
+    /// Of the prompt tokens every completion reports, this many as written to the provider's
+    /// prompt cache (`prompt_tokens_details.cache_creation_tokens`; Anthropic's
+    /// `cache_creation_input_tokens`).
+    #[arg(long)]
+    pub usage_cache_write_tokens: Option<u64>,
     /// Injected errors send half their body, then stall until the simulator stops.
     #[arg(long)]
     pub error_body_stall: bool,
@@ -91,6 +100,8 @@ pub fn run(args: SimArgs) -> ExitCode {
         error_body_stall: args.error_body_stall,
         rpm_limit: args.rpm_limit,
         invalid_json_first: args.invalid_json_first,
+        usage_cached_tokens: args.usage_cached_tokens,
+        usage_cache_write_tokens: args.usage_cache_write_tokens,
     };
     config.ttft_ms = args.ttft_ms;
     config.inter_token_ms = args.inter_token_ms;

@@ -41,6 +41,15 @@ pub struct ModelPrice {
         default
     )]
     pub cached_input: u64,
+    /// Per prompt token written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`); default 1.25 × the input price, Anthropic's rate for a
+    /// 5-minute cache write.
+    #[serde(
+        rename = "cache_write_per_mtok",
+        with = "Usd::<100_000, PER_MTOK>",
+        default
+    )]
+    pub cache_write: u64,
     /// Per completion token.
     #[serde(rename = "output_per_mtok", with = "Usd::<100_000, PER_MTOK>")]
     pub output: u64,
@@ -188,6 +197,9 @@ fn add_prices(
         if !src.written(&format!("{key}.cached_input_per_mtok")) {
             price.cached_input = price.input;
         }
+        if !src.written(&format!("{key}.cache_write_per_mtok")) {
+            price.cache_write = price.input.saturating_add(price.input / 4);
+        }
         table.insert(model, price);
     }
     Ok(())
@@ -250,20 +262,25 @@ mod tests {
     fn prices_are_pico_dollars_per_token_and_cached_input_defaults_to_input() {
         let text = "[prices.m]\ninput_per_mtok = 0.075\noutput_per_mtok = 0.3\n\
                     [prices.c]\ninput_per_mtok = 3\ncached_input_per_mtok = 0.3\n\
-                    output_per_mtok = 15\n[targets.t]\nbase_url = \"http://h\"\n[[routes]]\n\
+                    cache_write_per_mtok = 6\noutput_per_mtok = 15\n[targets.t]\nbase_url = \"http://h\"\n[[routes]]\n\
                     model = \"m\"\ntargets = [\"t\"]\n";
         let config = Config::parse(text, std::path::Path::new("w.toml"), &|_| None);
         let prices = config.map(|c| c.cost.prices).map_err(|e| e.to_string());
-        let price = |input, cached_input, output| super::ModelPrice {
+        let price = |input, cached_input, cache_write, output| super::ModelPrice {
             input,
             cached_input,
+            cache_write,
             output,
         };
         assert_eq!(
             prices,
             Ok([
-                ("c".to_owned(), price(3_000_000, 300_000, 15_000_000)),
-                ("m".to_owned(), price(75_000, 75_000, 300_000)),
+                (
+                    "c".to_owned(),
+                    price(3_000_000, 300_000, 6_000_000, 15_000_000)
+                ),
+                // Cache writes default to 1.25 × input.
+                ("m".to_owned(), price(75_000, 75_000, 93_750, 300_000)),
             ]
             .into())
         );

@@ -60,6 +60,10 @@ pub struct TrafficLine {
     /// Of those, served from the provider's prompt cache.
     #[serde(default)]
     pub cached_tokens: u64,
+    /// Of those, written to the provider's prompt cache (billed at the cache-write price);
+    /// absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cache_write_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
     /// `miss`, `hit`, `semantic-hit`, `coalesced` or `bypass`.
@@ -70,6 +74,10 @@ pub struct TrafficLine {
     /// Whether the tokens were counted locally.
     #[serde(default)]
     pub estimated: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One call or hit to record.
@@ -85,6 +93,8 @@ pub struct Entry {
     pub model: String,
     /// Its usage (for a hit: the cached answer's).
     pub usage: Usage,
+    /// Of its prompt tokens, those written to the provider's prompt cache.
+    pub cache_writes: u32,
     /// Its cost, pico-dollars.
     pub cost: u64,
     /// How the cache was involved.
@@ -484,6 +494,7 @@ impl Writer {
                 model: e.model.clone(),
                 prompt_tokens: u64::from(e.usage.prompt_tokens),
                 cached_tokens: u64::from(e.usage.cached_tokens),
+                cache_write_tokens: u64::from(e.cache_writes),
                 completion_tokens: u64::from(e.usage.completion_tokens),
                 cache: e.cache.to_string(),
                 cost_usd: crate::config::pico_to_usd(e.cost),
@@ -515,6 +526,7 @@ mod tests {
                 total_tokens: 15,
                 cached_tokens: 0,
             },
+            cache_writes: 0,
             cost,
             cache,
             estimated: false,

@@ -20,6 +20,8 @@ pub struct Charge {
     pub model: String,
     /// Its usage.
     pub usage: Usage,
+    /// Of its prompt tokens, those written to the provider's prompt cache (priced apart).
+    pub cache_writes: u32,
     /// What it cost, pico-dollars.
     pub cost: u64,
     /// Whether the usage was counted locally (the provider reported none).

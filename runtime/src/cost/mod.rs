@@ -228,22 +228,27 @@ impl PriceTable {
         self.prices.get(model).copied()
     }
 
-    /// What `usage` cost on `model` (0 for a model without a price).
-    pub fn cost(&self, model: &str, usage: &Usage) -> u64 {
+    /// What `usage` cost on `model` (0 for a model without a price), `cache_writes` of its
+    /// prompt tokens having been written to the provider's prompt cache.
+    pub fn cost(&self, model: &str, usage: &Usage, cache_writes: u32) -> u64 {
         let Some(price) = self.get(model) else {
             return 0;
         };
-        cost_of(price, usage)
+        cost_of(price, usage, cache_writes)
     }
 }
 
-/// What `usage` costs at `price`, in pico-dollars.
-pub fn cost_of(price: ModelPrice, usage: &Usage) -> u64 {
-    let cached = u64::from(usage.cached_tokens.min(usage.prompt_tokens));
-    let fresh = u64::from(usage.prompt_tokens) - cached;
+/// What `usage` costs at `price`, in pico-dollars: of its prompt tokens, the cached ones at
+/// the cached-input price, `cache_writes` at the cache-write price (never more than the
+/// prompt tokens left), the rest at the input price.
+pub fn cost_of(price: ModelPrice, usage: &Usage, cache_writes: u32) -> u64 {
+    let cached = usage.cached_tokens.min(usage.prompt_tokens);
+    let writes = cache_writes.min(usage.prompt_tokens - cached);
+    let fresh = u64::from(usage.prompt_tokens - cached - writes);
     fresh
         .saturating_mul(price.input)
-        .saturating_add(cached.saturating_mul(price.cached_input))
+        .saturating_add(u64::from(cached).saturating_mul(price.cached_input))
+        .saturating_add(u64::from(writes).saturating_mul(price.cache_write))
         .saturating_add(u64::from(usage.completion_tokens).saturating_mul(price.output))
 }
 
@@ -359,6 +364,7 @@ mod tests {
         let price = ModelPrice {
             input: 2_500_000,
             cached_input: 1_250_000,
+            cache_write: 3_125_000,
             output: 10_000_000,
         };
         let usage = Usage {
@@ -368,7 +374,14 @@ mod tests {
             cached_tokens: 400,
         };
         // 600 × $2.50/M + 400 × $1.25/M + 100 × $10/M = $0.0015 + $0.0005 + $0.001.
-        assert_eq!(cost_of(price, &usage), 3_000_000_000);
+        assert_eq!(cost_of(price, &usage, 0), 3_000_000_000);
+        // 200 of the 600 uncached tokens were cache writes, at $3.125/M instead of $2.50/M.
+        assert_eq!(cost_of(price, &usage, 200), 3_125_000_000);
+        // Cache writes beyond the uncached prompt tokens are not billed twice.
+        assert_eq!(
+            cost_of(price, &usage, u32::MAX),
+            3_000_000_000 + 600 * 625_000
+        );
         assert_eq!(format_usd(3_000_000_000), "0.003");
         assert_eq!(format_usd(0), "0");
     }

@@ -31,6 +31,8 @@ pub struct LoggedRequest {
     pub model: String,
     /// Its tokens (for a hit: the cached answer's).
     pub usage: Usage,
+    /// Of its prompt tokens, those written to the provider's prompt cache.
+    pub cache_writes: u32,
     /// Whether it was answered without a paid call.
     pub hit: bool,
     /// The log's `cost_usd`, pico-dollars.
@@ -86,10 +88,12 @@ pub fn parse_line(text: &str, number: usize) -> Result<LoggedRequest, (String, S
         total_tokens: prompt_tokens.saturating_add(completion_tokens),
         cached_tokens: tokens(line.cached_tokens, "cached_tokens")?,
     };
+    let cache_writes = tokens(line.cache_write_tokens, "cache_write_tokens")?;
     Ok(LoggedRequest {
         day: day_of(line.ts),
         model: line.model,
         usage,
+        cache_writes,
         hit,
         recorded: usd_to_pico(line.cost_usd),
     })
@@ -188,9 +192,9 @@ impl<'a> Tally<'a> {
     /// Counts one line.
     pub fn add(&mut self, request: LoggedRequest) {
         let price = |model: &str| {
-            self.prices
-                .get(model)
-                .map_or(0, |price| cost_of(price, &request.usage))
+            self.prices.get(model).map_or(0, |price| {
+                cost_of(price, &request.usage, request.cache_writes)
+            })
         };
         let current = price(&request.model);
         let mapped = price(self.mapped_model(&request.model));
@@ -455,6 +459,7 @@ mod tests {
                 total_tokens: prompt + completion,
                 cached_tokens: 0,
             },
+            cache_writes: 0,
             hit,
             recorded: 7,
         }
@@ -465,6 +470,7 @@ mod tests {
         let price = |input, output| ModelPrice {
             input,
             cached_input: input,
+            cache_write: input,
             output,
         };
         // "a" costs $1/M in and $2/M out, "b" half that; "c" has no price.

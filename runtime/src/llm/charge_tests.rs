@@ -31,6 +31,7 @@ fn costing(count_failed_attempts: bool) -> Costing {
     let price = ModelPrice {
         input: IN,
         cached_input: IN,
+        cache_write: IN + IN / 4,
         output: OUT,
     };
     let settings = CostSettings {
@@ -274,6 +275,7 @@ fn attempt(outcome: Outcome, usage: Option<Usage>) -> Attempt {
         elapsed: Duration::ZERO,
         model: "m".into(),
         usage,
+        cache_writes: 0,
         span: None,
         upstream_message: None,
     }
@@ -358,6 +360,28 @@ fn which_attempts_are_charged_and_how() {
             .collect();
         assert_eq!(seen, expected, "count_failed_attempts = {count_failed}");
     }
+}
+
+#[test]
+fn cache_writes_are_charged_at_the_cache_write_price_and_recorded() {
+    let request = request();
+    // 100 prompt tokens, 60 of them written to the provider's cache; 10 completion tokens.
+    let mut answered = attempt(Outcome::Ok, Some(usage(100, 10)));
+    answered.cache_writes = 60;
+    // A failed attempt counted locally never carries cache writes.
+    let mut cut = attempt(failed(&AttemptError::Timeout(Duration::from_secs(1))), None);
+    cut.cache_writes = 60;
+    let costing = costing(true);
+    let charges = costing.charges(&request, &[cut, answered], None);
+    assert_eq!(charges.len(), 2);
+    assert_eq!((charges[0].cache_writes, charges[0].estimated), (0, true));
+    assert_eq!(charges[1].cache_writes, 60);
+    assert_eq!(charges[1].cost, 40 * IN + 60 * (IN + IN / 4) + 10 * OUT);
+    // Beyond the prompt's uncached tokens, cache writes are not billed again.
+    let mut absurd = attempt(Outcome::Ok, Some(usage(100, 10)));
+    absurd.cache_writes = u32::MAX;
+    let charges = costing.charges(&request, &[absurd], None);
+    assert_eq!(charges[0].cost, 100 * (IN + IN / 4) + 10 * OUT);
 }
 
 #[test]

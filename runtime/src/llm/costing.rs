@@ -182,10 +182,13 @@ impl Costing {
                 }
                 _ => continue,
             };
+            // Cache writes only with the provider's own usage.
+            let cache_writes = if estimated { 0 } else { attempt.cache_writes };
             charges.push(Charge {
-                cost: self.prices.cost(&attempt.model, &usage),
+                cost: self.prices.cost(&attempt.model, &usage, cache_writes),
                 model: attempt.model.clone(),
                 usage,
+                cache_writes,
                 estimated,
             });
         }
@@ -202,6 +205,7 @@ impl Costing {
                 route: site.route.to_string(),
                 model: charge.model.clone(),
                 usage: charge.usage,
+                cache_writes: charge.cache_writes,
                 cost: charge.cost,
                 cache: site.cache.as_str(),
                 estimated: charge.estimated,
@@ -231,6 +235,7 @@ impl Costing {
                 total_tokens: 0,
                 cached_tokens: 0,
             },
+            cache_writes: 0,
             cost,
             cache: "bypass",
             estimated: false,
@@ -251,6 +256,7 @@ impl Costing {
                 total_tokens: 0,
                 cached_tokens: 0,
             }),
+            cache_writes: 0,
             cost: 0,
             cache: site.cache.as_str(),
             estimated: false,
@@ -284,22 +290,25 @@ pub(super) struct StreamCharge {
 impl StreamCharge {
     /// Settles with the stream's `usage` (or, without one, a local count of `text`);
     /// returns the request's total cost so far, pico-dollars.
-    pub(super) fn finish(mut self, usage: Option<Usage>, text: &str) -> u64 {
+    /// `cache_writes` of the usage's prompt tokens were written to the provider's prompt
+    /// cache.
+    pub(super) fn finish(mut self, usage: Option<(Usage, u32)>, text: &str) -> u64 {
         self.settle(usage, text);
         self.meter.total()
     }
 
-    fn settle(&mut self, usage: Option<Usage>, text: &str) {
+    fn settle(&mut self, usage: Option<(Usage, u32)>, text: &str) {
         let Some(hold) = self.hold.take() else { return };
-        let (usage, estimated) = match usage {
-            Some(usage) => (usage, false),
-            None => (estimate_usage(&self.model, &self.request, text), true),
+        let (usage, cache_writes, estimated) = match usage {
+            Some((usage, cache_writes)) => (usage, cache_writes, false),
+            None => (estimate_usage(&self.model, &self.request, text), 0, true),
         };
         let mut charges = std::mem::take(&mut self.earlier);
         charges.push(Charge {
-            cost: self.costing.prices.cost(&self.model, &usage),
+            cost: self.costing.prices.cost(&self.model, &usage, cache_writes),
             model: self.model.clone(),
             usage,
+            cache_writes,
             estimated,
         });
         let site = CallSite {

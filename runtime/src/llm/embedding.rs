@@ -244,9 +244,10 @@ impl Costing {
                 (None, false) => continue,
             };
             charges.push(Charge {
-                cost: self.prices.cost(&model, &usage),
+                cost: self.prices.cost(&model, &usage, 0),
                 model,
                 usage,
+                cache_writes: 0,
                 estimated,
             });
         }

@@ -183,7 +183,7 @@ impl LlmStep {
                 let stream = AnswerStream::new(upstream, charge);
                 (Ok(Answer::Stream(Box::new(stream))), attempts)
             }
-            Ok(Reply::Json(response)) => {
+            Ok(Reply::Json { response, .. }) => {
                 let attempts = charge.settle(Some(&response));
                 (Ok(Answer::Whole(response)), attempts)
             }

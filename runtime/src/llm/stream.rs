@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::costing::StreamCharge;
 use super::{Fill, StepError};
-use crate::openai::{StreamAccumulator, parse_usage};
+use crate::openai::{StreamAccumulator, parse_cache_writes, parse_usage};
 use crate::router::UpstreamStream;
 use crate::wit::ChatResponse;
 
@@ -91,10 +91,12 @@ impl AnswerStream {
             return Some(Ok(StreamEvent::Raw(data)));
         };
         self.assembled.push(&chunk);
-        if let Some(usage) = chunk.get("usage").and_then(parse_usage)
+        if let Some(value) = chunk.get("usage")
+            && let Some(usage) = parse_usage(value)
             && let Some(charge) = self.charge.take()
         {
-            let total = charge.finish(Some(usage), &self.assembled.text());
+            let billed = (usage, parse_cache_writes(value));
+            let total = charge.finish(Some(billed), &self.assembled.text());
             chunk["usage"]["cost"] = json!(crate::config::pico_to_usd(total));
         }
         Some(Ok(StreamEvent::Chunk(chunk)))

@@ -12,7 +12,9 @@ mod stream;
 
 pub use error::ApiError;
 pub use request::{parse_request, request_json, request_to_json};
-pub use response::{parse_response, parse_response_value, parse_usage, response_to_json};
+pub use response::{
+    parse_cache_writes, parse_response, parse_response_value, parse_usage, response_to_json,
+};
 pub use stream::{SseParser, StreamAccumulator, response_to_sse};
 
 use serde_json::{Map, Value};

@@ -111,6 +111,19 @@ pub fn parse_usage(value: &Value) -> Option<Usage> {
     })
 }
 
+/// Of the prompt tokens of an OpenAI `usage`, those written to the provider's prompt cache
+/// (`prompt_tokens_details.cache_creation_tokens`, what weir's Anthropic translation puts
+/// there; 0 when absent). They are billed at the cache-write price, which the WIT `usage` has
+/// no field for, so they travel beside it.
+pub fn parse_cache_writes(value: &Value) -> u32 {
+    value
+        .get("prompt_tokens_details")
+        .and_then(|d| d.get("cache_creation_tokens"))
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 pub(crate) fn usage_to_json(usage: &Usage) -> Value {
     let mut value = serde_json::json!({
         "prompt_tokens": usage.prompt_tokens,

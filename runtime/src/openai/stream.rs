@@ -101,6 +101,8 @@ pub struct StreamAccumulator {
     choices: Vec<ChoiceParts>,
     /// The usage chunk, when it came.
     usage: Option<Usage>,
+    /// Of its prompt tokens, those written to the provider's prompt cache.
+    cache_writes: u32,
     /// Extra top-level fields of the first chunk (`system_fingerprint`, ...).
     extra: Map<String, Value>,
 }
@@ -320,8 +322,11 @@ impl StreamAccumulator {
 
     /// Adds a chunk's usage and choices.
     fn apply(&mut self, chunk: Chunk<'_>) {
-        if let Some(usage) = chunk.usage.as_ref().and_then(parse_usage) {
+        if let Some(value) = &chunk.usage
+            && let Some(usage) = parse_usage(value)
+        {
             self.usage = Some(usage);
+            self.cache_writes = super::response::parse_cache_writes(value);
         }
         for choice in chunk.choices {
             let index = choice.index.unwrap_or(0) as usize;
@@ -349,6 +354,11 @@ impl StreamAccumulator {
     /// The usage, if the stream carried it.
     pub fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+
+    /// Of the usage's prompt tokens, those written to the provider's prompt cache.
+    pub fn cache_writes(&self) -> u32 {
+        self.cache_writes
     }
 
     /// The assembled response.

@@ -165,6 +165,7 @@ impl<E: Exchange> Attempter<'_, E> {
             elapsed,
             model,
             usage: None,
+            cache_writes: 0,
             span: span_of,
             upstream_message: None,
         };
@@ -174,6 +175,7 @@ impl<E: Exchange> Attempter<'_, E> {
                 target.record(&mut slot, true, None, elapsed, done);
                 record.status = Some(200);
                 record.usage = E::usage(&output);
+                record.cache_writes = E::cache_writes(&output);
                 E::keep(&mut output, slot);
                 attempts.push(record);
                 Ok(output)
@@ -389,7 +391,7 @@ mod tests {
         let mut attempts = Vec::new();
         let deadline = Deadline::new(Instant::now(), Duration::from_secs(5), None);
         let result = chat_once(&target, deadline, &settings, &mut attempts).await;
-        assert!(matches!(result, Ok(Reply::Json(_))));
+        assert!(matches!(result, Ok(Reply::Json { .. })));
         assert_eq!(attempts.len(), 1);
         let attempt = &attempts[0];
         assert_eq!(
@@ -418,7 +420,7 @@ mod tests {
         for target in [&json_target, &stream_target] {
             let mut attempts = Vec::new();
             match chat_once(target, deadline(), &settings, &mut attempts).await {
-                Ok(Reply::Json(response)) => answers.push((response, attempts[0].usage)),
+                Ok(Reply::Json { response, .. }) => answers.push((response, attempts[0].usage)),
                 _ => panic!("a JSON answer from {}", target.upstream.name),
             }
         }

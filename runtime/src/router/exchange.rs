@@ -17,11 +17,12 @@ use super::Reply;
 use super::stream::{StreamLimits, UpstreamStream};
 use super::target::{Slot, TargetState};
 use crate::openai::{
-    StreamAccumulator, parse_response, parse_response_value, parse_usage, request_json,
+    StreamAccumulator, parse_cache_writes, parse_response, parse_response_value, parse_usage,
+    request_json,
 };
 use crate::providers::translate::ToOpenAiStream;
 use crate::providers::{AttemptError, Dialect, Upstream, anthropic, gemini, read_body};
-use crate::wit::{ChatRequest, ChatResponse, Usage};
+use crate::wit::{ChatRequest, Usage};
 
 /// One kind of upstream call, as the attempt loop sees it.
 pub(super) trait Exchange: Sync {
@@ -66,6 +67,11 @@ pub(super) trait Exchange: Sync {
     ) -> Result<Self::Output, AttemptError>;
     /// The usage `output` reported, for the attempt record.
     fn usage(output: &Self::Output) -> Option<Usage>;
+    /// Of that usage's prompt tokens, those written to the provider's prompt cache.
+    fn cache_writes(output: &Self::Output) -> u32 {
+        let _ = output;
+        0
+    }
     /// Gives `output` the attempt's slot to keep, or drops it (the default): a live stream
     /// holds its target's slot until it ends.
     fn keep(output: &mut Self::Output, slot: Slot) {
@@ -164,7 +170,7 @@ impl Exchange for Chat<'_> {
         let dialect = &state.upstream.dialect;
         if !streamed || (json && !self.request.stream) {
             let bytes = read_body(response.into_body(), left.whole).await?;
-            return answer(dialect, &bytes, &self.model(&state.upstream)).map(Reply::Json);
+            return answer(dialect, &bytes, &self.model(&state.upstream));
         }
         let limits = StreamLimits {
             idle_timeout: state.limits.stream_idle_timeout,
@@ -190,13 +196,19 @@ impl Exchange for Chat<'_> {
         tokio::time::timeout(left.whole, assemble(stream))
             .await
             .map_err(|_| AttemptError::Timeout(left.whole))?
-            .map(Reply::Json)
     }
 
     fn usage(reply: &Reply) -> Option<Usage> {
         match reply {
-            Reply::Json(response) => response.usage,
+            Reply::Json { response, .. } => response.usage,
             Reply::Stream(_) => None,
+        }
+    }
+
+    fn cache_writes(reply: &Reply) -> u32 {
+        match reply {
+            Reply::Json { cache_writes, .. } => *cache_writes,
+            Reply::Stream(_) => 0,
         }
     }
 
@@ -249,11 +261,15 @@ fn strip_anthropic_marks(json: &mut serde_json::Value) {
 
 /// A JSON answer in `dialect`'s shape, as a chat completion (`model`: the model asked for,
 /// for a provider whose answer may not name it).
-fn answer(dialect: &Dialect, bytes: &[u8], model: &str) -> Result<ChatResponse, AttemptError> {
+fn answer(dialect: &Dialect, bytes: &[u8], model: &str) -> Result<Reply, AttemptError> {
     let not_an_answer = || AttemptError::Protocol("the reply is not a chat completion".to_string());
     let translated = match dialect {
         Dialect::OpenAi | Dialect::Azure { .. } => {
-            return parse_response(bytes).ok_or_else(not_an_answer);
+            let response = parse_response(bytes).ok_or_else(not_an_answer)?;
+            return Ok(Reply::Json {
+                response,
+                cache_writes: 0,
+            });
         }
         Dialect::Anthropic { .. } => serde_json::from_slice(bytes)
             .map_err(|err| err.to_string())
@@ -268,16 +284,28 @@ fn answer(dialect: &Dialect, bytes: &[u8], model: &str) -> Result<ChatResponse, 
             dialect.kind().as_str()
         ))
     })?;
-    parse_response_value(value).ok_or_else(not_an_answer)
+    // Anthropic's cache writes, which the translation keeps in `prompt_tokens_details`.
+    let cache_writes = parse_cache_writes(&value["usage"]);
+    let response = parse_response_value(value).ok_or_else(not_an_answer)?;
+    Ok(Reply::Json {
+        response,
+        cache_writes,
+    })
 }
 
 /// The answer a stream asked for a JSON request carries, once it ended with `[DONE]` (a
 /// stream that broke off, or ended without it, is a failed attempt, as a cut JSON body is).
-async fn assemble(mut stream: UpstreamStream) -> Result<ChatResponse, AttemptError> {
+async fn assemble(mut stream: UpstreamStream) -> Result<Reply, AttemptError> {
     let mut assembled = StreamAccumulator::default();
     loop {
         match stream.next().await {
-            Some(Ok(data)) if data == "[DONE]" => return Ok(assembled.finish()),
+            Some(Ok(data)) if data == "[DONE]" => {
+                let cache_writes = assembled.cache_writes();
+                return Ok(Reply::Json {
+                    response: assembled.finish(),
+                    cache_writes,
+                });
+            }
             Some(Ok(data)) => assembled.push_data(&data).map_err(AttemptError::Protocol)?,
             Some(Err(detail)) => return Err(AttemptError::Protocol(detail)),
             None => {

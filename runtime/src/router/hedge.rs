@@ -302,7 +302,7 @@ mod tests {
         );
         let started = Instant::now();
         let (result, attempts) = chat(&router, &plan).await;
-        assert!(matches!(result, Ok(Reply::Json(_))));
+        assert!(matches!(result, Ok(Reply::Json { .. })));
         let ms = Duration::from_millis;
         assert_eq!(
             started.elapsed(),

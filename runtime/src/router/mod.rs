@@ -80,7 +80,12 @@ use crate::wit::{ChatRequest, ChatResponse};
 /// A successful reply.
 pub enum Reply {
     /// A whole `chat.completion`.
-    Json(ChatResponse),
+    Json {
+        /// The answer.
+        response: ChatResponse,
+        /// Of its usage's prompt tokens, those written to the provider's prompt cache.
+        cache_writes: u32,
+    },
     /// A stream whose first event has already arrived.
     Stream(UpstreamStream),
 }

@@ -32,6 +32,9 @@ pub struct Attempt {
     /// (some providers bill a request that failed after generating). For a stream, filled
     /// in by whoever reads it to the end.
     pub usage: Option<crate::wit::Usage>,
+    /// Of the usage's prompt tokens, those written to the provider's prompt cache (billed at
+    /// the cache-write price; the WIT usage has no field for them).
+    pub cache_writes: u32,
     /// When the upstream call was sent, and the span id its `traceparent` named (for the
     /// exported trace); `None` for the loop stopping.
     pub span: Option<(Instant, [u8; 8])>,
@@ -53,6 +56,7 @@ impl Attempt {
             elapsed: Duration::ZERO,
             model,
             usage: None,
+            cache_writes: 0,
             span: Some((Instant::now(), crate::telemetry::span_id())),
             upstream_message: None,
         }
@@ -77,6 +81,7 @@ impl Attempt {
             elapsed: Duration::ZERO,
             model: String::new(),
             usage: None,
+            cache_writes: 0,
             span: None,
             upstream_message: None,
         }
@@ -262,6 +267,7 @@ mod tests {
                 elapsed: Duration::from_millis(20),
                 model: "m".into(),
                 usage: None,
+                cache_writes: 0,
                 span: None,
                 upstream_message: None,
             },

@@ -190,6 +190,7 @@ impl Drop for Tab<'_> {
                     total_tokens: 0,
                     cached_tokens: 0,
                 },
+                cache_writes: 0,
                 cost,
                 cache: self.step.cache,
                 estimated: false,

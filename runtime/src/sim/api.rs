@@ -69,9 +69,7 @@ pub async fn answer_chat(
     // Billed as soon as it is accepted, before its latency: a provider bills a request it
     // started on even if its client leaves.
     let accepted = match (&parsed, &decision.outcome) {
-        (Ok(r), chaos::Outcome::Answer) => {
-            Some(chat::accept(r, &state, faults.usage_prompt_tokens))
-        }
+        (Ok(r), chaos::Outcome::Answer) => Some(chat::accept(r, &state, faults.usage())),
         (
             _,
             chaos::Outcome::Fail(ApiError::Injected {
@@ -92,7 +90,7 @@ pub async fn answer_chat(
         Ok(r) => r,
     };
     // Only an accepted request gets here; accepting it now would be a bug, never a panic.
-    let reply = accepted.unwrap_or_else(|| chat::accept(&r, &state, faults.usage_prompt_tokens));
+    let reply = accepted.unwrap_or_else(|| chat::accept(&r, &state, faults.usage()));
     if r.stream {
         let early = match (faults.stream_cut_after, faults.stream_stall_after) {
             (Some(n), _) => stream::EarlyEnd::Cut(n),

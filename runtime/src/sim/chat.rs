@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::unix_secs;
 use crate::sim::body::{self, SimBody};
 use crate::sim::error::ApiError;
+use crate::sim::faults::UsageFaults;
 use crate::sim::reply::{PromptMessage, Reply};
 use crate::sim::state::SimState;
 
@@ -234,6 +235,19 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Their sum.
     pub total_tokens: u64,
+    /// The prompt cache's share of the prompt, when the usage faults report one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptDetails>,
+}
+
+/// OpenAI `usage.prompt_tokens_details`, with weir's `cache_creation_tokens` beside
+/// `cached_tokens` (what `providers::anthropic` makes of Anthropic's cache usage).
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct PromptDetails {
+    /// Prompt tokens read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to it.
+    pub cache_creation_tokens: u64,
 }
 
 impl Usage {
@@ -245,6 +259,11 @@ impl Usage {
             completion_tokens,
             // Saturating: `usage_prompt_tokens` may report any u64.
             total_tokens: reply.prompt_tokens.saturating_add(completion_tokens),
+            prompt_tokens_details: (reply.cached_tokens > 0 || reply.cache_write_tokens > 0)
+                .then_some(PromptDetails {
+                    cached_tokens: reply.cached_tokens,
+                    cache_creation_tokens: reply.cache_write_tokens,
+                }),
         }
     }
 }
@@ -317,11 +336,11 @@ pub struct WireFunctionCall<'a> {
     pub arguments: &'a str,
 }
 
-/// Accepts a request the simulator will answer: its reply (reporting `usage_prompt_tokens`
-/// as its prompt tokens when given), billed now. A non-streamed answer is billed in full, so
+/// Accepts a request the simulator will answer: its reply (reporting the usage faults'
+/// counts instead of the real ones when given), billed now. A non-streamed answer is billed in full, so
 /// a client that leaves before it arrives has still paid for it; a stream is billed its
 /// prompt now and each content token as it is sent (`stream`).
-pub fn accept(request: &ChatRequest, state: &SimState, usage_prompt_tokens: Option<u64>) -> Reply {
+pub fn accept(request: &ChatRequest, state: &SimState, usage: UsageFaults) -> Reply {
     let reply = match &request.tool_name {
         Some(name) => Reply::tool_call(&request.messages, name),
         None if request.json => {
@@ -334,7 +353,7 @@ pub fn accept(request: &ChatRequest, state: &SimState, usage_prompt_tokens: Opti
         }
         None => Reply::for_prompt(&request.messages, request.max_tokens),
     }
-    .with_prompt_tokens(usage_prompt_tokens);
+    .with_usage(usage);
     let usage = Usage::of(&reply, request.n);
     let completion = if request.stream {
         0
@@ -455,7 +474,7 @@ mod tests {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"look it up"}],
             "tools":[{"type":"function","function":{"name":"lookup"}}]}"#;
         let request = ChatRequest::parse(body).expect("valid request");
-        let reply = accept(&request, &state, None);
+        let reply = accept(&request, &state, Default::default());
         let response = respond(&request, &reply, &state);
         let bytes = match response.into_body() {
             SimBody::Full(Some(bytes)) => bytes,

@@ -79,6 +79,27 @@ pub struct Faults {
     /// valid JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invalid_json_first: Option<u64>,
+    /// Of the prompt tokens every completion reports, this many as read from the provider's
+    /// prompt cache (`usage.prompt_tokens_details.cached_tokens`; Anthropic's
+    /// `cache_read_input_tokens`). `None`: no prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_cached_tokens: Option<u64>,
+    /// Of the prompt tokens every completion reports, this many as written to the provider's
+    /// prompt cache (`usage.prompt_tokens_details.cache_creation_tokens`; Anthropic's
+    /// `cache_creation_input_tokens`). `None`: no cache writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_cache_write_tokens: Option<u64>,
+}
+
+/// What the usage faults make a completion report instead of its real usage.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UsageFaults {
+    /// `usage_prompt_tokens`.
+    pub prompt_tokens: Option<u64>,
+    /// `usage_cached_tokens`.
+    pub cached_tokens: Option<u64>,
+    /// `usage_cache_write_tokens`.
+    pub cache_write_tokens: Option<u64>,
 }
 
 /// Why a `Faults` value was rejected.
@@ -115,6 +136,15 @@ pub enum FaultsError {
 }
 
 impl Faults {
+    /// The faults that change the usage a completion reports.
+    pub fn usage(&self) -> UsageFaults {
+        UsageFaults {
+            prompt_tokens: self.usage_prompt_tokens,
+            cached_tokens: self.usage_cached_tokens,
+            cache_write_tokens: self.usage_cache_write_tokens,
+        }
+    }
+
     /// Checks every field against its documented range.
     pub fn validate(&self) -> Result<(), FaultsError> {
         let rates = [
@@ -236,6 +266,8 @@ mod tests {
             error_body_stall: true,
             rpm_limit: Some(120),
             invalid_json_first: Some(2),
+            usage_cached_tokens: Some(3),
+            usage_cache_write_tokens: Some(5),
         };
         let json = serde_json::to_vec(&f).expect("faults serialize");
         assert_eq!(Faults::from_json(&json), Ok(f));
@@ -249,6 +281,8 @@ mod tests {
             "usage_prompt_tokens",
             "error_body_stall",
             "rpm_limit",
+            "usage_cached_tokens",
+            "usage_cache_write_tokens",
         ] {
             assert!(json.get(field).is_none(), "{field}: {json}");
         }

@@ -11,6 +11,7 @@
 //! loop through a proxy is as deterministic as a plain chat. Nothing here knows about HTTP;
 //! the only JSON is the tool call's argument string.
 
+use crate::sim::faults::UsageFaults;
 use crate::sim::tokens;
 
 /// How many characters of the last user message the reply echoes.
@@ -63,6 +64,10 @@ pub struct Reply {
     pub prompt_tokens: u64,
     /// Tokens of `text`, at least 1.
     pub completion_tokens: u64,
+    /// Of `prompt_tokens`, those reported as read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Of `prompt_tokens`, those reported as written to it.
+    pub cache_write_tokens: u64,
 }
 
 impl Reply {
@@ -79,6 +84,8 @@ impl Reply {
             finish_reason,
             prompt_tokens: prompt_tokens(messages),
             completion_tokens: tokens::count(text).max(1),
+            cached_tokens: 0,
+            cache_write_tokens: 0,
         }
     }
 
@@ -93,6 +100,8 @@ impl Reply {
             finish_reason: "tool_calls",
             prompt_tokens: prompt_tokens(messages),
             completion_tokens: tokens::count(&arguments).max(1),
+            cached_tokens: 0,
+            cache_write_tokens: 0,
             tool_call: Some(ToolCall {
                 id: format!("call_{}", &hex.as_str()[..24]),
                 name: name.to_owned(),
@@ -113,17 +122,21 @@ impl Reply {
             finish_reason: "stop",
             prompt_tokens: prompt_tokens(messages),
             completion_tokens: tokens::count(&text).max(1),
+            cached_tokens: 0,
+            cache_write_tokens: 0,
             text,
             tool_call: None,
         }
     }
 
-    /// The same reply reporting `prompt_tokens` instead of the real count, when given (the
-    /// `usage_prompt_tokens` fault).
-    pub fn with_prompt_tokens(mut self, prompt_tokens: Option<u64>) -> Reply {
-        if let Some(n) = prompt_tokens {
+    /// The same reply reporting the usage faults' counts instead of the real ones, where
+    /// given.
+    pub fn with_usage(mut self, usage: UsageFaults) -> Reply {
+        if let Some(n) = usage.prompt_tokens {
             self.prompt_tokens = n;
         }
+        self.cached_tokens = usage.cached_tokens.unwrap_or(0);
+        self.cache_write_tokens = usage.cache_write_tokens.unwrap_or(0);
         self
     }
 }

@@ -120,7 +120,7 @@ mod tests {
             anthropic::request_to_openai,
         )
         .expect("translates");
-        let reply = chat::accept(&request, &state, None);
+        let reply = chat::accept(&request, &state, Default::default());
         let response = from_openai(chat::respond(&request, &reply, &state), "m", &conn());
         assert_eq!(response.status(), StatusCode::OK);
         serde_json::from_slice(&full_body(response)).expect("JSON")

@@ -183,7 +183,7 @@ mod tests {
             translate::request_to_openai(g, "gemini-test")
         })
         .expect("translates");
-        let reply = chat::accept(&request, &state, None);
+        let reply = chat::accept(&request, &state, Default::default());
         let response = from_openai(chat::respond(&request, &reply, &state), &conn());
         assert_eq!(response.status(), StatusCode::OK);
         serde_json::from_slice(&full_body(response)).expect("JSON")

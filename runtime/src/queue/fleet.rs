@@ -32,7 +32,7 @@ use super::{
     ANONYMOUS, ChangeError, DEFAULT_RETRY_AFTER_S, Deliver, Executor, Page, Queue, Run, Stats,
     StoreError, SubmitError, Submitted,
 };
-use crate::state::jobs::{Changed, Counts, Enqueued, Jobs, MAX_LIST_SCAN, Record, Taken};
+use crate::state::jobs::{Changed, Counts, Enqueued, Jobs, MAX_LIST_SCAN, NewJob, Record, Taken};
 use crate::state::{Shared, StateError};
 
 /// How often an idle node looks for work (a submission to this node wakes it at once).
@@ -148,12 +148,14 @@ impl Queue {
         let enqueued = fleet
             .jobs()
             .enqueue(
-                &job.id,
-                &spec.owner,
-                spec.idempotency_key.as_deref(),
-                &spec.route,
-                spec.priority,
-                &rec,
+                &NewJob {
+                    id: &job.id,
+                    owner: &spec.owner,
+                    idem: spec.idempotency_key.as_deref(),
+                    route: &spec.route,
+                    priority: spec.priority,
+                    rec: &rec,
+                },
                 self.inner.settings.max_queued,
                 self.per_key_bound(&spec.owner),
             )

@@ -247,6 +247,23 @@ static CANCEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(CANCEL));
 static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RETRY));
 static ENDED_WRITE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(ENDED_WRITE));
 
+/// A job to queue, as [`Jobs::enqueue`] stores it.
+#[derive(Clone, Copy, Debug)]
+pub struct NewJob<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// The API key it belongs to.
+    pub owner: &'a str,
+    /// The owner's idempotency key, if the submission had one.
+    pub idem: Option<&'a str>,
+    /// The route that runs it.
+    pub route: &'a str,
+    /// 0 to 9, higher first (above 9 counts as 9).
+    pub priority: u8,
+    /// The job's record, as JSON.
+    pub rec: &'a str,
+}
+
 /// What an enqueue came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Enqueued {
@@ -346,20 +363,22 @@ impl<'a> Jobs<'a> {
         })
     }
 
-    /// Stores job `id` and queues it, unless the owner's `idem` key names a job or a bound
+    /// Stores `job` and queues it, unless its owner's idempotency key names a job or a bound
     /// is reached (`max_per_key` 0: none).
-    #[allow(clippy::too_many_arguments)]
     pub async fn enqueue(
         &self,
-        id: &str,
-        owner: &str,
-        idem: Option<&str>,
-        route: &str,
-        priority: u8,
-        rec: &str,
+        job: &NewJob<'_>,
         max_queued: u32,
         max_per_key: u32,
     ) -> Result<Enqueued, StateError> {
+        let NewJob {
+            id,
+            owner,
+            idem,
+            route,
+            priority,
+            rec,
+        } = *job;
         let reply: Vec<String> = self
             .redis
             .script(

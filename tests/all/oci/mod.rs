@@ -542,3 +542,63 @@ async fn a_digest_rolled_out_while_the_registry_is_down_serves_once_it_is_back()
     );
     assert_eq!(serving(&weir).await, label(&v2));
 }
+
+/// `weir check ARGS`, with no Docker config and no registry credentials in its environment.
+fn check(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("check")
+        .args(args)
+        .env_remove("WEIR_REGISTRY_USERNAME")
+        .env_remove("WEIR_REGISTRY_PASSWORD")
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("weir-tests-no-docker-config"),
+        )
+        .output()
+        .expect("weir check runs")
+}
+
+#[tokio::test]
+async fn weir_check_pulls_an_artifact_and_checks_it_before_it_is_rolled_out() {
+    let registry = Registry::start();
+    let dir = scratch("check");
+    let bytes = component(weir_test_artifacts::PASSTHROUGH);
+    let tagged = format!("oci://{}/t/check:v1", registry.host());
+    let pushed = push(&file(&dir, "s.wasm", &bytes), &tagged);
+
+    // By digest and by tag: the stage describes itself, the tag is printed pinned.
+    for reference in [pushed.pinned.as_str(), tagged.as_str()] {
+        let out = check(&[reference]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("pulled {}", pushed.pinned)),
+            "{stdout}"
+        );
+        assert!(stdout.contains(&pushed.layer), "{stdout}");
+        assert!(stdout.contains("passthrough"), "{stdout}");
+        assert!(stdout.contains("MiB"), "{stdout}");
+    }
+
+    // An unknown digest and a malformed reference fail, naming the reference.
+    let unknown = format!(
+        "oci://{}/t/check@sha256:{}",
+        registry.host(),
+        "0".repeat(64)
+    );
+    let out = check(&[&unknown]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&unknown), "{stderr}");
+    let out = check(&["oci://Bad Registry/x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("oci://Bad Registry/x"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

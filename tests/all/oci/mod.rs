@@ -543,17 +543,10 @@ async fn a_digest_rolled_out_while_the_registry_is_down_serves_once_it_is_back()
     assert_eq!(serving(&weir).await, label(&v2));
 }
 
-/// `weir check ARGS`, with no Docker config and no registry credentials in its environment.
+/// `weir check ARGS`, with no registry credentials in its environment.
 fn check(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("check")
+    registry::weir_without_credentials("check")
         .args(args)
-        .env_remove("WEIR_REGISTRY_USERNAME")
-        .env_remove("WEIR_REGISTRY_PASSWORD")
-        .env(
-            "DOCKER_CONFIG",
-            std::env::temp_dir().join("weir-tests-no-docker-config"),
-        )
         .output()
         .expect("weir check runs")
 }

@@ -154,18 +154,26 @@ pub fn push(file: &Path, reference: &str) -> Pushed {
     push_with_env(file, reference, &[])
 }
 
-/// `weir push FILE REFERENCE` with its output, and extra environment variables.
-pub fn push_output(file: &Path, reference: &str, env: &[(&str, &str)]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("push")
-        .arg(file)
-        .arg(reference)
+/// `weir SUBCOMMAND` with no registry credentials in its environment: neither
+/// `WEIR_REGISTRY_*` nor a Docker config.
+pub fn weir_without_credentials(subcommand: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .arg(subcommand)
         .env_remove("WEIR_REGISTRY_USERNAME")
         .env_remove("WEIR_REGISTRY_PASSWORD")
         .env(
             "DOCKER_CONFIG",
             std::env::temp_dir().join("weir-tests-no-docker-config"),
-        )
+        );
+    command
+}
+
+/// `weir push FILE REFERENCE` with its output, and extra environment variables.
+pub fn push_output(file: &Path, reference: &str, env: &[(&str, &str)]) -> std::process::Output {
+    weir_without_credentials("push")
+        .arg(file)
+        .arg(reference)
         .envs(env.iter().copied())
         .output()
         .expect("weir push runs")

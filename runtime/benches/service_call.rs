@@ -6,13 +6,19 @@
 //! - `host`: the same query through `Service::call` (grant lookup excluded): the router's
 //!   attempt loop, the record, the bill.
 //! - `stage-http`: one request through a pipeline whose one stage (the outbound test program)
-//!   makes the query with `wasi:http` and answers with what it got: instance, guest, the
-//!   wasi:http plumbing, `Service::call`, teardown.
+//!   makes the query with `weir_sdk::service` (weir's `services` import) and answers with what
+//!   it got: instance, guest, the import, `Service::call`, teardown.
+//! - `stage-wasi-http`: the same query over standard `wasi:http` (`weir_sdk::service::wasi_http`,
+//!   what a stage in another language does): some thirty resource calls instead of one.
 //! - `stage-none`: the same stage, answering without a query (`mode = "fanout"` over no
-//!   models), so `stage-http - stage-none - direct` is what the host adds to the query.
+//!   models), so `stage-http - stage-none - direct` is what the host adds to the query (the
+//!   stage's own work on the answer, JSON-escaping it into its report, included).
 //!
 //! Run: `cargo bench -p weir --bench service_call`. After criterion, a plain pass prints the
-//! median and p99 of single calls of each variant.
+//! median and p99 of single calls of each variant, and the CPU time per call of the bench's
+//! one thread (everything runs on it: client, host, guest and the sim). `VARIANT=stage-http`
+//! runs one variant only, `CALLS=N` sets the plain pass's calls (default 5,000); with a filter
+//! that matches nothing (`cargo bench ... -- none`) only the plain pass runs.
 
 // Benchmarks measure wall time: std's clock (clippy.toml bans it elsewhere).
 #![allow(missing_docs, clippy::unwrap_used, clippy::disallowed_types)]
@@ -47,6 +53,7 @@ struct Setup {
     service: Arc<Service>,
     env: StageEnv,
     http: Arc<Pipeline>,
+    wasi_http: Arc<Pipeline>,
     none: Arc<Pipeline>,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
@@ -113,6 +120,13 @@ fn setup() -> Setup {
         ("url", &url),
         ("body", BODY),
     ]);
+    let wasi_http = pipeline(&[
+        ("mode", "http"),
+        ("transport", "wasi-http"),
+        ("method", "POST"),
+        ("url", &url),
+        ("body", BODY),
+    ]);
     let none = pipeline(&[("mode", "fanout"), ("models", "[]")]);
     let env = StageEnv {
         sandbox,
@@ -127,6 +141,7 @@ fn setup() -> Setup {
         service,
         env,
         http,
+        wasi_http,
         none,
         client,
     }
@@ -190,11 +205,18 @@ async fn one(setup: &Setup, variant: &str, ctx: &CallContext) {
         "direct" => direct(setup).await,
         "host" => host(setup, ctx).await,
         "stage-http" => stage(setup, &setup.http).await,
+        "stage-wasi-http" => stage(setup, &setup.wasi_http).await,
         _ => stage(setup, &setup.none).await,
     }
 }
 
-const VARIANTS: [&str; 4] = ["direct", "host", "stage-http", "stage-none"];
+const VARIANTS: [&str; 5] = [
+    "direct",
+    "host",
+    "stage-http",
+    "stage-wasi-http",
+    "stage-none",
+];
 
 fn context() -> CallContext {
     CallContext {
@@ -227,29 +249,50 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
+/// CPU time this thread has run, in nanoseconds (Linux's schedstat; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Median and p99 of single calls, which criterion does not report.
 fn percentiles() {
-    const CALLS: usize = 5_000;
+    let calls: usize = std::env::var("CALLS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(5_000);
+    let only = std::env::var("VARIANT").ok();
     let setup = setup();
-    for variant in VARIANTS {
+    for variant in VARIANTS
+        .into_iter()
+        .filter(|v| only.as_deref().is_none_or(|o| o == *v))
+    {
         let mut samples: Vec<Duration> = setup.runtime.block_on(async {
             let ctx = context();
             for _ in 0..500 {
                 one(&setup, variant, &ctx).await;
             }
-            let mut samples = Vec::with_capacity(CALLS);
-            for _ in 0..CALLS {
+            let mut samples = Vec::with_capacity(calls);
+            let cpu = thread_cpu_ns();
+            for _ in 0..calls {
                 let start = Instant::now();
                 one(&setup, variant, &ctx).await;
                 samples.push(start.elapsed());
                 ctx.meter.take_services();
             }
+            let cpu = thread_cpu_ns().saturating_sub(cpu);
+            println!(
+                "service_call/{variant}: cpu {:.1} µs per call",
+                cpu as f64 / calls as f64 / 1e3
+            );
             samples
         });
         samples.sort_unstable();
         let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
         println!(
-            "service_call/{variant}: median {:.1} µs, p99 {:.1} µs ({CALLS} calls)",
+            "service_call/{variant}: median {:.1} µs, p99 {:.1} µs ({calls} calls)",
             at(0.50).as_secs_f64() * 1e6,
             at(0.99).as_secs_f64() * 1e6
         );

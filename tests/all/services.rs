@@ -1,5 +1,5 @@
-//! Services for stages, black-box: a stage reaches its granted services through `wasi:http`
-//! and nothing else, a fan-out of three completions with one target stalled, `json-guard`
+//! Services for stages, black-box: a stage reaches its granted services through weir's
+//! `services` import and through `wasi:http`, and nothing else, a fan-out of three completions with one target stalled, `json-guard`
 //! sending invalid output back to the model, `retrieve` degrading when its search service is
 //! down, and retrieval end to end against a real Chroma server the test starts. The chaos run
 //! (1,000 requests through `retrieve` with a faulty replica) is in `stress::services`.
@@ -50,88 +50,132 @@ fn probe_route(model: &str, services: &[&str], config: &str) -> String {
     )
 }
 
+/// The two ways a stage reaches a service: `weir-sdk`'s default (weir's `services` import)
+/// and standard `wasi:http` (what a stage in any other language uses).
+const TRANSPORTS: [&str; 2] = ["import", "wasi-http"];
+
 #[tokio::test]
 async fn a_stage_reaches_its_granted_services_and_nothing_else() {
     let search = sim(&[]);
     let llm = sim(&[]);
     let body = r#"body = '{"query_embeddings": [[1.0, 0.0]], "n_results": 2}'"#;
     let path = query_path("c1");
-    let config = format!(
-        "[targets.llm]\nbase_url = \"http://{llm}/v1\"\n\n[services.search]\nurls = [\"http://{search}\"]\n\n{}{}{}{}",
-        probe_route(
-            "granted",
-            &["search"],
-            &format!("mode = \"http\"\nmethod = \"POST\"\nurl = \"http://search{path}\"\n{body}")
-        ),
-        probe_route(
-            "by-address",
+    let mut routes = String::new();
+    for t in TRANSPORTS {
+        let post = format!(
+            "mode = \"http\"\ntransport = \"{t}\"\nmethod = \"POST\"\nurl = \"http://search{path}\"\n{body}"
+        );
+        routes += &probe_route(&format!("granted-{t}"), &["search"], &post);
+        routes += &probe_route(
+            &format!("by-address-{t}"),
             &["search"],
             &format!(
-                "mode = \"http\"\nmethod = \"POST\"\nurl = \"http://{}{path}\"\n{body}",
+                "mode = \"http\"\ntransport = \"{t}\"\nmethod = \"POST\"\n\
+                 url = \"http://{}{path}\"\n{body}",
                 search.addr
-            )
-        ),
-        probe_route(
-            "other-name",
+            ),
+        );
+        routes += &probe_route(
+            &format!("other-name-{t}"),
             &["search"],
-            "mode = \"http\"\nurl = \"http://vectors/anything\""
-        ),
-        probe_route(
-            "ungranted",
-            &[],
-            &format!("mode = \"http\"\nmethod = \"POST\"\nurl = \"http://search{path}\"\n{body}")
-        ),
+            &format!("mode = \"http\"\ntransport = \"{t}\"\nurl = \"http://vectors/anything\""),
+        );
+        routes += &probe_route(&format!("ungranted-{t}"), &[], &post);
+        // The answer's body over the stage's limit; a request body over the service's.
+        routes += &probe_route(
+            &format!("small-limit-{t}"),
+            &["search"],
+            &format!("{post}\nmax_body = 10"),
+        );
+        routes += &probe_route(
+            &format!("big-body-{t}"),
+            &["search"],
+            &format!(
+                "mode = \"http\"\ntransport = \"{t}\"\nmethod = \"POST\"\n\
+                 url = \"http://search{path}\"\nbody = \"{}\"",
+                "x".repeat(2048)
+            ),
+        );
+    }
+    let config = format!(
+        "[targets.llm]\nbase_url = \"http://{llm}/v1\"\n\n[services.search]\nurls = [\"http://{search}\"]\n\
+         max_request_bytes = 1024\n\n{routes}",
         llm = llm.addr,
         search = search.addr,
     );
     let weir = serve(&config);
 
-    let answer = post(weir.addr, "/v1/chat/completions", &chat("granted", "hi")).await;
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
-    assert_eq!(seen["status"], 200, "{seen}");
-    let passages: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
-    assert!(
-        passages["documents"][0][1]
-            .as_str()
-            .unwrap()
-            .starts_with("sim passage 2"),
-        "{passages}"
-    );
-    assert_eq!(searches(&search).await, 1);
-    let timing = answer.headers["server-timing"].to_str().unwrap().to_owned();
-    assert!(timing.contains("svc1;desc=\"search 200\""), "{timing}");
-
-    // By address, by another name, or with no grant at all: refused, nothing sent.
-    for model in ["by-address", "other-name", "ungranted"] {
-        let answer = post(weir.addr, "/v1/chat/completions", &chat(model, "hi")).await;
-        assert_eq!(answer.status, 200, "{model}: {:?}", answer.body);
+    for (n, t) in TRANSPORTS.into_iter().enumerate() {
+        let answer = post(
+            weir.addr,
+            "/v1/chat/completions",
+            &chat(&format!("granted-{t}"), "hi"),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{t}: {:?}", answer.body);
         let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
-        assert_eq!(seen["error"], "denied", "{model}: {seen}");
+        assert_eq!(seen["status"], 200, "{t}: {seen}");
+        let passages: Value = serde_json::from_str(seen["body"].as_str().unwrap()).unwrap();
+        assert!(
+            passages["documents"][0][1]
+                .as_str()
+                .unwrap()
+                .starts_with("sim passage 2"),
+            "{t}: {passages}"
+        );
+        assert_eq!(searches(&search).await, n as u64 + 1, "{t}");
+        let timing = answer.headers["server-timing"].to_str().unwrap().to_owned();
+        assert!(timing.contains("svc1;desc=\"search 200\""), "{t}: {timing}");
     }
-    assert_eq!(searches(&search).await, 1, "the upstream saw nothing more");
+
+    // By address, by another name, or with no grant at all: refused, nothing sent. Bodies over
+    // either limit: refused by the host (the request's) or not copied into the stage (the
+    // answer's, after the call).
+    for t in TRANSPORTS {
+        for (model, error) in [
+            ("by-address", "denied"),
+            ("other-name", "denied"),
+            ("ungranted", "denied"),
+            ("big-body", "transport"),
+        ] {
+            let model = format!("{model}-{t}");
+            let answer = post(weir.addr, "/v1/chat/completions", &chat(&model, "hi")).await;
+            assert_eq!(answer.status, 200, "{model}: {:?}", answer.body);
+            let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
+            assert_eq!(seen["error"], error, "{model}: {seen}");
+        }
+    }
+    assert_eq!(searches(&search).await, 2, "the upstream saw nothing more");
     assert_eq!(
         get(search.addr, "/sim/stats").await.json()["requests"],
-        1,
+        2,
         "not even a connection that reached the sim's counters"
     );
+    for t in TRANSPORTS {
+        let model = format!("small-limit-{t}");
+        let answer = post(weir.addr, "/v1/chat/completions", &chat(&model, "hi")).await;
+        let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
+        assert_eq!(seen["error"], "body_too_large", "{model}: {seen}");
+    }
 
     // The call is in the request's record.
-    let id = answer_id(&weir, "granted").await;
-    let record = get(weir.admin.unwrap(), &format!("/admin/requests/{id}"))
-        .await
-        .json();
-    let call = &record["services"][0];
-    assert_eq!(
-        (
-            &call["service"],
-            &call["status"],
-            &call["attempts"],
-            &call["outcome"]
-        ),
-        (&json!("search"), &json!(200), &json!(1), &json!("ok")),
-        "{record}"
-    );
+    for t in TRANSPORTS {
+        let id = answer_id(&weir, &format!("granted-{t}")).await;
+        let record = get(weir.admin.unwrap(), &format!("/admin/requests/{id}"))
+            .await
+            .json();
+        let call = &record["services"][0];
+        assert_eq!(
+            (
+                &call["service"],
+                &call["status"],
+                &call["attempts"],
+                &call["outcome"]
+            ),
+            (&json!("search"), &json!(200), &json!(1), &json!("ok")),
+            "{t}: {record}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -139,39 +183,56 @@ async fn send_all_calls_two_services_at_once() {
     let (docs, tickets) = (sim(&["--latency-ms", "600"]), sim(&["--latency-ms", "600"]));
     let llm = sim(&[]);
     let path = query_path("c1");
+    let routes: String = TRANSPORTS
+        .iter()
+        .map(|t| {
+            probe_route(
+                &format!("both-{t}"),
+                &["docs", "tickets"],
+                &format!(
+                    "mode = \"http-all\"\ntransport = \"{t}\"\n\
+                     urls = [\"http://docs{path}\", \"http://vectors{path}\", \"http://tickets{path}\"]\n\
+                     body = '{{\"query_embeddings\": [[1.0]]}}'"
+                ),
+            )
+        })
+        .collect();
     let config = format!(
         "[targets.llm]\nbase_url = \"http://{}/v1\"\n\n[services.docs]\nurls = [\"http://{}\"]\n\n\
-         [services.tickets]\nurls = [\"http://{}\"]\n\n{}",
-        llm.addr,
-        docs.addr,
-        tickets.addr,
-        probe_route(
-            "both",
-            &["docs", "tickets"],
-            &format!(
-                "mode = \"http-all\"\nurls = [\"http://docs{path}\", \"http://tickets{path}\"]\n\
-                 body = '{{\"query_embeddings\": [[1.0]]}}'"
-            )
-        ),
+         [services.tickets]\nurls = [\"http://{}\"]\n\n{routes}",
+        llm.addr, docs.addr, tickets.addr,
     );
     let weir = serve(&config);
-    let started = Instant::now();
-    let answer = post(weir.addr, "/v1/chat/completions", &chat("both", "hi")).await;
-    let elapsed = started.elapsed();
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
-    assert_eq!(
-        (&seen[0]["status"], &seen[1]["status"]),
-        (&json!(200), &json!(200)),
-        "{seen}"
-    );
-    assert_eq!((searches(&docs).await, searches(&tickets).await), (1, 1));
-    // Together: about one 600 ms latency, not two.
-    assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_millis(1100),
-        "the two calls ran one after the other: {elapsed:?}"
-    );
+    for (n, t) in TRANSPORTS.into_iter().enumerate() {
+        let started = Instant::now();
+        let answer = post(
+            weir.addr,
+            "/v1/chat/completions",
+            &chat(&format!("both-{t}"), "hi"),
+        )
+        .await;
+        let elapsed = started.elapsed();
+        assert_eq!(answer.status, 200, "{t}: {:?}", answer.body);
+        let seen: Value = serde_json::from_str(&content(&answer)).unwrap();
+        // The one not granted fails alone.
+        assert_eq!(
+            (&seen[0]["status"], &seen[1]["error"], &seen[2]["status"]),
+            (&json!(200), &json!("denied"), &json!(200)),
+            "{t}: {seen}"
+        );
+        let calls = n as u64 + 1;
+        assert_eq!(
+            (searches(&docs).await, searches(&tickets).await),
+            (calls, calls),
+            "{t}"
+        );
+        // Together: about one 600 ms latency, not two.
+        assert!(elapsed >= Duration::from_millis(600), "{t}: {elapsed:?}");
+        assert!(
+            elapsed < Duration::from_millis(1100),
+            "{t}: the two calls ran one after the other: {elapsed:?}"
+        );
+    }
 }
 
 /// Sends one more request to `model` with an id of its own; returns the id.

@@ -13,27 +13,13 @@ use wasip2::http::types::{
 };
 use wasip2::io::streams::{InputStream, StreamError};
 
-use super::{Method, ServiceError, ServiceResponse};
+use super::{Method, Outgoing, ServiceError, ServiceResponse};
 
 /// Bytes asked of the answer's body stream per read.
 const READ_CHUNK: u64 = 64 << 10;
 
 /// Most bytes one `blocking-write-and-flush` takes (`wasi:io`'s own limit).
 const WRITE_CHUNK: usize = 4096;
-
-/// What a stage sends.
-pub(super) struct Outgoing<'a> {
-    /// The method.
-    pub method: Method,
-    /// The authority: the service's name.
-    pub service: &'a str,
-    /// Path and query, starting with `/`.
-    pub path: &'a str,
-    /// Extra headers.
-    pub headers: &'a [(&'a str, &'a str)],
-    /// The body, if any.
-    pub body: Option<&'a [u8]>,
-}
 
 /// Sends `out` and reads the answer, its body up to `limit` bytes.
 pub(super) fn exchange(out: &Outgoing<'_>, limit: usize) -> Result<ServiceResponse, ServiceError> {

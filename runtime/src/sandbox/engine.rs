@@ -106,6 +106,12 @@ impl Lane {
             .map_err(SandboxError::Link)?;
         StageBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(SandboxError::Link)?;
+        // 0.2's one import of its own: service calls in one host call per batch.
+        crate::wit::v2::weir::stage0_2_0::services::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(SandboxError::Link)?;
         // `log` and `count-tokens` read the guest's string in place rather than copied.
         crate::host_api::define_in_place(&mut linker).map_err(SandboxError::Link)?;
         Ok(Lane {
@@ -281,6 +287,9 @@ fn build(settings: &SandboxSettings, pooling: bool, images: bool) -> Result<Engi
         // than mapping a copy-on-write image and unmapping it again (stage_call: 20.3 -> 17.6
         // µs median). The large lane: the other way round, by far (module docs).
         .memory_init_cow(images);
+    if std::env::var_os("WEIR_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if pooling {
         let n = settings.pool_size;
         let counts = ComponentCounts::of(settings);

@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 use super::{CallContext, Service, ServiceRequest};
 use crate::host_api::{CallScope, HostContext};
 use crate::openai::ApiError;
-use crate::router::{HOP_BY_HOP, RouteError, ServiceReply};
+use crate::router::{HOP_BY_HOP, ServiceReply};
 
 /// The services one stage may call.
 pub type Grant = Vec<Arc<Service>>;
@@ -77,9 +77,18 @@ impl ServiceHooks {
         }
     }
 
+    /// Hooks granting `grant` to calls made as `ctx`, as during a request.
+    #[cfg(test)]
+    pub(super) fn granting(grant: Grant, ctx: CallContext, deadline: Instant) -> ServiceHooks {
+        ServiceHooks {
+            reach: Some((Arc::new(grant), ctx)),
+            deadline,
+            calls: 0,
+        }
+    }
+
     /// The granted service `request` names, if any.
     fn resolve(&self, request: &http::Request<WasiBody>) -> Option<(Arc<Service>, CallContext)> {
-        let (grant, ctx) = self.reach.as_ref()?;
         let uri = request.uri();
         if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
             return None;
@@ -88,8 +97,36 @@ impl ServiceHooks {
         if authority.port().is_some() {
             return None;
         }
-        let service = grant.iter().find(|s| *s.name == *authority.host())?;
+        self.granted(authority.host())
+    }
+
+    /// The granted service called `name`, if any (never in `describe()`).
+    pub(super) fn granted(&self, name: &str) -> Option<(Arc<Service>, CallContext)> {
+        let (grant, ctx) = self.reach.as_ref()?;
+        let service = grant.iter().find(|s| *s.name == *name)?;
         Some((service.clone(), ctx.clone()))
+    }
+
+    /// Counts one more call to `service` from this instance: past
+    /// [`MAX_CALLS_PER_INSTANCE`], the synthetic 429 the call is answered with instead.
+    pub(super) fn count(&mut self, service: &Service) -> Result<(), ServiceReply> {
+        self.calls = self.calls.saturating_add(1);
+        if self.calls <= MAX_CALLS_PER_INSTANCE {
+            return Ok(());
+        }
+        let message = format!(
+            "service {}: a stage may make at most {MAX_CALLS_PER_INSTANCE} service calls per \
+             request",
+            service.name
+        );
+        let api = ApiError::new(429, "rate_limit_error", "service_calls_exceeded", message);
+        Err(error_reply(&api, "service_calls_exceeded"))
+    }
+
+    /// `ctx` bounded by what is left of the guest call in progress; the deadline itself.
+    pub(super) fn bound(&self, mut ctx: CallContext) -> (CallContext, Instant) {
+        ctx.deadline = Some(self.deadline.saturating_duration_since(Instant::now()));
+        (ctx, self.deadline)
     }
 }
 
@@ -110,7 +147,7 @@ impl WasiHttpHooks for ServiceHooks {
         _options: Option<RequestOptions>,
         _fut: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> Sent {
-        let Some((service, mut ctx)) = self.resolve(&request) else {
+        let Some((service, ctx)) = self.resolve(&request) else {
             tracing::debug!(
                 target: "weir::guest",
                 uri = %request.uri(),
@@ -118,20 +155,10 @@ impl WasiHttpHooks for ServiceHooks {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
-        self.calls = self.calls.saturating_add(1);
-        if self.calls > MAX_CALLS_PER_INSTANCE {
-            let message = format!(
-                "service {}: a stage may make at most {MAX_CALLS_PER_INSTANCE} service calls per \
-                 request",
-                service.name
-            );
-            let api = ApiError::new(429, "rate_limit_error", "service_calls_exceeded", message);
-            return Box::new(async move {
-                Ok((error_response(&api, "service_calls_exceeded"), done()))
-            });
+        if let Err(refused) = self.count(&service) {
+            return Box::new(async move { Ok((answer(refused), done())) });
         }
-        let deadline = self.deadline;
-        ctx.deadline = Some(deadline.saturating_duration_since(Instant::now()));
+        let (ctx, deadline) = self.bound(ctx);
         Box::new(async move {
             let (parts, body) = request.into_parts();
             let max = usize::try_from(service.settings.max_request_bytes).unwrap_or(usize::MAX);
@@ -144,10 +171,7 @@ impl WasiHttpHooks for ServiceHooks {
                     Ok(Err(err)) => return Err(Error::InternalError(Some(err.to_string()))),
                     Ok(Ok(collected)) => collected.to_bytes(),
                 };
-            let headers = (parts.headers.iter())
-                .filter(|(name, _)| *name != HOST && !HOP_BY_HOP.contains(&name.as_str()))
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect();
+            let headers = outgoing_headers(parts.headers.iter());
             let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let request = ServiceRequest {
                 method: parts.method,
@@ -155,12 +179,36 @@ impl WasiHttpHooks for ServiceHooks {
                 headers,
                 body,
             };
-            let response = match service.call(request, &ctx).await {
-                Ok(reply) => answer(reply),
-                Err(err) => refusal(&service.name, &err),
-            };
-            Ok((response, done()))
+            Ok((answer(call(&service, request, &ctx).await), done()))
         })
+    }
+}
+
+/// The headers a stage's request carries on: every one but `host` and hop-by-hop ones.
+pub(super) fn outgoing_headers<'a>(
+    headers: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    headers
+        .filter(|(name, _)| **name != HOST && !HOP_BY_HOP.contains(&name.as_str()))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Calls `service`: its answer, or a failure after its retries as an ordinary error answer
+/// (the router's status, an OpenAI-shaped body naming the service, `x-weir-service-error`
+/// with the code, `retry-after` when known), so any client sees a response it can read.
+pub(super) async fn call(
+    service: &Service,
+    request: ServiceRequest,
+    ctx: &CallContext,
+) -> ServiceReply {
+    match service.call(request, ctx).await {
+        Ok(reply) => reply,
+        Err(err) => {
+            let mut api = ApiError::from_facing(&err);
+            api.message = format!("service {}: {}", service.name, api.message);
+            error_reply(&api, err.code())
+        }
     }
 }
 
@@ -178,20 +226,9 @@ fn done() -> Box<dyn Future<Output = Result<(), Error>> + Send> {
     Box::new(async { Ok(()) })
 }
 
-/// A failed call as an ordinary error response: the router's status and an OpenAI-shaped
-/// body naming the service, `x-weir-service-error` with the code, `retry-after` when known.
-fn refusal(service: &str, err: &RouteError) -> http::Response<WasiBody> {
-    let mut api = ApiError::from_facing(err);
-    api.message = format!("service {service}: {}", api.message);
-    error_response(&api, err.code())
-}
-
-/// `api` as a response with `x-weir-service-error: code`.
-fn error_response(api: &ApiError, code: &'static str) -> http::Response<WasiBody> {
-    let mut response = http::Response::new(body(Bytes::from(api.to_json().to_string())));
-    *response.status_mut() =
-        http::StatusCode::from_u16(api.status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-    let headers = response.headers_mut();
+/// `api` as an answer with `x-weir-service-error: code`.
+fn error_reply(api: &ApiError, code: &'static str) -> ServiceReply {
+    let mut headers = http::HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(
         HeaderName::from_static("x-weir-service-error"),
@@ -200,7 +237,11 @@ fn error_response(api: &ApiError, code: &'static str) -> http::Response<WasiBody
     if let Some(seconds) = api.retry_after_s {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
     }
-    response
+    ServiceReply {
+        status: api.status,
+        headers,
+        body: Bytes::from(api.to_json().to_string()),
+    }
 }
 
 fn body(bytes: Bytes) -> WasiBody {

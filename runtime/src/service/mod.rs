@@ -4,8 +4,8 @@
 //!
 //! Owns: [`Service`] (one service's live state, kept across reloads while its settings do not
 //! change), the call itself with its billing and its record ([`Service::call`], `call`), and
-//! the `wasi:http` hooks through which a stage reaches the services its config grants and
-//! nothing else ([`ServiceHooks`], `hooks`). Must not know about stages' phases or the LLM
+//! the `wasi:http` hooks and the `weir:stage/services` import through which a stage reaches
+//! the services its config grants and nothing else ([`ServiceHooks`], [`call_all`]). Must not know about stages' phases or the LLM
 //! step: a call is priced and noted on the request's [`Meter`](crate::cost::Meter) it is given.
 //!
 //! # Layout
@@ -14,7 +14,10 @@
 //!   service, settled exactly once even when the stage's deadline drops the call midway).
 //! - `hooks`: [`ServiceHooks`], the `WasiHttpHooks` of a stage instance: authority → granted
 //!   service, or `HTTP-request-denied` with nothing sent.
+//! - `batch`: the `weir:stage/services` import ([`call_all`]): the same calls in one host call
+//!   per batch, for `weir-sdk`'s helpers (`wasi:http` costs some thirty host calls each).
 
+mod batch;
 mod call;
 mod hooks;
 #[cfg(test)]
@@ -24,6 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use batch::call_all;
 pub use call::{CallContext, ServiceRequest};
 pub use hooks::{Grant, ServiceHooks};
 

@@ -233,3 +233,125 @@ async fn the_services_key_is_sent_and_a_stages_own_header_of_that_name_dropped()
     let err = Config::parse(&text, Path::new("weir.toml"), &|_| None).unwrap_err();
     assert!(err.to_string().contains("SEARCH_KEY"), "{err}");
 }
+
+/// What `weir:stage/services` is handed: `service`, POST `path`, `body`, `max_body`.
+fn import_request(
+    service: &str,
+    path: &str,
+    body: &[u8],
+    max_body: u64,
+) -> crate::wit::v2::weir::stage0_2_0::services::ServiceRequest {
+    crate::wit::v2::weir::stage0_2_0::services::ServiceRequest {
+        service: service.to_string(),
+        method: "POST".to_string(),
+        path: path.to_string(),
+        headers: vec![("content-type".to_string(), b"application/json".to_vec())],
+        body: Some(body.to_vec()),
+        max_body,
+    }
+}
+
+#[tokio::test]
+async fn the_services_import_checks_every_call_of_a_batch_and_sends_only_the_valid_granted_ones() {
+    use crate::wit::v2::weir::stage0_2_0::services::ErrorKind;
+
+    let healthy = sim(Faults::default()).await;
+    let service = std::sync::Arc::new(service(
+        &[format!("http://{healthy}")],
+        "max_request_bytes = 1024",
+    ));
+    let ctx = ctx(None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut hooks = super::ServiceHooks::granting(vec![service], ctx.clone(), deadline);
+    let body = br#"{"query_embeddings":[[1.0,0.0]],"n_results":2}"#;
+    let ok = import_request("search", QUERY, body, 1 << 20);
+    let mut bad_method = ok.clone();
+    bad_method.method = "GE T".to_string();
+    let mut bad_header = ok.clone();
+    bad_header.headers = vec![("bad name".to_string(), b"x".to_vec())];
+    let mut big_headers = ok.clone();
+    big_headers.headers = vec![("x-big".to_string(), vec![b'x'; 9000])];
+    let batch = vec![
+        ok.clone(),
+        bad_method,
+        import_request("search", "api/query", body, 1 << 20),
+        bad_header,
+        big_headers,
+        import_request("vectors", QUERY, body, 1 << 20),
+        import_request("search", QUERY, &[b'x'; 2000], 1 << 20),
+        import_request("search", QUERY, body, 10),
+    ];
+    let results = super::call_all(&mut hooks, batch).await;
+    let kinds: Vec<Option<ErrorKind>> = results
+        .iter()
+        .map(|r| r.as_ref().err().map(|e| e.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            None,
+            Some(ErrorKind::InvalidRequest),
+            Some(ErrorKind::InvalidRequest),
+            Some(ErrorKind::InvalidRequest),
+            Some(ErrorKind::InvalidRequest),
+            Some(ErrorKind::Denied),
+            Some(ErrorKind::Transport),
+            Some(ErrorKind::BodyTooLarge),
+        ]
+    );
+    let answer = results[0].as_ref().unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(String::from_utf8_lossy(&answer.body).contains("sim passage"));
+    assert!(
+        answer
+            .headers
+            .iter()
+            .any(|(name, _)| name == "content-type")
+    );
+    assert_eq!(
+        ctx.meter.take_services().len(),
+        2,
+        "only the valid call and the one whose answer was too long went out"
+    );
+}
+
+#[tokio::test]
+async fn the_services_import_answers_calls_past_the_instance_limit_with_a_429_and_sends_nothing() {
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let service = std::sync::Arc::new(service(&[format!("http://{closed}")], ""));
+    let ctx = ctx(None);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut hooks = super::ServiceHooks::granting(vec![service], ctx.clone(), deadline);
+    let limit = super::hooks::MAX_CALLS_PER_INSTANCE as usize;
+    // Spend the instance's calls, 16 at a time, with no reachable URL (each fails fast).
+    for _ in 0..limit / 16 {
+        let batch = vec![import_request("search", QUERY, b"{}", 1 << 20); 16];
+        let spent = super::call_all(&mut hooks, batch).await;
+        assert!(
+            spent
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|a| a.status >= 500))
+        );
+    }
+    assert!(!ctx.meter.take_services().is_empty());
+    let past = super::call_all(
+        &mut hooks,
+        vec![import_request("search", QUERY, b"{}", 1 << 20)],
+    )
+    .await;
+    let answer = past[0].as_ref().unwrap();
+    assert_eq!(answer.status, 429);
+    assert!(
+        answer
+            .headers
+            .iter()
+            .any(|(name, value)| name == "x-weir-service-error"
+                && value == b"service_calls_exceeded"),
+        "{:?}",
+        answer.headers
+    );
+    assert!(ctx.meter.take_services().is_empty(), "nothing sent");
+}

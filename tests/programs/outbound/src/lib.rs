@@ -3,16 +3,18 @@
 //! ([`RequestOutcome::Respond`]) with one choice whose content is compact JSON reporting what
 //! happened, so a host test reads the outcome from the chat response.
 //!
-//! - `mode = "http"`: one `wasi:http` request through [`weir_sdk::service::send_with_limit`]
-//!   to `url` (`http://AUTHORITY/PATH?QUERY`; the authority is used as it is, so
+//! - `mode = "http"`: one request through [`weir_sdk::service::send_with_limit`] (weir's
+//!   `services` import), or with `transport = "wasi-http"` through
+//!   [`weir_sdk::service::wasi_http::send_with_limit`] (standard `wasi:http`), to `url` (`http://AUTHORITY/PATH?QUERY`; the authority is used as it is, so
 //!   `http://127.0.0.1:9/x` tests a refused authority), with `method` (default `GET`), `body`
 //!   (a string, sent as is), `headers` (a table of strings) and `max_body` (the most bytes of
 //!   the answer's body read, default [`MAX_RESPONSE_BODY`]). Content:
 //!   `{"status":200,"body":"<body, UTF-8 lossy>"}`, or `{"error":"<kind>","detail":"<message>"}`
 //!   with kind `denied`, `timeout`, `transport`, `body_too_large` or `invalid_request`
 //!   ([`ServiceError::kind`]).
-//! - `mode = "http-all"`: one [`weir_sdk::service::send_all`] of a POST of `body` to each of
-//!   `urls` (a list), all at once. Content: a JSON array of the `http` mode's reports, in order.
+//! - `mode = "http-all"`: one [`weir_sdk::service::send_all`] (or, with `transport =
+//!   "wasi-http"`, `wasi_http::send_all`) of a POST of `body` to each of `urls` (a list), all
+//!   at once. Content: a JSON array of the `http` mode's reports, in order.
 //! - `mode = "fields-flood"`: a hostile stage: creates `wasi:http` header sets of 4 KiB each
 //!   and keeps every one, forever (the host must stop it: its resource table is bounded).
 //! - `mode = "fanout"`: one [`weir_sdk::llm::complete_all`] with a request per model of
@@ -89,14 +91,24 @@ fn http() -> Result<String, StageError> {
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
     let limit = weir_sdk::config::get_or("max_body", MAX_RESPONSE_BODY)?;
-    let outcome = weir_sdk::service::send_with_limit(
+    let call = weir_sdk::service::Call {
         method,
-        authority,
+        service: authority,
         path,
-        &headers,
-        body.as_deref().map(str::as_bytes),
-        limit,
-    );
+        headers: &headers,
+        body: body.as_deref().map(str::as_bytes),
+    };
+    let outcome = match wasi_http()? {
+        true => weir_sdk::service::wasi_http::send_with_limit(&call, limit),
+        false => weir_sdk::service::send_with_limit(
+            call.method,
+            call.service,
+            call.path,
+            call.headers,
+            call.body,
+            limit,
+        ),
+    };
     Ok(http_report(&outcome))
 }
 
@@ -120,11 +132,27 @@ fn http_all() -> Result<String, StageError> {
             body: body.as_deref().map(str::as_bytes),
         })
         .collect();
-    let reports: Vec<serde_json::Value> = weir_sdk::service::send_all(&calls, MAX_RESPONSE_BODY)
+    let outcomes = match wasi_http()? {
+        true => weir_sdk::service::wasi_http::send_all(&calls, MAX_RESPONSE_BODY),
+        false => weir_sdk::service::send_all(&calls, MAX_RESPONSE_BODY),
+    };
+    let reports: Vec<serde_json::Value> = outcomes
         .iter()
         .map(|outcome| serde_json::from_str(&http_report(outcome)).unwrap_or_default())
         .collect();
     Ok(serde_json::Value::Array(reports).to_string())
+}
+
+/// Whether the `http` modes go over `wasi:http` (`transport = "wasi-http"`) rather than the
+/// SDK's default, weir's `services` import (`transport = "import"`, or no key).
+fn wasi_http() -> Result<bool, StageError> {
+    match weir_sdk::config::get("transport").as_deref() {
+        None | Some("import") => Ok(false),
+        Some("wasi-http") => Ok(true),
+        Some(other) => Err(StageError::fail(format!(
+            "outbound: `transport` is `import` or `wasi-http` (got `{other}`)"
+        ))),
+    }
 }
 
 /// The `fields-flood` mode: never returns unless the host lets it hold a million header sets.

@@ -10,7 +10,8 @@
 # Prints the hottest symbols (self time) and writes $OUT/perf.data; with `inferno` installed
 # (`cargo install inferno`), also $OUT/flamegraph.svg. Call stacks need frame pointers:
 # FRAME_POINTERS=1 builds a separate release (its own target directory, a full build) with
-# `-C force-frame-pointers=yes` and records with `-g`.
+# `-C force-frame-pointers=yes` and records with `-g`. Stages' compiled code is named too:
+# `WEIR_PERFMAP=1` makes wasmtime write /tmp/perf-PID.map, which perf reads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUTE=${1:-bare}
@@ -65,7 +66,7 @@ targets = ["sim"]
 $(demo_stages)
 TOML
 RUST_LOG=error "$weir" sim --listen "$SIM" >/dev/null 2>&1 & pids+=($!)
-RUST_LOG=$log "$weir" serve --config "$work/profile.toml" >/dev/null 2>&1 & serve=$!; pids+=($serve)
+WEIR_PERFMAP=1 RUST_LOG=$log "$weir" serve --config "$work/profile.toml" >/dev/null 2>&1 & serve=$!; pids+=($serve)
 ready "$WEIR"
 WEIR_MODEL=$ROUTE wrk -t1 -c4 -d"$((DURATION + 2))s" -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/wrk.txt" &
 pids+=($!)

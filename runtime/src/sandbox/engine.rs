@@ -287,6 +287,8 @@ fn build(settings: &SandboxSettings, pooling: bool, images: bool) -> Result<Engi
         // than mapping a copy-on-write image and unmapping it again (stage_call: 20.3 -> 17.6
         // µs median). The large lane: the other way round, by far (module docs).
         .memory_init_cow(images);
+    // Profiling: wasmtime writes /tmp/perf-PID.map, so `perf` names each stage's compiled
+    // functions (`bench/profile.sh` sets it). Off by default: the map grows with every load.
     if std::env::var_os("WEIR_PERFMAP").is_some() {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }

@@ -48,7 +48,8 @@
 //! - [`llm`]: `complete()`, `complete_all()` (several at once, with a deadline) and `embed()`
 //!   through the host's LLM step.
 //! - [`response`]: `retry()`, from `on_response`: have the host ask the model again.
-//! - [`service`]: HTTP calls to the services the host grants the stage (over `wasi:http`).
+//! - [`service`]: HTTP calls to the services the host grants the stage (weir's `services`
+//!   import; [`service::wasi_http`] for the same calls over standard `wasi:http`).
 //! - [`cache`]: a key-value cache private to the stage.
 //! - [`tokens`]: token counts with the model's real tokenizer, and the host's prompt-token
 //!   formula ([`tokens::Tokens`], from the `weir-tokens` crate the host uses too).

@@ -76,8 +76,8 @@ async fn example(lang: &str) -> PathBuf {
     built[LANGS.iter().position(|l| *l == lang).unwrap()].clone()
 }
 
-/// A weir with two routes per language: `ex-<lang>` under the default limits, and
-/// `capped-<lang>` unmetered with a 100 ms deadline.
+/// A weir with two routes per language: `ex-<lang>` under the default fuel and memory cap (a
+/// 5 s deadline), and `capped-<lang>` unmetered with a 100 ms deadline.
 async fn fleet(up: &Proc) -> Proc {
     let data = scratch().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -88,6 +88,9 @@ data_dir = "{}"
 
 [sandbox]
 artifact_key_file = "{}"
+# Fuel and the memory cap, not the clock, decide /spin and /hog on `ex-<lang>`: QuickJS
+# allocating to the cap took more than the default 200 ms beside a parallel build.
+deadline_ms = 5000
 
 [targets.up]
 base_url = "http://{}/v1"

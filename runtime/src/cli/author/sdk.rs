@@ -48,6 +48,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../../plugin-sdk/src/service/error.rs"),
     ),
     (
+        "plugin-sdk/src/service/host.rs",
+        include_str!("../../../../plugin-sdk/src/service/host.rs"),
+    ),
+    (
         "plugin-sdk/src/service/reply.rs",
         include_str!("../../../../plugin-sdk/src/service/reply.rs"),
     ),

@@ -87,7 +87,7 @@ fn admit(hooks: &mut ServiceHooks, request: Request) -> Result<Ready, ServiceErr
             detail: format!("service `{}` is not granted to this stage", request.service),
         });
     };
-    if let Err(refused) = hooks.count(&service) {
+    if let Some(refused) = hooks.count(&service) {
         return Ok(Ready::Answered(refused, request.max_body));
     }
     let body = request.body.unwrap_or_default();

@@ -107,12 +107,12 @@ impl ServiceHooks {
         Some((service.clone(), ctx.clone()))
     }
 
-    /// Counts one more call to `service` from this instance: past
-    /// [`MAX_CALLS_PER_INSTANCE`], the synthetic 429 the call is answered with instead.
-    pub(super) fn count(&mut self, service: &Service) -> Result<(), ServiceReply> {
+    /// Counts one more call to `service` from this instance; past
+    /// [`MAX_CALLS_PER_INSTANCE`], the synthetic 429 to answer it with instead of sending it.
+    pub(super) fn count(&mut self, service: &Service) -> Option<ServiceReply> {
         self.calls = self.calls.saturating_add(1);
         if self.calls <= MAX_CALLS_PER_INSTANCE {
-            return Ok(());
+            return None;
         }
         let message = format!(
             "service {}: a stage may make at most {MAX_CALLS_PER_INSTANCE} service calls per \
@@ -120,7 +120,7 @@ impl ServiceHooks {
             service.name
         );
         let api = ApiError::new(429, "rate_limit_error", "service_calls_exceeded", message);
-        Err(error_reply(&api, "service_calls_exceeded"))
+        Some(error_reply(&api, "service_calls_exceeded"))
     }
 
     /// `ctx` bounded by what is left of the guest call in progress; the deadline itself.
@@ -155,7 +155,7 @@ impl WasiHttpHooks for ServiceHooks {
             );
             return Box::new(async { Err(Error::HttpRequestDenied) });
         };
-        if let Err(refused) = self.count(&service) {
+        if let Some(refused) = self.count(&service) {
             return Box::new(async move { Ok((answer(refused), done())) });
         }
         let (ctx, deadline) = self.bound(ctx);

@@ -103,8 +103,9 @@ pub struct StageSettings {
     /// stage that declares its keys (`config-keys`) has the others refused with it at load.
     #[serde(skip)]
     pub config_at: BTreeMap<String, ConfigError>,
-    /// The `[services.NAME]` the stage may call (`http://NAME/...` through `wasi:http`); none
-    /// by default, and then the stage cannot open any connection.
+    /// The `[services.NAME]` the stage may call (`http://NAME/...` through `wasi:http`, or by
+    /// name through the `services` import); none by default, and then the stage cannot open
+    /// any connection.
     #[serde(default)]
     pub services: Vec<String>,
 }

@@ -151,7 +151,7 @@ pub struct StageIdentity {
     pub config: BTreeMap<String, String>,
     /// Most LLM calls (`complete()`, `embed()`) the stage may make in one request.
     pub max_llm_calls: u32,
-    /// The services the stage may call through `wasi:http` (its `services`), this config's.
+    /// The services the stage may call (its `services`), this config's.
     pub services: Arc<crate::service::Grant>,
 }
 

@@ -24,7 +24,8 @@
 //! - [`host_api`]: the imports granted to guests (log, config, llm, fan-out, embed, cache,
 //!   retry-response).
 //! - [`service`]: the HTTP dependencies stages call through `wasi:http` or the `services`
-//!   import (`[services.NAME]`): grants by name, the router's attempt loop, a response cache, a price per call.
+//!   import (`[services.NAME]`): grants by name, the router's attempt loop, a response cache,
+//!   a price per call.
 //! - [`oci`]: stages as OCI artifacts: `oci://…@sha256:…` references, pulls verified against
 //!   their digests into a blob store under `data_dir`, `weir push` in `wkg`'s layout.
 //! - [`sandbox`]: the wasmtime `Engine` (pooling allocator, fuel, epochs, ticker), the

@@ -77,7 +77,8 @@ async fn example(lang: &str) -> PathBuf {
 }
 
 /// A weir with two routes per language: `ex-<lang>` under the default fuel and memory cap (a
-/// 5 s deadline), and `capped-<lang>` unmetered with a 100 ms deadline.
+/// 5 s deadline), granted the service `search` (the sim's search endpoint), and
+/// `capped-<lang>` unmetered with a 100 ms deadline and no grant.
 async fn fleet(up: &Proc) -> Proc {
     let data = scratch().join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -93,11 +94,14 @@ artifact_key_file = "{}"
 deadline_ms = 5000
 
 [targets.up]
-base_url = "http://{}/v1"
+base_url = "http://{up}/v1"
+
+[services.search]
+urls = ["http://{up}"]
 "#,
         data.display(),
         scratch().join("artifact.key").display(),
-        up.addr
+        up = up.addr
     );
     for lang in LANGS {
         let path = example(lang).await;
@@ -110,6 +114,7 @@ max_attempts = 1
 [[routes.stages]]
 name = "example"
 path = "{path}"
+services = ["search"]
 
 [[routes]]
 model = "capped-{lang}"
@@ -190,6 +195,28 @@ async fn the_example_stage_behaves_the_same_in_rust_python_and_javascript() {
         );
         let sent = &sim_requests(&up, 1).await[0]["body"];
         assert_eq!(sent["messages"][0]["content"], "Summarize in one line.");
+
+        // A granted service, through the SDK's `service` helpers; the capped route has no
+        // grant, so the same call is denied there and nothing is sent.
+        let answer = say("/search").await;
+        assert_eq!(answer.status, 200, "{lang}: {:?}", answer.json());
+        assert!(
+            content(&answer.json()).starts_with("search: 200 sim passage 1 for "),
+            "{lang}: {:?}",
+            answer.json()
+        );
+        let denied = post(
+            weir.addr,
+            "/v1/chat/completions",
+            &ask(&format!("capped-{lang}"), "/search"),
+        )
+        .await;
+        assert_eq!(
+            content(&denied.json()),
+            "search: error denied",
+            "{lang}: {:?}",
+            denied.json()
+        );
 
         // The caps: fuel stops a loop, the memory cap an allocation, the deadline an
         // unmetered loop; the process keeps serving after each.

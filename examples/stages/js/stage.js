@@ -5,9 +5,12 @@
 // " [checked]"), `summary_model` (default: the request's own model).
 
 import {
-  defineStage, next, respond, reject, config, log, cache, llm, Message,
-  LlmError, lastUserText, responseText, responseWithText,
+  defineStage, next, respond, reject, config, log, cache, llm, service, Message,
+  LlmError, ServiceError, lastUserText, responseText, responseWithText,
 } from 'weir-stage';
+
+// The query `/search` sends to the `search` service: a Chroma v2 query path.
+const SEARCH_PATH = '/api/v2/tenants/default_tenant/databases/default_database/collections/docs/query';
 
 export const handler = defineStage({
   name: 'example-js',
@@ -47,6 +50,20 @@ export const handler = defineStage({
         throw err;
       }
       return respond(responseWithText(request.model, `summary: ${responseText(answer)}`, { id: 'example-summary' }));
+    }
+
+    if (text === '/search') {
+      let said;
+      try {
+        const answer = service.postJson('search', SEARCH_PATH, { query_embeddings: [[1.0]], n_results: 1 });
+        let first = '';
+        try { first = answer.json().documents[0][0] ?? ''; } catch (_) { first = ''; }
+        said = `search: ${answer.status} ${first}`;
+      } catch (err) {
+        if (!(err instanceof ServiceError)) throw err;
+        said = `search: error ${err.kind}`;
+      }
+      return respond(responseWithText(request.model, said, { id: 'example-search' }));
     }
 
     if (text === '/spin') {

@@ -4,6 +4,9 @@ Request phase, on the text of the last user message:
   contains "forbidden"  -> reject 403 forbidden_word
   "/count..."           -> answer "count: <n>" (a counter kept in the stage cache for 60 s)
   "/summarize <text>"   -> answer "summary: <one line from the model>"
+  "/search"             -> query the granted service `search` (a Chroma v2 query of one
+                           vector for one result): "search: <status> <first passage>", or
+                           "search: error <kind>"
   "/spin"               -> compute forever (the host's fuel / deadline stops it)
   "/hog"                -> allocate forever (the host's memory cap stops it)
   anything else         -> put the configured greeting first, log, continue
@@ -15,6 +18,9 @@ summary_model (default: the request's own model).
 """
 
 import weir_stage as weir
+
+# The query `/search` sends to the `search` service: a Chroma v2 query path.
+SEARCH_PATH = "/api/v2/tenants/default_tenant/databases/default_database/collections/docs/query"
 
 
 def _count_from(raw):
@@ -68,6 +74,21 @@ class Example(weir.Stage):
             summary = weir.text_of(answer.choices[0].message) if answer.choices else ""
             return weir.respond(
                 weir.response_with_text(request.model, f"summary: {summary}", id="example-summary")
+            )
+
+        if text == "/search":
+            query = {"query_embeddings": [[1.0]], "n_results": 1}
+            try:
+                answer = weir.service.post_json("search", SEARCH_PATH, query)
+                try:
+                    first = answer.json()["documents"][0][0]
+                except (ValueError, KeyError, IndexError, TypeError):
+                    first = ""
+                said = f"search: {answer.status} {first}"
+            except weir.service.ServiceError as err:
+                said = f"search: error {err.kind}"
+            return weir.respond(
+                weir.response_with_text(request.model, said, id="example-search")
             )
 
         if text == "/spin":

@@ -23,7 +23,7 @@ pub(super) fn call_all(
                 .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
                 .collect(),
             body: call.body.map(<[u8]>::to_vec),
-            max_body: limit as u64,
+            max_body: u32::try_from(limit).unwrap_or(u32::MAX),
         })
         .collect();
     let answers = wit::call(&requests);

@@ -36,10 +36,10 @@ enum Ready {
         service: Arc<Service>,
         request: ServiceRequest,
         ctx: CallContext,
-        max_body: u64,
+        max_body: u32,
     },
     /// Answered without sending (past the instance's call limit).
-    Answered(ServiceReply, u64),
+    Answered(ServiceReply, u32),
 }
 
 /// Runs `requests` for the instance whose hooks are `hooks` (its grant, call count and the
@@ -135,8 +135,8 @@ fn headers(raw: &[(String, Vec<u8>)]) -> Result<Vec<(HeaderName, HeaderValue)>, 
 }
 
 /// `reply` as the guest gets it: whole, or `body-too-large` past `max_body` (nothing copied).
-fn respond(reply: ServiceReply, max_body: u64) -> Outcome {
-    if reply.body.len() as u64 > max_body {
+fn respond(reply: ServiceReply, max_body: u32) -> Outcome {
+    if reply.body.len() as u64 > u64::from(max_body) {
         return Err(ServiceError {
             kind: ErrorKind::BodyTooLarge,
             detail: format!(

@@ -239,7 +239,7 @@ fn import_request(
     service: &str,
     path: &str,
     body: &[u8],
-    max_body: u64,
+    max_body: u32,
 ) -> crate::wit::v2::weir::stage0_2_0::services::ServiceRequest {
     crate::wit::v2::weir::stage0_2_0::services::ServiceRequest {
         service: service.to_string(),

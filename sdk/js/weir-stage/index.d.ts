@@ -342,3 +342,46 @@ export const llm: {
   /** One vector per input, in order, or throws `LlmError`. */
   embed(model: string, inputs: string[]): number[][];
 };
+
+/** A service call that got no answer. */
+export class ServiceError extends Error {
+  readonly kind: 'denied' | 'transport' | 'body_too_large' | 'invalid_request';
+  readonly service: string;
+  readonly detail: string;
+}
+
+/** A service's answer, whatever its status. */
+export interface ServiceResponse {
+  readonly status: number;
+  /** Names lower case. */
+  readonly headers: [string, Uint8Array][];
+  readonly body: Uint8Array;
+  isSuccess(): boolean;
+  text(): string;
+  json(): any;
+  header(name: string): Uint8Array | undefined;
+  /** The `error.message` of an OpenAI-shaped error body. */
+  errorMessage(): string | undefined;
+}
+
+/** One service call: `method http://<service><path>`. */
+export interface ServiceCall {
+  method?: string;
+  service: string;
+  /** Path and query, starting with `/`. */
+  path: string;
+  headers?: [string, string | Uint8Array][];
+  body?: string | Uint8Array | null;
+}
+
+/** HTTP calls to the services the host grants this stage (`services = ["search"]`). */
+export const service: {
+  /** 4 MiB. */
+  readonly MAX_RESPONSE_BODY: number;
+  /** Every call at once; each answer or `ServiceError`, in order. */
+  sendAll(calls: ServiceCall[], limit?: number): Array<ServiceResponse | ServiceError>;
+  /** The answer, or throws `ServiceError`. */
+  send(call: ServiceCall, limit?: number): ServiceResponse;
+  get(service: string, path: string, limit?: number): ServiceResponse;
+  postJson(service: string, path: string, body: any, limit?: number): ServiceResponse;
+};

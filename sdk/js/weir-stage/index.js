@@ -22,6 +22,7 @@
 // JSON-serialisable; cross-request state belongs in `cache`.
 
 import * as host from 'weir:stage/host@0.1.0';
+import * as services from 'weir:stage/services@0.2.0';
 
 // -- Outcomes and errors ----------------------------------------------------------------------
 
@@ -814,6 +815,125 @@ export function countTokens(model, text) {
 export function retryResponse(reason, feedback) {
   host.retryResponse(reason, feedback ?? null);
 }
+
+// -- service ----------------------------------------------------------------------------------
+
+/**
+ * A service call that got no answer. `kind` is `denied` (the service is not granted; nothing
+ * was sent), `transport` (the request could not be sent), `body_too_large` (the answer's body
+ * is over the call's limit) or `invalid_request` (a bad method, path or header).
+ */
+export class ServiceError extends Error {
+  constructor(kind, service, detail) {
+    super(`service \`${service}\` ${kind}: ${detail}`);
+    this.name = 'ServiceError';
+    this.kind = kind;
+    this.service = service;
+    this.detail = detail;
+  }
+}
+
+/** A service's answer, whatever its status. */
+class ServiceResponse {
+  constructor(status, headers, body) {
+    /** @type {number} */
+    this.status = status;
+    /** @type {[string, Uint8Array][]} names lower case */
+    this.headers = headers;
+    /** @type {Uint8Array} */
+    this.body = body;
+  }
+  /** True for a 2xx status. */
+  isSuccess() { return this.status >= 200 && this.status < 300; }
+  /** The body as text (UTF-8). */
+  text() { return decodeUtf8(this.body); }
+  /** The body parsed as JSON (throws when it is not JSON). */
+  json() { return JSON.parse(this.text()); }
+  /** The first value of header `name` (any case), or `undefined`. */
+  header(name) {
+    const lower = String(name).toLowerCase();
+    const found = this.headers.find(([key]) => key.toLowerCase() === lower);
+    return found === undefined ? undefined : found[1];
+  }
+  /** The `error.message` of an OpenAI-shaped error body, or `undefined`. */
+  errorMessage() {
+    try {
+      const message = this.json().error.message;
+      return typeof message === 'string' ? message : undefined;
+    } catch (_) {
+      return undefined;
+    }
+  }
+}
+
+function serviceBytes(value) {
+  if (value == null) return null;
+  return typeof value === 'string' ? encodeUtf8(value) : toBytes(value);
+}
+
+/**
+ * HTTP calls to the services the host grants this stage (`services = ["search"]`), through
+ * weir's `weir:stage/services` import (a whole batch in one host call). A stage names a
+ * service, never a URL; when every upstream fails the host answers an ordinary 5xx (or 429)
+ * with an OpenAI-shaped error body, so check the status.
+ */
+export const service = Object.freeze({
+  /** The most bytes of an answer's body a call reads unless told otherwise: 4 MiB. */
+  MAX_RESPONSE_BODY: 4 << 20,
+
+  /**
+   * Sends every call at once; returns, in order, each answer or `ServiceError`.
+   * @param {{method?: string, service: string, path: string, headers?: [string, string | Uint8Array][], body?: string | Uint8Array | null}[]} calls
+   * @param {number} [limit] most bytes of each answer's body
+   */
+  sendAll(calls, limit = service.MAX_RESPONSE_BODY) {
+    const maxBody = Math.min(Math.max(Math.floor(Number(limit)) || 0, 0), 0xffffffff);
+    const requests = calls.map((call) => ({
+      service: String(call.service),
+      method: String(call.method ?? 'GET').toUpperCase(),
+      path: String(call.path),
+      headers: (call.headers ?? []).map(([name, value]) => [String(name), serviceBytes(value)]),
+      body: serviceBytes(call.body),
+      maxBody,
+    }));
+    const answers = services.call(requests);
+    return answers.map((answer, i) => {
+      if (answer.tag === 'ok') {
+        const { status, headers, body } = answer.val;
+        return new ServiceResponse(status, headers, body instanceof Uint8Array ? body : new Uint8Array(body));
+      }
+      const kind = String(answer.val.kind).toLowerCase().replace(/-/g, '_');
+      return new ServiceError(kind, requests[i].service, answer.val.detail);
+    });
+  },
+
+  /**
+   * `method http://<service><path>`; throws `ServiceError` when the call got no answer.
+   * @param {{method?: string, service: string, path: string, headers?: [string, string | Uint8Array][], body?: string | Uint8Array | null}} call
+   * @param {number} [limit]
+   */
+  send(call, limit) {
+    const answer = service.sendAll([call], limit)[0];
+    if (answer instanceof ServiceError) throw answer;
+    return answer;
+  },
+
+  /** `GET http://<service><path>`. */
+  get(name, path, limit) {
+    return service.send({ method: 'GET', service: name, path }, limit);
+  },
+
+  /** `POST http://<service><path>` with `body` as JSON. */
+  postJson(name, path, body, limit) {
+    return service.send({
+      method: 'POST',
+      service: name,
+      path,
+      headers: [['content-type', 'application/json']],
+      body: JSON.stringify(body),
+    }, limit);
+  },
+});
 
 // -- UTF-8 ------------------------------------------------------------------------------------
 

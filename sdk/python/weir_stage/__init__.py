@@ -60,7 +60,7 @@ except ImportError as _missing:  # pragma: no cover
         "bindings DIR` and put DIR on sys.path"
     ) from _missing
 
-from . import cache, config, llm, log
+from . import cache, config, llm, log, service
 from .llm import LlmError
 
 __all__ = [
@@ -70,7 +70,7 @@ __all__ = [
     "Message", "text_of", "set_text", "last_user_text", "response_with_text",
     "count_tokens", "retry_response",
     # modules
-    "config", "log", "cache", "llm", "LlmError",
+    "config", "log", "cache", "llm", "LlmError", "service",
     # WIT types
     "ChatRequest", "ChatResponse", "Choice", "Content", "ContentPart", "Text", "Parts",
     "Usage", "RequestContext", "RequestOutcome", "StageInfo", "Phases", "TextDelta", "types",

@@ -10,6 +10,8 @@
 //! - starts with `/count`: answer `count: <n>`, a counter kept in the stage cache for 60 s;
 //! - starts with `/summarize `: ask `summary_model` for a one-line summary of the rest and
 //!   answer `summary: ...`; a failed call is passed on as a rejection with its status and code;
+//! - is `/search`: query the granted service `search` (a Chroma v2 query of one vector for
+//!   one result) and answer `search: <status> <first passage>`, or `search: error <kind>`;
 //! - is `/spin`: compute forever (the host's fuel or deadline stops it);
 //! - is `/hog`: allocate 1 MiB chunks forever (the host's memory cap stops it);
 //! - anything else: put the `greeting` system message first, log `greeted <request id>`,
@@ -26,6 +28,10 @@
 //! ```
 
 use std::hint::black_box;
+
+/// The query `/search` sends to the `search` service: a Chroma v2 query path.
+const SEARCH_PATH: &str =
+    "/api/v2/tenants/default_tenant/databases/default_database/collections/docs/query";
 
 use weir_sdk::{
     ChatRequest, ChatResponse, Content, Message, RequestContext, RequestOutcome, Stage, StageError,
@@ -123,6 +129,20 @@ impl Stage for Example {
                 &request.model,
                 format!("summary: {summary}"),
             );
+            return Ok(RequestOutcome::Respond(response));
+        }
+
+        if text == "/search" {
+            let query = serde_json::json!({"query_embeddings": [[1.0]], "n_results": 1});
+            let said = match weir_sdk::service::post_json("search", SEARCH_PATH, &query) {
+                Ok(answer) => {
+                    let hits: serde_json::Value = answer.json().unwrap_or_default();
+                    let first = hits["documents"][0][0].as_str().unwrap_or("");
+                    format!("search: {} {first}", answer.status)
+                }
+                Err(err) => format!("search: error {}", err.kind()),
+            };
+            let response = answer("example-search", &request.model, said);
             return Ok(RequestOutcome::Respond(response));
         }
 

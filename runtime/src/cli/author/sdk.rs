@@ -102,6 +102,10 @@ const FILES: &[(&str, &str)] = &[
         "sdk/python/weir_stage/log.py",
         include_str!("../../../../sdk/python/weir_stage/log.py"),
     ),
+    (
+        "sdk/python/weir_stage/service.py",
+        include_str!("../../../../sdk/python/weir_stage/service.py"),
+    ),
     ("sdk/python/weir_stage/py.typed", ""),
     (
         "sdk/python/pyproject.toml",

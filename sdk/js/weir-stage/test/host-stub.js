@@ -7,6 +7,7 @@ export const stub = {
   cache: new Map(),
   logs: [],
   complete: () => { throw new Error('stub.complete not set'); },
+  service: () => { throw new Error('stub.service not set'); },
   retries: [],
   reset() {
     this.config = {};
@@ -14,6 +15,7 @@ export const stub = {
     this.logs = [];
     this.retries = [];
     this.complete = () => { throw new Error('stub.complete not set'); };
+    this.service = () => { throw new Error('stub.service not set'); };
   },
 };
 
@@ -34,6 +36,8 @@ export function embed(_model, inputs) { return inputs.map((text) => new Float32A
 export function retryResponse(reason, feedback) { stub.retries.push([reason, feedback]); }
 export function countTokens(_model, text) { return Math.ceil(text.length / 4); }
 export function cacheGet(key) { return stub.cache.has(key) ? stub.cache.get(key).value : null; }
+// `weir:stage/services`: every request answered by `stub.service(request)` (an `{tag, val}`).
+export function call(requests) { return requests.map((request) => stub.service(request)); }
 export function cacheSet(key, value, ttl) { stub.cache.set(key, { value: new Uint8Array(value), ttl }); }
 
 /** The error a failing host import throws, as jco's componentizers throw it. */

@@ -8,6 +8,7 @@ import {
   defineStage, next, respond, reject, fail, StageError, LlmError, ConfigError,
   Message, textOf, setText, mapText, lastUserText, metadataOf, responseWithText, responseText,
   config, log, cache, llm, countTokens, retryResponse, encodeUtf8, decodeUtf8,
+  service, ServiceError,
 } from '../index.js';
 
 const ctx = { requestId: 'req-1', route: 'demo', stage: 'test' };
@@ -300,4 +301,38 @@ test('log joins its arguments, objects as JSON', () => {
   log.info('greeted', 'req-1', { n: 1 }, 3);
   log.warn(new Error('boom'));
   assert.deepEqual(stub.logs, [['info', 'greeted req-1 {"n":1} 3'], ['warn', 'Error: boom']]);
+});
+
+test('service calls go to the host as one batch, answers and errors in order', () => {
+  const seen = [];
+  stub.service = (request) => {
+    seen.push(request);
+    if (request.service !== 'search') return { tag: 'err', val: { kind: 'denied', detail: 'not granted' } };
+    return { tag: 'ok', val: { status: 200, headers: [['content-type', encodeUtf8('application/json')]], body: encodeUtf8('{"hits":[1]}') } };
+  };
+  const answer = service.postJson('search', '/query', { q: 'refunds' });
+  assert.equal(answer.status, 200);
+  assert.ok(answer.isSuccess());
+  assert.deepEqual(answer.json(), { hits: [1] });
+  assert.equal(decodeUtf8(answer.header('Content-Type')), 'application/json');
+  assert.equal(seen[0].method, 'POST');
+  assert.equal(seen[0].maxBody, service.MAX_RESPONSE_BODY);
+  assert.equal(decodeUtf8(seen[0].body), '{"q":"refunds"}');
+  assert.deepEqual(seen[0].headers.map(([n]) => n), ['content-type']);
+
+  const both = service.sendAll([
+    { service: 'vectors', path: '/x' },
+    { service: 'search', path: '/y', body: null },
+  ], 10);
+  assert.ok(both[0] instanceof ServiceError);
+  assert.equal(both[0].kind, 'denied');
+  assert.equal(both[0].service, 'vectors');
+  assert.equal(both[1].status, 200);
+  assert.equal(seen[2].body, null);
+  assert.equal(seen[2].maxBody, 10);
+
+  const err = thrown(() => service.get('vectors', '/z'));
+  assert.ok(err instanceof ServiceError);
+  stub.service = () => ({ tag: 'err', val: { kind: 'body-too-large', detail: 'too long' } });
+  assert.equal(thrown(() => service.get('search', '/z')).kind, 'body_too_large');
 });

@@ -197,6 +197,17 @@ async fn send_all_calls_two_services_at_once() {
             )
         })
         .collect();
+    // A batch over the per-instance call limit: the host refuses it before reading it.
+    let many: Vec<String> = (0..257).map(|_| format!("\"http://docs{path}\"")).collect();
+    let routes = routes
+        + &probe_route(
+            "too-many",
+            &["docs"],
+            &format!(
+                "mode = \"http-all\"\nurls = [{}]\nbody = '{{}}'",
+                many.join(", ")
+            ),
+        );
     let config = format!(
         "[targets.llm]\nbase_url = \"http://{}/v1\"\n\n[services.docs]\nurls = [\"http://{}\"]\n\n\
          [services.tickets]\nurls = [\"http://{}\"]\n\n{routes}",
@@ -233,6 +244,10 @@ async fn send_all_calls_two_services_at_once() {
             "{t}: the two calls ran one after the other: {elapsed:?}"
         );
     }
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("too-many", "hi")).await;
+    assert_eq!(answer.status, 500, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "trap", "{:?}", answer.body);
+    assert_eq!(searches(&docs).await, 2, "nothing of the batch was sent");
 }
 
 /// Sends one more request to `model` with an id of its own; returns the id.

@@ -1,14 +1,14 @@
-//! The `weir:stage/host` and `weir:stage/services` import functions, implemented on the store
-//! data. A guest log line is escaped, cut and counted against the call's budget (`guest_log`);
-//! `count-tokens` runs off the async threads, on a bounded input (`cost::tokens::count_for_stage`). The linker serves
-//! those two from `in_place`, which reads the guest's string without copying it first.
+//! The `weir:stage/host` import functions, implemented on the store data. A guest log line is
+//! escaped, cut and counted against the call's budget (`guest_log`); `count-tokens` runs off
+//! the async threads, on a bounded input (`cost::tokens::count_for_stage`). The linker serves
+//! those two from `in_place`, which reads the guest's string without copying it first, and
+//! `weir:stage/services` from there too.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::sandbox::{DeclaredKeys, RetryAsk, StageState};
-use crate::wit::v2::weir::stage0_2_0::services;
 use crate::wit::weir::stage0_1_0::{host, types};
 use crate::wit::{ChatRequest, ChatResponse, LlmError, LogLevel};
 
@@ -20,17 +20,6 @@ const RETRY_REASON_MAX_BYTES: usize = 2048;
 const RETRY_FEEDBACK_MAX_BYTES: usize = 16 << 10;
 
 impl types::Host for StageState {}
-
-impl services::Host for StageState {
-    async fn call(
-        &mut self,
-        requests: Vec<services::ServiceRequest>,
-    ) -> Vec<Result<services::ServiceResponse, services::ServiceError>> {
-        // The call in progress bounds every service call it makes.
-        self.hooks.deadline = self.deadline;
-        crate::service::call_all(&mut self.hooks, requests).await
-    }
-}
 
 impl host::Host for StageState {
     // `log` and `count-tokens` are shadowed in the linker by versions that read the guest's

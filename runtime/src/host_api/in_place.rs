@@ -1,5 +1,9 @@
-//! `log` and `count-tokens` as the linker serves them: reading the guest's string where it
-//! lies in guest memory instead of having it copied into the host first.
+//! `log`, `count-tokens` and `services.call` as the linker serves them: reading the guest's
+//! arguments where they lie in guest memory instead of having them copied into the host first.
+//!
+//! `services.call` takes its batch as a [`WasmList`] and checks its length before lifting a
+//! single request: a batch over [`MAX_BATCH`] (more calls than an instance may make at all)
+//! traps, so a guest cannot have the host copy a million tiny requests, and answer each.
 //!
 //! The generated bindings lift every `string` argument into a host `String` before the import
 //! runs: a copy into a fresh host allocation of up to the guest's whole memory, on the async
@@ -12,12 +16,20 @@
 //! generated lift would (invalid UTF-8 traps, as it did).
 
 use wasmtime::StoreContextMut;
-use wasmtime::component::{Linker, WasmStr};
+use wasmtime::component::{Linker, WasmList, WasmStr};
 
 use super::guest_log;
 use crate::cost::tokens::{STAGE_COUNT_MAX_BYTES, count_for_stage, estimate};
 use crate::sandbox::StageState;
+use crate::service::MAX_CALLS_PER_INSTANCE;
 use crate::wit::LogLevel;
+use crate::wit::v2::weir::stage0_2_0::services::ServiceRequest;
+
+/// The instance the 0.2 service import is defined in.
+const SERVICES: &str = "weir:stage/services@0.2.0";
+
+/// Most requests one `services.call` batch may carry: as many as an instance may make at all.
+pub const MAX_BATCH: usize = MAX_CALLS_PER_INSTANCE as usize;
 
 /// The instance the host imports are defined in.
 const HOST: &str = "weir:stage/host@0.1.0";
@@ -27,8 +39,28 @@ const HOST: &str = "weir:stage/host@0.1.0";
 const MODEL_MAX_BYTES: usize = 256;
 
 /// Defines `log` and `count-tokens` in `linker` over the generated ones (call after the
-/// bindings' `add_to_linker`).
+/// bindings' `add_to_linker`), and `services.call`.
 pub fn define(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
+    linker.instance(SERVICES)?.func_wrap_async(
+        "call",
+        |mut store: StoreContextMut<'_, StageState>, (batch,): (WasmList<ServiceRequest>,)| {
+            Box::new(async move {
+                if batch.len() > MAX_BATCH {
+                    wasmtime::bail!(
+                        "services.call: a batch of {} requests; at most {MAX_BATCH}",
+                        batch.len()
+                    );
+                }
+                let requests = batch
+                    .iter(&mut store)?
+                    .collect::<wasmtime::Result<Vec<_>>>()?;
+                let state = store.data_mut();
+                // The call in progress bounds every service call it makes.
+                state.hooks.deadline = state.deadline;
+                Ok((crate::service::call_all(&mut state.hooks, requests).await,))
+            })
+        },
+    )?;
     linker.allow_shadowing(true);
     let mut host = linker.instance(HOST)?;
     host.func_wrap(

@@ -106,13 +106,8 @@ impl Lane {
             .map_err(SandboxError::Link)?;
         StageBindings::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(SandboxError::Link)?;
-        // 0.2's one import of its own: service calls in one host call per batch.
-        crate::wit::v2::weir::stage0_2_0::services::add_to_linker::<_, HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(SandboxError::Link)?;
-        // `log` and `count-tokens` read the guest's string in place rather than copied.
+        // `log` and `count-tokens` read the guest's string in place rather than copied; 0.2's
+        // `services.call` checks its batch's length before lifting it.
         crate::host_api::define_in_place(&mut linker).map_err(SandboxError::Link)?;
         Ok(Lane {
             engine,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 pub use batch::call_all;
 pub use call::{CallContext, ServiceRequest};
-pub use hooks::{Grant, ServiceHooks};
+pub use hooks::{Grant, MAX_CALLS_PER_INSTANCE, ServiceHooks};
 
 use http::header::{HeaderName, HeaderValue};
 

@@ -36,9 +36,9 @@
 //! ([`send_with_limit`] sets another bound); a longer one is [`ServiceError::BodyTooLarge`].
 //!
 //! These calls go through weir's `weir:stage/services` import, a whole batch in one host call.
-//! [`wasi_http`] makes the same calls over the standard `wasi:http/outgoing-handler`, as a
-//! stage in any other language does: the host treats both alike (grant, policy, deadline,
-//! answers), but a `wasi:http` exchange is some thirty host calls and costs about 100 µs more.
+//! [`wasi_http`] makes the same calls over the standard `wasi:http/outgoing-handler`, as any
+//! `wasi:http` client does: the host treats both alike (grant, policy, deadline, answers), but
+//! a `wasi:http` exchange is some thirty host calls and costs about 50 µs more.
 //!
 //! # Layout
 //!
@@ -251,9 +251,9 @@ pub fn send_all(calls: &[Call<'_>], limit: usize) -> Vec<Result<ServiceResponse,
         .collect()
 }
 
-/// The same calls over the standard `wasi:http/outgoing-handler`, as a stage in any other
-/// language makes them: the host treats them exactly as the calls above (grant, policy,
-/// deadline, answers), at some thirty host calls per request instead of one per batch.
+/// The same calls over the standard `wasi:http/outgoing-handler`, as any `wasi:http` client
+/// makes them: the host treats them exactly as the calls above (grant, policy, deadline,
+/// answers), at some thirty host calls per request instead of one per batch.
 pub mod wasi_http {
     use super::{Call, ServiceError, ServiceResponse, check_path, wasi};
 

@@ -9,7 +9,7 @@
 //!   makes the query with `weir_sdk::service` (weir's `services` import) and answers with what
 //!   it got: instance, guest, the import, `Service::call`, teardown.
 //! - `stage-wasi-http`: the same query over standard `wasi:http` (`weir_sdk::service::wasi_http`,
-//!   what a stage in another language does): some thirty resource calls instead of one.
+//!   what any `wasi:http` client does): some thirty resource calls instead of one.
 //! - `stage-none`: the same stage, answering without a query (`mode = "fanout"` over no
 //!   models), so `stage-http - stage-none - direct` is what the host adds to the query (the
 //!   stage's own work on the answer, JSON-escaping it into its report, included).

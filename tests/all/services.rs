@@ -51,7 +51,7 @@ fn probe_route(model: &str, services: &[&str], config: &str) -> String {
 }
 
 /// The two ways a stage reaches a service: `weir-sdk`'s default (weir's `services` import)
-/// and standard `wasi:http` (what a stage in any other language uses).
+/// and standard `wasi:http` (what any `wasi:http` client uses).
 const TRANSPORTS: [&str; 2] = ["import", "wasi-http"];
 
 #[tokio::test]

@@ -181,17 +181,16 @@ pub fn send_with_limit(
     body: Option<&[u8]>,
     limit: usize,
 ) -> Result<ServiceResponse, ServiceError> {
-    check_path(path)?;
-    let call = Outgoing {
+    let call = Call {
         method,
         service,
         path,
         headers,
         body,
     };
-    host::call_all(&[call], limit)
-        .pop()
-        .unwrap_or_else(|| Err(lost(service)))
+    // One answer per call, always (`host::call_all`).
+    let mut answers = host::call_all(&[call], limit);
+    answers.swap_remove(0)
 }
 
 /// One call of [`send_all`].
@@ -208,9 +207,6 @@ pub struct Call<'a> {
     /// The body, if any.
     pub body: Option<&'a [u8]>,
 }
-
-/// What a stage sends (a [`Call`] by another name, shared by both ways out).
-type Outgoing<'a> = Call<'a>;
 
 /// Sends every call at once and returns each answer in order (bodies up to `limit` bytes):
 /// the host runs them concurrently, each under its own service's policy, so retrieving from
@@ -234,21 +230,7 @@ type Outgoing<'a> = Call<'a>;
 /// }
 /// ```
 pub fn send_all(calls: &[Call<'_>], limit: usize) -> Vec<Result<ServiceResponse, ServiceError>> {
-    let mut results: Vec<Option<Result<ServiceResponse, ServiceError>>> = calls
-        .iter()
-        .map(|call| check_path(call.path).err().map(Err))
-        .collect();
-    let valid: Vec<Call<'_>> = (calls.iter().zip(&results))
-        .filter(|(_, result)| result.is_none())
-        .map(|(call, _)| *call)
-        .collect();
-    let mut answers = host::call_all(&valid, limit).into_iter();
-    (calls.iter().zip(&mut results))
-        .map(|(call, result)| match result.take() {
-            Some(failed) => failed,
-            None => answers.next().unwrap_or_else(|| Err(lost(call.service))),
-        })
-        .collect()
+    host::call_all(calls, limit)
 }
 
 /// The same calls over the standard `wasi:http/outgoing-handler`, as any `wasi:http` client
@@ -280,14 +262,6 @@ pub mod wasi_http {
             .into_iter()
             .map(|pending| pending.and_then(|p| p.finish(limit)))
             .collect()
-    }
-}
-
-/// A result the host did not give (it answers every call of a batch, so never in practice).
-fn lost(service: &str) -> ServiceError {
-    ServiceError::Transport {
-        service: service.to_string(),
-        detail: "the host returned no answer for this call".to_string(),
     }
 }
 

@@ -6,11 +6,12 @@
 
 use crate::bindings::weir::stage0_2_0::services as wit;
 
-use super::{Outgoing, ServiceError, ServiceResponse};
+use super::{Call, ServiceError, ServiceResponse};
 
-/// Sends every call at once and returns each answer in order, bodies up to `limit` bytes.
+/// Sends every call at once and returns one answer per call, in order, bodies up to `limit`
+/// bytes. The host checks each call (a path must start with `/`) before sending any.
 pub(super) fn call_all(
-    calls: &[Outgoing<'_>],
+    calls: &[Call<'_>],
     limit: usize,
 ) -> Vec<Result<ServiceResponse, ServiceError>> {
     let requests: Vec<wit::ServiceRequest> = calls
@@ -26,17 +27,21 @@ pub(super) fn call_all(
             max_body: u32::try_from(limit).unwrap_or(u32::MAX),
         })
         .collect();
-    let answers = wit::call(&requests);
+    let mut answers = wit::call(&requests).into_iter();
+    // The host answers every call; one it did not is a transport error, not a shorter list.
     calls
         .iter()
-        .zip(answers)
-        .map(|(call, answer)| match answer {
-            Ok(answer) => Ok(ServiceResponse {
+        .map(|call| match answers.next() {
+            Some(Ok(answer)) => Ok(ServiceResponse {
                 status: answer.status,
                 headers: answer.headers,
                 body: answer.body,
             }),
-            Err(err) => Err(error(call.service, limit, err)),
+            Some(Err(err)) => Err(error(call.service, limit, err)),
+            None => Err(ServiceError::Transport {
+                service: call.service.to_string(),
+                detail: "the host returned no answer for this call".to_string(),
+            }),
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use wasip2::http::types::{
 };
 use wasip2::io::streams::{InputStream, StreamError};
 
-use super::{Method, Outgoing, ServiceError, ServiceResponse};
+use super::{Call, Method, ServiceError, ServiceResponse};
 
 /// Bytes asked of the answer's body stream per read.
 const READ_CHUNK: u64 = 64 << 10;
@@ -22,7 +22,7 @@ const READ_CHUNK: u64 = 64 << 10;
 const WRITE_CHUNK: usize = 4096;
 
 /// Sends `out` and reads the answer, its body up to `limit` bytes.
-pub(super) fn exchange(out: &Outgoing<'_>, limit: usize) -> Result<ServiceResponse, ServiceError> {
+pub(super) fn exchange(out: &Call<'_>, limit: usize) -> Result<ServiceResponse, ServiceError> {
     start(out)?.finish(limit)
 }
 
@@ -48,7 +48,7 @@ impl Pending {
 }
 
 /// Hands `out` to the host and writes its body; the answer is read by [`Pending::finish`].
-pub(super) fn start(out: &Outgoing<'_>) -> Result<Pending, ServiceError> {
+pub(super) fn start(out: &Call<'_>) -> Result<Pending, ServiceError> {
     let request = build(out)?;
     let body = match out.body {
         Some(_) => Some(request.body().map_err(|()| {
@@ -72,7 +72,7 @@ pub(super) fn start(out: &Outgoing<'_>) -> Result<Pending, ServiceError> {
 }
 
 /// The outgoing request, headers and all, without its body.
-fn build(out: &Outgoing<'_>) -> Result<OutgoingRequest, ServiceError> {
+fn build(out: &Call<'_>) -> Result<OutgoingRequest, ServiceError> {
     let invalid = |what: String| ServiceError::InvalidRequest(what);
     let mut entries: Vec<(String, Vec<u8>)> = out
         .headers

@@ -41,7 +41,8 @@ use core::time::Duration;
 use crate::{ChatRequest, ChatResponse, LlmError};
 
 /// The most requests one [`complete_all`] takes; the host answers every result of a longer
-/// list with `too_many_calls` (the limit is the host's, stated in `wit/stage.wit`).
+/// list with `too_many_calls`, and traps the stage for a list over 256 (the limits are the
+/// host's, stated in `wit/stage.wit`).
 pub const MAX_COMPLETE_ALL: usize = 16;
 
 /// Sends `request` through the host's LLM step and returns the response.

@@ -296,6 +296,25 @@ async fn a_fan_out_with_one_stalled_target_returns_two_answers_and_a_timeout_all
         // The stage's own calls are limited per stage (default 4) and per request.
         "",
     );
+    // Over 16 requests each is refused and none sent; over 256 the host traps the stage
+    // before reading the batch.
+    let models = |n: usize| {
+        (0..n)
+            .map(|i| format!("\"m{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let config = config
+        + &probe_route(
+            "fan-17",
+            &[],
+            &format!("mode = \"fanout\"\nmodels = [{}]", models(17)),
+        )
+        + &probe_route(
+            "fan-257",
+            &[],
+            &format!("mode = \"fanout\"\nmodels = [{}]", models(257)),
+        );
     let weir = serve(&config);
     let started = Instant::now();
     let answer = post(weir.addr, "/v1/chat/completions", &chat("vote", "which?")).await;
@@ -315,6 +334,19 @@ async fn a_fan_out_with_one_stalled_target_returns_two_answers_and_a_timeout_all
     // In parallel: about the 800 ms deadline, not the sum of the three.
     assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
     assert!(elapsed >= Duration::from_millis(800), "{elapsed:?}");
+
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("fan-17", "hi")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let results: Value = serde_json::from_str(&content(&answer)).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 17);
+    for result in results {
+        assert_eq!(result["err"]["status"], 400, "{result}");
+        assert_eq!(result["err"]["code"], "too_many_calls", "{result}");
+    }
+    let answer = post(weir.addr, "/v1/chat/completions", &chat("fan-257", "hi")).await;
+    assert_eq!(answer.status, 500, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "trap", "{:?}", answer.body);
 
     // All three calls are in the ledger, the stalled one at an estimate.
     let spend = until("three calls in the ledger", || async {

@@ -26,12 +26,7 @@ pub async fn complete_all(
 ) -> Vec<Result<ChatResponse, LlmError>> {
     let n = requests.len();
     if n > MAX_FAN_OUT {
-        let refusal = LlmError {
-            status: 400,
-            code: "too_many_calls".to_string(),
-            message: format!("complete-all takes at most {MAX_FAN_OUT} requests; got {n}"),
-        };
-        return vec![Err(refusal); n];
+        return too_many(n);
     }
     let caller = match host.caller() {
         Ok(caller) => caller,
@@ -53,6 +48,16 @@ pub async fn complete_all(
         }
     });
     join_all(calls).await
+}
+
+/// The answer to a batch of `n` requests, over [`MAX_FAN_OUT`]: each refused, none sent.
+pub fn too_many(n: usize) -> Vec<Result<ChatResponse, LlmError>> {
+    let refusal = LlmError {
+        status: 400,
+        code: "too_many_calls".to_string(),
+        message: format!("complete-all takes at most {MAX_FAN_OUT} requests; got {n}"),
+    };
+    vec![Err(refusal); n]
 }
 
 /// The error of a call the deadline ended.

@@ -1,9 +1,11 @@
 //! `log`, `count-tokens` and `services.call` as the linker serves them: reading the guest's
 //! arguments where they lie in guest memory instead of having them copied into the host first.
 //!
-//! `services.call` takes its batch as a [`WasmList`] and checks its length before lifting a
-//! single request: a batch over [`MAX_BATCH`] (more calls than an instance may make at all)
-//! traps, so a guest cannot have the host copy a million tiny requests, and answer each.
+//! `services.call` and `complete-all` take their batch as a [`WasmList`] and check its length
+//! before lifting a single request: a batch over [`MAX_BATCH`] (more calls than an instance
+//! may make at all) traps, so a guest cannot have the host copy a million tiny requests, and
+//! answer each. A `complete-all` over [`MAX_FAN_OUT`] but within that is refused call by call
+//! (`too_many_calls`), as before, without lifting its requests.
 //!
 //! The generated bindings lift every `string` argument into a host `String` before the import
 //! runs: a copy into a fresh host allocation of up to the guest's whole memory, on the async
@@ -18,17 +20,20 @@
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmList, WasmStr};
 
+use super::fan_out::{self, MAX_FAN_OUT};
 use super::guest_log;
 use crate::cost::tokens::{STAGE_COUNT_MAX_BYTES, count_for_stage, estimate};
 use crate::sandbox::StageState;
 use crate::service::MAX_CALLS_PER_INSTANCE;
-use crate::wit::LogLevel;
 use crate::wit::v2::weir::stage0_2_0::services::ServiceRequest;
+use crate::wit::weir::stage0_1_0::host::Host as _;
+use crate::wit::{ChatRequest, LogLevel};
 
 /// The instance the 0.2 service import is defined in.
 const SERVICES: &str = "weir:stage/services@0.2.0";
 
-/// Most requests one `services.call` batch may carry: as many as an instance may make at all.
+/// Most requests one `services.call` or `complete-all` batch may carry: as many as an instance
+/// may make service calls at all.
 pub const MAX_BATCH: usize = MAX_CALLS_PER_INSTANCE as usize;
 
 /// The instance the host imports are defined in.
@@ -38,8 +43,8 @@ const HOST: &str = "weir:stage/host@0.1.0";
 /// know (`gpt-4o`), as any unknown name does.
 const MODEL_MAX_BYTES: usize = 256;
 
-/// Defines `log` and `count-tokens` in `linker` over the generated ones (call after the
-/// bindings' `add_to_linker`), and `services.call`.
+/// Defines `log`, `count-tokens` and `complete-all` in `linker` over the generated ones (call
+/// after the bindings' `add_to_linker`), and `services.call`.
 pub fn define(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     linker.instance(SERVICES)?.func_wrap_async(
         "call",
@@ -79,6 +84,26 @@ pub fn define(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
                     Count::Tokenize { model, text } => count_for_stage(model, text).await,
                 };
                 Ok((tokens,))
+            })
+        },
+    )?;
+    host.func_wrap_async(
+        "complete-all",
+        |mut store: StoreContextMut<'_, StageState>,
+         (batch, deadline_ms): (WasmList<ChatRequest>, Option<u32>)| {
+            Box::new(async move {
+                let n = batch.len();
+                if n > MAX_BATCH {
+                    wasmtime::bail!("complete-all: a batch of {n} requests; at most {MAX_BATCH}");
+                }
+                if n > MAX_FAN_OUT {
+                    return Ok((fan_out::too_many(n),));
+                }
+                let requests = batch
+                    .iter(&mut store)?
+                    .collect::<wasmtime::Result<Vec<_>>>()?;
+                let state = store.data_mut();
+                Ok((state.complete_all(requests, deadline_ms).await,))
             })
         },
     )?;

@@ -79,13 +79,9 @@ impl App {
             ),
         }
         if let Some(state) = &state {
-            // Every ledger row also goes to the fleet's spend aggregate.
-            let state = Arc::downgrade(state);
-            ledger.tap(Box::new(move |entry| {
-                if let Some(state) = state.upgrade() {
-                    state.spend.record(entry);
-                }
-            }));
+            // Every ledger row also goes to the fleet's spend aggregate, through the ledger's
+            // outbox (rows a killed process left there ship now).
+            state.spend.attach(&ledger);
         }
         let jobs = open_jobs(&config, state.as_ref()).await?;
         let live_step = Arc::new(ArcSwap::from_pointee(LlmStep::new(

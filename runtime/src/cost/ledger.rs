@@ -7,6 +7,13 @@
 //! one transaction, summed per row (group commit), so the request path never waits on a disk
 //! sync and a busy host does not commit per request. [`Ledger::flush`] waits
 //! until everything recorded so far is durable (for `/admin/spend` and shutdown).
+//!
+//! With the fleet's state on Redis ([`Ledger::ship`]), the same transaction also adds each
+//! row to `unshipped`, the outbox of the fleet's spend shipper (`state::spend`): it moves
+//! those rows into numbered batches ([`Ledger::outbox`]) and deletes a batch once Redis has
+//! applied it ([`Ledger::shipped`]). Both tables are on disk, so a node killed before its
+//! rows reached Redis ships them at its next start, under the batch numbers they had: Redis
+//! applies each batch once.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::clock;
@@ -24,6 +31,19 @@ use crate::wit::Usage;
 /// (day, key, route, model) → [calls, cache hits, cost pico-dollars, prompt tokens, cached
 /// prompt tokens, completion tokens].
 const SPEND: TableDefinition<(u32, &str, &str, &str), [u64; 6]> = TableDefinition::new("spend");
+
+/// Rows committed but not yet taken by the shipper, summed like [`SPEND`].
+const UNSHIPPED: TableDefinition<(u32, &str, &str, &str), [u64; 6]> =
+    TableDefinition::new("unshipped");
+
+/// A row of a shipped batch: (boot, batch number, day, key, route, model).
+type OutboxKey<'a> = (&'a str, u64, u32, &'a str, &'a str, &'a str);
+
+/// Batches being shipped: [`OutboxKey`] → the row's sums.
+const OUTBOX: TableDefinition<OutboxKey, [u64; 6]> = TableDefinition::new("outbox");
+
+/// Rows per shipped batch at most (each is up to 6 fields of one script call).
+pub const ROWS_PER_BATCH: usize = 256;
 
 /// Records taken per transaction at most.
 const BATCH: usize = 4096;
@@ -182,10 +202,22 @@ struct Shared {
     wake: Condvar,
     /// Wakes flushers (a commit finished).
     done: Condvar,
+    /// Commits also fill the shipper's outbox ([`Ledger::ship`]).
+    ship: std::sync::atomic::AtomicBool,
 }
 
-/// What sees every entry the ledger records (the fleet's spend shipper).
-type Tap = Box<dyn Fn(&Entry) + Send + Sync>;
+/// One batch of the fleet's spend shipper: rows of one day, numbered per process start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShipBatch {
+    /// The process start that numbered it (`<node>/<boot ms>`).
+    pub boot: String,
+    /// Its number, from 1 per boot.
+    pub seq: u64,
+    /// The UTC day of its rows.
+    pub day: u32,
+    /// (key, route, model) and the row's sums ([`Entry::counts`]).
+    pub rows: Vec<(String, String, String, [u64; 6])>,
+}
 
 /// The ledger handle (cheap to clone). When the last clone is dropped, the writer commits
 /// what is queued and the database is closed before the drop returns.
@@ -196,13 +228,19 @@ pub struct Ledger {
 
 struct Inner {
     shared: Arc<Shared>,
-    /// Also gets every entry recorded (the fleet's spend shipper), when set.
-    tap: std::sync::OnceLock<Tap>,
     db: Arc<Database>,
     /// Shown in errors.
     path: Arc<str>,
     /// The writer thread, joined on drop.
     writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("path", &self.inner.path)
+            .finish()
+    }
 }
 
 impl Drop for Inner {
@@ -250,9 +288,11 @@ impl Ledger {
             path: path.clone(),
             message,
         };
-        // Create the table so reads never meet a missing one.
+        // Create the tables so reads never meet a missing one.
         let txn = db.begin_write().map_err(|e| err(e.to_string()))?;
         txn.open_table(SPEND).map_err(|e| err(e.to_string()))?;
+        txn.open_table(UNSHIPPED).map_err(|e| err(e.to_string()))?;
+        txn.open_table(OUTBOX).map_err(|e| err(e.to_string()))?;
         txn.commit().map_err(|e| err(e.to_string()))?;
         let log = match request_log {
             Some(file) => {
@@ -288,7 +328,6 @@ impl Ledger {
         Ok(Ledger {
             inner: Arc::new(Inner {
                 shared,
-                tap: std::sync::OnceLock::new(),
                 db,
                 path: path.into(),
                 writer: Some(writer),
@@ -306,9 +345,6 @@ impl Ledger {
             entry.cost,
             entry.is_hit(),
         );
-        if let Some(tap) = self.inner.tap.get() {
-            tap(&entry);
-        }
         let first = {
             let mut queue = lock(&self.inner.shared.queue);
             queue.pending.push(entry);
@@ -320,10 +356,102 @@ impl Ledger {
         }
     }
 
-    /// Hands every entry recorded from now on to `tap` as well (once; later calls are
-    /// ignored): the fleet's spend shipper.
-    pub fn tap(&self, tap: Box<dyn Fn(&Entry) + Send + Sync>) {
-        let _ = self.inner.tap.set(tap);
+    /// Every row committed from now on also goes to the outbox of the fleet's spend shipper
+    /// ([`Ledger::outbox`]).
+    pub fn ship(&self) {
+        (self.inner.shared.ship).store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The batches to ship, in order: those of the outbox when it has any (not yet applied,
+    /// perhaps from an earlier start), else every unshipped row, moved into new batches of
+    /// `boot` numbered after `seq` (which is advanced). Empty when there is nothing to ship.
+    pub fn outbox(&self, boot: &str, seq: &mut u64) -> Result<Vec<ShipBatch>, LedgerError> {
+        let txn = self.inner.db.begin_write().map_err(|e| self.error(e))?;
+        let mut batches: Vec<ShipBatch> = Vec::new();
+        {
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+            for item in outbox.iter().map_err(|e| self.error(e))? {
+                let (k, v) = item.map_err(|e| self.error(e))?;
+                let (b, n, day, key, route, model) = k.value();
+                let row = (
+                    key.to_owned(),
+                    route.to_owned(),
+                    model.to_owned(),
+                    v.value(),
+                );
+                match batches.last_mut() {
+                    Some(last) if last.boot == b && last.seq == n => last.rows.push(row),
+                    _ => batches.push(ShipBatch {
+                        boot: b.to_owned(),
+                        seq: n,
+                        day,
+                        rows: vec![row],
+                    }),
+                }
+            }
+            if !batches.is_empty() {
+                return Ok(batches);
+            }
+            let mut unshipped = txn.open_table(UNSHIPPED).map_err(|e| self.error(e))?;
+            // Day by day, in key order: at most ROWS_PER_BATCH rows a batch.
+            for item in unshipped.iter().map_err(|e| self.error(e))? {
+                let (k, v) = item.map_err(|e| self.error(e))?;
+                let (day, key, route, model) = k.value();
+                let row = (
+                    key.to_owned(),
+                    route.to_owned(),
+                    model.to_owned(),
+                    v.value(),
+                );
+                match batches.last_mut() {
+                    Some(last) if last.day == day && last.rows.len() < ROWS_PER_BATCH => {
+                        last.rows.push(row)
+                    }
+                    _ => {
+                        *seq += 1;
+                        batches.push(ShipBatch {
+                            boot: boot.to_owned(),
+                            seq: *seq,
+                            day,
+                            rows: vec![row],
+                        })
+                    }
+                }
+            }
+            unshipped.retain(|_, _| false).map_err(|e| self.error(e))?;
+            for batch in &batches {
+                for (key, route, model, sums) in &batch.rows {
+                    let at = (boot, batch.seq, batch.day, &**key, &**route, &**model);
+                    outbox.insert(at, sums).map_err(|e| self.error(e))?;
+                }
+            }
+        }
+        txn.commit().map_err(|e| self.error(e))?;
+        Ok(batches)
+    }
+
+    /// Deletes batch `seq` of `boot` from the outbox: Redis has applied it.
+    pub fn shipped(&self, boot: &str, seq: u64) -> Result<(), LedgerError> {
+        let txn = self.inner.db.begin_write().map_err(|e| self.error(e))?;
+        {
+            let mut outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+            let from = (boot, seq, 0, "", "", "");
+            let to = (boot, seq.saturating_add(1), 0, "", "", "");
+            outbox
+                .retain_in(from..to, |_, _| false)
+                .map_err(|e| self.error(e))?;
+        }
+        txn.commit().map_err(|e| self.error(e))
+    }
+
+    /// Whether every committed row has been shipped (nothing unshipped, nothing in the
+    /// outbox).
+    pub fn all_shipped(&self) -> Result<bool, LedgerError> {
+        let txn = self.inner.db.begin_read().map_err(|e| self.error(e))?;
+        let unshipped = txn.open_table(UNSHIPPED).map_err(|e| self.error(e))?;
+        let outbox = txn.open_table(OUTBOX).map_err(|e| self.error(e))?;
+        Ok(unshipped.is_empty().map_err(|e| self.error(e))?
+            && outbox.is_empty().map_err(|e| self.error(e))?)
     }
 
     /// Waits (up to `timeout`) until everything recorded so far is committed; false on
@@ -469,15 +597,9 @@ impl Writer {
             e.add_to(sums.entry(key).or_insert([0; 6]));
         }
         let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(SPEND)?;
-            for (key, add) in sums {
-                let mut row = table.get(key)?.map(|v| v.value()).unwrap_or([0; 6]);
-                for (total, more) in row.iter_mut().zip(add) {
-                    *total = total.saturating_add(more);
-                }
-                table.insert(key, row)?;
-            }
+        add_rows(&mut txn.open_table(SPEND)?, &sums)?;
+        if self.shared.ship.load(std::sync::atomic::Ordering::Relaxed) {
+            add_rows(&mut txn.open_table(UNSHIPPED)?, &sums)?;
         }
         txn.commit()?;
         Ok(())
@@ -508,6 +630,21 @@ impl Writer {
             tracing::warn!(error = %err, "cannot append to the request log");
         }
     }
+}
+
+/// Adds `sums` to the rows of `table` (saturating).
+fn add_rows(
+    table: &mut redb::Table<(u32, &str, &str, &str), [u64; 6]>,
+    sums: &BTreeMap<(u32, &str, &str, &str), [u64; 6]>,
+) -> Result<(), redb::Error> {
+    for (&key, add) in sums {
+        let mut row = table.get(key)?.map(|v| v.value()).unwrap_or([0; 6]);
+        for (total, more) in row.iter_mut().zip(add) {
+            *total = total.saturating_add(*more);
+        }
+        table.insert(key, row)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -560,6 +697,71 @@ mod tests {
             (2, 1, 150)
         );
         assert_eq!(today[0].prompt_tokens, 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_outbox_keeps_unshipped_rows_and_their_batch_numbers_across_a_restart() {
+        let dir = std::env::temp_dir().join(format!("weir-outbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = 1_795_727_521; // 2026-11-26
+        let mut seq = 0;
+        let first = {
+            let ledger = Ledger::open(Some(&dir), None).unwrap_or_else(|e| panic!("{e}"));
+            // Before shipping is on, rows go to the ledger only.
+            ledger.record(entry(now, "early", 1, "miss"));
+            assert!(ledger.flush(Duration::from_secs(10)));
+            ledger.ship();
+            ledger.record(entry(now, "a", 100, "miss"));
+            ledger.record(entry(now, "a", 50, "miss"));
+            ledger.record(entry(now - 86_400, "b", 7, "miss"));
+            assert!(ledger.flush(Duration::from_secs(10)));
+            assert_eq!(ledger.all_shipped().ok(), Some(false));
+            let batches = ledger
+                .outbox("n/1", &mut seq)
+                .unwrap_or_else(|e| panic!("{e}"));
+            // One batch per day, numbered in order; the rows summed.
+            assert_eq!(seq, 2);
+            assert_eq!(
+                batches
+                    .iter()
+                    .map(|b| (b.boot.as_str(), b.seq, b.day))
+                    .collect::<Vec<_>>(),
+                [
+                    ("n/1", 1, clock::day_of(now) - 1),
+                    ("n/1", 2, clock::day_of(now))
+                ]
+            );
+            assert_eq!(batches[1].rows.len(), 1);
+            assert_eq!(batches[1].rows[0].0, "a");
+            assert_eq!(batches[1].rows[0].3[..3], [2, 0, 150]);
+            // Not yet applied: the same batches again, nothing new numbered.
+            assert_eq!(ledger.outbox("n/1", &mut seq).ok().as_ref(), Some(&batches));
+            assert_eq!(seq, 2);
+            ledger.shipped("n/1", 1).unwrap_or_else(|e| panic!("{e}"));
+            // Rows committed meanwhile wait for the outbox to empty.
+            ledger.record(entry(now, "a", 3, "miss"));
+            assert!(ledger.flush(Duration::from_secs(10)));
+            batches
+        };
+        // Killed here: the next start finds batch 2 as it was, then the newer row.
+        let ledger = Ledger::open(Some(&dir), None).unwrap_or_else(|e| panic!("{e}"));
+        let mut seq = 0;
+        let again = ledger
+            .outbox("n/2", &mut seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, first[1..]);
+        assert_eq!(seq, 0);
+        ledger.shipped("n/1", 2).unwrap_or_else(|e| panic!("{e}"));
+        let newer = ledger
+            .outbox("n/2", &mut seq)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(newer.len(), 1);
+        assert_eq!((newer[0].boot.as_str(), newer[0].seq), ("n/2", 1));
+        assert_eq!(newer[0].rows[0].3[2], 3);
+        ledger.shipped("n/2", 1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ledger.all_shipped().ok(), Some(true));
+        assert_eq!(ledger.outbox("n/2", &mut seq).ok(), Some(Vec::new()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

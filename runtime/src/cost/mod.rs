@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use account::{Account, Reservation};
 pub use clock::{Clock, day_of};
-pub use ledger::{Entry, Ledger, LedgerError, SpendRow, TrafficLine};
+pub use ledger::{Entry, Ledger, LedgerError, ShipBatch, SpendRow, TrafficLine};
 pub use meter::{CallLimiter, Charge, Hold, Meter};
 
 use crate::config::{CostSettings, KeySettings, ModelPrice, hash_key, pico_to_usd};

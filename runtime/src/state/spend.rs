@@ -13,27 +13,26 @@
 //! Fields: `calls`, `hits`, `cost` (pico-dollars), `prompt`, `cached`, `completion`
 //! (tokens): integers added with `HINCRBY`, so no Lua arithmetic touches them.
 //!
-//! A shipper task gathers rows for [`SHIP_INTERVAL`] and ships them in numbered batches, one
-//! at a time, retrying a batch (same number) until Redis takes it; the script applies a
-//! batch only if its number is past the last one applied for this node's boot, so a batch
-//! retried after a lost answer is not counted twice. While Redis is away rows keep summing
-//! in memory (one row per day, key, route and model: bounded by the traffic's variety) and
-//! ship when it is back. Rows not yet shipped when the process is killed are in its ledger
-//! only.
+//! The rows come from the node's ledger (`cost::ledger`): each commit also adds its rows to
+//! the ledger's on-disk outbox, in the same transaction. A shipper task takes them every
+//! [`SHIP_INTERVAL`] as numbered batches (also stored in the ledger) and ships them one at a
+//! time, retrying a batch (same number) until Redis takes it, then deletes it from the
+//! outbox. The script applies a batch only if its number is past the last one applied for
+//! that batch's process start (`<node>/<boot>`), so a batch retried after a lost answer, or
+//! shipped again after a crash between Redis's answer and the delete, is counted once. While
+//! Redis is away rows keep summing in the ledger (one row per day, key, route and model:
+//! bounded by the traffic's variety); a node killed (`kill -9`) before its rows reached Redis
+//! ships them at its next start, under their first batch numbers.
 
 use std::collections::BTreeMap;
-use std::sync::{LazyLock, Mutex, Weak};
+use std::sync::{LazyLock, OnceLock, Weak};
 use std::time::Duration;
 
 use super::{Lane, Shared, StateError};
-use crate::cost::{Entry, SpendRow, clock};
-use crate::sync::lock;
+use crate::cost::{Ledger, ShipBatch, SpendRow, clock};
 
 /// How long the shipper gathers rows before shipping them.
 pub const SHIP_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Rows per script call at most (each is 6 fields).
-const ROWS_PER_BATCH: usize = 256;
 
 /// The longest day range read back at once.
 const MAX_DAYS: u32 = 400;
@@ -61,26 +60,11 @@ return 1
 
 static SHIP_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SHIP));
 
-/// (day, key, route, model).
-type RowKey = (u32, String, String, String);
-
-/// A row's sums: calls, hits, cost (pico-dollars), prompt, cached and completion tokens.
-type Sums = [u64; 6];
-
-/// Rows waiting to be shipped, and the batch in flight.
-#[derive(Debug, Default)]
-struct Pending {
-    /// Summed rows not yet taken by the shipper.
-    rows: BTreeMap<RowKey, Sums>,
-    /// Batches taken, not yet applied.
-    in_flight: usize,
-}
-
 /// This node's spend shipper.
 #[derive(Debug)]
 pub struct Shipper {
-    /// Rows waiting.
-    pending: Mutex<Pending>,
+    /// The ledger whose outbox it ships ([`Shipper::attach`]).
+    ledger: OnceLock<Ledger>,
     /// Wakes the shipper early (a flush).
     wake: tokio::sync::Notify,
     /// `<node>/<boot ms>`: batch numbers count from 1 per process start.
@@ -91,33 +75,30 @@ impl Shipper {
     /// A shipper for `node`.
     pub fn new(node: &str) -> Shipper {
         Shipper {
-            pending: Mutex::default(),
+            ledger: OnceLock::new(),
             wake: tokio::sync::Notify::new(),
             boot: format!("{node}/{}", crate::clock::unix_ms()),
         }
     }
 
-    /// Adds a ledger entry to what is shipped next (a lock and a map update).
-    pub fn record(&self, e: &Entry) {
-        let key = (
-            clock::day_of(e.ts),
-            e.key.clone(),
-            e.route.clone(),
-            e.model.clone(),
-        );
-        let mut pending = lock(&self.pending);
-        e.add_to(pending.rows.entry(key).or_insert([0; 6]));
+    /// Ships the rows `ledger` commits from now on, and what an earlier start left in its
+    /// outbox (once; later calls are ignored).
+    pub fn attach(&self, ledger: &Ledger) {
+        ledger.ship();
+        let _ = self.ledger.set(ledger.clone());
+        self.wake.notify_one();
     }
 
-    /// Waits (up to `timeout`) until everything recorded so far is in Redis; false if not.
+    /// Waits (up to `timeout`) until everything the ledger has committed is in Redis; false
+    /// if not. Flush the ledger first for what was recorded but not yet committed.
     pub async fn flush(&self, timeout: Duration) -> bool {
+        let Some(ledger) = self.ledger.get() else {
+            return true;
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            {
-                let pending = lock(&self.pending);
-                if pending.rows.is_empty() && pending.in_flight == 0 {
-                    return true;
-                }
+            if ledger.all_shipped().unwrap_or(false) {
+                return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;
@@ -133,27 +114,34 @@ pub(super) async fn run(shared: Weak<Shared>) {
     let mut seq: u64 = 0;
     loop {
         let Some(this) = shared.upgrade() else { return };
-        let shipper = &this.spend;
-        let rows = {
-            let mut pending = lock(&shipper.pending);
-            let rows = std::mem::take(&mut pending.rows);
-            pending.in_flight = usize::from(!rows.is_empty());
-            rows
-        };
-        let mut batches: Vec<(u32, Vec<(RowKey, Sums)>)> = Vec::new();
-        for (key, row) in rows {
-            match batches.last_mut() {
-                Some((day, batch)) if *day == key.0 && batch.len() < ROWS_PER_BATCH => {
-                    batch.push((key, row))
+        if let Some(ledger) = this.spend.ledger.get().cloned() {
+            let boot = this.spend.boot.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                let batches = ledger.outbox(&boot, &mut seq);
+                (batches, seq)
+            })
+            .await;
+            match taken {
+                Ok((Ok(batches), next)) => {
+                    seq = next;
+                    for batch in batches {
+                        ship(&this, &batch).await;
+                        let ledger = this.spend.ledger.get().cloned();
+                        let done = tokio::task::spawn_blocking(move || {
+                            ledger.map(|l| l.shipped(&batch.boot, batch.seq))
+                        })
+                        .await;
+                        if let Ok(Some(Err(err))) = done {
+                            tracing::warn!(error = %err, "cannot clear a shipped spend batch");
+                        }
+                    }
                 }
-                _ => batches.push((key.0, vec![(key, row)])),
+                Ok((Err(err), _)) => {
+                    tracing::warn!(error = %err, "cannot read the spend outbox; retrying");
+                }
+                Err(_) => {}
             }
         }
-        for (day, batch) in batches {
-            seq += 1;
-            ship(&this, day, seq, &batch).await;
-        }
-        lock(&shipper.pending).in_flight = 0;
         drop(this);
         let Some(this) = shared.upgrade() else { return };
         let _ = tokio::time::timeout(SHIP_INTERVAL, this.spend.wake.notified()).await;
@@ -161,17 +149,17 @@ pub(super) async fn run(shared: Weak<Shared>) {
 }
 
 /// Ships one batch, retrying (same number) until Redis applies it or the node goes away.
-async fn ship(shared: &Shared, day: u32, seq: u64, batch: &[(RowKey, Sums)]) {
-    let date = clock::date(day);
+async fn ship(shared: &Shared, batch: &ShipBatch) {
+    let date = clock::date(batch.day);
     let redis = &shared.redis;
     let mut invocation = SHIP_SCRIPT.prepare_invoke();
     invocation
         .key(redis.key("spend", &format!("d:{date}")))
         .key(redis.key("spend", &format!("n:{}:d:{date}", shared.node())))
         .key(redis.key("spend", "shipped"))
-        .arg(&shared.spend.boot)
-        .arg(seq);
-    for ((_, key, route, model), row) in batch {
+        .arg(&batch.boot)
+        .arg(batch.seq);
+    for (key, route, model, row) in &batch.rows {
         for (field, value) in FIELDS.iter().zip(row) {
             if *value > 0 {
                 invocation

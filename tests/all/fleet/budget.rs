@@ -519,3 +519,51 @@ async fn after_redis_comes_back_empty_the_nodes_put_their_spend_back() {
         "Redis has {spent} n$, the ledgers {ledgers} p$ over {calls} calls"
     );
 }
+
+#[tokio::test]
+async fn spend_a_node_could_not_ship_before_it_was_killed_ships_at_its_next_start() {
+    let mut redis = RedisServer::start();
+    let up = sim(&[]);
+    let mut fleet = Fleet::start(1, |_, data_dir| config(&up, &redis, data_dir, ""));
+    let data_dir = fleet.configs[0].parent().unwrap().join("data");
+    // Redis goes away: the node keeps answering (budgets fail open) and cannot ship.
+    redis.signal("-KILL");
+    for i in 0..5 {
+        let answer = ask(
+            fleet.addr(0),
+            Some("sk-team"),
+            &chat(&format!("hi {i}"), 16),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    // `/admin/spend` commits the ledger before it asks Redis (which fails).
+    let admin = fleet.nodes[0].admin.unwrap();
+    let _ = get(admin, "/admin/spend").await;
+    // kill -9: nothing the node held in memory survives.
+    fleet.nodes[0].child.kill().unwrap();
+    fleet.nodes[0].child.wait().unwrap();
+    let (cost, calls) = local_ledger(&data_dir);
+    assert_eq!(calls, 5);
+    assert!(cost > 0);
+    redis.restart();
+    assert_eq!(redis_spend(&redis, "cost"), 0);
+    // The next start ships what the ledger's outbox kept, once.
+    fleet.restart(0);
+    until("the killed node's spend to reach Redis", || async {
+        let shipped = (redis_spend(&redis, "calls"), redis_spend(&redis, "cost"));
+        check(
+            shipped == (calls, cost),
+            format!("{shipped:?} of {:?}", (calls, cost)),
+        )
+    })
+    .await;
+    // And only once: a later batch does not repeat it.
+    let answer = ask(fleet.addr(0), Some("sk-team"), &chat("again", 16)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    until("the new call to reach Redis", || async {
+        let shipped = redis_spend(&redis, "calls");
+        check(shipped == calls + 1, shipped)
+    })
+    .await;
+}

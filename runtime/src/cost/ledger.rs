@@ -418,6 +418,11 @@ impl Ledger {
                     }
                 }
             }
+            if batches.is_empty() {
+                // Nothing to ship: the transaction is dropped, not committed (no disk write
+                // on an idle node).
+                return Ok(batches);
+            }
             unshipped.retain(|_, _| false).map_err(|e| self.error(e))?;
             for batch in &batches {
                 for (key, route, model, sums) in &batch.rows {

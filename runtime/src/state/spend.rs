@@ -114,10 +114,10 @@ pub(super) async fn run(shared: Weak<Shared>) {
     let mut seq: u64 = 0;
     loop {
         let Some(this) = shared.upgrade() else { return };
-        if let Some(ledger) = this.spend.ledger.get().cloned() {
-            let boot = this.spend.boot.clone();
+        if let Some(ledger) = this.spend.ledger.get() {
+            let (taker, boot) = (ledger.clone(), this.spend.boot.clone());
             let taken = tokio::task::spawn_blocking(move || {
-                let batches = ledger.outbox(&boot, &mut seq);
+                let batches = taker.outbox(&boot, &mut seq);
                 (batches, seq)
             })
             .await;
@@ -126,12 +126,13 @@ pub(super) async fn run(shared: Weak<Shared>) {
                     seq = next;
                     for batch in batches {
                         ship(&this, &batch).await;
-                        let ledger = this.spend.ledger.get().cloned();
-                        let done = tokio::task::spawn_blocking(move || {
-                            ledger.map(|l| l.shipped(&batch.boot, batch.seq))
+                        let clearer = ledger.clone();
+                        let cleared = tokio::task::spawn_blocking(move || {
+                            clearer.shipped(&batch.boot, batch.seq)
                         })
                         .await;
-                        if let Ok(Some(Err(err))) = done {
+                        // Left in the outbox, it is shipped again and applied no second time.
+                        if let Ok(Err(err)) = cleared {
                             tracing::warn!(error = %err, "cannot clear a shipped spend batch");
                         }
                     }

@@ -215,8 +215,16 @@ pub struct ShipBatch {
     pub seq: u64,
     /// The UTC day of its rows.
     pub day: u32,
-    /// (key, route, model) and the row's sums ([`Entry::counts`]).
-    pub rows: Vec<(String, String, String, [u64; 6])>,
+    /// Its rows.
+    pub rows: Vec<ShipRow>,
+}
+
+/// A shipped row: (key, route, model) and its sums ([`Entry::counts`]).
+pub type ShipRow = (String, String, String, [u64; 6]);
+
+/// A row read from a table, owned.
+fn owned_row(key: &str, route: &str, model: &str, sums: [u64; 6]) -> ShipRow {
+    (key.to_owned(), route.to_owned(), model.to_owned(), sums)
 }
 
 /// The ledger handle (cheap to clone). When the last clone is dropped, the writer commits
@@ -373,12 +381,7 @@ impl Ledger {
             for item in outbox.iter().map_err(|e| self.error(e))? {
                 let (k, v) = item.map_err(|e| self.error(e))?;
                 let (b, n, day, key, route, model) = k.value();
-                let row = (
-                    key.to_owned(),
-                    route.to_owned(),
-                    model.to_owned(),
-                    v.value(),
-                );
+                let row = owned_row(key, route, model, v.value());
                 match batches.last_mut() {
                     Some(last) if last.boot == b && last.seq == n => last.rows.push(row),
                     _ => batches.push(ShipBatch {
@@ -397,12 +400,7 @@ impl Ledger {
             for item in unshipped.iter().map_err(|e| self.error(e))? {
                 let (k, v) = item.map_err(|e| self.error(e))?;
                 let (day, key, route, model) = k.value();
-                let row = (
-                    key.to_owned(),
-                    route.to_owned(),
-                    model.to_owned(),
-                    v.value(),
-                );
+                let row = owned_row(key, route, model, v.value());
                 match batches.last_mut() {
                     Some(last) if last.day == day && last.rows.len() < ROWS_PER_BATCH => {
                         last.rows.push(row)

@@ -130,6 +130,19 @@ async fn burst(fleet: &Fleet, n: usize, concurrency: usize) -> (u64, u64) {
     (ok, refused)
 }
 
+/// Sends `n` distinct requests for key `team` to node 0, each answered 200.
+async fn answered(fleet: &Fleet, n: usize) {
+    for i in 0..n {
+        let answer = ask(
+            fleet.addr(0),
+            Some("sk-team"),
+            &chat(&format!("hi {i}"), 16),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+}
+
 /// Stops node `i` gracefully (SIGTERM: it flushes its ledger and ships its spend).
 fn stop(fleet: &mut Fleet, i: usize) {
     let pid = fleet.nodes[i].child.id().to_string();
@@ -419,15 +432,7 @@ async fn a_node_shutting_down_gives_back_its_budget_slice_and_rate_limit_permits
             &format!("daily_budget_usd = {BUDGET_USD}\nrpm = 1000"),
         )
     });
-    for i in 0..5 {
-        let answer = ask(
-            fleet.addr(0),
-            Some("sk-team"),
-            &chat(&format!("hi {i}"), 16),
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{:?}", answer.body);
-    }
+    answered(&fleet, 5).await;
     // While the node runs, it holds a slice (reserved in Redis) and leased permits.
     let (_, reserved, _) = redis_budget(&redis);
     assert!(reserved > 0, "no slice outstanding");
@@ -528,15 +533,7 @@ async fn spend_a_node_could_not_ship_before_it_was_killed_ships_at_its_next_star
     let data_dir = fleet.configs[0].parent().unwrap().join("data");
     // Redis goes away: the node keeps answering (budgets fail open) and cannot ship.
     redis.signal("-KILL");
-    for i in 0..5 {
-        let answer = ask(
-            fleet.addr(0),
-            Some("sk-team"),
-            &chat(&format!("hi {i}"), 16),
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{:?}", answer.body);
-    }
+    answered(&fleet, 5).await;
     // `/admin/spend` commits the ledger before it asks Redis (which fails).
     let admin = fleet.nodes[0].admin.unwrap();
     let _ = get(admin, "/admin/spend").await;

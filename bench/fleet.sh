@@ -11,6 +11,8 @@
 # Rounds alternate the variants so machine noise hits all alike.
 #
 #   bench/fleet.sh            # installs wrk and redis-server (apt-get) when missing
+#   VARIANTS="local lease" bench/fleet.sh   # some variants only (`local` first: the others are
+#                                           # compared with it)
 #
 # Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
 # (`weir bench`, open loop), and Redis commands per request; then the medians and the added
@@ -84,7 +86,7 @@ TOML
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
 declare -A c1_p50 c1_p99 r_p50 r_p99 cmds
-variants="local strict strict-leased-limits lease lease-no-shared-cache"
+variants=${VARIANTS:-"local strict strict-leased-limits lease lease-no-shared-cache"}
 for round in $(seq 1 "$ROUNDS"); do
     for v in $variants; do
         config "$v" > "$work/$v.toml"

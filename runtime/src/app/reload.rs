@@ -28,6 +28,10 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// Longest a reload waits for the watched files to go quiet.
 const MAX_DELAY: Duration = Duration::from_millis(500);
 
+/// Changes to watched files that wait for the watcher's task at most (more are dropped: those
+/// waiting already lead to a reload once the task gets to them).
+const PENDING_CHANGES: usize = 64;
+
 /// First wait before a reload retries the OCI pulls that failed (a registry down while a new
 /// digest rolls out); it doubles up to [`PULL_RETRY_MAX`] while they keep failing.
 pub const PULL_RETRY_FIRST: Duration = Duration::from_secs(5);
@@ -331,12 +335,13 @@ fn spawn_pull_retry(app: std::sync::Weak<App>) {
 /// ([`PULL_RETRY_FIRST`]).
 pub fn spawn_watcher(app: Arc<App>) {
     spawn_pull_retry(Arc::downgrade(&app));
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let (tx, mut rx) = mpsc::channel::<Vec<PathBuf>>(PENDING_CHANGES);
+    // The files of the last (re)watch, read by the watcher's own thread.
+    let watching: Arc<std::sync::Mutex<BTreeSet<PathBuf>>> = Arc::default();
+    let filter = watching.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !matches!(event.kind, notify::EventKind::Access(_))
-        {
-            let _ = tx.send(event.paths);
+        if let Ok(event) = event {
+            forward(event, &filter, &tx);
         }
     });
     let mut watcher = match watcher {
@@ -349,6 +354,7 @@ pub fn spawn_watcher(app: Arc<App>) {
     // Watching starts before this returns, so no change made after it is missed.
     let mut files = app.watched_files();
     let mut dirs = BTreeSet::new();
+    *crate::sync::lock(&watching) = files.clone();
     rewatch(&mut watcher, &files, &mut dirs);
     tokio::spawn(async move {
         while let Some(paths) = rx.recv().await {
@@ -360,16 +366,37 @@ pub fn spawn_watcher(app: Arc<App>) {
             settle(&mut rx, &files).await;
             app.reload("watch").await;
             files = app.watched_files();
+            *crate::sync::lock(&watching) = files.clone();
             rewatch(&mut watcher, &files, &mut dirs);
         }
     });
+}
+
+/// Passes a change to a watched file on to the watcher's task, on the watcher's thread.
+/// Events of other files in the watched directories (a log written nonstop beside the
+/// config) stop here, and the queue is bounded: while the task is busy reloading, a file
+/// written nonstop cannot pile events up in memory (one waiting change is enough to reload
+/// again).
+fn forward(
+    event: notify::Event,
+    watching: &std::sync::Mutex<BTreeSet<PathBuf>>,
+    tx: &mpsc::Sender<Vec<PathBuf>>,
+) {
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return;
+    }
+    let watched = crate::sync::lock(watching);
+    if event.paths.iter().any(|p| watched.contains(p)) {
+        drop(watched);
+        let _ = tx.try_send(event.paths);
+    }
 }
 
 /// The debounce after a change to a watched file: returns once the watched files have been
 /// quiet for [`DEBOUNCE`], and at the latest [`MAX_DELAY`] after it began (or when the
 /// watcher is gone). Changes to other files in the same directories (logs, editors' swap
 /// files) neither reset the quiet period nor delay the reload.
-async fn settle(rx: &mut mpsc::UnboundedReceiver<Vec<PathBuf>>, files: &BTreeSet<PathBuf>) {
+async fn settle(rx: &mut mpsc::Receiver<Vec<PathBuf>>, files: &BTreeSet<PathBuf>) {
     let give_up = tokio::time::Instant::now() + MAX_DELAY;
     let mut quiet_until = tokio::time::Instant::now() + DEBOUNCE;
     loop {
@@ -409,17 +436,17 @@ mod tests {
     /// The watched files of the tests, and a channel standing in for the watcher.
     fn watched() -> (
         BTreeSet<PathBuf>,
-        mpsc::UnboundedSender<Vec<PathBuf>>,
-        mpsc::UnboundedReceiver<Vec<PathBuf>>,
+        mpsc::Sender<Vec<PathBuf>>,
+        mpsc::Receiver<Vec<PathBuf>>,
     ) {
         let files = BTreeSet::from([PathBuf::from("/plugins/stage.wasm")]);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(PENDING_CHANGES);
         (files, tx, rx)
     }
 
     /// Sends `paths` every `every` until `until` (from now).
     fn keep_sending(
-        tx: mpsc::UnboundedSender<Vec<PathBuf>>,
+        tx: mpsc::Sender<Vec<PathBuf>>,
         paths: Vec<PathBuf>,
         every: Duration,
         until: Duration,
@@ -428,7 +455,7 @@ mod tests {
             let end = Instant::now() + until;
             while Instant::now() < end {
                 tokio::time::sleep(every).await;
-                let _ = tx.send(paths.clone());
+                let _ = tx.send(paths.clone()).await;
             }
         });
     }
@@ -496,5 +523,36 @@ mod tests {
         let started = Instant::now();
         settle(&mut rx, &files).await;
         assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    /// A change event of kind `kind` to `paths`.
+    fn event(kind: notify::EventKind, paths: &[&str]) -> notify::Event {
+        let mut event = notify::Event::new(kind);
+        event.paths = paths.iter().map(PathBuf::from).collect();
+        event
+    }
+
+    #[test]
+    fn only_changes_to_watched_files_are_queued_and_the_queue_is_bounded() {
+        let (files, tx, mut rx) = watched();
+        let watching = std::sync::Mutex::new(files);
+        let write = notify::EventKind::Modify(notify::event::ModifyKind::Any);
+        let read = notify::EventKind::Access(notify::event::AccessKind::Any);
+        // A log beside the plugin, written nonstop: nothing reaches the task.
+        for _ in 0..10_000 {
+            forward(event(write, &["/plugins/weir.log"]), &watching, &tx);
+        }
+        forward(event(read, &["/plugins/stage.wasm"]), &watching, &tx);
+        assert!(rx.try_recv().is_err(), "other files and reads are dropped");
+        // The plugin written nonstop while the task is busy: at most PENDING_CHANGES wait.
+        for _ in 0..10_000 {
+            forward(event(write, &["/plugins/stage.wasm"]), &watching, &tx);
+        }
+        let mut queued = 0;
+        while let Ok(paths) = rx.try_recv() {
+            assert_eq!(paths, vec![PathBuf::from("/plugins/stage.wasm")]);
+            queued += 1;
+        }
+        assert_eq!(queued, PENDING_CHANGES);
     }
 }

@@ -72,7 +72,7 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
         cache_control,
         deadline: header("x-weir-deadline-ms"),
         tracestate: None,
-        body: Bytes::from(run.spec.request.to_string()),
+        body: Bytes::from(crate::openai::to_bytes(&run.spec.request)),
     };
     let started = tokio::time::Instant::now();
     let chat = app.chat(call).await;

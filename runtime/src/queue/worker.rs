@@ -360,7 +360,7 @@ impl Queue {
         }
         Some(match &self.inner.settings.callback_secret {
             Some(secret) => {
-                let body = bytes::Bytes::from(super::job_json(job).to_string());
+                let body = bytes::Bytes::from(crate::openai::to_bytes(&super::job_json(job)));
                 let now_s = self.inner.clock.now_ms() / 1000;
                 let signature = super::sign(secret.as_bytes(), now_s, &body);
                 deliver

@@ -33,7 +33,7 @@ fn chat_body(mut chat: Value) -> Bytes {
     {
         obj.insert("stream_options".into(), json!({ "include_usage": true }));
     }
-    Bytes::from(chat.to_string())
+    Bytes::from(crate::openai::to_bytes(&chat))
 }
 
 /// An SSE frame with an event name, as both APIs send them.
@@ -94,7 +94,7 @@ impl Front for Messages {
 fn anthropic_error(err: &ApiError) -> Response<Body> {
     let mut response = http_util::error(err);
     let body = anthropic::error_body(err.status, &err.message);
-    *response.body_mut() = http_util::full(body.to_string());
+    *response.body_mut() = http_util::full(crate::openai::to_bytes(&body));
     response
 }
 

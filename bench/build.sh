@@ -68,3 +68,37 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 PY
     python3 "$work/collector.py" "$1" & pids+=($!)
 }
+
+# Starts nginx as a plain reverse proxy on LISTEN in front of UPSTREAM (host:port): keep-alive
+# to the upstream, no logging, no buffering, one worker per core (the floor of one more
+# loopback hop through a proxy in C). Appends its pid to `pids` and sets `nginx_pid`; installs
+# nginx (apt-get) when missing.
+start_nginx() { # listen upstream
+    need nginx nginx
+    mkdir -p "$work/nginx"
+    cat > "$work/nginx/nginx.conf" <<NGINX
+daemon off;
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx;
+    proxy_temp_path $work/nginx;
+    upstream backend { server $2; keepalive 64; }
+    server {
+        listen $1;
+        location / {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+NGINX
+    nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 &
+    nginx_pid=$!
+    pids+=("$nginx_pid")
+}

@@ -22,7 +22,6 @@ WEIR=127.0.0.1:9645
 WEIR1=127.0.0.1:9647
 
 source bench/build.sh
-need nginx nginx
 cargo build --release -p weir --example floor_proxy --quiet
 floor="$target_dir/release/examples/floor_proxy"
 
@@ -49,30 +48,7 @@ TOML
 done
 RUST_LOG=warn "$weir" serve --config "$work/weir-9645.toml" >/dev/null 2>&1 & pids+=($!); pid_of[weir-bare]=$!
 TOKIO_WORKER_THREADS=1 RUST_LOG=warn "$weir" serve --config "$work/weir-9647.toml" >/dev/null 2>&1 & pids+=($!); pid_of[weir-bare-1w]=$!
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<NGINX
-daemon off;
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx;
-    proxy_temp_path $work/nginx;
-    upstream sim { server $SIM; keepalive 64; }
-    server {
-        listen $NGINX;
-        location / {
-            proxy_pass http://sim;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-NGINX
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 & pids+=($!); pid_of[nginx]=$!
+start_nginx "$NGINX" "$SIM"; pid_of[nginx]=$nginx_pid
 
 declare -A url_of=(
     [sim]="http://$SIM" [nginx]="http://$NGINX" [floor-hyper]="http://$FLOOR"

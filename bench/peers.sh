@@ -28,7 +28,6 @@ PORTKEY=127.0.0.1:9605
 NGINX=127.0.0.1:9606
 
 source bench/build.sh
-need nginx nginx
 source bench/peers_lib.sh
 
 pids=()
@@ -55,30 +54,7 @@ TOML
 RUST_LOG=warn "$weir" serve --config "$work/weir.toml" >/dev/null 2>&1 & pids+=($!)
 
 start_peers "$SIM" "$LITELLM" "$PORTKEY"
-mkdir -p "$work/nginx"
-cat > "$work/nginx/nginx.conf" <<NGINX
-daemon off;
-worker_processes auto;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx;
-    proxy_temp_path $work/nginx;
-    upstream sim { server $SIM; keepalive 64; }
-    server {
-        listen $NGINX;
-        location / {
-            proxy_pass http://sim;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }
-    }
-}
-NGINX
-nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 & pids+=($!)
+start_nginx "$NGINX" "$SIM"
 
 ready "$WEIR"
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://$NGINX/" && break; sleep 0.1; done

@@ -606,6 +606,18 @@ mod tests {
         }
     }
 
+    impl TaskWakes {
+        fn count(&self) -> usize {
+            self.0.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    /// A task's wake counter and its waker.
+    fn task() -> (Arc<TaskWakes>, std::task::Waker) {
+        let task = Arc::new(TaskWakes::default());
+        (task.clone(), std::task::Waker::from(task))
+    }
+
     /// A future that wakes itself during each of its first `self_wakes` polls, then is
     /// ready; it counts its polls.
     struct WakesItself {
@@ -627,8 +639,7 @@ mod tests {
 
     #[test]
     fn a_wake_from_inside_the_poll_polls_again_without_waking_the_task() {
-        let task = Arc::new(TaskWakes::default());
-        let waker = std::task::Waker::from(task.clone());
+        let (task, waker) = task();
         let mut cx = Context::from_waker(&waker);
         let self_wake = SelfWake::new();
         let mut future = std::pin::pin!(WakesItself {
@@ -636,13 +647,12 @@ mod tests {
             polls: 0
         });
         assert_eq!(self_wake.poll(future.as_mut(), &mut cx), Poll::Ready(3));
-        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(task.count(), 0);
     }
 
     #[test]
     fn a_future_that_keeps_waking_itself_still_yields_to_its_task() {
-        let task = Arc::new(TaskWakes::default());
-        let waker = std::task::Waker::from(task.clone());
+        let (task, waker) = task();
         let mut cx = Context::from_waker(&waker);
         let self_wake = SelfWake::new();
         let mut future = std::pin::pin!(WakesItself {
@@ -651,17 +661,12 @@ mod tests {
         });
         assert_eq!(self_wake.poll(future.as_mut(), &mut cx), Poll::Pending);
         assert_eq!(future.polls, SelfWake::REPOLLS + 1);
-        assert_eq!(
-            task.0.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "passed on once"
-        );
+        assert_eq!(task.count(), 1, "passed on once");
     }
 
     #[test]
     fn a_wake_after_the_poll_reaches_the_task() {
-        let task = Arc::new(TaskWakes::default());
-        let waker = std::task::Waker::from(task.clone());
+        let (task, waker) = task();
         let mut cx = Context::from_waker(&waker);
         let self_wake = SelfWake::new();
         // A future that keeps its waker and is woken later, from elsewhere.
@@ -672,9 +677,9 @@ mod tests {
             Poll::<()>::Pending
         }));
         assert_eq!(self_wake.poll(future.as_mut(), &mut cx), Poll::Pending);
-        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert_eq!(task.count(), 0);
         let later = lock(&kept).take().unwrap();
         std::thread::spawn(move || later.wake()).join().unwrap();
-        assert_eq!(task.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(task.count(), 1);
     }
 }

@@ -191,9 +191,16 @@ async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     let key = until_stored(&redis, &first).await;
     redis.cli(&["DEL", &key]);
     assert_eq!(redis.cli(&["RPUSH", &key, "not", "an", "entry"]), "3");
+    let errors = |state: Value| state["calls"]["errors"].as_u64();
+    let errors_before = errors(fleet.state(1).await);
     let read = post(fleet.addr(1), "/v1/chat/completions", &chat("a list")).await;
     assert_eq!(read.status, 200, "{:?}", read.body);
     assert_eq!(cache_header(&read), "miss", "a list is not served");
+    assert_eq!(
+        errors(fleet.state(1).await),
+        errors_before,
+        "the script refuses a list itself: no Redis error"
+    );
     assert_eq!(received(&up).await, 4);
     until("the list to be replaced", || async {
         check(

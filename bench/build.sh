@@ -69,6 +69,10 @@ PY
     python3 "$work/collector.py" "$1" & pids+=($!)
 }
 
+# A command prefix for every process a bench starts (`taskset -c 0` under PIN=1 in
+# bench/floor.sh); empty by default.
+pin=()
+
 # Starts nginx as a plain reverse proxy on LISTEN in front of UPSTREAM (host:port): keep-alive
 # to the upstream, no logging, no buffering, one worker per core (the floor of one more
 # loopback hop through a proxy in C). Appends its pid to `pids` and sets `nginx_pid`; installs
@@ -98,7 +102,7 @@ http {
     }
 }
 NGINX
-    nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 &
+    "${pin[@]}" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" >"$work/nginx.log" 2>&1 &
     nginx_pid=$!
     pids+=("$nginx_pid")
 }

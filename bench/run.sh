@@ -8,7 +8,8 @@
 # Prints, per round and as medians of ROUNDS rounds (default 3): latency p50/p99 at c=1 (wrk)
 # for sim alone, weir with no stages and with the 3 stages; p50/p99 at an evenly spaced
 # 1,000 req/s (`weir bench`, open loop: latency from each request's scheduled start); cache
-# hits at c=1; the highest throughput (wrk, 2 threads, 64 connections). Then, once: resident
+# hits at c=1; the same c=1 figures with every process on CPU 0 (no cross-core wakeups, see
+# bench/floor.sh); the highest throughput (wrk, 2 threads, 64 connections). Then, once: resident
 # memory (idle with one route, idle with the demo's four stages, under 1,000 concurrent slow
 # requests), tails against a primary that hangs on 10% of requests (plain and hedged), and
 # telemetry on/off/OTLP (bench/telemetry.sh; TELEMETRY=0 skips it). Each measure is bounded
@@ -50,8 +51,10 @@ TOML
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
-RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & pids+=($!)
-RUST_LOG=warn "$weir" serve --config "$work/bench.toml" >/dev/null & pids+=($!)
+need taskset util-linux
+RUST_LOG=warn "$weir" sim --listen "$SIM" >/dev/null & sim_pid=$!; pids+=($sim_pid)
+RUST_LOG=warn "$weir" serve --config "$work/bench.toml" >/dev/null & weir_pid=$!; pids+=($weir_pid)
+all_cpus="0-$(($(nproc) - 1))"
 for _ in $(seq 1 100); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 # wrk --latency prints "50.000%  1.23ms" style lines with -U? plain wrk prints 50% 75% 90% 99%.
@@ -84,6 +87,14 @@ for round in $(seq 1 "$ROUNDS"); do
     # Cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk).
     WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit.txt"
     row weir_hit_c1 "$(ms_of "$work/hit.txt" 50%)" "$(ms_of "$work/hit.txt" 99%)"
+    # The c=1 figures again with the sim, weir (every thread) and wrk on CPU 0, then back.
+    taskset -a -p -c 0 "$sim_pid" >/dev/null; taskset -a -p -c 0 "$weir_pid" >/dev/null
+    for run in "sim $SIM bare" "weir_bare $WEIR bare" "weir_demo $WEIR demo" "weir_hit $WEIR cached"; do
+        set -- $run
+        WEIR_MODEL=$3 taskset -c 0 wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$2/v1/chat/completions" > "$work/pin.txt"
+        row "${1}_c1_pinned" "$(ms_of "$work/pin.txt" 50%)" "$(ms_of "$work/pin.txt" 99%)"
+    done
+    taskset -a -p -c "$all_cpus" "$sim_pid" >/dev/null; taskset -a -p -c "$all_cpus" "$weir_pid" >/dev/null
     # Max throughput (wrk -t2 -c64).
     for target in "sim http://$SIM" "weir http://$WEIR"; do
         set -- $target
@@ -92,7 +103,7 @@ for round in $(seq 1 "$ROUNDS"); do
         [ -z "$errors" ] || echo "  $1 max: $errors"
         row "${1}_max" "$(rps_of "$work/max.txt")" "$(ms_of "$work/max.txt" 50%)" "$(ms_of "$work/max.txt" 99%)"
     done
-    tail -n 8 "$work/rows" | sed 's/^/  /'
+    tail -n 12 "$work/rows" | sed 's/^/  /'
 done
 echo "== medians of $ROUNDS rounds (ms; throughput in req/s)"
 python3 - "$work/rows" <<'PY'
@@ -110,6 +121,11 @@ w = med["weir_1000"]
 print(f"1000 req/s weir 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim1000[0]:.3f} p99 +{w[1]-sim1000[1]:.3f}; sim alone p50 {sim1000[0]:.3f} p99 {sim1000[1]:.3f})")
 w = med["weir_hit_c1"]
 print(f"cache hit c=1, 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f}")
+simp = med["sim_c1_pinned"]
+for name, label in [("weir_bare", "no stages"), ("weir_demo", "3 stages"), ("weir_hit", "cache hit, 3 stages")]:
+    w = med[f"{name}_c1_pinned"]
+    added = f"added p50 +{w[0]-simp[0]:.3f}, " if name != "weir_hit" else ""
+    print(f"c=1 on CPU 0, weir {label}: p50 {w[0]:.3f} p99 {w[1]:.3f} ({added}sim alone p50 {simp[0]:.3f} p99 {simp[1]:.3f})")
 s, w = med["sim_max"], med["weir_max"]
 print(f"max throughput c=64: weir 3 stages {w[0]:.0f} req/s (p50 {w[1]:.3f} p99 {w[2]:.3f}), sim alone {s[0]:.0f} req/s")
 PY

@@ -9,7 +9,8 @@
 #
 # Rounds alternate between the four (ROUNDS, DURATION seconds each), each round starting
 # with the next variant, so machine noise hits all of them alike; prints each round and the medians of p50 latency at c=1 and of
-# throughput at c=64 (wrk), with the ratio to `off`.
+# throughput at c=64 (wrk), with the ratio to `off`, and for the OTLP variants the ratio to
+# `on` too (what exporting adds to building the spans).
 #
 #   bench/telemetry.sh      # installs wrk (apt-get) when missing
 set -euo pipefail
@@ -87,6 +88,12 @@ for v in ("off", "on", "otlp", "otlp10"):
 print("== medians")
 for v, (p50, rps) in med.items():
     base = med["off"]
+    # The export's own cost: an OTLP variant against `on`, which builds the same spans.
+    export = ""
+    if v.startswith("otlp"):
+        on = med["on"]
+        export = (f"; the export alone, against on: c=1 p50 {(p50 / on[0] - 1) * 100:+.1f}%, "
+                  f"c=64 {(rps / on[1] - 1) * 100:+.1f}%")
     print(f"{v:6}: c=1 p50 {p50:.4f} ms ({(p50 / base[0] - 1) * 100:+.1f}%), "
-          f"c=64 {rps:.0f} req/s ({(rps / base[1] - 1) * 100:+.1f}%)")
+          f"c=64 {rps:.0f} req/s ({(rps / base[1] - 1) * 100:+.1f}%){export}")
 PY

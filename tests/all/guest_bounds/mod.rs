@@ -1,7 +1,8 @@
 //! Every guest bounded, through the real binary: what a stage returns is capped
 //! (`sandbox.stage_output_max_bytes`), `count-tokens` and WASI random cannot hold an async
 //! worker, an instance's memory is capped whole in either allocator, a guest's log lines are
-//! escaped and counted, and `weir check` never writes a guest's bytes to the terminal raw.
+//! escaped and counted, nothing one instance wrote is seen by the next in its pool slot, and
+//! `weir check` never writes a guest's bytes to the terminal raw.
 //! (`/healthz` latency while stages count tokens on 48 MiB is `stress::guests`.)
 
 use std::io::{BufRead, BufReader};
@@ -154,6 +155,31 @@ async fn wasi_random_answers_are_capped() {
     assert_eq!(error_code(&answer.json()), "trap");
     let answer = post(weir.addr, "/v1/chat/completions", &chat("small", "hi")).await;
     assert_eq!(answer.status, 200);
+}
+
+/// Every request gets a fresh instance, in a pool slot an earlier instance used: the slot's
+/// memory must read zero again, whether the earlier one dirtied a few pages (zeroed in place)
+/// or more than the host keeps resident (the rest given back to the kernel), and under either
+/// allocator.
+#[tokio::test]
+async fn an_instance_never_sees_what_an_earlier_one_wrote() {
+    let up = sim(&[]);
+    let routes = chaos("residue", "all", "", &[])
+        + &chaos("residue", "few", "", &[("residue_bytes", "65536")]);
+    for sandbox in ["", "allocator = \"on-demand\""] {
+        let weir = serve(&config(&up, sandbox, &routes));
+        for round in 0..12 {
+            for model in ["all", "few"] {
+                let answer = post(weir.addr, "/v1/chat/completions", &chat(model, "hi")).await;
+                assert_eq!(answer.status, 200, "{:?}", answer.body);
+                assert_eq!(
+                    answer_text(&answer.json()),
+                    "residue: 0 bytes left",
+                    "{model}, round {round}, sandbox {sandbox:?}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! Modes: `pass` (default), `loop`, `memory`, `recursion`, `panic`, `huge-log`, `read-file`,
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
 //! `complete-loop`, `embed-loop`, `embed-huge`, `cache`, `model-from-user`, `huge-output`,
-//! `huge-id` (the response phase only), `count-tokens-huge`, `random-huge`, `log-flood`. Each
+//! `huge-id` (the response phase only), `count-tokens-huge`, `random-huge`, `log-flood`,
+//! `residue`. Each
 //! is exercised by a host test in `tests/all/`; the artifacts build script checks that every
 //! mode listed in [`MODES`] is named there.
 //!
@@ -49,6 +50,7 @@ pub const MODES: &[&str] = &[
     "count-tokens-huge",
     "random-huge",
     "log-flood",
+    "residue",
 ];
 
 /// The model `describe()` asks for (see the module docs).
@@ -62,6 +64,13 @@ const VERSION: &str = "chaos-describe-version-slot-0000";
 /// What the `huge-*` modes return, bytes: about the 50 MB seen in the review, within a
 /// 64 MiB memory cap.
 const HUGE: usize = 40 << 20;
+
+/// What `residue` inspects: zero in every fresh instance (it is in `.bss`, which no data
+/// segment initialises), so a byte that is not was left by an earlier instance in the same
+/// pool slot. Larger than the host's 256 KiB kept resident, so both ways a slot is reset
+/// (pages zeroed in place, pages given back to the kernel) are covered.
+static RESIDUE: std::sync::Mutex<[u8; RESIDUE_BYTES]> = std::sync::Mutex::new([0; RESIDUE_BYTES]);
+const RESIDUE_BYTES: usize = 1 << 20;
 
 /// `wasi:random/random`, which the SDK does not wrap: `random-huge` calls it directly.
 #[allow(missing_docs, clippy::all, unsafe_code)]
@@ -267,6 +276,22 @@ fn misbehave(mode: &str) -> Result<Option<String>, StageError> {
                 );
             }
             Ok(Some("log-flood: 10000 lines sent".to_string()))
+        }
+        // Counts the bytes of `RESIDUE` an earlier instance left, then dirties the first
+        // `residue_bytes` of it (default: all), a page apart, as a leaking slot would show.
+        "residue" => {
+            let dirty = weir_sdk::config::get("residue_bytes")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(RESIDUE_BYTES)
+                .min(RESIDUE_BYTES);
+            let mut buffer = RESIDUE
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let left = buffer.iter().filter(|&&byte| byte != 0).count();
+            for byte in buffer[..dirty].iter_mut().step_by(4096) {
+                *byte = 0xA5;
+            }
+            Ok(Some(format!("residue: {left} bytes left")))
         }
         "cache" => {
             let before = weir_sdk::cache::get("counter")

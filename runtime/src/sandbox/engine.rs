@@ -42,6 +42,14 @@ use crate::wit::StageBindings;
 /// 17.4-17.9 -> 15.5-16.6 µs). `guest_bounds::an_instance_never_sees_what_an_earlier_one_wrote`
 /// checks that a slot reads zero again both ways.
 const MEMORY_KEEP_RESIDENT: usize = 256 << 10;
+/// The same for the large lane, whose Python and JavaScript stages dirty megabytes of their
+/// image per request. With `PAGEMAP_SCAN`, those pages are copied back from the image instead
+/// of decommitted and faulted in again (`bench/stages.sh`, copy-on-write lane, per request:
+/// StarlingMonkey 1.58 -> 1.29 ms, Python 2.59 -> 2.35 ms; 4 MiB measured no better). The
+/// price is memory a pool slot keeps after its instance is gone: at most this much per slot
+/// ever used at once, so a burst of N concurrent large-stage requests leaves N x 2 MiB
+/// resident afterwards (its instances held far more while they ran). Only with the ioctl.
+const LARGE_MEMORY_KEEP_RESIDENT: usize = 2 << 20;
 /// Bytes of each async (fiber) stack kept mapped between calls.
 const STACK_KEEP_RESIDENT: usize = 128 << 10;
 /// Deallocations whose decommits are batched into one pass.
@@ -311,7 +319,15 @@ fn build(settings: &SandboxSettings, pooling: bool, images: bool) -> Result<Engi
             .max_tables_per_component(counts.tables)
             .total_stacks(n)
             .max_memory_size(settings.max_memory_bytes as usize)
-            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+            .linear_memory_keep_resident(
+                // Without the ioctl the budget is a prefix reset on every teardown, whatever the
+                // request touched: 2 MiB of that was not measured, so the lane keeps 256 KiB.
+                if images && PoolingAllocationConfig::is_pagemap_scan_available() {
+                    LARGE_MEMORY_KEEP_RESIDENT
+                } else {
+                    MEMORY_KEEP_RESIDENT
+                },
+            )
             .table_keep_resident(TABLE_KEEP_RESIDENT)
             .async_stack_keep_resident(STACK_KEEP_RESIDENT)
             .decommit_batch_size(DECOMMIT_BATCH)

@@ -159,14 +159,14 @@ async fn wasi_random_answers_are_capped() {
 
 /// Every request gets a fresh instance, in a pool slot an earlier instance used: the slot's
 /// memory must read zero again, whether the earlier one dirtied a few pages (zeroed in place)
-/// or more than the host keeps resident (the rest given back to the kernel), and under either
-/// allocator.
+/// or more than the host keeps resident (the rest given back to the kernel), under either
+/// allocator, and in the copy-on-write lane (reset from the stage's image).
 #[tokio::test]
 async fn an_instance_never_sees_what_an_earlier_one_wrote() {
     let up = sim(&[]);
     let routes = chaos("residue", "all", "", &[])
         + &chaos("residue", "few", "", &[("residue_bytes", "65536")]);
-    for sandbox in ["", "allocator = \"on-demand\""] {
+    for sandbox in ["", "allocator = \"on-demand\"", "large_stage_mib = 0"] {
         let weir = serve(&config(&up, sandbox, &routes));
         for round in 0..12 {
             for model in ["all", "few"] {

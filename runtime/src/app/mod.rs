@@ -121,6 +121,11 @@ impl App {
         crate::sync::lock(&self.config_error).clone()
     }
 
+    /// Each sandbox lane's pool, for `/metrics`.
+    pub fn pool_usage(&self) -> Vec<crate::sandbox::PoolUsage> {
+        self.env.sandbox.pool_usage()
+    }
+
     /// (stage instances alive in the pool, stage versions alive): both return to their
     /// baseline once the requests on older snapshots have finished.
     pub fn live_counts(&self) -> (u64, usize) {

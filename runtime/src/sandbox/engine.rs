@@ -161,6 +161,23 @@ impl Lane {
             .pooling_allocator_metrics()
             .map_or(0, |m| m.component_instances())
     }
+
+    /// What `/metrics` reports of this lane's pool.
+    fn usage(&self, lane: &'static str) -> PoolUsage {
+        PoolUsage {
+            lane,
+            instances: self.instances(),
+        }
+    }
+}
+
+/// One lane's pool, as `/metrics` reports it (`weir_sandbox_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolUsage {
+    /// `small` or `large`.
+    pub lane: &'static str,
+    /// Stage instances alive.
+    pub instances: u64,
 }
 
 /// The process-wide wasm engines (lanes), their linkers and epoch ticker.
@@ -241,6 +258,13 @@ impl Sandbox {
     /// True when the small lane uses the pooling allocator.
     pub fn is_pooling(&self) -> bool {
         self.small.pooling
+    }
+
+    /// Each built lane's pool: the small lane always, the large one once a large stage loaded.
+    pub fn pool_usage(&self) -> Vec<PoolUsage> {
+        let mut usage = vec![self.small.usage("small")];
+        usage.extend(self.large.get().map(|lane| lane.usage("large")));
+        usage
     }
 
     /// Stage instances alive in both lanes' pools.

@@ -27,7 +27,7 @@ mod state;
 
 pub use artifact_key::{ArtifactKey, KeyError, resolve as resolve_artifact_key};
 pub use artifacts::{ArtifactCache, MAX_ARTIFACT_BYTES, Origin};
-pub use engine::{Lane, Sandbox, SandboxError};
+pub use engine::{Lane, PoolUsage, Sandbox, SandboxError};
 pub use limiter::{CallLimiter, ComponentCounts};
 pub use output::CapturedOutput;
 pub use reaper::Reaper;

@@ -358,6 +358,9 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
             for target in snap.llm.router().targets() {
                 crate::telemetry::breaker(&target.upstream.name, target.breaker_gauge());
             }
+            for usage in app.pool_usage() {
+                crate::telemetry::sandbox_pool(usage);
+            }
             let mut response = Response::new(http_util::full(crate::telemetry::render()));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,

@@ -16,6 +16,7 @@
 //! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `deadline`, `connect`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
 //! | `weir_upstream_attempt_duration_seconds` | histogram | `target` |
 //! | `weir_breaker_state` | gauge | `target`: 0 closed, 1 half-open, 2 open |
+//! | `weir_sandbox_instances` | gauge | `lane` (`small`, `large`): stage instances alive in the pool (at most `sandbox.pool_size`) |
 //! | `weir_cache_lookups_total` | counter | `route`, `result` (`hit`, `semantic-hit`, `miss`, `coalesced`, `bypass`) |
 //! | `weir_tokens_total` | counter | `key`, `model`, `kind` (`input`, `cached_input`, `output`) |
 //! | `weir_cost_picodollars_total` | counter | `key`, `model` (1e-12 USD, exact) |
@@ -171,6 +172,11 @@ fn describe() {
         "weir_requests_in_flight",
         "Public requests being handled now"
     );
+    describe_gauge!(
+        "weir_sandbox_instances",
+        "Stage instances alive in a sandbox lane's pool (small, large)"
+    );
+
     describe_counter!(
         "weir_service_calls_total",
         "Calls stages made to services, by service and outcome (ok, hit, or the error code)"
@@ -480,6 +486,11 @@ pub fn attempt(target: &str, failure: Option<&'static str>, elapsed: Duration) {
         .increment(1),
     }
     meters.duration.record(elapsed.as_secs_f64());
+}
+
+/// A sandbox lane's pool, set when `/metrics` is scraped.
+pub fn sandbox_pool(usage: crate::sandbox::PoolUsage) {
+    gauge!("weir_sandbox_instances", "lane" => usage.lane).set(usage.instances as f64);
 }
 
 /// A breaker's state, set when `/metrics` is scraped: 0 closed, 1 half-open, 2 open.

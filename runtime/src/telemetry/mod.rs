@@ -22,7 +22,8 @@ mod traces;
 pub use export::export;
 pub use meters::{
     InFlight, OTHER_MODEL, attempt, breaker, cache, connection_closed, degraded, guest_log_dropped,
-    init as init_metrics, label_models, reload, render, request, service, shed, spend, stage,
+    init as init_metrics, label_models, reload, render, request, sandbox_pool, service, shed,
+    spend, stage,
 };
 pub use recent::{AttemptStep, LlmStep, Recent, RequestRecord, STEPS_MAX, ServiceStep, StageStep};
 pub use traces::{

@@ -176,7 +176,6 @@ fn describe() {
         "weir_sandbox_instances",
         "Stage instances alive in a sandbox lane's pool (small, large)"
     );
-
     describe_counter!(
         "weir_service_calls_total",
         "Calls stages made to services, by service and outcome (ok, hit, or the error code)"

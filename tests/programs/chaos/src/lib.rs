@@ -67,10 +67,11 @@ const HUGE: usize = 40 << 20;
 
 /// What `residue` inspects: zero in every fresh instance (it is in `.bss`, which no data
 /// segment initialises), so a byte that is not was left by an earlier instance in the same
-/// pool slot. Larger than the host's 256 KiB kept resident, so both ways a slot is reset
-/// (pages zeroed in place, pages given back to the kernel) are covered.
+/// pool slot. Larger than what either of the host's lanes keeps resident (256 KiB, 2 MiB), so
+/// both ways a slot is reset (pages restored in place, pages given back to the kernel) are
+/// covered in both.
 static RESIDUE: std::sync::Mutex<[u8; RESIDUE_BYTES]> = std::sync::Mutex::new([0; RESIDUE_BYTES]);
-const RESIDUE_BYTES: usize = 1 << 20;
+const RESIDUE_BYTES: usize = 4 << 20;
 
 /// `wasi:random/random`, which the SDK does not wrap: `random-huge` calls it directly.
 #[allow(missing_docs, clippy::all, unsafe_code)]

@@ -15,7 +15,7 @@
 # sim -> proxy -> client) may wake a process on the other core. On this 2-vCPU VM that costs
 # about as much as the work itself (an inter-processor interrupt, a VM exit, an idle exit).
 #
-# Per proxy and round: c=1 p50 (wrk, DURATION seconds) and the proxy's CPU per request
+# Per proxy and round: c=1 p50 and p99 (wrk, DURATION seconds) and the proxy's CPU per request
 # (utime + stime from /proc, all of its processes, divided by the requests wrk made). Rounds
 # rotate the order; prints the medians and the latency each adds to the sim's own p50.
 set -euo pipefail
@@ -98,7 +98,7 @@ ticks() {
 }
 hz=$(getconf CLK_TCK)
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
-declare -A p50 cpu
+declare -A p50 p99 cpu
 for round in $(seq 1 "$ROUNDS"); do
     # Rotate: each round starts one proxy later.
     order=("${names[@]:$(( (round - 1) % ${#names[@]} ))}" "${names[@]:0:$(( (round - 1) % ${#names[@]} ))}")
@@ -109,25 +109,28 @@ for round in $(seq 1 "$ROUNDS"); do
             "${url_of[$name]}/v1/chat/completions" > "$work/$name.txt"
         sent=$(awk '/requests in/ {print $1}' "$work/$name.txt")
         p50[$name,$round]=$(to_ms "$(wrk_pct "$work/$name.txt" 50%)")
+        p99[$name,$round]=$(to_ms "$(wrk_pct "$work/$name.txt" 99%)")
         if [ -n "$pid" ]; then
             after=$(ticks "$pid")
             cpu[$name,$round]=$(python3 -c "print(round(($after - $before) / $hz / max($sent, 1) * 1e6, 1))")
         else
             cpu[$name,$round]=0
         fi
-        echo "round $round $name: c=1 p50 ${p50[$name,$round]} ms, CPU ${cpu[$name,$round]} us/request ($sent requests)"
+        echo "round $round $name: c=1 p50 ${p50[$name,$round]} ms, p99 ${p99[$name,$round]} ms, CPU ${cpu[$name,$round]} us/request ($sent requests)"
     done
 done
 
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 4))" "$@"; }
 echo "== medians of $ROUNDS rounds, DURATION=${DURATION}s, $(nproc) cores$([ "${PIN:-0}" = 1 ] && echo ", every process on CPU 0")"
-printf '%-16s %12s %12s %16s\n' proxy "c=1 p50" "added p50" "CPU/request"
+printf '%-16s %12s %12s %12s %16s\n' proxy "c=1 p50" "c=1 p99" "added p50" "CPU/request"
 for name in "${names[@]}"; do
-    a=(); c=()
-    for round in $(seq 1 "$ROUNDS"); do a+=("${p50[$name,$round]}"); c+=("${cpu[$name,$round]}"); done
-    m=$(median "${a[@]}"); mc=$(median "${c[@]}")
+    a=(); b=(); c=()
+    for round in $(seq 1 "$ROUNDS"); do
+        a+=("${p50[$name,$round]}"); b+=("${p99[$name,$round]}"); c+=("${cpu[$name,$round]}")
+    done
+    m=$(median "${a[@]}"); m99=$(median "${b[@]}"); mc=$(median "${c[@]}")
     [ "$name" = sim ] && sim=$m
     added=$(python3 -c "print('-' if '$name' == 'sim' else f'{($m - $sim) * 1000:.0f} us')")
     cpu_text=$([ "$name" = sim ] && echo - || echo "$mc us")
-    printf '%-16s %9s ms %12s %16s\n' "$name" "$m" "$added" "$cpu_text"
+    printf '%-16s %9s ms %9s ms %12s %16s\n' "$name" "$m" "$m99" "$added" "$cpu_text"
 done

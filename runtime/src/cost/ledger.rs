@@ -51,9 +51,9 @@ const BATCH: usize = 4096;
 /// How long the writer gathers records before committing them (unless flushed): a `kill -9`
 /// loses at most this much spend; a graceful stop or `/admin/spend` flushes first. A commit
 /// costs about 70 µs of CPU however few rows it writes, and a request that shares its core
-/// waits for it: at one commit every 20 ms, about one request in a hundred at c=1 did, which was most of
-/// the bare route's p99 at c=1 (with every process on one core, `PIN=1 bench/floor.sh`: 0.216
-/// ms, 0.141 ms at 100 ms; the 3-stage route 0.445 and 0.320 ms).
+/// waits for it: at one commit every 20 ms, about one request in a hundred at c=1 did, which
+/// was most of the bare route's p99 (with every process on one core, `PIN=1 bench/floor.sh`:
+/// 0.216 ms, 0.141 ms at 100 ms; the 3-stage route 0.445 and 0.320 ms).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why the ledger cannot be used.

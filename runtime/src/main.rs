@@ -3,8 +3,8 @@
 /// mimalloc instead of glibc's malloc. The request path allocates and frees many small buffers
 /// on tokio's worker threads, where glibc's malloc and free took about a tenth of the process's
 /// CPU; with mimalloc the 3-stage route serves about a third more requests per second
-/// (`bench/ab.sh`). Built without transparent huge pages (`no_thp`): with them, idle RSS grew
-/// from 24 MB to 37 MB.
+/// (`bench/ab.sh`). Built not to ask for transparent huge pages (`no_thp`: no
+/// `MADV_HUGEPAGE` on its arenas): when it asked, idle RSS grew from 24 MB to 37 MB.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

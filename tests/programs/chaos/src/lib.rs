@@ -6,9 +6,8 @@
 //! `env`, `socket`, `stdout`, `fail`, `reject`, `bad-status`, `respond`, `tag`, `complete`,
 //! `complete-loop`, `embed-loop`, `embed-huge`, `cache`, `model-from-user`, `huge-output`,
 //! `huge-id` (the response phase only), `count-tokens-huge`, `random-huge`, `log-flood`,
-//! `residue`. Each
-//! is exercised by a host test in `tests/all/`; the artifacts build script checks that every
-//! mode listed in [`MODES`] is named there.
+//! `residue`. Each is exercised by a host test in `tests/all/`; the artifacts build script
+//! checks that every mode listed in [`MODES`] is named there.
 //!
 //! `describe()` misbehaves too, whatever the mode (config is per stage, but `describe` runs
 //! once per file, before any config applies, and `config-get` answers `none` there): it

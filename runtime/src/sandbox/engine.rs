@@ -13,7 +13,6 @@
 
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
@@ -21,6 +20,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limiter::ComponentCounts;
+use super::ticker::{Live, Ticker};
 use super::{ArtifactCache, ArtifactKey, StageState};
 use crate::config::{Allocator, SandboxSettings};
 use crate::wit::StageBindings;
@@ -190,10 +190,10 @@ pub struct Sandbox {
     large_init: std::sync::Mutex<()>,
     /// The validated settings the engines were built from.
     settings: SandboxSettings,
-    /// Set on drop to stop the ticker.
-    stop: Arc<AtomicBool>,
+    /// The epoch ticker's shared state (stores alive, parked, stop).
+    ticker: Arc<Ticker>,
     /// The epoch ticker thread.
-    ticker: Option<JoinHandle<()>>,
+    ticker_thread: Option<JoinHandle<()>>,
     /// Where compiled stages are kept across restarts; unset means compile on every load.
     artifacts: OnceLock<ArtifactCache>,
 }
@@ -203,21 +203,16 @@ impl Sandbox {
     pub fn new(settings: SandboxSettings) -> Result<Sandbox, SandboxError> {
         let small = Lane::new(&settings, false)?;
         let large: Arc<OnceLock<Lane>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker = spawn_ticker(
-            small.engine.weak(),
-            large.clone(),
-            settings.epoch_tick,
-            stop.clone(),
-        )
-        .map_err(SandboxError::Ticker)?;
+        let (ticker, ticker_thread) =
+            Ticker::spawn(small.engine.weak(), large.clone(), settings.epoch_tick)
+                .map_err(SandboxError::Ticker)?;
         Ok(Sandbox {
             small,
             large,
             large_init: std::sync::Mutex::new(()),
             settings,
-            stop,
-            ticker: Some(ticker),
+            ticker,
+            ticker_thread: Some(ticker_thread),
             artifacts: OnceLock::new(),
         })
     }
@@ -297,6 +292,17 @@ impl Sandbox {
         already_set(self.artifacts.get_or_init(|| cache), dir)
     }
 
+    /// Counts a new store as alive for the epoch ticker, waking it if it sleeps (see
+    /// [`super::ticker`]); the guard goes in the store's data.
+    pub(crate) fn enter_ticker(&self) -> Live {
+        self.ticker.enter()
+    }
+
+    /// True while the epoch ticker sleeps because no store is alive.
+    pub fn ticker_parked(&self) -> bool {
+        self.ticker.is_parked()
+    }
+
     /// The precompiled-artifact cache, when [`Sandbox::set_artifact_dir`] enabled one.
     pub fn artifacts(&self) -> Option<&ArtifactCache> {
         self.artifacts.get()
@@ -305,10 +311,9 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(ticker) = self.ticker.take() {
-            ticker.thread().unpark();
-            let _ = ticker.join();
+        self.ticker.stop();
+        if let Some(thread) = self.ticker_thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -379,30 +384,6 @@ fn already_set(set: &ArtifactCache, dir: &Path) -> io::Result<()> {
         io::ErrorKind::AlreadyExists,
         format!("the artifact directory is already {}", set.dir().display()),
     ))
-}
-
-/// One thread for the whole process: bumps the epoch of both lanes every tick until the
-/// sandbox drops.
-fn spawn_ticker(
-    small: wasmtime::EngineWeak,
-    large: Arc<OnceLock<Lane>>,
-    tick: std::time::Duration,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("weir-epoch".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                std::thread::park_timeout(tick);
-                match small.upgrade() {
-                    Some(engine) => engine.increment_epoch(),
-                    None => break,
-                }
-                if let Some(lane) = large.get() {
-                    lane.engine.increment_epoch();
-                }
-            }
-        })
 }
 
 #[cfg(test)]

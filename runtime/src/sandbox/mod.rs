@@ -3,7 +3,7 @@
 //! Owns: the engines, one per [`Lane`] (small stages copy their data at instantiation, large
 //! ones map copy-on-write images; each a pooling allocator sized from config, fuel metering,
 //! epoch interruption),
-//! the epoch ticker thread, the on-disk cache of precompiled stages ([`ArtifactCache`], signed
+//! the epoch ticker thread (asleep while no store exists: `ticker.rs`), the on-disk cache of precompiled stages ([`ArtifactCache`], signed
 //! with an [`ArtifactKey`] kept outside the data directory), the
 //! per-call [`StageState`] with its memory limiter and captured output, and the one way to
 //! build and arm a `Store` ([`Sandbox::new_store`], [`arm`]), and the [`Reaper`] that drops
@@ -24,6 +24,7 @@ mod limiter;
 mod output;
 mod reaper;
 mod state;
+mod ticker;
 
 pub use artifact_key::{ArtifactKey, KeyError, resolve as resolve_artifact_key};
 pub use artifacts::{ArtifactCache, MAX_ARTIFACT_BYTES, Origin};

@@ -7,6 +7,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::ticker::Live;
 use super::{CallLimiter, CapturedOutput, Sandbox};
 use crate::config::CallLimits;
 use crate::host_api::{HostContext, LogBudget};
@@ -55,6 +56,8 @@ pub struct StageState {
     pub(crate) retry: Option<RetryAsk>,
     /// The config keys `describe` declared (`config-keys`), if it did.
     pub(crate) config_keys: Option<DeclaredKeys>,
+    /// Keeps the epoch ticker awake while this store exists.
+    _live: Live,
 }
 
 /// Most config keys a stage may declare.
@@ -163,6 +166,7 @@ impl Sandbox {
             http,
             retry: None,
             config_keys: None,
+            _live: self.enter_ticker(),
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limiter);

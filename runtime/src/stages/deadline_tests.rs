@@ -35,6 +35,19 @@ fn request() -> ChatRequest {
 
 #[tokio::test]
 async fn a_looping_guest_is_stopped_by_the_epoch_callback_exactly_at_its_deadline() {
+    loop_until_the_deadline(false).await;
+}
+
+/// The epoch ticker sleeps while no store is alive (`sandbox/ticker.rs`): the first call after
+/// an idle spell must be stopped just as exactly.
+#[tokio::test]
+async fn a_guest_started_while_the_ticker_sleeps_is_stopped_exactly_at_its_deadline() {
+    loop_until_the_deadline(true).await;
+}
+
+/// Runs the chaos stage's endless loop with a 50 ms deadline on paused time; `after_idle`
+/// first waits (real time) until the epoch ticker has gone to sleep.
+async fn loop_until_the_deadline(after_idle: bool) {
     let settings = SandboxSettings {
         pool_size: 2,
         epoch_tick: Duration::from_millis(1),
@@ -64,6 +77,17 @@ async fn a_looping_guest_is_stopped_by_the_epoch_callback_exactly_at_its_deadlin
         ..CallLimits::default()
     };
 
+    if after_idle {
+        // Loading ran `describe` in a store of its own; with that gone, the ticker parks after
+        // its idle ticks (1 ms each here).
+        for _ in 0..2000 {
+            if sandbox.ticker_parked() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(sandbox.ticker_parked(), "the ticker never went to sleep");
+    }
     tokio::time::pause();
     let mut instance = stage.instantiate(&sandbox, host, &limits).await.unwrap();
     let call = tokio::spawn(async move {

@@ -126,7 +126,7 @@ async fn pull(puller: &Puller, reference: &str) -> Result<Vec<u8>, String> {
 /// "size, lane, compiled in" of a loaded stage.
 pub(super) fn summary(stage: &LoadedStage, sandbox: &Sandbox, size: u64) -> String {
     let lane = match sandbox.lane_for(size as usize) {
-        Ok(lane) if lane.has_images() => "large-stage pool (copy-on-write memory images)",
+        Ok(lane) if lane.is_large() => "large-stage pool (copy-on-write memory images)",
         _ => "small-stage pool",
     };
     let how = match stage.origin {

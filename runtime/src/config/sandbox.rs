@@ -103,12 +103,13 @@ pub struct SandboxSettings {
     /// Tables one stage component may hold.
     #[serde(with = "Int::<1, 256>", default = "Val::<8>::int")]
     pub tables_per_component: u32,
-    /// Stage files at least this big (MiB) run in a second pool whose memories are mapped
-    /// copy-on-write from an image built at load, instead of copying their data segments at
-    /// every instantiation: a Python stage (about 17 MiB, most of it a pre-initialised heap)
-    /// instantiates in under a millisecond instead of about 11 ms. Smaller stages keep the
-    /// copying pool, which is faster for their few KiB of data. 0 puts every stage in the
-    /// copy-on-write pool.
+    /// Stage files at least this big (MiB) run in a second pool whose memories are always
+    /// mapped copy-on-write from an image built at load, instead of copying their data
+    /// segments at every instantiation: a Python stage (about 17 MiB, most of it a
+    /// pre-initialised heap) instantiates in under a millisecond instead of about 11 ms, and
+    /// each slot keeps up to 2 MiB of it resident. Smaller stages use images only where the
+    /// kernel has `PAGEMAP_SCAN` (`sandbox::Lane::has_images`). 0 puts every stage in the
+    /// large pool.
     #[serde(with = "Int::<0, 4096>", default = "Val::<1>::int")]
     pub large_stage_mib: u32,
     /// Bytes of compiled stages kept in `data_dir/artifacts` (MiB): past it, the artifacts

@@ -4,12 +4,14 @@
 //! per-request instantiation costs microseconds; when that reservation fails (a host with a
 //! small `ulimit -v`, say) `Allocator::Auto` falls back to on-demand allocation with a warning.
 //!
-//! Stages run in one of two lanes, each an engine with its own pool. The *small* lane copies a
-//! stage's data segments into its memory at instantiation, cheapest for the few KiB a Rust
-//! stage has. The *large* lane, for stage files of at least `large_stage_mib`, maps each memory
-//! copy-on-write from an image built when the stage loads: a Python or JavaScript stage carries
-//! a pre-initialised heap of megabytes that copying would pay for on every request. The large
-//! lane is built when the first large stage loads, so a host without one reserves nothing.
+//! Stages run in one of two lanes, each an engine with its own pool. The *large* lane, for
+//! stage files of at least `large_stage_mib`, maps each memory copy-on-write from an image
+//! built when the stage loads: a Python or JavaScript stage carries a pre-initialised heap of
+//! megabytes that copying would pay for on every request, and each slot keeps up to 2 MiB of
+//! it resident. The *small* lane keeps 256 KiB per slot, and maps images too where the kernel
+//! lets the pool reset only dirtied pages; elsewhere it copies a stage's data segments in at
+//! each instantiation (`copy_on_write`). The large lane is built when the first large stage
+//! loads, so a host without one reserves nothing.
 
 use std::io;
 use std::path::Path;
@@ -92,27 +94,29 @@ pub struct Lane {
     linker: Arc<Linker<StageState>>,
     /// Whether the pooling allocator is in use (false after a fallback).
     pooling: bool,
-    /// Whether memories are mapped copy-on-write from an image (the large lane).
+    /// Whether this is the large lane.
+    large: bool,
+    /// Whether memories are mapped copy-on-write from an image (see [`copy_on_write`]).
     images: bool,
 }
 
 impl Lane {
     /// Builds the engine (pooling per `settings.allocator`, falling back as documented) and
-    /// its linker. `images` selects copy-on-write memory images.
-    fn new(settings: &SandboxSettings, images: bool) -> Result<Lane, SandboxError> {
+    /// its linker, for the large lane or the small one.
+    fn new(settings: &SandboxSettings, large: bool) -> Result<Lane, SandboxError> {
         let (engine, pooling) = match settings.allocator {
-            Allocator::OnDemand => (build(settings, false, images)?, false),
-            Allocator::Pooling => (build(settings, true, images)?, true),
-            Allocator::Auto => match build(settings, true, images) {
+            Allocator::OnDemand => (build(settings, false, large)?, false),
+            Allocator::Pooling => (build(settings, true, large)?, true),
+            Allocator::Auto => match build(settings, true, large) {
                 Ok(engine) => (engine, true),
                 Err(err) => {
                     tracing::warn!(
                         error = %err,
-                        large_stages = images,
+                        large_stages = large,
                         "pooling allocator unavailable; falling back to on-demand allocation \
                          (instantiation is 2-3x slower)"
                     );
-                    (build(settings, false, images)?, false)
+                    (build(settings, false, large)?, false)
                 }
             },
         };
@@ -131,7 +135,8 @@ impl Lane {
             engine,
             linker: Arc::new(linker),
             pooling,
-            images,
+            large,
+            images: copy_on_write(large, pooling),
         })
     }
 
@@ -150,7 +155,13 @@ impl Lane {
         self.pooling
     }
 
-    /// True for the large lane: memories are mapped copy-on-write from an image.
+    /// True for the large lane (stage files of at least `large_stage_mib`).
+    pub fn is_large(&self) -> bool {
+        self.large
+    }
+
+    /// True when memories are mapped copy-on-write from an image built when a stage loads:
+    /// always in the large lane, in the small one where the kernel has `PAGEMAP_SCAN`.
     pub fn has_images(&self) -> bool {
         self.images
     }
@@ -318,16 +329,31 @@ impl Drop for Sandbox {
     }
 }
 
-fn build(settings: &SandboxSettings, pooling: bool, images: bool) -> Result<Engine, SandboxError> {
+/// Whether a lane maps memories copy-on-write from an image rather than copying the data
+/// segments in at each instantiation.
+///
+/// The large lane always does: a Python or JavaScript stage's pre-initialised heap is
+/// megabytes. The small lane does where the pool resets only the pages an instance dirtied
+/// (`PAGEMAP_SCAN`, see [`MEMORY_KEEP_RESIDENT`]): a slot then keeps its stage's image mapped
+/// from one instance to the next, so an instantiation copies nothing and a teardown restores
+/// only the image pages the request wrote, where copying put every data page (60 KiB for
+/// prompt-guard, 40 KiB for pii-redact) in the dirty set to be written twice. Measured with
+/// the 3 stages on distinct requests (`bench/distinct.lua`, c=64): 260-265 -> 242-243 µs of
+/// CPU per request, 5,637-5,811 -> 6,208-6,230 req/s. Without the ioctl every teardown resets
+/// the whole kept prefix whatever was touched, and copying measured cheaper (stage_call median
+/// 20.3 -> 17.6 µs), as it is without the pooling allocator (a fresh mapping per instance).
+fn copy_on_write(large: bool, pooling: bool) -> bool {
+    large || (pooling && PoolingAllocationConfig::is_pagemap_scan_available())
+}
+
+fn build(settings: &SandboxSettings, pooling: bool, large: bool) -> Result<Engine, SandboxError> {
+    let images = copy_on_write(large, pooling);
     let mut config = Config::new();
     config
         .wasm_component_model(true)
         .consume_fuel(settings.fuel_metering)
         .epoch_interruption(true)
         .parallel_compilation(true)
-        // The small lane: copying a stage's small data segments at instantiation is cheaper
-        // than mapping a copy-on-write image and unmapping it again (stage_call: 20.3 -> 17.6
-        // µs median). The large lane: the other way round, by far (module docs).
         .memory_init_cow(images);
     // Profiling: wasmtime writes /tmp/perf-PID.map, so `perf` names each stage's compiled
     // functions (`bench/profile.sh` sets it). Off by default: the map grows with every load.
@@ -351,7 +377,7 @@ fn build(settings: &SandboxSettings, pooling: bool, images: bool) -> Result<Engi
             .linear_memory_keep_resident(
                 // Without the ioctl the budget is a prefix reset on every teardown, whatever the
                 // request touched: 2 MiB of that was not measured, so the lane keeps 256 KiB.
-                if images && PoolingAllocationConfig::is_pagemap_scan_available() {
+                if large && PoolingAllocationConfig::is_pagemap_scan_available() {
                     LARGE_MEMORY_KEEP_RESIDENT
                 } else {
                     MEMORY_KEEP_RESIDENT

@@ -441,7 +441,7 @@ mod tests {
         let small = sandbox(1);
         let stage = LoadedStage::load(&small, &services, path).await.unwrap();
         assert!(Engine::same(stage.pre.engine(), small.engine()));
-        assert!(!small.lane_for(len as usize).unwrap().has_images());
+        assert!(!small.lane_for(len as usize).unwrap().is_large());
 
         // 0: every stage is large. It loads (from its artifact too), describes and is
         // instantiated on the large lane's engine, whose pool is counted.
@@ -451,7 +451,7 @@ mod tests {
             .set_artifact_dir(&dir, ArtifactKey::ephemeral())
             .unwrap();
         let lane = large.lane_for(len as usize).unwrap().clone();
-        assert!(lane.has_images());
+        assert!(lane.is_large() && lane.has_images());
         assert!(!Engine::same(lane.engine(), large.engine()));
         for origin in [Origin::Compiled, Origin::Cached] {
             let stage = LoadedStage::load(&large, &services, path).await.unwrap();

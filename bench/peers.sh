@@ -17,7 +17,10 @@
 # Prints one table: for each proxy, p50/p99 at c=1 and the latency it adds to the upstream's
 # own p50 (wrk, DURATION seconds), and throughput at c=32 (wrk -t2 -c32) with its ratio to
 # each peer's. The peers run no plugins; weir is shown bare and with prompt-guard ->
-# pii-redact -> system-prompt.
+# pii-redact -> system-prompt, twice: with the one request body every row sends (two of the
+# three stages are deterministic, so their output then comes from weir's stage-output cache
+# and only pii-redact runs), and with every request's message different (`weir-3-distinct`,
+# DISTINCT=1 below: every stage runs on every request, what distinct user traffic costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -72,21 +75,38 @@ if host and host ~= "" then
     wrk.headers["x-portkey-provider"] = "openai"
     wrk.headers["x-portkey-custom-host"] = host
 end
-wrk.body = '{"model":"' .. os.getenv("MODEL") .. '","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?"}]}'
+local function body(suffix)
+    return '{"model":"' .. os.getenv("MODEL") .. '","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?' .. suffix .. '"}]}'
+end
+wrk.body = body("")
+if os.getenv("DISTINCT") == "1" then
+    -- Every request different: the thread's number and a counter.
+    local threads = 0
+    function setup(thread)
+        threads = threads + 1
+        thread:set("id", threads)
+    end
+    local n = 0
+    function request()
+        n = n + 1
+        return wrk.format(nil, nil, nil, body(" (request " .. tostring(id) .. "-" .. n .. ")"))
+    end
+end
 LUA
 
-# name url model auth portkey-host
+# name url model auth portkey-host distinct
 proxies=(
-    "sim|http://$SIM|bare||"
-    "nginx|http://$NGINX|bare||"
-    "weir-bare|http://$WEIR|bare||"
-    "weir-3-stages|http://$WEIR|demo||"
-    "portkey|http://$PORTKEY|bare|sk-sim|http://$SIM/v1"
-    "litellm|http://$LITELLM|bare|sk-bench|"
+    "sim|http://$SIM|bare|||"
+    "nginx|http://$NGINX|bare|||"
+    "weir-bare|http://$WEIR|bare|||"
+    "weir-3-stages|http://$WEIR|demo|||"
+    "weir-3-distinct|http://$WEIR|demo|||1"
+    "portkey|http://$PORTKEY|bare|sk-sim|http://$SIM/v1|"
+    "litellm|http://$LITELLM|bare|sk-bench||"
 )
 # A smoke request through each, so a misconfigured peer fails loudly rather than measuring 4xx.
 for entry in "${proxies[@]}"; do
-    IFS='|' read -r name url model auth host <<<"$entry"
+    IFS='|' read -r name url model auth host distinct <<<"$entry"
     headers=(-H 'content-type: application/json')
     [ -n "$auth" ] && headers+=(-H "authorization: Bearer $auth")
     [ -n "$host" ] && headers+=(-H 'x-portkey-provider: openai' -H "x-portkey-custom-host: $host")
@@ -98,10 +118,10 @@ done
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 declare -A p50 p99 rps errs
 for entry in "${proxies[@]}"; do
-    IFS='|' read -r name url model auth host <<<"$entry"
-    MODEL=$model AUTH=$auth PORTKEY_HOST=$host wrk -t1 -c1 -d"${DURATION}s" --latency -s "$work/peer.lua" \
+    IFS='|' read -r name url model auth host distinct <<<"$entry"
+    MODEL=$model AUTH=$auth PORTKEY_HOST=$host DISTINCT=$distinct wrk -t1 -c1 -d"${DURATION}s" --latency -s "$work/peer.lua" \
         "$url/v1/chat/completions" > "$work/$name.c1"
-    MODEL=$model AUTH=$auth PORTKEY_HOST=$host wrk -t2 -c32 -d"${DURATION}s" -s "$work/peer.lua" \
+    MODEL=$model AUTH=$auth PORTKEY_HOST=$host DISTINCT=$distinct wrk -t2 -c32 -d"${DURATION}s" -s "$work/peer.lua" \
         "$url/v1/chat/completions" > "$work/$name.c32"
     p50[$name]=$(to_ms "$(wrk_pct "$work/$name.c1" 50%)")
     p99[$name]=$(to_ms "$(wrk_pct "$work/$name.c1" 99%)")
@@ -110,15 +130,15 @@ for entry in "${proxies[@]}"; do
 done
 
 echo "== peers against one weir sim, DURATION=${DURATION}s per measure, $(nproc) cores"
-printf '%-14s %10s %10s %12s %12s %12s %12s  %s\n' proxy "c=1 p50" "c=1 p99" "added p50" "c=32 req/s" "weir-3 is ×" "weir-bare ×" errors
+printf '%-15s %10s %10s %12s %12s %12s %12s %12s  %s\n' proxy "c=1 p50" "c=1 p99" "added p50" "c=32 req/s" "weir-3 is ×" "weir-3-dist ×" "weir-bare ×" errors
 for entry in "${proxies[@]}"; do
     name=${entry%%|*}
-    python3 - "$name" "${p50[$name]}" "${p99[$name]}" "${p50[sim]}" "${rps[$name]}" "${rps[weir-3-stages]}" "${rps[weir-bare]}" "${errs[$name]}" <<'PY'
+    python3 - "$name" "${p50[$name]}" "${p99[$name]}" "${p50[sim]}" "${rps[$name]}" "${rps[weir-3-stages]}" "${rps[weir-3-distinct]}" "${rps[weir-bare]}" "${errs[$name]}" <<'PY'
 import sys
-name, p50, p99, sim, rps, w3, wb, errs = sys.argv[1:9]
-p50, p99, sim, rps, w3, wb = map(float, (p50, p99, sim, rps, w3, wb))
+name, p50, p99, sim, rps, w3, w3d, wb, errs = sys.argv[1:10]
+p50, p99, sim, rps, w3, w3d, wb = map(float, (p50, p99, sim, rps, w3, w3d, wb))
 added = "-" if name == "sim" else f"{p50 - sim:.3f} ms"
 ratio = lambda w: "-" if name in ("sim", "nginx") or name.startswith("weir") else f"{w / rps:.1f}"
-print(f"{name:<14} {p50:>7.3f} ms {p99:>7.3f} ms {added:>12} {rps:>12.0f} {ratio(w3):>12} {ratio(wb):>12}  {errs}")
+print(f"{name:<15} {p50:>7.3f} ms {p99:>7.3f} ms {added:>12} {rps:>12.0f} {ratio(w3):>12} {ratio(w3d):>12} {ratio(wb):>12}  {errs}")
 PY
 done

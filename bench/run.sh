@@ -6,14 +6,15 @@
 #   bench/run.sh            # installs wrk (apt-get) when missing
 #
 # Prints, per round and as medians of ROUNDS rounds (default 3): latency p50/p99 at c=1 (wrk)
-# for sim alone, weir with no stages and with the 3 stages; p50/p99 at an evenly spaced
+# for sim alone, weir with no stages and with the 3 stages (also on requests that all differ,
+# bench/distinct.lua, so no stage output comes from a cache); p50/p99 at an evenly spaced
 # 1,000 req/s (`weir bench`, open loop: latency from each request's scheduled start); cache
 # hits at c=1; the same c=1 figures with every process on CPU 0 (no cross-core wakeups, see
-# bench/floor.sh); the highest throughput (wrk, 2 threads, 64 connections). Then, once: resident
-# memory (idle with one route, idle with the demo's four stages, under 1,000 concurrent slow
-# requests), tails against a primary that hangs on 10% of requests (plain and hedged), and
-# telemetry on/off/OTLP (bench/telemetry.sh; TELEMETRY=0 skips it). Each measure is bounded
-# (DURATION seconds). The per-stage cost in process: `cargo bench -p weir --bench stage_call`.
+# bench/floor.sh); the highest throughput (wrk, 2 threads, 64 connections; the 3 stages with
+# both scripts). Then, once: resident memory (idle with one route, idle with the demo's four
+# stages, under 1,000 concurrent slow requests), idle wake-ups per second, tails against a
+# primary that hangs on 10% of requests (plain and hedged), and telemetry on/off/OTLP
+# (bench/telemetry.sh; TELEMETRY=0 skips it). Each measure is bounded (DURATION seconds). The per-stage cost in process: `cargo bench -p weir --bench stage_call`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -76,6 +77,10 @@ for round in $(seq 1 "$ROUNDS"); do
         WEIR_MODEL=$model wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
         row "weir_${model}_c1" "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
     done
+    # The 3 stages on requests that all differ (bench/distinct.lua): with chat.lua's one body,
+    # prompt-guard's and system-prompt's outputs come from the stage-output cache.
+    wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/distinct.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
+    row weir_distinct_c1 "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
     # 1,000 req/s, open loop, evenly spaced (weir bench): latency from each request's
     # scheduled start.
     for target in "sim http://$SIM" "weir http://$WEIR"; do
@@ -96,14 +101,14 @@ for round in $(seq 1 "$ROUNDS"); do
     done
     taskset -a -p -c "$all_cpus" "$sim_pid" >/dev/null; taskset -a -p -c "$all_cpus" "$weir_pid" >/dev/null
     # Max throughput (wrk -t2 -c64).
-    for target in "sim http://$SIM" "weir http://$WEIR"; do
+    for target in "sim http://$SIM chat" "weir http://$WEIR chat" "weir_distinct http://$WEIR distinct"; do
         set -- $target
-        wrk -t2 -c64 -d"${DURATION}s" --latency -s bench/chat.lua "$2/v1/chat/completions" > "$work/max.txt"
+        wrk -t2 -c64 -d"${DURATION}s" --latency -s "bench/$3.lua" "$2/v1/chat/completions" > "$work/max.txt"
         errors=$(grep -E 'Non-2xx|Socket errors' "$work/max.txt" | tr '\n' ' ' || true)
         [ -z "$errors" ] || echo "  $1 max: $errors"
         row "${1}_max" "$(rps_of "$work/max.txt")" "$(ms_of "$work/max.txt" 50%)" "$(ms_of "$work/max.txt" 99%)"
     done
-    tail -n 12 "$work/rows" | sed 's/^/  /'
+    tail -n 14 "$work/rows" | sed 's/^/  /'
 done
 echo "== medians of $ROUNDS rounds (ms; throughput in req/s)"
 python3 - "$work/rows" <<'PY'
@@ -117,6 +122,8 @@ sim, sim1000 = med["sim_c1"], med["sim_1000"]
 for model, label in [("bare", "no stages"), ("demo", "3 stages")]:
     w = med[f"weir_{model}_c1"]
     print(f"c=1 weir {label}: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim[0]:.3f}, sim alone p50 {sim[0]:.3f} p99 {sim[1]:.3f})")
+w = med["weir_distinct_c1"]
+print(f"c=1 weir 3 stages, distinct requests: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim[0]:.3f})")
 w = med["weir_1000"]
 print(f"1000 req/s weir 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim1000[0]:.3f} p99 +{w[1]-sim1000[1]:.3f}; sim alone p50 {sim1000[0]:.3f} p99 {sim1000[1]:.3f})")
 w = med["weir_hit_c1"]
@@ -127,7 +134,8 @@ for name, label in [("weir_bare", "no stages"), ("weir_demo", "3 stages"), ("wei
     added = f"added p50 +{w[0]-simp[0]:.3f}, " if name != "weir_hit" else ""
     print(f"c=1 on CPU 0, weir {label}: p50 {w[0]:.3f} p99 {w[1]:.3f} ({added}sim alone p50 {simp[0]:.3f} p99 {simp[1]:.3f})")
 s, w = med["sim_max"], med["weir_max"]
-print(f"max throughput c=64: weir 3 stages {w[0]:.0f} req/s (p50 {w[1]:.3f} p99 {w[2]:.3f}), sim alone {s[0]:.0f} req/s")
+d = med["weir_distinct_max"]
+print(f"max throughput c=64: weir 3 stages {w[0]:.0f} req/s (p50 {w[1]:.3f} p99 {w[2]:.3f}), on distinct requests {d[0]:.0f} req/s (p50 {d[1]:.3f} p99 {d[2]:.3f}), sim alone {s[0]:.0f} req/s")
 PY
 curl -s "http://$SIM/sim/stats"; echo
 
@@ -167,6 +175,11 @@ RUST_LOG=warn "$weir" serve --config "$work/four.toml" >/dev/null & four=$!; pid
 ready 127.0.0.1:9282; ready 127.0.0.1:9284; sleep 1
 echo "idle, one route and no stages: $(rss_mb $one) MB"
 echo "idle, the demo's 4 stages: $(rss_mb $four) MB"
+# Wake-ups of every thread of the idle 4-stage process over 5 s (the epoch ticker sleeps while
+# no stage store exists).
+wakeups() { cat /proc/"$1"/task/*/status | awk '/^(non)?voluntary_ctxt_switches/ {n += $2} END {print n}'; }
+w0=$(wakeups $four); sleep 5; w1=$(wakeups $four)
+echo "idle, the demo's 4 stages: $(( (w1 - w0) / 5 )) wake-ups/s (every thread)"
 "$weir" bench --url http://127.0.0.1:9284/v1/chat/completions --rate 1000 --duration 1 --max-in-flight 1000 > "$work/slow.txt" &
 bench_pid=$!
 peak=0

@@ -1,11 +1,14 @@
--- wrk script: like chat.lua, but every request's user message is different (thread number and
--- a counter), so no answer and no deterministic stage's output comes from a cache: each
--- request runs every stage. For the `demo` route (or the model in WEIR_MODEL).
+-- wrk script: like chat.lua, but every request's user message is different (a per-run random
+-- tag, the thread's number and a counter), so no answer and no deterministic stage's output
+-- comes from a cache, even across runs against the same weir: each request runs every stage.
+-- For the `demo` route (or the model in WEIR_MODEL).
 local model = os.getenv("WEIR_MODEL") or "demo"
+math.randomseed(os.time())
+local tag = tostring(math.random(1, 1e9))
 local threads = 0
 function setup(thread)
     threads = threads + 1
-    thread:set("id", threads)
+    thread:set("id", tag .. "-" .. threads)
 end
 local n = 0
 function request()

@@ -80,11 +80,13 @@ local function body(suffix)
 end
 wrk.body = body("")
 if os.getenv("DISTINCT") == "1" then
-    -- Every request different: the thread's number and a counter.
+    -- Every request different: a per-run random tag, the thread's number and a counter.
+    math.randomseed(os.time())
+    local tag = tostring(math.random(1, 1e9))
     local threads = 0
     function setup(thread)
         threads = threads + 1
-        thread:set("id", threads)
+        thread:set("id", tag .. "-" .. threads)
     end
     local n = 0
     function request()

@@ -6,7 +6,8 @@
 #
 # Routes: `bare` (no stages), `demo` (prompt-guard -> pii-redact -> system-prompt), `streamed`
 # (no stages; the target has a TTFT timeout, so JSON requests go upstream as streams).
-# OTLP=1 exports every span to a local collector stand-in (RUST_LOG=info, as in production).
+# DISTINCT=1 sends requests that all differ (bench/distinct.lua). OTLP=1 exports every span
+# to a local collector stand-in (RUST_LOG=info, as in production).
 # Prints the hottest symbols (self time) and writes $OUT/perf.data; with `inferno` installed
 # (`cargo install inferno`), also $OUT/flamegraph.svg. Call stacks need frame pointers:
 # FRAME_POINTERS=1 builds a separate release (its own target directory, a full build) with
@@ -68,7 +69,11 @@ TOML
 RUST_LOG=error "$weir" sim --listen "$SIM" >/dev/null 2>&1 & pids+=($!)
 WEIR_PERFMAP=1 RUST_LOG=$log "$weir" serve --config "$work/profile.toml" >/dev/null 2>&1 & serve=$!; pids+=($serve)
 ready "$WEIR"
-WEIR_MODEL=$ROUTE wrk -t1 -c4 -d"$((DURATION + 2))s" -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/wrk.txt" &
+# DISTINCT=1: every request different (bench/distinct.lua), so the demo's deterministic stages
+# run instead of answering from the stage-output cache.
+script=bench/chat.lua
+[ "${DISTINCT:-0}" = 1 ] && script=bench/distinct.lua
+WEIR_MODEL=$ROUTE wrk -t1 -c4 -d"$((DURATION + 2))s" -s "$script" "http://$WEIR/v1/chat/completions" > "$work/wrk.txt" &
 pids+=($!)
 sleep 1
 perf record -F 4000 "${graph[@]}" -p "$serve" -o "$OUT/perf.data" -- sleep "$DURATION" 2>/dev/null

@@ -1,10 +1,11 @@
 //! The sandbox: the process's wasmtime [`Engine`](wasmtime::Engine)s and the `Store` every stage call runs in.
 //!
-//! Owns: the engines, one per [`Lane`] (small stages copy their data at instantiation, large
-//! ones map copy-on-write images; each a pooling allocator sized from config, fuel metering,
-//! epoch interruption),
-//! the epoch ticker thread (asleep while no store exists: `ticker.rs`), the on-disk cache of precompiled stages ([`ArtifactCache`], signed
-//! with an [`ArtifactKey`] kept outside the data directory), the
+//! Owns: the engines, one per [`Lane`] (large stages, and small ones where the kernel resets
+//! only dirtied pages, map copy-on-write memory images; other small stages copy their data at
+//! instantiation; each lane a pooling allocator sized from config, fuel metering, epoch
+//! interruption), the epoch ticker thread (asleep while no store exists: `ticker.rs`), the
+//! on-disk cache of precompiled stages ([`ArtifactCache`], signed with an [`ArtifactKey`]
+//! kept outside the data directory), the
 //! per-call [`StageState`] with its memory limiter and captured output, and the one way to
 //! build and arm a `Store` ([`Sandbox::new_store`], [`arm`]), and the [`Reaper`] that drops
 //! finished stores (inline on the request's thread in production, as measured; see its docs).

@@ -22,8 +22,8 @@ use std::time::Duration;
 use super::Lane;
 
 /// Ticks in a row with no store alive before the ticker parks (100 ms at the default tick):
-/// steady traffic, even at a request a second or so apart, keeps it ticking, and no request
-/// pays the wake-up.
+/// traffic with shorter gaps keeps it ticking; the first store after a longer gap pays one
+/// unpark (a futex wake) in `new_store`.
 pub const IDLE_TICKS: u32 = 20;
 
 /// What the ticker thread and every store share.

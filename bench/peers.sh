@@ -20,7 +20,8 @@
 # pii-redact -> system-prompt, twice: with the one request body every row sends (two of the
 # three stages are deterministic, so their output then comes from weir's stage-output cache
 # and only pii-redact runs), and with every request's message different (`weir-3-distinct`,
-# DISTINCT=1 below: every stage runs on every request, what distinct user traffic costs).
+# bench/distinct.lua, the same body with a tag: every stage runs on every request, what
+# distinct user traffic costs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -75,25 +76,7 @@ if host and host ~= "" then
     wrk.headers["x-portkey-provider"] = "openai"
     wrk.headers["x-portkey-custom-host"] = host
 end
-local function body(suffix)
-    return '{"model":"' .. os.getenv("MODEL") .. '","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?' .. suffix .. '"}]}'
-end
-wrk.body = body("")
-if os.getenv("DISTINCT") == "1" then
-    -- Every request different: a per-run random tag, the thread's number and a counter.
-    math.randomseed(os.time())
-    local tag = tostring(math.random(1, 1e9))
-    local threads = 0
-    function setup(thread)
-        threads = threads + 1
-        thread:set("id", tag .. "-" .. threads)
-    end
-    local n = 0
-    function request()
-        n = n + 1
-        return wrk.format(nil, nil, nil, body(" (request " .. tostring(id) .. "-" .. n .. ")"))
-    end
-end
+wrk.body = '{"model":"' .. os.getenv("MODEL") .. '","metadata":{"team":"bench"},"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir?"}]}'
 LUA
 
 # name url model auth portkey-host distinct
@@ -121,9 +104,11 @@ wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 declare -A p50 p99 rps errs
 for entry in "${proxies[@]}"; do
     IFS='|' read -r name url model auth host distinct <<<"$entry"
-    MODEL=$model AUTH=$auth PORTKEY_HOST=$host DISTINCT=$distinct wrk -t1 -c1 -d"${DURATION}s" --latency -s "$work/peer.lua" \
+    script="$work/peer.lua"
+    [ -n "$distinct" ] && script=bench/distinct.lua
+    MODEL=$model WEIR_MODEL=$model AUTH=$auth PORTKEY_HOST=$host wrk -t1 -c1 -d"${DURATION}s" --latency -s "$script" \
         "$url/v1/chat/completions" > "$work/$name.c1"
-    MODEL=$model AUTH=$auth PORTKEY_HOST=$host DISTINCT=$distinct wrk -t2 -c32 -d"${DURATION}s" -s "$work/peer.lua" \
+    MODEL=$model WEIR_MODEL=$model AUTH=$auth PORTKEY_HOST=$host wrk -t2 -c32 -d"${DURATION}s" -s "$script" \
         "$url/v1/chat/completions" > "$work/$name.c32"
     p50[$name]=$(to_ms "$(wrk_pct "$work/$name.c1" 50%)")
     p99[$name]=$(to_ms "$(wrk_pct "$work/$name.c1" 99%)")

@@ -4,10 +4,11 @@
 
 use std::sync::{Arc, Mutex};
 
+use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::CostError;
 use super::clock::{self, Clock};
+use super::{Admission, CostError};
 use crate::config::{KeySettings, pico_to_usd};
 use crate::rate::MinuteBucket;
 use crate::state::Shared;
@@ -169,6 +170,26 @@ impl Account {
             return Err(self.limited("rpm", per_minute, wait));
         }
         Ok(())
+    }
+
+    /// Admits one request without waiting on the fleet's Redis: decided at once by the local
+    /// bucket or a leased permit (`Ok(None)`), or asked of Redis and answered while the request
+    /// runs (`Ok(Some)`: everything the request sends out waits for the answer, see
+    /// [`super::Meter::admitted`]). The script is on the wire before this returns.
+    pub fn admit_ahead(self: &Arc<Self>) -> Result<Option<Admission>, CostError> {
+        let this = self.clone();
+        let mut admit = async move { this.admit_request().await }.boxed();
+        if let Some(decided) = (&mut admit).now_or_never() {
+            return decided.map(|()| None);
+        }
+        let task = tokio::spawn(admit);
+        let key = self.key.name.clone();
+        let answer = async move {
+            // The task only ends by returning (it is never aborted, and does not panic).
+            task.await
+                .unwrap_or(Err(CostError::RateLimitsUnavailable { key }))
+        };
+        Ok(Some(answer.boxed().shared()))
     }
 
     /// Checks the TPM bucket has room for a call's `prompt_tokens` (taken when the call is

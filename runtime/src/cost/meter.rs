@@ -8,6 +8,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures_util::future::{BoxFuture, Shared};
+
 use super::{Account, CostError, Reservation};
 use crate::config::{DEFAULT_LLM_CALLS_PER_REQUEST, pico_to_usd};
 use crate::sync::lock;
@@ -77,7 +79,15 @@ pub struct Meter {
     /// The calls its stages made to services, for its record (at most
     /// [`crate::telemetry::STEPS_MAX`]; later ones are counted in metrics only).
     services: Mutex<Vec<crate::telemetry::ServiceStep>>,
+    /// The key's admission when it is still on its way (its fleet-wide RPM, asked of Redis
+    /// when the request arrived): every call that leaves the node for the request waits for
+    /// it ([`Meter::admitted`]).
+    admission: Option<Admission>,
 }
+
+/// A key's admission on its way: the RPM script sent to the fleet's Redis, its answer shared
+/// by whoever waits for it.
+pub type Admission = Shared<BoxFuture<'static, Result<(), CostError>>>;
 
 /// `max` set by `by`, or the key's limit when it is lower (`None`: the key's).
 fn lowered_by_key(
@@ -96,6 +106,12 @@ impl Meter {
     /// number of LLM calls (or fewer, by the key's limit) until [`Meter::limit_calls`] says
     /// what its route allows.
     pub fn new(account: Option<Arc<Account>>) -> Arc<Meter> {
+        Meter::admitting(account, None)
+    }
+
+    /// [`Meter::new`] for a request whose key's admission is still on its way: its calls
+    /// wait for it.
+    pub fn admitting(account: Option<Arc<Account>>, admission: Option<Admission>) -> Arc<Meter> {
         let (max, limiter) = lowered_by_key(
             account.as_ref(),
             DEFAULT_LLM_CALLS_PER_REQUEST,
@@ -109,7 +125,17 @@ impl Meter {
             stage_calls: Mutex::default(),
             spend: Mutex::default(),
             services: Mutex::default(),
+            admission,
         })
+    }
+
+    /// Waits for the key's admission (at once when it was decided before the request ran):
+    /// nothing that costs money leaves the node for a request its key did not admit.
+    pub async fn admitted(&self) -> Result<(), CostError> {
+        match &self.admission {
+            None => Ok(()),
+            Some(admission) => admission.clone().await,
+        }
     }
 
     /// Limits the request to `max` LLM calls, as `by` (its route, or the server) says,

@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub use account::{Account, Reservation};
 pub use clock::{Clock, day_of};
 pub use ledger::{Entry, Ledger, LedgerError, ShipBatch, SpendRow, TrafficLine};
-pub use meter::{CallLimiter, Charge, Hold, Meter};
+pub use meter::{Admission, CallLimiter, Charge, Hold, Meter};
 
 use crate::config::{CostSettings, KeySettings, ModelPrice, hash_key, pico_to_usd};
 use crate::wit::Usage;

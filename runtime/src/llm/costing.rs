@@ -115,7 +115,8 @@ impl Costing {
     }
 
     /// Counts the call against the request's limits and reserves its worst case against the
-    /// key's budgets. Without a key nothing is reserved (and no tokens are counted).
+    /// key's budgets, once the key admitted the request. Without a key nothing is reserved
+    /// (and no tokens are counted).
     pub async fn open(
         &self,
         router: &Router,
@@ -123,6 +124,7 @@ impl Costing {
         request: &ChatRequest,
         meter: &Arc<Meter>,
     ) -> Result<Hold, CostError> {
+        meter.admitted().await?;
         meter.begin_call()?;
         let account = match &meter.account {
             Some(account) if account.key.limits_spend() => account,

@@ -192,6 +192,7 @@ impl Costing {
         call: &EmbedCall<'_>,
     ) -> Result<Hold, CostError> {
         let meter = call.site.meter;
+        meter.admitted().await?;
         meter.begin_call_leaving(call.spare)?;
         let account = match &meter.account {
             Some(account) if account.key.limits_spend() => account,

@@ -97,6 +97,15 @@ impl Service {
             });
             return Ok((*hit).clone());
         }
+        // Nothing is sent for a request its key did not admit (the request is refused).
+        if let Err(err) = ctx.meter.admitted().await {
+            return Err(match err {
+                crate::cost::CostError::RateLimited { retry_after_s, .. } => {
+                    RouteError::RateLimited { retry_after_s }
+                }
+                _ => RouteError::StateUnavailable,
+            });
+        }
         let mut tab = Tab {
             service: self,
             ctx,

@@ -194,6 +194,33 @@ async fn a_key_rpm_holds_across_nodes() {
     assert_eq!(redis.cli(&["ZCARD", &log]), "30");
 }
 
+/// A key's fleet-wide admission is a Redis round trip that the request phase does not wait
+/// for; what the stages send out does. A stage that calls `complete()` on every request and
+/// answers with what came of it (the chaos program's `complete` mode): an admitted request
+/// makes one upstream call (the stage's), a refused one none though its stage had started,
+/// and a refused request is answered 429 though its stage answered it.
+#[tokio::test]
+async fn a_request_its_key_refuses_sends_nothing_upstream_though_its_stages_ran_meanwhile() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let stage = format!(
+        "[[routes.stages]]\nname = \"chaos\"\npath = \"{}\"\nconfig = {{ mode = \"complete\" }}\n\n",
+        weir_test_artifacts::CHAOS
+    );
+    let extra = stage + &key("rpm = 6") + &state(&redis, "");
+    let fleet = Fleet::start(3, |_, data_dir| config(data_dir, &up, "", &extra));
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
+    let answers = spread(&addrs, 18, Duration::ZERO, Some("sk-team")).await;
+    assert_eq!(tally(&answers), (6, 12));
+    assert_eq!(
+        sim_stats(&up).await["requests"],
+        6,
+        "one call per admitted request"
+    );
+    let log = format!("t{}:{{k:team}}:rl:rpm", redis.port);
+    assert_eq!(redis.cli(&["ZCARD", &log]), "6");
+}
+
 /// `weir_state_fallbacks_total{feature="rate_limits"}` of a node.
 async fn fallbacks(node: &Proc) -> u64 {
     let text = get(node.admin.expect("admin"), "/metrics").await.body;

@@ -5,7 +5,10 @@
 //! both call it; how the answer is rendered (JSON, SSE, a job's result) is theirs.
 //!
 //! One call: admission (the key's RPM) → parse → route → request phase → LLM step →
-//! response phase, and the stages' fuel charged to the request.
+//! response phase, and the stages' fuel charged to the request. When the admission is a
+//! round trip to the fleet's Redis, the request phase runs while it is on its way: nothing
+//! leaves the node for the request before it is admitted ([`Meter::admitted`]), and a
+//! refusal stops the request where it is, answered as if it came first.
 //!
 //! - `error`: [`ChatError`], [`UnknownModel`].
 //! - `report`: [`Report`].
@@ -124,13 +127,33 @@ impl App {
         if let Some(account) = &call.account {
             report.key = Some(account.name().to_string());
         }
-        if let Some(account) = &call.account
-            && let Err(err) = account.admit_request().await
-        {
-            return ChatOutcome::failed(ChatError::Admission(err), report);
-        }
-        let meter = Meter::new(call.account.clone());
-        let reply = self.serve(&snap, call, &meter, &mut report).await;
+        let admission = match call.account.as_ref().map(Account::admit_ahead) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(Some(admission))) => Some(admission),
+            Some(Err(err)) => return ChatOutcome::failed(ChatError::Admission(err), report),
+        };
+        let meter = Meter::admitting(call.account.clone(), admission.clone());
+        let reply = match admission {
+            None => self.serve(&snap, call, &meter, &mut report).await,
+            Some(admission) => {
+                // The request phase runs while Redis answers; a refusal stops it there.
+                let reply = {
+                    let serve = self.serve(&snap, call, &meter, &mut report);
+                    tokio::pin!(serve);
+                    tokio::select! {
+                        reply = &mut serve => admission.await.map(|()| reply),
+                        admitted = admission.clone() => match admitted {
+                            Ok(()) => Ok(serve.await),
+                            Err(err) => Err(err),
+                        },
+                    }
+                };
+                match reply {
+                    Ok(reply) => reply,
+                    Err(err) => return ChatOutcome::failed(ChatError::Admission(err), report),
+                }
+            }
+        };
         let fuel: u64 = report.fuel.iter().map(|(_, fuel)| fuel).sum();
         if let Some(route) = &report.route {
             snap.llm.costing().charge_fuel(&meter, route, fuel);

@@ -112,6 +112,17 @@ impl Account {
         }
     }
 
+    /// Whether reserving a call for this key waits on the fleet's Redis: a budget in
+    /// `strict` mode, or a TPM checked by one script per call (no leased permits). The LLM
+    /// step then sends the reservation with its shared cache's round trip.
+    pub fn reserves_on_redis(&self) -> bool {
+        matches!(self.fleet, Some(KeyBudget::Strict(_)))
+            || self
+                .fleet_limits
+                .as_ref()
+                .is_some_and(|limits| limits.checks_tokens_per_call())
+    }
+
     /// The fleet budget behind this key's, on a fleet.
     pub fn fleet_budget(&self) -> Option<&Arc<crate::state::budget::FleetBudget>> {
         self.fleet.as_ref().map(KeyBudget::fleet)

@@ -321,6 +321,17 @@ impl Hold {
     }
 }
 
+impl Hold {
+    /// The call is not made after all (the cache answered while it was being reserved): the
+    /// reservation is released and the call no longer counts against the request's limit.
+    pub fn withdraw(self) {
+        let _ = self
+            .meter
+            .calls
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+}
+
 impl Drop for Hold {
     fn drop(&mut self) {
         if self.worst > 0 {

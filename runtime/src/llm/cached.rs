@@ -119,6 +119,7 @@ impl LlmStep {
                 Flight::Lead(leader) => {
                     // This node's leader for the key; across nodes, one node fetches it.
                     let mut lease = None;
+                    let mut opened = None;
                     let mut call = *call;
                     if !control.no_cache
                         && let Some(shared) = self.cache.shared()
@@ -130,13 +131,28 @@ impl LlmStep {
                             call.deadline,
                         ];
                         let wait = wait.into_iter().flatten().min().unwrap_or_default();
-                        match shared.lead_or_wait(call.route, &key, wait).await {
+                        let flight = shared.lead_or_wait(call.route, &key, wait);
+                        // When reserving is a Redis call too (a strict budget), it goes with the
+                        // fleet's lookup in one round trip, and is withdrawn if the fleet had the
+                        // answer: a hit is never charged, and never refused for the budget.
+                        let flight = match call.meter.account.as_ref() {
+                            Some(account) if account.reserves_on_redis() => {
+                                let (flight, hold) = tokio::join!(flight, self.open(step, &call));
+                                opened = Some(hold);
+                                flight
+                            }
+                            _ => flight.await,
+                        };
+                        match flight {
                             Coalesce::Lead(held) => lease = Some(held),
                             Coalesce::Filled {
                                 response,
                                 ttl,
                                 waited,
                             } => {
+                                if let Some(Ok(hold)) = opened {
+                                    hold.withdraw();
+                                }
                                 self.cache.keep(key, call.route, response.clone(), ttl);
                                 leader.finish(Ok(Arc::new(response.clone())));
                                 let status = match waited {
@@ -154,7 +170,11 @@ impl LlmStep {
                             .map(|d| d.saturating_sub(start.elapsed()).max(MIN_LEFT));
                     }
                     let call = &call;
-                    let reply = self.metered(step, call, fetched).await;
+                    let opened = match opened {
+                        Some(opened) => opened,
+                        None => self.open(step, call).await,
+                    };
+                    let reply = self.metered_with(step, call, fetched, opened).await;
                     let shared = match &reply.result {
                         Ok(Answer::Whole(response)) => {
                             fill.store(response.clone());

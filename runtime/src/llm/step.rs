@@ -10,6 +10,7 @@ use super::charge::CallCharge;
 use super::{AnswerStream, Call, Costing, StepError};
 use crate::cache::{CacheKey, CacheStatus, ResponseCache, request_key};
 use crate::config::RouteCacheSettings;
+use crate::cost::{CostError, Hold};
 use crate::router::{Attempt, Reply, RoutePlan, Router};
 use crate::wit::ChatResponse;
 
@@ -157,12 +158,27 @@ impl LlmStep {
         call: &Call<'_>,
         cache: CacheStatus,
     ) -> StepReply {
-        let request = call.request;
-        let hold = match self
-            .costing
-            .open(&self.router, &step.plan.chain, request, call.meter)
+        let opened = self.open(step, call).await;
+        self.metered_with(step, call, cache, opened).await
+    }
+
+    /// Counts and reserves a call along `step`'s chain ([`Costing::open`]).
+    pub(super) async fn open(&self, step: &RouteStep, call: &Call<'_>) -> Result<Hold, CostError> {
+        self.costing
+            .open(&self.router, &step.plan.chain, call.request, call.meter)
             .await
-        {
+    }
+
+    /// [`LlmStep::metered`] with the call already opened.
+    pub(super) async fn metered_with(
+        &self,
+        step: &RouteStep,
+        call: &Call<'_>,
+        cache: CacheStatus,
+        opened: Result<Hold, CostError>,
+    ) -> StepReply {
+        let request = call.request;
+        let hold = match opened {
             Ok(hold) => hold,
             Err(err) => return StepReply::new(Err(StepError::Cost(err)), cache),
         };

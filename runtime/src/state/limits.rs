@@ -410,6 +410,11 @@ impl FleetLimits {
         self.call(Mode::Check, &[(Which::Tpm, tokens)]).await
     }
 
+    /// Whether [`Self::check`] is a Redis call every time: a TPM limit without leases.
+    pub fn checks_tokens_per_call(&self) -> bool {
+        self.tpm.is_some() && self.lease.is_none()
+    }
+
     /// Counts `tokens` a call used against the TPM limit, off the request path (a task on
     /// the background lane; while Redis is away, the local share is debited).
     pub fn debit(self: &Arc<Self>, tokens: u64) {

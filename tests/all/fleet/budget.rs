@@ -564,3 +564,79 @@ async fn spend_a_node_could_not_ship_before_it_was_killed_ships_at_its_next_star
     })
     .await;
 }
+
+/// In `strict` mode a miss of the shared cache sends its reservation in the same round trip
+/// as the fleet's cache lookup; when the fleet has the answer, the reservation is withdrawn.
+/// A key whose budget has no room left for another call's worst case still gets a fleet hit
+/// (not refused, not charged), a new question is refused, and nothing stays reserved.
+#[tokio::test]
+async fn a_fleet_cache_hit_is_neither_charged_nor_refused_when_the_budget_has_no_room() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    // A call's worst case: 1,000 completion tokens at $100 per million = $0.10, plus the
+    // prompt; a call really costs well under $0.01. After one call, $0.102 has no room for
+    // another worst case.
+    let config = |_: usize, data_dir: &str| {
+        format!(
+            "[server]\ndata_dir = \"{data_dir}\"\n\n\
+             [targets.up]\nbase_url = \"http://{}/v1\"\nmodel = \"sim-a\"\n\n\
+             [[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\ncache = {{ ttl_ms = 60000 }}\n\n\
+             [prices.\"sim-a\"]\ninput_per_mtok = 50.0\noutput_per_mtok = 100.0\n\n{}\n{}",
+            up.addr,
+            key("team", "sk-team", "daily_budget_usd = 0.102"),
+            state_table(
+                &redis,
+                "budget_mode = \"strict\"\ncommand_timeout_ms = 2000\n"
+            ),
+        )
+    };
+    let fleet = Fleet::start(3, config);
+    let question = |text: &str| {
+        let mut body = chat(text, 1000);
+        body["temperature"] = serde_json::json!(0);
+        body
+    };
+    let miss = ask(fleet.addr(0), Some("sk-team"), &question("what is a weir?")).await;
+    assert_eq!(miss.status, 200, "{:?}", miss.body);
+    assert_eq!(miss.headers["x-weir-cache"], "miss");
+    until("node 0's answer in the fleet's cache", || async {
+        let hit = ask(fleet.addr(1), Some("sk-team"), &question("what is a weir?")).await;
+        check(
+            hit.status == 200 && hit.headers["x-weir-cache"] == "hit",
+            format!("{} {:?}", hit.status, hit.headers.get("x-weir-cache")),
+        )
+    })
+    .await;
+    let spent_after_miss = until("the miss settled", || async {
+        let (spent, reserved, outstanding) = redis_budget(&redis);
+        check(
+            spent > 0 && reserved == 0 && outstanding == 0,
+            format!("spent {spent}, reserved {reserved}, outstanding {outstanding}"),
+        )
+        .map(|_| spent)
+    })
+    .await;
+    let refused = ask(fleet.addr(2), Some("sk-team"), &question("a new question")).await;
+    assert_eq!(refused.status, 429, "{:?}", refused.body);
+    assert_eq!(refused.json()["error"]["code"], "budget_exceeded");
+    for node in [1, 2] {
+        let hit = ask(
+            fleet.addr(node),
+            Some("sk-team"),
+            &question("what is a weir?"),
+        )
+        .await;
+        assert_eq!(hit.status, 200, "node {node}: {:?}", hit.body);
+        assert_eq!(hit.headers["x-weir-cache"], "hit", "node {node}");
+        assert_eq!(hit.json()["usage"]["cost"], 0.0, "node {node}");
+    }
+    assert_eq!(get(up.addr, "/sim/stats").await.json()["requests"], 1);
+    until("every withdrawn reservation released", || async {
+        let (spent, reserved, outstanding) = redis_budget(&redis);
+        check(
+            spent == spent_after_miss && reserved == 0 && outstanding == 0,
+            format!("spent {spent}, reserved {reserved}, outstanding {outstanding}"),
+        )
+    })
+    .await;
+}

@@ -115,8 +115,8 @@ impl Costing {
     }
 
     /// Counts the call against the request's limits and reserves its worst case against the
-    /// key's budgets, once the key admitted the request. Without a key nothing is reserved
-    /// (and no tokens are counted).
+    /// key's budgets; refused when the key did not admit the request. Without a key nothing
+    /// is reserved (and no tokens are counted).
     pub async fn open(
         &self,
         router: &Router,
@@ -124,11 +124,13 @@ impl Costing {
         request: &ChatRequest,
         meter: &Arc<Meter>,
     ) -> Result<Hold, CostError> {
-        meter.admitted().await?;
         meter.begin_call()?;
         let account = match &meter.account {
             Some(account) if account.key.limits_spend() => account,
-            _ => return meter.reserve(0).await,
+            _ => {
+                meter.admitted().await?;
+                return meter.reserve(0).await;
+            }
         };
         let (price, model) = self.worst_price(router, chain, request);
         // Loaded before the config served; a model only a client named may load now.
@@ -140,9 +142,15 @@ impl Costing {
         let worst = u64::from(prompt)
             .saturating_mul(price.input)
             .saturating_add(completion.saturating_mul(price.output));
-        // Both at once: on a fleet they are one pipelined Redis round trip. A reservation
-        // made for a call the TPM check refuses is released by its drop.
-        let (tokens, hold) = tokio::join!(account.check_tokens(prompt), meter.reserve(worst));
+        // All at once: on a fleet they are one pipelined Redis round trip with the key's
+        // admission when it is still on its way. A reservation made for a call the admission
+        // or the TPM check refuses is released by its drop.
+        let (admitted, tokens, hold) = tokio::join!(
+            meter.admitted(),
+            account.check_tokens(prompt),
+            meter.reserve(worst)
+        );
+        admitted?;
         tokens?;
         hold
     }

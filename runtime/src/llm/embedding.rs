@@ -192,18 +192,25 @@ impl Costing {
         call: &EmbedCall<'_>,
     ) -> Result<Hold, CostError> {
         let meter = call.site.meter;
-        meter.admitted().await?;
         meter.begin_call_leaving(call.spare)?;
         let account = match &meter.account {
             Some(account) if account.key.limits_spend() => account,
-            _ => return meter.reserve(0).await,
+            _ => {
+                meter.admitted().await?;
+                return meter.reserve(0).await;
+            }
         };
         let requested = call.model.unwrap_or_default();
         let (price, model) = self.worst_price_of(router, chain, requested);
         let prompt = input_tokens(&model, call.inputs);
         let worst = u64::from(prompt).saturating_mul(price.input);
         // One pipelined round trip on a fleet, as for chat (`Costing::open`).
-        let (tokens, hold) = tokio::join!(account.check_tokens(prompt), meter.reserve(worst));
+        let (admitted, tokens, hold) = tokio::join!(
+            meter.admitted(),
+            account.check_tokens(prompt),
+            meter.reserve(worst)
+        );
+        admitted?;
         tokens?;
         hold
     }

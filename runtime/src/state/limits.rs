@@ -19,9 +19,12 @@
 //! # One script per admission, or leases (`state.rate_limit_lease_ms`)
 //!
 //! By default (`rate_limit_lease_ms = 0`) every admission is one `EVALSHA` on the request
-//! lane: one Redis round trip before the upstream call, and the bound is exact. Key and
-//! target are two calls: their keys have different hash tags (`{k:<key>}`, `{t:<target>}`)
-//! and a script must stay within one Cluster slot. A target's RPM and TPM are one call.
+//! lane, and the bound is exact. Key and target are two calls: their keys have different
+//! hash tags (`{k:<key>}`, `{t:<target>}`) and a script must stay within one Cluster slot. A
+//! target's RPM and TPM are one call. The key's RPM is sent when the request arrives and its
+//! TPM check with the call's reservation, so both ride the round trip the request makes anyway
+//! (`cost::Account::admit_ahead`, `llm::Costing::open`); the target's is a round trip of its
+//! own, after the router picked the target.
 //!
 //! With `rate_limit_lease_ms = L > 0`, a node takes a *lease* of k permits in one call and
 //! admits from it locally for at most L; the next lease (the same call) gives back what the

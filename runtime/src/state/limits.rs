@@ -362,6 +362,11 @@ pub struct FleetLimits {
     /// How long a lease of permits lasts (`state.rate_limit_lease_ms`); `None`: one call per
     /// admission.
     lease: Option<Duration>,
+    /// Until when the fleet refused requests (without leases): the log only loses entries as
+    /// they age out of the window, so until then Redis would refuse every request too, and
+    /// this node refuses them without asking (a refused client's flood costs Redis one call
+    /// per node and wait, not one per request).
+    refused_until: Mutex<Option<Instant>>,
 }
 
 impl FleetLimits {
@@ -394,6 +399,7 @@ impl FleetLimits {
             tpm: tpm.map(|n| limit("tpm", n)),
             next: AtomicU64::new(0),
             lease: (!lease.is_zero()).then_some(lease),
+            refused_until: Mutex::new(None),
         })
     }
 
@@ -403,9 +409,30 @@ impl FleetLimits {
             .await
     }
 
-    /// Admits one request against the RPM limit only.
+    /// Admits one request against the RPM limit only. Without leases, a refusal by the fleet
+    /// is kept until the wait it named (counted from before it was asked, so never later
+    /// than Redis's own), and requests until then are refused here.
     pub async fn take_request(&self) -> Result<(), Refused> {
-        self.call(Mode::Take, &[(Which::Rpm, 1)]).await
+        let asked = Instant::now();
+        if let Some(rpm) = &self.rpm
+            && let Some(until) = *lock(&self.refused_until)
+            && asked < until
+        {
+            return Err(Refused::Limited {
+                which: Which::Rpm,
+                per_minute: rpm.per_minute,
+                wait: until - asked,
+            });
+        }
+        let result = self.call(Mode::Take, &[(Which::Rpm, 1)]).await;
+        if self.lease.is_none()
+            && let (Some(rpm), Err(Refused::Limited { per_minute, wait, .. })) = (&self.rpm, &result)
+            // The fleet's refusal, not the local share's while Redis is away.
+            && *per_minute == rpm.per_minute
+        {
+            *lock(&self.refused_until) = Some(asked + *wait);
+        }
+        result
     }
 
     /// Whether the TPM limit has room for `tokens` now; takes nothing.

@@ -219,6 +219,25 @@ async fn a_request_its_key_refuses_sends_nothing_upstream_though_its_stages_ran_
     );
     let log = format!("t{}:{{k:team}}:rl:rpm", redis.port);
     assert_eq!(redis.cli(&["ZCARD", &log]), "6");
+
+    // Every node had a refusal from the fleet, whose wait (the first admission's age out of
+    // the window, about a minute) has not passed: 9 more requests are refused without a
+    // script call each (the script calls left are the nodes' spend shipping).
+    let scripts = || {
+        let info = redis.cli(&["INFO", "commandstats"]);
+        info.lines()
+            .find(|l| l.starts_with("cmdstat_evalsha:"))
+            .and_then(|l| l.split("calls=").nth(1))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = scripts();
+    let answers = spread(&addrs, 9, Duration::ZERO, Some("sk-team")).await;
+    assert_eq!(tally(&answers), (0, 9));
+    let calls = scripts() - before;
+    assert!(calls <= 3, "{calls} script calls for 9 refused requests");
+    assert_eq!(sim_stats(&up).await["requests"], 6);
 }
 
 /// `weir_state_fallbacks_total{feature="rate_limits"}` of a node.

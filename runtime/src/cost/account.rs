@@ -186,7 +186,9 @@ impl Account {
     /// Admits one request without waiting on the fleet's Redis: decided at once by the local
     /// bucket or a leased permit (`Ok(None)`), or asked of Redis and answered while the request
     /// runs (`Ok(Some)`: everything the request sends out waits for the answer, see
-    /// [`super::Meter::admitted`]). The script is on the wire before this returns.
+    /// [`super::Meter::admitted`]). The script is queued on the connection before this
+    /// returns; its task writes it out when it next runs (at the latest when the request
+    /// first waits on anything).
     pub fn admit_ahead(self: &Arc<Self>) -> Result<Option<Admission>, CostError> {
         let this = self.clone();
         let mut admit = async move { this.admit_request().await }.boxed();

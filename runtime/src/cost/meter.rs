@@ -319,9 +319,7 @@ impl Hold {
         self.worst = 0;
         cost
     }
-}
 
-impl Hold {
     /// The call is not made after all (the cache answered while it was being reserved): the
     /// reservation is released and the call no longer counts against the request's limit.
     pub fn withdraw(self) {

@@ -134,7 +134,9 @@ impl LlmStep {
                         let flight = shared.lead_or_wait(call.route, &key, wait);
                         // When reserving is a Redis call too (a strict budget), it goes with the
                         // fleet's lookup in one round trip, and is withdrawn if the fleet had the
-                        // answer: a hit is never charged, and never refused for the budget.
+                        // answer: a hit is never charged, and never refused for the budget. A
+                        // node that waits for another node's fill holds its reservation while it
+                        // waits (at most the wait above).
                         let flight = match call.meter.account.as_ref() {
                             Some(account) if account.reserves_on_redis() => {
                                 let (flight, hold) = tokio::join!(flight, self.open(step, &call));

@@ -362,11 +362,12 @@ pub struct FleetLimits {
     /// How long a lease of permits lasts (`state.rate_limit_lease_ms`); `None`: one call per
     /// admission.
     lease: Option<Duration>,
-    /// Until when the fleet refused requests (without leases): the log only loses entries as
-    /// they age out of the window, so until then Redis would refuse every request too, and
-    /// this node refuses them without asking (a refused client's flood costs Redis one call
-    /// per node and wait, not one per request).
-    refused_until: Mutex<Option<Instant>>,
+    /// Until when the fleet refused requests (without leases), and in which of Redis's lives
+    /// ([`Shared::epoch`]): the log only loses entries as they age out of the window, so
+    /// until then Redis would refuse every request too, and this node refuses them without
+    /// asking (a refused client's flood costs Redis one call per node and wait, not one per
+    /// request). A Redis that lost its data has an empty log: the refusal is forgotten.
+    refused_until: Mutex<Option<(Instant, u64)>>,
 }
 
 impl FleetLimits {
@@ -414,9 +415,11 @@ impl FleetLimits {
     /// than Redis's own), and requests until then are refused here.
     pub async fn take_request(&self) -> Result<(), Refused> {
         let asked = Instant::now();
+        let epoch = self.shared.epoch();
         if let Some(rpm) = &self.rpm
-            && let Some(until) = *lock(&self.refused_until)
+            && let Some((until, then)) = *lock(&self.refused_until)
             && asked < until
+            && then == epoch
         {
             return Err(Refused::Limited {
                 which: Which::Rpm,
@@ -430,7 +433,7 @@ impl FleetLimits {
             // The fleet's refusal, not the local share's while Redis is away.
             && *per_minute == rpm.per_minute
         {
-            *lock(&self.refused_until) = Some(asked + *wait);
+            *lock(&self.refused_until) = Some((asked + *wait, epoch));
         }
         result
     }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::harness::{Fleet, RedisServer, state_table};
 use crate::procs::{Proc, get, post, sim};
 use crate::sim::client::Answer;
-use crate::wait::{check, until};
+use crate::wait::{check, until, until_within};
 
 /// A node's config: one target `up` on `sim` with `target_limits`, route `demo`, `extra`
 /// (keys, `[state]`).
@@ -238,6 +238,19 @@ async fn a_request_its_key_refuses_sends_nothing_upstream_though_its_stages_ran_
     let calls = scripts() - before;
     assert!(calls <= 3, "{calls} script calls for 9 refused requests");
     assert_eq!(sim_stats(&up).await["requests"], 6);
+
+    // Redis loses its data (the log with it): the nodes forget the refusal once they notice
+    // (within 500 ms), not when its wait of about a minute is over.
+    redis.cli(&["FLUSHALL"]);
+    until_within(
+        Duration::from_secs(20),
+        "node 0 to admit the key again",
+        || async {
+            let answers = spread(&addrs[..1], 1, Duration::ZERO, Some("sk-team")).await;
+            check(answers[0].status == 200, answers[0].status)
+        },
+    )
+    .await;
 }
 
 /// `weir_state_fallbacks_total{feature="rate_limits"}` of a node.

@@ -175,6 +175,11 @@ impl Account {
         if let Some(fleet) = &self.fleet_limits {
             return fleet.take_request().await.map_err(|r| self.refused(r));
         }
+        self.admit_here()
+    }
+
+    /// Admits one request against this node's own RPM bucket (no fleet limits).
+    fn admit_here(&self) -> Result<(), CostError> {
         if let (Some(rpm), Some(per_minute)) = (&self.rpm, self.key.rpm)
             && let Err(wait) = lock(rpm).take(1.0, Instant::now())
         {
@@ -190,6 +195,9 @@ impl Account {
     /// returns; its task writes it out when it next runs (at the latest when the request
     /// first waits on anything).
     pub fn admit_ahead(self: &Arc<Self>) -> Result<Option<Admission>, CostError> {
+        if self.fleet_limits.is_none() {
+            return self.admit_here().map(|()| None);
+        }
         let this = self.clone();
         let mut admit = async move { this.admit_request().await }.boxed();
         if let Some(decided) = (&mut admit).now_or_never() {

@@ -2,6 +2,7 @@
 //! reserved, and its per-minute request and token buckets (the fleet's, under `{k:<key>}`,
 //! with a Redis backend: see `state::limits`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
@@ -66,6 +67,8 @@ pub struct Account {
     /// The key's budget on the fleet's Redis (`[state] backend = "redis"`, strict mode):
     /// then the fleet, not this process, admits reservations; `None`: this process does.
     fleet: Option<KeyBudget>,
+    /// Whether the key's last call was refused when it was opened (budget, limits).
+    refused_last: AtomicBool,
 }
 
 fn seconds_up(d: std::time::Duration) -> u64 {
@@ -82,6 +85,7 @@ impl Account {
             rpm: key.rpm.map(MinuteBucket::new),
             tpm: key.tpm.map(MinuteBucket::new),
             fleet_limits: None,
+            refused_last: AtomicBool::new(false),
             key,
             clock,
             windows: Mutex::new(Windows {
@@ -92,6 +96,20 @@ impl Account {
                 reserved: 0,
             }),
             fleet: None,
+        }
+    }
+
+    /// Whether the key's last call was refused when it was opened: its next call's target
+    /// admission waits for the key's answer instead of going ahead with it
+    /// (`router::Start`), so that a key refused in a loop holds no provider permits.
+    pub fn refused_last(&self) -> bool {
+        self.refused_last.load(Ordering::Relaxed)
+    }
+
+    /// Notes whether a call of the key was admitted when it was opened.
+    pub fn note_opened(&self, admitted: bool) {
+        if self.refused_last() == admitted {
+            self.refused_last.store(!admitted, Ordering::Relaxed);
         }
     }
 

@@ -151,6 +151,11 @@ impl Meter {
         self.account.as_ref().map_or("-", |a| a.name())
     }
 
+    /// Whether the request may make one more LLM call now.
+    pub fn has_call_left(&self) -> bool {
+        self.calls.load(Ordering::Relaxed) < self.max_calls.load(Ordering::Relaxed)
+    }
+
     /// Counts one more LLM call; refused past the request's limit (nothing is counted then).
     pub fn begin_call(&self) -> Result<(), CostError> {
         self.begin_call_leaving(0)

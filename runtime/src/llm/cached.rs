@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::step::Opened;
 use super::{Answer, Call, LlmStep, RouteStep, StepError, StepReply};
 use crate::cache::{CacheKey, CacheStatus, Flight, Outcome, ResponseCache};
 use crate::router::RouteError;
@@ -152,7 +153,9 @@ impl LlmStep {
                                 ttl,
                                 waited,
                             } => {
-                                if let Some(Ok(hold)) = opened {
+                                // The first target's permit, if taken, is given back
+                                // with the drop of `opened`.
+                                if let Some(Opened { hold: Ok(hold), .. }) = opened {
                                     hold.withdraw();
                                 }
                                 self.cache.keep(key, call.route, response.clone(), ttl);
@@ -176,7 +179,7 @@ impl LlmStep {
                         Some(opened) => opened,
                         None => self.open(step, call).await,
                     };
-                    let reply = self.metered_with(step, call, fetched, opened).await;
+                    let reply = self.metered_with(call, fetched, opened).await;
                     let shared = match &reply.result {
                         Ok(Answer::Whole(response)) => {
                             fill.store(response.clone());

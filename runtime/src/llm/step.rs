@@ -11,7 +11,7 @@ use super::{AnswerStream, Call, Costing, StepError};
 use crate::cache::{CacheKey, CacheStatus, ResponseCache, request_key};
 use crate::config::RouteCacheSettings;
 use crate::cost::{CostError, Hold};
-use crate::router::{Attempt, Reply, RoutePlan, Router};
+use crate::router::{Attempt, Reply, RoutePlan, Router, Start};
 use crate::wit::ChatResponse;
 
 /// One route as the LLM step sees it.
@@ -60,6 +60,14 @@ impl StepReply {
             attempts: Vec::new(),
         }
     }
+}
+
+/// A call opened by [`LlmStep::open`].
+pub(super) struct Opened<'a> {
+    /// Counted and reserved, or refused.
+    pub(super) hold: Result<Hold, CostError>,
+    /// Where it starts on its route.
+    pub(super) start: Start<'a>,
 }
 
 /// The LLM step's answer.
@@ -159,26 +167,41 @@ impl LlmStep {
         cache: CacheStatus,
     ) -> StepReply {
         let opened = self.open(step, call).await;
-        self.metered_with(step, call, cache, opened).await
+        self.metered_with(call, cache, opened).await
     }
 
-    /// Counts and reserves a call along `step`'s chain ([`Costing::open`]).
-    pub(super) async fn open(&self, step: &RouteStep, call: &Call<'_>) -> Result<Hold, CostError> {
-        self.costing
-            .open(&self.router, &step.plan.chain, call.request, call.meter)
-            .await
+    /// Counts and reserves a call along `step`'s chain ([`Costing::open`]) and picks where it
+    /// starts on the route. When the first target's fleet admission is a Redis call of its
+    /// own, it is sent now, in the same round trip as the key's admission and reservation
+    /// (`router::Start`), unless the key's last call was refused or the request has no call
+    /// left (a refused call would only hold a provider's permit for nothing).
+    pub(super) async fn open<'a>(&self, step: &'a RouteStep, call: &Call<'_>) -> Opened<'a> {
+        let meter = call.meter;
+        let opening = self
+            .costing
+            .open(&self.router, &step.plan.chain, call.request, meter);
+        let account = meter.account.as_ref();
+        let ahead = meter.has_call_left() && account.is_none_or(|a| !a.refused_last());
+        let (hold, start) = match ahead {
+            true => tokio::join!(opening, self.router.start_ahead(&step.plan, call.request)),
+            false => (opening.await, self.router.start(&step.plan)),
+        };
+        if let Some(account) = account {
+            account.note_opened(hold.is_ok());
+        }
+        Opened { hold, start }
     }
 
     /// [`LlmStep::metered`] with the call already opened.
     pub(super) async fn metered_with(
         &self,
-        step: &RouteStep,
         call: &Call<'_>,
         cache: CacheStatus,
-        opened: Result<Hold, CostError>,
+        opened: Opened<'_>,
     ) -> StepReply {
         let request = call.request;
-        let hold = match opened {
+        let Opened { hold, start } = opened;
+        let hold = match hold {
             Ok(hold) => hold,
             Err(err) => return StepReply::new(Err(StepError::Cost(err)), cache),
         };
@@ -186,7 +209,7 @@ impl LlmStep {
         let routed = self
             .router
             .chat(
-                &step.plan,
+                start,
                 request,
                 call.forward,
                 call.deadline,

@@ -321,7 +321,11 @@ async fn assemble(mut stream: UpstreamStream) -> Result<Reply, AttemptError> {
 /// real tokenizer (as budgets count it), plus `max_tokens` (or
 /// [`DEFAULT_COMPLETION_ESTIMATE`] when the client set none). 0 when no target of the chain
 /// has a TPM limit, so requests that need no count pay nothing for it.
-fn estimate_tokens(targets: &[Arc<TargetState>], chain: &[usize], request: &ChatRequest) -> u32 {
+pub(super) fn estimate_tokens(
+    targets: &[Arc<TargetState>],
+    chain: &[usize],
+    request: &ChatRequest,
+) -> u32 {
     let limited = chain
         .iter()
         .filter_map(|&i| targets.get(i))

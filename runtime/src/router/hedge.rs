@@ -273,7 +273,7 @@ mod tests {
     ) -> (Result<Reply, super::super::RouteError>, Vec<Attempt>) {
         let mut attempts = Vec::new();
         let result = router
-            .chat(plan, &request(), &[], None, &mut attempts)
+            .chat(router.start(plan), &request(), &[], None, &mut attempts)
             .await;
         (result, attempts)
     }

@@ -35,6 +35,7 @@
 //! - `target` (live state), `breaker`, `budget`, `backoff`, `policy`, `refusal` (which
 //!   failures reach the client), `stream` (a live upstream stream).
 
+mod ahead;
 mod attempt;
 mod backoff;
 mod breaker;
@@ -60,6 +61,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
+pub use ahead::{FRESH as AHEAD_FRESH, Start};
 pub use backoff::Backoff;
 pub use policy::RoutePolicy;
 pub use record::{Attempt, Outcome, Stop};
@@ -274,20 +276,27 @@ impl Router {
         &self.targets
     }
 
-    /// Sends a chat completion along `plan`, under its policy; `attempts` records each try.
-    /// `deadline` (from the client) may shorten the route's deadline, never lengthen it.
+    /// Sends a chat completion along a route from `start` ([`Router::start`]), under the
+    /// route's policy; `attempts` records each try. `deadline` (from the client) may shorten
+    /// the route's deadline, never lengthen it.
     pub async fn chat(
         &self,
-        plan: &RoutePlan,
+        start: Start<'_>,
         request: &ChatRequest,
         forward: &[(HeaderName, HeaderValue)],
         deadline: Option<Duration>,
         attempts: &mut Vec<Attempt>,
     ) -> Result<Reply, RouteError> {
+        let Start {
+            plan,
+            position,
+            ahead,
+        } = start;
         let walk = Walk {
             chain: &plan.chain,
-            first: plan.first(&self.targets),
+            first: position,
             policy: &plan.policy,
+            ahead,
         };
         self.run(walk, &Chat { request, forward }, deadline, attempts)
             .await
@@ -318,11 +327,13 @@ impl Router {
                 chain: std::slice::from_ref(target),
                 first: 0,
                 policy: &plan.policy,
+                ahead: None,
             },
             None if plan.chain.iter().all(embeds) || !plan.chain.iter().any(embeds) => Walk {
                 chain: &plan.chain,
                 first: plan.first(&self.targets),
                 policy: &plan.policy,
+                ahead: None,
             },
             None => {
                 capable = plan.chain.iter().copied().filter(embeds).collect();
@@ -330,6 +341,7 @@ impl Router {
                     chain: &capable,
                     first: 0,
                     policy: &plan.policy,
+                    ahead: None,
                 }
             }
         };
@@ -350,6 +362,7 @@ impl Router {
             chain,
             first,
             policy,
+            ahead,
         } = walk;
         let settings = &policy.settings;
         let started = Instant::now();
@@ -364,6 +377,7 @@ impl Router {
             policy,
             tokens: exchange.tokens(&self.targets, chain),
             queue_deadline: started + settings.queue_timeout,
+            ahead: std::sync::Mutex::new(ahead),
         };
         let attempter = Attempter {
             client: &self.client,
@@ -432,6 +446,8 @@ struct Walk<'a> {
     first: usize,
     /// Attempts, deadline, backoff, budget, queue.
     policy: &'a RoutePolicy,
+    /// The first target's fleet admission, when it was sent ahead.
+    ahead: Option<ahead::Ahead>,
 }
 
 /// Records that the loop stopped for `stop` and fails with every attempt.
@@ -613,7 +629,7 @@ mod tests {
         let started = Instant::now();
         let mut attempts = Vec::new();
         let result = router
-            .chat(&plan, &request(), &[], None, &mut attempts)
+            .chat(router.start(&plan), &request(), &[], None, &mut attempts)
             .await;
         let elapsed = started.elapsed();
         assert!(matches!(result, Err(RouteError::AllFailed { .. })));
@@ -638,7 +654,7 @@ mod tests {
         let mut attempts = Vec::new();
         let _ = router
             .chat(
-                &plan,
+                router.start(&plan),
                 &request(),
                 &[],
                 Some(Duration::from_millis(250)),
@@ -675,7 +691,7 @@ mod tests {
             let mut attempts = Vec::new();
             let result = router
                 .chat(
-                    &plan,
+                    router.start(&plan),
                     &request(),
                     &[],
                     Some(Duration::from_millis(20)),
@@ -697,7 +713,7 @@ mod tests {
         // A timeout at the target's own timeout_ms still counts.
         let mut attempts = Vec::new();
         let _ = router
-            .chat(&plan, &request(), &[], None, &mut attempts)
+            .chat(router.start(&plan), &request(), &[], None, &mut attempts)
             .await;
         assert_eq!(attempts[0].elapsed, Duration::from_secs(1));
         assert_eq!(router.targets()[0].breaker_gauge(), 2, "open");
@@ -718,7 +734,7 @@ mod tests {
         };
         let mut attempts = Vec::new();
         let _ = router
-            .chat(&short, &request(), &[], None, &mut attempts)
+            .chat(router.start(&short), &request(), &[], None, &mut attempts)
             .await;
         assert_eq!(router.targets()[0].breaker_gauge(), 2, "open");
     }

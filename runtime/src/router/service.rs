@@ -156,6 +156,7 @@ impl Router {
             chain: &plan.chain,
             first: plan.first(&self.targets),
             policy: &plan.policy,
+            ahead: None,
         };
         self.run(walk, call, deadline, attempts).await
     }

@@ -15,12 +15,14 @@
 //! until there is room (`NoSlot::RateLimited`). A target whose fleet-wide limits cannot be
 //! read (`fail_closed`) is skipped; when that is all there is, `NoSlot::StateUnavailable`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
+use super::ahead::Ahead;
 use super::policy::{MIN_ATTEMPT_TIME, RoutePolicy};
 use super::target::{Slot, TargetState, Unavailable};
+use crate::sync::lock;
 
 /// The outcome of looking for a target with room now.
 enum Pick<'a> {
@@ -77,6 +79,9 @@ pub(super) struct Slots<'a> {
     pub tokens: u32,
     /// The end of the call's wait in the queue (its start plus `queue_timeout`).
     pub queue_deadline: Instant,
+    /// The first target's fleet admission, when the LLM step sent it ahead: taken by the
+    /// first slot on that target, given back when the call ends without one.
+    pub ahead: Mutex<Option<Ahead>>,
 }
 
 impl<'a> Slots<'a> {
@@ -143,7 +148,7 @@ impl<'a> Slots<'a> {
             let Some(target) = self.target(position) else {
                 continue;
             };
-            if let Ok(slot) = self.slot(target, now, false).await {
+            if let Ok(slot) = self.slot(position, target, now, false).await {
                 return Some(Taken {
                     position,
                     target,
@@ -160,16 +165,24 @@ impl<'a> Slots<'a> {
         self.targets.get(index).map(|t| &**t)
     }
 
-    /// A slot on `target`: its local checks, then its fleet-wide limits (a Redis call with
-    /// a Redis backend; the slot is given back when they refuse).
+    /// A slot on `target` (at chain position `position`): its local checks, then its
+    /// fleet-wide limits (a Redis call with a Redis backend, unless the admission was sent
+    /// ahead; the slot is given back when they refuse).
     async fn slot(
         &self,
+        position: usize,
         target: &TargetState,
         now: Instant,
         force: bool,
     ) -> Result<Slot, Unavailable> {
         let slot = target.try_slot(now, self.tokens, force)?;
-        target.admit_fleet(self.tokens).await?;
+        let ahead = lock(&self.ahead)
+            .as_mut()
+            .and_then(|ahead| ahead.take(position, self.tokens, now));
+        match ahead {
+            Some(verdict) => verdict?,
+            None => target.admit_fleet(self.tokens).await?,
+        }
         Ok(slot)
     }
 
@@ -187,7 +200,7 @@ impl<'a> Slots<'a> {
             let Some(target) = self.target(position) else {
                 continue;
             };
-            match self.slot(target, now, false).await {
+            match self.slot(position, target, now, false).await {
                 Ok(slot) => {
                     return Pick::Got(Taken {
                         position,
@@ -219,7 +232,7 @@ impl<'a> Slots<'a> {
         if all_open && !chain.is_empty() {
             let position = chain.len() - 1;
             if let Some(target) = self.target(position) {
-                match self.slot(target, now, true).await {
+                match self.slot(position, target, now, true).await {
                     Ok(slot) => {
                         return Pick::Got(Taken {
                             position,
@@ -296,6 +309,7 @@ mod tests {
             policy,
             tokens: 1,
             queue_deadline: Instant::now() + policy.settings.queue_timeout,
+            ahead: Mutex::new(None),
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! With `[state] backend = "redis"` a target's RPM and TPM are the fleet's
 //! ([`FleetLimits`], admitted by [`TargetState::admit_fleet`] after the local checks of
-//! [`TargetState::try_slot`]); breakers, cool-downs and concurrency stay per node.
+//! [`TargetState::try_slot`], or ahead of them for a chat call's first target: `Start`);
+//! breakers, cool-downs and concurrency stay per node.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +18,7 @@ use crate::config::TargetLimits;
 use crate::providers::Upstream;
 use crate::rate::MinuteBucket;
 use crate::state::Shared;
-use crate::state::limits::{FleetLimits, Refused};
+use crate::state::limits::{FleetLimits, Permit, Refused};
 use crate::sync::lock;
 
 /// Why a target could not take a request now.
@@ -33,6 +34,14 @@ pub enum Unavailable {
     Busy,
     /// Its fleet-wide limits cannot be read (Redis unavailable, `fail_closed`).
     SharedLimitsDown,
+}
+
+/// A fleet refusal as the router sees it.
+fn unavailable(refused: Refused) -> Unavailable {
+    match refused {
+        Refused::Limited { wait, .. } => Unavailable::RateLimited(Instant::now() + wait),
+        Refused::Unavailable => Unavailable::SharedLimitsDown,
+    }
 }
 
 /// A granted slot on a target: hold it for the attempt, then report the outcome with
@@ -146,12 +155,31 @@ impl TargetState {
         let Some(fleet) = &self.fleet else {
             return Ok(());
         };
-        match fleet.take(tokens).await {
-            Ok(()) => Ok(()),
-            Err(Refused::Limited { wait, .. }) => {
-                Err(Unavailable::RateLimited(Instant::now() + wait))
-            }
-            Err(Refused::Unavailable) => Err(Unavailable::SharedLimitsDown),
+        fleet.take(tokens).await.map_err(unavailable)
+    }
+
+    /// Whether each fleet admission of this target is a Redis call of its own (fleet limits
+    /// without leases): the LLM step then sends it ahead, with the call's reservation
+    /// ([`super::Start`]).
+    pub fn admits_on_redis(&self) -> bool {
+        self.fleet
+            .as_ref()
+            .is_some_and(FleetLimits::admits_per_call)
+    }
+
+    /// [`Self::admit_fleet`] before the slot is taken, for a call that may not be made: the
+    /// permit can be given back ([`Self::give_back_permit`]).
+    pub(super) async fn admit_fleet_returnable(&self, tokens: u32) -> Result<Permit, Unavailable> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(Permit::default());
+        };
+        fleet.take_returnable(tokens).await.map_err(unavailable)
+    }
+
+    /// Gives back a permit of [`Self::admit_fleet_returnable`] no call used.
+    pub(super) async fn give_back_permit(&self, permit: Permit) {
+        if let Some(fleet) = &self.fleet {
+            fleet.give_back_permit(permit).await;
         }
     }
 

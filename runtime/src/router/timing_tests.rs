@@ -48,7 +48,7 @@ async fn call(
     let started = Instant::now();
     let mut attempts = Vec::new();
     let result = router
-        .chat(plan, request, &[], deadline, &mut attempts)
+        .chat(router.start(plan), request, &[], deadline, &mut attempts)
         .await;
     let elapsed = started.elapsed();
     attempts.retain(|a| a.outcome.is_attempt());

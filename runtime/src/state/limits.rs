@@ -12,9 +12,11 @@
 //! some 60-second window, the log admits **at most `limit` in any 60-second window** of
 //! Redis time: when the last admission of a window was made, every earlier admission of that
 //! window was still in the log. Bound stated: 0 overshoot in Redis time. The provider sees
-//! a request a few ms after its admission, so its own window sees at most `limit` plus the
+//! a request a few ms after its admission (at most 100 ms for a target admitted ahead of the
+//! router, `router::AHEAD_FRESH`), so its own window sees at most `limit` plus the
 //! admissions whose delivery took longer than the gap to the window's edge (none in
-//! practice: the gap is the whole window in a burst).
+//! practice: the gap is the whole window in a burst). An admission given back was never
+//! sent: the log still holds every admission that was.
 //!
 //! # One script per admission, or leases (`state.rate_limit_lease_ms`)
 //!
@@ -23,8 +25,10 @@
 //! hash tags (`{k:<key>}`, `{t:<target>}`) and a script must stay within one Cluster slot. A
 //! target's RPM and TPM are one call. The key's RPM is sent when the request arrives and its
 //! TPM check with the call's reservation, so both ride the round trip the request makes anyway
-//! (`cost::Account::admit_ahead`, `llm::Costing::open`); the target's is a round trip of its
-//! own, after the router picked the target.
+//! (`cost::Account::admit_ahead`, `llm::Costing::open`). So does the admission of the target
+//! the router will try first ([`FleetLimits::take_returnable`], `router::Start`): it is taken
+//! before the router reaches the target, and given back ([`FleetLimits::give_back_permit`]:
+//! out of the log, before any send) when no call uses it.
 //!
 //! With `rate_limit_lease_ms = L > 0`, a node takes a *lease* of k permits in one call and
 //! admits from it locally for at most L; the next lease (the same call) gives back what the
@@ -81,11 +85,30 @@ const WAIT_SCAN: u32 = 512;
 
 /// `KEYS`: per limit, its log (sorted set) and its total (string). `ARGV`: the window in ms,
 /// a unique id for the admission, the prune batch, the wait scan, the mode (`take`: check
-/// and add; `check`: check only; `debit`: add without checking), then per limit its limit
-/// and the weight of this call.
-/// Returns `{0, 0}` when admitted, `{i, wait_ms}` when limit `i` (1-based) refused.
+/// and add; `ahead`: the same, answering the id; `check`: check only; `debit`: add without
+/// checking), then per limit its limit and the weight of this call.
+/// Returns `{0, 0}` when admitted (`{0, 0, id}` for `ahead`: the members added are
+/// `weight:id`), `{i, wait_ms}` when limit `i` (1-based) refused.
 const SCRIPT: &str = r"
 local mode = ARGV[5]
+";
+
+/// Gives back an admission that was never sent ([`FleetLimits::give_back_permit`]). `KEYS`:
+/// per limit, its log and its total; `ARGV`: per limit, the admission's member. A member
+/// still in the log leaves it and its weight leaves the total (the total's expiry is kept).
+const GIVE_SOURCE: &str = r"
+for i = 1, #KEYS / 2 do
+  local log, total, member = KEYS[2 * i - 1], KEYS[2 * i], ARGV[i]
+  if redis.call('ZREM', log, member) == 1 then
+    local sum = redis.call('GET', total)
+    if sum then
+      local w = tonumber(string.match(member, '^(%d+):')) or 0
+      local left = math.max((tonumber(sum) or 0) - w, 0)
+      redis.call('SET', total, string.format('%d', left), 'KEEPTTL')
+    end
+  end
+end
+return 1
 ";
 
 /// Both scripts' first arguments: the window, a unique id (made unique in the fleet with
@@ -125,6 +148,7 @@ for i = 1, n do
   end
   keep(log, total, totals[i])
 end
+if mode == 'ahead' then return {0, 0, id} end
 return {0, 0}
 ";
 
@@ -233,6 +257,12 @@ fn lease_script() -> &'static redis::Script {
     })
 }
 
+/// The give-back script, loaded once per process.
+fn give_script() -> &'static redis::Script {
+    static CELL: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    CELL.get_or_init(|| redis::Script::new(GIVE_SOURCE))
+}
+
 /// The script, loaded once per process (`EVALSHA`, reloaded on `NOSCRIPT`).
 fn script() -> &'static redis::Script {
     static SCRIPT_CELL: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
@@ -256,6 +286,20 @@ impl Which {
             Which::Rpm => "rpm",
             Which::Tpm => "tpm",
         }
+    }
+}
+
+/// An admission that can be given back ([`FleetLimits::take_returnable`]): the member it
+/// added to each limit's log. Empty when there is nothing to give back.
+#[derive(Debug, Default)]
+pub struct Permit {
+    members: Vec<(Which, String)>,
+}
+
+impl Permit {
+    /// Whether there is something to give back.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
     }
 }
 
@@ -332,6 +376,8 @@ impl Grant {
 enum Mode {
     /// Check every limit and add to all of them, or refuse.
     Take,
+    /// [`Mode::Take`], answering the admission's id (so that it can be given back).
+    Ahead,
     /// Check only.
     Check,
     /// Add without checking.
@@ -342,6 +388,7 @@ impl Mode {
     fn arg(self) -> &'static str {
         match self {
             Mode::Take => "take",
+            Mode::Ahead => "ahead",
             Mode::Check => "check",
             Mode::Debit => "debit",
         }
@@ -408,6 +455,60 @@ impl FleetLimits {
     pub async fn take(&self, tokens: u32) -> Result<(), Refused> {
         self.call(Mode::Take, &[(Which::Rpm, 1), (Which::Tpm, tokens)])
             .await
+    }
+
+    /// [`Self::take`] for a call that may never be sent: without leases, the admission's
+    /// members come back with it, so that [`Self::give_back_permit`] can take it out of the
+    /// fleet's log if the call is not made. A lease's admission, or the local share's while
+    /// Redis is away, has nothing to give back (an empty permit).
+    pub async fn take_returnable(&self, tokens: u32) -> Result<Permit, Refused> {
+        let parts = self.parts(&[(Which::Rpm, 1), (Which::Tpm, tokens)]);
+        if parts.is_empty() {
+            return Ok(Permit::default());
+        }
+        if let Some(lease) = self.lease {
+            return self
+                .leased(Mode::Take, &parts, lease)
+                .await
+                .map(|()| Permit::default());
+        }
+        let members = match self.exact_answer(Mode::Ahead, &parts).await? {
+            Some(id) => parts
+                .iter()
+                .map(|(which, _, weight)| (*which, format!("{weight}:{id}")))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Permit { members })
+    }
+
+    /// Takes a permit of [`Self::take_returnable`] that no call used back out of the fleet's
+    /// log, on the background lane. What Redis does not get back ages out of the window as
+    /// an admission would: the limit refuses more for a while, never less.
+    pub async fn give_back_permit(&self, permit: Permit) {
+        if permit.members.is_empty() {
+            return;
+        }
+        let mut invocation = give_script().prepare_invoke();
+        for (which, member) in &permit.members {
+            if let Some(limit) = self.limit(*which) {
+                invocation.key(&limit.log).key(&limit.total).arg(member);
+            }
+        }
+        let given: Result<i64, _> = self
+            .shared
+            .redis
+            .script("limit_give", Lane::Background, &invocation)
+            .await;
+        match given {
+            Ok(_) => metrics::counter!("weir_state_permits_returned_total").increment(1),
+            Err(err) => tracing::debug!(error = %err, "an unused admission not given back"),
+        }
+    }
+
+    /// Whether every admission is a Redis call (no leases).
+    pub fn admits_per_call(&self) -> bool {
+        self.lease.is_none()
     }
 
     /// Admits one request against the RPM limit only. Without leases, a refusal by the fleet
@@ -512,18 +613,23 @@ impl FleetLimits {
         }
     }
 
-    /// One script call for the limits of `weights` that exist and weigh something; the
-    /// local share when Redis fails and the policy is `fail_open`.
-    async fn call(&self, mode: Mode, weights: &[(Which, u32)]) -> Result<(), Refused> {
-        let parts: Vec<(Which, &Limit, u32)> = weights
+    /// The limits of `weights` that exist and weigh something, each weight at most its limit
+    /// (the scripts clamp too; a lease must).
+    fn parts(&self, weights: &[(Which, u32)]) -> Vec<(Which, &Limit, u32)> {
+        weights
             .iter()
             .filter(|(_, w)| *w > 0)
-            // One call weighs at most the limit (the scripts clamp too; a lease must).
             .filter_map(|&(which, w)| {
                 let limit = self.limit(which)?;
                 Some((which, limit, w.min(limit.per_minute)))
             })
-            .collect();
+            .collect()
+    }
+
+    /// One script call for the limits of `weights` that exist and weigh something; the
+    /// local share when Redis fails and the policy is `fail_open`.
+    async fn call(&self, mode: Mode, weights: &[(Which, u32)]) -> Result<(), Refused> {
+        let parts = self.parts(weights);
         if parts.is_empty() {
             return Ok(());
         }
@@ -541,6 +647,16 @@ impl FleetLimits {
 
     /// [`Self::call`] without leases: one script call.
     async fn exact(&self, mode: Mode, parts: &[(Which, &Limit, u32)]) -> Result<(), Refused> {
+        self.exact_answer(mode, parts).await.map(drop)
+    }
+
+    /// [`Self::exact`], with the admission's id when Redis admitted a [`Mode::Ahead`] call
+    /// (`None`: another mode, or the local share admitted it).
+    async fn exact_answer(
+        &self,
+        mode: Mode,
+        parts: &[(Which, &Limit, u32)],
+    ) -> Result<Option<String>, Refused> {
         let lane = match mode {
             Mode::Debit => Lane::Background,
             _ => Lane::Request,
@@ -560,18 +676,26 @@ impl FleetLimits {
                 .arg(*weight);
         }
         let op = match mode {
-            Mode::Take => "limit_take",
+            Mode::Take | Mode::Ahead => "limit_take",
             Mode::Check => "limit_check",
             Mode::Debit => "limit_debit",
         };
         match self
             .shared
             .redis
-            .script::<Vec<i64>>(op, lane, &invocation)
+            .script::<Vec<String>>(op, lane, &invocation)
             .await
         {
-            Ok(answer) => verdict(&answer, parts),
-            Err(err) => self.fallback(mode, parts, &err),
+            Ok(answer) => {
+                let numbers: Vec<i64> = answer
+                    .iter()
+                    .take(2)
+                    .map_while(|n| n.parse().ok())
+                    .collect();
+                verdict(&numbers, parts)?;
+                Ok(answer.into_iter().nth(2).filter(|_| mode == Mode::Ahead))
+            }
+            Err(err) => self.fallback(mode, parts, &err).map(|()| None),
         }
     }
 
@@ -677,7 +801,7 @@ impl FleetLimits {
                 wait: Duration::from_secs(1),
             });
         }
-        if mode == Mode::Take {
+        if matches!(mode, Mode::Take | Mode::Ahead) {
             for ((_, _, weight), grant) in parts.iter().zip(&mut grants) {
                 grant.used += u64::from(*weight);
             }
@@ -797,7 +921,7 @@ fn local(mode: Mode, parts: &[(Which, &Limit, u32)], now: Instant) -> Result<(),
             });
         }
     }
-    if mode == Mode::Take {
+    if matches!(mode, Mode::Take | Mode::Ahead) {
         for (_, _, bucket, weight) in &mut buckets {
             let _ = bucket.take(*weight, now);
         }

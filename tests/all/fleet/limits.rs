@@ -253,6 +253,103 @@ async fn a_request_its_key_refuses_sends_nothing_upstream_though_its_stages_ran_
     .await;
 }
 
+/// A node's metric `name` (unlabelled), 0 when it has not been counted yet.
+async fn counter(node: &Proc, name: &str) -> u64 {
+    let text = get(node.admin.expect("admin"), "/metrics").await.body;
+    let text = String::from_utf8_lossy(&text).into_owned();
+    text.lines()
+        .find(|l| l.split(' ').next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// With a strict budget and a target RPM without leases, the target's admission goes to
+/// Redis with the call's reservation, before the budget has answered, and is given back
+/// when no call follows: a fleet cache hit, a budget refusal. The target's log ends with
+/// exactly the calls the provider saw; a key refused once sends no admission ahead again
+/// until a call of it is admitted.
+#[tokio::test]
+async fn a_targets_admission_sent_with_the_reservation_is_given_back_when_no_call_follows() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    // A call's worst case is $0.10 (1,000 completion tokens at $100 per million), a real
+    // one well under $0.01: after one call, $0.102 has no room for another.
+    let extra = format!(
+        "[routes.cache]\nttl_ms = 60000\n\n[prices.\"sim-a\"]\ninput_per_mtok = 50.0\noutput_per_mtok = 100.0\n\n{}\n{}",
+        crate::cost::key("team", "sk-team", "daily_budget_usd = 0.102"),
+        state(&redis, "budget_mode = \"strict\""),
+    );
+    let fleet = Fleet::start(3, |_, data_dir| {
+        config(data_dir, &up, "model = \"sim-a\"\nrpm = 100", &extra)
+    });
+    let question = |text: &str| {
+        let mut body = crate::cost::chat(text, 1000);
+        body["temperature"] = json!(0);
+        body
+    };
+    let ask = |node: usize, text: &'static str| {
+        let addr = fleet.addr(node);
+        let body = question(text);
+        async move { crate::cost::ask(addr, Some("sk-team"), &body).await }
+    };
+    let miss = ask(0, "what is a weir?").await;
+    assert_eq!(miss.status, 200, "{:?}", miss.body);
+    assert_eq!(miss.headers["x-weir-cache"], "miss");
+    until(
+        "node 0's answer in the fleet's cache, on node 1",
+        || async {
+            let hit = ask(1, "what is a weir?").await;
+            check(
+                hit.status == 200 && hit.headers["x-weir-cache"] == "hit",
+                format!("{} {:?}", hit.status, hit.headers.get("x-weir-cache")),
+            )
+        },
+    )
+    .await;
+    // The fleet's hits on node 1 took the target's admission and gave it back.
+    until(
+        "node 1 to give back what its hits were admitted",
+        || async {
+            let returned = counter(&fleet.nodes[1], "weir_state_permits_returned_total").await;
+            check(returned >= 1, returned)
+        },
+    )
+    .await;
+    // Node 2 only sees refusals: the first sends the admission ahead (the budget's answer
+    // is not known yet) and gives it back; the next four wait for the key's answer.
+    for _ in 0..5 {
+        let refused = ask(2, "a new question").await;
+        assert_eq!(refused.status, 429, "{:?}", refused.body);
+        assert_eq!(refused.json()["error"]["code"], "budget_exceeded");
+    }
+    let log = format!("t{}:{{t:up}}:rl:rpm", redis.port);
+    let total = format!("{log}:n");
+    until(
+        "the target's log to hold the provider's calls only",
+        || async {
+            let calls = sim_stats(&up).await["requests"].as_u64().unwrap();
+            let logged: u64 = redis.cli(&["ZCARD", &log]).parse().unwrap();
+            let counted: u64 = redis.cli(&["GET", &total]).parse().unwrap_or(0);
+            check(
+                calls == 1 && logged == 1 && counted == 1,
+                format!("{calls} calls, {logged} admissions logged, {counted} counted"),
+            )
+        },
+    )
+    .await;
+    assert_eq!(
+        counter(&fleet.nodes[2], "weir_state_permits_returned_total").await,
+        1,
+        "only the first refusal of the key sent an admission ahead"
+    );
+    assert_eq!(
+        counter(&fleet.nodes[0], "weir_state_permits_returned_total").await,
+        0,
+        "the miss's call went out on the admission sent ahead"
+    );
+}
+
 /// `weir_state_fallbacks_total{feature="rate_limits"}` of a node.
 async fn fallbacks(node: &Proc) -> u64 {
     let text = get(node.admin.expect("admin"), "/metrics").await.body;

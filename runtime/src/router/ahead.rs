@@ -10,11 +10,13 @@
 //! reaches that target ([`Ahead::take`]), after the target's local checks, as it would have
 //! asked.
 //!
-//! A permit taken ahead that no attempt uses is given back (out of the fleet's log, on the
-//! background lane): the request was refused (budget, key limits, call limit), the fleet's
-//! cache had the answer, the target had no room here (breaker, cool-down, concurrency), or
-//! the router reached it more than [`FRESH`] after the admission (then the target is
-//! admitted again, so a send still leaves within that long of its admission). Until it is
+//! Nothing is sent ahead for a target this node would not try now (breaker not closed,
+//! cooling down after a `Retry-After`, at its concurrency limit). A permit taken ahead that
+//! no attempt uses is given back (out of the fleet's log, on the background lane): the
+//! request was refused (budget, key limits, call limit), the fleet's cache had the answer,
+//! the router took its first slot on another target (the first had no room by then), or it
+//! reached the target more than [`FRESH`] after the admission (then the target is admitted
+//! again, so a send still leaves within that long of its admission). Until it is
 //! given back, an unused permit counts in the fleet's window: the limit refuses more for a
 //! round trip, never less. A call whose opening is cancelled midway may leave its permit
 //! in the log until it ages out, as an admission cancelled in the router does. A key whose
@@ -129,7 +131,7 @@ impl Router {
             .chain
             .get(start.position)
             .and_then(|&index| self.targets.get(index))
-            .filter(|target| target.admits_on_redis());
+            .filter(|target| target.admits_on_redis() && target.ready_now(Instant::now()));
         if let Some(target) = first {
             let tokens = estimate_tokens(&self.targets, &plan.chain, request);
             let asked = Instant::now();

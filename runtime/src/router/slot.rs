@@ -79,8 +79,9 @@ pub(super) struct Slots<'a> {
     pub tokens: u32,
     /// The end of the call's wait in the queue (its start plus `queue_timeout`).
     pub queue_deadline: Instant,
-    /// The first target's fleet admission, when the LLM step sent it ahead: taken by the
-    /// first slot on that target, given back when the call ends without one.
+    /// The first target's fleet admission, when the LLM step sent it ahead: used by the
+    /// first slot taken if it is on that target, given back otherwise (or when the call ends
+    /// without a slot).
     pub ahead: Mutex<Option<Ahead>>,
 }
 
@@ -176,9 +177,10 @@ impl<'a> Slots<'a> {
         force: bool,
     ) -> Result<Slot, Unavailable> {
         let slot = target.try_slot(now, self.tokens, force)?;
-        let ahead = lock(&self.ahead)
-            .as_mut()
-            .and_then(|ahead| ahead.take(position, self.tokens, now));
+        // The first slot taken ends the admission sent ahead: it is this slot's, or it is
+        // given back (its drop) rather than held for the rest of the call.
+        let ahead = lock(&self.ahead).take();
+        let ahead = ahead.and_then(|mut ahead| ahead.take(position, self.tokens, now));
         match ahead {
             Some(verdict) => verdict?,
             None => target.admit_fleet(self.tokens).await?,

@@ -167,6 +167,16 @@ impl TargetState {
             .is_some_and(FleetLimits::admits_per_call)
     }
 
+    /// Whether the target would take an attempt now as far as this node knows: its breaker
+    /// closed, no cool-down, room under its concurrency limit. Reads only (the slot is
+    /// [`Self::try_slot`]'s).
+    pub fn ready_now(&self, now: Instant) -> bool {
+        let cooling = lock(&self.cooldown).is_some_and(|until| now < until);
+        !cooling
+            && lock(&self.breaker).state() == State::Closed
+            && self.permits.available_permits() > 0
+    }
+
     /// [`Self::admit_fleet`] before the slot is taken, for a call that may not be made: the
     /// permit can be given back ([`Self::give_back_permit`]).
     pub(super) async fn admit_fleet_returnable(&self, tokens: u32) -> Result<Permit, Unavailable> {

@@ -253,6 +253,36 @@ async fn a_request_its_key_refuses_sends_nothing_upstream_though_its_stages_ran_
     .await;
 }
 
+/// The same for a stage's service call: the stage of every request calls its search
+/// service (weir's `services` import), and a request its key refuses reaches no service
+/// (`service::Service::call` waits for the key's admission, like an LLM call).
+#[tokio::test]
+async fn a_request_its_key_refuses_reaches_no_service_though_its_stage_ran_meanwhile() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let search = sim(&[]);
+    let stage = format!(
+        "[[routes.stages]]\nname = \"probe\"\npath = \"{}\"\nservices = [\"search\"]\n\
+         deadline_ms = 5000\n\n[routes.stages.config]\nmode = \"http\"\ntransport = \"import\"\n\
+         method = \"POST\"\nurl = \"http://search{}\"\n\
+         body = '{{\"query_embeddings\": [[1.0, 0.0]], \"n_results\": 2}}'\n\n\
+         [services.search]\nurls = [\"http://{}\"]\n\n",
+        weir_test_artifacts::OUTBOUND,
+        crate::services::query_path("c1"),
+        search.addr,
+    );
+    let extra = stage + &key("rpm = 6") + &state(&redis, "");
+    let fleet = Fleet::start(3, |_, data_dir| config(data_dir, &up, "", &extra));
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
+    let answers = spread(&addrs, 18, Duration::ZERO, Some("sk-team")).await;
+    assert_eq!(tally(&answers), (6, 12));
+    assert_eq!(
+        crate::services::searches(&search).await,
+        6,
+        "one search per admitted request"
+    );
+}
+
 /// A node's metric `name` (unlabelled), 0 when it has not been counted yet.
 async fn counter(node: &Proc, name: &str) -> u64 {
     let text = get(node.admin.expect("admin"), "/metrics").await.body;

@@ -23,6 +23,9 @@
 //!
 //! The loop ([`Router::chat`], [`Router::embeddings`]) is written once, here, and composes:
 //!
+//! - `ahead`: where a chat call starts ([`Start`]): its first target, picked when the LLM
+//!   step opens the call, with that target's fleet admission sent in the same Redis round
+//!   trip as the call's reservation, and given back when no attempt uses it.
 //! - `slot`: a target with room, or a place in the wait queue, or shedding.
 //! - `attempt`: one attempt — body, span, timeout cut to the deadline, outcome recorded in
 //!   the target's state and the attempt record.

@@ -47,13 +47,6 @@ pub struct Start<'a> {
     pub(super) ahead: Option<Ahead>,
 }
 
-impl Start<'_> {
-    /// Whether the first target's admission was sent ahead.
-    pub fn sent_ahead(&self) -> bool {
-        self.ahead.is_some()
-    }
-}
-
 /// A target's fleet admission taken before the router reached it.
 pub(super) struct Ahead {
     /// The target's chain position.

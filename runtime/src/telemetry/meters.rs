@@ -29,6 +29,7 @@
 //! | `weir_connections_closed_total` | counter | `listener` (`public`, `admin`), `reason` (`header_timeout`, `idle_timeout`, `write_timeout`, `over_limit`) |
 //! | `weir_state_fallbacks_total` | counter | `feature` (`budgets`, `rate_limits`, `cache`, `jobs`): a shared feature fell back to its `on_unavailable` policy because Redis failed |
 //! | `weir_state_calls_total`, `weir_state_call_seconds`, `weir_state_up`, `weir_state_settles_dropped_total`, `weir_state_cache_rejected_total` | | the fleet's Redis (`state::redis`, `state::budget`, `state::cache`) |
+//! | `weir_state_permits_returned_total` | counter | a target's fleet admission sent ahead of the router and given back unused (`router::Start`) |
 //!
 //! The job queue records its own (`weir_jobs_*`, see `queue::worker`).
 //!
@@ -260,6 +261,11 @@ fn describe() {
         "weir_state_fallbacks_total",
         "Calls to the shared state (Redis) that failed or were skipped, so the feature fell \
          back to its state.on_unavailable policy (the cache: a miss), by feature"
+    );
+    describe_counter!(
+        "weir_state_permits_returned_total",
+        "Target admissions sent to the fleet's Redis with a call's reservation and given back \
+         because no attempt used them (a cache hit, a refusal, another target)"
     );
     describe_counter!(
         "weir_state_cache_rejected_total",

@@ -283,12 +283,13 @@ async fn a_request_its_key_refuses_reaches_no_service_though_its_stage_ran_meanw
     );
 }
 
-/// A node's metric `name` (unlabelled), 0 when it has not been counted yet.
-async fn counter(node: &Proc, name: &str) -> u64 {
+/// A node's counter `series` (its name and labels as `/metrics` prints them), 0 when it has
+/// not been counted yet.
+async fn counter(node: &Proc, series: &str) -> u64 {
     let text = get(node.admin.expect("admin"), "/metrics").await.body;
     let text = String::from_utf8_lossy(&text).into_owned();
     text.lines()
-        .find(|l| l.split(' ').next() == Some(name))
+        .find(|l| l.split(' ').next() == Some(series))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -382,13 +383,7 @@ async fn a_targets_admission_sent_with_the_reservation_is_given_back_when_no_cal
 
 /// `weir_state_fallbacks_total{feature="rate_limits"}` of a node.
 async fn fallbacks(node: &Proc) -> u64 {
-    let text = get(node.admin.expect("admin"), "/metrics").await.body;
-    let text = String::from_utf8_lossy(&text).into_owned();
-    text.lines()
-        .find(|l| l.starts_with(r#"weir_state_fallbacks_total{feature="rate_limits"}"#))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    counter(node, r#"weir_state_fallbacks_total{feature="rate_limits"}"#).await
 }
 
 #[tokio::test]

@@ -13,10 +13,12 @@
 #   bench/fleet.sh            # installs wrk and redis-server (apt-get) when missing
 #   VARIANTS="local lease" bench/fleet.sh   # some variants only (`local` first: the others are
 #                                           # compared with it)
+#   COMMANDSTATS=1 bench/fleet.sh           # also Redis's INFO commandstats of each run
 #
 # Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
-# (`weir bench`, open loop), and Redis commands per request; then the medians and the added
-# latency against `local`.
+# (`weir bench`, open loop), Redis commands per request, and the CPU time per request of Redis
+# and of the weir node (both runs: c=1 and 1,000 req/s); then the medians and the added latency
+# against `local`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -85,7 +87,11 @@ TOML
 
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
-declare -A c1_p50 c1_p99 r_p50 r_p99 cmds
+# CPU seconds used so far: Redis's (its own count) and a process's (user + system, /proc).
+redis_cpu() { redis-cli -p $REDIS_PORT info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.6f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+per_request_us() { python3 -c "print(round(($2 - $1) * 1e6 / max($3, 1), 1))"; }
+declare -A c1_p50 c1_p99 r_p50 r_p99 cmds redis_us weir_us
 variants=${VARIANTS:-"local strict strict-leased-limits lease lease-no-shared-cache"}
 for round in $(seq 1 "$ROUNDS"); do
     for v in $variants; do
@@ -95,12 +101,13 @@ for round in $(seq 1 "$ROUNDS"); do
         curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 || { echo "weir ($v) did not start:"; cat "$work/$v.log"; exit 1; }
         # Warm up (stage instances, connections, Redis scripts).
         WEIR_KEY=$KEY wrk -t1 -c1 -d1s -s bench/fleet.lua "http://$WEIR/v1/chat/completions" >/dev/null
-        before=$(commands)
+        [ -n "${COMMANDSTATS:-}" ] && redis-cli -p $REDIS_PORT config resetstat >/dev/null
+        before=$(commands); redis_before=$(redis_cpu); weir_before=$(proc_cpu "$node")
         WEIR_KEY=$KEY wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/fleet.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
         sent=$(awk '/requests in/ {print $1}' "$work/c1.txt")
         printf '{"model":"demo","temperature":0,"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir? %s-%s-{n}"}]}' "$v" "$round$RANDOM" > "$work/body.json"
         line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --body "$work/body.json" --header "authorization: Bearer $KEY")
-        after=$(commands)
+        after=$(commands); redis_after=$(redis_cpu); weir_after=$(proc_cpu "$node")
         bench_ok=$(echo "$line" | grep -oE '[0-9]+ ok' | grep -oE '[0-9]+' || echo 0)
         total=$((sent + bench_ok))
         c1_p50[$v,$round]=$(to_ms "$(wrk_pct "$work/c1.txt" 50%)")
@@ -108,8 +115,12 @@ for round in $(seq 1 "$ROUNDS"); do
         r_p50[$v,$round]=$(echo "$line" | grep -oE 'p50 [0-9.]+' | awk '{print $2}')
         r_p99[$v,$round]=$(echo "$line" | grep -oE 'p99 [0-9.]+' | awk '{print $2}')
         cmds[$v,$round]=$(python3 -c "print(round(($after - $before) / max($total, 1), 3))")
-        [ "$v" = local ] && cmds[$v,$round]=0
-        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]}"
+        redis_us[$v,$round]=$(per_request_us "$redis_before" "$redis_after" "$total")
+        weir_us[$v,$round]=$(per_request_us "$weir_before" "$weir_after" "$total")
+        [ "$v" = local ] && { cmds[$v,$round]=0; redis_us[$v,$round]=0; }
+        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]} | CPU/request: Redis ${redis_us[$v,$round]} us, weir ${weir_us[$v,$round]} us"
+        # COMMANDSTATS=1: what Redis spent its time on, per command (scripts' own calls too).
+        [ -n "${COMMANDSTATS:-}" ] && [ "$v" != local ] && redis-cli -p $REDIS_PORT info commandstats | grep '^cmdstat' | tr ':,' '  '
         kill "$node"; wait "$node" 2>/dev/null || true; node=""
     done
 done
@@ -117,9 +128,9 @@ done
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))" "$@"; }
 echo "== medians of $ROUNDS rounds (added = variant - local)"
 for v in $variants; do
-    a=(); b=(); c=(); d=(); e=()
-    for round in $(seq 1 "$ROUNDS"); do a+=("${c1_p50[$v,$round]}"); b+=("${c1_p99[$v,$round]}"); c+=("${r_p50[$v,$round]}"); d+=("${r_p99[$v,$round]}"); e+=("${cmds[$v,$round]}"); done
-    m1=$(median "${a[@]}"); m2=$(median "${b[@]}"); m3=$(median "${c[@]}"); m4=$(median "${d[@]}"); m5=$(median "${e[@]}")
+    a=(); b=(); c=(); d=(); e=(); f=(); g=()
+    for round in $(seq 1 "$ROUNDS"); do a+=("${c1_p50[$v,$round]}"); b+=("${c1_p99[$v,$round]}"); c+=("${r_p50[$v,$round]}"); d+=("${r_p99[$v,$round]}"); e+=("${cmds[$v,$round]}"); f+=("${redis_us[$v,$round]}"); g+=("${weir_us[$v,$round]}"); done
+    m1=$(median "${a[@]}"); m2=$(median "${b[@]}"); m3=$(median "${c[@]}"); m4=$(median "${d[@]}"); m5=$(median "${e[@]}"); m6=$(median "${f[@]}"); m7=$(median "${g[@]}")
     [ "$v" = local ] && { l1=$m1; l4=$m4; }
-    echo "$v: c=1 p50 $m1 ms (added $(python3 -c "print(round($m1 - $l1, 3))")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(python3 -c "print(round($m4 - $l4, 3))")) | Redis commands/request $m5"
+    echo "$v: c=1 p50 $m1 ms (added $(python3 -c "print(round($m1 - $l1, 3))")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(python3 -c "print(round($m4 - $l4, 3))")) | Redis commands/request $m5 | CPU/request: Redis $m6 us, weir $m7 us"
 done

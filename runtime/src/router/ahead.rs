@@ -62,6 +62,11 @@ pub(super) struct Ahead {
 }
 
 impl Ahead {
+    /// The tokens it was admitted for: the router's estimate for the call, counted once.
+    pub(super) fn tokens(&self) -> u32 {
+        self.tokens
+    }
+
     /// The answer for chain position `position` of a call of `tokens`, if this admission was
     /// taken for it and is still fresh at `now`; it is the attempt's from now on. A stale
     /// one is given back, and `None` says the target must be admitted again.

@@ -378,7 +378,12 @@ impl Router {
             targets: &self.targets,
             chain,
             policy,
-            tokens: exchange.tokens(&self.targets, chain),
+            // Counted when the admission was sent ahead (the same estimate: one tokenizer
+            // pass per call, not two).
+            tokens: match &ahead {
+                Some(ahead) => ahead.tokens(),
+                None => exchange.tokens(&self.targets, chain),
+            },
             queue_deadline: started + settings.queue_timeout,
             ahead: std::sync::Mutex::new(ahead),
         };

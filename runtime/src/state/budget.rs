@@ -66,16 +66,18 @@ for _, id in ipairs(expired) do
   end
 end
 local amount = tonumber(ARGV[1])
-local function get(k, f) return tonumber(redis.call('HGET', k, f) or '0') or 0 end
-local sd, rd = get(KEYS[1], 'spent'), get(KEYS[1], 'reserved')
-local sm, rm = get(KEYS[2], 'spent'), get(KEYS[2], 'reserved')
+local function num(x) return tonumber(x or '0') or 0 end
+local d = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+local m = redis.call('HMGET', KEYS[2], 'spent', 'reserved')
+local sd, rd, sm, rm = num(d[1]), num(d[2]), num(m[1]), num(m[2])
 local dl, ml = tonumber(ARGV[2]), tonumber(ARGV[3])
 if dl >= 0 and sd + rd + amount > dl then return {0, 'daily', s(sd), s(rd), s(sm), s(rm)} end
 if ml >= 0 and sm + rm + amount > ml then return {0, 'monthly', s(sd), s(rd), s(sm), s(rm)} end
 redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'reserved', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], 3 * 86400000)
-redis.call('PEXPIRE', KEYS[2], 63 * 86400000)
+-- A window's expiry is set by the reservation that creates its 'reserved' (the window's first).
+if not d[2] then redis.call('PEXPIRE', KEYS[1], 3 * 86400000) end
+if not m[2] then redis.call('PEXPIRE', KEYS[2], 63 * 86400000) end
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[1] .. '\n' .. ARGV[6] .. '\n' .. ARGV[7])
 return {1, '', s(sd), s(rd + amount), s(sm), s(rm + amount)}
@@ -88,7 +90,8 @@ return {1, '', s(sd), s(rd + amount), s(sm), s(rm + amount)}
 /// Redis was away) the real cost. Applied once: 1, or 0 when it was already.
 pub const SETTLE_SOURCE: &str = r#"
 local function s(x) return string.format('%.0f', x) end
-if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end
+-- The settle's marker first: a settle applied already finds it and changes nothing.
+if not redis.call('SET', KEYS[5], '1', 'PX', 2 * tonumber(ARGV[3]), 'NX') then return 0 end
 local id, actual = ARGV[1], ARGV[2]
 for i = 1, 2 do redis.call('HINCRBY', KEYS[i], 'n:' .. ARGV[4], actual) end
 local v = redis.call('HGET', KEYS[4], id)
@@ -110,9 +113,12 @@ else
   if r then
     redis.call('HDEL', KEYS[4], 'reaped:' .. id)
     redis.call('ZREM', KEYS[3], 'reaped:' .. id)
+  else
+    -- A call admitted while Redis was away may be the first of its windows.
+    redis.call('PEXPIRE', KEYS[1], 3 * 86400000, 'NX')
+    redis.call('PEXPIRE', KEYS[2], 63 * 86400000, 'NX')
   end
 end
-redis.call('SET', KEYS[5], '1', 'PX', 2 * tonumber(ARGV[3]))
 return 1
 "#;
 

@@ -49,8 +49,9 @@
 //! A target's TPM takes the call's estimate (prompt + `max_tokens`) at admission, as the
 //! local bucket does. A key's TPM checks the prompt before the call ([`FleetLimits::check`])
 //! and is debited with the tokens the call really used after it ([`FleetLimits::debit`], off
-//! the request path). One admission or debit weighs at most the limit (a debit of
-//! 4294967295 tokens blocks the key for at most one window).
+//! the request path; a node sums its debits of [`DEBIT_BATCH`], 20 ms, into one call). One
+//! admission or debit weighs at most the limit (a debit of 4294967295 tokens blocks the key
+//! for at most one window).
 //!
 //! # When Redis is unavailable
 //!
@@ -74,6 +75,11 @@ use crate::sync::lock;
 
 /// The window of every limit, ms.
 pub const WINDOW_MS: u64 = 60_000;
+
+/// How long a key's TPM debits are summed before they go to Redis as one call. The debit comes
+/// after the call anyway (a call in flight is not counted until it ends), so the limit sees a
+/// call's tokens at most this much later.
+pub const DEBIT_BATCH: Duration = Duration::from_millis(20);
 
 /// Most expired entries one call removes (the rest go on the next calls; until then the
 /// total counts them, which refuses more, never less).
@@ -125,14 +131,17 @@ local n = #KEYS / 2
 
 /// The script: [`SCRIPT`]'s arguments, [`WINDOW_LUA`]'s functions, then the admission.
 const EXACT_BODY: &str = r"
-local totals = {}
+local totals, pruned_any = {}, {}
 for i = 1, n do
-  totals[i] = pruned(KEYS[2 * i - 1], KEYS[2 * i])
+  totals[i], pruned_any[i] = pruned(KEYS[2 * i - 1], KEYS[2 * i])
 end
 if mode ~= 'debit' then
   for i = 1, n do
     local limit = tonumber(ARGV[4 + 2 * i])
     local w = math.min(tonumber(ARGV[5 + 2 * i]), limit)
+    if totals[i] + w > limit and emptied(KEYS[2 * i - 1]) then
+      totals[i], pruned_any[i] = 0, true
+    end
     if totals[i] + w > limit then
       return refuse(i, totals, totals[i] + w - limit)
     end
@@ -144,18 +153,24 @@ for i = 1, n do
   local w = math.min(tonumber(ARGV[5 + 2 * i]), limit)
   if mode ~= 'check' and w > 0 then
     redis.call('ZADD', log, now, string.format('%d', w) .. ':' .. id)
-    totals[i] = totals[i] + w
+    keep(log, total, totals[i] + w)
+  elseif pruned_any[i] then
+    -- A check adds nothing: only the total of what is left is written.
+    redis.call('SET', total, string.format('%d', totals[i]), 'PX', window + 11000)
   end
-  keep(log, total, totals[i])
 end
 if mode == 'ahead' then return {0, 0, id} end
 return {0, 0}
 ";
 
 /// What both scripts share, after their own arguments (`now`, `window`, `prune`, `scan`, `n`):
-/// a member's weight, a log pruned of what left the window (its total), a refusal with the
-/// wait until limit `i` has `need` more room, and the keys' expiry (the window, the longest
-/// lease, 1 s).
+/// a member's weight, a log pruned of what left the window (its total, and whether anything
+/// left), whether a log is empty, a refusal with the wait until limit `i` has `need` more room,
+/// and the keys' expiry (the window, the longest lease, 1 s).
+///
+/// The total is checked against its log (`ZCARD`) only when it would refuse: a total whose log
+/// was lost (evicted, say) would otherwise refuse until both expire, and a total that does not
+/// refuse only counts more than the log, never less. One call less on every admission.
 const WINDOW_LUA: &str = r"
 local function weight_of(member)
   return tonumber(string.match(member, '^(%d+):')) or 0
@@ -167,8 +182,10 @@ local function pruned(log, total)
     for _, m in ipairs(old) do sum = sum - weight_of(m) end
     redis.call('ZREM', log, unpack(old))
   end
-  if sum < 0 or redis.call('ZCARD', log) == 0 then sum = 0 end
-  return sum
+  return math.max(sum, 0), #old > 0
+end
+local function emptied(log)
+  return redis.call('ZCARD', log) == 0
 end
 local function keep(log, total, sum)
   redis.call('SET', total, string.format('%d', sum), 'PX', window + 11000)
@@ -415,6 +432,9 @@ pub struct FleetLimits {
     /// asking (a refused client's flood costs Redis one call per node and wait, not one per
     /// request). A Redis that lost its data has an empty log: the refusal is forgotten.
     refused_until: Mutex<Option<(Instant, u64)>>,
+    /// Tokens debited and not yet sent to Redis (without leases): the debits of
+    /// [`DEBIT_BATCH`] go out as one call.
+    debits: AtomicU64,
 }
 
 impl FleetLimits {
@@ -448,6 +468,7 @@ impl FleetLimits {
             next: AtomicU64::new(0),
             lease: (!lease.is_zero()).then_some(lease),
             refused_until: Mutex::new(None),
+            debits: AtomicU64::new(0),
         })
     }
 
@@ -550,14 +571,31 @@ impl FleetLimits {
     }
 
     /// Counts `tokens` a call used against the TPM limit, off the request path (a task on
-    /// the background lane; while Redis is away, the local share is debited).
+    /// the background lane; while Redis is away, the local share is debited). Without leases,
+    /// the debits of one [`DEBIT_BATCH`] are summed into one call: one script per key and
+    /// batch, not one per request.
     pub fn debit(self: &Arc<Self>, tokens: u64) {
         if self.tpm.is_none() || tokens == 0 {
             return;
         }
-        let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+        let tokens = tokens.min(u64::from(u32::MAX));
         let this = self.clone();
+        if self.lease.is_some() {
+            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                let _ = this.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
+            });
+            return;
+        }
+        // The first debit of a batch sends it; the others add to it.
+        if self.debits.fetch_add(tokens, Ordering::Relaxed) > 0 {
+            return;
+        }
         tokio::spawn(async move {
+            tokio::time::sleep(DEBIT_BATCH).await;
+            let tokens = this.debits.swap(0, Ordering::Relaxed);
+            // At most the limit: a debit that large already fills a whole window.
+            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
             let _ = this.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
         });
     }

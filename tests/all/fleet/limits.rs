@@ -545,6 +545,40 @@ async fn the_window_admits_exactly_its_limit_from_concurrent_nodes() {
 }
 
 #[tokio::test]
+async fn a_keys_debits_of_one_batch_are_one_call_and_a_lost_log_does_not_refuse_for_ever() {
+    let redis = RedisServer::start();
+    // Five debits at once (within `DEBIT_BATCH`): one entry in the log, the sum in the total.
+    let key = fleet_limits(&redis, "n0", "k:batch", None, Some(1000)).await;
+    for tokens in [10, 20, 30, 40, 50] {
+        key.debit(tokens);
+    }
+    until("the batch to land", || async {
+        let total = redis.cli(&["GET", "w:{k:batch}:rl:tpm:n"]);
+        check(total == "150", total)
+    })
+    .await;
+    assert_eq!(redis.cli(&["ZCARD", "w:{k:batch}:rl:tpm"]), "1");
+    // A debit after the batch went out (it landed) starts the next one.
+    key.debit(7);
+    until("the next batch to land", || async {
+        let total = redis.cli(&["GET", "w:{k:batch}:rl:tpm:n"]);
+        check(total == "157", total)
+    })
+    .await;
+    assert_eq!(redis.cli(&["ZCARD", "w:{k:batch}:rl:tpm"]), "2");
+    assert_eq!(key.check(843).await, Ok(()));
+    assert!(key.check(844).await.is_err());
+
+    // A total whose log is gone (evicted, say) is checked against the log when it would
+    // refuse: the empty log admits, and the total starts again from what it holds.
+    let lost = fleet_limits(&redis, "n0", "k:lost", Some(3), None).await;
+    redis.cli(&["SET", "w:{k:lost}:rl:rpm:n", "3", "PX", "60000"]);
+    assert_eq!(lost.take_request().await, Ok(()));
+    assert_eq!(redis.cli(&["GET", "w:{k:lost}:rl:rpm:n"]), "1");
+    assert_eq!(redis.cli(&["ZCARD", "w:{k:lost}:rl:rpm"]), "1");
+}
+
+#[tokio::test]
 async fn leases_never_let_the_window_hold_more_than_the_limit_and_give_back_what_was_unused() {
     use weir::state::limits::{Refused, Which};
     let redis = RedisServer::start();

@@ -132,5 +132,7 @@ for v in $variants; do
     for round in $(seq 1 "$ROUNDS"); do a+=("${c1_p50[$v,$round]}"); b+=("${c1_p99[$v,$round]}"); c+=("${r_p50[$v,$round]}"); d+=("${r_p99[$v,$round]}"); e+=("${cmds[$v,$round]}"); f+=("${redis_us[$v,$round]}"); g+=("${weir_us[$v,$round]}"); done
     m1=$(median "${a[@]}"); m2=$(median "${b[@]}"); m3=$(median "${c[@]}"); m4=$(median "${d[@]}"); m5=$(median "${e[@]}"); m6=$(median "${f[@]}"); m7=$(median "${g[@]}")
     [ "$v" = local ] && { l1=$m1; l4=$m4; }
-    echo "$v: c=1 p50 $m1 ms (added $(python3 -c "print(round($m1 - $l1, 3))")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(python3 -c "print(round($m4 - $l4, 3))")) | Redis commands/request $m5 | CPU/request: Redis $m6 us, weir $m7 us"
+    # Added latency only when `local` ran first.
+    added() { [ -n "${2:-}" ] && python3 -c "print(round($1 - $2, 3))" || echo "n/a"; }
+    echo "$v: c=1 p50 $m1 ms (added $(added "$m1" "${l1:-}")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(added "$m4" "${l4:-}")) | Redis commands/request $m5 | CPU/request: Redis $m6 us, weir $m7 us"
 done

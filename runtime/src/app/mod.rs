@@ -98,7 +98,8 @@ impl App {
     }
 
     /// At shutdown, after the drain: gives the fleet back what this node's leases hold
-    /// unused (budget slices, rate-limit permits) and waits, at most
+    /// unused (budget slices, rate-limit permits), sends the TPM debits still being summed,
+    /// and waits, at most
     /// `state.background_timeout_ms`, for the settles to land. Without it they would come
     /// back only when they expire.
     pub async fn give_back_leases(&self) {

@@ -601,8 +601,14 @@ impl FleetLimits {
     }
 
     /// Gives back what this node's leases have not used (at shutdown, after the drain), in
-    /// one call on the background lane; the leases are gone afterwards.
+    /// one call on the background lane; the leases are gone afterwards. Debits still being
+    /// summed go out first, rather than with a batch the shutdown may cut.
     pub async fn give_back(&self) {
+        let pending = self.debits.swap(0, Ordering::Relaxed);
+        if pending > 0 {
+            let tokens = u32::try_from(pending).unwrap_or(u32::MAX);
+            let _ = self.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
+        }
         let Some(lease) = self.lease else { return };
         let mut held = Vec::new();
         for limit in [&self.rpm, &self.tpm].into_iter().flatten() {

@@ -568,6 +568,10 @@ async fn a_keys_debits_of_one_batch_are_one_call_and_a_lost_log_does_not_refuse_
     assert_eq!(redis.cli(&["ZCARD", "w:{k:batch}:rl:tpm"]), "2");
     assert_eq!(key.check(843).await, Ok(()));
     assert!(key.check(844).await.is_err());
+    // At shutdown, a batch still summing goes out at once.
+    key.debit(3);
+    key.give_back().await;
+    assert_eq!(redis.cli(&["GET", "w:{k:batch}:rl:tpm:n"]), "160");
 
     // A total whose log is gone (evicted, say) is checked against the log when it would
     // refuse: the empty log admits, and the total starts again from what it holds.

@@ -207,11 +207,7 @@ async fn a_request_its_key_refuses_sends_nothing_upstream_though_its_stages_ran_
         "[[routes.stages]]\nname = \"chaos\"\npath = \"{}\"\nconfig = {{ mode = \"complete\" }}\n\n",
         weir_test_artifacts::CHAOS
     );
-    let extra = stage + &key("rpm = 6") + &state(&redis, "");
-    let fleet = Fleet::start(3, |_, data_dir| config(data_dir, &up, "", &extra));
-    let addrs: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
-    let answers = spread(&addrs, 18, Duration::ZERO, Some("sk-team")).await;
-    assert_eq!(tally(&answers), (6, 12));
+    let (_fleet, addrs) = six_of_eighteen(&redis, &up, &stage).await;
     assert_eq!(
         sim_stats(&up).await["requests"],
         6,
@@ -271,16 +267,23 @@ async fn a_request_its_key_refuses_reaches_no_service_though_its_stage_ran_meanw
         crate::services::query_path("c1"),
         search.addr,
     );
-    let extra = stage + &key("rpm = 6") + &state(&redis, "");
-    let fleet = Fleet::start(3, |_, data_dir| config(data_dir, &up, "", &extra));
-    let addrs: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
-    let answers = spread(&addrs, 18, Duration::ZERO, Some("sk-team")).await;
-    assert_eq!(tally(&answers), (6, 12));
+    let (_fleet, addrs) = six_of_eighteen(&redis, &up, &stage).await;
     assert_eq!(
         crate::services::searches(&search).await,
         6,
         "one search per admitted request"
     );
+}
+
+/// Three nodes with `stage` on the route and key `team` at 6 RPM for the fleet; 18 requests
+/// at once spread over them: 6 admitted, 12 refused. The nodes and their addresses.
+async fn six_of_eighteen(redis: &RedisServer, up: &Proc, stage: &str) -> (Fleet, Vec<SocketAddr>) {
+    let extra = format!("{stage}{}{}", key("rpm = 6"), state(redis, ""));
+    let fleet = Fleet::start(3, |_, data_dir| config(data_dir, up, "", &extra));
+    let addrs: Vec<SocketAddr> = (0..3).map(|i| fleet.addr(i)).collect();
+    let answers = spread(&addrs, 18, Duration::ZERO, Some("sk-team")).await;
+    assert_eq!(tally(&answers), (6, 12));
+    (fleet, addrs)
 }
 
 /// A node's counter `series` (its name and labels as `/metrics` prints them), 0 when it has

@@ -267,7 +267,7 @@ async fn a_request_its_key_refuses_reaches_no_service_though_its_stage_ran_meanw
         crate::services::query_path("c1"),
         search.addr,
     );
-    let (_fleet, addrs) = six_of_eighteen(&redis, &up, &stage).await;
+    let (_fleet, _addrs) = six_of_eighteen(&redis, &up, &stage).await;
     assert_eq!(
         crate::services::searches(&search).await,
         6,

@@ -14,6 +14,8 @@
 #   VARIANTS="local lease" bench/fleet.sh   # some variants only (`local` first: the others are
 #                                           # compared with it)
 #   COMMANDSTATS=1 bench/fleet.sh           # also Redis's INFO commandstats of each run
+#   PERF=1 bench/fleet.sh                   # also the weir node's hottest symbols (self time,
+#                                           # `perf`) during each 1,000 req/s run
 #
 # Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
 # (`weir bench`, open loop), Redis commands per request, and the CPU time per request of Redis
@@ -31,6 +33,7 @@ KEY=sk-weir-bench-fleet
 
 tests/install-redis
 source bench/build.sh
+[ -n "${PERF:-}" ] && need perf linux-perf
 pids=()
 node=""
 cleanup() { [ -n "$node" ] && kill "$node" 2>/dev/null; for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -90,6 +93,8 @@ commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_pro
 # CPU seconds used so far: Redis's (its own count) and a process's (user + system, /proc).
 redis_cpu() { redis-cli -p $REDIS_PORT info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.6f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# Context switches of all of a process's threads so far (voluntary + involuntary).
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s+0}'; }
 per_request_us() { python3 -c "print(round(($2 - $1) * 1e6 / max($3, 1), 1))"; }
 declare -A c1_p50 c1_p99 r_p50 r_p99 cmds redis_us weir_us
 variants=${VARIANTS:-"local strict strict-leased-limits lease lease-no-shared-cache"}
@@ -102,12 +107,15 @@ for round in $(seq 1 "$ROUNDS"); do
         # Warm up (stage instances, connections, Redis scripts).
         WEIR_KEY=$KEY wrk -t1 -c1 -d1s -s bench/fleet.lua "http://$WEIR/v1/chat/completions" >/dev/null
         [ -n "${COMMANDSTATS:-}" ] && redis-cli -p $REDIS_PORT config resetstat >/dev/null
-        before=$(commands); redis_before=$(redis_cpu); weir_before=$(proc_cpu "$node")
+        before=$(commands); redis_before=$(redis_cpu); weir_before=$(proc_cpu "$node"); sw_before=$(switches "$node")
         WEIR_KEY=$KEY wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/fleet.lua "http://$WEIR/v1/chat/completions" > "$work/c1.txt"
         sent=$(awk '/requests in/ {print $1}' "$work/c1.txt")
         printf '{"model":"demo","temperature":0,"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir? %s-%s-{n}"}]}' "$v" "$round$RANDOM" > "$work/body.json"
+        if [ -n "${PERF:-}" ]; then
+            perf record -q -F 999 -p "$node" -o "$work/perf-$v.data" -- sleep "$DURATION" >/dev/null 2>&1 & perf_pid=$!
+        fi
         line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --body "$work/body.json" --header "authorization: Bearer $KEY")
-        after=$(commands); redis_after=$(redis_cpu); weir_after=$(proc_cpu "$node")
+        after=$(commands); redis_after=$(redis_cpu); weir_after=$(proc_cpu "$node"); sw_after=$(switches "$node")
         bench_ok=$(echo "$line" | grep -oE '[0-9]+ ok' | grep -oE '[0-9]+' || echo 0)
         total=$((sent + bench_ok))
         c1_p50[$v,$round]=$(to_ms "$(wrk_pct "$work/c1.txt" 50%)")
@@ -118,9 +126,15 @@ for round in $(seq 1 "$ROUNDS"); do
         redis_us[$v,$round]=$(per_request_us "$redis_before" "$redis_after" "$total")
         weir_us[$v,$round]=$(per_request_us "$weir_before" "$weir_after" "$total")
         [ "$v" = local ] && { cmds[$v,$round]=0; redis_us[$v,$round]=0; }
-        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]} | CPU/request: Redis ${redis_us[$v,$round]} us, weir ${weir_us[$v,$round]} us"
+        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]} | CPU/request: Redis ${redis_us[$v,$round]} us, weir ${weir_us[$v,$round]} us, weir context switches $(python3 -c "print(round(($sw_after - $sw_before) / max($total, 1), 2))")"
         # COMMANDSTATS=1: what Redis spent its time on, per command (scripts' own calls too).
         [ -n "${COMMANDSTATS:-}" ] && [ "$v" != local ] && redis-cli -p $REDIS_PORT info commandstats | grep '^cmdstat' | tr ':,' '  '
+        if [ -n "${PERF:-}" ]; then
+            wait "$perf_pid" || true
+            echo "the weir node ($v, 1000 req/s): CPU by binary, then the hottest symbols"
+            { perf report -q -i "$work/perf-$v.data" --no-children --sort dso 2>/dev/null || true; } | head -8 | cut -c1-80 || true
+            { perf report -q -i "$work/perf-$v.data" --no-children --sort dso,symbol 2>/dev/null || true; } | head -${PERF_TOP:-40} | cut -c1-160 || true
+        fi
         kill "$node"; wait "$node" 2>/dev/null || true; node=""
     done
 done

@@ -210,8 +210,10 @@ impl Account {
     /// bucket or a leased permit (`Ok(None)`), or asked of Redis and answered while the request
     /// runs (`Ok(Some)`: everything the request sends out waits for the answer, see
     /// [`super::Meter::admitted`]). The script is queued on the connection before this
-    /// returns; its task writes it out when it next runs (at the latest when the request
-    /// first waits on anything).
+    /// returns; the connection's task writes it out when it next runs (at the latest when the
+    /// request first waits on anything). The answer is read by whoever polls the admission
+    /// (the request's own task: no task of its own, which would wake another worker thread
+    /// on every request).
     pub fn admit_ahead(self: &Arc<Self>) -> Result<Option<Admission>, CostError> {
         if self.fleet_limits.is_none() {
             return self.admit_here().map(|()| None);
@@ -221,14 +223,7 @@ impl Account {
         if let Some(decided) = (&mut admit).now_or_never() {
             return decided.map(|()| None);
         }
-        let task = tokio::spawn(admit);
-        let key = self.key.name.clone();
-        let answer = async move {
-            // The task only ends by returning (it is never aborted, and does not panic).
-            task.await
-                .unwrap_or(Err(CostError::RateLimitsUnavailable { key }))
-        };
-        Ok(Some(answer.boxed().shared()))
+        Ok(Some(admit.shared()))
     }
 
     /// Checks the TPM bucket has room for a call's `prompt_tokens` (taken when the call is

@@ -25,8 +25,9 @@
 //!
 //! Coalescing across nodes: a node that misses (its own single-flight leader for the key)
 //! runs the `FLIGHT` script: the entry if it exists now, else the lease (`SET NX PX`) with
-//! its node id, else "another node leads". The leader renews its lease every third of
-//! `cache_flight_lease_ms` while its call runs, and its fill writes the entry and deletes its
+//! its node id, else "another node leads". The leader's lease is renewed while its call runs
+//! (one task per node renews each lease held for a third of `cache_flight_lease_ms`, looking
+//! every sixth), and its fill writes the entry and deletes its
 //! lease in one script (so a waiting node never sees the lease gone before the entry is
 //! there); a leader that fails or does not store deletes its lease only if it still owns it.
 //! A waiting node polls `FLIGHT` with a growing pause (10 ms, ×1.5, at most 200 ms) until the
@@ -44,7 +45,9 @@
 //! vector search, and a remote nearest-neighbour hop would cost more than it saves at the
 //! edge); an exact entry it points to is still read through the shared tier.
 
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use redis::Script;
@@ -53,6 +56,7 @@ use tokio::time::Instant;
 use super::{Lane, Shared, StateError};
 use crate::cache::{CacheKey, Invalidate};
 use crate::openai::{parse_response, response_to_json};
+use crate::sync::lock;
 use crate::wit::ChatResponse;
 
 /// The first bytes of every entry (the format's version).
@@ -144,6 +148,21 @@ return 0
 pub struct SharedCache {
     /// The connection and settings.
     shared: Arc<Shared>,
+    /// The leases this node holds, renewed by one task for all of them.
+    leases: Arc<Leases>,
+}
+
+/// The fleet leases a node holds, and the one task that renews them (started with the
+/// first lease): a miss that leads registers its lease here instead of starting a task of
+/// its own (a task per miss, and its abort, woke another worker thread on every miss).
+#[derive(Debug, Default)]
+struct Leases {
+    /// Per lease (by a number of its own): its key and when it was taken or last renewed.
+    held: Mutex<HashMap<u64, (String, Instant)>>,
+    /// The next lease's number.
+    next: AtomicU64,
+    /// Set when the renewing task started.
+    started: OnceLock<()>,
 }
 
 /// What a node that missed is to do about an identical request on other nodes.
@@ -165,15 +184,16 @@ pub enum Coalesce {
     Alone,
 }
 
-/// This node's lease on a key: renewed while held, deleted on drop unless the fill (which
-/// deletes it in the same script as it writes the entry) took it over.
+/// This node's lease on a key: renewed while held (every third of
+/// `cache_flight_lease_ms`, by the tier's renewing task), deleted on drop unless the fill
+/// (which deletes it in the same script as it writes the entry) took it over.
 pub struct Lease {
     /// The tier.
     cache: SharedCache,
+    /// Its number in the tier's [`Leases`].
+    id: u64,
     /// The lease key.
     key: String,
-    /// The task renewing it.
-    renew: tokio::task::JoinHandle<()>,
     /// Set by [`Lease::filled`].
     filled: bool,
 }
@@ -195,6 +215,7 @@ impl SharedCache {
     pub fn new(shared: &Arc<Shared>) -> Option<SharedCache> {
         shared.settings.shared_cache.then(|| SharedCache {
             shared: Arc::clone(shared),
+            leases: Arc::default(),
         })
     }
 
@@ -305,32 +326,21 @@ impl SharedCache {
         }
     }
 
-    /// Starts renewing the lease just taken on `key` of `route`.
+    /// Registers the lease just taken on `key` of `route` for renewal.
     fn lease(&self, route: &str, key: &CacheKey) -> Lease {
         let lease_key = self.lease_key(route, key);
-        let this = self.clone();
-        let renewed = lease_key.clone();
-        let renew = tokio::spawn(async move {
-            let period = this.shared.settings.cache_flight_lease / 3;
-            let ms = this.shared.settings.cache_flight_lease.as_millis() as u64;
-            loop {
-                tokio::time::sleep(period).await;
-                let mut invocation = RENEW.key(&renewed);
-                invocation.arg(this.shared.redis.node()).arg(ms);
-                let held: Result<i64, _> = this
-                    .shared
-                    .redis
-                    .script("cache_lease_renew", Lane::Background, &invocation)
-                    .await;
-                if matches!(held, Ok(0)) {
-                    return; // lost (expired, or the entry is in): nothing to keep
-                }
-            }
-        });
+        let id = self.leases.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.leases.held).insert(id, (lease_key.clone(), Instant::now()));
+        if self.leases.started.set(()).is_ok() {
+            tokio::spawn(renew(
+                Arc::downgrade(&self.shared),
+                Arc::downgrade(&self.leases),
+            ));
+        }
         Lease {
             cache: self.clone(),
+            id,
             key: lease_key,
-            renew,
             filled: false,
         }
     }
@@ -434,12 +444,12 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.renew.abort();
+        let key = std::mem::take(&mut self.key);
+        lock(&self.cache.leases.held).remove(&self.id);
         if self.filled {
             return;
         }
         let cache = self.cache.clone();
-        let key = std::mem::take(&mut self.key);
         spawn(async move {
             let mut invocation = RELEASE.key(&key);
             invocation.arg(cache.shared.redis.node());
@@ -449,6 +459,51 @@ impl Drop for Lease {
                 .script("cache_lease_release", Lane::Background, &invocation)
                 .await;
         });
+    }
+}
+
+/// Renews every lease of `leases` held for a third of `cache_flight_lease_ms` since it was
+/// taken or last renewed, checking every sixth; a lease found lost (expired, or the entry is
+/// in) is no longer renewed. Ends with the tier.
+async fn renew(shared: Weak<Shared>, leases: Weak<Leases>) {
+    let Some(lease) = shared.upgrade().map(|s| s.settings.cache_flight_lease) else {
+        return;
+    };
+    let period = lease / 3;
+    let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+    loop {
+        tokio::time::sleep(period / 2).await;
+        let (Some(shared), Some(leases)) = (shared.upgrade(), leases.upgrade()) else {
+            return;
+        };
+        let now = Instant::now();
+        let due: Vec<(u64, String)> = lock(&leases.held)
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= period)
+            .map(|(id, (key, _))| (*id, key.clone()))
+            .collect();
+        // All at once: one pipelined round trip.
+        let renewals = due.into_iter().map(|(id, key)| {
+            let shared = &shared;
+            async move {
+                let mut invocation = RENEW.key(&key);
+                invocation.arg(shared.redis.node()).arg(ms);
+                let held: Result<i64, _> = shared
+                    .redis
+                    .script("cache_lease_renew", Lane::Background, &invocation)
+                    .await;
+                (id, held)
+            }
+        });
+        for (id, held) in futures_util::future::join_all(renewals).await {
+            let mut map = lock(&leases.held);
+            if matches!(held, Ok(0)) {
+                // Lost: nothing to keep (its `Lease` deletes only a lease it still holds).
+                map.remove(&id);
+            } else if let Some((_, at)) = map.get_mut(&id) {
+                *at = now;
+            }
+        }
     }
 }
 

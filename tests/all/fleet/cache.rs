@@ -161,6 +161,60 @@ async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_miss
 }
 
 #[tokio::test]
+async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_its_answer() {
+    let redis = RedisServer::start();
+    let up = sim(&["--latency-ms", "2500"]);
+    let target = format!("http://{}/v1", up.addr);
+    // A 600 ms lease on a 2.5 s call: only its renewal keeps the other nodes waiting.
+    let state = state_table(
+        &redis,
+        "command_timeout_ms = 500\ncache_flight_lease_ms = 600\ncache_flight_wait_ms = 20000\n",
+    );
+    let fleet = Fleet::start(3, move |_, data_dir| {
+        format!(
+            "[server]\ndata_dir = \"{data_dir}\"\n\n[targets.up]\nbase_url = \"{target}\"\n\n\
+             [[routes]]\nmodel = \"cached\"\ntargets = [\"up\"]\nmax_attempts = 1\n\
+             cache = {{ ttl_ms = 60000 }}\n\n{state}"
+        )
+    });
+    let leader = fleet.addr(0);
+    let first = tokio::spawn(async move {
+        post(leader, "/v1/chat/completions", &chat("a slow answer")).await
+    });
+    // The others ask once the leader's lease would have run out twice over.
+    until("the leader's upstream call", || async {
+        match received(&up).await {
+            0 => Err("none yet"),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let others: Vec<_> = [1, 2]
+        .into_iter()
+        .map(|node| {
+            let addr = fleet.addr(node);
+            tokio::spawn(async move {
+                post(addr, "/v1/chat/completions", &chat("a slow answer")).await
+            })
+        })
+        .collect();
+    let first = first.await.unwrap();
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(cache_header(&first), "miss");
+    for (node, other) in others.into_iter().enumerate() {
+        let other = other.await.unwrap();
+        assert_eq!(other.status, 200, "node {}: {:?}", node + 1, other.body);
+        assert_eq!(other.body, first.body, "node {} shares the leader's answer", node + 1);
+    }
+    assert_eq!(
+        received(&up).await,
+        1,
+        "the renewed lease kept the other nodes from calling upstream themselves"
+    );
+}
+
+#[tokio::test]
 async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     let redis = RedisServer::start();
     let up = sim(&[]);

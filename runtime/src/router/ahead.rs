@@ -103,10 +103,7 @@ fn give_back(target: &Arc<TargetState>, permit: Permit) {
     if permit.is_empty() {
         return;
     }
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        let target = target.clone();
-        runtime.spawn(async move { target.give_back_permit(permit).await });
-    }
+    target.give_back_permit_later(permit);
 }
 
 impl Router {

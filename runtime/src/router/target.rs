@@ -193,6 +193,14 @@ impl TargetState {
         }
     }
 
+    /// [`Self::give_back_permit`] off the request path (the fleet's background lane).
+    pub(super) fn give_back_permit_later(self: &Arc<Self>, permit: Permit) {
+        if let Some(fleet) = &self.fleet {
+            let this = self.clone();
+            fleet.spawn(async move { this.give_back_permit(permit).await });
+        }
+    }
+
     /// Tries to take a slot now for a request of about `tokens` tokens. `force` ignores an
     /// open breaker and a cool-down (the last resort of a route is never skipped entirely)
     /// but never the concurrency, RPM or TPM limits.

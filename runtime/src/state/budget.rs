@@ -535,9 +535,6 @@ impl FleetBudget {
             return;
         }
         let this = self.clone();
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         // Settles waiting out an outage are bounded: past the cap a settle is dropped (its
         // reservation is charged in full when it expires, as a dead node's is), so a long
         // outage at a high rate cannot grow memory without bound.
@@ -546,7 +543,7 @@ impl FleetBudget {
             metrics::counter!("weir_state_settles_dropped_total").increment(1);
             return;
         }
-        runtime.spawn(async move {
+        self.shared.spawn(async move {
             this.settle_now(hold, actual).await;
             PENDING_SETTLES.fetch_sub(1, Ordering::Relaxed);
         });

@@ -265,7 +265,7 @@ impl SharedCache {
         let entry = self.entry_key(route, key);
         let lease = self.lease_key(route, key);
         let this = self.clone();
-        spawn(async move {
+        self.shared.spawn(async move {
             let node = this.shared.redis.node().to_owned();
             let mut invocation = FILL.key(&entry);
             invocation.key(&lease).arg(value).arg(ttl_ms).arg(node);
@@ -386,7 +386,7 @@ impl SharedCache {
     /// Deletes `entry` off the request path if it still holds `value`.
     fn drop_if(&self, entry: String, value: Vec<u8>) {
         let this = self.clone();
-        spawn(async move {
+        self.shared.spawn(async move {
             let mut invocation = DROP_IF.key(&entry);
             invocation.arg(value);
             let _: Result<i64, _> = this
@@ -450,7 +450,7 @@ impl Drop for Lease {
             return;
         }
         let cache = self.cache.clone();
-        spawn(async move {
+        self.cache.shared.spawn(async move {
             let mut invocation = RELEASE.key(&key);
             invocation.arg(cache.shared.redis.node());
             let _: Result<i64, _> = cache
@@ -504,13 +504,6 @@ async fn renew(shared: Weak<Shared>, leases: Weak<Leases>) {
                 *at = now;
             }
         }
-    }
-}
-
-/// Spawns `task` when a runtime is there (a drop at shutdown may find none).
-fn spawn(task: impl Future<Output = ()> + Send + 'static) {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(task);
     }
 }
 

@@ -582,7 +582,7 @@ impl FleetLimits {
         let this = self.clone();
         if self.lease.is_some() {
             let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
-            tokio::spawn(async move {
+            self.shared.spawn(async move {
                 let _ = this.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
             });
             return;
@@ -591,13 +591,18 @@ impl FleetLimits {
         if self.debits.fetch_add(tokens, Ordering::Relaxed) > 0 {
             return;
         }
-        tokio::spawn(async move {
+        self.shared.spawn(async move {
             tokio::time::sleep(DEBIT_BATCH).await;
             let tokens = this.debits.swap(0, Ordering::Relaxed);
             // At most the limit: a debit that large already fills a whole window.
             let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
             let _ = this.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
         });
+    }
+
+    /// Runs `job` on the fleet's background lane ([`Shared::spawn`]).
+    pub fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        self.shared.spawn(job);
     }
 
     /// Gives back what this node's leases have not used (at shutdown, after the drain), in

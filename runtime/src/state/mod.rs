@@ -37,6 +37,8 @@ pub mod spend;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
+
 use serde_json::{Value, json};
 
 pub use self::cache::{Coalesce, Lease, SharedCache};
@@ -81,6 +83,9 @@ pub struct Shared {
     /// Every key budget made on this connection (dead ones pruned as new ones come), to
     /// re-seed them all when Redis lost its data.
     budgets: std::sync::Mutex<Vec<std::sync::Weak<budget::FleetBudget>>>,
+    /// Work on the background lane (settles, cache fills, permits given back, debits), run by
+    /// one task ([`background`]).
+    background: tokio::sync::mpsc::UnboundedSender<BoxFuture<'static, ()>>,
 }
 
 impl Shared {
@@ -94,6 +99,7 @@ impl Shared {
             .clone()
             .unwrap_or_else(|| default_node_id(0));
         let redis = Redis::connect(settings, node).await?;
+        let (jobs, queued) = tokio::sync::mpsc::unbounded_channel();
         tracing::info!(url = %crate::config::mask_password(settings.url.as_deref().unwrap_or("")), node = redis.node(), "shared state on Redis");
         let shared = Arc::new(Shared {
             spend: spend::Shipper::new(redis.node()),
@@ -101,10 +107,22 @@ impl Shared {
             settings: settings.clone(),
             epoch: std::sync::atomic::AtomicU64::new(1),
             budgets: std::sync::Mutex::default(),
+            background: jobs,
         });
+        tokio::spawn(background(queued));
         tokio::spawn(health(Arc::downgrade(&shared)));
         tokio::spawn(spend::run(Arc::downgrade(&shared)));
         Ok(Some(shared))
+    }
+
+    /// Runs `job` off the request path, on the one task of the background lane: a request
+    /// that settles its reservation and fills the cache wakes that task once, where a task
+    /// per job woke another worker thread for the second. Each job bounds its own Redis calls
+    /// by the background deadline; the queue holds at most what the callers bound (one fill
+    /// per call in flight, settles capped, one debit batch per key). Dropped once the runtime
+    /// has shut down.
+    pub fn spawn(&self, job: impl Future<Output = ()> + Send + 'static) {
+        let _ = self.background.send(Box::pin(job));
     }
 
     /// This node's id.
@@ -200,6 +218,33 @@ async fn health(shared: std::sync::Weak<Shared>) {
         }
         seen = Some(current);
     }
+}
+
+/// The background lane's task: runs every job [`Shared::spawn`] queues, all at once, until
+/// the connection is gone and the last job ended.
+async fn background(mut queued: tokio::sync::mpsc::UnboundedReceiver<BoxFuture<'static, ()>>) {
+    use futures_util::{FutureExt, StreamExt};
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    // A job that panicked ends alone, as a task of its own would.
+    let caught = |job: BoxFuture<'static, ()>| {
+        std::panic::AssertUnwindSafe(job)
+            .catch_unwind()
+            .map(|ended| {
+                if ended.is_err() {
+                    tracing::error!("a background job of the shared state panicked");
+                }
+            })
+    };
+    loop {
+        tokio::select! {
+            job = queued.recv() => match job {
+                Some(job) => running.push(caught(job)),
+                None => break,
+            },
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
+    while running.next().await.is_some() {}
 }
 
 /// How often [`health`] pings Redis.

@@ -178,9 +178,10 @@ async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_it
         )
     });
     let leader = fleet.addr(0);
-    let first = tokio::spawn(async move {
-        post(leader, "/v1/chat/completions", &chat("a slow answer")).await
-    });
+    let first =
+        tokio::spawn(
+            async move { post(leader, "/v1/chat/completions", &chat("a slow answer")).await },
+        );
     // The others ask once the leader's lease would have run out twice over.
     until("the leader's upstream call", || async {
         match received(&up).await {
@@ -194,9 +195,9 @@ async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_it
         .into_iter()
         .map(|node| {
             let addr = fleet.addr(node);
-            tokio::spawn(async move {
-                post(addr, "/v1/chat/completions", &chat("a slow answer")).await
-            })
+            tokio::spawn(
+                async move { post(addr, "/v1/chat/completions", &chat("a slow answer")).await },
+            )
         })
         .collect();
     let first = first.await.unwrap();
@@ -205,7 +206,12 @@ async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_it
     for (node, other) in others.into_iter().enumerate() {
         let other = other.await.unwrap();
         assert_eq!(other.status, 200, "node {}: {:?}", node + 1, other.body);
-        assert_eq!(other.body, first.body, "node {} shares the leader's answer", node + 1);
+        assert_eq!(
+            other.body,
+            first.body,
+            "node {} shares the leader's answer",
+            node + 1
+        );
     }
     assert_eq!(
         received(&up).await,

@@ -15,7 +15,9 @@
 #                                           # compared with it)
 #   COMMANDSTATS=1 bench/fleet.sh           # also Redis's INFO commandstats of each run
 #   PERF=1 bench/fleet.sh                   # also the weir node's hottest symbols (self time,
-#                                           # `perf`) during each 1,000 req/s run
+#                                           # `perf`) during each 1,000 req/s run; PERF_ARGS
+#                                           # replaces `-F 999` (e.g. "-F 200 --call-graph dwarf"),
+#                                           # PERF_OUT=dir keeps each variant's perf.data there
 #
 # Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
 # (`weir bench`, open loop), Redis commands per request, and the CPU time per request of Redis
@@ -112,7 +114,7 @@ for round in $(seq 1 "$ROUNDS"); do
         sent=$(awk '/requests in/ {print $1}' "$work/c1.txt")
         printf '{"model":"demo","temperature":0,"messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir? %s-%s-{n}"}]}' "$v" "$round$RANDOM" > "$work/body.json"
         if [ -n "${PERF:-}" ]; then
-            perf record -q -F 999 -p "$node" -o "$work/perf-$v.data" -- sleep "$DURATION" >/dev/null 2>&1 & perf_pid=$!
+            perf record -q ${PERF_ARGS:--F 999} -p "$node" -o "$work/perf-$v.data" -- sleep "$DURATION" >/dev/null 2>&1 & perf_pid=$!
         fi
         line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --body "$work/body.json" --header "authorization: Bearer $KEY")
         after=$(commands); redis_after=$(redis_cpu); weir_after=$(proc_cpu "$node"); sw_after=$(switches "$node")
@@ -131,6 +133,7 @@ for round in $(seq 1 "$ROUNDS"); do
         [ -n "${COMMANDSTATS:-}" ] && [ "$v" != local ] && redis-cli -p $REDIS_PORT info commandstats | grep '^cmdstat' | tr ':,' '  '
         if [ -n "${PERF:-}" ]; then
             wait "$perf_pid" || true
+            [ -n "${PERF_OUT:-}" ] && mkdir -p "$PERF_OUT" && cp "$work/perf-$v.data" "$PERF_OUT/"
             echo "the weir node ($v, 1000 req/s): CPU by binary, then the hottest symbols"
             { perf report -q -i "$work/perf-$v.data" --no-children --sort dso 2>/dev/null || true; } | head -8 | cut -c1-80 || true
             { perf report -q -i "$work/perf-$v.data" --no-children --sort dso,symbol 2>/dev/null || true; } | head -${PERF_TOP:-40} | cut -c1-160 || true

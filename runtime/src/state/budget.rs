@@ -520,8 +520,9 @@ impl FleetBudget {
     }
 
     /// Settles `hold` at `actual` pico-dollars (0: released, the call never happened), off
-    /// the request path: spawned, retried with backoff while Redis is unavailable, for up to
-    /// the reservation's ttl (after that a reservation is reaped and charged in full).
+    /// the request path (the background lane), retried with backoff while Redis is
+    /// unavailable, for up to the reservation's ttl (after that a reservation is reaped and
+    /// charged in full).
     pub fn settle_arc(self: &Arc<Self>, hold: FleetHold, actual: u64) {
         if hold.local
             && let Some(state) = lock(&self.degraded).as_mut()

@@ -21,7 +21,8 @@
 //!
 //! Reads are on the request path (`Lane::Request`); any Redis failure or timeout is a miss,
 //! counted in `weir_state_fallbacks_total{feature="cache"}`, never an error for the client.
-//! Writes are spawned off the request path (`Lane::Background`).
+//! Writes run off the request path, on the background lane (`Shared::spawn`,
+//! `Lane::Background`).
 //!
 //! Coalescing across nodes: a node that misses (its own single-flight leader for the key)
 //! runs the `FLIGHT` script: the entry if it exists now, else the lease (`SET NX PX`) with

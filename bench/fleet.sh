@@ -129,6 +129,8 @@ for round in $(seq 1 "$ROUNDS"); do
         weir_us[$v,$round]=$(per_request_us "$weir_before" "$weir_after" "$total")
         [ "$v" = local ] && { cmds[$v,$round]=0; redis_us[$v,$round]=0; }
         echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]} | CPU/request: Redis ${redis_us[$v,$round]} us, weir ${weir_us[$v,$round]} us, weir context switches $(python3 -c "print(round(($sw_after - $sw_before) / max($total, 1), 2))")"
+        # weir's own view of its Redis calls (the last 1,024, so the end of the 1,000 req/s run).
+        [ "$v" != local ] && echo "  Redis calls as the node saw them: $(curl -fs "http://$ADMIN/admin/state" | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency_ms"]; print("p50 %s ms, p99 %s ms, max %s ms" % (l["p50"], l["p99"], l["max"]))' || echo n/a)"
         # COMMANDSTATS=1: what Redis spent its time on, per command (scripts' own calls too).
         [ -n "${COMMANDSTATS:-}" ] && [ "$v" != local ] && redis-cli -p $REDIS_PORT info commandstats | grep '^cmdstat' | tr ':,' '  '
         if [ -n "${PERF:-}" ]; then

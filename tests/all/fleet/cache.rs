@@ -163,12 +163,13 @@ async fn an_answer_fetched_on_one_node_is_a_hit_on_the_others_and_identical_miss
 #[tokio::test]
 async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_its_answer() {
     let redis = RedisServer::start();
-    let up = sim(&["--latency-ms", "2500"]);
+    let up = sim(&["--latency-ms", "4000"]);
     let target = format!("http://{}/v1", up.addr);
-    // A 600 ms lease on a 2.5 s call: only its renewal keeps the other nodes waiting.
+    // A 1.5 s lease on a 4 s call: only its renewal keeps the other nodes waiting (renewed
+    // after 0.5 s, looked at every 0.25 s: a node stalled for 0.75 s would still keep it).
     let state = state_table(
         &redis,
-        "command_timeout_ms = 500\ncache_flight_lease_ms = 600\ncache_flight_wait_ms = 20000\n",
+        "command_timeout_ms = 500\ncache_flight_lease_ms = 1500\ncache_flight_wait_ms = 20000\n",
     );
     let fleet = Fleet::start(3, move |_, data_dir| {
         format!(
@@ -182,7 +183,7 @@ async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_it
         tokio::spawn(
             async move { post(leader, "/v1/chat/completions", &chat("a slow answer")).await },
         );
-    // The others ask once the leader's lease would have run out twice over.
+    // The others ask once the leader's lease would have run out.
     until("the leader's upstream call", || async {
         match received(&up).await {
             0 => Err("none yet"),
@@ -190,7 +191,7 @@ async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_it
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let others: Vec<_> = [1, 2]
         .into_iter()
         .map(|node| {

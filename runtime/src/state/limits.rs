@@ -578,26 +578,34 @@ impl FleetLimits {
         if self.tpm.is_none() || tokens == 0 {
             return;
         }
-        let tokens = tokens.min(u64::from(u32::MAX));
-        let this = self.clone();
+        // At most u32::MAX each: a batch's sum cannot wrap its u64.
+        let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
         if self.lease.is_some() {
-            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
+            let this = self.clone();
             self.shared.spawn(async move {
                 let _ = this.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
             });
             return;
         }
         // The first debit of a batch sends it; the others add to it.
-        if self.debits.fetch_add(tokens, Ordering::Relaxed) > 0 {
+        if self.debits.fetch_add(u64::from(tokens), Ordering::Relaxed) > 0 {
             return;
         }
+        let this = self.clone();
         self.shared.spawn(async move {
             tokio::time::sleep(DEBIT_BATCH).await;
-            let tokens = this.debits.swap(0, Ordering::Relaxed);
-            // At most the limit: a debit that large already fills a whole window.
-            let tokens = u32::try_from(tokens).unwrap_or(u32::MAX);
-            let _ = this.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
+            this.flush_debits().await;
         });
+    }
+
+    /// Sends the debits summed so far as one call (none when a flush at shutdown took them).
+    async fn flush_debits(&self) {
+        let pending = self.debits.swap(0, Ordering::Relaxed);
+        if pending > 0 {
+            // At most the limit: a debit that large already fills a whole window.
+            let tokens = u32::try_from(pending).unwrap_or(u32::MAX);
+            let _ = self.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
+        }
     }
 
     /// Runs `job` on the fleet's background lane ([`Shared::spawn`]).
@@ -609,11 +617,7 @@ impl FleetLimits {
     /// one call on the background lane; the leases are gone afterwards. Debits still being
     /// summed go out first, rather than with a batch the shutdown may cut.
     pub async fn give_back(&self) {
-        let pending = self.debits.swap(0, Ordering::Relaxed);
-        if pending > 0 {
-            let tokens = u32::try_from(pending).unwrap_or(u32::MAX);
-            let _ = self.call(Mode::Debit, &[(Which::Tpm, tokens)]).await;
-        }
+        self.flush_debits().await;
         let Some(lease) = self.lease else { return };
         let mut held = Vec::new();
         for limit in [&self.rpm, &self.tpm].into_iter().flatten() {

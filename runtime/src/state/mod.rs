@@ -290,3 +290,38 @@ pub fn status(shared: Option<&Shared>) -> Value {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_background_lane_runs_jobs_together_and_outlives_one_that_panics() {
+        let (jobs, queued) = tokio::sync::mpsc::unbounded_channel::<BoxFuture<'static, ()>>();
+        let lane = tokio::spawn(background(queued));
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        // A job that waits for a later one: both run at once.
+        jobs.send(Box::pin(async move {
+            let _ = first_rx.await;
+            let _ = done_tx.send(());
+        }))
+        .unwrap();
+        jobs.send(Box::pin(async { panic!("a job's bug") }))
+            .unwrap();
+        jobs.send(Box::pin(async move {
+            let _ = first_tx.send(());
+        }))
+        .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), done_rx)
+            .await
+            .expect("the jobs after the panic ran")
+            .unwrap();
+        // The lane ends once its sender is gone and its jobs are done.
+        drop(jobs);
+        tokio::time::timeout(Duration::from_secs(10), lane)
+            .await
+            .expect("the lane ended")
+            .unwrap();
+    }
+}

@@ -6,8 +6,11 @@
 //!
 //! Each limit is a sorted set of the admissions of the last 60 s (`member` = `weight:id`,
 //! `score` = Redis's `TIME` in ms at admission) and a running total of their weights. One
-//! Lua script drops what left the window, checks `total + weight <= limit` for every limit
-//! of the call and adds the admission to all of them, or to none (a refusal writes nothing).
+//! Lua script checks `total + weight <= limit` for every limit of the call and adds the
+//! admission to all of them, or to none (a refusal writes nothing). What left the window is
+//! dropped from the log and the total by one call in [`SWEEP_EVERY`], and by any call the
+//! total would refuse: a total not swept yet counts more than the window, never less, so
+//! every decision is the one the swept log gives.
 //! Unlike a token bucket of capacity N refilling N per minute, which admits up to 2N in
 //! some 60-second window, the log admits **at most `limit` in any 60-second window** of
 //! Redis time: when the last admission of a window was made, every earlier admission of that
@@ -81,6 +84,13 @@ pub const WINDOW_MS: u64 = 60_000;
 /// call's tokens at most this much later.
 pub const DEBIT_BATCH: Duration = Duration::from_millis(20);
 
+/// One admission in this many (by Redis's clock, its microseconds) prunes its logs of what left
+/// the window; the others read the total as it is. A total not pruned yet still counts entries
+/// that left the window, so it can only refuse more, and a call it would refuse prunes first:
+/// admissions and refusals are decided as on a pruned log, for two commands fewer (the range
+/// read and the removal) on most admissions. The log holds about this many stale entries more.
+const SWEEP_EVERY: u32 = 16;
+
 /// Most expired entries one call removes (the rest go on the next calls; until then the
 /// total counts them, which refuses more, never less).
 const PRUNE_BATCH: u32 = 256;
@@ -132,13 +142,25 @@ local n = #KEYS / 2
 /// The script: [`SCRIPT`]'s arguments, [`WINDOW_LUA`]'s functions, then the admission.
 const EXACT_BODY: &str = r"
 local totals, pruned_any = {}, {}
+local sweep = tonumber(t[2]) % SWEEP_EVERY == 0
 for i = 1, n do
-  totals[i], pruned_any[i] = pruned(KEYS[2 * i - 1], KEYS[2 * i])
+  if sweep then
+    totals[i], pruned_any[i] = pruned(KEYS[2 * i - 1], KEYS[2 * i])
+  else
+    totals[i], pruned_any[i] = math.max(tonumber(redis.call('GET', KEYS[2 * i]) or '0') or 0, 0), false
+  end
 end
 if mode ~= 'debit' then
   for i = 1, n do
     local limit = tonumber(ARGV[4 + 2 * i])
     local w = math.min(tonumber(ARGV[5 + 2 * i]), limit)
+    if totals[i] + w > limit and not sweep then
+      -- A refusal is decided on the pruned log, never on a total that still counts entries
+      -- which left the window.
+      local any
+      totals[i], any = pruned(KEYS[2 * i - 1], KEYS[2 * i])
+      pruned_any[i] = pruned_any[i] or any
+    end
     if totals[i] + w > limit and emptied(KEYS[2 * i - 1]) then
       totals[i], pruned_any[i] = 0, true
     end
@@ -283,8 +305,10 @@ fn give_script() -> &'static redis::Script {
 /// The script, loaded once per process (`EVALSHA`, reloaded on `NOSCRIPT`).
 fn script() -> &'static redis::Script {
     static SCRIPT_CELL: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-    SCRIPT_CELL
-        .get_or_init(|| redis::Script::new(&format!("{HEAD_LUA}{SCRIPT}{WINDOW_LUA}{EXACT_BODY}")))
+    SCRIPT_CELL.get_or_init(|| {
+        let body = EXACT_BODY.replace("SWEEP_EVERY", &SWEEP_EVERY.to_string());
+        redis::Script::new(&format!("{HEAD_LUA}{SCRIPT}{WINDOW_LUA}{body}"))
+    })
 }
 
 /// Which limit of a [`FleetLimits`].

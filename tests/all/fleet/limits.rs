@@ -586,6 +586,45 @@ async fn a_keys_debits_of_one_batch_are_one_call_and_a_lost_log_does_not_refuse_
 }
 
 #[tokio::test]
+async fn entries_that_left_the_window_never_refuse_and_are_swept_away() {
+    let redis = RedisServer::start();
+    let now_ms = || -> u64 {
+        let time = redis.cli(&["TIME"]);
+        let mut parts = time.lines().map(|l| l.trim().parse::<u64>().expect("TIME"));
+        let (secs, micros) = (parts.next().unwrap(), parts.next().unwrap());
+        secs * 1000 + micros / 1000
+    };
+    // Five admissions two minutes old, not pruned yet: their total still says 5.
+    let stale = |log: &str, total: &str, n: u32| {
+        let old = (now_ms() - 120_000).to_string();
+        for i in 0..n {
+            redis.cli(&["ZADD", log, &old, &format!("1:old{i}")]);
+        }
+        redis.cli(&["SET", total, &n.to_string(), "PX", "60000"]);
+    };
+    // At its limit on them, a key still admits: a call the total would refuse prunes first.
+    let full = fleet_limits(&redis, "n0", "k:full", Some(5), None).await;
+    stale("w:{k:full}:rl:rpm", "w:{k:full}:rl:rpm:n", 5);
+    assert_eq!(full.take_request().await, Ok(()));
+    assert_eq!(redis.cli(&["GET", "w:{k:full}:rl:rpm:n"]), "1");
+    assert_eq!(redis.cli(&["ZCARD", "w:{k:full}:rl:rpm"]), "1");
+    // Far from its limit, they stay until a sweep (one call in 16): after 300 calls they are
+    // gone ((15/16)^300 < 1e-8 that none swept), and the total counts exactly the 300.
+    let roomy = fleet_limits(&redis, "n0", "k:roomy", Some(1_000_000), None).await;
+    stale("w:{k:roomy}:rl:rpm", "w:{k:roomy}:rl:rpm:n", 50);
+    for _ in 0..300 {
+        assert_eq!(roomy.take_request().await, Ok(()));
+    }
+    let cutoff = (now_ms() - 60_000).to_string();
+    let left = redis.cli(&["ZCOUNT", "w:{k:roomy}:rl:rpm", "-inf", &cutoff]);
+    assert_eq!(
+        left, "0",
+        "entries that left the window are still in the log"
+    );
+    assert_eq!(redis.cli(&["GET", "w:{k:roomy}:rl:rpm:n"]), "300");
+}
+
+#[tokio::test]
 async fn leases_never_let_the_window_hold_more_than_the_limit_and_give_back_what_was_unused() {
     use weir::state::limits::{Refused, Which};
     let redis = RedisServer::start();

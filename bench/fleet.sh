@@ -21,8 +21,9 @@
 #
 # Prints per variant and round: c=1 p50/p99 (wrk), p50/p99 at an evenly spaced 1,000 req/s
 # (`weir bench`, open loop), Redis commands per request, and the CPU time per request of Redis
-# and of the weir node (both runs: c=1 and 1,000 req/s); then the medians and the added latency
-# against `local`.
+# and of the weir node (both runs: c=1 and 1,000 req/s), and how busy the whole machine was
+# during the 1,000 req/s run (every process here shares its cores); then the medians and the
+# added latency against `local`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -95,10 +96,12 @@ commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_pro
 # CPU seconds used so far: Redis's (its own count) and a process's (user + system, /proc).
 redis_cpu() { redis-cli -p $REDIS_PORT info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
 proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.6f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+# The machine's CPU time so far: busy and total jiffies of all cores (/proc/stat).
+machine_cpu() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 # Context switches of all of a process's threads so far (voluntary + involuntary).
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s+0}'; }
 per_request_us() { python3 -c "print(round(($2 - $1) * 1e6 / max($3, 1), 1))"; }
-declare -A c1_p50 c1_p99 r_p50 r_p99 cmds redis_us weir_us
+declare -A c1_p50 c1_p99 r_p50 r_p99 cmds redis_us weir_us busy
 variants=${VARIANTS:-"local strict strict-leased-limits lease lease-no-shared-cache"}
 for round in $(seq 1 "$ROUNDS"); do
     for v in $variants; do
@@ -116,7 +119,9 @@ for round in $(seq 1 "$ROUNDS"); do
         if [ -n "${PERF:-}" ]; then
             perf record -q ${PERF_ARGS:--F 999} -p "$node" -o "$work/perf-$v.data" -- sleep "$DURATION" >/dev/null 2>&1 & perf_pid=$!
         fi
+        read -r busy_before all_before < <(machine_cpu)
         line=$("$weir" bench --url "http://$WEIR/v1/chat/completions" --rate 1000 --duration "$DURATION" --unique --body "$work/body.json" --header "authorization: Bearer $KEY")
+        read -r busy_after all_after < <(machine_cpu)
         after=$(commands); redis_after=$(redis_cpu); weir_after=$(proc_cpu "$node"); sw_after=$(switches "$node")
         bench_ok=$(echo "$line" | grep -oE '[0-9]+ ok' | grep -oE '[0-9]+' || echo 0)
         total=$((sent + bench_ok))
@@ -124,11 +129,13 @@ for round in $(seq 1 "$ROUNDS"); do
         c1_p99[$v,$round]=$(to_ms "$(wrk_pct "$work/c1.txt" 99%)")
         r_p50[$v,$round]=$(echo "$line" | grep -oE 'p50 [0-9.]+' | awk '{print $2}')
         r_p99[$v,$round]=$(echo "$line" | grep -oE 'p99 [0-9.]+' | awk '{print $2}')
+        # How busy the whole machine (weir, Redis, the sim, the load generator) was at 1,000 req/s.
+        busy[$v,$round]=$(python3 -c "print(round(100 * ($busy_after - $busy_before) / max($all_after - $all_before, 1), 1))")
         cmds[$v,$round]=$(python3 -c "print(round(($after - $before) / max($total, 1), 3))")
         redis_us[$v,$round]=$(per_request_us "$redis_before" "$redis_after" "$total")
         weir_us[$v,$round]=$(per_request_us "$weir_before" "$weir_after" "$total")
         [ "$v" = local ] && { cmds[$v,$round]=0; redis_us[$v,$round]=0; }
-        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]} | CPU/request: Redis ${redis_us[$v,$round]} us, weir ${weir_us[$v,$round]} us, weir context switches $(python3 -c "print(round(($sw_after - $sw_before) / max($total, 1), 2))")"
+        echo "round $round $v: c=1 p50 ${c1_p50[$v,$round]} ms p99 ${c1_p99[$v,$round]} ms | 1000 req/s: $line | Redis commands/request ${cmds[$v,$round]} | CPU/request: Redis ${redis_us[$v,$round]} us, weir ${weir_us[$v,$round]} us, weir context switches $(python3 -c "print(round(($sw_after - $sw_before) / max($total, 1), 2))") | machine busy at 1000 req/s ${busy[$v,$round]}% of $(nproc) cores"
         # weir's own view of its Redis calls (the last 1,024, so the end of the 1,000 req/s run).
         [ "$v" != local ] && echo "  Redis calls as the node saw them: $(curl -fs "http://$ADMIN/admin/state" | python3 -c 'import json,sys; l=json.load(sys.stdin)["latency_ms"]; print("p50 %s ms, p99 %s ms, max %s ms" % (l["p50"], l["p99"], l["max"]))' || echo n/a)"
         # COMMANDSTATS=1: what Redis spent its time on, per command (scripts' own calls too).
@@ -147,11 +154,11 @@ done
 median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 3))" "$@"; }
 echo "== medians of $ROUNDS rounds (added = variant - local)"
 for v in $variants; do
-    a=(); b=(); c=(); d=(); e=(); f=(); g=()
-    for round in $(seq 1 "$ROUNDS"); do a+=("${c1_p50[$v,$round]}"); b+=("${c1_p99[$v,$round]}"); c+=("${r_p50[$v,$round]}"); d+=("${r_p99[$v,$round]}"); e+=("${cmds[$v,$round]}"); f+=("${redis_us[$v,$round]}"); g+=("${weir_us[$v,$round]}"); done
-    m1=$(median "${a[@]}"); m2=$(median "${b[@]}"); m3=$(median "${c[@]}"); m4=$(median "${d[@]}"); m5=$(median "${e[@]}"); m6=$(median "${f[@]}"); m7=$(median "${g[@]}")
+    a=(); b=(); c=(); d=(); e=(); f=(); g=(); h=()
+    for round in $(seq 1 "$ROUNDS"); do a+=("${c1_p50[$v,$round]}"); b+=("${c1_p99[$v,$round]}"); c+=("${r_p50[$v,$round]}"); d+=("${r_p99[$v,$round]}"); e+=("${cmds[$v,$round]}"); f+=("${redis_us[$v,$round]}"); g+=("${weir_us[$v,$round]}"); h+=("${busy[$v,$round]}"); done
+    m1=$(median "${a[@]}"); m2=$(median "${b[@]}"); m3=$(median "${c[@]}"); m4=$(median "${d[@]}"); m5=$(median "${e[@]}"); m6=$(median "${f[@]}"); m7=$(median "${g[@]}"); m8=$(median "${h[@]}")
     [ "$v" = local ] && { l1=$m1; l4=$m4; }
     # Added latency only when `local` ran first.
     added() { [ -n "${2:-}" ] && python3 -c "print(round($1 - $2, 3))" || echo "n/a"; }
-    echo "$v: c=1 p50 $m1 ms (added $(added "$m1" "${l1:-}")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(added "$m4" "${l4:-}")) | Redis commands/request $m5 | CPU/request: Redis $m6 us, weir $m7 us"
+    echo "$v: c=1 p50 $m1 ms (added $(added "$m1" "${l1:-}")), c=1 p99 $m2 ms | 1000 req/s p50 $m3 ms, p99 $m4 ms (added $(added "$m4" "${l4:-}")) | Redis commands/request $m5 | CPU/request: Redis $m6 us, weir $m7 us | machine busy at 1000 req/s $m8%"
 done

@@ -129,7 +129,8 @@ for round in $(seq 1 "$ROUNDS"); do
         c1_p99[$v,$round]=$(to_ms "$(wrk_pct "$work/c1.txt" 99%)")
         r_p50[$v,$round]=$(echo "$line" | grep -oE 'p50 [0-9.]+' | awk '{print $2}')
         r_p99[$v,$round]=$(echo "$line" | grep -oE 'p99 [0-9.]+' | awk '{print $2}')
-        # How busy the whole machine (weir, Redis, the sim, the load generator) was at 1,000 req/s.
+        # How busy the whole machine (weir, Redis, the sim, the load generator, and perf with
+        # PERF=1) was at 1,000 req/s.
         busy[$v,$round]=$(python3 -c "print(round(100 * ($busy_after - $busy_before) / max($all_after - $all_before, 1), 1))")
         cmds[$v,$round]=$(python3 -c "print(round(($after - $before) / max($total, 1), 3))")
         redis_us[$v,$round]=$(per_request_us "$redis_before" "$redis_after" "$total")

@@ -147,7 +147,7 @@ for i = 1, n do
   if sweep then
     totals[i], pruned_any[i] = pruned(KEYS[2 * i - 1], KEYS[2 * i])
   else
-    totals[i], pruned_any[i] = math.max(tonumber(redis.call('GET', KEYS[2 * i]) or '0') or 0, 0), false
+    totals[i], pruned_any[i] = math.max(counted(KEYS[2 * i]), 0), false
   end
 end
 if mode ~= 'debit' then
@@ -186,9 +186,9 @@ return {0, 0}
 ";
 
 /// What both scripts share, after their own arguments (`now`, `window`, `prune`, `scan`, `n`):
-/// a member's weight, a log pruned of what left the window (its total, and whether anything
-/// left), whether a log is empty, a refusal with the wait until limit `i` has `need` more room,
-/// and the keys' expiry (the window, the longest lease, 1 s).
+/// a member's weight, a limit's total as stored, a log pruned of what left the window (its
+/// total, and whether anything left), whether a log is empty, a refusal with the wait until
+/// limit `i` has `need` more room, and the keys' expiry (the window, the longest lease, 1 s).
 ///
 /// The total is checked against its log (`ZCARD`) only when it would refuse: a total whose log
 /// was lost (evicted, say) would otherwise refuse until both expire, and a total that does not
@@ -197,8 +197,11 @@ const WINDOW_LUA: &str = r"
 local function weight_of(member)
   return tonumber(string.match(member, '^(%d+):')) or 0
 end
+local function counted(total)
+  return tonumber(redis.call('GET', total) or '0') or 0
+end
 local function pruned(log, total)
-  local sum = tonumber(redis.call('GET', total) or '0') or 0
+  local sum = counted(total)
   local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window, 'LIMIT', 0, prune)
   if #old > 0 then
     for _, m in ipairs(old) do sum = sum - weight_of(m) end

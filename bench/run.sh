@@ -8,10 +8,10 @@
 # Prints, per round and as medians of ROUNDS rounds (default 3): latency p50/p99 at c=1 (wrk)
 # for sim alone, weir with no stages and with the 3 stages (also on requests that all differ,
 # bench/distinct.lua, so no stage output comes from a cache); p50/p99 at an evenly spaced
-# 1,000 req/s (`weir bench`, open loop: latency from each request's scheduled start); cache
-# hits at c=1; the same c=1 figures with every process on CPU 0 (no cross-core wakeups, see
-# bench/floor.sh); the highest throughput (wrk, 2 threads, 64 connections; the 3 stages with
-# both scripts). Then, once: resident memory (idle with one route, idle with the demo's four
+# 1,000 req/s (`weir bench`, open loop: latency from each request's scheduled start) and
+# the CPU weir and the sim spent per request there; cache hits at c=1; the same c=1 figures
+# with every process on CPU 0 (no cross-core wakeups, see bench/floor.sh); the highest
+# throughput (wrk, 2 threads, 64 connections; the 3 stages with both scripts). Then, once: resident memory (idle with one route, idle with the demo's four
 # stages, under 1,000 concurrent slow requests), idle wake-ups per second, tails against a
 # primary that hangs on 10% of requests (plain and hedged), and telemetry on/off/OTLP
 # (bench/telemetry.sh; TELEMETRY=0 skips it). Each measure is bounded (DURATION seconds). The per-stage cost in process: `cargo bench -p weir --bench stage_call`.
@@ -66,6 +66,10 @@ row() { echo "$*" >> "$work/rows"; }
 ms_of() { to_ms "$(wrk_pct "$1" "$2")"; }
 rps_of() { awk '/Requests\/sec/ {print $2}' "$1"; }
 bench_pct() { sed -E "s/.* $2 ([0-9.]+).*/\1/" <<<"$1"; }
+# CPU time (user + system, every thread) of process $1 in clock ticks, and µs per request
+# between two readings over $3 requests.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_us_per_request() { python3 -c "import os,sys; a,b,n=map(int,sys.argv[1:]); print(round((b-a)/os.sysconf('SC_CLK_TCK')/max(n,1)*1e6,1))" "$@"; }
 
 : > "$work/rows"
 for round in $(seq 1 "$ROUNDS"); do
@@ -83,11 +87,15 @@ for round in $(seq 1 "$ROUNDS"); do
     row weir_distinct_c1 "$(ms_of "$work/c1.txt" 50%)" "$(ms_of "$work/c1.txt" 99%)"
     # 1,000 req/s, open loop, evenly spaced (weir bench): latency from each request's
     # scheduled start.
-    for target in "sim http://$SIM" "weir http://$WEIR"; do
+    # Also the CPU the process spent per request (user + system, all its threads, /proc): on
+    # this shared machine a steadier A/B figure than the latency, and what throughput costs.
+    for target in "sim http://$SIM $sim_pid" "weir http://$WEIR $weir_pid"; do
         set -- $target
+        before=$(cpu_ticks "$3")
         out=$("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")
+        after=$(cpu_ticks "$3")
         echo "  $1 at 1000 req/s: $out"
-        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)"
+        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)" "$(cpu_us_per_request "$before" "$after" $((1000 * DURATION)))"
     done
     # Cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk).
     WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit.txt"
@@ -125,7 +133,7 @@ for model, label in [("bare", "no stages"), ("demo", "3 stages")]:
 w = med["weir_distinct_c1"]
 print(f"c=1 weir 3 stages, distinct requests: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim[0]:.3f})")
 w = med["weir_1000"]
-print(f"1000 req/s weir 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim1000[0]:.3f} p99 +{w[1]-sim1000[1]:.3f}; sim alone p50 {sim1000[0]:.3f} p99 {sim1000[1]:.3f})")
+print(f"1000 req/s weir 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f} (added p50 +{w[0]-sim1000[0]:.3f} p99 +{w[1]-sim1000[1]:.3f}; sim alone p50 {sim1000[0]:.3f} p99 {sim1000[1]:.3f}); CPU per request: weir {w[2]:.0f} us, sim {sim1000[2]:.0f} us")
 w = med["weir_hit_c1"]
 print(f"cache hit c=1, 3 stages: p50 {w[0]:.3f} p99 {w[1]:.3f}")
 simp = med["sim_c1_pinned"]

@@ -11,10 +11,12 @@
 # 1,000 req/s (`weir bench`, open loop: latency from each request's scheduled start) and
 # the CPU weir and the sim spent per request there; cache hits at c=1; the same c=1 figures
 # with every process on CPU 0 (no cross-core wakeups, see bench/floor.sh); the highest
-# throughput (wrk, 2 threads, 64 connections; the 3 stages with both scripts). Then, once: resident memory (idle with one route, idle with the demo's four
-# stages, under 1,000 concurrent slow requests), idle wake-ups per second, tails against a
-# primary that hangs on 10% of requests (plain and hedged), and telemetry on/off/OTLP
-# (bench/telemetry.sh; TELEMETRY=0 skips it). Each measure is bounded (DURATION seconds). The per-stage cost in process: `cargo bench -p weir --bench stage_call`.
+# throughput (wrk, 2 threads, 64 connections; the 3 stages with both scripts). Then, once:
+# resident memory (idle with one route, idle with the demo's four stages, under 1,000
+# concurrent slow requests), idle wake-ups per second, tails against a primary that hangs on
+# 10% of requests (plain and hedged), and telemetry on/off/OTLP (bench/telemetry.sh;
+# TELEMETRY=0 skips it). Each measure is bounded (DURATION seconds). The per-stage cost in
+# process: `cargo bench -p weir --bench stage_call`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}

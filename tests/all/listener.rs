@@ -551,9 +551,16 @@ impl Drop for Killed {
 /// Runs `weir serve` with `args`, expecting it to exit by itself within the slack: its
 /// exit code and stderr.
 async fn serve_exits(args: &[&str]) -> (Option<i32>, String) {
+    exits_with_env(args, &[]).await
+}
+
+/// Runs `weir` with `args` and `envs`, expecting it to exit by itself within the slack: its
+/// exit code and stderr.
+async fn exits_with_env(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut child = Killed(
         Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(args)
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -567,6 +574,38 @@ async fn serve_exits(args: &[&str]) -> (Option<i32>, String) {
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.0.stderr.take().unwrap(), &mut stderr).unwrap();
     (status.code(), stderr)
+}
+
+/// A worker count tokio would panic on (`TOKIO_WORKER_THREADS`) is refused with one line
+/// and exit 1, by `weir serve` and `weir sim` alike; a valid one starts.
+#[tokio::test]
+async fn a_bad_worker_thread_count_is_refused_with_a_line_not_a_panic() {
+    let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let plain = scratch_config(&config(up, "", ""));
+    let serve = [
+        "serve",
+        "--config",
+        plain.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    let sim = ["sim", "--listen", "127.0.0.1:0"];
+    for args in [&serve[..], &sim[..]] {
+        for bad in ["0", "lots", "100000"] {
+            let (code, stderr) = exits_with_env(args, &[("TOKIO_WORKER_THREADS", bad)]).await;
+            assert_eq!(code, Some(1), "{args:?} {bad}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "error: TOKIO_WORKER_THREADS must be a whole number from 1 to 1024, got \"{bad}\""
+                )) && !stderr.contains("panicked"),
+                "{args:?} {bad}: {stderr}"
+            );
+        }
+    }
+    let weir = serve_file_with_env(&plain, &[("TOKIO_WORKER_THREADS", "1")]);
+    assert_eq!(get(weir.addr, "/healthz").await.status, 200);
 }
 
 /// An admin listener off loopback without a token is refused at start-up, whether the

@@ -82,15 +82,49 @@ pub fn run() -> ExitCode {
     }
 }
 
-/// The multi-threaded runtime of the long-running commands; an error is printed.
+/// The multi-threaded runtime of the long-running commands; an error is printed. One worker
+/// per CPU, or `TOKIO_WORKER_THREADS` of them.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|err| {
-            eprintln!("error: cannot start the async runtime: {err}");
-            ExitCode::FAILURE
-        })
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match worker_threads(std::env::var_os(WORKER_THREADS_ENV)) {
+        Ok(Some(workers)) => {
+            builder.worker_threads(workers);
+        }
+        Ok(None) => {}
+        Err(reason) => {
+            eprintln!("error: {reason}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    builder.enable_all().build().map_err(|err| {
+        eprintln!("error: cannot start the async runtime: {err}");
+        ExitCode::FAILURE
+    })
+}
+
+/// The environment variable tokio reads for its worker count. Read here first: tokio panics
+/// on a value that is not a positive number.
+const WORKER_THREADS_ENV: &str = "TOKIO_WORKER_THREADS";
+
+/// The most worker threads `TOKIO_WORKER_THREADS` may ask for.
+const MAX_WORKER_THREADS: usize = 1024;
+
+/// The worker count `value` (of [`WORKER_THREADS_ENV`]) asks for; `None` when it is unset
+/// (one per CPU).
+fn worker_threads(value: Option<std::ffi::OsString>) -> Result<Option<usize>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let workers = value
+        .to_str()
+        .and_then(|text| text.trim().parse::<usize>().ok());
+    match workers {
+        Some(workers @ 1..=MAX_WORKER_THREADS) => Ok(Some(workers)),
+        _ => Err(format!(
+            "{WORKER_THREADS_ENV} must be a whole number from 1 to {MAX_WORKER_THREADS}, got {:?}",
+            value.to_string_lossy()
+        )),
+    }
 }
 
 /// The single-threaded runtime of the one-shot commands (`check`, `test-stage`); an error is
@@ -139,5 +173,34 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_count_is_a_bounded_positive_number_or_unset() {
+        let of = |text: &str| worker_threads(Some(text.into()));
+        assert_eq!(worker_threads(None), Ok(None));
+        assert_eq!(of("1"), Ok(Some(1)));
+        assert_eq!(of(" 4 "), Ok(Some(4)));
+        assert_eq!(of("1024"), Ok(Some(1024)));
+        for bad in [
+            "0",
+            "-1",
+            "abc",
+            "",
+            "1025",
+            "2.5",
+            "99999999999999999999999",
+        ] {
+            let err = of(bad).unwrap_err();
+            assert!(
+                err.starts_with("TOKIO_WORKER_THREADS must be a whole number from 1 to 1024"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

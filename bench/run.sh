@@ -97,7 +97,8 @@ for round in $(seq 1 "$ROUNDS"); do
         out=$("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")
         after=$(cpu_ticks "$3")
         echo "  $1 at 1000 req/s: $out"
-        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)" "$(cpu_us_per_request "$before" "$after" $((1000 * DURATION)))"
+        sent=$(sed -E 's/.*: ([0-9]+) ok, ([0-9]+) failed.*/\1 + \2/' <<<"$out")
+        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)" "$(cpu_us_per_request "$before" "$after" $((sent)))"
     done
     # Cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk).
     WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit.txt"

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use crate::procs::{Proc, call, get, scratch_config, serve, serve_file_with_env, sim};
+use crate::procs::{Proc, call, get, scratch_config, serve, serve_args, serve_file_with_env, sim};
 use crate::wait;
 
 /// Generous bound on anything that should happen "within the timeout" on a loaded machine.
@@ -582,15 +582,7 @@ async fn exits_with_env(args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, S
 async fn a_bad_worker_thread_count_is_refused_with_a_line_not_a_panic() {
     let up: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let plain = scratch_config(&config(up, "", ""));
-    let serve = [
-        "serve",
-        "--config",
-        plain.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ];
+    let serve = serve_args(&plain);
     let sim = ["sim", "--listen", "127.0.0.1:0"];
     for args in [&serve[..], &sim[..]] {
         for bad in ["0", "lots", "100000"] {

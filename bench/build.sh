@@ -50,6 +50,12 @@ TOML
 # Resident memory of process $1 in MB.
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 
+# CPU seconds process $1 used so far (user + system, every thread; /proc).
+proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.6f", ($14 + $15) / hz}' "/proc/$1/stat"; }
+
+# Microseconds per request between two CPU readings in seconds ($1, $2) over $3 requests.
+per_request_us() { python3 -c "print(round(($2 - $1) * 1e6 / max($3, 1), 1))"; }
+
 # Waits until http://$1/readyz answers (10 s at most).
 ready() { for _ in $(seq 1 100); do curl -fs "http://$1/readyz" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "weir at $1 never became ready"; return 1; }
 

@@ -93,14 +93,12 @@ TOML
 
 wrk_pct() { awk -v p="$2" '$1 == p { print $2 }' "$1"; }
 commands() { redis-cli -p $REDIS_PORT info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
-# CPU seconds used so far: Redis's (its own count) and a process's (user + system, /proc).
+# CPU seconds Redis used so far (its own count; a process's: `proc_cpu`, bench/build.sh).
 redis_cpu() { redis-cli -p $REDIS_PORT info cpu | awk -F: '/^used_cpu_(sys|user):/ {s += $2} END {printf "%.6f", s}'; }
-proc_cpu() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.6f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 # The machine's CPU time so far: busy and total jiffies of all cores (/proc/stat).
 machine_cpu() { awk '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
 # Context switches of all of a process's threads so far (voluntary + involuntary).
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s+0}'; }
-per_request_us() { python3 -c "print(round(($2 - $1) * 1e6 / max($3, 1), 1))"; }
 declare -A c1_p50 c1_p99 r_p50 r_p99 cmds redis_us weir_us busy
 variants=${VARIANTS:-"local strict strict-leased-limits lease lease-no-shared-cache"}
 for round in $(seq 1 "$ROUNDS"); do

@@ -68,10 +68,6 @@ row() { echo "$*" >> "$work/rows"; }
 ms_of() { to_ms "$(wrk_pct "$1" "$2")"; }
 rps_of() { awk '/Requests\/sec/ {print $2}' "$1"; }
 bench_pct() { sed -E "s/.* $2 ([0-9.]+).*/\1/" <<<"$1"; }
-# CPU time (user + system, every thread) of process $1 in clock ticks, and µs per request
-# between two readings over $3 requests.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-cpu_us_per_request() { python3 -c "import os,sys; a,b,n=map(int,sys.argv[1:]); print(round((b-a)/os.sysconf('SC_CLK_TCK')/max(n,1)*1e6,1))" "$@"; }
 
 : > "$work/rows"
 for round in $(seq 1 "$ROUNDS"); do
@@ -93,12 +89,12 @@ for round in $(seq 1 "$ROUNDS"); do
     # this shared machine a steadier A/B figure than the latency, and what throughput costs.
     for target in "sim http://$SIM $sim_pid" "weir http://$WEIR $weir_pid"; do
         set -- $target
-        before=$(cpu_ticks "$3")
+        before=$(proc_cpu "$3")
         out=$("$weir" bench --url "$2/v1/chat/completions" --rate 1000 --duration "$DURATION")
-        after=$(cpu_ticks "$3")
+        after=$(proc_cpu "$3")
         echo "  $1 at 1000 req/s: $out"
         sent=$(sed -E 's/.*: ([0-9]+) ok, ([0-9]+) failed.*/\1 + \2/' <<<"$out")
-        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)" "$(cpu_us_per_request "$before" "$after" $((sent)))"
+        row "${1}_1000" "$(bench_pct "$out" p50)" "$(bench_pct "$out" p99)" "$(per_request_us "$before" "$after" $((sent)))"
     done
     # Cache hits through full HTTP (3-stage pipeline, answer from the cache), c=1 (wrk).
     WEIR_MODEL=cached wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "http://$WEIR/v1/chat/completions" > "$work/hit.txt"

@@ -47,7 +47,9 @@ impl StageInfo {
         self
     }
 
-    /// `on-request` depends only on its input and the stage config; the host may cache it.
+    /// `on-request` depends only on its input and the stage config; the host may cache its
+    /// outcome and the state it hands the response phase, and skip the call for the same
+    /// input.
     pub fn deterministic(mut self) -> Self {
         self.deterministic = true;
         self

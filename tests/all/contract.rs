@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::procs::{Proc, post, serve, sim, sim_requests};
+use crate::procs::{Proc, get, post, serve, sim, sim_requests};
 
 /// `weir serve` with one route `m` to `upstream` through `stages` (name, path), in order.
 fn serve_route(upstream: &Proc, stages: &[(&str, &str)]) -> Proc {
@@ -46,47 +46,64 @@ async fn a_stream_through_pii_redact_keeps_the_upstreams_chunks_and_restores_spl
     );
     let body = json!({"model": "m", "stream": true, "messages": [{"role": "user",
         "content": "Mail jane.doe@example.com or call +1 415 555 0100, not bob@corp.example"}]});
-    let answer = post(weir.addr, "/v1/chat/completions", &body).await;
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-    let events = answer.events();
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-    let client = chunks(&events);
+    // The second time pii-redact's request phase comes from the stage output cache (it is
+    // deterministic): its chunk hook must get the same state back.
+    for _ in 0..2 {
+        let answer = post(weir.addr, "/v1/chat/completions", &body).await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        let events = answer.events();
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+        let client = chunks(&events);
 
-    // The same request, as the upstream saw it, straight to the upstream: its own chunks.
-    let seen = sim_requests(&upstream, 1).await;
-    let mut direct_body = seen[0]["body"].clone();
-    direct_body
-        .as_object_mut()
-        .unwrap()
-        .remove("stream_options");
-    let direct = post(upstream.addr, "/v1/chat/completions", &direct_body).await;
-    let direct = chunks(&direct.events());
-    let upstream_text = texts(&direct).concat();
-    assert!(upstream_text.contains("[EMAIL_1]"), "{upstream_text}");
-    assert!(upstream_text.contains("[PHONE_1]"), "{upstream_text}");
-    assert!(!upstream_text.contains("jane.doe"), "{upstream_text}");
+        // The same request, as the upstream saw it, straight to the upstream: its own chunks.
+        let seen = sim_requests(&upstream, 1).await;
+        let mut direct_body = seen[0]["body"].clone();
+        direct_body
+            .as_object_mut()
+            .unwrap()
+            .remove("stream_options");
+        let direct = post(upstream.addr, "/v1/chat/completions", &direct_body).await;
+        let direct = chunks(&direct.events());
+        let upstream_text = texts(&direct).concat();
+        assert!(upstream_text.contains("[EMAIL_1]"), "{upstream_text}");
+        assert!(upstream_text.contains("[PHONE_1]"), "{upstream_text}");
+        assert!(!upstream_text.contains("jane.doe"), "{upstream_text}");
 
-    // Not buffered: one chunk out per chunk in, placeholders restored across their cuts.
+        // Not buffered: one chunk out per chunk in, placeholders restored across their cuts.
+        assert_eq!(
+            client.len(),
+            direct.len(),
+            "client chunks {client:#?}\nupstream chunks {direct:#?}"
+        );
+        let restored = texts(&client).concat();
+        let expected = upstream_text
+            .replace("[EMAIL_1]", "jane.doe@example.com")
+            .replace("[PHONE_1]", "+1 415 555 0100")
+            .replace("[EMAIL_2]", "bob@corp.example");
+        assert_eq!(restored, expected);
+        assert!(
+            texts(&direct).iter().all(|t| !t.contains("[EMAIL_1]")),
+            "the upstream split the placeholder across chunks: {:?}",
+            texts(&direct)
+        );
+        assert!(texts(&client).len() > 3, "{:?}", texts(&client));
+        assert_eq!(
+            client.last().unwrap()["choices"][0]["finish_reason"],
+            "stop"
+        );
+    }
+    let metrics = get(weir.admin.expect("admin listener"), "/metrics").await;
+    let metrics = String::from_utf8_lossy(&metrics.body);
+    let cached = metrics.lines().find(|line| {
+        line.starts_with("weir_stage_runs_total{")
+            && line.contains(r#"outcome="next (cached)""#)
+            && line.contains(r#"phase="request""#)
+            && line.contains(r#"stage="pii-redact""#)
+    });
     assert_eq!(
-        client.len(),
-        direct.len(),
-        "client chunks {client:#?}\nupstream chunks {direct:#?}"
-    );
-    let restored = texts(&client).concat();
-    let expected = upstream_text
-        .replace("[EMAIL_1]", "jane.doe@example.com")
-        .replace("[PHONE_1]", "+1 415 555 0100")
-        .replace("[EMAIL_2]", "bob@corp.example");
-    assert_eq!(restored, expected);
-    assert!(
-        texts(&direct).iter().all(|t| !t.contains("[EMAIL_1]")),
-        "the upstream split the placeholder across chunks: {:?}",
-        texts(&direct)
-    );
-    assert!(texts(&client).len() > 3, "{:?}", texts(&client));
-    assert_eq!(
-        client.last().unwrap()["choices"][0]["finish_reason"],
-        "stop"
+        cached.and_then(|line| line.rsplit(' ').next()),
+        Some("1"),
+        "{metrics}"
     );
 }
 
@@ -100,7 +117,9 @@ async fn a_0_1_component_still_loads_and_keeps_its_instance_between_its_phases()
             ("pii-redact", weir_test_artifacts::PII_REDACT),
         ],
     );
-    for stream in [false, true] {
+    // v1-stage declares itself deterministic, but a 0.1 stage keeps its state in the instance:
+    // the repeat must run its request phase again, not come from the stage output cache.
+    for stream in [false, true, false] {
         let body = json!({"model": "m", "stream": stream,
             "messages": [{"role": "user", "content": "twelve chars"}]});
         let answer = post(weir.addr, "/v1/chat/completions", &body).await;

@@ -202,8 +202,9 @@ async fn a_scripted_sequence_moves_exactly_the_expected_counters() {
         1.0,
     );
     // prompt-guard ran on all three demo requests (the repeat answered from the stage output
-    // cache, as the stage is deterministic) and rejected one; pii-redact ran its request
-    // phase on the two that passed and its response phase on both.
+    // cache, as the stage is deterministic) and rejected one; pii-redact (deterministic too)
+    // ran its request phase on the first that passed, took the repeat's from the cache, and
+    // ran its response phase on both.
     expect(
         r#"weir_stage_runs_total{outcome="next",phase="request",stage="prompt-guard"}"#,
         1.0,
@@ -214,6 +215,14 @@ async fn a_scripted_sequence_moves_exactly_the_expected_counters() {
     );
     expect(
         r#"weir_stage_runs_total{outcome="rejected",phase="request",stage="prompt-guard"}"#,
+        1.0,
+    );
+    expect(
+        r#"weir_stage_runs_total{outcome="next",phase="request",stage="pii-redact"}"#,
+        1.0,
+    );
+    expect(
+        r#"weir_stage_runs_total{outcome="next (cached)",phase="request",stage="pii-redact"}"#,
         1.0,
     );
     expect(
@@ -228,6 +237,13 @@ async fn a_scripted_sequence_moves_exactly_the_expected_counters() {
         value(
             &m,
             r#"weir_stage_fuel_count{phase="request",stage="pii-redact"}"#
+        ) >= 1.0,
+        "fuel is recorded per stage phase"
+    );
+    assert!(
+        value(
+            &m,
+            r#"weir_stage_fuel_count{phase="response",stage="pii-redact"}"#
         ) >= 2.0,
         "fuel is recorded per stage phase"
     );

@@ -2,9 +2,12 @@
 //! by (component blake3, stage config, route, input), so the same input skips the instance
 //! altogether and a new plugin version or config misses by construction.
 //!
-//! Only stages that declare `deterministic` and implement no response phase qualify: a stage
-//! with a response phase may keep state from its request phase (pii-redact keeps the
-//! originals it replaced), which a cached outcome would not recreate.
+//! Stages that declare `deterministic` qualify when a cached outcome recreates all that their
+//! request phase leaves behind: a request-only stage, and a 0.2 stage with a response phase,
+//! whose request phase hands its state over as bytes (pii-redact's originals), stored with the
+//! outcome and given to its response phase on a fresh instance. A 0.1 stage with a response
+//! phase keeps its state inside the instance, which no cached outcome recreates: it never
+//! qualifies.
 //!
 //! Bounded by bytes, not by entries: an outcome is usually a whole copy of the request, so a
 //! client sending distinct 1 MiB bodies would otherwise make each entry cost a megabyte
@@ -24,8 +27,14 @@ pub const STAGE_OUTPUT_TTL: Duration = Duration::from_secs(600);
 /// A cached `on-request` outcome.
 #[derive(Clone, Debug)]
 pub enum StageOutput {
-    /// Continue with this request.
-    Next(ChatRequest),
+    /// Continue with this request; `state` is what a 0.2 stage handed its response phase
+    /// (empty for a request-only stage).
+    Next {
+        /// The request as the stage passed it on.
+        request: ChatRequest,
+        /// The state its response phase gets.
+        state: Vec<u8>,
+    },
     /// Answer with this response.
     Respond(ChatResponse),
     /// Refuse with this rejection.
@@ -45,7 +54,9 @@ impl StageOutput {
     /// Bytes the outcome is charged for in the cache's bound.
     fn weight(&self) -> usize {
         match self {
-            StageOutput::Next(request) => weigh::request(request),
+            StageOutput::Next { request, state } => {
+                weigh::request(request).saturating_add(state.len())
+            }
             StageOutput::Respond(response) => weigh::response(response),
             StageOutput::Reject(rejection) => weigh::rejection(rejection),
         }
@@ -93,6 +104,30 @@ mod tests {
     use super::*;
     use crate::cache::stage_input_key;
 
+    /// Once moka has applied its evictions: at most 8 MiB kept, so at most 8 of the
+    /// tests' megabyte outcomes.
+    fn assert_within_8_mib(cache: &StageOutputCache) {
+        cache.cache.run_pending_tasks();
+        assert!(
+            cache.cache.weighted_size() <= 8 << 20,
+            "{} bytes kept",
+            cache.cache.weighted_size()
+        );
+        assert!(
+            cache.cache.entry_count() <= 8,
+            "{}",
+            cache.cache.entry_count()
+        );
+    }
+
+    /// A request-only stage's outcome: the request, no state.
+    fn next(request: ChatRequest) -> StageOutput {
+        StageOutput::Next {
+            request,
+            state: Vec::new(),
+        }
+    }
+
     fn megabyte_request(i: usize) -> ChatRequest {
         let mut request = ChatRequest::hi("m");
         request.extra = format!("{{\"pad\":\"{i}{}\"}}", "x".repeat(1 << 20));
@@ -105,24 +140,26 @@ mod tests {
         for i in 0..40 {
             let request = megabyte_request(i);
             let key = stage_input_key(&[0; 32], &Default::default(), "r", &request);
-            cache.put(key, StageOutput::Next(request));
+            cache.put(key, next(request));
         }
-        cache.cache.run_pending_tasks();
-        assert!(
-            cache.cache.weighted_size() <= 8 << 20,
-            "{} bytes kept",
-            cache.cache.weighted_size()
-        );
-        assert!(
-            cache.cache.entry_count() <= 8,
-            "{}",
-            cache.cache.entry_count()
-        );
+        assert_within_8_mib(&cache);
         // Small outcomes are still kept (the bound counts bytes, not entries).
         let small = ChatRequest::hi("m");
         let key = stage_input_key(&[1; 32], &Default::default(), "r", &small);
-        cache.put(key, StageOutput::Next(small));
+        cache.put(key, next(small));
         assert!(cache.get(&key).is_some());
+    }
+
+    #[test]
+    fn a_stages_state_counts_toward_the_byte_bound() {
+        let cache = StageOutputCache::new(8 << 20);
+        for i in 0..40u8 {
+            let request = ChatRequest::hi("m");
+            let key = stage_input_key(&[i; 32], &Default::default(), "r", &request);
+            let state = vec![i; 1 << 20];
+            cache.put(key, StageOutput::Next { request, state });
+        }
+        assert_within_8_mib(&cache);
     }
 
     #[test]
@@ -130,7 +167,7 @@ mod tests {
         let cache = StageOutputCache::new(0);
         let request = ChatRequest::hi("m");
         let key = stage_input_key(&[0; 32], &Default::default(), "r", &request);
-        cache.put(key, StageOutput::Next(request));
+        cache.put(key, next(request));
         assert!(cache.get(&key).is_none());
     }
 }

@@ -190,21 +190,33 @@ impl Forwarded {
             }
             let started = Instant::now();
             self.span = stage_span(spec, Phase::Request);
-            // A deterministic request-only stage's outcome may come from the output cache.
-            let output_key =
-                (phases == Phases::REQUEST && spec.stage.info.deterministic).then(|| {
-                    stage_input_key(
-                        spec.stage.digest.as_bytes(),
-                        &spec.identity.config,
-                        &self.pipeline.route,
-                        &self.request,
-                    )
-                });
+            // A deterministic stage's outcome may come from the output cache when the outcome
+            // is all its request phase leaves behind (see `cache::stage`).
+            let cacheable =
+                phases == Phases::REQUEST || matches!(spec.stage.contract, Contract::V2 { .. });
+            let output_key = (cacheable && spec.stage.info.deterministic).then(|| {
+                stage_input_key(
+                    spec.stage.digest.as_bytes(),
+                    &spec.identity.config,
+                    &self.pipeline.route,
+                    &self.request,
+                )
+            });
             if let Some(cached) = output_key.as_ref().and_then(|k| self.env.outputs.get(k)) {
                 match &*cached {
-                    StageOutput::Next(request) => {
+                    StageOutput::Next { request, state } => {
                         self.record(spec, Phase::Request, started, None, "next (cached)");
                         self.request = request.clone();
+                        if phases.contains(Phases::RESPONSE) {
+                            // Its response phase runs on a fresh instance from the state.
+                            self.held.push(Held {
+                                index,
+                                instance: None,
+                                state: state.clone(),
+                                request: self.request.clone(),
+                                chunks: ChunkTally::default(),
+                            });
+                        }
                         continue;
                     }
                     StageOutput::Respond(response) => {
@@ -254,9 +266,12 @@ impl Forwarded {
                 })) => {
                     self.record(spec, Phase::Request, started, fuel, "next");
                     if let Some(key) = output_key {
-                        self.env
-                            .outputs
-                            .put(key, StageOutput::Next(request.clone()));
+                        let state = state.clone().unwrap_or_default();
+                        let output = StageOutput::Next {
+                            request: request.clone(),
+                            state,
+                        };
+                        self.env.outputs.put(key, output);
                     }
                     self.request = request;
                     if phases.contains(Phases::RESPONSE) {

@@ -3,7 +3,9 @@
 //! behaviour: one instance for both phases, state kept in the guest's own memory.
 //!
 //! `on-request` remembers the last user message's length in a global; `on-response` appends
-//! ` (v1 remembered N)` to every choice, which only the same instance can know.
+//! ` (v1 remembered N)` to every choice, which only the same instance can know. It declares
+//! itself deterministic, so the tests also prove that such a stage's request phase never
+//! comes from the stage output cache (a cached outcome would not recreate the global).
 
 #![allow(missing_docs, unsafe_code)]
 
@@ -29,7 +31,7 @@ impl Guest for V1 {
             name: "v1-stage".to_string(),
             version: "0.1.0".to_string(),
             phases: Phases::REQUEST | Phases::RESPONSE,
-            deterministic: false,
+            deterministic: true,
             needs_full_response: true,
         }
     }

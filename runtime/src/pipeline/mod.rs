@@ -67,8 +67,8 @@ pub struct StageEnv {
     pub sandbox: Arc<Sandbox>,
     /// The services behind the host API.
     pub services: Arc<HostServices>,
-    /// Drops finished instances: inline in production ([`Reaper::inline`]), or on the reaper
-    /// thread.
+    /// Drops finished instances: in a task of their own in production
+    /// ([`Reaper::deferred`]), inline, or on the reaper thread.
     pub reaper: Reaper,
     /// Deterministic stages' `on-request` outcomes by input.
     pub outputs: StageOutputCache,

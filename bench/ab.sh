@@ -8,6 +8,8 @@
 # Build the old one from a worktree of the commit to compare with, e.g.
 #   git worktree add /tmp/weir-old <commit> && (cd /tmp/weir-old && cargo build --release -p weir)
 # Prints each round and the medians with the ratio NEW/OLD. The stages are this checkout's.
+# ROUTES="demo" measures one route; SCRIPT=bench/distinct.lua sends distinct requests (every
+# stage runs on every request) instead of bench/chat.lua's one body.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 OLD_WEIR NEW_WEIR" >&2; exit 2; }
@@ -56,8 +58,8 @@ for round in $(seq 1 "$ROUNDS"); do
     for route in ${ROUTES:-bare demo}; do
         for variant in old new; do
             url="http://${addr[$variant]}/v1/chat/completions"
-            WEIR_MODEL=$route wrk -t1 -c1 -d"${DURATION}s" --latency -s bench/chat.lua "$url" > "$work/c1.txt"
-            WEIR_MODEL=$route wrk -t2 -c64 -d"${DURATION}s" -s bench/chat.lua "$url" > "$work/c64.txt"
+            WEIR_MODEL=$route wrk -t1 -c1 -d"${DURATION}s" --latency -s "${SCRIPT:-bench/chat.lua}" "$url" > "$work/c1.txt"
+            WEIR_MODEL=$route wrk -t2 -c64 -d"${DURATION}s" -s "${SCRIPT:-bench/chat.lua}" "$url" > "$work/c64.txt"
             p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$work/c1.txt")")
             p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$work/c1.txt")")
             rps=$(awk '/Requests\/sec/ {print $2}' "$work/c64.txt")

@@ -104,6 +104,8 @@ variants=${VARIANTS:-"local strict strict-leased-limits lease lease-no-shared-ca
 for round in $(seq 1 "$ROUNDS"); do
     for v in $variants; do
         config "$v" > "$work/$v.toml"
+        # Every run starts on an empty Redis: no spend, logs or cache entries of earlier runs.
+        redis-cli -p $REDIS_PORT flushall >/dev/null
         RUST_LOG=warn "$weir" serve --config "$work/$v.toml" >/dev/null 2>"$work/$v.log" & node=$!
         for _ in $(seq 1 200); do curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
         curl -fs "http://$WEIR/readyz" >/dev/null 2>&1 || { echo "weir ($v) did not start:"; cat "$work/$v.log"; exit 1; }

@@ -11,8 +11,12 @@
 # Prints the hottest symbols (self time) and writes $OUT/perf.data; with `inferno` installed
 # (`cargo install inferno`), also $OUT/flamegraph.svg. Call stacks need frame pointers:
 # FRAME_POINTERS=1 builds a separate release (its own target directory, a full build) with
-# `-C force-frame-pointers=yes` and records with `-g`. Stages' compiled code is named too:
-# `WEIR_PERFMAP=1` makes wasmtime write /tmp/perf-PID.map, which perf reads.
+# `-C force-frame-pointers=yes` and records with `-g`; CALLGRAPH=dwarf records call stacks of
+# the normal release build by unwinding with DWARF instead (no second build; 999 samples/s, as
+# each sample copies 16 KiB of stack). Stages' compiled code is named too: `WEIR_PERFMAP=1` makes
+# wasmtime write /tmp/perf-PID.map, which perf reads. With call stacks it also prints the share
+# of the instance lifecycle, the stages' calls, the guest code, the caches, the allocator and the
+# kernel (bench/inclusive.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUTE=${1:-bare}
@@ -28,8 +32,13 @@ if [ "${FRAME_POINTERS:-0}" = 1 ]; then
     export CARGO_TARGET_DIR="$base/frame-pointers"
     export RUSTFLAGS="-C force-frame-pointers=yes"
     graph=(-g)
+    freq=4000
+elif [ "${CALLGRAPH:-}" = dwarf ]; then
+    graph=(--call-graph dwarf,16384)
+    freq=999
 else
     graph=()
+    freq=4000
 fi
 source bench/build.sh
 mkdir -p "$OUT"
@@ -76,11 +85,14 @@ script=bench/chat.lua
 WEIR_MODEL=$ROUTE wrk -t1 -c4 -d"$((DURATION + 2))s" -s "$script" "http://$WEIR/v1/chat/completions" > "$work/wrk.txt" &
 pids+=($!)
 sleep 1
-perf record -F 4000 "${graph[@]}" -p "$serve" -o "$OUT/perf.data" -- sleep "$DURATION" 2>/dev/null
+perf record -F "$freq" "${graph[@]}" -p "$serve" -o "$OUT/perf.data" -- sleep "$DURATION" 2>/dev/null
 wait "${pids[-1]}" || true
 echo "== $ROUTE: $(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt") req/s under the profiler (wrk -c4)"
-perf report -i "$OUT/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \
+perf report -i "$OUT/perf.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -40
+if [ ${#graph[@]} -gt 0 ]; then
+    perf script -i "$OUT/perf.data" --no-inline 2>/dev/null | python3 bench/inclusive.py
+fi
 if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
     perf script -i "$OUT/perf.data" 2>/dev/null | inferno-collapse-perf | inferno-flamegraph > "$OUT/flamegraph.svg"
     echo "flamegraph: $OUT/flamegraph.svg"

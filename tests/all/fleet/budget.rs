@@ -25,7 +25,8 @@ fn config(up: &Proc, redis: &RedisServer, data_dir: &str, extra: &str) -> String
         "[server]\ndata_dir = \"{data_dir}\"\n\n\
          [targets.up]\nbase_url = \"http://{}/v1\"\nmodel = \"sim-a\"\ntimeout_ms = 10000\n\n\
          [[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\nqueue_size = 1000\nqueue_timeout_ms = 20000\n\n\
-         [prices.\"sim-a\"]\ninput_per_mtok = 50.0\noutput_per_mtok = 100.0\n\n{}\n{}",
+         [prices.\"sim-a\"]\ninput_per_mtok = 50.0\noutput_per_mtok = 100.0\n\n\
+         [cost]\nrequest_log = \"{data_dir}/requests.jsonl\"\n\n{}\n{}",
         up.addr,
         key(
             "team",
@@ -237,7 +238,7 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
         local_calls += calls;
     }
     let redis_total = redis_spend(&redis, "cost");
-    assert_eq!(local_calls, ok);
+    assert_eq!(local_calls, ok, "{}", unusual_entries(&data_dirs));
     assert_eq!(local, redis_total, "local ledgers vs Redis");
     assert_eq!(
         fleet_total["total"]["cost_pico_usd"].as_u64(),
@@ -259,6 +260,29 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
         "budget spent {spent} n$ vs ledgers {local} p$"
     );
     (ok, refused)
+}
+
+/// The nodes' request-log lines other than a call fetched with measured usage (an estimated
+/// charge, a coalesced answer, ...): what to look at when the ledgers count more calls than
+/// answers.
+fn unusual_entries(data_dirs: &[std::path::PathBuf]) -> String {
+    let (mut unusual, mut lines) = (Vec::new(), 0);
+    for dir in data_dirs {
+        let log = std::fs::read_to_string(dir.join("requests.jsonl")).unwrap_or_default();
+        for line in log.lines() {
+            lines += 1;
+            let entry: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            let fetched = entry["cache"] == "miss" || entry["cache"] == "bypass";
+            if !fetched || entry["estimated"] != false {
+                unusual.push(format!("{}: {line}", dir.display()));
+            }
+        }
+    }
+    format!(
+        "{} of the {lines} ledger entries are other than a call fetched with measured usage; the first: {:#?}",
+        unusual.len(),
+        &unusual[..unusual.len().min(10)]
+    )
 }
 
 /// Redis's count of commands run (`cmdstat_*:calls=N`).

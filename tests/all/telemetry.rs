@@ -254,13 +254,21 @@ async fn a_scripted_sequence_moves_exactly_the_expected_counters() {
     );
     assert!(answer_tokens > 0.0, "{m:?}");
     assert_eq!(value(&m, "weir_requests_in_flight{}"), 0.0);
-    // The sandbox's pool: no instance alive once the requests are answered; no stage is
-    // large, so there is no large lane.
+    // The sandbox's pool: no instance left once the requests are answered (a finished
+    // instance is torn down in a task of its own after its answer went out, so this waits
+    // for it); no stage is large, so there is no large lane.
     assert!(
         m.contains_key(r#"weir_sandbox_instances{lane="small"}"#),
         "{m:?}"
     );
-    assert_eq!(value(&m, r#"weir_sandbox_instances{lane="small"}"#), 0.0);
+    wait::until("every stage instance torn down", || async {
+        let alive = value(
+            &scrape(&weir).await,
+            r#"weir_sandbox_instances{lane="small"}"#,
+        );
+        if alive == 0.0 { Ok(()) } else { Err(alive) }
+    })
+    .await;
     assert!(!m.contains_key(r#"weir_sandbox_instances{lane="large"}"#));
     assert_eq!(
         value(

@@ -205,11 +205,14 @@ impl Costing {
         charges
     }
 
-    /// Settles `hold` with `charges` and records them; returns their cost.
+    /// Settles `hold` with `charges` and records them; returns their cost. The key's account
+    /// is settled first, so whoever sees the call in the ledger (`/admin/spend`) also sees it
+    /// spent and no longer reserved.
     pub fn close(&self, hold: Hold, charges: Vec<Charge>, site: CallSite<'_>) -> u64 {
         let now = crate::clock::unix_secs();
-        for charge in &charges {
-            self.ledger.record(Entry {
+        let entries: Vec<Entry> = charges
+            .iter()
+            .map(|charge| Entry {
                 ts: now,
                 key: site.meter.key_name().to_string(),
                 route: site.route.to_string(),
@@ -219,9 +222,13 @@ impl Costing {
                 cost: charge.cost,
                 cache: site.cache.as_str(),
                 estimated: charge.estimated,
-            });
+            })
+            .collect();
+        let cost = hold.settle(charges);
+        for entry in entries {
+            self.ledger.record(entry);
         }
-        hold.settle(charges)
+        cost
     }
 
     /// Charges `fuel` burned by a request's stages, when fuel is priced (recorded in the

@@ -12,7 +12,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cost::{A_IN, A_OUT, ask, chat, config, data_dir, key, priced, spend, total_pico};
+use crate::cost::{
+    A_IN, A_OUT, PRICES, ask, chat, config, cost_header, data_dir, key, priced, spend, total_pico,
+};
 use crate::procs::{Proc, call, get, post, serve, sim, sim_requests};
 use crate::wait::{check, until};
 
@@ -148,6 +150,49 @@ async fn a_client_that_disconnects_mid_call_still_pays_for_its_prompt() {
     drop(client); // the client is gone before the upstream's 2 s are over
     let spend = until_charged(&weir, 1).await;
     assert_estimated_prompt(&spend, &log, &body);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A target whose connects hang (its listener's accept queue is full, so the kernel drops the
+/// SYNs, as an address that black-holes them does): the attempt fails as a connect error after
+/// weir's connect timeout (5 s), well inside the target's 60 s `timeout_ms`, the route falls back
+/// to the next target, and only that target's call is charged.
+#[tokio::test]
+async fn a_target_that_never_accepts_the_connection_is_not_charged_and_the_fallback_is_prompt() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let hole = listener.local_addr().unwrap();
+    // One connection fills a backlog of 0; every later connect waits on SYN retransmits.
+    let _filler = TcpStream::connect(hole).await.unwrap();
+    let up = sim(&[]);
+    let dir = data_dir("black-hole");
+    let log = dir.join("requests.jsonl");
+    let weir = serve(&format!(
+        "[targets.hole]\nbase_url = \"http://{hole}/v1\"\nmodel = \"sim-a\"\ntimeout_ms = 60000\n\n\
+         [targets.up]\nbase_url = \"http://{}/v1\"\nmodel = \"sim-a\"\ntimeout_ms = 5000\n\n\
+         [[routes]]\nmodel = \"demo\"\ntargets = [\"hole\", \"up\"]\nmax_attempts = 2\n\
+         {PRICES}\n{}[cost]\nrequest_log = \"{}\"\n",
+        up.addr,
+        key("team", "sk-team", "daily_budget_usd = 1.0"),
+        log.display()
+    ));
+    let started = tokio::time::Instant::now();
+    let answer = ask(weir.addr, Some("sk-team"), &chat("hi", 16)).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(received(&up).await, 1, "the fallback's one call");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(30),
+        "the fallback came after {took:?}: the connect timeout is 5 s, the hung target's timeout_ms 60 s"
+    );
+    let spend = until_charged(&weir, 1).await;
+    let lines = log_lines(&log);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["estimated"], false, "{}", lines[0]);
+    assert_eq!(total_pico(&spend), cost_header(&answer), "{spend}");
+    assert_eq!(spend["keys"][0]["reserved_usd"], 0.0, "{spend}");
+    drop(listener);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -21,6 +21,12 @@ const MAX_UPSTREAM_BODY_BYTES: usize = 16 << 20;
 const MAX_IDLE_PER_HOST: usize = 512;
 /// How long an idle connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long connecting to an upstream may take (Envoy's `connect_timeout` default). Past it the
+/// attempt fails as a connect error, which is retried on the next target at once and charges
+/// nothing: a request that never had a connection was not billed. Without it a connect that
+/// hangs (an address that drops SYNs, a full accept queue) ran into the attempt's `timeout_ms`
+/// and was charged as a timeout. A `timeout_ms` below it still ends the attempt first.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One upstream target, as the router uses it.
 #[derive(Debug)]
@@ -172,6 +178,7 @@ impl ProviderClient {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
             .map_err(std::io::Error::other)?

@@ -22,7 +22,7 @@ const MAX_IDLE_PER_HOST: usize = 512;
 /// How long an idle connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long connecting to an upstream may take (Envoy's `connect_timeout` default). Past it the
-/// attempt fails as a connect error, which is retried on the next target at once and charges
+/// attempt fails as a connect error, which is retried on the next target and charges
 /// nothing: a request that never had a connection was not billed. Without it a connect that
 /// hangs (an address that drops SYNs, a full accept queue) ran into the attempt's `timeout_ms`
 /// and was charged as a timeout. A `timeout_ms` below it still ends the attempt first.

@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
             let hold = futures_util::FutureExt::now_or_never(meter.reserve(1_000_000))
                 .unwrap()
                 .unwrap();
-            hold.settle(vec![Charge {
+            hold.settle(&[Charge {
                 model: "gpt-4o".into(),
                 usage: usage(),
                 cost: 400_000,

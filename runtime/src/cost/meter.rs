@@ -301,7 +301,7 @@ pub struct Hold {
 impl Hold {
     /// Replaces the reservation with the real cost of `charges` (every attempt of the call
     /// that consumed tokens); returns that cost.
-    pub fn settle(mut self, charges: Vec<Charge>) -> u64 {
+    pub fn settle(mut self, charges: &[Charge]) -> u64 {
         // Saturating: a charge's cost may already be saturated by absurd upstream usage.
         let cost = charges
             .iter()
@@ -320,7 +320,7 @@ impl Hold {
         spend.held = spend.held.saturating_sub(self.worst);
         spend.spent = spend.spent.saturating_add(cost);
         #[cfg(test)]
-        spend.charges.extend(charges);
+        spend.charges.extend_from_slice(charges);
         self.worst = 0;
         cost
     }

@@ -210,23 +210,19 @@ impl Costing {
     /// spent and no longer reserved.
     pub fn close(&self, hold: Hold, charges: Vec<Charge>, site: CallSite<'_>) -> u64 {
         let now = crate::clock::unix_secs();
-        let entries: Vec<Entry> = charges
-            .iter()
-            .map(|charge| Entry {
+        let cost = hold.settle(&charges);
+        for charge in charges {
+            self.ledger.record(Entry {
                 ts: now,
                 key: site.meter.key_name().to_string(),
                 route: site.route.to_string(),
-                model: charge.model.clone(),
+                model: charge.model,
                 usage: charge.usage,
                 cache_writes: charge.cache_writes,
                 cost: charge.cost,
                 cache: site.cache.as_str(),
                 estimated: charge.estimated,
-            })
-            .collect();
-        let cost = hold.settle(charges);
-        for entry in entries {
-            self.ledger.record(entry);
+            });
         }
         cost
     }

@@ -244,6 +244,48 @@ async fn attempts_cut_by_a_deadline_after_the_upstream_started_are_charged() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_connection_lost_after_the_request_went_out_is_charged_and_retried() {
+    // The sim reads the whole request, then resets the connection (RST): the upstream had it.
+    let resetting = sim(Faults {
+        reset_rate: 1.0,
+        ..Faults::default()
+    })
+    .await;
+    let healthy = sim(Faults::default()).await;
+    let request = request();
+
+    let step = step_over(vec![target("t", resetting, Duration::from_secs(5))], once());
+    let (meter, account) = keyed(None);
+    let reply = step.complete(call(&request, &meter)).await;
+    assert!(matches!(reply.result, Err(StepError::Route(_))));
+    assert_eq!(reply.attempts[0].outcome.label(), Some("dropped"));
+    let cost = assert_prompt_estimates(&meter, &request, 1);
+    assert_eq!(account.snapshot(), (cost, cost, 0));
+
+    // Like a timeout, it is retried on the next target, which answers: the lost attempt's
+    // estimate and the answer's usage are both paid.
+    let step = step_over(
+        vec![
+            target("t", resetting, Duration::from_secs(5)),
+            target("u", healthy, Duration::from_secs(5)),
+        ],
+        PolicySettings::default(),
+    );
+    let (meter, _) = keyed(None);
+    let reply = step.complete(call(&request, &meter)).await;
+    assert!(reply.result.is_ok(), "{:?}", reply.result.err());
+    let labels: Vec<_> = reply.attempts.iter().map(|a| a.outcome.label()).collect();
+    assert_eq!(labels, [Some("dropped"), Some("ok")]);
+    let charges = meter.charges();
+    assert_eq!(charges.len(), 2, "{charges:?}");
+    assert_eq!(
+        charges.iter().filter(|c| c.estimated).count(),
+        1,
+        "{charges:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn connect_errors_and_error_statuses_without_usage_are_not_charged() {
     let closed = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -56,9 +56,14 @@ pub struct Upstream {
 /// Why one attempt failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
-    /// No connection could be made (refused, reset before a response, DNS, TLS).
+    /// No connection could be made (refused, DNS, TLS, the connect timeout), or the
+    /// connection ended before the request was written: the upstream never had it.
     #[error("connect error: {0}")]
     Connect(String),
+    /// The connection ended (reset, closed) after the request was handed to it and before
+    /// a response's headers: the upstream may have started on it.
+    #[error("connection lost before an answer: {0}")]
+    Dropped(String),
     /// No answer within the target's timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -102,11 +107,12 @@ impl AttemptError {
         }
     }
 
-    /// A short class of the failure, for metrics and traces: `timeout`, `connect`,
+    /// A short class of the failure, for metrics and traces: `timeout`, `connect`, `dropped`,
     /// `status_429`, `status_4xx`, `status_5xx` or `protocol`.
     pub fn kind(&self) -> &'static str {
         match self {
             AttemptError::Connect(_) => "connect",
+            AttemptError::Dropped(_) => "dropped",
             AttemptError::Timeout(_) => "timeout",
             AttemptError::Status { status: 429, .. } => "status_429",
             AttemptError::Status { status, .. } if *status >= 500 => "status_5xx",
@@ -117,12 +123,15 @@ impl AttemptError {
     }
 
     /// Whether the upstream (likely) billed the attempt though it reported no usage: a
-    /// timeout (the request was handed to the connection; a provider bills a request it
-    /// started on, answered or not) or an unusable reply (broken, oversized or not a chat
-    /// completion, after a success status). A connect error never reached it; an error
-    /// status is billed only when its body reports usage ([`AttemptError::usage`]).
+    /// timeout or a connection lost after the request was handed to it (a provider bills a
+    /// request it started on, answered or not) or an unusable reply (broken, oversized or
+    /// not a chat completion, after a success status). A connect error never reached it; an
+    /// error status is billed only when its body reports usage ([`AttemptError::usage`]).
     pub fn billed(&self) -> bool {
-        matches!(self, AttemptError::Timeout(_) | AttemptError::Protocol(_))
+        matches!(
+            self,
+            AttemptError::Timeout(_) | AttemptError::Dropped(_) | AttemptError::Protocol(_)
+        )
     }
 
     /// The upstream's `Retry-After`, when it sent one.
@@ -232,7 +241,7 @@ impl ProviderClient {
         let response = tokio::time::timeout_at(deadline, self.client.request(request))
             .await
             .map_err(|_| AttemptError::Timeout(timeout))?
-            .map_err(|err| AttemptError::Connect(error_chain(&err)))?;
+            .map_err(|err| failed_before_answer(&err))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -247,6 +256,25 @@ impl ProviderClient {
             body,
             retry_after,
         })
+    }
+}
+
+/// What hyper's client failing before a response means for the attempt: a connect error when
+/// the upstream never had the request (the connector failed, or the connection closed before
+/// the request went out: hyper calls that canceled), else [`AttemptError::Dropped`], which is
+/// charged. hyper's pool already sends again, on a new connection, a request whose reused
+/// connection closed before it was written; what reaches here may have been read upstream.
+fn failed_before_answer(err: &hyper_util::client::legacy::Error) -> AttemptError {
+    let never_sent = err.is_connect()
+        || std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .filter_map(|e| e.downcast_ref::<hyper::Error>())
+        .any(hyper::Error::is_canceled);
+    if never_sent {
+        AttemptError::Connect(error_chain(err))
+    } else {
+        AttemptError::Dropped(error_chain(err))
     }
 }
 

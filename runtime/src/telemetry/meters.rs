@@ -13,7 +13,7 @@
 //! | `weir_stage_fuel` | histogram | `stage`, `phase` |
 //! | `weir_stage_runs_total` | counter | `stage`, `phase`, `outcome` |
 //! | `weir_guest_log_lines_dropped_total` | counter | `stage`: lines over `sandbox.log_lines_per_call` |
-//! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `deadline`, `connect`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
+//! | `weir_upstream_attempts_total` | counter | `target`, `outcome` (`ok`, `timeout`, `deadline`, `connect`, `dropped`, `status_5xx`, `status_429`, `status_4xx`, `protocol`) |
 //! | `weir_upstream_attempt_duration_seconds` | histogram | `target` |
 //! | `weir_breaker_state` | gauge | `target`: 0 closed, 1 half-open, 2 open |
 //! | `weir_sandbox_instances` | gauge | `lane` (`small`, `large`): stage instances alive in the pool (at most `sandbox.pool_size`) |

@@ -286,6 +286,47 @@ async fn a_connection_lost_after_the_request_went_out_is_charged_and_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_timeout_that_runs_out_while_connecting_is_a_connect_error_and_costs_nothing() {
+    // A listener whose accept queue (backlog 0) one connection fills: the kernel drops every
+    // later SYN, so a connect hangs, as to an address that black-holes them.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let hung = listener.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(hung).await.unwrap();
+    let request = request();
+
+    // The target's own timeout (below the 5 s connect timeout): no connection, so no call.
+    let step = step_over(vec![target("t", hung, Duration::from_secs(1))], once());
+    let (meter, account) = keyed(None);
+    let reply = step.complete(call(&request, &meter)).await;
+    assert!(matches!(reply.result, Err(StepError::Route(_))));
+    assert_eq!(reply.attempts[0].outcome.label(), Some("connect"));
+    assert!(
+        reply.attempts[0].outcome.as_str().contains("no connection"),
+        "{}",
+        reply.attempts[0].outcome
+    );
+    assert!(meter.charges().is_empty(), "{:?}", meter.charges());
+    assert_eq!(account.snapshot(), (0, 0, 0));
+
+    // The client's deadline cuts it while connecting: it blames no target and costs nothing.
+    let step = step_over(vec![target("t", hung, Duration::from_secs(60))], once());
+    let (meter, account) = keyed(None);
+    let reply = step
+        .complete(Call {
+            deadline: Some(Duration::from_millis(200)),
+            ..call(&request, &meter)
+        })
+        .await;
+    assert!(matches!(reply.result, Err(StepError::Route(_))));
+    assert_eq!(reply.attempts[0].outcome.label(), Some("deadline"));
+    assert!(meter.charges().is_empty(), "{:?}", meter.charges());
+    assert_eq!(account.snapshot(), (0, 0, 0));
+    drop(listener);
+}
+
+#[tokio::test(start_paused = true)]
 async fn connect_errors_and_error_statuses_without_usage_are_not_charged() {
     let closed = {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -351,6 +392,17 @@ fn which_attempts_are_charged_and_how() {
     let record = [
         // Never reached the upstream, or refused it with a status and no usage: free.
         attempt(failed(&AttemptError::Connect("refused".into())), None),
+        attempt(
+            failed(&AttemptError::ConnectTimeout(Duration::from_secs(1))),
+            None,
+        ),
+        attempt(
+            Outcome::Cut {
+                message: "cut by the client's deadline while connecting".into(),
+                billed: false,
+            },
+            None,
+        ),
         attempt(failed(&status(500)), None),
         // An error status whose body reports usage: as `count_failed_attempts` says.
         attempt(failed(&status(500)), Some(usage(7, 0))),
@@ -359,6 +411,7 @@ fn which_attempts_are_charged_and_how() {
         attempt(
             Outcome::Cut {
                 message: "cut by the client's deadline".into(),
+                billed: true,
             },
             None,
         ),

@@ -9,7 +9,7 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{CaptureConnection, HttpConnector, capture_connection};
 use hyper_util::rt::TokioExecutor;
 
 use super::Dialect;
@@ -67,6 +67,10 @@ pub enum AttemptError {
     /// No answer within the target's timeout.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The target's timeout ran out before a connection was made: the request never went
+    /// out (a connect slower than the timeout, or one that hung).
+    #[error("no connection within {0:?}")]
+    ConnectTimeout(Duration),
     /// The upstream answered with a non-success status.
     #[error("upstream status {status}")]
     Status {
@@ -111,7 +115,7 @@ impl AttemptError {
     /// `status_429`, `status_4xx`, `status_5xx` or `protocol`.
     pub fn kind(&self) -> &'static str {
         match self {
-            AttemptError::Connect(_) => "connect",
+            AttemptError::Connect(_) | AttemptError::ConnectTimeout(_) => "connect",
             AttemptError::Dropped(_) => "dropped",
             AttemptError::Timeout(_) => "timeout",
             AttemptError::Status { status: 429, .. } => "status_429",
@@ -234,14 +238,21 @@ impl ProviderClient {
         if let Some((name, value)) = own {
             builder = builder.header(name, value);
         }
-        let request = builder
+        let mut request = builder
             .body(Full::new(body))
             .map_err(|err| AttemptError::Protocol(format!("cannot build the request: {err}")))?;
+        // Whether the request had a connection (hyper's pool says so just before it writes):
+        // what decides if a failure before the answer can have been billed.
+        let connection = capture_connection(&mut request);
         let deadline = tokio::time::Instant::now() + timeout;
-        let response = tokio::time::timeout_at(deadline, self.client.request(request))
-            .await
-            .map_err(|_| AttemptError::Timeout(timeout))?
-            .map_err(|err| failed_before_answer(&err))?;
+        let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => return Err(failed_before_answer(&err, &connection)),
+            Err(_) if connection.connection_metadata().is_none() => {
+                return Err(AttemptError::ConnectTimeout(timeout));
+            }
+            Err(_) => return Err(AttemptError::Timeout(timeout)),
+        };
         if response.status().is_success() {
             return Ok(response);
         }
@@ -260,12 +271,17 @@ impl ProviderClient {
 }
 
 /// What hyper's client failing before a response means for the attempt: a connect error when
-/// the upstream never had the request (the connector failed, or the connection closed before
-/// the request went out: hyper calls that canceled), else [`AttemptError::Dropped`], which is
-/// charged. hyper's pool already sends again, on a new connection, a request whose reused
-/// connection closed before it was written; what reaches here may have been read upstream.
-fn failed_before_answer(err: &hyper_util::client::legacy::Error) -> AttemptError {
+/// the upstream never had the request (no connection was made, or the connection closed
+/// before the request went out: hyper calls that canceled), else [`AttemptError::Dropped`],
+/// which is charged. hyper's pool already sends again, on a new connection, a request whose
+/// reused connection closed before it was written; what reaches here may have been read
+/// upstream.
+fn failed_before_answer(
+    err: &hyper_util::client::legacy::Error,
+    connection: &CaptureConnection,
+) -> AttemptError {
     let never_sent = err.is_connect()
+        || connection.connection_metadata().is_none()
         || std::iter::successors(Some(err as &(dyn std::error::Error + 'static)), |e| {
             e.source()
         })

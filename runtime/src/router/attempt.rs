@@ -137,7 +137,11 @@ impl<E: Exchange> Attempter<'_, E> {
             Ok(_) => Outcome::Ok,
             Err(err) => Outcome::of(
                 err,
-                cut_by_client && matches!(err, AttemptError::Timeout(_)),
+                cut_by_client
+                    && matches!(
+                        err,
+                        AttemptError::Timeout(_) | AttemptError::ConnectTimeout(_)
+                    ),
             ),
         };
         let label = outcome.label().unwrap_or_default();

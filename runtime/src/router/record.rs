@@ -110,6 +110,8 @@ pub enum Outcome {
     Cut {
         /// `cut by the client's deadline: ` and the error.
         message: String,
+        /// Whether the request had gone out (it was cut while connecting when not).
+        billed: bool,
     },
     /// No attempt: the loop stopped here.
     Stopped(Stop),
@@ -147,6 +149,7 @@ impl Outcome {
         if cut {
             Outcome::Cut {
                 message: format!("cut by the client's deadline: {err}"),
+                billed: err.billed(),
             }
         } else {
             Outcome::Failed {
@@ -168,14 +171,14 @@ impl Outcome {
     }
 
     /// Whether the upstream (likely) billed the attempt although it reported no usage: it
-    /// received the request and then timed out (the client's deadline included), sent a
-    /// broken or oversized reply, or was still working when the call was dropped. A connect
-    /// error never reached it, and an error status is billed only when its body says so
-    /// (its usage).
+    /// received the request and then timed out (the client's deadline included, unless it
+    /// cut the attempt while connecting), sent a broken or oversized reply, or was still
+    /// working when the call was dropped. A connect error never reached it, and an error
+    /// status is billed only when its body says so (its usage).
     pub fn billed_without_usage(&self) -> bool {
         match self {
-            Outcome::Failed { billed, .. } => *billed,
-            Outcome::Cut { .. } | Outcome::InFlight | Outcome::Cancelled => true,
+            Outcome::Failed { billed, .. } | Outcome::Cut { billed, .. } => *billed,
+            Outcome::InFlight | Outcome::Cancelled => true,
             Outcome::Ok | Outcome::Stopped(_) => false,
         }
     }
@@ -185,7 +188,7 @@ impl Outcome {
     pub fn as_str(&self) -> &str {
         match self {
             Outcome::Ok => "ok",
-            Outcome::Failed { message, .. } | Outcome::Cut { message } => message,
+            Outcome::Failed { message, .. } | Outcome::Cut { message, .. } => message,
             Outcome::Stopped(stop) => stop.as_str(),
             Outcome::InFlight => IN_FLIGHT,
             Outcome::Cancelled => CANCELLED,
@@ -217,7 +220,7 @@ impl From<Outcome> for Cow<'static, str> {
     fn from(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Ok => Cow::Borrowed("ok"),
-            Outcome::Failed { message, .. } | Outcome::Cut { message } => Cow::Owned(message),
+            Outcome::Failed { message, .. } | Outcome::Cut { message, .. } => Cow::Owned(message),
             Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
             Outcome::InFlight => Cow::Borrowed(IN_FLIGHT),
             Outcome::Cancelled => Cow::Borrowed(CANCELLED),

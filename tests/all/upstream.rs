@@ -338,6 +338,47 @@ async fn a_tpm_limited_key_is_admitted_again_within_the_minute_after_absurd_usag
     );
 }
 
+/// A target whose key was revoked (401), whose account is suspended (403) or out of credit
+/// (402), or whose pinned model is gone (404) cannot serve any request: the route fails over
+/// to the next target whatever `retry_on` says, and the failures open the target's breaker,
+/// so the dead key stops being tried first.
+#[tokio::test]
+async fn a_target_whose_key_or_pinned_model_is_refused_fails_over_and_trips_its_breaker() {
+    for (status, extra) in [
+        ("401", ""),
+        ("402", ""),
+        ("403", ""),
+        ("404", "model = \"gone\""),
+    ] {
+        let dead = sim(&["--error-rate", "1.0", "--error-status", status]);
+        let healthy = sim(&[]);
+        let weir = serve(&format!(
+            "{}{}{}",
+            target(
+                "dead",
+                &dead,
+                &format!("{extra}\nbreaker = {{ consecutive_failures = 2, ejection_ms = 60000 }}")
+            ),
+            target("healthy", &healthy, ""),
+            route("demo", &["dead", "healthy"], "retry_on = [503]"),
+        ));
+        for i in 0..4 {
+            let answer = post(
+                weir.addr,
+                "/v1/chat/completions",
+                &chat("demo", &format!("hi {i}")),
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{status}: {:?}", answer.body);
+        }
+        assert_eq!(received(&healthy).await, 4, "{status}");
+        // Two failures in a row opened the breaker: the last two went straight to the healthy one.
+        assert_eq!(received(&dead).await, 2, "{status}");
+        let state = target_state(&weir, "dead").await;
+        assert_eq!(state["breaker"], "open", "{status}: {state}");
+    }
+}
+
 #[tokio::test]
 async fn an_upstream_401_quoting_the_operators_key_becomes_a_generic_502() {
     const SECRET: &str = "sk-operator-upstream-secret-7q2x";
@@ -369,7 +410,12 @@ async fn an_upstream_401_quoting_the_operators_key_becomes_a_generic_502() {
     assert_eq!(answer.status, 502, "{:?}", answer.body);
     let body = String::from_utf8_lossy(&answer.body).to_string();
     assert_eq!(error(&answer)["type"], "upstream_error", "{body}");
-    assert_eq!(error(&answer)["code"], "upstream_error", "{body}");
+    // The target's key is dead: every attempt of the route failed over, and none says why.
+    assert_eq!(error(&answer)["code"], "all_targets_failed", "{body}");
+    assert!(
+        body.contains("the target could not serve the request"),
+        "{body}"
+    );
     for leak in ["7q2x", "sk-", "Incorrect API key", "401"] {
         assert!(!body.contains(leak), "{leak} reached the client: {body}");
     }

@@ -20,10 +20,13 @@ use tracing::Instrument;
 use super::RouteError;
 use super::exchange::{Exchange, Left};
 use super::record::{Attempt, Outcome};
-use super::refusal::refusal;
+use super::refusal::{indicts_target, refusal};
 use super::target::{Slot, TargetState};
 use crate::config::PolicySettings;
 use crate::providers::{AttemptError, ProviderClient};
+
+/// The text of an attempt whose target could not serve any request ([`indicts_target`]).
+const TARGET_FAULT: &str = "the target could not serve the request";
 
 /// The deadlines one call runs under.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,7 +188,14 @@ impl<E: Exchange> Attempter<'_, E> {
                 Ok(output)
             }
             Err(err) => {
-                let retryable = err.is_retryable(&self.settings.retry_on);
+                let indicted = indicts_target(upstream, &err);
+                let retryable = err.is_retryable(&self.settings.retry_on) || indicted;
+                if indicted && let Outcome::Failed { message, .. } = &mut record.outcome {
+                    // The status is about the operator's key, account or model pin: the
+                    // operator reads it in the record's status, the log and the span; a
+                    // client reading the call's error learns only that the target failed.
+                    *message = TARGET_FAULT.to_string();
+                }
                 if matches!(record.outcome, Outcome::Cut { .. }) {
                     // No outcome: the slot (a probe included) is given back as if the
                     // attempt had never been made.

@@ -15,6 +15,23 @@ use crate::providers::{AttemptError, Upstream};
 /// 422 (unprocessable) and 404 (no such model) when the client chose the model.
 const RELAYED_CLIENT_ERRORS: [u16; 4] = [400, 404, 413, 422];
 
+/// Upstream statuses that indict the target rather than the request: its credentials (401),
+/// its account (402: out of credit; 403: suspended, or a region it may not serve) and its
+/// proxy (407). A 404 for the model a target pins is the same (the operator's
+/// configuration). Another target may well serve the request.
+const TARGET_FAULTS: [u16; 4] = [401, 402, 403, 407];
+
+/// Whether `err` says `target` cannot serve any request (a revoked key, a suspended account,
+/// a pinned model that does not exist): the call fails over to the next target whatever
+/// `retry_on` says, and the failure counts against the target's breaker, so a dead key
+/// stops taking requests instead of failing every one of them.
+pub(super) fn indicts_target(target: &Upstream, err: &AttemptError) -> bool {
+    let AttemptError::Status { status, .. } = err else {
+        return false;
+    };
+    TARGET_FAULTS.contains(status) || (*status == 404 && target.model.is_some())
+}
+
 /// How a failure the router does not retry reaches the client.
 ///
 /// Only an error about the client's own request is relayed with the upstream's message
@@ -23,7 +40,8 @@ const RELAYED_CLIENT_ERRORS: [u16; 4] = [400, 404, 413, 422];
 /// with a generic message (`retry_on` decides which 5xx are retried; the rest are the
 /// upstream's failure, and its text is not the client's business). Everything else — 401,
 /// 402, 403 and 407 (the operator's credentials, account or proxy: a provider's message may
-/// quote part of the API key), 408 and 429 when not retried (the operator's limits and
+/// quote part of the API key; the router fails them over ([`indicts_target`]), so they end
+/// here only if that changes), 408 and 429 when not retried (the operator's limits and
 /// organisation), other 4xx, 3xx and 1xx — becomes a generic 502 [`RouteError::Failed`]. The
 /// upstream's detail always goes to the log and the attempt's span, never to the client.
 pub(super) fn refusal(target: &Upstream, err: &AttemptError) -> RouteError {
@@ -102,5 +120,28 @@ mod tests {
         let err = refusal(&plain, &status(500));
         assert_eq!(err.status(), 500);
         assert!(!err.to_string().contains("7q2x"), "{err}");
+    }
+
+    #[test]
+    fn the_targets_credentials_account_and_pinned_model_indict_the_target() {
+        let status = |status: u16| AttemptError::Status {
+            status,
+            body: Bytes::new(),
+            retry_after: None,
+        };
+        let plain = upstream(None);
+        let pinned = upstream(Some("ft:org-x"));
+        for code in [401, 402, 403, 407] {
+            assert!(indicts_target(&plain, &status(code)), "{code}");
+        }
+        assert!(indicts_target(&pinned, &status(404)));
+        // About the request (the client chose the model), or not a status at all.
+        for code in [400, 404, 413, 422, 429, 500] {
+            assert!(!indicts_target(&plain, &status(code)), "{code}");
+        }
+        assert!(!indicts_target(
+            &plain,
+            &AttemptError::Connect("refused".into())
+        ));
     }
 }

@@ -374,6 +374,53 @@ async fn a_request_a_target_cannot_carry_is_a_400_naming_the_field_and_nothing_i
     );
 }
 
+/// Completion requests a simulator received.
+async fn received(sim: &Proc) -> u64 {
+    get(sim.addr, "/sim/stats").await.json()["requests"]
+        .as_u64()
+        .unwrap_or_default()
+}
+
+/// A target that cannot carry a request is skipped, not the call's answer: with another
+/// target in the chain the request goes there (at once, and without spending one of the
+/// route's attempts: nothing was sent), and when that one is down the client gets the
+/// retryable 502 listing both, not a 400 blaming its request.
+#[tokio::test]
+async fn a_target_that_cannot_carry_the_request_is_skipped_for_one_that_can() {
+    let claude = sim(&[]);
+    let healthy = sim(&[]);
+    let down = sim(&["--error-rate", "1.0", "--error-status", "503"]);
+    let config = format!(
+        "{}{}{}{}{}{PRICES}",
+        target("claude", &claude, "anthropic", "sim-a", ""),
+        target("healthy", &healthy, "openai", "sim-a", ""),
+        target("down", &down, "openai", "sim-a", ""),
+        route("skip", &["claude", "healthy"], "max_attempts = 1"),
+        route("outage", &["down", "claude"], "max_attempts = 2"),
+    );
+    let weir = serve(&config);
+    let mut request = chat("skip", "two answers please", false);
+    request["n"] = json!(2);
+    let answer = post(weir.addr, "/v1/chat/completions", &request).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(answer.json()["choices"].as_array().map(Vec::len), Some(2));
+    assert_eq!(received(&healthy).await, 1);
+
+    request["model"] = json!("outage");
+    let answer = post(weir.addr, "/v1/chat/completions", &request).await;
+    assert_eq!(answer.status, 502, "{:?}", answer.body);
+    let error = answer.json()["error"].clone();
+    assert_eq!(error["code"], "all_targets_failed", "{error}");
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(message.contains("down (upstream status 503)"), "{message}");
+    assert!(message.contains("`n`"), "{message}");
+    assert_eq!(
+        received(&claude).await,
+        0,
+        "nothing reached the Anthropic target"
+    );
+}
+
 /// One OpenAI-compatible route `demo` on `upstream` (and `embed`, for embeddings, falling
 /// back from `broken` to `upstream`).
 fn front_config(upstream: &Proc, broken: &Proc) -> String {

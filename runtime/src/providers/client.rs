@@ -101,12 +101,11 @@ pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 impl AttemptError {
     /// Whether another target may succeed where this one failed: connect errors, timeouts
     /// and protocol errors always; a status when `retry_on` holds it (by default 408, 429
-    /// and 5xx — other 4xx mean the request itself is wrong).
+    /// and 5xx — other 4xx mean the request itself is wrong); a request this target's wire
+    /// format cannot carry (a target of another format may: the router skips this one).
     pub fn is_retryable(&self, retry_on: &crate::config::StatusSet) -> bool {
         match self {
             AttemptError::Status { status, .. } => retry_on.contains(*status),
-            // The same request, asked again, cannot be carried either.
-            AttemptError::Untranslatable(_) => false,
             _ => true,
         }
     }

@@ -196,9 +196,12 @@ impl<E: Exchange> Attempter<'_, E> {
                     // client reading the call's error learns only that the target failed.
                     *message = TARGET_FAULT.to_string();
                 }
-                if matches!(record.outcome, Outcome::Cut { .. }) {
+                if matches!(
+                    record.outcome,
+                    Outcome::Cut { .. } | Outcome::Untranslatable { .. }
+                ) {
                     // No outcome: the slot (a probe included) is given back as if the
-                    // attempt had never been made.
+                    // attempt had never been made (an untranslatable request never was).
                     drop(slot);
                 } else {
                     // A refusal of the request itself says nothing bad about the target.

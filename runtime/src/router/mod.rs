@@ -395,6 +395,8 @@ impl Router {
         };
         let mut next = first;
         let mut tries = 0u32;
+        // Targets skipped in a row because they cannot carry the request.
+        let mut skipped = 0usize;
         while tries < settings.max_attempts {
             let taken = match slots.take(next, deadline.at).await {
                 Ok(taken) => taken,
@@ -431,18 +433,27 @@ impl Router {
                 Err(Failed::Final(err)) => return Err(err),
                 Err(Failed::Retryable) => {}
             }
+            next = (position + 1) % chain.len().max(1);
+            if attempts.last().is_some_and(Attempt::untranslatable) {
+                // Nothing was sent: the next target is tried at once, and the attempt is not
+                // spent, until a whole round of the chain was skipped.
+                skipped += 1;
+                if skipped < chain.len() {
+                    tries = tries.saturating_sub(1);
+                    continue;
+                }
+                break;
+            }
+            skipped = 0;
             if tries >= settings.max_attempts {
                 break;
             }
-            next = (position + 1) % chain.len().max(1);
             match retry::delay(policy, tries, chain.len(), deadline.at, rand::random()) {
                 Ok(delay) => tokio::time::sleep(delay).await,
                 Err(stop) => return Err(stopped(attempts, stop)),
             }
         }
-        Err(RouteError::AllFailed {
-            attempts: attempts.clone(),
-        })
+        Err(all_failed(attempts))
     }
 }
 
@@ -460,9 +471,32 @@ struct Walk<'a> {
 
 /// Records that the loop stopped for `stop` and fails with every attempt.
 fn stopped(attempts: &mut Vec<Attempt>, stop: Stop) -> RouteError {
+    let failed = all_failed(attempts);
     attempts.push(Attempt::stopped(stop));
-    RouteError::AllFailed {
-        attempts: attempts.clone(),
+    match failed {
+        RouteError::AllFailed { .. } => RouteError::AllFailed {
+            attempts: attempts.clone(),
+        },
+        refused => refused,
+    }
+}
+
+/// The error of a call whose every attempt failed: when no target could carry the request
+/// (each was untranslatable), the request itself is what no target of the route takes, a
+/// 400 naming the field; otherwise every attempt, for the client to read.
+fn all_failed(attempts: &[Attempt]) -> RouteError {
+    match attempts.last() {
+        Some(last) if attempts.iter().all(Attempt::untranslatable) => RouteError::Refused {
+            target: last.target.clone(),
+            status: 400,
+            message: last
+                .upstream_message
+                .clone()
+                .unwrap_or_else(|| last.outcome.to_string()),
+        },
+        _ => RouteError::AllFailed {
+            attempts: attempts.to_vec(),
+        },
     }
 }
 

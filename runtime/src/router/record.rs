@@ -45,6 +45,12 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// Whether the attempt found its target's wire format cannot carry the request (nothing
+    /// was sent).
+    pub fn untranslatable(&self) -> bool {
+        matches!(self.outcome, Outcome::Untranslatable { .. })
+    }
+
     /// The entry of an attempt just sent to `target` for `model`: it stands in the record
     /// while the attempt is in flight and is replaced by its outcome, so a call dropped
     /// midway still shows the attempt the upstream received (and bills).
@@ -113,6 +119,12 @@ pub enum Outcome {
         /// Whether the request had gone out (it was cut while connecting when not).
         billed: bool,
     },
+    /// The target's wire format cannot carry the request: nothing was sent, and the router
+    /// went on to the next target. It says nothing about the target.
+    Untranslatable {
+        /// The field the format lacks.
+        message: String,
+    },
     /// No attempt: the loop stopped here.
     Stopped(Stop),
     /// The attempt was sent and has not ended: seen only in the record of a call dropped
@@ -146,7 +158,11 @@ impl Outcome {
     /// The outcome of an attempt that failed with `err`; `cut` when only the client's
     /// deadline made it time out.
     pub(super) fn of(err: &AttemptError, cut: bool) -> Outcome {
-        if cut {
+        if let AttemptError::Untranslatable(_) = err {
+            Outcome::Untranslatable {
+                message: err.to_string(),
+            }
+        } else if cut {
             Outcome::Cut {
                 message: format!("cut by the client's deadline: {err}"),
                 billed: err.billed(),
@@ -179,7 +195,7 @@ impl Outcome {
         match self {
             Outcome::Failed { billed, .. } | Outcome::Cut { billed, .. } => *billed,
             Outcome::InFlight | Outcome::Cancelled => true,
-            Outcome::Ok | Outcome::Stopped(_) => false,
+            Outcome::Ok | Outcome::Untranslatable { .. } | Outcome::Stopped(_) => false,
         }
     }
 
@@ -188,7 +204,9 @@ impl Outcome {
     pub fn as_str(&self) -> &str {
         match self {
             Outcome::Ok => "ok",
-            Outcome::Failed { message, .. } | Outcome::Cut { message, .. } => message,
+            Outcome::Failed { message, .. }
+            | Outcome::Cut { message, .. }
+            | Outcome::Untranslatable { message } => message,
             Outcome::Stopped(stop) => stop.as_str(),
             Outcome::InFlight => IN_FLIGHT,
             Outcome::Cancelled => CANCELLED,
@@ -203,6 +221,7 @@ impl Outcome {
             Outcome::Ok => Some("ok"),
             Outcome::Failed { kind, .. } => Some(kind),
             Outcome::Cut { .. } => Some("deadline"),
+            Outcome::Untranslatable { .. } => Some("untranslatable"),
             Outcome::InFlight => Some("in_flight"),
             Outcome::Cancelled => Some("hedge_cancelled"),
             Outcome::Stopped(_) => None,
@@ -220,7 +239,9 @@ impl From<Outcome> for Cow<'static, str> {
     fn from(outcome: Outcome) -> Self {
         match outcome {
             Outcome::Ok => Cow::Borrowed("ok"),
-            Outcome::Failed { message, .. } | Outcome::Cut { message, .. } => Cow::Owned(message),
+            Outcome::Failed { message, .. }
+            | Outcome::Cut { message, .. }
+            | Outcome::Untranslatable { message } => Cow::Owned(message),
             Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
             Outcome::InFlight => Cow::Borrowed(IN_FLIGHT),
             Outcome::Cancelled => Cow::Borrowed(CANCELLED),

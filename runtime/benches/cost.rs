@@ -116,6 +116,7 @@ fn bench(c: &mut Criterion) {
         cache_writes: 0,
         span: None,
         upstream_message: None,
+        received: String::new(),
     };
     let answered = [attempt(Outcome::Ok, Some(usage()))];
     c.bench_function("cost/charges answered", |b| {

@@ -14,7 +14,7 @@ use crate::config::{
 };
 use crate::cost::{Account, Clock, CostError, Ledger, Meter, PriceTable, day_of, tokens};
 use crate::providers::{AttemptError, ProviderClient};
-use crate::router::testing::{black_hole, sim, target, target_with};
+use crate::router::testing::{black_hole, sim, target, target_ttft, target_with};
 use crate::router::{Attempt, Outcome, RoutePlan, RoutePolicy, Router, TargetState};
 use crate::sim::Faults;
 use crate::wit::{ChatRequest, ChatResponse, Choice, Message, Usage};
@@ -286,6 +286,52 @@ async fn a_connection_lost_after_the_request_went_out_is_charged_and_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_asked_for_a_json_answer_that_breaks_off_is_charged_the_text_it_sent() {
+    // The target's TTFT timeout is below its timeout, so a JSON request goes upstream as a
+    // stream (`stream_json`), which the sim cuts after five content events.
+    let cutting = sim(Faults {
+        stream_cut_after: Some(5),
+        ..Faults::default()
+    })
+    .await;
+    let step = step_over(
+        vec![target_ttft(
+            "t",
+            cutting,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            TargetLimits::default(),
+        )],
+        once(),
+    );
+    let request = request();
+    let (meter, account) = keyed(None);
+    let reply = step.complete(call(&request, &meter)).await;
+    assert!(matches!(reply.result, Err(StepError::Route(_))));
+    assert_eq!(reply.attempts[0].outcome.label(), Some("protocol"));
+    assert!(
+        !reply.attempts[0].received.is_empty(),
+        "{:?}",
+        reply.attempts[0]
+    );
+    let charges = meter.charges();
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    let (prompt, _) = prompt_only(&request);
+    let received = tokens::count_text("m", &reply.attempts[0].received);
+    assert!(received > 0);
+    assert_eq!(
+        (
+            charges[0].usage.prompt_tokens,
+            charges[0].usage.completion_tokens
+        ),
+        (prompt, received),
+        "{charges:?}"
+    );
+    assert!(charges[0].estimated);
+    assert_eq!(account.snapshot().0, charges[0].cost);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_timeout_that_runs_out_while_connecting_is_a_connect_error_and_costs_nothing() {
     // A listener whose accept queue (backlog 0) one connection fills: the kernel drops every
     // later SYN, so a connect hangs, as to an address that black-holes them.
@@ -361,6 +407,7 @@ fn attempt(outcome: Outcome, usage: Option<Usage>) -> Attempt {
         cache_writes: 0,
         span: None,
         upstream_message: None,
+        received: String::new(),
     }
 }
 

@@ -159,8 +159,8 @@ impl Costing {
     /// `count_failed_attempts`), a successful `answer` without usage from a local count of
     /// its prompt and text, and every attempt the upstream received without a usable reply
     /// (timed out, cut by the client's deadline, broken or oversized, or still in flight when
-    /// the call was dropped) from a local count of its prompt. Locally counted charges are
-    /// marked estimated.
+    /// the call was dropped) from a local count of its prompt and of the text it received
+    /// before it broke off, if any. Locally counted charges are marked estimated.
     pub fn charges<'a>(
         &self,
         request: &ChatRequest,
@@ -188,7 +188,7 @@ impl Costing {
                 (Some(usage), false, _) if self.count_failed_attempts => (usage, false),
                 (None, true, Some(answer)) => (estimate(&attempt.model, &answer.text()), true),
                 (None, false, _) if attempt.outcome.billed_without_usage() => {
-                    (estimate(&attempt.model, ""), true)
+                    (estimate(&attempt.model, &attempt.received), true)
                 }
                 _ => continue,
             };

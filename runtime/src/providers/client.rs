@@ -84,6 +84,15 @@ pub enum AttemptError {
     /// The upstream answered with something that is not a chat completion.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// A stream asked for a JSON request broke off after some text: a protocol error that
+    /// also carries the text received, which the upstream generated (and bills).
+    #[error("protocol error: {detail}")]
+    BrokenOff {
+        /// What went wrong.
+        detail: String,
+        /// The text received before it did, every choice's.
+        received: String,
+    },
     /// The request holds something the target's wire format cannot carry; nothing was sent.
     #[error("the target cannot carry the request: {0}")]
     Untranslatable(Untranslatable),
@@ -120,7 +129,7 @@ impl AttemptError {
             AttemptError::Status { status: 429, .. } => "status_429",
             AttemptError::Status { status, .. } if *status >= 500 => "status_5xx",
             AttemptError::Status { .. } => "status_4xx",
-            AttemptError::Protocol(_) => "protocol",
+            AttemptError::Protocol(_) | AttemptError::BrokenOff { .. } => "protocol",
             AttemptError::Untranslatable(_) => "untranslatable",
         }
     }
@@ -133,8 +142,20 @@ impl AttemptError {
     pub fn billed(&self) -> bool {
         matches!(
             self,
-            AttemptError::Timeout(_) | AttemptError::Dropped(_) | AttemptError::Protocol(_)
+            AttemptError::Timeout(_)
+                | AttemptError::Dropped(_)
+                | AttemptError::Protocol(_)
+                | AttemptError::BrokenOff { .. }
         )
+    }
+
+    /// The text received before the attempt broke off ([`AttemptError::BrokenOff`]), taken
+    /// out; empty for every other failure.
+    pub fn take_received(&mut self) -> String {
+        match self {
+            AttemptError::BrokenOff { received, .. } => std::mem::take(received),
+            _ => String::new(),
+        }
     }
 
     /// The upstream's `Retry-After`, when it sent one.

@@ -175,6 +175,7 @@ impl<E: Exchange> Attempter<'_, E> {
             cache_writes: 0,
             span: span_of,
             upstream_message: None,
+            received: String::new(),
         };
         match result {
             Ok(mut output) => {
@@ -187,7 +188,7 @@ impl<E: Exchange> Attempter<'_, E> {
                 attempts.push(record);
                 Ok(output)
             }
-            Err(err) => {
+            Err(mut err) => {
                 let indicted = indicts_target(upstream, &err);
                 let retryable = err.is_retryable(&self.settings.retry_on) || indicted;
                 if indicted && let Outcome::Failed { message, .. } = &mut record.outcome {
@@ -221,6 +222,7 @@ impl<E: Exchange> Attempter<'_, E> {
                 record.upstream_message = detail;
                 record.status = err.status();
                 record.usage = err.usage();
+                record.received = err.take_received();
                 attempts.push(record);
                 if retryable {
                     Err(Failed::Retryable)

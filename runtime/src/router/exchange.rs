@@ -306,14 +306,26 @@ async fn assemble(mut stream: UpstreamStream) -> Result<Reply, AttemptError> {
                     cache_writes,
                 });
             }
-            Some(Ok(data)) => assembled.push_data(&data).map_err(AttemptError::Protocol)?,
-            Some(Err(detail)) => return Err(AttemptError::Protocol(detail)),
+            Some(Ok(data)) => {
+                if let Err(detail) = assembled.push_data(&data) {
+                    return Err(broken_off(detail, &assembled));
+                }
+            }
+            Some(Err(detail)) => return Err(broken_off(detail, &assembled)),
             None => {
-                return Err(AttemptError::Protocol(
-                    "the stream ended without [DONE]".to_string(),
-                ));
+                let detail = "the stream ended without [DONE]".to_string();
+                return Err(broken_off(detail, &assembled));
             }
         }
+    }
+}
+
+/// A stream asked for a JSON answer that broke off with `detail`, after the text `assembled`
+/// holds (what the upstream generated, and bills, though no answer came of it).
+fn broken_off(detail: String, assembled: &StreamAccumulator) -> AttemptError {
+    AttemptError::BrokenOff {
+        detail,
+        received: assembled.text().into_owned(),
     }
 }
 

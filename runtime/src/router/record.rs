@@ -42,6 +42,9 @@ pub struct Attempt {
     /// with one: kept for the log and the exported attempt span only, since it may speak of
     /// the operator's credentials.
     pub upstream_message: Option<String>,
+    /// The text a failed attempt received before it broke off (a stream asked for a JSON
+    /// request, cut midway): counted in its estimate with its prompt. Empty otherwise.
+    pub received: String,
 }
 
 impl Attempt {
@@ -65,6 +68,7 @@ impl Attempt {
             cache_writes: 0,
             span: Some((Instant::now(), crate::telemetry::span_id())),
             upstream_message: None,
+            received: String::new(),
         }
     }
 
@@ -90,6 +94,7 @@ impl Attempt {
             cache_writes: 0,
             span: None,
             upstream_message: None,
+            received: String::new(),
         }
     }
 }
@@ -294,6 +299,7 @@ mod tests {
                 cache_writes: 0,
                 span: None,
                 upstream_message: None,
+                received: String::new(),
             },
             Attempt::stopped(Stop::Deadline),
             Attempt::stopped(Stop::Budget),

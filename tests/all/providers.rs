@@ -626,6 +626,37 @@ async fn the_responses_api_answers_plain_and_streamed_and_refuses_stored_state()
     assert_eq!(answer.json()["error"]["param"], "previous_response_id");
 }
 
+/// `/v1/embeddings` honours the client's `x-weir-deadline-ms` as chat does: a bad value is a
+/// 400, and a deadline shorter than the upstream's answer ends the call with a 504.
+#[tokio::test]
+async fn embeddings_keep_the_clients_deadline() {
+    let slow = sim(&["--latency-ms", "3000"]);
+    let weir = serve(&front_config(&slow, &slow));
+    let request = json!({"model": "embed", "input": "a tree"});
+    let answer = post_with(
+        weir.addr,
+        "/v1/embeddings",
+        &[("x-weir-deadline-ms", "soon")],
+        &request,
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "invalid_deadline");
+    let started = tokio::time::Instant::now();
+    let answer = post_with(
+        weir.addr,
+        "/v1/embeddings",
+        &[("x-weir-deadline-ms", "300")],
+        &request,
+    )
+    .await;
+    assert_eq!(answer.status, 504, "{:?}", answer.body);
+    assert_eq!(answer.json()["error"]["code"], "deadline_exceeded");
+    // The sim answers after 3 s; the client's 300 ms ended it well before (a loaded machine's
+    // bound, not a timing test).
+    assert!(started.elapsed() < std::time::Duration::from_millis(2500));
+}
+
 #[tokio::test]
 async fn embeddings_fall_back_hit_the_cache_and_cost_and_models_are_retrievable() {
     let upstream = sim(&[]);

@@ -175,7 +175,7 @@ async fn client_deadlines_never_open_the_primarys_breaker() {
             Some(Bytes::from(chat("demo", "hurry").to_string())),
         )
         .await;
-        assert_eq!(answer.status, 502, "{:?}", answer.body);
+        assert_eq!(answer.status, 504, "{:?}", answer.body);
     }
     let state = target_state(&weir, "primary").await;
     assert_eq!(state["breaker"], "closed", "{state}");

@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use super::chat::llm_call_limit;
+use super::chat::{client_deadline, llm_call_limit};
 use super::{App, ChatCall, ChatError, Report, UnknownModel};
 use crate::cost::Meter;
 use crate::llm::ClientEmbeddings;
@@ -59,6 +59,7 @@ impl App {
     ) -> Result<Value, ChatError> {
         let snap = &call.snapshot;
         let (body, model, inputs) = parse(&call.body).map_err(ChatError::Invalid)?;
+        let deadline = client_deadline(call.deadline.as_ref()).map_err(ChatError::Invalid)?;
         let Some(pipeline) = snap.routes.get(&model) else {
             return Err(ChatError::UnknownModel(UnknownModel::new(snap, &model)));
         };
@@ -75,6 +76,7 @@ impl App {
                 body: &body,
                 inputs: &inputs,
                 control: call.cache_control,
+                deadline,
             })
             .await;
         report.llm = Some(started.elapsed());

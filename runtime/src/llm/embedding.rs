@@ -32,6 +32,8 @@ pub(super) struct EmbedCall<'a> {
     /// The client's own body (`/v1/embeddings`: `encoding_format`, `dimensions`, ...) sent
     /// as it is instead of one built from `model` and `inputs`.
     pub body: Option<&'a Value>,
+    /// The client's own deadline (`x-weir-deadline-ms`), which may shorten the route's.
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// A client's `POST /v1/embeddings` on a route.
@@ -46,6 +48,8 @@ pub struct ClientEmbeddings<'a> {
     pub inputs: &'a [String],
     /// What the client's `Cache-Control` allows.
     pub control: CacheControl,
+    /// The client's own deadline (`x-weir-deadline-ms`), which may shorten the route's.
+    pub deadline: Option<std::time::Duration>,
 }
 
 /// What a client's embeddings call came to.
@@ -108,7 +112,7 @@ impl LlmStep {
         let mut attempts = Vec::new();
         let result = self
             .router
-            .embeddings(&step.plan, call.only, body, &mut attempts)
+            .embeddings(&step.plan, call.only, body, call.deadline, &mut attempts)
             .await;
         let charges = self
             .costing
@@ -162,6 +166,7 @@ impl LlmStep {
             only: None,
             spare: 0,
             body: Some(call.body),
+            deadline: call.deadline,
         };
         let (result, attempts) = self.embeddings_attempts(step, embed).await;
         if let (Some(key), Ok(body)) = (&key, &result) {

@@ -36,6 +36,7 @@ impl LlmStep {
             only: Some(index),
             spare: 1,
             body: None,
+            deadline: None,
         };
         match self.embeddings(step, call).await {
             Ok(value) => match first_embedding(&value) {

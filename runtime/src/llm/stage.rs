@@ -133,6 +133,7 @@ impl LlmAccess for StageLlm {
                 only: None,
                 spare: 0,
                 body: None,
+                deadline: None,
             };
             let value = step.embeddings(route_step, call).await.map_err(refused)?;
             Ok(embeddings_of(&value))

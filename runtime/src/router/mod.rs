@@ -98,8 +98,9 @@ pub enum Reply {
 /// Why no target produced a reply.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum RouteError {
-    /// Every target was tried and failed.
-    #[error("all {} upstream attempts failed: {}", attempts.len(), describe(attempts))]
+    /// Every target was tried and failed, or the deadline (the route's, or the client's
+    /// `x-weir-deadline-ms`) ran out first.
+    #[error("{}", all_failed_text(attempts))]
     AllFailed {
         /// Each attempt, in order.
         attempts: Vec<Attempt>,
@@ -145,10 +146,17 @@ pub enum RouteError {
 }
 
 impl RouteError {
-    /// The HTTP status for the client: 502 when every target failed or one failed with a
-    /// status that is not relayed, the upstream's own status when it refused the request.
+    /// Whether the call ended because its deadline ran out.
+    fn deadline_ran_out(&self) -> bool {
+        matches!(self, RouteError::AllFailed { attempts } if ran_out(attempts))
+    }
+
+    /// The HTTP status for the client: 504 when the deadline ran out, 502 when every target
+    /// failed or one failed with a status that is not relayed, the upstream's own status
+    /// when it refused the request.
     pub fn status(&self) -> u16 {
         match self {
+            RouteError::AllFailed { .. } if self.deadline_ran_out() => 504,
             RouteError::AllFailed { .. } | RouteError::Failed { .. } => 502,
             RouteError::Overloaded { .. } | RouteError::StateUnavailable => 503,
             RouteError::RateLimited { .. } => 429,
@@ -159,6 +167,7 @@ impl RouteError {
     /// The machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
+            RouteError::AllFailed { .. } if self.deadline_ran_out() => "deadline_exceeded",
             RouteError::AllFailed { .. } => "all_targets_failed",
             RouteError::Overloaded { .. } => "overloaded",
             RouteError::RateLimited { .. } => "rate_limit_exceeded",
@@ -307,13 +316,15 @@ impl Router {
 
     /// Computes embeddings along `plan`'s chain, or on `only` that target (the semantic
     /// tier's embeddings target), under `plan`'s policy: the same loop as [`Router::chat`],
-    /// with the route's deadline. `body` is an OpenAI embeddings request; a target's `model`
-    /// replaces its `model`. Returns the raw OpenAI body.
+    /// with the route's deadline, which the caller's `deadline` may shorten. `body` is an
+    /// OpenAI embeddings request; a target's `model` replaces its `model`. Returns the raw
+    /// OpenAI body.
     pub async fn embeddings(
         &self,
         plan: &RoutePlan,
         only: Option<usize>,
         body: serde_json::Value,
+        deadline: Option<Duration>,
         attempts: &mut Vec<Attempt>,
     ) -> Result<serde_json::Value, RouteError> {
         // Targets whose provider has no embeddings endpoint (Anthropic, Gemini) are left out
@@ -348,7 +359,8 @@ impl Router {
                 }
             }
         };
-        self.run(walk, &Embeddings { body }, None, attempts).await
+        self.run(walk, &Embeddings { body }, deadline, attempts)
+            .await
     }
 
     /// The attempt loop: take a slot (or wait for one, or shed), attempt, and after a
@@ -457,6 +469,30 @@ impl Router {
     }
 }
 
+/// The text of [`RouteError::AllFailed`]: how many upstream calls were made (the loop
+/// stopping is not one), and each entry of the record.
+fn all_failed_text(attempts: &[Attempt]) -> String {
+    let made = attempts.iter().filter(|a| a.outcome.is_attempt()).count();
+    let calls = if made == 1 { "attempt" } else { "attempts" };
+    if ran_out(attempts) {
+        format!(
+            "the deadline ran out after {made} upstream {calls}: {}",
+            describe(attempts)
+        )
+    } else {
+        format!("all {made} upstream {calls} failed: {}", describe(attempts))
+    }
+}
+
+/// Whether a record ends because the call's deadline ran out: the loop stopped for it, or the
+/// client's deadline cut the last attempt.
+fn ran_out(attempts: &[Attempt]) -> bool {
+    matches!(
+        attempts.last().map(|a| &a.outcome),
+        Some(Outcome::Stopped(Stop::Deadline) | Outcome::Cut { .. })
+    )
+}
+
 /// What one call walks: a chain of targets from a first position, under a route's policy.
 struct Walk<'a> {
     /// Indexes into the router's targets, in fallback order.
@@ -551,7 +587,7 @@ mod tests {
         let body = serde_json::json!({"model": "e", "input": ["hello"]});
         let mut attempts = Vec::new();
         let value = router
-            .embeddings(&plan, None, body.clone(), &mut attempts)
+            .embeddings(&plan, None, body.clone(), None, &mut attempts)
             .await
             .unwrap();
         assert!(
@@ -570,7 +606,7 @@ mod tests {
         // The open breaker is skipped, as for chat.
         let mut attempts = Vec::new();
         router
-            .embeddings(&plan, None, body.clone(), &mut attempts)
+            .embeddings(&plan, None, body.clone(), None, &mut attempts)
             .await
             .unwrap();
         assert_eq!(tried(&attempts), [("good", "ok")]);
@@ -579,7 +615,7 @@ mod tests {
         let broken_only = self::plan(vec![0], PolicySettings::default());
         let mut attempts = Vec::new();
         router
-            .embeddings(&broken_only, Some(1), body, &mut attempts)
+            .embeddings(&broken_only, Some(1), body, None, &mut attempts)
             .await
             .unwrap();
         assert_eq!(tried(&attempts), [("good", "ok")]);
@@ -604,7 +640,7 @@ mod tests {
         let mut attempts = Vec::new();
         let body = serde_json::json!({"input": ["x"]});
         let result = router
-            .embeddings(&short, None, body.clone(), &mut attempts)
+            .embeddings(&short, None, body.clone(), None, &mut attempts)
             .await;
         assert!(matches!(result, Err(RouteError::AllFailed { .. })));
         assert_eq!(started.elapsed(), Duration::from_millis(300));
@@ -630,7 +666,7 @@ mod tests {
         );
         let mut attempts = Vec::new();
         let err = router
-            .embeddings(&tight, None, body, &mut attempts)
+            .embeddings(&tight, None, body, None, &mut attempts)
             .await
             .err()
             .unwrap();
@@ -639,7 +675,7 @@ mod tests {
         assert_eq!(attempts[11].outcome, Outcome::Stopped(Stop::Budget));
         assert!(
             err.to_string()
-                .starts_with("all 12 upstream attempts failed: broken (upstream status 500); ")
+                .starts_with("all 11 upstream attempts failed: broken (upstream status 500); ")
                 && err
                     .to_string()
                     .ends_with("; - (retry budget exhausted; no further attempt)"),

@@ -274,6 +274,18 @@ async fn idempotency_keys_cancel_and_bad_input() {
         (raw.status.as_u16(), error_code(&raw)),
         (400, "invalid_json".into())
     );
+    let soon = call(
+        addr,
+        Method::POST,
+        "/v1/jobs",
+        &[("x-weir-deadline-ms", "soon")],
+        Some(Bytes::from(chat("x").to_string())),
+    )
+    .await;
+    assert_eq!(
+        (soon.status.as_u16(), error_code(&soon)),
+        (400, "invalid_deadline".into())
+    );
     let missing = get(addr, "/v1/jobs/job_nope").await;
     assert_eq!(
         (missing.status.as_u16(), error_code(&missing)),

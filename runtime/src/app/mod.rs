@@ -23,7 +23,10 @@ mod jobs;
 mod reload;
 mod snapshot;
 
-pub use chat::{Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Ended, Report, UnknownModel};
+pub use chat::{
+    Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Ended, Report, UnknownModel,
+    client_deadline,
+};
 pub use embeddings::{EmbeddingsOutcome, MAX_EMBEDDING_INPUTS};
 pub use error::AppError;
 pub use reload::{ReloadOutcome, spawn_watcher};

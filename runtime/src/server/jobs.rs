@@ -180,6 +180,9 @@ async fn submit(
         }
         check_callback_url(queue, url).await?;
     }
+    // Checked now, as the chat endpoint checks it: a job accepted with a deadline it cannot
+    // run under would only fail later.
+    crate::app::client_deadline(parts.headers.get("x-weir-deadline-ms"))?;
     let headers = KEPT_HEADERS
         .iter()
         .filter_map(|name| {

@@ -440,7 +440,7 @@ pub(super) fn llm_call_limit(config: &Config, route: &Arc<str>) -> (u32, CallLim
 }
 
 /// A client's `x-weir-deadline-ms`: it may shorten the route's deadline, never lengthen it.
-pub(super) fn client_deadline(
+pub fn client_deadline(
     value: Option<&HeaderValue>,
 ) -> Result<Option<std::time::Duration>, ApiError> {
     let Some(value) = value else {

@@ -287,6 +287,7 @@ impl Account {
                     spent: pico_to_usd(spent),
                     reserved: pico_to_usd(w.reserved),
                     budget: pico_to_usd(budget),
+                    needed: pico_to_usd(amount),
                     resets_at: clock::rfc3339(resets),
                     retry_after_s: resets.saturating_sub(now).max(1),
                 });
@@ -358,6 +359,7 @@ impl Account {
                     spent: pico_to_usd(spent),
                     reserved: pico_to_usd(reserved),
                     budget: pico_to_usd(budget.unwrap_or(0)),
+                    needed: pico_to_usd(amount),
                     resets_at: clock::rfc3339(resets),
                     retry_after_s: resets.saturating_sub(now).max(1),
                 })
@@ -485,6 +487,11 @@ mod tests {
         assert!(a.is_ok());
         // 0.6 reserved + 0.6 > 1.0.
         let refused = account.reserve(usd_to_pico(0.6)).await;
+        // Not spent: this call's worst case does not fit what is left, and the text says so.
+        let text = refused.as_ref().err().map(ToString::to_string);
+        let text = text.unwrap_or_default();
+        assert!(text.contains("has $0.400000 left"), "{text}");
+        assert!(text.contains("may cost ($0.600000"), "{text}");
         let Err(CostError::BudgetExceeded {
             window, resets_at, ..
         }) = refused
@@ -511,6 +518,9 @@ mod tests {
         let clock = Clock::fixed(1_795_727_521);
         let account = Arc::new(Account::new(key(5.0, 1.0), clock, 0, usd_to_pico(0.9)));
         let refused = account.reserve(usd_to_pico(0.2)).await;
+        let text = refused.as_ref().err().map(ToString::to_string);
+        let text = text.unwrap_or_default();
+        assert!(text.contains("has $0.100000 left"), "{text}");
         let Err(CostError::BudgetExceeded {
             window, resets_at, ..
         }) = refused
@@ -520,6 +530,18 @@ mod tests {
         assert_eq!(
             (window, resets_at.as_str()),
             ("monthly", "2026-12-01T00:00:00Z")
+        );
+        // Spent to the last pico-dollar: the text says so.
+        let spent = Arc::new(Account::new(
+            key(5.0, 1.0),
+            Clock::fixed(1_795_727_521),
+            0,
+            usd_to_pico(1.0),
+        ));
+        let text = spent.reserve(1).await.err().map(|e| e.to_string());
+        assert!(
+            text.unwrap_or_default()
+                .contains("budget of key `team` is spent")
         );
     }
 

@@ -33,6 +33,33 @@ pub use meter::{Admission, CallLimiter, Charge, Hold, Meter};
 use crate::config::{CostSettings, KeySettings, ModelPrice, hash_key, pico_to_usd};
 use crate::wit::Usage;
 
+/// The text of [`CostError::BudgetExceeded`]: a window that is spent, or one with room left
+/// that this call's worst case does not fit (then a smaller `max_tokens` may).
+fn budget_text(
+    key: &str,
+    window: &str,
+    spent: f64,
+    reserved: f64,
+    budget: f64,
+    needed: f64,
+    resets_at: &str,
+) -> String {
+    let left = budget - spent - reserved;
+    if left > 0.0 {
+        format!(
+            "the {window} budget of key `{key}` has ${left:.6} left (${spent:.6} spent of \
+             ${budget:.6}, ${reserved:.6} reserved by calls in flight), less than this request \
+             may cost (${needed:.6}, its prompt and max_tokens at the model's price): ask for \
+             fewer max_tokens, or wait for calls in flight to settle; it resets at {resets_at}"
+        )
+    } else {
+        format!(
+            "the {window} budget of key `{key}` is spent (${spent:.6} of ${budget:.6}, with \
+             ${reserved:.6} reserved by calls in flight); it resets at {resets_at}"
+        )
+    }
+}
+
 /// Why a request may not spend (more).
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CostError {
@@ -40,10 +67,7 @@ pub enum CostError {
     #[error("{0}")]
     Unauthorized(&'static str),
     /// A budget window of the key has no room for this call.
-    #[error(
-        "the {window} budget of key `{key}` is spent (${spent:.6} of ${budget:.6}, with \
-         ${reserved:.6} reserved by calls in flight); it resets at {resets_at}"
-    )]
+    #[error("{}", budget_text(key, window, *spent, *reserved, *budget, *needed, resets_at))]
     BudgetExceeded {
         /// The key's name.
         key: String,
@@ -55,6 +79,8 @@ pub enum CostError {
         reserved: f64,
         /// The window's budget, USD.
         budget: f64,
+        /// What this call may cost at most (its reservation), USD.
+        needed: f64,
         /// When the window resets (RFC 3339, UTC).
         resets_at: String,
         /// Seconds until then.

@@ -113,6 +113,7 @@ mod tests {
             spent: 1.0,
             reserved: 0.0,
             budget: 1.0,
+            needed: 0.1,
             resets_at: "2030-01-01T00:00:00Z".into(),
             retry_after_s: 42,
         }

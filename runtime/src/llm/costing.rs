@@ -302,16 +302,21 @@ pub(super) struct StreamCharge {
 
 impl StreamCharge {
     /// Settles with the stream's `usage` (or, without one, a local count of `text`);
-    /// returns the request's total cost so far, pico-dollars.
+    /// returns the request's total cost so far, pico-dollars, and the usage charged (`None`
+    /// when it was settled already).
     /// `cache_writes` of the usage's prompt tokens were written to the provider's prompt
     /// cache.
-    pub(super) fn finish(mut self, usage: Option<(Usage, u32)>, text: &str) -> u64 {
-        self.settle(usage, text);
-        self.meter.total()
+    pub(super) fn finish(
+        mut self,
+        usage: Option<(Usage, u32)>,
+        text: &str,
+    ) -> (u64, Option<Usage>) {
+        let charged = self.settle(usage, text);
+        (self.meter.total(), charged)
     }
 
-    fn settle(&mut self, usage: Option<(Usage, u32)>, text: &str) {
-        let Some(hold) = self.hold.take() else { return };
+    fn settle(&mut self, usage: Option<(Usage, u32)>, text: &str) -> Option<Usage> {
+        let hold = self.hold.take()?;
         let (usage, cache_writes, estimated) = match usage {
             Some((usage, cache_writes)) => (usage, cache_writes, false),
             None => (estimate_usage(&self.model, &self.request, text), 0, true),
@@ -330,6 +335,7 @@ impl StreamCharge {
             cache: self.cache,
         };
         self.costing.close(hold, charges, site);
+        Some(usage)
     }
 }
 

@@ -91,13 +91,28 @@ impl AnswerStream {
             return Some(Ok(StreamEvent::Raw(data)));
         };
         self.assembled.push(&chunk);
-        if let Some(value) = chunk.get("usage")
-            && let Some(usage) = parse_usage(value)
+        if let Some(value) = chunk.get("usage").filter(|v| v.is_object())
             && let Some(charge) = self.charge.take()
         {
-            let billed = (usage, parse_cache_writes(value));
-            let total = charge.finish(Some(billed), &self.assembled.text());
-            chunk["usage"]["cost"] = json!(crate::config::pico_to_usd(total));
+            // The usage chunk says what was charged: the upstream's numbers as weir read them
+            // (bounded, cached tokens at most the prompt), or, when they are not numbers it
+            // can read, the local count it charged instead; never the raw figures.
+            let billed = parse_usage(value).map(|usage| (usage, parse_cache_writes(value)));
+            let (total, charged) = charge.finish(billed, &self.assembled.text());
+            let fields = &mut chunk["usage"];
+            fields["cost"] = json!(crate::config::pico_to_usd(total));
+            let Some(usage) = charged else {
+                return Some(Ok(StreamEvent::Chunk(chunk)));
+            };
+            fields["prompt_tokens"] = json!(usage.prompt_tokens);
+            fields["completion_tokens"] = json!(usage.completion_tokens);
+            fields["total_tokens"] = json!(usage.total_tokens);
+            if let Some(details) = fields
+                .get_mut("prompt_tokens_details")
+                .and_then(Value::as_object_mut)
+            {
+                details.insert("cached_tokens".into(), json!(usage.cached_tokens));
+            }
         }
         Some(Ok(StreamEvent::Chunk(chunk)))
     }
@@ -306,6 +321,49 @@ mod tests {
         let response = stream.collect().await.unwrap();
         assert_eq!(response.usage.map(|u| u.total_tokens), Some(10));
         assert_eq!(meter.charges().len(), 1, "exactly once");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_usage_chunk_shows_what_was_charged_never_the_upstreams_raw_figures() {
+        // Past u32 (unreadable): charged from a local count, and the chunk says that count.
+        let absurd = json!({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": u64::MAX, "completion_tokens": 1, "total_tokens": u64::MAX},
+        });
+        // More cached tokens than the prompt: bounded by it, in the charge and the chunk.
+        let cached = json!({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10,
+                      "prompt_tokens_details": {"cached_tokens": 1_000_000}},
+        });
+        for (usage, estimated) in [(absurd, true), (cached, false)] {
+            let meter = Meter::new(None);
+            let (tx, upstream) = open_upstream(&delta("hi")).await;
+            let mut stream = answer(upstream, &meter);
+            tx.send(event(&usage.to_string())).unwrap();
+            stream.next().await.unwrap().unwrap();
+            let Some(Ok(StreamEvent::Chunk(chunk))) = stream.next().await else {
+                panic!("expected the usage chunk");
+            };
+            let charges = meter.charges();
+            assert_eq!(charges.len(), 1, "{charges:?}");
+            assert_eq!(charges[0].estimated, estimated);
+            let charged = &charges[0].usage;
+            let shown = &chunk["usage"];
+            assert_eq!(
+                shown["prompt_tokens"],
+                json!(charged.prompt_tokens),
+                "{shown}"
+            );
+            assert_eq!(shown["completion_tokens"], json!(charged.completion_tokens));
+            assert_eq!(shown["total_tokens"], json!(charged.total_tokens));
+            assert!(shown["cost"].is_number(), "{shown}");
+            if !estimated {
+                assert_eq!(shown["prompt_tokens_details"]["cached_tokens"], json!(7));
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

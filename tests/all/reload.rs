@@ -203,6 +203,20 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
             .contains("core")
     );
 
+    // The bad write undone (the serving version's bytes back): nothing to swap, and the
+    // error is gone.
+    replace(plugin, &b);
+    until_admin(weir, "the error is cleared by the serving bytes", |s| {
+        s["stages"][0]["last_error"].is_null()
+    })
+    .await;
+    assert_eq!(stages_header(weir).await, label(&b));
+    replace(plugin, b"\0asm\x01\0\0\0");
+    until_admin(weir, "the core module is reported again", |s| {
+        s["stages"][0]["last_error"].is_string()
+    })
+    .await;
+
     // The good file again: served, the error cleared.
     replace(plugin, &a);
     until_serving(weir, &label(&a)).await;

@@ -43,6 +43,12 @@ impl App {
                 .map(|s| &s.path)
                 .collect();
             files.retain(|path, _| serving.contains(path));
+            // Each file's error is its last load's: one that loads now (again) has none.
+            for (path, file) in files.iter_mut() {
+                if !assembled.failed.iter().any(|(failed, _)| failed == path) {
+                    file.last_error = None;
+                }
+            }
             for path in &assembled.fresh {
                 files.insert(
                     path.clone(),

@@ -238,8 +238,15 @@ impl App {
                     crate::telemetry::reload(false);
                 }
                 if same_config && assembled.fresh.is_empty() {
-                    // Nothing new: keep the snapshot (and its generation), note any errors.
+                    // Nothing new: keep the snapshot (and its generation), note any errors; a
+                    // file that loads again as the version serving (a bad write undone) has
+                    // none any more.
                     let mut files = crate::sync::lock(&self.stage_files);
+                    for (path, file) in files.iter_mut() {
+                        if !assembled.failed.iter().any(|(failed, _)| failed == path) {
+                            file.last_error = None;
+                        }
+                    }
                     for (path, error) in &assembled.failed {
                         files.entry(path.clone()).or_default().last_error = Some(error.clone());
                     }

@@ -97,7 +97,7 @@ fn check_token<B>(
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(super::chat::bearer_token)
         .unwrap_or("");
     // `blake3::Hash` equality is constant-time: how much of a guess matches does not show in
     // the response time.

@@ -32,25 +32,35 @@ pub(super) fn authenticate(
     if !snap.accounts.auth_required() {
         return Ok(None);
     }
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
+    let authorization = headers.get(http::header::AUTHORIZATION);
+    let bearer = authorization
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(bearer_token)
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|v| !v.is_empty());
     let Some(bearer) = bearer else {
         return Err(ApiError::from_facing(&CostError::Unauthorized(
-            "no API key: send `Authorization: Bearer <key>`",
+            if authorization.is_some() {
+                "the `Authorization` header is not `Bearer <key>`"
+            } else {
+                "no API key: send `Authorization: Bearer <key>`"
+            },
         )));
     };
     snap.accounts
         .authenticate(bearer)
         .map(Some)
         .ok_or_else(|| ApiError::from_facing(&CostError::Unauthorized("the API key is not valid")))
+}
+
+/// The token of an `Authorization: Bearer <token>` value: the scheme in any case (RFC 9110
+/// 11.1), one or more spaces or tabs, then the token.
+pub(super) fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches([' ', '\t']))
 }
 
 /// A client API that runs a chat completion: how its body becomes one, and how the answer,
@@ -289,4 +299,25 @@ fn sse(body: Body) -> Response<Body> {
         HeaderValue::from_static("no-cache"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_with_spaces_or_tabs() {
+        for value in [
+            "Bearer sk-1",
+            "bearer sk-1",
+            "BEARER sk-1",
+            "Bearer\tsk-1",
+            "Bearer   sk-1 ",
+        ] {
+            assert_eq!(bearer_token(value), Some("sk-1"), "{value:?}");
+        }
+        for value in ["Basic c2stMQ==", "Bearersk-1", "sk-1", ""] {
+            assert_eq!(bearer_token(value), None, "{value:?}");
+        }
+    }
 }

@@ -134,7 +134,12 @@ impl UpstreamStream {
                 Err(err) => {
                     self.ended = true;
                     self.slot = None;
-                    return Some(Err(err.to_string()));
+                    // The reader says what kind of failure it is ("protocol error: ..."):
+                    // the detail alone, not the prefix twice.
+                    return Some(Err(match err {
+                        AttemptError::Protocol(detail) => detail,
+                        other => other.to_string(),
+                    }));
                 }
             }
         }

@@ -546,6 +546,15 @@ async fn the_messages_api_answers_in_anthropics_shape() {
     .await;
     assert_eq!(counted.status, 200, "{:?}", counted.body);
     assert!(counted.json()["input_tokens"].as_u64().unwrap() > 0);
+    let counted = post_with(
+        weir.addr,
+        "/v1/messages/count_tokens",
+        &anthropic,
+        &json!({"model": "nope", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(counted.status, 404, "{:?}", counted.body);
+    assert_eq!(counted.json()["error"]["type"], "not_found_error");
 
     // Errors in Anthropic's shape: an unknown model, a missing max_tokens.
     let mut unknown = request.clone();

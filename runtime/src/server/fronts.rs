@@ -119,11 +119,16 @@ impl FrontStream for MessagesStream {
 }
 
 /// `POST /v1/messages/count_tokens`: the prompt's tokens as weir counts them for budgets
-/// (the tokenizer of the model asked for, or the estimate when weir has none for it).
-pub(super) fn count_tokens(body: &[u8]) -> Result<Value, ApiError> {
+/// (the tokenizer of the model asked for, or the estimate when weir has none for it); a
+/// model no route of `snap` serves is a 404, as on every other endpoint.
+pub(super) fn count_tokens(snap: &crate::app::Snapshot, body: &[u8]) -> Result<Value, ApiError> {
     let value = parse(body)?;
     let chat = anthropic::count_tokens_request(&value).map_err(invalid)?;
     let request = crate::openai::parse_request(chat.to_string().as_bytes())?;
+    if !snap.routes.contains_key(&request.model) {
+        let unknown = crate::app::UnknownModel::new(snap, &request.model);
+        return Err(ApiError::from_facing(&unknown));
+    }
     let tokens = crate::cost::tokens::count_prompt(&request.model, &request);
     Ok(json!({ "input_tokens": tokens }))
 }

@@ -224,7 +224,7 @@ async fn count_tokens(app: &App, request: Request<Incoming>) -> Response<Body> {
         Ok(body) => body,
         Err(err) => return fronts::messages_error(&err),
     };
-    match fronts::count_tokens(&body) {
+    match fronts::count_tokens(&snap, &body) {
         Ok(value) => http_util::json(200, &value),
         Err(err) => fronts::messages_error(&err),
     }

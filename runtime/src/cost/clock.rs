@@ -109,14 +109,18 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
-/// The day number of a `YYYY-MM-DD` date.
+/// The day number of a `YYYY-MM-DD` date; `None` for a day its month does not have
+/// (`2026-02-30`, not silently March 2nd).
 pub fn parse_date(text: &str) -> Option<u32> {
     let mut parts = text.splitn(3, '-');
     let y: i64 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
     let d: u32 = parts.next()?.parse().ok()?;
-    ((1970..=9999).contains(&y) && (1..=12).contains(&m) && (1..=31).contains(&d))
-        .then(|| days_from_civil(y, m, d))
+    if !((1970..=9999).contains(&y) && (1..=12).contains(&m) && d >= 1) {
+        return None;
+    }
+    let day = days_from_civil(y, m, d);
+    (civil(day) == (y, m, d)).then_some(day)
 }
 
 #[cfg(test)]
@@ -138,6 +142,10 @@ mod tests {
         assert_eq!(date(month_start_day(day)), "2026-11-01");
         assert_ne!(month_of(day), month_of(december));
         assert_eq!(parse_date("2026-13-01"), None);
+        assert_eq!(parse_date("2026-02-30"), None);
+        assert_eq!(parse_date("2026-04-31"), None);
+        assert_eq!(parse_date("2026-02-29"), None);
+        assert!(parse_date("2028-02-29").is_some());
         assert_eq!(date(0), "1970-01-01");
     }
 }

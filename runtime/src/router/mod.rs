@@ -407,8 +407,10 @@ impl Router {
         };
         let mut next = first;
         let mut tries = 0u32;
-        // Targets skipped in a row because they cannot carry the request.
+        // Targets skipped in a row because they cannot carry the request, and the chain
+        // positions of those that cannot (nothing allocated unless one is found).
         let mut skipped = 0usize;
+        let mut cannot: Vec<usize> = Vec::new();
         while tries < settings.max_attempts {
             let taken = match slots.take(next, deadline.at).await {
                 Ok(taken) => taken,
@@ -447,20 +449,31 @@ impl Router {
             }
             next = (position + 1) % chain.len().max(1);
             if attempts.last().is_some_and(Attempt::untranslatable) {
-                // Nothing was sent: the next target is tried at once, and the attempt is not
-                // spent, until a whole round of the chain was skipped.
+                // Nothing was sent: the attempt is not spent, until a whole round of the chain
+                // was skipped, and the next target goes at once unless it already failed
+                // (then its backoff, counted over the targets that can carry the request).
                 skipped += 1;
-                if skipped < chain.len() {
-                    tries = tries.saturating_sub(1);
-                    continue;
+                if !cannot.contains(&position) {
+                    cannot.push(position);
                 }
-                break;
+                if skipped >= chain.len() {
+                    break;
+                }
+                tries = tries.saturating_sub(1);
+                let live = chain.len().saturating_sub(cannot.len());
+                match retry::backoff(policy, tries, live, deadline.at, rand::random()) {
+                    Ok(wait) if tries > 0 => tokio::time::sleep(wait).await,
+                    Ok(_) => {}
+                    Err(stop) => return Err(stopped(attempts, stop)),
+                }
+                continue;
             }
             skipped = 0;
             if tries >= settings.max_attempts {
                 break;
             }
-            match retry::delay(policy, tries, chain.len(), deadline.at, rand::random()) {
+            let live = chain.len().saturating_sub(cannot.len());
+            match retry::delay(policy, tries, live, deadline.at, rand::random()) {
                 Ok(delay) => tokio::time::sleep(delay).await,
                 Err(stop) => return Err(stopped(attempts, stop)),
             }

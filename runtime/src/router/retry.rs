@@ -24,18 +24,31 @@ pub(super) fn delay(
     deadline: Instant,
     jitter: f64,
 ) -> Result<Duration, Stop> {
+    let delay = backoff(policy, tries, chain_len, deadline, jitter)?;
+    if !policy.budget.withdraw(Instant::now()) {
+        return Err(Stop::Budget);
+    }
+    Ok(delay)
+}
+
+/// [`delay`] without taking a retry from the budget: the wait before going on after a target
+/// that could not carry the request (nothing was sent, so it is no retry), when the next
+/// target is one that already failed.
+pub(super) fn backoff(
+    policy: &RoutePolicy,
+    tries: u32,
+    chain_len: usize,
+    deadline: Instant,
+    jitter: f64,
+) -> Result<Duration, Stop> {
     let chain_len = u32::try_from(chain_len).unwrap_or(u32::MAX);
     let delay = if tries < chain_len {
         Duration::ZERO
     } else {
         policy.backoff.delay(tries - chain_len, jitter)
     };
-    let now = Instant::now();
-    if now + delay + MIN_ATTEMPT_TIME >= deadline {
+    if Instant::now() + delay + MIN_ATTEMPT_TIME >= deadline {
         return Err(Stop::Deadline);
-    }
-    if !policy.budget.withdraw(now) {
-        return Err(Stop::Budget);
     }
     Ok(delay)
 }

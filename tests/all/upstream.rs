@@ -298,6 +298,25 @@ async fn absurd_usage_never_panics_and_spend_saturates_across_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Usage weir cannot read (past u32) is not shown to the client: a JSON answer carries the
+/// usage it was charged, counted locally, with its cost, as a stream's usage chunk does.
+#[tokio::test]
+async fn an_answer_whose_usage_is_unreadable_carries_the_usage_it_was_charged() {
+    let up = sim(&["--usage-prompt-tokens", "18446744073709551615"]);
+    let weir = serve(&format!(
+        "{}{}{ABSURD_PRICES}",
+        target("up", &up, "model = \"sim-a\""),
+        route("demo", &["up"], ""),
+    ));
+    let answer = post(weir.addr, "/v1/chat/completions", &small_chat("unreadable")).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let usage = answer.json()["usage"].clone();
+    let prompt = usage["prompt_tokens"].as_u64().unwrap_or(u64::MAX);
+    assert!(prompt > 0 && prompt < 1000, "a local count: {usage}");
+    assert!(usage["completion_tokens"].as_u64().is_some(), "{usage}");
+    assert!(usage["cost"].as_f64().is_some_and(|c| c > 0.0), "{usage}");
+}
+
 #[tokio::test]
 async fn a_tpm_limited_key_is_admitted_again_within_the_minute_after_absurd_usage() {
     let up = sim(&["--usage-prompt-tokens", "4294967295"]);

@@ -222,8 +222,19 @@ impl LlmStep {
                 let stream = AnswerStream::new(upstream, charge);
                 (Ok(Answer::Stream(Box::new(stream))), attempts)
             }
-            Ok(Reply::Json { response, .. }) => {
+            Ok(Reply::Json { mut response, .. }) => {
                 let attempts = charge.settle(Some(&response));
+                if response.usage.is_none() {
+                    // The upstream reported none (or none weir could read): the answer carries
+                    // the usage it was charged, counted locally, as a stream's usage chunk does.
+                    let model = attempts.iter().rev().find(|a| a.outcome.is_ok());
+                    let model = model.map_or(request.model.as_str(), |a| a.model.as_str());
+                    response.usage = Some(super::costing::estimate_usage(
+                        model,
+                        request,
+                        &response.text(),
+                    ));
+                }
                 (Ok(Answer::Whole(response)), attempts)
             }
             Err(err) => (Err(StepError::Route(err)), charge.settle(None)),

@@ -122,7 +122,10 @@ fn bench(c: &mut Criterion) {
     c.bench_function("cost/charges answered", |b| {
         b.iter(|| costing.charges(&long, &answered, None))
     });
-    let cut = [attempt(Outcome::InFlight, None)];
+    let cut = [attempt(
+        Outcome::InFlight(weir::providers::Sent::default()),
+        None,
+    )];
     c.bench_function("cost/charges cut, 42 messages counted", |b| {
         b.iter(|| costing.charges(&long, &cut, None))
     });

@@ -137,6 +137,31 @@ fn assert_prompt_estimates(meter: &Meter, request: &ChatRequest, n: usize) -> u6
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_dropped_while_its_attempt_is_still_connecting_costs_nothing() {
+    // A listener whose accept queue one connection fills: every later connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let hung = listener.local_addr().unwrap();
+    let _filler = tokio::net::TcpStream::connect(hung).await.unwrap();
+    let step = step_over(
+        vec![target("t", hung, Duration::from_secs(60))],
+        PolicySettings::default(),
+    );
+    let request = request();
+    let (meter, account) = keyed(None);
+    // The client leaves after 1 s, before the 5 s connect timeout: nothing went out.
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(1),
+        step.complete(call(&request, &meter)),
+    );
+    assert!(dropped.await.is_err(), "still connecting");
+    assert!(meter.charges().is_empty(), "{:?}", meter.charges());
+    assert_eq!(account.snapshot(), (0, 0, 0), "released, nothing spent");
+    drop(listener);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_call_dropped_while_its_attempt_is_in_flight_is_charged_its_prompt_estimated() {
     let (hole, _server) = black_hole().await;
     let step = step_over(
@@ -463,7 +488,7 @@ fn which_attempts_are_charged_and_how() {
             None,
         ),
         attempt(failed(&AttemptError::Protocol("over the cap".into())), None),
-        attempt(Outcome::InFlight, None),
+        attempt(Outcome::InFlight(crate::providers::Sent::default()), None),
         // The loop stopped: no attempt.
         attempt(Outcome::Stopped(crate::router::Stop::Deadline), None),
         // The answer, with its usage.

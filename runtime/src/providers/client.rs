@@ -198,6 +198,41 @@ impl AttemptError {
     }
 }
 
+/// Whether an attempt's request went out: filled by [`ProviderClient::send`] with the
+/// request's connection capture (hyper's pool sets it once it hands the request a
+/// connection, just before writing it), read when a call is dropped midway to tell an attempt
+/// the upstream received (billed) from one still connecting (free). Cheap to clone: clones
+/// share the one capture. [`Sent::default`] (no capture to read) is taken as sent.
+#[derive(Clone, Debug, Default)]
+pub struct Sent(Option<Arc<std::sync::OnceLock<CaptureConnection>>>);
+
+impl Sent {
+    /// A handle [`ProviderClient::send`] fills in.
+    pub fn watch() -> Sent {
+        Sent(Some(Arc::new(std::sync::OnceLock::new())))
+    }
+
+    /// Whether the request had a connection (and so, likely, went out); `true` when the
+    /// handle cannot tell.
+    pub fn went_out(&self) -> bool {
+        match &self.0 {
+            None => true,
+            Some(cell) => cell
+                .get()
+                .is_some_and(|capture| capture.connection_metadata().is_some()),
+        }
+    }
+}
+
+/// Two handles are alike when they tell the same (for comparing attempt records).
+impl PartialEq for Sent {
+    fn eq(&self, other: &Sent) -> bool {
+        self.went_out() == other.went_out()
+    }
+}
+
+impl Eq for Sent {}
+
 /// The pooled HTTP(S) client shared by every target.
 #[derive(Clone)]
 pub struct ProviderClient {
@@ -233,14 +268,16 @@ impl ProviderClient {
     /// A failure status's (bounded) body is read within what is left of the same `timeout`,
     /// never a fresh one, so a failed attempt takes at most `timeout` in all; a body that does
     /// not arrive in time is left empty.
+    ///
+    /// `sent` learns whether the request had a connection, for a caller dropped midway.
     pub async fn send(
         &self,
         method: Method,
         upstream: &Upstream,
-        url: String,
-        body: Bytes,
+        (url, body): (String, Bytes),
         forward: &[(HeaderName, HeaderValue)],
         timeout: Duration,
+        sent: &Sent,
     ) -> Result<Response<Incoming>, AttemptError> {
         let mut builder = Request::builder().method(method).uri(url);
         if !forward.iter().any(|(name, _)| name == CONTENT_TYPE) {
@@ -264,6 +301,9 @@ impl ProviderClient {
         // Whether the request had a connection (hyper's pool says so just before it writes):
         // what decides if a failure before the answer can have been billed.
         let connection = capture_connection(&mut request);
+        if let Some(cell) = &sent.0 {
+            let _ = cell.set(connection.clone());
+        }
         let deadline = tokio::time::Instant::now() + timeout;
         let response = match tokio::time::timeout_at(deadline, self.client.request(request)).await {
             Ok(Ok(response)) => response,

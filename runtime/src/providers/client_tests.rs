@@ -48,10 +48,13 @@ async fn a_failure_body_that_stalls_is_read_within_what_is_left_of_the_same_time
         .send(
             http::Method::POST,
             &upstream,
-            format!("http://{addr}/v1/chat/completions"),
-            Bytes::from_static(b"{}"),
+            (
+                format!("http://{addr}/v1/chat/completions"),
+                Bytes::from_static(b"{}"),
+            ),
             &[],
             timeout,
+            &super::Sent::default(),
         )
         .await;
     // One deadline: 4 s in all, not 3.6 s + a fresh 4 s for the body.

@@ -18,5 +18,5 @@ pub mod gemini;
 pub mod translate;
 
 pub(crate) use client::error_chain;
-pub use client::{AttemptError, ProviderClient, Upstream, read_body, retry_after};
+pub use client::{AttemptError, ProviderClient, Sent, Upstream, read_body, retry_after};
 pub use dialect::Dialect;

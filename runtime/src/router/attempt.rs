@@ -23,7 +23,7 @@ use super::record::{Attempt, Outcome};
 use super::refusal::{indicts_target, refusal};
 use super::target::{Slot, TargetState};
 use crate::config::PolicySettings;
-use crate::providers::{AttemptError, ProviderClient};
+use crate::providers::{AttemptError, ProviderClient, Sent};
 
 /// The text of an attempt whose target could not serve any request ([`indicts_target`]).
 const TARGET_FAULT: &str = "the target could not serve the request";
@@ -120,12 +120,17 @@ impl<E: Exchange> Attempter<'_, E> {
             weir.upstream_message = tracing::field::Empty,
         );
         let result = match self.exchange.request(upstream) {
-            Ok((url, body)) => {
+            Ok(outgoing) => {
                 // Until its outcome is known the attempt stands in the record as in flight: a
-                // call dropped now still shows (and bills) what the upstream received.
+                // call dropped now still shows (and bills) what the upstream received, which
+                // the entry learns from the request's connection.
+                let sent = match &entry.outcome {
+                    Outcome::InFlight(sent) => sent.clone(),
+                    _ => Sent::default(),
+                };
                 attempts.push(entry);
                 let result = self
-                    .send(target, url, body, timeout, span_of.map(|(_, id)| id))
+                    .send(target, outgoing, timeout, span_of.map(|(_, id)| id), &sent)
                     .instrument(span.clone())
                     .await;
                 attempts.pop();
@@ -240,10 +245,10 @@ impl<E: Exchange> Attempter<'_, E> {
     async fn send(
         &self,
         state: &TargetState,
-        url: String,
-        body: Bytes,
+        outgoing: (String, Bytes),
         timeout: Duration,
         span: Option<[u8; 8]>,
+        sent: &Sent,
     ) -> Result<E::Output, AttemptError> {
         let started = Instant::now();
         let deadline = started + timeout;
@@ -271,10 +276,10 @@ impl<E: Exchange> Attempter<'_, E> {
             .send(
                 self.exchange.method(),
                 &state.upstream,
-                url,
-                body,
+                outgoing,
                 forward,
                 first,
+                sent,
             )
             .await;
         let response = match sent {

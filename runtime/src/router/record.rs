@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::providers::AttemptError;
+use crate::providers::{AttemptError, Sent};
 
 /// One entry of the attempt record: an attempt against one target, or the loop stopping.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ impl Attempt {
     pub(super) fn in_flight(target: Arc<str>, model: String) -> Attempt {
         Attempt {
             target,
-            outcome: Outcome::InFlight,
+            outcome: Outcome::InFlight(Sent::watch()),
             status: None,
             elapsed: Duration::ZERO,
             model,
@@ -134,7 +134,9 @@ pub enum Outcome {
     Stopped(Stop),
     /// The attempt was sent and has not ended: seen only in the record of a call dropped
     /// midway (a client that went away, a stage's `complete()` cut by its hard timeout).
-    InFlight,
+    /// Billed when its request had a connection; one still connecting never reached the
+    /// upstream.
+    InFlight(Sent),
     /// A hedged attempt cancelled because the other one answered first: the upstream had the
     /// request (billed from a local count of its prompt); it says nothing about the target.
     Cancelled,
@@ -199,7 +201,8 @@ impl Outcome {
     pub fn billed_without_usage(&self) -> bool {
         match self {
             Outcome::Failed { billed, .. } | Outcome::Cut { billed, .. } => *billed,
-            Outcome::InFlight | Outcome::Cancelled => true,
+            Outcome::InFlight(sent) => sent.went_out(),
+            Outcome::Cancelled => true,
             Outcome::Ok | Outcome::Untranslatable { .. } | Outcome::Stopped(_) => false,
         }
     }
@@ -213,7 +216,8 @@ impl Outcome {
             | Outcome::Cut { message, .. }
             | Outcome::Untranslatable { message } => message,
             Outcome::Stopped(stop) => stop.as_str(),
-            Outcome::InFlight => IN_FLIGHT,
+            Outcome::InFlight(sent) if !sent.went_out() => CONNECTING,
+            Outcome::InFlight(_) => IN_FLIGHT,
             Outcome::Cancelled => CANCELLED,
         }
     }
@@ -227,7 +231,7 @@ impl Outcome {
             Outcome::Failed { kind, .. } => Some(kind),
             Outcome::Cut { .. } => Some("deadline"),
             Outcome::Untranslatable { .. } => Some("untranslatable"),
-            Outcome::InFlight => Some("in_flight"),
+            Outcome::InFlight(_) => Some("in_flight"),
             Outcome::Cancelled => Some("hedge_cancelled"),
             Outcome::Stopped(_) => None,
         }
@@ -248,12 +252,15 @@ impl From<Outcome> for Cow<'static, str> {
             | Outcome::Cut { message, .. }
             | Outcome::Untranslatable { message } => Cow::Owned(message),
             Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
-            Outcome::InFlight => Cow::Borrowed(IN_FLIGHT),
+            Outcome::InFlight(sent) if !sent.went_out() => Cow::Borrowed(CONNECTING),
+            Outcome::InFlight(_) => Cow::Borrowed(IN_FLIGHT),
             Outcome::Cancelled => Cow::Borrowed(CANCELLED),
         }
     }
 }
 
+/// The text of [`Outcome::InFlight`] for a request still connecting.
+const CONNECTING: &str = "connecting when the call was dropped (not sent)";
 /// The text of [`Outcome::InFlight`].
 const IN_FLIGHT: &str = "in flight when the call was dropped";
 /// The text of [`Outcome::Cancelled`].

@@ -201,9 +201,13 @@ pub struct FleetBudget {
     next_id: AtomicU64,
     /// Unique per process start (ms), so ids do not repeat after a restart.
     boot: u64,
-    /// The [`Shared::epoch`] this node's spend of the key is in Redis for (from the start;
-    /// re-seeding catches up when the epoch is raised).
+    /// The [`Shared::epoch`] this node's spend of the key is in Redis for; [`NOT_SEEDED`]
+    /// at start and after an outage this node admitted calls through, so the next reserve
+    /// (or the health check) puts this node's spend back first.
     seeded: AtomicU64,
+    /// Nanodollars of this node's settles of the key not landed in Redis yet: a re-seed
+    /// leaves them out, since they still add themselves when they land.
+    pending_nanos: AtomicU64,
     /// This node's spend of the key (its account), read when Redis lost its data.
     local: std::sync::OnceLock<std::sync::Weak<dyn LocalSpend>>,
 }
@@ -283,6 +287,9 @@ impl KeyBudget {
 /// How long a settle is retried while Redis is unavailable, at most.
 const SETTLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// [`FleetBudget::seeded`] before this node's spend was put back in Redis.
+const NOT_SEEDED: u64 = u64::MAX;
+
 impl FleetBudget {
     /// The fleet budget of key `key` with these windows.
     pub fn new(
@@ -291,7 +298,6 @@ impl FleetBudget {
         daily: Option<u64>,
         monthly: Option<u64>,
     ) -> FleetBudget {
-        let shared_epoch = shared.epoch();
         FleetBudget {
             shared,
             key: key.to_owned(),
@@ -301,7 +307,11 @@ impl FleetBudget {
             degraded: Mutex::new(None),
             next_id: AtomicU64::new(0),
             boot: crate::clock::unix_ms(),
-            seeded: AtomicU64::new(shared_epoch),
+            // A node (re)started puts its ledger's spend back before its first reservation:
+            // what it spent while Redis was away, and was killed before it could settle,
+            // would be missing from the fleet's windows for good.
+            seeded: AtomicU64::new(NOT_SEEDED),
+            pending_nanos: AtomicU64::new(0),
             local: std::sync::OnceLock::new(),
         }
     }
@@ -390,7 +400,12 @@ impl FleetBudget {
         };
         match answer {
             Ok((admitted, window, sd, rd, sm, rm)) => {
-                *lock(&self.degraded) = None;
+                if lock(&self.degraded).take().is_some() {
+                    // Calls were admitted on the local share while Redis was away: whatever of
+                    // their spend did not land (a settle dropped or given up) goes back from
+                    // this node's ledger before the next reservation.
+                    self.seeded.store(NOT_SEEDED, Ordering::Relaxed);
+                }
                 let pico = |v: &str| v.parse::<u64>().unwrap_or(0).saturating_mul(1000);
                 let (sd, rd, sm, rm) = (pico(&sd), pico(&rd), pico(&sm), pico(&rm));
                 let left =
@@ -435,18 +450,20 @@ impl FleetBudget {
         }
     }
 
-    /// Puts this node's own spend back into the windows where Redis has less of it (Redis
-    /// lost its data: restarted empty, flushed, or evicted the keys): run once per key and
-    /// [`Shared::epoch`]. Idempotent: each node's part is a field of its own, raised to
-    /// what its ledger says, never lowered.
+    /// Puts this node's own spend back into the windows where Redis has less of it: at
+    /// start, after an outage this node admitted calls through, and when Redis lost its data
+    /// (restarted empty, flushed, or evicted the keys). Idempotent: each node's part is a
+    /// field of its own, raised to what its ledger says less what its settles still carry
+    /// ([`FleetBudget::pending_nanos`]: they add themselves when they land), never lowered.
     async fn reseed(&self, day_key: &str, month_key: &str, spent: Spent) -> Result<(), StateError> {
+        let pending = self.pending_nanos.load(Ordering::Relaxed);
         let mut invocation = RESEED_SCRIPT.prepare_invoke();
         invocation
             .key(day_key)
             .key(month_key)
             .arg(self.shared.node())
-            .arg(nanos_up(spent.day))
-            .arg(nanos_up(spent.month));
+            .arg(nanos_up(spent.day).saturating_sub(pending))
+            .arg(nanos_up(spent.month).saturating_sub(pending));
         let _: i64 = self
             .shared
             .redis
@@ -460,8 +477,14 @@ impl FleetBudget {
         let _ = self.local.set(source);
     }
 
-    /// Puts this node's spend back in Redis now (Redis lost its data: see
-    /// [`Shared::epoch`]), off the request path; a failure leaves it to the next reserve.
+    /// Whether this node's spend is to be put back before the next reservation.
+    pub fn needs_reseed(&self) -> bool {
+        self.seeded.load(Ordering::Relaxed) != self.shared.epoch()
+    }
+
+    /// Puts this node's spend back in Redis now (at start, after an outage, or when Redis
+    /// lost its data: see [`Shared::epoch`]), off the request path; a failure leaves it to
+    /// the next reserve.
     pub async fn reseed_now(&self) {
         let epoch = self.shared.epoch();
         let Some(source) = self.local.get().and_then(std::sync::Weak::upgrade) else {
@@ -521,8 +544,10 @@ impl FleetBudget {
 
     /// Settles `hold` at `actual` pico-dollars (0: released, the call never happened), off
     /// the request path (the background lane), retried with backoff while Redis is
-    /// unavailable, for up to the reservation's ttl (after that a reservation is reaped and
-    /// charged in full).
+    /// unavailable: for up to the reservation's ttl (after that a reservation is reaped and
+    /// charged in full), and without end for a hold with no reservation in Redis (admitted
+    /// on the local share, or stage compute). One dropped at the cap of waiting settles is
+    /// put back by a re-seed of this node's spend when Redis answers.
     pub fn settle_arc(self: &Arc<Self>, hold: FleetHold, actual: u64) {
         if hold.local
             && let Some(state) = lock(&self.degraded).as_mut()
@@ -542,10 +567,18 @@ impl FleetBudget {
         if PENDING_SETTLES.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_SETTLES {
             PENDING_SETTLES.fetch_sub(1, Ordering::Relaxed);
             metrics::counter!("weir_state_settles_dropped_total").increment(1);
+            if hold.local {
+                // No reservation in Redis to charge at expiry: the spend goes back from the
+                // ledger (a re-seed) once Redis answers.
+                self.seeded.store(NOT_SEEDED, Ordering::Relaxed);
+            }
             return;
         }
+        let nanos = nanos_up(actual);
+        self.pending_nanos.fetch_add(nanos, Ordering::Relaxed);
         self.shared.spawn(async move {
             this.settle_now(hold, actual).await;
+            this.pending_nanos.fetch_sub(nanos, Ordering::Relaxed);
             PENDING_SETTLES.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -556,7 +589,9 @@ impl FleetBudget {
 }
 
 /// Settles `hold` of key `key` (hash tag `tag`) at `actual` in Redis, retried with backoff
-/// for up to the reservation's ttl.
+/// for up to the reservation's ttl (a reservation is then reaped and charged in full); a
+/// hold admitted on the local share, which has no reservation in Redis, until it lands or
+/// the process ends (the next start's re-seed puts the spend back then).
 async fn settle_in_redis(shared: &Shared, tag: &str, key: &str, hold: FleetHold, actual: u64) {
     let ttl = shared.settings.reservation_ttl;
     let mut invocation = SETTLE_SCRIPT.prepare_invoke();
@@ -579,7 +614,7 @@ async fn settle_in_redis(shared: &Shared, tag: &str, key: &str, hold: FleetHold,
             .await;
         match answer {
             Ok(_) => return,
-            Err(err) if start.elapsed() + backoff > ttl => {
+            Err(err) if !hold.local && start.elapsed() + backoff > ttl => {
                 tracing::warn!(key = %key, id = %hold.id, error = %err, "cannot settle a fleet reservation; it is charged in full when it expires");
                 return;
             }

@@ -215,6 +215,22 @@ async fn health(shared: std::sync::Weak<Shared>) {
                     budget.reseed_now().await;
                 }
             });
+        } else {
+            // Budgets whose node spend is not in Redis yet (the node just started, or it
+            // admitted calls on its local share during an outage): put back now, so another
+            // node does not spend it again while this one has no traffic for the key.
+            let behind: Vec<_> = crate::sync::lock(&shared.budgets)
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .filter(|budget| budget.needs_reseed())
+                .collect();
+            if !behind.is_empty() {
+                tokio::spawn(async move {
+                    for budget in behind {
+                        budget.reseed_now().await;
+                    }
+                });
+            }
         }
         seen = Some(current);
     }

@@ -549,6 +549,34 @@ async fn after_redis_comes_back_empty_the_nodes_put_their_spend_back() {
     );
 }
 
+/// Calls admitted on the local share while Redis stalls have no reservation in Redis to
+/// expire: their settles wait out an outage longer than `reservation_ttl_ms` and land, so
+/// the key's window has all of the node's spend afterwards, not only what settled in time.
+#[tokio::test]
+async fn spend_admitted_locally_during_an_outage_longer_than_the_ttl_reaches_the_budget() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let fleet = Fleet::start(1, |_, data_dir| {
+        config(&up, &redis, data_dir, "reservation_ttl_ms = 1000")
+    });
+    redis.signal("-STOP");
+    answered(&fleet, 5).await;
+    // Well past the ttl, at which a settle used to give up.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    redis.signal("-CONT");
+    // What the sim billed is what the node's ledger has (usage as reported).
+    let (calls, cost) = billed(&up).await;
+    assert_eq!(calls, 5);
+    until("the outage's spend in the budget window", || async {
+        let (spent, _, _) = redis_budget(&redis);
+        check(
+            spent >= cost / 1000 && spent <= cost / 1000 + calls,
+            format!("{spent} n$ for {cost} p$ over {calls} calls"),
+        )
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn spend_a_node_could_not_ship_before_it_was_killed_ships_at_its_next_start() {
     let mut redis = RedisServer::start();
@@ -576,6 +604,16 @@ async fn spend_a_node_could_not_ship_before_it_was_killed_ships_at_its_next_star
         check(
             shipped == (calls, cost),
             format!("{shipped:?} of {:?}", (calls, cost)),
+        )
+    })
+    .await;
+    // The key's budget window has it too, with no request needed (the node puts its ledger's
+    // spend back at start): without it another node could spend the same money again.
+    until("the killed node's spend in the budget window", || async {
+        let (spent, _, _) = redis_budget(&redis);
+        check(
+            spent >= cost / 1000 && spent <= cost / 1000 + calls,
+            format!("{spent} n$ for {cost} p$ over {calls} calls"),
         )
     })
     .await;

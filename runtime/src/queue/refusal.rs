@@ -40,9 +40,15 @@ impl ClientFacing for StoreError {
 }
 
 /// The message of a submission refused while the fleet's Redis is unavailable (the detail
-/// stays in the log).
+/// stays in the log): not sent (the breaker is open), so not accepted.
 const STATE_MESSAGE: &str =
     "the shared job queue (Redis) is unavailable: the job was not accepted; retry later";
+
+/// The message when the submission was sent and its answer never came (Redis timed out, the
+/// connection broke): Redis may still store it, and it would then run.
+const STATE_UNKNOWN_MESSAGE: &str = "the shared job queue (Redis) did not answer in time: the job \
+     may have been accepted and may run; retry with the same idempotency_key, or list your jobs \
+     (GET /v1/jobs) before submitting it again";
 
 /// The `Retry-After` of such a refusal, seconds (the breaker's first open period is ~1 s).
 const STATE_RETRY_AFTER_S: u64 = 2;
@@ -81,7 +87,8 @@ impl ClientFacing for SubmitError {
                 format!("{self}; retry after {retry_after_s} s")
             }
             SubmitError::Store(err) => err.client_message(),
-            SubmitError::State(_) => STATE_MESSAGE.to_string(),
+            SubmitError::State(crate::state::StateError::Unavailable) => STATE_MESSAGE.to_string(),
+            SubmitError::State(_) => STATE_UNKNOWN_MESSAGE.to_string(),
         }
     }
 
@@ -161,6 +168,17 @@ impl ChangeError {
 mod tests {
     use super::*;
     use crate::queue::Status;
+
+    #[test]
+    fn a_submission_redis_may_have_stored_says_so_and_one_never_sent_says_not_accepted() {
+        let never_sent = SubmitError::State(crate::state::StateError::Unavailable);
+        assert!(never_sent.client_message().contains("not accepted"));
+        let unknown = SubmitError::State(crate::state::StateError::Timeout(
+            std::time::Duration::from_secs(2),
+        ));
+        assert_eq!(unknown.status(), 503);
+        assert!(unknown.client_message().contains("may have been accepted"));
+    }
 
     #[test]
     fn a_full_queue_says_when_to_come_back_at_submission_and_on_a_retry() {

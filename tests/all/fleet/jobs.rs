@@ -282,6 +282,13 @@ async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unava
         "{:?}",
         refused.headers
     );
+    // Sent to a Redis that did not answer: it may yet store the job, and the client is told
+    // so (not "not accepted", which invites a second submission that would also run).
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.contains("may have been accepted"), "{message}");
 
     // Back: the job submitted before finishes, answered by the other node.
     let done = wait::until_within(PATIENCE, "the job to succeed", || async {

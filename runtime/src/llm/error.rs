@@ -47,15 +47,16 @@ impl ClientFacing for StepError {
     fn error_type(&self) -> &str {
         match self {
             StepError::UnknownRoute { .. } => "server_error",
-            // A refusal about the request (the upstream's own 4xx, or the key's limits) is
-            // the client's to fix; anything else is the upstreams'.
+            // A cost refusal reads as it does at admission: one type per code, whichever
+            // layer refused (a budget `insufficient_quota`, a limit `rate_limit_error`, the
+            // fleet's state `server_error`).
+            StepError::Cost(err) => err.error_type(),
             StepError::Route(RouteError::RateLimited { .. }) => "rate_limit_error",
-            StepError::Route(_) | StepError::Cost(_) if self.status() < 500 => {
-                "invalid_request_error"
-            }
-            StepError::Route(_) | StepError::Cost(_) | StepError::Interrupted { .. } => {
-                "upstream_error"
-            }
+            StepError::Route(RouteError::StateUnavailable) => "server_error",
+            // A refusal about the request (the upstream's own 4xx) is the client's to fix;
+            // anything else is the upstreams'.
+            StepError::Route(_) if self.status() < 500 => "invalid_request_error",
+            StepError::Route(_) | StepError::Interrupted { .. } => "upstream_error",
         }
     }
 
@@ -151,7 +152,9 @@ mod tests {
     fn a_cost_refusal_keeps_its_status_code_and_retry_after_and_counts_as_spend_protection() {
         let err = StepError::Cost(budget());
         assert_eq!(err.status(), 429);
-        assert_eq!(err.error_type(), "invalid_request_error");
+        // As at admission (OpenAI's quota error), not a second type for the same code.
+        assert_eq!(err.error_type(), budget().error_type());
+        assert_eq!(err.error_type(), "insufficient_quota");
         assert_eq!(err.code(), "budget_exceeded");
         assert_eq!(err.retry_after_s(), Some(42));
         assert_eq!(err.client_message(), budget().to_string());

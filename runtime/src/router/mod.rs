@@ -520,14 +520,13 @@ struct Walk<'a> {
 
 /// Records that the loop stopped for `stop` and fails with every attempt.
 fn stopped(attempts: &mut Vec<Attempt>, stop: Stop) -> RouteError {
-    let failed = all_failed(attempts);
+    // Only skipped targets so far: the request is what no target took (the 400).
+    let refused = !attempts.is_empty() && attempts.iter().all(Attempt::untranslatable);
+    let failed = refused.then(|| all_failed(attempts));
     attempts.push(Attempt::stopped(stop));
-    match failed {
-        RouteError::AllFailed { .. } => RouteError::AllFailed {
-            attempts: attempts.clone(),
-        },
-        refused => refused,
-    }
+    failed.unwrap_or_else(|| RouteError::AllFailed {
+        attempts: attempts.clone(),
+    })
 }
 
 /// The error of a call whose every attempt failed: when no target could carry the request

@@ -14,7 +14,7 @@ use crate::config::{
 };
 use crate::cost::{Account, Clock, CostError, Ledger, Meter, PriceTable, day_of, tokens};
 use crate::providers::{AttemptError, ProviderClient};
-use crate::router::testing::{black_hole, sim, target, target_ttft, target_with};
+use crate::router::testing::{black_hole, hung_connect, sim, target, target_ttft, target_with};
 use crate::router::{Attempt, Outcome, RoutePlan, RoutePolicy, Router, TargetState};
 use crate::sim::Faults;
 use crate::wit::{ChatRequest, ChatResponse, Choice, Message, Usage};
@@ -138,12 +138,7 @@ fn assert_prompt_estimates(meter: &Meter, request: &ChatRequest, n: usize) -> u6
 
 #[tokio::test(start_paused = true)]
 async fn a_call_dropped_while_its_attempt_is_still_connecting_costs_nothing() {
-    // A listener whose accept queue one connection fills: every later connect hangs.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let hung = listener.local_addr().unwrap();
-    let _filler = tokio::net::TcpStream::connect(hung).await.unwrap();
+    let (hung, _held) = hung_connect().await;
     let step = step_over(
         vec![target("t", hung, Duration::from_secs(60))],
         PolicySettings::default(),
@@ -158,7 +153,6 @@ async fn a_call_dropped_while_its_attempt_is_still_connecting_costs_nothing() {
     assert!(dropped.await.is_err(), "still connecting");
     assert!(meter.charges().is_empty(), "{:?}", meter.charges());
     assert_eq!(account.snapshot(), (0, 0, 0), "released, nothing spent");
-    drop(listener);
 }
 
 #[tokio::test(start_paused = true)]
@@ -358,13 +352,7 @@ async fn a_stream_asked_for_a_json_answer_that_breaks_off_is_charged_the_text_it
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_that_runs_out_while_connecting_is_a_connect_error_and_costs_nothing() {
-    // A listener whose accept queue (backlog 0) one connection fills: the kernel drops every
-    // later SYN, so a connect hangs, as to an address that black-holes them.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let listener = socket.listen(0).unwrap();
-    let hung = listener.local_addr().unwrap();
-    let _filler = tokio::net::TcpStream::connect(hung).await.unwrap();
+    let (hung, _held) = hung_connect().await;
     let request = request();
 
     // The target's own timeout (below the 5 s connect timeout): no connection, so no call.
@@ -394,7 +382,6 @@ async fn a_timeout_that_runs_out_while_connecting_is_a_connect_error_and_costs_n
     assert_eq!(reply.attempts[0].outcome.label(), Some("deadline"));
     assert!(meter.charges().is_empty(), "{:?}", meter.charges());
     assert_eq!(account.snapshot(), (0, 0, 0));
-    drop(listener);
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,6 +24,18 @@ pub async fn black_hole() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     (addr, task)
 }
 
+/// A loopback address whose connects hang: a listener with an accept queue of 0 that one
+/// connection fills, so the kernel drops every later SYN (as an address that black-holes
+/// them). Keep the returned listener and connection alive for as long as it must hang.
+pub async fn hung_connect() -> (SocketAddr, (tokio::net::TcpListener, tokio::net::TcpStream)) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+    (addr, (listener, filler))
+}
+
 /// An in-process simulator with `faults`, served until the test ends.
 pub async fn sim(faults: Faults) -> SocketAddr {
     let sim = Sim::bind(SimConfig {

@@ -192,7 +192,13 @@ impl LlmStep {
                         Ok(Answer::Stream(_)) => Some(Err(RouteError::AllFailed {
                             attempts: reply.attempts.clone(),
                         })),
-                        Err(StepError::Route(err)) => Some(Err(err.clone())),
+                        Err(StepError::Route(err)) => {
+                            // Other nodes waiting for it call upstream themselves now.
+                            if let Some(lease) = lease.take() {
+                                lease.failed();
+                            }
+                            Some(Err(err.clone()))
+                        }
                         // A refusal by the leader's own key says nothing about the followers'.
                         Err(
                             StepError::Cost(_)

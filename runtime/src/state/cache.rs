@@ -36,7 +36,12 @@
 //! leader vanishes, its lease expires and the next poll takes it over (one new upstream call,
 //! not one per node); when Redis fails or the wait runs out, the node calls upstream itself
 //! (still coalescing its own identical requests). An upstream error is not shared across
-//! nodes: the leader's lease is deleted and a waiting node takes the next turn.
+//! nodes (the waiting nodes' clients are not the leader's), but it lets them go: the leader
+//! replaces its lease with a failure mark for [`FAILED_MARK`], and a node that finds the mark
+//! calls upstream at once, without the lease. Taking the lease in turn instead made the
+//! Nth waiting node's client wait out N failures one after the other. A leader that ends
+//! without calling (its client went away, its key was refused) deletes its lease, and the
+//! next node to look takes it over.
 //!
 //! Streams follow the per-node single-flight: a streamed miss neither leads nor waits (it is
 //! relayed as it comes); its answer is stored in the shared tier once it ended cleanly, and a
@@ -69,6 +74,9 @@ const HEADER: usize = MAGIC.len() + 32;
 const FIRST_POLL: Duration = Duration::from_millis(10);
 /// The longest pause between two polls.
 const MAX_POLL: Duration = Duration::from_millis(200);
+/// How long a failed leader's mark stays on its lease: longer than a waiting node's longest
+/// pause between two looks ([`MAX_POLL`]), so every node waiting then sees it.
+const FAILED_MARK: Duration = Duration::from_millis(500);
 /// Keys asked for per `SCAN` of an invalidation.
 const SCAN_COUNT: u64 = 1000;
 /// `SCAN` calls an invalidation makes at most (a bound against a misbehaving server).
@@ -78,7 +86,8 @@ const MAX_SCANS: u32 = 100_000;
 /// key, an error for one that is not a string); with a lease key (`KEYS[2]`)
 /// and no entry, takes the lease for node `ARGV[2]` for `ARGV[3]` ms unless another node
 /// holds it. Answers `{state, pttl, value}`: 0 absent, 1 entry, 2 another node leads,
-/// 3 refused (too large or not a string: deleted), 4 this node leads.
+/// 3 refused (too large or not a string: deleted), 4 this node leads, 5 the last leader's
+/// call failed (its mark holds the lease: [`RELEASE`]).
 static FLIGHT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -92,10 +101,12 @@ elseif n > 0 then
 end
 if #KEYS < 2 then return {state, 0, ''} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {4, 0, ''} end
-if redis.call('GET', KEYS[2]) == ARGV[2] then
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[2] then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return {4, 0, ''}
 end
+if holder == '\0failed' then return {5, 0, ''} end
 return {2, 0, ''}
 ",
     )
@@ -114,12 +125,14 @@ return 1
     )
 });
 
-/// Deletes lease `KEYS[1]` if node `ARGV[1]` holds it.
+/// Ends lease `KEYS[1]` if node `ARGV[1]` holds it: deletes it, or with `ARGV[2]` (ms)
+/// replaces it with the failure mark for that long.
 static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('SET', KEYS[1], '\0failed', 'PX', ARGV[2]) and 1 or 0 end
+return redis.call('DEL', KEYS[1])
 ",
     )
 });
@@ -195,8 +208,19 @@ pub struct Lease {
     id: u64,
     /// The lease key.
     key: String,
-    /// Set by [`Lease::filled`].
-    filled: bool,
+    /// How it ends when dropped.
+    end: End,
+}
+
+/// How a [`Lease`] ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Deleted: the next node to look takes it over.
+    Released,
+    /// Already ended by the fill that wrote the entry.
+    Filled,
+    /// Replaced by the failure mark: the nodes waiting call upstream themselves.
+    Failed,
 }
 
 /// What one `FLIGHT` call found.
@@ -207,6 +231,8 @@ enum Found {
     Absent,
     /// Another node leads.
     Wait,
+    /// The last leader's call failed: fetch it without the lease.
+    Failed,
     /// This node leads.
     Lead,
 }
@@ -310,8 +336,9 @@ impl SharedCache {
                 }
                 Ok(Found::Lead) => return Coalesce::Lead(self.lease(route, key)),
                 Ok(Found::Wait) => {}
-                // A rejected entry: fetch a good one.
-                Ok(Found::Absent) => return Coalesce::Alone,
+                // A rejected entry: fetch a good one; a failed leader: do not wait for the
+                // next one.
+                Ok(Found::Absent | Found::Failed) => return Coalesce::Alone,
                 Err(err) => {
                     fallback(&err);
                     return Coalesce::Alone;
@@ -342,7 +369,7 @@ impl SharedCache {
             cache: self.clone(),
             id,
             key: lease_key,
-            filled: false,
+            end: End::Released,
         }
     }
 
@@ -380,6 +407,7 @@ impl SharedCache {
                 Found::Absent
             }
             4 => Found::Lead,
+            5 => Found::Failed,
             _ => Found::Absent,
         })
     }
@@ -439,7 +467,13 @@ impl SharedCache {
 impl Lease {
     /// The answer was handed to [`SharedCache::put`], whose fill ends the lease.
     pub fn filled(mut self) {
-        self.filled = true;
+        self.end = End::Filled;
+    }
+
+    /// The call made for it failed upstream: the nodes waiting for it are let go at once
+    /// (each calls upstream itself) rather than taking the lease one after the other.
+    pub fn failed(mut self) {
+        self.end = End::Failed;
     }
 }
 
@@ -447,13 +481,17 @@ impl Drop for Lease {
     fn drop(&mut self) {
         let key = std::mem::take(&mut self.key);
         lock(&self.cache.leases.held).remove(&self.id);
-        if self.filled {
+        if self.end == End::Filled {
             return;
         }
         let cache = self.cache.clone();
+        let failed = self.end == End::Failed;
         self.cache.shared.spawn(async move {
             let mut invocation = RELEASE.key(&key);
             invocation.arg(cache.shared.redis.node());
+            if failed {
+                invocation.arg(FAILED_MARK.as_millis() as u64);
+            }
             let _: Result<i64, _> = cache
                 .shared
                 .redis

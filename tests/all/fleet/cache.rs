@@ -221,6 +221,56 @@ async fn a_leader_slower_than_its_lease_keeps_it_and_the_other_nodes_wait_for_it
     );
 }
 
+/// Second probe, P4: nodes waiting for a leader whose call failed took the lease one after
+/// another, so the third node's client waited out three failures (6, 12, 18 s). The failed
+/// leader now lets them go: both waiting nodes call upstream at once, side by side.
+#[tokio::test]
+async fn a_failed_leader_lets_the_waiting_nodes_call_at_once_not_one_after_another() {
+    let redis = RedisServer::start();
+    // Every call fails, after 3 s.
+    let up = sim(&[
+        "--latency-ms",
+        "3000",
+        "--error-rate",
+        "1.0",
+        "--error-status",
+        "503",
+    ]);
+    let fleet = Fleet::start(3, config(&up, &redis));
+    let ask = |node: usize| {
+        let addr = fleet.addr(node);
+        tokio::spawn(
+            async move { post(addr, "/v1/chat/completions", &chat("a failing answer")).await },
+        )
+    };
+    let leader = ask(0);
+    until("the leader's upstream call", || async {
+        let n = received(&up).await;
+        check(n == 1, format!("{n} calls"))
+    })
+    .await;
+    // Both find the leader's lease and wait for it.
+    let others = [ask(1), ask(2)];
+    let first = leader.await.unwrap();
+    assert_eq!(first.status, 502, "{:?}", first.body);
+    until("the waiting nodes' own calls", || async {
+        let n = received(&up).await;
+        check(n == 3, format!("{n} calls"))
+    })
+    .await;
+    // Each of their calls takes 3 s: had one waited for the other's failure, it would have
+    // answered before the other's call began.
+    assert!(
+        others.iter().all(|other| !other.is_finished()),
+        "both waiting nodes called together once the leader failed"
+    );
+    for (node, other) in others.into_iter().enumerate() {
+        let other = other.await.unwrap();
+        assert_eq!(other.status, 502, "node {}: {:?}", node + 1, other.body);
+    }
+    assert_eq!(received(&up).await, 3, "one call per node, none repeated");
+}
+
 #[tokio::test]
 async fn a_stopped_redis_or_a_corrupted_entry_is_a_miss_not_an_error() {
     let redis = RedisServer::start();

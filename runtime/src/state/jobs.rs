@@ -17,13 +17,15 @@
 //! P:{jobs}:owners          hash    owner -> that owner's depth
 //! P:{jobs}:seq             string  the last submission number
 //! P:{jobs}:dups            string  duplicate executions, fleet-wide, ever
+//! P:{jobs}:seen            string  Redis ms of the last take or renewal (claims' catch-up)
 //! ```
 //!
 //! A job moves `ready` → `running` (the take script, atomically: one node gets it) → a
 //! terminal status, or `delayed` → `ready` for a retry (promoted by whichever node takes
 //! next). Its holder renews the claim every `reclaim_idle / 3`; a claim past its deadline
 //! (the holder died, or stalled that long) is reclaimed by the next take anywhere: the job
-//! runs again, counted in its `dup` and in `dups`. Every change of a held job carries the
+//! runs again, counted in its `dup` and in `dups`. Time nobody could reach Redis does not
+//! count against a claim (`seen`, see [`TAKE`]). Every change of a held job carries the
 //! holder's token, so a holder whose claim was taken over cannot overwrite the new run.
 //! Time in every script is Redis's (`TIME`). Finished jobs (and their idempotency keys)
 //! expire after `jobs.retention_ms`; the owner index drops them lazily when listed.
@@ -52,11 +54,22 @@ const RECLAIM_PER_TAKE: u32 = 16;
 /// Index rows a filtered list reads at most before it answers with what it found.
 pub const MAX_LIST_SCAN: usize = 10_000;
 
-/// Shared Lua: the Redis clock in ms, and what ending a job does to the counters.
+/// Shared Lua: the Redis clock in ms, what ending a job does to the counters, and the
+/// claims' catch-up after a time nobody reached Redis (`heal`, see [`TAKE`]).
 const PRELUDE: &str = r"
 local b = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function heal(idle)
+  local seen = tonumber(redis.call('GET', b .. 'seen') or '')
+  redis.call('SET', b .. 'seen', now)
+  if not seen or now - seen <= idle / 2 then return end
+  local gap = now - seen
+  local held = redis.call('ZRANGE', b .. 'running', 0, -1, 'WITHSCORES')
+  for i = 1, #held, 2 do
+    redis.call('ZADD', b .. 'running', 'XX', tonumber(held[i + 1]) + gap, held[i])
+  end
+end
 local function ended(h, owner, retention)
   redis.call('DECR', b .. 'depth')
   if owner then redis.call('HINCRBY', b .. 'owners', owner, -1) end
@@ -101,9 +114,20 @@ return {'new', tostring(seq)}
 /// ARGV: base, node, token, reclaim_idle ms, max_attempts, retention ms, routes….
 /// Promotes due retries, reclaims lapsed claims, then claims the best ready job of the
 /// routes. → {reclaimed} | {reclaimed, id, rec, seq, dup}.
+///
+/// A claim lapses when its holder did not renew it for `reclaim_idle` *while Redis could be
+/// reached*. Every take and renewal stamps `seen` with Redis's time; in a live fleet one comes
+/// at least every `reclaim_idle / 3` while any job is held (its holder's renewals) and every
+/// 100 ms from a node with a free worker. The first take or renewal after a longer silence
+/// (Redis stopped or unreachable for everyone, or every node down) first moves every claim's
+/// deadline on by the silence: holders that could not renew through it keep their jobs, and
+/// their ends land when they reach Redis (second probe, P5: a 5 s stall re-ran 10 jobs that
+/// had already succeeded). A node that died before the silence still loses its claims, at
+/// most `reclaim_idle` after the fleet is back.
 const TAKE: &str = r"
 local node, token = ARGV[2], ARGV[3]
 local idle, maxatt, retention = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+heal(idle)
 local due = redis.call('ZRANGEBYSCORE', b .. 'delayed', '-inf', now, 'LIMIT', 0, PROMOTE)
 for _, id in ipairs(due) do
   redis.call('ZREM', b .. 'delayed', id)
@@ -150,6 +174,7 @@ return {reclaimed, best, v[1] or '', v[2] or '0', v[3] or '0'}
 
 /// ARGV: base, id, token, reclaim_idle ms. Renews the claim. → 1 | 0 (not ours any more).
 const RENEW: &str = r"
+heal(tonumber(ARGV[4]))
 local h = b .. 'job:' .. ARGV[2]
 if redis.call('HGET', h, 'token') ~= ARGV[3] then return 0 end
 redis.call('ZADD', b .. 'running', 'XX', now + tonumber(ARGV[4]), ARGV[2])

@@ -247,6 +247,58 @@ async fn three_hundred_jobs_survive_two_kill_9s_of_a_node_and_a_long_job_is_not_
     );
 }
 
+/// Second probe, P5: Redis stopped for longer than `reclaim_idle_ms` while jobs ran; their
+/// holders could not renew, so the first take after it reclaimed them all and the jobs ran
+/// again (10 of 12 in the probe), although no node had died. Time nobody reached Redis does
+/// not count against a claim now: every job runs once.
+#[tokio::test]
+async fn a_redis_stall_longer_than_the_claim_does_not_rerun_the_jobs_running_through_it() {
+    let redis = RedisServer::start();
+    // Each call ends during the stall below.
+    let up = sim(&["--latency-ms", "2000"]);
+    let fleet = Fleet::start(2, |i, data| config(i, data, &redis, &up, &up, ""));
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let answer = post(
+            fleet.addr(n % 2),
+            "/v1/jobs",
+            &chat("demo", &format!("job {n}")),
+        )
+        .await;
+        assert_eq!(answer.status, 202, "{:?}", answer.body);
+        ids.push(answer.json()["id"].as_str().unwrap().to_string());
+    }
+    // All four running (each node has free workers, which keep looking for jobs).
+    wait::until_within(PATIENCE, "four upstream calls", || async {
+        let calls = sim_calls(&up).await;
+        wait::check(calls == 4, format!("{calls} calls"))
+    })
+    .await;
+    // Twice the claim's life without Redis.
+    redis.signal("-STOP");
+    tokio::time::sleep(Duration::from_millis(2 * RECLAIM_IDLE_MS + 1000)).await;
+    redis.signal("-CONT");
+    for id in &ids {
+        // A 503 while the node's Redis breaker is still open after the stall: look again.
+        let done = wait::until_within(PATIENCE, "the job to succeed", || async {
+            let answer = get(fleet.addr(0), &format!("/v1/jobs/{id}")).await;
+            let body = answer.json();
+            match answer.status == 200 && body["status"] == "succeeded" {
+                true => Ok(body),
+                false => Err(body),
+            }
+        })
+        .await;
+        assert_eq!(done["duplicate_executions"], 0, "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+    }
+    assert_eq!(
+        sim_calls(&up).await,
+        4,
+        "each job reached its upstream once"
+    );
+}
+
 #[tokio::test]
 async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unavailable() {
     let redis = RedisServer::start();

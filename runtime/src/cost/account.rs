@@ -141,6 +141,17 @@ impl Account {
                 .is_some_and(|limits| limits.checks_tokens_per_call())
     }
 
+    /// The key's windows as the fleet has them today (every node's spend and reservations,
+    /// or `node`'s own spend), when its budget is the fleet's.
+    pub async fn fleet_windows(
+        &self,
+        node: Option<&str>,
+    ) -> Option<Result<crate::state::budget::FleetWindows, crate::state::StateError>> {
+        let fleet = self.fleet_budget()?;
+        let day = clock::day_of(self.clock.unix_now());
+        Some(fleet.read(day, node).await)
+    }
+
     /// The fleet budget behind this key's, on a fleet.
     pub fn fleet_budget(&self) -> Option<&Arc<crate::state::budget::FleetBudget>> {
         self.fleet.as_ref().map(KeyBudget::fleet)

@@ -216,22 +216,45 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
         })
         .collect();
     let snap = app.snapshot();
-    let mut keys: Vec<_> = snap
-        .accounts
-        .all()
-        .map(|account| {
-            let (day, month, reserved) = account.snapshot();
-            let budget = |b: Option<u64>| b.map(pico_to_usd);
-            json!({
-                "key": account.name(),
-                "spent_today_usd": pico_to_usd(day),
-                "spent_this_month_usd": pico_to_usd(month),
-                "reserved_usd": pico_to_usd(reserved),
-                "daily_budget_usd": budget(account.key.daily_budget),
-                "monthly_budget_usd": budget(account.key.monthly_budget),
-            })
-        })
-        .collect();
+    // A key whose budget is the fleet's reads as the fleet has it (or as `node` spent it),
+    // like the rows above: this node's own share next to the fleet's budget read as money
+    // left that the fleet had spent (second probe, P6). All keys' reads in one round trip.
+    let own = app.state.as_ref().map(|s| s.redis.node());
+    let node = node.as_deref();
+    let accounts: Vec<_> = snap.accounts.all().collect();
+    let fleet =
+        futures_util::future::join_all(accounts.iter().map(|a| a.fleet_windows(node))).await;
+    let mut keys = Vec::with_capacity(accounts.len());
+    for (account, fleet) in accounts.iter().zip(fleet) {
+        let (day, month, reserved) = account.snapshot();
+        let (day, month, reserved, scope) = match fleet {
+            None => (day, month, Some(reserved), "node"),
+            Some(Ok(fleet)) => {
+                // One node's view: its reservations are known only to itself.
+                let reserved = fleet.reserved.or((node == own).then_some(reserved));
+                let scope = if node.is_some() { "node" } else { "fleet" };
+                (fleet.day_spent, fleet.month_spent, reserved, scope)
+            }
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    503,
+                    "server_error",
+                    "state_unavailable",
+                    e.to_string(),
+                ));
+            }
+        };
+        let budget = |b: Option<u64>| b.map(pico_to_usd);
+        keys.push(json!({
+            "key": account.name(),
+            "scope": scope,
+            "spent_today_usd": pico_to_usd(day),
+            "spent_this_month_usd": pico_to_usd(month),
+            "reserved_usd": reserved.map(pico_to_usd),
+            "daily_budget_usd": budget(account.key.daily_budget),
+            "monthly_budget_usd": budget(account.key.monthly_budget),
+        }));
+    }
     keys.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));
     Ok(json!({
         "from": clock::date(from),

@@ -265,6 +265,17 @@ pub enum Refusal {
     ShareSpent,
 }
 
+/// A key's windows as the fleet has them ([`FleetBudget::read`]), pico-dollars.
+#[derive(Clone, Copy, Debug)]
+pub struct FleetWindows {
+    /// Spent in the day.
+    pub day_spent: u64,
+    /// Spent in the month.
+    pub month_spent: u64,
+    /// Reserved now by calls in flight (the larger window's); `None` for one node's view.
+    pub reserved: Option<u64>,
+}
+
 /// A key's budget on the fleet, by `budget_mode`.
 #[derive(Debug, Clone)]
 pub enum KeyBudget {
@@ -470,6 +481,38 @@ impl FleetBudget {
             .script("budget_reseed", Lane::Request, &invocation)
             .await?;
         Ok(())
+    }
+
+    /// The key's windows for `day` as the fleet has them: spent and reserved by every node
+    /// (pico-dollars, from Redis's nanodollars), or with `node` that node's settled spend
+    /// (its field `n:<node>`) and no reservations. One pipelined read.
+    pub async fn read(&self, day: u32, node: Option<&str>) -> Result<FleetWindows, StateError> {
+        let (day_key, month_key) = self.windows(day);
+        let fields: Vec<String> = match node {
+            None => vec!["spent".into(), "reserved".into()],
+            Some(node) => vec![format!("n:{node}")],
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("HMGET").arg(&day_key).arg(&fields);
+        pipe.cmd("HMGET").arg(&month_key).arg(&fields);
+        let (d, m): (Vec<Option<String>>, Vec<Option<String>>) = self
+            .shared
+            .redis
+            .pipe("budget_read", Lane::Background, &pipe)
+            .await?;
+        // Untrusted: anything unreadable counts as 0.
+        let pico = |v: Option<&Option<String>>| {
+            let nanos = v
+                .and_then(Option::as_deref)
+                .and_then(|s| s.parse::<i64>().ok())
+                .unwrap_or(0);
+            u64::try_from(nanos).unwrap_or(0).saturating_mul(1000)
+        };
+        Ok(FleetWindows {
+            day_spent: pico(d.first()),
+            month_spent: pico(m.first()),
+            reserved: node.is_none().then(|| pico(d.get(1)).max(pico(m.get(1)))),
+        })
     }
 
     /// Gives this budget its account's spend (see [`LocalSpend`]); the first call counts.

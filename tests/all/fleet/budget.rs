@@ -220,6 +220,33 @@ async fn budget_holds(mode: &str, n: usize) -> (u64, u64) {
         let spend = get(admin, &format!("/admin/spend?node={id}")).await.json();
         per_node += spend["total"]["cost_pico_usd"].as_u64().unwrap();
     }
+    // The key's live windows read as the fleet has them, on any node (second probe, P6: each
+    // node showed its own share of the spend next to the fleet's budget); with `?node=`,
+    // each node's own spend, which add up to the fleet's.
+    let (spent_nanos, _, _) = redis_budget(&redis);
+    let usd = |row: &Value, f: &str| row[f].as_f64().unwrap_or(f64::NAN);
+    let team = |spend: &Value| {
+        let keys = spend["keys"].as_array().cloned().unwrap_or_default();
+        let row = keys.into_iter().find(|k| k["key"] == "team");
+        row.unwrap_or_else(|| panic!("no key team in {spend}"))
+    };
+    let row = team(&get(admin, "/admin/spend").await.json());
+    assert_eq!(row["scope"], "fleet", "{row}");
+    assert!(
+        (usd(&row, "spent_today_usd") - spent_nanos as f64 / 1e9).abs() < 1e-9,
+        "{row} vs {spent_nanos} n$ spent in Redis"
+    );
+    assert_eq!(usd(&row, "reserved_usd"), 0.0, "{row}");
+    let mut nodes_spent = 0.0;
+    for id in &node_ids {
+        let row = team(&get(admin, &format!("/admin/spend?node={id}")).await.json());
+        assert_eq!(row["scope"], "node", "{row}");
+        nodes_spent += usd(&row, "spent_today_usd");
+    }
+    assert!(
+        (nodes_spent - spent_nanos as f64 / 1e9).abs() < 1e-9,
+        "the nodes' spend {nodes_spent} vs the fleet's {spent_nanos} n$"
+    );
     let commands = command_count(&redis.cli(&["INFO", "commandstats"])) - command_count(&before);
     eprintln!(
         "{mode}: {ok} ok, {refused} refused in {elapsed:?}; Redis commands per request {:.3} (incl. scripts' inner calls), billed ${:.6}",

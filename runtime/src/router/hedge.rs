@@ -6,8 +6,9 @@
 //!   like the retry budget, without a floor), never waits in the queue for a hedge's slot and
 //!   never sends one to a target whose breaker is open.
 //! - **Billed:** the cancelled attempt had the request, so it is charged from a local count of
-//!   its prompt ([`Outcome::Cancelled`](super::Outcome::Cancelled)), and while both are in
-//!   flight both stand in the call's record, so a call dropped midway bills both.
+//!   its prompt ([`Outcome::Cancelled`](super::Outcome::Cancelled)), unless it was still
+//!   connecting (it never reached the upstream); while both are in flight both stand in the
+//!   call's record, so a call dropped midway bills both (each if it went out).
 //! - **Blameless:** a cancelled attempt says nothing about its target (no breaker outcome, its
 //!   slot is given back); each attempt that ended is recorded as it ended.
 //!
@@ -227,7 +228,7 @@ impl Lane {
             let cancelled = self.entry.cancelled();
             crate::telemetry::attempt(
                 &cancelled.target,
-                Outcome::Cancelled.label(),
+                cancelled.outcome.label(),
                 cancelled.elapsed,
             );
             *slot = cancelled;
@@ -312,7 +313,7 @@ mod tests {
         assert_eq!(
             tried(&attempts),
             [
-                ("hung", &Outcome::Cancelled, ms(130)),
+                ("hung", &Outcome::Cancelled { billed: true }, ms(130)),
                 ("next", &Outcome::Ok, ms(30))
             ]
         );
@@ -320,6 +321,34 @@ mod tests {
         assert!(attempts[0].outcome.billed_without_usage());
         assert_eq!(router.targets()[0].breaker_gauge(), 0);
         assert_eq!(router.targets()[0].snapshot(Instant::now())["in_flight"], 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_attempt_hedged_while_still_connecting_is_cancelled_unbilled() {
+        let (hole, _held) = crate::router::testing::hung_connect().await;
+        let (router, plan) = hedged(
+            vec![
+                target("connecting", hole, SECOND * 30),
+                target("next", sim(slow(30)).await, SECOND * 30),
+            ],
+            HedgeSettings {
+                after_ms: Some(100),
+                max_percent: 100,
+            },
+        );
+        let (result, attempts) = chat(&router, &plan).await;
+        assert!(matches!(result, Ok(Reply::Json { .. })));
+        let ms = Duration::from_millis;
+        assert_eq!(
+            tried(&attempts),
+            [
+                ("connecting", &Outcome::Cancelled { billed: false }, ms(130)),
+                ("next", &Outcome::Ok, ms(30))
+            ]
+        );
+        // It never reached its upstream: nothing to charge.
+        assert!(!attempts[0].outcome.billed_without_usage());
+        assert!(attempts[0].outcome.as_str().contains("not sent"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -413,7 +442,7 @@ mod tests {
         assert_eq!(
             tried(&attempts),
             [
-                ("hung", &Outcome::Cancelled, ms(45)),
+                ("hung", &Outcome::Cancelled { billed: true }, ms(45)),
                 ("next", &Outcome::Ok, ms(5))
             ]
         );

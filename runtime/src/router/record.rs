@@ -75,8 +75,13 @@ impl Attempt {
     /// This in-flight entry of a hedged attempt, cancelled now (its time runs from when it
     /// was sent).
     pub(super) fn cancelled(&self) -> Attempt {
+        // A hedge cancelled while still connecting never reached its upstream.
+        let billed = match &self.outcome {
+            Outcome::InFlight(sent) => sent.went_out(),
+            _ => true,
+        };
         Attempt {
-            outcome: Outcome::Cancelled,
+            outcome: Outcome::Cancelled { billed },
             elapsed: self.span.map_or(Duration::ZERO, |(sent, _)| sent.elapsed()),
             ..self.clone()
         }
@@ -137,9 +142,13 @@ pub enum Outcome {
     /// Billed when its request had a connection; one still connecting never reached the
     /// upstream.
     InFlight(Sent),
-    /// A hedged attempt cancelled because the other one answered first: the upstream had the
-    /// request (billed from a local count of its prompt); it says nothing about the target.
-    Cancelled,
+    /// A hedged attempt cancelled because the other one answered first; it says nothing
+    /// about the target. Billed from a local count of its prompt when the upstream had the
+    /// request (`billed`: it had a connection; not one still connecting).
+    Cancelled {
+        /// Whether the request had gone out.
+        billed: bool,
+    },
 }
 
 /// Why the loop stopped before its last allowed attempt.
@@ -200,9 +209,10 @@ impl Outcome {
     /// status is billed only when its body says so (its usage).
     pub fn billed_without_usage(&self) -> bool {
         match self {
-            Outcome::Failed { billed, .. } | Outcome::Cut { billed, .. } => *billed,
+            Outcome::Failed { billed, .. }
+            | Outcome::Cut { billed, .. }
+            | Outcome::Cancelled { billed } => *billed,
             Outcome::InFlight(sent) => sent.went_out(),
-            Outcome::Cancelled => true,
             Outcome::Ok | Outcome::Untranslatable { .. } | Outcome::Stopped(_) => false,
         }
     }
@@ -218,7 +228,8 @@ impl Outcome {
             Outcome::Stopped(stop) => stop.as_str(),
             Outcome::InFlight(sent) if !sent.went_out() => CONNECTING,
             Outcome::InFlight(_) => IN_FLIGHT,
-            Outcome::Cancelled => CANCELLED,
+            Outcome::Cancelled { billed: false } => CANCELLED_CONNECTING,
+            Outcome::Cancelled { billed: true } => CANCELLED,
         }
     }
 
@@ -232,7 +243,7 @@ impl Outcome {
             Outcome::Cut { .. } => Some("deadline"),
             Outcome::Untranslatable { .. } => Some("untranslatable"),
             Outcome::InFlight(_) => Some("in_flight"),
-            Outcome::Cancelled => Some("hedge_cancelled"),
+            Outcome::Cancelled { .. } => Some("hedge_cancelled"),
             Outcome::Stopped(_) => None,
         }
     }
@@ -254,7 +265,8 @@ impl From<Outcome> for Cow<'static, str> {
             Outcome::Stopped(stop) => Cow::Borrowed(stop.as_str()),
             Outcome::InFlight(sent) if !sent.went_out() => Cow::Borrowed(CONNECTING),
             Outcome::InFlight(_) => Cow::Borrowed(IN_FLIGHT),
-            Outcome::Cancelled => Cow::Borrowed(CANCELLED),
+            Outcome::Cancelled { billed: false } => Cow::Borrowed(CANCELLED_CONNECTING),
+            Outcome::Cancelled { billed: true } => Cow::Borrowed(CANCELLED),
         }
     }
 }
@@ -265,6 +277,9 @@ const CONNECTING: &str = "connecting when the call was dropped (not sent)";
 const IN_FLIGHT: &str = "in flight when the call was dropped";
 /// The text of [`Outcome::Cancelled`].
 const CANCELLED: &str = "cancelled: the hedged attempt beside it answered first";
+/// The text of [`Outcome::Cancelled`] for a request still connecting.
+const CANCELLED_CONNECTING: &str =
+    "cancelled while connecting (not sent): the hedged attempt beside it answered first";
 
 /// `target (outcome)` for each entry, joined with `; ` (the text of
 /// [`super::RouteError::AllFailed`]).

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::attempt::{Attempter, Failed};
 use super::exchange::Exchange;
-use super::record::{Attempt, Outcome};
+use super::record::Attempt;
 use super::slot::{Slots, Taken};
 use crate::config::{HEDGE_MIN_SAMPLES, HedgeSettings};
 
@@ -244,7 +244,7 @@ mod tests {
     use crate::config::{PolicySettings, Strategy};
     use crate::providers::ProviderClient;
     use crate::router::testing::{black_hole, request, sim, target};
-    use crate::router::{Reply, RoutePlan, RoutePolicy, Router, TargetState};
+    use crate::router::{Outcome, Reply, RoutePlan, RoutePolicy, Router, TargetState};
     use crate::sim::Faults;
 
     fn hedged(targets: Vec<Arc<TargetState>>, hedge: HedgeSettings) -> (Router, RoutePlan) {

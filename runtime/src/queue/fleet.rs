@@ -41,6 +41,9 @@ const POLL: Duration = Duration::from_millis(100);
 const POLL_AFTER_ERROR: Duration = Duration::from_millis(500);
 /// How long an attempt's end waits between writes while Redis does not answer.
 const FINISH_RETRY: Duration = Duration::from_millis(500);
+/// How long a lost take's job is tried to be put back, at least ([`Queue::untake_later`]);
+/// `jobs::TAKE` keeps what it claimed for this long after the claim's life.
+const UNTAKE_FOR: Duration = Duration::from_secs(60);
 /// How often the fleet counters are read for `stats` and the metrics.
 const COUNTS_PERIOD: Duration = Duration::from_secs(1);
 /// The error kept for an attempt whose node stopped answering for its claim.
@@ -487,10 +490,46 @@ impl Queue {
                 Err(err) => {
                     drop(slot);
                     tracing::debug!(error = %err, "cannot take a job from Redis");
+                    // Sent, but its answer lost: Redis may yet run it and claim a job for a
+                    // token nobody holds.
+                    if matches!(err, StateError::Timeout(_) | StateError::Redis(_)) {
+                        self.untake_later(token, UNTAKE_FOR.max(Duration::from_millis(reclaim_ms)));
+                    }
                     tokio::time::sleep(POLL_AFTER_ERROR).await;
                 }
             }
         }
+    }
+
+    /// Puts back, off the loop, the job a take with `token` may have claimed after its
+    /// answer was lost ([`Jobs::untake`](crate::state::jobs::Jobs::untake)): it never ran
+    /// here, and would otherwise wait out its claim and run again as a duplicate. Retried
+    /// until Redis answers (through the breaker's open time after an outage), for at most
+    /// `within`: a claim reclaimed meanwhile is left alone. Only a take that was sent starts
+    /// one (not one the open breaker refused), so an outage starts a few.
+    fn untake_later(&self, token: String, within: Duration) {
+        let Some(fleet) = self.fleet() else {
+            return;
+        };
+        let shared = fleet.shared.clone();
+        fleet.shared.spawn(async move {
+            let end = Instant::now() + within;
+            loop {
+                match Jobs::new(&shared.redis).untake(&token).await {
+                    Ok(true) => {
+                        tracing::info!(
+                            "a job claimed by a take whose answer was lost is queued again"
+                        );
+                        return;
+                    }
+                    Ok(false) => return,
+                    Err(_) if Instant::now() + FINISH_RETRY < end => {
+                        tokio::time::sleep(FINISH_RETRY).await;
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
     }
 
     /// One attempt of a job this node claimed: renews the claim while it runs, then writes

@@ -18,6 +18,8 @@
 //! P:{jobs}:seq             string  the last submission number
 //! P:{jobs}:dups            string  duplicate executions, fleet-wide, ever
 //! P:{jobs}:seen            string  Redis ms of the last take or renewal (claims' catch-up)
+//! P:{jobs}:taken:<token>   string  the job a take claimed, for [`UNTAKE`] (PX reclaim_idle +
+//!                                  60 s, or until the attempt's end)
 //! ```
 //!
 //! A job moves `ready` → `running` (the take script, atomically: one node gets it) → a
@@ -168,8 +170,29 @@ local h = b .. 'job:' .. best
 redis.call('HSET', h, 'status', 'running', 'holder', node, 'token', token)
 redis.call('HINCRBY', h, 'att', 1)
 redis.call('ZADD', b .. 'running', now + idle, best)
+redis.call('SET', b .. 'taken:' .. token, best, 'PX', idle + 60000)
 local v = redis.call('HMGET', h, 'rec', 'seq', 'dup')
 return {reclaimed, best, v[1] or '', v[2] or '0', v[3] or '0'}
+";
+
+/// ARGV: base, token. Puts back the job a take with `token` claimed, if it still holds it
+/// unchanged: the take's answer never reached its node (a timeout, a broken connection), so
+/// the job never ran there. Without it the job would wait out its claim and run again as a
+/// duplicate execution, though it ran once. → 1 | 0 (nothing to put back).
+const UNTAKE: &str = r"
+local key = b .. 'taken:' .. ARGV[2]
+local id = redis.call('GET', key)
+if not id then return 0 end
+redis.call('DEL', key)
+local h = b .. 'job:' .. id
+if redis.call('HGET', h, 'token') ~= ARGV[2] then return 0 end
+local v = redis.call('HMGET', h, 'status', 'route', 'score')
+if v[1] ~= 'running' then return 0 end
+redis.call('ZREM', b .. 'running', id)
+redis.call('HSET', h, 'status', 'queued', 'holder', '', 'token', '')
+redis.call('HINCRBY', h, 'att', -1)
+redis.call('ZADD', b .. 'ready:' .. v[2], v[3], id)
+return 1
 ";
 
 /// ARGV: base, id, token, reclaim_idle ms. Renews the claim. → 1 | 0 (not ours any more).
@@ -196,6 +219,7 @@ local id, status = ARGV[2], ARGV[5]
 local h = b .. 'job:' .. id
 if redis.call('HGET', h, 'token') ~= ARGV[3] then return 0 end
 redis.call('ZREM', b .. 'running', id)
+redis.call('DEL', b .. 'taken:' .. ARGV[3])
 redis.call('HSET', h, 'rec', ARGV[4], 'holder', '', 'token', '', 'status', status)
 if status == 'queued' then
   redis.call('ZADD', b .. 'delayed', now + tonumber(ARGV[6]), id)
@@ -266,6 +290,7 @@ fn script(body: &str) -> Script {
 static ENQUEUE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(ENQUEUE));
 static TAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(TAKE));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RENEW));
+static UNTAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(UNTAKE));
 static WRITE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(WRITE));
 static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(FINISH));
 static CANCEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(CANCEL));
@@ -489,6 +514,20 @@ impl<'a> Jobs<'a> {
                 dup: u32::try_from(int(4)).unwrap_or(u32::MAX),
             }),
         ))
+    }
+
+    /// Puts back the job a take with `token` claimed when its answer was lost (see
+    /// [`UNTAKE`]); `true` when there was one.
+    pub async fn untake(&self, token: &str) -> Result<bool, StateError> {
+        let put_back: i64 = self
+            .redis
+            .script(
+                "jobs_untake",
+                Lane::Background,
+                UNTAKE_SCRIPT.arg(self.base()).arg(token),
+            )
+            .await?;
+        Ok(put_back == 1)
     }
 
     /// Renews this node's claim on job `id`; `false`: the claim was taken over.

@@ -299,6 +299,93 @@ async fn a_redis_stall_longer_than_the_claim_does_not_rerun_the_jobs_running_thr
     );
 }
 
+/// Second probe, P7: a take whose answer was lost (Redis stopped, the call timed out) is
+/// still run by Redis when it comes back, and claims a job for a token no node holds; the job
+/// waited out its claim and ran again, counted as a duplicate execution though it had not
+/// run. The node now puts such a job back. Node B's one worker is busy, so only node A takes
+/// the jobs submitted to B, on its next look: most looks fall in the stall below.
+#[tokio::test]
+async fn a_take_whose_answer_was_lost_does_not_make_a_duplicate_execution() {
+    let redis = RedisServer::start();
+    let up = sim(&["--latency-ms", "100"]);
+    let hold = sim(&["--latency-ms", "120000"]);
+    let state = state_table(
+        &redis,
+        "background_timeout_ms = 300
+",
+    );
+    let fleet = Fleet::start(2, |i, data| {
+        // A: demo jobs, four workers. B: one worker, held by a job on `hold`.
+        let (workers, hold_route) = match i {
+            0 => (4, String::new()),
+            _ => (
+                1,
+                format!(
+                    "[targets.hold]\nbase_url = \"http://{}/v1\"\ntimeout_ms = 150000\n\n\
+                     [[routes]]\nmodel = \"hold\"\ntargets = [\"hold\"]\n\
+                     jobs = {{ concurrency = 1 }}\n\n",
+                    hold.addr
+                ),
+            ),
+        };
+        format!(
+            "[server]\ndata_dir = \"{data}\"\n\n\
+             [jobs]\nworkers = {workers}\nreclaim_idle_ms = {RECLAIM_IDLE_MS}\n\n\
+             [targets.up]\nbase_url = \"http://{}/v1\"\n\n\
+             [[routes]]\nmodel = \"demo\"\ntargets = [\"up\"]\njobs = {{ concurrency = 4 }}\n\n\
+             {hold_route}{state}",
+            up.addr
+        )
+    });
+    let held = post(fleet.addr(1), "/v1/jobs", &chat("hold", "hold B's worker")).await;
+    assert_eq!(held.status, 202, "{:?}", held.body);
+    wait::until_within(PATIENCE, "B's worker to be busy", || async {
+        let calls = sim_calls(&hold).await;
+        wait::check(calls == 1, format!("{calls} calls"))
+    })
+    .await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        // After a stall, B's breaker around Redis refuses submissions (never sent) a while.
+        let answer = wait::until_within(PATIENCE, "a submission accepted", || async {
+            let answer = post(
+                fleet.addr(1),
+                "/v1/jobs",
+                &chat("demo", &format!("job {n}")),
+            )
+            .await;
+            match answer.status == 202 {
+                true => Ok(answer),
+                false => Err(format!("{} {:?}", answer.status, answer.body)),
+            }
+        })
+        .await;
+        ids.push(answer.json()["id"].as_str().unwrap().to_string());
+        // A's takes time out in the stall; Redis runs them when it is back.
+        redis.signal("-STOP");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        redis.signal("-CONT");
+    }
+    for id in &ids {
+        let done = wait::until_within(PATIENCE, "the job to succeed", || async {
+            let answer = get(fleet.addr(0), &format!("/v1/jobs/{id}")).await;
+            let body = answer.json();
+            match answer.status == 200 && body["status"] == "succeeded" {
+                true => Ok(body),
+                false => Err(body),
+            }
+        })
+        .await;
+        assert_eq!(done["duplicate_executions"], 0, "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+    }
+    assert_eq!(
+        sim_calls(&up).await,
+        3,
+        "each job reached its upstream once"
+    );
+}
+
 #[tokio::test]
 async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unavailable() {
     let redis = RedisServer::start();

@@ -301,6 +301,25 @@ pub(super) struct StreamCharge {
 }
 
 impl StreamCharge {
+    /// What settling with `usage` (or a local count of `text`) would charge, without
+    /// settling: the request's total cost so far with it, pico-dollars, and the usage.
+    pub(super) fn quote(&self, usage: Option<(Usage, u32)>, text: &str) -> (u64, Usage) {
+        let (usage, cache_writes) =
+            usage.unwrap_or_else(|| (estimate_usage(&self.model, &self.request, text), 0));
+        let this = self.costing.prices.cost(&self.model, &usage, cache_writes);
+        let earlier = self
+            .earlier
+            .iter()
+            .map(|c| c.cost)
+            .fold(0u64, u64::saturating_add);
+        let total = self
+            .meter
+            .total()
+            .saturating_add(earlier)
+            .saturating_add(this);
+        (total, usage)
+    }
+
     /// Settles with the stream's `usage` (or, without one, a local count of `text`);
     /// returns the request's total cost so far, pico-dollars, and the usage charged (`None`
     /// when it was settled already).

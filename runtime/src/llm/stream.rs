@@ -4,10 +4,16 @@
 //! needs the whole response and calls [`AnswerStream::collect`]) only reads events; the
 //! stream does the step's bookkeeping as they pass:
 //!
-//! - **cost**, exactly once: on the usage chunk (with the provider's usage, and `usage.cost`
-//!   added to that chunk: what the request has cost so far), else at `[DONE]`, on a broken
-//!   stream, or in `Drop` when the reader goes away midway, from a local count of what was
-//!   streamed (marked estimated). The reservation lives in this type, so no path can leak it.
+//! - **cost**, exactly once: at `[DONE]`, with the *last* usage the stream carried (a
+//!   provider may send usage on every chunk, running totals or a provisional figure first:
+//!   vLLM's `continuous_usage_stats`), else from a local count of what was streamed (marked
+//!   estimated); on a broken stream, or in `Drop` when the reader goes away midway, the larger
+//!   of the last usage and the local count. Every chunk with usage shows what the request
+//!   would cost if it were the last (`usage.cost` added, the figures as weir reads them); the
+//!   last one shows what was charged. The reservation lives in this type, so no path can
+//!   leak it.
+//! - **framing**: a payload that is not JSON is dropped (official SDKs parse every `data:` as
+//!   JSON and abort on one that is not), as the Anthropic and Responses fronts drop it.
 //! - **cache fill**: the assembled response is stored *before* `[DONE]` is handed out, so a
 //!   client that sends the same request right after its `[DONE]` finds it. A stream that
 //!   broke or ended without `[DONE]` is never stored.
@@ -18,15 +24,13 @@ use super::costing::StreamCharge;
 use super::{Fill, StepError};
 use crate::openai::{StreamAccumulator, parse_cache_writes, parse_usage};
 use crate::router::UpstreamStream;
-use crate::wit::ChatResponse;
+use crate::wit::{ChatResponse, Usage};
 
 /// One event of an [`AnswerStream`].
 #[derive(Debug)]
 pub enum StreamEvent {
-    /// A JSON chunk, as the upstream sent it (the usage chunk with `usage.cost` added).
+    /// A JSON chunk, as the upstream sent it (a chunk with usage with `usage.cost` added).
     Chunk(Value),
-    /// A payload that is not JSON, passed on as it came.
-    Raw(String),
     /// `[DONE]`: the stream ended cleanly. Carries the assembled response; its cost is
     /// settled and its cache fill stored.
     Done(ChatResponse),
@@ -42,6 +46,9 @@ pub struct AnswerStream {
     charge: Option<StreamCharge>,
     /// Where the answer is stored once it ended cleanly, when the route caches it.
     fill: Option<Fill>,
+    /// The last usage the stream carried: `Some(None)` when it could not be read (then the
+    /// local count is charged).
+    usage: Option<Option<(Usage, u32)>>,
     /// `[DONE]` or a failure was handed out: nothing more comes.
     over: bool,
 }
@@ -54,6 +61,7 @@ impl AnswerStream {
             assembled: StreamAccumulator::default(),
             charge: Some(charge),
             fill: None,
+            usage: None,
             over: false,
         }
     }
@@ -70,40 +78,47 @@ impl AnswerStream {
         if self.over {
             return None;
         }
-        let data = match self.upstream.next().await {
-            Some(Ok(data)) => data,
-            Some(Err(detail)) => return Some(Err(self.interrupted(detail))),
-            None => {
-                let detail = "the stream ended without [DONE]".to_string();
-                return Some(Err(self.interrupted(detail)));
+        let mut chunk = loop {
+            let data = match self.upstream.next().await {
+                Some(Ok(data)) => data,
+                Some(Err(detail)) => return Some(Err(self.interrupted(detail))),
+                None => {
+                    let detail = "the stream ended without [DONE]".to_string();
+                    return Some(Err(self.interrupted(detail)));
+                }
+            };
+            if data == "[DONE]" {
+                self.over = true;
+                if let Some(charge) = self.charge.take() {
+                    charge.finish(self.usage.take().flatten(), &self.assembled.text());
+                }
+                let response = std::mem::take(&mut self.assembled).finish();
+                if let Some(fill) = self.fill.take() {
+                    fill.store(response.clone());
+                }
+                return Some(Ok(StreamEvent::Done(response)));
             }
-        };
-        if data == "[DONE]" {
-            self.over = true;
-            self.settle();
-            let response = std::mem::take(&mut self.assembled).finish();
-            if let Some(fill) = self.fill.take() {
-                fill.store(response.clone());
+            match serde_json::from_str::<Value>(&data) {
+                Ok(chunk) => break chunk,
+                Err(_) => tracing::debug!(
+                    target = &*self.upstream.target,
+                    "a stream event that is not JSON was dropped"
+                ),
             }
-            return Some(Ok(StreamEvent::Done(response)));
-        }
-        let Ok(mut chunk) = serde_json::from_str::<Value>(&data) else {
-            return Some(Ok(StreamEvent::Raw(data)));
         };
         self.assembled.push(&chunk);
         if let Some(value) = chunk.get("usage").filter(|v| v.is_object())
-            && let Some(charge) = self.charge.take()
+            && let Some(charge) = &self.charge
         {
-            // The usage chunk says what was charged: the upstream's numbers as weir read them
-            // (bounded, cached tokens at most the prompt), or, when they are not numbers it
-            // can read, the local count it charged instead; never the raw figures.
+            // Each chunk with usage says what the request costs if it is the last: the
+            // upstream's numbers as weir reads them (bounded, cached tokens at most the
+            // prompt), or, when they are not numbers it can read, the local count it would
+            // charge instead; never the raw figures. `[DONE]` settles with the last.
             let billed = parse_usage(value).map(|usage| (usage, parse_cache_writes(value)));
-            let (total, charged) = charge.finish(billed, &self.assembled.text());
+            let (total, usage) = charge.quote(billed, &self.assembled.text());
+            self.usage = Some(billed);
             let fields = &mut chunk["usage"];
             fields["cost"] = json!(crate::config::pico_to_usd(total));
-            let Some(usage) = charged else {
-                return Some(Ok(StreamEvent::Chunk(chunk)));
-            };
             fields["prompt_tokens"] = json!(usage.prompt_tokens);
             fields["completion_tokens"] = json!(usage.completion_tokens);
             fields["total_tokens"] = json!(usage.total_tokens);
@@ -123,7 +138,7 @@ impl AnswerStream {
         loop {
             match self.next().await {
                 Some(Ok(StreamEvent::Done(response))) => return Ok(response),
-                Some(Ok(StreamEvent::Chunk(_) | StreamEvent::Raw(_))) => {}
+                Some(Ok(StreamEvent::Chunk(_))) => {}
                 Some(Err(err)) => return Err(err),
                 // `next` hands out `[DONE]` or an error before it ends.
                 None => {
@@ -145,11 +160,19 @@ impl AnswerStream {
         }
     }
 
-    /// Settles the charge, if still open, from a local count of what was streamed.
+    /// Settles the charge of a stream cut short, if still open: the larger of its last usage
+    /// (a running total, or a provisional figure) and a local count of what was streamed.
     fn settle(&mut self) {
-        if let Some(charge) = self.charge.take() {
-            charge.finish(None, &self.assembled.text());
-        }
+        let Some(charge) = self.charge.take() else {
+            return;
+        };
+        let text = self.assembled.text();
+        let usage = self
+            .usage
+            .take()
+            .flatten()
+            .filter(|&usage| charge.quote(Some(usage), &text).0 >= charge.quote(None, &text).0);
+        charge.finish(usage, &text);
     }
 }
 
@@ -308,6 +331,11 @@ mod tests {
             panic!("expected the usage chunk");
         };
         assert_eq!(chunk["usage"]["cost"], json!(0.0));
+        assert!(
+            meter.charges().is_empty(),
+            "settled at [DONE], with the last usage"
+        );
+        let response = stream.collect().await.unwrap();
         let charges = meter.charges();
         assert_eq!(charges.len(), 1);
         assert!(!charges[0].estimated);
@@ -318,7 +346,6 @@ mod tests {
             ),
             (7, 3)
         );
-        let response = stream.collect().await.unwrap();
         assert_eq!(response.usage.map(|u| u.total_tokens), Some(10));
         assert_eq!(meter.charges().len(), 1, "exactly once");
     }
@@ -343,9 +370,13 @@ mod tests {
             let (tx, upstream) = open_upstream(&delta("hi")).await;
             let mut stream = answer(upstream, &meter);
             tx.send(event(&usage.to_string())).unwrap();
+            tx.send(event("[DONE]")).unwrap();
             stream.next().await.unwrap().unwrap();
             let Some(Ok(StreamEvent::Chunk(chunk))) = stream.next().await else {
                 panic!("expected the usage chunk");
+            };
+            let Some(Ok(StreamEvent::Done(_))) = stream.next().await else {
+                panic!("expected [DONE]");
             };
             let charges = meter.charges();
             assert_eq!(charges.len(), 1, "{charges:?}");
@@ -363,6 +394,113 @@ mod tests {
             if !estimated {
                 assert_eq!(shown["prompt_tokens_details"]["cached_tokens"], json!(7));
             }
+        }
+    }
+
+    fn with_usage(text: &str, prompt: u32, completion: u32) -> String {
+        json!({
+            "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion},
+        })
+        .to_string()
+    }
+
+    /// A stream priced at $1 per Mtok in and $2 out, for the figures of each chunk.
+    fn priced(upstream: UpstreamStream, meter: &Arc<Meter>) -> AnswerStream {
+        let mut stream = answer(upstream, meter);
+        let charge = stream.charge.as_mut().unwrap();
+        let price = crate::config::ModelPrice {
+            input: 1_000_000,
+            cached_input: 1_000_000,
+            cache_write: 1_000_000,
+            output: 2_000_000,
+        };
+        let settings = crate::config::CostSettings {
+            prices: std::collections::BTreeMap::from([("m".to_string(), price)]),
+            ..crate::config::CostSettings::default()
+        };
+        charge.costing = Arc::new(Costing {
+            prices: PriceTable::new(&settings),
+            ledger: Ledger::open(None, None).unwrap(),
+            default_max_tokens: 256,
+            count_failed_attempts: false,
+            fuel_pico_per_million: 0,
+        });
+        stream
+    }
+
+    /// Third probe, A1: usage on every chunk (running totals, as vLLM sends with
+    /// `continuous_usage_stats`) was charged at the first (100 of 600 completion tokens), and
+    /// a provisional first usage (10 prompt, 0 completion) at that: 450 times under.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_with_usage_on_every_chunk_is_charged_the_last() {
+        let meter = Meter::new(None);
+        let (tx, upstream) = open_upstream(&with_usage("a", 100, 100)).await;
+        let mut stream = priced(upstream, &meter);
+        for n in 2..=6 {
+            tx.send(event(&with_usage("b", 100, 100 * n))).unwrap();
+        }
+        tx.send(event("[DONE]")).unwrap();
+        let mut shown = Vec::new();
+        while let Some(Ok(StreamEvent::Chunk(chunk))) = stream.next().await {
+            shown.push(chunk["usage"]["cost"].as_f64().unwrap());
+        }
+        assert!(meter.charges().len() == 1, "settled once, at [DONE]");
+        let charged = meter.charges()[0].clone();
+        assert_eq!(charged.usage.completion_tokens, 600, "{charged:?}");
+        assert!(!charged.estimated);
+        // Each chunk shows the cost if it were the last; the last shows what was charged.
+        assert!(shown.windows(2).all(|w| w[0] < w[1]), "{shown:?}");
+        let last = *shown.last().unwrap();
+        assert!(
+            (last - charged.cost as f64 / 1e12).abs() < 1e-12,
+            "{shown:?}"
+        );
+        assert!((last - (100.0 + 1200.0) / 1e6).abs() < 1e-12, "{last}");
+
+        // Cut after a provisional usage: the local count of what was streamed, the larger.
+        let meter = Meter::new(None);
+        let (tx, upstream) = open_upstream(&with_usage("", 10, 0)).await;
+        let mut stream = priced(upstream, &meter);
+        tx.send(event(&delta(&"a long answer ".repeat(50))))
+            .unwrap();
+        stream.next().await.unwrap().unwrap();
+        stream.next().await.unwrap().unwrap();
+        drop(tx);
+        assert!(matches!(stream.next().await, Some(Err(_))));
+        let charged = meter.charges()[0].clone();
+        assert!(charged.estimated, "{charged:?}");
+        assert!(charged.usage.completion_tokens >= 100, "{charged:?}");
+    }
+
+    /// Third probe, A3: a payload that is not JSON reached OpenAI stream clients as it came
+    /// (the official SDKs abort the stream on it); it is dropped.
+    #[tokio::test(start_paused = true)]
+    async fn a_payload_that_is_not_json_is_dropped() {
+        let meter = Meter::new(None);
+        let (tx, upstream) = open_upstream(&delta("one ")).await;
+        let mut stream = answer(upstream, &meter);
+        tx.send(event("this is not json")).unwrap();
+        tx.send(event("{broken")).unwrap();
+        tx.send(event(&delta("two"))).unwrap();
+        tx.send(event("[DONE]")).unwrap();
+        let mut chunks = 0;
+        let response = loop {
+            match stream.next().await {
+                Some(Ok(StreamEvent::Chunk(chunk))) => {
+                    assert!(chunk.is_object(), "{chunk}");
+                    chunks += 1;
+                }
+                Some(Ok(StreamEvent::Done(response))) => break response,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(chunks, 2);
+        match response.choices[0].message.content.clone() {
+            Some(Content::Text(text)) => assert_eq!(text, "one two"),
+            other => panic!("unexpected content {other:?}"),
         }
     }
 

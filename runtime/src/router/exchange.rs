@@ -263,9 +263,15 @@ fn strip_anthropic_marks(json: &mut serde_json::Value) {
 /// for a provider whose answer may not name it).
 fn answer(dialect: &Dialect, bytes: &[u8], model: &str) -> Result<Reply, AttemptError> {
     let not_an_answer = || AttemptError::Protocol("the reply is not a chat completion".to_string());
+    // An answer with no choice is broken (third probe, A2: a 200 with `choices: []` was
+    // passed on, and stored by a cached route), retried on the next target.
+    let no_choice = || AttemptError::Protocol("the reply has no choices".to_string());
     let translated = match dialect {
         Dialect::OpenAi | Dialect::Azure { .. } => {
             let response = parse_response(bytes).ok_or_else(not_an_answer)?;
+            if response.choices.is_empty() {
+                return Err(no_choice());
+            }
             return Ok(Reply::Json {
                 response,
                 cache_writes: 0,
@@ -287,6 +293,9 @@ fn answer(dialect: &Dialect, bytes: &[u8], model: &str) -> Result<Reply, Attempt
     // Anthropic's cache writes, which the translation keeps in `prompt_tokens_details`.
     let cache_writes = parse_cache_writes(&value["usage"]);
     let response = parse_response_value(value).ok_or_else(not_an_answer)?;
+    if response.choices.is_empty() {
+        return Err(no_choice());
+    }
     Ok(Reply::Json {
         response,
         cache_writes,
@@ -426,6 +435,17 @@ impl Exchange for Embeddings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_without_choices_is_a_broken_reply() {
+        let empty =
+            br#"{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[]}"#;
+        match answer(&Dialect::OpenAi, empty, "m") {
+            Err(AttemptError::Protocol(message)) => assert!(message.contains("no choices")),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
 
     fn upstream(model: Option<&str>) -> Upstream {
         Upstream {

@@ -92,7 +92,18 @@ impl UpstreamStream {
         })
         .await
         .map_err(|_| AttemptError::Timeout(timeout))??;
-        Ok(stream)
+        // The first event commits the answer to this target: an empty answer (`[DONE]`
+        // first) or one that is not a JSON chunk is a broken reply, retried elsewhere, not
+        // a 200 with nothing in it (which a cached route would then store).
+        match stream.queue.front().map(String::as_str) {
+            Some("[DONE]") => Err(AttemptError::Protocol(
+                "the stream ended ([DONE]) before its first chunk".to_string(),
+            )),
+            Some(first) if serde_json::from_str::<serde::de::IgnoredAny>(first).is_err() => Err(
+                AttemptError::Protocol("the stream's first event is not JSON".to_string()),
+            ),
+            _ => Ok(stream),
+        }
     }
 
     /// Keeps the target's concurrency slot until the upstream is done with this stream.
@@ -245,6 +256,26 @@ mod tests {
             .unwrap()
     }
 
+    /// Third probe, A2/A3: an upstream that answered `[DONE]` alone, or garbage first, was a
+    /// 200 (stored by a cached route: an empty answer for the whole TTL); it is a broken
+    /// reply, which the router retries on the next target.
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_stream_or_one_that_starts_with_garbage_is_a_protocol_error() {
+        for (first, says) in [("[DONE]", "[DONE]"), ("{broken", "not JSON")] {
+            let (tx, body) = feed();
+            tx.send(event(first)).unwrap();
+            let opened =
+                UpstreamStream::open("t".into(), body, Duration::from_secs(1), LIMITS, None).await;
+            match opened {
+                Err(AttemptError::Protocol(message)) => {
+                    assert!(message.contains(says), "{message}")
+                }
+                Err(other) => panic!("{first}: {other}"),
+                Ok(_) => panic!("{first}: opened"),
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stall_after_the_first_event_ends_the_stream_at_the_idle_timeout() {
         let (tx, body) = feed();
@@ -288,7 +319,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_past_its_byte_cap_ends_with_an_error() {
         let (tx, body) = feed();
-        let payload = "x".repeat(90); // 100 bytes per event with its framing
+        // 100 bytes per event with its framing (a JSON string: a first event must be JSON).
+        let payload = format!("\"{}\"", "x".repeat(88));
         for _ in 0..30 {
             tx.send(event(&payload)).unwrap();
         }

@@ -61,7 +61,6 @@ pub(super) fn relay(
                     }
                     format!("data: {chunk}\n\n")
                 }
-                Some(Ok(StreamEvent::Raw(data))) => format!("data: {data}\n\n"),
                 Some(Err(err)) => {
                     let _ = tx.send(error_event(&ApiError::from_facing(&err))).await;
                     return;

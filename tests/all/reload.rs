@@ -227,6 +227,86 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
     assert!(stages["generation"].as_u64().unwrap() >= 3);
 }
 
+/// Third probe, B1 and B2: a plugin file replaced by a link to `/dev/zero` was read until the
+/// kernel killed weir, and one replaced by a link to a FIFO blocked that reload and every one
+/// after it. Both are refused at once with the reason, and the next good file serves.
+#[tokio::test]
+async fn a_plugin_linked_to_a_device_or_a_fifo_is_refused_and_reloads_go_on() {
+    let (a, b) = (
+        wasm(weir_test_artifacts::PASSTHROUGH),
+        wasm(weir_test_artifacts::CHAOS),
+    );
+    let host = Host::start("special", &a, "");
+    let (weir, plugin) = (&host.weir, &host.plugin);
+    let fifo = host.dir.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for target in [Path::new("/dev/zero"), fifo.as_path()] {
+        let link = host.dir.join("link.tmp");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(target, &link).unwrap();
+        std::fs::rename(&link, plugin).unwrap();
+        until_admin(weir, "the special file is refused", |s| {
+            s["stages"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not a regular file"))
+        })
+        .await;
+        assert_eq!(
+            stages_header(weir).await,
+            label(&a),
+            "the old version serves"
+        );
+        // The admin reload answers (it waited on the FIFO's writer for good).
+        let answer = call(
+            weir.admin.unwrap(),
+            Method::POST,
+            "/admin/reload",
+            &[],
+            None,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        // Put the good file back before the next, so each error is its own.
+        replace(plugin, &a);
+        until_admin(weir, "the error is cleared", |s| {
+            s["stages"][0]["last_error"].is_null()
+        })
+        .await;
+    }
+    replace(plugin, &b);
+    until_serving(weir, &label(&b)).await;
+
+    // B3: a config naming a FIFO as its price file froze every listener while its reload
+    // waited for a writer. Refused at once; the old config serves.
+    let priced = format!(
+        "[cost]\nprices_file = \"{}\"\n{}",
+        fifo.display(),
+        host.config("")
+    );
+    replace(&host.path, priced.as_bytes());
+    let answer = call(
+        weir.admin.unwrap(),
+        Method::POST,
+        "/admin/reload",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 422, "{:?}", answer.body);
+    let outcome = answer.json();
+    assert_eq!(outcome["ok"], false, "{outcome}");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cost.prices_file") && error.contains("not a regular file"),
+        "{error}"
+    );
+    assert_eq!(stages_header(weir).await, label(&b));
+}
+
 #[tokio::test]
 async fn a_truncated_write_then_the_complete_file_ends_with_the_complete_version() {
     let (a, b) = (

@@ -173,8 +173,13 @@ impl App {
             error: None,
             elapsed: Duration::ZERO,
         };
-        let loaded = match &self.config_path {
-            Some(path) => Config::load(path).map_err(|err| err.to_string()),
+        // Off the async threads: a config or price file on a slow disk (or a FIFO, refused
+        // but only once opened) froze every listener (third probe, B3).
+        let loaded = match self.config_path.clone() {
+            Some(path) => tokio::task::spawn_blocking(move || Config::load(&path))
+                .await
+                .map_err(|join| join.to_string())
+                .and_then(|loaded| loaded.map_err(|err| err.to_string())),
             None => Err("this host was started without a config file".to_string()),
         };
         // The instance pool was sized at start for the largest memory cap; a stage cannot

@@ -215,7 +215,9 @@ pub(crate) fn check(
 ) -> Result<(), ConfigError> {
     if let Some(file) = &cost.prices_file {
         let path = src.resolve(file);
-        let text = std::fs::read_to_string(&path).map_err(|err| {
+        let text = crate::fsutil::read_regular(&path, crate::fsutil::MAX_CONFIG_FILE_BYTES)
+            .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other));
+        let text = text.map_err(|err| {
             let message = format!("cannot read the price file {}: {err}", path.display());
             src.error("cost.prices_file", message)
         })?;

@@ -98,13 +98,15 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
-            file: path.to_path_buf(),
-            line: 1,
-            column: 1,
-            key: NO_KEY.to_owned(),
-            message: format!("cannot read the config file: {err}"),
-        })?;
+        let text = crate::fsutil::read_regular(path, crate::fsutil::MAX_CONFIG_FILE_BYTES)
+            .and_then(|bytes| String::from_utf8(bytes).map_err(std::io::Error::other))
+            .map_err(|err| ConfigError {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                key: NO_KEY.to_owned(),
+                message: format!("cannot read the config file: {err}"),
+            })?;
         parse_in(&text, path, &absolute_dir_of(path), env)
     }
 

@@ -17,8 +17,15 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub use private::{
-    OPEN_TO_OTHERS, WRITABLE_BY_OTHERS, euid, private_dir, private_file, read_owned, trusted_dir,
+    OPEN_TO_OTHERS, WRITABLE_BY_OTHERS, euid, private_dir, private_file, read_owned, read_regular,
+    trusted_dir,
 };
+
+/// The largest stage file read (a Python stage's component is about 40 MiB).
+pub const MAX_STAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// The largest config or price file read.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
 
 /// Age after which a temporary file is an orphan: a write takes milliseconds, so an older one
 /// was left by a process that died mid-write. The margin keeps a sweep from removing the

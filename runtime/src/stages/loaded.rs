@@ -182,14 +182,21 @@ impl LoadedStage {
         Self::from_bytes(sandbox, services, path, bytes).await
     }
 
-    /// The bytes of the stage file at `path`.
+    /// The bytes of the stage file at `path`: a regular file (a link to one is followed) of
+    /// at most [`MAX_STAGE_FILE_BYTES`](crate::fsutil::MAX_STAGE_FILE_BYTES), read off the
+    /// async threads. A link to `/dev/zero` filled memory until the kernel killed weir, and
+    /// one to a FIFO stopped every reload after it (third probe, B1, B2).
     pub async fn read(path: &Path) -> Result<Vec<u8>, LoadError> {
-        tokio::fs::read(path)
-            .await
-            .map_err(|source| LoadError::Read {
-                path: path.to_path_buf(),
-                source,
-            })
+        let owned = path.to_path_buf();
+        let read = tokio::task::spawn_blocking(move || {
+            crate::fsutil::read_regular(&owned, crate::fsutil::MAX_STAGE_FILE_BYTES)
+        })
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        read.map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// Loads a stage from `bytes` (`path` names it in errors): recognise the format, compile

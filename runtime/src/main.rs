@@ -24,7 +24,29 @@ fn tune_allocator() {
     }
 }
 
+/// The commands that only read files and print: piped into `head`, they end quietly when the
+/// reader goes, like other Unix tools. Rust ignores SIGPIPE, so `println!` to a closed pipe
+/// panicked instead (`weir check ... | head -c 10`: a backtrace and exit 101; third probe,
+/// B5). The commands that talk to the network keep ignoring it (a peer that closes a socket
+/// must not kill them), and so does `check` of an `oci://` reference (a pull).
+const PRINTING_COMMANDS: [&str; 4] = ["check", "cost", "key", "new"];
+
+#[allow(unsafe_code)]
+fn default_sigpipe_when_only_printing() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let printing = args
+        .first()
+        .is_some_and(|c| PRINTING_COMMANDS.iter().any(|p| c == *p));
+    let pulls = args.iter().any(|a| a.to_string_lossy().contains("oci://"));
+    if printing && !pulls {
+        // SAFETY: `signal` sets the disposition of SIGPIPE to its default; it runs first thing
+        // in `main`, before any other thread, and installs no handler.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+}
+
 fn main() -> std::process::ExitCode {
     tune_allocator();
+    default_sigpipe_when_only_printing();
     weir::cli::run()
 }

@@ -74,3 +74,38 @@ fn fails_with_one_clear_line_for_a_component_of_another_world() {
 fn fails_for_a_missing_file() {
     assert_refused("/nonexistent/stage.wasm", "cannot read");
 }
+
+/// Third probe, B5: `weir check ... | head -c 10` panicked ("failed printing to stdout:
+/// Broken pipe", a backtrace, exit 101). A reader that goes away ends it quietly, as it ends
+/// other Unix tools (SIGPIPE).
+#[test]
+fn a_reader_that_closes_the_pipe_ends_it_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "check",
+            weir_test_artifacts::PII_REDACT,
+            weir_test_artifacts::PROMPT_GUARD,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe's read end is closed here; the rest of the output has nowhere to go.
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        status.success() || status.signal() == Some(13),
+        "{status}: {stderr}"
+    );
+}

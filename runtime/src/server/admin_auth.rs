@@ -7,6 +7,13 @@
 //! (and the authority of an absolute-form request target) names the machine itself:
 //! `localhost`, a loopback address, the address the client connected to, or a name listed in
 //! `server.admin_allowed_hosts`; the port is ignored.
+//!
+//! A page of another site can also send a simple request (a form POST, or `fetch` with
+//! `text/plain`) straight to `http://127.0.0.1:9901/admin/reload`: `Host` is right, and the
+//! browser sends it without asking (no preflight), only without reading the answer (third
+//! probe, B4). Browsers say whose page sent it (`Origin`), so a request whose `Origin` names
+//! another host is refused the same way; tools send none, and the console at `/` is the
+//! listener's own origin.
 
 use std::net::SocketAddr;
 
@@ -32,7 +39,28 @@ pub fn check<B>(
     socket: Socket,
 ) -> Result<(), ApiError> {
     check_host(server, request, socket)?;
+    check_origin(server, request, socket)?;
     check_token(server, request, socket)
+}
+
+fn check_origin<B>(
+    server: &ServerSettings,
+    request: &Request<B>,
+    socket: Socket,
+) -> Result<(), ApiError> {
+    let Some(origin) = request.headers().get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    // `scheme://host[:port]`; `null` (a sandboxed or local page) names no host.
+    let host = origin.split_once("://").map_or("", |(_, rest)| rest);
+    if !allowed(server, socket, HostName::from_authority(host).as_ref()) {
+        return Err(forbidden(&format!(
+            "the admin API does not answer requests sent by pages of another site (Origin \
+             {origin:?})"
+        )));
+    }
+    Ok(())
 }
 
 fn check_host<B>(
@@ -186,6 +214,41 @@ mod tests {
             code(check(&server, &req, loopback)),
             Some((403, "host_not_allowed".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_request_from_a_page_of_another_site_is_refused() {
+        let server = ServerSettings::default();
+        let loopback = socket("127.0.0.1:9901", "127.0.0.1:9901");
+        let with_origin = |origin: &str| {
+            Request::builder()
+                .uri("/admin/reload")
+                .header("host", "127.0.0.1:9901")
+                .header("origin", origin)
+                .body(())
+                .unwrap()
+        };
+        for origin in [
+            "http://127.0.0.1:9901",
+            "http://localhost:9901",
+            "http://[::1]:9901",
+        ] {
+            let req = with_origin(origin);
+            assert_eq!(code(check(&server, &req, loopback)), None, "{origin}");
+        }
+        for origin in [
+            "http://evil.example",
+            "https://evil.example:9901",
+            "null",
+            "",
+        ] {
+            let req = with_origin(origin);
+            assert_eq!(
+                code(check(&server, &req, loopback)),
+                Some((403, "host_not_allowed".to_owned())),
+                "{origin}"
+            );
+        }
     }
 
     #[test]

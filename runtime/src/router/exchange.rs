@@ -424,7 +424,10 @@ impl Exchange for Embeddings {
         left: Left,
     ) -> Result<serde_json::Value, AttemptError> {
         let bytes = read_body(response.into_body(), left.whole).await?;
-        serde_json::from_slice(&bytes).map_err(|err| AttemptError::Protocol(err.to_string()))
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|err| AttemptError::Protocol(err.to_string()))?;
+        check_vectors(&value, expected_vectors(&self.body)).map_err(AttemptError::Protocol)?;
+        Ok(value)
     }
 
     fn usage(value: &serde_json::Value) -> Option<Usage> {
@@ -432,9 +435,83 @@ impl Exchange for Embeddings {
     }
 }
 
+/// How many vectors an embeddings request asks for: one per string or token array of its
+/// `input`, one for a string or a single token array; `None` when it cannot tell.
+fn expected_vectors(body: &serde_json::Value) -> Option<usize> {
+    match body.get("input")? {
+        serde_json::Value::String(_) => Some(1),
+        serde_json::Value::Array(items) if items.iter().all(serde_json::Value::is_number) => {
+            Some(1)
+        }
+        serde_json::Value::Array(items) => Some(items.len()),
+        _ => None,
+    }
+}
+
+/// An embeddings answer is broken unless `data` holds one non-empty vector (a list, or a
+/// base64 string) per input (third probe, A10: one vector for three inputs was a 200, and a
+/// client that zips inputs with `data` lost rows).
+fn check_vectors(value: &serde_json::Value, expected: Option<usize>) -> Result<(), String> {
+    let data = value
+        .get("data")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("the reply has no `data` list of embeddings")?;
+    if let Some(expected) = expected
+        && data.len() != expected
+    {
+        return Err(format!(
+            "the reply has {} embeddings for {expected} inputs",
+            data.len()
+        ));
+    }
+    let usable = |item: &serde_json::Value| match item.get("embedding") {
+        Some(serde_json::Value::Array(v)) => !v.is_empty() && v.iter().all(|x| x.is_number()),
+        Some(serde_json::Value::String(s)) => !s.is_empty(),
+        _ => false,
+    };
+    if !data.iter().all(usable) {
+        return Err("the reply has an empty or unreadable embedding".to_string());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_embeddings_answer_needs_one_usable_vector_per_input() {
+        let reply = |vectors: &[serde_json::Value]| {
+            let data: Vec<_> = (vectors.iter().enumerate())
+                .map(
+                    |(i, v)| serde_json::json!({"object": "embedding", "index": i, "embedding": v}),
+                )
+                .collect();
+            serde_json::json!({"object": "list", "data": data})
+        };
+        let three = serde_json::json!({"input": ["a", "b", "c"]});
+        let one = serde_json::json!({"input": "a"});
+        let tokens = serde_json::json!({"input": [1, 2, 3]});
+        let v = serde_json::json!([0.1, 0.2]);
+        assert_eq!(expected_vectors(&three), Some(3));
+        assert_eq!(expected_vectors(&one), Some(1));
+        assert_eq!(expected_vectors(&tokens), Some(1));
+        assert!(check_vectors(&reply(&[v.clone(), v.clone(), v.clone()]), Some(3)).is_ok());
+        assert!(check_vectors(&reply(&[serde_json::json!("AAAA")]), Some(1)).is_ok());
+        let err = check_vectors(&reply(std::slice::from_ref(&v)), Some(3)).unwrap_err();
+        assert!(err.contains("1 embeddings for 3 inputs"), "{err}");
+        for bad in [
+            serde_json::json!([]),
+            serde_json::json!(["x"]),
+            serde_json::json!(null),
+        ] {
+            assert!(
+                check_vectors(&reply(std::slice::from_ref(&bad)), Some(1)).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(check_vectors(&serde_json::json!({"object": "list"}), Some(1)).is_err());
+    }
 
     #[test]
     fn an_answer_without_choices_is_a_broken_reply() {

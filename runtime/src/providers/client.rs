@@ -98,13 +98,20 @@ pub enum AttemptError {
     Untranslatable(Untranslatable),
 }
 
-/// A `Retry-After` given in seconds (the form providers and weir itself send).
+/// A `Retry-After`: seconds (the form providers and weir itself send) or an HTTP date (RFC
+/// 9110's other form, which proxies and CDNs in front of providers send: third probe, A6).
 pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    retry_after_at(headers, std::time::SystemTime::now())
+}
+
+/// [`retry_after`] at wall time `now` (a date already past is no wait).
+fn retry_after_at(headers: &http::HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 impl AttemptError {
@@ -376,4 +383,29 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Third probe, A6: a `Retry-After` given as an HTTP date was ignored, and the target
+    /// was tried again at once.
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_784_000_000);
+        let with = |value: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(RETRY_AFTER, HeaderValue::from_str(value).unwrap());
+            retry_after_at(&headers, now)
+        };
+        assert_eq!(with("5"), Some(Duration::from_secs(5)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(8));
+        assert_eq!(with(&later), Some(Duration::from_secs(8)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(8));
+        assert_eq!(with(&earlier), Some(Duration::ZERO));
+        for junk in ["-5", "1.5", "soon", ""] {
+            assert_eq!(with(junk), None, "{junk}");
+        }
+    }
 }

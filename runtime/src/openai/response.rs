@@ -49,7 +49,7 @@ fn parse_choice(position: usize, value: Value) -> Option<Choice> {
         .and_then(|i| u32::try_from(i).ok())
         .unwrap_or(position as u32);
     let message = match obj.remove("message") {
-        Some(Value::Object(m)) => parse_message(m),
+        Some(Value::Object(m)) if tool_calls_ok(&m) => parse_message(m),
         _ => return None,
     };
     let finish_reason = match obj.remove("finish_reason") {
@@ -62,6 +62,38 @@ fn parse_choice(position: usize, value: Value) -> Option<Choice> {
         finish_reason,
         extra: extra_string(obj),
     })
+}
+
+/// Whether a message's `tool_calls`, if any, are calls a client can act on: a list of objects,
+/// each a function call with a non-empty string name and string arguments (or a call of
+/// another named type), its id a string when given. A numeric name, object arguments or a
+/// stray string were passed on as a 200, and the Anthropic and Responses fronts made them
+/// calls of a tool named "" (third probe, A5); now the answer is a broken reply.
+fn tool_calls_ok(message: &Map<String, Value>) -> bool {
+    let call_ok = |call: &Value| {
+        let Some(call) = call.as_object() else {
+            return false;
+        };
+        let id_ok = call.get("id").is_none_or(Value::is_string);
+        let kind = call
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("function");
+        let body_ok = match (kind, call.get("function")) {
+            ("function", Some(function)) => {
+                function["name"].as_str().is_some_and(|n| !n.is_empty())
+                    && function["arguments"].is_string()
+            }
+            ("function", None) => false,
+            (_, _) => call.get(kind).is_some_and(Value::is_object),
+        };
+        id_ok && body_ok
+    };
+    match message.get("tool_calls") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(calls)) => calls.iter().all(call_ok),
+        Some(_) => false,
+    }
 }
 
 fn parse_message(mut obj: Map<String, Value>) -> Message {
@@ -196,6 +228,34 @@ mod tests {
         });
         let response = parse_response(body.to_string().as_bytes()).unwrap();
         assert_eq!(response_to_json(&response), body);
+    }
+
+    #[test]
+    fn tool_calls_a_client_cannot_act_on_make_the_answer_broken() {
+        let with = |calls: Value| {
+            let body = json!({
+                "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "tool_calls",
+                             "message": {"role": "assistant", "content": null, "tool_calls": calls}}],
+            });
+            parse_response(body.to_string().as_bytes())
+        };
+        let good = json!({"id": "t1", "type": "function",
+                          "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}});
+        let custom = json!({"id": "t2", "type": "custom", "custom": {"name": "sh", "input": "ls"}});
+        assert!(with(json!([good, custom])).is_some());
+        assert!(with(json!([])).is_some());
+        for bad in [
+            json!([{"id": null, "type": "function", "function": {"name": "f", "arguments": "{}"}}]),
+            json!([{"id": "t", "type": "function", "function": {"name": 5, "arguments": "{}"}}]),
+            json!([{"id": "t", "type": "function", "function": {"name": "", "arguments": "{}"}}]),
+            json!([{"id": "t", "type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]),
+            json!([{"id": "t", "type": "function"}]),
+            json!(["garbage"]),
+            json!("garbage"),
+        ] {
+            assert!(with(bad.clone()).is_none(), "{bad}");
+        }
     }
 
     #[test]

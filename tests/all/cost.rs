@@ -241,6 +241,24 @@ async fn failed_attempts_are_free_when_configured_so() {
     assert_eq!(total_pico(&spend(&weir, "").await), expected);
 }
 
+/// Third probe, B6: `to` before `from` answered 200 with no rows, and a `group_by` repeated
+/// 1000 times was echoed back whole.
+#[tokio::test]
+async fn a_spend_query_backwards_in_time_is_refused_and_dimensions_count_once() {
+    let up = sim(&[]);
+    let weir = serve(&config(&[("up", &up, "sim-a")], "", ""));
+    let admin = weir.admin.unwrap();
+    let backwards = get(admin, "/admin/spend?from=2026-11-10&to=2026-11-01").await;
+    assert_eq!(backwards.status, 400, "{:?}", backwards.body);
+    assert_eq!(backwards.json()["error"]["code"], "invalid_date_range");
+    let repeated = get(admin, "/admin/spend?group_by=key,key,model,key").await;
+    assert_eq!(repeated.status, 200, "{:?}", repeated.body);
+    assert_eq!(
+        repeated.json()["group_by"],
+        serde_json::json!(["key", "model"])
+    );
+}
+
 #[tokio::test]
 async fn cache_hits_cost_nothing_and_are_counted_as_hits() {
     let up = sim(&[]);

@@ -132,7 +132,13 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
             "from" => from = date(value)?,
             "to" => to = date(value)?,
             "group_by" => {
-                group_by = value.split(',').filter(|d| !d.is_empty()).collect();
+                // Each dimension once (a repeated one was echoed back as often as given).
+                group_by = Vec::with_capacity(DIMENSIONS.len());
+                for dimension in value.split(',').filter(|d| !d.is_empty()) {
+                    if !group_by.contains(&dimension) {
+                        group_by.push(dimension);
+                    }
+                }
                 if let Some(bad) = group_by.iter().find(|d| !DIMENSIONS.contains(d)) {
                     return Err(ApiError::invalid(
                         "invalid_group_by",
@@ -151,6 +157,17 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
                 ));
             }
         }
+    }
+    if to < from {
+        return Err(ApiError::invalid(
+            "invalid_date_range",
+            Some("to"),
+            format!(
+                "`to` ({}) is before `from` ({})",
+                clock::date(to),
+                clock::date(from)
+            ),
+        ));
     }
     let ledger = app.ledger.clone();
     let rows = tokio::task::spawn_blocking(move || {

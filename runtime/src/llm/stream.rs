@@ -49,6 +49,9 @@ pub struct AnswerStream {
     /// The last usage the stream carried: `Some(None)` when it could not be read (then the
     /// local count is charged).
     usage: Option<Option<(Usage, u32)>>,
+    /// The last local count shown on a chunk with unreadable usage: the text's length then,
+    /// and the quote.
+    estimate: Option<(usize, (u64, Usage))>,
     /// `[DONE]` or a failure was handed out: nothing more comes.
     over: bool,
 }
@@ -62,6 +65,7 @@ impl AnswerStream {
             charge: Some(charge),
             fill: None,
             usage: None,
+            estimate: None,
             over: false,
         }
     }
@@ -115,8 +119,26 @@ impl AnswerStream {
             // prompt), or, when they are not numbers it can read, the local count it would
             // charge instead; never the raw figures. `[DONE]` settles with the last.
             let billed = parse_usage(value).map(|usage| (usage, parse_cache_writes(value)));
-            let (total, usage) = charge.quote(billed, &self.assembled.text());
             self.usage = Some(billed);
+            let (total, usage) = match billed {
+                Some(billed) => charge.quote(Some(billed), ""),
+                // A local count of all the text so far, for each such chunk, would be
+                // quadratic in a hostile stream's length (unreadable usage on every chunk):
+                // counted again only once the text has doubled. `[DONE]` counts it exactly.
+                None => {
+                    let len = self.assembled.text_len();
+                    match self.estimate {
+                        Some((counted, quote)) if len <= counted.saturating_mul(2).max(4096) => {
+                            quote
+                        }
+                        _ => {
+                            let quote = charge.quote(None, &self.assembled.text());
+                            self.estimate = Some((len, quote));
+                            quote
+                        }
+                    }
+                }
+            };
             let fields = &mut chunk["usage"];
             fields["cost"] = json!(crate::config::pico_to_usd(total));
             fields["prompt_tokens"] = json!(usage.prompt_tokens);
@@ -473,6 +495,39 @@ mod tests {
         let charged = meter.charges()[0].clone();
         assert!(charged.estimated, "{charged:?}");
         assert!(charged.usage.completion_tokens >= 100, "{charged:?}");
+    }
+
+    /// Unreadable usage on every chunk (a hostile upstream): the local count shown is redone
+    /// only when the text has doubled, not for every chunk (a count of the whole text per
+    /// chunk is quadratic in the stream's length); `[DONE]` charges the exact count.
+    #[tokio::test(start_paused = true)]
+    async fn unreadable_usage_on_every_chunk_is_counted_a_bounded_number_of_times() {
+        let meter = Meter::new(None);
+        let unreadable = |text: &str| {
+            json!({
+                "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}],
+                "usage": {"prompt_tokens": "many", "completion_tokens": -1},
+            })
+            .to_string()
+        };
+        let (tx, upstream) = open_upstream(&unreadable("word ")).await;
+        let mut stream = answer(upstream, &meter);
+        for _ in 0..2000 {
+            tx.send(event(&unreadable("word "))).unwrap();
+        }
+        tx.send(event("[DONE]")).unwrap();
+        let mut shown = Vec::new();
+        while let Some(Ok(StreamEvent::Chunk(chunk))) = stream.next().await {
+            let completion = chunk["usage"]["completion_tokens"].as_u64().unwrap();
+            if shown.last() != Some(&completion) {
+                shown.push(completion);
+            }
+        }
+        assert!(shown.len() <= 8, "counted {} times: {shown:?}", shown.len());
+        let charged = meter.charges()[0].clone();
+        assert!(charged.estimated);
+        assert!(charged.usage.completion_tokens >= 2000, "{charged:?}");
     }
 
     /// Third probe, A3: a payload that is not JSON reached OpenAI stream clients as it came

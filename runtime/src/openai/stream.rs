@@ -340,6 +340,11 @@ impl StreamAccumulator {
         }
     }
 
+    /// The length of [`Self::text`] in bytes, without building it.
+    pub fn text_len(&self) -> usize {
+        self.choices.iter().map(|c| c.text.len()).sum()
+    }
+
     /// The text received so far, every choice's concatenated in order: what completion tokens
     /// are counted on when the stream carries no usage (as [`ChatResponse::text`] for a whole
     /// answer).

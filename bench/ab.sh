@@ -36,15 +36,7 @@ listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$((port + 1))"
 [sandbox]
 pool_size = 1024
-[targets.sim]
-base_url = "http://$SIM/v1"
-[[routes]]
-model = "bare"
-targets = ["sim"]
-[[routes]]
-model = "demo"
-targets = ["sim"]
-$(demo_stages)
+$(sim_routes "$SIM")
 TOML
     bin=$old; [ "$variant" = new ] && bin=$new
     RUST_LOG=warn "$bin" serve --config "$work/$variant.toml" >/dev/null 2>"$work/$variant.log" & pids+=($!)

@@ -21,6 +21,22 @@ v=sys.argv[1]; m=re.match(r'([0-9.]+)(us|ms|s)',v)
 n=float(m.group(1)); u=m.group(2)
 print(round(n/1000 if u=='us' else n*1000 if u=='s' else n, 4))" "$1"; }
 
+# The target `sim` (the `weir sim` at $1, serving model $2 when given) and the two routes
+# every bench measures: `bare` (no stage) and `demo` (the demo pipeline's three stages).
+sim_routes() {
+    printf '[targets.sim]\nbase_url = "http://%s/v1"\n' "$1"
+    [ -n "${2:-}" ] && printf 'model = "%s"\n' "$2"
+    cat <<TOML
+[[routes]]
+model = "bare"
+targets = ["sim"]
+[[routes]]
+model = "demo"
+targets = ["sim"]
+$(demo_stages)
+TOML
+}
+
 # The demo pipeline's three stages as `[[routes.stages]]` tables, for the route above them.
 demo_stages() {
     cat <<TOML

@@ -34,16 +34,7 @@ listen = "$WEIR"
 admin_listen = "127.0.0.1:9493"
 [sandbox]
 pool_size = 1024
-[targets.sim]
-base_url = "http://$SIM/v1"
-model = "sim-large"
-[[routes]]
-model = "bare"
-targets = ["sim"]
-[[routes]]
-model = "demo"
-targets = ["sim"]
-$(demo_stages)
+$(sim_routes "$SIM" sim-large)
 TOML
 printf '{"model":"%s","messages":[{"role":"user","content":"Hello, my email is jane@example.com. What is a weir? {n}"}]}' "$ROUTE" > "$work/body.json"
 url="http://$WEIR/v1/chat/completions"

@@ -53,15 +53,7 @@ admin_listen = "127.0.0.1:$((port + 1))"
 data_dir = "$work/data-$port"
 [sandbox]
 pool_size = 1024
-[targets.sim]
-base_url = "http://$SIM/v1"
-[[routes]]
-model = "bare"
-targets = ["sim"]
-[[routes]]
-model = "demo"
-targets = ["sim"]
-$(demo_stages)
+$(sim_routes "$SIM")
 TOML
 done
 RUST_LOG=warn "${pin[@]}" "$weir" serve --config "$work/weir-9645.toml" >/dev/null 2>&1 & pids+=($!); pid_of[weir-bare]=$!

@@ -34,15 +34,7 @@ listen = "$WEIR"
 admin_listen = "127.0.0.1:9623"
 [sandbox]
 pool_size = 1024
-[targets.sim]
-base_url = "http://$SIM/v1"
-[[routes]]
-model = "bare"
-targets = ["sim"]
-[[routes]]
-model = "demo"
-targets = ["sim"]
-$(demo_stages)
+$(sim_routes "$SIM")
 TOML
 # One sim for every run (the scenario drives it by URL: zeroes its counters, sets its faults),
 # so no proxy's keep-alive connections go stale between runs.

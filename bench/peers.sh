@@ -45,15 +45,7 @@ listen = "$WEIR"
 admin_listen = "127.0.0.1:9603"
 [sandbox]
 pool_size = 1024
-[targets.sim]
-base_url = "http://$SIM/v1"
-[[routes]]
-model = "bare"
-targets = ["sim"]
-[[routes]]
-model = "demo"
-targets = ["sim"]
-$(demo_stages)
+$(sim_routes "$SIM")
 TOML
 RUST_LOG=warn "$weir" serve --config "$work/weir.toml" >/dev/null 2>&1 & pids+=($!)
 

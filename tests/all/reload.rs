@@ -102,6 +102,18 @@ pub(crate) fn chat() -> Value {
     json!({"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// `POST /admin/reload` on `weir`'s admin listener.
+async fn admin_reload(weir: &Proc) -> crate::sim::client::Answer {
+    call(
+        weir.admin.unwrap(),
+        Method::POST,
+        "/admin/reload",
+        &[],
+        None,
+    )
+    .await
+}
+
 async fn stages_header(weir: &Proc) -> String {
     let answer = post(weir.addr, "/v1/chat/completions", &chat()).await;
     assert_eq!(answer.status, 200, "{:?}", answer.body);
@@ -183,14 +195,7 @@ async fn a_replaced_plugin_serves_its_new_version_and_a_bad_file_keeps_the_old_o
     );
 
     // POST /admin/reload says the same.
-    let answer = call(
-        weir.admin.unwrap(),
-        Method::POST,
-        "/admin/reload",
-        &[],
-        None,
-    )
-    .await;
+    let answer = admin_reload(weir).await;
     assert_eq!(answer.status, 200);
     let outcome = answer.json();
     assert_eq!(outcome["ok"], false, "{outcome}");
@@ -261,14 +266,7 @@ async fn a_plugin_linked_to_a_device_or_a_fifo_is_refused_and_reloads_go_on() {
             "the old version serves"
         );
         // The admin reload answers (it waited on the FIFO's writer for good).
-        let answer = call(
-            weir.admin.unwrap(),
-            Method::POST,
-            "/admin/reload",
-            &[],
-            None,
-        )
-        .await;
+        let answer = admin_reload(weir).await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
         // Put the good file back before the next, so each error is its own.
         replace(plugin, &a);
@@ -288,14 +286,7 @@ async fn a_plugin_linked_to_a_device_or_a_fifo_is_refused_and_reloads_go_on() {
         host.config("")
     );
     replace(&host.path, priced.as_bytes());
-    let answer = call(
-        weir.admin.unwrap(),
-        Method::POST,
-        "/admin/reload",
-        &[],
-        None,
-    )
-    .await;
+    let answer = admin_reload(weir).await;
     assert_eq!(answer.status, 422, "{:?}", answer.body);
     let outcome = answer.json();
     assert_eq!(outcome["ok"], false, "{outcome}");

@@ -77,6 +77,29 @@ async fn job(addr: SocketAddr, id: &str) -> Value {
     answer.json()
 }
 
+/// Job `id` as `addr` answers for it once it succeeded; a 503 (the node's Redis breaker still
+/// open after a stall) is looked at again.
+async fn until_succeeded(addr: SocketAddr, id: &str) -> Value {
+    wait::until_within(PATIENCE, "the job to succeed", || async {
+        let answer = get(addr, &format!("/v1/jobs/{id}")).await;
+        let body = answer.json();
+        match answer.status == 200 && body["status"] == "succeeded" {
+            true => Ok(body),
+            false => Err(body),
+        }
+    })
+    .await
+}
+
+/// Every job of `ids` succeeded in one attempt and ran once.
+async fn each_ran_once(addr: SocketAddr, ids: &[String]) {
+    for id in ids {
+        let done = until_succeeded(addr, id).await;
+        assert_eq!(done["duplicate_executions"], 0, "{done}");
+        assert_eq!(done["attempts"], 1, "{done}");
+    }
+}
+
 #[tokio::test]
 async fn three_hundred_jobs_survive_two_kill_9s_of_a_node_and_a_long_job_is_not_stolen() {
     let started = Instant::now();
@@ -278,20 +301,7 @@ async fn a_redis_stall_longer_than_the_claim_does_not_rerun_the_jobs_running_thr
     redis.signal("-STOP");
     tokio::time::sleep(Duration::from_millis(2 * RECLAIM_IDLE_MS + 1000)).await;
     redis.signal("-CONT");
-    for id in &ids {
-        // A 503 while the node's Redis breaker is still open after the stall: look again.
-        let done = wait::until_within(PATIENCE, "the job to succeed", || async {
-            let answer = get(fleet.addr(0), &format!("/v1/jobs/{id}")).await;
-            let body = answer.json();
-            match answer.status == 200 && body["status"] == "succeeded" {
-                true => Ok(body),
-                false => Err(body),
-            }
-        })
-        .await;
-        assert_eq!(done["duplicate_executions"], 0, "{done}");
-        assert_eq!(done["attempts"], 1, "{done}");
-    }
+    each_ran_once(fleet.addr(0), &ids).await;
     assert_eq!(
         sim_calls(&up).await,
         4,
@@ -366,19 +376,7 @@ async fn a_take_whose_answer_was_lost_does_not_make_a_duplicate_execution() {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         redis.signal("-CONT");
     }
-    for id in &ids {
-        let done = wait::until_within(PATIENCE, "the job to succeed", || async {
-            let answer = get(fleet.addr(0), &format!("/v1/jobs/{id}")).await;
-            let body = answer.json();
-            match answer.status == 200 && body["status"] == "succeeded" {
-                true => Ok(body),
-                false => Err(body),
-            }
-        })
-        .await;
-        assert_eq!(done["duplicate_executions"], 0, "{done}");
-        assert_eq!(done["attempts"], 1, "{done}");
-    }
+    each_ran_once(fleet.addr(0), &ids).await;
     assert_eq!(
         sim_calls(&up).await,
         3,
@@ -430,16 +428,7 @@ async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unava
     assert!(message.contains("may have been accepted"), "{message}");
 
     // Back: the job submitted before finishes, answered by the other node.
-    let done = wait::until_within(PATIENCE, "the job to succeed", || async {
-        let answer = get(fleet.addr(1), &format!("/v1/jobs/{id}")).await;
-        let body = answer.json();
-        if answer.status == 200 && body["status"] == "succeeded" {
-            Ok(body)
-        } else {
-            Err(body)
-        }
-    })
-    .await;
+    let done = until_succeeded(fleet.addr(1), &id).await;
     assert_eq!(done["response_status"], 200, "{done}");
     let after = wait::until_within(PATIENCE, "submissions accepted again", || async {
         let answer = post(fleet.addr(1), "/v1/jobs", &chat("demo", "after")).await;

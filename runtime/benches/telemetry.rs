@@ -43,6 +43,7 @@ fn record(id: &str) -> RequestRecord {
         status: 200,
         error: None,
         elapsed: Duration::from_micros(190),
+        stream: None,
         upstream: Duration::from_micros(60),
         cache: Some("bypass"),
         cost: Some(400_000),

@@ -534,5 +534,50 @@ async fn a_cut_stream_is_charged_from_a_local_count_marked_estimated() {
     assert!(line["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(line["completion_tokens"].as_u64().unwrap() > 0);
     assert_eq!(line["cache"], "bypass");
+    // Its record is made at its end: the charge, and the error after the 200 it sent.
+    let record = stream_record(&weir, "").await;
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["error_code"], "stream_interrupted", "{record}");
+    assert_eq!(record["cost_usd"], json!(total as f64 / 1e12), "{record}");
+    let failed = get(weir.admin.unwrap(), "/admin/requests?failed=true").await;
+    assert_eq!(failed.json()["requests"][0]["id"], record["id"]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_stream_is_recorded_at_its_end_with_what_it_cost() {
+    let up = sim(&[]);
+    let weir = serve(&config(&[("up", &up, "sim-a")], "", ""));
+    let mut body = chat("tell me about rivers", 32);
+    body["stream"] = json!(true);
+    let answer = ask(weir.addr, None, &body).await;
+    assert_eq!(answer.status, 200);
+    let total = total_pico(&spend(&weir, "").await);
+    assert!(total > 0);
+    let record = stream_record(&weir, "").await;
+    assert_eq!(record["status"], 200);
+    assert_eq!(record["error_code"], Value::Null, "{record}");
+    assert_eq!(record["cost_usd"], json!(total as f64 / 1e12), "{record}");
+    let (headers, end) = (&record["duration_ms"], &record["stream_ms"]);
+    assert!(
+        end.as_f64().unwrap() >= headers.as_f64().unwrap(),
+        "{record}"
+    );
+    let failed = get(weir.admin.unwrap(), "/admin/requests?failed=true").await;
+    assert_eq!(failed.json()["requests"], json!([]));
+}
+
+/// The newest request of `/admin/requests{query}` once it is there (a stream's record is
+/// made when the stream ended, after the client had its last byte).
+async fn stream_record(weir: &Proc, query: &str) -> Value {
+    crate::wait::until("a stream's record", || async {
+        let list = get(weir.admin.unwrap(), &format!("/admin/requests{query}")).await;
+        let newest = list.json()["requests"][0].clone();
+        if newest.is_object() {
+            Ok(newest)
+        } else {
+            Err(newest)
+        }
+    })
+    .await
 }

@@ -75,7 +75,8 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
         body: Bytes::from(crate::openai::to_bytes(&run.spec.request)),
     };
     let started = tokio::time::Instant::now();
-    let chat = app.chat(call).await;
+    let mut chat = app.chat(call).await;
+    let stream_end = chat.report.stream_end.take();
     let cost_pico = chat.report.cost.unwrap_or(0);
     // The run's spans, when its trace is sampled (a job run is in no recent-requests ring).
     if crate::telemetry::exported(chat.report.trace) {
@@ -94,6 +95,7 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
             error,
             started,
             elapsed: started.elapsed(),
+            stream: None,
         });
         crate::telemetry::export(Arc::new(record.bounded()));
     }
@@ -105,9 +107,21 @@ async fn execute(app: Weak<App>, run: Run) -> Outcome {
             outcome(Verdict::Succeeded, 200, body, None, cost_pico, None)
         }
         Ok(ChatReply::Stream(mut events)) => {
-            // Read to the end (the stream is settled there); SSE is no JSON body.
+            // Read to the end (the stream is settled there, its cost final); SSE is no JSON
+            // body.
             while events.recv().await.is_some() {}
-            outcome(Verdict::Succeeded, 200, None, None, cost_pico, None)
+            let end = match stream_end {
+                Some(end) => end.await.ok(),
+                None => None,
+            };
+            let cost_pico = end.as_ref().map_or(cost_pico, |end| end.cost);
+            match end.and_then(|end| end.error) {
+                Some((code, message)) => {
+                    let err = ApiError::new(502, "upstream_error", &code, message);
+                    failed(&err, Verdict::Retry, cost_pico)
+                }
+                None => outcome(Verdict::Succeeded, 200, None, None, cost_pico, None),
+            }
         }
         Err(err) => {
             let verdict = if err.retryable() {

@@ -24,7 +24,7 @@ mod reload;
 mod snapshot;
 
 pub use chat::{
-    Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Ended, Report, UnknownModel,
+    Answer, ChatCall, ChatError, ChatOutcome, ChatReply, Ended, Report, StreamEnd, UnknownModel,
     client_deadline,
 };
 pub use embeddings::{EmbeddingsOutcome, MAX_EMBEDDING_INPUTS};

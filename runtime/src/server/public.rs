@@ -208,7 +208,19 @@ async fn dispatch(
             elapsed,
             method,
         };
-        record(&app, report, outcome, request_id, endpoint.unwrap_or("-"));
+        let endpoint = endpoint.unwrap_or("-");
+        count(&report, &outcome);
+        match report.stream_end.take() {
+            // A relayed stream is recorded at its end, with its final cost and how it ended.
+            Some(end) if streamed && keeps(&app, &report) => {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let end = end.await.ok();
+                    keep(&app, report, outcome, request_id, endpoint, end);
+                });
+            }
+            _ => keep(&app, report, outcome, request_id, endpoint, None),
+        }
     }
     response
 }
@@ -257,16 +269,42 @@ struct Outcome {
     method: Method,
 }
 
-/// Records a finished chat completion once its headers are set: the request metrics,
-/// the cache and shed counters, its entry in the recent-requests ring, and its spans when
-/// they are exported.
-fn record(
+/// Counts a chat completion once its headers are set: the request metrics (a stream's time
+/// is to its headers), the cache and shed counters.
+fn count(report: &Report, outcome: &Outcome) {
+    let route = report.route.as_deref().unwrap_or("-");
+    if let Some((cache, _)) = report.cache {
+        crate::telemetry::cache(route, cache.as_str());
+    }
+    let overhead = report
+        .route
+        .as_ref()
+        .map(|_| outcome.elapsed.saturating_sub(report.upstream_time()));
+    crate::telemetry::request(route, outcome.status, outcome.elapsed, overhead);
+    if let Some(reason) = report.shed {
+        crate::telemetry::shed(route, reason.as_str());
+    }
+}
+
+/// Whether the request's record is kept in the ring or exported.
+fn keeps(app: &App, report: &Report) -> bool {
+    app.recent.enabled() || crate::telemetry::exported(report.trace)
+}
+
+/// Keeps a finished chat completion's record in the recent-requests ring and exports its
+/// spans when its trace is sampled; a relayed stream's once it `ended`, with its final cost
+/// and, when it broke off or its client left, why (its status stays the 200 it sent).
+fn keep(
     app: &App,
-    report: Report,
+    mut report: Report,
     outcome: Outcome,
     request_id: Arc<str>,
     endpoint: &'static str,
+    ended: Option<crate::app::StreamEnd>,
 ) {
+    if !keeps(app, &report) {
+        return;
+    }
     let Outcome {
         status,
         failure,
@@ -274,31 +312,23 @@ fn record(
         elapsed,
         method,
     } = outcome;
-    let route = report.route.as_deref().unwrap_or("-");
-    let upstream = report.upstream_time();
-    if let Some((cache, _)) = report.cache {
-        crate::telemetry::cache(route, cache.as_str());
-    }
-    let overhead = report
-        .route
-        .as_ref()
-        .map(|_| elapsed.saturating_sub(upstream));
-    crate::telemetry::request(route, status, elapsed, overhead);
-    if let Some(reason) = report.shed {
-        crate::telemetry::shed(route, reason.as_str());
+    let mut error = failure.map(|f| (f.code, f.message));
+    let mut stream = None;
+    if let Some(ended) = ended {
+        report.cost = Some(ended.cost);
+        error = error.or(ended.error);
+        stream = Some(started.elapsed());
     }
     let exported = crate::telemetry::exported(report.trace);
-    if !app.recent.enabled() && !exported {
-        return;
-    }
     let record = report.into_record(Ended {
         id: request_id,
         method,
         endpoint,
         status,
-        error: failure.map(|f| (f.code, f.message)),
+        error,
         started,
         elapsed,
+        stream,
     });
     let kept = app.recent.push(record);
     if exported {

@@ -213,7 +213,8 @@ pub fn spans(record: &RequestRecord, scope: &InstrumentationScope) -> Vec<SpanDa
         record.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
         format!("{} {}", record.method, record.endpoint),
         SpanKind::Server,
-        (Duration::ZERO, record.elapsed),
+        // A relayed stream's request span ends with the stream.
+        (Duration::ZERO, record.stream.unwrap_or(record.elapsed)),
     );
     request.parent_span_is_remote = record.parent.is_some();
     let attributes = &mut request.attributes;
@@ -392,6 +393,7 @@ mod tests {
                 "all 1 upstream attempts failed".into(),
             )),
             elapsed: Duration::from_millis(10),
+            stream: None,
             upstream: Duration::from_millis(8),
             cache: Some("miss"),
             cost: Some(0),

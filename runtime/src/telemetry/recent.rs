@@ -119,6 +119,8 @@ pub struct RequestRecord {
     pub error: Option<(String, String)>,
     /// Time to the response headers.
     pub elapsed: Duration,
+    /// For a relayed stream, the time to its end (its record is made then).
+    pub stream: Option<Duration>,
     /// Time spent waiting on upstreams.
     pub upstream: Duration,
     /// How the cache was involved.
@@ -214,6 +216,7 @@ impl RequestRecord {
             "status": self.status,
             "error_code": self.error.as_ref().map(|(code, _)| code),
             "duration_ms": ms(self.elapsed),
+            "stream_ms": self.stream.map(ms),
             "cache": self.cache,
             "cost_usd": self.cost.map(crate::config::pico_to_usd),
             "stages": self.versions(),
@@ -325,8 +328,8 @@ impl Recent {
         record
     }
 
-    /// The newest records first, at most `limit`, optionally only failed ones (status ≥ 400)
-    /// or one route's.
+    /// The newest records first, at most `limit`, optionally only failed ones (status ≥ 400,
+    /// or a stream that ended with an error after its 200) or one route's.
     pub fn list(
         &self,
         limit: usize,
@@ -336,7 +339,7 @@ impl Recent {
         let ring = lock(&self.ring);
         ring.iter()
             .rev()
-            .filter(|r| !failed_only || r.status >= 400)
+            .filter(|r| !failed_only || r.status >= 400 || r.error.is_some())
             .filter(|r| route.is_none_or(|route| r.route.as_deref() == Some(route)))
             .take(limit)
             .cloned()
@@ -367,6 +370,7 @@ mod tests {
             status,
             error: None,
             elapsed: Duration::from_millis(3),
+            stream: None,
             upstream: Duration::from_millis(2),
             cache: Some("miss"),
             cost: Some(0),

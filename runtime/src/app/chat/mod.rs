@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 pub use error::{ChatError, UnknownModel};
 pub use report::{Ended, Report};
+pub use stream::StreamEnd;
 
 use super::{App, Snapshot};
 use crate::cache::CacheControl;
@@ -229,7 +230,9 @@ impl App {
             Ok(StepAnswer::Whole(response)) => response,
             Ok(StepAnswer::Stream(stream)) => {
                 if !fwd.needs_full_response() {
-                    return Ok(ChatReply::Stream(stream::relay(fwd, stream, include_usage)));
+                    let (events, end) = stream::relay(fwd, stream, include_usage, meter.clone());
+                    report.stream_end = Some(end);
+                    return Ok(ChatReply::Stream(events));
                 }
                 // The stream settles its cost and fills the cache as it is collected.
                 stream.collect().await.map_err(ChatError::Step)?

@@ -47,6 +47,8 @@ pub struct Report {
     pub degraded: Vec<Arc<str>>,
     /// Each call its stages made to a service (`Server-Timing`, the request record).
     pub services: Vec<crate::telemetry::ServiceStep>,
+    /// A relayed stream's end, sent once it is settled: its record waits for it.
+    pub stream_end: Option<tokio::sync::oneshot::Receiver<super::StreamEnd>>,
 }
 
 impl Report {
@@ -74,6 +76,7 @@ impl Report {
             error,
             started,
             elapsed,
+            stream,
         } = ended;
         let upstream = self.upstream_time();
         let at = |instant: Instant| instant.saturating_duration_since(started);
@@ -144,6 +147,7 @@ impl Report {
             status,
             error,
             elapsed,
+            stream,
             upstream,
             cost: self.cost,
             llm,
@@ -167,4 +171,6 @@ pub struct Ended {
     pub started: Instant,
     /// How long it took (to its response headers).
     pub elapsed: std::time::Duration,
+    /// For a relayed stream, how long it took to its end.
+    pub stream: Option<std::time::Duration>,
 }

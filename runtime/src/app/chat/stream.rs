@@ -4,15 +4,18 @@
 //! response phase of 0.1 stages once it ended.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::ChatError;
+use crate::cost::Meter;
 use crate::llm::{AnswerStream, StreamEvent};
 use crate::openai::ApiError;
 use crate::pipeline::{Forwarded, PipelineError};
+use crate::wit::ChatResponse;
 use crate::wit::v2::TextDelta;
 
 /// Chunks buffered between the upstream reader and a slow client.
@@ -33,68 +36,126 @@ const STREAM_CHANNEL_CHUNKS: usize = 64;
 /// connection (see `server/conn.rs`), drops the receiver, which closes the channel; the task
 /// then drops the stream (which settles its charge from what was streamed) and the stage
 /// instances it holds.
+///
+/// Once the stream is settled, however it ended, the second receiver gets how it ended (its
+/// cost and error) for the request's record: the record of a stream is made at its end, not
+/// when its headers went out.
 pub(super) fn relay(
     mut fwd: Forwarded,
     mut stream: Box<AnswerStream>,
     include_usage: bool,
-) -> mpsc::Receiver<Bytes> {
+    meter: Arc<Meter>,
+) -> (mpsc::Receiver<Bytes>, oneshot::Receiver<StreamEnd>) {
     let (tx, rx) = mpsc::channel::<Bytes>(STREAM_CHANNEL_CHUNKS);
+    let (end_tx, end_rx) = oneshot::channel();
     tokio::spawn(async move {
-        let mut hooks = fwd.has_chunk_hooks().then(Hooks::default);
-        let assembled = loop {
-            let event = tokio::select! {
-                event = stream.next() => event,
-                // The client went away while the upstream was quiet.
-                () = tx.closed() => return,
-            };
-            let out = match event {
-                Some(Ok(StreamEvent::Done(assembled))) => break assembled,
-                Some(Ok(StreamEvent::Chunk(mut chunk))) => {
-                    if !include_usage && strip_usage(&mut chunk) {
-                        continue;
-                    }
-                    if let Some(hooks) = &mut hooks
-                        && let Err(err) = hooks.apply(&mut fwd, &mut chunk).await
-                    {
-                        let _ = tx.send(pipeline_error_event(err)).await;
-                        return;
-                    }
-                    format!("data: {chunk}\n\n")
-                }
-                Some(Err(err)) => {
-                    let _ = tx.send(error_event(&ApiError::from_facing(&err))).await;
-                    return;
-                }
-                // `next` hands out `[DONE]` or an error before it ends.
-                None => return,
-            };
-            if tx.send(Bytes::from(out)).await.is_err() {
-                return; // the client went away
+        let ended = forward(&mut fwd, &mut stream, &tx, include_usage).await;
+        // Settles the charge (at `[DONE]` already, else from what was streamed).
+        drop(stream);
+        let assembled = match ended {
+            Ok(assembled) => assembled,
+            Err(error) => {
+                let _ = end_tx.send(StreamEnd::now(&meter, Some(error)));
+                return;
             }
         };
-        drop(stream);
-        if let Some(hooks) = &mut hooks {
-            match hooks.flush(&mut fwd).await {
-                Ok(Some(tail)) => {
-                    let _ = tx.send(Bytes::from(format!("data: {tail}\n\n"))).await;
-                }
-                Ok(None) => {}
-                Err(err) => {
-                    let _ = tx.send(pipeline_error_event(err)).await;
-                    return;
-                }
-            }
-            fwd.end_chunks();
-        }
         let _ = tx.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
         drop(tx);
+        let _ = end_tx.send(StreamEnd::now(&meter, None));
         if fwd.has_response_phase()
             && let Err(err) = fwd.on_response(assembled, false, 0).await
         {
             tracing::warn!(error = %err, "response phase after a relayed stream failed");
         }
     });
-    rx
+    (rx, end_rx)
+}
+
+/// How a relayed stream ended, sent once its charge is settled.
+#[derive(Debug)]
+pub struct StreamEnd {
+    /// What the request cost in the end, pico-dollars.
+    pub cost: u64,
+    /// Why it ended before `[DONE]`: the code and message of weir's error event, or the client
+    /// going away.
+    pub error: Option<(String, String)>,
+}
+
+impl StreamEnd {
+    fn now(meter: &Meter, error: Option<(String, String)>) -> StreamEnd {
+        StreamEnd {
+            cost: meter.total(),
+            error,
+        }
+    }
+}
+
+/// Relays `stream`'s events to `tx` through the chunk hooks until `[DONE]` (not sent: the
+/// caller sends it once the stream is settled): the assembled response, or why the stream
+/// ended first (its error event was sent, or the client went away).
+async fn forward(
+    fwd: &mut Forwarded,
+    stream: &mut AnswerStream,
+    tx: &mpsc::Sender<Bytes>,
+    include_usage: bool,
+) -> Result<ChatResponse, (String, String)> {
+    let mut hooks = fwd.has_chunk_hooks().then(Hooks::default);
+    let assembled = loop {
+        let event = tokio::select! {
+            event = stream.next() => event,
+            // The client went away while the upstream was quiet.
+            () = tx.closed() => return Err(client_gone()),
+        };
+        let out = match event {
+            Some(Ok(StreamEvent::Done(assembled))) => break assembled,
+            Some(Ok(StreamEvent::Chunk(mut chunk))) => {
+                if !include_usage && strip_usage(&mut chunk) {
+                    continue;
+                }
+                if let Some(hooks) = &mut hooks
+                    && let Err(err) = hooks.apply(fwd, &mut chunk).await
+                {
+                    return Err(
+                        send_error(tx, ApiError::from_facing(&ChatError::Pipeline(err))).await,
+                    );
+                }
+                format!("data: {chunk}\n\n")
+            }
+            Some(Err(err)) => return Err(send_error(tx, ApiError::from_facing(&err)).await),
+            // `next` hands out `[DONE]` or an error before it ends.
+            None => return Err(client_gone()),
+        };
+        if tx.send(Bytes::from(out)).await.is_err() {
+            return Err(client_gone());
+        }
+    };
+    if let Some(hooks) = &mut hooks {
+        match hooks.flush(fwd).await {
+            Ok(Some(tail)) => {
+                let _ = tx.send(Bytes::from(format!("data: {tail}\n\n"))).await;
+            }
+            Ok(None) => {}
+            Err(err) => {
+                return Err(send_error(tx, ApiError::from_facing(&ChatError::Pipeline(err))).await);
+            }
+        }
+        fwd.end_chunks();
+    }
+    Ok(assembled)
+}
+
+/// The record's error for a stream whose client went away before its end.
+fn client_gone() -> (String, String) {
+    (
+        "client_closed".to_string(),
+        "the client went away before the stream ended".to_string(),
+    )
+}
+
+/// Sends `err` as the stream's error event; its code and message.
+async fn send_error(tx: &mpsc::Sender<Bytes>, err: ApiError) -> (String, String) {
+    let _ = tx.send(error_event(&err)).await;
+    (err.code, err.message)
 }
 
 /// Removes usage the client did not ask for; true when the whole chunk should be dropped
@@ -239,10 +300,6 @@ fn take_text(out: &mut Vec<TextDelta>, choice: u32) -> String {
         }
     });
     text
-}
-
-fn pipeline_error_event(err: PipelineError) -> Bytes {
-    error_event(&ApiError::from_facing(&ChatError::Pipeline(err)))
 }
 
 fn error_event(err: &ApiError) -> Bytes {

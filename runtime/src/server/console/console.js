@@ -104,7 +104,7 @@ const pages = {
       <div class="scroll"><table><tr><th>request</th><th>at</th><th>route</th><th>key</th><th>status</th><th>ms</th><th>cache</th><th>cost</th></tr>
       ${rows.map((r) => `<tr><td><a href="#/requests/${encodeURIComponent(r.id)}">${esc(r.id)}</a></td>
         <td>${esc(new Date(r.started_ms).toISOString().slice(11, 23))}</td><td>${esc(r.route)}</td><td>${esc(r.key)}</td>
-        <td class="${r.status >= 400 ? "bad" : ""}">${src(r.status, "GET /admin/requests")}${r.error_code ? " " + esc(r.error_code) : ""}</td>
+        <td class="${r.status >= 400 || r.error_code ? "bad" : ""}">${src(r.status, "GET /admin/requests")}${r.error_code ? " " + esc(r.error_code) : ""}</td>
         <td>${src(num(r.duration_ms, 2), "GET /admin/requests")}</td><td>${esc(r.cache)}</td><td>${src(usd(r.cost_usd), "GET /admin/requests")}</td></tr>`).join("")}
       </table></div>`;
     document.getElementById("filter").addEventListener("submit", (e) => {

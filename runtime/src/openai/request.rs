@@ -47,6 +47,21 @@ pub fn parse_request(body: &[u8]) -> Result<ChatRequest, ApiError> {
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(expected("stream", "a boolean")),
     };
+    // OpenAI refuses a `stream_options` that is not an object (or an `include_usage` that
+    // is not a boolean) with a 400; so does weir, instead of replacing it unseen. Its other
+    // keys are a provider's own (vLLM's `continuous_usage_stats`) and go along.
+    match obj.get("stream_options") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(options)) => {
+            if options
+                .get("include_usage")
+                .is_some_and(|v| !v.is_boolean() && !v.is_null())
+            {
+                return Err(expected("stream_options.include_usage", "a boolean"));
+            }
+        }
+        Some(_) => return Err(expected("stream_options", "an object")),
+    }
     let user = match obj.remove("user") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
@@ -340,12 +355,32 @@ mod tests {
     }
 
     #[test]
+    fn stream_options_of_the_wrong_shape_are_refused() {
+        for (options, param) in [
+            (json!(false), "stream_options"),
+            (json!("x"), "stream_options"),
+            (json!([]), "stream_options"),
+            (
+                json!({"include_usage": "yes"}),
+                "stream_options.include_usage",
+            ),
+        ] {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                              "stream": true, "stream_options": options});
+            let err = parse_request(body.to_string().as_bytes()).unwrap_err();
+            assert_eq!(
+                (err.status, err.code.as_str()),
+                (400, "invalid_type"),
+                "{options}"
+            );
+            assert_eq!(err.param.as_deref(), Some(param), "{options}");
+        }
+    }
+
+    #[test]
     fn no_stream_options_a_client_sends_stops_the_usage_chunk() {
         for options in [
             json!(null),
-            json!(false),
-            json!("off"),
-            json!([]),
             json!({"include_usage": false}),
             json!({"include_usage": null, "other": 1}),
         ] {
@@ -364,6 +399,16 @@ mod tests {
                 assert_eq!(upstream["stream_options"], Value::Object(expected));
             }
         }
+        // A stage's request may carry anything there: weir's own options replace it.
+        let mut request = parse_request(
+            br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#,
+        )
+        .unwrap();
+        request.extra = r#"{"stream_options":"off"}"#.into();
+        assert_eq!(
+            request_to_json(&request, None)["stream_options"],
+            json!({"include_usage": true})
+        );
         // Not a stream: nothing is added.
         let request = parse_request(
             br#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":null}"#,

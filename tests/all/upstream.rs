@@ -589,3 +589,41 @@ async fn live_streams_count_against_max_concurrency_until_they_end() {
     let again = post(weir.addr, "/v1/chat/completions", &chat("solo", "again")).await;
     assert_eq!(again.status, 200);
 }
+
+#[tokio::test]
+async fn a_json_answer_to_a_stream_request_goes_out_as_events_charged_as_billed() {
+    // A provider (or a proxy before it) that ignores `stream: true` answers whole.
+    let up = sim(&["--json-for-streams"]);
+    let weir = serve(&(target("up", &up, "") + &route("demo", &["up"], "")));
+    let mut body = stream("demo", "hello there");
+    body["stream_options"] = json!({"include_usage": true});
+    let answer = post(weir.addr, "/v1/chat/completions", &body).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let events = answer.events();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c.pointer("/choices/0/delta/content")?.as_str())
+        .collect();
+    assert!(!text.is_empty(), "{events:?}");
+    // Charged with the usage the upstream billed, not an estimate.
+    let billed = get(up.addr, "/sim/stats").await.json()["billed"].clone();
+    let usage = chunks
+        .iter()
+        .find_map(|c| c.get("usage").filter(|u| u.is_object()));
+    let usage = usage.unwrap_or_else(|| panic!("no usage chunk: {events:?}"));
+    assert_eq!(usage["prompt_tokens"], billed["prompt_tokens"], "{usage}");
+    assert_eq!(
+        usage["completion_tokens"], billed["completion_tokens"],
+        "{usage}"
+    );
+    assert_eq!(get(up.addr, "/sim/stats").await.json()["requests"], 1);
+}

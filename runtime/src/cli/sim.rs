@@ -75,6 +75,9 @@ pub struct SimArgs {
     /// Stream delay between tokens, ms.
     #[arg(long, default_value_t = 0)]
     pub inter_token_ms: u64,
+    /// Answer streamed completions whole, as JSON, like a provider that ignores `stream`.
+    #[arg(long)]
+    pub json_for_streams: bool,
     /// Report this model name instead of the requested one.
     #[arg(long)]
     pub model_name: Option<String>,
@@ -102,6 +105,7 @@ pub fn run(args: SimArgs) -> ExitCode {
         invalid_json_first: args.invalid_json_first,
         usage_cached_tokens: args.usage_cached_tokens,
         usage_cache_write_tokens: args.usage_cache_write_tokens,
+        json_for_streams: args.json_for_streams,
     };
     config.ttft_ms = args.ttft_ms;
     config.inter_token_ms = args.inter_token_ms;

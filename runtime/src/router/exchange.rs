@@ -162,13 +162,16 @@ impl Exchange for Chat<'_> {
         left: Left,
     ) -> Result<Reply, AttemptError> {
         let streamed = self.request.stream || state.upstream.stream_json;
-        // A provider that answered a stream request with JSON is read as JSON.
+        // A provider that answered a stream request with JSON is read as JSON (a provider or
+        // proxy that ignores `stream`).
         let json = response
             .headers()
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         let dialect = &state.upstream.dialect;
-        if !streamed || (json && !self.request.stream) {
+        // For a stream client too: its answer goes out as events, charged with its usage
+        // (refusing it made the same answer a 200 or a 502 by how the client asked).
+        if !streamed || json {
             let bytes = read_body(response.into_body(), left.whole).await?;
             return answer(dialect, &bytes, &self.model(&state.upstream));
         }

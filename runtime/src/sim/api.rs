@@ -91,7 +91,7 @@ pub async fn answer_chat(
     };
     // Only an accepted request gets here; accepting it now would be a bug, never a panic.
     let reply = accepted.unwrap_or_else(|| chat::accept(&r, &state, faults.usage()));
-    if r.stream {
+    if r.stream && !faults.json_for_streams {
         let early = match (faults.stream_cut_after, faults.stream_stall_after) {
             (Some(n), _) => stream::EarlyEnd::Cut(n),
             (None, Some(n)) => stream::EarlyEnd::Stall(n, Box::pin(conn.until_shutdown())),

@@ -355,7 +355,8 @@ pub fn accept(request: &ChatRequest, state: &SimState, usage: UsageFaults) -> Re
     }
     .with_usage(usage);
     let usage = Usage::of(&reply, request.n);
-    let completion = if request.stream {
+    // A stream bills each chunk as it goes; one answered whole (`json_for_streams`) at once.
+    let completion = if request.stream && !state.faults().json_for_streams {
         0
     } else {
         usage.completion_tokens

@@ -89,6 +89,10 @@ pub struct Faults {
     /// `cache_creation_input_tokens`). `None`: no cache writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage_cache_write_tokens: Option<u64>,
+    /// Streamed completions are answered whole, as JSON (`application/json`), like a
+    /// provider or proxy that ignores `stream: true`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub json_for_streams: bool,
 }
 
 /// What the usage faults make a completion report instead of its real usage.
@@ -268,6 +272,7 @@ mod tests {
             invalid_json_first: Some(2),
             usage_cached_tokens: Some(3),
             usage_cache_write_tokens: Some(5),
+            json_for_streams: true,
         };
         let json = serde_json::to_vec(&f).expect("faults serialize");
         assert_eq!(Faults::from_json(&json), Ok(f));
@@ -283,6 +288,7 @@ mod tests {
             "rpm_limit",
             "usage_cached_tokens",
             "usage_cache_write_tokens",
+            "json_for_streams",
         ] {
             assert!(json.get(field).is_none(), "{field}: {json}");
         }

@@ -72,6 +72,12 @@ pub struct TargetLimits {
         default = "Val::<{ 64 << 20 }>::int"
     )]
     pub max_stream_bytes: u64,
+    /// For streams: the longest a stream may last once its first event arrived, 1 s to 24 h
+    /// (default 10 min); past it the client's stream ends with a `stream_interrupted` error
+    /// event. A stream that keeps sending events is cut by nothing else but the bytes.
+    #[serde(rename = "max_stream_ms", with = "Ms::<1000, 86_400_000>")]
+    #[serde(default = "ms::<600_000>")]
+    pub max_stream: Duration,
     /// The breaker's thresholds.
     #[serde(default)]
     pub breaker: BreakerSettings,

@@ -234,6 +234,7 @@ mod tests {
         let limits = StreamLimits {
             idle_timeout: Duration::from_secs(30),
             max_bytes: 1 << 20,
+            max_duration: Duration::from_secs(600),
         };
         let stream = UpstreamStream::open(
             "t".into(),

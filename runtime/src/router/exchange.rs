@@ -178,6 +178,7 @@ impl Exchange for Chat<'_> {
         let limits = StreamLimits {
             idle_timeout: state.limits.stream_idle_timeout,
             max_bytes: state.limits.max_stream_bytes,
+            max_duration: state.limits.max_stream,
         };
         let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
             response.into_body(),

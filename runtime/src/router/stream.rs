@@ -1,10 +1,11 @@
 //! An upstream SSE stream whose first event has been read.
 //!
-//! Every live stream is bounded three ways, so a broken or hostile upstream can neither pin
+//! Every live stream is bounded four ways, so a broken or hostile upstream can neither pin
 //! a relay forever nor fill memory: the wait for each next event
-//! ([`StreamLimits::idle_timeout`], the target's `stream_idle_timeout_ms`), the bytes read in
-//! all ([`StreamLimits::max_bytes`], `max_stream_bytes`) and the size of one line or event
-//! (the SSE parser's own caps). Passing any of them is an `Err` from [`UpstreamStream::next`],
+//! ([`StreamLimits::idle_timeout`], the target's `stream_idle_timeout_ms`), its whole length
+//! in time ([`StreamLimits::max_duration`], `max_stream_ms`: an upstream sending empty events
+//! forever would pass the idle bound), the bytes read in all ([`StreamLimits::max_bytes`],
+//! `max_stream_bytes`) and the size of one line or event (the SSE parser's own caps). Passing any of them is an `Err` from [`UpstreamStream::next`],
 //! which the relay turns into the explicit `stream_interrupted` error event, never a silent
 //! truncation. A stream also holds its target's concurrency slot until the upstream has
 //! finished (or failed, or the stream is dropped), so live streams count against
@@ -33,6 +34,8 @@ pub struct StreamLimits {
     pub idle_timeout: Duration,
     /// The most bytes read from the stream's body, the first event included.
     pub max_bytes: u64,
+    /// The longest the stream may last after its first event.
+    pub max_duration: Duration,
 }
 
 /// A live upstream stream: yields the `data:` payloads of its events in order.
@@ -49,6 +52,8 @@ pub struct UpstreamStream {
     ended: bool,
     /// Its bounds.
     limits: StreamLimits,
+    /// When it passes `limits.max_duration` (set once the first event arrived).
+    ends_by: tokio::time::Instant,
     /// Body bytes read so far.
     received: u64,
     /// The target's concurrency slot, held until the upstream is done.
@@ -76,6 +81,7 @@ impl UpstreamStream {
             queue: VecDeque::new(),
             ended: false,
             limits,
+            ends_by: tokio::time::Instant::now(),
             received: 0,
             slot: None,
             translate,
@@ -92,6 +98,7 @@ impl UpstreamStream {
         })
         .await
         .map_err(|_| AttemptError::Timeout(timeout))??;
+        stream.ends_by = tokio::time::Instant::now() + limits.max_duration;
         // The first event commits the answer to this target: an empty answer (`[DONE]`
         // first) or one that is not a JSON chunk is a broken reply, retried elsewhere, not
         // a 200 with nothing in it (which a cached route would then store).
@@ -129,12 +136,28 @@ impl UpstreamStream {
                 return None;
             }
             let idle = self.limits.idle_timeout;
-            let result = match tokio::time::timeout(idle, self.read_more()).await {
-                Ok(result) => result,
-                Err(_) => Err(AttemptError::Protocol(format!(
-                    "no event for {} ms (stream_idle_timeout_ms)",
-                    idle.as_millis()
-                ))),
+            let left = self
+                .ends_by
+                .saturating_duration_since(tokio::time::Instant::now());
+            let max = self.limits.max_duration;
+            let too_long = || {
+                AttemptError::Protocol(format!(
+                    "the stream lasted {} ms (max_stream_ms)",
+                    max.as_millis()
+                ))
+            };
+            // Checked before reading: a read of data already there never times out.
+            let result = if left.is_zero() {
+                Err(too_long())
+            } else {
+                match tokio::time::timeout(idle.min(left), self.read_more()).await {
+                    Ok(result) => result,
+                    Err(_) if left <= idle => Err(too_long()),
+                    Err(_) => Err(AttemptError::Protocol(format!(
+                        "no event for {} ms (stream_idle_timeout_ms)",
+                        idle.as_millis()
+                    ))),
+                }
             };
             match result {
                 Ok(true) => {}
@@ -248,6 +271,7 @@ mod tests {
     const LIMITS: StreamLimits = StreamLimits {
         idle_timeout: Duration::from_millis(300),
         max_bytes: 1 << 20,
+        max_duration: Duration::from_secs(60),
     };
 
     async fn open(body: UpstreamBody, limits: StreamLimits) -> UpstreamStream {
@@ -296,7 +320,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn events_that_keep_coming_are_never_cut() {
+    async fn events_that_keep_coming_are_cut_only_at_max_stream_ms() {
         let (tx, body) = feed();
         tx.send(event("0")).unwrap();
         tokio::spawn(async move {
@@ -314,6 +338,40 @@ mod tests {
         }
         assert_eq!(got.len(), 21);
         assert_eq!(got.last().map(String::as_str), Some("[DONE]"));
+        // Third probe, A4: an upstream sending (empty) events forever, each within the idle
+        // timeout, held its slot until max_stream_bytes; it ends at max_stream_ms.
+        let (tx, body) = feed();
+        tx.send(event("0")).unwrap();
+        let feeding = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if tx.send(event("{}")).is_err() {
+                    break;
+                }
+            }
+        });
+        let limits = StreamLimits {
+            max_duration: Duration::from_secs(2),
+            ..LIMITS
+        };
+        let mut stream = open(body, limits).await;
+        let started = Instant::now();
+        let err = loop {
+            match stream.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(err)) => break err,
+                None => panic!("the stream ended without an error"),
+            }
+        };
+        let lasted = started.elapsed();
+        assert!(err.contains("max_stream_ms"), "{err}");
+        assert!(
+            lasted >= limits.max_duration && lasted < limits.max_duration + LIMITS.idle_timeout,
+            "{lasted:?}"
+        );
+        assert_eq!(stream.next().await, None, "the stream is over");
+        drop(stream);
+        feeding.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

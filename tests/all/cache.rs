@@ -523,5 +523,9 @@ async fn admin_delete_invalidates_everything_a_route_or_one_key() {
     assert_eq!(bad.json()["error"]["code"], "invalid_cache_key");
     let bad = delete("?colour=red").await;
     assert_eq!(bad.status, 400);
+    // A route the config does not name, with nothing to remove, is a typo, not a purge.
+    let typo = delete("?route=cahced").await;
+    assert_eq!(typo.status, 404, "{:?}", typo.body);
+    assert_eq!(typo.json()["error"]["code"], "route_not_found");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -374,6 +374,23 @@ pub async fn handle(app: Arc<App>, request: Request<Incoming>, socket: Socket) -
         (&Method::DELETE, "/admin/cache") => match invalidation(&query) {
             Ok(scope) => {
                 let removed = app.cache.invalidate(scope.clone()).await;
+                // A route the config does not name is a 404 when it had nothing to remove (a
+                // typo is not a purge); a route a reload took away may still have entries.
+                if let Invalidate::Route(route) = &scope
+                    && !snap.routes.contains_key(route.as_str())
+                    && removed.memory == 0
+                    && removed.disk == 0
+                    && matches!(removed.shared, None | Some(Ok(0)))
+                {
+                    let mut err = ApiError::new(
+                        404,
+                        "invalid_request_error",
+                        "route_not_found",
+                        format!("no route `{route}` in the config, and no cache entries of it"),
+                    );
+                    err.param = Some("route".to_owned());
+                    return http_util::error(&err);
+                }
                 let shared = match removed.shared {
                     None => serde_json::Value::Null,
                     Some(Ok(n)) => json!(n),

@@ -49,7 +49,14 @@ pub struct Settings {
     pub default_value: String,
     /// The policy for missing variables (`missing`; default `empty`).
     pub missing: Missing,
+    /// The longest metadata value used, in characters (`max_value_chars`; default
+    /// [`DEFAULT_MAX_VALUE_CHARS`]): a longer one is treated as missing.
+    pub max_value_chars: usize,
 }
+
+/// The default `max_value_chars`: a name, a team, a language; not a paragraph of
+/// instructions a client slips into the system prompt.
+pub const DEFAULT_MAX_VALUE_CHARS: usize = 64;
 
 impl Settings {
     /// Reads the config through `get` (the host's `config-get` in production). A missing
@@ -68,11 +75,14 @@ impl Settings {
         };
         let default_value =
             parse_value::<String>("default_value", get("default_value"))?.unwrap_or_default();
+        let max_value_chars = parse_value::<usize>("max_value_chars", get("max_value_chars"))?
+            .unwrap_or(DEFAULT_MAX_VALUE_CHARS);
         Ok(Settings {
             prompt,
             mode,
             default_value,
             missing,
+            max_value_chars,
         })
     }
 
@@ -130,6 +140,7 @@ mod tests {
                 mode: Mode::Prepend,
                 default_value: String::new(),
                 missing: Missing::Empty,
+                max_value_chars: DEFAULT_MAX_VALUE_CHARS,
             })
         );
         assert_eq!(settings.as_ref().and_then(Settings::fallback), Some(""));
@@ -142,9 +153,11 @@ mod tests {
             ("mode", "merge"),
             ("default_value", "there"),
             ("missing", "fail"),
+            ("max_value_chars", "8"),
         ]))
         .ok();
         let settings = settings.as_ref();
+        assert_eq!(settings.map(|s| s.max_value_chars), Some(8));
         assert_eq!(settings.map(|s| s.mode), Some(Mode::Merge));
         assert_eq!(settings.map(|s| s.default_value.as_str()), Some("there"));
         assert_eq!(settings.and_then(Settings::fallback), None);

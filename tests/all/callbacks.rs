@@ -85,13 +85,13 @@ async fn reloads(weir: &Proc) -> (f64, u64) {
 type Seen = Arc<Mutex<Vec<(String, Bytes)>>>;
 
 /// A loopback callback receiver answering 200, counting the connections it accepted.
-struct Receiver {
-    addr: SocketAddr,
-    seen: Seen,
+pub(crate) struct Receiver {
+    pub(crate) addr: SocketAddr,
+    pub(crate) seen: Seen,
     connections: Arc<AtomicUsize>,
 }
 
-async fn receiver() -> Receiver {
+pub(crate) async fn receiver() -> Receiver {
     use http_body_util::{BodyExt, Full};
     use hyper::server::conn::http1;
     use hyper::service::service_fn;

@@ -32,7 +32,9 @@ use super::{
     ANONYMOUS, ChangeError, DEFAULT_RETRY_AFTER_S, Deliver, Executor, Page, Queue, Run, Stats,
     StoreError, SubmitError, Submitted,
 };
-use crate::state::jobs::{Changed, Counts, Enqueued, Jobs, MAX_LIST_SCAN, NewJob, Record, Taken};
+use crate::state::jobs::{
+    Changed, Counts, Ending, Enqueued, Jobs, MAX_LIST_SCAN, NewJob, Record, Taken,
+};
 use crate::state::{Shared, StateError};
 
 /// How often an idle node looks for work (a submission to this node wakes it at once).
@@ -107,6 +109,7 @@ fn job_of(id: &str, record: Record) -> Result<Job, StoreError> {
     }
     job.seq = record.seq;
     job.duplicate_executions = record.dup;
+    job.superseded_cost_pico = record.late;
     if job.status.is_terminal() && job.finished_ms.is_none() {
         job.finished_ms = record.fin;
     }
@@ -559,6 +562,8 @@ impl Queue {
                 dup,
                 fin: None,
                 owner: String::new(),
+                // Kept apart from the record: read with the job, never written back.
+                late: 0,
             },
         ) {
             Ok(job) => job,
@@ -627,11 +632,16 @@ impl Queue {
             let status = if retry { "queued" } else { job.status.as_str() };
             match rec_of(&job) {
                 Ok(rec) => loop {
-                    match jobs
-                        .finish(&id, &token, &rec, status, delay_ms, self.retention_ms())
-                        .await
-                    {
-                        Ok(true) => {
+                    let end = Ending {
+                        rec: &rec,
+                        status,
+                        delay_ms,
+                        retention_ms: self.retention_ms(),
+                        cost_pico: job.attempts.last().map_or(0, |a| a.cost_pico),
+                    };
+                    match jobs.finish(&id, &token, &end).await {
+                        Ok(Some(late)) => {
+                            job.superseded_cost_pico = late;
                             if job
                                 .callback
                                 .as_ref()
@@ -645,10 +655,10 @@ impl Queue {
                             }
                             break;
                         }
-                        Ok(false) => {
+                        Ok(None) => {
                             tracing::warn!(
                                 job = id,
-                                "the job was taken over; its other run stands"
+                                "the job was taken over; its other run stands (its cost counts)"
                             );
                             break;
                         }

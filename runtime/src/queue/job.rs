@@ -148,6 +148,11 @@ pub struct Job {
     /// (at-least-once: they may have reached the upstream twice).
     #[serde(default)]
     pub duplicate_executions: u32,
+    /// What attempts whose claim another node took over cost, pico-dollars (fleet jobs: a
+    /// node that lost its claim still paid for its run; its outcome gave way to the other
+    /// run's). Kept by the store, not in the job's record.
+    #[serde(default, skip_serializing)]
+    pub superseded_cost_pico: u64,
     /// The response body of the last attempt that answered (the synchronous endpoint's body,
     /// success or error).
     pub response: Option<Value>,
@@ -160,7 +165,8 @@ pub struct Job {
 impl Job {
     /// What every attempt cost, pico-dollars.
     pub fn cost_pico(&self) -> u64 {
-        self.attempts.iter().map(|a| a.cost_pico).sum()
+        let attempts: u64 = self.attempts.iter().map(|a| a.cost_pico).sum();
+        attempts.saturating_add(self.superseded_cost_pico)
     }
 
     /// Attempts in the current run (since the last retry of a dead job).

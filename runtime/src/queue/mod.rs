@@ -432,6 +432,7 @@ impl Queue {
             attempts: Vec::new(),
             attempts_before_retry: 0,
             duplicate_executions: 0,
+            superseded_cost_pico: 0,
             response: None,
             response_status: None,
             callback: None,

@@ -346,6 +346,7 @@ async fn a_job_running_at_a_crash_runs_again_and_is_counted_as_a_duplicate() {
             }],
             attempts_before_retry: 0,
             duplicate_executions: 0,
+            superseded_cost_pico: 0,
             response: None,
             response_status: None,
             callback: None,

@@ -36,6 +36,7 @@ pub fn job_json(job: &Job) -> Value {
         "attempt_log": attempts,
         "duplicate_executions": job.duplicate_executions,
         "cost_usd": usd(job.cost_pico()),
+        "superseded_cost_usd": usd(job.superseded_cost_pico),
         "cost_pico_usd": job.cost_pico(),
         "response_status": job.response_status,
         "response": job.response,

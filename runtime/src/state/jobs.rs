@@ -212,22 +212,33 @@ redis.call('HSET', h, 'rec', ARGV[4])
 return 1
 ";
 
-/// ARGV: base, id, token, rec, status (queued: retry after delay), delay ms, retention ms.
-/// Ends a held attempt. → 1 | 0 (not ours any more: the new holder's run stands).
+/// ARGV: base, id, token, rec, status (queued: retry after delay), delay ms, retention ms,
+/// the attempt's cost (pico-dollars). Ends a held attempt. → {1, late} (ended, now or by an
+/// earlier run of this finish whose answer was lost: `fin_token`; `late` as below) | {0}
+/// (not ours any more: the new holder's run stands; this attempt's cost is added to the
+/// job's `late`, once per token).
 const FINISH: &str = r"
 local id, status = ARGV[2], ARGV[5]
 local h = b .. 'job:' .. id
-if redis.call('HGET', h, 'token') ~= ARGV[3] then return 0 end
+local late = function() return redis.call('HGET', h, 'late') or '0' end
+if redis.call('HGET', h, 'token') ~= ARGV[3] then
+  if redis.call('HGET', h, 'fin_token') == ARGV[3] then return {1, late()} end
+  if redis.call('EXISTS', h) == 1 and redis.call('HSETNX', h, 'late:' .. ARGV[3], ARGV[8]) == 1 then
+    redis.call('HINCRBY', h, 'late', ARGV[8])
+  end
+  return {0}
+end
 redis.call('ZREM', b .. 'running', id)
 redis.call('DEL', b .. 'taken:' .. ARGV[3])
-redis.call('HSET', h, 'rec', ARGV[4], 'holder', '', 'token', '', 'status', status)
+redis.call('HSET', h, 'rec', ARGV[4], 'holder', '', 'token', '', 'status', status,
+  'fin_token', ARGV[3])
 if status == 'queued' then
   redis.call('ZADD', b .. 'delayed', now + tonumber(ARGV[6]), id)
 else
   redis.call('HSET', h, 'fin', now)
   ended(h, redis.call('HGET', h, 'owner'), tonumber(ARGV[7]))
 end
-return 1
+return {1, late()}
 ";
 
 /// ARGV: base, id, owner ('' for any), rec, retention ms. Cancels a queued job.
@@ -296,6 +307,21 @@ static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(FINISH));
 static CANCEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(CANCEL));
 static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RETRY));
 static ENDED_WRITE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(ENDED_WRITE));
+
+/// How a held attempt ends ([`Jobs::finish`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Ending<'a> {
+    /// The job's record now.
+    pub rec: &'a str,
+    /// Where it stands now (`queued`: retried after `delay_ms`).
+    pub status: &'a str,
+    /// For a retry, the wait before it is due.
+    pub delay_ms: u64,
+    /// How long an ended job is kept.
+    pub retention_ms: u64,
+    /// What the attempt cost, pico-dollars.
+    pub cost_pico: u64,
+}
 
 /// A job to queue, as [`Jobs::enqueue`] stores it.
 #[derive(Clone, Copy, Debug)]
@@ -372,6 +398,9 @@ pub struct Record {
     pub fin: Option<u64>,
     /// Its owner.
     pub owner: String,
+    /// What its attempts whose claim was taken over cost, pico-dollars (their finish found
+    /// another holder, so their outcome is not in `rec`).
+    pub late: u64,
 }
 
 /// Fleet-wide counters.
@@ -565,18 +594,24 @@ impl<'a> Jobs<'a> {
         Ok(held == 1)
     }
 
-    /// Ends held job `id`'s attempt: `status` is where it stands now (`queued`: retried
-    /// after `delay_ms`); `false`: the claim was taken over (nothing written).
+    /// Ends held job `id`'s attempt as `end` says: `Some(late)` (what attempts taken over
+    /// before cost, [`Record::late`]) also when an earlier call of this did it (its answer was
+    /// lost: a retry is safe); `None`: the claim was taken over (only the attempt's cost is
+    /// written: the job's `late`).
     pub async fn finish(
         &self,
         id: &str,
         token: &str,
-        rec: &str,
-        status: &str,
-        delay_ms: u64,
-        retention_ms: u64,
-    ) -> Result<bool, StateError> {
-        let held: i64 = self
+        end: &Ending<'_>,
+    ) -> Result<Option<u64>, StateError> {
+        let Ending {
+            rec,
+            status,
+            delay_ms,
+            retention_ms,
+            cost_pico,
+        } = *end;
+        let reply: Vec<String> = self
             .redis
             .script(
                 "jobs_finish",
@@ -588,10 +623,14 @@ impl<'a> Jobs<'a> {
                     .arg(rec)
                     .arg(status)
                     .arg(delay_ms)
-                    .arg(retention_ms),
+                    .arg(retention_ms)
+                    .arg(cost_pico),
             )
             .await?;
-        Ok(held == 1)
+        Ok(match reply.first().map(String::as_str) {
+            Some("1") => Some(reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0)),
+            _ => None,
+        })
     }
 
     /// Writes ended job `id`'s record (its callback's progress); `false`: it is not ended
@@ -673,7 +712,7 @@ impl<'a> Jobs<'a> {
         for id in ids {
             pipe.cmd("HMGET")
                 .arg(self.redis.key(TAG, &format!("job:{id}")))
-                .arg(&["rec", "status", "seq", "dup", "fin", "owner"]);
+                .arg(&["rec", "status", "seq", "dup", "fin", "owner", "late"]);
         }
         let rows: Vec<Vec<Option<String>>> =
             self.redis.pipe("jobs_get", Lane::Background, &pipe).await?;
@@ -756,6 +795,7 @@ fn record(row: Vec<Option<String>>) -> Option<Record> {
     let dup = number(fields.next()).map_or(0, |d| u32::try_from(d).unwrap_or(u32::MAX));
     let fin = number(fields.next());
     let owner = fields.next().flatten().unwrap_or_default();
+    let late = number(fields.next()).unwrap_or(0);
     (rec.len() <= MAX_RECORD_BYTES).then_some(Record {
         rec,
         status,
@@ -763,6 +803,7 @@ fn record(row: Vec<Option<String>>) -> Option<Record> {
         dup,
         fin,
         owner,
+        late,
     })
 }
 

@@ -439,3 +439,70 @@ async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unava
     });
     after.await;
 }
+
+#[tokio::test]
+async fn a_finish_run_twice_is_applied_once_and_a_superseded_run_s_cost_counts_once() {
+    use weir::config::{Backend, StateSettings};
+    use weir::state::jobs::{Ending, Jobs, NewJob};
+
+    let redis = RedisServer::start();
+    let settings = StateSettings {
+        backend: Backend::Redis,
+        url: Some(redis.url()),
+        key_prefix: format!("t{}", redis.port),
+        ..StateSettings::default()
+    };
+    let shared = weir::state::Shared::open(&settings).await.unwrap().unwrap();
+    let jobs = Jobs::new(&shared.redis);
+    for id in ["job-a", "job-b"] {
+        let job = NewJob {
+            id,
+            owner: "-",
+            idem: None,
+            route: "demo",
+            priority: 5,
+            rec: "{}",
+        };
+        jobs.enqueue(&job, 100, 0).await.unwrap();
+    }
+    let end = |cost_pico| Ending {
+        rec: r#"{"ended":true}"#,
+        status: "succeeded",
+        delay_ms: 0,
+        retention_ms: 60_000,
+        cost_pico,
+    };
+    // A finish whose answer was lost is sent again: the second finds it done (it used to
+    // read as a takeover, and the node then never sent the job's callback).
+    let (_, a) = jobs
+        .take(&["demo"], "tok-1", 60_000, 5, 60_000)
+        .await
+        .unwrap();
+    let a = a.unwrap();
+    assert_eq!(jobs.finish(&a.id, "tok-1", &end(7)).await.unwrap(), Some(0));
+    assert_eq!(jobs.finish(&a.id, "tok-1", &end(7)).await.unwrap(), Some(0));
+    let record = jobs.get(&a.id).await.unwrap().unwrap();
+    assert_eq!((record.status.as_str(), record.late), ("succeeded", 0));
+
+    // A claim that lapsed is taken over; the first run's finish is refused, its cost kept
+    // once however often it is sent, and the run that stands sees it.
+    let (_, b) = jobs.take(&["demo"], "tok-2", 200, 5, 60_000).await.unwrap();
+    let b = b.unwrap();
+    // Takes keep coming, 20 ms apart (a longer silence would move the claim on: a stall).
+    let started = Instant::now();
+    let retaken = loop {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the lapsed claim was never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let (_, Some(taken)) = jobs.take(&["demo"], "tok-3", 200, 5, 60_000).await.unwrap() {
+            break taken;
+        }
+    };
+    assert_eq!(retaken.id, b.id);
+    assert_eq!(jobs.finish(&b.id, "tok-2", &end(5)).await.unwrap(), None);
+    assert_eq!(jobs.finish(&b.id, "tok-2", &end(5)).await.unwrap(), None);
+    assert_eq!(jobs.get(&b.id).await.unwrap().unwrap().late, 5);
+    assert_eq!(jobs.finish(&b.id, "tok-3", &end(9)).await.unwrap(), Some(5));
+}

@@ -49,6 +49,7 @@ fn stored_job(seq: u64, now_ms: u64) -> Job {
         }],
         attempts_before_retry: 0,
         duplicate_executions: 0,
+        superseded_cost_pico: 0,
         response: Some(json!({
             "object": "chat.completion",
             "choices": [{"message": {"role": "assistant", "content": "x".repeat(512)}}],

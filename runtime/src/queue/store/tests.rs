@@ -27,6 +27,7 @@ fn job(id: &str, owner: &str, seq: u64, status: Status, finished_ms: Option<u64>
         attempts: Vec::new(),
         attempts_before_retry: 0,
         duplicate_executions: 0,
+        superseded_cost_pico: 0,
         response: None,
         response_status: None,
         callback: None,

@@ -405,7 +405,7 @@ async fn a_misspelled_stage_config_key_on_reload_is_refused_and_the_old_config_s
         error.contains(&at)
             && error.contains("routes[0].stages[0].config.promt: stage system-prompt")
             && error.contains(
-                "has no config key `promt`; its keys: default_value, missing, mode, prompt"
+                "has no config key `promt`; its keys: default_value, max_value_chars, missing, mode, prompt"
             ),
         "{error}"
     );

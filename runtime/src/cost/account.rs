@@ -347,19 +347,18 @@ impl Account {
                 })
             }
             Err(Refusal::Unavailable) => Err(CostError::StateUnavailable { feature: "budgets" }),
-            Err(refusal) => {
-                let (window, spent, reserved) = match refusal {
-                    Refusal::Budget {
-                        window,
-                        spent,
-                        reserved,
-                    } => (window, spent, reserved),
-                    // The local share is spent: the daily window is what the share came from.
-                    _ => {
-                        let w = lock(&self.windows);
-                        ("daily", w.day_spent, w.reserved)
-                    }
-                };
+            // Not the budget's own numbers (Redis has them, and cannot be read): the share
+            // this node may spend meanwhile is what ran out (fourth probe, R3: the refusal
+            // said "$0.009525 left, less than $0.002580").
+            Err(Refusal::ShareSpent { share }) => Err(CostError::ShareSpent {
+                key: self.key.name.clone(),
+                share: pico_to_usd(share),
+            }),
+            Err(Refusal::Budget {
+                window,
+                spent,
+                reserved,
+            }) => {
                 let (budget, resets) = match window {
                     "monthly" => (self.key.monthly_budget, clock::next_month_start(day)),
                     _ => (self.key.daily_budget, clock::next_day_start(day)),

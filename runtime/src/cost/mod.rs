@@ -151,6 +151,18 @@ pub enum CostError {
         /// `budgets`.
         feature: &'static str,
     },
+    /// The fleet's budget state (Redis) cannot be read, `state.on_unavailable.budgets` is
+    /// `fail_open`, and this node's share of the key's remaining budget is spent.
+    #[error(
+        "the budget of key `{key}` cannot be read from the fleet's shared state (Redis), and \
+         the ${share:.6} this node may spend of it meanwhile is spent; retry shortly"
+    )]
+    ShareSpent {
+        /// The key's name.
+        key: String,
+        /// This node's share while Redis cannot be read, USD.
+        share: f64,
+    },
 }
 
 impl CostError {
@@ -163,7 +175,7 @@ impl CostError {
             CostError::RequestCostExceeded { .. }
             | CostError::TooManyCalls { .. }
             | CostError::StageTooManyCalls { .. } => 400,
-            CostError::StateUnavailable { .. } => 503,
+            CostError::StateUnavailable { .. } | CostError::ShareSpent { .. } => 503,
         }
     }
 
@@ -178,7 +190,9 @@ impl CostError {
             CostError::TooManyCalls { .. } | CostError::StageTooManyCalls { .. } => {
                 "llm_calls_exceeded"
             }
-            CostError::StateUnavailable { .. } => "state_unavailable",
+            CostError::StateUnavailable { .. } | CostError::ShareSpent { .. } => {
+                "state_unavailable"
+            }
         }
     }
 
@@ -189,6 +203,7 @@ impl CostError {
             | CostError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             CostError::RateLimitsUnavailable { .. } => Some(1),
             CostError::StateUnavailable { .. } => Some(1),
+            CostError::ShareSpent { .. } => Some(5),
             _ => None,
         }
     }
@@ -208,7 +223,7 @@ impl crate::error::ClientFacing for CostError {
             CostError::BudgetExceeded { .. } => "insufficient_quota",
             CostError::RateLimited { .. } => "rate_limit_error",
             CostError::RateLimitsUnavailable { .. } => "server_error",
-            CostError::StateUnavailable { .. } => "server_error",
+            CostError::StateUnavailable { .. } | CostError::ShareSpent { .. } => "server_error",
             _ => "invalid_request_error",
         }
     }

@@ -33,7 +33,7 @@ use super::{
     StoreError, SubmitError, Submitted,
 };
 use crate::state::jobs::{
-    Changed, Counts, Ending, Enqueued, Jobs, MAX_LIST_SCAN, NewJob, Record, Taken,
+    Changed, Counts, Ending, Enqueued, Finished, Jobs, MAX_LIST_SCAN, NewJob, Record, Taken,
 };
 use crate::state::{Shared, StateError};
 
@@ -640,7 +640,7 @@ impl Queue {
                         cost_pico: job.attempts.last().map_or(0, |a| a.cost_pico),
                     };
                     match jobs.finish(&id, &token, &end).await {
-                        Ok(Some(late)) => {
+                        Ok(Finished::Ended(late)) => {
                             job.superseded_cost_pico = late;
                             if job
                                 .callback
@@ -655,10 +655,17 @@ impl Queue {
                             }
                             break;
                         }
-                        Ok(None) => {
+                        Ok(Finished::TakenOver) => {
                             tracing::warn!(
                                 job = id,
                                 "the job was taken over; its other run stands (its cost counts)"
+                            );
+                            break;
+                        }
+                        Ok(Finished::Gone) => {
+                            tracing::error!(
+                                job = id,
+                                "the job is gone from Redis (evicted or deleted: see maxmemory-policy): its outcome is lost"
                             );
                             break;
                         }

@@ -41,8 +41,9 @@ use crate::sync::lock;
 
 /// Reserve: `KEYS` day, month, resv, resv_amt; `ARGV` amount, day limit, month limit (-1:
 /// none), id, ttl ms, day key, month key. Answers `{1, "", spent_d, reserved_d, spent_m,
-/// reserved_m}` (after the reservation) or `{0, window, …}` (refused, nothing written but
-/// the reaping).
+/// reserved_m, fresh}` (after the reservation) or `{0, window, …, fresh}` (refused, nothing
+/// written but the reaping); `fresh` has bit 1 when the day window had no reservation field
+/// before (its first reservation, or a window Redis lost), bit 2 the same for the month.
 pub const RESERVE_SOURCE: &str = r#"
 local function s(x) return string.format('%.0f', x) end
 local t = redis.call('TIME')
@@ -71,8 +72,9 @@ local d = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
 local m = redis.call('HMGET', KEYS[2], 'spent', 'reserved')
 local sd, rd, sm, rm = num(d[1]), num(d[2]), num(m[1]), num(m[2])
 local dl, ml = tonumber(ARGV[2]), tonumber(ARGV[3])
-if dl >= 0 and sd + rd + amount > dl then return {0, 'daily', s(sd), s(rd), s(sm), s(rm)} end
-if ml >= 0 and sm + rm + amount > ml then return {0, 'monthly', s(sd), s(rd), s(sm), s(rm)} end
+local fresh = (d[2] and 0 or 1) + (m[2] and 0 or 2)
+if dl >= 0 and sd + rd + amount > dl then return {0, 'daily', s(sd), s(rd), s(sm), s(rm), fresh} end
+if ml >= 0 and sm + rm + amount > ml then return {0, 'monthly', s(sd), s(rd), s(sm), s(rm), fresh} end
 redis.call('HINCRBY', KEYS[1], 'reserved', ARGV[1])
 redis.call('HINCRBY', KEYS[2], 'reserved', ARGV[1])
 -- A window's expiry is set by the reservation that creates its 'reserved' (the window's first).
@@ -80,8 +82,12 @@ if not d[2] then redis.call('PEXPIRE', KEYS[1], 3 * 86400000) end
 if not m[2] then redis.call('PEXPIRE', KEYS[2], 63 * 86400000) end
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[4])
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[1] .. '\n' .. ARGV[6] .. '\n' .. ARGV[7])
-return {1, '', s(sd), s(rd + amount), s(sm), s(rm + amount)}
+return {1, '', s(sd), s(rd + amount), s(sm), s(rm + amount), fresh}
 "#;
+
+/// What [`RESERVE_SOURCE`] answers: admitted, the refusing window, spent and reserved of
+/// the day and of the month (nanodollars, as text), which windows were fresh.
+type ReserveAnswer = (i64, String, String, String, String, String, i64);
 
 /// Settle (and release, with actual 0): `KEYS` day, month, resv, resv_amt, done; `ARGV` id,
 /// actual nanos, ttl ms, the settling node (its own spend is also kept in field
@@ -261,8 +267,11 @@ pub enum Refusal {
     },
     /// Redis is unavailable and the policy is `fail_closed`.
     Unavailable,
-    /// Redis is unavailable and this node's local share is used up.
-    ShareSpent,
+    /// Redis is unavailable and this node's local share (pico-dollars) is used up.
+    ShareSpent {
+        /// The share: the key's remaining budget at the last sync over `expected_nodes`.
+        share: u64,
+    },
 }
 
 /// A key's windows as the fleet has them ([`FleetBudget::read`]), pico-dollars.
@@ -396,7 +405,7 @@ impl FleetBudget {
             .arg(ttl)
             .arg(&day_key)
             .arg(&month_key);
-        let answer: Result<(i64, String, String, String, String, String), StateError> = self
+        let answer: Result<ReserveAnswer, StateError> = self
             .shared
             .redis
             .script("budget_reserve", Lane::Request, &invocation)
@@ -410,7 +419,15 @@ impl FleetBudget {
             sent: false,
         };
         match answer {
-            Ok((admitted, window, sd, rd, sm, rm)) => {
+            Ok((admitted, window, sd, rd, sm, rm, fresh)) => {
+                // A window with no reservation before this one, though this node's ledger
+                // has spend in it: Redis lost it (evicted, deleted) while the fleet's token
+                // stayed. Every node puts its spend back (see `Shared::data_lost`).
+                if (fresh & 1 == 1 && local_spent.day > 0)
+                    || (fresh & 2 == 2 && local_spent.month > 0)
+                {
+                    self.shared.data_lost(&self.key);
+                }
                 if lock(&self.degraded).take().is_some() {
                     // Calls were admitted on the local share while Redis was away: whatever of
                     // their spend did not land (a settle dropped or given up) goes back from
@@ -562,7 +579,9 @@ impl FleetBudget {
             }
         });
         if state.used.saturating_add(hold.amount) > state.allowance {
-            return Err(Refusal::ShareSpent);
+            return Err(Refusal::ShareSpent {
+                share: state.allowance,
+            });
         }
         state.used = state.used.saturating_add(hold.amount);
         hold.local = true;
@@ -722,7 +741,10 @@ mod tests {
                 },
             )
             .await;
-        assert!(matches!(refused, Err(Refusal::ShareSpent)), "{refused:?}");
+        assert!(
+            matches!(refused, Err(Refusal::ShareSpent { .. })),
+            "{refused:?}"
+        );
         // Settled at 50k: the rest of the share is free again.
         budget.settle_arc(held, 50_000);
         assert!(
@@ -749,7 +771,7 @@ mod tests {
                     }
                 )
                 .await,
-            Err(Refusal::ShareSpent)
+            Err(Refusal::ShareSpent { .. })
         ));
     }
 

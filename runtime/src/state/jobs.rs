@@ -216,14 +216,15 @@ return 1
 /// the attempt's cost (pico-dollars). Ends a held attempt. → {1, late} (ended, now or by an
 /// earlier run of this finish whose answer was lost: `fin_token`; `late` as below) | {0}
 /// (not ours any more: the new holder's run stands; this attempt's cost is added to the
-/// job's `late`, once per token).
+/// job's `late`, once per token) | {2} (the job is gone: evicted or deleted).
 const FINISH: &str = r"
 local id, status = ARGV[2], ARGV[5]
 local h = b .. 'job:' .. id
 local late = function() return redis.call('HGET', h, 'late') or '0' end
 if redis.call('HGET', h, 'token') ~= ARGV[3] then
   if redis.call('HGET', h, 'fin_token') == ARGV[3] then return {1, late()} end
-  if redis.call('EXISTS', h) == 1 and redis.call('HSETNX', h, 'late:' .. ARGV[3], ARGV[8]) == 1 then
+  if redis.call('EXISTS', h) == 0 then return {2} end
+  if redis.call('HSETNX', h, 'late:' .. ARGV[3], ARGV[8]) == 1 then
     redis.call('HINCRBY', h, 'late', ARGV[8])
   end
   return {0}
@@ -307,6 +308,18 @@ static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(FINISH));
 static CANCEL_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(CANCEL));
 static RETRY_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(RETRY));
 static ENDED_WRITE_SCRIPT: LazyLock<Script> = LazyLock::new(|| script(ENDED_WRITE));
+
+/// What a [`Jobs::finish`] came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finished {
+    /// Ended as asked; what attempts taken over earlier cost ([`Record::late`]).
+    Ended(u64),
+    /// The claim was taken over: the new holder's run stands (this attempt's cost is added
+    /// to the job's `late`).
+    TakenOver,
+    /// The job is gone from Redis (evicted, deleted): its outcome is lost.
+    Gone,
+}
 
 /// How a held attempt ends ([`Jobs::finish`]).
 #[derive(Clone, Copy, Debug)]
@@ -594,16 +607,14 @@ impl<'a> Jobs<'a> {
         Ok(held == 1)
     }
 
-    /// Ends held job `id`'s attempt as `end` says: `Some(late)` (what attempts taken over
-    /// before cost, [`Record::late`]) also when an earlier call of this did it (its answer was
-    /// lost: a retry is safe); `None`: the claim was taken over (only the attempt's cost is
-    /// written: the job's `late`).
+    /// Ends held job `id`'s attempt as `end` says (also when an earlier call of this did it:
+    /// its answer was lost, and a retry is safe).
     pub async fn finish(
         &self,
         id: &str,
         token: &str,
         end: &Ending<'_>,
-    ) -> Result<Option<u64>, StateError> {
+    ) -> Result<Finished, StateError> {
         let Ending {
             rec,
             status,
@@ -628,8 +639,9 @@ impl<'a> Jobs<'a> {
             )
             .await?;
         Ok(match reply.first().map(String::as_str) {
-            Some("1") => Some(reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0)),
-            _ => None,
+            Some("1") => Finished::Ended(reply.get(1).and_then(|v| v.parse().ok()).unwrap_or(0)),
+            Some("2") => Finished::Gone,
+            _ => Finished::TakenOver,
         })
     }
 

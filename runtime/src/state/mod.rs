@@ -86,6 +86,31 @@ pub struct Shared {
     /// Work on the background lane (settles, cache fills, permits given back, debits), run by
     /// one task ([`background`]).
     background: tokio::sync::mpsc::UnboundedSender<BoxFuture<'static, ()>>,
+    /// What [`health`] found out about the server: its eviction policy, and whether another
+    /// process uses this node's id.
+    checks: std::sync::Mutex<Checks>,
+    /// When [`Shared::data_lost`] last acted (unix ms).
+    lost_at: std::sync::atomic::AtomicU64,
+}
+
+/// What [`health`] found out about Redis beyond its being there.
+#[derive(Debug, Default)]
+struct Checks {
+    /// `maxmemory` (bytes, 0: no limit) and `maxmemory-policy`, from `INFO memory`.
+    eviction: Option<(u64, String)>,
+    /// Another live process writes this node's id (seen on two checks in a row).
+    node_id_taken: bool,
+}
+
+impl Checks {
+    /// Whether Redis may evict weir's keys: a memory limit with any policy but `noeviction`.
+    /// Budget windows, rate-limit logs and ended jobs carry a TTL, so the `volatile-*`
+    /// policies evict them as readily as `allkeys-*`.
+    fn evicting(&self) -> bool {
+        self.eviction
+            .as_ref()
+            .is_some_and(|(max, policy)| *max > 0 && policy != "noeviction")
+    }
 }
 
 impl Shared {
@@ -108,6 +133,8 @@ impl Shared {
             epoch: std::sync::atomic::AtomicU64::new(1),
             budgets: std::sync::Mutex::default(),
             background: jobs,
+            checks: std::sync::Mutex::default(),
+            lost_at: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(background(queued));
         tokio::spawn(health(Arc::downgrade(&shared)));
@@ -128,6 +155,45 @@ impl Shared {
     /// This node's id.
     pub fn node(&self) -> &str {
         self.redis.node()
+    }
+
+    /// Says that Redis lost data this node had written (a budget window of `key` with none of
+    /// its spend): the fleet's data token is deleted, so every node's next check ([`health`])
+    /// finds a new one and puts its spend back into every key's windows, as after a restart.
+    /// At most once per [`DATA_LOST_EVERY`] per node (a re-seed is idempotent; a window just
+    /// begun at midnight can look lost once).
+    pub fn data_lost(self: &Arc<Self>, key: &str) {
+        let now = crate::clock::unix_ms();
+        let last = self.lost_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now.saturating_sub(last) < DATA_LOST_EVERY.as_millis() as u64
+            || self
+                .lost_at
+                .compare_exchange(
+                    last,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        tracing::warn!(
+            key,
+            "Redis lost a budget window this node had spent in (evicted or deleted): every node re-seeds its spend"
+        );
+        let shared = self.clone();
+        let epoch = self.redis.key("alive", "epoch");
+        self.spawn(async move {
+            let _: Result<i64, _> = shared
+                .redis
+                .query(
+                    "data_lost",
+                    Lane::Background,
+                    ::redis::cmd("DEL").arg(epoch),
+                )
+                .await;
+        });
     }
 
     /// Which of Redis's lives this node is in: raised when [`health`] finds Redis lost its
@@ -178,25 +244,65 @@ impl Shared {
 /// records the token (its spend is in Redis under its id, or was lost while it was away).
 /// Until the next check (at most [`HEALTH_PERIOD`]), a Redis that came back empty admits
 /// against windows without the fleet's earlier spend.
+///
+/// In the same round trip each node writes its id with a token of its process
+/// (`{alive}:node:<id>`, living three checks): a token of another process found on two checks
+/// in a row means two live nodes share the id, which re-seeding cannot tell apart (one's
+/// spend would be lost with Redis's data): an error in the log and `/admin/state`. Every
+/// [`EVICTION_CHECK_EVERY`] checks (and the first), `INFO memory` tells whether Redis may
+/// evict keys under memory pressure: a budget window, a rate-limit log or an acknowledged
+/// job evicted is lost silently (a budget starts again from zero), so any policy but
+/// `noeviction` with a memory limit is an error in the log, in `/admin/state` and in
+/// `weir_state_redis_evicting`.
 async fn health(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(HEALTH_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen: Option<String> = None;
+    let process = format!("{}/{}", std::process::id(), crate::clock::unix_ms());
+    let mut foreign = 0u32;
+    let mut ticks = 0u64;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
+        if ticks.is_multiple_of(EVICTION_CHECK_EVERY) {
+            check_eviction(&shared).await;
+        }
+        ticks += 1;
         let token = format!("{}/{}", shared.node(), crate::clock::unix_ms());
-        let mut check = ::redis::cmd("SET");
+        let mut check = ::redis::pipe();
         check
+            .cmd("SET")
             .arg(shared.redis.key("alive", "epoch"))
             .arg(&token)
             .arg("NX")
+            .arg("GET")
+            .cmd("SET")
+            .arg(
+                shared
+                    .redis
+                    .key("alive", &format!("node:{}", shared.node())),
+            )
+            .arg(&process)
+            .arg("PX")
+            .arg(3 * HEALTH_PERIOD.as_millis() as u64)
             .arg("GET");
-        let answer: Result<Option<String>, _> =
-            shared.redis.query("ping", Lane::Background, &check).await;
-        let Ok(old) = answer else { continue };
+        let answer: Result<(Option<String>, Option<String>), _> =
+            shared.redis.pipe("ping", Lane::Background, &check).await;
+        let Ok((old, writer)) = answer else { continue };
+        foreign = match writer {
+            Some(writer) if writer != process => foreign.saturating_add(1),
+            _ => 0,
+        };
+        let taken = foreign >= 2;
+        let was = std::mem::replace(&mut crate::sync::lock(&shared.checks).node_id_taken, taken);
+        if taken && !was {
+            tracing::error!(
+                node_id = shared.node(),
+                "another live weir process uses this node's state.node_id: give every node its own (re-seeding a Redis that lost its data would put back only one of their spends)"
+            );
+        }
         let current = old.unwrap_or(token);
         if seen.as_ref().is_some_and(|seen| *seen != current) {
             let epoch = shared
@@ -266,6 +372,46 @@ async fn background(mut queued: tokio::sync::mpsc::UnboundedReceiver<BoxFuture<'
 /// How often [`health`] pings Redis.
 const HEALTH_PERIOD: Duration = Duration::from_millis(500);
 
+/// [`Shared::data_lost`] acts at most this often.
+const DATA_LOST_EVERY: Duration = Duration::from_secs(10);
+
+/// [`health`] reads Redis's eviction policy every this many checks (a minute).
+const EVICTION_CHECK_EVERY: u64 = 120;
+
+/// Reads `maxmemory` and `maxmemory_policy` (`INFO memory`: managed Redis services that
+/// rename `CONFIG` still answer it) and says so when Redis may evict weir's keys, once per
+/// change.
+async fn check_eviction(shared: &Shared) {
+    let answer: Result<String, _> = shared
+        .redis
+        .query("info", Lane::Background, ::redis::cmd("INFO").arg("memory"))
+        .await;
+    let Ok(info) = answer else { return };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+    };
+    let max = field("maxmemory").and_then(|v| v.parse::<u64>().ok());
+    let (Some(max), Some(policy)) = (max, field("maxmemory_policy")) else {
+        return;
+    };
+    let mut checks = crate::sync::lock(&shared.checks);
+    let was = checks.evicting();
+    checks.eviction = Some((max, policy.chars().take(64).collect()));
+    let evicting = checks.evicting();
+    metrics::gauge!("weir_state_redis_evicting").set(f64::from(u8::from(evicting)));
+    if evicting && !was {
+        tracing::error!(
+            maxmemory = max,
+            policy,
+            "Redis may evict weir's keys when it is full (maxmemory-policy is not noeviction): an evicted budget window starts again from zero, an evicted job is lost; set maxmemory-policy noeviction (or give the shared cache a Redis of its own)"
+        );
+    } else if was && !evicting {
+        tracing::info!(policy, "Redis no longer evicts weir's keys");
+    }
+}
+
 /// `hostname:port` of the API listener; with a port the OS picks (0), `hostname:pid`.
 pub fn default_node_id(port: u16) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -302,6 +448,16 @@ pub fn status(shared: Option<&Shared>) -> Value {
             {
                 body.extend(redis);
             }
+            let checks = crate::sync::lock(&shared.checks);
+            body["eviction"] = match &checks.eviction {
+                None => Value::Null,
+                Some((max, policy)) => json!({
+                    "maxmemory": max,
+                    "policy": policy,
+                    "safe": !checks.evicting(),
+                }),
+            };
+            body["node_id_taken"] = json!(checks.node_id_taken);
             body
         }
     }

@@ -131,7 +131,12 @@ struct Stats {
     latencies: Mutex<VecDeque<u32>>,
     /// The last error and when (Unix ms).
     last_error: Mutex<Option<(String, u64)>>,
+    /// When a failed call was last logged (Unix ms): at most one line per [`WARN_EVERY_MS`].
+    warned_ms: AtomicU64,
 }
+
+/// A failed Redis call is logged (warn) at most this often; every one is counted.
+const WARN_EVERY_MS: u64 = 10_000;
 
 /// How many recent latencies `/admin/state` summarizes.
 const LATENCIES: usize = 1024;
@@ -357,7 +362,20 @@ impl Redis {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 let text = crate::host_api::truncate_for_log(&err.to_string(), 300).into_owned();
-                *lock(&self.stats.last_error) = Some((text, crate::clock::unix_ms()));
+                let at = crate::clock::unix_ms();
+                // An error Redis answered (a key of the wrong type, out of memory) is as
+                // worth a line as a lost connection: it may go on for good.
+                let warned = self.stats.warned_ms.load(Ordering::Relaxed);
+                if at.saturating_sub(warned) >= WARN_EVERY_MS
+                    && self
+                        .stats
+                        .warned_ms
+                        .compare_exchange(warned, at, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                {
+                    tracing::warn!(op, error = %text, "a Redis call failed: the feature follows its state.on_unavailable policy (failures are counted in weir_state_calls_total; at most one such line every 10 s)");
+                }
+                *lock(&self.stats.last_error) = Some((text, at));
             }
         }
         metrics::gauge!("weir_state_up").set(f64::from(u8::from(self.available())));

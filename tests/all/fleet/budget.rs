@@ -729,3 +729,71 @@ async fn a_fleet_cache_hit_is_neither_charged_nor_refused_when_the_budget_has_no
     })
     .await;
 }
+
+/// Fourth probe, R1: Redis evicting under memory pressure (or an operator's `DEL`) took a
+/// key's budget windows while the fleet's data token stayed, and the key got its whole budget
+/// again, with no word in any log. A reservation that finds its window gone while the node
+/// spent in it has every node put its spend back; a Redis that may evict is reported.
+#[tokio::test]
+async fn a_budget_window_redis_lost_is_put_back_by_every_node() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let fleet = Fleet::start(2, |_, data_dir| config(&up, &redis, data_dir, ""));
+    for i in 0..6 {
+        let answer = ask(
+            fleet.addr(i % 2),
+            Some("sk-team"),
+            &chat(&format!("hi {i}"), 16),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+    }
+    settled(&redis).await;
+    let (before, _, _) = redis_budget(&redis);
+    let tag = format!("t{}:{{k:team}}", redis.port);
+    let month = &today()[..7];
+    redis.cli(&[
+        "DEL",
+        &format!("{tag}:b:d:{}", today()),
+        &format!("{tag}:b:m:{month}"),
+    ]);
+    // One node's next call finds the window gone: both nodes' spend comes back (the other
+    // node makes no call), plus the call itself.
+    let answer = ask(fleet.addr(0), Some("sk-team"), &chat("after", 16)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    until("the fleet's spend to be back", || async {
+        let (spent, _, _) = redis_budget(&redis);
+        check(
+            spent > before,
+            format!("{spent} of {before} and one more call"),
+        )
+    })
+    .await;
+    let (after, _, _) = redis_budget(&redis);
+    assert!(
+        after <= before * 2,
+        "not counted twice: {after} after {before}"
+    );
+
+    // A Redis that may evict keys, and a node id in use twice, are reported.
+    redis.cli(&["CONFIG", "SET", "maxmemory", "1gb"]);
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);
+    let dup = Fleet::start(2, |_, data_dir| {
+        config(&up, &redis, data_dir, "node_id = \"edge-1\"\n")
+    });
+    // (A node reads the policy at start, then every minute: the new nodes have it.)
+    let state = until("the eviction policy and the shared node id", || async {
+        let state = get(dup.nodes[0].admin.unwrap(), "/admin/state")
+            .await
+            .json();
+        let seen = state["eviction"]["policy"] == "allkeys-lru" && state["node_id_taken"] == true;
+        if seen { Ok(state) } else { Err(state) }
+    })
+    .await;
+    assert_eq!(state["eviction"]["safe"], false, "{state}");
+    let own = get(fleet.nodes[0].admin.unwrap(), "/admin/state")
+        .await
+        .json();
+    assert_eq!(own["node_id_taken"], false, "{own}");
+    assert_eq!(own["eviction"]["safe"], true, "read at its start: {own}");
+}

@@ -443,7 +443,7 @@ async fn a_submission_or_a_read_while_redis_does_not_answer_is_a_503_state_unava
 #[tokio::test]
 async fn a_finish_run_twice_is_applied_once_and_a_superseded_run_s_cost_counts_once() {
     use weir::config::{Backend, StateSettings};
-    use weir::state::jobs::{Ending, Jobs, NewJob};
+    use weir::state::jobs::{Ending, Finished, Jobs, NewJob};
 
     let redis = RedisServer::start();
     let settings = StateSettings {
@@ -479,8 +479,9 @@ async fn a_finish_run_twice_is_applied_once_and_a_superseded_run_s_cost_counts_o
         .await
         .unwrap();
     let a = a.unwrap();
-    assert_eq!(jobs.finish(&a.id, "tok-1", &end(7)).await.unwrap(), Some(0));
-    assert_eq!(jobs.finish(&a.id, "tok-1", &end(7)).await.unwrap(), Some(0));
+    let ended = Finished::Ended(0);
+    assert_eq!(jobs.finish(&a.id, "tok-1", &end(7)).await.unwrap(), ended);
+    assert_eq!(jobs.finish(&a.id, "tok-1", &end(7)).await.unwrap(), ended);
     let record = jobs.get(&a.id).await.unwrap().unwrap();
     assert_eq!((record.status.as_str(), record.late), ("succeeded", 0));
 
@@ -501,8 +502,25 @@ async fn a_finish_run_twice_is_applied_once_and_a_superseded_run_s_cost_counts_o
         }
     };
     assert_eq!(retaken.id, b.id);
-    assert_eq!(jobs.finish(&b.id, "tok-2", &end(5)).await.unwrap(), None);
-    assert_eq!(jobs.finish(&b.id, "tok-2", &end(5)).await.unwrap(), None);
+    let taken_over = Finished::TakenOver;
+    assert_eq!(
+        jobs.finish(&b.id, "tok-2", &end(5)).await.unwrap(),
+        taken_over
+    );
+    assert_eq!(
+        jobs.finish(&b.id, "tok-2", &end(5)).await.unwrap(),
+        taken_over
+    );
     assert_eq!(jobs.get(&b.id).await.unwrap().unwrap().late, 5);
-    assert_eq!(jobs.finish(&b.id, "tok-3", &end(9)).await.unwrap(), Some(5));
+    assert_eq!(
+        jobs.finish(&b.id, "tok-3", &end(9)).await.unwrap(),
+        Finished::Ended(5)
+    );
+
+    // A job Redis lost (evicted, deleted) is said to be gone, not taken over.
+    let gone = Finished::Gone;
+    assert_eq!(
+        jobs.finish("job-never", "tok-4", &end(1)).await.unwrap(),
+        gone
+    );
 }

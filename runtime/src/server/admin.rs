@@ -244,6 +244,7 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
     let mut keys = Vec::with_capacity(accounts.len());
     for (account, fleet) in accounts.iter().zip(fleet) {
         let (day, month, reserved) = account.snapshot();
+        let mut error = None;
         let (day, month, reserved, scope) = match fleet {
             None => (day, month, Some(reserved), "node"),
             Some(Ok(fleet)) => {
@@ -252,13 +253,12 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
                 let scope = if node.is_some() { "node" } else { "fleet" };
                 (fleet.day_spent, fleet.month_spent, reserved, scope)
             }
+            // One key Redis cannot read (a key of the wrong type, Redis away) is that key's
+            // row alone: this node's own numbers, saying why (fourth probe, R3: the whole
+            // answer was a 503).
             Some(Err(e)) => {
-                return Err(ApiError::new(
-                    503,
-                    "server_error",
-                    "state_unavailable",
-                    e.to_string(),
-                ));
+                error = Some(e.to_string());
+                (day, month, Some(reserved), "node")
             }
         };
         let budget = |b: Option<u64>| b.map(pico_to_usd);
@@ -270,6 +270,7 @@ async fn spend(app: &App, query: &str) -> Result<serde_json::Value, ApiError> {
             "reserved_usd": reserved.map(pico_to_usd),
             "daily_budget_usd": budget(account.key.daily_budget),
             "monthly_budget_usd": budget(account.key.monthly_budget),
+            "fleet_error": error,
         }));
     }
     keys.sort_by(|a, b| a["key"].as_str().cmp(&b["key"].as_str()));

@@ -775,6 +775,21 @@ async fn a_budget_window_redis_lost_is_put_back_by_every_node() {
         "not counted twice: {after} after {before}"
     );
 
+    // A window of the wrong type is that key's trouble alone: /admin/spend answers, with this
+    // node's numbers for the key and why (fourth probe, R3: the whole answer was a 503).
+    let window = format!("{tag}:b:d:{}", today());
+    redis.cli(&["DEL", &window]);
+    redis.cli(&["SET", &window, "garbage"]);
+    let spend = get(fleet.nodes[0].admin.unwrap(), "/admin/spend").await;
+    assert_eq!(spend.status, 200, "{:?}", spend.body);
+    let row = &spend.json()["keys"][0];
+    assert_eq!(row["scope"], "node", "{row}");
+    assert!(
+        row["fleet_error"].as_str().unwrap().contains("WRONGTYPE"),
+        "{row}"
+    );
+    redis.cli(&["DEL", &window]);
+
     // A Redis that may evict keys, and a node id in use twice, are reported.
     redis.cli(&["CONFIG", "SET", "maxmemory", "1gb"]);
     redis.cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]);

@@ -333,12 +333,22 @@ impl Redis {
                 .increment(1);
             return Err(StateError::Unavailable);
         }
+        // The client asserts on some replies (a `SCRIPT LOAD` answering another digest):
+        // a server that does not conform is an error here, never a panic of the request
+        // (fourth probe, R5: every request's connection was dropped).
+        let call = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(call));
         let result = tokio::time::timeout(self.deadline(lane), call).await;
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(start);
         let (result, outcome) = match result {
-            Ok(Ok(value)) => (Ok(value), "ok"),
-            Ok(Err(err)) => (Err(StateError::Redis(err.to_string())), "error"),
+            Ok(Ok(Ok(value))) => (Ok(value), "ok"),
+            Ok(Ok(Err(err))) => (Err(StateError::Redis(err.to_string())), "error"),
+            Ok(Err(_)) => (
+                Err(StateError::Redis(
+                    "the client refused Redis's reply (a server that does not conform)".into(),
+                )),
+                "error",
+            ),
             Err(_) => (Err(StateError::Timeout(self.deadline(lane))), "timeout"),
         };
         // A script's own refusal is an answer, not a failure of Redis.

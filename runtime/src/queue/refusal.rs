@@ -44,11 +44,10 @@ impl ClientFacing for StoreError {
 const STATE_MESSAGE: &str =
     "the shared job queue (Redis) is unavailable: the job was not accepted; retry later";
 
-/// The message when the submission was sent and its answer never came (Redis timed out, the
-/// connection broke): Redis may still store it, and it would then run.
-const STATE_UNKNOWN_MESSAGE: &str = "the shared job queue (Redis) did not answer in time: the job \
-     may have been accepted and may run; retry with the same idempotency_key, or list your jobs \
-     (GET /v1/jobs) before submitting it again";
+/// What a client may do when its submission was sent and no clear answer came back: Redis may
+/// still store it, and it would then run.
+const STATE_UNKNOWN_ADVICE: &str = "the job may have been accepted and may run; retry with the \
+     same idempotency_key, or list your jobs (GET /v1/jobs) before submitting it again";
 
 /// The `Retry-After` of such a refusal, seconds (the breaker's first open period is ~1 s).
 const STATE_RETRY_AFTER_S: u64 = 2;
@@ -88,7 +87,14 @@ impl ClientFacing for SubmitError {
             }
             SubmitError::Store(err) => err.client_message(),
             SubmitError::State(crate::state::StateError::Unavailable) => STATE_MESSAGE.to_string(),
-            SubmitError::State(_) => STATE_UNKNOWN_MESSAGE.to_string(),
+            SubmitError::State(crate::state::StateError::Timeout(_)) => format!(
+                "the shared job queue (Redis) did not answer in time: {STATE_UNKNOWN_ADVICE}"
+            ),
+            // An error Redis answered, or a broken connection (the detail is in the log).
+            SubmitError::State(_) => format!(
+                "the shared job queue (Redis) failed (the error is in weir's log): \
+                 {STATE_UNKNOWN_ADVICE}"
+            ),
         }
     }
 

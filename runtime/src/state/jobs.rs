@@ -90,6 +90,17 @@ const ENQUEUE: &str = r"
 local id, owner, idem, route = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local prio, rec = tonumber(ARGV[6]), ARGV[7]
 local maxq, maxk = tonumber(ARGV[8]), tonumber(ARGV[9])
+-- A key of the wrong type would fail a write below after the job's record was written (a
+-- script is not rolled back): the record would stay, in no index, for ever. Checked first.
+local function is(k, want)
+  local t = redis.call('TYPE', k)['ok']
+  return t == 'none' or t == want
+end
+if not (is(b .. 'ready:' .. route, 'zset') and is(b .. 'owner:' .. owner, 'zset')
+    and is(b .. 'depth', 'string') and is(b .. 'seq', 'string') and is(b .. 'owners', 'hash')
+    and (idem == '' or is(idem, 'string'))) then
+  return redis.error_reply('WRONGTYPE a key of the job queue holds the wrong kind of value')
+end
 if idem ~= '' then
   local have = redis.call('GET', idem)
   if have and redis.call('EXISTS', b .. 'job:' .. have) == 1 then return {'existing', have} end

@@ -524,3 +524,35 @@ async fn a_finish_run_twice_is_applied_once_and_a_superseded_run_s_cost_counts_o
         gone
     );
 }
+
+/// Fourth probe, R6: a job-queue key of the wrong type failed the submission after the job's
+/// record was written (a script is not rolled back): each attempt left a record in no index,
+/// never run and never expired, and the 503 said Redis "did not answer in time".
+#[tokio::test]
+async fn a_submission_a_queue_key_of_the_wrong_type_refuses_leaves_no_job_behind() {
+    let redis = RedisServer::start();
+    let up = sim(&[]);
+    let fleet = Fleet::start(1, |i, data| config(i, data, &redis, &up, &up, ""));
+    let ready = format!("t{}:{{jobs}}:ready:demo", redis.port);
+    redis.cli(&["SET", &ready, "junk"]);
+    let refused = post(fleet.addr(0), "/v1/jobs", &chat("demo", "refused")).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("failed") && !message.contains("in time"),
+        "{message}"
+    );
+    let pattern = format!("t{}:{{jobs}}:job:*", redis.port);
+    assert_eq!(
+        redis.cli(&["KEYS", &pattern]).trim(),
+        "",
+        "no record left behind"
+    );
+    redis.cli(&["DEL", &ready]);
+    let accepted = post(fleet.addr(0), "/v1/jobs", &chat("demo", "accepted")).await;
+    assert_eq!(accepted.status, 202, "{:?}", accepted.body);
+    until_succeeded(fleet.addr(0), accepted.json()["id"].as_str().unwrap()).await;
+}

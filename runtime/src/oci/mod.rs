@@ -95,6 +95,68 @@ pub enum OciError {
     },
 }
 
+/// Bytes of any text from a registry an [`OciError`] keeps (a reason, a digest it quoted).
+pub const MAX_REASON_BYTES: usize = 1024;
+
+impl OciError {
+    /// The error with every text in it cut to [`MAX_REASON_BYTES`]: a registry's answer
+    /// (an error body of any size, a digest it made up) goes into logs, `/admin/stages`, a
+    /// reload's answer and `weir check`'s output, and again at every retried pull (fourth
+    /// probe, C1: a 256 MiB error body made 268 MB log lines and 5.5 GB of RSS).
+    pub fn bounded(self) -> OciError {
+        let cut = |text: String| match crate::host_api::truncate_for_log(&text, MAX_REASON_BYTES) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(short) => short,
+        };
+        match self {
+            OciError::Timeout {
+                reference,
+                timeout_ms,
+            } => OciError::Timeout {
+                reference: cut(reference),
+                timeout_ms,
+            },
+            OciError::NotFound { reference, reason } => OciError::NotFound {
+                reference: cut(reference),
+                reason: cut(reason),
+            },
+            OciError::Registry {
+                reference,
+                what,
+                reason,
+            } => OciError::Registry {
+                reference: cut(reference),
+                what,
+                reason: cut(reason),
+            },
+            OciError::Layout { reference, reason } => OciError::Layout {
+                reference: cut(reference),
+                reason: cut(reason),
+            },
+            OciError::TooLarge {
+                reference,
+                size,
+                max,
+            } => OciError::TooLarge {
+                reference: cut(reference),
+                size,
+                max,
+            },
+            OciError::Digest {
+                reference,
+                what,
+                expected,
+                actual,
+            } => OciError::Digest {
+                reference: cut(reference),
+                what,
+                expected: cut(expected),
+                actual: cut(actual),
+            },
+        }
+    }
+}
+
 /// `err` and its causes, joined by `: ` (a connection error's reason is in its causes).
 pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
@@ -131,4 +193,40 @@ pub(crate) fn client(
         ..Default::default()
     };
     oci_client::Client::try_from(config).map_err(|err| chain(&err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_s_words_are_kept_to_a_bounded_length() {
+        let huge = "x".repeat(10 << 20);
+        let errors = [
+            OciError::Registry {
+                reference: "oci://127.0.0.1:5000/a@sha256:00".into(),
+                what: "cannot pull the manifest",
+                reason: huge.clone(),
+            },
+            OciError::NotFound {
+                reference: "r".into(),
+                reason: huge.clone(),
+            },
+            OciError::Digest {
+                reference: "r".into(),
+                what: "wasm layer",
+                expected: huge.clone(),
+                actual: huge.clone(),
+            },
+        ];
+        for err in errors {
+            let text = err.bounded().to_string();
+            assert!(text.len() < 3 * MAX_REASON_BYTES + 200, "{}", text.len());
+        }
+        let short = OciError::Layout {
+            reference: "r".into(),
+            reason: "no wasm layer".into(),
+        };
+        assert_eq!(short.bounded().to_string(), "r: no wasm layer");
+    }
 }

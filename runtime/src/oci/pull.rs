@@ -70,6 +70,13 @@ impl Puller {
     /// The component `reference` names: from the store when pinned and held there, else
     /// pulled within `[oci] pull_timeout_ms`.
     pub async fn fetch(&self, reference: &Reference) -> Result<Pulled, OciError> {
+        self.fetch_unbounded(reference)
+            .await
+            .map_err(OciError::bounded)
+    }
+
+    /// [`Puller::fetch`], its errors as long as the registry made them.
+    async fn fetch_unbounded(&self, reference: &Reference) -> Result<Pulled, OciError> {
         if reference.digest.is_none() && !self.settings.allow_tags {
             return Err(OciError::Layout {
                 reference: reference.to_string(),

@@ -36,6 +36,20 @@ pub async fn push(
     insecure: &[String],
     timeout: Duration,
 ) -> Result<Pushed, OciError> {
+    push_unbounded(component, title, reference, auth, insecure, timeout)
+        .await
+        .map_err(OciError::bounded)
+}
+
+/// [`push`], its errors as long as the registry made them.
+async fn push_unbounded(
+    component: &[u8],
+    title: &str,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    insecure: &[String],
+    timeout: Duration,
+) -> Result<Pushed, OciError> {
     let name = || reference.to_string();
     let created = crate::cost::clock::rfc3339(crate::clock::unix_ms() / 1000);
     let laid_out = artifact(component, title, &created).map_err(|reason| OciError::Layout {

@@ -258,8 +258,11 @@ impl App {
                 } else {
                     outcome.generation = assembled.snapshot.generation;
                     self.install(assembled);
-                    self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    // One outcome per reload, the same in /admin/stages and the metrics: one
+                    // that swapped in some files and rejected others is a failed one (fourth
+                    // probe, C5: it counted as both, and ok + failed > attempted).
                     if outcome.failed.is_empty() {
+                        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                         crate::telemetry::reload(true);
                     }
                     outcome.swapped = true;

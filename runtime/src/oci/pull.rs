@@ -251,15 +251,19 @@ impl Puller {
                 });
             }
             if size > declared {
-                // More than the manifest promised: the digest cannot match; stop reading.
-                return Err(OciError::Digest {
-                    reference: name(),
-                    what: "wasm layer",
-                    expected: format!("{} ({declared} bytes)", layer.digest),
-                    actual: format!("more than {declared} bytes"),
-                });
+                // More than the manifest promised: stop reading.
+                return Err(wrong_size(
+                    reference,
+                    declared,
+                    &format!("more than {declared}"),
+                ));
             }
             bytes.extend_from_slice(&chunk);
+        }
+        // Fewer bytes than declared: the manifest does not describe this layer (fourth
+        // probe, C8: it was accepted when the digest matched).
+        if bytes.len() as u64 != declared {
+            return Err(wrong_size(reference, declared, &bytes.len().to_string()));
         }
         let actual = sha256(&bytes);
         if actual != layer.digest {
@@ -271,6 +275,14 @@ impl Puller {
             });
         }
         Ok(bytes)
+    }
+}
+
+/// A layer whose size is not the one its manifest declares.
+fn wrong_size(reference: &Reference, declared: u64, got: &str) -> OciError {
+    OciError::Layout {
+        reference: reference.to_string(),
+        reason: format!("the wasm layer is {got} bytes, but its manifest declares {declared}"),
     }
 }
 

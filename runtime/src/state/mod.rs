@@ -260,16 +260,18 @@ async fn health(shared: std::sync::Weak<Shared>) {
     let mut seen: Option<String> = None;
     let process = format!("{}/{}", std::process::id(), crate::clock::unix_ms());
     let mut foreign = 0u32;
-    let mut ticks = 0u64;
+    // Checks until the next look at the eviction policy (at once while Redis has not answered).
+    let mut policy_in = 0u64;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if ticks.is_multiple_of(EVICTION_CHECK_EVERY) {
-            check_eviction(&shared).await;
-        }
-        ticks += 1;
+        policy_in = match policy_in {
+            0 if check_eviction(&shared).await => EVICTION_CHECK_EVERY,
+            0 => 0,
+            n => n - 1,
+        };
         let token = format!("{}/{}", shared.node(), crate::clock::unix_ms());
         let mut check = ::redis::pipe();
         check
@@ -380,13 +382,13 @@ const EVICTION_CHECK_EVERY: u64 = 120;
 
 /// Reads `maxmemory` and `maxmemory_policy` (`INFO memory`: managed Redis services that
 /// rename `CONFIG` still answer it) and says so when Redis may evict weir's keys, once per
-/// change.
-async fn check_eviction(shared: &Shared) {
+/// change; false when Redis did not answer.
+async fn check_eviction(shared: &Shared) -> bool {
     let answer: Result<String, _> = shared
         .redis
         .query("info", Lane::Background, ::redis::cmd("INFO").arg("memory"))
         .await;
-    let Ok(info) = answer else { return };
+    let Ok(info) = answer else { return false };
     let field = |name: &str| {
         info.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
@@ -394,7 +396,7 @@ async fn check_eviction(shared: &Shared) {
     };
     let max = field("maxmemory").and_then(|v| v.parse::<u64>().ok());
     let (Some(max), Some(policy)) = (max, field("maxmemory_policy")) else {
-        return;
+        return true;
     };
     let mut checks = crate::sync::lock(&shared.checks);
     let was = checks.evicting();
@@ -405,11 +407,12 @@ async fn check_eviction(shared: &Shared) {
         tracing::error!(
             maxmemory = max,
             policy,
-            "Redis may evict weir's keys when it is full (maxmemory-policy is not noeviction): an evicted budget window starts again from zero, an evicted job is lost; set maxmemory-policy noeviction (or give the shared cache a Redis of its own)"
+            "Redis may evict weir's keys when it is full (maxmemory-policy is not noeviction): an evicted budget window starts again from zero, an evicted job is lost; set maxmemory-policy noeviction, or turn state.shared_cache off if Redis must stay small"
         );
     } else if was && !evicting {
         tracing::info!(policy, "Redis no longer evicts weir's keys");
     }
+    true
 }
 
 /// `hostname:port` of the API listener; with a port the OS picks (0), `hostname:pid`.

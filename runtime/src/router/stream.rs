@@ -5,11 +5,11 @@
 //! ([`StreamLimits::idle_timeout`], the target's `stream_idle_timeout_ms`), its whole length
 //! in time ([`StreamLimits::max_duration`], `max_stream_ms`: an upstream sending empty events
 //! forever would pass the idle bound), the bytes read in all ([`StreamLimits::max_bytes`],
-//! `max_stream_bytes`) and the size of one line or event (the SSE parser's own caps). Passing any of them is an `Err` from [`UpstreamStream::next`],
-//! which the relay turns into the explicit `stream_interrupted` error event, never a silent
-//! truncation. A stream also holds its target's concurrency slot until the upstream has
-//! finished (or failed, or the stream is dropped), so live streams count against
-//! `max_concurrency`.
+//! `max_stream_bytes`) and the size of one line or event (the SSE parser's own caps). Passing
+//! any of them is an `Err` from [`UpstreamStream::next`], which the relay turns into the
+//! explicit `stream_interrupted` error event, never a silent truncation. A stream also holds
+//! its target's concurrency slot until the upstream has finished (or failed, or the stream is
+//! dropped), so live streams count against `max_concurrency`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

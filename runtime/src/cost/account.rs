@@ -488,6 +488,44 @@ mod tests {
         }
     }
 
+    /// Fourth probe, R3: with Redis away and `fail_open`, a key past its local share was
+    /// refused with `budget_exceeded` quoting its own day ("$0.009525 left, less than
+    /// $0.002580"); the refusal says what ran out: this node's share while Redis is away.
+    #[tokio::test]
+    async fn a_spent_local_share_is_a_state_refusal_naming_the_share() {
+        let settings = crate::config::StateSettings {
+            backend: crate::config::Backend::Redis,
+            // Nothing listens on port 1.
+            url: Some("redis://127.0.0.1:1".to_owned()),
+            expected_nodes: 4,
+            connect_timeout: std::time::Duration::from_millis(200),
+            ..crate::config::StateSettings::default()
+        };
+        let shared = match Shared::open(&settings).await {
+            Ok(Some(shared)) => shared,
+            other => panic!("{other:?}"),
+        };
+        let key = key(1.0, 10.0);
+        let fleet = shared.budget(&key);
+        let account = Arc::new(Account::new(key, Clock::default(), 0, 0).with_fleet(fleet));
+        // The share is $1 / 4 nodes: $0.20 fits, a second $0.20 does not.
+        let held = account.reserve(usd_to_pico(0.2)).await;
+        assert!(held.is_ok(), "{:?}", held.err());
+        let refused = account.reserve(usd_to_pico(0.2)).await;
+        drop(held);
+        let Err(err) = refused else {
+            panic!("admitted past the share");
+        };
+        assert_eq!(
+            (err.status(), err.code()),
+            (503, "state_unavailable"),
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("$0.250000 this node may spend"), "{text}");
+        assert_eq!(err.retry_after_s(), Some(5));
+    }
+
     #[tokio::test]
     async fn reservations_count_against_the_budget_until_settled() {
         // 2026-11-26T21:12:01Z

@@ -616,3 +616,34 @@ async fn a_reload_that_needs_a_bigger_instance_pool_is_refused_with_the_reason()
         200
     );
 }
+
+/// Fourth probe, C5: a reload that swapped in a config edit and rejected a stage file beside
+/// it counted as both ok and failed (ok + failed passed attempted, and the metric had no ok
+/// series); it is one failed reload.
+#[tokio::test]
+async fn a_reload_that_swaps_a_config_in_but_rejects_a_file_counts_once_as_failed() {
+    let host = Host::start("partial", &wasm(weir_test_artifacts::PASSTHROUGH), "");
+    let (weir, plugin, path) = (&host.weir, &host.plugin, &host.path);
+    let before = admin_stages(weir).await["reloads"].clone();
+    replace(plugin, b"\0asm\x01\0\0\0");
+    until_admin(weir, "the bad file is reported", |s| {
+        s["stages"][0]["last_error"].is_string()
+    })
+    .await;
+    let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
+    replace(path, host.config(extra).as_bytes());
+    let other = json!({"model": "other", "messages": [{"role": "user", "content": "hi"}]});
+    wait::until("the new route to serve", || async {
+        let answer = post(weir.addr, "/v1/chat/completions", &other).await;
+        wait::check(answer.status == 200, answer.status)
+    })
+    .await;
+    let after = admin_stages(weir).await["reloads"].clone();
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap();
+    assert_eq!(n(&after, "ok"), n(&before, "ok"), "{after}");
+    assert!(n(&after, "failed") > n(&before, "failed"), "{after}");
+    assert!(
+        n(&after, "ok") + n(&after, "failed") <= n(&after, "attempted"),
+        "{after}"
+    );
+}

@@ -136,6 +136,10 @@ impl App {
         let puller = (config.routes.iter())
             .any(|route| route.stages.iter().any(|s| s.oci.is_some()))
             .then(|| crate::oci::Puller::new(config.oci.clone(), self.oci_store.clone()));
+        let mut pulled = match &puller {
+            Some(puller) => pull_all(&config, previous, puller).await,
+            None => HashMap::new(),
+        };
         let mut stages: BTreeMap<PathBuf, Arc<LoadedStage>> = BTreeMap::new();
         let mut fresh = Vec::new();
         let mut failed = Vec::new();
@@ -147,7 +151,8 @@ impl App {
                     Some(stage) => stage.clone(),
                     None => {
                         let earlier = previous.and_then(|p| earlier_version(p, &route.model, spec));
-                        let loaded = self.load_stage(spec, earlier, puller.as_ref()).await;
+                        let loaded =
+                            (self.load_stage(spec, earlier, pulled.remove(&spec.path))).await;
                         let stage = match loaded {
                             Ok(Loaded::Unchanged(stage)) => stage,
                             Ok(Loaded::New(stage)) => {
@@ -245,27 +250,26 @@ impl App {
     }
 
     /// The stage `spec` names: the `earlier` version when it is the same (a file whose bytes
-    /// did not change, the same pinned artifact), else a new load (read or fetch, compile,
-    /// check the world, `describe()`).
+    /// did not change, the same pinned artifact), else a new load (read, or the artifact
+    /// [`pull_all`] fetched for it; compile, check the world, `describe()`).
     async fn load_stage(
         &self,
         spec: &StageSettings,
         earlier: Option<&Arc<LoadedStage>>,
-        puller: Option<&crate::oci::Puller>,
+        pulled: Option<Result<crate::oci::Pulled, crate::oci::OciError>>,
     ) -> Result<Loaded, LoadError> {
         let same_source = earlier.filter(|e| e.path == spec.path);
-        let (bytes, artifact) = match (&spec.oci, puller) {
-            (Some(reference), Some(puller)) => {
-                // A pinned artifact cannot change: no store read, no network.
-                if let Some(earlier) = same_source
-                    && reference.digest.is_some()
-                {
-                    return Ok(Loaded::Unchanged(earlier.clone()));
-                }
-                let pulled = puller.fetch(reference).await?;
+        let (bytes, artifact) = match (&spec.oci, pulled) {
+            (Some(_), Some(pulled)) => {
+                let pulled = pulled?;
                 (pulled.bytes, Some(pulled.artifact))
             }
-            _ => (LoadedStage::read(&spec.path).await?, None),
+            // A pinned artifact serving already: `pull_all` left it out.
+            (Some(_), None) => match same_source {
+                Some(earlier) => return Ok(Loaded::Unchanged(earlier.clone())),
+                None => (LoadedStage::read(&spec.path).await?, None),
+            },
+            (None, _) => (LoadedStage::read(&spec.path).await?, None),
         };
         if let Some(earlier) = same_source
             && blake3::hash(&bytes) == earlier.digest
@@ -427,6 +431,36 @@ fn counted_models(config: &Config) -> Vec<String> {
 /// A config table that sets a key its stage did not declare (`config-keys`) is refused at the
 /// key's line: a misspelled key must not be silently ignored. A stage that declares nothing
 /// accepts any key.
+/// Every OCI artifact `config`'s stages need, fetched side by side (one slow or hung registry
+/// costs a reload one `pull_timeout_ms`, not one per stage: fourth probe, C4), by stage path.
+/// A pinned artifact already serving (in `previous`, at the same path) is left out: it cannot
+/// have changed.
+async fn pull_all(
+    config: &Config,
+    previous: Option<&Snapshot>,
+    puller: &crate::oci::Puller,
+) -> HashMap<PathBuf, Result<crate::oci::Pulled, crate::oci::OciError>> {
+    let mut wanted: BTreeMap<&PathBuf, &crate::oci::Reference> = BTreeMap::new();
+    for route in &config.routes {
+        for spec in &route.stages {
+            let Some(reference) = &spec.oci else { continue };
+            let serving = previous
+                .and_then(|p| earlier_version(p, &route.model, spec))
+                .is_some_and(|earlier| earlier.path == spec.path);
+            if !(serving && reference.digest.is_some()) {
+                wanted.insert(&spec.path, reference);
+            }
+        }
+    }
+    let fetches = wanted
+        .into_iter()
+        .map(|(path, reference)| async move { (path.clone(), puller.fetch(reference).await) });
+    futures_util::future::join_all(fetches)
+        .await
+        .into_iter()
+        .collect()
+}
+
 fn check_config_keys(stage: &LoadedStage, spec: &StageSettings) -> Result<(), AppError> {
     let Some(keys) = &stage.config_keys else {
         return Ok(());

@@ -595,3 +595,76 @@ async fn weir_check_pulls_an_artifact_and_checks_it_before_it_is_rolled_out() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Fourth probe, C4: the pulls of one reload ran one after another, so k stages on a hung
+/// registry cost the reload k × `pull_timeout_ms` (a file fix or a config change waited that
+/// long behind them). They run side by side: one `pull_timeout_ms`.
+#[tokio::test]
+async fn a_reload_pulls_its_artifacts_side_by_side() {
+    let up = sim(&[]);
+    let dir = scratch("side-by-side");
+    let bytes = component(weir_test_artifacts::PASSTHROUGH);
+    let stage = file(&dir, "s.wasm", &bytes).display().to_string();
+    let oci = "[oci]\npull_timeout_ms = 1500\n";
+    // Three more routes, each with its own stage at `path(n)`.
+    let routes = |path: &dyn Fn(usize) -> String| {
+        let mut text = config(&up, &dir, &stage, oci);
+        for n in 0..3 {
+            text.push_str(&format!(
+                "\n[[routes]]\nmodel = \"r{n}\"\ntargets = [\"up\"]\n\n\
+                 [[routes.stages]]\nname = \"s\"\npath = \"{}\"\n",
+                path(n)
+            ));
+        }
+        text
+    };
+    let path = write_config(&dir, &routes(&|_| stage.clone()));
+    let weir = serve_file(&path);
+    assert_eq!(serving(&weir).await, label(&bytes));
+
+    // A "registry" that accepts connections and never says a word.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hung.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    // Each of the three stages moves to an artifact on it: each pull times out, and each
+    // route keeps its file's version.
+    let wanted = |n: usize| {
+        format!(
+            "oci://{hung_addr}/t/s{n}@sha256:{}",
+            n.to_string().repeat(64)
+        )
+    };
+    write_config(&dir, &routes(&wanted));
+    let stages = until_admin(&weir, "the reload to reject the three pulls", |stages| {
+        let history = stages["reloads"]["history"].as_array();
+        history.is_some_and(|h| {
+            h.iter()
+                .any(|r| r["rejected"].as_array().map_or(0, Vec::len) == 3)
+        })
+    })
+    .await;
+    let history = stages["reloads"]["history"].as_array().unwrap();
+    let reload = (history.iter())
+        .find(|r| r["rejected"].as_array().map_or(0, Vec::len) == 3)
+        .unwrap();
+    let elapsed = reload["elapsed_ms"].as_f64().unwrap();
+    // One pull timeout and the rest of the reload; three in a row took at least 4,500 ms.
+    assert!(elapsed < 4000.0, "{reload}");
+    let rejected = reload["rejected"][0]["error"].as_str().unwrap();
+    assert!(rejected.contains("within 1500 ms"), "{reload}");
+    assert!(
+        held.lock().unwrap().len() >= 3,
+        "each registry call was made"
+    );
+    assert_eq!(
+        serving(&weir).await,
+        label(&bytes),
+        "the old versions serve"
+    );
+}

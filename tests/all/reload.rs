@@ -327,6 +327,18 @@ async fn a_truncated_write_then_the_complete_file_ends_with_the_complete_version
     until_serving(weir, &label(&b)).await;
 }
 
+/// Adds a route `other` to `host`'s config and waits until it serves.
+async fn add_route_other(host: &Host) {
+    let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
+    replace(&host.path, host.config(extra).as_bytes());
+    let other = json!({"model": "other", "messages": [{"role": "user", "content": "hi"}]});
+    wait::until("the new route to serve", || async {
+        let answer = post(host.weir.addr, "/v1/chat/completions", &other).await;
+        wait::check(answer.status == 200, answer.status)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
     let host = Host::start("config", &wasm(weir_test_artifacts::PASSTHROUGH), "");
@@ -359,13 +371,7 @@ async fn a_config_edit_swaps_routes_and_a_bad_edit_keeps_the_old_config() {
     );
 
     // A good edit: the new route serves, the old one too.
-    let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
-    replace(path, host.config(extra).as_bytes());
-    wait::until("the new route to serve", || async {
-        let answer = post(weir.addr, "/v1/chat/completions", &other).await;
-        wait::check(answer.status == 200, answer.status)
-    })
-    .await;
+    add_route_other(&host).await;
     assert_eq!(
         post(weir.addr, "/v1/chat/completions", &chat())
             .await
@@ -623,21 +629,14 @@ async fn a_reload_that_needs_a_bigger_instance_pool_is_refused_with_the_reason()
 #[tokio::test]
 async fn a_reload_that_swaps_a_config_in_but_rejects_a_file_counts_once_as_failed() {
     let host = Host::start("partial", &wasm(weir_test_artifacts::PASSTHROUGH), "");
-    let (weir, plugin, path) = (&host.weir, &host.plugin, &host.path);
+    let (weir, plugin) = (&host.weir, &host.plugin);
     let before = admin_stages(weir).await["reloads"].clone();
     replace(plugin, b"\0asm\x01\0\0\0");
     until_admin(weir, "the bad file is reported", |s| {
         s["stages"][0]["last_error"].is_string()
     })
     .await;
-    let extra = "[[routes]]\nmodel = \"other\"\ntargets = [\"up\"]\n";
-    replace(path, host.config(extra).as_bytes());
-    let other = json!({"model": "other", "messages": [{"role": "user", "content": "hi"}]});
-    wait::until("the new route to serve", || async {
-        let answer = post(weir.addr, "/v1/chat/completions", &other).await;
-        wait::check(answer.status == 200, answer.status)
-    })
-    .await;
+    add_route_other(&host).await;
     let after = admin_stages(weir).await["reloads"].clone();
     let n = |v: &Value, k: &str| v[k].as_u64().unwrap();
     assert_eq!(n(&after, "ok"), n(&before, "ok"), "{after}");

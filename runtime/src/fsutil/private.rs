@@ -228,6 +228,18 @@ mod tests {
         std::fs::set_permissions(path, Permissions::from_mode(mode)).unwrap();
     }
 
+    /// A named pipe at `path` (a read of it blocks until a writer comes).
+    fn make_fifo(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
     /// Third probe, B1 and B2: a stage file that is a link to `/dev/zero` was read until the
     /// kernel killed weir; one that is a link to a FIFO blocked its reload, and every later
     /// one, for good.
@@ -246,14 +258,7 @@ mod tests {
         let zero = dir.join("zero.wasm");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         let fifo = dir.join("fifo.wasm");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        make_fifo(&fifo);
         let big = dir.join("big.wasm");
         std::fs::write(&big, vec![0u8; 17]).unwrap();
         for (path, says) in [
@@ -353,14 +358,7 @@ mod tests {
         assert!(err.to_string().contains("symbolic link"), "{err}");
 
         let fifo = root.join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
+        make_fifo(&fifo);
         let err = read_owned(&fifo, 10, OPEN_TO_OTHERS).unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
 

@@ -510,11 +510,9 @@ async fn settled(redis: &RedisServer) {
     .await;
 }
 
-#[tokio::test]
-async fn after_redis_comes_back_empty_the_nodes_put_their_spend_back() {
-    let mut redis = RedisServer::start();
-    let up = sim(&[]);
-    let mut fleet = Fleet::start(2, |_, data_dir| config(&up, &redis, data_dir, ""));
+/// Six calls of key `team` over the two nodes of `fleet`, each answered, then settled in
+/// `redis`.
+async fn six_calls(fleet: &Fleet, redis: &RedisServer) {
     for i in 0..6 {
         let answer = ask(
             fleet.addr(i % 2),
@@ -524,7 +522,15 @@ async fn after_redis_comes_back_empty_the_nodes_put_their_spend_back() {
         .await;
         assert_eq!(answer.status, 200, "{:?}", answer.body);
     }
-    settled(&redis).await;
+    settled(redis).await;
+}
+
+#[tokio::test]
+async fn after_redis_comes_back_empty_the_nodes_put_their_spend_back() {
+    let mut redis = RedisServer::start();
+    let up = sim(&[]);
+    let mut fleet = Fleet::start(2, |_, data_dir| config(&up, &redis, data_dir, ""));
+    six_calls(&fleet, &redis).await;
     let (before, _, _) = redis_budget(&redis);
     // Redis dies and comes back without its data.
     redis.restart();
@@ -739,16 +745,7 @@ async fn a_budget_window_redis_lost_is_put_back_by_every_node() {
     let redis = RedisServer::start();
     let up = sim(&[]);
     let fleet = Fleet::start(2, |_, data_dir| config(&up, &redis, data_dir, ""));
-    for i in 0..6 {
-        let answer = ask(
-            fleet.addr(i % 2),
-            Some("sk-team"),
-            &chat(&format!("hi {i}"), 16),
-        )
-        .await;
-        assert_eq!(answer.status, 200, "{:?}", answer.body);
-    }
-    settled(&redis).await;
+    six_calls(&fleet, &redis).await;
     let (before, _, _) = redis_budget(&redis);
     let tag = format!("t{}:{{k:team}}", redis.port);
     let month = &today()[..7];

@@ -323,6 +323,24 @@ async fn push_tarball_image(registry: &Registry) -> String {
     format!("oci://{}/t/tarball@{digest}", registry.host())
 }
 
+/// The connections a [`hung_registry`] accepted (held open, never answered).
+type Held = Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>>;
+
+/// A "registry" that accepts connections and never says a word: its address, and the
+/// connections it holds.
+async fn hung_registry() -> (std::net::SocketAddr, Held) {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hung.local_addr().unwrap();
+    let held = Held::default();
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = hung.accept().await {
+            keep.lock().unwrap().push(socket);
+        }
+    });
+    (addr, held)
+}
+
 #[tokio::test]
 async fn a_registry_that_never_answers_keeps_the_old_version_serving() {
     let registry = Registry::start();
@@ -338,16 +356,7 @@ async fn a_registry_that_never_answers_keeps_the_old_version_serving() {
     let weir = serve_file(&path);
     assert_eq!(serving(&weir).await, label(&bytes));
 
-    // A "registry" that accepts connections and never says a word.
-    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hung_addr = hung.local_addr().unwrap();
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = hung.accept().await {
-            keep.lock().unwrap().push(socket);
-        }
-    });
+    let (hung_addr, held) = hung_registry().await;
     let wanted = format!("oci://{hung_addr}/t/pass@sha256:{}", "1".repeat(64));
     write_config(&dir, &config(&up, &dir, &wanted, oci));
     let stages = until_admin(&weir, "the pull to time out", |stages| {
@@ -622,16 +631,7 @@ async fn a_reload_pulls_its_artifacts_side_by_side() {
     let weir = serve_file(&path);
     assert_eq!(serving(&weir).await, label(&bytes));
 
-    // A "registry" that accepts connections and never says a word.
-    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hung_addr = hung.local_addr().unwrap();
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = held.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = hung.accept().await {
-            keep.lock().unwrap().push(socket);
-        }
-    });
+    let (hung_addr, held) = hung_registry().await;
     // Each of the three stages moves to an artifact on it: each pull times out, and each
     // route keeps its file's version.
     let wanted = |n: usize| {
